@@ -1,0 +1,286 @@
+"""Configuration: YAML in packetbeat's spirit, `-E key=value` overrides, strict keys.
+
+Every key wirebeat knows is declared once, in `base_schema()` or by a decoder
+(`DecoderSpec.options`), with its type and default. A key that is not declared,
+or a value of the wrong type, is a `ConfigError` naming the key's full path and
+what was expected; the CLI turns it into one line on stderr and exit 2.
+Dotted keys may be written nested or flat (`output.console.enabled: true`).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from decoders.api import DecoderSpec, Option
+
+__all__ = ["Config", "ConfigError", "base_schema", "load_config", "parse_duration"]
+
+DEFAULT_TRANSACTION_TIMEOUT_S = 10.0    # packetbeat's DefaultTransactionExpiration
+
+
+class ConfigError(Exception):
+    """Bad configuration: the message is the one line the operator sees."""
+
+
+def base_schema() -> dict[str, Option]:
+    """Engine keys. Caps are documented here: they bound memory, not traffic."""
+    return {
+        "wirebeat.flows.enabled": Option("bool", False, "flow reports (not implemented yet)"),
+        "wirebeat.flows.timeout": Option("duration", 30.0, "idle time after which a flow ends"),
+        "wirebeat.flows.period": Option("duration", 10.0, "interval of intermediate reports"),
+        "wirebeat.limits.max_flows": Option("int", 262144, "UDP flows tracked at once; the oldest is evicted"),
+        "wirebeat.limits.flow_idle_timeout": Option("duration", 60.0, "a UDP flow idle this long (packet time) is forgotten"),
+        "wirebeat.limits.max_fragmented_datagrams": Option("int", 4096, "partial IP datagrams held for reassembly, per source"),
+        "wirebeat.limits.fragment_timeout": Option("duration", 30.0, "packet time a partial datagram waits for its fragments"),
+        "wirebeat.shutdown_timeout": Option("duration", 30.0, "on a signal, how long to wait for the output to acknowledge what is queued"),
+        "queue.mem.events": Option("int", 32768, "documents buffered between the decoders and the output"),
+        "queue.mem.flush.min_events": Option("int", 1024, "documents per batch handed to the output"),
+        "queue.mem.flush.timeout": Option("duration", 1.0, "a partial batch is handed over after this long"),
+        "fields": Option("map", {}, "fields added to every document (under `fields`, or at the root with fields_under_root)"),
+        "fields_under_root": Option("bool", False),
+        "tags": Option("list[str]", [], "tags added to every document"),
+        "processors": Option("processors", [], "add_fields / add_tags processors, in order"),
+        "logging.level": Option("str", "info", "debug, info, warning or error"),
+        "logging.metrics.period": Option("duration", 30.0, "interval of the counters log line; 0 turns it off"),
+        "setup.template.enabled": Option("bool", True, "install the index template when absent"),
+        "setup.template.overwrite": Option("bool", False, "replace an existing index template"),
+        "output.elasticsearch.enabled": Option("bool", None),
+        "output.elasticsearch.hosts": Option("list[str]", ["http://localhost:9200"]),
+        "output.elasticsearch.username": Option("str", ""),
+        "output.elasticsearch.password": Option("str", ""),
+        "output.elasticsearch.api_key": Option("str", "", "id:api_key, as Elasticsearch's encoded form or plain"),
+        "output.elasticsearch.index": Option("str", "wirebeat-%{version}", "index name; %{version} is wirebeat's version"),
+        "output.elasticsearch.bulk_max_size": Option("int", 1600, "documents per bulk request"),
+        "output.elasticsearch.timeout": Option("duration", 90.0, "per request"),
+        "output.elasticsearch.backoff.init": Option("duration", 1.0, "first wait after a failed bulk request"),
+        "output.elasticsearch.backoff.max": Option("duration", 60.0, "longest wait between retries"),
+        "output.elasticsearch.ssl.enabled": Option("bool", True, "used for https:// hosts"),
+        "output.elasticsearch.ssl.verification_mode": Option("str", "full", "full, certificate or none"),
+        "output.elasticsearch.ssl.certificate_authorities": Option("list[str]", []),
+        "output.console.enabled": Option("bool", None),
+        "output.console.pretty": Option("bool", False),
+        "output.file.enabled": Option("bool", None),
+        "output.file.path": Option("str", "./wirebeat-out", "directory of the NDJSON files"),
+        "output.file.filename": Option("str", "wirebeat.ndjson"),
+        "output.file.rotate_every_kb": Option("int", 10240, "rotate when the file reaches this size"),
+        "output.file.number_of_files": Option("int", 7, "rotated files kept, including the current one"),
+    }
+
+
+def protocol_schema(spec: DecoderSpec) -> dict[str, Option]:
+    prefix = f"wirebeat.protocols.{spec.name}."
+    schema = {prefix + "enabled": Option("bool", True)}
+    if spec.datagram is not None and spec.ports or spec.stream is not None:
+        schema[prefix + "ports"] = Option("list[int]", list(spec.ports))
+    schema[prefix + "transaction_timeout"] = Option("duration", DEFAULT_TRANSACTION_TIMEOUT_S)
+    schema[prefix + "send_request"] = Option("bool", False)
+    schema[prefix + "send_response"] = Option("bool", False)
+    for key, option in spec.options.items():
+        schema[prefix + key] = option
+    return schema
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)?\s*$")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 10, 2.5, "10s", "500ms", "1m", "1h". Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError
+
+
+_KIND_WORDS = {
+    "bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
+    "duration": "a duration such as 10s, 500ms or 1m", "list[str]": "a list of strings",
+    "list[int]": "a list of whole numbers", "map": "a mapping of keys to values",
+    "processors": "a list of processors (add_fields, add_tags)",
+}
+
+
+def _coerce(key: str, kind: str, value: Any) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(f"config key '{key}': expected {_KIND_WORDS[kind]}, got {value!r}")
+
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    if kind == "duration":
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise bad() from None
+    if kind in ("list[str]", "list[int]"):
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = [value]             # a single value where a list is expected, as beats allow
+        if not isinstance(value, list):
+            raise bad()
+        item_kind = kind[5:-1]
+        return [_coerce(f"{key}[{i}]", item_kind, item) for i, item in enumerate(value)]
+    if kind == "map":
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return value
+        raise bad()
+    if kind == "processors":
+        return _coerce_processors(key, value)
+    raise AssertionError(kind)
+
+
+def _coerce_processors(key: str, value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"config key '{key}': expected {_KIND_WORDS['processors']}, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"config key '{where}': expected one processor name with its settings")
+        [(name, settings)] = item.items()
+        settings = settings or {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"config key '{where}.{name}': expected a mapping")
+        if name == "add_fields":
+            allowed = {"target": "str", "fields": "map"}
+            if "fields" not in settings:
+                raise ConfigError(f"config key '{where}.add_fields.fields' is required")
+        elif name == "add_tags":
+            allowed = {"tags": "list[str]", "target": "str"}
+            if "tags" not in settings:
+                raise ConfigError(f"config key '{where}.add_tags.tags' is required")
+        else:
+            raise ConfigError(f"config key '{where}': unknown processor '{name}' "
+                              "(known: add_fields, add_tags)")
+        checked = {}
+        for sub, sub_value in settings.items():
+            if sub not in allowed:
+                raise ConfigError(f"unknown config key '{where}.{name}.{sub}'")
+            checked[sub] = _coerce(f"{where}.{name}.{sub}", allowed[sub], sub_value)
+        out.append({name: checked})
+    return out
+
+
+def _flatten(node: Any, prefix: str, schema: Mapping[str, Option], out: dict[str, Any]) -> None:
+    """Flatten nested YAML into dotted keys, stopping at keys the schema treats as leaves."""
+    if prefix and (prefix in schema or not isinstance(node, dict)):
+        out[prefix] = node
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config key '{prefix}{'.' if prefix else ''}{key}': keys must be strings")
+        _flatten(value, f"{prefix}.{key}" if prefix else key, schema, out)
+
+
+class Config:
+    """Resolved configuration: every declared key with its checked value."""
+
+    def __init__(self, values: dict[str, Any], explicit: set[str], path: str | None) -> None:
+        self.values = values
+        self.explicit = explicit       # keys the operator set (file or -E)
+        self.path = path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def section(self, prefix: str) -> dict[str, Any]:
+        """Keys under `prefix.` with the prefix removed."""
+        cut = len(prefix) + 1
+        return {k[cut:]: v for k, v in self.values.items() if k.startswith(prefix + ".")}
+
+    def output_name(self) -> str:
+        """The one enabled output. An output section that is present is enabled by default."""
+        enabled = []
+        for name in ("elasticsearch", "console", "file"):
+            flag = self.values[f"output.{name}.enabled"]
+            present = any(k.startswith(f"output.{name}.") for k in self.explicit)
+            if flag or (flag is None and present):
+                enabled.append(name)
+        if len(enabled) > 1:
+            raise ConfigError("only one output can be enabled, found: " + ", ".join(enabled))
+        return enabled[0] if enabled else "elasticsearch"
+
+
+def load_config(path: str | None, overrides: Iterable[str],
+                specs: Iterable[DecoderSpec]) -> Config:
+    """Read YAML (`path`, else ./wirebeat.yml if present), apply -E overrides, check all."""
+    schema = base_schema()
+    for spec in specs:
+        schema.update(protocol_schema(spec))
+    raw: dict[str, Any] = {}
+    used_path = path
+    if path is None and os.path.exists("wirebeat.yml"):
+        used_path = "wirebeat.yml"
+    if used_path is not None:
+        try:
+            with open(used_path, encoding="utf-8") as fh:
+                document = yaml.safe_load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {used_path}: no such file") from None
+        except OSError as err:
+            raise ConfigError(f"config file {used_path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"config file {used_path}: invalid YAML{where}: {problem}") from None
+        if document is None:
+            document = {}
+        if not isinstance(document, dict):
+            raise ConfigError(f"config file {used_path}: expected a mapping at the top level")
+        _flatten(document, "", schema, raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"-E {override!r}: expected key=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        nested: dict[str, Any] = {}
+        _flatten({key: value}, "", schema, nested)
+        raw.update(nested)
+
+    values = {key: option.default for key, option in schema.items()}
+    for key, value in raw.items():
+        if key not in schema:
+            hint = difflib.get_close_matches(key, schema.keys(), n=1)
+            suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"unknown config key '{key}'{suffix}")
+        values[key] = _coerce(key, schema[key].kind, value)
+    config = Config(values, set(raw), used_path)
+    config.output_name()        # reject two enabled outputs now, with the other errors
+    return config

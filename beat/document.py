@@ -1,0 +1,183 @@
+"""From a decoder's Transaction to the document that is indexed.
+
+The engine fills what every packetbeat transaction carries (section (a) and
+(c) of the field reference): @timestamp, event.*, network.*, the four
+endpoints, related.ip, error.message, capture.source, agent and ecs; the
+decoder's `document()` adds its protocol's fields and may override any of
+these (DHCPv4 sets its own client and server).
+
+`document_id` is derived from what identifies the transaction, never from the
+wall clock, so indexing the same capture twice, or retrying a bulk request,
+overwrites instead of duplicating.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from functools import lru_cache
+from typing import Any
+
+import communityid
+
+from decoders.api import DecoderSpec, FlowKey, Transaction
+
+__all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
+
+ECS_VERSION = "8.17.0"
+_IANA = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
+_CID = communityid.CommunityID(seed=0)
+
+
+@lru_cache(maxsize=65536)   # hashing costs ~50 us; flows repeat, so cache by flow
+def community_id(transport: str, client_ip: str, client_port: int, server_ip: str,
+                 server_port: int) -> str | None:
+    """Community ID v1 (seed 0); for ICMP the ports are the type and code."""
+    if transport in ("tcp", "udp"):
+        make = communityid.FlowTuple.make_tcp if transport == "tcp" else communityid.FlowTuple.make_udp
+        tpl = make(client_ip, server_ip, client_port, server_port)
+    elif transport == "icmp":
+        tpl = communityid.FlowTuple.make_icmp(client_ip, server_ip, client_port, server_port)
+    elif transport == "ipv6-icmp":
+        tpl = communityid.FlowTuple.make_icmp6(client_ip, server_ip, client_port, server_port)
+    else:
+        return None
+    try:
+        return _CID.calc(tpl)
+    except communityid.Error:
+        return None
+
+
+_last_second: list[Any] = [None, ""]
+
+
+def iso_time(ts: float) -> str:
+    """RFC 3339 UTC with microseconds: 2026-11-25T22:31:54.123456Z."""
+    seconds = int(ts // 1)
+    micros = round((ts - seconds) * 1e6)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    if _last_second[0] != seconds:      # many packets share a second: format it once
+        _last_second[0] = seconds
+        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{_last_second[1]}.{micros:06d}Z"
+
+
+def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:
+    """A stable _id: same capture, same transaction, same id."""
+    key = (f"{source}|{dataset}|{flow.transport}|{flow.client_ip}|{flow.client_port}|"
+           f"{flow.server_ip}|{flow.server_port}|{round(ts * 1e6)}|{identity}")
+    return base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode()
+
+
+def _endpoint(ip: str, port: int, nbytes: int | None, with_port: bool) -> dict[str, Any]:
+    endpoint: dict[str, Any] = {"ip": ip}
+    if with_port:
+        endpoint["port"] = port
+    if nbytes is not None:
+        endpoint["bytes"] = nbytes
+    return endpoint
+
+
+def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Deep-merge `extra` into `into`; values of `extra` win."""
+    for key, value in extra.items():
+        current = into.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merge(current, value)
+        else:
+            into[key] = value
+
+
+class DocumentBuilder:
+    """Builds (id, document) for transactions; holds agent identity and processors."""
+
+    def __init__(self, agent: dict[str, Any], processors: list[dict[str, Any]],
+                 fields: dict[str, Any], fields_under_root: bool, tags: list[str]) -> None:
+        self.agent = agent
+        self.processors = processors
+        self.fields = fields
+        self.fields_under_root = fields_under_root
+        self.tags = tags
+
+    def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]]:
+        flow = txn.flow
+        with_ports = flow.transport in ("tcp", "udp")
+        start = iso_time(txn.ts)
+        event: dict[str, Any] = {
+            "kind": "event", "category": ["network"], "type": ["connection", "protocol"],
+            "dataset": spec.name, "start": start,
+        }
+        if txn.end_ts is not None:
+            event["end"] = iso_time(txn.end_ts)
+            if txn.end_ts >= txn.ts:
+                # Microsecond precision: what pcap timestamps and float seconds hold exactly.
+                event["duration"] = round((txn.end_ts - txn.ts) * 1e6) * 1000
+        source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
+        destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
+        network: dict[str, Any] = {
+            "transport": flow.transport,
+            "type": "ipv6" if ":" in flow.client_ip else "ipv4",
+        }
+        protocol = spec.name if spec.network_protocol is None else spec.network_protocol
+        if protocol:
+            network["protocol"] = protocol
+        cid = community_id(flow.transport, flow.client_ip, flow.client_port,
+                           flow.server_ip, flow.server_port)
+        if cid:
+            network["community_id"] = cid
+        if txn.request_bytes is not None or txn.response_bytes is not None:
+            network["bytes"] = (txn.request_bytes or 0) + (txn.response_bytes or 0)
+        related_ip = [flow.client_ip] if flow.client_ip == flow.server_ip else [flow.client_ip, flow.server_ip]
+        doc: dict[str, Any] = {
+            "@timestamp": start,
+            "type": spec.name,
+            "status": txn.status,
+            "event": event,
+            "network": network,
+            "source": source,
+            "destination": destination,
+            "client": dict(source),
+            "server": dict(destination),
+            "related": {"ip": related_ip},
+            "capture": {"source": flow.source},
+            "agent": dict(self.agent),
+            "ecs": {"version": ECS_VERSION},
+        }
+        if txn.notes:
+            doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
+        merge(doc, spec.document(txn))
+        if self.fields:
+            if self.fields_under_root:
+                merge(doc, self.fields)
+            else:
+                doc["fields"] = dict(self.fields)
+        if self.tags:
+            doc["tags"] = list(self.tags)
+        for processor in self.processors:
+            _apply(processor, doc)
+        return document_id(flow.source, flow, txn.ts, spec.name, txn.identity), doc
+
+
+def _apply(processor: dict[str, Any], doc: dict[str, Any]) -> None:
+    [(name, settings)] = processor.items()
+    if name == "add_fields":
+        target = settings.get("target", "fields")
+        if target:
+            node = doc
+            for part in target.split("."):
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node = child
+            merge(node, settings["fields"])
+        else:
+            merge(doc, settings["fields"])
+    elif name == "add_tags":
+        target = settings.get("target", "tags")
+        existing = doc.get(target)
+        tags = list(existing) if isinstance(existing, list) else []
+        for tag in settings["tags"]:
+            if tag not in tags:
+                tags.append(tag)
+        doc[target] = tags

@@ -1,0 +1,296 @@
+"""The engine: frames in, documents out.
+
+Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
+decoder chosen by port (UDP) or IP protocol (ICMP) -> transactions ->
+documents -> pipeline. `on_frame` runs once per packet, so it is written as
+plain code over struct reads and tuples; objects are made only for traffic a
+decoder asked for.
+
+State is kept per capture source (a file, an interface, a collector client):
+fragments, flows and decoder instances of one source never meet another's.
+Time is packet time: timeouts advance with the newest packet of the source,
+and end of input expires everything.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from beat import logs
+from beat.config import Config
+from beat.document import DocumentBuilder
+from beat.ip import Defragmenter, parse_ipv4, parse_ipv6
+from beat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
+from beat.pipeline import Pipeline
+from beat.registry import Registered
+from beat.stats import Stats, log_once
+from decoders.api import Datagram, DatagramDecoder, DecodeError, DecoderSpec, FlowKey, Transaction
+
+__all__ = ["Engine", "Route"]
+
+log = logs.get("engine")
+
+_UDP = struct.Struct("!HHH")
+_ICMP_TYPE_CODE = struct.Struct("!BB")
+_ntop = socket.inet_ntop
+_AF = {4: socket.AF_INET, 16: socket.AF_INET6}
+TICK_S = 1.0            # packet-time interval between timeout checks
+FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    spec: DecoderSpec
+    options: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _UDPFlow:
+    key: FlowKey            # client first
+    client: tuple[bytes, int]
+    route: Route
+    last_ts: float
+
+
+@dataclass(slots=True)
+class _SourceState:
+    name: str
+    defrag: Defragmenter
+    decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
+    udp_flows: dict[tuple, _UDPFlow] = field(default_factory=dict)
+    now: float = 0.0
+    next_tick: float = 0.0
+    next_sweep: float = 0.0
+
+
+def _ip_text(packed: bytes) -> str:
+    return _ntop(_AF[len(packed)], packed)
+
+
+class Engine:
+    def __init__(self, config: Config, enabled: list[Registered], builder: DocumentBuilder,
+                 pipeline: Pipeline, stats: Stats, strict: bool = False) -> None:
+        self.builder = builder
+        self.pipeline = pipeline
+        self.stats = stats
+        self.strict = strict            # tests: a decoder exception fails loudly
+        self.max_flows = config["wirebeat.limits.max_flows"]
+        self.flow_idle_s = config["wirebeat.limits.flow_idle_timeout"]
+        self.max_fragmented = config["wirebeat.limits.max_fragmented_datagrams"]
+        self.fragment_timeout_s = config["wirebeat.limits.fragment_timeout"]
+        self.routes_udp: dict[int, Route] = {}
+        self.routes_tcp: dict[int, Route] = {}
+        self.routes_ip: dict[int, Route] = {}
+        self.specs: dict[str, DecoderSpec] = {}
+        for registered in enabled:
+            spec = registered.spec
+            options = config.section(f"wirebeat.protocols.{spec.name}")
+            route = Route(spec, options)
+            self.specs[spec.name] = spec
+            for proto in spec.ip_protocols:
+                self.routes_ip[proto] = route
+            for port in options.get("ports", ()):
+                if spec.datagram is not None:
+                    self.routes_udp[port] = route
+                if spec.stream is not None:
+                    self.routes_tcp[port] = route
+        self.sources: dict[str, _SourceState] = {}
+        # Per-packet counters as plain ints (a dict lookup per packet adds up).
+        self.packets = 0
+        self.bytes = 0
+        self.non_ip = 0
+        self.delivered = 0
+        self.transactions = 0
+        self.flows_evicted = 0
+        self.tcp_undecoded = 0
+        stats.add_source(self.counters)
+
+    # -- counters --------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        out = {"packets.read": self.packets, "packets.bytes": self.bytes,
+               "packets.non_ip": self.non_ip,
+               "packets.tcp_undecoded": self.tcp_undecoded, "packets.decoded": self.delivered,
+               "transactions": self.transactions, "flows.evicted": self.flows_evicted,
+               "flows.open": sum(len(s.udp_flows) for s in self.sources.values())}
+        for state in self.sources.values():
+            for name, value in asdict(state.defrag.stats).items():
+                out[f"ip.fragments.{name}"] = out.get(f"ip.fragments.{name}", 0) + value
+            for name, decoder in state.decoders.items():
+                for counter, value in getattr(decoder, "counters", {}).items():
+                    key = f"decoder.{name}.{counter}"
+                    out[key] = out.get(key, 0) + value
+        return out
+
+    # -- per packet ------------------------------------------------------------
+
+    def _source(self, name: str) -> _SourceState:
+        state = self.sources.get(name)
+        if state is None:
+            state = self.sources[name] = _SourceState(
+                name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s))
+        return state
+
+    def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
+        self.packets += 1
+        self.bytes += len(data)
+        state = self.sources.get(source) or self._source(source)
+        if ts >= state.next_tick:
+            self._tick(state, ts)
+        located = locate_network(linktype, data)
+        if located.__class__ is str:
+            self.stats.count("packets.malformed", reason=located)
+            return
+        ethertype, offset, _vlans = located
+        if ethertype == ETHERTYPE_IPV4:
+            parsed = parse_ipv4(data, offset)
+        elif ethertype == ETHERTYPE_IPV6:
+            parsed = parse_ipv6(data, offset)
+        else:
+            self.non_ip += 1
+            return
+        if parsed.__class__ is str:
+            self.stats.count("packets.malformed", reason=parsed)
+            return
+        src, dst, proto, payload, fragment = parsed
+        if fragment is not None:
+            ident, frag_offset, more = fragment
+            payload = state.defrag.add((len(src), src, dst, proto, ident), ts, frag_offset,
+                                       more, payload)
+            if payload is None:
+                return
+        if proto == 17:
+            self._on_udp(state, ts, src, dst, payload)
+        elif proto == 6:
+            self.tcp_undecoded += 1     # TCP reassembly and its decoders: issue #3
+        else:
+            route = self.routes_ip.get(proto)
+            if route is not None:
+                self._on_ip_protocol(state, route, ts, src, dst, proto, payload)
+
+    def _on_udp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
+                payload: bytes) -> None:
+        if len(payload) < 8:
+            self.stats.count("packets.malformed", reason="udp.truncated")
+            return
+        sport, dport, length = _UDP.unpack_from(payload)
+        # The UDP length bounds the payload (Ethernet padding follows it);
+        # a length past the captured bytes means a snap-length cut.
+        body = payload[8:length] if 8 <= length <= len(payload) else payload[8:]
+        if (src, sport) <= (dst, dport):
+            key = (src, sport, dst, dport)
+        else:
+            key = (dst, dport, src, sport)
+        flows = state.udp_flows
+        flow = flows.get(key)
+        if flow is None:
+            route = self.routes_udp.get(dport)
+            if route is not None:
+                client = (src, sport)
+                flow_key = FlowKey("udp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
+            else:
+                route = self.routes_udp.get(sport)
+                if route is None:
+                    return
+                client = (dst, dport)
+                flow_key = FlowKey("udp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
+            if len(flows) >= self.max_flows:
+                del flows[next(iter(flows))]     # the oldest flow makes room
+                self.flows_evicted += 1
+            flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
+        flow.last_ts = ts
+        from_client = flow.client[1] == sport and flow.client[0] == src
+        self._deliver(state, flow.route, Datagram(ts, flow.key, from_client, body))
+
+    def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
+                        dst: bytes, proto: int, payload: bytes) -> None:
+        if proto in (1, 58):
+            transport = "icmp" if proto == 1 else "ipv6-icmp"
+            type_code = _ICMP_TYPE_CODE.unpack_from(payload) if len(payload) >= 2 else (0, 0)
+        else:
+            transport, type_code = str(proto), (0, 0)
+        flow_key = FlowKey(transport, _ip_text(src), type_code[0], _ip_text(dst), type_code[1],
+                           state.name)
+        self._deliver(state, route, Datagram(ts, flow_key, True, payload))
+
+    # -- decoders --------------------------------------------------------------
+
+    def _decoder(self, state: _SourceState, route: Route) -> DatagramDecoder:
+        decoder = state.decoders.get(route.spec.name)
+        if decoder is None:
+            decoder = state.decoders[route.spec.name] = route.spec.datagram(route.options)
+        return decoder
+
+    def _deliver(self, state: _SourceState, route: Route, dgram: Datagram) -> None:
+        """The error boundary: bad traffic is counted, a decoder bug is logged once."""
+        spec = route.spec
+        self.delivered += 1
+        decoder = state.decoders.get(spec.name) or self._decoder(state, route)
+        try:
+            txns = decoder.on_datagram(dgram)
+        except DecodeError as err:
+            self.stats.count("decoder.malformed", decoder=spec.name, reason=err.reason)
+            log.debug("malformed", decoder=spec.name, error=str(err), flow=str(dgram.flow),
+                      ts=dgram.ts)
+            return
+        except Exception:
+            self.stats.count("decoder.crashed", decoder=spec.name)
+            log_once(log, f"decoder {spec.name} crashed", exc_info=True)
+            if self.strict:
+                raise
+            return
+        if txns:
+            self._emit(spec, txns)
+
+    def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
+        build, publish = self.builder.build, self.pipeline.publish
+        for txn in txns:
+            try:
+                doc_id, doc = build(spec, txn)
+            except Exception:
+                self.stats.count("decoder.crashed", decoder=spec.name)
+                log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)
+                if self.strict:
+                    raise
+                continue
+            self.transactions += 1
+            publish(doc_id, doc)
+
+    # -- time ------------------------------------------------------------------
+
+    def _tick(self, state: _SourceState, now: float) -> None:
+        state.now = now
+        state.next_tick = now + TICK_S
+        self._expire(state, now)
+        if now >= state.next_sweep:
+            state.next_sweep = now + FLOW_SWEEP_S
+            idle_before = now - self.flow_idle_s
+            stale = [k for k, f in state.udp_flows.items() if f.last_ts < idle_before]
+            for k in stale:
+                del state.udp_flows[k]
+        self.pipeline.maybe_flush()
+
+    def _expire(self, state: _SourceState, now: float) -> None:
+        state.defrag.expire(now)
+        for name, decoder in state.decoders.items():
+            spec = self.specs[name]
+            try:
+                txns = decoder.expire(now)
+            except Exception:
+                self.stats.count("decoder.crashed", decoder=name)
+                log_once(log, f"decoder {name} crashed in expire", exc_info=True)
+                if self.strict:
+                    raise
+                continue
+            if txns:
+                self._emit(spec, txns)
+
+    def finish(self, source: str | None = None) -> None:
+        """End of input: report everything still open (for one source, or all)."""
+        names = [source] if source is not None else list(self.sources)
+        for name in names:
+            state = self.sources.get(name)
+            if state is not None:
+                self._expire(state, float("inf"))

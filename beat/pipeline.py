@@ -1,0 +1,137 @@
+"""Bounded queue between the decoders and the output.
+
+Documents are grouped into batches and handed to one output thread through a
+queue that holds at most `queue.mem.events` documents. What happens when it is
+full depends on the sources (ARCHITECTURE.md, "nothing is lost silently"):
+- files can wait, so `publish` blocks: the reader slows to the output's pace;
+- live capture and ZeroMQ cannot wait without the kernel or the collector
+  dropping instead, so the batch is dropped and counted (`queue.dropped`),
+  and the summary says so.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Protocol
+
+from beat import logs
+
+__all__ = ["Output", "OutputStopped", "Pipeline"]
+
+log = logs.get("pipeline")
+
+Batch = list[tuple[str, dict[str, Any]]]
+
+
+class OutputStopped(Exception):
+    """The output gave up on a batch because the pipeline is shutting down."""
+
+
+class Output(Protocol):
+    name: str
+
+    def send(self, batch: Batch, stopping: threading.Event) -> int:
+        """Deliver the batch; return how many documents failed for good (counted, logged).
+
+        Retries transient failures itself until `stopping` is set, then raises
+        OutputStopped.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class Pipeline:
+    def __init__(self, output: Output, max_events: int = 32768, batch_size: int = 1024,
+                 flush_timeout_s: float = 1.0, block_when_full: bool = True) -> None:
+        self.output = output
+        self.batch_size = max(1, min(batch_size, max_events))
+        self.flush_timeout_s = flush_timeout_s
+        self.block_when_full = block_when_full
+        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=max(1, max_events // self.batch_size))
+        self.batch: Batch = []
+        self.batch_started = 0.0
+        self.published = 0
+        self.acked = 0
+        self.failed = 0
+        self.dropped = 0
+        self.in_flight = 0
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="output", daemon=True)
+        self.thread.start()
+
+    def counters(self) -> dict[str, int]:
+        return {"events.published": self.published, "events.acked": self.acked,
+                "events.failed": self.failed, "queue.dropped": self.dropped,
+                "queue.batches": self.queue.qsize()}
+
+    def publish(self, doc_id: str, doc: dict[str, Any]) -> None:
+        if not self.batch:
+            self.batch_started = time.monotonic()
+        self.batch.append((doc_id, doc))
+        self.published += 1
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def maybe_flush(self) -> None:
+        """Hand over a partial batch that has waited longer than the flush timeout."""
+        if self.batch and time.monotonic() - self.batch_started >= self.flush_timeout_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        batch, self.batch = self.batch, []
+        if self.block_when_full:
+            while True:
+                if self.error is not None:
+                    raise RuntimeError(f"output {self.output.name} failed: {self.error}")
+                try:
+                    self.queue.put(batch, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+        try:
+            self.queue.put_nowait(batch)
+        except queue.Full:
+            self.dropped += len(batch)
+
+    def _run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            self.in_flight = len(batch)
+            try:
+                failed = self.output.send(batch, self.stopping)
+            except OutputStopped:
+                self.in_flight = 0
+                return
+            except BaseException as err:     # an output bug: stop publishing, say why
+                self.error = err
+                log.error("output failed", output=self.output.name, error=str(err), exc_info=True)
+                return
+            self.failed += failed
+            self.acked += len(batch) - failed
+            self.in_flight = 0
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Flush, wait for the output to finish (at most `timeout_s`), return unacknowledged count."""
+        self.flush()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                self.queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                if not self.thread.is_alive() or (deadline and time.monotonic() > deadline):
+                    break
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.thread.join(remaining)
+        if self.thread.is_alive():
+            self.stopping.set()
+            self.thread.join(5.0)
+        self.output.close()
+        return self.published - self.acked - self.failed - self.dropped

@@ -1,0 +1,67 @@
+"""Decoder discovery through the `wirebeat.decoders` entry-point group.
+
+Built-in decoders are registered in pyproject.toml exactly as a plug-in
+registers its own, so the engine has one way of finding them. A name, a port
+or an IP protocol claimed twice fails at start-up naming both claimants.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from decoders.api import DecoderSpec
+
+__all__ = ["RegistryError", "Registered", "discover", "check_routes"]
+
+GROUP = "wirebeat.decoders"
+
+
+class RegistryError(Exception):
+    """A plug-in cannot be loaded or conflicts with another."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    spec: DecoderSpec
+    origin: str          # "module:attribute (distribution version)"
+
+
+def discover() -> list[Registered]:
+    """Load every registered decoder, sorted by name."""
+    found: dict[str, Registered] = {}
+    for ep in entry_points(group=GROUP):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
+        origin = f"{ep.value} ({dist})"
+        try:
+            spec = ep.load()
+        except Exception as err:   # a broken plug-in: say which and why
+            raise RegistryError(f"decoder plug-in '{ep.name}' ({origin}) failed to load: "
+                                f"{type(err).__name__}: {err}") from None
+        if not isinstance(spec, DecoderSpec):
+            raise RegistryError(f"decoder plug-in '{ep.name}' ({origin}) is not a DecoderSpec")
+        if spec.name in found:
+            if found[spec.name].origin == origin:
+                continue        # the same distribution seen twice on sys.path
+            raise RegistryError(f"decoder name '{spec.name}' is claimed by both "
+                                f"{found[spec.name].origin} and {origin}")
+        found[spec.name] = Registered(spec, origin)
+    return [found[name] for name in sorted(found)]
+
+
+def check_routes(enabled: list[tuple[Registered, list[int]]]) -> None:
+    """Fail when two enabled decoders claim the same port (per transport) or IP protocol."""
+    owners: dict[tuple[str, int], Registered] = {}
+    for registered, ports in enabled:
+        spec = registered.spec
+        claims = [("ip protocol", p) for p in spec.ip_protocols]
+        if spec.datagram is not None and ports:
+            claims += [("udp port", p) for p in ports]
+        if spec.stream is not None:
+            claims += [("tcp port", p) for p in ports]
+        for claim in claims:
+            other = owners.get(claim)
+            if other is not None and other.spec.name != spec.name:
+                raise RegistryError(f"{claim[0]} {claim[1]} is claimed by both decoder "
+                                    f"'{other.spec.name}' ({other.origin}) and "
+                                    f"'{spec.name}' ({registered.origin})")
+            owners[claim] = registered

@@ -1,0 +1,344 @@
+"""Capture files: classic pcap and pcapng, read as a stream of frames.
+
+Both byte orders, micro- and nanosecond classic pcap, pcapng with several
+sections and interfaces (each with its own link type and if_tsresol /
+if_tsoffset). Files are read in large chunks and parsed with struct, because
+this loop runs once per packet.
+
+Damage handling, so that a file still being written or a rotated file gives
+everything it holds:
+- a file that is missing, empty, too short for its header or not a capture
+  raises `CaptureError` before any frame is produced (the CLI exits 2);
+- a record cut off at the end of the file stops reading, counted as
+  `truncated_tail`;
+- a record whose header is impossible (caplen above snaplen or 256 KiB, a
+  pcapng block length that disagrees with itself) is garbage: the reader
+  scans forward for the next plausible record and counts the bytes skipped.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+__all__ = ["CaptureError", "CaptureReader", "Frame", "ReadDamage", "open_capture"]
+
+CHUNK_BYTES = 1 << 20
+MAX_RECORD_BYTES = 262144      # libpcap's MAXIMUM_SNAPLEN: no real record is larger
+_PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+}
+_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_BOM = 0x1A2B3C4D
+
+
+class CaptureError(Exception):
+    """The file cannot be read as a capture at all (the CLI exits 2)."""
+
+
+@dataclass(slots=True)
+class Frame:
+    ts: float           # seconds since the epoch
+    linktype: int       # LINKTYPE_* value
+    data: bytes         # captured bytes (caplen)
+    wire_len: int       # original length on the wire
+
+
+@dataclass(slots=True)
+class ReadDamage:
+    truncated_tail: int = 0       # records cut off at the end of input
+    garbage_bytes: int = 0        # bytes skipped to resynchronise
+    garbage_records: int = 0      # times a bad record header forced a resync
+    unknown_interface: int = 0    # pcapng packets naming an interface not described
+    details: list[str] = field(default_factory=list)
+
+    def any(self) -> bool:
+        return bool(self.truncated_tail or self.garbage_records or self.unknown_interface)
+
+
+def open_capture(path: str, stdin: BinaryIO | None = None) -> CaptureReader:
+    """Open `path` ("-" for stdin) and check its header. Raises CaptureError."""
+    if path == "-":
+        assert stdin is not None
+        return CaptureReader(stdin, "-", size=None)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise CaptureError(f"{path}: cannot open: {err.strerror}") from None
+    size = os.fstat(fh.fileno()).st_size
+    try:
+        return CaptureReader(fh, path, size=size)
+    except CaptureError:
+        fh.close()
+        raise
+
+
+class CaptureReader:
+    """Iterate `Frame`s of one capture; `damage` says what was skipped."""
+
+    def __init__(self, fh: BinaryIO, name: str, size: int | None) -> None:
+        self.fh = fh
+        self.name = name
+        self.size = size
+        self.damage = ReadDamage()
+        self.bytes_consumed = 0
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        head = self._peek(4)
+        if len(head) == 0:
+            raise CaptureError(f"{name}: empty file, not a capture")
+        if len(head) < 4:
+            raise CaptureError(f"{name}: too short for a capture file header ({len(head)} bytes)")
+        if head in _PCAP_MAGICS:
+            self._frames = self._read_pcap()
+        elif head == _PCAPNG_SHB:
+            self._frames = self._read_pcapng()
+        else:
+            raise CaptureError(f"{name}: not a pcap or pcapng file (starts with {head.hex()})")
+        # Validate the header now, so a bad file fails before anything is processed.
+        self._first = next(self._frames, None)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._first is not None:
+            yield self._first
+            self._first = None
+        yield from self._frames
+
+    def close(self) -> None:
+        if self.name != "-":
+            self.fh.close()
+
+    # -- buffering -------------------------------------------------------------
+
+    def _fill(self, need: int) -> bool:
+        """Make `need` bytes available at self._pos; False at end of input."""
+        avail = len(self._buf) - self._pos
+        while avail < need and not self._eof:
+            more = self.fh.read(max(CHUNK_BYTES, need - avail))
+            if not more:
+                self._eof = True
+                break
+            self._buf = self._buf[self._pos:] + more
+            self._pos = 0
+            avail = len(self._buf)
+        return avail >= need
+
+    def _peek(self, n: int) -> bytes:
+        self._fill(n)
+        return self._buf[self._pos:self._pos + n]
+
+    def _advance(self, n: int) -> None:
+        self._pos += n
+        self.bytes_consumed += n
+
+    # -- classic pcap ----------------------------------------------------------
+
+    def _read_pcap(self) -> Iterator[Frame]:
+        if not self._fill(24):
+            raise CaptureError(f"{self.name}: too short for a pcap header "
+                               f"({len(self._buf) - self._pos} of 24 bytes)")
+        order, scale = _PCAP_MAGICS[self._buf[self._pos:self._pos + 4]]
+        major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(
+            order + "HHiIII", self._buf, self._pos + 4)
+        if major != 2:
+            raise CaptureError(f"{self.name}: unsupported pcap version {major}")
+        # Some writers store the FCS length in the upper bits of the link type.
+        linktype &= 0x0FFFFFFF
+        max_caplen = min(max(snaplen, 1), MAX_RECORD_BYTES) if snaplen else MAX_RECORD_BYTES
+        self._advance(24)
+        header = struct.Struct(order + "IIII")
+        unpack = header.unpack_from
+        frac_max = 1_000_000 if scale == 1e-6 else 1_000_000_000
+        last_sec = None
+        while True:
+            if not self._fill(16):
+                if len(self._buf) - self._pos:
+                    self._note_tail("record header")
+                return
+            buf, pos = self._buf, self._pos
+            sec, frac, caplen, wire_len = unpack(buf, pos)
+            if caplen > max_caplen or frac >= frac_max:
+                self._resync_pcap(unpack, max_caplen, frac_max, last_sec)
+                continue
+            if not self._fill(16 + caplen):
+                self._note_tail("record data")
+                return
+            buf, pos = self._buf, self._pos
+            self._pos = pos + 16 + caplen
+            self.bytes_consumed += 16 + caplen
+            last_sec = sec
+            yield Frame(sec + frac * scale, linktype, buf[pos + 16:pos + 16 + caplen],
+                        wire_len)
+
+    def _resync_pcap(self, unpack, max_caplen: int, frac_max: int, last_sec: int | None) -> None:
+        """Skip forward to the next offset that holds two plausible records in a row."""
+        self.damage.garbage_records += 1
+        skipped = 1
+        self._advance(1)
+        while self._fill(16):
+            if self._plausible_pcap(unpack, 0, max_caplen, frac_max, last_sec):
+                caplen = unpack(self._buf, self._pos)[2]
+                if not self._fill(16 + caplen + 16) or self._plausible_pcap(
+                        unpack, 16 + caplen, max_caplen, frac_max, last_sec):
+                    break
+            self._advance(1)
+            skipped += 1
+        self.damage.garbage_bytes += skipped
+        self.damage.details.append(f"garbage record at byte {self.bytes_consumed - skipped}, "
+                                   f"skipped {skipped} bytes")
+
+    def _plausible_pcap(self, unpack, at: int, max_caplen: int, frac_max: int,
+                        last_sec: int | None) -> bool:
+        sec, frac, caplen, wire_len = unpack(self._buf, self._pos + at)
+        if caplen > max_caplen or frac >= frac_max or wire_len < caplen or wire_len > 0x40000:
+            return False
+        # A day either side of the last good record: real captures do not jump further.
+        return last_sec is None or abs(sec - last_sec) <= 86400
+
+    def _note_tail(self, what: str) -> None:
+        self.damage.truncated_tail += 1
+        self.damage.details.append(f"capture ends inside a {what} at byte {self.bytes_consumed}")
+
+    # -- pcapng ----------------------------------------------------------------
+
+    def _read_pcapng(self) -> Iterator[Frame]:
+        order = self._read_shb(first=True)
+        interfaces: list[tuple[int, float, float]] = []   # (linktype, scale, offset_s)
+        while True:
+            if not self._fill(12):
+                if len(self._buf) - self._pos:
+                    self._note_tail("block header")
+                return
+            buf, pos = self._buf, self._pos
+            if buf[pos:pos + 4] == _PCAPNG_SHB:
+                order = self._read_shb(first=False)
+                if order is None:
+                    return
+                interfaces = []
+                continue
+            block_type, total = struct.unpack_from(order + "II", buf, pos)
+            if total < 12 or total % 4 or total > MAX_RECORD_BYTES + 64:
+                self._resync_pcapng(order)
+                continue
+            if not self._fill(total):
+                self._note_tail("block")
+                return
+            buf, pos = self._buf, self._pos
+            if struct.unpack_from(order + "I", buf, pos + total - 4)[0] != total:
+                self._resync_pcapng(order)
+                continue
+            self._advance(total)
+            body = pos + 8
+            if block_type == 6 and total >= 32:              # Enhanced Packet Block
+                iface, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(order + "IIIII", buf, body)
+                if caplen > total - 32:
+                    self.damage.garbage_records += 1
+                    self.damage.details.append(f"EPB caplen past its block at byte {self.bytes_consumed - total}")
+                    continue
+                if iface >= len(interfaces):
+                    self.damage.unknown_interface += 1
+                    continue
+                linktype, scale, offset_s = interfaces[iface]
+                yield Frame(((ts_hi << 32) | ts_lo) * scale + offset_s, linktype,
+                            buf[body + 20:body + 20 + caplen], wire_len)
+            elif block_type == 1 and total >= 20:            # Interface Description Block
+                linktype, _reserved, _snaplen = struct.unpack_from(order + "HHI", buf, body)
+                scale, offset_s = 1e-6, 0.0
+                for code, value in _options(buf, body + 8, pos + total - 4, order):
+                    if code == 9 and value:                  # if_tsresol
+                        r = value[0]
+                        scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
+                    elif code == 14 and len(value) >= 8:     # if_tsoffset, seconds
+                        offset_s = float(struct.unpack_from(order + "q", value)[0])
+                interfaces.append((linktype, scale, offset_s))
+            elif block_type == 3 and total >= 16:            # Simple Packet Block
+                if not interfaces:
+                    self.damage.unknown_interface += 1
+                    continue
+                wire_len = struct.unpack_from(order + "I", buf, body)[0]
+                caplen = min(wire_len, total - 16)
+                # No timestamp in an SPB: 0 says "unknown" rather than inventing one.
+                yield Frame(0.0, interfaces[0][0], buf[body + 4:body + 4 + caplen], wire_len)
+            elif block_type == 2 and total >= 32:            # obsolete Packet Block
+                iface, _drops, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(
+                    order + "HHIIII", buf, body)
+                if iface >= len(interfaces) or caplen > total - 32:
+                    self.damage.unknown_interface += 1
+                    continue
+                linktype, scale, offset_s = interfaces[iface]
+                yield Frame(((ts_hi << 32) | ts_lo) * scale + offset_s, linktype,
+                            buf[body + 20:body + 20 + caplen], wire_len)
+            # every other block type (statistics, name resolution, ...) is skipped
+
+    def _read_shb(self, first: bool) -> str | None:
+        if not self._fill(28):
+            if first:
+                raise CaptureError(f"{self.name}: too short for a pcapng section header")
+            self._note_tail("section header")
+            return None
+        buf, pos = self._buf, self._pos
+        bom_le = struct.unpack_from("<I", buf, pos + 8)[0]
+        if bom_le == _BOM:
+            order = "<"
+        elif struct.unpack_from(">I", buf, pos + 8)[0] == _BOM:
+            order = ">"
+        else:
+            if first:
+                raise CaptureError(f"{self.name}: pcapng section header has no valid byte-order magic")
+            self._resync_pcapng("<")
+            return "<"
+        total = struct.unpack_from(order + "I", buf, pos + 4)[0]
+        if total < 28 or total % 4 or total > 1 << 20:
+            if first:
+                raise CaptureError(f"{self.name}: pcapng section header has a bad length ({total})")
+            self._resync_pcapng(order)
+            return order
+        if not self._fill(total):
+            if first:
+                raise CaptureError(f"{self.name}: too short for its pcapng section header")
+            self._note_tail("section header")
+            return None
+        self._advance(total)
+        return order
+
+    def _resync_pcapng(self, order: str) -> None:
+        """Skip to the next block whose leading and trailing lengths agree."""
+        self.damage.garbage_records += 1
+        skipped = 0
+        self._advance(4)
+        skipped += 4
+        while self._fill(12):
+            buf, pos = self._buf, self._pos
+            block_type, total = struct.unpack_from(order + "II", buf, pos)
+            if (block_type in (1, 2, 3, 5, 6, 0x0A0D0D0A) and 12 <= total <= MAX_RECORD_BYTES + 64
+                    and total % 4 == 0 and self._fill(total)
+                    and struct.unpack_from(order + "I", self._buf, self._pos + total - 4)[0] == total):
+                break
+            self._advance(4)
+            skipped += 4
+        self.damage.garbage_bytes += skipped
+        self.damage.details.append(f"garbage block, skipped {skipped} bytes")
+
+
+def _options(buf: bytes, start: int, end: int, order: str) -> Iterator[tuple[int, bytes]]:
+    """pcapng options (code, value) between start and end; stops at opt_endofopt."""
+    pos = start
+    while pos + 4 <= end:
+        code, length = struct.unpack_from(order + "HH", buf, pos)
+        if code == 0:
+            return
+        value = buf[pos + 4:pos + 4 + length]
+        if pos + 4 + length > end:
+            return
+        yield code, value
+        pos += 4 + ((length + 3) & ~3)

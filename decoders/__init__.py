@@ -1,0 +1,1 @@
+"""Protocol decoders and the decoder API (decoders.api) they implement."""

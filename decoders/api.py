@@ -1,0 +1,208 @@
+"""The decoder API: all that a protocol decoder, built-in or plug-in, imports.
+
+A decoder is sans-IO. The engine owns capture, defragmentation, TCP reassembly,
+flows and time; it hands a decoder bytes with their packet time and gets
+`Transaction`s back. A decoder never opens files or sockets, never reads the
+clock and keeps no module-level state, so replaying a capture always gives the
+same documents. docs/decoders.md walks through writing one.
+
+Two shapes of decoder exist:
+
+- `DatagramDecoder`: one instance per (decoder, capture source); it sees every
+  datagram of every flow the engine routes to it (UDP by port, or whole IP
+  protocols such as ICMP) and keys its own state by `Datagram.flow`.
+- `StreamDecoder`: one instance per TCP connection; the engine reassembles each
+  direction and delivers bytes in order, or a gap notice where bytes are lost.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "Datagram",
+    "DatagramDecoder",
+    "DecodeError",
+    "DecoderSpec",
+    "FlowKey",
+    "Option",
+    "StreamDecoder",
+    "Transaction",
+    "Truncated",
+    "WireReader",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKey:
+    """Who talks to whom. Client side first: the side that sent the request."""
+
+    transport: str      # "udp", "tcp", "icmp" or "ipv6-icmp" (ECS network.transport)
+    client_ip: str
+    client_port: int    # 0 where the transport has no ports (ICMP)
+    server_ip: str
+    server_port: int
+    source: str = ""    # capture source: collector client name, file path or interface
+
+    def reversed(self) -> FlowKey:
+        """The same flow seen from the other side."""
+        return FlowKey(self.transport, self.server_ip, self.server_port,
+                       self.client_ip, self.client_port, self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    ts: float            # capture time of this packet, seconds since the epoch
+    flow: FlowKey        # addresses and ports, client side first as first seen
+    from_client: bool
+    payload: bytes       # the transport payload (for IP-protocol decoders: the IP payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One request/response pair, or one lone message, ready to become a document.
+
+    `detail` is the decoder's own record; the spec's `document()` turns it into
+    the protocol's fields. The engine adds endpoints, network.*, event timing,
+    capture.source and the document id.
+    """
+
+    flow: FlowKey                   # client (requester) first
+    ts: float                       # time of the first packet of the transaction
+    end_ts: float | None            # time of the last packet, None for a lone message
+    status: str                     # "OK" or "Error", packetbeat's rules per protocol
+    detail: Any
+    request_bytes: int | None = None     # source.bytes: size of the request message
+    response_bytes: int | None = None    # destination.bytes: size of the response
+    notes: tuple[str, ...] = ()          # become error.message
+    identity: str = ""    # tells apart transactions of one flow starting at the same ts
+
+
+class DatagramDecoder(Protocol):
+    def on_datagram(self, dgram: Datagram) -> list[Transaction]: ...
+
+    def expire(self, now: float) -> list[Transaction]:
+        """Report what timed out by packet time `now`; `now` is +inf at end of input."""
+        ...
+
+
+class StreamDecoder(Protocol):    # one per TCP connection; the engine reassembles
+    def on_data(self, from_client: bool, data: bytes, ts: float) -> list[Transaction]: ...
+
+    def on_gap(self, from_client: bool, missing: int, ts: float) -> list[Transaction]: ...
+
+    def on_close(self, ts: float) -> list[Transaction]: ...
+
+    def expire(self, now: float) -> list[Transaction]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One decoder-specific config key under wirebeat.protocols.<name>."""
+
+    kind: str          # "bool", "int", "float", "str", "duration", "list[str]", "list[int]"
+    default: Any
+    doc: str = ""
+
+
+DatagramFactory = Callable[[Mapping[str, Any]], DatagramDecoder]
+StreamFactory = Callable[[FlowKey, Mapping[str, Any]], StreamDecoder]
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderSpec:
+    """How the engine finds, configures and routes to a decoder.
+
+    Factories get the decoder's resolved options: the common ones (`ports`,
+    `transaction_timeout` in seconds, `send_request`, `send_response`) plus the
+    decoder's own `options`, every value already type-checked.
+    """
+
+    name: str                                    # also `type` and event.dataset
+    document: Callable[[Transaction], dict[str, Any]]
+    datagram: DatagramFactory | None = None      # UDP by port, and `ip_protocols`
+    stream: StreamFactory | None = None          # TCP by port
+    ports: tuple[int, ...] = ()                  # default for .ports
+    ip_protocols: tuple[int, ...] = ()           # whole IP protocols (1 = ICMP, 58 = ICMPv6)
+    options: Mapping[str, Option] = field(default_factory=dict)
+    mappings: Mapping[str, Any] | None = None    # template properties; built-ins use index_templates/<name>.json
+    network_protocol: str | None = None          # ECS network.protocol; None = name, "" = not set
+
+
+class DecodeError(Exception):
+    """These bytes are not valid for the protocol being decoded."""
+
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        super().__init__(reason if offset is None else f"{reason} at byte {offset}")
+        self.reason = reason    # stable id "<decoder>.<what_went_wrong>"; a counter label
+        self.offset = offset
+
+
+class Truncated(DecodeError):
+    """The bytes end before the message's own lengths say they should."""
+
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+class WireReader:
+    """Bounds-checked big-endian reading; every overrun raises `Truncated`.
+
+    `prefix` names the decoder in reason ids ("dns" gives "dns.truncated").
+    """
+
+    __slots__ = ("data", "offset", "end", "prefix")
+
+    def __init__(self, data: bytes, prefix: str, offset: int = 0) -> None:
+        self.data = data
+        self.offset = offset
+        self.end = len(data)
+        self.prefix = prefix
+
+    def remaining(self) -> int:
+        return self.end - self.offset
+
+    def _need(self, n: int) -> int:
+        start = self.offset
+        if n < 0 or start + n > self.end:
+            raise Truncated(f"{self.prefix}.truncated", start)
+        self.offset = start + n
+        return start
+
+    def u8(self) -> int:
+        return self.data[self._need(1)]
+
+    def u16(self) -> int:
+        return _U16.unpack_from(self.data, self._need(2))[0]
+
+    def u32(self) -> int:
+        return _U32.unpack_from(self.data, self._need(4))[0]
+
+    def take(self, n: int) -> bytes:
+        start = self._need(n)
+        return bytes(self.data[start:start + n])
+
+    def skip(self, n: int) -> None:
+        self._need(n)
+
+    def rest(self) -> bytes:
+        return self.take(self.remaining())
+
+    @contextmanager
+    def exactly(self, n: int) -> Iterator[WireReader]:
+        """Hold reads to the next `n` bytes, then continue right after them.
+
+        A part that declares its length cannot read into what follows it, and a
+        part that reads less than its length does not shift what follows.
+        """
+        start = self._need(n)
+        outer_end = self.end
+        self.offset, self.end = start, start + n
+        try:
+            yield self
+        finally:
+            self.offset, self.end = start + n, outer_end
