@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# System packages wirebeat's tests, demo and capture scripts use (Debian).
+# Installs only what is missing, so a second run costs nothing.
+set -euo pipefail
+
+packages=(
+  tshark          # independent dissector the tests compare against
+  tcpdump         # records the captures in pcaps/
+  iputils-ping    # real ICMP traffic
+  iproute2        # network namespaces and veth pairs for the captures
+  dnsutils        # dig
+  dnsmasq-base    # a real DNS and DHCP server
+  isc-dhcp-client # dhclient
+  sip-tester      # sipp
+  libpcap-dev     # python-libpcap builds against it
+  maven           # fetches the Elasticsearch server archive from Maven Central
+  curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${missing[*]}" >&2
+$SUDO apt-get update -qq
+# tshark asks whether non-root users may capture: the answer does not matter here.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,181 @@
+"""Capture files and link layers: every format and link type decodes the same echo pair.
+
+Ground truth is what tests/pcapgen.py put into the file: one ICMP echo
+request 198.51.100.1 -> 198.51.100.2 (id 7, seq 1, 32 data bytes) and its
+reply 1.5 ms later, so each capture must give exactly one OK ICMP document
+with event.duration 1_500_000 ns and 32 bytes each way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import pcapgen as g
+
+T0 = 1_700_000_000_123_456_000          # ns, exact
+REPLY_NS = T0 + 1_500_000
+A, B = "198.51.100.1", "198.51.100.2"
+A6, B6 = "2001:db8::1", "2001:db8::2"
+
+
+def _echo_pair(v6: bool = False) -> tuple[bytes, bytes]:
+    if v6:
+        return (g.ipv6(A6, B6, g.IPPROTO_ICMPV6, g.icmpv6_echo(A6, B6, 7, 1, b"x" * 32)),
+                g.ipv6(B6, A6, g.IPPROTO_ICMPV6, g.icmpv6_echo(B6, A6, 7, 1, b"x" * 32, reply=True)))
+    return (g.ipv4(A, B, g.IPPROTO_ICMP, g.icmp_echo(7, 1, b"x" * 32)),
+            g.ipv4(B, A, g.IPPROTO_ICMP, g.icmp_echo(7, 1, b"x" * 32, reply=True)))
+
+
+def _assert_one_echo(docs: list[dict], v6: bool = False) -> None:
+    assert len(docs) == 1, docs
+    [doc] = docs
+    assert doc["status"] == "OK"
+    assert doc["icmp"]["version"] == (6 if v6 else 4)
+    assert doc["icmp"]["request"]["type"] == (128 if v6 else 8)
+    assert doc["icmp"]["response"]["type"] == (129 if v6 else 0)
+    assert doc["source"]["ip"] == (A6 if v6 else A)
+    assert doc["destination"]["ip"] == (B6 if v6 else B)
+    assert doc["source"]["bytes"] == 32 and doc["destination"]["bytes"] == 32
+    assert doc["event"]["duration"] == 1_500_000
+    assert doc["@timestamp"] == "2023-11-14T22:13:20.123456Z"
+    assert doc["network"]["type"] == ("ipv6" if v6 else "ipv4")
+
+
+@pytest.mark.parametrize("big_endian", [False, True], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize("nanosecond", [False, True], ids=["usec", "nsec"])
+def test_classic_pcap_in_both_byte_orders_and_resolutions(tmp_path: Path, decode, big_endian, nanosecond):
+    req, rep = _echo_pair()
+    path = tmp_path / "echo.pcap"
+    g.write_pcap(path, [(T0, g.ethernet(req)), (REPLY_NS, g.ethernet(rep))],
+                 nanosecond=nanosecond, big_endian=big_endian)
+    _assert_one_echo(decode(path))
+
+
+@pytest.mark.parametrize("tsresol", [None, 9, 0x80 | 20], ids=["usec-default", "nsec", "binary-2^-20"])
+@pytest.mark.parametrize("big_endian", [False, True], ids=["le", "be"])
+def test_pcapng_resolutions_and_byte_orders(tmp_path: Path, decode, tsresol, big_endian):
+    req, rep = _echo_pair()
+    path = tmp_path / "echo.pcapng"
+    g.write_pcapng(path, [(g.LINKTYPE_ETHERNET, tsresol)],
+                   [(0, T0, g.ethernet(req)), (0, REPLY_NS, g.ethernet(rep))], big_endian=big_endian)
+    docs = decode(path)
+    if tsresol == 0x80 | 20:
+        # 2^-20 s ticks cannot hold 1.5 ms exactly: compare with what the ticks say.
+        assert len(docs) == 1 and abs(docs[0]["event"]["duration"] - 1_500_000) <= 2000
+    else:
+        _assert_one_echo(docs)
+
+
+def test_pcapng_with_several_interfaces_of_different_link_types(tmp_path: Path, decode):
+    req, rep = _echo_pair()
+    req6, rep6 = _echo_pair(v6=True)
+    path = tmp_path / "multi.pcapng"
+    g.write_pcapng(path, [(g.LINKTYPE_ETHERNET, None), (g.LINKTYPE_LINUX_SLL2, 9), (g.LINKTYPE_RAW, 9)], [
+        (0, T0, g.ethernet(req)), (1, T0 + 10, g.linux_sll2(req6)),
+        (2, REPLY_NS + 10, rep6), (0, REPLY_NS, g.ethernet(rep)),
+    ])
+    docs = sorted(decode(path), key=lambda d: d["icmp"]["version"])
+    assert [d["icmp"]["version"] for d in docs] == [4, 6]
+    assert all(d["status"] == "OK" and d["event"]["duration"] == 1_500_000 for d in docs)
+
+
+LINK_CASES = {
+    "ethernet": (g.LINKTYPE_ETHERNET, g.ethernet),
+    "vlan": (g.LINKTYPE_ETHERNET, lambda p: g.ethernet(p, vlans=[100])),
+    "qinq": (g.LINKTYPE_ETHERNET, lambda p: g.ethernet(p, vlans=g.qinq(200, 300))),
+    "linux-sll": (g.LINKTYPE_LINUX_SLL, g.linux_sll),
+    "linux-sll2": (g.LINKTYPE_LINUX_SLL2, g.linux_sll2),
+    "raw": (g.LINKTYPE_RAW, lambda p: p),
+    "raw-ipv4": (g.LINKTYPE_IPV4, lambda p: p),
+    "null-le": (g.LINKTYPE_NULL, lambda p: g.bsd_null(p, big_endian=False)),
+    "null-be": (g.LINKTYPE_NULL, lambda p: g.bsd_null(p, big_endian=True)),
+    "loop": (g.LINKTYPE_LOOP, g.bsd_loop),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINK_CASES))
+def test_every_link_type_reaches_the_decoder(tmp_path: Path, decode, case):
+    linktype, wrap = LINK_CASES[case]
+    req, rep = _echo_pair()
+    path = tmp_path / f"{case}.pcap"
+    g.write_pcap(path, [(T0, wrap(req)), (REPLY_NS, wrap(rep))], linktype=linktype)
+    _assert_one_echo(decode(path))
+
+
+@pytest.mark.parametrize("case", ["null-le", "linux-sll", "raw"])
+def test_ipv6_over_other_link_types(tmp_path: Path, decode, case):
+    linktype, wrap = LINK_CASES[case]
+    req, rep = _echo_pair(v6=True)
+    path = tmp_path / f"{case}6.pcap"
+    g.write_pcap(path, [(T0, wrap(req)), (REPLY_NS, wrap(rep))], linktype=linktype)
+    _assert_one_echo(decode(path), v6=True)
+
+
+def test_stdin_is_read_with_dash(tmp_path: Path, wirebeat):
+    import json
+    req, rep = _echo_pair()
+    data = (g.pcap_header() + g.pcap_record(T0, g.ethernet(req)) + g.pcap_record(REPLY_NS, g.ethernet(rep)))
+    proc = wirebeat("run", "-I", "-", "--console", "--strict", input=data)
+    assert proc.returncode == 0, proc.stderr
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    _assert_one_echo(docs)
+    assert docs[0]["capture"]["source"] == "-"
+
+
+def test_ipv6_extension_headers_are_walked(tmp_path: Path, decode):
+    ext = [g.hop_by_hop(), g.destination_options()]
+    req = g.ipv6(A6, B6, g.IPPROTO_ICMPV6, g.icmpv6_echo(A6, B6, 7, 1, b"x" * 32), extensions=ext)
+    rep = g.ipv6(B6, A6, g.IPPROTO_ICMPV6, g.icmpv6_echo(B6, A6, 7, 1, b"x" * 32, reply=True),
+                 extensions=ext)
+    path = tmp_path / "ext.pcap"
+    g.write_pcap(path, [(T0, g.ethernet(req)), (REPLY_NS, g.ethernet(rep))])
+    _assert_one_echo(decode(path), v6=True)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_fragmented_echo_is_reassembled_in_any_order(tmp_path: Path, decode, v6):
+    data = bytes(range(256)) * 10          # 2560 bytes: several fragments
+    if v6:
+        req = g.ipv6(A6, B6, g.IPPROTO_ICMPV6, g.icmpv6_echo(A6, B6, 7, 1, data))
+        rep = g.ipv6(B6, A6, g.IPPROTO_ICMPV6, g.icmpv6_echo(B6, A6, 7, 1, data, reply=True))
+        frags = g.fragment_ipv6(req, 1232, ident=99)
+    else:
+        req = g.ipv4(A, B, g.IPPROTO_ICMP, g.icmp_echo(7, 1, data), ident=99)
+        rep = g.ipv4(B, A, g.IPPROTO_ICMP, g.icmp_echo(7, 1, data, reply=True), ident=100)
+        frags = g.fragment_ipv4(req, 1000)
+    assert len(frags) >= 3
+    frags = [frags[-1], *frags[:-1]]       # last fragment first: order must not matter
+    packets = [(T0 + i, g.ethernet(f)) for i, f in enumerate(frags)]
+    packets.append((REPLY_NS, g.ethernet(rep)))
+    path = tmp_path / "frag.pcap"
+    g.write_pcap(path, packets)
+    [doc] = decode(path)
+    assert doc["status"] == "OK"
+    assert doc["source"]["bytes"] == len(data) == doc["destination"]["bytes"]
+
+
+def test_overlapping_fragments_are_dropped_and_counted(tmp_path: Path, wirebeat):
+    data = b"A" * 64
+    whole = g.ipv4(A, B, g.IPPROTO_ICMP, g.icmp_echo(7, 1, data), ident=5)
+    first, second = g.fragment_ipv4(whole, 48)
+    # A forged fragment overlapping the first one at offset 40 with other bytes.
+    payload = g.icmp_echo(7, 1, data)
+    forged = g.ipv4(A, B, g.IPPROTO_ICMP, b"Z" * 16, ident=5, more_fragments=True,
+                    frag_offset_bytes=40, checksum=None)
+    assert len(payload) > 48
+    path = tmp_path / "overlap.pcap"
+    g.write_pcap(path, [(T0, g.ethernet(first)), (T0 + 1, g.ethernet(forged)),
+                        (T0 + 2, g.ethernet(second))])
+    proc = wirebeat("run", "-I", str(path), "--console", "--strict")
+    assert proc.returncode == 0
+    assert proc.stdout == b""          # no datagram, so no document
+    assert b'"ip.fragments.overlapping": 1' in proc.stderr
+
+
+def test_vlan_ids_do_not_change_the_transaction(tmp_path: Path, decode):
+    """Request and reply tagged differently (a trunk seen at two points) still pair."""
+    req, rep = _echo_pair()
+    path = tmp_path / "vlan2.pcap"
+    g.write_pcap(path, [(T0, g.ethernet(req, vlans=[10])), (REPLY_NS, g.ethernet(rep, vlans=[20]))])
+    _assert_one_echo(decode(path))

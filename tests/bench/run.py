@@ -1,0 +1,99 @@
+"""Benchmark: file -> console throughput of wirebeat next to `tshark -T ek`.
+
+Run with `make bench` (or `.venv/bin/python tests/bench/run.py`). Generates the
+mixed capture with tests/bench/gen_mixed.py (cached in tests/bench/out/),
+then times, in the same run on the same file:
+
+- `wirebeat run -I FILE --console > /dev/null`: packets/s, documents/s and
+  peak RSS (the kernel's high-water mark, from wirebeat's summary line);
+- `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio.
+
+Peak RSS is also measured on a capture a fifth as long: with bounded state it
+must not grow with the capture's length. Not a test: nothing here asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+OUT = HERE / "out"
+
+
+def generate(packets: int) -> Path:
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"mixed-{packets}.pcap"
+    if not path.exists():
+        print(f"generating {path.name} ...", file=sys.stderr)
+        subprocess.run([sys.executable, str(HERE / "gen_mixed.py"), str(path), "--packets", str(packets)],
+                       check=True)
+    return path
+
+
+def _run_child(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    """Wall time and stderr of one child; its stdout is discarded."""
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+    return elapsed, proc.stderr.decode()
+
+
+def bench_wirebeat(path: Path, extra: list[str]) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "beat.cli", "run", "-I", str(path), "--console",
+           "-E", "logging.level=warning", *extra]
+    elapsed, err = _run_child(cmd, ROOT)
+    m = re.search(r"(\d+) packets, (\d+) documents .* peak RSS (\d+) MiB", err)
+    if not m:
+        raise SystemExit(f"no summary line from wirebeat:\n{err[-2000:]}")
+    packets, docs, rss_mib = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    return {"seconds": elapsed, "packets": packets, "documents": docs,
+            "packets_per_s": packets / elapsed, "documents_per_s": docs / elapsed,
+            "peak_rss_mib": rss_mib}
+
+
+def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        print("tshark not found: install it (scripts/install-deps.sh)", file=sys.stderr)
+        return None
+    elapsed, _ = _run_child([tshark, "-n", "-r", str(path), "-T", "ek"], ROOT)
+    return {"seconds": elapsed, "packets_per_s": packets / elapsed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packets", type=int, default=500_000)
+    parser.add_argument("--skip-tshark", action="store_true")
+    args = parser.parse_args()
+
+    big = generate(args.packets)
+    small = generate(args.packets // 5)
+    print(f"capture: {big.name} ({big.stat().st_size / 2**20:.1f} MiB), "
+          f"{os.cpu_count()} cores, python {sys.version.split()[0]}")
+
+    wb_small = bench_wirebeat(small, [])
+    wb = bench_wirebeat(big, [])
+    print(f"wirebeat file->console: {wb['packets']} packets, {wb['documents']} documents in "
+          f"{wb['seconds']:.2f} s = {wb['packets_per_s']:,.0f} packets/s, "
+          f"{wb['documents_per_s']:,.0f} documents/s, peak RSS {wb['peak_rss_mib']} MiB")
+    print(f"peak RSS at {wb_small['packets']} packets: {wb_small['peak_rss_mib']} MiB; "
+          f"at {wb['packets']} packets: {wb['peak_rss_mib']} MiB")
+    if not args.skip_tshark:
+        ts = bench_tshark(big, wb["packets"])
+        if ts:
+            print(f"tshark -T ek: {ts['seconds']:.2f} s = {ts['packets_per_s']:,.0f} packets/s; "
+                  f"wirebeat is {wb['packets_per_s'] / ts['packets_per_s']:.1f}x faster")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared test fixtures: the wirebeat command, decoded documents, the real Elasticsearch.
+
+Tests that index use the real single-node Elasticsearch started by
+scripts/esnode.py (fetched from Maven Central, cached). When it cannot start,
+those tests fail — they never skip, in CI or elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PCAPS = ROOT / "pcaps"
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+WIREBEAT = [sys.executable, "-m", "beat.cli"]
+
+
+def run_wirebeat(*args: str, input: bytes | None = None, timeout: float = 120,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run the real command line; logs go to stderr, documents (with --console) to stdout."""
+    return subprocess.run([*WIREBEAT, *args], input=input, capture_output=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
+
+
+def decode_file(path: str | Path, *overrides: str) -> list[dict]:
+    """Documents for one capture, as `wirebeat run -I PATH --console --strict` prints them."""
+    extra = [a for o in overrides for a in ("-E", o)]
+    proc = run_wirebeat("run", "-I", str(path), "--console", "--strict", *extra)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def wirebeat() -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    return run_wirebeat
+
+
+@pytest.fixture
+def decode() -> Callable[..., list[dict]]:
+    return decode_file
+
+
+@pytest.fixture(scope="session")
+def es_url() -> Iterator[str]:
+    """URL of the real Elasticsearch node; fails (never skips) if it cannot start."""
+    import esnode
+    try:
+        url = esnode.start()
+    except Exception as err:    # the reason is the test failure's message
+        pytest.fail(f"Elasticsearch could not be started by scripts/esnode.py: {err}")
+    yield url
+    if os.environ.get("WIREBEAT_KEEP_ES") != "1":
+        esnode.stop()

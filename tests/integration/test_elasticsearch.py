@@ -1,0 +1,161 @@
+"""End to end into the real Elasticsearch node (scripts/esnode.py): no mocks."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+import pcapgen as g
+from conftest import ROOT, WIREBEAT
+
+pytestmark = pytest.mark.elasticsearch
+
+T0 = 1_750_000_000_000_000_000
+
+
+def _capture(tmp_path: Path, pairs: int = 20, unanswered: int = 3) -> Path:
+    packets = []
+    for i in range(pairs):
+        packets.append((T0 + i * 10**8, g.ethernet(g.ipv4("10.1.0.1", "10.1.0.2", 1, g.icmp_echo(9, i, b"d" * 16)))))
+        packets.append((T0 + i * 10**8 + 2_000_000, g.ethernet(g.ipv4("10.1.0.2", "10.1.0.1", 1, g.icmp_echo(9, i, b"d" * 16, reply=True)))))
+    for i in range(unanswered):
+        packets.append((T0 + 10**10 + i, g.ethernet(g.ipv4("10.1.0.1", "10.1.0.3", 1, g.icmp_echo(10, i)))))
+    path = tmp_path / "es.pcap"
+    g.write_pcap(path, packets)
+    return path
+
+
+def _es_args(es_url: str, index: str) -> list[str]:
+    return ["-E", f"output.elasticsearch.hosts=[{es_url}]", "-E", f"output.elasticsearch.index={index}"]
+
+
+def _count(es: Elasticsearch, index: str, **query) -> int:
+    es.indices.refresh(index=index)
+    return es.count(index=index, **query)["count"]
+
+
+def test_indexing_the_same_capture_twice_creates_no_duplicates(es_url, wirebeat, tmp_path):
+    index = f"wbtest-{uuid.uuid4().hex[:8]}"
+    capture = _capture(tmp_path)
+    es = Elasticsearch(es_url)
+    for _ in range(2):
+        proc = wirebeat("run", "-I", str(capture), *_es_args(es_url, index))
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert b"23 documents (23 acknowledged, 0 failed, 0 unacknowledged)" in proc.stderr
+    assert _count(es, index) == 23
+    assert _count(es, index, query={"term": {"status": "Error"}}) == 3
+
+
+def test_live_index_maps_fields_with_their_types(es_url, wirebeat, tmp_path):
+    index = f"wbtest-{uuid.uuid4().hex[:8]}"
+    proc = wirebeat("run", "-I", str(_capture(tmp_path, pairs=2, unanswered=0)), *_es_args(es_url, index))
+    assert proc.returncode == 0, proc.stderr.decode()
+    es = Elasticsearch(es_url)
+    mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["@timestamp"]["type"] == "date"
+    assert mapping["source"]["properties"]["ip"]["type"] == "ip"
+    assert mapping["client"]["properties"]["ip"]["type"] == "ip"
+    assert mapping["event"]["properties"]["duration"]["type"] == "long"
+    assert mapping["icmp"]["properties"]["request"]["properties"]["type"]["type"] == "long"
+    assert mapping["capture"]["properties"]["source"]["type"] == "keyword"
+    # A range query only works on the right type: durations are 2 ms = 2e6 ns.
+    assert _count(es, index, query={"range": {"event.duration": {"gte": 1_999_000, "lte": 2_001_000}}}) == 2
+    assert _count(es, index, query={"term": {"source.ip": "10.1.0.0/24"}}) == 2
+
+
+def test_setup_installs_the_template_and_test_output_reports_the_version(es_url, wirebeat):
+    index = f"wbtest-{uuid.uuid4().hex[:8]}"
+    proc = wirebeat("setup", *_es_args(es_url, index))
+    assert proc.returncode == 0, proc.stderr.decode()
+    es = Elasticsearch(es_url)
+    template = es.indices.get_index_template(name=index)["index_templates"][0]["index_template"]
+    assert template["index_patterns"] == [index + "*"]
+    proc = wirebeat("test", "output", *_es_args(es_url, index))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"version 9." in proc.stdout
+
+
+def test_test_output_names_an_unreachable_host_in_one_line(wirebeat):
+    proc = wirebeat("test", "output", "-E", "output.elasticsearch.hosts=[http://127.0.0.1:9]")
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "http://127.0.0.1:9 is unreachable" in lines[0]
+
+
+def test_unreachable_output_loses_nothing_silently(tmp_path):
+    """With Elasticsearch down the documents wait and are reported as unacknowledged."""
+    capture = _capture(tmp_path, pairs=5, unanswered=0)
+    proc = subprocess.Popen([*WIREBEAT, "run", "-I", str(capture), "-E",
+                             "output.elasticsearch.hosts=[http://127.0.0.1:9]", "-E",
+                             "output.elasticsearch.backoff.init=0.1s", "-E", "wirebeat.shutdown_timeout=1s"],
+                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+    time.sleep(3)
+    assert proc.poll() is None          # still retrying, not dropping
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err.decode()
+    assert b"5 documents (0 acknowledged, 0 failed, 5 unacknowledged)" in err
+    assert b"elasticsearch unreachable, will retry" in err
+
+
+def test_documents_reach_the_index_after_elasticsearch_comes_back(es_url, tmp_path):
+    """Retries with backoff: an output that starts unreachable delivers once it is reachable.
+
+    A small TCP forwarder stands between wirebeat and the node; it refuses
+    connections for the first seconds, then forwards to the real server.
+    """
+    import socket
+    import threading
+
+    index = f"wbtest-{uuid.uuid4().hex[:8]}"
+    target_host, target_port = es_url.split("//")[1].split(":")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()                    # closed: connections are refused for now
+
+    def forward_later() -> None:
+        time.sleep(2.5)
+        server = socket.create_server(("127.0.0.1", port))
+        server.settimeout(20)
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((target_host, int(target_port)))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=forward_later, daemon=True).start()
+    capture = _capture(tmp_path, pairs=4, unanswered=0)
+    proc = subprocess.run([*WIREBEAT, "run", "-I", str(capture), "-E", f"output.elasticsearch.hosts=[http://127.0.0.1:{port}]",
+                           "-E", f"output.elasticsearch.index={index}", "-E", "output.elasticsearch.backoff.init=0.5s"],
+                          cwd=ROOT, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"will retry" in proc.stderr
+    assert _count(Elasticsearch(es_url), index) == 4
+
+
+def _pipe(src, dst) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
