@@ -1,7 +1,8 @@
 """The engine: frames in, documents out.
 
 Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
-decoder chosen by port (UDP) or IP protocol (ICMP) -> transactions ->
+decoder chosen by port (UDP; TCP through beat.tcp's reassembly, one
+StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
 documents -> pipeline. `on_frame` runs once per packet, so it is written as
 plain code over struct reads and tuples; objects are made only for traffic a
 decoder asked for.
@@ -26,13 +27,16 @@ from beat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from beat.pipeline import Pipeline
 from beat.registry import Registered
 from beat.stats import Stats, log_once
-from decoders.api import Datagram, DatagramDecoder, DecodeError, DecoderSpec, FlowKey, Transaction
+from beat.tcp import TCPConnection, TCPTable
+from decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, FlowKey,
+                          StreamDecoder, Transaction)
 
 __all__ = ["Engine", "Route"]
 
 log = logs.get("engine")
 
 _UDP = struct.Struct("!HHH")
+_TCP = struct.Struct("!HHIIBB")    # ports, seq, ack, data offset (high nibble), flags
 _ICMP_TYPE_CODE = struct.Struct("!BB")
 _ntop = socket.inet_ntop
 _AF = {4: socket.AF_INET, 16: socket.AF_INET6}
@@ -60,6 +64,7 @@ class _SourceState:
     defrag: Defragmenter
     decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
     udp_flows: dict[tuple, _UDPFlow] = field(default_factory=dict)
+    tcp: TCPTable = field(default_factory=TCPTable)
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -67,6 +72,55 @@ class _SourceState:
 
 def _ip_text(packed: bytes) -> str:
     return _ntop(_AF[len(packed)], packed)
+
+
+class _TCPStream:
+    """One connection's StreamDecoder behind the error boundary: the sink beat.tcp calls."""
+
+    __slots__ = ("engine", "spec", "decoder", "flow")
+
+    def __init__(self, engine: Engine, spec: DecoderSpec, decoder: StreamDecoder,
+                 flow: FlowKey) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.decoder = decoder
+        self.flow = flow
+
+    def on_data(self, from_client: bool, data: bytes, ts: float) -> None:
+        try:
+            txns = self.decoder.on_data(from_client, data, ts)
+        except Exception as err:
+            self.engine._stream_failed(self, err, ts)
+            return
+        if txns:
+            self.engine._emit(self.spec, txns)
+
+    def on_gap(self, from_client: bool, missing: int, ts: float) -> None:
+        try:
+            txns = self.decoder.on_gap(from_client, missing, ts)
+        except Exception as err:
+            self.engine._stream_failed(self, err, ts)
+            return
+        if txns:
+            self.engine._emit(self.spec, txns)
+
+    def on_close(self, ts: float) -> None:
+        try:
+            txns = self.decoder.on_close(ts)
+        except Exception as err:
+            self.engine._stream_failed(self, err, ts)
+            return
+        if txns:
+            self.engine._emit(self.spec, txns)
+
+    def expire(self, now: float) -> None:
+        try:
+            txns = self.decoder.expire(now)
+        except Exception as err:
+            self.engine._stream_failed(self, err, now)
+            return
+        if txns:
+            self.engine._emit(self.spec, txns)
 
 
 class Engine:
@@ -80,6 +134,12 @@ class Engine:
         self.flow_idle_s = config["wirebeat.limits.flow_idle_timeout"]
         self.max_fragmented = config["wirebeat.limits.max_fragmented_datagrams"]
         self.fragment_timeout_s = config["wirebeat.limits.fragment_timeout"]
+        self.tcp_limits = {
+            "max_connections": config["wirebeat.limits.tcp.max_connections"],
+            "max_buffered_bytes": config["wirebeat.limits.tcp.max_buffered_bytes"],
+            "max_buffered_bytes_total": config["wirebeat.limits.tcp.max_buffered_bytes_total"],
+            "idle_timeout_s": config["wirebeat.limits.tcp.idle_timeout"],
+        }
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
@@ -104,7 +164,7 @@ class Engine:
         self.delivered = 0
         self.transactions = 0
         self.flows_evicted = 0
-        self.tcp_undecoded = 0
+        self.tcp_untracked = 0      # TCP segments on no configured port
         stats.add_source(self.counters)
 
     # -- counters --------------------------------------------------------------
@@ -112,10 +172,13 @@ class Engine:
     def counters(self) -> dict[str, int]:
         out = {"packets.read": self.packets, "packets.bytes": self.bytes,
                "packets.non_ip": self.non_ip,
-               "packets.tcp_undecoded": self.tcp_undecoded, "packets.decoded": self.delivered,
+               "packets.tcp_untracked": self.tcp_untracked, "packets.decoded": self.delivered,
                "transactions": self.transactions, "flows.evicted": self.flows_evicted,
                "flows.open": sum(len(s.udp_flows) for s in self.sources.values())}
+        out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
         for state in self.sources.values():
+            for name, value in asdict(state.tcp.counters).items():
+                out[f"tcp.{name}"] = out.get(f"tcp.{name}", 0) + value
             for name, value in asdict(state.defrag.stats).items():
                 out[f"ip.fragments.{name}"] = out.get(f"ip.fragments.{name}", 0) + value
             for name, decoder in state.decoders.items():
@@ -130,7 +193,8 @@ class Engine:
         state = self.sources.get(name)
         if state is None:
             state = self.sources[name] = _SourceState(
-                name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s))
+                name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
+                tcp=TCPTable(**self.tcp_limits))
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
@@ -164,7 +228,7 @@ class Engine:
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
-            self.tcp_undecoded += 1     # TCP reassembly and its decoders: issue #3
+            self._on_tcp(state, ts, src, dst, payload)
         else:
             route = self.routes_ip.get(proto)
             if route is not None:
@@ -203,6 +267,66 @@ class Engine:
         flow.last_ts = ts
         from_client = flow.client[1] == sport and flow.client[0] == src
         self._deliver(state, flow.route, Datagram(ts, flow.key, from_client, body))
+
+    def _on_tcp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
+                payload: bytes) -> None:
+        if len(payload) < 20:
+            self.stats.count("packets.malformed", reason="tcp.truncated")
+            return
+        sport, dport, seq, ack, data_offset, flags = _TCP.unpack_from(payload)
+        header_len = (data_offset >> 4) * 4
+        if header_len < 20 or header_len > len(payload):
+            self.stats.count("packets.malformed", reason="tcp.bad_header_length")
+            return
+        data = payload[header_len:]
+        src_first = (src, sport) <= (dst, dport)
+        key = (src, sport, dst, dport) if src_first else (dst, dport, src, sport)
+        conn = state.tcp.connections.get(key)
+        if conn is None or (flags & 0x12 == 0x02
+                            and conn.is_restarted_by(src_first == conn.client_first, seq)):
+            conn = self._open_tcp(state, key, src_first, ts, src, sport, dst, dport, flags, data)
+            if conn is None:
+                return
+        self.delivered += 1
+        conn.segment(src_first == conn.client_first, seq, ack, flags, data, ts)
+
+    def _open_tcp(self, state: _SourceState, key: tuple, src_first: bool, ts: float,
+                  src: bytes, sport: int, dst: bytes, dport: int, flags: int,
+                  data: bytes) -> TCPConnection | None:
+        """A segment of a connection not tracked yet: route it by port and start tracking."""
+        routes = self.routes_tcp
+        syn_ack = flags & 0x12
+        if syn_ack == 0x12:             # SYN-ACK: the server answers
+            route = routes.get(sport) or routes.get(dport)
+            client_is_src = False
+        elif syn_ack == 0x02:           # a pure SYN names the client
+            route = routes.get(dport) or routes.get(sport)
+            client_is_src = True
+        else:                           # picked up mid-stream: the server owns the port
+            route = routes.get(dport)
+            client_is_src = route is not None
+            if route is None:
+                route = routes.get(sport)
+        if route is None:
+            self.tcp_untracked += 1
+            return None
+        if not state.tcp.admits(key, flags, bool(data)):
+            return None
+        if client_is_src:
+            flow = FlowKey("tcp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
+        else:
+            flow = FlowKey("tcp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
+        spec = route.spec
+        try:
+            decoder = spec.stream(flow, route.options)
+        except Exception:
+            self.stats.count("decoder.crashed", decoder=spec.name)
+            log_once(log, f"decoder {spec.name} failed to start a stream", exc_info=True)
+            if self.strict:
+                raise
+            return None
+        return state.tcp.open(key, _TCPStream(self, spec, decoder, flow), ts,
+                              client_first=src_first == client_is_src)
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
                         dst: bytes, proto: int, payload: bytes) -> None:
@@ -244,6 +368,18 @@ class Engine:
         if txns:
             self._emit(spec, txns)
 
+    def _stream_failed(self, stream: _TCPStream, err: Exception, ts: float) -> None:
+        """The error boundary for stream decoders, as in `_deliver`."""
+        name = stream.spec.name
+        if isinstance(err, DecodeError):
+            self.stats.count("decoder.malformed", decoder=name, reason=err.reason)
+            log.debug("malformed", decoder=name, error=str(err), flow=str(stream.flow), ts=ts)
+            return
+        self.stats.count("decoder.crashed", decoder=name)
+        log_once(log, f"decoder {name} crashed", exc_info=True)     # called while handling err
+        if self.strict:
+            raise err
+
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
         for txn in txns:
@@ -270,10 +406,13 @@ class Engine:
             stale = [k for k, f in state.udp_flows.items() if f.last_ts < idle_before]
             for k in stale:
                 del state.udp_flows[k]
+            state.tcp.expire(now)
         self.pipeline.maybe_flush()
 
     def _expire(self, state: _SourceState, now: float) -> None:
         state.defrag.expire(now)
+        for conn in state.tcp.connections.values():
+            conn.sink.expire(now)
         for name, decoder in state.decoders.items():
             spec = self.specs[name]
             try:
@@ -287,10 +426,22 @@ class Engine:
             if txns:
                 self._emit(spec, txns)
 
+    def advance(self, source: str, now: float) -> None:
+        """Move an idle source's clock to `now` so its timeouts fire.
+
+        Live sources (ZeroMQ, interfaces) call this when no packet has come for a
+        while, with the last packet time plus the wall time since; packet time
+        still rules whenever packets flow.
+        """
+        state = self.sources.get(source)
+        if state is not None and now >= state.next_tick:
+            self._tick(state, now)
+
     def finish(self, source: str | None = None) -> None:
         """End of input: report everything still open (for one source, or all)."""
         names = [source] if source is not None else list(self.sources)
         for name in names:
             state = self.sources.get(name)
             if state is not None:
+                state.tcp.close_all()       # held bytes are flushed with gaps, then on_close
                 self._expire(state, float("inf"))
