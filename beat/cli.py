@@ -6,12 +6,13 @@ stderr, no traceback); 1 anything else.
 from __future__ import annotations
 
 import argparse
-import signal
+import os
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+import zmq
 
 from beat import __version__, logs
 from beat.config import Config, ConfigError, load_config
@@ -19,9 +20,15 @@ from beat.document import DocumentBuilder
 from beat.engine import Engine
 from beat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
                           check_connection, make_client)
+from beat.monitor import StatsServer
 from beat.pipeline import Output, Pipeline
+from beat.privileges import PrivilegeError, drop_privileges, lookup_user
 from beat.registry import Registered, RegistryError, check_routes, discover
-from beat.sources.pcapfile import CaptureError, CaptureReader, open_capture
+from beat.runloop import Runner
+from beat.sources.feed import SourceError
+from beat.sources.live import LiveSource
+from beat.sources.pcapfile import CaptureError, open_capture
+from beat.sources.zmq import ZMQSource
 from beat.stats import Stats
 from beat.template import TemplateError, build_template, install_template
 
@@ -57,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="subscribe to an osmo-pcap ZeroMQ feed")
     run.add_argument("-i", dest="interfaces", action="append", default=[], metavar="IFACE",
                      help="capture live on an interface")
+    run.add_argument("--user", metavar="NAME", default="",
+                     help="after opening the sources, switch to this user and drop all capabilities")
     run.add_argument("--console", action="store_true", help="write documents as JSON lines to stdout")
     run.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)  # tests: decoder bugs raise
 
@@ -174,119 +183,73 @@ def _make_output(config: Config, console: bool, enabled: list[Registered]) -> Ou
     return ElasticsearchOutput(es, _index_name(config), on_connect=on_connect)
 
 
-class _Progress:
-    """A progress line on a terminal (bytes, packets/s); nothing otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.last = 0.0
-        self.shown = False
-
-    def update(self, reader: CaptureReader, packets: int, started: float) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last < 0.5:
-            return
-        self.last = now
-        rate = packets / max(now - started, 1e-6)
-        done = reader.bytes_consumed
-        if reader.size:
-            pct = min(100.0, 100.0 * done / reader.size)
-            width = 30
-            bar = "#" * int(width * pct / 100)
-            text = f"[{bar:<{width}}] {pct:5.1f}% {done / 1e6:8.1f} MB {rate:9.0f} packets/s"
-        else:
-            text = f"{done / 1e6:8.1f} MB {rate:9.0f} packets/s"
-        sys.stderr.write(f"\r{reader.name[-30:]} {text}")
-        sys.stderr.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+def _stats_server(config: Config, stats: Stats) -> StatsServer:
+    """Bind the stats endpoint (its thread starts with the run). Raises UsageError."""
+    try:
+        return StatsServer(config["http.port"], stats)
+    except OSError as err:
+        raise UsageError(f"http.port {config['http.port']}: cannot listen on 127.0.0.1: "
+                         f"{err.strerror}") from None
 
 
 def _run(args: argparse.Namespace, config: Config, registered: list[Registered]) -> int:
     log = logs.get("wirebeat")
-    if args.zmq or args.interfaces:
-        raise UsageError("--zmq and -i are not implemented yet; read capture files with -I")
-    if not args.files:
-        raise UsageError("nothing to read: give at least one -I FILE")
+    endpoints = list(dict.fromkeys(config["wirebeat.sources.zmq.endpoints"] + args.zmq))
+    devices = list(dict.fromkeys(config["wirebeat.interfaces.device"] + args.interfaces))
+    if not (args.files or endpoints or devices):
+        raise UsageError("nothing to read: give -I FILE, --zmq ENDPOINT or -i IFACE")
     if config["wirebeat.flows.enabled"]:
         log.warning("flow reports are not implemented yet; wirebeat.flows.enabled is ignored")
     enabled = _enabled(config, registered)
-    # Open every input first: a bad file is exit 2 before anything is processed.
-    readers = [open_capture(path, stdin=sys.stdin.buffer) for path in args.files]
-
+    user = args.user or config["wirebeat.user"]
     stats = Stats()
+    try:
+        # Open every input first: a bad file, endpoint or interface is exit 2 before
+        # anything is processed. Capture handles need CAP_NET_RAW, so they come
+        # before the privilege drop; nothing else does.
+        if user:
+            lookup_user(user)
+        readers = [open_capture(path, stdin=sys.stdin.buffer) for path in args.files]
+        feeds = [ZMQSource(e, config["wirebeat.sources.zmq.clients"],
+                           config["wirebeat.sources.zmq.receive_hwm"]) for e in endpoints]
+        for feed in feeds:
+            feed.check()
+        interfaces = [LiveSource(device, config["wirebeat.interfaces.snaplen"],
+                                 config["wirebeat.interfaces.bpf_filter"],
+                                 config["wirebeat.interfaces.promiscuous"],
+                                 config["wirebeat.interfaces.buffer_size_mb"]) for device in devices]
+        for interface in interfaces:
+            interface.open()
+        server = _stats_server(config, stats) if config["http.enabled"] else None
+        state = drop_privileges(user or None) if user or os.geteuid() != 0 else None
+        # ZeroMQ's I/O threads start with the first socket: after the drop, so they hold nothing.
+        if feeds:
+            context = zmq.Context()
+            for feed in feeds:
+                feed.open(context)
+    except (SourceError, PrivilegeError) as err:
+        raise UsageError(str(err)) from None
+    live = [*feeds, *interfaces]
+    if state is not None:
+        log.info("running unprivileged", uid=state.uids[1], gid=state.gids[1],
+                 capabilities=f"{state.caps['CapEff']:x}")
+    elif live:
+        log.warning("running as root with every capability: decoders should not; "
+                    "pass --user NAME (or wirebeat.user) to switch after opening the sources")
+
     output = _make_output(config, args.console, enabled)
+    # Files can wait for a slow output; ZeroMQ and live capture cannot (drops are counted).
     pipeline = Pipeline(output, max_events=config["queue.mem.events"],
                         batch_size=config["queue.mem.flush.min_events"],
-                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=True)
+                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live)
     stats.add_source(pipeline.counters)
     agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
     builder = DocumentBuilder(agent, config["processors"], config["fields"],
                               config["fields_under_root"], config["tags"])
     engine = Engine(config, enabled, builder, pipeline, stats, strict=args.strict)
-
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stopping:
-            raise KeyboardInterrupt     # a second signal: leave now
-        stopping.append(signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    metrics_period = config["logging.metrics.period"]
-    progress = _Progress(sys.stderr.isatty())
-    started = time.monotonic()
-    next_metrics = started + metrics_period if metrics_period else float("inf")
-    damage_lines: list[str] = []
-    on_frame = engine.on_frame
-    for reader in readers:
-        source = reader.name
-        count = 0
-        for frame in reader:
-            on_frame(frame.ts, frame.linktype, frame.data, source)
-            count += 1
-            if count & 0x3FFF == 0:
-                pipeline.maybe_flush()
-                progress.update(reader, engine.packets, started)
-                if time.monotonic() >= next_metrics:
-                    next_metrics = time.monotonic() + metrics_period
-                    log.info("metrics", **stats.snapshot(), **stats.process())
-                if stopping:
-                    break
-        engine.finish(source)
-        reader.close()
-        if reader.damage.any():
-            d = reader.damage
-            damage_lines.append(f"{source}: {d.truncated_tail} truncated record(s) at the end, "
-                                f"{d.garbage_records} garbage record(s) ({d.garbage_bytes} bytes skipped), "
-                                f"{d.unknown_interface} packet(s) on undescribed interfaces")
-            stats.count("capture.truncated_records", d.truncated_tail)
-            stats.count("capture.garbage_records", d.garbage_records)
-        if stopping:
-            break
-    progress.done()
-    for line in damage_lines:
-        log.warning("damaged capture", detail=line)
-    unacked = pipeline.close(timeout_s=None if not stopping else config["wirebeat.shutdown_timeout"])
-    elapsed = time.monotonic() - started
-    snapshot = stats.snapshot()
-    process = stats.process()
-    log.info("summary", elapsed_s=round(elapsed, 3), **snapshot, **process)
-    pps = engine.packets / elapsed if elapsed > 0 else 0.0
-    print(f"wirebeat: {len(readers)} file(s), {engine.packets} packets, "
-          f"{pipeline.published} documents ({pipeline.acked} acknowledged, {pipeline.failed} failed, "
-          f"{unacked} unacknowledged) in {elapsed:.2f} s ({pps:.0f} packets/s, "
-          f"peak RSS {process['peak_rss_bytes'] / 2**20:.0f} MiB)"
-          + ("; damaged input, see warning" if damage_lines else ""), file=sys.stderr)
-    if pipeline.error is not None or unacked:
-        return EXIT_FAILURE
-    return EXIT_OK
+    runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)
+    runner.install_signal_handlers()
+    return runner.run()
 
 
 if __name__ == "__main__":

@@ -36,7 +36,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+# The records below are built per packet or per transaction, where a frozen
+# dataclass costs four times as much to construct (every field goes through
+# object.__setattr__). They are plain slotted dataclasses instead: treat them
+# as immutable all the same.
+
+
+@dataclass(slots=True, unsafe_hash=True)    # hashable: decoders key their state by flow
 class FlowKey:
     """Who talks to whom. Client side first: the side that sent the request."""
 
@@ -53,7 +59,7 @@ class FlowKey:
                        self.client_ip, self.client_port, self.source)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Datagram:
     ts: float            # capture time of this packet, seconds since the epoch
     flow: FlowKey        # addresses and ports, client side first as first seen
@@ -61,7 +67,7 @@ class Datagram:
     payload: bytes       # the transport payload (for IP-protocol decoders: the IP payload)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transaction:
     """One request/response pair, or one lone message, ready to become a document.
 

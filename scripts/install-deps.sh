@@ -14,6 +14,7 @@ packages=(
   sip-tester      # sipp
   libpcap-dev     # python-libpcap builds against it
   maven           # fetches the Elasticsearch server archive from Maven Central
+  systemd         # systemd-analyze verifies the units in deploy/systemd
   curl
 )
 

@@ -52,10 +52,12 @@ def decode() -> Callable[..., list[dict]]:
 def es_url() -> Iterator[str]:
     """URL of the real Elasticsearch node; fails (never skips) if it cannot start."""
     import esnode
+    already_running = esnode.url() is not None
     try:
         url = esnode.start()
     except Exception as err:    # the reason is the test failure's message
         pytest.fail(f"Elasticsearch could not be started by scripts/esnode.py: {err}")
     yield url
-    if os.environ.get("WIREBEAT_KEEP_ES") != "1":
+    # Stop only a node this session started: a developer's or the demo's stays up.
+    if not already_running and os.environ.get("WIREBEAT_KEEP_ES") != "1":
         esnode.stop()

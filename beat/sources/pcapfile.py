@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-__all__ = ["CaptureError", "CaptureReader", "Frame", "ReadDamage", "open_capture"]
+__all__ = ["CaptureError", "CaptureReader", "Frame", "FormatError", "Interface", "PcapHeader",
+           "ReadDamage", "open_capture", "parse_idb", "parse_pcap_header", "parse_shb",
+           "read_packet_block"]
 
 CHUNK_BYTES = 1 << 20
 MAX_RECORD_BYTES = 262144      # libpcap's MAXIMUM_SNAPLEN: no real record is larger
@@ -37,6 +39,14 @@ _BOM = 0x1A2B3C4D
 
 class CaptureError(Exception):
     """The file cannot be read as a capture at all (the CLI exits 2)."""
+
+
+class FormatError(ValueError):
+    """A capture header or block is not valid; `reason` is a stable counter label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -57,6 +67,121 @@ class ReadDamage:
 
     def any(self) -> bool:
         return bool(self.truncated_tail or self.garbage_records or self.unknown_interface)
+
+
+# -- parsers shared by files and the ZeroMQ feed (which sends headers and
+#    records as separate message parts) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PcapHeader:
+    """A classic pcap global header, with what reading its records needs."""
+
+    order: str              # struct byte order, "<" or ">"
+    scale: float            # seconds per unit of the records' fraction field
+    frac_max: int           # the fraction field is below this
+    snaplen: int
+    linktype: int
+    max_caplen: int         # snaplen, capped at MAX_RECORD_BYTES (0 means the cap)
+    record: struct.Struct   # the 16-byte record header in this byte order
+
+
+def parse_pcap_header(buf: bytes) -> PcapHeader:
+    """The 24-byte classic pcap header at the start of `buf`. Raises FormatError."""
+    if len(buf) < 24:
+        raise FormatError("header", f"too short for a pcap header ({len(buf)} of 24 bytes)")
+    magic = _PCAP_MAGICS.get(bytes(buf[:4]))
+    if magic is None:
+        raise FormatError("header", f"not a pcap header (magic {bytes(buf[:4]).hex()})")
+    order, scale = magic
+    major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(order + "HHiIII", buf, 4)
+    if major != 2:
+        raise FormatError("header", f"unsupported pcap version {major}")
+    # Some writers store the FCS length in the upper bits of the link type.
+    linktype &= 0x0FFFFFFF
+    max_caplen = min(snaplen, MAX_RECORD_BYTES) if snaplen else MAX_RECORD_BYTES
+    return PcapHeader(order, scale, 1_000_000 if scale == 1e-6 else 1_000_000_000, snaplen,
+                      linktype, max_caplen, struct.Struct(order + "IIII"))
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A pcapng Interface Description Block, reduced to what frames need."""
+
+    linktype: int
+    scale: float            # seconds per timestamp unit (if_tsresol)
+    offset_s: float         # if_tsoffset
+    snaplen: int            # 0: no limit
+
+
+def parse_shb(buf: bytes, pos: int = 0) -> tuple[str, int]:
+    """Byte order and total length of the Section Header Block at `pos`. Raises FormatError.
+
+    The caller checks that `total` bytes are there.
+    """
+    if len(buf) - pos < 28 or buf[pos:pos + 4] != _PCAPNG_SHB:
+        raise FormatError("header", "not a pcapng section header")
+    if struct.unpack_from("<I", buf, pos + 8)[0] == _BOM:
+        order = "<"
+    elif struct.unpack_from(">I", buf, pos + 8)[0] == _BOM:
+        order = ">"
+    else:
+        raise FormatError("header", "pcapng section header has no valid byte-order magic")
+    total = struct.unpack_from(order + "I", buf, pos + 4)[0]
+    if total < 28 or total % 4 or total > 1 << 20:
+        raise FormatError("header", f"pcapng section header has a bad length ({total})")
+    return order, total
+
+
+def parse_idb(buf: bytes, pos: int, total: int, order: str) -> Interface:
+    """The Interface Description Block buf[pos:pos + total] (its lengths already checked)."""
+    body = pos + 8
+    linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, body)
+    scale, offset_s = 1e-6, 0.0
+    for code, value in _options(buf, body + 8, pos + total - 4, order):
+        if code == 9 and value:                  # if_tsresol
+            r = value[0]
+            scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
+        elif code == 14 and len(value) >= 8:     # if_tsoffset, seconds
+            offset_s = float(struct.unpack_from(order + "q", value)[0])
+    return Interface(linktype, scale, offset_s, snaplen)
+
+
+PACKET_BLOCK_TYPES = frozenset({2, 3, 6})     # obsolete Packet, Simple Packet, Enhanced Packet
+
+
+def read_packet_block(buf: bytes, pos: int, block_type: int, total: int, order: str,
+                      interfaces: list[Interface]) -> Frame | str:
+    """The frame in the packet block buf[pos:pos + total], or why there is none.
+
+    The block's leading and trailing lengths are already checked. Reasons:
+    "short_block", "caplen_past_block", "unknown_interface".
+    """
+    body = pos + 8
+    if block_type == 6:                          # Enhanced Packet Block
+        if total < 32:
+            return "short_block"
+        iface, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(order + "IIIII", buf, body)
+    elif block_type == 2:                        # obsolete Packet Block
+        if total < 32:
+            return "short_block"
+        iface, _drops, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(order + "HHIIII", buf, body)
+    else:                                        # Simple Packet Block
+        if total < 16:
+            return "short_block"
+        if not interfaces:
+            return "unknown_interface"
+        wire_len = struct.unpack_from(order + "I", buf, body)[0]
+        caplen = min(wire_len, total - 16)
+        # No timestamp in an SPB: 0 says "unknown" rather than inventing one.
+        return Frame(0.0, interfaces[0].linktype, buf[body + 4:body + 4 + caplen], wire_len)
+    if caplen > total - 32:
+        return "caplen_past_block"
+    if iface >= len(interfaces):
+        return "unknown_interface"
+    interface = interfaces[iface]
+    return Frame(((ts_hi << 32) | ts_lo) * interface.scale + interface.offset_s,
+                 interface.linktype, buf[body + 20:body + 20 + caplen], wire_len)
 
 
 def open_capture(path: str, stdin: BinaryIO | None = None) -> CaptureReader:
@@ -147,18 +272,14 @@ class CaptureReader:
         if not self._fill(24):
             raise CaptureError(f"{self.name}: too short for a pcap header "
                                f"({len(self._buf) - self._pos} of 24 bytes)")
-        order, scale = _PCAP_MAGICS[self._buf[self._pos:self._pos + 4]]
-        major, _minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(
-            order + "HHiIII", self._buf, self._pos + 4)
-        if major != 2:
-            raise CaptureError(f"{self.name}: unsupported pcap version {major}")
-        # Some writers store the FCS length in the upper bits of the link type.
-        linktype &= 0x0FFFFFFF
-        max_caplen = min(max(snaplen, 1), MAX_RECORD_BYTES) if snaplen else MAX_RECORD_BYTES
+        try:
+            header = parse_pcap_header(self._buf[self._pos:self._pos + 24])
+        except FormatError as err:
+            raise CaptureError(f"{self.name}: {err}") from None
+        linktype, scale, max_caplen, frac_max = (header.linktype, header.scale,
+                                                 header.max_caplen, header.frac_max)
         self._advance(24)
-        header = struct.Struct(order + "IIII")
-        unpack = header.unpack_from
-        frac_max = 1_000_000 if scale == 1e-6 else 1_000_000_000
+        unpack = header.record.unpack_from
         last_sec = None
         while True:
             if not self._fill(16):
@@ -213,7 +334,7 @@ class CaptureReader:
 
     def _read_pcapng(self) -> Iterator[Frame]:
         order = self._read_shb(first=True)
-        interfaces: list[tuple[int, float, float]] = []   # (linktype, scale, offset_s)
+        interfaces: list[Interface] = []
         while True:
             if not self._fill(12):
                 if len(self._buf) - self._pos:
@@ -238,46 +359,17 @@ class CaptureReader:
                 self._resync_pcapng(order)
                 continue
             self._advance(total)
-            body = pos + 8
-            if block_type == 6 and total >= 32:              # Enhanced Packet Block
-                iface, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(order + "IIIII", buf, body)
-                if caplen > total - 32:
+            if block_type in PACKET_BLOCK_TYPES:
+                got = read_packet_block(buf, pos, block_type, total, order, interfaces)
+                if got.__class__ is Frame:
+                    yield got
+                elif got == "caplen_past_block" and block_type == 6:
                     self.damage.garbage_records += 1
                     self.damage.details.append(f"EPB caplen past its block at byte {self.bytes_consumed - total}")
-                    continue
-                if iface >= len(interfaces):
+                elif got != "short_block":       # a block too short to be one is skipped
                     self.damage.unknown_interface += 1
-                    continue
-                linktype, scale, offset_s = interfaces[iface]
-                yield Frame(((ts_hi << 32) | ts_lo) * scale + offset_s, linktype,
-                            buf[body + 20:body + 20 + caplen], wire_len)
             elif block_type == 1 and total >= 20:            # Interface Description Block
-                linktype, _reserved, _snaplen = struct.unpack_from(order + "HHI", buf, body)
-                scale, offset_s = 1e-6, 0.0
-                for code, value in _options(buf, body + 8, pos + total - 4, order):
-                    if code == 9 and value:                  # if_tsresol
-                        r = value[0]
-                        scale = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
-                    elif code == 14 and len(value) >= 8:     # if_tsoffset, seconds
-                        offset_s = float(struct.unpack_from(order + "q", value)[0])
-                interfaces.append((linktype, scale, offset_s))
-            elif block_type == 3 and total >= 16:            # Simple Packet Block
-                if not interfaces:
-                    self.damage.unknown_interface += 1
-                    continue
-                wire_len = struct.unpack_from(order + "I", buf, body)[0]
-                caplen = min(wire_len, total - 16)
-                # No timestamp in an SPB: 0 says "unknown" rather than inventing one.
-                yield Frame(0.0, interfaces[0][0], buf[body + 4:body + 4 + caplen], wire_len)
-            elif block_type == 2 and total >= 32:            # obsolete Packet Block
-                iface, _drops, ts_hi, ts_lo, caplen, wire_len = struct.unpack_from(
-                    order + "HHIIII", buf, body)
-                if iface >= len(interfaces) or caplen > total - 32:
-                    self.damage.unknown_interface += 1
-                    continue
-                linktype, scale, offset_s = interfaces[iface]
-                yield Frame(((ts_hi << 32) | ts_lo) * scale + offset_s, linktype,
-                            buf[body + 20:body + 20 + caplen], wire_len)
+                interfaces.append(parse_idb(buf, pos, total, order))
             # every other block type (statistics, name resolution, ...) is skipped
 
     def _read_shb(self, first: bool) -> str | None:
@@ -286,21 +378,13 @@ class CaptureReader:
                 raise CaptureError(f"{self.name}: too short for a pcapng section header")
             self._note_tail("section header")
             return None
-        buf, pos = self._buf, self._pos
-        bom_le = struct.unpack_from("<I", buf, pos + 8)[0]
-        if bom_le == _BOM:
-            order = "<"
-        elif struct.unpack_from(">I", buf, pos + 8)[0] == _BOM:
-            order = ">"
-        else:
+        try:
+            order, total = parse_shb(self._buf, self._pos)
+        except FormatError as err:
             if first:
-                raise CaptureError(f"{self.name}: pcapng section header has no valid byte-order magic")
-            self._resync_pcapng("<")
-            return "<"
-        total = struct.unpack_from(order + "I", buf, pos + 4)[0]
-        if total < 28 or total % 4 or total > 1 << 20:
-            if first:
-                raise CaptureError(f"{self.name}: pcapng section header has a bad length ({total})")
+                raise CaptureError(f"{self.name}: {err}") from None
+            # Resynchronise in the byte order the block claims, little-endian if none.
+            order = ">" if struct.unpack_from(">I", self._buf, self._pos + 8)[0] == _BOM else "<"
             self._resync_pcapng(order)
             return order
         if not self._fill(total):

@@ -1,0 +1,111 @@
+"""Self-monitoring: counters and process stats as JSON on 127.0.0.1, and as documents.
+
+`http.enabled: true` serves, like a beat's HTTP endpoint:
+- `GET /`       who is running (name, version, host, uptime);
+- `GET /stats`  every counter (flat dotted names, as in the metrics log line),
+                per-source details, and process stats from psutil (CPU time,
+                RSS, open file descriptors).
+
+It binds 127.0.0.1 only: the numbers are for the operator on the host, or a
+local agent, never for the network. The engine runs in the main thread and
+must not be read from another, so the main loop publishes a snapshot about
+once a second (`update`) and the server thread serves the latest one; process
+stats are read when asked.
+
+`monitoring.enabled: true` also indexes a snapshot every `monitoring.period`
+as a document with event.dataset `wirebeat.stats`.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from beat import __version__, logs
+from beat.document import iso_time
+from beat.stats import Stats
+
+__all__ = ["StatsServer", "stats_document"]
+
+log = logs.get("monitor")
+
+
+class StatsServer:
+    """The JSON endpoint on 127.0.0.1:`port`, served by one daemon thread."""
+
+    def __init__(self, port: int, stats: Stats) -> None:
+        self.stats = stats
+        self.started = time.time()
+        self.latest: dict[str, Any] = {"counters": {}, "sources": []}
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:       # noqa: N802 (http.server's spelling)
+                path = self.path.split("?", 1)[0].rstrip("/") or "/"
+                if path == "/":
+                    body = owner.info()
+                elif path == "/stats":
+                    body = owner.current()
+                else:
+                    self.send_error(404, "try / or /stats")
+                    return
+                data = orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:   # noqa: A002
+                pass                        # requests are not worth a log line each
+
+        # Raises OSError (port taken): the caller turns it into one line.
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                                       name="http stats", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("stats endpoint listening", url=f"http://127.0.0.1:{self.port}/stats")
+
+    def update(self, counters: dict[str, Any], sources: list[dict[str, Any]]) -> None:
+        """Main thread: publish the newest snapshot."""
+        with self.lock:
+            self.latest = {"counters": counters, "sources": sources}
+
+    def info(self) -> dict[str, Any]:
+        return {"beat": "wirebeat", "version": __version__, "hostname": socket.gethostname(),
+                "uptime_s": round(time.time() - self.started, 3)}
+
+    def current(self) -> dict[str, Any]:
+        with self.lock:
+            latest = dict(self.latest)
+        latest["process"] = self.stats.process()
+        latest["uptime_s"] = round(time.time() - self.started, 3)
+        return latest
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def stats_document(counters: dict[str, Any], process: dict[str, Any], ts: float,
+                   host: str) -> tuple[str, dict[str, Any]]:
+    """A wirebeat.stats document: counters as a flattened object, process stats as fields."""
+    doc = {
+        "@timestamp": iso_time(ts),
+        "event": {"kind": "metric", "dataset": "wirebeat.stats"},
+        "wirebeat": {"stats": {"counters": counters, "process": process}},
+    }
+    key = f"{host}|{os.getpid()}|wirebeat.stats|{round(ts * 1e6)}"
+    return base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode(), doc

@@ -1,0 +1,313 @@
+"""The main loop of `wirebeat run`: sources in, the engine in this thread, documents out.
+
+Files are read here, in chunks, as fast as the output allows. Live sources
+(ZeroMQ feeds, interfaces) receive in their own threads and hand batches over
+through `Feed`; this loop takes them off between file chunks, or waits for
+them when no file is left. With only files, the loop ends when they are read;
+with a live source, it runs until a signal.
+
+Time is packet time. A live source that goes quiet would freeze its clock and
+leave transactions open forever, so about once a second an idle source's clock
+is moved on by the wall time since its last packet (`Engine.advance`).
+
+Stopping (SIGTERM or SIGINT): the sources stop, frames already queued are
+decoded, every open transaction is reported, the output gets up to
+`wirebeat.shutdown_timeout` to acknowledge what is queued, then the process
+exits (0 when everything was acknowledged). A second signal exits at once.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from itertools import islice
+from typing import Any
+
+from beat import logs
+from beat.config import Config
+from beat.document import DocumentBuilder
+from beat.engine import Engine
+from beat.monitor import StatsServer, stats_document
+from beat.pipeline import Pipeline
+from beat.sources.feed import Feed, LiveInput
+from beat.sources.pcapfile import CaptureReader
+from beat.sources.zmq import CollectorEvent, ZMQSource, event_document
+from beat.stats import Stats
+
+__all__ = ["Runner"]
+
+log = logs.get("wirebeat")
+
+FILE_CHUNK_FRAMES = 16384       # frames read from a file between looks at everything else
+IDLE_WAIT_S = 0.2               # with only live sources: longest wait for a batch
+LIVE_BUDGET_S = 0.05            # with files too: time given to queued live input per round
+HOUSEKEEPING_S = 0.5            # flush partial batches, idle ticks, stats, at most this often
+IDLE_AFTER_S = 1.0              # a live source without packets this long gets wall-clock ticks
+FEED_STOP_S = 2.0               # how long a source thread gets to stop
+WATCHDOG_SLACK_S = 10.0         # after the first signal, exit no later than shutdown_timeout + this
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+class Progress:
+    """A progress line on a terminal (bytes, packets/s); nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, reader: CaptureReader, packets: int, started: float) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.5:
+            return
+        self.last = now
+        rate = packets / max(now - started, 1e-6)
+        done = reader.bytes_consumed
+        if reader.size:
+            pct = min(100.0, 100.0 * done / reader.size)
+            width = 30
+            bar = "#" * int(width * pct / 100)
+            text = f"[{bar:<{width}}] {pct:5.1f}% {done / 1e6:8.1f} MB {rate:9.0f} packets/s"
+        else:
+            text = f"{done / 1e6:8.1f} MB {rate:9.0f} packets/s"
+        sys.stderr.write(f"\r{reader.name[-30:]} {text}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class Runner:
+    def __init__(self, config: Config, engine: Engine, pipeline: Pipeline, stats: Stats,
+                 builder: DocumentBuilder, readers: list[CaptureReader], live: list[LiveInput],
+                 server: StatsServer | None) -> None:
+        self.config = config
+        self.engine = engine
+        self.pipeline = pipeline
+        self.stats = stats
+        self.builder = builder
+        self.readers = readers
+        self.live = live
+        self.feed = Feed(config["wirebeat.limits.max_queued_frames"]) if live else None
+        self.server = server
+        self.stop_signal: int | None = None
+        self.host = socket.gethostname()
+        self.damage_lines: list[str] = []
+        self.source_failures: list[str] = []
+        self.metrics_period = config["logging.metrics.period"]
+        self.monitoring_period = config["monitoring.period"] if config["monitoring.enabled"] else 0.0
+        stats.add_source(self.live_counters)
+
+    # -- signals ---------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_signal is not None:
+            sys.stderr.write(f"wirebeat: {signal.Signals(signum).name} again, exiting now\n")
+            sys.stderr.flush()
+            os._exit(EXIT_FAILURE)
+        self.stop_signal = signum
+        if self.feed is not None:
+            self.feed.stop.set()
+        # However the shutdown goes, it is bounded.
+        limit = self.config["wirebeat.shutdown_timeout"] + WATCHDOG_SLACK_S
+        watchdog = threading.Timer(limit, self._give_up, args=(limit,))
+        watchdog.daemon = True
+        watchdog.start()
+
+    @staticmethod
+    def _give_up(limit: float) -> None:
+        sys.stderr.write(f"wirebeat: shutdown took longer than {limit:.0f} s, exiting now\n")
+        sys.stderr.flush()
+        os._exit(EXIT_FAILURE)
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        started = time.monotonic()
+        self.started = started
+        if self.feed is not None:
+            self.feed.start(self.live)
+        if self.server is not None:
+            self.server.start()
+        progress = Progress(sys.stderr.isatty() and bool(self.readers))
+        on_frame = self.engine.on_frame
+        files = list(self.readers)
+        current: Any = None
+        now = time.monotonic()
+        next_housekeeping = now + HOUSEKEEPING_S
+        next_metrics = now + self.metrics_period if self.metrics_period else float("inf")
+        next_stats_doc = now + self.monitoring_period if self.monitoring_period else float("inf")
+        while self.stop_signal is None:
+            if self.feed is not None:
+                self._take_live(IDLE_WAIT_S if not files else 0.0)
+            if files:
+                reader = files[0]
+                if current is None:
+                    current = iter(reader)
+                source = reader.name
+                count = 0
+                for frame in islice(current, FILE_CHUNK_FRAMES):
+                    on_frame(frame.ts, frame.linktype, frame.data, source)
+                    count += 1
+                progress.update(reader, self.engine.packets, started)
+                if count < FILE_CHUNK_FRAMES:
+                    self._end_file(files.pop(0))
+                    current = None
+            elif self.feed is None:
+                break
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_S
+                self.pipeline.maybe_flush()
+                if self.feed is not None:
+                    self._tick_idle_sources(now)
+                    if not self.feed.alive():
+                        self.source_failures = list(self.feed.failed)
+                        log.error("every live source has stopped", errors=self.source_failures)
+                        break
+                if self.server is not None:
+                    self.server.update(self.stats.snapshot(), self.source_details())
+                if now >= next_metrics:
+                    next_metrics = now + self.metrics_period
+                    log.info("metrics", **self.stats.snapshot(), **self.stats.process())
+                if now >= next_stats_doc:
+                    next_stats_doc = now + self.monitoring_period
+                    self._publish_stats()
+        progress.done()
+        return self._shut_down(files, current)
+
+    def _take_live(self, wait_s: float) -> None:
+        """Decode queued live input for up to LIVE_BUDGET_S (waiting up to wait_s for the first)."""
+        assert self.feed is not None
+        on_frame, on_event = self.engine.on_frame, self._on_collector_event
+        deadline = time.monotonic() + LIVE_BUDGET_S
+        item = self.feed.get(wait_s)
+        while item is not None:
+            source, batch = item
+            source.deliver(batch, on_frame, on_event)
+            if time.monotonic() >= deadline or self.stop_signal is not None:
+                return
+            item = self.feed.get(0)
+
+    def _end_file(self, reader: CaptureReader) -> None:
+        self.engine.finish(reader.name)
+        reader.close()
+        if reader.damage.any():
+            d = reader.damage
+            self.damage_lines.append(
+                f"{reader.name}: {d.truncated_tail} truncated record(s) at the end, "
+                f"{d.garbage_records} garbage record(s) ({d.garbage_bytes} bytes skipped), "
+                f"{d.unknown_interface} packet(s) on undescribed interfaces")
+            self.stats.count("capture.truncated_records", d.truncated_tail)
+            self.stats.count("capture.garbage_records", d.garbage_records)
+
+    def _tick_idle_sources(self, now: float) -> None:
+        for source in self.live:
+            for name, (ts, seen) in list(source.last_seen.items()):
+                idle_s = now - seen
+                if idle_s >= IDLE_AFTER_S:
+                    self.engine.advance(name, ts + idle_s)
+
+    def _on_collector_event(self, source: ZMQSource, event: CollectorEvent) -> None:
+        log.info("collector event", endpoint=source.endpoint, client=event.client,
+                 action=event.action, path=event.path)
+        doc_id, doc = event_document(event, source.endpoint, time.time())
+        self.pipeline.publish(doc_id, self.builder.build_other(doc))
+
+    def _publish_stats(self) -> None:
+        doc_id, doc = stats_document(self.stats.snapshot(), self.stats.process(), time.time(), self.host)
+        self.pipeline.publish(doc_id, self.builder.build_other(doc))
+
+    # -- reports ---------------------------------------------------------------
+
+    def live_counters(self) -> dict[str, int]:
+        """Counters of every live source, summed where two feeds name the same client."""
+        out: dict[str, int] = {}
+        for source in self.live:
+            for key, value in source.counters().items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    def source_details(self) -> list[dict[str, Any]]:
+        details: list[dict[str, Any]] = [{"kind": "file", "name": r.name} for r in self.readers]
+        for source in self.live:
+            entry: dict[str, Any] = {"kind": source.kind, "name": source.name}
+            if isinstance(source, ZMQSource):
+                entry["receive_hwm"] = source.receive_hwm
+                entry["received_per_client"] = source.received_per_client()
+                entry["dropped_per_client"] = source.dropped_per_client()
+            else:
+                entry.update(source.counters())
+            details.append(entry)
+        return details
+
+    def _shut_down(self, files: list[CaptureReader], current: Any) -> int:
+        stopped_by = self.stop_signal
+        if stopped_by is not None:
+            log.info("stopping", signal=signal.Signals(stopped_by).name)
+        if self.feed is not None:
+            self.feed.close(FEED_STOP_S)
+            # What the sources had already received is decoded too.
+            while self._drain_once():
+                pass
+            if not self.source_failures:
+                self.source_failures = list(self.feed.failed)
+        for reader in files:
+            if reader is files[0] and current is not None:
+                self._end_file(reader)
+            else:
+                reader.close()
+        self.engine.finish()
+        timeout = None if stopped_by is None and self.feed is None else self.config["wirebeat.shutdown_timeout"]
+        unacked = self.pipeline.close(timeout_s=timeout)
+        if self.server is not None:
+            self.server.close()
+        for line in self.damage_lines:
+            log.warning("damaged capture", detail=line)
+        for line in self.source_failures:
+            log.error("source failed", detail=line)
+        elapsed = time.monotonic() - self.started
+        process = self.stats.process()
+        log.info("summary", elapsed_s=round(elapsed, 3), **self.stats.snapshot(), **process)
+        print(self._summary(elapsed, unacked, process), file=sys.stderr)
+        if self.pipeline.error is not None or unacked or self.source_failures:
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    def _drain_once(self) -> bool:
+        assert self.feed is not None
+        item = self.feed.get(0)
+        if item is None:
+            return False
+        source, batch = item
+        source.deliver(batch, self.engine.on_frame, self._on_collector_event)
+        return True
+
+    def _summary(self, elapsed: float, unacked: int, process: dict[str, Any]) -> str:
+        kinds = [(len(self.readers), "file(s)"),
+                 (sum(1 for s in self.live if s.kind == "zmq"), "ZeroMQ feed(s)"),
+                 (sum(1 for s in self.live if s.kind == "interface"), "interface(s)")]
+        inputs = ", ".join(f"{n} {what}" for n, what in kinds if n) or "no input"
+        pipeline = self.pipeline
+        dropped = f", {pipeline.dropped} dropped (output behind)" if pipeline.dropped else ""
+        packets = self.engine.packets
+        pps = packets / elapsed if elapsed > 0 else 0.0
+        line = (f"wirebeat: {inputs}, {packets} packets, "
+                f"{pipeline.published} documents ({pipeline.acked} acknowledged, {pipeline.failed} failed, "
+                f"{unacked} unacknowledged{dropped}) in {elapsed:.2f} s ({pps:.0f} packets/s, "
+                f"peak RSS {process['peak_rss_bytes'] / 2**20:.0f} MiB)")
+        if self.damage_lines:
+            line += "; damaged input, see warning"
+        for source in self.live:
+            line += "; " + source.summary()
+        return line
