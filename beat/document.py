@@ -98,10 +98,16 @@ def _endpoint(ip: str, port: int, nbytes: int | None, with_port: bool) -> dict[s
 
 
 def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Deep-merge `extra` into `into`; values of `extra` win."""
+    """Deep-merge `extra` into `into`; values of `extra` win, and None removes a key.
+
+    None lets a decoder take away a common field that does not apply (DHCPv4
+    replies have no client.bytes).
+    """
     for key, value in extra.items():
         current = into.get(key)
-        if isinstance(value, dict) and isinstance(current, dict):
+        if value is None:
+            into.pop(key, None)
+        elif isinstance(value, dict) and isinstance(current, dict):
             merge(current, value)
         else:
             into[key] = value
