@@ -59,6 +59,7 @@ class Pipeline:
         self.in_flight = 0
         self.stopping = threading.Event()
         self.error: BaseException | None = None
+        self.close_deadline: float | None = None     # set by hurry()
         self.thread = threading.Thread(target=self._run, name="output", daemon=True)
         self.thread.start()
 
@@ -92,6 +93,8 @@ class Pipeline:
                     self.queue.put(batch, timeout=0.5)
                     return
                 except queue.Full:
+                    if self._out_of_time(None):
+                        return      # shutting down: these count as unacknowledged
                     continue
         try:
             self.queue.put_nowait(batch)
@@ -117,19 +120,31 @@ class Pipeline:
             self.acked += len(batch) - failed
             self.in_flight = 0
 
+    def hurry(self, timeout_s: float) -> None:
+        """A stop was asked for: whatever flush() or close() waits on, wait at most this long."""
+        self.close_deadline = time.monotonic() + timeout_s
+
+    def _out_of_time(self, deadline: float | None) -> bool:
+        limits = [d for d in (deadline, self.close_deadline) if d is not None]
+        return bool(limits) and time.monotonic() > min(limits)
+
     def close(self, timeout_s: float | None = None) -> int:
-        """Flush, wait for the output to finish (at most `timeout_s`), return unacknowledged count."""
-        self.flush()
+        """Flush, wait for the output to finish (at most `timeout_s`), return unacknowledged count.
+
+        Without a timeout it waits until every document is acknowledged, unless
+        hurry() is called meanwhile (a signal during the final flush).
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.flush()
         while True:
             try:
                 self.queue.put(None, timeout=0.2)
                 break
             except queue.Full:
-                if not self.thread.is_alive() or (deadline and time.monotonic() > deadline):
+                if not self.thread.is_alive() or self._out_of_time(deadline):
                     break
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        self.thread.join(remaining)
+        while self.thread.is_alive() and not self._out_of_time(deadline):
+            self.thread.join(0.2)
         if self.thread.is_alive():
             self.stopping.set()
             self.thread.join(5.0)

@@ -118,6 +118,7 @@ class Runner:
         self.stop_signal = signum
         if self.feed is not None:
             self.feed.stop.set()
+        self.pipeline.hurry(self.config["wirebeat.shutdown_timeout"])
         # However the shutdown goes, it is bounded.
         limit = self.config["wirebeat.shutdown_timeout"] + WATCHDOG_SLACK_S
         watchdog = threading.Timer(limit, self._give_up, args=(limit,))

@@ -159,3 +159,25 @@ def _pipe(src, dst) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_http_documents_are_searchable_by_status_code_and_typed_right(es_url, wirebeat):
+    """keepalive.pcap holds one 404 and one 500 (tshark counts in pcaps/http/README.md)."""
+    capture = ROOT / "pcaps" / "http" / "keepalive.pcap"
+    tshark = subprocess.run(["tshark", "-n", "-r", str(capture), "-Y", "http.response", "-T", "fields",
+                             "-e", "http.response.code"], capture_output=True, text=True, check=True)
+    codes = [int(c) for c in tshark.stdout.split()]
+    index = f"wbtest-{uuid.uuid4().hex[:8]}"
+    proc = wirebeat("run", "-I", str(capture), *_es_args(es_url, index))
+    assert proc.returncode == 0, proc.stderr.decode()
+    es = Elasticsearch(es_url)
+    mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["http"]["properties"]["response"]["properties"]["status_code"]["type"] == "long"
+    assert mapping["client"]["properties"]["ip"]["type"] == "ip"
+    assert mapping["url"]["properties"]["full"]["type"] in ("keyword", "wildcard")
+    assert _count(es, index, query={"term": {"type": "http"}}) == len(codes)
+    for code in (404, 500):
+        assert _count(es, index, query={"term": {"http.response.status_code": code}}) == codes.count(code) == 1
+    assert _count(es, index, query={"range": {"http.response.status_code": {"gte": 400}}}) == \
+        sum(c >= 400 for c in codes)
+    assert _count(es, index, query={"term": {"status": "Error"}}) == sum(c >= 400 for c in codes)
