@@ -33,8 +33,8 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.enabled": Option("bool", False, "flow reports (not implemented yet)"),
         "wirebeat.flows.timeout": Option("duration", 30.0, "idle time after which a flow ends"),
         "wirebeat.flows.period": Option("duration", 10.0, "interval of intermediate reports"),
-        "wirebeat.limits.max_flows": Option("int", 262144, "UDP flows tracked at once; the oldest is evicted"),
-        "wirebeat.limits.flow_idle_timeout": Option("duration", 60.0, "a UDP flow idle this long (packet time) is forgotten"),
+        "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),
+        "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),
         "wirebeat.limits.max_fragmented_datagrams": Option("int", 4096, "partial IP datagrams held for reassembly, per source"),
         "wirebeat.limits.fragment_timeout": Option("duration", 30.0, "packet time a partial datagram waits for its fragments"),
         "wirebeat.limits.tcp.max_connections": Option("int", 65536, "TCP connections tracked at once, per source; when full, the idlest of the 8 oldest is closed (tcp.connections_evicted)"),
@@ -95,6 +95,9 @@ def protocol_schema(spec: DecoderSpec) -> dict[str, Option]:
     schema = {prefix + "enabled": Option("bool", True)}
     if spec.datagram is not None and spec.ports or spec.stream is not None:
         schema[prefix + "ports"] = Option("list[int]", list(spec.ports))
+    if spec.probe is not None:
+        schema[prefix + "heuristic"] = Option("bool", False, "also decode UDP flows on no configured "
+                                              "port whose first datagram the decoder recognises")
     schema[prefix + "transaction_timeout"] = Option("duration", DEFAULT_TRANSACTION_TIMEOUT_S)
     schema[prefix + "send_request"] = Option("bool", False)
     schema[prefix + "send_response"] = Option("bool", False)

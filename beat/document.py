@@ -33,7 +33,7 @@ _SEED = struct.pack("!H", 0)
 _PORTS = struct.Struct("!HH")
 
 
-@lru_cache(maxsize=65536)   # flows repeat: hash each one once
+@lru_cache(maxsize=8192)    # flows repeat within seconds: hash each one once
 def community_id(transport: str, client_ip: str, client_port: int, server_ip: str,
                  server_port: int) -> str | None:
     """Community ID v1, seed 0 (corelight's spec); for ICMP the ports are the type and code.

@@ -16,11 +16,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from decoders.api import Datagram, DecoderSpec, FlowKey, Option, Transaction, Truncated
 
-__all__ = ["DECODER", "ICMPMessage", "decode_message", "document"]
+__all__ = ["DECODER", "ICMPMessage", "decode_message", "document", "message_name"]
 
 # request type -> reply type
 _PAIRS = {
@@ -75,10 +76,7 @@ class ICMPMessage:
 
     @property
     def name(self) -> str:
-        name = _NAMES[self.version].get(self.type, f"Type{self.type}")
-        if self.type == (3 if self.version == 4 else 1):
-            name += "(" + _UNREACHABLE_CODES[self.version].get(self.code, f"Code{self.code}") + ")"
-        return name
+        return message_name(self.version, self.type, self.code)
 
 
 @dataclass(slots=True)
@@ -86,6 +84,15 @@ class ICMPExchange:
     request: ICMPMessage | None
     response: ICMPMessage | None
     request_dst: str      # packetbeat's `path`
+
+
+@lru_cache(maxsize=4096)    # a handful of (version, type, code) values recur in all traffic
+def message_name(version: int, type_: int, code: int) -> str:
+    """packetbeat-style readable name: EchoRequest, DestinationUnreachable(Port), ..."""
+    name = _NAMES[version].get(type_, f"Type{type_}")
+    if type_ == (3 if version == 4 else 1):
+        name += "(" + _UNREACHABLE_CODES[version].get(code, f"Code{code}") + ")"
+    return name
 
 
 def decode_message(payload: bytes, version: int) -> ICMPMessage:

@@ -49,7 +49,7 @@ Frames = Iterator[bytes]
 class Generator:
     """Builds conversations (as frame iterators) and counts what it built."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, mix: str = "mixed") -> None:
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
         self.serial = 0                    # source of unique ids and ports
@@ -70,6 +70,9 @@ class Generator:
             (self.vlan_icmp4_echo, 2, 0.015), (self.qinq_dns4, 2, 0.01),
             (self.fragmented_icmp4_echo, 6, 0.025),
         ]
+        if mix == "http":
+            # The HTTP-heavy capture of the benchmark: web traffic only.
+            self.kinds = [(self.http4, 8, 0.8), (self.http6, 8, 0.2)]
         # A conversation of n packets is started with weight share/n so that
         # each kind ends up with its share of packets, not of conversations.
         self.kind_weights = [share / length for _b, length, share in self.kinds]
@@ -254,9 +257,9 @@ class Generator:
         yield out(b"", c_seq + 1, s_seq + 1, pg.ACK)
 
 
-def write_mixed(path: Path, packets: int, seed: int) -> Counter[str]:
+def write_mixed(path: Path, packets: int, seed: int, mix: str = "mixed") -> Counter[str]:
     """Write `packets` frames of mixed traffic to `path`; return the ground-truth counts."""
-    gen = Generator(seed)
+    gen = Generator(seed, mix)
     rng = gen.rng
     open_conversations: list[Frames] = []
     pending = 0              # packets promised by open conversations, not yet written
@@ -298,10 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="pcap file to write")
     parser.add_argument("--packets", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mix", choices=["mixed", "http"], default="mixed",
+                        help="mixed (default) or http: only HTTP connections")
     parser.add_argument("--counts-json", type=Path, help="also write the counts here")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    counts = write_mixed(args.out, args.packets, args.seed)
+    counts = write_mixed(args.out, args.packets, args.seed, args.mix)
     elapsed_s = time.monotonic() - started
     for key in sorted(counts):
         print(f"{key}: {counts[key]}", file=sys.stderr)

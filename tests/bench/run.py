@@ -8,7 +8,8 @@ then times, in the same run on the same file:
   peak RSS (the kernel's high-water mark, from wirebeat's summary line);
 - `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio.
 
-Peak RSS is also measured on a capture a fifth as long: with bounded state it
+An HTTP-heavy capture (web connections only) is timed the same way, in
+transactions/s. Peak RSS is also measured on a capture a fifth as long: with bounded state it
 must not grow with the capture's length. Not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -27,13 +28,13 @@ ROOT = HERE.parent.parent
 OUT = HERE / "out"
 
 
-def generate(packets: int) -> Path:
+def generate(packets: int, mix: str = "mixed") -> Path:
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"mixed-{packets}.pcap"
+    path = OUT / f"{mix}-{packets}.pcap"
     if not path.exists():
         print(f"generating {path.name} ...", file=sys.stderr)
-        subprocess.run([sys.executable, str(HERE / "gen_mixed.py"), str(path), "--packets", str(packets)],
-                       check=True)
+        subprocess.run([sys.executable, str(HERE / "gen_mixed.py"), str(path), "--packets", str(packets),
+                        "--mix", mix], check=True, stderr=subprocess.DEVNULL)
     return path
 
 
@@ -92,6 +93,19 @@ def main() -> int:
         if ts:
             print(f"tshark -T ek: {ts['seconds']:.2f} s = {ts['packets_per_s']:,.0f} packets/s; "
                   f"wirebeat is {wb['packets_per_s'] / ts['packets_per_s']:.1f}x faster")
+
+    # HTTP-heavy: 8-packet connections, one transaction each.
+    web = generate(args.packets // 5, "http")
+    wb_http = bench_wirebeat(web, [])
+    print(f"wirebeat HTTP file->console ({web.name}): {wb_http['packets_per_s']:,.0f} packets/s, "
+          f"{wb_http['documents_per_s']:,.0f} transactions/s, peak RSS {wb_http['peak_rss_mib']} MiB")
+    if not args.skip_tshark:
+        ts_http = bench_tshark(web, wb_http["packets"])
+        if ts_http:
+            tshark_tps = wb_http["documents"] / ts_http["seconds"]
+            print(f"tshark -T ek on it: {ts_http['packets_per_s']:,.0f} packets/s "
+                  f"(= {tshark_tps:,.0f} transactions/s at the same count); wirebeat is "
+                  f"{wb_http['packets_per_s'] / ts_http['packets_per_s']:.1f}x faster")
     return 0
 
 
