@@ -3,7 +3,10 @@
 Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
 decoder chosen by port (UDP; TCP through beat.tcp's reassembly, one
 StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
-documents -> pipeline. `on_frame` runs once per packet, so it is written as
+documents -> pipeline. A UDP flow on no configured port is offered, on its
+first datagram only, to what decoders announced in-band (`Expectations`) and
+then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
+the flow table. `on_frame` runs once per packet, so it is written as
 plain code over struct reads and tuples; objects are made only for traffic a
 decoder asked for.
 
@@ -28,8 +31,8 @@ from beat.pipeline import Pipeline
 from beat.registry import Registered
 from beat.stats import Stats, log_once
 from beat.tcp import TCPConnection, TCPTable
-from decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, FlowKey,
-                          StreamDecoder, Transaction)
+from decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
+                          FlowKey, StreamDecoder, Transaction)
 
 __all__ = ["Engine", "Route"]
 
@@ -52,9 +55,9 @@ class Route:
 
 @dataclass(slots=True)
 class _UDPFlow:
-    key: FlowKey            # client first
-    client: tuple[bytes, int]
-    route: Route
+    key: FlowKey | None     # client first; None with route
+    client: tuple[bytes, int] | None
+    route: Route | None     # None: the heuristics turned the flow down (cached)
     last_ts: float
 
 
@@ -64,10 +67,15 @@ class _SourceState:
     defrag: Defragmenter
     decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
     udp_flows: dict[tuple, _UDPFlow] = field(default_factory=dict)
+    expectations: Expectations = field(default_factory=Expectations)
+    expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.expected = self.expectations.udp
 
 
 def _ip_text(packed: bytes) -> str:
@@ -110,6 +118,11 @@ class _TCPStream:
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
             return
+        finally:
+            # The connection ends here: keep what its decoder counted.
+            totals = self.engine.stream_counters.setdefault(self.spec.name, {})
+            for counter, value in getattr(self.decoder, "counters", {}).items():
+                totals[counter] = totals.get(counter, 0) + value
         if txns:
             self.engine._emit(self.spec, txns)
 
@@ -130,6 +143,7 @@ class Engine:
         self.pipeline = pipeline
         self.stats = stats
         self.strict = strict            # tests: a decoder exception fails loudly
+        self.stream_counters: dict[str, dict[str, int]] = {}    # closed connections' decoder counters
         self.max_flows = config["wirebeat.limits.max_flows"]
         self.flow_idle_s = config["wirebeat.limits.flow_idle_timeout"]
         self.max_fragmented = config["wirebeat.limits.max_fragmented_datagrams"]
@@ -143,6 +157,8 @@ class Engine:
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
+        self.routes_named: dict[str, Route] = {}        # datagram decoders, for expectations
+        self.probes: list[tuple[Any, Route]] = []       # (probe, route) with heuristic on
         self.specs: dict[str, DecoderSpec] = {}
         for registered in enabled:
             spec = registered.spec
@@ -151,6 +167,10 @@ class Engine:
             self.specs[spec.name] = spec
             for proto in spec.ip_protocols:
                 self.routes_ip[proto] = route
+            if spec.datagram is not None:
+                self.routes_named[spec.name] = route
+                if spec.probe is not None and options.get("heuristic"):
+                    self.probes.append((spec.probe, route))
             for port in options.get("ports", ()):
                 if spec.datagram is not None:
                     self.routes_udp[port] = route
@@ -165,6 +185,8 @@ class Engine:
         self.transactions = 0
         self.flows_evicted = 0
         self.tcp_untracked = 0      # TCP segments on no configured port
+        self.udp_expected = 0       # UDP flows routed by an in-band announcement
+        self.udp_probed = 0         # UDP flows routed by a heuristic
         stats.add_source(self.counters)
 
     # -- counters --------------------------------------------------------------
@@ -174,7 +196,13 @@ class Engine:
                "packets.non_ip": self.non_ip,
                "packets.tcp_untracked": self.tcp_untracked, "packets.decoded": self.delivered,
                "transactions": self.transactions, "flows.evicted": self.flows_evicted,
-               "flows.open": sum(len(s.udp_flows) for s in self.sources.values())}
+               "flows.open": sum(len(s.udp_flows) for s in self.sources.values()),
+               "flows.expected": self.udp_expected, "flows.probed": self.udp_probed,
+               "expectations.open": sum(len(s.expected) for s in self.sources.values()),
+               "expectations.evicted": sum(s.expectations.evicted for s in self.sources.values())}
+        for name, totals in self.stream_counters.items():
+            for counter, value in totals.items():
+                out[f"decoder.{name}.{counter}"] = out.get(f"decoder.{name}.{counter}", 0) + value
         out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
         for state in self.sources.values():
             for name, value in asdict(state.tcp.counters).items():
@@ -257,6 +285,8 @@ class Engine:
             else:
                 route = self.routes_udp.get(sport)
                 if route is None:
+                    if state.expected or self.probes:
+                        self._claim_udp(state, key, None, ts, src, sport, dst, dport, body)
                     return
                 client = (dst, dport)
                 flow_key = FlowKey("udp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
@@ -264,9 +294,66 @@ class Engine:
                 del flows[next(iter(flows))]     # the oldest flow makes room
                 self.flows_evicted += 1
             flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
+        elif flow.route is None:                 # turned down by the heuristics
+            flow.last_ts = ts
+            if state.expected:                   # ... but something may have announced it since
+                self._claim_udp(state, key, flow, ts, src, sport, dst, dport, body)
+            return
         flow.last_ts = ts
         from_client = flow.client[1] == sport and flow.client[0] == src
         self._deliver(state, flow.route, Datagram(ts, flow.key, from_client, body))
+
+    def _claim_udp(self, state: _SourceState, key: tuple, flow: _UDPFlow | None, ts: float,
+                   src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
+        """A UDP flow no port routes: an announced endpoint, else a heuristic, may claim it.
+
+        Runs on the first datagram of such a flow, and again on later ones only
+        while announcements exist and the flow is still unclaimed. A flow the
+        heuristics turned down is remembered (route None) so they run once per
+        flow. The sender of the claiming datagram becomes the flow's client.
+        """
+        route = None
+        expected = state.expected
+        if expected:
+            exp = expected.get((dst, dport)) or expected.get((src, sport))
+            if exp is not None and exp.until_ts >= ts:
+                route = self.routes_named.get(exp.decoder)
+                if route is not None:
+                    self.udp_expected += 1
+        if route is None and flow is None and self.probes:
+            route = self._probe(body)
+        if route is None:
+            if flow is not None or not self.probes:
+                return
+            flow = _UDPFlow(None, None, None, ts)       # remembered: probes run once per flow
+        else:
+            flow_key = FlowKey("udp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
+            if flow is None:
+                flow = _UDPFlow(flow_key, (src, sport), route, ts)
+            else:
+                flow.key, flow.client, flow.route = flow_key, (src, sport), route
+        flows = state.udp_flows
+        if key not in flows:
+            if len(flows) >= self.max_flows:
+                del flows[next(iter(flows))]     # the oldest flow makes room
+                self.flows_evicted += 1
+            flows[key] = flow
+        if route is not None:
+            self._deliver(state, route, Datagram(ts, flow.key, True, body))
+
+    def _probe(self, body: bytes) -> Route | None:
+        """The first decoder, by name, whose heuristic recognises this datagram."""
+        for probe, route in self.probes:
+            try:
+                if probe(body):
+                    self.udp_probed += 1
+                    return route
+            except Exception:           # a probe bug: count it, never stop on traffic
+                self.stats.count("decoder.crashed", decoder=route.spec.name)
+                log_once(log, f"decoder {route.spec.name} probe crashed", exc_info=True)
+                if self.strict:
+                    raise
+        return None
 
     def _on_tcp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
                 payload: bytes) -> None:
@@ -318,7 +405,10 @@ class Engine:
             flow = FlowKey("tcp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
         spec = route.spec
         try:
-            decoder = spec.stream(flow, route.options)
+            if spec.expectations:
+                decoder = spec.stream(flow, route.options, state.expectations)
+            else:
+                decoder = spec.stream(flow, route.options)
         except Exception:
             self.stats.count("decoder.crashed", decoder=spec.name)
             log_once(log, f"decoder {spec.name} failed to start a stream", exc_info=True)
@@ -344,7 +434,12 @@ class Engine:
     def _decoder(self, state: _SourceState, route: Route) -> DatagramDecoder:
         decoder = state.decoders.get(route.spec.name)
         if decoder is None:
-            decoder = state.decoders[route.spec.name] = route.spec.datagram(route.options)
+            spec = route.spec
+            if spec.expectations:
+                decoder = spec.datagram(route.options, state.expectations)
+            else:
+                decoder = spec.datagram(route.options)
+            state.decoders[spec.name] = decoder
         return decoder
 
     def _deliver(self, state: _SourceState, route: Route, dgram: Datagram) -> None:
@@ -406,6 +501,8 @@ class Engine:
             stale = [k for k, f in state.udp_flows.items() if f.last_ts < idle_before]
             for k in stale:
                 del state.udp_flows[k]
+            if state.expected:
+                state.expectations.expire(now)
             state.tcp.expire(now)
         self.pipeline.maybe_flush()
 

@@ -13,9 +13,16 @@ Two shapes of decoder exist:
   protocols such as ICMP) and keys its own state by `Datagram.flow`.
 - `StreamDecoder`: one instance per TCP connection; the engine reassembles each
   direction and delivers bytes in order, or a gap notice where bytes are lost.
+
+UDP flows on no configured port can still reach a decoder two ways: another
+decoder announced the endpoint in-band (`Expectations`: SIP's SDP names the
+RTP address and port), or the decoder's `probe` recognised the flow's first
+datagram (`wirebeat.protocols.<name>.heuristic`). The engine decides once per
+flow and caches the answer, so later datagrams cost one dict lookup.
 """
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +34,8 @@ __all__ = [
     "DatagramDecoder",
     "DecodeError",
     "DecoderSpec",
+    "Expectation",
+    "Expectations",
     "FlowKey",
     "Option",
     "StreamDecoder",
@@ -114,8 +123,78 @@ class Option:
     doc: str = ""
 
 
-DatagramFactory = Callable[[Mapping[str, Any]], DatagramDecoder]
-StreamFactory = Callable[[FlowKey, Mapping[str, Any]], StreamDecoder]
+@dataclass(slots=True)
+class Expectation:
+    """A UDP endpoint one decoder learnt about in-band, and for which decoder."""
+
+    decoder: str        # name of the decoder that gets flows to or from the endpoint
+    context: Any        # what the announcer tells that decoder (SDP: call id, payload types)
+    until_ts: float     # packet time after which new flows no longer match
+
+
+class Expectations:
+    """UDP endpoints announced in-band on one capture source: where related flows will appear.
+
+    One instance per capture source, handed to the factories of decoders whose
+    spec sets `expectations=True`. A decoder that reads in the traffic where a
+    related flow will be (SDP names the RTP address and port; later FTP PASV,
+    TFTP) calls `expect`; when the first datagram of a UDP flow on no configured
+    port goes to or comes from that endpoint, the engine routes the flow to the
+    named decoder, which reads the context back with `find`. Plain data: no
+    I/O, packet time only. At most `max_entries` are held; past that the oldest
+    announcement is dropped and counted in `evicted`.
+    """
+
+    __slots__ = ("udp", "max_entries", "evicted")
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        # (packed address, port) -> Expectation; the engine reads this dict directly.
+        self.udp: dict[tuple[bytes, int], Expectation] = {}
+        self.max_entries = max_entries
+        self.evicted = 0
+
+    def expect(self, ip: str, port: int, decoder: str, context: Any, until_ts: float) -> bool:
+        """Route new UDP flows touching ip:port to `decoder` until packet time `until_ts`.
+
+        A later call for the same endpoint replaces the earlier one (a re-INVITE
+        moves the media). False, and nothing stored, for an address that is not
+        an IPv4/IPv6 literal or a port outside 1..65535 (SDP may carry anything).
+        """
+        key = _endpoint(ip, port)
+        if key is None:
+            return False
+        udp = self.udp
+        udp.pop(key, None)               # re-inserted last: dict order is age order
+        if len(udp) >= self.max_entries:
+            del udp[next(iter(udp))]
+            self.evicted += 1
+        udp[key] = Expectation(decoder, context, until_ts)
+        return True
+
+    def find(self, ip: str, port: int) -> Expectation | None:
+        """The announcement for ip:port, if any (expired ones included until swept)."""
+        key = _endpoint(ip, port)
+        return None if key is None else self.udp.get(key)
+
+    def expire(self, now: float) -> None:
+        """Forget announcements whose `until_ts` is before packet time `now`."""
+        stale = [key for key, exp in self.udp.items() if exp.until_ts < now]
+        for key in stale:
+            del self.udp[key]
+
+
+def _endpoint(ip: str, port: int) -> tuple[bytes, int] | None:
+    if not 0 < port < 65536:
+        return None
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except (OSError, ValueError):
+        return None
+    return packed, port
+
+
+DatagramFactory = Callable[..., DatagramDecoder]   # (options) or (options, expectations)
+StreamFactory = Callable[..., StreamDecoder]       # (flow, options) or (flow, options, expectations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +202,10 @@ class DecoderSpec:
     """How the engine finds, configures and routes to a decoder.
 
     Factories get the decoder's resolved options: the common ones (`ports`,
-    `transaction_timeout` in seconds, `send_request`, `send_response`) plus the
-    decoder's own `options`, every value already type-checked.
+    `transaction_timeout` in seconds, `send_request`, `send_response`, and
+    `heuristic` for a spec with a `probe`) plus the decoder's own `options`,
+    every value already type-checked; with `expectations=True` also the capture
+    source's `Expectations`.
     """
 
     name: str                                    # also `type` and event.dataset
@@ -136,6 +217,12 @@ class DecoderSpec:
     options: Mapping[str, Option] = field(default_factory=dict)
     mappings: Mapping[str, Any] | None = None    # template properties; built-ins use index_templates/<name>.json
     network_protocol: str | None = None          # ECS network.protocol; None = name, "" = not set
+    # Heuristic routing: asked about the first datagram of a UDP flow that no port,
+    # no expectation routes, when wirebeat.protocols.<name>.heuristic is true.
+    # Must be cheap, pure and never raise; the answer is cached per flow.
+    probe: Callable[[bytes], bool] | None = None
+    # True: the factories get the capture source's Expectations as a last argument.
+    expectations: bool = False
 
 
 class DecodeError(Exception):
