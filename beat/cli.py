@@ -118,7 +118,9 @@ def _list_decoders(registered: list[Registered]) -> int:
         if spec.ports:
             kinds = "/".join(k for k, f in (("udp", spec.datagram), ("tcp", spec.stream)) if f)
             routes.append(f"{kinds} ports " + ",".join(map(str, spec.ports)))
-        print(f"{spec.name:<10} {'; '.join(routes) or '-':<40} {r.origin}")
+        if spec.probe is not None:
+            routes.append("udp flows announced in-band or found by probe")
+        print(f"{spec.name:<10} {'; '.join(routes) or '-':<48} {r.origin}")
     return EXIT_OK
 
 

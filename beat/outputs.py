@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from typing import Any, BinaryIO
 
 import orjson

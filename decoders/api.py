@@ -22,6 +22,7 @@ flow and caches the answer, so later datagrams cost one dict lookup.
 """
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,7 @@ __all__ = [
     "Expectation",
     "Expectations",
     "FlowKey",
+    "is_ip_literal",
     "Option",
     "StreamDecoder",
     "Transaction",
@@ -299,3 +301,12 @@ class WireReader:
             yield self
         finally:
             self.offset, self.end = start + n, outer_end
+
+
+def is_ip_literal(text: str) -> bool:
+    """True for an IPv4 or IPv6 address in text form (a Host header, an SDP owner)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -80,7 +80,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from decoders.api import DecodeError, DecoderSpec, FlowKey, Option, Transaction
+from decoders.api import DecodeError, DecoderSpec, FlowKey, Option, Transaction, is_ip_literal
 
 __all__ = ["DECODER", "HTTPExchange", "HTTPMessage", "HTTPStream", "document"]
 
@@ -1133,13 +1133,6 @@ def _host_port(host: str) -> tuple[str, int | None]:
     return host, None
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
 
 def _extension(path: str) -> str:
     last = path.rsplit("/", 1)[-1]
@@ -1192,7 +1185,7 @@ def document(txn: Transaction) -> dict[str, Any]:
         url: dict[str, Any] = {"scheme": "http"}
         if domain:
             url["domain"] = domain
-            if _is_ip(domain):
+            if is_ip_literal(domain):
                 related_ip.append(domain)
             else:
                 doc["destination"] = {"domain": domain}

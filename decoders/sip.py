@@ -17,14 +17,13 @@ TLS or WebSocket, compressed (SigComp) messages.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
-                          Transaction, Truncated)
+                          Transaction, Truncated, is_ip_literal)
 from decoders.rtp import MediaEndpoint, MediaSession
 
 __all__ = ["DECODER", "SDP", "SDPMedia", "SIPMessage", "SIPStream", "SIPURI", "SIPDecoder",
@@ -712,7 +711,7 @@ def document(txn: Transaction) -> dict[str, Any]:
                                    ("version", sdp.owner_version), ("ip", sdp.owner_ip)) if v}
         if owner:
             fields["owner"] = owner
-            if sdp.owner_ip and _is_ip(sdp.owner_ip):
+            if sdp.owner_ip and is_ip_literal(sdp.owner_ip):
                 add(related_ips, sdp.owner_ip)
             else:
                 owner.pop("ip", None)
@@ -750,13 +749,6 @@ def document(txn: Transaction) -> dict[str, Any]:
         doc["user"] = {"name": user_name}
     return doc
 
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _stream(flow: FlowKey, options: Mapping[str, Any], expectations: Expectations) -> SIPStream:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import pytest
 
-import pcapgen as g
 from running import Wirebeat, require_root_and_tools
 
 pytestmark = pytest.mark.root
