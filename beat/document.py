@@ -28,6 +28,7 @@ from decoders.api import DecoderSpec, FlowKey, Transaction
 __all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
 
 ECS_VERSION = "8.17.0"
+_ECS = {"version": ECS_VERSION}
 _IANA = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
 _SEED = struct.pack("!H", 0)
 _PORTS = struct.Struct("!HH")
@@ -83,9 +84,31 @@ def iso_time(ts: float) -> str:
 
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:
     """A stable _id: same capture, same transaction, same id."""
-    key = (f"{source}|{dataset}|{flow.transport}|{flow.client_ip}|{flow.client_port}|"
-           f"{flow.server_ip}|{flow.server_port}|{round(ts * 1e6)}|{identity}")
+    return document_id_from(_id_prefix(source, flow, dataset), ts, identity)
+
+
+def _id_prefix(source: str, flow: FlowKey, dataset: str) -> str:
+    return (f"{source}|{dataset}|{flow.transport}|{flow.client_ip}|{flow.client_port}|"
+            f"{flow.server_ip}|{flow.server_port}|")
+
+
+def document_id_from(prefix: str, ts: float, identity: str) -> str:
+    key = f"{prefix}{round(ts * 1e6)}|{identity}"
     return base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode()
+
+
+@lru_cache(maxsize=8192)    # what depends only on the flow, computed once per flow
+def _flow_parts(flow: FlowKey, protocol: str, dataset: str) -> tuple[dict[str, Any], tuple[str, ...], str]:
+    network: dict[str, Any] = {"transport": flow.transport,
+                               "type": "ipv6" if ":" in flow.client_ip else "ipv4"}
+    if protocol:
+        network["protocol"] = protocol
+    cid = community_id(flow.transport, flow.client_ip, flow.client_port,
+                       flow.server_ip, flow.server_port)
+    if cid:
+        network["community_id"] = cid
+    related = (flow.client_ip,) if flow.client_ip == flow.server_ip else (flow.client_ip, flow.server_ip)
+    return network, related, _id_prefix(flow.source, flow, dataset)
 
 
 def _endpoint(ip: str, port: int, nbytes: int | None, with_port: bool) -> dict[str, Any]:
@@ -123,9 +146,14 @@ class DocumentBuilder:
         self.fields = fields
         self.fields_under_root = fields_under_root
         self.tags = tags
+        # agent and ecs are the same for every document: share the dicts unless
+        # something could change one document's copy (processors, root fields).
+        self.shared_ok = not processors and not fields_under_root
 
     def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]]:
         flow = txn.flow
+        protocol = spec.name if spec.network_protocol is None else spec.network_protocol
+        network_base, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
         with_ports = flow.transport in ("tcp", "udp")
         start = iso_time(txn.ts)
         event: dict[str, Any] = {
@@ -139,20 +167,9 @@ class DocumentBuilder:
                 event["duration"] = round((txn.end_ts - txn.ts) * 1e6) * 1000
         source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
         destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
-        network: dict[str, Any] = {
-            "transport": flow.transport,
-            "type": "ipv6" if ":" in flow.client_ip else "ipv4",
-        }
-        protocol = spec.name if spec.network_protocol is None else spec.network_protocol
-        if protocol:
-            network["protocol"] = protocol
-        cid = community_id(flow.transport, flow.client_ip, flow.client_port,
-                           flow.server_ip, flow.server_port)
-        if cid:
-            network["community_id"] = cid
+        network = dict(network_base)
         if txn.request_bytes is not None or txn.response_bytes is not None:
             network["bytes"] = (txn.request_bytes or 0) + (txn.response_bytes or 0)
-        related_ip = [flow.client_ip] if flow.client_ip == flow.server_ip else [flow.client_ip, flow.server_ip]
         doc: dict[str, Any] = {
             "@timestamp": start,
             "type": spec.name,
@@ -163,22 +180,22 @@ class DocumentBuilder:
             "destination": destination,
             "client": dict(source),
             "server": dict(destination),
-            "related": {"ip": related_ip},
+            "related": {"ip": list(related_ip)},
             "capture": {"source": flow.source},
-            "agent": dict(self.agent),
-            "ecs": {"version": ECS_VERSION},
+            "agent": self.agent if self.shared_ok else dict(self.agent),
+            "ecs": _ECS if self.shared_ok else dict(_ECS),
         }
         if txn.notes:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         merge(doc, spec.document(txn))
         self._decorate(doc)
-        return document_id(flow.source, flow, txn.ts, spec.name, txn.identity), doc
+        return document_id_from(id_prefix, txn.ts, txn.identity), doc
 
     def build_other(self, doc: dict[str, Any]) -> dict[str, Any]:
         """A document that is not a transaction (a collector event, wirebeat's own stats):
         adds agent, ecs, fields, tags and processors as `build` does."""
         doc["agent"] = dict(self.agent)
-        doc["ecs"] = {"version": ECS_VERSION}
+        doc["ecs"] = dict(_ECS)
         self._decorate(doc)
         return doc
 
