@@ -160,7 +160,10 @@ class DocumentBuilder:
             "kind": "event", "category": ["network"], "type": ["connection", "protocol"],
             "dataset": spec.name, "start": start,
         }
-        if txn.end_ts is not None:
+        if txn.request_bytes is None and txn.response_bytes is not None and txn.end_ts is None:
+            # A response without its request: packetbeat sets event.end only.
+            event["end"] = event.pop("start")
+        elif txn.end_ts is not None:
             event["end"] = iso_time(txn.end_ts)
             if txn.end_ts >= txn.ts:
                 # Microsecond precision: what pcap timestamps and float seconds hold exactly.

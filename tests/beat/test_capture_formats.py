@@ -179,3 +179,14 @@ def test_vlan_ids_do_not_change_the_transaction(tmp_path: Path, decode):
     path = tmp_path / "vlan2.pcap"
     g.write_pcap(path, [(T0, g.ethernet(req, vlans=[10])), (REPLY_NS, g.ethernet(rep, vlans=[20]))])
     _assert_one_echo(decode(path))
+
+
+def test_orphan_reply_has_event_end_but_no_event_start(tmp_path: Path, decode):
+    """packetbeat: without a request there is no start; @timestamp is the response's time."""
+    _req, rep = _echo_pair()
+    path = tmp_path / "orphan.pcap"
+    g.write_pcap(path, [(REPLY_NS, g.ethernet(rep))])
+    [doc] = decode(path)
+    assert doc["status"] == "Error"
+    assert "start" not in doc["event"] and "duration" not in doc["event"]
+    assert doc["event"]["end"] == doc["@timestamp"] == "2023-11-14T22:13:20.124956Z"
