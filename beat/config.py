@@ -33,6 +33,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.enabled": Option("bool", False, "flow reports (not implemented yet)"),
         "wirebeat.flows.timeout": Option("duration", 30.0, "idle time after which a flow ends"),
         "wirebeat.flows.period": Option("duration", 10.0, "interval of intermediate reports"),
+        "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
         "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),
         "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),
         "wirebeat.limits.max_fragmented_datagrams": Option("int", 4096, "partial IP datagrams held for reassembly, per source"),

@@ -144,6 +144,9 @@ class Engine:
         self.stats = stats
         self.strict = strict            # tests: a decoder exception fails loudly
         self.stream_counters: dict[str, dict[str, int]] = {}    # closed connections' decoder counters
+        self.retired: dict[str, int] = {}       # counters of sources that ended
+        self.max_sources = config["wirebeat.limits.max_sources"]
+        self.sources_evicted = 0
         self.max_flows = config["wirebeat.limits.max_flows"]
         self.flow_idle_s = config["wirebeat.limits.flow_idle_timeout"]
         self.max_fragmented = config["wirebeat.limits.max_fragmented_datagrams"]
@@ -199,20 +202,27 @@ class Engine:
                "flows.open": sum(len(s.udp_flows) for s in self.sources.values()),
                "flows.expected": self.udp_expected, "flows.probed": self.udp_probed,
                "expectations.open": sum(len(s.expected) for s in self.sources.values()),
-               "expectations.evicted": sum(s.expectations.evicted for s in self.sources.values())}
-        for name, totals in self.stream_counters.items():
-            for counter, value in totals.items():
-                out[f"decoder.{name}.{counter}"] = out.get(f"decoder.{name}.{counter}", 0) + value
+               "sources.open": len(self.sources), "sources.evicted": self.sources_evicted}
         out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
-        for state in self.sources.values():
-            for name, value in asdict(state.tcp.counters).items():
-                out[f"tcp.{name}"] = out.get(f"tcp.{name}", 0) + value
-            for name, value in asdict(state.defrag.stats).items():
-                out[f"ip.fragments.{name}"] = out.get(f"ip.fragments.{name}", 0) + value
-            for name, decoder in state.decoders.items():
-                for counter, value in getattr(decoder, "counters", {}).items():
-                    key = f"decoder.{name}.{counter}"
-                    out[key] = out.get(key, 0) + value
+        parts = [self.retired, *(self._state_counters(s) for s in self.sources.values())]
+        parts += [{f"decoder.{name}.{k}": v for k, v in totals.items()}
+                  for name, totals in self.stream_counters.items()]
+        for part in parts:
+            for key, value in part.items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    @staticmethod
+    def _state_counters(state: _SourceState) -> dict[str, int]:
+        """What one source's tables and decoders counted so far."""
+        out = {"expectations.evicted": state.expectations.evicted}
+        for name, value in asdict(state.tcp.counters).items():
+            out[f"tcp.{name}"] = value
+        for name, value in asdict(state.defrag.stats).items():
+            out[f"ip.fragments.{name}"] = value
+        for name, decoder in state.decoders.items():
+            for counter, value in getattr(decoder, "counters", {}).items():
+                out[f"decoder.{name}.{counter}"] = value
         return out
 
     # -- per packet ------------------------------------------------------------
@@ -220,6 +230,12 @@ class Engine:
     def _source(self, name: str) -> _SourceState:
         state = self.sources.get(name)
         if state is None:
+            if len(self.sources) >= self.max_sources:
+                # Cap reached (many collector clients): the source idle longest
+                # reports what it holds, as at its end of input, and makes room.
+                idlest = min(self.sources.values(), key=lambda s: s.now)
+                self.finish(idlest.name)
+                self.sources_evicted += 1
             state = self.sources[name] = _SourceState(
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
                 tcp=TCPTable(**self.tcp_limits))
@@ -542,3 +558,7 @@ class Engine:
             if state is not None:
                 state.tcp.close_all()       # held bytes are flushed with gaps, then on_close
                 self._expire(state, float("inf"))
+                # The source is done: keep its counts, free its tables.
+                for key, value in self._state_counters(state).items():
+                    self.retired[key] = self.retired.get(key, 0) + value
+                del self.sources[name]

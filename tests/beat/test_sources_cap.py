@@ -1,0 +1,75 @@
+"""The number of capture sources with decoding state is capped, and nothing is lost at the cap."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pcapgen as g
+from beat.config import Config, base_schema, protocol_schema
+from beat.document import DocumentBuilder
+from beat.engine import Engine
+from beat.pipeline import Pipeline
+from beat.registry import Registered
+from beat.stats import Stats
+from decoders.icmp import DECODER as ICMP
+
+
+class ListOutput:
+    name = "list"
+
+    def __init__(self) -> None:
+        self.docs: list[dict[str, Any]] = []
+
+    def send(self, batch: list[tuple[str, dict[str, Any]]], stopping: threading.Event) -> int:
+        self.docs.extend(doc for _, doc in batch)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _engine(max_sources: int) -> tuple[Engine, Pipeline, ListOutput]:
+    values = {key: option.default for key, option in base_schema().items()}
+    values.update({key: option.default for key, option in protocol_schema(ICMP).items()})
+    values["wirebeat.limits.max_sources"] = max_sources
+    output = ListOutput()
+    pipeline = Pipeline(output)
+    builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+    return Engine(Config(values, set(), None), [Registered(ICMP, "test")], builder, pipeline, Stats(),
+                  strict=True), pipeline, output
+
+
+def _echo(reply: bool) -> bytes:
+    src, dst = ("10.0.0.2", "10.0.0.1") if reply else ("10.0.0.1", "10.0.0.2")
+    return g.ethernet(g.ipv4(src, dst, 1, g.icmp_echo(1, 1, reply=reply)))
+
+
+def test_the_idlest_source_is_finished_when_a_new_one_exceeds_the_cap():
+    engine, pipeline, output = _engine(max_sources=2)
+    engine.on_frame(1.0, 1, _echo(False), "edge-a")      # a's request, then a goes quiet
+    engine.on_frame(2.0, 1, _echo(False), "edge-b")
+    engine.on_frame(3.0, 1, _echo(False), "edge-c")      # third source: a is finished
+    assert sorted(engine.sources) == ["edge-b", "edge-c"]
+    counters = engine.counters()
+    assert counters["sources.evicted"] == 1 and counters["sources.open"] == 2
+    engine.on_frame(3.5, 1, _echo(True), "edge-b")       # b still pairs normally
+    engine.finish()
+    pipeline.close()
+    by_source = {d["capture"]["source"]: d for d in output.docs}
+    # a's request was reported (unanswered) when a was finished, not dropped.
+    assert by_source["edge-a"]["status"] == "Error" and "response" not in by_source["edge-a"]["icmp"]
+    assert by_source["edge-b"]["status"] == "OK"
+    assert len(output.docs) == 3
+    assert engine.counters()["transactions"] == 3
+
+
+def test_finished_sources_keep_their_counts_but_not_their_tables():
+    engine, pipeline, _ = _engine(max_sources=10)
+    whole = g.ipv4("10.0.0.1", "10.0.0.2", 1, g.icmp_echo(1, 1, b"x" * 64), ident=7)
+    first, _rest = g.fragment_ipv4(whole, 40)
+    engine.on_frame(1.0, 1, g.ethernet(first), "file-1")     # a fragment held by file-1's table
+    assert engine.counters()["ip.fragments.fragments"] == 1
+    engine.finish("file-1")
+    pipeline.close()
+    assert engine.sources == {}
+    assert engine.counters()["ip.fragments.fragments"] == 1
