@@ -32,8 +32,9 @@ def main() -> int:
     hosts = f"output.elasticsearch.hosts=[{url}]"
     subprocess.run([*wirebeat, "setup", "-E", hosts], cwd=ROOT, check=True)
     inputs = [arg for path in captures for arg in ("-I", path)]
-    run = subprocess.run([*wirebeat, "run", *inputs, "-E", hosts, "-E", "logging.level=warning"],
-                         cwd=ROOT)
+    # Several RTP captures in pcaps/rtp carry no SIP: let the heuristic find their streams.
+    run = subprocess.run([*wirebeat, "run", *inputs, "-E", hosts, "-E", "logging.level=warning",
+                          "-E", "wirebeat.protocols.rtp.heuristic=true"], cwd=ROOT)
     if run.returncode != 0:
         print(f"wirebeat run failed with exit code {run.returncode}", file=sys.stderr)
         return run.returncode
