@@ -7,17 +7,13 @@ datagrams starting with b"G".
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pcapgen
 import pytest
 
-from beat.config import Config, base_schema, protocol_schema
-from beat.document import DocumentBuilder
+import engine_harness
 from beat.engine import Engine
-from beat.pipeline import Pipeline
-from beat.registry import Registered
 from beat.stats import Stats
 from decoders.api import Datagram, DecoderSpec, Expectations, Transaction
 
@@ -79,26 +75,9 @@ TARGET = DecoderSpec(name="target", document=_doc, datagram=Recorder, expectatio
 GUESSER = DecoderSpec(name="guesser", document=_doc, datagram=Recorder, probe=guess)
 
 
-class NullOutput:
-    name = "null"
-
-    def send(self, batch: list, stopping: threading.Event) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
 def make_engine(specs: list[DecoderSpec], strict: bool = True, **values: Any) -> tuple[Engine, Stats]:
-    config = {key: option.default for key, option in base_schema().items()}
-    for spec in specs:
-        config.update({key: option.default for key, option in protocol_schema(spec).items()})
-    config.update({key.replace("__", "."): value for key, value in values.items()})
-    stats = Stats()
-    builder = DocumentBuilder({"type": "wirebeat", "version": "test", "name": "test"}, [], {},
-                              False, [])
-    engine = Engine(Config(config, set(), None), [Registered(s, "test") for s in specs], builder,
-                    Pipeline(NullOutput()), stats, strict=strict)
+    overrides = {key.replace("__", "."): value for key, value in values.items()}
+    engine, _pipeline, _output, stats = engine_harness.make_engine(specs, strict, overrides)
     return engine, stats
 
 

@@ -1,42 +1,16 @@
 """The number of capture sources with decoding state is capped, and nothing is lost at the cap."""
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import pcapgen as g
-from beat.config import Config, base_schema, protocol_schema
-from beat.document import DocumentBuilder
 from beat.engine import Engine
 from beat.pipeline import Pipeline
-from beat.registry import Registered
-from beat.stats import Stats
 from decoders.icmp import DECODER as ICMP
-
-
-class ListOutput:
-    name = "list"
-
-    def __init__(self) -> None:
-        self.docs: list[dict[str, Any]] = []
-
-    def send(self, batch: list[tuple[str, dict[str, Any]]], stopping: threading.Event) -> int:
-        self.docs.extend(doc for _, doc in batch)
-        return 0
-
-    def close(self) -> None:
-        pass
+from engine_harness import ListOutput, make_engine
 
 
 def _engine(max_sources: int) -> tuple[Engine, Pipeline, ListOutput]:
-    values = {key: option.default for key, option in base_schema().items()}
-    values.update({key: option.default for key, option in protocol_schema(ICMP).items()})
-    values["wirebeat.limits.max_sources"] = max_sources
-    output = ListOutput()
-    pipeline = Pipeline(output)
-    builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
-    return Engine(Config(values, set(), None), [Registered(ICMP, "test")], builder, pipeline, Stats(),
-                  strict=True), pipeline, output
+    engine, pipeline, output, _stats = make_engine([ICMP], overrides={"wirebeat.limits.max_sources": max_sources})
+    return engine, pipeline, output
 
 
 def _echo(reply: bool) -> bytes:

@@ -5,19 +5,17 @@ test chose to send, drop or repeat, never from the reassembler's own output.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import engine_harness
 import pcapgen
-from beat.config import Config, base_schema, protocol_schema
-from beat.document import DocumentBuilder
+from engine_harness import ListOutput
 from beat.engine import Engine
 from beat.pipeline import Pipeline
-from beat.registry import Registered
 from beat.sources.pcapfile import open_capture
 from beat.stats import Stats
 from beat.tcp import ACK, FIN, HELD_SEGMENT_OVERHEAD, RST, SYN, TCPTable
@@ -455,31 +453,8 @@ ECHO = DecoderSpec(name="echo", document=lambda txn: {"echo": txn.detail}, strea
                    ports=(7007,))
 
 
-class ListOutput:
-    name = "list"
-
-    def __init__(self) -> None:
-        self.docs: list[dict[str, Any]] = []
-
-    def send(self, batch: list[tuple[str, dict[str, Any]]], stopping: threading.Event) -> int:
-        self.docs.extend(doc for _, doc in batch)
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
 def make_engine(spec: DecoderSpec, strict: bool = True) -> tuple[Engine, Pipeline, ListOutput, Stats]:
-    values = {key: option.default for key, option in base_schema().items()}
-    values.update({key: option.default for key, option in protocol_schema(spec).items()})
-    output = ListOutput()
-    pipeline = Pipeline(output)
-    stats = Stats()
-    builder = DocumentBuilder({"type": "wirebeat", "version": "test", "name": "test"}, [], {},
-                              False, [])
-    engine = Engine(Config(values, set(), None), [Registered(spec, "test")], builder, pipeline,
-                    stats, strict=strict)
-    return engine, pipeline, output, stats
+    return engine_harness.make_engine([spec], strict)
 
 
 def frame(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: str,

@@ -1,0 +1,49 @@
+"""An Engine built in-process for tests: every key at its default, documents collected in a list.
+
+The output here stands in for nothing a user runs (console, file and
+Elasticsearch outputs have tests of their own); it only lets a test read the
+documents the engine published.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from beat.config import Config, base_schema, protocol_schema
+from beat.document import DocumentBuilder
+from beat.engine import Engine
+from beat.pipeline import Pipeline
+from beat.registry import Registered
+from beat.stats import Stats
+from decoders.api import DecoderSpec
+
+
+class ListOutput:
+    name = "list"
+
+    def __init__(self) -> None:
+        self.docs: list[dict[str, Any]] = []
+
+    def send(self, batch: list[tuple[str, dict[str, Any]]], stopping: threading.Event) -> int:
+        self.docs.extend(doc for _, doc in batch)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(specs: list[DecoderSpec], strict: bool = True,
+                overrides: dict[str, Any] | None = None) -> tuple[Engine, Pipeline, ListOutput, Stats]:
+    """(engine, pipeline, output, stats); `overrides` are dotted config keys."""
+    values = {key: option.default for key, option in base_schema().items()}
+    for spec in specs:
+        values.update({key: option.default for key, option in protocol_schema(spec).items()})
+    values.update(overrides or {})
+    output = ListOutput()
+    pipeline = Pipeline(output)
+    stats = Stats()
+    builder = DocumentBuilder({"type": "wirebeat", "version": "test", "name": "test"}, [], {},
+                              False, [])
+    engine = Engine(Config(values, set(), None), [Registered(s, "test") for s in specs], builder,
+                    pipeline, stats, strict=strict)
+    return engine, pipeline, output, stats
