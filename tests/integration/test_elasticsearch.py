@@ -1,4 +1,4 @@
-"""End to end into the real Elasticsearch node (scripts/esnode.py): no mocks."""
+"""End to end into the real Elasticsearch node started by scripts/esnode.py."""
 from __future__ import annotations
 
 import signal
