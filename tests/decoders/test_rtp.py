@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rtp_oracle import rfc3550_jitter
 from decoders.api import Datagram, DecodeError, Expectations, FlowKey
 from decoders.rtp import (DECODER, PROBATION_PACKETS, MediaEndpoint, MediaSession, RTPDecoder,
                           decode_header, decode_rtcp, document, probe)
@@ -68,16 +69,6 @@ def regular(n: int, offsets_ms: dict[int, float] | None = None, **kw) -> list[tu
     offsets_ms = offsets_ms or {}
     return [(T0 + i * 0.02 + offsets_ms.get(i, 0) / 1000, rtp(100 + i, 8000 + 160 * i, **kw))
             for i in range(n)]
-
-
-def rfc3550_jitter(arrivals_ms: list[float], timestamps: list[int], rate: int) -> list[float]:
-    """The textbook estimate, for checking: J += (|D| - J) / 16, D from consecutive packets."""
-    j, out = 0.0, []
-    for i in range(1, len(arrivals_ms)):
-        d = (arrivals_ms[i] - arrivals_ms[i - 1]) - (timestamps[i] - timestamps[i - 1]) * 1000 / rate
-        j += (abs(d) - j) / 16
-        out.append(j)
-    return out
 
 
 # -- header and RTCP parsers -------------------------------------------------

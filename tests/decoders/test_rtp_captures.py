@@ -13,6 +13,7 @@ import random
 import pytest
 
 from conftest import PCAPS, decode_file
+from rtp_oracle import rfc3550_jitter
 
 RTP = PCAPS / "rtp"
 HEURISTIC = "wirebeat.protocols.rtp.heuristic=true"
@@ -30,15 +31,6 @@ def finals(name: str, *overrides: str) -> dict[int, dict]:
         if d["type"] == "rtp" and d["rtp"]["final"]:
             assert d["rtp"]["ssrc"] not in out
             out[d["rtp"]["ssrc"]] = d
-    return out
-
-
-def rfc3550_jitter(arrivals_ms: list[float], timestamps: list[int], rate: int) -> list[float]:
-    j, out = 0.0, []
-    for i in range(1, len(arrivals_ms)):
-        d = (arrivals_ms[i] - arrivals_ms[i - 1]) - (timestamps[i] - timestamps[i - 1]) * 1000 / rate
-        j += (abs(d) - j) / 16
-        out.append(j)
     return out
 
 
@@ -66,7 +58,7 @@ def test_jitter_repeating_arrival_pattern_matches_the_rfc_3550_estimate():
 def test_three_percent_random_loss_at_48_khz_over_ipv6_with_sdp():
     found = finals("loss_opus48k_ipv6.pcap")
     dropped = sorted(random.Random(3).sample(range(1, 999), 30))
-    runs, longest = 0, 0
+    runs, longest, length = 0, 0, 0
     for i, n in enumerate(dropped):
         length = 1 if i == 0 or dropped[i - 1] != n - 1 else length + 1
         runs += length == 1
