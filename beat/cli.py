@@ -14,23 +14,23 @@ from typing import Any, NoReturn
 
 import zmq
 
-from beat import __version__, logs
-from beat.config import Config, ConfigError, load_config
-from beat.document import DocumentBuilder
-from beat.engine import Engine
-from beat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
+from wirebeat import __version__, logs
+from wirebeat.config import Config, ConfigError, load_config
+from wirebeat.document import DocumentBuilder
+from wirebeat.engine import Engine
+from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
                           check_connection, make_client)
-from beat.monitor import StatsServer
-from beat.pipeline import Output, Pipeline
-from beat.privileges import PrivilegeError, drop_privileges, lookup_user
-from beat.registry import Registered, RegistryError, check_routes, discover
-from beat.runloop import Runner
-from beat.sources.feed import SourceError
-from beat.sources.live import LiveSource
-from beat.sources.pcapfile import CaptureError, open_capture
-from beat.sources.zmq import ZMQSource
-from beat.stats import Stats
-from beat.template import TemplateError, build_template, install_template
+from wirebeat.monitor import StatsServer
+from wirebeat.pipeline import Output, Pipeline
+from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
+from wirebeat.registry import Registered, RegistryError, check_routes, discover
+from wirebeat.runloop import Runner
+from wirebeat.sources.feed import SourceError
+from wirebeat.sources.live import LiveSource
+from wirebeat.sources.pcapfile import CaptureError, open_capture
+from wirebeat.sources.zmq import ZMQSource
+from wirebeat.stats import Stats
+from wirebeat.template import TemplateError, build_template, install_template
 
 __all__ = ["main"]
 
@@ -135,12 +135,18 @@ def _index_name(config: Config) -> str:
     return config["output.elasticsearch.index"].replace("%{version}", __version__)
 
 
+def _template_name(config: Config) -> str:
+    return config["setup.template.name"].replace("%{version}", __version__) or _index_name(config)
+
+
 def _template_installer(config: Config, enabled: list[Registered]) -> Any:
-    index = _index_name(config)
-    body = build_template([r.spec for r in enabled], index + "*")
+    name = _template_name(config)
+    pattern = (config["setup.template.pattern"].replace("%{version}", __version__)
+               or _index_name(config) + "*")
+    body = build_template([r.spec for r in enabled], pattern, config["setup.template.priority"])
 
     def install(client: Any) -> bool:
-        return install_template(client, index, body, config["setup.template.overwrite"])
+        return install_template(client, name, body, config["setup.template.overwrite"])
 
     return install
 
@@ -169,7 +175,7 @@ def _setup(config: Config, registered: list[Registered]) -> int:
     config.values["setup.template.overwrite"] = True     # setup is asked for explicitly
     installer = _template_installer(config, enabled)
     installer(client)
-    print(f"Index template {_index_name(config)} installed")
+    print(f"Index template {_template_name(config)} installed")
     return EXIT_OK
 
 
@@ -182,7 +188,11 @@ def _make_output(config: Config, console: bool, enabled: list[Registered]) -> Ou
         return FileOutput(f["path"], f["filename"], f["rotate_every_kb"], f["number_of_files"])
     es = config.section("output.elasticsearch")
     on_connect = _template_installer(config, enabled) if config["setup.template.enabled"] else None
-    return ElasticsearchOutput(es, _index_name(config), on_connect=on_connect)
+    output = ElasticsearchOutput(es, _index_name(config), on_connect=on_connect)
+    # A template clash is a configuration error: say so before reading anything,
+    # when Elasticsearch is reachable now (otherwise on first contact).
+    output.connect_now()
+    return output
 
 
 def _stats_server(config: Config, stats: Stats) -> StatsServer:

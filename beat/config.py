@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from decoders.api import DecoderSpec, Option
+from wirebeat.decoders.api import DecoderSpec, Option
 
 __all__ = ["Config", "ConfigError", "base_schema", "load_config", "parse_duration"]
 
@@ -67,7 +67,10 @@ def base_schema() -> dict[str, Option]:
         "logging.level": Option("str", "info", "debug, info, warning or error"),
         "logging.metrics.period": Option("duration", 30.0, "interval of the counters log line; 0 turns it off"),
         "setup.template.enabled": Option("bool", True, "install the index template when absent"),
-        "setup.template.overwrite": Option("bool", False, "replace an existing index template"),
+        "setup.template.overwrite": Option("bool", False, "replace an existing index template (`wirebeat setup` always does)"),
+        "setup.template.name": Option("str", "", "index template name; empty: the index name"),
+        "setup.template.pattern": Option("str", "", "index pattern the template applies to; empty: the index name followed by *"),
+        "setup.template.priority": Option("int", 200, "template priority; two templates of one priority may not match one index"),
         "output.elasticsearch.enabled": Option("bool", None),
         "output.elasticsearch.hosts": Option("list[str]", ["http://localhost:9200"]),
         "output.elasticsearch.username": Option("str", ""),

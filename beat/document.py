@@ -23,7 +23,7 @@ from typing import Any
 from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
-from decoders.api import DecoderSpec, FlowKey, Transaction
+from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
 
 __all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
 

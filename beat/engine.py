@@ -1,7 +1,7 @@
 """The engine: frames in, documents out.
 
 Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
-decoder chosen by port (UDP; TCP through beat.tcp's reassembly, one
+decoder chosen by port (UDP; TCP through wirebeat.tcp's reassembly, one
 StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
 documents -> pipeline. A UDP flow on no configured port is offered, on its
 first datagram only, to what decoders announced in-band (`Expectations`) and
@@ -22,16 +22,16 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from beat import logs
-from beat.config import Config
-from beat.document import DocumentBuilder
-from beat.ip import Defragmenter, parse_ipv4, parse_ipv6
-from beat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
-from beat.pipeline import Pipeline
-from beat.registry import Registered
-from beat.stats import Stats, log_once
-from beat.tcp import TCPConnection, TCPTable
-from decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
+from wirebeat import logs
+from wirebeat.config import Config
+from wirebeat.document import DocumentBuilder
+from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
+from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
+from wirebeat.pipeline import Pipeline
+from wirebeat.registry import Registered
+from wirebeat.stats import Stats, log_once
+from wirebeat.tcp import TCPConnection, TCPTable
+from wirebeat.decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
                           FlowKey, StreamDecoder, Transaction)
 
 __all__ = ["Engine", "Route"]
@@ -83,7 +83,7 @@ def _ip_text(packed: bytes) -> str:
 
 
 class _TCPStream:
-    """One connection's StreamDecoder behind the error boundary: the sink beat.tcp calls."""
+    """One connection's StreamDecoder behind the error boundary: the sink wirebeat.tcp calls."""
 
     __slots__ = ("engine", "spec", "decoder", "flow")
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 
-from beat import __version__, logs
-from beat.document import iso_time
-from beat.stats import Stats
+from wirebeat import __version__, logs
+from wirebeat.document import iso_time
+from wirebeat.stats import Stats
 
 __all__ = ["StatsServer", "stats_document"]
 

@@ -15,8 +15,8 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AuthenticationException, Elasticsearch, helpers
 
-from beat import logs
-from beat.pipeline import Batch, OutputStopped
+from wirebeat import logs
+from wirebeat.pipeline import Batch, OutputStopped
 
 __all__ = ["ConsoleOutput", "ElasticsearchOutput", "FileOutput", "OutputError", "make_client"]
 
@@ -196,6 +196,22 @@ class ElasticsearchOutput:
         self.retries = 0
         self.logged_failures = 0
 
+    def connect_now(self) -> None:
+        """First contact at start-up if Elasticsearch answers; unreachable is not an error yet.
+
+        Raises TemplateError when the index template cannot be installed.
+        """
+        try:
+            self._first_contact()
+        except (TransportConnectionError, TransportError, OutputError):
+            pass
+
+    def _first_contact(self) -> None:
+        check_connection(self.client, self.cfg["hosts"])
+        if self.on_connect is not None:
+            self.on_connect(self.client)
+        self.connected = True
+
     def _actions(self, batch: Batch) -> list[dict[str, Any]]:
         return [{"_op_type": "index", "_index": self.index, "_id": doc_id, "_source": doc}
                 for doc_id, doc in batch]
@@ -211,10 +227,7 @@ class ElasticsearchOutput:
             retry: dict[str, dict[str, Any]] = {}
             try:
                 if not self.connected:
-                    check_connection(self.client, self.cfg["hosts"])
-                    if self.on_connect is not None:
-                        self.on_connect(self.client)
-                    self.connected = True
+                    self._first_contact()
                 for ok, item in helpers.streaming_bulk(
                         self.client, self._actions(list(pending.items())),
                         chunk_size=self.cfg["bulk_max_size"], max_retries=0,

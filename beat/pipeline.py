@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Any, Protocol
 
-from beat import logs
+from wirebeat import logs
+from wirebeat.template import TemplateError
 
 __all__ = ["Output", "OutputStopped", "Pipeline"]
 
@@ -112,9 +113,10 @@ class Pipeline:
             except OutputStopped:
                 self.in_flight = 0
                 return
-            except BaseException as err:     # an output bug: stop publishing, say why
+            except BaseException as err:     # an output bug or refused setup: stop publishing, say why
                 self.error = err
-                log.error("output failed", output=self.output.name, error=str(err), exc_info=True)
+                log.error("output failed", output=self.output.name, error=str(err),
+                          exc_info=not isinstance(err, TemplateError))
                 return
             self.failed += failed
             self.acked += len(batch) - failed

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from decoders.api import DecoderSpec
+from wirebeat.decoders.api import DecoderSpec
 
 __all__ = ["RegistryError", "Registered", "discover", "check_routes"]
 

@@ -27,16 +27,17 @@ import time
 from itertools import islice
 from typing import Any
 
-from beat import logs
-from beat.config import Config
-from beat.document import DocumentBuilder
-from beat.engine import Engine
-from beat.monitor import StatsServer, stats_document
-from beat.pipeline import Pipeline
-from beat.sources.feed import Feed, LiveInput
-from beat.sources.pcapfile import CaptureReader
-from beat.sources.zmq import CollectorEvent, ZMQSource, event_document
-from beat.stats import Stats
+from wirebeat import logs
+from wirebeat.config import Config
+from wirebeat.document import DocumentBuilder
+from wirebeat.engine import Engine
+from wirebeat.monitor import StatsServer, stats_document
+from wirebeat.pipeline import Pipeline
+from wirebeat.sources.feed import Feed, LiveInput
+from wirebeat.sources.pcapfile import CaptureReader
+from wirebeat.sources.zmq import CollectorEvent, ZMQSource, event_document
+from wirebeat.stats import Stats
+from wirebeat.template import TemplateError
 
 __all__ = ["Runner"]
 
@@ -49,7 +50,7 @@ HOUSEKEEPING_S = 0.5            # flush partial batches, idle ticks, stats, at m
 IDLE_AFTER_S = 1.0              # a live source without packets this long gets wall-clock ticks
 FEED_STOP_S = 2.0               # how long a source thread gets to stop
 WATCHDOG_SLACK_S = 10.0         # after the first signal, exit no later than shutdown_timeout + this
-EXIT_OK, EXIT_FAILURE = 0, 1
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 class Progress:
@@ -289,6 +290,9 @@ class Runner:
         process = self.stats.process()
         log.info("summary", elapsed_s=round(elapsed, 3), **self.stats.snapshot(), **process)
         print(self._summary(elapsed, unacked, process), file=sys.stderr)
+        if isinstance(self.pipeline.error, TemplateError):    # found on a late first contact
+            print(f"wirebeat: {self.pipeline.error}", file=sys.stderr)
+            return EXIT_USAGE
         if self.pipeline.error is not None or unacked or self.source_failures:
             return EXIT_FAILURE
         return EXIT_OK

@@ -9,24 +9,29 @@ test instead, see tests/beat/test_template.py).
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+from importlib import resources
 from typing import Any
 
-from decoders.api import DecoderSpec
+from elasticsearch import BadRequestError
+
+from wirebeat.decoders.api import DecoderSpec
 
 __all__ = ["TEMPLATE_DIR", "TemplateError", "build_template", "install_template"]
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "index_templates"
+# index_templates/ ships inside the package as `wirebeat.index_templates`, so an
+# installed wheel finds it whatever the working directory.
+TEMPLATE_DIR = resources.files("wirebeat.index_templates")
 
 
 class TemplateError(Exception):
-    """A mapping file is missing or not valid JSON."""
+    """A mapping file is missing or not valid JSON, or Elasticsearch refused the template."""
 
 
 def _load(name: str) -> dict[str, Any]:
     path = TEMPLATE_DIR / f"{name}.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_bytes())
     except FileNotFoundError:
         raise TemplateError(f"index template part {path} is missing") from None
     except json.JSONDecodeError as err:
@@ -42,7 +47,8 @@ def _merge_properties(into: dict[str, Any], extra: dict[str, Any]) -> None:
             into[field] = mapping
 
 
-def build_template(specs: list[DecoderSpec], index_pattern: str) -> dict[str, Any]:
+def build_template(specs: list[DecoderSpec], index_pattern: str,
+                   priority: int = 200) -> dict[str, Any]:
     """The composable index template body for the given decoders."""
     common = _load("common")
     properties = common["mappings"]["properties"]
@@ -51,15 +57,43 @@ def build_template(specs: list[DecoderSpec], index_pattern: str) -> dict[str, An
         _merge_properties(properties, part.get("properties", part))
     return {
         "index_patterns": [index_pattern],
-        "priority": 200,
+        "priority": priority,
         "template": {"settings": common.get("settings", {}), "mappings": common["mappings"]},
         "_meta": {"description": "wirebeat documents (packetbeat 8.x field names)"},
     }
 
 
+# Elasticsearch's words when two templates of one priority would match one index.
+_CLASH = re.compile(r"matching patterns from existing templates \[([^\]]+)\]")
+
+
 def install_template(client: Any, name: str, body: dict[str, Any], overwrite: bool) -> bool:
-    """Put the template unless it exists (or overwrite is set). True if written."""
+    """Put the template unless it exists (or overwrite is set). True if written.
+
+    A clash with another template of the same priority is a TemplateError
+    naming both templates and the settings that resolve it.
+    """
     if not overwrite and client.indices.exists_index_template(name=name):
         return False
-    client.indices.put_index_template(name=name, **body)
+    try:
+        client.indices.put_index_template(name=name, **body)
+    except BadRequestError as err:
+        reason = _reason(err)
+        clash = _CLASH.search(reason)
+        if clash:
+            raise TemplateError(
+                f"index template {name} (patterns {', '.join(body['index_patterns'])}, priority "
+                f"{body['priority']}) overlaps existing template(s) {clash.group(1)} of the same "
+                f"priority; set setup.template.priority to another value, or "
+                f"setup.template.pattern / output.elasticsearch.index so they do not overlap"
+            ) from None
+        raise TemplateError(f"index template {name} refused by Elasticsearch: {reason}") from None
     return True
+
+
+def _reason(err: BadRequestError) -> str:
+    info = err.info if isinstance(err.info, dict) else {}
+    error = info.get("error", {})
+    if isinstance(error, dict):
+        return str(error.get("reason") or error.get("type") or err.message)
+    return str(error or err.message)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from decoders.api import Datagram, DecodeError, DecoderSpec, Transaction, Truncated
+from wirebeat.decoders.api import Datagram, DecodeError, DecoderSpec, Transaction, Truncated
 
 __all__ = ["DECODER", "DHCPDecoder", "DHCPMessage", "decode_message", "document"]
 

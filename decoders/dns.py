@@ -47,7 +47,7 @@ from typing import Any
 
 from publicsuffixlist import PublicSuffixList
 
-from decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
+from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                           Truncated, WireReader)
 
 __all__ = [

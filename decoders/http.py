@@ -80,7 +80,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from decoders.api import DecodeError, DecoderSpec, FlowKey, Option, Transaction, is_ip_literal
+from wirebeat.decoders.api import DecodeError, DecoderSpec, FlowKey, Option, Transaction, is_ip_literal
 
 __all__ = ["DECODER", "HTTPExchange", "HTTPMessage", "HTTPStream", "document"]
 

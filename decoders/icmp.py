@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from decoders.api import Datagram, DecoderSpec, FlowKey, Option, Transaction, Truncated
+from wirebeat.decoders.api import Datagram, DecoderSpec, FlowKey, Option, Transaction, Truncated
 
 __all__ = ["DECODER", "ICMPMessage", "decode_message", "document", "message_name"]
 

@@ -2,7 +2,7 @@
 
 A stream is what one sender sends on one UDP flow direction under one SSRC.
 Streams are found two ways: the SIP decoder announces the media endpoints of
-every SDP offer and answer (`decoders.api.Expectations`, with a `MediaEndpoint`
+every SDP offer and answer (`wirebeat.decoders.api.Expectations`, with a `MediaEndpoint`
 as context: Call-ID, rtpmap payload types, RTCP port), or, with
 `wirebeat.protocols.rtp.heuristic`, `probe` recognises a flow's first datagram
 and the stream must then prove itself over `PROBATION_PACKETS` packets (same
@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
+from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
                           Transaction, Truncated)
 
 __all__ = ["DECODER", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",

@@ -9,7 +9,7 @@ engine reassembles and messages are framed by Content-Length (RFC 3261 §18.3).
 
 Dialogs are tracked by Call-ID for their media: every SDP offer and answer
 announces its RTP (and RTCP) address and port to the RTP decoder of the same
-capture source (`decoders.api.Expectations`, context `decoders.rtp.MediaEndpoint`
+capture source (`wirebeat.decoders.api.Expectations`, context `wirebeat.decoders.rtp.MediaEndpoint`
 with the rtpmap payload types), so RTP on any port is decoded and each RTP
 report carries the call's `sip.call_id`. A BYE or CANCEL, or a final failure
 to the INVITE, ends the call's media. Not decoded: multipart bodies, SIP over
@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
+from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
                           Transaction, Truncated, is_ip_literal)
-from decoders.rtp import MediaEndpoint, MediaSession
+from wirebeat.decoders.rtp import MediaEndpoint, MediaSession
 
 __all__ = ["DECODER", "SDP", "SDPMedia", "SIPMessage", "SIPStream", "SIPURI", "SIPDecoder",
            "decode_message", "decode_sdp", "document", "parse_address", "parse_uri"]

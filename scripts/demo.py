@@ -28,7 +28,7 @@ def main() -> int:
     if not captures:
         print("no captures under pcaps/", file=sys.stderr)
         return 1
-    wirebeat = [sys.executable, "-m", "beat.cli"]
+    wirebeat = [sys.executable, "-m", "wirebeat.cli"]
     hosts = f"output.elasticsearch.hosts=[{url}]"
     subprocess.run([*wirebeat, "setup", "-E", hosts], cwd=ROOT, check=True)
     inputs = [arg for path in captures for arg in ("-I", path)]

@@ -20,7 +20,7 @@ PCAPS = ROOT / "pcaps"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-WIREBEAT = [sys.executable, "-m", "beat.cli"]
+WIREBEAT = [sys.executable, "-m", "wirebeat.cli"]
 
 
 def run_wirebeat(*args: str, input: bytes | None = None, timeout: float = 120,

@@ -56,10 +56,10 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str 
 
 class Wirebeat:
     """A running `wirebeat run ...`; `prefix` runs it through e.g. `ip netns exec NS`,
-    `command` replaces `python -m beat.cli` (e.g. with a launcher script)."""
+    `command` replaces `python -m wirebeat.cli` (e.g. with a launcher script)."""
 
     def __init__(self, *args: str, prefix: Sequence[str] = (), http: bool = True,
-                 command: Sequence[str] = (sys.executable, "-m", "beat.cli")) -> None:
+                 command: Sequence[str] = (sys.executable, "-m", "wirebeat.cli")) -> None:
         extra = ["-E", "http.enabled=true", "-E", "http.port=0"] if http else []
         self.argv = [*prefix, *command, "run", *args, *extra]
         self.prefix = list(prefix)

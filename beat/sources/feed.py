@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from beat import logs
+from wirebeat import logs
 
 __all__ = ["BATCH_ITEMS", "Feed", "LiveInput", "SourceError"]
 

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from beat import logs
-from beat.sources.feed import SourceError
+from wirebeat import logs
+from wirebeat.sources.feed import SourceError
 
 __all__ = ["LiveSource", "libpcap_version"]
 

@@ -15,7 +15,7 @@ or format mid-stream is followed at once. Headers and records are read by the
 same parsers as capture files (beat/sources/pcapfile.py).
 
 `ZMQSource` owns one SUB socket per endpoint. Its receive thread only counts
-and hands raw messages to the main thread (`beat.sources.feed`); decoding
+and hands raw messages to the main thread (`wirebeat.sources.feed`); decoding
 happens in the main thread. ZeroMQ reconnects by itself, so a publisher that
 restarts is picked up without anything here noticing. Messages lost at the
 socket's high-water mark are invisible (PUB/SUB says nothing), which is why
@@ -36,10 +36,10 @@ from typing import Any
 
 import zmq
 
-from beat import logs
-from beat.document import iso_time
-from beat.sources.feed import BATCH_ITEMS, SourceError
-from beat.sources.pcapfile import (PACKET_BLOCK_TYPES, FormatError, Frame, Interface, PcapHeader,
+from wirebeat import logs
+from wirebeat.document import iso_time
+from wirebeat.sources.feed import BATCH_ITEMS, SourceError
+from wirebeat.sources.pcapfile import (PACKET_BLOCK_TYPES, FormatError, Frame, Interface, PcapHeader,
                                    parse_idb, parse_pcap_header, parse_shb, read_packet_block)
 
 __all__ = ["CollectorEvent", "MessageDecoder", "ZMQSource", "event_document", "parse_header"]

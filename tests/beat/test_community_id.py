@@ -7,7 +7,7 @@ import communityid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beat.document import community_id
+from wirebeat.document import community_id
 
 REFERENCE = communityid.CommunityID(seed=0)
 MAKE = {"tcp": communityid.FlowTuple.make_tcp, "udp": communityid.FlowTuple.make_udp,

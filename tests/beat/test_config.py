@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from beat.config import ConfigError, load_config, parse_duration
-from beat.registry import discover
+from wirebeat.config import ConfigError, load_config, parse_duration
+from wirebeat.registry import discover
 
 SPECS = [r.spec for r in discover()]
 

@@ -12,10 +12,10 @@ from typing import Any
 import pcapgen
 import pytest
 
-import engine_harness
-from beat.engine import Engine
-from beat.stats import Stats
-from decoders.api import Datagram, DecoderSpec, Expectations, Transaction
+import wirebeat.testing as engine_harness
+from wirebeat.engine import Engine
+from wirebeat.stats import Stats
+from wirebeat.decoders.api import Datagram, DecoderSpec, Expectations, Transaction
 
 T0 = 1_700_000_000.0
 

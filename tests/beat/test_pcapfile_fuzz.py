@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pcapgen as g
-from beat.sources.pcapfile import CaptureError, CaptureReader
+from wirebeat.sources.pcapfile import CaptureError, CaptureReader
 
 T0 = 1_700_000_000_000_000_000
 PCAP_HEAD = g.pcap_header()

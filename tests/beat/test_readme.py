@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
-from beat.config import load_config
-from beat.registry import discover
+from wirebeat.config import load_config
+from wirebeat.registry import discover
 from conftest import ROOT
 
 

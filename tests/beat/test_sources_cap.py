@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pcapgen as g
-from beat.engine import Engine
-from beat.pipeline import Pipeline
-from decoders.icmp import DECODER as ICMP
-from engine_harness import ListOutput, make_engine
+from wirebeat.engine import Engine
+from wirebeat.pipeline import Pipeline
+from wirebeat.decoders.icmp import DECODER as ICMP
+from wirebeat.testing import ListOutput, make_engine
 
 
 def _engine(max_sources: int) -> tuple[Engine, Pipeline, ListOutput]:

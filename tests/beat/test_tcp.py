@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engine_harness
+import wirebeat.testing as engine_harness
 import pcapgen
-from engine_harness import ListOutput
-from beat.engine import Engine
-from beat.pipeline import Pipeline
-from beat.sources.pcapfile import open_capture
-from beat.stats import Stats
-from beat.tcp import ACK, FIN, HELD_SEGMENT_OVERHEAD, RST, SYN, TCPTable
-from decoders.api import DecodeError, DecoderSpec, FlowKey, Transaction
+from wirebeat.testing import ListOutput
+from wirebeat.engine import Engine
+from wirebeat.pipeline import Pipeline
+from wirebeat.sources.pcapfile import open_capture
+from wirebeat.stats import Stats
+from wirebeat.tcp import ACK, FIN, HELD_SEGMENT_OVERHEAD, RST, SYN, TCPTable
+from wirebeat.decoders.api import DecodeError, DecoderSpec, FlowKey, Transaction
 
 MASK = 0xFFFFFFFF
 KEY = ("client", 1, "server", 2)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from beat.registry import discover
-from beat.template import build_template
+from wirebeat.registry import discover
+from wirebeat.template import build_template
 from conftest import PCAPS, decode_file
 
 DYNAMIC_ROOTS = {"fields", "labels"}     # user-supplied by add_fields: dynamic on purpose

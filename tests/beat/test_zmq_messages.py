@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pcapgen as g
-from beat.sources.pcapfile import Frame
-from beat.sources.zmq import CollectorEvent, MessageDecoder
+from wirebeat.sources.pcapfile import Frame
+from wirebeat.sources.zmq import CollectorEvent, MessageDecoder
 
 T0 = 1_700_000_000_123_456_789          # ns
 FRAME = g.ethernet(g.ipv4("192.0.2.1", "192.0.2.2", g.IPPROTO_ICMP, g.icmp_echo(1, 1)))

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-from decoders.api import FlowKey  # noqa: E402
-from decoders.http import HTTPStream, _Direction, _Settings  # noqa: E402
+from wirebeat.decoders.api import FlowKey  # noqa: E402
+from wirebeat.decoders.http import HTTPStream, _Direction, _Settings  # noqa: E402
 
 SEGMENT = 1448
 

@@ -49,7 +49,7 @@ def _run_child(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 
 def bench_wirebeat(path: Path, extra: list[str]) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "beat.cli", "run", "-I", str(path), "--console",
+    cmd = [sys.executable, "-m", "wirebeat.cli", "run", "-I", str(path), "--console",
            "-E", "logging.level=warning", *extra]
     elapsed, err = _run_child(cmd, ROOT)
     m = re.search(r"(\d+) packets, (\d+) documents .* peak RSS (\d+) MiB", err)

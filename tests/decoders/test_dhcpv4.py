@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders.api import Datagram, DecodeError, FlowKey, Truncated
-from decoders.dhcpv4 import DHCPDecoder, decode_message, document
+from wirebeat.decoders.api import Datagram, DecodeError, FlowKey, Truncated
+from wirebeat.decoders.dhcpv4 import DHCPDecoder, decode_message, document
 
 COOKIE = bytes([99, 130, 83, 99])      # RFC 2131 §3: 99.130.83.99
 MAC = bytes.fromhex("000b8201fc42")

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders.api import Datagram, DecodeError, FlowKey, Truncated
-from decoders.dns import (DECODER, MAX_PENDING_DEFAULT, NOTE_DUPLICATE, NOTE_EDNS_NO_SUPPORT,
+from wirebeat.decoders.api import Datagram, DecodeError, FlowKey, Truncated
+from wirebeat.decoders.dns import (DECODER, MAX_PENDING_DEFAULT, NOTE_DUPLICATE, NOTE_EDNS_NO_SUPPORT,
                           NOTE_EDNS_UNEXPECTED, NOTE_NO_RESPONSE, NOTE_ORPHANED,
                           NOTE_UDP_TOO_LARGE_RESPONSE,
                           NOTE_UNDECODABLE_RESPONSE, TCP_MAX_HUNT_BYTES, DNSDecoder, DNSStream,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders.api import DecodeError, FlowKey, Transaction
-from decoders.http import (DECODER, NOTE_HOST_PORT_MISMATCH, NOTE_LOSS_REQUEST, NOTE_LOSS_RESPONSE,
+from wirebeat.decoders.api import DecodeError, FlowKey, Transaction
+from wirebeat.decoders.http import (DECODER, NOTE_HOST_PORT_MISMATCH, NOTE_LOSS_REQUEST, NOTE_LOSS_RESPONSE,
                            NOTE_REQUEST_INCOMPLETE, NOTE_TOO_MANY_HEADERS, NOTE_UNMATCHED_REQUEST,
                            NOTE_UNMATCHED_RESPONSE, HTTPStream, document)
 

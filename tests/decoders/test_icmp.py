@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from decoders.api import Datagram, DecodeError, FlowKey
-from decoders.icmp import (NOTE_DUPLICATE, NOTE_NO_REQUEST, NOTE_NO_RESPONSE, ICMPDecoder,
+from wirebeat.decoders.api import Datagram, DecodeError, FlowKey
+from wirebeat.decoders.icmp import (NOTE_DUPLICATE, NOTE_NO_REQUEST, NOTE_NO_RESPONSE, ICMPDecoder,
                            decode_message, document)
 
 OPTIONS = {"transaction_timeout": 10.0, "max_pending": 100}

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtp_oracle import rfc3550_jitter
-from decoders.api import Datagram, DecodeError, Expectations, FlowKey
-from decoders.rtp import (DECODER, PROBATION_PACKETS, MediaEndpoint, MediaSession, RTPDecoder,
+from wirebeat.decoders.api import Datagram, DecodeError, Expectations, FlowKey
+from wirebeat.decoders.rtp import (DECODER, PROBATION_PACKETS, MediaEndpoint, MediaSession, RTPDecoder,
                           decode_header, decode_rtcp, document, probe)
 
 FLOW = FlowKey("udp", "10.0.0.1", 4000, "10.0.0.2", 5000, "test")

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decoders.api import Datagram, DecodeError, Expectations, FlowKey
-from decoders.rtp import MediaEndpoint
-from decoders.sip import (SIPDecoder, SIPStream, decode_message, decode_sdp, document,
+from wirebeat.decoders.api import Datagram, DecodeError, Expectations, FlowKey
+from wirebeat.decoders.rtp import MediaEndpoint
+from wirebeat.decoders.sip import (SIPDecoder, SIPStream, decode_message, decode_sdp, document,
                           parse_address, parse_uri)
 
 FLOW = FlowKey("udp", "10.0.0.1", 5062, "10.0.0.2", 5060, "test")

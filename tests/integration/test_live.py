@@ -155,8 +155,8 @@ def test_the_any_device_gives_linux_cooked_frames(netns):
 # Everything is imported while still root: the interpreter may live in a directory
 # (e.g. /root/.pyenv) that uid 65534 cannot read.
 PRELOAD = ("import encodings.ascii, encodings.idna\n"
-           "from beat.cli import main\n"
-           "from beat.registry import discover\n"
+           "from wirebeat.cli import main\n"
+           "from wirebeat.registry import discover\n"
            "discover()\n")
 
 _AS_SERVICE_USER = PRELOAD + r"""
@@ -207,7 +207,7 @@ def test_opening_errors_are_one_line_exit_2(wirebeat, netns):
     assert proc.returncode == 2
     assert proc.stderr.decode().strip().splitlines() == ["wirebeat: interface wbnosuch0: no such device"]
     dev = netns.links[0][0]
-    proc = subprocess.run([*netns.exec(netns.a), sys.executable, "-m", "beat.cli", "run", "-i", dev,
+    proc = subprocess.run([*netns.exec(netns.a), sys.executable, "-m", "wirebeat.cli", "run", "-i", dev,
                            "--console", "-E", "wirebeat.interfaces.bpf_filter=icmp and nonsense"],
                           capture_output=True, timeout=60)
     assert proc.returncode == 2

@@ -96,8 +96,8 @@ def test_the_exposure_score_stays_low(unit_dir: Path):
 
 
 def test_the_example_configuration_loads():
-    from beat.config import load_config
-    from beat.registry import discover
+    from wirebeat.config import load_config
+    from wirebeat.registry import discover
     config = load_config(str(ROOT / "deploy" / "wirebeat.yml"), [], [r.spec for r in discover()])
     assert config["wirebeat.sources.zmq.endpoints"] == ["tcp://127.0.0.1:6666"]
     assert config["http.enabled"] is False and config["output.elasticsearch.hosts"]

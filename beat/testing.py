@@ -1,4 +1,4 @@
-"""An Engine built in-process for tests: every key at its default, documents collected in a list.
+"""Test helpers for decoder authors: an Engine built in-process, every key at its default, documents collected in a list.
 
 The output here stands in for nothing a user runs (console, file and
 Elasticsearch outputs have tests of their own); it only lets a test read the
@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from beat.config import Config, base_schema, protocol_schema
-from beat.document import DocumentBuilder
-from beat.engine import Engine
-from beat.pipeline import Pipeline
-from beat.registry import Registered
-from beat.stats import Stats
-from decoders.api import DecoderSpec
+from wirebeat.config import Config, base_schema, protocol_schema
+from wirebeat.document import DocumentBuilder
+from wirebeat.engine import Engine
+from wirebeat.pipeline import Pipeline
+from wirebeat.registry import Registered
+from wirebeat.stats import Stats
+from wirebeat.decoders.api import DecoderSpec
 
 
 class ListOutput:
