@@ -132,7 +132,7 @@ def _alpn_list(r: WireReader) -> list[str]:
     names = []
     with r.exactly(r.u16()):
         while r.remaining():
-            names.append(r.take(r.u8()).decode("ascii", "replace"))
+            names.append(r.take(r.u8()).decode("latin-1"))  # bytes kept: JA4 reads them
     return names
 
 
