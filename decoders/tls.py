@@ -374,7 +374,7 @@ def x509_fields(der: bytes) -> dict[str, Any]:
                      *san.get_values_for_type(x509.UniformResourceIdentifier)]
             if names:
                 out["alternative_names"] = names
-    except (ValueError, TypeError) as err:
+    except Exception as err:    # whatever the library makes of bytes from the wire (UnsupportedAlgorithm, ...)
         raise DecodeError("tls.bad_certificate") from err
     return out
 
