@@ -11,6 +11,7 @@ fields mapped by the template fragment it ships.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -38,7 +39,9 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # editable wirebeat) are processed too.
     ours = sysconfig.get_paths()["purelib"]
     Path(site_packages, "wirebeat-checkout.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(PLUGIN)],
+    source = venv.parent / "wirebeat-redis"     # built from a copy: the checkout stays clean
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return python
