@@ -10,8 +10,10 @@ never buffered or stored.
 
 In TLS 1.3 everything after the ServerHello is encrypted, certificates
 included: a TLS 1.3 session has no `tls.server.x509.*` (nor client certificate)
-fields, because the wire does not show them. Alerts sent after encryption
-started cannot be read either.
+fields, and no `tls.next_protocol` (the server's ALPN answer travels in the
+encrypted EncryptedExtensions), because the wire does not show them. Alerts
+sent after encryption started cannot be read either (they are counted as
+`decoder.tls.encrypted_alerts`).
 
 A session is reported once, when the handshake is complete (TLS 1.2: both
 sides sent ChangeCipherSpec; TLS 1.3: the client sent its first encrypted
@@ -374,7 +376,7 @@ def x509_fields(der: bytes) -> dict[str, Any]:
                      *san.get_values_for_type(x509.UniformResourceIdentifier)]
             if names:
                 out["alternative_names"] = names
-    except Exception as err:    # whatever the library makes of bytes from the wire (UnsupportedAlgorithm, ...)
+    except Exception as err:    # anything the library makes of wire bytes (UnsupportedAlgorithm...)
         raise DecodeError("tls.bad_certificate") from err
     return out
 
@@ -651,6 +653,17 @@ def _certificate(prefix: dict[str, Any], certs: list[bytes], detailed: dict[str,
     return notes
 
 
+def _hello_detail(hello: ClientHello | ServerHello, extensions: dict[str, Any],
+                  parsed: set[int]) -> dict[str, Any]:
+    """tls.detailed.client_hello / server_hello: what both hellos have."""
+    unparsed = [name_of(EXTENSIONS, e) for e in hello.extensions
+                if e not in parsed and not is_grease(e)]
+    if unparsed:
+        extensions["_unparsed_"] = unparsed
+    return {"version": f"{hello.version >> 8}.{hello.version & 0xFF}", "random": hello.random.hex(),
+            "session_id": hello.session_id.hex(), "extensions": extensions}
+
+
 def document(txn: Transaction) -> dict[str, Any]:
     """packetbeat's TLS fields (ECS tls.*, tls.detailed.*) plus JA4/JA4S."""
     session: TLSSession = txn.detail
@@ -686,19 +699,9 @@ def document(txn: Transaction) -> dict[str, Any]:
             extensions["ec_points_formats"] = _names(EC_POINT_FORMATS, ch.point_formats)
         if ch.status_request:
             extensions["status_request"] = {"type": "ocsp"}
-        parsed = {0, 5, 10, 11, 13, 16, 35, 43}
-        unparsed = [name_of(EXTENSIONS, e) for e in ch.extensions
-                    if e not in parsed and not is_grease(e)]
-        if unparsed:
-            extensions["_unparsed_"] = unparsed
-        detailed["client_hello"] = {
-            "version": f"{ch.version >> 8}.{ch.version & 0xFF}",
-            "random": ch.random.hex(),
-            "session_id": ch.session_id.hex(),
-            "supported_compression_methods": ["NULL" if m == 0 else str(m)
-                                              for m in ch.compression_methods],
-            "extensions": extensions,
-        }
+        detailed["client_hello"] = _hello_detail(ch, extensions, {0, 5, 10, 11, 13, 16, 35, 43})
+        detailed["client_hello"]["supported_compression_methods"] = [
+            "NULL" if m == 0 else str(m) for m in ch.compression_methods]
     if sh is not None:
         protocol, number = _VERSIONS.get(sh.negotiated_version, ("unknown", ""))
         if number:
@@ -720,18 +723,9 @@ def document(txn: Transaction) -> dict[str, Any]:
             extensions["ec_points_formats"] = _names(EC_POINT_FORMATS, sh.point_formats)
         if sh.status_request:
             extensions["status_request"] = {"response": True}
-        unparsed = [name_of(EXTENSIONS, e) for e in sh.extensions
-                    if e not in (5, 11, 16, 35, 43) and not is_grease(e)]
-        if unparsed:
-            extensions["_unparsed_"] = unparsed
-        detailed["server_hello"] = {
-            "version": f"{sh.version >> 8}.{sh.version & 0xFF}",
-            "random": sh.random.hex(),
-            "session_id": sh.session_id.hex(),
-            "selected_compression_method": "NULL" if sh.compression_method == 0
-            else str(sh.compression_method),
-            "extensions": extensions,
-        }
+        detailed["server_hello"] = _hello_detail(sh, extensions, {5, 11, 16, 35, 43})
+        detailed["server_hello"]["selected_compression_method"] = (
+            "NULL" if sh.compression_method == 0 else str(sh.compression_method))
     if session.resumption_method:
         detailed["resumption_method"] = session.resumption_method
     if session.retry_requested:
