@@ -93,6 +93,12 @@ def _show(values: dict, name: str) -> list[str]:
     return [f.get("show") for f in values[name]]
 
 
+def _shown_names(values: dict, name: str) -> list[str]:
+    """Names from shownames like "Supported Group: x25519 (0x001d)", GREASE left out."""
+    return [re.match(r"[^:]+: (.+) \((0x[0-9a-f]+|\d+)\)$", f.get("showname")).group(1)
+            for f in values[name] if not _grease(int(f.get("show"), 0))]
+
+
 def _cipher_names(values: dict) -> list[str]:
     # showname: "Cipher Suite: TLS_AES_256_GCM_SHA384 (0x1302)"
     return [re.match(r"Cipher Suite: (\S+) \(0x", f.get("showname")).group(1)
@@ -190,6 +196,20 @@ def test_sessions_agree_with_tshark(capture: Path) -> None:
         assert tls["client"]["ja3"] == _show(ch, "tls.handshake.ja3")[0]
         assert tls["client"]["ja4"] == ja4_from_tshark(ch)
         assert tls["client"]["supported_ciphers"] == _cipher_names(ch)
+        hello = tls["detailed"]["client_hello"]
+        assert hello["random"] == _show(ch, "tls.handshake.random")[0].replace(":", "")
+        assert hello["session_id"] == "".join(_show(ch, "tls.handshake.session_id")).replace(":", "")
+        extensions = hello["extensions"]
+        assert extensions.get("supported_groups", []) == _shown_names(ch, "tls.handshake.extensions_supported_group")
+        assert extensions.get("supported_versions", []) == _shown_names(ch, "tls.handshake.extensions.supported_version")
+        assert extensions.get("ec_points_formats", []) == _shown_names(ch, "tls.handshake.extensions_ec_point_format")
+        signatures = _shown_names(ch, "tls.handshake.sig_hash_alg")
+        assert len(extensions.get("signature_algorithms", [])) == len(signatures)
+        for ours, theirs in zip(extensions.get("signature_algorithms", []), signatures):
+            if re.fullmatch(r"[a-z0-9_]+", theirs):   # the RFC 8446 names; tshark spells the
+                assert ours == theirs                  # TLS 1.2-only pairs its own way ("SHA224 DSA")
+        assert extensions.get("application_layer_protocol_negotiation", []) == _show(
+            ch, "tls.handshake.extensions_alpn_str")
         real = [sh for sh in conn["server_hellos"]
                 if _show(sh, "tls.handshake.random")[0].replace(":", "") != HRR_RANDOM]
         assert len(real) <= 1
@@ -202,6 +222,9 @@ def test_sessions_agree_with_tshark(capture: Path) -> None:
             assert tls.get("next_protocol") == next(iter(_show(sh, "tls.handshake.extensions_alpn_str")), None)
             assert tls["server"]["ja3s"] == _show(sh, "tls.handshake.ja3s")[0]
             assert tls["server"]["ja4s"] == ja4s_from_tshark(sh)
+            server_hello = tls["detailed"]["server_hello"]
+            assert server_hello["random"] == _show(sh, "tls.handshake.random")[0].replace(":", "")
+            assert server_hello["session_id"] == "".join(_show(sh, "tls.handshake.session_id")).replace(":", "")
         else:
             assert "version" not in tls and "cipher" not in tls
         assert tls["detailed"].get("alert_types", []) == conn["alerts"]
