@@ -7,9 +7,9 @@ documents -> pipeline. A UDP flow on no configured port is offered, on its
 first datagram only, to what decoders announced in-band (`Expectations`) and
 then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
 the flow table. A TCP connection on no configured port is offered, by its
-first payload, to the enabled stream detectors (`DecoderSpec.detect`). `on_frame` runs once per packet, so it is written as
-plain code over struct reads and tuples; objects are made only for traffic a
-decoder asked for.
+first payload, to the enabled stream detectors (`DecoderSpec.detect`).
+`on_frame` runs once per packet, so it is written as plain code over struct
+reads and tuples; objects are made only for traffic a decoder asked for.
 
 State is kept per capture source (a file, an interface, a collector client):
 fragments, flows and decoder instances of one source never meet another's.
@@ -424,10 +424,12 @@ class Engine:
             if route is None:
                 self.tcp_untracked += 1
                 return None
-            self.tcp_detected += 1
-            client_is_src = True
+            client_is_src = detected = True
+        else:
+            detected = False
         if not state.tcp.admits(key, flags, bool(data)):
             return None
+        self.tcp_detected += detected
         if client_is_src:
             flow = FlowKey("tcp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
         else:
