@@ -24,10 +24,10 @@ nothing: its bytes are ignored.
 
 Fields follow packetbeat 8 (`tls.*` ECS part, `tls.detailed.*`, x509 as ECS
 `tls.server.x509.*`), plus fields packetbeat does not have: `tls.client.ja4`
-and `tls.server.ja4s` (FoxIO's JA4/JA4S) and `tls.detailed.hello_retry_request`. JA3 and JA4 are computed from the
-first ClientHello of the connection (after a HelloRetryRequest the client
-sends a second one that differs in its key shares). Certificates are parsed by
-the `cryptography` package. Not decoded: SSL 2.0-format hellos, renegotiation,
+and `tls.server.ja4s` (FoxIO's JA4/JA4S) and `tls.detailed.hello_retry_request`.
+JA3 and JA4 are computed from the first ClientHello of the connection (after a
+HelloRetryRequest the client sends a second one that differs in its key
+shares). Certificates are parsed by the `cryptography` package. Not decoded: SSL 2.0-format hellos, renegotiation,
 stapled OCSP responses (`tls.detailed.ocsp_response`), DTLS and QUIC.
 
 Detection: a TCP connection on no configured port whose first client bytes
