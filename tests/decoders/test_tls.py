@@ -6,6 +6,8 @@ tests/integration/test_tls_tshark.py; here the captures only supply real bytes.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import dpkt
 import pytest
 from hypothesis import given, settings
@@ -22,7 +24,8 @@ FLOW = FlowKey("tcp", "127.0.0.1", 40000, "127.0.0.1", 8443, "test")
 OPTIONS = {"transaction_timeout": 10.0, "max_handshake_message_bytes": 65536}
 
 
-def connection_segments(name: str, index: int = 0) -> list[tuple[bool, bytes]]:
+@lru_cache(maxsize=None)
+def connection_segments(name: str, index: int = 0) -> tuple[tuple[bool, bytes], ...]:
     """(from_client, payload) of the index-th connection of a capture, in capture order."""
     conns: dict[tuple, list[tuple[bool, bytes]]] = {}
     with open(PCAPS / "tls" / name, "rb") as fh:
@@ -33,7 +36,7 @@ def connection_segments(name: str, index: int = 0) -> list[tuple[bool, bytes]]:
             for (cport, sport), segs in conns.items():
                 if tcp.data and {tcp.sport, tcp.dport} == {cport, sport}:
                     segs.append((tcp.sport == cport, bytes(tcp.data)))
-    return list(conns.values())[index]
+    return tuple(list(conns.values())[index])
 
 
 def feed(segments: list[tuple[bool, bytes]], options: dict = OPTIONS) -> tuple[TLSStream, list]:
