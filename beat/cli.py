@@ -120,6 +120,8 @@ def _list_decoders(registered: list[Registered]) -> int:
             routes.append(f"{kinds} ports " + ",".join(map(str, spec.ports)))
         if spec.probe is not None:
             routes.append("udp flows announced in-band or found by probe")
+        if spec.detect is not None:
+            routes.append("tcp on any port by detection")
         print(f"{spec.name:<10} {'; '.join(routes) or '-':<48} {r.origin}")
     return EXIT_OK
 

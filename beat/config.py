@@ -102,6 +102,9 @@ def protocol_schema(spec: DecoderSpec) -> dict[str, Option]:
     if spec.probe is not None:
         schema[prefix + "heuristic"] = Option("bool", False, "also decode UDP flows on no configured "
                                               "port whose first datagram the decoder recognises")
+    if spec.detect is not None:
+        schema[prefix + "detect"] = Option("bool", True, "also decode TCP connections on no "
+                                           "configured port whose first client bytes the decoder recognises")
     schema[prefix + "transaction_timeout"] = Option("duration", DEFAULT_TRANSACTION_TIMEOUT_S)
     schema[prefix + "send_request"] = Option("bool", False)
     schema[prefix + "send_response"] = Option("bool", False)

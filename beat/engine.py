@@ -6,9 +6,10 @@ StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
 documents -> pipeline. A UDP flow on no configured port is offered, on its
 first datagram only, to what decoders announced in-band (`Expectations`) and
 then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
-the flow table. `on_frame` runs once per packet, so it is written as
-plain code over struct reads and tuples; objects are made only for traffic a
-decoder asked for.
+the flow table. A TCP connection on no configured port is offered, by its
+first payload, to the enabled stream detectors (`DecoderSpec.detect`).
+`on_frame` runs once per packet, so it is written as plain code over struct
+reads and tuples; objects are made only for traffic a decoder asked for.
 
 State is kept per capture source (a file, an interface, a collector client):
 fragments, flows and decoder instances of one source never meet another's.
@@ -162,6 +163,7 @@ class Engine:
         self.routes_ip: dict[int, Route] = {}
         self.routes_named: dict[str, Route] = {}        # datagram decoders, for expectations
         self.probes: list[tuple[Any, Route]] = []       # (probe, route) with heuristic on
+        self.detectors: list[tuple[Any, Route]] = []    # (detect, route) with detect on: TCP
         self.specs: dict[str, DecoderSpec] = {}
         for registered in enabled:
             spec = registered.spec
@@ -174,6 +176,8 @@ class Engine:
                 self.routes_named[spec.name] = route
                 if spec.probe is not None and options.get("heuristic"):
                     self.probes.append((spec.probe, route))
+            if spec.stream is not None and spec.detect is not None and options.get("detect"):
+                self.detectors.append((spec.detect, route))
             for port in options.get("ports", ()):
                 if spec.datagram is not None:
                     self.routes_udp[port] = route
@@ -190,6 +194,7 @@ class Engine:
         self.tcp_untracked = 0      # TCP segments on no configured port
         self.udp_expected = 0       # UDP flows routed by an in-band announcement
         self.udp_probed = 0         # UDP flows routed by a heuristic
+        self.tcp_detected = 0       # TCP connections on no configured port routed by `detect`
         stats.add_source(self.counters)
 
     # -- counters --------------------------------------------------------------
@@ -204,6 +209,7 @@ class Engine:
                "expectations.open": sum(len(s.expected) for s in self.sources.values()),
                "sources.open": len(self.sources), "sources.evicted": self.sources_evicted}
         out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
+        out["tcp.connections_detected"] = self.tcp_detected
         parts = [self.retired, *(self._state_counters(s) for s in self.sources.values())]
         parts += [{f"decoder.{name}.{k}": v for k, v in totals.items()}
                   for name, totals in self.stream_counters.items()]
@@ -337,7 +343,9 @@ class Engine:
                 if route is not None:
                     self.udp_expected += 1
         if route is None and flow is None and self.probes:
-            route = self._probe(body)
+            route = self._probe(body, self.probes)
+            if route is not None:
+                self.udp_probed += 1
         if route is None:
             if flow is not None or not self.probes:
                 return
@@ -357,12 +365,11 @@ class Engine:
         if route is not None:
             self._deliver(state, route, Datagram(ts, flow.key, True, body))
 
-    def _probe(self, body: bytes) -> Route | None:
-        """The first decoder, by name, whose heuristic recognises this datagram."""
-        for probe, route in self.probes:
+    def _probe(self, body: bytes, probes: list[tuple[Any, Route]]) -> Route | None:
+        """The first decoder, by name, whose heuristic (UDP) or detector (TCP) recognises these bytes."""
+        for probe, route in probes:
             try:
                 if probe(body):
-                    self.udp_probed += 1
                     return route
             except Exception:           # a probe bug: count it, never stop on traffic
                 self.stats.count("decoder.crashed", decoder=route.spec.name)
@@ -411,10 +418,18 @@ class Engine:
             if route is None:
                 route = routes.get(sport)
         if route is None:
-            self.tcp_untracked += 1
-            return None
+            # No port claims it: the first payload may still say what it is (TLS's
+            # ClientHello). Its sender is the client. A few byte compares per segment.
+            route = self._probe(data, self.detectors) if data and self.detectors else None
+            if route is None:
+                self.tcp_untracked += 1
+                return None
+            client_is_src = detected = True
+        else:
+            detected = False
         if not state.tcp.admits(key, flags, bool(data)):
             return None
+        self.tcp_detected += detected
         if client_is_src:
             flow = FlowKey("tcp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
         else:

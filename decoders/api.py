@@ -225,6 +225,9 @@ class DecoderSpec:
     probe: Callable[[bytes], bool] | None = None
     # True: the factories get the capture source's Expectations as a last argument.
     expectations: bool = False
+    # Detection for streams: asked about the first payload of a TCP connection that no
+    # port routes, when wirebeat.protocols.<name>.detect is true. Same contract as `probe`.
+    detect: Callable[[bytes], bool] | None = None
 
 
 class DecodeError(Exception):

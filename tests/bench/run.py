@@ -9,7 +9,9 @@ then times, in the same run on the same file:
 - `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio.
 
 An HTTP-heavy capture (web connections only) is timed the same way, in
-transactions/s. Peak RSS is also measured on a capture a fifth as long: with bounded state it
+transactions/s. Detection on untracked TCP (`wirebeat.protocols.tls.detect`) is
+timed on and off on the HTTP capture with the HTTP decoder disabled
+(`--detection-only` runs just that). Peak RSS is also measured on a capture a fifth as long: with bounded state it
 must not grow with the capture's length. Not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -70,11 +72,42 @@ def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
     return {"seconds": elapsed, "packets_per_s": packets / elapsed}
 
 
+def bench_detection(web: Path, rounds: int = 3) -> None:
+    """What detection on untracked TCP costs: TLS's detector on and off, alternated, same file.
+
+    The HTTP capture is read with the HTTP decoder disabled, so every TCP
+    segment is on no configured port and, when it carries payload, is offered
+    to the detectors (which turn it down). Best of `rounds` runs each.
+    """
+    off = ["-E", "wirebeat.protocols.http.enabled=false"]
+    runs: dict[str, list[float]] = {"detect off": [], "detect on": []}
+    for _ in range(rounds):
+        runs["detect off"].append(bench_wirebeat(web, [*off, "-E", "wirebeat.protocols.tls.detect=false"])["seconds"])
+        runs["detect on"].append(bench_wirebeat(web, off)["seconds"])
+    best = {k: min(v) for k, v in runs.items()}
+    packets = bench_wirebeat(web, off)["packets"]
+    print(f"untracked TCP ({web.name}, HTTP decoder off): detection off {packets / best['detect off']:,.0f} "
+          f"packets/s, on {packets / best['detect on']:,.0f} packets/s "
+          f"({(best['detect on'] / best['detect off'] - 1) * 100:+.1f}% time; best of {rounds})")
+    sys.path.insert(0, str(ROOT))
+    import timeit
+    from wirebeat.decoders.tls import looks_like_client_hello
+    segment = b"GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n"
+    n = 1_000_000
+    per_call = timeit.timeit(lambda: looks_like_client_hello(segment), number=n) / n
+    print(f"looks_like_client_hello on a non-TLS segment: {per_call * 1e9:.0f} ns per call")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=500_000)
     parser.add_argument("--skip-tshark", action="store_true")
+    parser.add_argument("--detection-only", action="store_true",
+                        help="only measure detection on untracked TCP")
     args = parser.parse_args()
+    if args.detection_only:
+        bench_detection(generate(args.packets // 5, "http"))
+        return 0
 
     big = generate(args.packets)
     small = generate(args.packets // 5)
@@ -106,6 +139,7 @@ def main() -> int:
             print(f"tshark -T ek on it: {ts_http['packets_per_s']:,.0f} packets/s "
                   f"(= {tshark_tps:,.0f} transactions/s at the same count); wirebeat is "
                   f"{wb_http['packets_per_s'] / ts_http['packets_per_s']:.1f}x faster")
+    bench_detection(web)
     return 0
 
 
