@@ -38,6 +38,7 @@ __all__ = [
     "Expectation",
     "Expectations",
     "FlowKey",
+    "format_mac",
     "is_ip_literal",
     "Option",
     "StreamDecoder",
@@ -310,3 +311,13 @@ def is_ip_literal(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def format_mac(address: bytes) -> str:
+    """A hardware address in ECS form: upper-case hex pairs joined by hyphens.
+
+    ECS (and packetbeat 8) spell every MAC field this way ("00-0B-82-01-FC-42"),
+    whatever the address length (EUI-48, EUI-64, a DHCP chaddr of any hlen).
+    The one place wirebeat formats a MAC: every decoder and the flow table call it.
+    """
+    return "-".join(f"{b:02X}" for b in address)
