@@ -4,9 +4,10 @@ Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
 decoder chosen by port (UDP; TCP through wirebeat.tcp's reassembly, one
 StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
 documents -> pipeline. A UDP flow on no configured port is offered, on its
-first datagram only, to what decoders announced in-band (`Expectations`) and
+first datagram, to what decoders announced in-band (`Expectations`) and
 then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
-the flow table. `on_frame` runs once per packet, so it is written as
+the flow table. A flow the heuristics turned down is offered again on a few
+later datagrams (`reprobe_due`): WebRTC sends STUN and DTLS before RTP. `on_frame` runs once per packet, so it is written as
 plain code over struct reads and tuples; objects are made only for traffic a
 decoder asked for.
 
@@ -32,7 +33,7 @@ from wirebeat.registry import Registered
 from wirebeat.stats import Stats, log_once
 from wirebeat.tcp import TCPConnection, TCPTable
 from wirebeat.decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
-                          FlowKey, StreamDecoder, Transaction)
+                          FlowKey, StreamDecoder, Transaction, reprobe_due)
 
 __all__ = ["Engine", "Route"]
 
@@ -59,6 +60,8 @@ class _UDPFlow:
     client: tuple[bytes, int] | None
     route: Route | None     # None: the heuristics turned the flow down (cached)
     last_ts: float
+    turned_down: int = 0    # datagrams since the heuristics turned the flow down
+
 
 
 @dataclass(slots=True)
@@ -312,7 +315,9 @@ class Engine:
             flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
         elif flow.route is None:                 # turned down by the heuristics
             flow.last_ts = ts
-            if state.expected:                   # ... but something may have announced it since
+            flow.turned_down += 1
+            # ... but something may have announced it since, or the heuristics may now agree.
+            if state.expected or self.probes and reprobe_due(flow.turned_down):
                 self._claim_udp(state, key, flow, ts, src, sport, dst, dport, body)
             return
         flow.last_ts = ts
@@ -323,10 +328,10 @@ class Engine:
                    src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
         """A UDP flow no port routes: an announced endpoint, else a heuristic, may claim it.
 
-        Runs on the first datagram of such a flow, and again on later ones only
-        while announcements exist and the flow is still unclaimed. A flow the
-        heuristics turned down is remembered (route None) so they run once per
-        flow. The sender of the claiming datagram becomes the flow's client.
+        Runs on the first datagram of such a flow, and again on later ones while
+        announcements exist or a re-probe is due (`reprobe_due`) and the flow is
+        still unclaimed. A flow the heuristics turned down is remembered (route
+        None). The sender of the claiming datagram becomes the flow's client.
         """
         route = None
         expected = state.expected
@@ -336,7 +341,7 @@ class Engine:
                 route = self.routes_named.get(exp.decoder)
                 if route is not None:
                     self.udp_expected += 1
-        if route is None and flow is None and self.probes:
+        if route is None and self.probes and (flow is None or reprobe_due(flow.turned_down)):
             route = self._probe(body)
         if route is None:
             if flow is not None or not self.probes:

@@ -41,6 +41,7 @@ __all__ = [
     "format_mac",
     "is_ip_literal",
     "Option",
+    "reprobe_due",
     "StreamDecoder",
     "Transaction",
     "Truncated",
@@ -321,3 +322,17 @@ def format_mac(address: bytes) -> str:
     The one place wirebeat formats a MAC: every decoder and the flow table call it.
     """
     return "-".join(f"{b:02X}" for b in address)
+
+
+# A UDP flow a heuristic turned down is looked at again on each of its next
+# REPROBE_FIRST datagrams, then on the 2^k-th and every REPROBE_EVERY-th: under
+# one look per thousand datagrams on a long flow, yet RTP that starts after a
+# STUN/DTLS handshake (RFC 7983 multiplexing) or after a pause is still found.
+REPROBE_FIRST = 32
+REPROBE_EVERY = 1024
+
+
+def reprobe_due(turned_down: int) -> bool:
+    """Should a heuristic look again at the `turned_down`-th datagram since it said no?"""
+    return (turned_down <= REPROBE_FIRST or turned_down & (turned_down - 1) == 0
+            or turned_down % REPROBE_EVERY == 0)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
-                          Transaction, Truncated)
+                                   Transaction, Truncated, reprobe_due)
 
 __all__ = ["DECODER", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
            "ReportBlock", "decode_header", "decode_rtcp", "document", "probe",
@@ -63,8 +63,10 @@ MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 _SEEN_WINDOW = 1024                  # sequence numbers remembered to tell duplicates from late ones
 _SEEN_MASK = (1 << _SEEN_WINDOW) - 1
-PROBATION_PACKETS = 4                # heuristic streams: packets in sequence before they count
+PROBATION_PACKETS = 2                # heuristic streams: packets in sequence before they count
+PROBATION_FAILURES = 4               # ... and sequence errors before a candidate is dropped
 _MAX_CANDIDATES = 8                  # unproven SSRCs on one flow side before it is given up
+_GIVE_UP_AFTER = 4                   # rounds of dropped candidates before a side is set aside
 _SR_KEPT = 8                         # sender reports remembered per stream for RTT matching
 BYE_GRACE_S = 1.0                    # after a SIP BYE, packets still in flight are counted
 
@@ -132,10 +134,12 @@ def static_payload_type(payload_type: int) -> tuple[str, int]:
     return STATIC_PAYLOAD_TYPES.get(payload_type, _UNKNOWN)
 
 
-def decode_header(payload: bytes) -> RTPHeader:
+def decode_header(payload: bytes, strict_padding: bool = True) -> RTPHeader:
     """Parse an RTP fixed header, CSRCs and extension header.
 
     Raises DecodeError: "rtp.truncated", "rtp.bad_version", "rtp.bad_padding".
+    With `strict_padding` False a padding count that does not fit is read as no
+    padding: in SRTP (RFC 3711) the last byte is the authentication tag's.
     """
     if len(payload) < 12:
         raise Truncated("rtp.truncated", len(payload))
@@ -154,7 +158,9 @@ def decode_header(payload: bytes) -> RTPHeader:
     if b0 & 0x20:                                  # P: the last byte counts the padding
         padding = payload[-1]
         if padding == 0 or header + padding > len(payload):
-            raise DecodeError("rtp.bad_padding", len(payload) - 1)
+            if strict_padding:
+                raise DecodeError("rtp.bad_padding", len(payload) - 1)
+            padding = 0
     return RTPHeader(2, bool(b0 & 0x20), bool(b1 & 0x80), b1 & 0x7F, sequence, timestamp, ssrc,
                      csrc_count, header, len(payload) - header - padding)
 
@@ -276,9 +282,14 @@ def probe(payload: bytes) -> bool:
         if n < header + 4:
             return False
         header += 4 + 4 * ((payload[header + 2] << 8) | payload[header + 3])
-    if header > n:
-        return False
-    return not payload[0] & 0x20 or 0 < payload[-1] <= n - header
+    # The padding count is not checked: in SRTP the last byte belongs to the auth tag.
+    return header <= n
+
+
+def is_rtp_or_rtcp(first_byte: int) -> bool:
+    """RFC 7983 §7: on a multiplexed 5-tuple a first byte of 128-191 is RTP or RTCP;
+    0-3 is STUN, 16-19 ZRTP, 20-63 DTLS, 64-79 TURN channel data."""
+    return 128 <= first_byte <= 191
 
 
 # ---------------------------------------------------------------------------
@@ -337,7 +348,8 @@ class _Side:
     """One direction of a flow: the streams its sender sends."""
 
     __slots__ = ("flow", "streams", "last", "ssrc_changes", "endpoint", "candidates_failed",
-                 "given_up", "last_ts", "key", "pinned", "from_client")
+                 "given_up", "last_ts", "key", "pinned", "from_client", "proven", "set_aside",
+                 "reverse")
 
     def __init__(self, flow: FlowKey, endpoint: MediaEndpoint | None, ts: float) -> None:
         self.flow = flow                   # sender as client
@@ -350,7 +362,10 @@ class _Side:
         self.ssrc_changes = 0
         self.endpoint = endpoint
         self.candidates_failed = 0
-        self.given_up = False              # a heuristic flow side that never proved to be RTP
+        self.given_up = False              # a heuristic flow side that has not proved to be RTP...
+        self.set_aside = 0                 # ... datagrams since: looked at again when reprobe_due
+        self.proven = endpoint is not None  # SDP, a confirmed stream or RTCP seen on this side
+        self.reverse: _Side | None = None  # the other direction of the same 5-tuple
 
 
 class _Stream:
@@ -449,7 +464,7 @@ class RTPDecoder:
         self.streams: dict[int, _Stream] = {}      # id -> stream, oldest first
         self.by_ssrc: dict[int, list[_Stream]] = {}
         self.counters = {"streams_evicted": 0, "rtcp_packets": 0, "rtcp_unmatched": 0,
-                         "heuristic_rejected": 0}
+                         "heuristic_rejected": 0, "demultiplexed_other": 0}
 
     # -- RTP -------------------------------------------------------------------
 
@@ -462,24 +477,32 @@ class RTPDecoder:
             side = self._new_side(dgram)
         ts = dgram.ts
         side.last_ts = ts
-        if side.given_up:
-            return []
         payload = dgram.payload
+        if side.given_up:
+            # Set aside, not forever: RTP may start later on the same 5-tuple.
+            side.set_aside += 1
+            if not reprobe_due(side.set_aside) or not probe(payload):
+                return []
+            side.given_up = False
+            side.set_aside = side.candidates_failed = 0
+        if not payload or not 128 <= payload[0] <= 191:
+            # RFC 7983: STUN, DTLS, ZRTP or TURN sharing the 5-tuple (WebRTC, ICE): not ours.
+            self.counters["demultiplexed_other"] += 1
+            if side.endpoint is None or payload and payload[0] < 80:
+                return []
         if len(payload) >= 12 and payload[0] == 0x80:      # version 2, no padding/extension/CSRC
             _b0, b1, seq, rtp_ts, ssrc = _HEADER.unpack_from(payload)
             if 192 <= b1 <= 223:                           # RFC 5761: RTCP types 192-223
-                return self._on_rtcp(dgram)
+                return self._on_rtcp(dgram, side)
             payload_bytes = len(payload) - 12
         else:
             if len(payload) >= 2 and 192 <= payload[1] <= 223:
-                return self._on_rtcp(dgram)
+                return self._on_rtcp(dgram, side)
             try:
-                header = decode_header(payload)
+                header = decode_header(payload, strict_padding=side.endpoint is not None)
             except DecodeError:
-                if side.endpoint is None and not side.streams:
-                    side.given_up = True   # a heuristic flow that is not RTP after all: keep quiet
-                    self.counters["heuristic_rejected"] += 1
-                    return []
+                if side.endpoint is None:
+                    return []              # a heuristic flow: not RTP after all, keep quiet
                 raise
             b1 = payload[1]
             seq, rtp_ts, ssrc = header.sequence, header.timestamp, header.ssrc
@@ -524,14 +547,16 @@ class RTPDecoder:
 
     def _new_stream(self, side: _Side, ssrc: int, ts: float,
                     out: list[Transaction]) -> _Stream | None:
-        if side.endpoint is None:
-            unproven = sum(1 for s in side.streams.values() if not s.confirmed)
-            if unproven >= _MAX_CANDIDATES:
-                side.given_up = True
-                self.counters["heuristic_rejected"] += 1
-                for s in list(side.streams.values()):
+        if side.endpoint is None and not self._proven(side):
+            unproven = [s for s in side.streams.values() if not s.confirmed]
+            if len(unproven) >= _MAX_CANDIDATES:
+                for s in unproven:
                     self._forget(s)
-                return None
+                side.candidates_failed += 1
+                if side.candidates_failed >= _GIVE_UP_AFTER:
+                    side.given_up = True
+                    self.counters["heuristic_rejected"] += 1
+                    return None
         if len(self.streams) >= self.max_streams:
             # Cap reached: the oldest stream is reported now, as if it had ended.
             oldest = next(iter(self.streams.values()))
@@ -539,6 +564,9 @@ class RTPDecoder:
             self._end(oldest, "evicted", out)
         stream = _Stream(side, ssrc, ts, "heuristic" if side.endpoint is None else "sdp",
                          side.endpoint)
+        # On a 5-tuple already proven to carry media, a new SSRC (telephone-event,
+        # simulcast, a second track) needs no probation.
+        stream.confirmed = stream.confirmed or self._proven(side)
         side.streams[ssrc] = stream
         self.streams[id(stream)] = stream
         self.by_ssrc.setdefault(ssrc, []).append(stream)
@@ -676,28 +704,41 @@ class RTPDecoder:
                         w.max_jitter = jitter
                     w.mean_jitter = (w.mean_jitter * (slots - 1) + jitter) / slots
 
+    def _proven(self, side: _Side) -> bool:
+        """Has this side's 5-tuple, in either direction, shown media (SDP, a stream, RTCP)?"""
+        if side.proven:
+            return True
+        reverse = side.reverse
+        if reverse is None:
+            reverse = self.sides_by_flow.get((side.pinned, not side.from_client))
+            side.reverse = reverse
+        return reverse is not None and reverse.proven
+
     def _on_probation(self, stream: _Stream, side: _Side) -> None:
         """A heuristic stream counts once PROBATION_PACKETS arrived in sequence.
 
-        Until then it is counted but never reported; PROBATION_PACKETS packets
-        out of sequence first, and it is dropped. Two dropped and none proven:
-        the flow side is not RTP and is ignored from then on.
+        Until then it is counted but never reported; PROBATION_FAILURES
+        sequence errors first, and it is dropped. Confirmed, it proves the
+        5-tuple: later SSRCs on it are taken at once.
         """
         stream.bad_probation = stream.total.sequence_errors
-        if stream.bad_probation >= PROBATION_PACKETS:
+        if stream.bad_probation >= PROBATION_FAILURES:
             self._forget(stream)
-            side.candidates_failed += 1
-            if side.candidates_failed >= 2 and not any(s.confirmed for s in side.streams.values()):
-                side.given_up = True
-                self.counters["heuristic_rejected"] += 1
-        elif stream.total.packets - stream.bad_probation >= PROBATION_PACKETS:
+        elif stream.total.packets - stream.bad_probation >= PROBATION_PACKETS or self._proven(side):
             stream.confirmed = True
+            side.proven = True
 
     # -- RTCP ------------------------------------------------------------------
 
-    def _on_rtcp(self, dgram: Datagram) -> list[Transaction]:
-        packets = decode_rtcp(dgram.payload)
+    def _on_rtcp(self, dgram: Datagram, side: _Side) -> list[Transaction]:
+        try:
+            packets = decode_rtcp(dgram.payload)
+        except DecodeError:
+            if side.endpoint is None:
+                return []                  # a heuristic flow: not RTCP after all, keep quiet
+            raise
         self.counters["rtcp_packets"] += 1
+        side.proven = True                 # a whole valid RTCP compound: this 5-tuple is media
         ts = dgram.ts
         flow = dgram.flow
         sender_ip = flow.client_ip if dgram.from_client else flow.server_ip
@@ -801,7 +842,7 @@ class RTPDecoder:
 
     def _end(self, stream: _Stream, reason: str, out: list[Transaction]) -> None:
         """The stream is over: its last interval, then the final report, then forget it."""
-        if stream.confirmed and stream.total.packets:
+        if (stream.confirmed or self._proven(stream.side)) and stream.total.packets:
             interval = stream.interval
             if interval is not None and interval.packets:
                 out.append(self._report(stream, interval, False, ""))
