@@ -60,7 +60,8 @@ class _UDPFlow:
     client: tuple[bytes, int] | None
     route: Route | None     # None: the heuristics turned the flow down (cached)
     last_ts: float
-    turned_down: int = 0    # datagrams since the heuristics turned the flow down
+    turned_down: int = 0    # datagrams since the heuristics turned the flow down ...
+    turned_down_ts: float = 0.0     # ... at this packet time
 
 
 
@@ -317,7 +318,8 @@ class Engine:
             flow.last_ts = ts
             flow.turned_down += 1
             # ... but something may have announced it since, or the heuristics may now agree.
-            if state.expected or self.probes and reprobe_due(flow.turned_down):
+            if state.expected or self.probes and reprobe_due(flow.turned_down,
+                                                             ts - flow.turned_down_ts):
                 self._claim_udp(state, key, flow, ts, src, sport, dst, dport, body)
             return
         flow.last_ts = ts
@@ -341,12 +343,13 @@ class Engine:
                 route = self.routes_named.get(exp.decoder)
                 if route is not None:
                     self.udp_expected += 1
-        if route is None and self.probes and (flow is None or reprobe_due(flow.turned_down)):
+        if route is None and self.probes and (
+                flow is None or reprobe_due(flow.turned_down, ts - flow.turned_down_ts)):
             route = self._probe(body)
         if route is None:
             if flow is not None or not self.probes:
                 return
-            flow = _UDPFlow(None, None, None, ts)       # remembered: probes run once per flow
+            flow = _UDPFlow(None, None, None, ts, 0, ts)    # remembered: probes run again only when due
         else:
             flow_key = FlowKey("udp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
             if flow is None:

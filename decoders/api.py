@@ -324,15 +324,19 @@ def format_mac(address: bytes) -> str:
     return "-".join(f"{b:02X}" for b in address)
 
 
-# A UDP flow a heuristic turned down is looked at again on each of its next
-# REPROBE_FIRST datagrams, then on the 2^k-th and every REPROBE_EVERY-th: under
-# one look per thousand datagrams on a long flow, yet RTP that starts after a
-# STUN/DTLS handshake (RFC 7983 multiplexing) or after a pause is still found.
+# A UDP flow a heuristic turned down is looked at again on every datagram of its
+# first REPROBE_WINDOW_S seconds since (and at least its next REPROBE_FIRST
+# datagrams), then on the 2^k-th and every REPROBE_EVERY-th datagram: RTP that
+# starts after a STUN/DTLS handshake (RFC 7983) or after keep-alives is found
+# from its first packet, and a long flow that never turns to RTP costs under
+# one look per thousand datagrams.
+REPROBE_WINDOW_S = 10.0
 REPROBE_FIRST = 32
 REPROBE_EVERY = 1024
 
 
-def reprobe_due(turned_down: int) -> bool:
-    """Should a heuristic look again at the `turned_down`-th datagram since it said no?"""
-    return (turned_down <= REPROBE_FIRST or turned_down & (turned_down - 1) == 0
-            or turned_down % REPROBE_EVERY == 0)
+def reprobe_due(turned_down: int, seconds: float) -> bool:
+    """Should a heuristic look again at the `turned_down`-th datagram since it said
+    no, `seconds` (packet time) after it said no?"""
+    return (seconds <= REPROBE_WINDOW_S or turned_down <= REPROBE_FIRST
+            or turned_down & (turned_down - 1) == 0 or turned_down % REPROBE_EVERY == 0)

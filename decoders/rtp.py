@@ -349,7 +349,7 @@ class _Side:
 
     __slots__ = ("flow", "streams", "last", "ssrc_changes", "endpoint", "candidates_failed",
                  "given_up", "last_ts", "key", "pinned", "from_client", "proven", "set_aside",
-                 "reverse")
+                 "set_aside_ts", "reverse")
 
     def __init__(self, flow: FlowKey, endpoint: MediaEndpoint | None, ts: float) -> None:
         self.flow = flow                   # sender as client
@@ -364,6 +364,7 @@ class _Side:
         self.candidates_failed = 0
         self.given_up = False              # a heuristic flow side that has not proved to be RTP...
         self.set_aside = 0                 # ... datagrams since: looked at again when reprobe_due
+        self.set_aside_ts = 0.0
         self.proven = endpoint is not None  # SDP, a confirmed stream or RTCP seen on this side
         self.reverse: _Side | None = None  # the other direction of the same 5-tuple
 
@@ -481,7 +482,7 @@ class RTPDecoder:
         if side.given_up:
             # Set aside, not forever: RTP may start later on the same 5-tuple.
             side.set_aside += 1
-            if not reprobe_due(side.set_aside) or not probe(payload):
+            if not reprobe_due(side.set_aside, ts - side.set_aside_ts) or not probe(payload):
                 return []
             side.given_up = False
             side.set_aside = side.candidates_failed = 0
@@ -555,6 +556,7 @@ class RTPDecoder:
                 side.candidates_failed += 1
                 if side.candidates_failed >= _GIVE_UP_AFTER:
                     side.given_up = True
+                    side.set_aside_ts = side.last_ts
                     self.counters["heuristic_rejected"] += 1
                     return None
         if len(self.streams) >= self.max_streams:

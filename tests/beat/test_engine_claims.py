@@ -139,12 +139,12 @@ def test_a_yes_from_the_probe_is_cached_and_a_no_is_reconsidered_on_a_bounded_sc
     assert [s[3] for s in Recorder.seen] == [b"Got it"] * 3
     probe_calls.clear()
     for n in range(5000):
-        send(engine, T0 + 3 + n * 0.001, "10.0.0.1", 40001, "10.0.0.2", 9000, b"nope")
-    # The first datagram; the next 32; then the 64th, 128th ... 4096th (7) and
-    # the multiples of 1024 that are not powers of two (3072): 41 probes in 5000.
-    assert len(probe_calls) == 1 + 32 + 7 + 1
-    counters = engine.counters()
-    assert counters["flows.probed"] == 1 and counters["flows.open"] == 2
+        send(engine, T0 + 3 + n * 0.125, "10.0.0.1", 40001, "10.0.0.2", 9000, b"nope")
+    # The first datagram; every one of the next 10 s (80); then the 128th, 256th
+    # ... 4096th (6) and the multiples of 1024 that are not powers of two (3072):
+    # 88 probes in 5000 datagrams.
+    assert len(probe_calls) == 1 + 80 + 6 + 1
+    assert engine.counters()["flows.probed"] == 1
 
 
 def test_a_turned_down_flow_is_claimed_when_its_traffic_changes():
