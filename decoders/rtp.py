@@ -39,6 +39,7 @@ from typing import Any
 
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
                                    Transaction, Truncated, reprobe_due)
+from wirebeat.decoders.emodel import Quality, estimate
 
 __all__ = ["DECODER", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
            "ReportBlock", "decode_header", "decode_rtcp", "document", "probe",
@@ -301,7 +302,8 @@ class _Window:
 
     __slots__ = ("packets", "payload_bytes", "first_ts", "last_ts", "expected_before",
                  "duplicates", "reordered", "restarts", "sequence_errors", "markers",
-                 "events", "slots", "max_delta", "mean_delta", "max_jitter", "mean_jitter")
+                 "events", "slots", "max_delta", "mean_delta", "max_jitter", "mean_jitter",
+                 "discarded")
 
     def __init__(self, ts: float, expected_before: int) -> None:
         self.packets = 0
@@ -322,6 +324,7 @@ class _Window:
         self.mean_delta = 0.0
         self.max_jitter = 0.0
         self.mean_jitter = 0.0
+        self.discarded = 0                        # late for the jitter buffer (E-model input)
 
 
 class _RTCPState:
@@ -375,7 +378,7 @@ class _Stream:
                  "last_nominal", "jitter", "pt", "kind", "previous_cn", "pt_counts", "pt_info",
                  "max_seq", "last_seq", "cycles", "base_ext", "bad_seq", "expected_done", "seen",
                  "last_event_ts", "total", "interval", "windows", "interval_end", "reports",
-                 "rtcp")
+                 "rtcp", "min_transit")
 
     def __init__(self, side: _Side, ssrc: int, ts: float, setup: str,
                  endpoint: MediaEndpoint | None) -> None:
@@ -411,6 +414,7 @@ class _Stream:
         self.interval_end = float("inf")
         self.reports = 0
         self.rtcp: _RTCPState | None = None
+        self.min_transit = 0.0             # ms, arrival minus RTP time: the fastest packet's
 
     def open_interval(self, window: _Window, end_ts: float) -> None:
         self.interval = window
@@ -450,6 +454,9 @@ class StreamReport:
     call_id: str | None
     rtcp: dict[str, Any] | None          # rtcp.* as known when the report was made
     reason: str                          # why the stream ended (final reports)
+    quality: Quality | None = None       # E-model estimate over the window
+    delay_source: str = ""               # "rtcp_rtt" or "jitter_buffer_only"
+    jitter_buffer_ms: float = 0.0
 
 
 class RTPDecoder:
@@ -459,6 +466,7 @@ class RTPDecoder:
         self.report_interval_s: float = options.get("report_interval", 10.0)
         self.stream_timeout_s: float = options.get("stream_timeout", 30.0)
         self.max_streams: int = options.get("max_streams", 10000)
+        self.jitter_buffer_ms: float = 1000.0 * options.get("jitter_buffer", 0.06)
         self.expectations = expectations if expectations is not None else Expectations()
         self.sides: dict[int, _Side] = {}          # (id(flow) << 1) | from_client -> side
         self.sides_by_flow: dict[tuple[FlowKey, bool], _Side] = {}
@@ -653,6 +661,7 @@ class RTPDecoder:
         in_time = offset < 0x80000000
         delta = 0.0
         jitter = -1.0
+        late = False
         if in_time:
             # Microseconds, what pcap keeps: epoch seconds in a float carry ~0.2 us of noise.
             arrival = round((ts - stream.first_ts) * 1e6) / 1000.0
@@ -668,6 +677,13 @@ class RTPDecoder:
                 stream.jitter = jitter
                 stream.last_nominal = nominal
                 stream.last_clocked_arrival = arrival
+                # A fixed jitter buffer playing out `jitter_buffer_ms` after the
+                # fastest packet so far would have dropped a packet this late.
+                transit = arrival - nominal
+                if transit < stream.min_transit:
+                    stream.min_transit = transit
+                elif transit - stream.min_transit > self.jitter_buffer_ms:
+                    late = True
         # Wireshark leaves marker packets, comfort noise and the packet after it
         # out of the delta and jitter statistics (not out of the estimate).
         regular = in_time and not marker and not comfort_noise and not stream.previous_cn
@@ -696,6 +712,8 @@ class RTPDecoder:
                 w.markers += 1
             if new_event:
                 w.events += 1
+            if late:
+                w.discarded += 1
             if regular:
                 # Wireshark's running means over `slots`: a packet left out counts as the mean so far.
                 if delta > w.max_delta:
@@ -829,7 +847,13 @@ class RTPDecoder:
             exp = self.expectations.find(side_flow.server_ip, side_flow.server_port)
             if exp is not None and isinstance(exp.context, MediaEndpoint):
                 endpoint = exp.context
+        rtt_ms = stream.rtcp.rtt_ms if stream.rtcp is not None else None
+        one_way_ms = self.jitter_buffer_ms + (rtt_ms / 2.0 if rtt_ms is not None else 0.0)
+        quality = estimate(codec, expected, expected - window.packets + window.duplicates,
+                           window.discarded, one_way_ms)
         report = StreamReport(
+            quality=quality, delay_source="rtcp_rtt" if rtt_ms is not None else "jitter_buffer_only",
+            jitter_buffer_ms=self.jitter_buffer_ms,
             ssrc=stream.ssrc, setup=stream.setup, final=final, window=window, expected=expected,
             payload_type=main, payload_types=sorted(stream.pt_counts), codec=codec,
             clock_rate=rate, jitter_ms=stream.jitter if _clocked(stream) else None,
@@ -959,6 +983,17 @@ def document(txn: Transaction) -> dict[str, Any]:
                          "last_ms": _ms(report.jitter_ms)}
     if report.final:
         rtp["end_reason"] = report.reason
+    quality = report.quality
+    if quality is not None:
+        rtp["quality"] = {
+            "r_factor": quality.r_factor, "mos": quality.mos,
+            "codec_impairment": quality.codec_impairment,
+            "loss_robustness": quality.loss_robustness, "codec_basis": quality.codec_basis,
+            "effective_loss_pct": quality.effective_loss_pct, "discarded": w.discarded,
+            "jitter_buffer_ms": report.jitter_buffer_ms,
+            "one_way_delay_ms": quality.one_way_delay_ms, "delay_source": report.delay_source,
+            "delay_impairment": quality.delay_impairment,
+        }
     doc: dict[str, Any] = {
         "rtp": rtp,
         "event": {"type": ["connection", "end"] if report.final else ["connection"]},
@@ -983,5 +1018,7 @@ DECODER = DecoderSpec(
                                  "ended: its final report is sent"),
         "max_streams": Option("int", 10000, "streams tracked at once per capture source; when "
                               "full the oldest is reported as ended (streams_evicted)"),
+        "jitter_buffer": Option("duration", 0.06, "E-model: a fixed jitter buffer this deep; "
+                                "packets later than it are counted as discarded (rtp.quality)"),
     },
 )
