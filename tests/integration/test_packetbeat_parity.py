@@ -190,6 +190,7 @@ def _http_expected(request: dict[str, Any], response: dict[str, Any]) -> dict[st
     }
     if port != 80:
         exp["url.port"] = port
+    exp["related.ip"] = list(dict.fromkeys([one(q, "ip.src"), one(q, "ip.dst")]))
     if query:
         exp["url.query"] = query
     extension = path.rsplit("/", 1)[-1].rpartition(".")
@@ -306,6 +307,8 @@ DNS_CAPTURES = ["udp_queries.pcap", "record_types.pcap"]
 RR_TYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
             33: "SRV", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 65: "HTTPS", 257: "CAA"}
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+# Public suffixes (publicsuffix.org list, ICANN section) of the names in the captures.
+PUBLIC_SUFFIXES = {"com", "co.uk", "in-addr.arpa"}
 FLAG_NAMES = [("authoritative", "dns.flags.authoritative", "AA"),
               ("truncated_response", "dns.flags.truncated", "TC"),
               ("recursion_desired", "dns.flags.recdesired", "RD"),
@@ -352,9 +355,20 @@ def packetbeat_dns(capture: Path) -> list[dict[str, Any]]:
         }
         for key, field, _ in FLAG_NAMES:
             exp[f"dns.flags.{key}"] = _flag(r, field)
+        labels = name.split(".")
+        suffix = max((".".join(labels[i:]) for i in range(len(labels))
+                      if ".".join(labels[i:]) in PUBLIC_SUFFIXES), key=len)
+        registered = ".".join(labels[-suffix.count(".") - 2:])
+        exp["dns.question.top_level_domain"] = suffix
+        exp["dns.question.registered_domain"] = exp["dns.question.etld_plus_one"] = registered
+        exp["dns.question.subdomain"] = name[:-len(registered) - 1] if name != registered else MISSING
         resolved = r.get("dns.a", []) + r.get("dns.aaaa", [])
         answer_types = types[:answers_count]
-        if all(t in (1, 28) for t in answer_types) and resolved:
+        related = list(dict.fromkeys([one(q, "ip.src"), one(q, "ip.dst")]))
+        if len(resolved) == sum(t in (1, 28) for t in answer_types) and resolved:
+            related += [ip for ip in resolved if ip not in related]
+        if resolved and len(resolved) == len(answer_types) \
+                and all(t in (1, 28) for t in answer_types):
             exp["dns.resolved_ip"] = resolved
             exp["dns.answers"] = [
                 {"name": r["dns.resp.name"][i], "type": RR_TYPES[t], "class": "IN",
@@ -364,8 +378,8 @@ def packetbeat_dns(capture: Path) -> list[dict[str, Any]]:
             exp["dns.opt.udp_size"] = int(one(r, "dns.rr.udp_payload_size"))
             exp["dns.opt.version"] = one(r, "dns.resp.edns0_version")
             exp["dns.opt.do"] = _flag(r, "dns.resp.z.do")
-        if exp["dns.question.class"] is MISSING:
-            del exp["dns.question.class"]
+        if len(resolved) == sum(t in (1, 28) for t in answer_types):
+            exp["related.ip"] = related             # the endpoints and every resolved address
         timing(exp, times[int(one(q, "frame.number"))], times[int(one(r, "frame.number"))])
         docs.append(exp)
     return docs
@@ -378,7 +392,10 @@ def test_dns_documents_agree_with_packetbeat_field_by_field(name: str) -> None:
     ours = {_key(d): d for d in decode_file(capture) if d["type"] == "dns"}
     assert expected
     for exp in expected:
-        assert_fields(ours.get(_key(exp), {}), exp, f"{name} {_key(exp)}")
+        doc = ours.get(_key(exp), {})
+        assert_fields(doc, {k: v for k, v in exp.items() if v is not MISSING}, f"{name} {_key(exp)}")
+        absent = [k for k, v in exp.items() if v is MISSING and lookup(doc, k) is not MISSING]
+        assert not absent, f"{name} {_key(exp)}: packetbeat leaves out {absent}"
 
 
 # -- ICMP ---------------------------------------------------------------------------------
