@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
-                                   Transaction, Truncated, reprobe_due)
+                                   Transaction, Truncated)
 from wirebeat.decoders.emodel import Quality, estimate
 
 __all__ = ["DECODER", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
@@ -65,9 +65,9 @@ MAX_MISORDER = 100
 _SEEN_WINDOW = 1024                  # sequence numbers remembered to tell duplicates from late ones
 _SEEN_MASK = (1 << _SEEN_WINDOW) - 1
 PROBATION_PACKETS = 2                # heuristic streams: packets in sequence before they count
-PROBATION_FAILURES = 4               # ... and sequence errors before a candidate is dropped
-_MAX_CANDIDATES = 8                  # unproven SSRCs on one flow side before it is given up
-_GIVE_UP_AFTER = 4                   # rounds of dropped candidates before a side is set aside
+PROBATION_FAILURES = 4               # ... packets held without that before a candidate is dropped
+_MAX_CANDIDATES = 8                  # unproven SSRCs held on one flow side at once
+_GIVE_UP_AFTER = 2                   # rounds of dropped candidates before a side is set aside
 _SR_KEPT = 8                         # sender reports remembered per stream for RTT matching
 BYE_GRACE_S = 1.0                    # after a SIP BYE, packets still in flight are counted
 
@@ -352,7 +352,7 @@ class _Side:
 
     __slots__ = ("flow", "streams", "last", "ssrc_changes", "endpoint", "candidates_failed",
                  "given_up", "last_ts", "key", "pinned", "from_client", "proven", "set_aside",
-                 "set_aside_ts", "reverse")
+                 "reverse", "pending")
 
     def __init__(self, flow: FlowKey, endpoint: MediaEndpoint | None, ts: float) -> None:
         self.flow = flow                   # sender as client
@@ -366,14 +366,16 @@ class _Side:
         self.endpoint = endpoint
         self.candidates_failed = 0
         self.given_up = False              # a heuristic flow side that has not proved to be RTP...
-        self.set_aside = 0                 # ... datagrams since: looked at again when reprobe_due
-        self.set_aside_ts = 0.0
+        self.set_aside = 0                 # ... datagrams since: looked at again now and then
         self.proven = endpoint is not None  # SDP, a confirmed stream or RTCP seen on this side
         self.reverse: _Side | None = None  # the other direction of the same 5-tuple
+        # Unproven SSRCs: their packets as (ts, seq, rtp_ts, b1, payload_bytes), held
+        # until two arrive in sequence (then a stream, counting them all) or dropped.
+        self.pending: dict[int, list[tuple[float, int, int, int, int]]] = {}
 
 
 class _Stream:
-    __slots__ = ("side", "ssrc", "setup", "endpoint", "confirmed", "bad_probation",
+    __slots__ = ("side", "ssrc", "setup", "endpoint",
                  "first_ts", "last_ts", "first_rtp_ts", "last_arrival", "last_clocked_arrival",
                  "last_nominal", "jitter", "pt", "kind", "previous_cn", "pt_counts", "pt_info",
                  "max_seq", "last_seq", "cycles", "base_ext", "bad_seq", "expected_done", "seen",
@@ -386,8 +388,6 @@ class _Stream:
         self.ssrc = ssrc
         self.setup = setup                 # "sdp" or "heuristic"
         self.endpoint = endpoint
-        self.confirmed = setup == "sdp"
-        self.bad_probation = 0
         self.first_ts = ts
         self.last_ts = ts
         self.first_rtp_ts = 0
@@ -490,7 +490,11 @@ class RTPDecoder:
         if side.given_up:
             # Set aside, not forever: RTP may start later on the same 5-tuple.
             side.set_aside += 1
-            if not reprobe_due(side.set_aside, ts - side.set_aside_ts) or not probe(payload):
+            count = side.set_aside
+            # Sparser than the engine's schedule: the side already failed many
+            # candidates. The 64th, 128th ... 2^k-th datagram and every 1024th.
+            due = count & (count - 1) == 0 and count >= 64 or count % 1024 == 0
+            if not due or not probe(payload):
                 return []
             side.given_up = False
             side.set_aside = side.candidates_failed = 0
@@ -521,17 +525,26 @@ class RTPDecoder:
         if stream is None or stream.ssrc != ssrc:
             stream = side.streams.get(ssrc)
             if stream is None:
-                stream = self._new_stream(side, ssrc, ts, out)
-                if stream is None:
-                    return out
+                packet = (ts, seq, rtp_ts, b1, payload_bytes)
+                if side.endpoint is None and not self._proven(side):
+                    held = self._on_probation(side, ssrc, packet)
+                    if not held:
+                        return out
+                else:
+                    held = side.pending.pop(ssrc, [])
+                    held.append(packet)
+                stream = self._open(side, ssrc, held, out)
+                if side.last is not None:
+                    side.ssrc_changes += 1
+                side.last = stream
+                self._promote_pending(side, out)
+                return out
             if side.last is not None:
                 side.ssrc_changes += 1
             side.last = stream
         if ts >= stream.interval_end:
             self._close_interval(stream, ts, out)
         self._count(stream, seq, rtp_ts, b1, payload_bytes, ts)
-        if not stream.confirmed:
-            self._on_probation(stream, side)
         return out
 
     def _new_side(self, dgram: Datagram) -> _Side:
@@ -554,19 +567,28 @@ class RTPDecoder:
         self.sides[key] = side
         return side
 
-    def _new_stream(self, side: _Side, ssrc: int, ts: float,
-                    out: list[Transaction]) -> _Stream | None:
-        if side.endpoint is None and not self._proven(side):
-            unproven = [s for s in side.streams.values() if not s.confirmed]
-            if len(unproven) >= _MAX_CANDIDATES:
-                for s in unproven:
-                    self._forget(s)
-                side.candidates_failed += 1
-                if side.candidates_failed >= _GIVE_UP_AFTER:
-                    side.given_up = True
-                    side.set_aside_ts = side.last_ts
-                    self.counters["heuristic_rejected"] += 1
-                    return None
+    def _open(self, side: _Side, ssrc: int, held: list[tuple[float, int, int, int, int]],
+              out: list[Transaction]) -> _Stream:
+        """A new stream, counting the packets held while it proved itself (in order)."""
+        stream = self._new_stream(side, ssrc, held[0][0], out)
+        for packet_ts, *header in held:
+            if packet_ts >= stream.interval_end:
+                self._close_interval(stream, packet_ts, out)
+            self._count(stream, *header, packet_ts)
+        return stream
+
+    def _promote_pending(self, side: _Side, out: list[Transaction]) -> None:
+        """The 5-tuple is proven: SSRCs held on either direction are streams after all."""
+        reverse = side.reverse or self.sides_by_flow.get((side.pinned, not side.from_client))
+        side.reverse = reverse
+        for each in (side, reverse):
+            if each is not None and each.pending:
+                held_by_ssrc, each.pending = each.pending, {}
+                for ssrc, held in held_by_ssrc.items():
+                    self._open(each, ssrc, held, out)
+
+    def _new_stream(self, side: _Side, ssrc: int, ts: float, out: list[Transaction]) -> _Stream:
+        side.proven = True
         if len(self.streams) >= self.max_streams:
             # Cap reached: the oldest stream is reported now, as if it had ended.
             oldest = next(iter(self.streams.values()))
@@ -574,9 +596,6 @@ class RTPDecoder:
             self._end(oldest, "evicted", out)
         stream = _Stream(side, ssrc, ts, "heuristic" if side.endpoint is None else "sdp",
                          side.endpoint)
-        # On a 5-tuple already proven to carry media, a new SSRC (telephone-event,
-        # simulcast, a second track) needs no probation.
-        stream.confirmed = stream.confirmed or self._proven(side)
         side.streams[ssrc] = stream
         self.streams[id(stream)] = stream
         self.by_ssrc.setdefault(ssrc, []).append(stream)
@@ -734,19 +753,36 @@ class RTPDecoder:
             side.reverse = reverse
         return reverse is not None and reverse.proven
 
-    def _on_probation(self, stream: _Stream, side: _Side) -> None:
-        """A heuristic stream counts once PROBATION_PACKETS arrived in sequence.
+    def _on_probation(self, side: _Side, ssrc: int,
+                      packet: tuple[float, int, int, int, int]) -> list[tuple[float, int, int, int, int]]:
+        """Hold a packet of an SSRC not yet proven on a heuristic flow side.
 
-        Until then it is counted but never reported; PROBATION_FAILURES
-        sequence errors first, and it is dropped. Confirmed, it proves the
-        5-tuple: later SSRCs on it are taken at once.
+        Returns the held packets, this one last, once it follows the previous
+        one in sequence (PROBATION_PACKETS in sequence, RFC 3550 A.1): the
+        stream is then real and counts them all. Returns [] while unproven. An
+        SSRC holding PROBATION_FAILURES packets without that is dropped; more
+        than _MAX_CANDIDATES unproven SSRCs drop them all, and after
+        _GIVE_UP_AFTER such rounds the side is set aside (random UDP).
         """
-        stream.bad_probation = stream.total.sequence_errors
-        if stream.bad_probation >= PROBATION_FAILURES:
-            self._forget(stream)
-        elif stream.total.packets - stream.bad_probation >= PROBATION_PACKETS or self._proven(side):
-            stream.confirmed = True
-            side.proven = True
+        pending = side.pending
+        held = pending.get(ssrc)
+        if held is None:
+            if len(pending) >= _MAX_CANDIDATES:
+                pending.clear()
+                side.candidates_failed += 1
+                if side.candidates_failed >= _GIVE_UP_AFTER:
+                    side.given_up = True
+                    self.counters["heuristic_rejected"] += 1
+                    return []
+            held = pending[ssrc] = []
+        elif (packet[1] - held[-1][1]) & 0xFFFF == 1:
+            del pending[ssrc]
+            held.append(packet)
+            return held
+        held.append(packet)
+        if len(held) >= PROBATION_FAILURES:
+            del pending[ssrc]
+        return []
 
     # -- RTCP ------------------------------------------------------------------
 
@@ -758,11 +794,13 @@ class RTPDecoder:
                 return []                  # a heuristic flow: not RTCP after all, keep quiet
             raise
         self.counters["rtcp_packets"] += 1
-        side.proven = True                 # a whole valid RTCP compound: this 5-tuple is media
+        out: list[Transaction] = []
+        if not side.proven:                # a whole valid RTCP compound: this 5-tuple is media
+            side.proven = True
+            self._promote_pending(side, out)
         ts = dgram.ts
         flow = dgram.flow
         sender_ip = flow.client_ip if dgram.from_client else flow.server_ip
-        out: list[Transaction] = []
         for packet in packets:
             if packet.packet_type == 200:
                 stream = self._stream_for(packet.ssrc, sender_ip, None)
@@ -830,7 +868,7 @@ class RTPDecoder:
         """Report the open interval and start the one `ts` falls in (on the report grid)."""
         interval = stream.interval
         assert interval is not None
-        if interval.packets and stream.confirmed:
+        if interval.packets:
             out.append(self._report(stream, interval, False, ""))
         steps = (ts - stream.first_ts) // self.report_interval_s
         stream.open_interval(_Window(ts, stream.expected() if stream.total.packets else 0),
@@ -868,7 +906,7 @@ class RTPDecoder:
 
     def _end(self, stream: _Stream, reason: str, out: list[Transaction]) -> None:
         """The stream is over: its last interval, then the final report, then forget it."""
-        if (stream.confirmed or self._proven(stream.side)) and stream.total.packets:
+        if stream.total.packets:
             interval = stream.interval
             if interval is not None and interval.packets:
                 out.append(self._report(stream, interval, False, ""))
