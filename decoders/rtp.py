@@ -457,6 +457,7 @@ class StreamReport:
     quality: Quality | None = None       # E-model estimate over the window
     delay_source: str = ""               # "rtcp_rtt" or "jitter_buffer_only"
     jitter_buffer_ms: float = 0.0
+    call: dict[str, Any] | None = None   # rtp.call.*: the SIP call's worst stream, set when it ends
 
 
 class RTPDecoder:
@@ -467,6 +468,9 @@ class RTPDecoder:
         self.stream_timeout_s: float = options.get("stream_timeout", 30.0)
         self.max_streams: int = options.get("max_streams", 10000)
         self.jitter_buffer_ms: float = 1000.0 * options.get("jitter_buffer", 0.06)
+        # SIP calls with streams still live: id(session) -> [live streams, final reports
+        # of its ended streams]; as many entries as calls with live streams at most.
+        self.calls: dict[int, tuple[list[int], list[StreamReport]]] = {}
         self.expectations = expectations if expectations is not None else Expectations()
         self.sides: dict[int, _Side] = {}          # (id(flow) << 1) | from_client -> side
         self.sides_by_flow: dict[tuple[FlowKey, bool], _Side] = {}
@@ -596,6 +600,9 @@ class RTPDecoder:
             self._end(oldest, "evicted", out)
         stream = _Stream(side, ssrc, ts, "heuristic" if side.endpoint is None else "sdp",
                          side.endpoint)
+        if side.endpoint is not None:
+            live, _ended = self.calls.setdefault(id(side.endpoint.session), ([0], []))
+            live[0] += 1
         side.streams[ssrc] = stream
         self.streams[id(stream)] = stream
         self.by_ssrc.setdefault(ssrc, []).append(stream)
@@ -906,12 +913,39 @@ class RTPDecoder:
 
     def _end(self, stream: _Stream, reason: str, out: list[Transaction]) -> None:
         """The stream is over: its last interval, then the final report, then forget it."""
+        final = None
         if stream.total.packets:
             interval = stream.interval
             if interval is not None and interval.packets:
                 out.append(self._report(stream, interval, False, ""))
-            out.append(self._report(stream, stream.total, True, reason))
+            final = self._report(stream, stream.total, True, reason)
+            out.append(final)
         self._forget(stream)
+        if stream.endpoint is not None:
+            self._end_of_call_stream(stream.endpoint.session, final)
+
+    def _end_of_call_stream(self, session: MediaSession, final: Transaction | None) -> None:
+        """Per call quality: when a SIP call's last live stream ends, the final reports
+        of its streams still being reported (those ending together, at BYE) get the
+        call's summary: the worst stream's R and MOS, as the call sounded worst there."""
+        entry = self.calls.get(id(session))
+        if entry is None:
+            return
+        live, ended = entry
+        if final is not None:
+            ended.append(final.detail)
+        live[0] -= 1
+        if live[0] > 0:
+            return
+        del self.calls[id(session)]
+        scored = [r for r in ended if r.quality is not None]
+        if not scored:
+            return
+        worst = min(scored, key=lambda r: r.quality.r_factor)
+        call = {"streams": len(ended), "r_factor": worst.quality.r_factor,
+                "mos": worst.quality.mos, "worst_ssrc": worst.ssrc}
+        for report in ended:
+            report.call = call
 
     def _forget(self, stream: _Stream) -> None:
         self.streams.pop(id(stream), None)
@@ -1032,6 +1066,8 @@ def document(txn: Transaction) -> dict[str, Any]:
             "one_way_delay_ms": quality.one_way_delay_ms, "delay_source": report.delay_source,
             "delay_impairment": quality.delay_impairment,
         }
+    if report.call is not None:
+        rtp["call"] = dict(report.call)
     doc: dict[str, Any] = {
         "rtp": rtp,
         "event": {"type": ["connection", "end"] if report.final else ["connection"]},

@@ -75,3 +75,19 @@ def test_a_packet_later_than_the_jitter_buffer_is_discarded(buffer_ms: int, disc
     [a_to_b] = [d["rtp"] for d in docs if d["type"] == "rtp" and d["rtp"]["final"]
                 and d["rtp"]["ssrc"] == 0x11111111]
     assert a_to_b["quality"]["discarded"] == discarded
+
+
+def test_streams_ending_with_the_call_carry_the_calls_worst_stream() -> None:
+    docs = [d["rtp"] for d in decode_file(PCAPS / "rtp" / "loss_opus48k_ipv6.pcap")
+            if d["type"] == "rtp" and d["rtp"]["final"]]
+    assert len(docs) == 2 and {d["end_reason"] for d in docs} == {"sip_bye"}
+    lossy = next(d for d in docs if d["lost"] == 30)
+    for d in docs:                 # the caller's 3 % loss is the call's worst direction
+        assert d["call"] == {"streams": 2, "r_factor": lossy["quality"]["r_factor"],
+                             "mos": lossy["quality"]["mos"], "worst_ssrc": lossy["ssrc"]}
+    assert lossy["quality"]["mos"] < min(d["quality"]["mos"] for d in docs if d is not lossy)
+
+
+def test_heuristic_streams_have_no_call() -> None:
+    docs = decode_file(PCAPS / "rtp" / "jitter.pcap", "wirebeat.protocols.rtp.heuristic=true")
+    assert all("call" not in d["rtp"] for d in docs if d["type"] == "rtp")
