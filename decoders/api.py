@@ -17,8 +17,9 @@ Two shapes of decoder exist:
 UDP flows on no configured port can still reach a decoder two ways: another
 decoder announced the endpoint in-band (`Expectations`: SIP's SDP names the
 RTP address and port), or the decoder's `probe` recognised the flow's first
-datagram (`wirebeat.protocols.<name>.heuristic`). The engine decides once per
-flow and caches the answer, so later datagrams cost one dict lookup.
+datagram (`wirebeat.protocols.<name>.heuristic`). The engine caches the answer
+per flow, so later datagrams cost one dict lookup; a "no" is reconsidered on
+a bounded schedule (`reprobe_due`), since WebRTC sends STUN and DTLS first.
 """
 from __future__ import annotations
 

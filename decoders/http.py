@@ -49,6 +49,18 @@ Content-Length or chunk size is a number, never a buffer), chunk-size lines by
 4 KiB, resynchronisation windows by 8 KiB, bytes held after CONNECT/Upgrade by
 `max_header_bytes`, queued requests by `max_pending`.
 
+packetbeat 8's options and fields (facts read from packetbeat's http.go):
+url.query re-encodes the target's parameters as Go's url.Values does (keys
+sorted, QueryEscape), a form-urlencoded request body's parameters replacing
+same-named ones (the body is kept for that even without include_body_for);
+hide_keywords masks values by lower-cased name; redact_authorization turns
+every byte of Authorization/Proxy-Authorization values into '*' in the raw
+request and the header into "*"; redact_headers and both maskings apply to
+requests only; decode_body inflates gzip/deflate before a body is reported
+(at most max_body_bytes come out); max_message_size stops keeping a message's
+body past that size; http.*.mime_type is sniffed from a reported body
+(wirebeat.decoders.mime), as packetbeat's shipped detect_mime_type processors do.
+
 Parser choice: our own, not httptools (llhttp). Measured with
 tests/bench/http_parser_compare.py on one keep-alive stream of 3000
 browser-like requests and responses (Content-Length and chunked, 0-24 KiB

@@ -4,9 +4,14 @@ A stream is what one sender sends on one UDP flow direction under one SSRC.
 Streams are found two ways: the SIP decoder announces the media endpoints of
 every SDP offer and answer (`wirebeat.decoders.api.Expectations`, with a `MediaEndpoint`
 as context: Call-ID, rtpmap payload types, RTCP port), or, with
-`wirebeat.protocols.rtp.heuristic`, `probe` recognises a flow's first datagram
-and the stream must then prove itself over `PROBATION_PACKETS` packets (same
-SSRC, sequence numbers advancing) before it is ever reported.
+`wirebeat.protocols.rtp.heuristic`, `probe` recognises a datagram of a flow
+(the engine asks again on later datagrams of a flow it turned down) and each
+SSRC must then show `PROBATION_PACKETS` packets in sequence before it becomes
+a stream; its packets are held meanwhile and counted once it does. On a
+5-tuple already proven (a stream, a valid RTCP compound) a new SSRC needs no
+proof. Datagrams are demultiplexed by their first byte (RFC 7983): STUN, DTLS,
+ZRTP and TURN sharing the 5-tuple (WebRTC) are skipped; SRTP/SRTCP headers are
+read like RTP's.
 
 Per stream the decoder counts packets, expected packets and loss (RFC 3550
 A.1/A.3: extended sequence numbers across 16-bit wraparound, sender restarts,
@@ -23,6 +28,11 @@ multiplexed on the RTP port (RFC 5761) are attached to the stream they are
 about: a sender report to the sender's stream, a report block to the stream it
 reports on (fraction and cumulative lost, jitter as the far end saw it, and the
 round trip from LSR/DLSR against the capture time of the matching SR).
+
+Every report carries an ITU-T G.107 E-model estimate (`rtp.quality`, see
+wirebeat.decoders.emodel) from the codec, network loss, the packets a fixed
+`jitter_buffer` would discard and the RTCP round trip; the final reports of
+the streams ending with a SIP call carry the call's worst (`rtp.call`).
 
 Reports: with `report_interval` > 0 a document per interval (counters of that
 interval only; the last, partial interval is reported when the stream ends),
