@@ -261,6 +261,22 @@ class Config:
         return enabled[0] if enabled else "elasticsearch"
 
 
+# Options packetbeat 8 accepts under every protocol that wirebeat does not implement yet.
+# An operator bringing a packetbeat config gets told so, not "unknown key".
+PACKETBEAT_PROTOCOL_OPTIONS_NOT_SUPPORTED = ("fields", "fields_under_root", "tags", "processors",
+                                             "keep_null", "index")
+
+
+def _refuse_packetbeat_option(key: str, schema: Mapping[str, Option]) -> None:
+    """Raise the 'not supported yet' error for a packetbeat option of a protocol we decode."""
+    parts = key.split(".")
+    if len(parts) >= 4 and parts[:2] == ["wirebeat", "protocols"] \
+            and f"wirebeat.protocols.{parts[2]}.enabled" in schema \
+            and parts[3] in PACKETBEAT_PROTOCOL_OPTIONS_NOT_SUPPORTED:
+        raise ConfigError(f"config key '{key}': packetbeat's protocol option '{parts[3]}' "
+                          "is not supported yet by wirebeat")
+
+
 def load_config(path: str | None, overrides: Iterable[str],
                 specs: Iterable[DecoderSpec]) -> Config:
     """Read YAML (`path`, else ./wirebeat.yml if present), apply -E overrides, check all."""
@@ -305,6 +321,7 @@ def load_config(path: str | None, overrides: Iterable[str],
     values = {key: option.default for key, option in schema.items()}
     for key, value in raw.items():
         if key not in schema:
+            _refuse_packetbeat_option(key, schema)
             hint = difflib.get_close_matches(key, schema.keys(), n=1)
             suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise ConfigError(f"unknown config key '{key}'{suffix}")

@@ -4,12 +4,14 @@ Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
 decoder chosen by port (UDP; TCP through wirebeat.tcp's reassembly, one
 StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
 documents -> pipeline. A UDP flow on no configured port is offered, on its
-first datagram only, to what decoders announced in-band (`Expectations`) and
+first datagram, to what decoders announced in-band (`Expectations`) and
 then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
-the flow table. A TCP connection on no configured port is offered, by its
-first payload, to the enabled stream detectors (`DecoderSpec.detect`).
-`on_frame` runs once per packet, so it is written as plain code over struct
-reads and tuples; objects are made only for traffic a decoder asked for.
+the flow table. A flow the heuristics turned down is offered again on a few
+later datagrams (`reprobe_due`): WebRTC sends STUN and DTLS before RTP. A TCP
+connection on no configured port is offered, by its first payload, to the
+enabled stream detectors (`DecoderSpec.detect`). `on_frame` runs once per
+packet, so it is written as plain code over struct reads and tuples; objects
+are made only for traffic a decoder asked for.
 
 State is kept per capture source (a file, an interface, a collector client):
 fragments, flows and decoder instances of one source never meet another's.
@@ -33,7 +35,7 @@ from wirebeat.registry import Registered
 from wirebeat.stats import Stats, log_once
 from wirebeat.tcp import TCPConnection, TCPTable
 from wirebeat.decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
-                          FlowKey, StreamDecoder, Transaction)
+                          FlowKey, StreamDecoder, Transaction, reprobe_due)
 
 __all__ = ["Engine", "Route"]
 
@@ -60,6 +62,9 @@ class _UDPFlow:
     client: tuple[bytes, int] | None
     route: Route | None     # None: the heuristics turned the flow down (cached)
     last_ts: float
+    turned_down: int = 0    # datagrams since the heuristics turned the flow down ...
+    turned_down_ts: float = 0.0     # ... at this packet time
+
 
 
 @dataclass(slots=True)
@@ -318,7 +323,10 @@ class Engine:
             flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
         elif flow.route is None:                 # turned down by the heuristics
             flow.last_ts = ts
-            if state.expected:                   # ... but something may have announced it since
+            flow.turned_down += 1
+            # ... but something may have announced it since, or the heuristics may now agree.
+            if state.expected or self.probes and reprobe_due(flow.turned_down,
+                                                             ts - flow.turned_down_ts):
                 self._claim_udp(state, key, flow, ts, src, sport, dst, dport, body)
             return
         flow.last_ts = ts
@@ -329,10 +337,10 @@ class Engine:
                    src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
         """A UDP flow no port routes: an announced endpoint, else a heuristic, may claim it.
 
-        Runs on the first datagram of such a flow, and again on later ones only
-        while announcements exist and the flow is still unclaimed. A flow the
-        heuristics turned down is remembered (route None) so they run once per
-        flow. The sender of the claiming datagram becomes the flow's client.
+        Runs on the first datagram of such a flow, and again on later ones while
+        announcements exist or a re-probe is due (`reprobe_due`) and the flow is
+        still unclaimed. A flow the heuristics turned down is remembered (route
+        None). The sender of the claiming datagram becomes the flow's client.
         """
         route = None
         expected = state.expected
@@ -342,14 +350,15 @@ class Engine:
                 route = self.routes_named.get(exp.decoder)
                 if route is not None:
                     self.udp_expected += 1
-        if route is None and flow is None and self.probes:
+        if route is None and self.probes and (
+                flow is None or reprobe_due(flow.turned_down, ts - flow.turned_down_ts)):
             route = self._probe(body, self.probes)
             if route is not None:
                 self.udp_probed += 1
         if route is None:
             if flow is not None or not self.probes:
                 return
-            flow = _UDPFlow(None, None, None, ts)       # remembered: probes run once per flow
+            flow = _UDPFlow(None, None, None, ts, 0, ts)    # remembered: probes run again only when due
         else:
             flow_key = FlowKey("udp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
             if flow is None:
