@@ -24,6 +24,7 @@ from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
+from wirebeat.processors import Processors, compile_processors
 
 __all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
 
@@ -139,9 +140,11 @@ def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
 class DocumentBuilder:
     """Builds (id, document) for transactions; holds agent identity and processors."""
 
-    def __init__(self, agent: dict[str, Any], processors: list[dict[str, Any]],
+    def __init__(self, agent: dict[str, Any], processors: Processors | list[dict[str, Any]],
                  fields: dict[str, Any], fields_under_root: bool, tags: list[str]) -> None:
         self.agent = agent
+        if not isinstance(processors, Processors):
+            processors = compile_processors(processors)
         self.processors = processors
         self.fields = fields
         self.fields_under_root = fields_under_root
@@ -150,7 +153,8 @@ class DocumentBuilder:
         # something could change one document's copy (processors, root fields).
         self.shared_ok = not processors and not fields_under_root
 
-    def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]]:
+    def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]] | None:
+        """(id, document), or None when a processor dropped it."""
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
         network_base, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
@@ -191,18 +195,19 @@ class DocumentBuilder:
         if txn.notes:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         merge(doc, spec.document(txn))
-        self._decorate(doc)
+        if not self.decorate(doc):
+            return None
         return document_id_from(id_prefix, txn.ts, txn.identity), doc
 
-    def build_other(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def build_other(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         """A document that is not a transaction (a collector event, wirebeat's own stats):
-        adds agent, ecs, fields, tags and processors as `build` does."""
+        adds agent, ecs, fields, tags and processors as `build` does; None if dropped."""
         doc["agent"] = dict(self.agent)
         doc["ecs"] = dict(_ECS)
-        self._decorate(doc)
-        return doc
+        return doc if self.decorate(doc) else None
 
-    def _decorate(self, doc: dict[str, Any]) -> None:
+    def decorate(self, doc: dict[str, Any]) -> bool:
+        """Add fields and tags, run the processors; False if a processor dropped the document."""
         if self.fields:
             if self.fields_under_root:
                 merge(doc, self.fields)
@@ -210,29 +215,4 @@ class DocumentBuilder:
                 doc["fields"] = dict(self.fields)
         if self.tags:
             doc["tags"] = list(self.tags)
-        for processor in self.processors:
-            _apply(processor, doc)
-
-
-def _apply(processor: dict[str, Any], doc: dict[str, Any]) -> None:
-    [(name, settings)] = processor.items()
-    if name == "add_fields":
-        target = settings.get("target", "fields")
-        if target:
-            node = doc
-            for part in target.split("."):
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = node[part] = {}
-                node = child
-            merge(node, settings["fields"])
-        else:
-            merge(doc, settings["fields"])
-    elif name == "add_tags":
-        target = settings.get("target", "tags")
-        existing = doc.get(target)
-        tags = list(existing) if isinstance(existing, list) else []
-        for tag in settings["tags"]:
-            if tag not in tags:
-                tags.append(tag)
-        doc[target] = tags
+        return self.processors.run(doc) if self.processors else True

@@ -495,7 +495,7 @@ class Engine:
         build, publish = self.builder.build, self.pipeline.publish
         for txn in txns:
             try:
-                doc_id, doc = build(spec, txn)
+                built = build(spec, txn)
             except Exception:
                 self.stats.count("decoder.crashed", decoder=spec.name)
                 log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)
@@ -503,7 +503,8 @@ class Engine:
                     raise
                 continue
             self.transactions += 1
-            publish(doc_id, doc)
+            if built is not None:       # None: a processor dropped it
+                publish(*built)
 
     # -- time ------------------------------------------------------------------
 
