@@ -25,6 +25,7 @@ from communityid import icmp6 as _icmp6
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
 from wirebeat.processors import Processors, compile_processors
+from wirebeat.stack import transaction_stack
 
 __all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
 
@@ -152,6 +153,10 @@ class DocumentBuilder:
         # agent and ecs are the same for every document: share the dicts unless
         # something could change one document's copy (processors, root fields).
         self.shared_ok = not processors and not fields_under_root
+        self.ecs = _ECS
+        # Link layers of the packet being processed, for network.protocol_stack
+        # (set by the engine before it builds; see wirebeat.stack).
+        self.link: tuple[str, bool] = ("", False)
 
     def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]] | None:
         """(id, document), or None when a processor dropped it."""
@@ -175,6 +180,9 @@ class DocumentBuilder:
         source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
         destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
         network = dict(network_base)
+        stack = transaction_stack(self.link, ":" in flow.client_ip, flow.transport, spec.name)
+        if stack:
+            network["protocol_stack"] = stack
         if txn.request_bytes is not None or txn.response_bytes is not None:
             network["bytes"] = (txn.request_bytes or 0) + (txn.response_bytes or 0)
         doc: dict[str, Any] = {

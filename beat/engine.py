@@ -27,6 +27,8 @@ from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
+from wirebeat.packets import PacketDocuments
+from wirebeat.stack import TSHARK_NAMES, link_layers
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
 from wirebeat.stats import Stats, log_once
@@ -180,6 +182,13 @@ class Engine:
                 if spec.stream is not None:
                     self.routes_tcp[port] = route
         self.sources: dict[str, _SourceState] = {}
+        self.frame: tuple[int, bytes] = (0, b"")    # linktype and bytes of the current packet
+        self.packet_docs: PacketDocuments | None = None
+        if config["wirebeat.packets.enabled"]:
+            udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
+                          if r.spec.name in TSHARK_NAMES}
+            self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers)
+            stats.add_source(self.packet_docs.counters)
         # Per-packet counters as plain ints (a dict lookup per packet adds up).
         self.packets = 0
         self.bytes = 0
@@ -245,9 +254,12 @@ class Engine:
         self.packets += 1
         self.bytes += len(data)
         state = self.sources.get(source) or self._source(source)
+        self.frame = (linktype, data)
         if ts >= state.next_tick:
             self._tick(state, ts)
         located = locate_network(linktype, data)
+        if self.packet_docs is not None:
+            self.packet_docs.on_frame(ts, linktype, data, located, source)
         if located.__class__ is str:
             self.stats.count("packets.malformed", reason=located)
             return
@@ -493,6 +505,7 @@ class Engine:
 
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
+        self.builder.link = link_layers(*self.frame)
         for txn in txns:
             try:
                 built = build(spec, txn)
