@@ -135,3 +135,27 @@ def test_editing_the_table_during_a_zeromq_run_switches_within_seconds_losing_no
     names = {d["employee"]["name"] for d in wb.documents()}
     assert names == {"Alice Martin", "Bob Chen"}
     assert '"lookup table reloaded"' in wb.stderr_text() or "lookup table reloaded" in wb.stderr_text()
+
+
+@pytest.mark.elasticsearch
+def test_the_watch_list_in_elasticsearch_is_searchable_by_employee_and_stack(es_url):
+    import uuid
+    from elasticsearch import Elasticsearch
+    index = f"watchlists-{uuid.uuid4().hex[:8]}"
+    es = Elasticsearch(es_url)
+    try:
+        proc = run_wirebeat("run", "-c", str(EXAMPLE / "wirebeat.yml"), "-I", str(CAPTURE),
+                            "-E", f"output.elasticsearch.hosts=[{es_url}]",
+                            "-E", f"output.elasticsearch.index={index}")
+        assert proc.returncode == 0, proc.stderr.decode()
+        es.indices.refresh(index=index)
+        mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert mapping["employee"]["type"] == "flattened"
+        assert mapping["network"]["properties"]["protocol_stack"]["type"] == "keyword"
+        assert es.count(index=index, query={"term": {"employee.name": "Alice Martin"}})["count"] == 13
+        assert es.count(index=index, query={"term": {"network.protocol_stack": "eth:ethertype:arp"}}
+                        )["count"] == 1
+        assert es.count(index=index, query={"term": {"source.mac": "02-00-00-77-00-0A"}})["count"] == 13
+    finally:
+        es.options(ignore_status=404).indices.delete(index=index)
+        es.options(ignore_status=404).indices.delete_index_template(name=index)
