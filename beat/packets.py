@@ -21,7 +21,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from wirebeat.document import DocumentBuilder, community_id, document_id_from, iso_time
+import hashlib
+
+from wirebeat.document import DocumentBuilder, community_id, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
 from wirebeat.stack import TRANSPORT_LAYERS, link_layers
@@ -33,6 +35,8 @@ ETHERTYPE_ARP = 0x0806
 _ETHERTYPE_NAMES = {ETHERTYPE_IPV4: "ip", ETHERTYPE_IPV6: "ipv6", ETHERTYPE_ARP: "arp"}
 _U16 = struct.Struct("!H").unpack_from
 _PORTS = struct.Struct("!HH").unpack_from
+MAX_CACHED_FLOWS = 8192      # derived per-flow values kept; past it the cache starts over
+_ETHERNET_PLAIN = ("eth:ethertype", True)
 _EVENT = {"kind": "event", "category": ["network"], "type": ["connection"], "dataset": "packet"}
 
 
@@ -41,20 +45,33 @@ def _mac(raw: bytes) -> str:
     return raw.hex("-").upper()         # ECS's notation (RFC 7042): 02-00-5E-10-00-00
 
 
+@lru_cache(maxsize=4096)
+def _macs(raw: bytes) -> tuple[str, str]:
+    return _mac(raw[:6]), _mac(raw[6:12])
+
+
 @lru_cache(maxsize=65536)
 def _ip(raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 class PacketDocuments:
-    """Builds and publishes one document per frame."""
+    """Builds and publishes one document per frame.
+
+    What depends only on the flow (address text, ports, transport, stack,
+    community id) is derived once and cached by the raw header bytes, at most
+    MAX_CACHED_FLOWS entries. A document's `_id` is the capture source's hash,
+    the packet time and the frame's number in its source: stable when the same
+    capture is indexed again, distinct for every frame.
+    """
 
     def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
                  udp_layers: dict[int, str]) -> None:
         self.builder = builder
         self.publish = publish
         self.udp_layers = udp_layers     # UDP port -> tshark name of the decoder routed there
-        self.counts: dict[str, int] = {}    # per capture source: frames seen (the document identity)
+        self.sources: dict[str, list] = {}      # source -> [frames seen, id prefix]
+        self.flows: dict[tuple, tuple] = {}
         self.published = 0
         self.dropped = 0
 
@@ -62,18 +79,23 @@ class PacketDocuments:
         return {"packets.documents": self.published, "packets.documents_dropped": self.dropped}
 
     def on_frame(self, ts: float, linktype: int, data: bytes, located: Any, source: str) -> None:
-        n = self.counts.get(source, 0)
-        self.counts[source] = n + 1
+        seen = self.sources.get(source)
+        if seen is None:
+            prefix = hashlib.blake2b(source.encode(), digest_size=9).hexdigest()
+            seen = self.sources[source] = [0, prefix]
+        n = seen[0]
+        seen[0] = n + 1
         network: dict[str, Any] = {"bytes": len(data)}
-        doc: dict[str, Any] = {"@timestamp": iso_time(ts), "type": "packet", "event": dict(_EVENT),
-                               "network": network, "capture": {"source": source}}
-        link, complete = link_layers(linktype, data)
-        layers = [link] if link else []
+        if (located.__class__ is tuple and linktype == LINKTYPE_ETHERNET and not located[2]
+                and located[0] >= 0x0600):          # 802.3 frames carry a length there
+            link, complete = _ETHERNET_PLAIN
+        else:
+            link, complete = link_layers(linktype, data)
+        stack = link
         source_ep: dict[str, Any] = {}
         dest_ep: dict[str, Any] = {}
         if linktype == LINKTYPE_ETHERNET and len(data) >= 12:
-            dest_ep["mac"] = _mac(data[0:6])
-            source_ep["mac"] = _mac(data[6:12])
+            dest_ep["mac"], source_ep["mac"] = _macs(data[:12])
         elif linktype == LINKTYPE_LINUX_SLL and len(data) >= 16 and _U16(data, 4)[0] == 6:
             source_ep["mac"] = _mac(data[6:12])
         elif linktype == LINKTYPE_LINUX_SLL2 and len(data) >= 20 and data[11] == 6:
@@ -84,22 +106,30 @@ class PacketDocuments:
                 network["vlan"] = {"id": str(vlans[0])}
                 if len(vlans) > 1:
                     network["inner"] = {"vlan": {"id": str(vlans[1])}}
-            name = _ETHERTYPE_NAMES.get(ethertype)
-            if complete and name:
-                layers.append(name)
-                if ethertype == ETHERTYPE_ARP:
-                    self._arp(data, offset, source_ep, dest_ep)
-                else:
-                    self._ip(data, offset, ethertype == ETHERTYPE_IPV6, layers, network,
-                             source_ep, dest_ep)
-        if layers:
-            network["protocol_stack"] = ":".join(layers)
+            if complete:
+                if ethertype == ETHERTYPE_IPV4 or ethertype == ETHERTYPE_IPV6:
+                    flow = self._flow(data, offset, ethertype == ETHERTYPE_IPV6)
+                    if flow is not None:
+                        layers, net, src, dst = flow
+                        stack = f"{link}:{layers}" if link else layers
+                        network.update(net)
+                        source_ep.update(src)
+                        dest_ep.update(dst)
+                elif ethertype == ETHERTYPE_ARP:
+                    stack = f"{link}:arp" if link else "arp"
+                    _arp(data, offset, source_ep, dest_ep)
+        if stack:
+            network["protocol_stack"] = stack
+        builder = self.builder
+        shared = builder.shared_ok      # nothing edits documents: constant parts can be shared
+        doc: dict[str, Any] = {"@timestamp": iso_time(ts), "type": "packet",
+                               "event": _EVENT if shared else dict(_EVENT),
+                               "network": network, "capture": {"source": source}}
         if source_ep:
             doc["source"] = source_ep
         if dest_ep:
             doc["destination"] = dest_ep
-        builder = self.builder
-        if builder.shared_ok:
+        if shared:
             doc["agent"], doc["ecs"] = builder.agent, builder.ecs
         else:
             doc["agent"], doc["ecs"] = dict(builder.agent), dict(builder.ecs)
@@ -107,49 +137,60 @@ class PacketDocuments:
             self.dropped += 1
             return
         self.published += 1
-        self.publish(document_id_from(f"{source}|packet|", ts, str(n)), doc)
+        self.publish(f"{seen[1]}-{round(ts * 1e6):x}-{n:x}", doc)
 
-    @staticmethod
-    def _arp(data: bytes, offset: int, source_ep: dict[str, Any], dest_ep: dict[str, Any]) -> None:
-        # RFC 826 over Ethernet/IPv4: sender and target protocol addresses.
-        if len(data) >= offset + 28 and data[offset + 4] == 6 and data[offset + 5] == 4:
-            source_ep["ip"] = _ip(data[offset + 14:offset + 18])
-            dest_ep["ip"] = _ip(data[offset + 24:offset + 28])
-
-    def _ip(self, data: bytes, offset: int, ipv6: bool, layers: list[str], network: dict[str, Any],
-            source_ep: dict[str, Any], dest_ep: dict[str, Any]) -> None:
+    def _flow(self, data: bytes, offset: int, ipv6: bool) -> tuple | None:
+        """(stack from the IP layer on, network fields, source fields, destination fields)."""
         if ipv6:
             if len(data) < offset + 40:
-                return
+                return None
             proto = data[offset + 6]
-            src, dst = data[offset + 8:offset + 24], data[offset + 24:offset + 40]
             transport_at = offset + 40
-            network["type"] = "ipv6"
+            key = (proto, data[offset + 8:offset + 40], data[transport_at:transport_at + 4])
         else:
             if len(data) < offset + 20:
-                return
+                return None
             proto = data[offset + 9]
-            src, dst = data[offset + 12:offset + 16], data[offset + 16:offset + 20]
             transport_at = offset + (data[offset] & 0x0F) * 4
-            network["type"] = "ipv4"
             if _U16(data, offset + 6)[0] & 0x3FFF or transport_at < offset + 20:
                 proto = -1      # a fragment: its transport header is in the first one only
-        source_ep["ip"] = sip = _ip(src)
-        dest_ep["ip"] = dip = _ip(dst)
+            key = (proto, data[offset + 12:offset + 20], data[transport_at:transport_at + 4])
+        flow = self.flows.get(key)
+        if flow is None:
+            if len(self.flows) >= MAX_CACHED_FLOWS:
+                self.flows.clear()
+            flow = self.flows[key] = self._derive(ipv6, *key)
+        return flow
+
+    def _derive(self, ipv6: bool, proto: int, addresses: bytes, head: bytes) -> tuple:
+        half = len(addresses) // 2
+        sip, dip = _ip(addresses[:half]), _ip(addresses[half:])
+        network: dict[str, Any] = {"type": "ipv6" if ipv6 else "ipv4"}
+        src: dict[str, Any] = {"ip": sip}
+        dst: dict[str, Any] = {"ip": dip}
+        ip_layer = "ipv6" if ipv6 else "ip"
         transport = _IP_PROTOCOLS.get(proto)
-        if transport is None or len(data) < transport_at + 4:
-            return
+        if transport is None or len(head) < 4:
+            return ip_layer, network, src, dst
         network["transport"] = transport
-        layers.append(TRANSPORT_LAYERS[transport])
+        layers = [ip_layer, TRANSPORT_LAYERS[transport]]
         if proto == 6 or proto == 17:
-            sport, dport = _PORTS(data, transport_at)
-            source_ep["port"], dest_ep["port"] = sport, dport
+            sport, dport = _PORTS(head)
+            src["port"], dst["port"] = sport, dport
             if proto == 17:
                 app = self.udp_layers.get(dport) or self.udp_layers.get(sport)
                 if app:
                     layers.append(app)
         else:
-            sport, dport = data[transport_at], data[transport_at + 1]     # ICMP type and code
+            sport, dport = head[0], head[1]      # ICMP type and code
         cid = community_id(transport, sip, sport, dip, dport)
         if cid:
             network["community_id"] = cid
+        return ":".join(layers), network, src, dst
+
+
+def _arp(data: bytes, offset: int, source_ep: dict[str, Any], dest_ep: dict[str, Any]) -> None:
+    # RFC 826 over Ethernet/IPv4: sender and target protocol addresses.
+    if len(data) >= offset + 28 and data[offset + 4] == 6 and data[offset + 5] == 4:
+        source_ep["ip"] = _ip(data[offset + 14:offset + 18])
+        dest_ep["ip"] = _ip(data[offset + 24:offset + 28])
