@@ -25,7 +25,7 @@ from communityid import icmp6 as _icmp6
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
 from wirebeat.processors import Processors, compile_processors
-from wirebeat.stack import transaction_stack
+from wirebeat.stack import transaction_stack, tunneled_link
 
 __all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
 
@@ -138,6 +138,23 @@ def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
             into[key] = value
 
 
+def _add_outer(doc: dict[str, Any], flow: FlowKey, tunnel: tuple) -> None:
+    """Tunneled traffic: outer then inner IPs in arrays (as packetbeat does), the tunnel's type and id."""
+    (kind, tunnel_id, *_), outer_src, outer_dst, inner_src = tunnel[0], tunnel[1], tunnel[2], tunnel[6]
+    client_outer, server_outer = _ip_text(outer_src), _ip_text(outer_dst)
+    if _ip_text(inner_src) != flow.client_ip:        # that packet came from the server side
+        client_outer, server_outer = server_outer, client_outer
+    for name, outer in (("source", client_outer), ("client", client_outer),
+                        ("destination", server_outer), ("server", server_outer)):
+        doc[name]["ip"] = [outer, doc[name]["ip"]]
+    doc["network"]["tunnel"] = {"type": kind, "id": tunnel_id}
+
+
+@lru_cache(maxsize=4096)
+def _ip_text(packed: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
+
+
 class DocumentBuilder:
     """Builds (id, document) for transactions; holds agent identity and processors."""
 
@@ -157,6 +174,7 @@ class DocumentBuilder:
         # Link layers of the packet being processed, for network.protocol_stack
         # (set by the engine before it builds; see wirebeat.stack).
         self.link: tuple[str, bool] = ("", False)
+        self.tunnel: tuple | None = None    # the engine's tunnel of that packet, if any
 
     def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]] | None:
         """(id, document), or None when a processor dropped it."""
@@ -180,7 +198,11 @@ class DocumentBuilder:
         source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
         destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
         network = dict(network_base)
-        stack = transaction_stack(self.link, ":" in flow.client_ip, flow.transport, spec.name)
+        link, tunnel = self.link, self.tunnel
+        if tunnel is not None:
+            link = tunneled_link(link, len(tunnel[1]) == 16, tunnel[3], tunnel[0][2], tunnel[0][3],
+                                 tunnel[0][4])
+        stack = transaction_stack(link, ":" in flow.client_ip, flow.transport, spec.name)
         if stack:
             network["protocol_stack"] = stack
         if txn.request_bytes is not None or txn.response_bytes is not None:
@@ -202,6 +224,8 @@ class DocumentBuilder:
         }
         if txn.notes:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
+        if tunnel is not None:
+            _add_outer(doc, flow, tunnel)
         merge(doc, spec.document(txn))
         if not self.decorate(doc):
             return None

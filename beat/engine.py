@@ -29,6 +29,7 @@ from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from wirebeat.packets import PacketDocuments
 from wirebeat.stack import TSHARK_NAMES, link_layers
+from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
 from wirebeat.stats import Stats, log_once
@@ -184,10 +185,14 @@ class Engine:
         self.sources: dict[str, _SourceState] = {}
         self.frame: tuple[int, bytes] = (0, b"")    # linktype and bytes of the current packet
         self.packet_docs: PacketDocuments | None = None
+        self.tunnels_enabled = config["wirebeat.tunnels.enabled"]
+        self.tunnel: tuple | None = None    # the innermost tunnel of the current packet
+        self.tunneled = 0
         if config["wirebeat.packets.enabled"]:
             udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
                           if r.spec.name in TSHARK_NAMES}
-            self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers)
+            self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers,
+                                               config["wirebeat.tunnels.enabled"])
             stats.add_source(self.packet_docs.counters)
         # Per-packet counters as plain ints (a dict lookup per packet adds up).
         self.packets = 0
@@ -205,7 +210,7 @@ class Engine:
 
     def counters(self) -> dict[str, int]:
         out = {"packets.read": self.packets, "packets.bytes": self.bytes,
-               "packets.non_ip": self.non_ip,
+               "packets.non_ip": self.non_ip, "packets.tunneled": self.tunneled,
                "packets.tcp_untracked": self.tcp_untracked, "packets.decoded": self.delivered,
                "transactions": self.transactions, "flows.evicted": self.flows_evicted,
                "flows.open": sum(len(s.udp_flows) for s in self.sources.values()),
@@ -260,27 +265,52 @@ class Engine:
         located = locate_network(linktype, data)
         if self.packet_docs is not None:
             self.packet_docs.on_frame(ts, linktype, data, located, source)
-        if located.__class__ is str:
-            self.stats.count("packets.malformed", reason=located)
-            return
-        ethertype, offset, _vlans = located
-        if ethertype == ETHERTYPE_IPV4:
-            parsed = parse_ipv4(data, offset)
-        elif ethertype == ETHERTYPE_IPV6:
-            parsed = parse_ipv6(data, offset)
-        else:
-            self.non_ip += 1
-            return
-        if parsed.__class__ is str:
-            self.stats.count("packets.malformed", reason=parsed)
-            return
-        src, dst, proto, payload, fragment = parsed
-        if fragment is not None:
-            ident, frag_offset, more = fragment
-            payload = state.defrag.add((len(src), src, dst, proto, ident), ts, frag_offset,
-                                       more, payload)
-            if payload is None:
+        self.tunnel = None
+        depth = 0
+        while True:     # once per encapsulation: tunnels are peeled here for every decoder
+            if located.__class__ is str:
+                self.stats.count("packets.malformed", reason=located)
                 return
+            ethertype, offset, _vlans = located
+            if ethertype in LINK_SHIMS:
+                peeled = peel_link(ethertype, data, offset)
+                if peeled.__class__ is str:
+                    self.stats.count("packets.malformed", reason=peeled)
+                    return
+                ethertype, offset, _layers = peeled
+            if ethertype == ETHERTYPE_IPV4:
+                parsed = parse_ipv4(data, offset)
+            elif ethertype == ETHERTYPE_IPV6:
+                parsed = parse_ipv6(data, offset)
+            else:
+                self.non_ip += 1
+                return
+            if parsed.__class__ is str:
+                self.stats.count("packets.malformed", reason=parsed)
+                return
+            src, dst, proto, payload, fragment = parsed
+            if fragment is not None:
+                ident, frag_offset, more = fragment
+                payload = state.defrag.add((len(src), src, dst, proto, ident), ts, frag_offset,
+                                           more, payload)
+                if payload is None:
+                    return
+            if (proto == 47 or proto == 17 and payload[2:4] in TUNNEL_PORTS) and depth < MAX_DEPTH \
+                    and self.tunnels_enabled:
+                tunnel = decapsulate(proto, payload)
+                if tunnel.__class__ is str:
+                    self.stats.count("packets.malformed", reason=tunnel)
+                    return
+                if tunnel is not None:
+                    self.tunneled += 1
+                    depth += 1
+                    self.tunnel = (tunnel, src, dst, proto, linktype, data)
+                    linktype, data = tunnel[3], tunnel[4]
+                    located = locate_network(linktype, data)
+                    continue
+            break
+        if self.tunnel is not None:
+            self.tunnel += (src,)           # the inner sender: which outer end is the client's
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
@@ -506,6 +536,7 @@ class Engine:
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
         self.builder.link = link_layers(*self.frame)
+        self.builder.tunnel = self.tunnel
         for txn in txns:
             try:
                 built = build(spec, txn)

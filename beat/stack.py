@@ -15,10 +15,11 @@ from __future__ import annotations
 import struct
 from functools import lru_cache
 
+from wirebeat.tunnels import LINK_SHIMS, peel_link
 from wirebeat.link import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NULL, LINKTYPE_RAW)
 
-__all__ = ["TRANSPORT_LAYERS", "TSHARK_NAMES", "link_layers", "transaction_stack"]
+__all__ = ["TRANSPORT_LAYERS", "TSHARK_NAMES", "link_layers", "transaction_stack", "tunneled_link"]
 
 _U16 = struct.Struct("!H").unpack_from
 
@@ -47,6 +48,11 @@ def link_layers(linktype: int, data: bytes) -> tuple[str, bool]:
                 return ":".join(names), False       # 0x9100/0x9200: not named here
             names.append(tag)
             ethertype, offset = _U16(data, offset + 2)[0], offset + 4
+        if ethertype in LINK_SHIMS:
+            peeled = peel_link(ethertype, data, offset)
+            if peeled.__class__ is str or not peeled[0]:
+                return ":".join(names), False
+            names.append(peeled[2])
         return ":".join(names), True
     if linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
         return "sll:ethertype", True
@@ -73,3 +79,16 @@ def transaction_stack(link: tuple[str, bool], ipv6: bool, transport: str, decode
     transport_layer = TRANSPORT_LAYERS.get(transport, "")
     app = TSHARK_NAMES.get(decoder, "") if transport_layer in ("tcp", "udp") else ""
     return _join(prefix, "ipv6" if ipv6 else "ip", transport_layer, app if transport_layer else "")
+
+
+def tunneled_link(outer_link: tuple[str, bool], outer_ipv6: bool, outer_proto: int, tunnel_layers: str,
+                  inner_linktype: int, inner_data: bytes) -> tuple[str, bool]:
+    """The layers up to the inner network layer of a tunneled packet, as `link_layers` gives them:
+    `eth:ethertype:ip:udp:vxlan:eth:ethertype`."""
+    prefix, complete = outer_link
+    if not complete:
+        return prefix, False
+    inner, inner_complete = link_layers(inner_linktype, inner_data)
+    return _join(prefix, "ipv6" if outer_ipv6 else "ip", "udp" if outer_proto == 17 else "",
+                 tunnel_layers, inner), inner_complete
+

@@ -24,14 +24,24 @@ FIELDS = ["frame.protocols", "frame.cap_len", "eth.src", "eth.dst", "ip.src", "i
           "ipv6.dst", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "vlan.id", "ieee8021ad.id",
           "arp.src.proto_ipv4", "arp.dst.proto_ipv4"]
 TRANSPORTS = {"tcp", "udp", "icmp", "icmpv6"}
+TUNNEL_LAYERS = {"vxlan", "geneve", "gre", "erspan"}
 
 
-def _tshark(path: Path) -> list[dict[str, str]]:
+def _tshark(path: Path) -> list[dict[str, list[str]]]:
     out = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
                           *[a for f in FIELDS for a in ("-e", f)]],
                          capture_output=True, check=True, text=True).stdout
-    # A quoted packet inside ICMP errors repeats fields: the first value is the outer one.
-    return [{k: v.split(",")[0] for k, v in zip(FIELDS, line.split("|"))} for line in out.splitlines()]
+    # A field seen twice in a frame (a tunnel's outer and inner header, the packet an ICMP
+    # error quotes) lists its values outermost first.
+    return [{k: v.split(",") if v else [] for k, v in zip(FIELDS, line.split("|"))}
+            for line in out.splitlines()]
+
+
+def _same(ours, theirs: list[str], tunneled: bool) -> bool:
+    """Ours is one value, or outer then inner in a list for tunneled traffic."""
+    if tunneled:
+        return ours == theirs
+    return ours == theirs[0]
 
 
 def _is_cut(ours: str, theirs: str) -> bool:
@@ -49,40 +59,45 @@ def _check_packets(path: Path) -> list[dict]:
     rows = _tshark(path)
     assert len(packets) == len(rows)
     for number, (doc, row) in enumerate(zip(packets, rows), 1):
-        theirs = row["frame.protocols"].removeprefix("frame:")
+        theirs = row["frame.protocols"][0].removeprefix("frame:")
         ours = doc["network"].get("protocol_stack", "")
         where = f"{path.name} frame {number}: ours {ours!r}, tshark {theirs!r}"
         assert _is_cut(ours, theirs), where
+        tunneled = "tunnel" in doc["network"]
         layers = theirs.split(":")
-        transport = next((layer for layer in layers if layer in TRANSPORTS), None)
+        # the innermost conversation's transport: the first after the last tunnel header
+        start = max((i + 1 for i, layer in enumerate(layers) if layer in TUNNEL_LAYERS), default=0)
+        transport = next((layer for layer in layers[start:] if layer in TRANSPORTS), None)
         if transport and "ipv6.hopopts" not in layers and "data" not in layers[:layers.index(transport)]:
             assert transport in ours.split(":"), where
-        assert doc["network"]["bytes"] == int(row["frame.cap_len"]), where
+        assert doc["network"]["bytes"] == int(row["frame.cap_len"][0]), where
         if row["eth.src"]:
-            assert doc["source"]["mac"] == _mac(row["eth.src"]), where
-            assert doc["destination"]["mac"] == _mac(row["eth.dst"]), where
-        src_ip = row["ip.src"] or row["ipv6.src"] or row["arp.src.proto_ipv4"]
-        if src_ip:
-            assert doc["source"]["ip"] == src_ip, where
-            assert doc["destination"]["ip"] == (row["ip.dst"] or row["ipv6.dst"]
-                                                or row["arp.dst.proto_ipv4"]), where
-        sport = row["tcp.srcport"] or row["udp.srcport"]
-        if sport and "port" in doc["source"]:
-            assert doc["source"]["port"] == int(sport), where
-            assert doc["destination"]["port"] == int(row["tcp.dstport"] or row["udp.dstport"]), where
+            macs = [m.replace(":", "-").upper() for m in row["eth.src"]]
+            assert _same(doc["source"]["mac"], macs, tunneled), where
+        src = row["ip.src"] + row["ipv6.src"] + row["arp.src.proto_ipv4"]
+        if src:
+            dst = row["ip.dst"] + row["ipv6.dst"] + row["arp.dst.proto_ipv4"]
+            assert _same(doc["source"]["ip"], src, tunneled), where
+            assert _same(doc["destination"]["ip"], dst, tunneled), where
+        sports = row["tcp.srcport"] or row["udp.srcport"]
+        if sports and "port" in doc["source"]:
+            # ports are the inner conversation's: tshark's last value (first where not tunneled)
+            inner = -1 if tunneled else 0
+            assert doc["source"]["port"] == int(sports[inner]), where
+            assert doc["destination"]["port"] == int((row["tcp.dstport"] or row["udp.dstport"])[inner]), where
         # ECS: network.vlan is the outer tag (802.1ad S-tag where there is one)
         if row["ieee8021ad.id"]:
-            assert doc["network"]["vlan"]["id"] == row["ieee8021ad.id"], where
-            assert doc["network"]["inner"]["vlan"]["id"] == row["vlan.id"], where
-        elif row["vlan.id"]:
-            assert doc["network"]["vlan"]["id"] == row["vlan.id"], where
+            assert doc["network"]["vlan"]["id"] == row["ieee8021ad.id"][0], where
+            assert doc["network"]["inner"]["vlan"]["id"] == row["vlan.id"][0], where
+        elif row["vlan.id"] and not tunneled:
+            assert doc["network"]["vlan"]["id"] == row["vlan.id"][0], where
     return docs
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=[str(p.relative_to(PCAPS)) for p in CAPTURES])
 def test_stacks_of_bundled_captures_are_cuts_of_tsharks(capture: Path):
     docs = _check_packets(capture)
-    stacks = {row["frame.protocols"].removeprefix("frame:") for row in _tshark(capture)}
+    stacks = {row["frame.protocols"][0].removeprefix("frame:") for row in _tshark(capture)}
     for doc in docs:
         if doc["event"]["dataset"] == "packet":
             continue
