@@ -24,6 +24,7 @@ from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
+from wirebeat.ip import ip_text
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack, tunneled_link
 
@@ -141,18 +142,13 @@ def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
 def _add_outer(doc: dict[str, Any], flow: FlowKey, tunnel: tuple) -> None:
     """Tunneled traffic: outer then inner IPs in arrays (as packetbeat does), the tunnel's type and id."""
     (kind, tunnel_id, *_), outer_src, outer_dst, inner_src = tunnel[0], tunnel[1], tunnel[2], tunnel[6]
-    client_outer, server_outer = _ip_text(outer_src), _ip_text(outer_dst)
-    if _ip_text(inner_src) != flow.client_ip:        # that packet came from the server side
+    client_outer, server_outer = ip_text(outer_src), ip_text(outer_dst)
+    if ip_text(inner_src) != flow.client_ip:        # that packet came from the server side
         client_outer, server_outer = server_outer, client_outer
     for name, outer in (("source", client_outer), ("client", client_outer),
                         ("destination", server_outer), ("server", server_outer)):
         doc[name]["ip"] = [outer, doc[name]["ip"]]
     doc["network"]["tunnel"] = {"type": kind, "id": tunnel_id}
-
-
-@lru_cache(maxsize=4096)
-def _ip_text(packed: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
 class DocumentBuilder:

@@ -15,7 +15,6 @@ datagram on a port a decoder is routed to names that decoder's layer
 """
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Callable
 from functools import lru_cache
@@ -26,6 +25,7 @@ import hashlib
 from wirebeat.document import DocumentBuilder, community_id, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
+from wirebeat.ip import ip_text
 from wirebeat.link import locate_network
 from wirebeat.stack import TRANSPORT_LAYERS, link_layers
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
@@ -51,11 +51,6 @@ def _mac(raw: bytes) -> str:
 @lru_cache(maxsize=4096)
 def _macs(raw: bytes) -> tuple[str, str]:
     return _mac(raw[:6]), _mac(raw[6:12])
-
-
-@lru_cache(maxsize=65536)
-def _ip(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 class PacketDocuments:
@@ -211,7 +206,7 @@ class PacketDocuments:
 
     def _derive(self, ipv6: bool, proto: int, addresses: bytes, head: bytes) -> tuple:
         half = len(addresses) // 2
-        sip, dip = _ip(addresses[:half]), _ip(addresses[half:])
+        sip, dip = ip_text(addresses[:half]), ip_text(addresses[half:])
         network: dict[str, Any] = {"type": "ipv6" if ipv6 else "ipv4"}
         src: dict[str, Any] = {"ip": sip}
         dst: dict[str, Any] = {"ip": dip}
@@ -250,5 +245,5 @@ def _join_stack(*parts: str) -> str:
 def _arp(data: bytes, offset: int, source_ep: dict[str, Any], dest_ep: dict[str, Any]) -> None:
     # RFC 826 over Ethernet/IPv4: sender and target protocol addresses.
     if len(data) >= offset + 28 and data[offset + 4] == 6 and data[offset + 5] == 4:
-        source_ep["ip"] = _ip(data[offset + 14:offset + 18])
-        dest_ep["ip"] = _ip(data[offset + 24:offset + 28])
+        source_ep["ip"] = ip_text(data[offset + 14:offset + 18])
+        dest_ep["ip"] = ip_text(data[offset + 24:offset + 28])

@@ -28,7 +28,6 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -170,20 +169,19 @@ class _Index:
 class Table:
     """A lookup table file, loaded now and reloaded when it changes."""
 
-    def __init__(self, path: str, key: str, match: str, max_bytes: int, reload_period_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, path: str, key: str, match: str, max_bytes: int,
+                 reload_period_s: float) -> None:
         self.path = path
         self.key = key
         self.match = match
         self.max_bytes = max_bytes
         self.reload_period_s = reload_period_s
-        self.clock = clock
         self.reloads = 0
         self.reload_errors = 0
         self._loading = False
         self._failed: tuple[int, int] | None = None     # signature of the last bad version
         self._signature, self.index = self._load()      # TableError at startup: a config error
-        self._next_check = clock() + reload_period_s
+        self._next_check = time.monotonic() + reload_period_s
 
     def _stat(self) -> tuple[int, int]:
         st = os.stat(self.path)
@@ -204,12 +202,12 @@ class Table:
         return after, _Index(_parse_rows(self.path, data), self.key, self.match)
 
     def find(self, value: Any) -> dict[str, Any] | None:
-        if self.clock() >= self._next_check:
+        if time.monotonic() >= self._next_check:
             self._check()
         return self.index.find(value, self.match)
 
     def _check(self) -> None:
-        self._next_check = self.clock() + self.reload_period_s
+        self._next_check = time.monotonic() + self.reload_period_s
         if self._loading:
             return
         try:

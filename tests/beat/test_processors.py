@@ -6,7 +6,6 @@ RFC 4291 for the named ranges), not from running this code first.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from wirebeat.config import ConfigError
 from wirebeat.processors import Context, compile_processors
 from wirebeat.processors.conditions import compile_condition
-from wirebeat.processors.tables import Table, TableError
+from wirebeat.processors.tables import Table
 
 DOC = {
     "@timestamp": "2026-11-30T10:00:00.000000Z", "type": "http",
