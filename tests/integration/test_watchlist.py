@@ -160,3 +160,21 @@ def test_the_watch_list_in_elasticsearch_is_searchable_by_employee_and_stack_wit
     finally:
         es.options(ignore_status=404).indices.delete(index=index)
         es.options(ignore_status=404).indices.delete_index_template(name=index)
+
+
+def test_lookup_and_conditions_apply_to_transactions_too(tmp_path: Path):
+    (tmp_path / "zones.yml").write_text("- {net: 10.77.0.0/24, zone: office}\n- {net: 10.77.0.1/32, zone: servers}\n")
+    config = tmp_path / "zones.yml.conf.yml"
+    config.write_text(
+        "processors:\n"
+        "  - lookup: {field: destination.ip, table: zones.yml, key: net, match: network, target: dst_zone}\n"
+        "  - drop_event: {when: {not: {equals: {dst_zone.zone: servers}}}}\n"
+        "  - add_tags: {tags: [to-server], when: {has_fields: [dst_zone]}}\n")
+    proc = run_wirebeat("run", "-c", str(config), "-I", str(CAPTURE), "--console")
+    assert proc.returncode == 0, proc.stderr.decode()
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    # every host's DNS query, HTTP fetch and ping went to the server 10.77.0.1 (README.md)
+    datasets = sorted(d["event"]["dataset"] for d in docs)
+    assert datasets.count("dns") == datasets.count("http") == 3
+    assert datasets.count("icmp") == 6
+    assert all(d["destination"]["ip"] == "10.77.0.1" and d["tags"] == ["to-server"] for d in docs)
