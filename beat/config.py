@@ -35,6 +35,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.period": Option("duration", 10.0, "interval of intermediate reports"),
         "wirebeat.packets.enabled": Option("bool", False, "one lean document per frame (event.dataset packet), non-IP frames included"),
         "wirebeat.tunnels.enabled": Option("bool", True, "peel VXLAN (UDP 4789), GENEVE (UDP 6081), GRE, ERSPAN II/III, MPLS and PPPoE: decoders see the inner traffic"),
+        "wirebeat.limits.max_tunneled_pairs": Option("int", 65536, "tunneled conversations (inner address pairs) whose outer addresses and tunnel id documents show; past it the oldest is forgotten (tunnels.pairs_evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
         "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),
         "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),

@@ -24,9 +24,8 @@ from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
-from wirebeat.ip import ip_text
 from wirebeat.processors import Processors, compile_processors
-from wirebeat.stack import transaction_stack, tunneled_link
+from wirebeat.stack import transaction_stack
 
 __all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
 
@@ -139,16 +138,24 @@ def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _add_outer(doc: dict[str, Any], flow: FlowKey, tunnel: tuple) -> None:
+def _add_outer(doc: dict[str, Any], tunnel: tuple) -> None:
     """Tunneled traffic: outer then inner IPs in arrays (as packetbeat does), the tunnel's type and id."""
-    (kind, tunnel_id, *_), outer_src, outer_dst, inner_src = tunnel[0], tunnel[1], tunnel[2], tunnel[6]
-    client_outer, server_outer = ip_text(outer_src), ip_text(outer_dst)
-    if ip_text(inner_src) != flow.client_ip:        # that packet came from the server side
-        client_outer, server_outer = server_outer, client_outer
+    kind, tunnel_id, client_outer, server_outer, _link = tunnel
     for name, outer in (("source", client_outer), ("client", client_outer),
                         ("destination", server_outer), ("server", server_outer)):
         doc[name]["ip"] = [outer, doc[name]["ip"]]
     doc["network"]["tunnel"] = {"type": kind, "id": tunnel_id}
+    doc["related"]["ip"] = list(dict.fromkeys([client_outer, server_outer, *doc["related"]["ip"]]))
+
+
+def _tunnel_of(tunnels: dict[tuple[str, str, str], tuple], flow: FlowKey) -> tuple | None:
+    """The tunnel the flow's packets came through, outer addresses in client, server order."""
+    tunnel = tunnels.get((flow.source, flow.client_ip, flow.server_ip))
+    if tunnel is None:
+        reverse = tunnels.get((flow.source, flow.server_ip, flow.client_ip))
+        if reverse is not None:
+            tunnel = (reverse[0], reverse[1], reverse[3], reverse[2], reverse[4])
+    return tunnel
 
 
 class DocumentBuilder:
@@ -170,7 +177,9 @@ class DocumentBuilder:
         # Link layers of the packet being processed, for network.protocol_stack
         # (set by the engine before it builds; see wirebeat.stack).
         self.link: tuple[str, bool] = ("", False)
-        self.tunnel: tuple | None = None    # the engine's tunnel of that packet, if any
+        # Tunneled conversations seen by the engine: (source, inner sender, inner receiver) ->
+        # (type, id, outer sender, outer receiver, link layers up to the inner network layer).
+        self.tunnels: dict[tuple[str, str, str], tuple] = {}
 
     def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]] | None:
         """(id, document), or None when a processor dropped it."""
@@ -194,10 +203,11 @@ class DocumentBuilder:
         source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
         destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
         network = dict(network_base)
-        link, tunnel = self.link, self.tunnel
-        if tunnel is not None:
-            link = tunneled_link(link, len(tunnel[1]) == 16, tunnel[3], tunnel[0][2], tunnel[0][3],
-                                 tunnel[0][4])
+        link, tunnel = self.link, None
+        if self.tunnels:
+            tunnel = _tunnel_of(self.tunnels, flow)
+            if tunnel is not None:
+                link = tunnel[4]
         stack = transaction_stack(link, ":" in flow.client_ip, flow.transport, spec.name)
         if stack:
             network["protocol_stack"] = stack
@@ -221,7 +231,7 @@ class DocumentBuilder:
         if txn.notes:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         if tunnel is not None:
-            _add_outer(doc, flow, tunnel)
+            _add_outer(doc, tunnel)
         merge(doc, spec.document(txn))
         if not self.decorate(doc):
             return None

@@ -28,7 +28,7 @@ from wirebeat.document import DocumentBuilder
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from wirebeat.packets import PacketDocuments
-from wirebeat.stack import TSHARK_NAMES, link_layers
+from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
@@ -188,6 +188,11 @@ class Engine:
         self.tunnels_enabled = config["wirebeat.tunnels.enabled"]
         self.tunnel: tuple | None = None    # the innermost tunnel of the current packet
         self.tunneled = 0
+        # (source, inner sender, inner receiver) -> what documents keep of the tunnel
+        self.tunneled_pairs: dict[tuple[str, str, str], tuple] = {}
+        self.max_tunneled_pairs = config["wirebeat.limits.max_tunneled_pairs"]
+        self.tunneled_pairs_evicted = 0
+        builder.tunnels = self.tunneled_pairs
         if config["wirebeat.packets.enabled"]:
             udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
                           if r.spec.name in TSHARK_NAMES}
@@ -211,6 +216,7 @@ class Engine:
     def counters(self) -> dict[str, int]:
         out = {"packets.read": self.packets, "packets.bytes": self.bytes,
                "packets.non_ip": self.non_ip, "packets.tunneled": self.tunneled,
+               "tunnels.pairs_evicted": self.tunneled_pairs_evicted,
                "packets.tcp_untracked": self.tcp_untracked, "packets.decoded": self.delivered,
                "transactions": self.transactions, "flows.evicted": self.flows_evicted,
                "flows.open": sum(len(s.udp_flows) for s in self.sources.values()),
@@ -260,12 +266,12 @@ class Engine:
         self.bytes += len(data)
         state = self.sources.get(source) or self._source(source)
         self.frame = (linktype, data)
+        self.tunnel = None
         if ts >= state.next_tick:
             self._tick(state, ts)
         located = locate_network(linktype, data)
         if self.packet_docs is not None:
             self.packet_docs.on_frame(ts, linktype, data, located, source)
-        self.tunnel = None
         depth = 0
         while True:     # once per encapsulation: tunnels are peeled here for every decoder
             if located.__class__ is str:
@@ -310,7 +316,7 @@ class Engine:
                     continue
             break
         if self.tunnel is not None:
-            self.tunnel += (src,)           # the inner sender: which outer end is the client's
+            self._remember_tunnel(state.name, src, dst, linktype, data)
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
@@ -319,6 +325,19 @@ class Engine:
             route = self.routes_ip.get(proto)
             if route is not None:
                 self._on_ip_protocol(state, route, ts, src, dst, proto, payload)
+
+    def _remember_tunnel(self, source: str, src: bytes, dst: bytes, inner_linktype: int,
+                         inner: bytes) -> None:
+        """Keep what documents of this inner conversation show of its tunnel (bounded)."""
+        tunnel, outer_src, outer_dst, proto, outer_linktype, outer = self.tunnel
+        key = (source, _ip_text(src), _ip_text(dst))
+        pairs = self.tunneled_pairs
+        if key not in pairs and len(pairs) >= self.max_tunneled_pairs:
+            del pairs[next(iter(pairs))]      # the oldest pair makes room
+            self.tunneled_pairs_evicted += 1
+        link = tunneled_link(link_layers(outer_linktype, outer), len(outer_src) == 16, proto,
+                             tunnel[2], inner_linktype, inner)
+        pairs[key] = (tunnel[0], tunnel[1], _ip_text(outer_src), _ip_text(outer_dst), link)
 
     def _on_udp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
                 payload: bytes) -> None:
@@ -536,7 +555,6 @@ class Engine:
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
         self.builder.link = link_layers(*self.frame)
-        self.builder.tunnel = self.tunnel
         for txn in txns:
             try:
                 built = build(spec, txn)

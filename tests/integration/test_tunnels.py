@@ -118,3 +118,22 @@ def test_decapsulate_returns_a_tunnel_a_reason_or_nothing(proto: int, payload: b
 def test_peel_link_returns_a_layer_or_a_reason(ethertype: int, data: bytes):
     result = peel_link(ethertype, data, 0)
     assert isinstance(result, (str, tuple))
+
+
+def test_transactions_reported_by_timeout_keep_their_own_tunnel_or_none(tmp_path: Path):
+    plain = g.ethernet(g.ipv4("10.9.0.1", "10.9.0.2", 17, g.udp("10.9.0.1", "10.9.0.2", 40001, 53,
+                                                               _dns_query("plain.example", 7))))
+    path = tmp_path / "mixed.pcap"
+    # Both queries go unanswered and are reported by timeout while a later, plain frame is
+    # read: each must keep its own layers, whatever packet was being processed then.
+    later = g.ethernet(g.ipv4("10.9.0.3", "10.9.0.4", 1, g.icmp_echo(1, 1)))
+    g.write_pcap(path, [(1.0, plain), (2.0, CASES["vxlan"][0]()), (30.0, later)])
+    docs = {d["dns"]["question"]["name"]: d for d in decode_file(path) if d["event"]["dataset"] == "dns"}
+    assert docs["plain.example"]["source"]["ip"] == "10.9.0.1"
+    assert "tunnel" not in docs["plain.example"]["network"]
+    assert docs["plain.example"]["network"]["protocol_stack"] == "eth:ethertype:ip:udp:dns"
+    tunneled = docs["example.com"]
+    assert tunneled["network"]["tunnel"] == {"type": "vxlan", "id": 42}
+    assert tunneled["source"]["ip"] == [t.OUTER_A, "10.0.0.1"]
+    assert tunneled["network"]["protocol_stack"] == "eth:ethertype:ip:udp:vxlan:eth:ethertype:ip:udp:dns"
+    assert tunneled["related"]["ip"] == [t.OUTER_A, t.OUTER_B, "10.0.0.1", "10.0.0.2"]
