@@ -1,9 +1,12 @@
 """The engine: frames in, documents out.
 
-Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
-decoder chosen by port (UDP; TCP through wirebeat.tcp's reassembly, one
-StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
-documents -> pipeline. A UDP flow on no configured port is offered, on its
+Per frame: link layer -> IPv4/IPv6 -> defragmentation -> tunnels (VXLAN,
+GENEVE, GRE, ERSPAN: the inner frame goes round the same steps, see
+wirebeat.tunnels) -> transport -> the decoder chosen by port (UDP; TCP
+through wirebeat.tcp's reassembly, one StreamDecoder per connection) or IP
+protocol (ICMP) -> transactions -> documents -> pipeline. With
+`wirebeat.packets.enabled`, every frame also becomes a document
+(wirebeat.packets). A UDP flow on no configured port is offered, on its
 first datagram only, to what decoders announced in-band (`Expectations`) and
 then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
 the flow table. `on_frame` runs once per packet, so it is written as

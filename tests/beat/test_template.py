@@ -64,8 +64,9 @@ def test_the_checker_itself_notices_an_unmapped_field():
     assert _mapped(_properties(), "icmp.request.type")
 
 
-@pytest.mark.parametrize("capture", [PCAPS / "watchlist" / "office.pcap", PCAPS / "icmp" / "ping.pcap"],
-                         ids=["watchlist/office.pcap", "icmp/ping.pcap"])
+@pytest.mark.parametrize("capture", [PCAPS / "watchlist" / "office.pcap", PCAPS / "icmp" / "ping.pcap",
+                                     PCAPS / "tunnels" / "vxlan.pcap"],
+                         ids=["watchlist/office.pcap", "icmp/ping.pcap", "tunnels/vxlan.pcap"])
 def test_every_field_of_per_packet_documents_is_mapped(capture: Path):
     properties = _properties()
     docs = decode_file(capture, "wirebeat.packets.enabled=true")
