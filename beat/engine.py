@@ -1,9 +1,12 @@
 """The engine: frames in, documents out.
 
-Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
-decoder chosen by port (UDP; TCP through wirebeat.tcp's reassembly, one
-StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
-documents -> pipeline. A UDP flow on no configured port is offered, on its
+Per frame: link layer -> IPv4/IPv6 -> defragmentation -> tunnels (VXLAN,
+GENEVE, GRE, ERSPAN: the inner frame goes round the same steps, see
+wirebeat.tunnels) -> transport -> the decoder chosen by port (UDP; TCP
+through wirebeat.tcp's reassembly, one StreamDecoder per connection) or IP
+protocol (ICMP) -> transactions -> documents -> pipeline. With
+`wirebeat.packets.enabled`, every frame also becomes a document
+(wirebeat.packets). A UDP flow on no configured port is offered, on its
 first datagram, to what decoders announced in-band (`Expectations`) and
 then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
 the flow table. A flow the heuristics turned down is offered again on a few
@@ -30,6 +33,9 @@ from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
+from wirebeat.packets import PacketDocuments
+from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
+from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
 from wirebeat.stats import Stats, log_once
@@ -189,6 +195,22 @@ class Engine:
                 if spec.stream is not None:
                     self.routes_tcp[port] = route
         self.sources: dict[str, _SourceState] = {}
+        self.frame: tuple[int, bytes] = (0, b"")    # linktype and bytes of the current packet
+        self.packet_docs: PacketDocuments | None = None
+        self.tunnels_enabled = config["wirebeat.tunnels.enabled"]
+        self.tunnel: tuple | None = None    # the innermost tunnel of the current packet
+        self.tunneled = 0
+        # (source, inner sender, inner receiver) -> what documents keep of the tunnel
+        self.tunneled_pairs: dict[tuple[str, str, str], tuple] = {}
+        self.max_tunneled_pairs = config["wirebeat.limits.max_tunneled_pairs"]
+        self.tunneled_pairs_evicted = 0
+        builder.tunnels = self.tunneled_pairs
+        if config["wirebeat.packets.enabled"]:
+            udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
+                          if r.spec.name in TSHARK_NAMES}
+            self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers,
+                                               config["wirebeat.tunnels.enabled"])
+            stats.add_source(self.packet_docs.counters)
         # Per-packet counters as plain ints (a dict lookup per packet adds up).
         self.packets = 0
         self.bytes = 0
@@ -206,7 +228,8 @@ class Engine:
 
     def counters(self) -> dict[str, int]:
         out = {"packets.read": self.packets, "packets.bytes": self.bytes,
-               "packets.non_ip": self.non_ip,
+               "packets.non_ip": self.non_ip, "packets.tunneled": self.tunneled,
+               "tunnels.pairs_evicted": self.tunneled_pairs_evicted,
                "packets.tcp_untracked": self.tcp_untracked, "packets.decoded": self.delivered,
                "transactions": self.transactions, "flows.evicted": self.flows_evicted,
                "flows.open": sum(len(s.udp_flows) for s in self.sources.values()),
@@ -256,30 +279,58 @@ class Engine:
         self.packets += 1
         self.bytes += len(data)
         state = self.sources.get(source) or self._source(source)
+        self.frame = (linktype, data)
+        self.tunnel = None
         if ts >= state.next_tick:
             self._tick(state, ts)
         located = locate_network(linktype, data)
-        if located.__class__ is str:
-            self.stats.count("packets.malformed", reason=located)
-            return
-        ethertype, offset, _vlans = located
-        if ethertype == ETHERTYPE_IPV4:
-            parsed = parse_ipv4(data, offset)
-        elif ethertype == ETHERTYPE_IPV6:
-            parsed = parse_ipv6(data, offset)
-        else:
-            self.non_ip += 1
-            return
-        if parsed.__class__ is str:
-            self.stats.count("packets.malformed", reason=parsed)
-            return
-        src, dst, proto, payload, fragment = parsed
-        if fragment is not None:
-            ident, frag_offset, more = fragment
-            payload = state.defrag.add((len(src), src, dst, proto, ident), ts, frag_offset,
-                                       more, payload)
-            if payload is None:
+        if self.packet_docs is not None:
+            self.packet_docs.on_frame(ts, linktype, data, located, source)
+        depth = 0
+        while True:     # once per encapsulation: tunnels are peeled here for every decoder
+            if located.__class__ is str:
+                self.stats.count("packets.malformed", reason=located)
                 return
+            ethertype, offset, _vlans = located
+            if ethertype in LINK_SHIMS:
+                peeled = peel_link(ethertype, data, offset)
+                if peeled.__class__ is str:
+                    self.stats.count("packets.malformed", reason=peeled)
+                    return
+                ethertype, offset, _layers = peeled
+            if ethertype == ETHERTYPE_IPV4:
+                parsed = parse_ipv4(data, offset)
+            elif ethertype == ETHERTYPE_IPV6:
+                parsed = parse_ipv6(data, offset)
+            else:
+                self.non_ip += 1
+                return
+            if parsed.__class__ is str:
+                self.stats.count("packets.malformed", reason=parsed)
+                return
+            src, dst, proto, payload, fragment = parsed
+            if fragment is not None:
+                ident, frag_offset, more = fragment
+                payload = state.defrag.add((len(src), src, dst, proto, ident), ts, frag_offset,
+                                           more, payload)
+                if payload is None:
+                    return
+            if (proto == 47 or proto == 17 and payload[2:4] in TUNNEL_PORTS) and depth < MAX_DEPTH \
+                    and self.tunnels_enabled:
+                tunnel = decapsulate(proto, payload)
+                if tunnel.__class__ is str:
+                    self.stats.count("packets.malformed", reason=tunnel)
+                    return
+                if tunnel is not None:
+                    self.tunneled += 1
+                    depth += 1
+                    self.tunnel = (tunnel, src, dst, proto, linktype, data)
+                    linktype, data = tunnel[3], tunnel[4]
+                    located = locate_network(linktype, data)
+                    continue
+            break
+        if self.tunnel is not None:
+            self._remember_tunnel(state.name, src, dst, linktype, data)
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
@@ -288,6 +339,19 @@ class Engine:
             route = self.routes_ip.get(proto)
             if route is not None:
                 self._on_ip_protocol(state, route, ts, src, dst, proto, payload)
+
+    def _remember_tunnel(self, source: str, src: bytes, dst: bytes, inner_linktype: int,
+                         inner: bytes) -> None:
+        """Keep what documents of this inner conversation show of its tunnel (bounded)."""
+        tunnel, outer_src, outer_dst, proto, outer_linktype, outer = self.tunnel
+        key = (source, _ip_text(src), _ip_text(dst))
+        pairs = self.tunneled_pairs
+        if key not in pairs and len(pairs) >= self.max_tunneled_pairs:
+            del pairs[next(iter(pairs))]      # the oldest pair makes room
+            self.tunneled_pairs_evicted += 1
+        link = tunneled_link(link_layers(outer_linktype, outer), len(outer_src) == 16, proto,
+                             tunnel[2], inner_linktype, inner)
+        pairs[key] = (tunnel[0], tunnel[1], _ip_text(outer_src), _ip_text(outer_dst), link)
 
     def _on_udp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
                 payload: bytes) -> None:
@@ -517,9 +581,10 @@ class Engine:
 
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
+        self.builder.link = link_layers(*self.frame)
         for txn in txns:
             try:
-                doc_id, doc = build(spec, txn)
+                built = build(spec, txn)
             except Exception:
                 self.stats.count("decoder.crashed", decoder=spec.name)
                 log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)
@@ -527,7 +592,8 @@ class Engine:
                     raise
                 continue
             self.transactions += 1
-            publish(doc_id, doc)
+            if built is not None:       # None: a processor dropped it
+                publish(*built)
 
     # -- time ------------------------------------------------------------------
 

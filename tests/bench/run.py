@@ -6,7 +6,9 @@ then times, in the same run on the same file:
 
 - `wirebeat run -I FILE --console > /dev/null`: packets/s, documents/s and
   peak RSS (the kernel's high-water mark, from wirebeat's summary line);
-- `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio.
+- `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio;
+- per-packet documents (`wirebeat.packets.enabled`, decoders off, then on),
+  the same job as `tshark -T ek`, against that tshark run.
 
 An HTTP-heavy capture (web connections only) is timed the same way, in
 transactions/s. Detection on untracked TCP (`wirebeat.protocols.tls.detect`) is
@@ -121,11 +123,25 @@ def main() -> int:
           f"{wb['documents_per_s']:,.0f} documents/s, peak RSS {wb['peak_rss_mib']} MiB")
     print(f"peak RSS at {wb_small['packets']} packets: {wb_small['peak_rss_mib']} MiB; "
           f"at {wb['packets']} packets: {wb['peak_rss_mib']} MiB")
+    ts = None
     if not args.skip_tshark:
         ts = bench_tshark(big, wb["packets"])
         if ts:
             print(f"tshark -T ek: {ts['seconds']:.2f} s = {ts['packets_per_s']:,.0f} packets/s; "
                   f"wirebeat is {wb['packets_per_s'] / ts['packets_per_s']:.1f}x faster")
+
+    # Per-packet documents: the job `tshark -T ek` does, timed against it on the same capture.
+    decoders = ["dhcpv4", "dns", "http", "icmp", "rtp", "sip"]
+    only_packets = ["-E", "wirebeat.packets.enabled=true",
+                    *[a for d in decoders for a in ("-E", f"wirebeat.protocols.{d}.enabled=false")]]
+    wb_pkt = bench_wirebeat(big, only_packets)
+    wb_pkt_all = bench_wirebeat(big, ["-E", "wirebeat.packets.enabled=true"])
+    print(f"wirebeat per-packet documents only: {wb_pkt['packets_per_s']:,.0f} packets/s "
+          f"({wb_pkt['documents']} documents); with every decoder as well: "
+          f"{wb_pkt_all['packets_per_s']:,.0f} packets/s")
+    if not args.skip_tshark and ts:
+        print(f"per-packet documents vs tshark -T ek: {wb_pkt['packets_per_s'] / ts['packets_per_s']:.1f}x "
+              f"(target 25x)")
 
     # HTTP-heavy: 8-packet connections, one transaction each.
     web = generate(args.packets // 5, "http")
