@@ -19,7 +19,7 @@ from wirebeat.config import Config, ConfigError, load_config
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import Engine
 from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
-                          check_connection, make_client)
+                          check_connection, make_client, redact_hosts)
 from wirebeat.monitor import StatsServer
 from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
@@ -162,8 +162,8 @@ def _test(what: str, config: Config, registered: list[Registered]) -> int:
         print(f"output {config.output_name()}: nothing to test, OK")
         return EXIT_OK
     es = config.section("output.elasticsearch")
-    version = check_connection(make_client(es), es["hosts"])
-    print(f"elasticsearch: {', '.join(es['hosts'])} reachable, version {version}, OK")
+    version = check_connection(make_client(es), es["hosts"], es)
+    print(f"elasticsearch: {', '.join(redact_hosts(es['hosts']))} reachable, version {version}, OK")
     return EXIT_OK
 
 
@@ -171,7 +171,7 @@ def _setup(config: Config, registered: list[Registered]) -> int:
     enabled = _enabled(config, registered)
     es = config.section("output.elasticsearch")
     client = make_client(es)
-    check_connection(client, es["hosts"])
+    check_connection(client, es["hosts"], es)
     config.values["setup.template.overwrite"] = True     # setup is asked for explicitly
     installer = _template_installer(config, enabled)
     installer(client)
@@ -255,6 +255,8 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                         batch_size=config["queue.mem.flush.min_events"],
                         flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live)
     stats.add_source(pipeline.counters)
+    if isinstance(output, ElasticsearchOutput):
+        stats.add_source(output.counters)
     agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
     builder = DocumentBuilder(agent, config["processors"], config["fields"],
                               config["fields_under_root"], config["tags"])

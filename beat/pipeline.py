@@ -50,7 +50,13 @@ class Pipeline:
         self.batch_size = max(1, min(batch_size, max_events))
         self.flush_timeout_s = flush_timeout_s
         self.block_when_full = block_when_full
-        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=max(1, max_events // self.batch_size))
+        # The cap counts documents, not batches: batches flushed by the timeout
+        # are small, and a cap in batches would hold far fewer documents than
+        # queue.mem.events says when the output is down for a while.
+        self.max_events = max(1, max_events)
+        self.queued_events = 0
+        self.space = threading.Condition()
+        self.queue: queue.Queue[Batch | None] = queue.Queue()
         self.batch: Batch = []
         self.batch_started = 0.0
         self.published = 0
@@ -67,7 +73,7 @@ class Pipeline:
     def counters(self) -> dict[str, int]:
         return {"events.published": self.published, "events.acked": self.acked,
                 "events.failed": self.failed, "queue.dropped": self.dropped,
-                "queue.batches": self.queue.qsize()}
+                "queue.batches": self.queue.qsize(), "queue.events": self.queued_events}
 
     def publish(self, doc_id: str, doc: dict[str, Any]) -> None:
         if not self.batch:
@@ -86,21 +92,18 @@ class Pipeline:
         if not self.batch:
             return
         batch, self.batch = self.batch, []
-        if self.block_when_full:
-            while True:
+        with self.space:
+            while self.queued_events and self.queued_events + len(batch) > self.max_events:
+                if not self.block_when_full:
+                    self.dropped += len(batch)
+                    return
                 if self.error is not None:
                     raise RuntimeError(f"output {self.output.name} failed: {self.error}")
-                try:
-                    self.queue.put(batch, timeout=0.5)
-                    return
-                except queue.Full:
-                    if self._out_of_time(None):
-                        return      # shutting down: these count as unacknowledged
-                    continue
-        try:
-            self.queue.put_nowait(batch)
-        except queue.Full:
-            self.dropped += len(batch)
+                if self._out_of_time(None):
+                    return      # shutting down: these count as unacknowledged
+                self.space.wait(0.5)
+            self.queued_events += len(batch)
+        self.queue.put(batch)
 
     def _run(self) -> None:
         while True:
@@ -108,6 +111,9 @@ class Pipeline:
             if batch is None:
                 return
             self.in_flight = len(batch)
+            with self.space:
+                self.queued_events -= len(batch)
+                self.space.notify_all()
             try:
                 failed = self.output.send(batch, self.stopping)
             except OutputStopped:
@@ -138,13 +144,7 @@ class Pipeline:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.flush()
-        while True:
-            try:
-                self.queue.put(None, timeout=0.2)
-                break
-            except queue.Full:
-                if not self.thread.is_alive() or self._out_of_time(deadline):
-                    break
+        self.queue.put(None)
         while self.thread.is_alive() and not self._out_of_time(deadline):
             self.thread.join(0.2)
         if self.thread.is_alive():

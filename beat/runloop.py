@@ -181,7 +181,9 @@ class Runner:
                 self.pipeline.maybe_flush()
                 if self.feed is not None:
                     self._tick_idle_sources(now)
-                    if not self.feed.alive():
+                    # After a signal the sources stop on purpose: only a stop nobody
+                    # asked for is an error (a signal can land between two checks here).
+                    if not self.feed.alive() and self.stop_signal is None and not self.feed.stop.is_set():
                         self.source_failures = list(self.feed.failed)
                         log.error("every live source has stopped", errors=self.source_failures)
                         break
