@@ -295,7 +295,7 @@ class Runner:
         if isinstance(self.pipeline.error, TemplateError):    # found on a late first contact
             print(f"wirebeat: {self.pipeline.error}", file=sys.stderr)
             return EXIT_USAGE
-        if self.pipeline.error is not None or unacked or self.source_failures:
+        if self.pipeline.error is not None or unacked or self.pipeline.failed or self.source_failures:
             return EXIT_FAILURE
         return EXIT_OK
 

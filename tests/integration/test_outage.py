@@ -98,7 +98,8 @@ def _zmq_clean_run(es_url: str, index: str, frames: list[tuple[int, bytes]]) -> 
 def test_a_60_s_outage_loses_and_duplicates_nothing_for_files_and_zmq(es_url, tmp_path: Path):
     es = Elasticsearch(es_url)
     tag = uuid.uuid4().hex[:8]
-    index = {kind: f"reliability-outage-{tag}-{kind}" for kind in
+    # Each name is no prefix of another: wirebeat installs a template per index pattern.
+    index = {kind: f"reliability-outage-{kind}-{tag}" for kind in
              ("file", "file-clean", "zmq", "zmq-clean")}
     host, port = es_url.split("//")[1].split(":")
     fwd_file, fwd_zmq = Forwarder(host, int(port)), Forwarder(host, int(port))
@@ -176,3 +177,5 @@ def test_a_60_s_outage_loses_and_duplicates_nothing_for_files_and_zmq(es_url, tm
             assert set(ids) == set(clean_ids)
     finally:
         es.indices.delete(index=",".join(index.values()), ignore_unavailable=True)
+        for name in index.values():
+            es.options(ignore_status=404).indices.delete_index_template(name=name)
