@@ -16,6 +16,7 @@ import zmq
 
 from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
+from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import Engine
 from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
@@ -251,9 +252,16 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
 
     output = _make_output(config, args.console, enabled)
     # Files can wait for a slow output; ZeroMQ and live capture cannot (drops are counted).
+    disk = None
+    if config["queue.disk.path"]:
+        try:
+            disk = DiskQueue(config["queue.disk.path"], config["queue.disk.max_size"], config["queue.disk.fsync"])
+        except DiskQueueError as err:
+            raise UsageError(str(err)) from None
     pipeline = Pipeline(output, max_events=config["queue.mem.events"],
                         batch_size=config["queue.mem.flush.min_events"],
-                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live)
+                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live,
+                        disk=disk)
     stats.add_source(pipeline.counters)
     if isinstance(output, ElasticsearchOutput):
         stats.add_source(output.counters)

@@ -7,6 +7,10 @@ full depends on the sources (ARCHITECTURE.md, "nothing is lost silently"):
 - live capture and ZeroMQ cannot wait without the kernel or the collector
   dropping instead, so the batch is dropped and counted (`queue.dropped`),
   and the summary says so.
+
+With `queue.disk.path` set, batches go through a DiskQueue instead
+(beat/diskqueue.py): they survive an outage longer than memory and a crash;
+its size cap drops (counted, logged) instead of the memory cap.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 from typing import Any, Protocol
 
 from wirebeat import logs
+from wirebeat.diskqueue import DiskQueue
 from wirebeat.template import TemplateError
 
 __all__ = ["Output", "OutputStopped", "Pipeline"]
@@ -45,8 +50,12 @@ class Output(Protocol):
 
 class Pipeline:
     def __init__(self, output: Output, max_events: int = 32768, batch_size: int = 1024,
-                 flush_timeout_s: float = 1.0, block_when_full: bool = True) -> None:
+                 flush_timeout_s: float = 1.0, block_when_full: bool = True,
+                 disk: DiskQueue | None = None) -> None:
         self.output = output
+        self.disk = disk
+        self.closing = False
+        self.last_drop_log = 0.0
         self.batch_size = max(1, min(batch_size, max_events))
         self.flush_timeout_s = flush_timeout_s
         self.block_when_full = block_when_full
@@ -71,9 +80,12 @@ class Pipeline:
         self.thread.start()
 
     def counters(self) -> dict[str, int]:
-        return {"events.published": self.published, "events.acked": self.acked,
-                "events.failed": self.failed, "queue.dropped": self.dropped,
-                "queue.batches": self.queue.qsize(), "queue.events": self.queued_events}
+        counters = {"events.published": self.published, "events.acked": self.acked,
+                    "events.failed": self.failed, "queue.dropped": self.dropped,
+                    "queue.batches": self.queue.qsize(), "queue.events": self.queued_events}
+        if self.disk is not None:
+            counters.update(self.disk.counters())
+        return counters
 
     def publish(self, doc_id: str, doc: dict[str, Any]) -> None:
         if not self.batch:
@@ -92,6 +104,9 @@ class Pipeline:
         if not self.batch:
             return
         batch, self.batch = self.batch, []
+        if self.disk is not None:
+            self._to_disk(batch)
+            return
         with self.space:
             while self.queued_events and self.queued_events + len(batch) > self.max_events:
                 if not self.block_when_full:
@@ -105,7 +120,52 @@ class Pipeline:
             self.queued_events += len(batch)
         self.queue.put(batch)
 
+    def _to_disk(self, batch: Batch) -> None:
+        assert self.disk is not None
+        while not self.disk.append(batch):
+            if not self.block_when_full:
+                self.dropped += len(batch)
+                now = time.monotonic()
+                if now - self.last_drop_log >= 10.0:     # never silent, never a flood
+                    self.last_drop_log = now
+                    log.warning("disk queue full, documents dropped", max_size=self.disk.max_bytes,
+                                dropped_total=self.dropped)
+                return
+            if self.error is not None:
+                raise RuntimeError(f"output {self.output.name} failed: {self.error}")
+            if self._out_of_time(None):
+                return
+            time.sleep(0.2)
+
+    def _run_disk(self) -> None:
+        assert self.disk is not None
+        while True:
+            item = self.disk.get(0.2)
+            if item is None:
+                if self.closing and self.disk.empty():
+                    return
+                continue
+            batch, position, size = item
+            self.in_flight = len(batch)
+            try:
+                failed = self.output.send(batch, self.stopping)
+            except OutputStopped:
+                self.in_flight = 0
+                return
+            except BaseException as err:     # as in _run
+                self.error = err
+                log.error("output failed", output=self.output.name, error=str(err),
+                          exc_info=not isinstance(err, TemplateError))
+                return
+            self.disk.ack(position, len(batch), size)
+            self.failed += failed
+            self.acked += len(batch) - failed
+            self.in_flight = 0
+
     def _run(self) -> None:
+        if self.disk is not None:
+            self._run_disk()
+            return
         while True:
             batch = self.queue.get()
             if batch is None:
@@ -144,6 +204,7 @@ class Pipeline:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.flush()
+        self.closing = True
         self.queue.put(None)
         while self.thread.is_alive() and not self._out_of_time(deadline):
             self.thread.join(0.2)
@@ -151,4 +212,8 @@ class Pipeline:
             self.stopping.set()
             self.thread.join(5.0)
         self.output.close()
-        return self.published - self.acked - self.failed - self.dropped
+        replayed = 0
+        if self.disk is not None:
+            replayed = self.disk.replayed
+            self.disk.close()
+        return self.published + replayed - self.acked - self.failed - self.dropped

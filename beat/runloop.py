@@ -315,6 +315,8 @@ class Runner:
         inputs = ", ".join(f"{n} {what}" for n, what in kinds if n) or "no input"
         pipeline = self.pipeline
         dropped = f", {pipeline.dropped} dropped (output behind)" if pipeline.dropped else ""
+        if pipeline.disk is not None and pipeline.disk.replayed:
+            dropped += f", {pipeline.disk.replayed} more replayed from the disk queue"
         packets = self.engine.packets
         pps = packets / elapsed if elapsed > 0 else 0.0
         line = (f"wirebeat: {inputs}, {packets} packets, "
