@@ -16,6 +16,7 @@ packages=(
   maven           # fetches the Elasticsearch server archive from Maven Central
   systemd         # systemd-analyze verifies the units in deploy/systemd
   curl
+  openssl         # CA and certificates of the secure Elasticsearch node (esnode.py --secure)
 )
 
 missing=()

@@ -161,6 +161,11 @@ def test_a_60_s_outage_loses_and_duplicates_nothing_for_files_and_zmq(es_url, tm
             assert counters.get("output.probes_failed", 0) >= 1, counters
             assert counters.get("events.failed", 0) == 0 and counters.get("queue.dropped", 0) == 0
         # Delivery resumed promptly once the path healed.
+        print(f"\noutage figures: file {FILE_PAIRS} docs, zmq {sent[0]} docs; first bulk after healing: "
+              f"file +{fwd_file.first_bulk_after_resume - times['healed']:.2f} s, "
+              f"zmq +{fwd_zmq.first_bulk_after_resume - times['healed']:.2f} s; "
+              f"file counters { {k: v for k, v in file_counters.items() if k.startswith('output.')} }; "
+              f"zmq counters { {k: v for k, v in zmq_counters.items() if k.startswith('output.')} }")
         for fwd in (fwd_file, fwd_zmq):
             assert fwd.first_bulk_after_resume is not None
             assert fwd.first_bulk_after_resume - times["healed"] < RESUME_WITHIN_S, \
