@@ -20,6 +20,7 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 import pcapgen as g
+from echo import echo_pair
 from forwarder import Forwarder
 from osmo_publisher import Client, Publisher
 from running import Wirebeat, wait_until
@@ -35,11 +36,7 @@ ZMQ_PAIRS_PER_S = 20
 
 
 def _echo_pair(client_no: int, seq: int) -> list[tuple[int, bytes]]:
-    a, b = f"10.{client_no}.0.1", f"10.{client_no}.0.2"
-    ts = T0 + seq * 10**7
-    ident = seq // 65536
-    return [(ts, g.ethernet(g.ipv4(a, b, g.IPPROTO_ICMP, g.icmp_echo(ident, seq % 65536)))),
-            (ts + 10**5, g.ethernet(g.ipv4(b, a, g.IPPROTO_ICMP, g.icmp_echo(ident, seq % 65536, reply=True))))]
+    return echo_pair(f"10.{client_no}.0.1", f"10.{client_no}.0.2", seq // 65536, seq % 65536, T0 + seq * 10**7)
 
 
 def _ids(es: Elasticsearch, index: str) -> list[str]:

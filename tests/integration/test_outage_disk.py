@@ -15,7 +15,7 @@ import uuid
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
-import pcapgen as g
+from echo import echo_pair
 from forwarder import Forwarder
 from osmo_publisher import Client, Publisher
 from running import Wirebeat, wait_until
@@ -27,10 +27,7 @@ BEFORE, DURING, AFTER = 20, 30, 10      # pairs before the outage, during it, af
 
 
 def _pair(seq: int) -> list[tuple[int, bytes]]:
-    a, b = "10.7.0.1", "10.7.0.2"
-    ts = T0 + seq * 10**7
-    return [(ts, g.ethernet(g.ipv4(a, b, g.IPPROTO_ICMP, g.icmp_echo(7, seq)))),
-            (ts + 10**5, g.ethernet(g.ipv4(b, a, g.IPPROTO_ICMP, g.icmp_echo(7, seq, reply=True))))]
+    return echo_pair("10.7.0.1", "10.7.0.2", 7, seq, T0 + seq * 10**7)
 
 
 def _ids(es: Elasticsearch, index: str) -> list[str]:

@@ -15,6 +15,7 @@ from elasticsearch import Elasticsearch
 
 import pcapgen as g
 from conftest import run_wirebeat
+from echo import write_echo_capture
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -26,14 +27,7 @@ def test_mapping_conflicts_are_counted_logged_dead_lettered_and_not_retried(es_u
     es = Elasticsearch(es_url)
     index = f"reliability-rejected-{uuid.uuid4().hex[:8]}"
     es.indices.create(index=index, mappings={"properties": {"icmp": {"type": "long"}}})
-    packets = []
-    for seq in range(PAIRS):
-        ts = T0 + seq * 10**8
-        packets.append((ts, g.ethernet(g.ipv4("10.6.0.1", "10.6.0.2", g.IPPROTO_ICMP, g.icmp_echo(6, seq)))))
-        packets.append((ts + 10**6, g.ethernet(g.ipv4("10.6.0.2", "10.6.0.1", g.IPPROTO_ICMP,
-                                                       g.icmp_echo(6, seq, reply=True)))))
-    capture = tmp_path / "rejected.pcap"
-    g.write_pcap(capture, packets)
+    capture = write_echo_capture(tmp_path / "rejected.pcap", "10.6.0.1", "10.6.0.2", 6, PAIRS, T0)
     dead_letter = tmp_path / "dead.ndjson"
     try:
         started = time.monotonic()

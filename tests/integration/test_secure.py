@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-import pcapgen as g
 from conftest import run_wirebeat
+from echo import write_echo_capture
 from running import Wirebeat
 
 pytestmark = pytest.mark.elasticsearch
@@ -62,15 +62,8 @@ def admin(secure_es) -> Elasticsearch:
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory) -> Path:
-    packets = []
-    for seq in range(PAIRS):
-        ts = T0 + seq * 10**8
-        packets.append((ts, g.ethernet(g.ipv4("10.5.0.1", "10.5.0.2", g.IPPROTO_ICMP, g.icmp_echo(5, seq)))))
-        packets.append((ts + 10**6, g.ethernet(g.ipv4("10.5.0.2", "10.5.0.1", g.IPPROTO_ICMP,
-                                                       g.icmp_echo(5, seq, reply=True)))))
-    path = tmp_path_factory.mktemp("secure") / "secure.pcap"
-    g.write_pcap(path, packets)
-    return path
+    return write_echo_capture(tmp_path_factory.mktemp("secure") / "secure.pcap", "10.5.0.1", "10.5.0.2",
+                              5, PAIRS, T0)
 
 
 @pytest.fixture
