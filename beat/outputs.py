@@ -360,7 +360,9 @@ class ElasticsearchOutput:
             pass
 
     def _first_contact(self) -> None:
-        check_connection(self.client, self.cfg["hosts"], self.cfg)
+        # With the probe's short timeout: a node that accepts and never answers
+        # must not hold the start (or a retry) for the whole bulk timeout.
+        check_connection(self.probe_client, self.cfg["hosts"], self.cfg)
         if self.on_connect is not None:
             self.on_connect(self.client)
         self.connected = True

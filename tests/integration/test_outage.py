@@ -181,3 +181,27 @@ def test_a_60_s_outage_loses_and_duplicates_nothing_for_files_and_zmq(es_url, tm
         es.indices.delete(index=",".join(index.values()), ignore_unavailable=True)
         for name in index.values():
             es.options(ignore_status=404).indices.delete_index_template(name=name)
+
+
+def test_a_node_that_accepts_and_never_answers_holds_neither_the_start_nor_delivery(es_url, tmp_path):
+    """Hung from the very start: the version check gives up after the probe timeout, not 90 s."""
+    es = Elasticsearch(es_url)
+    index = f"reliability-hung-{uuid.uuid4().hex[:8]}"
+    host, port = es_url.split("//")[1].split(":")
+    fwd = Forwarder(host, int(port))
+    fwd.hang()
+    capture = tmp_path / "hung.pcap"
+    g.write_pcap(capture, [p for seq in range(5) for p in _echo_pair(3, seq)])
+    wb = Wirebeat("-I", str(capture), *_es_args(fwd.url, index), http=False)
+    try:
+        # Probe timeout 3 s, then the first backoff: well inside the 90 s request timeout.
+        wb.wait_for_log("elasticsearch unreachable, will retry", timeout_s=20)
+        fwd.forward()
+        assert wb.proc.wait(60) == 0, wb.stderr_text()
+        es.indices.refresh(index=index)
+        assert es.count(index=index)["count"] == 5
+    finally:
+        wb.kill()
+        fwd.close()
+        es.indices.delete(index=index, ignore_unavailable=True)
+        es.options(ignore_status=404).indices.delete_index_template(name=index)
