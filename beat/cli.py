@@ -16,10 +16,11 @@ import zmq
 
 from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
+from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import Engine
 from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
-                          check_connection, make_client)
+                          check_connection, make_client, redact_hosts)
 from wirebeat.monitor import StatsServer
 from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
@@ -168,8 +169,8 @@ def _test(what: str, config: Config, registered: list[Registered]) -> int:
         print(f"output {config.output_name()}: nothing to test, OK")
         return EXIT_OK
     es = config.section("output.elasticsearch")
-    version = check_connection(make_client(es), es["hosts"])
-    print(f"elasticsearch: {', '.join(es['hosts'])} reachable, version {version}, OK")
+    version = check_connection(make_client(es), es["hosts"], es)
+    print(f"elasticsearch: {', '.join(redact_hosts(es['hosts']))} reachable, version {version}, OK")
     return EXIT_OK
 
 
@@ -177,7 +178,7 @@ def _setup(config: Config, registered: list[Registered]) -> int:
     enabled = _enabled(config, registered)
     es = config.section("output.elasticsearch")
     client = make_client(es)
-    check_connection(client, es["hosts"])
+    check_connection(client, es["hosts"], es)
     config.values["setup.template.overwrite"] = True     # setup is asked for explicitly
     installer = _template_installer(config, enabled)
     installer(client)
@@ -257,10 +258,19 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
 
     output = _make_output(config, args.console, enabled)
     # Files can wait for a slow output; ZeroMQ and live capture cannot (drops are counted).
+    disk = None
+    if config["queue.disk.path"]:
+        try:
+            disk = DiskQueue(config["queue.disk.path"], config["queue.disk.max_size"], config["queue.disk.fsync"])
+        except DiskQueueError as err:
+            raise UsageError(str(err)) from None
     pipeline = Pipeline(output, max_events=config["queue.mem.events"],
                         batch_size=config["queue.mem.flush.min_events"],
-                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live)
+                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live,
+                        disk=disk)
     stats.add_source(pipeline.counters)
+    if isinstance(output, ElasticsearchOutput):
+        stats.add_source(output.counters)
     agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
     processors = load_processors(config["processors"], config.path)
     stats.add_source(processors.counters)

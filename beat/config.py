@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from wirebeat.decoders.api import DecoderSpec, Option
+from wirebeat.secrets import SecretsError, expand, load_secrets
 
 __all__ = ["Config", "ConfigError", "base_schema", "coerce_value", "load_config", "parse_duration"]
 
@@ -63,6 +64,9 @@ def base_schema() -> dict[str, Option]:
         "queue.mem.events": Option("int", 32768, "documents buffered between the decoders and the output"),
         "queue.mem.flush.min_events": Option("int", 1024, "documents per batch handed to the output"),
         "queue.mem.flush.timeout": Option("duration", 1.0, "a partial batch is handed over after this long"),
+        "queue.disk.path": Option("str", "", "a directory: batches are written there before the output reads them, so they survive outages longer than memory and a crash (kill -9); empty: memory queue only"),
+        "queue.disk.max_size": Option("int", 1073741824, "bytes of unacknowledged batches on disk; above it batches are dropped and counted (queue.dropped), files wait"),
+        "queue.disk.fsync": Option("str", "always", "always (after every batch), interval (at most once a second) or never (survives a crash of wirebeat, not of the machine)"),
         "fields": Option("map", {}, "fields added to every document (under `fields`, or at the root with fields_under_root)"),
         "fields_under_root": Option("bool", False),
         "tags": Option("list[str]", [], "tags added to every document"),
@@ -84,9 +88,15 @@ def base_schema() -> dict[str, Option]:
         "output.elasticsearch.timeout": Option("duration", 90.0, "per request"),
         "output.elasticsearch.backoff.init": Option("duration", 1.0, "first wait after a failed bulk request"),
         "output.elasticsearch.backoff.max": Option("duration", 60.0, "longest wait between retries"),
+        "output.elasticsearch.health_probe.interval": Option("duration", 1.0, "while a bulk request is out or a retry waits, ask this often whether the node answers"),
+        "output.elasticsearch.health_probe.timeout": Option("duration", 3.0, "a health probe unanswered this long means the node is unreachable: the bulk request is abandoned (and resent)"),
+        "output.elasticsearch.dead_letter.path": Option("str", "", "append documents Elasticsearch rejects for good (mapping conflicts ...) to this NDJSON file, with the reason"),
         "output.elasticsearch.ssl.enabled": Option("bool", True, "used for https:// hosts"),
         "output.elasticsearch.ssl.verification_mode": Option("str", "full", "full, certificate or none"),
         "output.elasticsearch.ssl.certificate_authorities": Option("list[str]", []),
+        "output.elasticsearch.ssl.certificate": Option("str", "", "client certificate (PEM) offered to Elasticsearch"),
+        "output.elasticsearch.ssl.key": Option("str", "", "private key (PEM) of ssl.certificate"),
+        "keystore.path": Option("str", "", "secrets file (NAME=value lines, readable by its owner only); ${NAME} in any config value reads it before the environment"),
         "output.console.enabled": Option("bool", None),
         "output.console.pretty": Option("bool", False),
         "output.file.enabled": Option("bool", None),
@@ -298,6 +308,7 @@ def load_config(path: str | None, overrides: Iterable[str],
         raw.update(nested)
 
     values = {key: option.default for key, option in schema.items()}
+    raw = _resolve_references(raw, schema)
     for key, value in raw.items():
         if key not in schema:
             _refuse_packetbeat_option(key, schema)
@@ -308,3 +319,25 @@ def load_config(path: str | None, overrides: Iterable[str],
     config = Config(values, set(raw), used_path)
     config.output_name()        # reject two enabled outputs now, with the other errors
     return config
+
+
+def _resolve_references(raw: dict[str, Any], schema: Mapping[str, Option]) -> dict[str, Any]:
+    """${NAME} from the secrets file (keystore.path) or the environment (beat/secrets.py)."""
+    try:
+        secrets: dict[str, str] = {}
+        path = expand("keystore.path", raw.get("keystore.path", ""), {})
+        if path:
+            secrets = load_secrets(str(path))
+        resolved = {}
+        for key, value in raw.items():
+            new = expand(key, value, secrets)
+            option = schema.get(key)
+            if new != value and isinstance(new, str) and option is not None and option.kind != "str":
+                try:        # `port: ${PORT}` is a number once resolved
+                    new = yaml.safe_load(new)
+                except yaml.YAMLError:
+                    pass
+            resolved[key] = new
+        return resolved
+    except SecretsError as err:
+        raise ConfigError(str(err)) from None
