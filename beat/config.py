@@ -30,9 +30,10 @@ class ConfigError(Exception):
 def base_schema() -> dict[str, Option]:
     """Engine keys. Caps are documented here: they bound memory, not traffic."""
     return {
-        "wirebeat.flows.enabled": Option("bool", False, "flow reports (not implemented yet)"),
-        "wirebeat.flows.timeout": Option("duration", 30.0, "idle time after which a flow ends"),
-        "wirebeat.flows.period": Option("duration", 10.0, "interval of intermediate reports"),
+        "wirebeat.flows.enabled": Option("bool", True, "a report for every conversation (type: flow), as packetbeat's flows"),
+        "wirebeat.flows.timeout": Option("duration", 30.0, "idle time (packet time) after which a flow ends with a final report"),
+        "wirebeat.flows.period": Option("period", 10.0, "interval of intermediate reports (packet time); -1s: final reports only"),
+        "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
         "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),
         "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),
@@ -131,7 +132,8 @@ def parse_duration(value: Any) -> float:
 
 _KIND_WORDS = {
     "bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
-    "duration": "a duration such as 10s, 500ms or 1m", "list[str]": "a list of strings",
+    "duration": "a duration such as 10s, 500ms or 1m",
+    "period": "a duration such as 10s, or -1s for never", "list[str]": "a list of strings",
     "list[int]": "a list of whole numbers", "map": "a mapping of keys to values",
     "processors": "a list of processors (add_fields, add_tags)",
 }
@@ -164,6 +166,20 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
             return parse_duration(value)
         except ValueError:
             raise bad() from None
+    if kind == "period":       # a duration; a negative one (packetbeat's -1) turns it off
+        text = value.strip() if isinstance(value, str) else value
+        negative = text.startswith("-") if isinstance(text, str) else (
+            isinstance(text, (int, float)) and not isinstance(text, bool) and text < 0)
+        try:
+            seconds = parse_duration(text[1:] if isinstance(text, str) and negative else
+                                     (-text if negative else text))
+        except (ValueError, TypeError):
+            raise bad() from None
+        if negative:
+            return -1.0
+        if seconds <= 0:
+            raise bad()
+        return seconds
     if kind in ("list[str]", "list[int]"):
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]             # a single value where a list is expected, as beats allow

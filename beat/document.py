@@ -150,7 +150,9 @@ class DocumentBuilder:
         # something could change one document's copy (processors, root fields).
         self.shared_ok = not processors and not fields_under_root
 
-    def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]]:
+    def build(self, spec: DecoderSpec, txn: Transaction,
+              flow_id: str | None = None) -> tuple[str, dict[str, Any]]:
+        """(_id, document); `flow_id` is the flow.id of the transaction's flow report."""
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
         network_base, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
@@ -188,6 +190,8 @@ class DocumentBuilder:
             "agent": self.agent if self.shared_ok else dict(self.agent),
             "ecs": _ECS if self.shared_ok else dict(_ECS),
         }
+        if flow_id is not None:
+            doc["flow"] = {"id": flow_id}
         if txn.notes:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         merge(doc, spec.document(txn))

@@ -25,6 +25,7 @@ from typing import Any
 from wirebeat import logs
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
+from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from wirebeat.pipeline import Pipeline
@@ -70,6 +71,7 @@ class _SourceState:
     expectations: Expectations = field(default_factory=Expectations)
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
+    flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -157,6 +159,10 @@ class Engine:
             "max_buffered_bytes_total": config["wirebeat.limits.tcp.max_buffered_bytes_total"],
             "idle_timeout_s": config["wirebeat.limits.tcp.idle_timeout"],
         }
+        self.flow_reporter = FlowReporter(
+            builder, pipeline.publish, config["wirebeat.flows.timeout"],
+            config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"])
+        self.flows_enabled = config["wirebeat.flows.enabled"]
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
@@ -205,6 +211,7 @@ class Engine:
                "sources.open": len(self.sources), "sources.evicted": self.sources_evicted}
         out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
         parts = [self.retired, *(self._state_counters(s) for s in self.sources.values())]
+        parts.append({f"packets.non_ip.0x{t:04x}": n for t, n in self.flow_reporter.non_ip.items()})
         parts += [{f"decoder.{name}.{k}": v for k, v in totals.items()}
                   for name, totals in self.stream_counters.items()]
         for part in parts:
@@ -216,6 +223,8 @@ class Engine:
     def _state_counters(state: _SourceState) -> dict[str, int]:
         """What one source's tables and decoders counted so far."""
         out = {"expectations.evicted": state.expectations.evicted}
+        if state.flows is not None:
+            out.update(state.flows.counters())
         for name, value in asdict(state.tcp.counters).items():
             out[f"tcp.{name}"] = value
         for name, value in asdict(state.defrag.stats).items():
@@ -238,7 +247,8 @@ class Engine:
                 self.sources_evicted += 1
             state = self.sources[name] = _SourceState(
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
-                tcp=TCPTable(**self.tcp_limits))
+                tcp=TCPTable(**self.tcp_limits),
+                flows=FlowTable(name, self.flow_reporter) if self.flows_enabled else None)
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
@@ -251,13 +261,14 @@ class Engine:
         if located.__class__ is str:
             self.stats.count("packets.malformed", reason=located)
             return
-        ethertype, offset, _vlans = located
+        ethertype, offset, vlans = located
         if ethertype == ETHERTYPE_IPV4:
             parsed = parse_ipv4(data, offset)
         elif ethertype == ETHERTYPE_IPV6:
             parsed = parse_ipv6(data, offset)
         else:
             self.non_ip += 1
+            self.flow_reporter.count_non_ip(ethertype)
             return
         if parsed.__class__ is str:
             self.stats.count("packets.malformed", reason=parsed)
@@ -269,6 +280,8 @@ class Engine:
                                        more, payload)
             if payload is None:
                 return
+        if state.flows is not None:
+            state.flows.account(ts, linktype, data, vlans, src, dst, proto, payload)
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
@@ -494,8 +507,10 @@ class Engine:
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
         for txn in txns:
+            state = self.sources.get(txn.flow.source)
+            flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
             try:
-                doc_id, doc = build(spec, txn)
+                doc_id, doc = build(spec, txn, flow_id)
             except Exception:
                 self.stats.count("decoder.crashed", decoder=spec.name)
                 log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)
@@ -520,6 +535,8 @@ class Engine:
             if state.expected:
                 state.expectations.expire(now)
             state.tcp.expire(now)
+        if state.flows is not None:
+            state.flows.sweep(now)
         self.pipeline.maybe_flush()
 
     def _expire(self, state: _SourceState, now: float) -> None:
@@ -558,6 +575,8 @@ class Engine:
             if state is not None:
                 state.tcp.close_all()       # held bytes are flushed with gaps, then on_close
                 self._expire(state, float("inf"))
+                if state.flows is not None:
+                    state.flows.finish()        # after the transactions that name their flows
                 # The source is done: keep its counts, free its tables.
                 for key, value in self._state_counters(state).items():
                     self.retired[key] = self.retired.get(key, 0) + value
