@@ -33,6 +33,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.enabled": Option("bool", True, "a report for every conversation (type: flow), as packetbeat's flows"),
         "wirebeat.flows.timeout": Option("duration", 30.0, "idle time (packet time) after which a flow ends with a final report"),
         "wirebeat.flows.period": Option("period", 10.0, "interval of intermediate reports (packet time); -1s: final reports only"),
+        "wirebeat.flows.report_all": Option("bool", False, "report every live flow every period, as packetbeat does; false: only flows at least a period old that saw packets in the last period"),
         "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
         "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),

@@ -201,8 +201,8 @@ class DocumentBuilder:
     def build_other(self, doc: dict[str, Any]) -> dict[str, Any]:
         """A document that is not a transaction (a collector event, wirebeat's own stats):
         adds agent, ecs, fields, tags and processors as `build` does."""
-        doc["agent"] = dict(self.agent)
-        doc["ecs"] = dict(_ECS)
+        doc["agent"] = self.agent if self.shared_ok else dict(self.agent)
+        doc["ecs"] = _ECS if self.shared_ok else dict(_ECS)
         self._decorate(doc)
         return doc
 

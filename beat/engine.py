@@ -161,7 +161,8 @@ class Engine:
         }
         self.flow_reporter = FlowReporter(
             builder, pipeline.publish, config["wirebeat.flows.timeout"],
-            config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"])
+            config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
+            config["wirebeat.flows.report_all"])
         self.flows_enabled = config["wirebeat.flows.enabled"]
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}

@@ -6,10 +6,15 @@ echo/timestamp/information/address-mask identifier, 0 for other types), per
 capture source. Both directions are one flow; its source is the side that
 sent the first packet seen.
 
-Every `wirebeat.flows.period` of packet time each live flow is reported
-(`flow.final: false`); when it has been idle `wirebeat.flows.timeout`, was
-closed (FIN both ways or RST), is evicted from a full table or input ends, it
-gets a last report with `flow.final: true` and `flow.end_reason` (`idle`,
+Every `wirebeat.flows.period` of packet time each live flow at least one
+period old that saw packets during the last period is reported
+(`flow.final: false`). packetbeat reports every live flow, however young or
+unchanged; `wirebeat.flows.report_all: true` does that too. The default
+spares the output a report per short flow (a DNS exchange would otherwise be
+reported once or more before its final report, with the same counts).
+
+When a flow has been idle `wirebeat.flows.timeout`, was closed (FIN both
+ways or RST), is evicted from a full table or input ends, it gets a last report with `flow.final: true` and `flow.end_reason` (`idle`,
 `fin`, `rst`, `evicted`, `end_of_input`). A closed TCP flow still takes the
 packets that follow its FIN/RST (the last ACK, retransmitted FINs) until the
 next sweep at least `CLOSED_LINGER_S` later; a new SYN on it starts a new flow.
@@ -40,7 +45,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from wirebeat.document import DocumentBuilder, community_id, document_id_from, iso_time
+from wirebeat.document import DocumentBuilder, community_id, iso_time
 from wirebeat.decoders.api import FlowKey
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
@@ -50,8 +55,8 @@ EVICTION_WINDOW = 8         # on a full table the idlest of this many oldest flo
 LINKTYPE_ETHERNET = 1
 
 _PORTS = struct.Struct("!HH").unpack_from
+_TCP = struct.Struct("!HHI4xBB").unpack_from     # ports, seq, data offset (high nibble), flags
 _U16 = struct.Struct("!H").unpack_from
-_U32 = struct.Struct("!I").unpack_from
 _SEQ_MASK = 0xFFFFFFFF
 _HALF = 0x80000000
 # ICMP types that carry an identifier (RFC 792 echo, timestamp, information,
@@ -80,19 +85,21 @@ K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
 
 
 def _new_tcp() -> list[Any]:
-    return [None, None, 0, 0, 0, 0, 0, 0, None, -1, None, None, -1]
+    return [-1, -1, 0, 0, 0, 0, 0, 0, None, -1, None, None, -1]     # -1: no data seen yet
 
 
 class FlowReporter:
     """Builds flow documents and hands them to the pipeline; shared by every source's table."""
 
     def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
-                 timeout_s: float, period_s: float, max_flows: int) -> None:
+                 timeout_s: float, period_s: float, max_flows: int,
+                 report_all: bool = False) -> None:
         self.builder = builder
         self.publish = publish
         self.timeout_s = timeout_s
         self.period_s = period_s            # <= 0: final reports only
         self.max_flows = max_flows
+        self.report_all = report_all        # every live flow every period, as packetbeat
         self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
         self.non_ip: dict[int, int] = {}    # frames per ethertype that made no flow
 
@@ -104,7 +111,7 @@ class FlowReporter:
         """Publish one report of `rec`; `report_ts` (packet time) becomes @timestamp."""
         fid = rec[R_ID] or _assign_id(source, rec)
         doc = flow_document(source, rec, fid, final, reason, report_ts)
-        doc_id = document_id_from(f"{source}|flow|{fid}|", rec[R_FIRST_TS], str(rec[R_REPORTS]))
+        doc_id = f"{fid}-{rec[R_REPORTS]}"   # fid already names source, key and start
         rec[R_REPORTS] += 1
         self.publish(doc_id, self.builder.build_other(doc))
 
@@ -134,60 +141,75 @@ class FlowTable:
     def account(self, ts: float, linktype: int, frame: bytes, vlans: tuple[int, ...],
                 src: bytes, dst: bytes, proto: int, payload: bytes) -> None:
         """Add one IP packet (`frame` is the whole captured frame) to its flow."""
-        tcp_flags = -1
-        if proto == 6:
-            if len(payload) >= 20:
-                sport, dport = _PORTS(payload)
-                tcp_flags = payload[13]
+        macs = frame[:12] if linktype == LINKTYPE_ETHERNET else b""
+        if proto == 6 and len(payload) >= 20:
+            sport, dport, seq, offset, flags = _TCP(payload)
+            key = (macs, vlans, NO_TUNNEL, src, dst, 6, sport, dport)
+            entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
+            rec, d = entry
+            tcp = rec[R_TCP]
+            if flags & 0x07 or tcp[T_AWAIT_ACK_DIR] == d:     # SYN, FIN, RST, handshake ACK
+                rec, d, tcp = self._control(key, rec, d, tcp, flags, ts, payload)
+            data_len = len(payload) - (offset >> 4) * 4
+            if data_len > 0:
+                high = tcp[d]
+                # Sequence numbers wrap (RFC 9293 §3.4): compare modulo 2**32.
+                behind = (high - seq) & _SEQ_MASK
+                if high < 0 or behind >= _HALF:        # first data, or new bytes after a hole
+                    tcp[d] = (seq + data_len) & _SEQ_MASK
+                else:                                   # starts at or before the highest byte seen
+                    if behind:
+                        tcp[T_RETRANS + d] += behind if behind < data_len else data_len
+                    if behind < data_len:
+                        tcp[d] = (seq + data_len) & _SEQ_MASK
+        else:
+            if proto == 17:
+                sport, dport = _PORTS(payload) if len(payload) >= 4 else (0, 0)
+            elif proto == 1:        # the identifier in both slots: the reply's key is the reverse
+                sport = dport = (_U16(payload, 4)[0] if len(payload) >= 6
+                                 and payload[0] in _ICMP4_WITH_ID else 0)
+            elif proto == 58:
+                sport = dport = (_U16(payload, 4)[0] if len(payload) >= 6
+                                 and payload[0] in _ICMP6_WITH_ID else 0)
             else:
                 sport = dport = 0
-        elif proto == 17:
-            sport, dport = _PORTS(payload) if len(payload) >= 4 else (0, 0)
-        elif proto == 1:
-            sport = _U16(payload, 4)[0] if len(payload) >= 6 and payload[0] in _ICMP4_WITH_ID else 0
-            dport = 0
-        elif proto == 58:
-            sport = _U16(payload, 4)[0] if len(payload) >= 6 and payload[0] in _ICMP6_WITH_ID else 0
-            dport = 0
-        else:
-            sport = dport = 0
-        key = (frame[:12] if linktype == LINKTYPE_ETHERNET else b"", vlans, NO_TUNNEL,
-               src, dst, proto, sport, dport)
-        entry = self.flows.get(key)
-        if entry is None:
-            entry = self._alias(key) or self._open(key, ts, payload)
-        rec, d = entry
-        if tcp_flags >= 0:
-            tcp = rec[R_TCP]
-            if tcp_flags & 0x07:        # SYN, FIN or RST: rare, kept out of line
-                if tcp_flags & 0x12 == 0x02 and rec[R_CLOSED] is not None:
-                    # A new connection on a closed flow's ports: the old flow ends here.
-                    self._end(rec, rec[R_CLOSED], rec[R_LAST_TS])
-                    rec, d = self._open(key, ts, payload)
-                    tcp = rec[R_TCP]
-                _control(rec, tcp, d, tcp_flags, ts)
-            elif tcp[T_AWAIT_ACK_DIR] == d and tcp_flags & 0x10:
-                tcp[T_ACK_TS] = ts      # the handshake's third packet
-                tcp[T_AWAIT_ACK_DIR] = -1
-            data_len = len(payload) - (payload[12] >> 4) * 4
-            if data_len > 0:
-                seq = _U32(payload, 4)[0]
-                high = tcp[d]
-                end = (seq + data_len) & _SEQ_MASK
-                if high is None:
-                    tcp[d] = end
-                else:
-                    behind = (high - seq) & _SEQ_MASK
-                    if behind < _HALF:                  # starts at or before the highest byte seen
-                        if behind:
-                            tcp[T_RETRANS + d] += behind if behind < data_len else data_len
-                        if behind < data_len:
-                            tcp[d] = end
-                    else:
-                        tcp[d] = end
+            key = (macs, vlans, NO_TUNNEL, src, dst, proto, sport, dport)
+            entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
+            rec, d = entry
         rec[R_LAST_TS] = ts
         rec[R_PACKETS + d] += 1
         rec[R_BYTES + d] += len(frame)
+
+    def _control(self, key: tuple, rec: list[Any], d: int, tcp: list[Any], flags: int, ts: float,
+                 payload: bytes) -> tuple[list[Any], int, list[Any]]:
+        """SYN/FIN/RST counts, the handshake, and a new connection on a closed flow's ports."""
+        if flags & 0x12 == 0x02 and rec[R_CLOSED] is not None:
+            # A new connection on a closed flow's ports: the old flow ends here.
+            self._end(rec, rec[R_CLOSED], rec[R_LAST_TS])
+            rec, d = self._open(key, ts, payload)
+            tcp = rec[R_TCP]
+        if flags & 0x02:
+            tcp[T_SYN] += 1
+            if flags & 0x10:                                    # SYN/ACK
+                if tcp[T_SYNACK_TS] is None and tcp[T_SYN_DIR] == 1 - d:
+                    tcp[T_SYNACK_TS] = ts
+                    tcp[T_AWAIT_ACK_DIR] = 1 - d
+            elif tcp[T_SYN_TS] is None:
+                tcp[T_SYN_TS] = ts
+                tcp[T_SYN_DIR] = d
+        elif tcp[T_AWAIT_ACK_DIR] == d and flags & 0x10:       # the handshake's third packet
+            tcp[T_ACK_TS] = ts
+            tcp[T_AWAIT_ACK_DIR] = -1
+        if flags & 0x01:
+            tcp[T_FIN] += 1
+            tcp[T_FIN_DIRS] |= 1 << d
+            if tcp[T_FIN_DIRS] == 3 and rec[R_CLOSED] is None:
+                rec[R_CLOSED] = "fin"
+        if flags & 0x04:
+            tcp[T_RST] += 1
+            if rec[R_CLOSED] is None:
+                rec[R_CLOSED] = "rst"
+        return rec, d, tcp
 
     def _alias(self, key: tuple) -> tuple[list[Any], int] | None:
         """The reverse direction of a flow whose frames carry the same MAC order both ways.
@@ -277,6 +299,8 @@ class FlowTable:
         report_due = period_s > 0 and now >= self.next_report
         if report_due:
             self.next_report = now + period_s
+        report_all = reporter.report_all
+        period_ago = now - period_s
         idle_before = now - reporter.timeout_s
         closed_before = now - CLOSED_LINGER_S
         for rec in self._records():
@@ -285,7 +309,7 @@ class FlowTable:
                 self._end(rec, rec[R_CLOSED] or "idle", now)
             elif rec[R_CLOSED] is not None and last <= closed_before:
                 self._end(rec, rec[R_CLOSED], now)
-            elif report_due:
+            elif report_due and (report_all or rec[R_FIRST_TS] <= period_ago < last):
                 reporter.report(self.source, rec, False, None, now)
                 self.reports += 1
 
@@ -341,31 +365,6 @@ def _packed(ip_text: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6 if ":" in ip_text else socket.AF_INET, ip_text)
 
 
-def _control(rec: list[Any], tcp: list[Any], d: int, flags: int, ts: float) -> None:
-    """Count SYN/FIN/RST and follow the handshake; FIN both ways or RST closes the flow."""
-    if flags & 0x02:
-        tcp[T_SYN] += 1
-        if flags & 0x10:                                    # SYN/ACK
-            if tcp[T_SYNACK_TS] is None and tcp[T_SYN_DIR] == 1 - d:
-                tcp[T_SYNACK_TS] = ts
-                tcp[T_AWAIT_ACK_DIR] = 1 - d
-        elif tcp[T_SYN_TS] is None:
-            tcp[T_SYN_TS] = ts
-            tcp[T_SYN_DIR] = d
-    if flags & 0x01:
-        tcp[T_FIN] += 1
-        tcp[T_FIN_DIRS] |= 1 << d
-        if tcp[T_FIN_DIRS] == 3 and rec[R_CLOSED] is None:
-            rec[R_CLOSED] = "fin"
-    if flags & 0x04:
-        tcp[T_RST] += 1
-        if rec[R_CLOSED] is None:
-            rec[R_CLOSED] = "rst"
-    if tcp[T_AWAIT_ACK_DIR] == d and flags & 0x12 == 0x10:    # ACK (with FIN/RST) ends the handshake
-        tcp[T_ACK_TS] = ts
-        tcp[T_AWAIT_ACK_DIR] = -1
-
-
 def _assign_id(source: str, rec: list[Any]) -> str:
     """flow.id: a hash of the source, the key and the first packet's time.
 
@@ -373,11 +372,7 @@ def _assign_id(source: str, rec: list[Any]) -> str:
     earlier flow's ports. (packetbeat's own id is a base64 of its internal key
     layout, which nothing outside packetbeat reads.)
     """
-    key = rec[R_KEY]
-    text = "|".join((source, key[K_MACS].hex(), ",".join(map(str, key[K_VLANS])),
-                     ",".join(ip.hex() for ip in key[K_OUTER]), key[K_SRC].hex(),
-                     key[K_DST].hex(), str(key[K_PROTO]), str(key[K_SPORT]), str(key[K_DPORT]),
-                     str(round(rec[R_FIRST_TS] * 1e6))))
+    text = f"{source}|flow|{rec[R_KEY]!r}|{round(rec[R_FIRST_TS] * 1e6)}"
     digest = hashlib.blake2b(text.encode(), digest_size=15).digest()
     rec[R_ID] = base64.urlsafe_b64encode(digest).decode()
     return rec[R_ID]
@@ -419,6 +414,7 @@ def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: st
     src["packets"], src["bytes"] = rec[R_PACKETS], rec[R_BYTES]
     dst["packets"], dst["bytes"] = rec[R_PACKETS_REV], rec[R_BYTES_REV]
     first, last = rec[R_FIRST_TS], rec[R_LAST_TS]
+    end = iso_time(last)
     network: dict[str, Any] = {"type": "ipv6" if len(key[K_SRC]) == 16 else "ipv4",
                                "transport": transport,
                                "bytes": rec[R_BYTES] + rec[R_BYTES_REV],
@@ -434,11 +430,11 @@ def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: st
     if tcp is not None:
         flow["tcp"] = _tcp_fields(tcp)
     return {
-        "@timestamp": iso_time(report_ts),
+        "@timestamp": end if report_ts == last else iso_time(report_ts),
         "type": "flow",
         "event": {"kind": "event", "category": ["network"], "action": "network_flow",
                   "dataset": "flow", "type": ["connection", "end"] if final else ["connection"],
-                  "start": iso_time(first), "end": iso_time(last),
+                  "start": iso_time(first), "end": end,
                   "duration": round((last - first) * 1e6) * 1000},
         "flow": flow,
         "source": src,
