@@ -67,7 +67,9 @@ def community_id(transport: str, client_ip: str, client_port: int, server_ip: st
     return "1:" + base64.b64encode(digest).decode()
 
 
-_last_second: list[Any] = [None, ""]
+@lru_cache(maxsize=4096)    # many timestamps share a second, and flow reports mix a few seconds
+def _second_text(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def iso_time(ts: float) -> str:
@@ -76,10 +78,7 @@ def iso_time(ts: float) -> str:
     micros = round((ts - seconds) * 1e6)
     if micros >= 1_000_000:
         seconds, micros = seconds + 1, micros - 1_000_000
-    if _last_second[0] != seconds:      # many packets share a second: format it once
-        _last_second[0] = seconds
-        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{_last_second[1]}.{micros:06d}Z"
+    return f"{_second_text(seconds)}.{micros:06d}Z"
 
 
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:

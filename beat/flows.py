@@ -77,7 +77,7 @@ K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
 
 # A flow record: a list, indexed by these (direction d: 0 = source -> destination).
 (R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
- R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS) = range(14)
+ R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC) = range(15)
 # TCP part of a record (a list too): highest sequence end per direction,
 # retransmitted bytes per direction, control counts, handshake times.
 (T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
@@ -243,7 +243,7 @@ class FlowTable:
         proto = key[K_PROTO]
         icmp = (payload[0], payload[1]) if proto in (1, 58) and len(payload) >= 2 else None
         rec = [ts, ts, 0, 0, 0, 0, key, rev_key, 0, None,
-               _new_tcp() if proto == 6 else None, None, icmp, None]
+               _new_tcp() if proto == 6 else None, None, icmp, None, None]
         entry = flows[key] = (rec, 0)
         if rev_key != key:              # equal only for a host talking to itself on one port
             flows[rev_key] = (rec, 1)
@@ -389,6 +389,40 @@ def _ip_text(packed: bytes) -> str:
 def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: str | None,
                   report_ts: float) -> dict[str, Any]:
     """The one place flow field names are spelled; mirrors index_templates/common.json."""
+    static = rec[R_STATIC] or _static_parts(source, rec, fid)
+    src_base, dst_base, network_base, flow_base, start = static
+    first, last = rec[R_FIRST_TS], rec[R_LAST_TS]
+    end = iso_time(last)
+    src = dict(src_base)
+    src["packets"], src["bytes"] = rec[R_PACKETS], rec[R_BYTES]
+    dst = dict(dst_base)
+    dst["packets"], dst["bytes"] = rec[R_PACKETS_REV], rec[R_BYTES_REV]
+    network = dict(network_base)
+    network["bytes"] = rec[R_BYTES] + rec[R_BYTES_REV]
+    network["packets"] = rec[R_PACKETS] + rec[R_PACKETS_REV]
+    flow = dict(flow_base)
+    flow["final"] = final
+    if final and reason:
+        flow["end_reason"] = reason
+    tcp = rec[R_TCP]
+    if tcp is not None:
+        flow["tcp"] = _tcp_fields(tcp)
+    return {
+        "@timestamp": end if report_ts == last else iso_time(report_ts),
+        "type": "flow",
+        "event": {"kind": "event", "category": ["network"], "action": "network_flow",
+                  "dataset": "flow", "type": ["connection", "end"] if final else ["connection"],
+                  "start": start, "end": end, "duration": round((last - first) * 1e6) * 1000},
+        "flow": flow,
+        "source": src,
+        "destination": dst,
+        "network": network,
+        "capture": {"source": source},
+    }
+
+
+def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
+    """What a flow's reports share, built at its first report (copied into each)."""
     key = rec[R_KEY]
     proto = key[K_PROTO]
     src_ip, dst_ip = _ip_text(key[K_SRC]), _ip_text(key[K_DST])
@@ -411,37 +445,15 @@ def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: st
         cid = community_id(transport, src_ip, rec[R_ICMP][0], dst_ip, rec[R_ICMP][1])
     else:
         cid = None
-    src["packets"], src["bytes"] = rec[R_PACKETS], rec[R_BYTES]
-    dst["packets"], dst["bytes"] = rec[R_PACKETS_REV], rec[R_BYTES_REV]
-    first, last = rec[R_FIRST_TS], rec[R_LAST_TS]
-    end = iso_time(last)
     network: dict[str, Any] = {"type": "ipv6" if len(key[K_SRC]) == 16 else "ipv4",
-                               "transport": transport,
-                               "bytes": rec[R_BYTES] + rec[R_BYTES_REV],
-                               "packets": rec[R_PACKETS] + rec[R_PACKETS_REV]}
+                               "transport": transport}
     if cid:
         network["community_id"] = cid
-    flow: dict[str, Any] = {"id": fid, "final": final}
+    flow: dict[str, Any] = {"id": fid}
     if key[K_VLANS]:
         flow["vlan"] = list(key[K_VLANS])
-    if final and reason:
-        flow["end_reason"] = reason
-    tcp = rec[R_TCP]
-    if tcp is not None:
-        flow["tcp"] = _tcp_fields(tcp)
-    return {
-        "@timestamp": end if report_ts == last else iso_time(report_ts),
-        "type": "flow",
-        "event": {"kind": "event", "category": ["network"], "action": "network_flow",
-                  "dataset": "flow", "type": ["connection", "end"] if final else ["connection"],
-                  "start": iso_time(first), "end": end,
-                  "duration": round((last - first) * 1e6) * 1000},
-        "flow": flow,
-        "source": src,
-        "destination": dst,
-        "network": network,
-        "capture": {"source": source},
-    }
+    rec[R_STATIC] = static = (src, dst, network, flow, iso_time(rec[R_FIRST_TS]))
+    return static
 
 
 def _tcp_fields(tcp: list[Any]) -> dict[str, Any]:
