@@ -36,7 +36,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.report_all": Option("bool", False, "report every live flow every period, as packetbeat does; false: only flows at least a period old that saw packets in the last period"),
         "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
-        "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),
+        "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows remembered for routing to decoders (flow reports have wirebeat.flows.max_flows); the oldest is evicted"),
         "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),
         "wirebeat.limits.max_fragmented_datagrams": Option("int", 4096, "partial IP datagrams held for reassembly, per source"),
         "wirebeat.limits.fragment_timeout": Option("duration", 30.0, "packet time a partial datagram waits for its fragments"),

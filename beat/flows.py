@@ -55,6 +55,7 @@ EVICTION_WINDOW = 8         # on a full table the idlest of this many oldest flo
 LINKTYPE_ETHERNET = 1
 
 _PORTS = struct.Struct("!HH").unpack_from
+_ID_NUMBERS = struct.Struct("!BHHq")       # protocol, ports, first packet time in microseconds
 _TCP = struct.Struct("!HHI4xBB").unpack_from     # ports, seq, data offset (high nibble), flags
 _U16 = struct.Struct("!H").unpack_from
 _SEQ_MASK = 0xFFFFFFFF
@@ -372,8 +373,12 @@ def _assign_id(source: str, rec: list[Any]) -> str:
     earlier flow's ports. (packetbeat's own id is a base64 of its internal key
     layout, which nothing outside packetbeat reads.)
     """
-    text = f"{source}|flow|{rec[R_KEY]!r}|{round(rec[R_FIRST_TS] * 1e6)}"
-    digest = hashlib.blake2b(text.encode(), digest_size=15).digest()
+    key = rec[R_KEY]
+    digest = hashlib.blake2b(b"|".join((
+        source.encode(), key[K_MACS], bytes(map(len, key[K_OUTER])), *key[K_OUTER],
+        key[K_SRC], key[K_DST], _ID_NUMBERS.pack(key[K_PROTO], key[K_SPORT], key[K_DPORT],
+                                                 round(rec[R_FIRST_TS] * 1e6)),
+        ",".join(map(str, key[K_VLANS])).encode())), digest_size=15).digest()
     rec[R_ID] = base64.urlsafe_b64encode(digest).decode()
     return rec[R_ID]
 
@@ -389,18 +394,23 @@ def _ip_text(packed: bytes) -> str:
 def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: str | None,
                   report_ts: float) -> dict[str, Any]:
     """The one place flow field names are spelled; mirrors index_templates/common.json."""
-    static = rec[R_STATIC] or _static_parts(source, rec, fid)
-    src_base, dst_base, network_base, flow_base, start = static
+    static = rec[R_STATIC]
+    if static is None:
+        static = _static_parts(source, rec, fid)
+        if not final:       # more reports will follow: they start from copies
+            rec[R_STATIC] = static
+    if rec[R_STATIC] is not None:
+        src_base, dst_base, network_base, flow_base, start = static
+        src, dst = dict(src_base), dict(dst_base)
+        network, flow = dict(network_base), dict(flow_base)
+    else:                   # the only report: the parts themselves
+        src, dst, network, flow, start = static
     first, last = rec[R_FIRST_TS], rec[R_LAST_TS]
     end = iso_time(last)
-    src = dict(src_base)
     src["packets"], src["bytes"] = rec[R_PACKETS], rec[R_BYTES]
-    dst = dict(dst_base)
     dst["packets"], dst["bytes"] = rec[R_PACKETS_REV], rec[R_BYTES_REV]
-    network = dict(network_base)
     network["bytes"] = rec[R_BYTES] + rec[R_BYTES_REV]
     network["packets"] = rec[R_PACKETS] + rec[R_PACKETS_REV]
-    flow = dict(flow_base)
     flow["final"] = final
     if final and reason:
         flow["end_reason"] = reason
@@ -422,7 +432,7 @@ def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: st
 
 
 def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
-    """What a flow's reports share, built at its first report (copied into each)."""
+    """What a flow's reports share: built at its first report, copied into each if several."""
     key = rec[R_KEY]
     proto = key[K_PROTO]
     src_ip, dst_ip = _ip_text(key[K_SRC]), _ip_text(key[K_DST])
@@ -452,8 +462,7 @@ def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
     flow: dict[str, Any] = {"id": fid}
     if key[K_VLANS]:
         flow["vlan"] = list(key[K_VLANS])
-    rec[R_STATIC] = static = (src, dst, network, flow, iso_time(rec[R_FIRST_TS]))
-    return static
+    return src, dst, network, flow, iso_time(rec[R_FIRST_TS])
 
 
 def _tcp_fields(tcp: list[Any]) -> dict[str, Any]:

@@ -307,13 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     counts = write_mixed(args.out, args.packets, args.seed, args.mix)
-    elapsed_s = time.monotonic() - started
+    print_counts(counts, args.out, time.monotonic() - started, args.counts_json)
+    return 0
+
+
+def print_counts(counts: Counter[str], out: Path, elapsed_s: float, counts_json: Path | None) -> None:
+    """The ground truth on stderr, and as JSON in `counts_json` if given."""
     for key in sorted(counts):
         print(f"{key}: {counts[key]}", file=sys.stderr)
-    print(f"wrote {args.out} in {elapsed_s:.1f} s", file=sys.stderr)
-    if args.counts_json:
-        args.counts_json.write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
-    return 0
+    print(f"wrote {out} in {elapsed_s:.1f} s", file=sys.stderr)
+    if counts_json:
+        counts_json.write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
 
 
 if __name__ == "__main__":

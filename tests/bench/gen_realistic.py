@@ -32,7 +32,6 @@ flows on and off.
 from __future__ import annotations
 
 import argparse
-import json
 import struct
 import sys
 import time
@@ -44,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))            # tests/, for pcapgen
 import pcapgen as pg  # noqa: E402
-from gen_mixed import START_NS, Frames, Generator  # noqa: E402
+from gen_mixed import START_NS, Frames, Generator, print_counts  # noqa: E402
 
 MSS = 1460
 OTHER_TLS_PORTS = (22, 993, 5222, 8443)
@@ -104,21 +103,23 @@ class RealisticGenerator(Generator):
         s_seq = c_seq ^ 0x5A5A5A5A
         self.counts["tls_connections"] += 1
 
-        def out(payload: bytes, flags: int) -> bytes:
-            nonlocal c_seq
-            segment = pg.tcp(client, server, cport, sport, payload, seq=c_seq, ack=s_seq,
-                             flags=flags)
-            c_seq += len(payload) + (1 if flags & (pg.SYN | pg.FIN) else 0)
+        next_seq = {True: c_seq, False: s_seq}      # by direction: to the server or back
+
+        def segment(to_server: bool, payload: bytes, flags: int) -> bytes:
+            a, b, pa, pb = (client, server, cport, sport) if to_server else (server, client, sport, cport)
+            seq = next_seq[to_server]
+            packet = ip(a, b, pg.IPPROTO_TCP, pg.tcp(a, b, pa, pb, payload, seq=seq,
+                                                     ack=next_seq[not to_server], flags=flags))
+            next_seq[to_server] = seq + len(payload) + (1 if flags & (pg.SYN | pg.FIN) else 0)
             self.counts["tls_packets"] += 1
-            return self.to_server(client_mac, ip(client, server, pg.IPPROTO_TCP, segment))
+            frame = self.to_server if to_server else self.to_client
+            return frame(client_mac, packet)
+
+        def out(payload: bytes, flags: int) -> bytes:
+            return segment(True, payload, flags)
 
         def back(payload: bytes, flags: int) -> bytes:
-            nonlocal s_seq
-            segment = pg.tcp(server, client, sport, cport, payload, seq=s_seq, ack=c_seq,
-                             flags=flags)
-            s_seq += len(payload) + (1 if flags & (pg.SYN | pg.FIN) else 0)
-            self.counts["tls_packets"] += 1
-            return self.to_client(client_mac, ip(server, client, pg.IPPROTO_TCP, segment))
+            return segment(False, payload, flags)
 
         def response(size: int) -> Iterator[bytes]:
             """`size` bytes from the server in full segments, the client ACKing every second."""
@@ -231,11 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     counts = write_realistic(args.out, args.packets, args.seconds, args.concurrent, args.seed)
-    for key in sorted(counts):
-        print(f"{key}: {counts[key]}", file=sys.stderr)
-    print(f"wrote {args.out} in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    if args.counts_json:
-        args.counts_json.write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
+    print_counts(counts, args.out, time.monotonic() - started, args.counts_json)
     return 0
 
 
