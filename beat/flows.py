@@ -99,7 +99,7 @@ class FlowReporter:
         self.publish = publish
         self.timeout_s = timeout_s
         self.period_s = period_s            # <= 0: final reports only
-        self.max_flows = max_flows
+        self.max_flows = max(1, max_flows)
         self.report_all = report_all        # every live flow every period, as packetbeat
         self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
         self.non_ip: dict[int, int] = {}    # frames per ethertype that made no flow
