@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))            # tests/, for pcapgen
 import pcapgen as pg  # noqa: E402
-from gen_mixed import START_NS, Frames, Generator, print_counts  # noqa: E402
+from gen_mixed import START_NS, Frames, Generator, interleave, print_counts  # noqa: E402
 
 MSS = 1460
 OTHER_TLS_PORTS = (22, 993, 5222, 8443)
@@ -186,30 +186,14 @@ def write_realistic(path: Path, packets: int, seconds: float, concurrent: int,
                     seed: int) -> Counter[str]:
     """Write `packets` frames to `path`; return the ground-truth counts."""
     gen = RealisticGenerator(seed)
-    rng = gen.rng
-    mean_gap_ns = seconds * 1e9 / max(packets, 1)
-    open_conversations: list[Frames] = []
-    pending = 0
     written = 0
     total_bytes = 0
     ts_ns = START_NS
     with open(path, "wb", buffering=1 << 20) as out:
         out.write(pg.pcap_header(pg.LINKTYPE_ETHERNET))
-        while written < packets:
-            while len(open_conversations) < concurrent and written + pending < packets:
-                length, frames = gen.start_conversation(packets - written - pending)
-                open_conversations.append(frames)
-                pending += length
-            index = rng.randrange(len(open_conversations))
-            frame = next(open_conversations[index], None)
-            if frame is None:
-                open_conversations[index] = open_conversations[-1]
-                open_conversations.pop()
-                continue
-            ts_ns += max(1000, int(rng.expovariate(1.0 / mean_gap_ns)))
+        for ts_ns, frame in interleave(gen, packets, concurrent, seconds * 1e9 / max(packets, 1)):
             out.write(pg.pcap_record(ts_ns, frame))
             written += 1
-            pending -= 1
             total_bytes += len(frame)
     counts = gen.counts
     counts["packets"] = written
