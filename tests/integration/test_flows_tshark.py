@@ -155,5 +155,12 @@ def test_flows_in_elasticsearch_sum_to_tsharks_bytes_per_source_ip(es_url, wireb
         # The aliases packetbeat's dashboards still use resolve to the same fields.
         assert es.count(index=index, query={"term": {"final": True}})["count"] == es.count(
             index=index, query={"term": {"flow.final": True}})["count"] > 0
+        sums = es.search(index=index, size=0, query={"term": {"type": "flow"}}, aggs={
+            name.replace(".", "_"): {"sum": {"field": name}} for name in (
+                "source.bytes", "source.stats.net_bytes_total",
+                "destination.packets", "dest.stats.net_packets_total")})["aggregations"]
+        assert sums["source_bytes"]["value"] == sums["source_stats_net_bytes_total"]["value"] > 0
+        assert (sums["destination_packets"]["value"]
+                == sums["dest_stats_net_packets_total"]["value"] > 0)
     finally:
         es.indices.delete(index=index)
