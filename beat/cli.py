@@ -23,6 +23,8 @@ from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, Ou
 from wirebeat.monitor import StatsServer
 from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
+from wirebeat.processors import load_processors
+from wirebeat.processors.lookup import mapping_targets
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import Runner
 from wirebeat.sources.feed import SourceError
@@ -120,6 +122,8 @@ def _list_decoders(registered: list[Registered]) -> int:
             routes.append(f"{kinds} ports " + ",".join(map(str, spec.ports)))
         if spec.probe is not None:
             routes.append("udp flows announced in-band or found by probe")
+        if spec.detect is not None:
+            routes.append("tcp on any port by detection")
         print(f"{spec.name:<10} {'; '.join(routes) or '-':<48} {r.origin}")
     return EXIT_OK
 
@@ -143,7 +147,8 @@ def _template_installer(config: Config, enabled: list[Registered]) -> Any:
     name = _template_name(config)
     pattern = (config["setup.template.pattern"].replace("%{version}", __version__)
                or _index_name(config) + "*")
-    body = build_template([r.spec for r in enabled], pattern, config["setup.template.priority"])
+    body = build_template([r.spec for r in enabled], pattern, config["setup.template.priority"],
+                          flattened=mapping_targets(config["processors"]))
 
     def install(client: Any) -> bool:
         return install_template(client, name, body, config["setup.template.overwrite"])
@@ -155,6 +160,7 @@ def _test(what: str, config: Config, registered: list[Registered]) -> int:
     enabled = _enabled(config, registered)
     if what == "config":
         build_template([r.spec for r in enabled], "wirebeat-*")   # every mapping part readable
+        load_processors(config["processors"], config.path)       # lookup tables readable
         print(f"Config OK ({config.path or 'built-in defaults'}; output {config.output_name()}; "
               f"decoders {', '.join(r.spec.name for r in enabled)})")
         return EXIT_OK
@@ -254,7 +260,9 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                         flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live)
     stats.add_source(pipeline.counters)
     agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
-    builder = DocumentBuilder(agent, config["processors"], config["fields"],
+    processors = load_processors(config["processors"], config.path)
+    stats.add_source(processors.counters)
+    builder = DocumentBuilder(agent, processors, config["fields"],
                               config["fields_under_root"], config["tags"])
     engine = Engine(config, enabled, builder, pipeline, stats, strict=args.strict)
     runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)

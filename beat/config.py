@@ -18,7 +18,7 @@ import yaml
 
 from wirebeat.decoders.api import DecoderSpec, Option
 
-__all__ = ["Config", "ConfigError", "base_schema", "load_config", "parse_duration"]
+__all__ = ["Config", "ConfigError", "base_schema", "coerce_value", "load_config", "parse_duration"]
 
 DEFAULT_TRANSACTION_TIMEOUT_S = 10.0    # packetbeat's DefaultTransactionExpiration
 
@@ -35,6 +35,9 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.period": Option("period", 10.0, "interval of intermediate reports (packet time); -1s: final reports only"),
         "wirebeat.flows.report_all": Option("bool", False, "report every live flow every period, as packetbeat does; false: only flows at least a period old that saw packets in the last period"),
         "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
+        "wirebeat.packets.enabled": Option("bool", False, "one lean document per frame (event.dataset packet), non-IP frames included"),
+        "wirebeat.tunnels.enabled": Option("bool", True, "peel VXLAN (UDP 4789), GENEVE (UDP 6081), GRE, ERSPAN II/III, MPLS and PPPoE: decoders see the inner traffic"),
+        "wirebeat.limits.max_tunneled_pairs": Option("int", 65536, "tunneled conversations (inner address pairs) whose outer addresses and tunnel id documents show; past it the oldest is forgotten (tunnels.pairs_evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
         "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows remembered for routing to decoders (flow reports have wirebeat.flows.max_flows); the oldest is evicted"),
         "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),
@@ -65,7 +68,7 @@ def base_schema() -> dict[str, Option]:
         "fields": Option("map", {}, "fields added to every document (under `fields`, or at the root with fields_under_root)"),
         "fields_under_root": Option("bool", False),
         "tags": Option("list[str]", [], "tags added to every document"),
-        "processors": Option("processors", [], "add_fields / add_tags processors, in order"),
+        "processors": Option("processors", [], "beats processors, in order: drop_event, drop_fields, include_fields, rename, add_fields, add_tags, lookup, each with an optional `when` condition"),
         "logging.level": Option("str", "info", "debug, info, warning or error"),
         "logging.metrics.period": Option("duration", 30.0, "interval of the counters log line; 0 turns it off"),
         "setup.template.enabled": Option("bool", True, "install the index template when absent"),
@@ -104,6 +107,9 @@ def protocol_schema(spec: DecoderSpec) -> dict[str, Option]:
     if spec.probe is not None:
         schema[prefix + "heuristic"] = Option("bool", False, "also decode UDP flows on no configured "
                                               "port whose first datagram the decoder recognises")
+    if spec.detect is not None:
+        schema[prefix + "detect"] = Option("bool", True, "also decode TCP connections on no "
+                                           "configured port whose first client bytes the decoder recognises")
     schema[prefix + "transaction_timeout"] = Option("duration", DEFAULT_TRANSACTION_TIMEOUT_S)
     schema[prefix + "send_request"] = Option("bool", False)
     schema[prefix + "send_response"] = Option("bool", False)
@@ -136,7 +142,7 @@ _KIND_WORDS = {
     "duration": "a duration such as 10s, 500ms or 1m",
     "period": "a duration such as 10s, or -1s for never", "list[str]": "a list of strings",
     "list[int]": "a list of whole numbers", "map": "a mapping of keys to values",
-    "processors": "a list of processors (add_fields, add_tags)",
+    "processors": "a list of processors", "list[map]": "a list of mappings",
 }
 
 
@@ -181,7 +187,7 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
         if seconds <= 0:
             raise bad()
         return seconds
-    if kind in ("list[str]", "list[int]"):
+    if kind in ("list[str]", "list[int]", "list[map]"):
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]             # a single value where a list is expected, as beats allow
         if not isinstance(value, list):
@@ -189,6 +195,8 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
         item_kind = kind[5:-1]
         return [_coerce(f"{key}[{i}]", item_kind, item) for i, item in enumerate(value)]
     if kind == "map":
+        if value is None and key.endswith("]"):
+            raise bad()
         if value is None:
             return {}
         if isinstance(value, dict):
@@ -200,37 +208,11 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
 
 
 def _coerce_processors(key: str, value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"config key '{key}': expected {_KIND_WORDS['processors']}, got {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        where = f"{key}[{i}]"
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(f"config key '{where}': expected one processor name with its settings")
-        [(name, settings)] = item.items()
-        settings = settings or {}
-        if not isinstance(settings, dict):
-            raise ConfigError(f"config key '{where}.{name}': expected a mapping")
-        if name == "add_fields":
-            allowed = {"target": "str", "fields": "map"}
-            if "fields" not in settings:
-                raise ConfigError(f"config key '{where}.add_fields.fields' is required")
-        elif name == "add_tags":
-            allowed = {"tags": "list[str]", "target": "str"}
-            if "tags" not in settings:
-                raise ConfigError(f"config key '{where}.add_tags.tags' is required")
-        else:
-            raise ConfigError(f"config key '{where}': unknown processor '{name}' "
-                              "(known: add_fields, add_tags)")
-        checked = {}
-        for sub, sub_value in settings.items():
-            if sub not in allowed:
-                raise ConfigError(f"unknown config key '{where}.{name}.{sub}'")
-            checked[sub] = _coerce(f"{where}.{name}.{sub}", allowed[sub], sub_value)
-        out.append({name: checked})
-    return out
+    from wirebeat.processors import check_processors     # processors import this module
+    return check_processors(key, value)
+
+
+coerce_value = _coerce
 
 
 def _flatten(node: Any, prefix: str, schema: Mapping[str, Option], out: dict[str, Any]) -> None:
@@ -273,6 +255,22 @@ class Config:
         if len(enabled) > 1:
             raise ConfigError("only one output can be enabled, found: " + ", ".join(enabled))
         return enabled[0] if enabled else "elasticsearch"
+
+
+# Options packetbeat 8 accepts under every protocol that wirebeat does not implement yet.
+# An operator bringing a packetbeat config gets told so, not "unknown key".
+PACKETBEAT_PROTOCOL_OPTIONS_NOT_SUPPORTED = ("fields", "fields_under_root", "tags", "processors",
+                                             "keep_null", "index")
+
+
+def _refuse_packetbeat_option(key: str, schema: Mapping[str, Option]) -> None:
+    """Raise the 'not supported yet' error for a packetbeat option of a protocol we decode."""
+    parts = key.split(".")
+    if len(parts) >= 4 and parts[:2] == ["wirebeat", "protocols"] \
+            and f"wirebeat.protocols.{parts[2]}.enabled" in schema \
+            and parts[3] in PACKETBEAT_PROTOCOL_OPTIONS_NOT_SUPPORTED:
+        raise ConfigError(f"config key '{key}': packetbeat's protocol option '{parts[3]}' "
+                          "is not supported yet by wirebeat")
 
 
 def load_config(path: str | None, overrides: Iterable[str],
@@ -319,6 +317,7 @@ def load_config(path: str | None, overrides: Iterable[str],
     values = {key: option.default for key, option in schema.items()}
     for key, value in raw.items():
         if key not in schema:
+            _refuse_packetbeat_option(key, schema)
             hint = difflib.get_close_matches(key, schema.keys(), n=1)
             suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise ConfigError(f"unknown config key '{key}'{suffix}")

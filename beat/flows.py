@@ -1,7 +1,7 @@
 """Flows: every IP packet accounted to a conversation, reported as packetbeat does.
 
 A flow is keyed like packetbeat's (`packetbeat/flows`): the MAC pair, the
-VLAN ids (outer first), the IP pair, the transport and its ports (ICMP: the
+VLAN ids (outer first), the outer IP pair of a tunnel, the (inner) IP pair, the transport and its ports (ICMP: the
 echo/timestamp/information/address-mask identifier, 0 for other types), per
 capture source. Both directions are one flow; its source is the side that
 sent the first packet seen.
@@ -71,8 +71,8 @@ NO_TUNNEL = ()
 
 # The key, as built per packet (the reverse direction swaps each pair):
 # (MAC pair as in the frame: destination then source, or b"" off Ethernet,
-#  VLAN ids outer first, outer IP pair of a tunnel (NO_TUNNEL until the link
-#  layer peels tunnels: then (outer_src, outer_dst) goes here),
+#  VLAN ids outer first, outer IP pair of a tunnel (outer_src, outer_dst), or
+#  NO_TUNNEL,
 #  IP source, IP destination, IP protocol, source port, destination port).
 K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
 
@@ -114,7 +114,9 @@ class FlowReporter:
         doc = flow_document(source, rec, fid, final, reason, report_ts)
         doc_id = f"{fid}-{rec[R_REPORTS]}"   # fid already names source, key and start
         rec[R_REPORTS] += 1
-        self.publish(doc_id, self.builder.build_other(doc))
+        built = self.builder.build_other(doc)
+        if built is not None:           # None: a processor dropped it
+            self.publish(doc_id, built)
 
 
 class FlowTable:
@@ -140,12 +142,17 @@ class FlowTable:
     # -- per packet ------------------------------------------------------------
 
     def account(self, ts: float, linktype: int, frame: bytes, vlans: tuple[int, ...],
-                src: bytes, dst: bytes, proto: int, payload: bytes) -> None:
-        """Add one IP packet (`frame` is the whole captured frame) to its flow."""
+                src: bytes, dst: bytes, proto: int, payload: bytes,
+                outer: tuple[bytes, ...] = NO_TUNNEL) -> None:
+        """Add one IP packet to its flow.
+
+        `frame` is the whole captured frame (its MACs and length count), `vlans`
+        its tags; src/dst/proto/payload are the innermost IP packet's, `outer`
+        the tunnel's outer address pair (empty when not tunneled)."""
         macs = frame[:12] if linktype == LINKTYPE_ETHERNET else b""
         if proto == 6 and len(payload) >= 20:
             sport, dport, seq, offset, flags = _TCP(payload)
-            key = (macs, vlans, NO_TUNNEL, src, dst, 6, sport, dport)
+            key = (macs, vlans, outer, src, dst, 6, sport, dport)
             entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
             rec, d = entry
             tcp = rec[R_TCP]
@@ -174,7 +181,7 @@ class FlowTable:
                                  and payload[0] in _ICMP6_WITH_ID else 0)
             else:
                 sport = dport = 0
-            key = (macs, vlans, NO_TUNNEL, src, dst, proto, sport, dport)
+            key = (macs, vlans, outer, src, dst, proto, sport, dport)
             entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
             rec, d = entry
         rec[R_LAST_TS] = ts

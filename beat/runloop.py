@@ -232,11 +232,16 @@ class Runner:
         log.info("collector event", endpoint=source.endpoint, client=event.client,
                  action=event.action, path=event.path)
         doc_id, doc = event_document(event, source.endpoint, time.time())
-        self.pipeline.publish(doc_id, self.builder.build_other(doc))
+        self._publish_other(doc_id, doc)
 
     def _publish_stats(self) -> None:
         doc_id, doc = stats_document(self.stats.snapshot(), self.stats.process(), time.time(), self.host)
-        self.pipeline.publish(doc_id, self.builder.build_other(doc))
+        self._publish_other(doc_id, doc)
+
+    def _publish_other(self, doc_id: str, doc: dict) -> None:
+        built = self.builder.build_other(doc)
+        if built is not None:       # None: a processor dropped it
+            self.pipeline.publish(doc_id, built)
 
     # -- reports ---------------------------------------------------------------
 

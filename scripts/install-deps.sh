@@ -16,6 +16,9 @@ packages=(
   maven           # fetches the Elasticsearch server archive from Maven Central
   systemd         # systemd-analyze verifies the units in deploy/systemd
   curl
+  openssl         # TLS captures (s_server/s_client) and the certificate oracle in the TLS tests
+  redis-server    # the Redis plug-in example's capture
+  redis-tools     # redis-cli
 )
 
 missing=()

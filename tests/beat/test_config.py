@@ -81,8 +81,8 @@ def test_invalid_yaml_says_where(tmp_path: Path):
 
 
 def test_processors_are_checked(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"unknown processor 'drop_event'"):
-        _load(tmp_path, "processors:\n  - drop_event: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown processor 'drop_events'"):
+        _load(tmp_path, "processors:\n  - drop_events: {}\n")
     with pytest.raises(ConfigError, match=r"'processors\[0\].add_tags.tags' is required"):
         _load(tmp_path, "processors:\n  - add_tags: {target: x}\n")
 

@@ -288,9 +288,9 @@ def test_without_ethernet_there_is_no_mac():
 
 
 def test_other_ip_protocols_get_a_flow_without_ports():
-    frames = [(T0, eth(g.ipv4(C4, S4, 47, b"\0" * 24))), (T0 + 1, eth(g.ipv4(C4, S4, 47, b"\0" * 4)))]
+    frames = [(T0, eth(g.ipv4(C4, S4, 50, b"\0" * 24))), (T0 + 1, eth(g.ipv4(C4, S4, 50, b"\0" * 4)))]
     [flow], _, _ = run(frames)
-    assert flow["network"]["transport"] == "gre" and "port" not in flow["source"]
+    assert flow["network"]["transport"] == "esp" and "port" not in flow["source"]
     assert flow["source"]["packets"] == 2 and "community_id" not in flow["network"]
 
 
@@ -318,3 +318,18 @@ def test_period_accepts_durations_and_minus_one(value, expected):
 def test_period_refuses_what_is_not_a_duration(value):
     with pytest.raises(ConfigError, match="wirebeat.flows.period"):
         load_config(None, [f"wirebeat.flows.period={value}"], [])
+
+
+def test_a_tunneled_flow_is_keyed_and_reported_with_its_outer_addresses():
+    import tunnelgen
+    inner_ask = g.ethernet(g.ipv4(C4, S4, g.IPPROTO_UDP, g.udp(C4, S4, 7000, 8000, b"a" * 30)))
+    inner_back = g.ethernet(g.ipv4(S4, C4, g.IPPROTO_UDP, g.udp(S4, C4, 8000, 7000, b"b" * 60)))
+    ask = g.ethernet(tunnelgen.vxlan(inner_ask, 42))
+    back = g.ethernet(tunnelgen.vxlan(inner_back, 42))      # one outer direction, as a tap sees it
+    plain = eth(g.ipv4(C4, S4, g.IPPROTO_UDP, g.udp(C4, S4, 7000, 8000, b"a" * 30)))
+    flows, _, _ = run([(T0, ask), (T0 + 1, back), (T0 + 2, plain)])
+    tunneled = [f for f in flows if isinstance(f["source"]["ip"], list)]
+    [untunneled] = [f for f in flows if not isinstance(f["source"]["ip"], list)]
+    assert [f["source"]["ip"] for f in tunneled] == [[tunnelgen.OUTER_A, C4], [tunnelgen.OUTER_A, S4]]
+    assert [f["source"]["bytes"] for f in tunneled] == [len(ask), len(back)]   # whole outer frames
+    assert untunneled["source"]["bytes"] == len(plain)

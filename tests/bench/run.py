@@ -6,13 +6,18 @@ then times, in the same run on the same file:
 
 - `wirebeat run -I FILE --console > /dev/null`: packets/s, documents/s and
   peak RSS (the kernel's high-water mark, from wirebeat's summary line);
-- `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio.
+- `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio;
+- per-packet documents (`wirebeat.packets.enabled`, decoders off, then on),
+  the same job as `tshark -T ek`, against that tshark run.
 
 An HTTP-heavy capture (web connections only) is timed the same way, in
-transactions/s. The realistic capture (tests/bench/gen_realistic.py: mostly TCP
-no decoder claims, thousands of concurrent flows over minutes of packet time)
-is timed with flows on and off, alternating, best of `--repeat` runs each:
-the cost of accounting every packet to a flow and reporting it. Peak RSS is also measured on a capture a fifth as long: with bounded state it
+transactions/s. Detection on untracked TCP (`wirebeat.protocols.tls.detect`) is
+timed on and off on the HTTP capture with the HTTP decoder disabled
+(`--detection-only` runs just that). The realistic capture
+(tests/bench/gen_realistic.py: mostly TCP no decoder claims, thousands of
+concurrent flows over minutes of packet time) is timed with flows on and off,
+alternating, best of `--repeat` runs each: the cost of accounting every packet
+to a flow and reporting it (`--only-realistic` runs just that). Peak RSS is also measured on a capture a fifth as long: with bounded state it
 must not grow with the capture's length. Not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -134,14 +139,45 @@ def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
     return {"seconds": elapsed, "packets_per_s": packets / elapsed}
 
 
+def bench_detection(web: Path, rounds: int = 3) -> None:
+    """What detection on untracked TCP costs: TLS's detector on and off, alternated, same file.
+
+    The HTTP capture is read with the HTTP decoder disabled, so every TCP
+    segment is on no configured port and, when it carries payload, is offered
+    to the detectors (which turn it down). Best of `rounds` runs each.
+    """
+    off = ["-E", "wirebeat.protocols.http.enabled=false"]
+    runs: dict[str, list[float]] = {"detect off": [], "detect on": []}
+    for _ in range(rounds):
+        runs["detect off"].append(bench_wirebeat(web, [*off, "-E", "wirebeat.protocols.tls.detect=false"])["seconds"])
+        runs["detect on"].append(bench_wirebeat(web, off)["seconds"])
+    best = {k: min(v) for k, v in runs.items()}
+    packets = bench_wirebeat(web, off)["packets"]
+    print(f"untracked TCP ({web.name}, HTTP decoder off): detection off {packets / best['detect off']:,.0f} "
+          f"packets/s, on {packets / best['detect on']:,.0f} packets/s "
+          f"({(best['detect on'] / best['detect off'] - 1) * 100:+.1f}% time; best of {rounds})")
+    sys.path.insert(0, str(ROOT))
+    import timeit
+    from wirebeat.decoders.tls import looks_like_client_hello
+    segment = b"GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n"
+    n = 1_000_000
+    per_call = timeit.timeit(lambda: looks_like_client_hello(segment), number=n) / n
+    print(f"looks_like_client_hello on a non-TLS segment: {per_call * 1e9:.0f} ns per call")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=500_000)
     parser.add_argument("--skip-tshark", action="store_true")
+    parser.add_argument("--detection-only", action="store_true",
+                        help="only measure detection on untracked TCP")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each flows variant")
     parser.add_argument("--only-realistic", action="store_true",
                         help="time only the realistic capture, flows on and off")
     args = parser.parse_args()
+    if args.detection_only:
+        bench_detection(generate(args.packets // 5, "http"))
+        return 0
 
     memory = flow_memory()
     print(f"flow table memory per flow (tracemalloc, 20k flows): {memory['udp']:.0f} bytes UDP, "
@@ -161,11 +197,25 @@ def main() -> int:
           f"{wb['documents_per_s']:,.0f} documents/s, peak RSS {wb['peak_rss_mib']} MiB")
     print(f"peak RSS at {wb_small['packets']} packets: {wb_small['peak_rss_mib']} MiB; "
           f"at {wb['packets']} packets: {wb['peak_rss_mib']} MiB")
+    ts = None
     if not args.skip_tshark:
         ts = bench_tshark(big, wb["packets"])
         if ts:
             print(f"tshark -T ek: {ts['seconds']:.2f} s = {ts['packets_per_s']:,.0f} packets/s; "
                   f"wirebeat is {wb['packets_per_s'] / ts['packets_per_s']:.1f}x faster")
+
+    # Per-packet documents: the job `tshark -T ek` does, timed against it on the same capture.
+    decoders = ["dhcpv4", "dns", "http", "icmp", "rtp", "sip"]
+    only_packets = ["-E", "wirebeat.packets.enabled=true",
+                    *[a for d in decoders for a in ("-E", f"wirebeat.protocols.{d}.enabled=false")]]
+    wb_pkt = bench_wirebeat(big, only_packets)
+    wb_pkt_all = bench_wirebeat(big, ["-E", "wirebeat.packets.enabled=true"])
+    print(f"wirebeat per-packet documents only: {wb_pkt['packets_per_s']:,.0f} packets/s "
+          f"({wb_pkt['documents']} documents); with every decoder as well: "
+          f"{wb_pkt_all['packets_per_s']:,.0f} packets/s")
+    if not args.skip_tshark and ts:
+        print(f"per-packet documents vs tshark -T ek: {wb_pkt['packets_per_s'] / ts['packets_per_s']:.1f}x "
+              f"(target 25x)")
 
     # HTTP-heavy: 8-packet connections, one transaction each.
     web = generate(args.packets // 5, "http")
@@ -179,7 +229,7 @@ def main() -> int:
             print(f"tshark -T ek on it: {ts_http['packets_per_s']:,.0f} packets/s "
                   f"(= {tshark_tps:,.0f} transactions/s at the same count); wirebeat is "
                   f"{wb_http['packets_per_s'] / ts_http['packets_per_s']:.1f}x faster")
-
+    bench_detection(web)
     bench_flows(generate_realistic(args.packets), args.repeat)
     return 0
 
