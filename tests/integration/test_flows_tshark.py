@@ -22,7 +22,10 @@ from elasticsearch import Elasticsearch
 
 from conftest import PCAPS, decode_file
 
-CAPTURES = sorted(p for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+# Tunneled captures are left out: tshark tables the outer UDP/GRE conversation
+# and the inner ones alike, where a flow is the inner conversation keyed by both.
+CAPTURES = sorted(p for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng")
+                  and p.parent.name != "tunnels")
 # "10.0.0.1:5060   <-> 10.0.0.2:5060   3 1383 bytes   3 1433 bytes   6 2816 bytes ..."
 _ROW = re.compile(r"^(\S+):(\d+)\s+<->\s+(\S+):(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\S+)")
 
