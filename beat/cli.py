@@ -217,8 +217,6 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     devices = list(dict.fromkeys(config["wirebeat.interfaces.device"] + args.interfaces))
     if not (args.files or endpoints or devices):
         raise UsageError("nothing to read: give -I FILE, --zmq ENDPOINT or -i IFACE")
-    if config["wirebeat.flows.enabled"]:
-        log.warning("flow reports are not implemented yet; wirebeat.flows.enabled is ignored")
     enabled = _enabled(config, registered)
     user = args.user or config["wirebeat.user"]
     stats = Stats()

@@ -31,14 +31,16 @@ class ConfigError(Exception):
 def base_schema() -> dict[str, Option]:
     """Engine keys. Caps are documented here: they bound memory, not traffic."""
     return {
-        "wirebeat.flows.enabled": Option("bool", False, "flow reports (not implemented yet)"),
-        "wirebeat.flows.timeout": Option("duration", 30.0, "idle time after which a flow ends"),
-        "wirebeat.flows.period": Option("duration", 10.0, "interval of intermediate reports"),
+        "wirebeat.flows.enabled": Option("bool", True, "a report for every conversation (type: flow), as packetbeat's flows"),
+        "wirebeat.flows.timeout": Option("duration", 30.0, "idle time (packet time) after which a flow ends with a final report"),
+        "wirebeat.flows.period": Option("period", 10.0, "interval of intermediate reports (packet time); -1s: final reports only"),
+        "wirebeat.flows.report_all": Option("bool", False, "report every live flow every period, as packetbeat does; false: only flows at least a period old that saw packets in the last period"),
+        "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
         "wirebeat.packets.enabled": Option("bool", False, "one lean document per frame (event.dataset packet), non-IP frames included"),
         "wirebeat.tunnels.enabled": Option("bool", True, "peel VXLAN (UDP 4789), GENEVE (UDP 6081), GRE, ERSPAN II/III, MPLS and PPPoE: decoders see the inner traffic"),
         "wirebeat.limits.max_tunneled_pairs": Option("int", 65536, "tunneled conversations (inner address pairs) whose outer addresses and tunnel id documents show; past it the oldest is forgotten (tunnels.pairs_evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
-        "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),
+        "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows remembered for routing to decoders (flow reports have wirebeat.flows.max_flows); the oldest is evicted"),
         "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),
         "wirebeat.limits.max_fragmented_datagrams": Option("int", 4096, "partial IP datagrams held for reassembly, per source"),
         "wirebeat.limits.fragment_timeout": Option("duration", 30.0, "packet time a partial datagram waits for its fragments"),
@@ -147,7 +149,8 @@ def parse_duration(value: Any) -> float:
 
 _KIND_WORDS = {
     "bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
-    "duration": "a duration such as 10s, 500ms or 1m", "list[str]": "a list of strings",
+    "duration": "a duration such as 10s, 500ms or 1m",
+    "period": "a duration such as 10s, or -1s for never", "list[str]": "a list of strings",
     "list[int]": "a list of whole numbers", "map": "a mapping of keys to values",
     "processors": "a list of processors", "list[map]": "a list of mappings",
 }
@@ -180,6 +183,20 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
             return parse_duration(value)
         except ValueError:
             raise bad() from None
+    if kind == "period":       # a duration; a negative one (packetbeat's -1) turns it off
+        text = value.strip() if isinstance(value, str) else value
+        negative = text.startswith("-") if isinstance(text, str) else (
+            isinstance(text, (int, float)) and not isinstance(text, bool) and text < 0)
+        try:
+            seconds = parse_duration(text[1:] if isinstance(text, str) and negative else
+                                     (-text if negative else text))
+        except (ValueError, TypeError):
+            raise bad() from None
+        if negative:
+            return -1.0
+        if seconds <= 0:
+            raise bad()
+        return seconds
     if kind in ("list[str]", "list[int]", "list[map]"):
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]             # a single value where a list is expected, as beats allow

@@ -69,7 +69,9 @@ def community_id(transport: str, client_ip: str, client_port: int, server_ip: st
     return "1:" + base64.b64encode(digest).decode()
 
 
-_last_second: list[Any] = [None, ""]
+@lru_cache(maxsize=4096)    # many timestamps share a second, and flow reports mix a few seconds
+def _second_text(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def iso_time(ts: float) -> str:
@@ -78,10 +80,7 @@ def iso_time(ts: float) -> str:
     micros = round((ts - seconds) * 1e6)
     if micros >= 1_000_000:
         seconds, micros = seconds + 1, micros - 1_000_000
-    if _last_second[0] != seconds:      # many packets share a second: format it once
-        _last_second[0] = seconds
-        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{_last_second[1]}.{micros:06d}Z"
+    return f"{_second_text(seconds)}.{micros:06d}Z"
 
 
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:
@@ -181,8 +180,10 @@ class DocumentBuilder:
         # (type, id, outer sender, outer receiver, link layers up to the inner network layer).
         self.tunnels: dict[tuple[str, str, str], tuple] = {}
 
-    def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]] | None:
-        """(id, document), or None when a processor dropped it."""
+    def build(self, spec: DecoderSpec, txn: Transaction,
+              flow_id: str | None = None) -> tuple[str, dict[str, Any]] | None:
+        """(id, document), or None when a processor dropped it; `flow_id` is the flow.id
+        of the transaction's flow report."""
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
         network_base, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
@@ -228,6 +229,8 @@ class DocumentBuilder:
             "agent": self.agent if self.shared_ok else dict(self.agent),
             "ecs": _ECS if self.shared_ok else dict(_ECS),
         }
+        if flow_id is not None:
+            doc["flow"] = {"id": flow_id}
         if txn.notes:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         if tunnel is not None:
@@ -240,8 +243,8 @@ class DocumentBuilder:
     def build_other(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         """A document that is not a transaction (a collector event, wirebeat's own stats):
         adds agent, ecs, fields, tags and processors as `build` does; None if dropped."""
-        doc["agent"] = dict(self.agent)
-        doc["ecs"] = dict(_ECS)
+        doc["agent"] = self.agent if self.shared_ok else dict(self.agent)
+        doc["ecs"] = _ECS if self.shared_ok else dict(_ECS)
         return doc if self.decorate(doc) else None
 
     def decorate(self, doc: dict[str, Any]) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 from wirebeat import logs
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
+from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from wirebeat.packets import PacketDocuments
@@ -82,6 +83,7 @@ class _SourceState:
     expectations: Expectations = field(default_factory=Expectations)
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
+    flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -169,6 +171,11 @@ class Engine:
             "max_buffered_bytes_total": config["wirebeat.limits.tcp.max_buffered_bytes_total"],
             "idle_timeout_s": config["wirebeat.limits.tcp.idle_timeout"],
         }
+        self.flow_reporter = FlowReporter(
+            builder, pipeline.publish, config["wirebeat.flows.timeout"],
+            config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
+            config["wirebeat.flows.report_all"])
+        self.flows_enabled = config["wirebeat.flows.enabled"]
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
@@ -239,6 +246,7 @@ class Engine:
         out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
         out["tcp.connections_detected"] = self.tcp_detected
         parts = [self.retired, *(self._state_counters(s) for s in self.sources.values())]
+        parts.append({f"packets.non_ip.0x{t:04x}": n for t, n in self.flow_reporter.non_ip.items()})
         parts += [{f"decoder.{name}.{k}": v for k, v in totals.items()}
                   for name, totals in self.stream_counters.items()]
         for part in parts:
@@ -250,6 +258,8 @@ class Engine:
     def _state_counters(state: _SourceState) -> dict[str, int]:
         """What one source's tables and decoders counted so far."""
         out = {"expectations.evicted": state.expectations.evicted}
+        if state.flows is not None:
+            out.update(state.flows.counters())
         for name, value in asdict(state.tcp.counters).items():
             out[f"tcp.{name}"] = value
         for name, value in asdict(state.defrag.stats).items():
@@ -272,7 +282,8 @@ class Engine:
                 self.sources_evicted += 1
             state = self.sources[name] = _SourceState(
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
-                tcp=TCPTable(**self.tcp_limits))
+                tcp=TCPTable(**self.tcp_limits),
+                flows=FlowTable(name, self.flow_reporter) if self.flows_enabled else None)
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
@@ -291,7 +302,9 @@ class Engine:
             if located.__class__ is str:
                 self.stats.count("packets.malformed", reason=located)
                 return
-            ethertype, offset, _vlans = located
+            ethertype, offset, vlans = located
+            if not depth:
+                outer_vlans = vlans         # a flow is keyed by the captured frame's tags
             if ethertype in LINK_SHIMS:
                 peeled = peel_link(ethertype, data, offset)
                 if peeled.__class__ is str:
@@ -304,6 +317,7 @@ class Engine:
                 parsed = parse_ipv6(data, offset)
             else:
                 self.non_ip += 1
+                self.flow_reporter.count_non_ip(ethertype)
                 return
             if parsed.__class__ is str:
                 self.stats.count("packets.malformed", reason=parsed)
@@ -331,6 +345,9 @@ class Engine:
             break
         if self.tunnel is not None:
             self._remember_tunnel(state.name, src, dst, linktype, data)
+        if state.flows is not None:     # whole captured frame; outer addresses when tunneled
+            state.flows.account(ts, *self.frame, outer_vlans, src, dst, proto, payload,
+                                () if self.tunnel is None else self.tunnel[1:3])
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
@@ -583,8 +600,10 @@ class Engine:
         build, publish = self.builder.build, self.pipeline.publish
         self.builder.link = link_layers(*self.frame)
         for txn in txns:
+            state = self.sources.get(txn.flow.source)
+            flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
             try:
-                built = build(spec, txn)
+                built = build(spec, txn, flow_id)
             except Exception:
                 self.stats.count("decoder.crashed", decoder=spec.name)
                 log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)
@@ -610,6 +629,8 @@ class Engine:
             if state.expected:
                 state.expectations.expire(now)
             state.tcp.expire(now)
+        if state.flows is not None:
+            state.flows.sweep(now)
         self.pipeline.maybe_flush()
 
     def _expire(self, state: _SourceState, now: float) -> None:
@@ -648,6 +669,8 @@ class Engine:
             if state is not None:
                 state.tcp.close_all()       # held bytes are flushed with gaps, then on_close
                 self._expire(state, float("inf"))
+                if state.flows is not None:
+                    state.flows.finish()        # after the transactions that name their flows
                 # The source is done: keep its counts, free its tables.
                 for key, value in self._state_counters(state).items():
                     self.retired[key] = self.retired.get(key, 0) + value

@@ -34,8 +34,12 @@ class ListOutput:
 
 def make_engine(specs: list[DecoderSpec], strict: bool = True,
                 overrides: dict[str, Any] | None = None) -> tuple[Engine, Pipeline, ListOutput, Stats]:
-    """(engine, pipeline, output, stats); `overrides` are dotted config keys."""
+    """(engine, pipeline, output, stats); `overrides` are dotted config keys.
+
+    Flow reports are off unless `overrides` turn them on
+    (`{"wirebeat.flows.enabled": True}`)."""
     values = {key: option.default for key, option in base_schema().items()}
+    values["wirebeat.flows.enabled"] = False     # a decoder's tests see its own documents
     for spec in specs:
         values.update({key: option.default for key, option in protocol_schema(spec).items()})
     values.update(overrides or {})

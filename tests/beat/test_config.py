@@ -127,7 +127,7 @@ def test_processors_and_fields_reach_the_document(wirebeat, tmp_path: Path):
     import pcapgen as g
     capture = tmp_path / "one.pcap"
     g.write_pcap(capture, [(1.0, g.ethernet(g.ipv4("10.0.0.1", "10.0.0.2", 1, g.icmp_unreachable(3, g.ipv4("10.0.0.2", "10.0.0.1", 17, b"x" * 8)))))])
-    proc = wirebeat("run", "-I", str(capture), "--console", "-E", "fields={site: lab}", "-E", "tags=[a]",
+    proc = wirebeat("run", "-I", str(capture), "--console", "-E", "wirebeat.flows.enabled=false", "-E", "fields={site: lab}", "-E", "tags=[a]",
                     "-E", "processors=[{add_tags: {tags: [b, a]}}, {add_fields: {target: labels, fields: {x: 1}}}]")
     assert proc.returncode == 0, proc.stderr
     [doc] = [json.loads(line) for line in proc.stdout.splitlines()]

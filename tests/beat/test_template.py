@@ -53,7 +53,7 @@ CAPTURES = sorted(p for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng"
 @pytest.mark.parametrize("capture", CAPTURES, ids=[str(p.relative_to(PCAPS)) for p in CAPTURES])
 def test_every_emitted_field_is_mapped(capture: Path):
     properties = _properties()
-    docs = decode_file(capture)
+    docs = decode_file(capture, flows=True)
     missing = sorted({path for doc in docs for path in _leaf_paths(doc)
                       if path.split(".")[0] not in DYNAMIC_ROOTS and not _mapped(properties, path)})
     assert missing == []

@@ -32,7 +32,9 @@ def _capture(tmp_path: Path, pairs: int = 20, unanswered: int = 3) -> Path:
 
 
 def _es_args(es_url: str, index: str) -> list[str]:
-    return ["-E", f"output.elasticsearch.hosts=[{es_url}]", "-E", f"output.elasticsearch.index={index}"]
+    # These count transaction documents: flow reports are tested in test_flows_tshark.py.
+    return ["-E", f"output.elasticsearch.hosts=[{es_url}]", "-E", f"output.elasticsearch.index={index}",
+            "-E", "wirebeat.flows.enabled=false"]
 
 
 def _count(es: Elasticsearch, index: str, **query) -> int:
@@ -91,7 +93,7 @@ def test_test_output_names_an_unreachable_host_in_one_line(wirebeat):
 def test_unreachable_output_loses_nothing_silently(tmp_path):
     """With Elasticsearch down the documents wait and are reported as unacknowledged."""
     capture = _capture(tmp_path, pairs=5, unanswered=0)
-    proc = subprocess.Popen([*WIREBEAT, "run", "-I", str(capture), "-E",
+    proc = subprocess.Popen([*WIREBEAT, "run", "-I", str(capture), "-E", "wirebeat.flows.enabled=false", "-E",
                              "output.elasticsearch.hosts=[http://127.0.0.1:9]", "-E",
                              "output.elasticsearch.backoff.init=0.1s", "-E", "wirebeat.shutdown_timeout=1s"],
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -119,7 +121,8 @@ def test_documents_reach_the_index_after_elasticsearch_comes_back(es_url, tmp_pa
     forwarder = Forwarder(target_host, int(target_port))
     forwarder.refuse()
     capture = _capture(tmp_path, pairs=4, unanswered=0)
-    wb = Wirebeat("-I", str(capture), "-E", f"output.elasticsearch.hosts=[{forwarder.url}]",
+    wb = Wirebeat("-I", str(capture), "-E", "wirebeat.flows.enabled=false",
+                  "-E", f"output.elasticsearch.hosts=[{forwarder.url}]",
                   "-E", f"output.elasticsearch.index={index}", "-E", "output.elasticsearch.backoff.init=0.5s",
                   http=False)
     try:

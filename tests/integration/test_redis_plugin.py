@@ -67,7 +67,7 @@ def test_the_plugins_own_tests_pass_where_it_is_installed(venv_python):
 
 
 def test_the_command_line_decodes_the_capture(venv_python):
-    proc = _wirebeat(venv_python, "run", "-I", str(CAPTURE), "--console", "--strict")
+    proc = _wirebeat(venv_python, "run", "-E", "wirebeat.flows.enabled=false", "-I", str(CAPTURE), "--console", "--strict")
     assert proc.returncode == 0, proc.stderr
     docs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert len(docs) == 18 and {d["type"] for d in docs} == {"redis"}
@@ -77,7 +77,7 @@ def test_the_command_line_decodes_the_capture(venv_python):
 @pytest.mark.elasticsearch
 def test_documents_are_indexed_with_the_plugins_fields_mapped(venv_python, es_url):
     index = f"tls-redis-{uuid.uuid4().hex[:8]}"
-    proc = _wirebeat(venv_python, "run", "-I", str(CAPTURE), "-E", f"output.elasticsearch.hosts=[{es_url}]",
+    proc = _wirebeat(venv_python, "run", "-E", "wirebeat.flows.enabled=false", "-I", str(CAPTURE), "-E", f"output.elasticsearch.hosts=[{es_url}]",
                      "-E", f"output.elasticsearch.index={index}")
     assert proc.returncode == 0, proc.stderr
     es = Elasticsearch(es_url)

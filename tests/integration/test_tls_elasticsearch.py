@@ -19,7 +19,7 @@ pytestmark = pytest.mark.elasticsearch
 def test_tls_captures_index_and_answer_typed_queries(es_url, wirebeat):
     index = f"tls-{uuid.uuid4().hex[:8]}"
     inputs = [a for p in sorted((PCAPS / "tls").glob("*.pcap")) for a in ("-I", str(p))]
-    proc = wirebeat("run", *inputs, "-E", f"output.elasticsearch.hosts=[{es_url}]",
+    proc = wirebeat("run", *inputs, "-E", "wirebeat.flows.enabled=false", "-E", f"output.elasticsearch.hosts=[{es_url}]",
                     "-E", f"output.elasticsearch.index={index}")
     assert proc.returncode == 0, proc.stderr.decode()
     es = Elasticsearch(es_url)

@@ -47,7 +47,7 @@ def _frames(path: Path) -> list[tuple[int, bytes]]:
 
 
 def test_only_the_watched_machines_frames_survive_with_the_employee(tmp_path: Path):
-    proc = run_wirebeat("run", "-c", str(EXAMPLE / "wirebeat.yml"), "-I", str(CAPTURE), "--console")
+    proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-c", str(EXAMPLE / "wirebeat.yml"), "-I", str(CAPTURE), "--console")
     assert proc.returncode == 0, proc.stderr.decode()
     docs = [json.loads(line) for line in proc.stdout.splitlines()]
     out = subprocess.run(["tshark", "-n", "-r", str(CAPTURE), "-T", "fields", "-e", "frame.time_epoch",
@@ -79,7 +79,7 @@ def test_a_bad_condition_is_exit_2_naming_the_key(tmp_path: Path):
 def test_a_missing_table_is_exit_2(tmp_path: Path):
     config = tmp_path / "wl.yml"
     config.write_text("processors:\n  - lookup: {field: source.mac, table: nope.csv, key: k, target: t}\n")
-    proc = run_wirebeat("run", "-c", str(config), "-I", str(CAPTURE), "--console")
+    proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-c", str(config), "-I", str(CAPTURE), "--console")
     assert proc.returncode == 2
     assert proc.stderr.decode().strip() == (f"wirebeat: config key 'processors[0].lookup.table': "
                                             f"{tmp_path / 'nope.csv'}: No such file or directory")
@@ -98,7 +98,7 @@ def test_editing_the_table_during_a_zeromq_run_switches_within_seconds_losing_no
     sender = {i: frame[6:12].hex(":") for i, frame in enumerate(stream)}
     client = Client("office")
     publisher = Publisher()
-    wb = Wirebeat("-c", str(config), "--zmq", publisher.endpoint, "--console")
+    wb = Wirebeat("-E", "wirebeat.flows.enabled=false", "-c", str(config), "--zmq", publisher.endpoint, "--console")
     try:
         publisher.wait_for_subscriber(b"data.")
         edit_at = 1200
@@ -145,7 +145,7 @@ def test_the_watch_list_in_elasticsearch_is_searchable_by_employee_and_stack_wit
     es = Elasticsearch(es_url)
     try:
         for _ in range(2):      # indexed twice: per-packet ids are stable, no duplicates
-            proc = run_wirebeat("run", "-c", str(EXAMPLE / "wirebeat.yml"), "-I", str(CAPTURE),
+            proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-c", str(EXAMPLE / "wirebeat.yml"), "-I", str(CAPTURE),
                                 "-E", f"output.elasticsearch.hosts=[{es_url}]",
                                 "-E", f"output.elasticsearch.index={index}")
             assert proc.returncode == 0, proc.stderr.decode()
@@ -170,7 +170,7 @@ def test_lookup_and_conditions_apply_to_transactions_too(tmp_path: Path):
         "  - lookup: {field: destination.ip, table: zones.yml, key: net, match: network, target: dst_zone}\n"
         "  - drop_event: {when: {not: {equals: {dst_zone.zone: servers}}}}\n"
         "  - add_tags: {tags: [to-server], when: {has_fields: [dst_zone]}}\n")
-    proc = run_wirebeat("run", "-c", str(config), "-I", str(CAPTURE), "--console")
+    proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-c", str(config), "-I", str(CAPTURE), "--console")
     assert proc.returncode == 0, proc.stderr.decode()
     docs = [json.loads(line) for line in proc.stdout.splitlines()]
     # every host's DNS query, HTTP fetch and ping went to the server 10.77.0.1 (README.md)
