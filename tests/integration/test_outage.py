@@ -25,6 +25,9 @@ from forwarder import Forwarder
 from osmo_publisher import Client, Publisher
 from running import Wirebeat, wait_until
 
+# These tests count transaction documents; flow reports would add to every count.
+FLOWS_OFF = "wirebeat.flows.enabled=false"
+
 pytestmark = pytest.mark.elasticsearch
 
 T0 = 1_765_000_000_000_000_000
@@ -78,7 +81,7 @@ def _publish_paced(publisher: Publisher, client: Client, frames: list[tuple[int,
 def _zmq_clean_run(es_url: str, index: str, frames: list[tuple[int, bytes]]) -> None:
     publisher = Publisher()
     client = Client("edge1")
-    wb = Wirebeat("--zmq", publisher.endpoint, *_es_args(es_url, index),
+    wb = Wirebeat("-E", FLOWS_OFF, "--zmq", publisher.endpoint, *_es_args(es_url, index),
                   "-E", "queue.mem.flush.timeout=200ms")
     try:
         publisher.wait_for_subscriber()
@@ -113,7 +116,7 @@ def test_a_60_s_outage_loses_and_duplicates_nothing_for_files_and_zmq(es_url, tm
     fwd_file.trip_after_bulks = 5
     fwd_file.on_trip = outage.start
     small_batches = ["-E", "queue.mem.flush.min_events=500", "-E", "output.elasticsearch.bulk_max_size=500"]
-    zmq_wb = Wirebeat("--zmq", publisher.endpoint, *_es_args(fwd_zmq.url, index["zmq"]),
+    zmq_wb = Wirebeat("-E", FLOWS_OFF, "--zmq", publisher.endpoint, *_es_args(fwd_zmq.url, index["zmq"]),
                       "-E", "queue.mem.flush.timeout=200ms", *small_batches)
     file_wb = None
     publishing = threading.Thread(target=_publish_paced,
@@ -122,7 +125,7 @@ def test_a_60_s_outage_loses_and_duplicates_nothing_for_files_and_zmq(es_url, tm
         publisher.wait_for_subscriber()
         publishing.start()
         zmq_wb.wait_for_counter("events.acked", 20)
-        file_wb = Wirebeat("-I", str(capture), *_es_args(fwd_file.url, index["file"]),
+        file_wb = Wirebeat("-E", FLOWS_OFF, "-I", str(capture), *_es_args(fwd_file.url, index["file"]),
                            "-E", "queue.mem.events=2000", *small_batches, http=False)
         wait_until(lambda: "healed" in times, REFUSE_S + HANG_S + 60, "the outage to end")
         time.sleep(3)
@@ -168,7 +171,7 @@ def test_a_60_s_outage_loses_and_duplicates_nothing_for_files_and_zmq(es_url, tm
             assert fwd.first_bulk_after_resume - times["healed"] < RESUME_WITHIN_S, \
                 fwd.first_bulk_after_resume - times["healed"]
         # Clean runs of the same input, straight into the node.
-        clean = Wirebeat("-I", str(capture), *_es_args(es_url, index["file-clean"]), http=False)
+        clean = Wirebeat("-E", FLOWS_OFF, "-I", str(capture), *_es_args(es_url, index["file-clean"]), http=False)
         assert clean.proc.wait(120) == 0, clean.stderr_text()
         _zmq_clean_run(es_url, index["zmq-clean"], list(frames))
         for kind in ("file", "zmq"):
@@ -192,7 +195,7 @@ def test_a_node_that_accepts_and_never_answers_holds_neither_the_start_nor_deliv
     fwd.hang()
     capture = tmp_path / "hung.pcap"
     g.write_pcap(capture, [p for seq in range(5) for p in _echo_pair(3, seq)])
-    wb = Wirebeat("-I", str(capture), *_es_args(fwd.url, index), http=False)
+    wb = Wirebeat("-E", FLOWS_OFF, "-I", str(capture), *_es_args(fwd.url, index), http=False)
     try:
         # Probe timeout 3 s, then the first backoff: well inside the 90 s request timeout.
         wb.wait_for_log("elasticsearch unreachable, will retry", timeout_s=20)

@@ -17,6 +17,9 @@ import pcapgen as g
 from conftest import run_wirebeat
 from echo import write_echo_capture
 
+# These tests count transaction documents; flow reports would add to every count.
+FLOWS_OFF = "wirebeat.flows.enabled=false"
+
 pytestmark = pytest.mark.elasticsearch
 
 T0 = 1_768_000_000_000_000_000
@@ -31,7 +34,7 @@ def test_mapping_conflicts_are_counted_logged_dead_lettered_and_not_retried(es_u
     dead_letter = tmp_path / "dead.ndjson"
     try:
         started = time.monotonic()
-        proc = run_wirebeat("run", "-I", str(capture), "-E", f"output.elasticsearch.hosts=[{es_url}]",
+        proc = run_wirebeat("run", "-E", FLOWS_OFF, "-I", str(capture), "-E", f"output.elasticsearch.hosts=[{es_url}]",
                             "-E", f"output.elasticsearch.index={index}",
                             "-E", f"output.elasticsearch.dead_letter.path={dead_letter}", timeout=60)
         took = time.monotonic() - started
@@ -60,7 +63,7 @@ def test_mapping_conflicts_are_counted_logged_dead_lettered_and_not_retried(es_u
 def test_an_unwritable_dead_letter_file_is_one_line(wirebeat, tmp_path):
     capture = tmp_path / "one.pcap"
     g.write_pcap(capture, [(T0, g.ethernet(g.ipv4("10.6.0.1", "10.6.0.2", g.IPPROTO_ICMP, g.icmp_echo(6, 0))))])
-    proc = wirebeat("run", "-I", str(capture), "-E", "output.elasticsearch.dead_letter.path=/nonexistent/dir/dead.ndjson")
+    proc = wirebeat("run", "-E", FLOWS_OFF, "-I", str(capture), "-E", "output.elasticsearch.dead_letter.path=/nonexistent/dir/dead.ndjson")
     assert proc.returncode in (1, 2)
     assert proc.stderr.decode().strip().splitlines()[-1] == (
         "wirebeat: output.elasticsearch.dead_letter.path /nonexistent/dir/dead.ndjson: No such file or directory")

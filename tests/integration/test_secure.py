@@ -34,6 +34,9 @@ from conftest import run_wirebeat
 from echo import write_echo_capture
 from running import Wirebeat
 
+# These tests count transaction documents; flow reports would add to every count.
+FLOWS_OFF = "wirebeat.flows.enabled=false"
+
 pytestmark = pytest.mark.elasticsearch
 
 T0 = 1_766_000_000_000_000_000
@@ -110,7 +113,7 @@ def _client_cert(tmp_path: Path, ca: str | None, ca_key: str | None) -> tuple[Pa
 # -- indexing with each credential kind ---------------------------------------------
 
 def test_password_from_the_environment_indexes_over_tls(secure_es, admin, capture, index):
-    proc = run_wirebeat("run", "-I", str(capture), "-E", f"output.elasticsearch.hosts=[{secure_es['url']}]",
+    proc = run_wirebeat("run", "-E", FLOWS_OFF, "-I", str(capture), "-E", f"output.elasticsearch.hosts=[{secure_es['url']}]",
                         "-E", f"output.elasticsearch.index={index}", *_tls(secure_es),
                         "-E", "output.elasticsearch.username=wirebeat",
                         "-E", "output.elasticsearch.password=${WB_TEST_ES_PASSWORD}",
@@ -132,7 +135,7 @@ def test_password_from_a_secrets_file_indexes_over_tls(secure_es, admin, capture
                       "  password: ${ES_PASSWORD}\n"
                       f"  ssl.certificate_authorities: ['{secure_es['ca']}']\n")
     assert secure_es["password"] not in config.read_text()
-    proc = run_wirebeat("run", "-c", str(config), "-I", str(capture))
+    proc = run_wirebeat("run", "-E", FLOWS_OFF, "-c", str(config), "-I", str(capture))
     assert proc.returncode == 0, proc.stderr.decode()
     assert _count(admin, index) == PAIRS
 
@@ -158,7 +161,7 @@ def test_an_unset_reference_names_the_key():
 
 def test_a_client_certificate_from_our_ca_is_accepted(secure_es, admin, capture, index, tmp_path):
     cert, key_file = _client_cert(tmp_path, secure_es["ca"], secure_es["ca_key"])
-    proc = run_wirebeat("run", "-I", str(capture), "-E", f"output.elasticsearch.hosts=[{secure_es['url']}]",
+    proc = run_wirebeat("run", "-E", FLOWS_OFF, "-I", str(capture), "-E", f"output.elasticsearch.hosts=[{secure_es['url']}]",
                         "-E", f"output.elasticsearch.index={index}", *_tls(secure_es),
                         "-E", "output.elasticsearch.username=wirebeat",
                         "-E", f"output.elasticsearch.password={secure_es['password']}",
@@ -226,7 +229,7 @@ def test_each_credential_or_tls_failure_is_one_clear_line(secure_es, capture, in
     for name, (options, phrase, secret) in _failure_cases(secure_es).items():
         args = [a for o in options for a in ("-E", o)]
         for command in (["test", "output"],
-                        ["run", "-I", str(capture), "-E", f"output.elasticsearch.index={index}"]):
+                        ["run", "-E", FLOWS_OFF, "-I", str(capture), "-E", f"output.elasticsearch.index={index}"]):
             proc = run_wirebeat(*command, *args, timeout=60)
             err = proc.stderr.decode()
             assert proc.returncode == 1, (name, command[0], err)
@@ -245,7 +248,7 @@ def test_credentials_appear_in_no_log_metric_document_or_error(secure_es, admin,
     secrets = [password, key["api_key"], key["encoded"]]
     outputs: list[str] = []
     # A run with debug logs, counters, the stats endpoint and stats documents, by password.
-    wb = Wirebeat("-I", str(capture), "-E", f"output.elasticsearch.hosts=[{secure_es['url']}]",
+    wb = Wirebeat("-E", FLOWS_OFF, "-I", str(capture), "-E", f"output.elasticsearch.hosts=[{secure_es['url']}]",
                   "-E", f"output.elasticsearch.index={index}", *_tls(secure_es),
                   "-E", "output.elasticsearch.username=wirebeat",
                   "-E", f"output.elasticsearch.password={password}", "-E", "logging.level=debug",
@@ -256,7 +259,7 @@ def test_credentials_appear_in_no_log_metric_document_or_error(secure_es, admin,
     admin.indices.refresh(index=index)
     outputs.append(json.dumps(admin.search(index=index, size=100)["hits"]["hits"]))
     # Errors while the node is unreachable, with the credentials in the URL.
-    down = Wirebeat("-I", str(capture), "-E", "wirebeat.shutdown_timeout=1s",
+    down = Wirebeat("-E", FLOWS_OFF, "-I", str(capture), "-E", "wirebeat.shutdown_timeout=1s",
                     "-E", f"output.elasticsearch.hosts=[https://wirebeat:{password}@localhost:9]",
                     "-E", "output.elasticsearch.backoff.init=100ms", "-E", "logging.level=debug",
                     *_tls(secure_es), http=False)
