@@ -149,6 +149,8 @@ class DocumentBuilder:
         # agent and ecs are the same for every document: share the dicts unless
         # something could change one document's copy (processors, root fields).
         self.shared_ok = not processors and not fields_under_root
+        # Tags and fields of one capture source (a NetFlow listener's), by source name.
+        self.per_source: dict[str, tuple[list[str], dict[str, Any]]] = {}
 
     def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]]:
         flow = txn.flow
@@ -192,7 +194,25 @@ class DocumentBuilder:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         merge(doc, spec.document(txn))
         self._decorate(doc)
+        if self.per_source:
+            self._decorate_source(doc, flow.source)
         return document_id_from(id_prefix, txn.ts, txn.identity), doc
+
+    def _decorate_source(self, doc: dict[str, Any], source: str) -> None:
+        """A listener's own tags and fields (under `fields`, as Filebeat's input-level ones)."""
+        extra = self.per_source.get(source)
+        if extra is None:
+            return
+        tags, fields = extra
+        if tags:
+            doc["tags"] = list(dict.fromkeys([*doc.get("tags", ()), *tags]))
+        if fields:
+            if self.fields_under_root:
+                merge(doc, fields)
+            else:
+                merged = dict(doc.get("fields") or {})
+                merge(merged, fields)
+                doc["fields"] = merged
 
     def build_other(self, doc: dict[str, Any]) -> dict[str, Any]:
         """A document that is not a transaction (a collector event, wirebeat's own stats):
