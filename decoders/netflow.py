@@ -835,8 +835,11 @@ def _flow_times(record: dict[str, Any], export_ts: float,
             start = export_ts - ((uptime - first) % MAX_U32) / 1000
             end = export_ts - ((uptime - last) % MAX_U32) / 1000
         elif init_ms is not None:
-            init = _parse_iso(init_ms)
-            start, end = init + first / 1000, init + last / 1000
+            # IPFIX: relative to systemInitTimeMilliseconds. Taken back from the export
+            # time modulo 2^32 ms, as v9 does, so a wrapped (pre-start) value stays right.
+            since_init_ms = round((export_ts - _parse_iso(init_ms)) * 1000)
+            start = export_ts - ((since_init_ms - first) % MAX_U32) / 1000
+            end = export_ts - ((since_init_ms - last) % MAX_U32) / 1000
     for start_name, end_name in (("flow_start_milliseconds", "flow_end_milliseconds"),
                                  ("flow_start_microseconds", "flow_end_microseconds"),
                                  ("flow_start_nanoseconds", "flow_end_nanoseconds"),
