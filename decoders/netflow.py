@@ -5,7 +5,7 @@ record (`netflow_options`), with Filebeat's netflow input field names: every
 field of the record under `netflow.*`, named after the IANA IPFIX registry
 (RFC 7012) in snake_case (decoders/ipfix_elements.py); elements not in the
 table, enterprise-specific ones included, are kept as hex under their numbers
-in `netflow.unknown_fields` ("450", "29305.1"). The ECS fields (source,
+in `netflow.unknown_fields` ("450:0a0b", "29305.1:ff"). The ECS fields (source,
 destination, network.bytes/packets/transport/iana_number, event.start/end)
 come from the record; v1/v5/v7 records are read as fixed templates of the same
 elements, as Filebeat maps them.
@@ -789,7 +789,7 @@ class NetflowDecoder:
                      export: dict[str, Any], export_ts: float, uptime: int | None, source: str,
                      identity: str, has_unknown: bool) -> Transaction:
         if has_unknown:
-            unknown = {name[8:]: record.pop(name) for name in [n for n in record if n.startswith("unknown:")]}
+            unknown = [f"{name[8:]}:{record.pop(name)}" for name in [n for n in record if n.startswith("unknown:")]]
             if unknown:
                 record["unknown_fields"] = unknown
         start_ts, end_ts = _flow_times(record, export_ts, uptime)

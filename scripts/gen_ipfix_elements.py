@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # IPFIX abstract data type -> Elasticsearch field type.
 ES_TYPES = {
-    "unsigned8": "long", "unsigned16": "long", "unsigned32": "long", "unsigned64": "unsigned_long",
+    "unsigned8": "long", "unsigned16": "long", "unsigned32": "long", "unsigned64": "long_u64",
     "signed8": "long", "signed16": "long", "signed32": "long", "signed64": "long",
     "float32": "double", "float64": "double", "boolean": "boolean",
     "macAddress": "keyword", "octetArray": "keyword", "string": "keyword",
@@ -94,6 +94,9 @@ def main(argv: list[str]) -> int:
 
 
 def _type(es_type: str) -> dict[str, object]:
+    if es_type == "long_u64":
+        # unsigned_long needs X-Pack; a value above 2^63 is left out, not the document.
+        return {"type": "long", "ignore_malformed": True}
     if es_type == "keyword":
         return {"type": "keyword", "ignore_above": 1024}
     return {"type": es_type}
@@ -105,7 +108,7 @@ def write_mapping(fields: dict[str, str]) -> None:
     for name in ("scope_system", "scope_interface", "scope_line_card", "scope_cache", "scope_template"):
         netflow[name] = _type("long")
     netflow["type"] = _type("keyword")
-    netflow["unknown_fields"] = {"type": "flattened"}
+    netflow["unknown_fields"] = _type("keyword")      # "450:0a0b", "29305.1:ff" (number:hex)
     netflow["exporter"] = {"properties": {
         "address": _type("keyword"), "version": _type("long"), "source_id": _type("long"),
         "timestamp": _type("date"), "uptime_millis": _type("long"),
