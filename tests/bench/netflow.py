@@ -4,7 +4,8 @@
 
 1. file: a v9 export of --records records (30 per datagram, built here with
    known content) written as a pcap, decoded by `wirebeat run -I --console`
-   to /dev/null; pinned to one core with taskset when present.
+   to /dev/null (and with --elasticsearch URL, into the real Elasticsearch);
+   pinned to one core with taskset when present.
 2. loopback: the same datagrams sent over 127.0.0.1, paced at --rate
    records/s, to `wirebeat run --netflow` (console to /dev/null) and then to
    nfcapd; records each one got (documents / nfdump's count) and the kernel's
@@ -67,12 +68,23 @@ def one_core() -> list[str]:
     return ["taskset", "-c", "0"] if shutil.which("taskset") else []
 
 
-def wirebeat_file(pcap: Path, records: int) -> float:
+def wirebeat_file(pcap: Path, records: int, output: list[str]) -> float:
     started = time.monotonic()
     subprocess.run([*one_core(), sys.executable, "-m", "wirebeat.cli", "run", "-I", str(pcap),
-                    "--console", "-E", "logging.metrics.period=0"], stdout=subprocess.DEVNULL,
+                    *output, "-E", "logging.metrics.period=0"], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=True, cwd=ROOT)
     return records / (time.monotonic() - started)
+
+
+def wirebeat_to_elasticsearch(pcap: Path, records: int, url: str) -> float:
+    """The same file into the real Elasticsearch (an index made and deleted here)."""
+    from elasticsearch import Elasticsearch
+    index = f"netflow-bench-{os.getpid()}"
+    try:
+        return wirebeat_file(pcap, records, ["-E", f"output.elasticsearch.hosts=[{url}]",
+                                             "-E", f"output.elasticsearch.index={index}"])
+    finally:
+        Elasticsearch(url).indices.delete(index=index, ignore_unavailable=True)
 
 
 def free_port() -> int:
@@ -134,6 +146,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--rate", type=int, default=100_000, help="records/s sent over loopback")
+    parser.add_argument("--elasticsearch", default="", metavar="URL",
+                        help="also index the file into this Elasticsearch (e.g. http://127.0.0.1:9200)")
     args = parser.parse_args()
     payloads = datagrams(args.records)
     records = len(payloads) * RECORDS_PER_DATAGRAM
@@ -142,8 +156,11 @@ def main() -> int:
         pcap = workdir / "export_v9.pcap"
         write_pcap(pcap, payloads)
         result = {"records": records,
-                  "file_to_console_records_per_s": round(wirebeat_file(pcap, records)),
+                  "file_to_console_records_per_s": round(wirebeat_file(pcap, records, ["--console"])),
                   "loopback_wirebeat": wirebeat_live(payloads, args.rate, workdir)}
+        if args.elasticsearch:
+            result["file_to_elasticsearch_records_per_s"] = round(
+                wirebeat_to_elasticsearch(pcap, records, args.elasticsearch))
         if shutil.which("nfcapd"):
             result["loopback_nfcapd"] = nfcapd_live(payloads, args.rate, workdir)
     print(json.dumps(result, indent=2))
