@@ -9,11 +9,11 @@ same path decodes a listener's datagrams, export packets inside a capture
 port is routed to the netflow decoder.
 
 The receive thread only reads: it takes up to 256 datagrams at a time off the
-socket and hands them to the main thread (`wirebeat.sources.feed`); when the
-decoder falls behind, the batch is dropped and counted (waiting would move the
-loss into the kernel's socket buffer). Datagrams the kernel dropped because
-the socket buffer (`read_buffer`) was full are read from /proc/net/udp{,6}
-and reported as `netflow.kernel_drops`.
+socket and hands them to the main thread (`wirebeat.sources.feed`). When the
+decoder falls behind, the thread waits, as live capture does, so a burst
+piles up in the socket buffer (`read_buffer`, SO_RCVBUF) instead of being
+dropped; what the kernel then drops because that buffer is full is read from
+/proc/net/udp{,6} and reported as `netflow.<host>.kernel_drops`.
 
 Binding needs no privileges above port 1024; for a lower one, see
 deploy/README.md (AmbientCapabilities=CAP_NET_BIND_SERVICE).
@@ -140,7 +140,7 @@ class NetflowListener:
                 finally:
                     sock.settimeout(POLL_S)
                 self.received += len(batch)
-                if not hand_over(self, batch, False):
+                if not hand_over(self, batch, True):        # False only when stopping
                     self.dropped += len(batch)
         finally:
             sock.close()
