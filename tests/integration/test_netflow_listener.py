@@ -73,3 +73,36 @@ def test_bad_listener_address_exits_2() -> None:
     assert proc.returncode == 2
     assert "HOST:PORT" in proc.stderr.decode() and "Traceback" not in proc.stderr.decode()
 
+
+
+def test_listener_documents_equal_those_of_the_recorded_export_read_with_I() -> None:
+    """The same datagrams, from the same exporter address, give the same documents
+    whether a listener receives them or a capture holds them (capture.source aside)."""
+    import dpkt
+
+    from conftest import PCAPS, decode_file
+    capture = PCAPS / "netflow" / "softflowd_v9.pcap"
+    datagrams = []
+    with capture.open("rb") as fh:
+        for _ts, frame in dpkt.pcap.Reader(fh):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            datagrams.append((ip.data.sport, bytes(ip.data.data)))
+    recorded = decode_file(capture)
+    port = _free_udp_port()
+    beat = Wirebeat("--console", "--strict", "--netflow", f"127.0.0.1:{port}")
+    try:
+        beat.wait_for_log("listening")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.1", datagrams[0][0]))       # the recorded exporter port
+            for _sport, payload in datagrams:
+                sender.sendto(payload, ("127.0.0.1", port))
+        wait_until(lambda: len(beat.documents()) >= len(recorded), 30, "every document")
+        code, _ = beat.stop()
+    finally:
+        beat.kill()
+    assert code == 0
+    live = beat.documents()
+    for doc in live + recorded:
+        doc.pop("capture")
+    key = lambda d: json.dumps(d, sort_keys=True)          # noqa: E731
+    assert sorted(map(key, live)) == sorted(map(key, recorded))
