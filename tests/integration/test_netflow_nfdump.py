@@ -39,6 +39,16 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def _bound(port: int) -> bool:
+    """Someone listens on 127.0.0.1:port (UDP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _require_tools(*tools: str) -> None:
     for tool in tools:
         require(shutil.which(tool) is not None, f"the {tool} command (scripts/install-deps.sh)")
@@ -52,9 +62,10 @@ class NfCapd:
         self.port = _free_udp_port()
         directory.mkdir()
         self.proc = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(self.port),
-                                      "-w", str(directory), "-t", "3600"],
+                                      "-w", str(directory), "-t", "3600", "-B", "8388608"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+        wait_until(lambda: _bound(self.port), 20, "nfcapd listening")   # a loaded machine is slow
+        time.sleep(0.2)
 
     def flows(self) -> list[dict]:
         """Stop nfcapd (it writes its file) and read every flow with nfdump."""
