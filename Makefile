@@ -5,7 +5,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup deps demo test bench es-start es-stop clean
+.PHONY: setup deps demo test bench fuzz es-start es-stop clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,13 @@ test: deps setup
 bench: deps setup
 	$(PY) tests/bench/run.py
 
+# Coverage-guided fuzzing (atheris) of the engine and every decoder, seeded
+# from pcaps/: FUZZ_SECONDS per target; crashes land in tests/fuzz/crashes/.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(PY) -m pip install -q 'atheris>=2.3'
+	$(PY) tests/fuzz/run.py --seconds-per-target $(FUZZ_SECONDS)
+
 es-start: setup
 	$(PY) scripts/esnode.py start
 
@@ -34,4 +41,4 @@ es-stop:
 	$(PY) scripts/esnode.py stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .fuzz

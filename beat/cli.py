@@ -16,13 +16,16 @@ import zmq
 
 from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
+from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import Engine
 from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
-                          check_connection, make_client)
+                          check_connection, make_client, redact_hosts)
 from wirebeat.monitor import StatsServer
 from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
+from wirebeat.processors import load_processors
+from wirebeat.processors.lookup import mapping_targets
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import Runner
 from wirebeat.sources.feed import SourceError
@@ -123,6 +126,8 @@ def _list_decoders(registered: list[Registered]) -> int:
             routes.append(f"{kinds} ports " + ",".join(map(str, spec.ports)))
         if spec.probe is not None:
             routes.append("udp flows announced in-band or found by probe")
+        if spec.detect is not None:
+            routes.append("tcp on any port by detection")
         print(f"{spec.name:<10} {'; '.join(routes) or '-':<48} {r.origin}")
     return EXIT_OK
 
@@ -146,7 +151,8 @@ def _template_installer(config: Config, enabled: list[Registered]) -> Any:
     name = _template_name(config)
     pattern = (config["setup.template.pattern"].replace("%{version}", __version__)
                or _index_name(config) + "*")
-    body = build_template([r.spec for r in enabled], pattern, config["setup.template.priority"])
+    body = build_template([r.spec for r in enabled], pattern, config["setup.template.priority"],
+                          flattened=mapping_targets(config["processors"]))
 
     def install(client: Any) -> bool:
         return install_template(client, name, body, config["setup.template.overwrite"])
@@ -158,6 +164,7 @@ def _test(what: str, config: Config, registered: list[Registered]) -> int:
     enabled = _enabled(config, registered)
     if what == "config":
         build_template([r.spec for r in enabled], "wirebeat-*")   # every mapping part readable
+        load_processors(config["processors"], config.path)       # lookup tables readable
         print(f"Config OK ({config.path or 'built-in defaults'}; output {config.output_name()}; "
               f"decoders {', '.join(r.spec.name for r in enabled)})")
         return EXIT_OK
@@ -165,8 +172,8 @@ def _test(what: str, config: Config, registered: list[Registered]) -> int:
         print(f"output {config.output_name()}: nothing to test, OK")
         return EXIT_OK
     es = config.section("output.elasticsearch")
-    version = check_connection(make_client(es), es["hosts"])
-    print(f"elasticsearch: {', '.join(es['hosts'])} reachable, version {version}, OK")
+    version = check_connection(make_client(es), es["hosts"], es)
+    print(f"elasticsearch: {', '.join(redact_hosts(es['hosts']))} reachable, version {version}, OK")
     return EXIT_OK
 
 
@@ -174,7 +181,7 @@ def _setup(config: Config, registered: list[Registered]) -> int:
     enabled = _enabled(config, registered)
     es = config.section("output.elasticsearch")
     client = make_client(es)
-    check_connection(client, es["hosts"])
+    check_connection(client, es["hosts"], es)
     config.values["setup.template.overwrite"] = True     # setup is asked for explicitly
     installer = _template_installer(config, enabled)
     installer(client)
@@ -232,8 +239,6 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     listeners = netflow_listeners(config, args.netflow)
     if not (args.files or endpoints or devices or listeners):
         raise UsageError("nothing to read: give -I FILE, --zmq ENDPOINT, -i IFACE or --netflow HOST:PORT")
-    if config["wirebeat.flows.enabled"]:
-        log.warning("flow reports are not implemented yet; wirebeat.flows.enabled is ignored")
     enabled = _enabled(config, registered)
     user = args.user or config["wirebeat.user"]
     stats = Stats()
@@ -275,12 +280,23 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
 
     output = _make_output(config, args.console, enabled)
     # Files can wait for a slow output; ZeroMQ and live capture cannot (drops are counted).
+    disk = None
+    if config["queue.disk.path"]:
+        try:
+            disk = DiskQueue(config["queue.disk.path"], config["queue.disk.max_size"], config["queue.disk.fsync"])
+        except DiskQueueError as err:
+            raise UsageError(str(err)) from None
     pipeline = Pipeline(output, max_events=config["queue.mem.events"],
                         batch_size=config["queue.mem.flush.min_events"],
-                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live)
+                        flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live,
+                        disk=disk)
     stats.add_source(pipeline.counters)
+    if isinstance(output, ElasticsearchOutput):
+        stats.add_source(output.counters)
     agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
-    builder = DocumentBuilder(agent, config["processors"], config["fields"],
+    processors = load_processors(config["processors"], config.path)
+    stats.add_source(processors.counters)
+    builder = DocumentBuilder(agent, processors, config["fields"],
                               config["fields_under_root"], config["tags"])
     for listener in listeners:
         builder.per_source[listener.name] = (listener.listener.tags, listener.listener.fields)

@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from wirebeat.decoders.api import DecoderSpec, Option
+from wirebeat.secrets import SecretsError, expand, load_secrets
 
-__all__ = ["Config", "ConfigError", "base_schema", "load_config", "parse_duration"]
+__all__ = ["Config", "ConfigError", "base_schema", "coerce_value", "load_config", "parse_duration"]
 
 DEFAULT_TRANSACTION_TIMEOUT_S = 10.0    # packetbeat's DefaultTransactionExpiration
 
@@ -30,11 +31,16 @@ class ConfigError(Exception):
 def base_schema() -> dict[str, Option]:
     """Engine keys. Caps are documented here: they bound memory, not traffic."""
     return {
-        "wirebeat.flows.enabled": Option("bool", False, "flow reports (not implemented yet)"),
-        "wirebeat.flows.timeout": Option("duration", 30.0, "idle time after which a flow ends"),
-        "wirebeat.flows.period": Option("duration", 10.0, "interval of intermediate reports"),
+        "wirebeat.flows.enabled": Option("bool", True, "a report for every conversation (type: flow), as packetbeat's flows"),
+        "wirebeat.flows.timeout": Option("duration", 30.0, "idle time (packet time) after which a flow ends with a final report"),
+        "wirebeat.flows.period": Option("period", 10.0, "interval of intermediate reports (packet time); -1s: final reports only"),
+        "wirebeat.flows.report_all": Option("bool", False, "report every live flow every period, as packetbeat does; false: only flows at least a period old that saw packets in the last period"),
+        "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
+        "wirebeat.packets.enabled": Option("bool", False, "one lean document per frame (event.dataset packet), non-IP frames included"),
+        "wirebeat.tunnels.enabled": Option("bool", True, "peel VXLAN (UDP 4789), GENEVE (UDP 6081), GRE, ERSPAN II/III, MPLS and PPPoE: decoders see the inner traffic"),
+        "wirebeat.limits.max_tunneled_pairs": Option("int", 65536, "tunneled conversations (inner address pairs) whose outer addresses and tunnel id documents show; past it the oldest is forgotten (tunnels.pairs_evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
-        "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows tracked at once; the oldest is evicted"),
+        "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows remembered for routing to decoders (flow reports have wirebeat.flows.max_flows); the oldest is evicted"),
         "wirebeat.limits.flow_idle_timeout": Option("duration", 30.0, "a UDP flow idle this long (packet time) is forgotten"),
         "wirebeat.limits.max_fragmented_datagrams": Option("int", 4096, "partial IP datagrams held for reassembly, per source"),
         "wirebeat.limits.fragment_timeout": Option("duration", 30.0, "packet time a partial datagram waits for its fragments"),
@@ -61,10 +67,13 @@ def base_schema() -> dict[str, Option]:
         "queue.mem.events": Option("int", 32768, "documents buffered between the decoders and the output"),
         "queue.mem.flush.min_events": Option("int", 1024, "documents per batch handed to the output"),
         "queue.mem.flush.timeout": Option("duration", 1.0, "a partial batch is handed over after this long"),
+        "queue.disk.path": Option("str", "", "a directory: batches are written there before the output reads them, so they survive outages longer than memory and a crash (kill -9); empty: memory queue only"),
+        "queue.disk.max_size": Option("int", 1073741824, "bytes of unacknowledged batches on disk; above it batches are dropped and counted (queue.dropped), files wait"),
+        "queue.disk.fsync": Option("str", "always", "always (after every batch), interval (at most once a second) or never (survives a crash of wirebeat, not of the machine)"),
         "fields": Option("map", {}, "fields added to every document (under `fields`, or at the root with fields_under_root)"),
         "fields_under_root": Option("bool", False),
         "tags": Option("list[str]", [], "tags added to every document"),
-        "processors": Option("processors", [], "add_fields / add_tags processors, in order"),
+        "processors": Option("processors", [], "beats processors, in order: drop_event, drop_fields, include_fields, rename, add_fields, add_tags, lookup, each with an optional `when` condition"),
         "logging.level": Option("str", "info", "debug, info, warning or error"),
         "logging.metrics.period": Option("duration", 30.0, "interval of the counters log line; 0 turns it off"),
         "setup.template.enabled": Option("bool", True, "install the index template when absent"),
@@ -82,9 +91,15 @@ def base_schema() -> dict[str, Option]:
         "output.elasticsearch.timeout": Option("duration", 90.0, "per request"),
         "output.elasticsearch.backoff.init": Option("duration", 1.0, "first wait after a failed bulk request"),
         "output.elasticsearch.backoff.max": Option("duration", 60.0, "longest wait between retries"),
+        "output.elasticsearch.health_probe.interval": Option("duration", 1.0, "while a bulk request is out or a retry waits, ask this often whether the node answers"),
+        "output.elasticsearch.health_probe.timeout": Option("duration", 3.0, "a health probe unanswered this long means the node is unreachable: the bulk request is abandoned (and resent)"),
+        "output.elasticsearch.dead_letter.path": Option("str", "", "append documents Elasticsearch rejects for good (mapping conflicts ...) to this NDJSON file, with the reason"),
         "output.elasticsearch.ssl.enabled": Option("bool", True, "used for https:// hosts"),
         "output.elasticsearch.ssl.verification_mode": Option("str", "full", "full, certificate or none"),
         "output.elasticsearch.ssl.certificate_authorities": Option("list[str]", []),
+        "output.elasticsearch.ssl.certificate": Option("str", "", "client certificate (PEM) offered to Elasticsearch"),
+        "output.elasticsearch.ssl.key": Option("str", "", "private key (PEM) of ssl.certificate"),
+        "keystore.path": Option("str", "", "secrets file (NAME=value lines, readable by its owner only); ${NAME} in any config value reads it before the environment"),
         "output.console.enabled": Option("bool", None),
         "output.console.pretty": Option("bool", False),
         "output.file.enabled": Option("bool", None),
@@ -103,6 +118,9 @@ def protocol_schema(spec: DecoderSpec) -> dict[str, Option]:
     if spec.probe is not None:
         schema[prefix + "heuristic"] = Option("bool", False, "also decode UDP flows on no configured "
                                               "port whose first datagram the decoder recognises")
+    if spec.detect is not None:
+        schema[prefix + "detect"] = Option("bool", True, "also decode TCP connections on no "
+                                           "configured port whose first client bytes the decoder recognises")
     schema[prefix + "transaction_timeout"] = Option("duration", DEFAULT_TRANSACTION_TIMEOUT_S)
     schema[prefix + "send_request"] = Option("bool", False)
     schema[prefix + "send_response"] = Option("bool", False)
@@ -132,9 +150,10 @@ def parse_duration(value: Any) -> float:
 
 _KIND_WORDS = {
     "bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
-    "duration": "a duration such as 10s, 500ms or 1m", "list[str]": "a list of strings",
+    "duration": "a duration such as 10s, 500ms or 1m",
+    "period": "a duration such as 10s, or -1s for never", "list[str]": "a list of strings",
     "list[int]": "a list of whole numbers", "map": "a mapping of keys to values",
-    "processors": "a list of processors (add_fields, add_tags)",
+    "processors": "a list of processors", "list[map]": "a list of mappings",
     "netflow_listeners": "a list of listeners, each a mapping with host: HOST:PORT",
 }
 
@@ -166,7 +185,21 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
             return parse_duration(value)
         except ValueError:
             raise bad() from None
-    if kind in ("list[str]", "list[int]"):
+    if kind == "period":       # a duration; a negative one (packetbeat's -1) turns it off
+        text = value.strip() if isinstance(value, str) else value
+        negative = text.startswith("-") if isinstance(text, str) else (
+            isinstance(text, (int, float)) and not isinstance(text, bool) and text < 0)
+        try:
+            seconds = parse_duration(text[1:] if isinstance(text, str) and negative else
+                                     (-text if negative else text))
+        except (ValueError, TypeError):
+            raise bad() from None
+        if negative:
+            return -1.0
+        if seconds <= 0:
+            raise bad()
+        return seconds
+    if kind in ("list[str]", "list[int]", "list[map]"):
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]             # a single value where a list is expected, as beats allow
         if not isinstance(value, list):
@@ -174,6 +207,8 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
         item_kind = kind[5:-1]
         return [_coerce(f"{key}[{i}]", item_kind, item) for i, item in enumerate(value)]
     if kind == "map":
+        if value is None and key.endswith("]"):
+            raise bad()
         if value is None:
             return {}
         if isinstance(value, dict):
@@ -219,37 +254,11 @@ def _coerce_listeners(key: str, value: Any) -> list[dict[str, Any]]:
 
 
 def _coerce_processors(key: str, value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"config key '{key}': expected {_KIND_WORDS['processors']}, got {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        where = f"{key}[{i}]"
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(f"config key '{where}': expected one processor name with its settings")
-        [(name, settings)] = item.items()
-        settings = settings or {}
-        if not isinstance(settings, dict):
-            raise ConfigError(f"config key '{where}.{name}': expected a mapping")
-        if name == "add_fields":
-            allowed = {"target": "str", "fields": "map"}
-            if "fields" not in settings:
-                raise ConfigError(f"config key '{where}.add_fields.fields' is required")
-        elif name == "add_tags":
-            allowed = {"tags": "list[str]", "target": "str"}
-            if "tags" not in settings:
-                raise ConfigError(f"config key '{where}.add_tags.tags' is required")
-        else:
-            raise ConfigError(f"config key '{where}': unknown processor '{name}' "
-                              "(known: add_fields, add_tags)")
-        checked = {}
-        for sub, sub_value in settings.items():
-            if sub not in allowed:
-                raise ConfigError(f"unknown config key '{where}.{name}.{sub}'")
-            checked[sub] = _coerce(f"{where}.{name}.{sub}", allowed[sub], sub_value)
-        out.append({name: checked})
-    return out
+    from wirebeat.processors import check_processors     # processors import this module
+    return check_processors(key, value)
+
+
+coerce_value = _coerce
 
 
 def _flatten(node: Any, prefix: str, schema: Mapping[str, Option], out: dict[str, Any]) -> None:
@@ -294,6 +303,22 @@ class Config:
         return enabled[0] if enabled else "elasticsearch"
 
 
+# Options packetbeat 8 accepts under every protocol that wirebeat does not implement yet.
+# An operator bringing a packetbeat config gets told so, not "unknown key".
+PACKETBEAT_PROTOCOL_OPTIONS_NOT_SUPPORTED = ("fields", "fields_under_root", "tags", "processors",
+                                             "keep_null", "index")
+
+
+def _refuse_packetbeat_option(key: str, schema: Mapping[str, Option]) -> None:
+    """Raise the 'not supported yet' error for a packetbeat option of a protocol we decode."""
+    parts = key.split(".")
+    if len(parts) >= 4 and parts[:2] == ["wirebeat", "protocols"] \
+            and f"wirebeat.protocols.{parts[2]}.enabled" in schema \
+            and parts[3] in PACKETBEAT_PROTOCOL_OPTIONS_NOT_SUPPORTED:
+        raise ConfigError(f"config key '{key}': packetbeat's protocol option '{parts[3]}' "
+                          "is not supported yet by wirebeat")
+
+
 def load_config(path: str | None, overrides: Iterable[str],
                 specs: Iterable[DecoderSpec]) -> Config:
     """Read YAML (`path`, else ./wirebeat.yml if present), apply -E overrides, check all."""
@@ -336,8 +361,10 @@ def load_config(path: str | None, overrides: Iterable[str],
         raw.update(nested)
 
     values = {key: option.default for key, option in schema.items()}
+    raw = _resolve_references(raw, schema)
     for key, value in raw.items():
         if key not in schema:
+            _refuse_packetbeat_option(key, schema)
             hint = difflib.get_close_matches(key, schema.keys(), n=1)
             suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise ConfigError(f"unknown config key '{key}'{suffix}")
@@ -345,3 +372,25 @@ def load_config(path: str | None, overrides: Iterable[str],
     config = Config(values, set(raw), used_path)
     config.output_name()        # reject two enabled outputs now, with the other errors
     return config
+
+
+def _resolve_references(raw: dict[str, Any], schema: Mapping[str, Option]) -> dict[str, Any]:
+    """${NAME} from the secrets file (keystore.path) or the environment (beat/secrets.py)."""
+    try:
+        secrets: dict[str, str] = {}
+        path = expand("keystore.path", raw.get("keystore.path", ""), {})
+        if path:
+            secrets = load_secrets(str(path))
+        resolved = {}
+        for key, value in raw.items():
+            new = expand(key, value, secrets)
+            option = schema.get(key)
+            if new != value and isinstance(new, str) and option is not None and option.kind != "str":
+                try:        # `port: ${PORT}` is a number once resolved
+                    new = yaml.safe_load(new)
+                except yaml.YAMLError:
+                    pass
+            resolved[key] = new
+        return resolved
+    except SecretsError as err:
+        raise ConfigError(str(err)) from None

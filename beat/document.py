@@ -24,6 +24,8 @@ from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
+from wirebeat.processors import Processors, compile_processors
+from wirebeat.stack import transaction_stack
 
 __all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
 
@@ -67,7 +69,9 @@ def community_id(transport: str, client_ip: str, client_port: int, server_ip: st
     return "1:" + base64.b64encode(digest).decode()
 
 
-_last_second: list[Any] = [None, ""]
+@lru_cache(maxsize=4096)    # many timestamps share a second, and flow reports mix a few seconds
+def _second_text(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def iso_time(ts: float) -> str:
@@ -76,10 +80,7 @@ def iso_time(ts: float) -> str:
     micros = round((ts - seconds) * 1e6)
     if micros >= 1_000_000:
         seconds, micros = seconds + 1, micros - 1_000_000
-    if _last_second[0] != seconds:      # many packets share a second: format it once
-        _last_second[0] = seconds
-        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{_last_second[1]}.{micros:06d}Z"
+    return f"{_second_text(seconds)}.{micros:06d}Z"
 
 
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:
@@ -136,12 +137,34 @@ def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
             into[key] = value
 
 
+def _add_outer(doc: dict[str, Any], tunnel: tuple) -> None:
+    """Tunneled traffic: outer then inner IPs in arrays (as packetbeat does), the tunnel's type and id."""
+    kind, tunnel_id, client_outer, server_outer, _link = tunnel
+    for name, outer in (("source", client_outer), ("client", client_outer),
+                        ("destination", server_outer), ("server", server_outer)):
+        doc[name]["ip"] = [outer, doc[name]["ip"]]
+    doc["network"]["tunnel"] = {"type": kind, "id": tunnel_id}
+    doc["related"]["ip"] = list(dict.fromkeys([client_outer, server_outer, *doc["related"]["ip"]]))
+
+
+def _tunnel_of(tunnels: dict[tuple[str, str, str], tuple], flow: FlowKey) -> tuple | None:
+    """The tunnel the flow's packets came through, outer addresses in client, server order."""
+    tunnel = tunnels.get((flow.source, flow.client_ip, flow.server_ip))
+    if tunnel is None:
+        reverse = tunnels.get((flow.source, flow.server_ip, flow.client_ip))
+        if reverse is not None:
+            tunnel = (reverse[0], reverse[1], reverse[3], reverse[2], reverse[4])
+    return tunnel
+
+
 class DocumentBuilder:
     """Builds (id, document) for transactions; holds agent identity and processors."""
 
-    def __init__(self, agent: dict[str, Any], processors: list[dict[str, Any]],
+    def __init__(self, agent: dict[str, Any], processors: Processors | list[dict[str, Any]],
                  fields: dict[str, Any], fields_under_root: bool, tags: list[str]) -> None:
         self.agent = agent
+        if not isinstance(processors, Processors):
+            processors = compile_processors(processors)
         self.processors = processors
         self.fields = fields
         self.fields_under_root = fields_under_root
@@ -149,10 +172,20 @@ class DocumentBuilder:
         # agent and ecs are the same for every document: share the dicts unless
         # something could change one document's copy (processors, root fields).
         self.shared_ok = not processors and not fields_under_root
+        self.ecs = _ECS
+        # Link layers of the packet being processed, for network.protocol_stack
+        # (set by the engine before it builds; see wirebeat.stack).
+        self.link: tuple[str, bool] = ("", False)
+        # Tunneled conversations seen by the engine: (source, inner sender, inner receiver) ->
+        # (type, id, outer sender, outer receiver, link layers up to the inner network layer).
+        self.tunnels: dict[tuple[str, str, str], tuple] = {}
         # Tags and fields of one capture source (a NetFlow listener's), by source name.
         self.per_source: dict[str, tuple[list[str], dict[str, Any]]] = {}
 
-    def build(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]]:
+    def build(self, spec: DecoderSpec, txn: Transaction,
+              flow_id: str | None = None) -> tuple[str, dict[str, Any]] | None:
+        """(id, document), or None when a processor dropped it; `flow_id` is the flow.id
+        of the transaction's flow report."""
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
         network_base, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
@@ -173,6 +206,14 @@ class DocumentBuilder:
         source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
         destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
         network = dict(network_base)
+        link, tunnel = self.link, None
+        if self.tunnels:
+            tunnel = _tunnel_of(self.tunnels, flow)
+            if tunnel is not None:
+                link = tunnel[4]
+        stack = transaction_stack(link, ":" in flow.client_ip, flow.transport, spec.name)
+        if stack:
+            network["protocol_stack"] = stack
         if txn.request_bytes is not None or txn.response_bytes is not None:
             network["bytes"] = (txn.request_bytes or 0) + (txn.response_bytes or 0)
         doc: dict[str, Any] = {
@@ -190,10 +231,15 @@ class DocumentBuilder:
             "agent": self.agent if self.shared_ok else dict(self.agent),
             "ecs": _ECS if self.shared_ok else dict(_ECS),
         }
+        if flow_id is not None:
+            doc["flow"] = {"id": flow_id}
         if txn.notes:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
+        if tunnel is not None:
+            _add_outer(doc, tunnel)
         merge(doc, spec.document(txn))
-        self._decorate(doc)
+        if not self.decorate(doc):
+            return None
         if self.per_source:
             self._decorate_source(doc, flow.source)
         return document_id_from(id_prefix, txn.ts, txn.identity), doc
@@ -214,15 +260,15 @@ class DocumentBuilder:
                 merge(merged, fields)
                 doc["fields"] = merged
 
-    def build_other(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def build_other(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         """A document that is not a transaction (a collector event, wirebeat's own stats):
-        adds agent, ecs, fields, tags and processors as `build` does."""
-        doc["agent"] = dict(self.agent)
-        doc["ecs"] = dict(_ECS)
-        self._decorate(doc)
-        return doc
+        adds agent, ecs, fields, tags and processors as `build` does; None if dropped."""
+        doc["agent"] = self.agent if self.shared_ok else dict(self.agent)
+        doc["ecs"] = _ECS if self.shared_ok else dict(_ECS)
+        return doc if self.decorate(doc) else None
 
-    def _decorate(self, doc: dict[str, Any]) -> None:
+    def decorate(self, doc: dict[str, Any]) -> bool:
+        """Add fields and tags, run the processors; False if a processor dropped the document."""
         if self.fields:
             if self.fields_under_root:
                 merge(doc, self.fields)
@@ -230,29 +276,4 @@ class DocumentBuilder:
                 doc["fields"] = dict(self.fields)
         if self.tags:
             doc["tags"] = list(self.tags)
-        for processor in self.processors:
-            _apply(processor, doc)
-
-
-def _apply(processor: dict[str, Any], doc: dict[str, Any]) -> None:
-    [(name, settings)] = processor.items()
-    if name == "add_fields":
-        target = settings.get("target", "fields")
-        if target:
-            node = doc
-            for part in target.split("."):
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = node[part] = {}
-                node = child
-            merge(node, settings["fields"])
-        else:
-            merge(doc, settings["fields"])
-    elif name == "add_tags":
-        target = settings.get("target", "tags")
-        existing = doc.get(target)
-        tags = list(existing) if isinstance(existing, list) else []
-        for tag in settings["tags"]:
-            if tag not in tags:
-                tags.append(tag)
-        doc[target] = tags
+        return self.processors.run(doc) if self.processors else True

@@ -1,14 +1,20 @@
 """The engine: frames in, documents out.
 
-Per frame: link layer -> IPv4/IPv6 -> defragmentation -> transport -> the
-decoder chosen by port (UDP; TCP through wirebeat.tcp's reassembly, one
-StreamDecoder per connection) or IP protocol (ICMP) -> transactions ->
-documents -> pipeline. A UDP flow on no configured port is offered, on its
-first datagram only, to what decoders announced in-band (`Expectations`) and
+Per frame: link layer -> IPv4/IPv6 -> defragmentation -> tunnels (VXLAN,
+GENEVE, GRE, ERSPAN: the inner frame goes round the same steps, see
+wirebeat.tunnels) -> transport -> the decoder chosen by port (UDP; TCP
+through wirebeat.tcp's reassembly, one StreamDecoder per connection) or IP
+protocol (ICMP) -> transactions -> documents -> pipeline. With
+`wirebeat.packets.enabled`, every frame also becomes a document
+(wirebeat.packets). A UDP flow on no configured port is offered, on its
+first datagram, to what decoders announced in-band (`Expectations`) and
 then to the enabled heuristics (`DecoderSpec.probe`); the answer is cached in
-the flow table. `on_frame` runs once per packet, so it is written as
-plain code over struct reads and tuples; objects are made only for traffic a
-decoder asked for.
+the flow table. A flow the heuristics turned down is offered again on a few
+later datagrams (`reprobe_due`): WebRTC sends STUN and DTLS before RTP. A TCP
+connection on no configured port is offered, by its first payload, to the
+enabled stream detectors (`DecoderSpec.detect`). `on_frame` runs once per
+packet, so it is written as plain code over struct reads and tuples; objects
+are made only for traffic a decoder asked for.
 
 State is kept per capture source (a file, an interface, a collector client):
 fragments, flows and decoder instances of one source never meet another's.
@@ -25,14 +31,18 @@ from typing import Any
 from wirebeat import logs
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
+from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
+from wirebeat.packets import PacketDocuments
+from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
+from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
 from wirebeat.stats import Stats, log_once
 from wirebeat.tcp import TCPConnection, TCPTable
 from wirebeat.decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
-                          FlowKey, StreamDecoder, Transaction)
+                          FlowKey, StreamDecoder, Transaction, reprobe_due)
 
 __all__ = ["Engine", "Route"]
 
@@ -59,6 +69,9 @@ class _UDPFlow:
     client: tuple[bytes, int] | None
     route: Route | None     # None: the heuristics turned the flow down (cached)
     last_ts: float
+    turned_down: int = 0    # datagrams since the heuristics turned the flow down ...
+    turned_down_ts: float = 0.0     # ... at this packet time
+
 
 
 @dataclass(slots=True)
@@ -70,6 +83,7 @@ class _SourceState:
     expectations: Expectations = field(default_factory=Expectations)
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
+    flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -157,11 +171,17 @@ class Engine:
             "max_buffered_bytes_total": config["wirebeat.limits.tcp.max_buffered_bytes_total"],
             "idle_timeout_s": config["wirebeat.limits.tcp.idle_timeout"],
         }
+        self.flow_reporter = FlowReporter(
+            builder, pipeline.publish, config["wirebeat.flows.timeout"],
+            config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
+            config["wirebeat.flows.report_all"])
+        self.flows_enabled = config["wirebeat.flows.enabled"]
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
         self.routes_named: dict[str, Route] = {}        # datagram decoders, for expectations
         self.probes: list[tuple[Any, Route]] = []       # (probe, route) with heuristic on
+        self.detectors: list[tuple[Any, Route]] = []    # (detect, route) with detect on: TCP
         self.specs: dict[str, DecoderSpec] = {}
         for registered in enabled:
             spec = registered.spec
@@ -174,12 +194,30 @@ class Engine:
                 self.routes_named[spec.name] = route
                 if spec.probe is not None and options.get("heuristic"):
                     self.probes.append((spec.probe, route))
+            if spec.stream is not None and spec.detect is not None and options.get("detect"):
+                self.detectors.append((spec.detect, route))
             for port in options.get("ports", ()):
                 if spec.datagram is not None:
                     self.routes_udp[port] = route
                 if spec.stream is not None:
                     self.routes_tcp[port] = route
         self.sources: dict[str, _SourceState] = {}
+        self.frame: tuple[int, bytes] = (0, b"")    # linktype and bytes of the current packet
+        self.packet_docs: PacketDocuments | None = None
+        self.tunnels_enabled = config["wirebeat.tunnels.enabled"]
+        self.tunnel: tuple | None = None    # the innermost tunnel of the current packet
+        self.tunneled = 0
+        # (source, inner sender, inner receiver) -> what documents keep of the tunnel
+        self.tunneled_pairs: dict[tuple[str, str, str], tuple] = {}
+        self.max_tunneled_pairs = config["wirebeat.limits.max_tunneled_pairs"]
+        self.tunneled_pairs_evicted = 0
+        builder.tunnels = self.tunneled_pairs
+        if config["wirebeat.packets.enabled"]:
+            udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
+                          if r.spec.name in TSHARK_NAMES}
+            self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers,
+                                               config["wirebeat.tunnels.enabled"])
+            stats.add_source(self.packet_docs.counters)
         # Per-packet counters as plain ints (a dict lookup per packet adds up).
         self.packets = 0
         self.bytes = 0
@@ -190,13 +228,15 @@ class Engine:
         self.tcp_untracked = 0      # TCP segments on no configured port
         self.udp_expected = 0       # UDP flows routed by an in-band announcement
         self.udp_probed = 0         # UDP flows routed by a heuristic
+        self.tcp_detected = 0       # TCP connections on no configured port routed by `detect`
         stats.add_source(self.counters)
 
     # -- counters --------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
         out = {"packets.read": self.packets, "packets.bytes": self.bytes,
-               "packets.non_ip": self.non_ip,
+               "packets.non_ip": self.non_ip, "packets.tunneled": self.tunneled,
+               "tunnels.pairs_evicted": self.tunneled_pairs_evicted,
                "packets.tcp_untracked": self.tcp_untracked, "packets.decoded": self.delivered,
                "transactions": self.transactions, "flows.evicted": self.flows_evicted,
                "flows.open": sum(len(s.udp_flows) for s in self.sources.values()),
@@ -204,7 +244,9 @@ class Engine:
                "expectations.open": sum(len(s.expected) for s in self.sources.values()),
                "sources.open": len(self.sources), "sources.evicted": self.sources_evicted}
         out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
+        out["tcp.connections_detected"] = self.tcp_detected
         parts = [self.retired, *(self._state_counters(s) for s in self.sources.values())]
+        parts.append({f"packets.non_ip.0x{t:04x}": n for t, n in self.flow_reporter.non_ip.items()})
         parts += [{f"decoder.{name}.{k}": v for k, v in totals.items()}
                   for name, totals in self.stream_counters.items()]
         for part in parts:
@@ -216,6 +258,8 @@ class Engine:
     def _state_counters(state: _SourceState) -> dict[str, int]:
         """What one source's tables and decoders counted so far."""
         out = {"expectations.evicted": state.expectations.evicted}
+        if state.flows is not None:
+            out.update(state.flows.counters())
         for name, value in asdict(state.tcp.counters).items():
             out[f"tcp.{name}"] = value
         for name, value in asdict(state.defrag.stats).items():
@@ -238,37 +282,72 @@ class Engine:
                 self.sources_evicted += 1
             state = self.sources[name] = _SourceState(
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
-                tcp=TCPTable(**self.tcp_limits))
+                tcp=TCPTable(**self.tcp_limits),
+                flows=FlowTable(name, self.flow_reporter) if self.flows_enabled else None)
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
         self.packets += 1
         self.bytes += len(data)
         state = self.sources.get(source) or self._source(source)
+        self.frame = (linktype, data)
+        self.tunnel = None
         if ts >= state.next_tick:
             self._tick(state, ts)
         located = locate_network(linktype, data)
-        if located.__class__ is str:
-            self.stats.count("packets.malformed", reason=located)
-            return
-        ethertype, offset, _vlans = located
-        if ethertype == ETHERTYPE_IPV4:
-            parsed = parse_ipv4(data, offset)
-        elif ethertype == ETHERTYPE_IPV6:
-            parsed = parse_ipv6(data, offset)
-        else:
-            self.non_ip += 1
-            return
-        if parsed.__class__ is str:
-            self.stats.count("packets.malformed", reason=parsed)
-            return
-        src, dst, proto, payload, fragment = parsed
-        if fragment is not None:
-            ident, frag_offset, more = fragment
-            payload = state.defrag.add((len(src), src, dst, proto, ident), ts, frag_offset,
-                                       more, payload)
-            if payload is None:
+        if self.packet_docs is not None:
+            self.packet_docs.on_frame(ts, linktype, data, located, source)
+        depth = 0
+        while True:     # once per encapsulation: tunnels are peeled here for every decoder
+            if located.__class__ is str:
+                self.stats.count("packets.malformed", reason=located)
                 return
+            ethertype, offset, vlans = located
+            if not depth:
+                outer_vlans = vlans         # a flow is keyed by the captured frame's tags
+            if ethertype in LINK_SHIMS:
+                peeled = peel_link(ethertype, data, offset)
+                if peeled.__class__ is str:
+                    self.stats.count("packets.malformed", reason=peeled)
+                    return
+                ethertype, offset, _layers = peeled
+            if ethertype == ETHERTYPE_IPV4:
+                parsed = parse_ipv4(data, offset)
+            elif ethertype == ETHERTYPE_IPV6:
+                parsed = parse_ipv6(data, offset)
+            else:
+                self.non_ip += 1
+                self.flow_reporter.count_non_ip(ethertype)
+                return
+            if parsed.__class__ is str:
+                self.stats.count("packets.malformed", reason=parsed)
+                return
+            src, dst, proto, payload, fragment = parsed
+            if fragment is not None:
+                ident, frag_offset, more = fragment
+                payload = state.defrag.add((len(src), src, dst, proto, ident), ts, frag_offset,
+                                           more, payload)
+                if payload is None:
+                    return
+            if (proto == 47 or proto == 17 and payload[2:4] in TUNNEL_PORTS) and depth < MAX_DEPTH \
+                    and self.tunnels_enabled:
+                tunnel = decapsulate(proto, payload)
+                if tunnel.__class__ is str:
+                    self.stats.count("packets.malformed", reason=tunnel)
+                    return
+                if tunnel is not None:
+                    self.tunneled += 1
+                    depth += 1
+                    self.tunnel = (tunnel, src, dst, proto, linktype, data)
+                    linktype, data = tunnel[3], tunnel[4]
+                    located = locate_network(linktype, data)
+                    continue
+            break
+        if self.tunnel is not None:
+            self._remember_tunnel(state.name, src, dst, linktype, data)
+        if state.flows is not None:     # whole captured frame; outer addresses when tunneled
+            state.flows.account(ts, *self.frame, outer_vlans, src, dst, proto, payload,
+                                () if self.tunnel is None else self.tunnel[1:3])
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
@@ -277,6 +356,19 @@ class Engine:
             route = self.routes_ip.get(proto)
             if route is not None:
                 self._on_ip_protocol(state, route, ts, src, dst, proto, payload)
+
+    def _remember_tunnel(self, source: str, src: bytes, dst: bytes, inner_linktype: int,
+                         inner: bytes) -> None:
+        """Keep what documents of this inner conversation show of its tunnel (bounded)."""
+        tunnel, outer_src, outer_dst, proto, outer_linktype, outer = self.tunnel
+        key = (source, _ip_text(src), _ip_text(dst))
+        pairs = self.tunneled_pairs
+        if key not in pairs and len(pairs) >= self.max_tunneled_pairs:
+            del pairs[next(iter(pairs))]      # the oldest pair makes room
+            self.tunneled_pairs_evicted += 1
+        link = tunneled_link(link_layers(outer_linktype, outer), len(outer_src) == 16, proto,
+                             tunnel[2], inner_linktype, inner)
+        pairs[key] = (tunnel[0], tunnel[1], _ip_text(outer_src), _ip_text(outer_dst), link)
 
     def _on_udp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
                 payload: bytes) -> None:
@@ -312,7 +404,10 @@ class Engine:
             flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
         elif flow.route is None:                 # turned down by the heuristics
             flow.last_ts = ts
-            if state.expected:                   # ... but something may have announced it since
+            flow.turned_down += 1
+            # ... but something may have announced it since, or the heuristics may now agree.
+            if state.expected or self.probes and reprobe_due(flow.turned_down,
+                                                             ts - flow.turned_down_ts):
                 self._claim_udp(state, key, flow, ts, src, sport, dst, dport, body)
             return
         flow.last_ts = ts
@@ -323,10 +418,10 @@ class Engine:
                    src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
         """A UDP flow no port routes: an announced endpoint, else a heuristic, may claim it.
 
-        Runs on the first datagram of such a flow, and again on later ones only
-        while announcements exist and the flow is still unclaimed. A flow the
-        heuristics turned down is remembered (route None) so they run once per
-        flow. The sender of the claiming datagram becomes the flow's client.
+        Runs on the first datagram of such a flow, and again on later ones while
+        announcements exist or a re-probe is due (`reprobe_due`) and the flow is
+        still unclaimed. A flow the heuristics turned down is remembered (route
+        None). The sender of the claiming datagram becomes the flow's client.
         """
         route = None
         expected = state.expected
@@ -336,12 +431,15 @@ class Engine:
                 route = self.routes_named.get(exp.decoder)
                 if route is not None:
                     self.udp_expected += 1
-        if route is None and flow is None and self.probes:
-            route = self._probe(body)
+        if route is None and self.probes and (
+                flow is None or reprobe_due(flow.turned_down, ts - flow.turned_down_ts)):
+            route = self._probe(body, self.probes)
+            if route is not None:
+                self.udp_probed += 1
         if route is None:
             if flow is not None or not self.probes:
                 return
-            flow = _UDPFlow(None, None, None, ts)       # remembered: probes run once per flow
+            flow = _UDPFlow(None, None, None, ts, 0, ts)    # remembered: probes run again only when due
         else:
             flow_key = FlowKey("udp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
             if flow is None:
@@ -357,12 +455,11 @@ class Engine:
         if route is not None:
             self._deliver(state, route, Datagram(ts, flow.key, True, body))
 
-    def _probe(self, body: bytes) -> Route | None:
-        """The first decoder, by name, whose heuristic recognises this datagram."""
-        for probe, route in self.probes:
+    def _probe(self, body: bytes, probes: list[tuple[Any, Route]]) -> Route | None:
+        """The first decoder, by name, whose heuristic (UDP) or detector (TCP) recognises these bytes."""
+        for probe, route in probes:
             try:
                 if probe(body):
-                    self.udp_probed += 1
                     return route
             except Exception:           # a probe bug: count it, never stop on traffic
                 self.stats.count("decoder.crashed", decoder=route.spec.name)
@@ -411,10 +508,18 @@ class Engine:
             if route is None:
                 route = routes.get(sport)
         if route is None:
-            self.tcp_untracked += 1
-            return None
+            # No port claims it: the first payload may still say what it is (TLS's
+            # ClientHello). Its sender is the client. A few byte compares per segment.
+            route = self._probe(data, self.detectors) if data and self.detectors else None
+            if route is None:
+                self.tcp_untracked += 1
+                return None
+            client_is_src = detected = True
+        else:
+            detected = False
         if not state.tcp.admits(key, flags, bool(data)):
             return None
+        self.tcp_detected += detected
         if client_is_src:
             flow = FlowKey("tcp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
         else:
@@ -493,9 +598,12 @@ class Engine:
 
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
+        self.builder.link = link_layers(*self.frame)
         for txn in txns:
+            state = self.sources.get(txn.flow.source)
+            flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
             try:
-                doc_id, doc = build(spec, txn)
+                built = build(spec, txn, flow_id)
             except Exception:
                 self.stats.count("decoder.crashed", decoder=spec.name)
                 log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)
@@ -503,7 +611,8 @@ class Engine:
                     raise
                 continue
             self.transactions += 1
-            publish(doc_id, doc)
+            if built is not None:       # None: a processor dropped it
+                publish(*built)
 
     # -- time ------------------------------------------------------------------
 
@@ -520,6 +629,8 @@ class Engine:
             if state.expected:
                 state.expectations.expire(now)
             state.tcp.expire(now)
+        if state.flows is not None:
+            state.flows.sweep(now)
         self.pipeline.maybe_flush()
 
     def _expire(self, state: _SourceState, now: float) -> None:
@@ -558,6 +669,8 @@ class Engine:
             if state is not None:
                 state.tcp.close_all()       # held bytes are flushed with gaps, then on_close
                 self._expire(state, float("inf"))
+                if state.flows is not None:
+                    state.flows.finish()        # after the transactions that name their flows
                 # The source is done: keep its counts, free its tables.
                 for key, value in self._state_counters(state).items():
                     self.retired[key] = self.retired.get(key, 0) + value

@@ -13,16 +13,24 @@ forbids them for IPv6): the datagram is dropped and counted, not guessed at.
 """
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-__all__ = ["Defragmenter", "parse_ipv4", "parse_ipv6"]
+__all__ = ["Defragmenter", "ip_text", "parse_ipv4", "parse_ipv6"]
 
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _FRAG6 = struct.Struct("!BBHI")
 _EXT_HEADERS = frozenset({0, 43, 60, 135, 139, 140})   # hop-by-hop, routing, dst opts, mobility, HIP, shim6
 MAX_EXT_HEADERS = 8     # a longer chain is an attack on parsers, not traffic
+
+
+@lru_cache(maxsize=65536)   # the same addresses come back packet after packet
+def ip_text(packed: bytes) -> str:
+    """An address as text, from its 4 or 16 packed bytes."""
+    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
 def parse_ipv4(data: bytes, offset: int) -> tuple | str:

@@ -7,6 +7,10 @@ full depends on the sources (ARCHITECTURE.md, "nothing is lost silently"):
 - live capture and ZeroMQ cannot wait without the kernel or the collector
   dropping instead, so the batch is dropped and counted (`queue.dropped`),
   and the summary says so.
+
+With `queue.disk.path` set, batches go through a DiskQueue instead
+(beat/diskqueue.py): they survive an outage longer than memory and a crash;
+its size cap drops (counted, logged) instead of the memory cap.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 from typing import Any, Protocol
 
 from wirebeat import logs
+from wirebeat.diskqueue import DiskQueue
 from wirebeat.template import TemplateError
 
 __all__ = ["Output", "OutputStopped", "Pipeline"]
@@ -45,12 +50,22 @@ class Output(Protocol):
 
 class Pipeline:
     def __init__(self, output: Output, max_events: int = 32768, batch_size: int = 1024,
-                 flush_timeout_s: float = 1.0, block_when_full: bool = True) -> None:
+                 flush_timeout_s: float = 1.0, block_when_full: bool = True,
+                 disk: DiskQueue | None = None) -> None:
         self.output = output
+        self.disk = disk
+        self.closing = False
+        self.last_drop_log = 0.0
         self.batch_size = max(1, min(batch_size, max_events))
         self.flush_timeout_s = flush_timeout_s
         self.block_when_full = block_when_full
-        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=max(1, max_events // self.batch_size))
+        # The cap counts documents, not batches: batches flushed by the timeout
+        # are small, and a cap in batches would hold far fewer documents than
+        # queue.mem.events says when the output is down for a while.
+        self.max_events = max(1, max_events)
+        self.queued_events = 0
+        self.space = threading.Condition()
+        self.queue: queue.Queue[Batch | None] = queue.Queue()
         self.batch: Batch = []
         self.batch_started = 0.0
         self.published = 0
@@ -65,9 +80,12 @@ class Pipeline:
         self.thread.start()
 
     def counters(self) -> dict[str, int]:
-        return {"events.published": self.published, "events.acked": self.acked,
-                "events.failed": self.failed, "queue.dropped": self.dropped,
-                "queue.batches": self.queue.qsize()}
+        counters = {"events.published": self.published, "events.acked": self.acked,
+                    "events.failed": self.failed, "queue.dropped": self.dropped,
+                    "queue.batches": self.queue.qsize(), "queue.events": self.queued_events}
+        if self.disk is not None:
+            counters.update(self.disk.counters())
+        return counters
 
     def publish(self, doc_id: str, doc: dict[str, Any]) -> None:
         if not self.batch:
@@ -86,28 +104,76 @@ class Pipeline:
         if not self.batch:
             return
         batch, self.batch = self.batch, []
-        if self.block_when_full:
-            while True:
+        if self.disk is not None:
+            self._to_disk(batch)
+            return
+        with self.space:
+            while self.queued_events and self.queued_events + len(batch) > self.max_events:
+                if not self.block_when_full:
+                    self.dropped += len(batch)
+                    return
                 if self.error is not None:
                     raise RuntimeError(f"output {self.output.name} failed: {self.error}")
-                try:
-                    self.queue.put(batch, timeout=0.5)
+                if self._out_of_time(None):
+                    return      # shutting down: these count as unacknowledged
+                self.space.wait(0.5)
+            self.queued_events += len(batch)
+        self.queue.put(batch)
+
+    def _to_disk(self, batch: Batch) -> None:
+        assert self.disk is not None
+        while not self.disk.append(batch):
+            if not self.block_when_full:
+                self.dropped += len(batch)
+                now = time.monotonic()
+                if now - self.last_drop_log >= 10.0:     # never silent, never a flood
+                    self.last_drop_log = now
+                    log.warning("disk queue full, documents dropped", max_size=self.disk.max_bytes,
+                                dropped_total=self.dropped)
+                return
+            if self.error is not None:
+                raise RuntimeError(f"output {self.output.name} failed: {self.error}")
+            if self._out_of_time(None):
+                return
+            time.sleep(0.2)
+
+    def _run_disk(self) -> None:
+        assert self.disk is not None
+        while True:
+            item = self.disk.get(0.2)
+            if item is None:
+                if self.closing and self.disk.empty():
                     return
-                except queue.Full:
-                    if self._out_of_time(None):
-                        return      # shutting down: these count as unacknowledged
-                    continue
-        try:
-            self.queue.put_nowait(batch)
-        except queue.Full:
-            self.dropped += len(batch)
+                continue
+            batch, position, size = item
+            self.in_flight = len(batch)
+            try:
+                failed = self.output.send(batch, self.stopping)
+            except OutputStopped:
+                self.in_flight = 0
+                return
+            except BaseException as err:     # as in _run
+                self.error = err
+                log.error("output failed", output=self.output.name, error=str(err),
+                          exc_info=not isinstance(err, TemplateError))
+                return
+            self.disk.ack(position, len(batch), size)
+            self.failed += failed
+            self.acked += len(batch) - failed
+            self.in_flight = 0
 
     def _run(self) -> None:
+        if self.disk is not None:
+            self._run_disk()
+            return
         while True:
             batch = self.queue.get()
             if batch is None:
                 return
             self.in_flight = len(batch)
+            with self.space:
+                self.queued_events -= len(batch)
+                self.space.notify_all()
             try:
                 failed = self.output.send(batch, self.stopping)
             except OutputStopped:
@@ -138,17 +204,16 @@ class Pipeline:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.flush()
-        while True:
-            try:
-                self.queue.put(None, timeout=0.2)
-                break
-            except queue.Full:
-                if not self.thread.is_alive() or self._out_of_time(deadline):
-                    break
+        self.closing = True
+        self.queue.put(None)
         while self.thread.is_alive() and not self._out_of_time(deadline):
             self.thread.join(0.2)
         if self.thread.is_alive():
             self.stopping.set()
             self.thread.join(5.0)
         self.output.close()
-        return self.published - self.acked - self.failed - self.dropped
+        replayed = 0
+        if self.disk is not None:
+            replayed = self.disk.replayed
+            self.disk.close()
+        return self.published + replayed - self.acked - self.failed - self.dropped

@@ -181,7 +181,9 @@ class Runner:
                 self.pipeline.maybe_flush()
                 if self.feed is not None:
                     self._tick_idle_sources(now)
-                    if not self.feed.alive():
+                    # After a signal the sources stop on purpose: only a stop nobody
+                    # asked for is an error (a signal can land between two checks here).
+                    if not self.feed.alive() and self.stop_signal is None and not self.feed.stop.is_set():
                         self.source_failures = list(self.feed.failed)
                         log.error("every live source has stopped", errors=self.source_failures)
                         break
@@ -232,11 +234,16 @@ class Runner:
         log.info("collector event", endpoint=source.endpoint, client=event.client,
                  action=event.action, path=event.path)
         doc_id, doc = event_document(event, source.endpoint, time.time())
-        self.pipeline.publish(doc_id, self.builder.build_other(doc))
+        self._publish_other(doc_id, doc)
 
     def _publish_stats(self) -> None:
         doc_id, doc = stats_document(self.stats.snapshot(), self.stats.process(), time.time(), self.host)
-        self.pipeline.publish(doc_id, self.builder.build_other(doc))
+        self._publish_other(doc_id, doc)
+
+    def _publish_other(self, doc_id: str, doc: dict) -> None:
+        built = self.builder.build_other(doc)
+        if built is not None:       # None: a processor dropped it
+            self.pipeline.publish(doc_id, built)
 
     # -- reports ---------------------------------------------------------------
 
@@ -293,7 +300,7 @@ class Runner:
         if isinstance(self.pipeline.error, TemplateError):    # found on a late first contact
             print(f"wirebeat: {self.pipeline.error}", file=sys.stderr)
             return EXIT_USAGE
-        if self.pipeline.error is not None or unacked or self.source_failures:
+        if self.pipeline.error is not None or unacked or self.pipeline.failed or self.source_failures:
             return EXIT_FAILURE
         return EXIT_OK
 
@@ -314,6 +321,8 @@ class Runner:
         inputs = ", ".join(f"{n} {what}" for n, what in kinds if n) or "no input"
         pipeline = self.pipeline
         dropped = f", {pipeline.dropped} dropped (output behind)" if pipeline.dropped else ""
+        if pipeline.disk is not None and pipeline.disk.replayed:
+            dropped += f", {pipeline.disk.replayed} more replayed from the disk queue"
         packets = self.engine.packets
         pps = packets / elapsed if elapsed > 0 else 0.0
         line = (f"wirebeat: {inputs}, {packets} packets, "

@@ -48,13 +48,24 @@ def _merge_properties(into: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def build_template(specs: list[DecoderSpec], index_pattern: str,
-                   priority: int = 200) -> dict[str, Any]:
-    """The composable index template body for the given decoders."""
+                   priority: int = 200, flattened: list[str] = ()) -> dict[str, Any]:
+    """The composable index template body for the given decoders.
+
+    `flattened` names fields whose sub-fields come from the user's data (the
+    targets of lookup processors: table columns): each is mapped `flattened`,
+    so every column is searchable as a keyword without a mapping per column.
+    """
     common = _load("common")
     properties = common["mappings"]["properties"]
     for spec in specs:
         part = dict(spec.mappings) if spec.mappings is not None else _load(spec.name)
         _merge_properties(properties, part.get("properties", part))
+    for path in flattened:
+        node = properties
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {}).setdefault("properties", {})
+        node[leaf] = {"type": "flattened"}
     return {
         "index_patterns": [index_pattern],
         "priority": priority,

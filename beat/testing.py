@@ -1,4 +1,4 @@
-"""Test helpers for decoder authors: an Engine built in-process, every key at its default, documents collected in a list.
+"""Test helpers for decoder authors: an Engine built in-process, every key at its default, documents collected in a list; `decode_pcap` runs a capture through it.
 
 The output here stands in for nothing a user runs (console, file and
 Elasticsearch outputs have tests of their own); it only lets a test read the
@@ -34,8 +34,12 @@ class ListOutput:
 
 def make_engine(specs: list[DecoderSpec], strict: bool = True,
                 overrides: dict[str, Any] | None = None) -> tuple[Engine, Pipeline, ListOutput, Stats]:
-    """(engine, pipeline, output, stats); `overrides` are dotted config keys."""
+    """(engine, pipeline, output, stats); `overrides` are dotted config keys.
+
+    Flow reports are off unless `overrides` turn them on
+    (`{"wirebeat.flows.enabled": True}`)."""
     values = {key: option.default for key, option in base_schema().items()}
+    values["wirebeat.flows.enabled"] = False     # a decoder's tests see its own documents
     for spec in specs:
         values.update({key: option.default for key, option in protocol_schema(spec).items()})
     values.update(overrides or {})
@@ -47,3 +51,25 @@ def make_engine(specs: list[DecoderSpec], strict: bool = True,
     engine = Engine(Config(values, set(), None), [Registered(s, "test") for s in specs], builder,
                     pipeline, stats, strict=strict)
     return engine, pipeline, output, stats
+
+
+def decode_pcap(path: str, specs: list[DecoderSpec], strict: bool = True,
+                overrides: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(documents, counters) for one pcap/pcapng file decoded by an engine of `specs` only.
+
+    What a plug-in's tests need: its own decoder on its own capture, in the
+    real engine (reassembly, routing, documents), without installing anything.
+    `counters` are the engine's statistics (zeros left out).
+    """
+    from wirebeat.sources.pcapfile import open_capture
+
+    engine, pipeline, output, stats = make_engine(specs, strict, overrides)
+    reader = open_capture(str(path))
+    try:
+        for frame in reader:
+            engine.on_frame(frame.ts, frame.linktype, frame.data, reader.name)
+    finally:
+        reader.close()
+    engine.finish(reader.name)
+    pipeline.close()
+    return output.docs, stats.snapshot()

@@ -17,8 +17,9 @@ Two shapes of decoder exist:
 UDP flows on no configured port can still reach a decoder two ways: another
 decoder announced the endpoint in-band (`Expectations`: SIP's SDP names the
 RTP address and port), or the decoder's `probe` recognised the flow's first
-datagram (`wirebeat.protocols.<name>.heuristic`). The engine decides once per
-flow and caches the answer, so later datagrams cost one dict lookup.
+datagram (`wirebeat.protocols.<name>.heuristic`). The engine caches the answer
+per flow, so later datagrams cost one dict lookup; a "no" is reconsidered on
+a bounded schedule (`reprobe_due`), since WebRTC sends STUN and DTLS first.
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ __all__ = [
     "Expectation",
     "Expectations",
     "FlowKey",
+    "format_mac",
     "is_ip_literal",
     "Option",
+    "reprobe_due",
     "StreamDecoder",
     "Transaction",
     "Truncated",
@@ -225,6 +228,9 @@ class DecoderSpec:
     probe: Callable[[bytes], bool] | None = None
     # True: the factories get the capture source's Expectations as a last argument.
     expectations: bool = False
+    # Detection for streams: asked about the first payload of a TCP connection that no
+    # port routes, when wirebeat.protocols.<name>.detect is true. Same contract as `probe`.
+    detect: Callable[[bytes], bool] | None = None
 
 
 class DecodeError(Exception):
@@ -310,3 +316,31 @@ def is_ip_literal(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def format_mac(address: bytes) -> str:
+    """A hardware address in ECS form: upper-case hex pairs joined by hyphens.
+
+    ECS (and packetbeat 8) spell every MAC field this way ("00-0B-82-01-FC-42"),
+    whatever the address length (EUI-48, EUI-64, a DHCP chaddr of any hlen).
+    The one place wirebeat formats a MAC: every decoder and the flow table call it.
+    """
+    return "-".join(f"{b:02X}" for b in address)
+
+
+# A UDP flow a heuristic turned down is looked at again on every datagram of its
+# first REPROBE_WINDOW_S seconds since (and at least its next REPROBE_FIRST
+# datagrams), then on the 2^k-th and every REPROBE_EVERY-th datagram: RTP that
+# starts after a STUN/DTLS handshake (RFC 7983) or after keep-alives is found
+# from its first packet, and a long flow that never turns to RTP costs under
+# one look per thousand datagrams.
+REPROBE_WINDOW_S = 10.0
+REPROBE_FIRST = 32
+REPROBE_EVERY = 1024
+
+
+def reprobe_due(turned_down: int, seconds: float) -> bool:
+    """Should a heuristic look again at the `turned_down`-th datagram since it said
+    no, `seconds` (packet time) after it said no?"""
+    return (seconds <= REPROBE_WINDOW_S or turned_down <= REPROBE_FIRST
+            or turned_down & (turned_down - 1) == 0 or turned_down % REPROBE_EVERY == 0)

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wirebeat.decoders.api import Datagram, DecodeError, DecoderSpec, Transaction, Truncated
+from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Transaction, Truncated,
+                                    format_mac)
 
 __all__ = ["DECODER", "DHCPDecoder", "DHCPMessage", "decode_message", "document"]
 
@@ -128,7 +129,7 @@ class DHCPMessage:
 
     @property
     def client_mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.client_hardware[:min(self.hardware_length, 16)])
+        return format_mac(self.client_hardware[:min(self.hardware_length, 16)])
 
     @property
     def message_type(self) -> int | None:

@@ -49,6 +49,18 @@ Content-Length or chunk size is a number, never a buffer), chunk-size lines by
 4 KiB, resynchronisation windows by 8 KiB, bytes held after CONNECT/Upgrade by
 `max_header_bytes`, queued requests by `max_pending`.
 
+packetbeat 8's options and fields (facts read from packetbeat's http.go):
+url.query re-encodes the target's parameters as Go's url.Values does (keys
+sorted, QueryEscape), a form-urlencoded request body's parameters replacing
+same-named ones (the body is kept for that even without include_body_for);
+hide_keywords masks values by lower-cased name; redact_authorization turns
+every byte of Authorization/Proxy-Authorization values into '*' in the raw
+request and the header into "*"; redact_headers and both maskings apply to
+requests only; decode_body inflates gzip/deflate before a body is reported
+(at most max_body_bytes come out); max_message_size stops keeping a message's
+body past that size; http.*.mime_type is sniffed from a reported body
+(wirebeat.decoders.mime), as packetbeat's shipped detect_mime_type processors do.
+
 Parser choice: our own, not httptools (llhttp). Measured with
 tests/bench/http_parser_compare.py on one keep-alive stream of 3000
 browser-like requests and responses (Content-Length and chunked, 0-24 KiB
@@ -74,13 +86,15 @@ import base64
 import binascii
 import ipaddress
 import re
+import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_to_bytes, urlsplit
 
 from wirebeat.decoders.api import DecodeError, DecoderSpec, FlowKey, Option, Transaction, is_ip_literal
+from wirebeat.decoders.mime import sniff_mime_type
 
 __all__ = ["DECODER", "HTTPExchange", "HTTPMessage", "HTTPStream", "document"]
 
@@ -94,6 +108,7 @@ NOTE_HOST_PORT_MISMATCH = "Host header port number mismatch"
 NOTE_REQUEST_INCOMPLETE = "http.request_incomplete"      # connection ended or timed out mid-message
 NOTE_RESPONSE_INCOMPLETE = "http.response_incomplete"
 NOTE_TOO_MANY_HEADERS = "http.too_many_headers"          # headers past max_headers not reported
+NOTE_BODY_DECODE_FAILED = "http.body_decode_failed"      # decode_body: a gzip/deflate body that does not inflate
 
 MAX_CHUNK_LINE_BYTES = 4096      # chunk-size line with extensions; nginx and llhttp accept far less
 RESYNC_WINDOW_BYTES = 8192       # a request line longer than this is not found when resynchronising
@@ -145,6 +160,7 @@ class HTTPMessage:
     path: str                 # url.path, percent-decoded
     query: str                # url.query, re-encoded with keys sorted, hide_keywords applied
     notes: tuple[str, ...]
+    mime_type: str = ""       # sniffed from the captured body (include_mime), "" when unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +189,9 @@ class _Settings:
     redact_headers: frozenset[str]
     real_ip_header: str
     hide_keywords: frozenset[str]
+    max_message_bytes: int
+    decode_body: bool
+    include_mime: bool
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> _Settings:
@@ -196,7 +215,10 @@ class _Settings:
             redact_authorization=bool(options.get("redact_authorization", False)),
             redact_headers=frozenset(lowered("redact_headers")),
             real_ip_header=str(options.get("real_ip_header", "") or "").lower(),
-            hide_keywords=frozenset(str(v) for v in options.get("hide_keywords", ()) or ()),
+            hide_keywords=frozenset(str(v).lower() for v in options.get("hide_keywords", ()) or ()),
+            max_message_bytes=max(0, int(options.get("max_message_size", 10485760))),
+            decode_body=bool(options.get("decode_body", True)),
+            include_mime=bool(options.get("include_mime", True)),
         )
 
 
@@ -223,7 +245,7 @@ class _Draft:
 
     __slots__ = ("ts", "is_request", "version", "method", "target", "status_code", "status_phrase",
                  "fields", "head_text", "start", "body_bytes", "body", "notes", "exchange",
-                 "declared_length")
+                 "declared_length", "send_body", "capture_limit")
 
     def __init__(self, ts: float, is_request: bool, start: int) -> None:
         self.ts = ts
@@ -241,6 +263,8 @@ class _Draft:
         self.notes: list[str] = []
         self.exchange: _Exchange | None = None
         self.declared_length: int | None = None
+        self.send_body = False              # include_body_for matched: body goes in the document
+        self.capture_limit = 0              # body bytes kept (max_body_bytes, max_message_size)
 
 
 class _Direction:
@@ -473,12 +497,18 @@ class _Direction:
             self.state = _UNTIL_CLOSE
 
     def _decide_capture(self, draft: _Draft) -> None:
+        """Keep the body when include_body_for matches, or (as packetbeat does) when a
+        request body is form-urlencoded, so that its parameters reach url.query."""
         settings = self.settings
         types = settings.body_types_request if self.is_request else settings.body_types_response
-        if not types or settings.max_body_bytes == 0:
-            return
         content_type = draft.fields.get("content-type", "").lower()
-        if content_type and any(t in content_type for t in types):
+        draft.send_body = bool(content_type) and any(t in content_type for t in types)
+        form = self.is_request and "urlencoded" in content_type
+        # max_message_size counts the header block too; past it packetbeat keeps
+        # tracking the message but stores none of the rest.
+        draft.capture_limit = min(settings.max_body_bytes,
+                                  settings.max_message_bytes - len(draft.head_text.encode("utf-8", "replace")))
+        if (draft.send_body or form) and draft.capture_limit > 0:
             draft.body = bytearray()
 
     def _count_body(self, data: bytes, pos: int, n: int) -> None:
@@ -488,7 +518,7 @@ class _Direction:
             self._capture(draft.body, data, pos, n)
 
     def _capture(self, body: bytearray, data: bytes, pos: int, n: int) -> None:
-        room = self.settings.max_body_bytes - len(body)
+        room = self.draft.capture_limit - len(body)
         if room > 0:
             body += data[pos:pos + min(room, n)]
 
@@ -975,8 +1005,9 @@ class HTTPStream:
             headers["content-length"] = draft.body_bytes
         if content_type:
             headers["content-type"] = content_type
-        redact = settings.redact_headers
-        secret = ("authorization", "proxy-authorization") if settings.redact_authorization else ()
+        # packetbeat masks only requests (hideHeaders returns early for responses).
+        redact = settings.redact_headers if draft.is_request else frozenset()
+        secret = _AUTHORIZATION_HEADERS if settings.redact_authorization and draft.is_request else ()
         if settings.send_all_headers or settings.send_headers:
             wanted = settings.send_headers
             kept = 0
@@ -996,9 +1027,22 @@ class HTTPStream:
                     headers[name] = _split_cookie(value, draft.is_request)
                     continue
                 headers[name] = value
+        notes = list(draft.notes)
+        body_bytes = bytes(draft.body) if draft.body else b""
+        if body_bytes and settings.decode_body:
+            codings = [c.strip().lower() for c in fields.get("content-encoding", "").split(",") if c.strip()]
+            if codings:
+                decoded = _decode_body(body_bytes, codings, settings.max_body_bytes)
+                if decoded is None:
+                    notes.append(NOTE_BODY_DECODE_FAILED)
+                else:
+                    body_bytes = decoded
         body: str | None = None
-        if draft.body is not None and draft.body:
-            body = bytes(draft.body).decode("utf-8", "replace")
+        mime_type = ""
+        if draft.send_body and body_bytes:
+            body = body_bytes.decode("utf-8", "replace")
+            if settings.include_mime:
+                mime_type = sniff_mime_type(body_bytes)
         raw: str | None = None
         if settings.send_request if draft.is_request else settings.send_response:
             raw = _redact_raw(draft.head_text, secret, redact)
@@ -1012,9 +1056,8 @@ class HTTPStream:
         path, query = "", ""
         if draft.is_request:
             path, query = _split_target(draft.method, draft.target)
-            query = _encode_query(query, settings.hide_keywords,
-                                  body if content_type.lower().startswith(
-                                      "application/x-www-form-urlencoded") else None)
+            form = body_bytes if "urlencoded" in content_type.lower() else None
+            query = _encode_query(query, settings.hide_keywords, form)
         return HTTPMessage(
             ts=draft.ts, version=draft.version, method=draft.method, target=draft.target,
             status_code=draft.status_code, status_phrase=draft.status_phrase,
@@ -1022,11 +1065,14 @@ class HTTPStream:
             user_agent=fields.get("user-agent", ""), referer=fields.get("referer", ""),
             user_name=_basic_auth_user(fields.get("authorization", "")),
             forwarded_ip=forwarded, size=size, body_bytes=draft.body_bytes, body=body, raw=raw,
-            path=path, query=query, notes=tuple(draft.notes),
+            path=path, query=query, notes=tuple(notes), mime_type=mime_type,
         )
 
 
 # -- helpers ----------------------------------------------------------------------
+
+_AUTHORIZATION_HEADERS = ("authorization", "proxy-authorization")
+
 
 def _redact_raw(head: str, secret: tuple[str, ...], redact: frozenset[str]) -> str:
     if not secret and not redact:
@@ -1035,10 +1081,11 @@ def _redact_raw(head: str, secret: tuple[str, ...], redact: frozenset[str]) -> s
     for line in head.split("\n"):
         name, colon, value = line.partition(":")
         lowered = name.strip().lower()
-        if colon and lowered in secret:
-            # packetbeat's masking: the value's characters become '*'.
+        if colon and secret and name.lower().endswith("uthorization"):
+            # packetbeat's masking: it finds "uthorization:" and turns every byte
+            # after the colon up to the line end into '*', the space included.
             stripped = value.rstrip("\r")
-            line = name + ":" + "".join(c if c == " " else "*" for c in stripped) + value[len(stripped):]
+            line = name + ":" + "*" * len(stripped) + value[len(stripped):]
         elif colon and lowered in redact:
             line = name + ": " + REDACTED + ("\r" if value.endswith("\r") else "")
         out.append(line)
@@ -1103,19 +1150,89 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
     return unquote(path, errors="replace"), query
 
 
-def _encode_query(query: str, hide: frozenset[str], form_body: str | None) -> str:
-    """packetbeat's url.query: parameters re-encoded with keys sorted."""
-    if not query and not form_body:
-        return ""
-    pairs = parse_qsl(query, keep_blank_values=True)
+def _parse_query(text: str | bytes) -> tuple[dict[bytes, list[bytes]], bool]:
+    """Parameters as Go's url.ParseQuery reads them, and whether every pair was valid.
+
+    Pairs are split on '&' only; a pair holding ';' or a bad %-escape is skipped
+    (and makes the result not valid); '+' is a space. Keys keep first-seen order,
+    values their order.
+    """
+    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    params: dict[bytes, list[bytes]] = {}
+    valid = True
+    for pair in raw.split(b"&"):
+        if b";" in pair:
+            valid = False
+            continue
+        if not pair:
+            continue
+        key, _, value = pair.partition(b"=")
+        key_bytes, value_bytes = _query_unescape(key), _query_unescape(value)
+        if key_bytes is None or value_bytes is None:
+            valid = False
+            continue
+        params.setdefault(key_bytes, []).append(value_bytes)
+    return params, valid
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def _query_unescape(part: bytes) -> bytes | None:
+    if _BAD_ESCAPE.search(part):
+        return None
+    return unquote_to_bytes(part.replace(b"+", b" "))
+
+
+def _encode_query(query: str, hide: frozenset[str], form_body: bytes | None) -> str:
+    """packetbeat's url.query (extractParameters): the target's parameters, then a
+    form body's parameters replacing those of the same name; values of parameters
+    named in hide_keywords (compared lower-cased) become xxxxx; re-encoded as Go's
+    url.Values.Encode does (keys sorted, QueryEscape, space as '+').
+
+    A form body with an invalid pair makes packetbeat give up: no url.query at all.
+    """
+    params, _ = _parse_query(query)       # url.Query() drops bad pairs silently
     if form_body:
-        pairs += parse_qsl(form_body, keep_blank_values=True)
-    if not pairs:
-        return ""
-    if hide:
-        pairs = [(k, "xxxxx" if k in hide else v) for k, v in pairs]
-    pairs.sort(key=lambda kv: kv[0])
-    return urlencode(pairs)
+        form, valid = _parse_query(form_body)
+        if not valid:
+            return ""
+        params.update(form)
+    parts: list[str] = []
+    for key in sorted(params):
+        hidden = key.decode("utf-8", "replace").lower() in hide
+        for value in params[key]:
+            parts.append(quote_plus(key, safe="") + "=" + ("xxxxx" if hidden else quote_plus(value, safe="")))
+    return "&".join(parts)
+
+
+def _decode_body(body: bytes, codings: list[str], max_bytes: int) -> bytes | None:
+    """Undo gzip/deflate content codings (decode_body), last applied first.
+
+    At most `max_bytes` come out (a small compressed body can inflate to
+    gigabytes). None when a coding is unknown or the bytes do not inflate; a
+    body cut short (max_body_bytes) yields what inflates of it.
+    """
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip"):
+            attempts = (31,)
+        elif coding in ("deflate", "x-deflate"):
+            attempts = (15, -15)         # zlib-wrapped as RFC 9110 says; raw from some servers
+        elif coding == "identity":
+            continue
+        else:
+            return None
+        for wbits in attempts:
+            try:
+                inflater = zlib.decompressobj(wbits)
+                out = inflater.decompress(body, max_bytes)
+                break
+            except zlib.error:
+                out = None
+        if out is None:
+            return None
+        body = out
+    return body
 
 
 def _host_port(host: str) -> tuple[str, int | None]:
@@ -1158,6 +1275,8 @@ def _message_fields(msg: HTTPMessage) -> dict[str, Any]:
         body["content"] = msg.body
     if body:
         fields["body"] = body
+    if msg.mime_type:
+        fields["mime_type"] = msg.mime_type
     return fields
 
 
@@ -1254,13 +1373,21 @@ DECODER = DecoderSpec(
         "max_headers": Option("int", 100, "headers reported per message (Apache's LimitRequestFields)"),
         "max_pending": Option("int", 64, "requests awaiting a response per connection; when "
                               "full the oldest is reported unmatched"),
-        "redact_authorization": Option("bool", False, "mask Authorization and "
-                                       "Proxy-Authorization values in headers and raw text"),
-        "redact_headers": Option("list[str]", [], "headers whose values are replaced by "
-                                 "REDACTED in headers and raw text"),
+        "redact_authorization": Option("bool", False, "requests: Authorization and "
+                                       "Proxy-Authorization become '*' in headers, and every byte "
+                                       "of their values becomes '*' in the raw request"),
+        "redact_headers": Option("list[str]", [], "request headers whose values are replaced by "
+                                 "REDACTED in headers and the raw request"),
         "real_ip_header": Option("str", "", "header whose first address becomes "
                                  "network.forwarded_ip and client.ip (e.g. X-Forwarded-For)"),
         "hide_keywords": Option("list[str]", [], "query parameters whose values become xxxxx "
-                                "in url.query"),
+                                "in url.query (names compared lower-cased)"),
+        "max_message_size": Option("int", 10485760, "bytes of a message (header block and body) "
+                                   "kept; past it the message is still tracked and reported, "
+                                   "without the rest of its body (packetbeat's default)"),
+        "decode_body": Option("bool", True, "inflate gzip/deflate (Content-Encoding) bodies "
+                              "before they are reported or read for url.query"),
+        "include_mime": Option("bool", True, "set http.*.mime_type, sniffed from the captured "
+                               "body as packetbeat's shipped detect_mime_type processors do"),
     },
 )

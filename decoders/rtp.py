@@ -4,9 +4,14 @@ A stream is what one sender sends on one UDP flow direction under one SSRC.
 Streams are found two ways: the SIP decoder announces the media endpoints of
 every SDP offer and answer (`wirebeat.decoders.api.Expectations`, with a `MediaEndpoint`
 as context: Call-ID, rtpmap payload types, RTCP port), or, with
-`wirebeat.protocols.rtp.heuristic`, `probe` recognises a flow's first datagram
-and the stream must then prove itself over `PROBATION_PACKETS` packets (same
-SSRC, sequence numbers advancing) before it is ever reported.
+`wirebeat.protocols.rtp.heuristic`, `probe` recognises a datagram of a flow
+(the engine asks again on later datagrams of a flow it turned down) and each
+SSRC must then show `PROBATION_PACKETS` packets in sequence before it becomes
+a stream; its packets are held meanwhile and counted once it does. On a
+5-tuple already proven (a stream, a valid RTCP compound) a new SSRC needs no
+proof. Datagrams are demultiplexed by their first byte (RFC 7983): STUN, DTLS,
+ZRTP and TURN sharing the 5-tuple (WebRTC) are skipped; SRTP/SRTCP headers are
+read like RTP's.
 
 Per stream the decoder counts packets, expected packets and loss (RFC 3550
 A.1/A.3: extended sequence numbers across 16-bit wraparound, sender restarts,
@@ -24,6 +29,11 @@ about: a sender report to the sender's stream, a report block to the stream it
 reports on (fraction and cumulative lost, jitter as the far end saw it, and the
 round trip from LSR/DLSR against the capture time of the matching SR).
 
+Every report carries an ITU-T G.107 E-model estimate (`rtp.quality`, see
+wirebeat.decoders.emodel) from the codec, network loss, the packets a fixed
+`jitter_buffer` would discard and the RTCP round trip; the final reports of
+the streams ending with a SIP call carry the call's worst (`rtp.call`).
+
 Reports: with `report_interval` > 0 a document per interval (counters of that
 interval only; the last, partial interval is reported when the stream ends),
 and one final document (`rtp.final: true`, counters of the whole stream) when
@@ -38,7 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Option,
-                          Transaction, Truncated)
+                                   Transaction, Truncated)
+from wirebeat.decoders.emodel import Quality, estimate
 
 __all__ = ["DECODER", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
            "ReportBlock", "decode_header", "decode_rtcp", "document", "probe",
@@ -63,8 +74,10 @@ MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 _SEEN_WINDOW = 1024                  # sequence numbers remembered to tell duplicates from late ones
 _SEEN_MASK = (1 << _SEEN_WINDOW) - 1
-PROBATION_PACKETS = 4                # heuristic streams: packets in sequence before they count
-_MAX_CANDIDATES = 8                  # unproven SSRCs on one flow side before it is given up
+PROBATION_PACKETS = 2                # heuristic streams: packets in sequence before they count
+PROBATION_FAILURES = 4               # ... packets held without that before a candidate is dropped
+_MAX_CANDIDATES = 8                  # unproven SSRCs held on one flow side at once
+_GIVE_UP_AFTER = 2                   # rounds of dropped candidates before a side is set aside
 _SR_KEPT = 8                         # sender reports remembered per stream for RTT matching
 BYE_GRACE_S = 1.0                    # after a SIP BYE, packets still in flight are counted
 
@@ -132,10 +145,12 @@ def static_payload_type(payload_type: int) -> tuple[str, int]:
     return STATIC_PAYLOAD_TYPES.get(payload_type, _UNKNOWN)
 
 
-def decode_header(payload: bytes) -> RTPHeader:
+def decode_header(payload: bytes, strict_padding: bool = True) -> RTPHeader:
     """Parse an RTP fixed header, CSRCs and extension header.
 
     Raises DecodeError: "rtp.truncated", "rtp.bad_version", "rtp.bad_padding".
+    With `strict_padding` False a padding count that does not fit is read as no
+    padding: in SRTP (RFC 3711) the last byte is the authentication tag's.
     """
     if len(payload) < 12:
         raise Truncated("rtp.truncated", len(payload))
@@ -154,7 +169,9 @@ def decode_header(payload: bytes) -> RTPHeader:
     if b0 & 0x20:                                  # P: the last byte counts the padding
         padding = payload[-1]
         if padding == 0 or header + padding > len(payload):
-            raise DecodeError("rtp.bad_padding", len(payload) - 1)
+            if strict_padding:
+                raise DecodeError("rtp.bad_padding", len(payload) - 1)
+            padding = 0
     return RTPHeader(2, bool(b0 & 0x20), bool(b1 & 0x80), b1 & 0x7F, sequence, timestamp, ssrc,
                      csrc_count, header, len(payload) - header - padding)
 
@@ -276,9 +293,14 @@ def probe(payload: bytes) -> bool:
         if n < header + 4:
             return False
         header += 4 + 4 * ((payload[header + 2] << 8) | payload[header + 3])
-    if header > n:
-        return False
-    return not payload[0] & 0x20 or 0 < payload[-1] <= n - header
+    # The padding count is not checked: in SRTP the last byte belongs to the auth tag.
+    return header <= n
+
+
+def is_rtp_or_rtcp(first_byte: int) -> bool:
+    """RFC 7983 §7: on a multiplexed 5-tuple a first byte of 128-191 is RTP or RTCP;
+    0-3 is STUN, 16-19 ZRTP, 20-63 DTLS, 64-79 TURN channel data."""
+    return 128 <= first_byte <= 191
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +312,8 @@ class _Window:
 
     __slots__ = ("packets", "payload_bytes", "first_ts", "last_ts", "expected_before",
                  "duplicates", "reordered", "restarts", "sequence_errors", "markers",
-                 "events", "slots", "max_delta", "mean_delta", "max_jitter", "mean_jitter")
+                 "events", "slots", "max_delta", "mean_delta", "max_jitter", "mean_jitter",
+                 "discarded")
 
     def __init__(self, ts: float, expected_before: int) -> None:
         self.packets = 0
@@ -311,6 +334,7 @@ class _Window:
         self.mean_delta = 0.0
         self.max_jitter = 0.0
         self.mean_jitter = 0.0
+        self.discarded = 0                        # late for the jitter buffer (E-model input)
 
 
 class _RTCPState:
@@ -337,7 +361,8 @@ class _Side:
     """One direction of a flow: the streams its sender sends."""
 
     __slots__ = ("flow", "streams", "last", "ssrc_changes", "endpoint", "candidates_failed",
-                 "given_up", "last_ts", "key", "pinned", "from_client")
+                 "given_up", "last_ts", "key", "pinned", "from_client", "proven", "set_aside",
+                 "reverse", "pending")
 
     def __init__(self, flow: FlowKey, endpoint: MediaEndpoint | None, ts: float) -> None:
         self.flow = flow                   # sender as client
@@ -350,16 +375,22 @@ class _Side:
         self.ssrc_changes = 0
         self.endpoint = endpoint
         self.candidates_failed = 0
-        self.given_up = False              # a heuristic flow side that never proved to be RTP
+        self.given_up = False              # a heuristic flow side that has not proved to be RTP...
+        self.set_aside = 0                 # ... datagrams since: looked at again now and then
+        self.proven = endpoint is not None  # SDP, a confirmed stream or RTCP seen on this side
+        self.reverse: _Side | None = None  # the other direction of the same 5-tuple
+        # Unproven SSRCs: their packets as (ts, seq, rtp_ts, b1, payload_bytes), held
+        # until two arrive in sequence (then a stream, counting them all) or dropped.
+        self.pending: dict[int, list[tuple[float, int, int, int, int]]] = {}
 
 
 class _Stream:
-    __slots__ = ("side", "ssrc", "setup", "endpoint", "confirmed", "bad_probation",
+    __slots__ = ("side", "ssrc", "setup", "endpoint",
                  "first_ts", "last_ts", "first_rtp_ts", "last_arrival", "last_clocked_arrival",
                  "last_nominal", "jitter", "pt", "kind", "previous_cn", "pt_counts", "pt_info",
                  "max_seq", "last_seq", "cycles", "base_ext", "bad_seq", "expected_done", "seen",
                  "last_event_ts", "total", "interval", "windows", "interval_end", "reports",
-                 "rtcp")
+                 "rtcp", "min_transit")
 
     def __init__(self, side: _Side, ssrc: int, ts: float, setup: str,
                  endpoint: MediaEndpoint | None) -> None:
@@ -367,8 +398,6 @@ class _Stream:
         self.ssrc = ssrc
         self.setup = setup                 # "sdp" or "heuristic"
         self.endpoint = endpoint
-        self.confirmed = setup == "sdp"
-        self.bad_probation = 0
         self.first_ts = ts
         self.last_ts = ts
         self.first_rtp_ts = 0
@@ -395,6 +424,7 @@ class _Stream:
         self.interval_end = float("inf")
         self.reports = 0
         self.rtcp: _RTCPState | None = None
+        self.min_transit = 0.0             # ms, arrival minus RTP time: the fastest packet's
 
     def open_interval(self, window: _Window, end_ts: float) -> None:
         self.interval = window
@@ -434,6 +464,10 @@ class StreamReport:
     call_id: str | None
     rtcp: dict[str, Any] | None          # rtcp.* as known when the report was made
     reason: str                          # why the stream ended (final reports)
+    quality: Quality | None = None       # E-model estimate over the window
+    delay_source: str = ""               # "rtcp_rtt" or "jitter_buffer_only"
+    jitter_buffer_ms: float = 0.0
+    call: dict[str, Any] | None = None   # rtp.call.*: the SIP call's worst stream, set when it ends
 
 
 class RTPDecoder:
@@ -443,13 +477,17 @@ class RTPDecoder:
         self.report_interval_s: float = options.get("report_interval", 10.0)
         self.stream_timeout_s: float = options.get("stream_timeout", 30.0)
         self.max_streams: int = options.get("max_streams", 10000)
+        self.jitter_buffer_ms: float = 1000.0 * options.get("jitter_buffer", 0.06)
+        # SIP calls with streams still live: id(session) -> [live streams, final reports
+        # of its ended streams]; as many entries as calls with live streams at most.
+        self.calls: dict[int, tuple[list[int], list[StreamReport]]] = {}
         self.expectations = expectations if expectations is not None else Expectations()
         self.sides: dict[int, _Side] = {}          # (id(flow) << 1) | from_client -> side
         self.sides_by_flow: dict[tuple[FlowKey, bool], _Side] = {}
         self.streams: dict[int, _Stream] = {}      # id -> stream, oldest first
         self.by_ssrc: dict[int, list[_Stream]] = {}
         self.counters = {"streams_evicted": 0, "rtcp_packets": 0, "rtcp_unmatched": 0,
-                         "heuristic_rejected": 0}
+                         "heuristic_rejected": 0, "demultiplexed_other": 0}
 
     # -- RTP -------------------------------------------------------------------
 
@@ -462,24 +500,36 @@ class RTPDecoder:
             side = self._new_side(dgram)
         ts = dgram.ts
         side.last_ts = ts
-        if side.given_up:
-            return []
         payload = dgram.payload
+        if side.given_up:
+            # Set aside, not forever: RTP may start later on the same 5-tuple.
+            side.set_aside += 1
+            count = side.set_aside
+            # Sparser than the engine's schedule: the side already failed many
+            # candidates. The 64th, 128th ... 2^k-th datagram and every 1024th.
+            due = count & (count - 1) == 0 and count >= 64 or count % 1024 == 0
+            if not due or not probe(payload):
+                return []
+            side.given_up = False
+            side.set_aside = side.candidates_failed = 0
+        if not payload or not 128 <= payload[0] <= 191:
+            # RFC 7983: STUN, DTLS, ZRTP or TURN sharing the 5-tuple (WebRTC, ICE): not ours.
+            self.counters["demultiplexed_other"] += 1
+            if side.endpoint is None or payload and payload[0] < 80:
+                return []
         if len(payload) >= 12 and payload[0] == 0x80:      # version 2, no padding/extension/CSRC
             _b0, b1, seq, rtp_ts, ssrc = _HEADER.unpack_from(payload)
             if 192 <= b1 <= 223:                           # RFC 5761: RTCP types 192-223
-                return self._on_rtcp(dgram)
+                return self._on_rtcp(dgram, side)
             payload_bytes = len(payload) - 12
         else:
             if len(payload) >= 2 and 192 <= payload[1] <= 223:
-                return self._on_rtcp(dgram)
+                return self._on_rtcp(dgram, side)
             try:
-                header = decode_header(payload)
+                header = decode_header(payload, strict_padding=side.endpoint is not None)
             except DecodeError:
-                if side.endpoint is None and not side.streams:
-                    side.given_up = True   # a heuristic flow that is not RTP after all: keep quiet
-                    self.counters["heuristic_rejected"] += 1
-                    return []
+                if side.endpoint is None:
+                    return []              # a heuristic flow: not RTP after all, keep quiet
                 raise
             b1 = payload[1]
             seq, rtp_ts, ssrc = header.sequence, header.timestamp, header.ssrc
@@ -489,17 +539,26 @@ class RTPDecoder:
         if stream is None or stream.ssrc != ssrc:
             stream = side.streams.get(ssrc)
             if stream is None:
-                stream = self._new_stream(side, ssrc, ts, out)
-                if stream is None:
-                    return out
+                packet = (ts, seq, rtp_ts, b1, payload_bytes)
+                if side.endpoint is None and not self._proven(side):
+                    held = self._on_probation(side, ssrc, packet)
+                    if not held:
+                        return out
+                else:
+                    held = side.pending.pop(ssrc, [])
+                    held.append(packet)
+                stream = self._open(side, ssrc, held, out)
+                if side.last is not None:
+                    side.ssrc_changes += 1
+                side.last = stream
+                self._promote_pending(side, out)
+                return out
             if side.last is not None:
                 side.ssrc_changes += 1
             side.last = stream
         if ts >= stream.interval_end:
             self._close_interval(stream, ts, out)
         self._count(stream, seq, rtp_ts, b1, payload_bytes, ts)
-        if not stream.confirmed:
-            self._on_probation(stream, side)
         return out
 
     def _new_side(self, dgram: Datagram) -> _Side:
@@ -522,16 +581,28 @@ class RTPDecoder:
         self.sides[key] = side
         return side
 
-    def _new_stream(self, side: _Side, ssrc: int, ts: float,
-                    out: list[Transaction]) -> _Stream | None:
-        if side.endpoint is None:
-            unproven = sum(1 for s in side.streams.values() if not s.confirmed)
-            if unproven >= _MAX_CANDIDATES:
-                side.given_up = True
-                self.counters["heuristic_rejected"] += 1
-                for s in list(side.streams.values()):
-                    self._forget(s)
-                return None
+    def _open(self, side: _Side, ssrc: int, held: list[tuple[float, int, int, int, int]],
+              out: list[Transaction]) -> _Stream:
+        """A new stream, counting the packets held while it proved itself (in order)."""
+        stream = self._new_stream(side, ssrc, held[0][0], out)
+        for packet_ts, *header in held:
+            if packet_ts >= stream.interval_end:
+                self._close_interval(stream, packet_ts, out)
+            self._count(stream, *header, packet_ts)
+        return stream
+
+    def _promote_pending(self, side: _Side, out: list[Transaction]) -> None:
+        """The 5-tuple is proven: SSRCs held on either direction are streams after all."""
+        reverse = side.reverse or self.sides_by_flow.get((side.pinned, not side.from_client))
+        side.reverse = reverse
+        for each in (side, reverse):
+            if each is not None and each.pending:
+                held_by_ssrc, each.pending = each.pending, {}
+                for ssrc, held in held_by_ssrc.items():
+                    self._open(each, ssrc, held, out)
+
+    def _new_stream(self, side: _Side, ssrc: int, ts: float, out: list[Transaction]) -> _Stream:
+        side.proven = True
         if len(self.streams) >= self.max_streams:
             # Cap reached: the oldest stream is reported now, as if it had ended.
             oldest = next(iter(self.streams.values()))
@@ -539,6 +610,9 @@ class RTPDecoder:
             self._end(oldest, "evicted", out)
         stream = _Stream(side, ssrc, ts, "heuristic" if side.endpoint is None else "sdp",
                          side.endpoint)
+        if side.endpoint is not None:
+            live, _ended = self.calls.setdefault(id(side.endpoint.session), ([0], []))
+            live[0] += 1
         side.streams[ssrc] = stream
         self.streams[id(stream)] = stream
         self.by_ssrc.setdefault(ssrc, []).append(stream)
@@ -623,6 +697,7 @@ class RTPDecoder:
         in_time = offset < 0x80000000
         delta = 0.0
         jitter = -1.0
+        late = False
         if in_time:
             # Microseconds, what pcap keeps: epoch seconds in a float carry ~0.2 us of noise.
             arrival = round((ts - stream.first_ts) * 1e6) / 1000.0
@@ -638,6 +713,13 @@ class RTPDecoder:
                 stream.jitter = jitter
                 stream.last_nominal = nominal
                 stream.last_clocked_arrival = arrival
+                # A fixed jitter buffer playing out `jitter_buffer_ms` after the
+                # fastest packet so far would have dropped a packet this late.
+                transit = arrival - nominal
+                if transit < stream.min_transit:
+                    stream.min_transit = transit
+                elif transit - stream.min_transit > self.jitter_buffer_ms:
+                    late = True
         # Wireshark leaves marker packets, comfort noise and the packet after it
         # out of the delta and jitter statistics (not out of the estimate).
         regular = in_time and not marker and not comfort_noise and not stream.previous_cn
@@ -666,6 +748,8 @@ class RTPDecoder:
                 w.markers += 1
             if new_event:
                 w.events += 1
+            if late:
+                w.discarded += 1
             if regular:
                 # Wireshark's running means over `slots`: a packet left out counts as the mean so far.
                 if delta > w.max_delta:
@@ -676,32 +760,64 @@ class RTPDecoder:
                         w.max_jitter = jitter
                     w.mean_jitter = (w.mean_jitter * (slots - 1) + jitter) / slots
 
-    def _on_probation(self, stream: _Stream, side: _Side) -> None:
-        """A heuristic stream counts once PROBATION_PACKETS arrived in sequence.
+    def _proven(self, side: _Side) -> bool:
+        """Has this side's 5-tuple, in either direction, shown media (SDP, a stream, RTCP)?"""
+        if side.proven:
+            return True
+        reverse = side.reverse
+        if reverse is None:
+            reverse = self.sides_by_flow.get((side.pinned, not side.from_client))
+            side.reverse = reverse
+        return reverse is not None and reverse.proven
 
-        Until then it is counted but never reported; PROBATION_PACKETS packets
-        out of sequence first, and it is dropped. Two dropped and none proven:
-        the flow side is not RTP and is ignored from then on.
+    def _on_probation(self, side: _Side, ssrc: int,
+                      packet: tuple[float, int, int, int, int]) -> list[tuple[float, int, int, int, int]]:
+        """Hold a packet of an SSRC not yet proven on a heuristic flow side.
+
+        Returns the held packets, this one last, once it follows the previous
+        one in sequence (PROBATION_PACKETS in sequence, RFC 3550 A.1): the
+        stream is then real and counts them all. Returns [] while unproven. An
+        SSRC holding PROBATION_FAILURES packets without that is dropped; more
+        than _MAX_CANDIDATES unproven SSRCs drop them all, and after
+        _GIVE_UP_AFTER such rounds the side is set aside (random UDP).
         """
-        stream.bad_probation = stream.total.sequence_errors
-        if stream.bad_probation >= PROBATION_PACKETS:
-            self._forget(stream)
-            side.candidates_failed += 1
-            if side.candidates_failed >= 2 and not any(s.confirmed for s in side.streams.values()):
-                side.given_up = True
-                self.counters["heuristic_rejected"] += 1
-        elif stream.total.packets - stream.bad_probation >= PROBATION_PACKETS:
-            stream.confirmed = True
+        pending = side.pending
+        held = pending.get(ssrc)
+        if held is None:
+            if len(pending) >= _MAX_CANDIDATES:
+                pending.clear()
+                side.candidates_failed += 1
+                if side.candidates_failed >= _GIVE_UP_AFTER:
+                    side.given_up = True
+                    self.counters["heuristic_rejected"] += 1
+                    return []
+            held = pending[ssrc] = []
+        elif (packet[1] - held[-1][1]) & 0xFFFF == 1:
+            del pending[ssrc]
+            held.append(packet)
+            return held
+        held.append(packet)
+        if len(held) >= PROBATION_FAILURES:
+            del pending[ssrc]
+        return []
 
     # -- RTCP ------------------------------------------------------------------
 
-    def _on_rtcp(self, dgram: Datagram) -> list[Transaction]:
-        packets = decode_rtcp(dgram.payload)
+    def _on_rtcp(self, dgram: Datagram, side: _Side) -> list[Transaction]:
+        try:
+            packets = decode_rtcp(dgram.payload)
+        except DecodeError:
+            if side.endpoint is None:
+                return []                  # a heuristic flow: not RTCP after all, keep quiet
+            raise
         self.counters["rtcp_packets"] += 1
+        out: list[Transaction] = []
+        if not side.proven:                # a whole valid RTCP compound: this 5-tuple is media
+            side.proven = True
+            self._promote_pending(side, out)
         ts = dgram.ts
         flow = dgram.flow
         sender_ip = flow.client_ip if dgram.from_client else flow.server_ip
-        out: list[Transaction] = []
         for packet in packets:
             if packet.packet_type == 200:
                 stream = self._stream_for(packet.ssrc, sender_ip, None)
@@ -769,7 +885,7 @@ class RTPDecoder:
         """Report the open interval and start the one `ts` falls in (on the report grid)."""
         interval = stream.interval
         assert interval is not None
-        if interval.packets and stream.confirmed:
+        if interval.packets:
             out.append(self._report(stream, interval, False, ""))
         steps = (ts - stream.first_ts) // self.report_interval_s
         stream.open_interval(_Window(ts, stream.expected() if stream.total.packets else 0),
@@ -786,7 +902,13 @@ class RTPDecoder:
             exp = self.expectations.find(side_flow.server_ip, side_flow.server_port)
             if exp is not None and isinstance(exp.context, MediaEndpoint):
                 endpoint = exp.context
+        rtt_ms = stream.rtcp.rtt_ms if stream.rtcp is not None else None
+        one_way_ms = self.jitter_buffer_ms + (rtt_ms / 2.0 if rtt_ms is not None else 0.0)
+        quality = estimate(codec, expected, expected - window.packets + window.duplicates,
+                           window.discarded, one_way_ms)
         report = StreamReport(
+            quality=quality, delay_source="rtcp_rtt" if rtt_ms is not None else "jitter_buffer_only",
+            jitter_buffer_ms=self.jitter_buffer_ms,
             ssrc=stream.ssrc, setup=stream.setup, final=final, window=window, expected=expected,
             payload_type=main, payload_types=sorted(stream.pt_counts), codec=codec,
             clock_rate=rate, jitter_ms=stream.jitter if _clocked(stream) else None,
@@ -801,12 +923,39 @@ class RTPDecoder:
 
     def _end(self, stream: _Stream, reason: str, out: list[Transaction]) -> None:
         """The stream is over: its last interval, then the final report, then forget it."""
-        if stream.confirmed and stream.total.packets:
+        final = None
+        if stream.total.packets:
             interval = stream.interval
             if interval is not None and interval.packets:
                 out.append(self._report(stream, interval, False, ""))
-            out.append(self._report(stream, stream.total, True, reason))
+            final = self._report(stream, stream.total, True, reason)
+            out.append(final)
         self._forget(stream)
+        if stream.endpoint is not None:
+            self._end_of_call_stream(stream.endpoint.session, final)
+
+    def _end_of_call_stream(self, session: MediaSession, final: Transaction | None) -> None:
+        """Per call quality: when a SIP call's last live stream ends, the final reports
+        of its streams still being reported (those ending together, at BYE) get the
+        call's summary: the worst stream's R and MOS, as the call sounded worst there."""
+        entry = self.calls.get(id(session))
+        if entry is None:
+            return
+        live, ended = entry
+        if final is not None:
+            ended.append(final.detail)
+        live[0] -= 1
+        if live[0] > 0:
+            return
+        del self.calls[id(session)]
+        scored = [r for r in ended if r.quality is not None]
+        if not scored:
+            return
+        worst = min(scored, key=lambda r: r.quality.r_factor)
+        call = {"streams": len(ended), "r_factor": worst.quality.r_factor,
+                "mos": worst.quality.mos, "worst_ssrc": worst.ssrc}
+        for report in ended:
+            report.call = call
 
     def _forget(self, stream: _Stream) -> None:
         self.streams.pop(id(stream), None)
@@ -916,6 +1065,19 @@ def document(txn: Transaction) -> dict[str, Any]:
                          "last_ms": _ms(report.jitter_ms)}
     if report.final:
         rtp["end_reason"] = report.reason
+    quality = report.quality
+    if quality is not None:
+        rtp["quality"] = {
+            "r_factor": quality.r_factor, "mos": quality.mos,
+            "codec_impairment": quality.codec_impairment,
+            "loss_robustness": quality.loss_robustness, "codec_basis": quality.codec_basis,
+            "effective_loss_pct": quality.effective_loss_pct, "discarded": w.discarded,
+            "jitter_buffer_ms": report.jitter_buffer_ms,
+            "one_way_delay_ms": quality.one_way_delay_ms, "delay_source": report.delay_source,
+            "delay_impairment": quality.delay_impairment,
+        }
+    if report.call is not None:
+        rtp["call"] = dict(report.call)
     doc: dict[str, Any] = {
         "rtp": rtp,
         "event": {"type": ["connection", "end"] if report.final else ["connection"]},
@@ -940,5 +1102,7 @@ DECODER = DecoderSpec(
                                  "ended: its final report is sent"),
         "max_streams": Option("int", 10000, "streams tracked at once per capture source; when "
                               "full the oldest is reported as ended (streams_evicted)"),
+        "jitter_buffer": Option("duration", 0.06, "E-model: a fixed jitter buffer this deep; "
+                                "packets later than it are counted as discarded (rtp.quality)"),
     },
 )

@@ -4,6 +4,8 @@ Run by `make demo`. Starts (or reuses) the development Elasticsearch node of
 scripts/esnode.py, installs the index template with `wirebeat setup`, indexes
 every capture under pcaps/ with `wirebeat run`, then asks Elasticsearch, not
 wirebeat, what it holds: documents per event.dataset and per capture.source.
+Then runs the watch-list recipe (examples/watchlist/) into its own index and
+shows whose frames it kept, per employee and protocol stack.
 The node is left running so Kibana or curl can look further; `make es-stop`
 stops it.
 """
@@ -55,6 +57,27 @@ def main() -> int:
             print(f"  {bucket['doc_count']:>7}  {bucket['key']}")
         print()
     print(f"Explore further: curl '{url}/wirebeat-*/_search?q=status:Error&pretty'")
+    return watchlist(wirebeat, url, es)
+
+
+def watchlist(wirebeat: list[str], url: str, es: Elasticsearch) -> int:
+    """The watch-list recipe of examples/watchlist/: only the watched employee's frames."""
+    index = "watchlist-demo"   # its own index: the counts above stay those of pcaps/
+    run = subprocess.run([*wirebeat, "run", "-c", "examples/watchlist/wirebeat.yml",
+                          "-I", "pcaps/watchlist/office.pcap", "-E", f"output.elasticsearch.hosts=[{url}]",
+                          "-E", f"output.elasticsearch.index={index}", "-E", "logging.level=warning"],
+                         cwd=ROOT)
+    if run.returncode != 0:
+        return run.returncode
+    es.indices.refresh(index=index)
+    result = es.search(index=index, size=0, aggs={
+        "employee": {"terms": {"field": "employee.name"}},
+        "stack": {"terms": {"field": "network.protocol_stack", "size": 20}}})
+    print(f"\nwatch list (examples/watchlist/wirebeat.yml -> index {index}):")
+    for title, agg in (("employee.name", "employee"), ("network.protocol_stack", "stack")):
+        print(f"frames per {title}:")
+        for bucket in result["aggregations"][agg]["buckets"]:
+            print(f"  {bucket['doc_count']:>7}  {bucket['key']}")
     return 0
 
 

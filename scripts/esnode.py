@@ -41,12 +41,22 @@ Command line (progress goes to stderr; failures exit 2 with one line last)::
     python3 scripts/esnode.py status   # exit 0 when the node runs and is healthy
     python3 scripts/esnode.py stop
 
+    Add ``--secure`` to any of them for a second, separate node with security
+    on (own data, port and state; the plain node is left alone): TLS on HTTP
+    with a CA and certificate made here by openssl (for the name
+    ``localhost`` only, so ``https://127.0.0.1:...`` is a hostname mismatch),
+    and a superuser ``wirebeat`` with a random password in the file realm.
+    ``url --secure`` prints the URL; ``secure_info()`` gives the URL, user,
+    password and CA file (in the node's state file, mode 600).
+
 Python API (tests put scripts/ on sys.path)::
 
     import esnode
     es_url = esnode.start()   # reuses a healthy running node
     esnode.url()              # URL or None
     esnode.stop()
+    info = esnode.start_secure()   # {"url", "username", "password", "ca", ...}
+    esnode.stop(secure=True)
 
 Failures raise ``ESNodeError``, a ``RuntimeError`` whose message ends with the
 tail of the node's log. ``status`` exits 1 when no healthy node runs.
@@ -58,6 +68,7 @@ check reachability with ``cluster.health()``.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -65,8 +76,10 @@ import json
 import os
 import pwd
 import shutil
+import secrets
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -78,7 +91,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ESNodeError", "VERSION", "start", "stop", "url", "status"]
+__all__ = ["ESNodeError", "VERSION", "secure_info", "start", "start_secure", "stop", "url", "status"]
 
 # The newest integ-test zip Maven Central serves; its hash as first fetched.
 VERSION = "9.5.4"
@@ -91,6 +104,10 @@ JAVA_MAJORS = range(21, 26)
 # otherwise the kernel picks a free port.
 PREFERRED_HTTP_PORT = 9200
 PREFERRED_TRANSPORT_PORT = 9300
+# The secure node's preferred ports (it never takes the plain node's).
+SECURE_HTTP_PORT = 9210
+SECURE_TRANSPORT_PORT = 9310
+SECURE_USER = "wirebeat"
 HEAP = "512m"
 CLUSTER_NAME = "wirebeat-dev"
 START_TIMEOUT_S = 180.0
@@ -118,6 +135,7 @@ class Layout:
     home: Path          # ES_HOME: the unpacked server, read only for the node
     control: Path       # state file and lock; written by this script only
     node: Path          # config, data, logs, tmp: written by the node
+    secure: bool = False    # the second node, with TLS and users
 
     @property
     def zip_path(self) -> Path:
@@ -125,7 +143,12 @@ class Layout:
 
     @property
     def state_file(self) -> Path:
-        return self.control / "state.json"
+        return self.control / ("state-secure.json" if self.secure else "state.json")
+
+    @property
+    def tls_dir(self) -> Path:
+        """CA and certificates of the secure node, readable by whoever runs the tests."""
+        return self.control / "tls"
 
     @property
     def pid_file(self) -> Path:
@@ -146,14 +169,15 @@ def cache_dir() -> Path:
     return Path(base) / "wirebeat" / "elasticsearch" / VERSION
 
 
-def layout() -> Layout:
+def layout(secure: bool = False) -> Layout:
     cache = cache_dir()
+    node = "node-secure" if secure else "node"
     if running_as_root():
         base = ROOT_BASE / VERSION
         return Layout(cache=cache, home=base / f"elasticsearch-{VERSION}",
-                      control=base, node=base / "node")
+                      control=base, node=base / node, secure=secure)
     return Layout(cache=cache, home=cache / f"elasticsearch-{VERSION}",
-                  control=cache / "run", node=cache / "run" / "node")
+                  control=cache / "run", node=cache / "run" / node, secure=secure)
 
 
 # --- fetching and unpacking -------------------------------------------------
@@ -346,10 +370,22 @@ def is_our_node(pid: int, lay: Layout) -> bool:
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def cluster_health(base_url: str, timeout_s: float = 5.0) -> str | None:
+def cluster_health(base_url: str, timeout_s: float = 5.0, lay: Layout | None = None) -> str | None:
     """'green', 'yellow' or 'red'; None when the node does not answer."""
+    request = urllib.request.Request(f"{base_url}/_cluster/health")
+    opener = _HTTP
+    if lay is not None and lay.secure:
+        state = read_state(lay) or {}
+        password = state.get("password")
+        if not isinstance(password, str):
+            return None
+        token = base64.b64encode(f"{SECURE_USER}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        context = ssl.create_default_context(cafile=str(lay.tls_dir / "ca.crt"))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=context))
     try:
-        with _HTTP.open(f"{base_url}/_cluster/health", timeout=timeout_s) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             health = json.load(response)
     except (OSError, ValueError):
         return None
@@ -357,8 +393,8 @@ def cluster_health(base_url: str, timeout_s: float = 5.0) -> str | None:
     return status if isinstance(status, str) else None
 
 
-def is_healthy(base_url: str) -> bool:
-    return cluster_health(base_url) in ("green", "yellow")
+def is_healthy(base_url: str, lay: Layout | None = None) -> bool:
+    return cluster_health(base_url, lay=lay) in ("green", "yellow")
 
 
 # --- state --------------------------------------------------------------------
@@ -371,10 +407,11 @@ def read_state(lay: Layout) -> dict[str, object] | None:
     return state if isinstance(state, dict) else None
 
 
-def write_state(lay: Layout, pid: int, base_url: str) -> None:
+def write_state(lay: Layout, pid: int, base_url: str, **extra: object) -> None:
     temporary = lay.state_file.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"pid": pid, "url": base_url, "version": VERSION}) + "\n",
-                         encoding="utf-8")
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+              encoding="utf-8") as handle:
+        handle.write(json.dumps({"pid": pid, "url": base_url, "version": VERSION, **extra}) + "\n")
     temporary.replace(lay.state_file)
 
 
@@ -403,7 +440,7 @@ def running_pid(lay: Layout) -> int | None:
 
 # --- config and launch ----------------------------------------------------------
 
-def write_config(lay: Layout, http_port: int, transport_port: int) -> None:
+def write_config(lay: Layout, http_port: int, transport_port: int) -> None:  # noqa: C901
     """A fresh config directory for this start; data survives restarts."""
     config = lay.node / "config"
     shutil.rmtree(config, ignore_errors=True)
@@ -426,10 +463,25 @@ def write_config(lay: Layout, http_port: int, transport_port: int) -> None:
         # Tests clean up with wildcards (DELETE /wirebeat-test-*).
         "action.destructive_requires_name": False,
     }
+    if lay.secure:
+        settings.update({
+            "cluster.name": CLUSTER_NAME + "-secure",
+            "node.name": "wirebeat-es-secure",
+            "xpack.security.enabled": True,
+            "xpack.security.http.ssl.enabled": True,
+            "xpack.security.http.ssl.key": "tls/node.key",
+            "xpack.security.http.ssl.certificate": "tls/node.crt",
+            "xpack.security.http.ssl.certificate_authorities": ["tls/ca.crt"],
+            # A client certificate is checked when one is offered (wirebeat's ssl.certificate).
+            "xpack.security.http.ssl.client_authentication": "optional",
+            "xpack.security.authc.api_key.enabled": True,
+        })
     # The distribution logs every GC to a rotation of up to 32 files; a
     # development node only needs the JVM's warnings.
     (config / "jvm.options.d" / "wirebeat.options").write_text(
         "-Xlog:disable\n-Xlog:all=warning:stderr\n", encoding="utf-8")
+    if lay.secure:
+        shutil.copytree(lay.tls_dir, config / "tls")
     (config / "elasticsearch.yml").write_text(
         "# Written by scripts/esnode.py on every start; edits are lost.\n"
         + "".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()),
@@ -451,10 +503,8 @@ def prepare_node_dir(lay: Layout, owner: pwd.struct_passwd | None) -> None:
     lay.node.chmod(0o700)
 
 
-def launch(lay: Layout, java_home: Path, owner: pwd.struct_passwd | None,
-           timeout_s: float) -> int:
-    """Start the node in the background; return its pid once it runs."""
-    env = {
+def node_env(lay: Layout, java_home: Path) -> dict[str, str]:
+    return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "HOME": str(lay.node),
@@ -464,6 +514,12 @@ def launch(lay: Layout, java_home: Path, owner: pwd.struct_passwd | None,
         "ES_TMPDIR": str(lay.node / "tmp"),
         "ES_JAVA_OPTS": f"-Xms{HEAP} -Xmx{HEAP}",
     }
+
+
+def launch(lay: Layout, java_home: Path, owner: pwd.struct_passwd | None,
+           timeout_s: float) -> int:
+    """Start the node in the background; return its pid once it runs."""
+    env = node_env(lay, java_home)
     lay.pid_file.unlink(missing_ok=True)
     launcher_log = lay.node / "logs" / "launcher.log"
     with open(launcher_log, "wb") as output:
@@ -503,7 +559,8 @@ def node_log_tail(lay: Layout, during_launch: bool = False, lines: int = 20) -> 
     """What the node said last, for error messages. While the launcher runs,
     its output holds everything, including errors from before logging starts;
     once the node is detached, only its own log grows."""
-    name = "launcher.log" if during_launch else f"{CLUSTER_NAME}.log"
+    cluster = CLUSTER_NAME + ("-secure" if lay.secure else "")
+    name = "launcher.log" if during_launch else f"{cluster}.log"
     path = lay.node / "logs" / name
     try:
         tail = _last_lines(path.read_text(encoding="utf-8", errors="replace"), lines)
@@ -519,7 +576,7 @@ def _last_lines(text: str, lines: int = 25) -> str:
 def wait_healthy(lay: Layout, pid: int, base_url: str, deadline: float) -> None:
     health = None
     while time.monotonic() < deadline:
-        health = cluster_health(base_url)
+        health = cluster_health(base_url, lay=lay)
         # One node holds no replicas, so yellow (unassigned replicas) is as good as green.
         if health in ("green", "yellow"):
             return
@@ -529,6 +586,50 @@ def wait_healthy(lay: Layout, pid: int, base_url: str, deadline: float) -> None:
     hint = f"; to start from empty data, stop it and remove {lay.node / 'data'}" if health else ""
     raise ESNodeError(f"Elasticsearch at {base_url} was not healthy in time "
                       f"(cluster health: {health or 'no answer'}){hint}", node_log_tail(lay))
+
+
+# --- the secure node: TLS material and its user ------------------------------------
+
+def make_tls(lay: Layout) -> None:
+    """A CA and a node certificate for DNS name localhost only, made by openssl once."""
+    tls = lay.tls_dir
+    if (tls / "node.crt").is_file():
+        return
+    if shutil.which("openssl") is None:
+        raise ESNodeError("openssl is needed for the secure node: apt-get install openssl")
+    tmp = Path(tempfile.mkdtemp(dir=lay.control, prefix="tls-"))
+
+    def openssl(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], cwd=tmp, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ESNodeError(f"openssl {args[0]} failed: {done.stderr.strip()[-300:]}")
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-keyout", "ca.key",
+            "-out", "ca.crt", "-subj", "/CN=wirebeat test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+            "-subj", "/CN=localhost")
+    (tmp / "san.ext").write_text("subjectAltName=DNS:localhost\n", encoding="ascii")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "3650", "-out", "node.crt", "-extfile", "san.ext")
+    for path in tmp.iterdir():
+        path.chmod(0o644)       # test material: the node's user and the tests read it
+    shutil.rmtree(tls, ignore_errors=True)
+    tmp.rename(tls)
+    tls.chmod(0o755)
+
+
+def add_user(lay: Layout, java_home: Path, owner: pwd.struct_passwd | None, password: str) -> None:
+    """The superuser the tests index with, in the node's file realm."""
+    done = subprocess.run(
+        [str(lay.home / "bin" / "elasticsearch-users"), "useradd", SECURE_USER, "-p", password,
+         "-r", "superuser"],
+        cwd=lay.node, env=node_env(lay, java_home), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, check=False,
+        user=owner.pw_uid if owner else None, group=owner.pw_gid if owner else None,
+        extra_groups=[] if owner else None)
+    if done.returncode != 0:
+        raise ESNodeError(f"elasticsearch-users useradd failed (exit {done.returncode})",
+                          _last_lines(done.stdout + done.stderr))
 
 
 def terminate(lay: Layout, pid: int) -> None:
@@ -546,19 +647,36 @@ def terminate(lay: Layout, pid: int) -> None:
 
 # --- public API ------------------------------------------------------------------
 
-def url() -> str | None:
+def url(secure: bool = False) -> str | None:
     """The URL of the running, healthy node, or None."""
-    lay = layout()
+    lay = layout(secure)
     state = read_state(lay)
     if not state or running_pid(lay) is None:
         return None
     base_url = state.get("url")
-    return base_url if isinstance(base_url, str) and is_healthy(base_url) else None
+    return base_url if isinstance(base_url, str) and is_healthy(base_url, lay) else None
 
 
-def status() -> bool:
+def status(secure: bool = False) -> bool:
     """True when our node runs and is healthy."""
-    return url() is not None
+    return url(secure) is not None
+
+
+def secure_info() -> dict[str, str] | None:
+    """URL, username, password and CA file of the running secure node, or None."""
+    if url(secure=True) is None:
+        return None
+    state = read_state(layout(secure=True)) or {}
+    return {key: str(state[key]) for key in ("url", "username", "password", "ca", "ca_key", "port")}
+
+
+def start_secure(timeout_s: float = START_TIMEOUT_S) -> dict[str, str]:
+    """Start (or reuse) the secure node; return secure_info()."""
+    start(timeout_s, secure=True)
+    info = secure_info()
+    if info is None:
+        raise ESNodeError("the secure node started but does not answer")
+    return info
 
 
 @contextlib.contextmanager
@@ -570,20 +688,20 @@ def _os_errors_as_node_errors() -> Iterator[None]:
         raise ESNodeError(f"{type(err).__name__}: {err}") from err
 
 
-def start(timeout_s: float = START_TIMEOUT_S) -> str:
+def start(timeout_s: float = START_TIMEOUT_S, secure: bool = False) -> str:
     """Start the node (fetching it on first use) or reuse a healthy one; return its URL."""
     with _os_errors_as_node_errors():
-        return _start(timeout_s)
+        return _start(timeout_s, secure)
 
 
-def _start(timeout_s: float) -> str:
-    lay = layout()
+def _start(timeout_s: float, secure: bool) -> str:
+    lay = layout(secure)
     with locked(lay):
         pid = running_pid(lay)
         state = read_state(lay) or {}
         if pid is not None:
             base_url = state.get("url")
-            if isinstance(base_url, str) and is_healthy(base_url):
+            if isinstance(base_url, str) and is_healthy(base_url, lay):
                 log(f"reusing the node already running at {base_url}")
                 return base_url
             log(f"node pid {pid} is not healthy; restarting it")
@@ -597,11 +715,23 @@ def _start(timeout_s: float) -> str:
         deadline = started + timeout_s
         java_home = find_java_home()
         owner = service_user() if running_as_root() else None
-        http_port = free_port(PREFERRED_HTTP_PORT)
-        transport_port = free_port(PREFERRED_TRANSPORT_PORT)
+        http_port = free_port(SECURE_HTTP_PORT if secure else PREFERRED_HTTP_PORT)
+        transport_port = free_port(SECURE_TRANSPORT_PORT if secure else PREFERRED_TRANSPORT_PORT)
         base_url = f"http://127.0.0.1:{http_port}"
+        extra: dict[str, object] = {}
+        if secure:
+            # The certificate names localhost only: connect by that name.
+            base_url = f"https://localhost:{http_port}"
+            make_tls(lay)
+            extra = {"username": SECURE_USER, "password": secrets.token_urlsafe(18),
+                     "ca": str(lay.tls_dir / "ca.crt"), "ca_key": str(lay.tls_dir / "ca.key"),
+                     "port": http_port}
         write_config(lay, http_port, transport_port)
         prepare_node_dir(lay, owner)
+        if secure:
+            add_user(lay, java_home, owner, str(extra["password"]))
+            # Health checks read the password from the state before the node is recorded.
+            write_state(lay, 0, base_url, **extra)
         who = f" as {owner.pw_name}" if owner else ""
         log(f"starting Elasticsearch {VERSION} on {base_url}{who} "
             f"(Java {java_major(java_home)} at {java_home})")
@@ -613,14 +743,14 @@ def _start(timeout_s: float) -> str:
             with contextlib.suppress(ESNodeError):
                 terminate(lay, pid)
             raise
-        write_state(lay, pid, base_url)
+        write_state(lay, pid, base_url, **extra)
         log(f"node ready after {time.monotonic() - started:.1f} s")
         return base_url
 
 
-def stop() -> None:
+def stop(secure: bool = False) -> None:
     """Stop the node if it runs and forget it; a no-op otherwise."""
-    lay = layout()
+    lay = layout(secure)
     if not lay.control.is_dir():
         return
     with _os_errors_as_node_errors(), locked(lay):
@@ -634,26 +764,28 @@ def stop() -> None:
 
 # --- command line ------------------------------------------------------------------
 
-USAGE = "usage: esnode.py start|stop|status|url"
+USAGE = "usage: esnode.py start|stop|status|url [--secure]"
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("start", "stop", "status", "url"):
+    secure = argv[1:] == ["--secure"]
+    if len(argv) not in (1, 2) or argv[0] not in ("start", "stop", "status", "url") \
+            or (len(argv) == 2 and not secure):
         print(USAGE, file=sys.stderr)
         return 2
     command = argv[0]
     try:
         if command == "start":
-            print(start(), flush=True)
+            print(start(secure=secure), flush=True)
         elif command == "stop":
-            stop()
+            stop(secure)
         elif command == "url":
-            running = url()
+            running = url(secure)
             if running is None:
                 raise ESNodeError("no healthy Elasticsearch node is running")
             print(running, flush=True)
         else:
-            running = url()
+            running = url(secure)
             log(f"running at {running}" if running else "not running")
             return 0 if running else 1
     except ESNodeError as err:

@@ -18,6 +18,9 @@ packages=(
   maven           # fetches the Elasticsearch server archive from Maven Central
   systemd         # systemd-analyze verifies the units in deploy/systemd
   curl
+  openssl         # TLS captures (s_server/s_client) and the certificate oracle in the TLS tests; the secure Elasticsearch node's CA (esnode.py --secure)
+  redis-server    # the Redis plug-in example's capture
+  redis-tools     # redis-cli
 )
 
 missing=()

@@ -374,7 +374,182 @@ def not_rtp_capture(path: Path) -> None:
     write(path, packets)
 
 
+# ---------------------------------------------------------------------------
+# Heuristic cases Wireshark finds (issue #12): multiplexed, interleaved, short
+# ---------------------------------------------------------------------------
+
+def stun_binding(transaction: int, response: bool = False) -> bytes:
+    """A STUN Binding request or success response (RFC 8489): first byte 0x00/0x01."""
+    return struct.pack("!HHI", 0x0101 if response else 0x0001, 0, 0x2112A442) + \
+        transaction.to_bytes(12, "big")
+
+
+def dtls_record(content_type: int, body_bytes: int, rng: random.Random) -> bytes:
+    """A DTLS 1.2 record (RFC 6347): content type 20-25, version 0xFEFD."""
+    return bytes([content_type, 0xFE, 0xFD]) + bytes(8) + body_bytes.to_bytes(2, "big") + \
+        bytes(rng.randrange(256) for _ in range(body_bytes))
+
+
+def srtp(seq: int, timestamp: int, ssrc: int, payload_type: int, payload_bytes: int,
+         rng: random.Random, *, marker: bool = False) -> bytes:
+    """An SRTP packet (RFC 3711): a clear RTP header, an encrypted payload (random
+    here) and a 10-byte authentication tag."""
+    return rtp(seq, timestamp, ssrc, payload_type,
+               bytes(rng.randrange(256) for _ in range(payload_bytes + 10)), marker=marker)
+
+
+def srtcp(rtcp_packet: bytes, index: int, rng: random.Random) -> bytes:
+    """An SRTCP packet (RFC 3711 §3.4): the first 8 bytes clear, the rest encrypted,
+    then E flag + index and a 10-byte tag."""
+    encrypted = bytes(rng.randrange(256) for _ in range(len(rtcp_packet) - 8))
+    return rtcp_packet[:8] + encrypted + struct.pack("!I", 0x80000000 | index) + \
+        bytes(rng.randrange(256) for _ in range(10))
+
+
+def webrtc_capture(path: Path) -> None:
+    """A WebRTC-like call on ONE 5-tuple (RFC 7983 multiplexing), no signalling:
+    ICE STUN checks, a DTLS handshake, then SRTP audio (opus, type 111) and video
+    (VP8, type 96, 90 kHz) one way, SRTP audio the other way, SRTCP muxed on the
+    port (RFC 5761), STUN consent checks every second. Ground truth: README.md.
+
+    10.20.0.1:50000 -> 10.20.0.2:60000: audio SSRC 0xAA000001, 250 packets sent,
+      sequence 100..349, packets 120 and 121 lost (248 captured, 2 lost);
+      video SSRC 0xAA000002, 125 packets (one per 40 ms), sequence 5000..5124.
+    10.20.0.2:60000 -> 10.20.0.1:50000: audio SSRC 0xBB000001, 250 packets,
+      sequence 65400.. (wraps at 65535), none lost.
+    """
+    rng = random.Random(12)
+    a, b = ("10.20.0.1", 50000), ("10.20.0.2", 60000)
+    packets: list[Packet] = []
+
+    def send(t: int, src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> None:
+        packets.append((t, frame(src[0], dst[0], src[1], dst[1], payload)))
+
+    t = START_NS
+    for i in range(4):                                   # ICE connectivity checks
+        send(t + i * 5 * MS, a, b, stun_binding(1000 + i))
+        send(t + i * 5 * MS + MS, b, a, stun_binding(1000 + i, response=True))
+    t += 30 * MS
+    for i, (ctype, size) in enumerate(((22, 180), (22, 900), (22, 300), (20, 1), (22, 60))):
+        send(t + i * 3 * MS, a if i % 2 == 0 else b, b if i % 2 == 0 else a,
+             dtls_record(ctype, size, rng))
+    media = t + 20 * MS
+    for i in range(250):
+        at = media + i * PTIME_NS
+        if i not in (20, 21):
+            send(at, a, b, srtp(100 + i, 3000 + i * 960, 0xAA000001, 111, 60, rng))
+        send(at + 7 * MS, b, a, srtp(65400 + i, 9000 + i * 960, 0xBB000001, 111, 60, rng))
+        if i % 2 == 0:
+            send(at + 3 * MS, a, b, srtp(5000 + i // 2, 777 + (i // 2) * 3600, 0xAA000002, 96,
+                                          900, rng, marker=True))
+        if i % 50 == 25:
+            send(at + 11 * MS, a, b, srtcp(rtcp_sr(0xAA000001, at, 3000 + i * 960, i, i * 60),
+                                           i, rng))
+            send(at + 13 * MS, b, a, stun_binding(5000 + i))
+            send(at + 14 * MS, a, b, stun_binding(5000 + i, response=True))
+    write(path, packets)
+
+
+def interleaved_capture(path: Path) -> None:
+    """Several SSRCs interleaved on one 5-tuple, no signalling: PCMU audio
+    (SSRC 0xC0000001, 200 packets, sequence 1..200), RFC 4733 telephone events on
+    their own SSRC (0xC0000002, type 101, 12 packets in 3 events), and three
+    simulcast video layers (type 96: 0xC0000011 every 20 ms, 0xC0000012 every
+    40 ms, 0xC0000013 every 80 ms), layer 0x...12 losing sequence 3003."""
+    src, dst = ("10.21.0.1", 41000), ("10.21.0.2", 51000)
+    packets: list[Packet] = []
+
+    def send(t: int, payload: bytes) -> None:
+        packets.append((t, frame(src[0], dst[0], src[1], dst[1], payload)))
+
+    for i in range(200):
+        at = START_NS + i * PTIME_NS
+        send(at, rtp(1 + i, 160 * i, 0xC0000001, 0, ulaw_tone(160, i * 160)))
+        send(at + 2 * MS, rtp(1000 + i, 1800 * i, 0xC0000011, 96, bytes(300)))
+        if i % 2 == 0 and i // 2 != 3:                  # 0xC0000012 loses its 4th packet
+            send(at + 4 * MS, rtp(3000 + i // 2, 3600 * (i // 2), 0xC0000012, 96, bytes(200)))
+        if i % 4 == 0:
+            send(at + 6 * MS, rtp(7000 + i // 4, 7200 * (i // 4), 0xC0000013, 96, bytes(100)))
+    seq = 40
+    for event_start in (40, 90, 140):                   # 4 packets per event, same RTP timestamp
+        for k in range(4):
+            send(START_NS + (event_start + k) * PTIME_NS + 9 * MS,
+                 rtp(seq, 160 * event_start, 0xC0000002, 101,
+                     struct.pack("!BBH", 5, 0x8A if k == 3 else 0x0A, 160 * (k + 1)), marker=k == 0))
+            seq += 1
+    write(path, packets)
+
+
+def short_streams_capture(path: Path) -> None:
+    """Short streams and late starters, no signalling:
+    - 10.22.0.1:42000 -> :52000, 2 packets (sequence 10, 11);
+    - 10.22.0.1:42002 -> :52002, 3 packets (sequence 20, 21, 23: one lost);
+    - 10.22.0.1:42004 -> :52004, 5 packets;
+    - 10.22.0.1:42006 <-> :52006: 100 packets one way, and ONE packet back on
+      the same 5-tuple (a proven media flow);
+    - 10.22.0.1:42008 -> :52008: 40 non-RTP keep-alives (zero bytes, STUN),
+      then 30 RTP packets: the flow turned down at first is reconsidered.
+    """
+    packets: list[Packet] = []
+
+    def send(t: int, sport: int, dport: int, payload: bytes, back: bool = False) -> None:
+        src, dst = ("10.22.0.2", "10.22.0.1") if back else ("10.22.0.1", "10.22.0.2")
+        packets.append((t, frame(src, dst, dport if back else sport, sport if back else dport,
+                                 payload)))
+
+    t = START_NS
+    for n, seq in enumerate((10, 11)):
+        send(t + n * PTIME_NS, 42000, 52000, rtp(seq, seq * 160, 0xD0000001, 0, bytes(160)))
+    for n, seq in enumerate((20, 21, 23)):
+        send(t + n * PTIME_NS + MS, 42002, 52002, rtp(seq, seq * 160, 0xD0000002, 8, bytes(160)))
+    for n in range(5):
+        send(t + n * PTIME_NS + 2 * MS, 42004, 52004,
+             rtp(300 + n, n * 320, 0xD0000003, 9, bytes(160)))
+    for n in range(100):
+        send(t + n * PTIME_NS + 3 * MS, 42006, 52006, rtp(n, n * 160, 0xD0000004, 0, bytes(160)))
+    send(t + 50 * PTIME_NS + 4 * MS, 42006, 52006, rtp(77, 0, 0xD0000005, 13, bytes(1)), back=True)
+    for n in range(40):
+        keepalive = stun_binding(n) if n % 2 else bytes(4)
+        send(t + n * 10 * MS + 5 * MS, 42008, 52008, keepalive)
+    for n in range(30):
+        send(t + 400 * MS + n * PTIME_NS + 5 * MS, 42008, 52008,
+             rtp(9000 + n, n * 160, 0xD0000006, 0, bytes(160)))
+    write(path, packets)
+
+
+def rtcp_mux_capture(path: Path) -> None:
+    """RTP and RTCP on one port pair (RFC 5761), no signalling, RTCP first:
+    10.23.0.1:43000 <-> 10.23.0.2:53000, PCMA both ways (200 packets each,
+    SSRCs 0xE0000001 and 0xE0000002), an SR + SDES from each sender every
+    second and a receiver report back; sequence 0xE0000001's 150th packet lost."""
+    a, b = ("10.23.0.1", 43000), ("10.23.0.2", 53000)
+    packets: list[Packet] = []
+
+    def send(t: int, src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> None:
+        packets.append((t, frame(src[0], dst[0], src[1], dst[1], payload)))
+
+    for i in range(200):
+        at = START_NS + 10 * MS + i * PTIME_NS
+        if i != 149:
+            send(at, a, b, rtp(500 + i, 160 * i, 0xE0000001, 8, bytes(160)))
+        send(at + 5 * MS, b, a, rtp(2500 + i, 160 * i, 0xE0000002, 8, bytes(160)))
+    for k in range(4):
+        at = START_NS + k * 1000 * MS
+        sent = min(k * 50, 199)
+        send(at, a, b, rtcp_sr(0xE0000001, at, 160 * sent, sent, sent * 160)
+             + rtcp_sdes(0xE0000001, "a@example"))
+        send(at + 2 * MS, b, a, rtcp_sr(0xE0000002, at, 160 * sent, sent, sent * 160,
+                                        [report_block(0xE0000001, 0, 0, 500 + sent, 8,
+                                                      ntp_middle(at), 2 * 65536 // 1000)])
+             + rtcp_sdes(0xE0000002, "b@example"))
+    write(path, packets)
+
+
 CAPTURES = {
+    "webrtc_mux.pcap": webrtc_capture,
+    "interleaved_ssrc.pcap": interleaved_capture,
+    "short_streams.pcap": short_streams_capture,
+    "rtcp_mux.pcap": rtcp_mux_capture,
     "jitter.pcap": jitter_capture,
     "loss_opus48k_ipv6.pcap": loss_capture,
     "reorder_duplicate.pcap": reorder_capture,

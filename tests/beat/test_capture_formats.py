@@ -116,7 +116,7 @@ def test_stdin_is_read_with_dash(tmp_path: Path, wirebeat):
     import json
     req, rep = _echo_pair()
     data = (g.pcap_header() + g.pcap_record(T0, g.ethernet(req)) + g.pcap_record(REPLY_NS, g.ethernet(rep)))
-    proc = wirebeat("run", "-I", "-", "--console", "--strict", input=data)
+    proc = wirebeat("run", "-I", "-", "--console", "--strict", "-E", "wirebeat.flows.enabled=false", input=data)
     assert proc.returncode == 0, proc.stderr
     docs = [json.loads(line) for line in proc.stdout.splitlines()]
     _assert_one_echo(docs)

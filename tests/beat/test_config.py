@@ -81,8 +81,8 @@ def test_invalid_yaml_says_where(tmp_path: Path):
 
 
 def test_processors_are_checked(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"unknown processor 'drop_event'"):
-        _load(tmp_path, "processors:\n  - drop_event: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown processor 'drop_events'"):
+        _load(tmp_path, "processors:\n  - drop_events: {}\n")
     with pytest.raises(ConfigError, match=r"'processors\[0\].add_tags.tags' is required"):
         _load(tmp_path, "processors:\n  - add_tags: {target: x}\n")
 
@@ -127,7 +127,7 @@ def test_processors_and_fields_reach_the_document(wirebeat, tmp_path: Path):
     import pcapgen as g
     capture = tmp_path / "one.pcap"
     g.write_pcap(capture, [(1.0, g.ethernet(g.ipv4("10.0.0.1", "10.0.0.2", 1, g.icmp_unreachable(3, g.ipv4("10.0.0.2", "10.0.0.1", 17, b"x" * 8)))))])
-    proc = wirebeat("run", "-I", str(capture), "--console", "-E", "fields={site: lab}", "-E", "tags=[a]",
+    proc = wirebeat("run", "-I", str(capture), "--console", "-E", "wirebeat.flows.enabled=false", "-E", "fields={site: lab}", "-E", "tags=[a]",
                     "-E", "processors=[{add_tags: {tags: [b, a]}}, {add_fields: {target: labels, fields: {x: 1}}}]")
     assert proc.returncode == 0, proc.stderr
     [doc] = [json.loads(line) for line in proc.stdout.splitlines()]

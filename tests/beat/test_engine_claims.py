@@ -131,15 +131,30 @@ def test_with_heuristics_off_unrouted_udp_leaves_no_trace():
     assert engine.counters()["flows.open"] == 0
 
 
-def test_the_probe_runs_once_per_flow_and_its_answer_is_cached():
+def test_a_yes_from_the_probe_is_cached_and_a_no_is_reconsidered_on_a_bounded_schedule():
     engine, _ = make_engine([GUESSER], wirebeat__protocols__guesser__heuristic=True)
     for n in range(3):
         send(engine, T0 + n, "10.0.0.1", 40000, "10.0.0.2", 9000, b"Got it")
-        send(engine, T0 + n, "10.0.0.1", 40001, "10.0.0.2", 9000, b"nope")
-    assert probe_calls == [b"Got it", b"nope"]
+    assert probe_calls == [b"Got it"]                 # once: the answer is cached
     assert [s[3] for s in Recorder.seen] == [b"Got it"] * 3
-    counters = engine.counters()
-    assert counters["flows.probed"] == 1 and counters["flows.open"] == 2
+    probe_calls.clear()
+    for n in range(5000):
+        send(engine, T0 + 3 + n * 0.125, "10.0.0.1", 40001, "10.0.0.2", 9000, b"nope")
+    # The first datagram; every one of the next 10 s (80); then the 128th, 256th
+    # ... 4096th (6) and the multiples of 1024 that are not powers of two (3072):
+    # 88 probes in 5000 datagrams.
+    assert len(probe_calls) == 1 + 80 + 6 + 1
+    assert engine.counters()["flows.probed"] == 1
+
+
+def test_a_turned_down_flow_is_claimed_when_its_traffic_changes():
+    engine, _ = make_engine([GUESSER], wirebeat__protocols__guesser__heuristic=True)
+    for n in range(10):                                # STUN/DTLS-like first: turned down
+        send(engine, T0 + n * 0.01, "10.0.0.1", 40002, "10.0.0.2", 9000, b"handshake")
+    send(engine, T0 + 1, "10.0.0.1", 40002, "10.0.0.2", 9000, b"Got it")
+    send(engine, T0 + 2, "10.0.0.2", 9000, "10.0.0.1", 40002, b"Got it back")
+    assert [s[3] for s in Recorder.seen] == [b"Got it", b"Got it back"]
+    assert engine.counters()["flows.probed"] == 1
 
 
 def test_a_flow_the_probe_turned_down_can_still_be_announced_later():

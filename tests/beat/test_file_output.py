@@ -24,7 +24,7 @@ def test_file_output_writes_exactly_the_console_documents(wirebeat, tmp_path: Pa
     _run_to_files(wirebeat, tmp_path, rotate_kb=10240, keep=7)
     [only] = list(tmp_path.iterdir())
     assert only.name == "wirebeat.ndjson"
-    assert _lines([only]) == decode_file(CAPTURE)
+    assert _lines([only]) == decode_file(CAPTURE, flows=True)
 
 
 def test_rotation_keeps_every_file_under_the_size_and_loses_nothing_within_the_count(wirebeat, tmp_path: Path):
@@ -32,7 +32,7 @@ def test_rotation_keeps_every_file_under_the_size_and_loses_nothing_within_the_c
     files = sorted(tmp_path.iterdir())
     assert len(files) > 2
     assert all(p.stat().st_size <= 2048 for p in files)
-    expected = decode_file(CAPTURE)
+    expected = decode_file(CAPTURE, flows=True)
     assert sorted(map(json.dumps, _lines(files))) == sorted(map(json.dumps, expected))
 
 
@@ -41,5 +41,5 @@ def test_rotation_drops_the_oldest_files_beyond_number_of_files(wirebeat, tmp_pa
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["wirebeat.ndjson", "wirebeat.ndjson.1"]
     # The newest documents are in the current file: the last one written is the last line.
-    last = decode_file(CAPTURE)[-1]
+    last = decode_file(CAPTURE, flows=True)[-1]
     assert _lines([tmp_path / "wirebeat.ndjson"])[-1] == last

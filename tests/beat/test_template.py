@@ -53,7 +53,7 @@ CAPTURES = sorted(p for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng"
 @pytest.mark.parametrize("capture", CAPTURES, ids=[str(p.relative_to(PCAPS)) for p in CAPTURES])
 def test_every_emitted_field_is_mapped(capture: Path):
     properties = _properties()
-    docs = decode_file(capture)
+    docs = decode_file(capture, flows=True)
     missing = sorted({path for doc in docs for path in _leaf_paths(doc)
                       if path.split(".")[0] not in DYNAMIC_ROOTS and not _mapped(properties, path)})
     assert missing == []
@@ -62,3 +62,23 @@ def test_every_emitted_field_is_mapped(capture: Path):
 def test_the_checker_itself_notices_an_unmapped_field():
     assert not _mapped(_properties(), "icmp.request.no_such_field")
     assert _mapped(_properties(), "icmp.request.type")
+
+
+@pytest.mark.parametrize("capture", [PCAPS / "watchlist" / "office.pcap", PCAPS / "icmp" / "ping.pcap",
+                                     PCAPS / "tunnels" / "vxlan.pcap"],
+                         ids=["watchlist/office.pcap", "icmp/ping.pcap", "tunnels/vxlan.pcap"])
+def test_every_field_of_per_packet_documents_is_mapped(capture: Path):
+    properties = _properties()
+    docs = decode_file(capture, "wirebeat.packets.enabled=true")
+    assert any(d["event"]["dataset"] == "packet" for d in docs)
+    missing = sorted({path for doc in docs for path in _leaf_paths(doc)
+                      if not _mapped(properties, path)})
+    assert missing == []
+
+
+def test_lookup_targets_are_mapped_flattened():
+    template = build_template([], "x-*", flattened=["employee", "asset.owner"])
+    properties = template["template"]["mappings"]["properties"]
+    assert properties["employee"] == {"type": "flattened"}
+    assert properties["asset"]["properties"]["owner"] == {"type": "flattened"}
+    assert _mapped(properties, "employee.name")

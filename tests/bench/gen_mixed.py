@@ -257,32 +257,45 @@ class Generator:
         yield out(b"", c_seq + 1, s_seq + 1, pg.ACK)
 
 
-def write_mixed(path: Path, packets: int, seed: int, mix: str = "mixed") -> Counter[str]:
-    """Write `packets` frames of mixed traffic to `path`; return the ground-truth counts."""
-    gen = Generator(seed, mix)
+def interleave(gen: Generator, packets: int, max_open: int,
+               mean_gap_ns: float) -> Iterator[tuple[int, bytes]]:
+    """(ts_ns, frame) of `packets` frames from up to `max_open` conversations at once.
+
+    Each frame comes from a randomly chosen open conversation; gaps are
+    exponential with the given mean (at least 1 us, so timestamps increase).
+    """
     rng = gen.rng
     open_conversations: list[Frames] = []
     pending = 0              # packets promised by open conversations, not yet written
     written = 0
     ts_ns = START_NS
+    while written < packets:
+        while len(open_conversations) < max_open and written + pending < packets:
+            length, frames = gen.start_conversation(packets - written - pending)
+            open_conversations.append(frames)
+            pending += length
+        index = rng.randrange(len(open_conversations))
+        frame = next(open_conversations[index], None)
+        if frame is None:        # finished: swap-remove, O(1)
+            open_conversations[index] = open_conversations[-1]
+            open_conversations.pop()
+            continue
+        ts_ns += max(1000, int(rng.expovariate(1.0 / mean_gap_ns)))
+        yield ts_ns, frame
+        written += 1
+        pending -= 1
+
+
+def write_mixed(path: Path, packets: int, seed: int, mix: str = "mixed") -> Counter[str]:
+    """Write `packets` frames of mixed traffic to `path`; return the ground-truth counts."""
+    gen = Generator(seed, mix)
+    written = 0
+    ts_ns = START_NS
     with open(path, "wb", buffering=1 << 20) as out:
         out.write(pg.pcap_header(pg.LINKTYPE_ETHERNET))
-        while written < packets:
-            while (len(open_conversations) < MAX_OPEN_CONVERSATIONS
-                   and written + pending < packets):
-                length, frames = gen.start_conversation(packets - written - pending)
-                open_conversations.append(frames)
-                pending += length
-            index = rng.randrange(len(open_conversations))
-            frame = next(open_conversations[index], None)
-            if frame is None:        # finished: swap-remove, O(1)
-                open_conversations[index] = open_conversations[-1]
-                open_conversations.pop()
-                continue
-            ts_ns += max(1000, int(rng.expovariate(1.0 / MEAN_GAP_NS)))
+        for ts_ns, frame in interleave(gen, packets, MAX_OPEN_CONVERSATIONS, MEAN_GAP_NS):
             out.write(pg.pcap_record(ts_ns, frame))
             written += 1
-            pending -= 1
             gen.counts["vlan_frames"] += frame[12:14] in (b"\x81\x00", b"\x88\xa8")
     counts = gen.counts
     counts["packets"] = written
@@ -307,13 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     counts = write_mixed(args.out, args.packets, args.seed, args.mix)
-    elapsed_s = time.monotonic() - started
+    print_counts(counts, args.out, time.monotonic() - started, args.counts_json)
+    return 0
+
+
+def print_counts(counts: Counter[str], out: Path, elapsed_s: float, counts_json: Path | None) -> None:
+    """The ground truth on stderr, and as JSON in `counts_json` if given."""
     for key in sorted(counts):
         print(f"{key}: {counts[key]}", file=sys.stderr)
-    print(f"wrote {args.out} in {elapsed_s:.1f} s", file=sys.stderr)
-    if args.counts_json:
-        args.counts_json.write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
-    return 0
+    print(f"wrote {out} in {elapsed_s:.1f} s", file=sys.stderr)
+    if counts_json:
+        counts_json.write_text(json.dumps(dict(sorted(counts.items())), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,18 @@ then times, in the same run on the same file:
 
 - `wirebeat run -I FILE --console > /dev/null`: packets/s, documents/s and
   peak RSS (the kernel's high-water mark, from wirebeat's summary line);
-- `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio.
+- `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio;
+- per-packet documents (`wirebeat.packets.enabled`, decoders off, then on),
+  the same job as `tshark -T ek`, against that tshark run.
 
 An HTTP-heavy capture (web connections only) is timed the same way, in
-transactions/s. Peak RSS is also measured on a capture a fifth as long: with bounded state it
+transactions/s. Detection on untracked TCP (`wirebeat.protocols.tls.detect`) is
+timed on and off on the HTTP capture with the HTTP decoder disabled
+(`--detection-only` runs just that). The realistic capture
+(tests/bench/gen_realistic.py: mostly TCP no decoder claims, thousands of
+concurrent flows over minutes of packet time) is timed with flows on and off,
+alternating, best of `--repeat` runs each: the cost of accounting every packet
+to a flow and reporting it (`--only-realistic` runs just that). Peak RSS is also measured on a capture a fifth as long: with bounded state it
 must not grow with the capture's length. Not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -38,6 +46,16 @@ def generate(packets: int, mix: str = "mixed") -> Path:
     return path
 
 
+def generate_realistic(packets: int) -> Path:
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"realistic-{packets}.pcap"
+    if not path.exists():
+        print(f"generating {path.name} ...", file=sys.stderr)
+        subprocess.run([sys.executable, str(HERE / "gen_realistic.py"), str(path),
+                        "--packets", str(packets)], check=True, stderr=subprocess.DEVNULL)
+    return path
+
+
 def _run_child(cmd: list[str], cwd: Path) -> tuple[float, str]:
     """Wall time and stderr of one child; its stdout is discarded."""
     started = time.perf_counter()
@@ -56,9 +74,60 @@ def bench_wirebeat(path: Path, extra: list[str]) -> dict[str, float]:
     if not m:
         raise SystemExit(f"no summary line from wirebeat:\n{err[-2000:]}")
     packets, docs, rss_mib = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    # The last counters line is the summary (earlier ones are the periodic metrics log).
+    cpu = re.findall(r'"cpu_user_s": ([\d.]+), "cpu_system_s": ([\d.]+)', err)
+    cpu_s = float(cpu[-1][0]) + float(cpu[-1][1]) if cpu else float("nan")
     return {"seconds": elapsed, "packets": packets, "documents": docs,
             "packets_per_s": packets / elapsed, "documents_per_s": docs / elapsed,
-            "peak_rss_mib": rss_mib}
+            "peak_rss_mib": rss_mib, "cpu_s": cpu_s}
+
+
+def flow_memory(flows: int = 20_000) -> dict[str, float]:
+    """Bytes one flow holds in the table (record, keys, dict slots), UDP and TCP, by tracemalloc."""
+    import tracemalloc
+
+    sys.path.insert(0, str(HERE.parent))
+    import pcapgen as g
+    from wirebeat.flows import FlowReporter, FlowTable
+
+    out = {}
+    for proto, builder in ((17, g.udp), (6, g.tcp)):
+        frames = []
+        for i in range(flows):
+            src, dst = bytes((10, 0, i >> 8 & 255, i & 255)), bytes((10, 1, 0, 1))
+            packet = g.ipv4(src, dst, proto, builder(src, dst, 1024 + i % 60000, 443, b"x"))
+            frames.append(g.ethernet(packet, src=bytes((2, 0, 0, 0, i >> 8 & 255, i & 255))))
+        table = FlowTable("bench", FlowReporter(None, None, 30.0, 10.0, flows))
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i, frame in enumerate(frames):
+            table.account(1e9 + i, 1, frame, (), frame[26:30], frame[30:34], proto, frame[34:])
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        out["udp" if proto == 17 else "tcp"] = used / flows
+    return out
+
+
+def bench_flows(path: Path, repeat: int) -> None:
+    """Flows off and on, alternating on the same file; the best run of each is compared."""
+    runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    for _ in range(repeat):
+        for mode in ("off", "on"):
+            flag = "false" if mode == "off" else "true"
+            runs[mode].append(bench_wirebeat(path, ["-E", f"wirebeat.flows.enabled={flag}",
+                                                    "-E", "logging.level=info"]))
+    # The least disturbed run of each: on a shared host wall time varies with the
+    # neighbours' load much more than the process's own CPU time does.
+    best = {mode: min(results, key=lambda r: r["seconds"]) for mode, results in runs.items()}
+    cpu = {mode: min(r["cpu_s"] for r in results) for mode, results in runs.items()}
+    for mode in ("off", "on"):
+        r = best[mode]
+        print(f"wirebeat realistic ({path.name}), flows {mode}: {r['packets_per_s']:,.0f} packets/s "
+              f"({r['seconds']:.2f} s wall), {r['packets'] / cpu[mode]:,.0f} packets per CPU second "
+              f"({cpu[mode]:.2f} s), {r['documents']} documents, peak RSS {r['peak_rss_mib']} MiB")
+    off, on = best["off"], best["on"]
+    print(f"flows cost: {1 - on['packets_per_s'] / off['packets_per_s']:.1%} of the flows-off "
+          f"throughput by wall time, {1 - cpu['off'] / cpu['on']:.1%} by CPU time")
 
 
 def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
@@ -70,12 +139,52 @@ def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
     return {"seconds": elapsed, "packets_per_s": packets / elapsed}
 
 
+def bench_detection(web: Path, rounds: int = 3) -> None:
+    """What detection on untracked TCP costs: TLS's detector on and off, alternated, same file.
+
+    The HTTP capture is read with the HTTP decoder disabled, so every TCP
+    segment is on no configured port and, when it carries payload, is offered
+    to the detectors (which turn it down). Best of `rounds` runs each.
+    """
+    off = ["-E", "wirebeat.protocols.http.enabled=false"]
+    runs: dict[str, list[float]] = {"detect off": [], "detect on": []}
+    for _ in range(rounds):
+        runs["detect off"].append(bench_wirebeat(web, [*off, "-E", "wirebeat.protocols.tls.detect=false"])["seconds"])
+        runs["detect on"].append(bench_wirebeat(web, off)["seconds"])
+    best = {k: min(v) for k, v in runs.items()}
+    packets = bench_wirebeat(web, off)["packets"]
+    print(f"untracked TCP ({web.name}, HTTP decoder off): detection off {packets / best['detect off']:,.0f} "
+          f"packets/s, on {packets / best['detect on']:,.0f} packets/s "
+          f"({(best['detect on'] / best['detect off'] - 1) * 100:+.1f}% time; best of {rounds})")
+    sys.path.insert(0, str(ROOT))
+    import timeit
+    from wirebeat.decoders.tls import looks_like_client_hello
+    segment = b"GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n"
+    n = 1_000_000
+    per_call = timeit.timeit(lambda: looks_like_client_hello(segment), number=n) / n
+    print(f"looks_like_client_hello on a non-TLS segment: {per_call * 1e9:.0f} ns per call")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=500_000)
     parser.add_argument("--skip-tshark", action="store_true")
+    parser.add_argument("--detection-only", action="store_true",
+                        help="only measure detection on untracked TCP")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each flows variant")
+    parser.add_argument("--only-realistic", action="store_true",
+                        help="time only the realistic capture, flows on and off")
     args = parser.parse_args()
+    if args.detection_only:
+        bench_detection(generate(args.packets // 5, "http"))
+        return 0
 
+    memory = flow_memory()
+    print(f"flow table memory per flow (tracemalloc, 20k flows): {memory['udp']:.0f} bytes UDP, "
+          f"{memory['tcp']:.0f} bytes TCP")
+    if args.only_realistic:
+        bench_flows(generate_realistic(args.packets), args.repeat)
+        return 0
     big = generate(args.packets)
     small = generate(args.packets // 5)
     print(f"capture: {big.name} ({big.stat().st_size / 2**20:.1f} MiB), "
@@ -88,11 +197,25 @@ def main() -> int:
           f"{wb['documents_per_s']:,.0f} documents/s, peak RSS {wb['peak_rss_mib']} MiB")
     print(f"peak RSS at {wb_small['packets']} packets: {wb_small['peak_rss_mib']} MiB; "
           f"at {wb['packets']} packets: {wb['peak_rss_mib']} MiB")
+    ts = None
     if not args.skip_tshark:
         ts = bench_tshark(big, wb["packets"])
         if ts:
             print(f"tshark -T ek: {ts['seconds']:.2f} s = {ts['packets_per_s']:,.0f} packets/s; "
                   f"wirebeat is {wb['packets_per_s'] / ts['packets_per_s']:.1f}x faster")
+
+    # Per-packet documents: the job `tshark -T ek` does, timed against it on the same capture.
+    decoders = ["dhcpv4", "dns", "http", "icmp", "rtp", "sip"]
+    only_packets = ["-E", "wirebeat.packets.enabled=true",
+                    *[a for d in decoders for a in ("-E", f"wirebeat.protocols.{d}.enabled=false")]]
+    wb_pkt = bench_wirebeat(big, only_packets)
+    wb_pkt_all = bench_wirebeat(big, ["-E", "wirebeat.packets.enabled=true"])
+    print(f"wirebeat per-packet documents only: {wb_pkt['packets_per_s']:,.0f} packets/s "
+          f"({wb_pkt['documents']} documents); with every decoder as well: "
+          f"{wb_pkt_all['packets_per_s']:,.0f} packets/s")
+    if not args.skip_tshark and ts:
+        print(f"per-packet documents vs tshark -T ek: {wb_pkt['packets_per_s'] / ts['packets_per_s']:.1f}x "
+              f"(target 25x)")
 
     # HTTP-heavy: 8-packet connections, one transaction each.
     web = generate(args.packets // 5, "http")
@@ -106,6 +229,8 @@ def main() -> int:
             print(f"tshark -T ek on it: {ts_http['packets_per_s']:,.0f} packets/s "
                   f"(= {tshark_tps:,.0f} transactions/s at the same count); wirebeat is "
                   f"{wb_http['packets_per_s'] / ts_http['packets_per_s']:.1f}x faster")
+    bench_detection(web)
+    bench_flows(generate_realistic(args.packets), args.repeat)
     return 0
 
 

@@ -656,7 +656,9 @@ def test_redact_authorization_masks_headers_and_raw_text() -> None:
     headers = doc["http"]["request"]["headers"]
     assert headers["authorization"] == "*" and headers["proxy-authorization"] == "*"
     assert credentials not in doc["request"] and "tok" not in doc["request"]
-    assert "Authorization: ***** " in doc["request"] and "Proxy-Authorization: ****** ***" in doc["request"]
+    # packetbeat: every byte after the colon up to the line end, the space included, becomes '*'.
+    assert f"\r\nAuthorization:{'*' * len(' Basic ' + credentials)}\r\n" in doc["request"]
+    assert "\r\nProxy-Authorization:***********\r\n" in doc["request"]
     assert doc["user"] == {"name": "alice"}
 
 
@@ -768,3 +770,102 @@ def test_mutated_streams_never_raise_anything_but_decode_error(mutations: list, 
     max_size=30), st.lists(st.booleans(), min_size=30, max_size=30))
 def test_streams_of_http_fragments_never_raise_anything_but_decode_error(parts: list, sides: list) -> None:
     _drive(stream(), [(side, part) for part, side in zip(parts, sides)])
+
+
+# -- packetbeat 8 parity: url.query, redaction, bodies (facts from packetbeat's http.go) -------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_form_body_parameters_reach_url_query_without_include_body_for() -> None:
+    # packetbeat keeps an urlencoded request body (saveBody) just to read its parameters.
+    req = request("POST", "/login?b=url&z=1", FORM, body=b"b=form&a=x+y%21")
+    _, doc = one([(True, req, 1.0), (False, response(), 1.1)])
+    assert doc["url"]["query"] == "a=x+y%21&b=form&z=1"       # body's b replaces the URL's b
+    assert "body" not in doc["http"]["request"] or "content" not in doc["http"]["request"]["body"]
+
+
+def test_hide_keywords_masks_form_parameters_and_compares_names_lower_cased() -> None:
+    req = request("POST", "/login?User=ann", FORM, body=b"PassWord=secret&PassWord=again")
+    _, doc = one([(True, req, 1.0), (False, response(), 1.1)], hide_keywords=["password", "USER"])
+    assert doc["url"]["query"] == "PassWord=xxxxx&PassWord=xxxxx&User=xxxxx"
+
+
+def test_url_query_is_encoded_as_go_url_values_encode() -> None:
+    target = "/s?q=a+b%2Fc&e=%7E~&u=%C3%A9&empty=&flag&bad=%zz&semi=1;2"
+    _, doc = one([(True, request("GET", target), 1.0), (False, response(), 1.1)])
+    # Keys sorted; space as '+', '/' escaped, '~' kept, UTF-8 escaped byte-wise;
+    # pairs with a bad escape or a ';' dropped, as url.Query() does.
+    assert doc["url"]["query"] == "e=~~&empty=&flag=&q=a+b%2Fc&u=%C3%A9"
+
+
+def test_a_form_body_with_an_invalid_pair_leaves_url_query_out() -> None:
+    req = request("POST", "/f?a=1", FORM, body=b"x=%zz")
+    _, doc = one([(True, req, 1.0), (False, response(), 1.1)])
+    assert "query" not in doc["url"]
+
+
+def test_redaction_applies_to_requests_only() -> None:
+    resp = response(headers={"Set-Cookie": "sid=abc", "Authorization": "Basic Zm9v"})
+    _, doc = one([(True, request(), 1.0), (False, resp, 1.1)], redact_authorization=True,
+                 redact_headers=["set-cookie"], send_all_headers=True, send_response=True)
+    assert doc["http"]["response"]["headers"]["set-cookie"] == "sid=abc"
+    assert "Authorization: Basic Zm9v" in doc["response"]
+
+
+def test_decode_body_inflates_gzip_and_deflate_before_include_body_for() -> None:
+    import gzip
+    import zlib as zlib_module
+    text = b"<html><body>" + b"hello " * 50 + b"</body></html>"
+    for coding, packed in (("gzip", gzip.compress(text)), ("deflate", zlib_module.compress(text)),
+                           ("deflate", zlib_module.compress(text)[2:-4])):   # raw deflate too
+        resp = response(headers={"Content-Type": "text/html", "Content-Encoding": coding}, body=packed)
+        _, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["text/html"])
+        body = doc["http"]["response"]["body"]
+        assert body == {"bytes": len(packed), "content": text.decode()}      # bytes: on the wire
+        assert doc["http"]["response"]["mime_type"] == "text/html; charset=utf-8"
+    _, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["text/html"],
+                 decode_body=False)
+    assert doc["http"]["response"]["body"]["content"] != text.decode()
+
+
+def test_a_body_that_does_not_inflate_is_kept_with_a_note() -> None:
+    resp = response(headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"}, body=b"plain!")
+    txn, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["text"])
+    assert doc["http"]["response"]["body"]["content"] == "plain!"
+    assert "http.body_decode_failed" in txn.notes
+
+
+def test_inflated_body_is_capped_at_max_body_bytes() -> None:
+    import gzip
+    bomb = gzip.compress(b"A" * 1_000_000)
+    resp = response(headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"}, body=bomb)
+    _, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["text"],
+                 max_body_bytes=4096)
+    assert doc["http"]["response"]["body"]["content"] == "A" * 4096
+
+
+def test_max_message_size_keeps_the_message_without_the_rest_of_its_body() -> None:
+    resp = response(headers={"Content-Type": "text/plain"}, body=b"x" * 1000)
+    head_len = len(resp) - 1000
+    txn, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["text"],
+                   max_message_size=head_len + 100)
+    assert txn.status == "OK" and doc["http"]["response"]["bytes"] == len(resp)
+    assert doc["http"]["response"]["body"] == {"bytes": 1000, "content": "x" * 100}
+
+
+@pytest.mark.parametrize("body,mime", [
+    (b"\x89PNG\r\n\x1a\n" + bytes(20), "image/png"),
+    (b"  <!DOCTYPE html><html></html>", "text/html; charset=utf-8"),
+    (b'<?xml version="1.0"?><a/>', "text/xml; charset=utf-8"),
+    (b'{"a": 1}', "text/plain; charset=utf-8"),
+    (b"%PDF-1.7\n", "application/pdf"),
+    (b"\x00\x01\x02binary", None),          # octet-stream: the processor sets nothing
+])
+def test_mime_type_is_sniffed_from_the_captured_body(body: bytes, mime: str | None) -> None:
+    resp = response(headers={"Content-Type": "application/whatever"}, body=body)
+    _, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["whatever"])
+    assert doc["http"]["response"].get("mime_type") == mime
+    _, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["whatever"],
+                 include_mime=False)
+    assert "mime_type" not in doc["http"]["response"]

@@ -32,7 +32,9 @@ def _capture(tmp_path: Path, pairs: int = 20, unanswered: int = 3) -> Path:
 
 
 def _es_args(es_url: str, index: str) -> list[str]:
-    return ["-E", f"output.elasticsearch.hosts=[{es_url}]", "-E", f"output.elasticsearch.index={index}"]
+    # These count transaction documents: flow reports are tested in test_flows_tshark.py.
+    return ["-E", f"output.elasticsearch.hosts=[{es_url}]", "-E", f"output.elasticsearch.index={index}",
+            "-E", "wirebeat.flows.enabled=false"]
 
 
 def _count(es: Elasticsearch, index: str, **query) -> int:
@@ -91,7 +93,7 @@ def test_test_output_names_an_unreachable_host_in_one_line(wirebeat):
 def test_unreachable_output_loses_nothing_silently(tmp_path):
     """With Elasticsearch down the documents wait and are reported as unacknowledged."""
     capture = _capture(tmp_path, pairs=5, unanswered=0)
-    proc = subprocess.Popen([*WIREBEAT, "run", "-I", str(capture), "-E",
+    proc = subprocess.Popen([*WIREBEAT, "run", "-I", str(capture), "-E", "wirebeat.flows.enabled=false", "-E",
                              "output.elasticsearch.hosts=[http://127.0.0.1:9]", "-E",
                              "output.elasticsearch.backoff.init=0.1s", "-E", "wirebeat.shutdown_timeout=1s"],
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -107,54 +109,30 @@ def test_unreachable_output_loses_nothing_silently(tmp_path):
 def test_documents_reach_the_index_after_elasticsearch_comes_back(es_url, tmp_path):
     """Retries with backoff: an output that starts unreachable delivers once it is reachable.
 
-    A small TCP forwarder stands between wirebeat and the node; it refuses
-    connections for the first seconds, then forwards to the real server.
+    A TCP forwarder (tests/forwarder.py) stands between wirebeat and the node;
+    it refuses connections until wirebeat has said it will retry, then
+    forwards to the real server.
     """
-    import socket
-    import threading
+    from forwarder import Forwarder
+    from running import Wirebeat
 
     index = f"wbtest-{uuid.uuid4().hex[:8]}"
     target_host, target_port = es_url.split("//")[1].split(":")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()                    # closed: connections are refused for now
-
-    def forward_later() -> None:
-        time.sleep(2.5)
-        server = socket.create_server(("127.0.0.1", port))
-        server.settimeout(20)
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection((target_host, int(target_port)))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-    threading.Thread(target=forward_later, daemon=True).start()
+    forwarder = Forwarder(target_host, int(target_port))
+    forwarder.refuse()
     capture = _capture(tmp_path, pairs=4, unanswered=0)
-    proc = subprocess.run([*WIREBEAT, "run", "-I", str(capture), "-E", f"output.elasticsearch.hosts=[http://127.0.0.1:{port}]",
-                           "-E", f"output.elasticsearch.index={index}", "-E", "output.elasticsearch.backoff.init=0.5s"],
-                          cwd=ROOT, capture_output=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert b"will retry" in proc.stderr
-    assert _count(Elasticsearch(es_url), index) == 4
-
-
-def _pipe(src, dst) -> None:
+    wb = Wirebeat("-I", str(capture), "-E", "wirebeat.flows.enabled=false",
+                  "-E", f"output.elasticsearch.hosts=[{forwarder.url}]",
+                  "-E", f"output.elasticsearch.index={index}", "-E", "output.elasticsearch.backoff.init=0.5s",
+                  http=False)
     try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
+        wb.wait_for_log("elasticsearch unreachable, will retry")
+        forwarder.forward()
+        assert wb.proc.wait(60) == 0, wb.stderr_text()
     finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(2)
-            except OSError:
-                pass
+        wb.kill()
+        forwarder.close()
+    assert _count(Elasticsearch(es_url), index) == 4
 
 
 if __name__ == "__main__":

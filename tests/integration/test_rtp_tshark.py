@@ -23,15 +23,16 @@ import pytest
 from conftest import PCAPS, decode_file
 
 HEURISTIC = {"jitter.pcap", "reorder_duplicate.pcap", "wraparound.pcap", "ssrc_change.pcap",
-             "restart.pcap", "not_rtp.pcap"}
+             "restart.pcap", "not_rtp.pcap", "webrtc_mux.pcap", "interleaved_ssrc.pcap",
+             "short_streams.pcap", "rtcp_mux.pcap"}
 CAPTURES = sorted(PCAPS.glob("rtp/*.pcap")) + sorted(PCAPS.glob("sip/call_*.pcap"))
 TOLERANCE_MS = 0.01
 
 _ROW = re.compile(
     r"^\s*\S+\s+\S+\s+(?P<src>\S+)\s+(?P<sport>\d+)\s+(?P<dst>\S+)\s+(?P<dport>\d+)\s+"
     r"(?P<ssrc>0x[0-9A-Fa-f]+)\s+(?P<payload>.+?)\s+(?P<packets>\d+)\s+(?P<lost>-?\d+) \(\S+%\)\s+"
-    r"(?P<min_delta>[\d.]+)\s+(?P<mean_delta>[\d.]+)\s+(?P<max_delta>[\d.]+)\s+"
-    r"(?P<min_jitter>[\d.]+)\s+(?P<mean_jitter>[\d.]+)\s+(?P<max_jitter>[\d.]+)\s*X?\s*$")
+    r"(?P<min_delta>-?[\d.]+)\s+(?P<mean_delta>[\d.]+)\s+(?P<max_delta>[\d.]+)\s+"
+    r"(?P<min_jitter>-?[\d.]+)\s+(?P<mean_jitter>[\d.]+)\s+(?P<max_jitter>[\d.]+)\s*X?\s*$")
 
 Key = tuple[str, int, str, int, int]
 

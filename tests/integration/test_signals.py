@@ -46,7 +46,7 @@ def _publish_traffic(publisher: Publisher, wb: Wirebeat) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_finishes_transactions_in_flight_flushes_and_exits_0(publisher, sig):
     # A long transaction timeout: only the shutdown can report the unanswered request.
-    wb = Wirebeat("--zmq", publisher.endpoint, "--console",
+    wb = Wirebeat("--zmq", publisher.endpoint, "--console", "-E", "wirebeat.flows.enabled=false",
                   "-E", "wirebeat.protocols.icmp.transaction_timeout=1h",
                   "-E", "queue.mem.flush.timeout=1h", "-E", "wirebeat.shutdown_timeout=10s")
     try:
@@ -64,7 +64,7 @@ def test_a_signal_finishes_transactions_in_flight_flushes_and_exits_0(publisher,
 
 
 def test_shutdown_is_bounded_when_the_output_is_down(publisher):
-    wb = Wirebeat("--zmq", publisher.endpoint,
+    wb = Wirebeat("--zmq", publisher.endpoint, "-E", "wirebeat.flows.enabled=false",
                   "-E", f"output.elasticsearch.hosts=[http://127.0.0.1:{_closed_port()}]",
                   "-E", "queue.mem.flush.timeout=100ms", "-E", "wirebeat.shutdown_timeout=2s")
     try:

@@ -178,7 +178,8 @@ def test_files_and_two_feeds_at_once(tmp_path: Path):
     first, second = Publisher(), Publisher()
     capture = tmp_path / "file.pcap"
     g.write_pcap(capture, [(T0, g.ethernet(_echo(5, 1))), (T0 + 10**6, g.ethernet(_echo(5, 1, reply=True)))])
-    wb = Wirebeat("--zmq", first.endpoint, "--zmq", second.endpoint, "-I", str(capture), "--console")
+    wb = Wirebeat("--zmq", first.endpoint, "--zmq", second.endpoint, "-I", str(capture), "--console",
+                  "-E", "wirebeat.flows.enabled=false")
     try:
         first.wait_for_subscriber()
         second.wait_for_subscriber()

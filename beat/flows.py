@@ -1,0 +1,487 @@
+"""Flows: every IP packet accounted to a conversation, reported as packetbeat does.
+
+A flow is keyed like packetbeat's (`packetbeat/flows`): the MAC pair, the
+VLAN ids (outer first), the outer IP pair of a tunnel, the (inner) IP pair, the transport and its ports (ICMP: the
+echo/timestamp/information/address-mask identifier, 0 for other types), per
+capture source. Both directions are one flow; its source is the side that
+sent the first packet seen.
+
+Every `wirebeat.flows.period` of packet time each live flow at least one
+period old that saw packets during the last period is reported
+(`flow.final: false`). packetbeat reports every live flow, however young or
+unchanged; `wirebeat.flows.report_all: true` does that too. The default
+spares the output a report per short flow (a DNS exchange would otherwise be
+reported once or more before its final report, with the same counts).
+
+When a flow has been idle `wirebeat.flows.timeout`, was closed (FIN both
+ways or RST), is evicted from a full table or input ends, it gets a last report with `flow.final: true` and `flow.end_reason` (`idle`,
+`fin`, `rst`, `evicted`, `end_of_input`). A closed TCP flow still takes the
+packets that follow its FIN/RST (the last ACK, retransmitted FINs) until the
+next sweep at least `CLOSED_LINGER_S` later; a new SYN on it starts a new flow.
+
+Counts are whole captured frames: `source.bytes` is the sum of the captured
+lengths of the frames the source sent (link-layer headers included). An IP
+datagram that arrived in fragments counts once, when it is complete, with the
+frame that completed it, which is what tshark's conversation tables count too.
+
+Beyond packetbeat, TCP flows carry `flow.tcp.*`: SYN/FIN/RST counts, the
+handshake round trip (SYN -> SYN/ACK -> ACK) when seen, and retransmitted
+bytes per direction (payload bytes at or below the highest sequence number
+already seen in that direction).
+
+Cost: `FlowTable.account` runs for every IP packet. It builds one key tuple,
+does one dict lookup (both directions of a flow are in the table, pointing at
+the same record) and a few list stores; records are plain lists indexed by the
+constants below, made once per flow. Reports and documents are built only at
+sweeps, every `min(period, timeout)` of packet time.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import struct
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from wirebeat.document import DocumentBuilder, community_id, iso_time
+from wirebeat.decoders.api import FlowKey
+
+__all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
+
+CLOSED_LINGER_S = 1.0       # packet time a FIN/RST-closed flow still takes stragglers
+EVICTION_WINDOW = 8         # on a full table the idlest of this many oldest flows goes
+LINKTYPE_ETHERNET = 1
+
+_PORTS = struct.Struct("!HH").unpack_from
+_ID_NUMBERS = struct.Struct("!BHHq")       # protocol, ports, first packet time in microseconds
+_TCP = struct.Struct("!HHI4xBB").unpack_from     # ports, seq, data offset (high nibble), flags
+_U16 = struct.Struct("!H").unpack_from
+_SEQ_MASK = 0xFFFFFFFF
+_HALF = 0x80000000
+# ICMP types that carry an identifier (RFC 792 echo, timestamp, information,
+# RFC 950 address mask; RFC 4443 echo): requests and replies share one flow.
+_ICMP4_WITH_ID = frozenset({0, 8, 13, 14, 15, 16, 17, 18})
+_ICMP6_WITH_ID = frozenset({128, 129})
+_TRANSPORTS = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp", 47: "gre",
+               50: "esp", 51: "ah", 2: "igmp", 89: "ospf", 4: "ipip", 41: "ipv6", 103: "pim",
+               112: "vrrp", 136: "udplite"}
+NO_TUNNEL = ()
+
+# The key, as built per packet (the reverse direction swaps each pair):
+# (MAC pair as in the frame: destination then source, or b"" off Ethernet,
+#  VLAN ids outer first, outer IP pair of a tunnel (outer_src, outer_dst), or
+#  NO_TUNNEL,
+#  IP source, IP destination, IP protocol, source port, destination port).
+K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
+
+# A flow record: a list, indexed by these (direction d: 0 = source -> destination).
+(R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
+ R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC) = range(15)
+# TCP part of a record (a list too): highest sequence end per direction,
+# retransmitted bytes per direction, control counts, handshake times.
+(T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
+ T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR) = range(13)
+
+
+def _new_tcp() -> list[Any]:
+    return [-1, -1, 0, 0, 0, 0, 0, 0, None, -1, None, None, -1]     # -1: no data seen yet
+
+
+class FlowReporter:
+    """Builds flow documents and hands them to the pipeline; shared by every source's table."""
+
+    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
+                 timeout_s: float, period_s: float, max_flows: int,
+                 report_all: bool = False) -> None:
+        self.builder = builder
+        self.publish = publish
+        self.timeout_s = timeout_s
+        self.period_s = period_s            # <= 0: final reports only
+        self.max_flows = max(1, max_flows)
+        self.report_all = report_all        # every live flow every period, as packetbeat
+        self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
+        self.non_ip: dict[int, int] = {}    # frames per ethertype that made no flow
+
+    def count_non_ip(self, ethertype: int) -> None:
+        self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1
+
+    def report(self, source: str, rec: list[Any], final: bool, reason: str | None,
+               report_ts: float) -> None:
+        """Publish one report of `rec`; `report_ts` (packet time) becomes @timestamp."""
+        fid = rec[R_ID] or _assign_id(source, rec)
+        doc = flow_document(source, rec, fid, final, reason, report_ts)
+        doc_id = f"{fid}-{rec[R_REPORTS]}"   # fid already names source, key and start
+        rec[R_REPORTS] += 1
+        built = self.builder.build_other(doc)
+        if built is not None:           # None: a processor dropped it
+            self.publish(doc_id, built)
+
+
+class FlowTable:
+    """One capture source's flows, swept by packet time."""
+
+    __slots__ = ("source", "reporter", "flows", "by_endpoints", "next_sweep", "next_report",
+                 "evicted", "reports", "final_reports", "opened")
+
+    def __init__(self, source: str, reporter: FlowReporter) -> None:
+        self.source = source
+        self.reporter = reporter
+        self.flows: dict[tuple, tuple[list[Any], int]] = {}     # both directions' keys
+        # (protocol, ip, port, ip, port) as the flow's source sent it -> record:
+        # how a transaction finds its flow (the last flow between those endpoints).
+        self.by_endpoints: dict[tuple, list[Any]] = {}
+        self.next_sweep = 0.0
+        self.next_report = 0.0
+        self.evicted = 0
+        self.reports = 0
+        self.final_reports = 0
+        self.opened = 0
+
+    # -- per packet ------------------------------------------------------------
+
+    def account(self, ts: float, linktype: int, frame: bytes, vlans: tuple[int, ...],
+                src: bytes, dst: bytes, proto: int, payload: bytes,
+                outer: tuple[bytes, ...] = NO_TUNNEL) -> None:
+        """Add one IP packet to its flow.
+
+        `frame` is the whole captured frame (its MACs and length count), `vlans`
+        its tags; src/dst/proto/payload are the innermost IP packet's, `outer`
+        the tunnel's outer address pair (empty when not tunneled)."""
+        macs = frame[:12] if linktype == LINKTYPE_ETHERNET else b""
+        if proto == 6 and len(payload) >= 20:
+            sport, dport, seq, offset, flags = _TCP(payload)
+            key = (macs, vlans, outer, src, dst, 6, sport, dport)
+            entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
+            rec, d = entry
+            tcp = rec[R_TCP]
+            if flags & 0x07 or tcp[T_AWAIT_ACK_DIR] == d:     # SYN, FIN, RST, handshake ACK
+                rec, d, tcp = self._control(key, rec, d, tcp, flags, ts, payload)
+            data_len = len(payload) - (offset >> 4) * 4
+            if data_len > 0:
+                high = tcp[d]
+                # Sequence numbers wrap (RFC 9293 §3.4): compare modulo 2**32.
+                behind = (high - seq) & _SEQ_MASK
+                if high < 0 or behind >= _HALF:        # first data, or new bytes after a hole
+                    tcp[d] = (seq + data_len) & _SEQ_MASK
+                else:                                   # starts at or before the highest byte seen
+                    if behind:
+                        tcp[T_RETRANS + d] += behind if behind < data_len else data_len
+                    if behind < data_len:
+                        tcp[d] = (seq + data_len) & _SEQ_MASK
+        else:
+            if proto == 17:
+                sport, dport = _PORTS(payload) if len(payload) >= 4 else (0, 0)
+            elif proto == 1:        # the identifier in both slots: the reply's key is the reverse
+                sport = dport = (_U16(payload, 4)[0] if len(payload) >= 6
+                                 and payload[0] in _ICMP4_WITH_ID else 0)
+            elif proto == 58:
+                sport = dport = (_U16(payload, 4)[0] if len(payload) >= 6
+                                 and payload[0] in _ICMP6_WITH_ID else 0)
+            else:
+                sport = dport = 0
+            key = (macs, vlans, outer, src, dst, proto, sport, dport)
+            entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
+            rec, d = entry
+        rec[R_LAST_TS] = ts
+        rec[R_PACKETS + d] += 1
+        rec[R_BYTES + d] += len(frame)
+
+    def _control(self, key: tuple, rec: list[Any], d: int, tcp: list[Any], flags: int, ts: float,
+                 payload: bytes) -> tuple[list[Any], int, list[Any]]:
+        """SYN/FIN/RST counts, the handshake, and a new connection on a closed flow's ports."""
+        if flags & 0x12 == 0x02 and rec[R_CLOSED] is not None:
+            # A new connection on a closed flow's ports: the old flow ends here.
+            self._end(rec, rec[R_CLOSED], rec[R_LAST_TS])
+            rec, d = self._open(key, ts, payload)
+            tcp = rec[R_TCP]
+        if flags & 0x02:
+            tcp[T_SYN] += 1
+            if flags & 0x10:                                    # SYN/ACK
+                if tcp[T_SYNACK_TS] is None and tcp[T_SYN_DIR] == 1 - d:
+                    tcp[T_SYNACK_TS] = ts
+                    tcp[T_AWAIT_ACK_DIR] = 1 - d
+            elif tcp[T_SYN_TS] is None:
+                tcp[T_SYN_TS] = ts
+                tcp[T_SYN_DIR] = d
+        elif tcp[T_AWAIT_ACK_DIR] == d and flags & 0x10:       # the handshake's third packet
+            tcp[T_ACK_TS] = ts
+            tcp[T_AWAIT_ACK_DIR] = -1
+        if flags & 0x01:
+            tcp[T_FIN] += 1
+            tcp[T_FIN_DIRS] |= 1 << d
+            if tcp[T_FIN_DIRS] == 3 and rec[R_CLOSED] is None:
+                rec[R_CLOSED] = "fin"
+        if flags & 0x04:
+            tcp[T_RST] += 1
+            if rec[R_CLOSED] is None:
+                rec[R_CLOSED] = "rst"
+        return rec, d, tcp
+
+    def _alias(self, key: tuple) -> tuple[list[Any], int] | None:
+        """The reverse direction of a flow whose frames carry the same MAC order both ways.
+
+        Synthetic captures (and some taps) write one MAC pair for both
+        directions; packetbeat's key orders the pair, so they are one flow there.
+        Here the reverse key is tried with the frame's MACs swapped, once per
+        such flow: the packet's own key is then remembered as an alias.
+        """
+        macs = key[K_MACS]
+        if not macs or macs[:6] == macs[6:]:
+            return None
+        swapped = (macs[6:] + macs[:6],) + key[1:]
+        entry = self.flows.get(swapped)
+        if entry is None or entry[0][R_ALIAS] is not None:
+            return None
+        rec, d = entry
+        if d == 0:
+            return None     # same direction, other MAC order: another flow
+        rec[R_ALIAS] = key
+        self.flows[key] = entry
+        return entry
+
+    def _open(self, key: tuple, ts: float, payload: bytes) -> tuple[list[Any], int]:
+        flows = self.flows
+        if len(flows) >= 2 * self.reporter.max_flows:
+            self._evict()
+        macs = key[K_MACS]
+        rev_key = (macs[6:12] + macs[:6], key[K_VLANS], key[K_OUTER][::-1], key[K_DST],
+                   key[K_SRC], key[K_PROTO], key[K_DPORT], key[K_SPORT])
+        proto = key[K_PROTO]
+        icmp = (payload[0], payload[1]) if proto in (1, 58) and len(payload) >= 2 else None
+        rec = [ts, ts, 0, 0, 0, 0, key, rev_key, 0, None,
+               _new_tcp() if proto == 6 else None, None, icmp, None, None]
+        entry = flows[key] = (rec, 0)
+        if rev_key != key:              # equal only for a host talking to itself on one port
+            flows[rev_key] = (rec, 1)
+        self.by_endpoints[_endpoints(key)] = rec
+        self.opened += 1
+        return entry
+
+    # -- ends and reports ------------------------------------------------------
+
+    def _end(self, rec: list[Any], reason: str, report_ts: float) -> None:
+        """Final report, then forget the flow."""
+        self.reporter.report(self.source, rec, True, reason, report_ts)
+        self.final_reports += 1
+        flows = self.flows
+        key, rev_key = rec[R_KEY], rec[R_REV_KEY]
+        if flows.get(key, (None,))[0] is rec:
+            del flows[key]
+        if flows.get(rev_key, (None,))[0] is rec:
+            del flows[rev_key]
+        alias = rec[R_ALIAS]
+        if alias is not None and flows.get(alias, (None,))[0] is rec:
+            del flows[alias]
+        ends = _endpoints(key)
+        if self.by_endpoints.get(ends) is rec:
+            del self.by_endpoints[ends]
+
+    def _evict(self) -> None:
+        """Table full: the idlest of the oldest flows ends with reason `evicted`."""
+        oldest = []
+        for rec, d in self.flows.values():
+            if d == 0:
+                oldest.append(rec)
+                if len(oldest) == EVICTION_WINDOW:
+                    break
+        victim = min(oldest, key=lambda r: r[R_LAST_TS])
+        self._end(victim, "evicted", victim[R_LAST_TS])
+        self.evicted += 1
+
+    def _records(self) -> list[list[Any]]:
+        return [rec for rec, d in self.flows.values() if d == 0]
+
+    def sweep(self, now: float) -> None:
+        """Packet time moved on: end idle and closed flows, report live ones when due."""
+        if now < self.next_sweep:
+            return
+        reporter = self.reporter
+        first = self.next_sweep == 0.0
+        self.next_sweep = now + reporter.sweep_s
+        period_s = reporter.period_s
+        if first:
+            self.next_report = now + period_s
+            return
+        report_due = period_s > 0 and now >= self.next_report
+        if report_due:
+            self.next_report = now + period_s
+        report_all = reporter.report_all
+        period_ago = now - period_s
+        idle_before = now - reporter.timeout_s
+        closed_before = now - CLOSED_LINGER_S
+        for rec in self._records():
+            last = rec[R_LAST_TS]
+            if last <= idle_before:
+                self._end(rec, rec[R_CLOSED] or "idle", now)
+            elif rec[R_CLOSED] is not None and last <= closed_before:
+                self._end(rec, rec[R_CLOSED], now)
+            elif report_due and (report_all or rec[R_FIRST_TS] <= period_ago < last):
+                reporter.report(self.source, rec, False, None, now)
+                self.reports += 1
+
+    def finish(self) -> None:
+        """End of input: every flow gets its final report, at its last packet's time.
+
+        A flow FIN or RST already closed keeps that reason."""
+        for rec in self._records():
+            self._end(rec, rec[R_CLOSED] or "end_of_input", rec[R_LAST_TS])
+
+    # -- lookups and counters -------------------------------------------------------
+
+    def flow_id(self, flow: FlowKey) -> str | None:
+        """flow.id of the live flow a transaction belongs to, if any.
+
+        Transactions know addresses and ports, not MACs or VLANs: when several
+        live flows share them, the latest one is named. ICMP transactions name
+        type/code rather than the identifier, so for ICMP it is the latest flow
+        between the two addresses.
+        """
+        proto = _IANA.get(flow.transport)
+        if proto is None:
+            return None
+        client, server = _packed(flow.client_ip), _packed(flow.server_ip)
+        cport, sport = (flow.client_port, flow.server_port) if proto in (6, 17) else (0, 0)
+        by_endpoints = self.by_endpoints
+        rec = (by_endpoints.get((proto, client, cport, server, sport))
+               or by_endpoints.get((proto, server, sport, client, cport)))
+        if rec is None:
+            return None
+        return rec[R_ID] or _assign_id(self.source, rec)
+
+    def counters(self) -> dict[str, int]:
+        return {"flows.table.open": len(self._records()), "flows.table.mac_aliases":
+                sum(1 for rec, d in self.flows.values() if d == 1 and rec[R_ALIAS] is not None),
+                "flows.table.opened": self.opened, "flows.table.evicted": self.evicted,
+                "flows.reports.periodic": self.reports, "flows.reports.final": self.final_reports}
+
+
+_IANA = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
+
+
+def _endpoints(key: tuple) -> tuple:
+    """The by_endpoints key: protocol, addresses and ports (ICMP: none), as the source sent."""
+    proto = key[K_PROTO]
+    if proto in (6, 17):
+        return (proto, key[K_SRC], key[K_SPORT], key[K_DST], key[K_DPORT])
+    return (proto, key[K_SRC], 0, key[K_DST], 0)
+
+
+@lru_cache(maxsize=4096)
+def _packed(ip_text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6 if ":" in ip_text else socket.AF_INET, ip_text)
+
+
+def _assign_id(source: str, rec: list[Any]) -> str:
+    """flow.id: a hash of the source, the key and the first packet's time.
+
+    Stable across runs on the same capture; distinct for a flow that reuses an
+    earlier flow's ports. (packetbeat's own id is a base64 of its internal key
+    layout, which nothing outside packetbeat reads.)
+    """
+    key = rec[R_KEY]
+    digest = hashlib.blake2b(b"|".join((
+        source.encode(), key[K_MACS], bytes(map(len, key[K_OUTER])), *key[K_OUTER],
+        key[K_SRC], key[K_DST], _ID_NUMBERS.pack(key[K_PROTO], key[K_SPORT], key[K_DPORT],
+                                                 round(rec[R_FIRST_TS] * 1e6)),
+        ",".join(map(str, key[K_VLANS])).encode())), digest_size=15).digest()
+    rec[R_ID] = base64.urlsafe_b64encode(digest).decode()
+    return rec[R_ID]
+
+
+def _mac_text(mac: bytes) -> str:
+    return mac.hex("-").upper()     # ECS: 00-0B-82-01-FC-42
+
+
+def _ip_text(packed: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
+
+
+def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: str | None,
+                  report_ts: float) -> dict[str, Any]:
+    """The one place flow field names are spelled; mirrors index_templates/common.json."""
+    static = rec[R_STATIC]
+    if static is None:
+        static = _static_parts(source, rec, fid)
+        if not final:       # more reports will follow: they start from copies
+            rec[R_STATIC] = static
+    if rec[R_STATIC] is not None:
+        src_base, dst_base, network_base, flow_base, start = static
+        src, dst = dict(src_base), dict(dst_base)
+        network, flow = dict(network_base), dict(flow_base)
+    else:                   # the only report: the parts themselves
+        src, dst, network, flow, start = static
+    first, last = rec[R_FIRST_TS], rec[R_LAST_TS]
+    end = iso_time(last)
+    src["packets"], src["bytes"] = rec[R_PACKETS], rec[R_BYTES]
+    dst["packets"], dst["bytes"] = rec[R_PACKETS_REV], rec[R_BYTES_REV]
+    network["bytes"] = rec[R_BYTES] + rec[R_BYTES_REV]
+    network["packets"] = rec[R_PACKETS] + rec[R_PACKETS_REV]
+    flow["final"] = final
+    if final and reason:
+        flow["end_reason"] = reason
+    tcp = rec[R_TCP]
+    if tcp is not None:
+        flow["tcp"] = _tcp_fields(tcp)
+    return {
+        "@timestamp": end if report_ts == last else iso_time(report_ts),
+        "type": "flow",
+        "event": {"kind": "event", "category": ["network"], "action": "network_flow",
+                  "dataset": "flow", "type": ["connection", "end"] if final else ["connection"],
+                  "start": start, "end": end, "duration": round((last - first) * 1e6) * 1000},
+        "flow": flow,
+        "source": src,
+        "destination": dst,
+        "network": network,
+        "capture": {"source": source},
+    }
+
+
+def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
+    """What a flow's reports share: built at its first report, copied into each if several."""
+    key = rec[R_KEY]
+    proto = key[K_PROTO]
+    src_ip, dst_ip = _ip_text(key[K_SRC]), _ip_text(key[K_DST])
+    transport = _TRANSPORTS.get(proto, str(proto))
+    src: dict[str, Any] = {}
+    dst: dict[str, Any] = {}
+    macs = key[K_MACS]
+    if macs:
+        src["mac"], dst["mac"] = _mac_text(macs[6:12]), _mac_text(macs[:6])
+    outer = key[K_OUTER]
+    if outer:
+        src["ip"] = [_ip_text(outer[0]), src_ip]
+        dst["ip"] = [_ip_text(outer[1]), dst_ip]
+    else:
+        src["ip"], dst["ip"] = src_ip, dst_ip
+    if proto in (6, 17):
+        src["port"], dst["port"] = key[K_SPORT], key[K_DPORT]
+        cid = community_id(transport, src_ip, key[K_SPORT], dst_ip, key[K_DPORT])
+    elif rec[R_ICMP] is not None:
+        cid = community_id(transport, src_ip, rec[R_ICMP][0], dst_ip, rec[R_ICMP][1])
+    else:
+        cid = None
+    network: dict[str, Any] = {"type": "ipv6" if len(key[K_SRC]) == 16 else "ipv4",
+                               "transport": transport}
+    if cid:
+        network["community_id"] = cid
+    flow: dict[str, Any] = {"id": fid}
+    if key[K_VLANS]:
+        flow["vlan"] = list(key[K_VLANS])
+    return src, dst, network, flow, iso_time(rec[R_FIRST_TS])
+
+
+def _tcp_fields(tcp: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"syn_packets": tcp[T_SYN], "fin_packets": tcp[T_FIN],
+                           "rst_packets": tcp[T_RST],
+                           "source_retransmitted_bytes": tcp[T_RETRANS],
+                           "destination_retransmitted_bytes": tcp[T_RETRANS_REV]}
+    syn_ts, synack_ts, ack_ts = tcp[T_SYN_TS], tcp[T_SYNACK_TS], tcp[T_ACK_TS]
+    if syn_ts is not None and synack_ts is not None:
+        rtt = {"server_us": round((synack_ts - syn_ts) * 1e6)}
+        if ack_ts is not None:
+            rtt["client_us"] = round((ack_ts - synack_ts) * 1e6)
+            rtt["handshake_us"] = round((ack_ts - syn_ts) * 1e6)
+        out["rtt"] = rtt
+    return out

@@ -1,0 +1,249 @@
+"""Per-packet documents and `network.protocol_stack`.
+
+With `wirebeat.packets.enabled`, every frame (ARP and other non-IP frames
+included) becomes one lean document, the job `tshark -T ek` does:
+@timestamp, `event.dataset: packet`, the frame length (`network.bytes`),
+`network.protocol_stack`, MACs, VLANs, IPs, ports, transport,
+`network.community_id` and `capture.source`. Processors run on it like on
+any document, so a `lookup` plus a `drop_event` in front turns it into the
+watch-list stream (examples/watchlist/). This runs once per frame: plain
+struct reads and small caches, no object per layer.
+
+`network.protocol_stack` is explained in stack.py; per packet, a UDP
+datagram on a port a decoder is routed to names that decoder's layer
+(`...:udp:dns`), TCP stops at `tcp`.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import hashlib
+
+from wirebeat.document import DocumentBuilder, community_id, iso_time
+from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
+                           LINKTYPE_LINUX_SLL2)
+from wirebeat.ip import ip_text
+from wirebeat.link import locate_network
+from wirebeat.stack import TRANSPORT_LAYERS, link_layers
+from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
+
+__all__ = ["PacketDocuments"]
+
+_IP_PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp"}
+ETHERTYPE_ARP = 0x0806
+_ETHERTYPE_NAMES = {ETHERTYPE_IPV4: "ip", ETHERTYPE_IPV6: "ipv6", ETHERTYPE_ARP: "arp"}
+_U16 = struct.Struct("!H").unpack_from
+_PORTS = struct.Struct("!HH").unpack_from
+MAX_CACHED_FLOWS = 8192      # derived per-flow values kept; past it the cache starts over
+_ETHERNET_PLAIN = ("eth:ethertype", True)     # untagged Ethernet carrying IP or ARP
+_PLAIN_ETHERTYPES = frozenset({0x0800, 0x86DD, 0x0806})
+_EVENT = {"kind": "event", "category": ["network"], "type": ["connection"], "dataset": "packet"}
+
+
+@lru_cache(maxsize=4096)
+def _mac(raw: bytes) -> str:
+    return raw.hex("-").upper()         # ECS's notation (RFC 7042): 02-00-5E-10-00-00
+
+
+@lru_cache(maxsize=4096)
+def _macs(raw: bytes) -> tuple[str, str]:
+    return _mac(raw[:6]), _mac(raw[6:12])
+
+
+class PacketDocuments:
+    """Builds and publishes one document per frame.
+
+    What depends only on the flow (address text, ports, transport, stack,
+    community id) is derived once and cached by the raw header bytes, at most
+    MAX_CACHED_FLOWS entries. A document's `_id` is the capture source's hash,
+    the packet time and the frame's number in its source: stable when the same
+    capture is indexed again, distinct for every frame.
+    """
+
+    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
+                 udp_layers: dict[int, str], tunnels: bool = True) -> None:
+        self.builder = builder
+        self.tunnels = tunnels
+        self.publish = publish
+        self.udp_layers = udp_layers     # UDP port -> tshark name of the decoder routed there
+        self.sources: dict[str, list] = {}      # source -> [frames seen, id prefix]
+        self.flows: dict[tuple, tuple] = {}
+        self.published = 0
+        self.dropped = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"packets.documents": self.published, "packets.documents_dropped": self.dropped}
+
+    def on_frame(self, ts: float, linktype: int, data: bytes, located: Any, source: str) -> None:
+        seen = self.sources.get(source)
+        if seen is None:
+            prefix = hashlib.blake2b(source.encode(), digest_size=9).hexdigest()
+            seen = self.sources[source] = [0, prefix]
+        n = seen[0]
+        seen[0] = n + 1
+        network: dict[str, Any] = {"bytes": len(data)}
+        source_ep: dict[str, Any] = {}
+        dest_ep: dict[str, Any] = {}
+        stack = self._layers(linktype, data, located, network, source_ep, dest_ep, 0)
+        if stack:
+            network["protocol_stack"] = stack
+        builder = self.builder
+        shared = builder.shared_ok      # nothing edits documents: constant parts can be shared
+        doc: dict[str, Any] = {"@timestamp": iso_time(ts), "type": "packet",
+                               "event": _EVENT if shared else dict(_EVENT),
+                               "network": network, "capture": {"source": source}}
+        if source_ep:
+            doc["source"] = source_ep
+        if dest_ep:
+            doc["destination"] = dest_ep
+        if shared:
+            doc["agent"], doc["ecs"] = builder.agent, builder.ecs
+        else:
+            doc["agent"], doc["ecs"] = dict(builder.agent), dict(builder.ecs)
+        if not builder.decorate(doc):
+            self.dropped += 1
+            return
+        self.published += 1
+        self.publish(f"{seen[1]}-{round(ts * 1e6):x}-{n:x}", doc)
+
+    def _layers(self, linktype: int, data: bytes, located: Any, network: dict[str, Any],
+                source_ep: dict[str, Any], dest_ep: dict[str, Any], depth: int) -> str:
+        """Fill the endpoint and network fields of one frame; return its protocol stack."""
+        if (located.__class__ is tuple and linktype == LINKTYPE_ETHERNET and not located[2]
+                and located[0] in _PLAIN_ETHERTYPES):
+            link, complete = _ETHERNET_PLAIN
+        else:
+            link, complete = link_layers(linktype, data)
+        stack = link
+        if linktype == LINKTYPE_ETHERNET and len(data) >= 12:
+            dest_ep["mac"], source_ep["mac"] = _macs(data[:12])
+        elif linktype == LINKTYPE_LINUX_SLL and len(data) >= 16 and _U16(data, 4)[0] == 6:
+            source_ep["mac"] = _mac(data[6:12])
+        elif linktype == LINKTYPE_LINUX_SLL2 and len(data) >= 20 and data[11] == 6:
+            source_ep["mac"] = _mac(data[12:18])
+        if located.__class__ is not tuple:
+            return stack
+        ethertype, offset, vlans = located
+        if vlans:
+            network["vlan"] = {"id": str(vlans[0])}
+            if len(vlans) > 1:
+                network["inner"] = {"vlan": {"id": str(vlans[1])}}
+        if not complete:
+            return stack
+        if ethertype in LINK_SHIMS:
+            ethertype, offset, _names = peel_link(ethertype, data, offset)   # link_layers checked it
+        if ethertype == ETHERTYPE_IPV4 or ethertype == ETHERTYPE_IPV6:
+            flow = self._flow(data, offset, ethertype == ETHERTYPE_IPV6)
+            if flow is None:
+                return stack
+            layers, net, src, dst, tunnel_at = flow
+            stack = f"{link}:{layers}" if link else layers
+            network.update(net)
+            source_ep.update(src)
+            dest_ep.update(dst)
+            if tunnel_at and self.tunnels and depth < MAX_DEPTH:
+                stack = self._tunnel(data, tunnel_at, net, stack, network, source_ep, dest_ep, depth)
+        elif ethertype == ETHERTYPE_ARP:
+            stack = f"{link}:arp" if link else "arp"
+            _arp(data, offset, source_ep, dest_ep)
+        return stack
+
+    def _tunnel(self, data: bytes, tunnel_at: int, outer: dict[str, Any], stack: str,
+                network: dict[str, Any], source_ep: dict[str, Any], dest_ep: dict[str, Any],
+                depth: int) -> str:
+        """Tunneled: the inner conversation's fields, outer then inner addresses in arrays."""
+        proto = 17 if outer.get("transport") == "udp" else 47
+        tunnel = decapsulate(proto, data[tunnel_at:])
+        if tunnel is None or tunnel.__class__ is str:
+            return stack
+        kind, tunnel_id, tunnel_layers, inner_linktype, inner = tunnel
+        inner_net: dict[str, Any] = {}
+        inner_src: dict[str, Any] = {}
+        inner_dst: dict[str, Any] = {}
+        inner_stack = self._layers(inner_linktype, inner, locate_network(inner_linktype, inner),
+                                   inner_net, inner_src, inner_dst, depth + 1)
+        for key in ("transport", "community_id"):
+            network.pop(key, None)
+        network.update(inner_net)
+        network["tunnel"] = {"type": kind, "id": tunnel_id}
+        for outer_ep, inner_ep in ((source_ep, inner_src), (dest_ep, inner_dst)):
+            outer_ep.pop("port", None)
+            for key, value in inner_ep.items():
+                if key in ("ip", "mac") and key in outer_ep:
+                    outer_ep[key] = [*_as_list(outer_ep[key]), *_as_list(value)]
+                else:
+                    outer_ep[key] = value
+        return _join_stack(stack, tunnel_layers, inner_stack)
+
+    def _flow(self, data: bytes, offset: int, ipv6: bool) -> tuple | None:
+        """(stack from the IP layer on, network fields, source fields, destination fields,
+        offset of a possible tunnel header or 0)."""
+        if ipv6:
+            if len(data) < offset + 40:
+                return None
+            proto = data[offset + 6]
+            transport_at = offset + 40
+            key = (proto, data[offset + 8:offset + 40], data[transport_at:transport_at + 4])
+        else:
+            if len(data) < offset + 20:
+                return None
+            proto = data[offset + 9]
+            transport_at = offset + (data[offset] & 0x0F) * 4
+            if _U16(data, offset + 6)[0] & 0x3FFF or transport_at < offset + 20:
+                proto = -1      # a fragment: its transport header is in the first one only
+            key = (proto, data[offset + 12:offset + 20], data[transport_at:transport_at + 4])
+        flow = self.flows.get(key)
+        if flow is None:
+            if len(self.flows) >= MAX_CACHED_FLOWS:
+                self.flows.clear()
+            flow = self.flows[key] = self._derive(ipv6, *key)
+        if flow[4]:
+            return (*flow[:4], transport_at)
+        return flow
+
+    def _derive(self, ipv6: bool, proto: int, addresses: bytes, head: bytes) -> tuple:
+        half = len(addresses) // 2
+        sip, dip = ip_text(addresses[:half]), ip_text(addresses[half:])
+        network: dict[str, Any] = {"type": "ipv6" if ipv6 else "ipv4"}
+        src: dict[str, Any] = {"ip": sip}
+        dst: dict[str, Any] = {"ip": dip}
+        ip_layer = "ipv6" if ipv6 else "ip"
+        transport = _IP_PROTOCOLS.get(proto)
+        if proto == 47:
+            return ip_layer, network, src, dst, True        # GRE: a tunnel, peeled per packet
+        if transport is None or len(head) < 4:
+            return ip_layer, network, src, dst, False
+        network["transport"] = transport
+        layers = [ip_layer, TRANSPORT_LAYERS[transport]]
+        if proto == 6 or proto == 17:
+            sport, dport = _PORTS(head)
+            src["port"], dst["port"] = sport, dport
+            if proto == 17:
+                app = self.udp_layers.get(dport) or self.udp_layers.get(sport)
+                if app:
+                    layers.append(app)
+        else:
+            sport, dport = head[0], head[1]      # ICMP type and code
+        cid = community_id(transport, sip, sport, dip, dport)
+        if cid:
+            network["community_id"] = cid
+        tunnel = proto == 17 and head[2:4] in TUNNEL_PORTS
+        return ":".join(layers), network, src, dst, tunnel
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _join_stack(*parts: str) -> str:
+    return ":".join(p for p in parts if p)
+
+
+def _arp(data: bytes, offset: int, source_ep: dict[str, Any], dest_ep: dict[str, Any]) -> None:
+    # RFC 826 over Ethernet/IPv4: sender and target protocol addresses.
+    if len(data) >= offset + 28 and data[offset + 4] == 6 and data[offset + 5] == 4:
+        source_ep["ip"] = ip_text(data[offset + 14:offset + 18])
+        dest_ep["ip"] = ip_text(data[offset + 24:offset + 28])

@@ -1,0 +1,165 @@
+"""Every stream Wireshark's RTP heuristic finds, wirebeat finds with the same counts.
+
+The captures are made by pcaps/rtp/make_captures.py with exactly known ground
+truth (typed in below from the generator's own description, not read from any
+decoder), and each is checked three ways: tshark (`-o rtp.heuristic_rtp:TRUE
+-z rtp,streams`) against the ground truth, wirebeat against the ground truth,
+and so wirebeat against tshark. Cases (issue #12): WebRTC-style STUN + DTLS +
+SRTP + SRTCP on one 5-tuple, several SSRCs interleaved on one 5-tuple, short
+streams and a flow whose first datagrams are not RTP, RTCP multiplexed on the
+RTP port. Then the false-positive guard: a large random-UDP capture gives no
+RTP stream.
+"""
+from __future__ import annotations
+
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PCAPS, decode_file
+
+sys.path.insert(0, str(PCAPS / "rtp"))
+import make_captures as mc  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pcapgen as pg  # noqa: E402
+
+HEURISTIC = "wirebeat.protocols.rtp.heuristic=true"
+
+# (src, sport, dst, dport, ssrc) -> (packets received, packets lost), from the generator.
+TRUTH = {
+    "webrtc_mux.pcap": {
+        ("10.20.0.1", 50000, "10.20.0.2", 60000, 0xAA000001): (248, 2),
+        ("10.20.0.1", 50000, "10.20.0.2", 60000, 0xAA000002): (125, 0),
+        ("10.20.0.2", 60000, "10.20.0.1", 50000, 0xBB000001): (250, 0),
+    },
+    "interleaved_ssrc.pcap": {
+        ("10.21.0.1", 41000, "10.21.0.2", 51000, 0xC0000001): (200, 0),
+        ("10.21.0.1", 41000, "10.21.0.2", 51000, 0xC0000002): (12, 0),
+        ("10.21.0.1", 41000, "10.21.0.2", 51000, 0xC0000011): (200, 0),
+        ("10.21.0.1", 41000, "10.21.0.2", 51000, 0xC0000012): (99, 1),
+        ("10.21.0.1", 41000, "10.21.0.2", 51000, 0xC0000013): (50, 0),
+    },
+    "short_streams.pcap": {
+        ("10.22.0.1", 42000, "10.22.0.2", 52000, 0xD0000001): (2, 0),
+        ("10.22.0.1", 42002, "10.22.0.2", 52002, 0xD0000002): (3, 1),
+        ("10.22.0.1", 42004, "10.22.0.2", 52004, 0xD0000003): (5, 0),
+        ("10.22.0.1", 42006, "10.22.0.2", 52006, 0xD0000004): (100, 0),
+        ("10.22.0.2", 52006, "10.22.0.1", 42006, 0xD0000005): (1, 0),
+        ("10.22.0.1", 42008, "10.22.0.2", 52008, 0xD0000006): (30, 0),
+    },
+    "rtcp_mux.pcap": {
+        ("10.23.0.1", 43000, "10.23.0.2", 53000, 0xE0000001): (199, 1),
+        ("10.23.0.2", 53000, "10.23.0.1", 43000, 0xE0000002): (200, 0),
+    },
+}
+
+
+def tshark_streams(capture: Path) -> dict[tuple, tuple[int, int]]:
+    out = subprocess.run(["tshark", "-n", "-r", str(capture), "-o", "rtp.heuristic_rtp:TRUE",
+                          "-q", "-z", "rtp,streams"], capture_output=True, text=True,
+                         check=True).stdout
+    streams = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 10 and fields[6].startswith("0x"):
+            # start end src sport dst dport ssrc payload... packets lost (pct) ...
+            lost_at = next(i for i, f in enumerate(fields) if f.startswith("(") and f.endswith("%)"))
+            key = (fields[2], int(fields[3]), fields[4], int(fields[5]), int(fields[6], 16))
+            streams[key] = (int(fields[lost_at - 2]), int(fields[lost_at - 1]))
+    return streams
+
+
+def our_streams(capture: Path) -> dict[tuple, tuple[int, int]]:
+    streams = {}
+    for doc in decode_file(capture, HEURISTIC):
+        if doc["type"] == "rtp" and doc["rtp"]["final"]:
+            key = (doc["source"]["ip"], doc["source"]["port"], doc["destination"]["ip"],
+                   doc["destination"]["port"], doc["rtp"]["ssrc"])
+            assert key not in streams
+            streams[key] = (doc["rtp"]["packets"], doc["rtp"]["lost"])
+    return streams
+
+
+@pytest.mark.parametrize("name", sorted(TRUTH))
+def test_tshark_finds_the_generated_streams(name: str) -> None:
+    assert tshark_streams(PCAPS / "rtp" / name) == TRUTH[name]
+
+
+@pytest.mark.parametrize("name", sorted(TRUTH))
+def test_wirebeat_finds_every_stream_tshark_finds_with_its_counts(name: str) -> None:
+    assert our_streams(PCAPS / "rtp" / name) == TRUTH[name]
+
+
+def test_stun_dtls_and_srtcp_on_the_media_5_tuple_are_not_malformed_rtp(wirebeat) -> None:
+    proc = wirebeat("run", "-I", str(PCAPS / "rtp" / "webrtc_mux.pcap"), "--console",
+                    "--strict", "-E", HEURISTIC, "-E", "logging.level=debug")
+    assert proc.returncode == 0
+    assert b"rtp.bad_version" not in proc.stderr and b"decoder.malformed" not in proc.stderr
+
+
+def test_rtcp_muxed_on_the_rtp_port_is_attached_to_its_streams() -> None:
+    docs = [d for d in decode_file(PCAPS / "rtp" / "rtcp_mux.pcap", HEURISTIC)
+            if d["type"] == "rtp" and d["rtp"]["final"]]
+    by_ssrc = {d["rtp"]["ssrc"]: d for d in docs}
+    # Each sender sent 4 SRs with an SDES CNAME; B's SRs carry a report block on A.
+    # The first ones (t = 0 and 2 ms) come before any RTP: no stream yet to attach to.
+    assert by_ssrc[0xE0000001]["rtcp"]["sender_reports"] == 3
+    assert by_ssrc[0xE0000001]["rtcp"]["cname"] == "a@example"
+    assert by_ssrc[0xE0000001]["rtcp"]["receiver_reports"] == 3
+    assert by_ssrc[0xE0000002]["rtcp"]["cname"] == "b@example"
+
+
+def test_a_large_random_udp_capture_reports_no_rtp_stream(tmp_path: Path) -> None:
+    """50,000 random datagrams on 2,000 flows, a quarter of them starting with the
+    RTP version bits (tshark's heuristic takes many of those for RTP)."""
+    rng = random.Random(1207)
+    packets = []
+    t = mc.START_NS
+    for n in range(50_000):
+        flow = rng.randrange(2000)
+        payload = bytearray(rng.randbytes(rng.randrange(8, 400)))
+        if flow % 4 == 0:
+            payload[0] = 0x80 | rng.randrange(0x40)
+        src, dst = f"10.30.{flow // 250}.{flow % 250 + 1}", "10.31.0.1"
+        packets.append((t + n * 100_000, mc.frame(src, dst, 20000 + flow, 30000 + flow * 2,
+                                                  bytes(payload))))
+    capture = tmp_path / "random_udp.pcap"
+    pg.write_pcap(capture, packets)
+    assert len(tshark_streams(capture)) > 0          # Wireshark's heuristic is fooled
+    assert our_streams(capture) == {}
+
+
+def test_a_single_packet_alone_on_its_5_tuple_is_not_a_stream(tmp_path: Path) -> None:
+    """The known difference (docs/fields-rtp.md): Wireshark lists a one-packet stream
+    alone on its 5-tuple; wirebeat wants two in sequence, or a 5-tuple already
+    proven (RTCP, another stream), so that random UDP is never a stream."""
+    capture = tmp_path / "one.pcap"
+    pg.write_pcap(capture, [(mc.START_NS, mc.frame("10.40.0.1", "10.40.0.2", 40000, 50000,
+                                                   mc.rtp(1, 160, 0x12345678, 0, bytes(160))))])
+    assert len(tshark_streams(capture)) == 1
+    assert our_streams(capture) == {}
+
+
+def test_rtp_header_fields_are_read_from_srtp_with_a_padding_bit(tmp_path: Path) -> None:
+    """SRTP with P set: the last byte is the auth tag's, not a padding count."""
+    packets = []
+    for i in range(20):
+        data = bytearray(mc.rtp(100 + i, 160 * i, 0x0BADF00D, 0, bytes(170)))
+        data[0] |= 0x20
+        data[-1] = 0xFF                       # "padding" longer than the payload
+        packets.append((mc.START_NS + i * mc.PTIME_NS,
+                        mc.frame("10.41.0.1", "10.41.0.2", 40000, 50000, bytes(data))))
+    capture = tmp_path / "srtp_p.pcap"
+    pg.write_pcap(capture, packets)
+    assert our_streams(capture) == {("10.41.0.1", 40000, "10.41.0.2", 50000, 0x0BADF00D): (20, 0)}
+
+
+def test_the_generator_is_deterministic(tmp_path: Path) -> None:
+    for name in TRUTH:
+        mc.CAPTURES[name](tmp_path / name)
+        assert (tmp_path / name).read_bytes() == (PCAPS / "rtp" / name).read_bytes()
