@@ -876,8 +876,10 @@ def document(txn: Transaction) -> dict[str, Any]:
     netflow["exporter"] = rec.export
     event: dict[str, Any] = {"kind": "event", "category": ["network"], "type": ["connection"],
                              "action": rec.kind, "start": None, "end": None, "duration": None}
+    # The engine's flow.id and network.protocol_stack describe the export datagram's
+    # own path, not the flow the record reports: left out.
     doc: dict[str, Any] = {"netflow": netflow, "event": event, "observer": {"ip": rec.exporter_ip},
-                           "client": None, "server": None, "status": None}
+                           "client": None, "server": None, "status": None, "flow": None}
     if rec.start_ts is not None:
         event["start"] = iso_time(rec.start_ts)
     if rec.end_ts is not None:
@@ -895,7 +897,7 @@ def document(txn: Transaction) -> dict[str, Any]:
 
 
 def _network(rec: FlowRecord, transport: str | None) -> dict[str, Any]:
-    network: dict[str, Any] = {"transport": transport}
+    network: dict[str, Any] = {"transport": transport, "protocol_stack": None}
     if rec.bytes is not None:
         network["bytes"] = rec.bytes
     if rec.packets is not None:
