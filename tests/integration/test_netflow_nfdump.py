@@ -68,7 +68,7 @@ class NfCapd:
         wait_until(lambda: _bound(self.port) or self.proc.poll() is not None, 20,
                    "nfcapd listening")   # a loaded machine is slow
         assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
-        time.sleep(0.2)
+        time.sleep(1.0)       # bound is not yet reading: give it a moment
 
     def flows(self) -> list[dict]:
         """Stop nfcapd (it writes its file) and read every flow with nfdump."""
