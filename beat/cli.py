@@ -30,6 +30,7 @@ from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import Runner
 from wirebeat.sources.feed import SourceError
 from wirebeat.sources.live import LiveSource
+from wirebeat.sources.netflow import Listener, NetflowListener
 from wirebeat.sources.pcapfile import CaptureError, open_capture
 from wirebeat.sources.zmq import ZMQSource
 from wirebeat.stats import Stats
@@ -65,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="read a pcap or pcapng file ('-' for stdin); repeatable")
     run.add_argument("--zmq", action="append", default=[], metavar="ENDPOINT",
                      help="subscribe to an osmo-pcap ZeroMQ feed")
+    run.add_argument("--netflow", action="append", default=[], metavar="HOST:PORT",
+                     help="collect NetFlow/IPFIX exports on a UDP address; repeatable")
     run.add_argument("-i", dest="interfaces", action="append", default=[], metavar="IFACE",
                      help="capture live on an interface")
     run.add_argument("--user", metavar="NAME", default="",
@@ -211,12 +214,31 @@ def _stats_server(config: Config, stats: Stats) -> StatsServer:
                          f"{err.strerror}") from None
 
 
+def netflow_listeners(config: Config, hosts: list[str]) -> list[NetflowListener]:
+    """The configured and --netflow listeners; their ports are routed to the netflow decoder."""
+    entries = [Listener(**entry) for entry in config["wirebeat.sources.netflow"]]
+    entries += [Listener(host) for host in hosts]
+    if not entries:
+        return []
+    if not config["wirebeat.protocols.netflow.enabled"]:
+        raise UsageError("--netflow / wirebeat.sources.netflow need wirebeat.protocols.netflow.enabled: true")
+    try:
+        listeners = [NetflowListener(entry) for entry in entries]
+    except SourceError as err:
+        raise UsageError(str(err)) from None
+    ports = list(config.values["wirebeat.protocols.netflow.ports"])
+    ports += [listener.port for listener in listeners if listener.port not in ports]
+    config.values["wirebeat.protocols.netflow.ports"] = ports
+    return listeners
+
+
 def _run(args: argparse.Namespace, config: Config, registered: list[Registered]) -> int:
     log = logs.get("wirebeat")
     endpoints = list(dict.fromkeys(config["wirebeat.sources.zmq.endpoints"] + args.zmq))
     devices = list(dict.fromkeys(config["wirebeat.interfaces.device"] + args.interfaces))
-    if not (args.files or endpoints or devices):
-        raise UsageError("nothing to read: give -I FILE, --zmq ENDPOINT or -i IFACE")
+    listeners = netflow_listeners(config, args.netflow)
+    if not (args.files or endpoints or devices or listeners):
+        raise UsageError("nothing to read: give -I FILE, --zmq ENDPOINT, -i IFACE or --netflow HOST:PORT")
     enabled = _enabled(config, registered)
     user = args.user or config["wirebeat.user"]
     stats = Stats()
@@ -237,6 +259,8 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                                  config["wirebeat.interfaces.buffer_size_mb"]) for device in devices]
         for interface in interfaces:
             interface.open()
+        for listener in listeners:
+            listener.open()
         server = _stats_server(config, stats) if config["http.enabled"] else None
         state = drop_privileges(user or None) if user or os.geteuid() != 0 else None
         # ZeroMQ's I/O threads start with the first socket: after the drop, so they hold nothing.
@@ -246,7 +270,7 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                 feed.open(context)
     except (SourceError, PrivilegeError) as err:
         raise UsageError(str(err)) from None
-    live = [*feeds, *interfaces]
+    live = [*feeds, *interfaces, *listeners]
     if state is not None:
         log.info("running unprivileged", uid=state.uids[1], gid=state.gids[1],
                  capabilities=f"{state.caps['CapEff']:x}")
@@ -274,6 +298,8 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     stats.add_source(processors.counters)
     builder = DocumentBuilder(agent, processors, config["fields"],
                               config["fields_under_root"], config["tags"])
+    for listener in listeners:
+        builder.per_source[listener.name] = (listener.listener.tags, listener.listener.fields)
     engine = Engine(config, enabled, builder, pipeline, stats, strict=args.strict)
     runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)
     runner.install_signal_handlers()

@@ -54,6 +54,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.sources.zmq.endpoints": Option("list[str]", [], "osmo-pcap ZeroMQ publishers to subscribe to, tcp://HOST:PORT (as --zmq)"),
         "wirebeat.sources.zmq.clients": Option("list[str]", [], "collector client names to subscribe to; empty: every client"),
         "wirebeat.sources.zmq.receive_hwm": Option("int", 10000, "messages ZeroMQ queues per publisher before it drops (ZMQ_RCVHWM)"),
+        "wirebeat.sources.netflow": Option("netflow_listeners", [], "NetFlow/IPFIX UDP listeners (as --netflow): a list of {host: HOST:PORT, tags, fields, protocols: [v1, v5, v7, v9, ipfix], read_buffer: bytes}"),
         "wirebeat.interfaces.device": Option("list[str]", [], "interfaces to capture on live (as -i); 'any' for all"),
         "wirebeat.interfaces.snaplen": Option("int", 65535, "bytes captured per packet"),
         "wirebeat.interfaces.bpf_filter": Option("str", "", "BPF filter applied in the kernel (tcpdump syntax)"),
@@ -153,6 +154,7 @@ _KIND_WORDS = {
     "period": "a duration such as 10s, or -1s for never", "list[str]": "a list of strings",
     "list[int]": "a list of whole numbers", "map": "a mapping of keys to values",
     "processors": "a list of processors", "list[map]": "a list of mappings",
+    "netflow_listeners": "a list of listeners, each a mapping with host: HOST:PORT",
 }
 
 
@@ -214,7 +216,41 @@ def _coerce(key: str, kind: str, value: Any) -> Any:
         raise bad()
     if kind == "processors":
         return _coerce_processors(key, value)
+    if kind == "netflow_listeners":
+        return _coerce_listeners(key, value)
     raise AssertionError(kind)
+
+
+# Keys of one wirebeat.sources.netflow entry, with their kinds and defaults.
+NETFLOW_LISTENER_KEYS: dict[str, tuple[str, Any]] = {
+    "host": ("str", None), "tags": ("list[str]", []), "fields": ("map", {}),
+    "protocols": ("list[str]", ["v1", "v5", "v7", "v9", "ipfix"]), "read_buffer": ("int", 0),
+}
+
+
+def _coerce_listeners(key: str, value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"config key '{key}': expected {_KIND_WORDS['netflow_listeners']}, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"config key '{where}': expected a mapping with host: HOST:PORT")
+        checked = {}
+        for sub, (sub_kind, default) in NETFLOW_LISTENER_KEYS.items():
+            if sub in item:
+                checked[sub] = _coerce(f"{where}.{sub}", sub_kind, item[sub])
+            elif default is None:
+                raise ConfigError(f"config key '{where}.{sub}' is required")
+            else:
+                checked[sub] = default
+        for sub in item:
+            if sub not in NETFLOW_LISTENER_KEYS:
+                raise ConfigError(f"unknown config key '{where}.{sub}'")
+        out.append(checked)
+    return out
 
 
 def _coerce_processors(key: str, value: Any) -> list[dict[str, Any]]:

@@ -179,6 +179,8 @@ class DocumentBuilder:
         # Tunneled conversations seen by the engine: (source, inner sender, inner receiver) ->
         # (type, id, outer sender, outer receiver, link layers up to the inner network layer).
         self.tunnels: dict[tuple[str, str, str], tuple] = {}
+        # Tags and fields of one capture source (a NetFlow listener's), by source name.
+        self.per_source: dict[str, tuple[list[str], dict[str, Any]]] = {}
 
     def build(self, spec: DecoderSpec, txn: Transaction,
               flow_id: str | None = None) -> tuple[str, dict[str, Any]] | None:
@@ -238,7 +240,25 @@ class DocumentBuilder:
         merge(doc, spec.document(txn))
         if not self.decorate(doc):
             return None
+        if self.per_source:
+            self._decorate_source(doc, flow.source)
         return document_id_from(id_prefix, txn.ts, txn.identity), doc
+
+    def _decorate_source(self, doc: dict[str, Any], source: str) -> None:
+        """A listener's own tags and fields (under `fields`, as Filebeat's input-level ones)."""
+        extra = self.per_source.get(source)
+        if extra is None:
+            return
+        tags, fields = extra
+        if tags:
+            doc["tags"] = list(dict.fromkeys([*doc.get("tags", ()), *tags]))
+        if fields:
+            if self.fields_under_root:
+                merge(doc, fields)
+            else:
+                merged = dict(doc.get("fields") or {})
+                merge(merged, fields)
+                doc["fields"] = merged
 
     def build_other(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         """A document that is not a transaction (a collector event, wirebeat's own stats):

@@ -316,7 +316,8 @@ class Runner:
     def _summary(self, elapsed: float, unacked: int, process: dict[str, Any]) -> str:
         kinds = [(len(self.readers), "file(s)"),
                  (sum(1 for s in self.live if s.kind == "zmq"), "ZeroMQ feed(s)"),
-                 (sum(1 for s in self.live if s.kind == "interface"), "interface(s)")]
+                 (sum(1 for s in self.live if s.kind == "interface"), "interface(s)"),
+                 (sum(1 for s in self.live if s.kind == "netflow"), "NetFlow listener(s)")]
         inputs = ", ".join(f"{n} {what}" for n, what in kinds if n) or "no input"
         pipeline = self.pipeline
         dropped = f", {pipeline.dropped} dropped (output behind)" if pipeline.dropped else ""

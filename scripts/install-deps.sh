@@ -12,6 +12,8 @@ packages=(
   dnsmasq-base    # a real DNS and DHCP server
   isc-dhcp-client # dhclient
   sip-tester      # sipp
+  softflowd       # a real NetFlow v5/v9/IPFIX exporter (tests, pcaps/netflow)
+  nfdump          # nfcapd + nfdump: the independent NetFlow oracle
   libpcap-dev     # python-libpcap builds against it
   maven           # fetches the Elasticsearch server archive from Maven Central
   systemd         # systemd-analyze verifies the units in deploy/systemd

@@ -10,7 +10,11 @@ from conftest import ROOT
 
 def test_readme_yaml_example_loads(tmp_path):
     text = (ROOT / "README.md").read_text()
-    [block] = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    block, *others = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    for i, other in enumerate(others):          # every other example loads too
+        extra = tmp_path / f"readme-{i}.yml"
+        extra.write_text(other)
+        load_config(str(extra), [], [r.spec for r in discover()])
     path = tmp_path / "readme.yml"
     path.write_text(block)
     config = load_config(str(path), [], [r.spec for r in discover()])

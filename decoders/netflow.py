@@ -1,0 +1,923 @@
+"""NetFlow v1/v5/v7, NetFlow v9 (RFC 3954) and IPFIX (RFC 7011) export packets.
+
+One document per flow record (`netflow.type: netflow_flow`) and per options
+record (`netflow_options`), with Filebeat's netflow input field names: every
+field of the record under `netflow.*`, named after the IANA IPFIX registry
+(RFC 7012) in snake_case (decoders/ipfix_elements.py); elements not in the
+table, enterprise-specific ones included, are kept as hex under their numbers
+in `netflow.unknown_fields` ("450:0a0b", "29305.1:ff"). The ECS fields (source,
+destination, network.bytes/packets/transport/iana_number, event.start/end)
+come from the record; v1/v5/v7 records are read as fixed templates of the same
+elements, as Filebeat maps them.
+
+State is kept per exporter (its address "ip:port") and, below it, per
+(version, observation domain / source id): templates and options templates by
+template id, the sequence number expected next, the last sampling interval an
+options record announced. Templates can be withdrawn (IPFIX) and redefined. A
+data set whose template has not arrived is held (at most
+`max_pending_sets` per exporter) and decoded when the template comes, or
+dropped and counted after `pending_timeout` (packet time).
+
+Sequence numbers: v5/v7 count flow records, v9 export packets, IPFIX data
+records (per domain). A sequence number ahead of the expected one counts the
+difference as lost (`lost_records` / `lost_packets`, also on the documents of
+that packet as `netflow.exporter.lost_*`); one far behind, or a sysUptime gone
+backwards, is an exporter restart (`exporter_restarts`,
+`netflow.exporter.restarted: true`); one a little behind is a late packet.
+
+Sampling: the v5 header's interval, or the last samplingInterval /
+samplerRandomInterval / samplingPacketInterval an options record of the same
+domain carried, is recorded on each flow as `netflow.sampling_interval` when
+the record has none of its own. Counts are never rescaled.
+
+Not decoded: structured data (basicList, subTemplateList; kept as hex), v6/v8
+aggregation packets, per-sampler-id sampling scopes.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from wirebeat.decoders.api import Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction, Truncated
+from wirebeat.decoders.ipfix_elements import ELEMENTS
+
+__all__ = ["DECODER", "NetflowDecoder", "document", "looks_like_export"]
+
+PORTS = (2055, 4739, 9995, 9996)
+MAX_U32 = 1 << 32
+NTP_EPOCH_OFFSET = 2208988800          # seconds from 1900-01-01 to 1970-01-01
+LATE_WINDOW = 1000                     # packets/records behind the expected sequence: late, not a restart
+
+_V5_HEADER = struct.Struct("!HHIIIIBBH")     # version count uptime secs nsecs sequence engine_type engine_id sampling
+_V1_HEADER = struct.Struct("!HHIII")
+_V7_HEADER = struct.Struct("!HHIIIII")
+_V9_HEADER = struct.Struct("!HHIIII")        # version count uptime secs sequence source_id
+_IPFIX_HEADER = struct.Struct("!HHIII")      # version length export_time sequence domain
+_SET_HEADER = struct.Struct("!HH")
+_U16 = struct.Struct("!H")
+
+PADDING = -1      # a field the fixed v1/v5/v7 layouts skip
+V9_SCOPE = -2     # enterprise marker of a v9 options template's scope fields (RFC 3954 section 6.1)
+_V9_SCOPES = {1: "scope_system", 2: "scope_interface", 3: "scope_line_card", 4: "scope_cache",
+              5: "scope_template"}
+
+# v1/v5/v7 records as (element, length) lists: the elements Filebeat maps them to.
+_V5_LAYOUT = ((8, 4), (12, 4), (15, 4), (10, 2), (14, 2), (2, 4), (1, 4), (22, 4), (21, 4),
+              (7, 2), (11, 2), (PADDING, 1), (6, 1), (4, 1), (5, 1), (16, 2), (17, 2),
+              (9, 1), (13, 1), (PADDING, 2))
+_V1_LAYOUT = ((8, 4), (12, 4), (15, 4), (10, 2), (14, 2), (2, 4), (1, 4), (22, 4), (21, 4),
+              (7, 2), (11, 2), (PADDING, 2), (4, 1), (5, 1), (6, 1), (PADDING, 7))
+_V7_LAYOUT = ((8, 4), (12, 4), (15, 4), (10, 2), (14, 2), (2, 4), (1, 4), (22, 4), (21, 4),
+              (7, 2), (11, 2), (PADDING, 1), (6, 1), (4, 1), (5, 1), (16, 2), (17, 2),
+              (9, 1), (13, 1), (PADDING, 2), (43, 4))
+
+# ECS network.transport: IANA protocol keywords, lower case.
+_TRANSPORTS = {1: "icmp", 2: "igmp", 4: "ipv4", 6: "tcp", 17: "udp", 41: "ipv6", 47: "gre",
+               50: "esp", 51: "ah", 58: "ipv6-icmp", 89: "ospf", 103: "pim", 112: "vrrp",
+               132: "sctp", 136: "udplite"}
+
+_SAMPLING_ELEMENTS = ("sampling_interval", "sampler_random_interval", "sampling_packet_interval")
+
+VERSIONS = {1: "v1", 5: "v5", 7: "v7", 9: "v9", 10: "ipfix"}
+
+
+def looks_like_export(payload: bytes) -> bool:
+    """A cheap guess: does this datagram start like a NetFlow/IPFIX export packet?"""
+    if len(payload) < 16:
+        return False
+    version = _U16.unpack_from(payload)[0]
+    if version == 10:
+        return _U16.unpack_from(payload, 2)[0] <= len(payload)
+    return version in (1, 5, 7, 9)
+
+
+# -- value conversion ------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)        # pure: flows of one export share their seconds
+def _iso_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def iso_time(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds' precision kept to the microsecond."""
+    seconds = int(ts // 1)
+    micros = round((ts - seconds) * 1e6)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    return f"{_iso_second(seconds)}.{micros:06d}Z"
+
+
+def _ipv6(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _mac(raw: bytes) -> str:
+    return raw.hex(":")
+
+
+def _hex(raw: bytes) -> str:
+    return raw.hex()
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _unsigned(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def _signed(raw: bytes) -> int:
+    return int.from_bytes(raw, "big", signed=True)
+
+
+def _boolean(value: int) -> bool:
+    return value == 1          # RFC 7011 section 6.1.5: 1 is true, 2 is false
+
+
+def _seconds_date(value: int) -> str:
+    return iso_time(value)
+
+
+def _millis_date(value: int) -> str:
+    return iso_time(value / 1000)
+
+
+def _ntp_date(value: int) -> str:
+    return iso_time((value >> 32) - NTP_EPOCH_OFFSET + (value & 0xFFFFFFFF) / MAX_U32)
+
+
+_INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_SIGNED_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
+
+
+def _field_plan(element: int, enterprise: int, length: int) -> tuple[str, str, Callable[[Any], Any] | None]:
+    """(struct code, field name, converter) for one template field of fixed length.
+
+    A length the element's type does not allow (reduced-size encoding aside)
+    keeps the value as hex, as an unknown element is kept.
+    """
+    if enterprise == V9_SCOPE:
+        name = _V9_SCOPES.get(element)
+        if name is None or length not in _INT_CODES:
+            return f"{length}s", f"unknown:scope.{element}", _hex
+        return _INT_CODES[length], name, None
+    known = ELEMENTS.get(element) if enterprise == 0 else None
+    if known is None:
+        key = str(element) if enterprise == 0 else f"{enterprise}.{element}"
+        return f"{length}s", "unknown:" + key, _hex
+    name, kind = known
+    if kind.startswith("unsigned") or kind in ("dateTimeSeconds", "dateTimeMilliseconds",
+                                              "dateTimeMicroseconds", "dateTimeNanoseconds", "boolean"):
+        code = _INT_CODES.get(length)
+        conv: Callable[[Any], Any] | None = None
+        if kind == "dateTimeSeconds":
+            conv = _seconds_date
+        elif kind == "dateTimeMilliseconds":
+            conv = _millis_date
+        elif kind.startswith("dateTimeM") or kind == "dateTimeNanoseconds":
+            conv = _ntp_date
+            if length != 8:
+                return f"{length}s", "unknown:" + str(element), _hex
+        elif kind == "boolean":
+            conv = _boolean
+        if code is None:                     # reduced-size encoding of odd length (3, 5, 6, 7)
+            if length > 8 or length == 0 or conv is not None:
+                return f"{length}s", "unknown:" + str(element), _hex
+            return f"{length}s", name, _unsigned
+        return code, name, conv
+    if kind.startswith("signed"):
+        code = _SIGNED_CODES.get(length)
+        if code is None:
+            return f"{length}s", name, _signed
+        return code, name, None
+    if kind == "ipv4Address" and length == 4:
+        return "4s", name, socket.inet_ntoa
+    if kind == "ipv6Address" and length == 16:
+        return "16s", name, _ipv6
+    if kind == "macAddress" and length == 6:
+        return "6s", name, _mac
+    if kind == "float64" and length in (4, 8):
+        return ("f" if length == 4 else "d"), name, None
+    if kind == "float32" and length == 4:
+        return "f", name, None
+    if kind == "string":
+        return f"{length}s", name, _text
+    if kind in ("octetArray", "basicList", "subTemplateList", "subTemplateMultiList"):
+        return f"{length}s", name, _hex
+    return f"{length}s", "unknown:" + str(element), _hex
+
+
+# -- templates ---------------------------------------------------------------------
+
+
+VARIABLE = 65535       # IPFIX: the field's length comes with each record (RFC 7011 section 7)
+
+
+@dataclass(slots=True)
+class Template:
+    """A (options) template, compiled once for decoding its records."""
+
+    template_id: int
+    fields: tuple[tuple[int, int, int], ...]     # (element, enterprise number, length)
+    scope_fields: int = 0                        # options templates: leading scope fields
+    record_length: int = 0                       # 0 when a field has variable length
+    min_length: int = 0                          # smallest possible record
+    unpack: Callable[..., tuple[Any, ...]] | None = None
+    plan: tuple[tuple[str, Callable[[Any], Any] | None], ...] = ()
+    has_unknown: bool = True                     # records may carry "unknown:<number>" names
+
+    @classmethod
+    def compile(cls, template_id: int, fields: tuple[tuple[int, int, int], ...],
+                scope_fields: int = 0) -> Template:
+        variable = any(length == VARIABLE for _, _, length in fields)
+        min_length = sum(1 if length == VARIABLE else length for _, _, length in fields)
+        template = cls(template_id, fields, scope_fields, 0, min_length)
+        if not variable:
+            codes, plan = [], []
+            for element, enterprise, length in fields:
+                if element == PADDING or (enterprise == 0 and element == 210):   # paddingOctets
+                    codes.append(f"{length}x")
+                    continue
+                code, name, conv = _field_plan(element, enterprise, length)
+                codes.append(code)
+                plan.append((name, conv))
+            compiled = struct.Struct("!" + "".join(codes))
+            template.record_length = compiled.size
+            template.unpack = compiled.unpack_from
+            template.plan = tuple(plan)
+            template.has_unknown = any(name.startswith("unknown:") for name, _ in plan)
+        return template
+
+    def records(self, data: bytes, start: int, end: int) -> list[dict[str, Any]]:
+        """Every record between start and end; what is left shorter than a record is padding."""
+        out = []
+        if self.unpack is not None:
+            size, unpack, plan = self.record_length, self.unpack, self.plan
+            if size == 0:
+                return out
+            offset = start
+            while offset + size <= end:
+                values = unpack(data, offset)
+                offset += size
+                record = {}
+                for (name, conv), value in zip(plan, values):
+                    record[name] = value if conv is None else conv(value)
+                out.append(record)
+            return out
+        offset = start
+        while end - offset >= max(self.min_length, 1):
+            record, offset = self._variable_record(data, offset, end)
+            out.append(record)
+        return out
+
+    def _variable_record(self, data: bytes, offset: int, end: int) -> tuple[dict[str, Any], int]:
+        record: dict[str, Any] = {}
+        for element, enterprise, length in self.fields:
+            if length == VARIABLE:
+                if offset >= end:
+                    raise Truncated("netflow.variable_length_past_set", offset)
+                length = data[offset]
+                offset += 1
+                if length == 255:
+                    if offset + 2 > end:
+                        raise Truncated("netflow.variable_length_past_set", offset)
+                    length = _U16.unpack_from(data, offset)[0]
+                    offset += 2
+            if offset + length > end:
+                raise Truncated("netflow.variable_length_past_set", offset)
+            raw = data[offset:offset + length]
+            offset += length
+            if element == PADDING or (enterprise == 0 and element == 210):
+                continue
+            code, name, conv = _field_plan(element, enterprise, length)
+            if code.endswith("s"):
+                value: Any = bytes(raw)
+            else:
+                value = struct.unpack("!" + code, raw)[0]
+            record[name] = value if conv is None else conv(value)
+        return record, offset
+
+
+_V5_TEMPLATE = Template.compile(0, tuple((e, 0, n) for e, n in _V5_LAYOUT))
+_V1_TEMPLATE = Template.compile(0, tuple((e, 0, n) for e, n in _V1_LAYOUT))
+_V7_TEMPLATE = Template.compile(0, tuple((e, 0, n) for e, n in _V7_LAYOUT))
+
+
+# -- per exporter state -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Domain:
+    """One (version, observation domain / source id) of an exporter."""
+
+    templates: dict[int, Template] = field(default_factory=dict)
+    expected_sequence: int | None = None
+    last_uptime_ms: int | None = None
+    last_sequence: int | None = None
+    sampling_interval: int | None = None
+    system_init_ms: str | None = None         # IPFIX: options records may say when sysUpTime began
+
+
+@dataclass(slots=True)
+class _Pending:
+    ts: float
+    version: int
+    domain_id: int
+    template_id: int
+    data: bytes                     # the set's records (header removed)
+    export: dict[str, Any]          # the header fields of its packet
+    export_ts: float
+    uptime: int | None
+    source: str
+    identity: str
+
+
+@dataclass(slots=True)
+class _Exporter:
+    address: str
+    ip: str
+    domains: dict[tuple[int, int], _Domain] = field(default_factory=dict)
+    template_count: int = 0
+    pending: deque[_Pending] = field(default_factory=deque)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class FlowRecord:
+    """What a document is made of: the record's fields and its export packet's header."""
+
+    kind: str                       # "netflow_flow" or "netflow_options"
+    fields: dict[str, Any]          # netflow.* (names from the registry)
+    export: dict[str, Any]          # netflow.exporter.*
+    exporter_ip: str
+    start_ts: float | None
+    end_ts: float | None
+    packets: int | None
+    bytes: int | None
+    iana_number: int | None
+
+
+class NetflowDecoder:
+    """Export packets of every exporter of one capture source (a listener, a file)."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.max_exporters: int = options.get("max_exporters", 1024)
+        self.max_templates: int = options.get("max_templates", 1024)
+        self.max_domains: int = options.get("max_domains", 256)
+        self.max_pending_sets: int = options.get("max_pending_sets", 256)
+        self.pending_timeout_s: float = options.get("pending_timeout", 60.0)
+        self.exporters: dict[str, _Exporter] = {}
+        self.totals: Counter[str] = Counter()
+        self.pending_sets = 0
+        self.held_in_packet = 0         # data sets of the current packet held for their template
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Totals, and per exporter ("exporter.<ip:port>.<what>"): read by the engine's monitoring."""
+        out = dict(self.totals)
+        out["exporters"] = len(self.exporters)
+        out["pending_sets"] = self.pending_sets
+        for exporter in self.exporters.values():
+            for what, n in exporter.counts.items():
+                out[f"exporter.{exporter.address}.{what}"] = n
+        return out
+
+    # -- entry points ----------------------------------------------------------
+
+    def on_datagram(self, dgram: Datagram) -> list[Transaction]:
+        flow = dgram.flow
+        if dgram.from_client:
+            exporter_ip, exporter_port = flow.client_ip, flow.client_port
+        else:
+            exporter_ip, exporter_port = flow.server_ip, flow.server_port
+        address = f"[{exporter_ip}]:{exporter_port}" if ":" in exporter_ip else f"{exporter_ip}:{exporter_port}"
+        exporter = self.exporters.get(address) or self._new_exporter(address, exporter_ip)
+        try:
+            txns = self._decode(exporter, dgram.payload, dgram.ts, flow.source)
+        except DecodeError as err:
+            self.totals["malformed." + err.reason] += 1
+            exporter.counts["malformed." + err.reason] += 1
+            raise
+        exporter.counts["packets"] += 1
+        return txns
+
+    def expire(self, now: float) -> list[Transaction]:
+        """Drop held data sets whose template did not come within pending_timeout."""
+        if not self.pending_sets:
+            return []
+        limit = now - self.pending_timeout_s
+        for exporter in self.exporters.values():
+            pending = exporter.pending
+            while pending and pending[0].ts < limit:
+                pending.popleft()
+                self._lost_pending(exporter, "pending_expired")
+        return []
+
+    # -- packets ---------------------------------------------------------------
+
+    def _new_exporter(self, address: str, ip: str) -> _Exporter:
+        if len(self.exporters) >= self.max_exporters:
+            oldest = next(iter(self.exporters))
+            evicted = self.exporters.pop(oldest)
+            self.pending_sets -= len(evicted.pending)
+            self.totals["exporters_evicted"] += 1
+        exporter = self.exporters[address] = _Exporter(address, ip)
+        return exporter
+
+    def _decode(self, exporter: _Exporter, data: bytes, ts: float, source: str) -> list[Transaction]:
+        if len(data) < 4:
+            raise Truncated("netflow.truncated_header", 0)
+        version = _U16.unpack_from(data)[0]
+        if version == 5:
+            return self._fixed(exporter, data, ts, source, version)
+        if version == 9:
+            return self._v9(exporter, data, ts, source)
+        if version == 10:
+            return self._ipfix(exporter, data, ts, source)
+        if version in (1, 7):
+            return self._fixed(exporter, data, ts, source, version)
+        raise DecodeError("netflow.unknown_version", 0)
+
+    def _fixed(self, exporter: _Exporter, data: bytes, ts: float, source: str,
+               version: int) -> list[Transaction]:
+        """v1, v5, v7: a header, then `count` records of one fixed layout."""
+        sampling = 0
+        engine: tuple[int, int] | None = None
+        if version == 5:
+            header, template = _V5_HEADER, _V5_TEMPLATE
+            if len(data) < header.size:
+                raise Truncated("netflow.truncated_header", 0)
+            (_, count, uptime, secs, nsecs, sequence, engine_type, engine_id,
+             sampling_field) = header.unpack_from(data)
+            engine = (engine_type, engine_id)
+            sampling = sampling_field & 0x3FFF          # top two bits: the sampling mode
+        elif version == 7:
+            header, template = _V7_HEADER, _V7_TEMPLATE
+            if len(data) < header.size:
+                raise Truncated("netflow.truncated_header", 0)
+            _, count, uptime, secs, nsecs, sequence, _reserved = header.unpack_from(data)
+        else:
+            header, template = _V1_HEADER, _V1_TEMPLATE
+            if len(data) < header.size:
+                raise Truncated("netflow.truncated_header", 0)
+            _, count, uptime, secs, nsecs = header.unpack_from(data)
+            sequence = None
+        end = header.size + count * template.record_length
+        if count == 0 or count > 30 or end > len(data):
+            # v5 packets hold at most 30 records; a count past the bytes is a lie.
+            raise DecodeError("netflow.bad_record_count", 2)
+        export_ts = secs + nsecs / 1e9
+        domain = self._domain(exporter, version, 0)
+        notes = self._sequence(exporter, domain, version, sequence, count, uptime)
+        export = {"version": version, "timestamp": iso_time(export_ts), "uptime_millis": uptime,
+                  "address": exporter.address, "source_id": 0}
+        if engine is not None:
+            export["engine_type"], export["engine_id"] = engine
+        if sequence is not None:
+            export["sequence_number"] = sequence
+        export.update(notes)
+        txns = []
+        for index, record in enumerate(template.records(data, header.size, end)):
+            if sampling:
+                record["sampling_interval"] = sampling
+            txns.append(self._transaction(exporter, record, "netflow_flow", export, export_ts,
+                                          uptime, source, f"{sequence}|0|{index}", False))
+        return txns
+
+    def _v9(self, exporter: _Exporter, data: bytes, ts: float, source: str) -> list[Transaction]:
+        if len(data) < _V9_HEADER.size:
+            raise Truncated("netflow.truncated_header", 0)
+        _, _count, uptime, secs, sequence, source_id = _V9_HEADER.unpack_from(data)
+        domain = self._domain(exporter, 9, source_id)
+        export = {"version": 9, "timestamp": iso_time(secs), "uptime_millis": uptime,
+                  "address": exporter.address, "source_id": source_id,
+                  "sequence_number": sequence}
+        export.update(self._sequence(exporter, domain, 9, sequence, 1, uptime))
+        return self._sets(exporter, domain, 9, source_id, data, _V9_HEADER.size, len(data),
+                          export, float(secs), uptime, ts, source, str(sequence))
+
+    def _ipfix(self, exporter: _Exporter, data: bytes, ts: float, source: str) -> list[Transaction]:
+        if len(data) < _IPFIX_HEADER.size:
+            raise Truncated("netflow.truncated_header", 0)
+        _, length, export_time, sequence, domain_id = _IPFIX_HEADER.unpack_from(data)
+        if length > len(data):
+            raise Truncated("netflow.ipfix_length_past_datagram", 2)
+        if length < _IPFIX_HEADER.size:
+            raise DecodeError("netflow.ipfix_bad_length", 2)
+        domain = self._domain(exporter, 10, domain_id)
+        export = {"version": 10, "timestamp": iso_time(export_time), "address": exporter.address,
+                  "source_id": domain_id, "sequence_number": sequence}
+        previous = domain.expected_sequence
+        self.held_in_packet = 0
+        txns = self._sets(exporter, domain, 10, domain_id, data, _IPFIX_HEADER.size, length,
+                          export, float(export_time), None, ts, source, str(sequence))
+        # RFC 7011 section 3.1: the sequence counts data records sent before this message.
+        records = sum(1 for t in txns if t.detail.export is export)
+        notes = self._ipfix_sequence(exporter, domain, previous, sequence, records,
+                                     self.held_in_packet)
+        if notes:
+            export.update(notes)
+        return txns
+
+    # -- sets ------------------------------------------------------------------
+
+    def _sets(self, exporter: _Exporter, domain: _Domain, version: int, domain_id: int,
+              data: bytes, offset: int, end: int, export: dict[str, Any], export_ts: float,
+              uptime: int | None, ts: float, source: str, sequence: str) -> list[Transaction]:
+        template_set, options_set = (0, 1) if version == 9 else (2, 3)
+        txns: list[Transaction] = []
+        index = 0
+        while end - offset >= 4:
+            set_id, length = _SET_HEADER.unpack_from(data, offset)
+            if length < 4 or offset + length > end:
+                # The set's own length lies: nothing after it can be found again.
+                self._count(exporter, "bad_set_length")
+                break
+            body, set_end = offset + 4, offset + length
+            offset = set_end
+            index += 1
+            if set_id == template_set or set_id == options_set:
+                self._templates(exporter, domain, version, domain_id, data, body, set_end,
+                                set_id == options_set, txns)
+            elif set_id >= 256:
+                template = domain.templates.get(set_id)
+                identity = f"{sequence}|{index}"
+                if template is None:
+                    self._hold(exporter, _Pending(ts, version, domain_id, set_id,
+                                                  bytes(data[body:set_end]), export, export_ts,
+                                                  uptime, source, identity))
+                    self.held_in_packet += 1
+                    continue
+                self._data(exporter, domain, template, data, body, set_end, export, export_ts,
+                           uptime, source, identity, txns)
+            else:
+                self._count(exporter, "reserved_set_id")
+        if end - offset > 0 and version == 10:
+            self._count(exporter, "trailing_bytes")
+        return txns
+
+    def _templates(self, exporter: _Exporter, domain: _Domain, version: int, domain_id: int,
+                   data: bytes, offset: int, end: int, options: bool,
+                   txns: list[Transaction]) -> None:
+        """Read every template record of one set; a bad one ends the set, the packet goes on."""
+        min_record = 6 if (options and version == 9) else 4
+        while end - offset >= min_record:
+            try:
+                template_id, offset, template = self._template(version, data, offset, end, options)
+            except DecodeError as err:
+                self._count(exporter, err.reason.removeprefix("netflow."))
+                return
+            if template is None:
+                self._withdraw(exporter, domain, template_id, options)
+                continue
+            known = domain.templates.get(template_id)
+            if known is not None:
+                if known.fields != template.fields or known.scope_fields != template.scope_fields:
+                    self._count(exporter, "templates_redefined")
+                    domain.templates[template_id] = template
+                continue
+            if exporter.template_count >= self.max_templates:
+                self._count(exporter, "templates_rejected")      # cap: a template flood
+                continue
+            domain.templates[template_id] = template
+            exporter.template_count += 1
+            self._count(exporter, "templates")
+            if exporter.pending:
+                self._release(exporter, domain, version, domain_id, template, txns)
+
+    @staticmethod
+    def _template(version: int, data: bytes, offset: int, end: int,
+                  options: bool) -> tuple[int, int, Template | None]:
+        """(template id, offset after it, template or None for a withdrawal). Raises DecodeError."""
+        if options and version == 9:
+            if end - offset < 6:
+                raise Truncated("netflow.template_truncated", offset)
+            template_id, scope_bytes, option_bytes = struct.unpack_from("!HHH", data, offset)
+            offset += 6
+            if scope_bytes % 4 or option_bytes % 4 or offset + scope_bytes + option_bytes > end:
+                raise DecodeError("netflow.template_length_lies", offset)
+            count, scope = (scope_bytes + option_bytes) // 4, scope_bytes // 4
+            fields = []
+            for _ in range(count):
+                element, length = struct.unpack_from("!HH", data, offset)
+                offset += 4
+                # Scope fields (system, interface, ...) are numbered 1-5 in their own space.
+                fields.append((element, 0, length) if len(fields) >= scope
+                              else (element, V9_SCOPE, length))
+            offset = end         # the rest of an options template flowset is padding
+        else:
+            template_id, count = struct.unpack_from("!HH", data, offset)
+            offset += 4
+            if count == 0 and version == 10:
+                return template_id, offset, None          # RFC 7011 section 8.1: withdrawal
+            scope = 0
+            if options:
+                if end - offset < 2:
+                    raise Truncated("netflow.template_truncated", offset)
+                scope = _U16.unpack_from(data, offset)[0]
+                offset += 2
+            if template_id < 256 or count == 0:
+                raise DecodeError("netflow.bad_template_id", offset)
+            if options and (scope == 0 or scope > count):
+                raise DecodeError("netflow.bad_scope_count", offset)
+            fields = []
+            for _ in range(count):
+                if end - offset < 4:
+                    raise DecodeError("netflow.template_length_lies", offset)
+                element, length = struct.unpack_from("!HH", data, offset)
+                offset += 4
+                enterprise = 0
+                if element & 0x8000 and version == 10:
+                    if end - offset < 4:
+                        raise DecodeError("netflow.template_length_lies", offset)
+                    enterprise = struct.unpack_from("!I", data, offset)[0]
+                    offset += 4
+                    element &= 0x7FFF
+                if length == 0 or (length == VARIABLE and version == 9):
+                    raise DecodeError("netflow.bad_field_length", offset)
+                fields.append((element, enterprise, length))
+        if template_id < 256:
+            raise DecodeError("netflow.bad_template_id", offset)
+        return template_id, offset, Template.compile(template_id, tuple(fields), scope)
+
+    def _withdraw(self, exporter: _Exporter, domain: _Domain, template_id: int,
+                  options: bool) -> None:
+        if template_id in (2, 3):        # all templates (2) or all options templates (3)
+            gone = [tid for tid, t in domain.templates.items() if (t.scope_fields > 0) == options]
+            for tid in gone:
+                del domain.templates[tid]
+            removed = len(gone)
+        else:
+            removed = 1 if domain.templates.pop(template_id, None) is not None else 0
+        exporter.template_count -= removed
+        self._count(exporter, "templates_withdrawn", removed)
+
+    def _data(self, exporter: _Exporter, domain: _Domain, template: Template, data: bytes,
+              start: int, end: int, export: dict[str, Any], export_ts: float, uptime: int | None,
+              source: str, identity: str, txns: list[Transaction]) -> None:
+        try:
+            records = template.records(data, start, end)
+        except DecodeError as err:
+            self._count(exporter, err.reason.removeprefix("netflow."))
+            return
+        is_options = template.scope_fields > 0
+        kind = "netflow_options" if is_options else "netflow_flow"
+        for index, record in enumerate(records):
+            if is_options:
+                for name in _SAMPLING_ELEMENTS:
+                    value = record.get(name)
+                    if value:
+                        domain.sampling_interval = value
+                init = record.get("system_init_time_milliseconds")
+                if init is not None:
+                    domain.system_init_ms = init
+            else:
+                if domain.sampling_interval and "sampling_interval" not in record:
+                    record["sampling_interval"] = domain.sampling_interval
+                if domain.system_init_ms is not None and uptime is None:
+                    record.setdefault("system_init_time_milliseconds", domain.system_init_ms)
+            txns.append(self._transaction(exporter, record, kind, export, export_ts, uptime,
+                                          source, f"{identity}|{index}", template.has_unknown))
+
+    # -- data before its template ----------------------------------------------------
+
+    def _hold(self, exporter: _Exporter, pending: _Pending) -> None:
+        self._count(exporter, "pending_held")
+        queue = exporter.pending
+        if len(queue) >= self.max_pending_sets:
+            queue.popleft()
+            self._lost_pending(exporter, "pending_dropped")
+        queue.append(pending)
+        self.pending_sets += 1
+
+    def _lost_pending(self, exporter: _Exporter, reason: str) -> None:
+        self.pending_sets -= 1
+        self._count(exporter, reason)
+
+    def _release(self, exporter: _Exporter, domain: _Domain, version: int, domain_id: int,
+                 template: Template, txns: list[Transaction]) -> None:
+        """Decode the held sets the template just learnt was missing."""
+        keep: deque[_Pending] = deque()
+        for held in exporter.pending:
+            if (held.template_id != template.template_id or held.version != version
+                    or held.domain_id != domain_id):
+                keep.append(held)
+                continue
+            self.pending_sets -= 1
+            self._count(exporter, "pending_decoded")
+            self._data(exporter, domain, template, held.data, 0, len(held.data), held.export,
+                       held.export_ts, held.uptime, held.source, held.identity, txns)
+        exporter.pending = keep
+
+    # -- sequence numbers ------------------------------------------------------------
+
+    def _domain(self, exporter: _Exporter, version: int, domain_id: int) -> _Domain:
+        key = (version, domain_id)
+        domain = exporter.domains.get(key)
+        if domain is None:
+            if len(exporter.domains) >= self.max_domains:
+                _, evicted = exporter.domains.popitem()     # cap: a flood of domain ids
+                exporter.template_count -= len(evicted.templates)
+                self._count(exporter, "domains_evicted")
+            domain = exporter.domains[key] = _Domain()
+        return domain
+
+    def _sequence(self, exporter: _Exporter, domain: _Domain, version: int,
+                  sequence: int | None, count: int, uptime: int) -> dict[str, Any]:
+        """v5/v7 (records) and v9 (packets): compare with what was expected, remember the next."""
+        notes: dict[str, Any] = {}
+        restarted = domain.last_uptime_ms is not None and uptime < domain.last_uptime_ms
+        domain.last_uptime_ms = uptime
+        if sequence is None:
+            return notes
+        what = "lost_packets" if version == 9 else "lost_records"
+        expected = domain.expected_sequence
+        domain.expected_sequence = (sequence + count) % MAX_U32
+        if expected is None:
+            return notes
+        ahead = (sequence - expected) % MAX_U32
+        if restarted or (ahead >= MAX_U32 // 2 and MAX_U32 - ahead > LATE_WINDOW * count):
+            self._count(exporter, "exporter_restarts")
+            notes["restarted"] = True
+        elif ahead and ahead < MAX_U32 // 2:
+            self._count(exporter, what, ahead)
+            notes[what] = ahead
+        elif ahead:
+            self._count(exporter, "late_packets")
+            domain.expected_sequence = expected
+        return notes
+
+    def _ipfix_sequence(self, exporter: _Exporter, domain: _Domain, expected: int | None,
+                        sequence: int, records: int, held: int) -> dict[str, Any]:
+        notes: dict[str, Any] = {}
+        previous = domain.last_sequence
+        domain.last_sequence = sequence
+        # Held sets have an unknown number of records: the next expectation is unknown.
+        domain.expected_sequence = None if held else (sequence + records) % MAX_U32
+        if expected is None:
+            return notes
+        ahead = (sequence - expected) % MAX_U32
+        if ahead and previous is not None and (sequence - records - previous) % MAX_U32 == 0:
+            # Some exporters (softflowd) count this message's records too: no loss either.
+            ahead = 0
+        if ahead >= MAX_U32 // 2 and MAX_U32 - ahead > LATE_WINDOW * 30:
+            self._count(exporter, "exporter_restarts")
+            notes["restarted"] = True
+        elif ahead and ahead < MAX_U32 // 2:
+            self._count(exporter, "lost_records", ahead)
+            notes["lost_records"] = ahead
+        elif ahead:
+            self._count(exporter, "late_packets")
+            domain.expected_sequence = expected
+        return notes
+
+    def _count(self, exporter: _Exporter, what: str, n: int = 1) -> None:
+        self.totals[what] += n
+        exporter.counts[what] += n
+
+    # -- records -----------------------------------------------------------------------
+
+    def _transaction(self, exporter: _Exporter, record: dict[str, Any], kind: str,
+                     export: dict[str, Any], export_ts: float, uptime: int | None, source: str,
+                     identity: str, has_unknown: bool) -> Transaction:
+        if has_unknown:
+            unknown = [f"{name[8:]}:{record.pop(name)}" for name in [n for n in record if n.startswith("unknown:")]]
+            if unknown:
+                record["unknown_fields"] = unknown
+        start_ts, end_ts = _flow_times(record, export_ts, uptime)
+        get = record.get
+        packets = get("packet_delta_count")
+        if packets is None:
+            packets = get("packet_total_count")
+        octets = get("octet_delta_count")
+        if octets is None:
+            octets = get("octet_total_count")
+        proto = get("protocol_identifier")
+        src = get("source_ipv4_address") or get("source_ipv6_address")
+        dst = get("destination_ipv4_address") or get("destination_ipv6_address")
+        if kind == "netflow_flow" and src and dst:
+            transport = _TRANSPORTS.get(proto, str(proto)) if proto is not None else "unknown"
+            if proto in (1, 58):
+                type_code = get("icmp_type_code_ipv4") or get("icmp_type_code_ipv6")
+                if type_code is None:
+                    type_code = get("destination_transport_port", 0)
+                sport, dport = type_code >> 8, type_code & 0xFF
+            else:
+                sport = get("source_transport_port", 0)
+                dport = get("destination_transport_port", 0)
+            flow = FlowKey(transport, src, sport, dst, dport, source)
+        else:
+            flow = FlowKey("", exporter.ip, 0, exporter.ip, 0, source)
+        self._count(exporter, "options_records" if kind == "netflow_options" else "records")
+        detail = FlowRecord(kind, record, export, exporter.ip, start_ts, end_ts, packets, octets, proto)
+        return Transaction(flow, export_ts, end_ts, "OK", detail,
+                           identity=f"{exporter.address}|{export['version']}|{export['source_id']}|{identity}")
+
+
+def _flow_times(record: dict[str, Any], export_ts: float,
+                uptime: int | None) -> tuple[float | None, float | None]:
+    """Flow start and end in epoch seconds, from whichever elements the record has."""
+    get = record.get
+    start = end = None
+    first, last = get("flow_start_sys_up_time"), get("flow_end_sys_up_time")
+    if first is not None and last is not None:
+        init_ms = get("system_init_time_milliseconds")
+        if uptime is not None:
+            # RFC 3954: times relative to the header's sysUptime, which is export time.
+            start = export_ts - ((uptime - first) % MAX_U32) / 1000
+            end = export_ts - ((uptime - last) % MAX_U32) / 1000
+        elif init_ms is not None:
+            # IPFIX: relative to systemInitTimeMilliseconds. Taken back from the export
+            # time modulo 2^32 ms, as v9 does, so a wrapped (pre-start) value stays right.
+            since_init_ms = round((export_ts - _parse_iso(init_ms)) * 1000)
+            start = export_ts - ((since_init_ms - first) % MAX_U32) / 1000
+            end = export_ts - ((since_init_ms - last) % MAX_U32) / 1000
+    for start_name, end_name in (("flow_start_milliseconds", "flow_end_milliseconds"),
+                                 ("flow_start_microseconds", "flow_end_microseconds"),
+                                 ("flow_start_nanoseconds", "flow_end_nanoseconds"),
+                                 ("flow_start_seconds", "flow_end_seconds")):
+        if start is None and start_name in record:
+            start = _parse_iso(record[start_name])
+        if end is None and end_name in record:
+            end = _parse_iso(record[end_name])
+    if start is None and "flow_start_delta_microseconds" in record:
+        start = export_ts - record["flow_start_delta_microseconds"] / 1e6
+    if end is None and "flow_end_delta_microseconds" in record:
+        end = export_ts - record["flow_end_delta_microseconds"] / 1e6
+    return start, end
+
+
+@lru_cache(maxsize=4096)
+def _epoch_of_second(text: str) -> int:
+    import calendar
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def _parse_iso(text: str) -> float:
+    return _epoch_of_second(text[:19]) + int(text[20:26]) / 1e6
+
+
+# -- documents -------------------------------------------------------------------------
+
+
+def document(txn: Transaction) -> dict[str, Any]:
+    """The netflow.* fields and the ECS fields of one flow or options record."""
+    rec: FlowRecord = txn.detail
+    netflow = dict(rec.fields)
+    netflow["type"] = rec.kind
+    netflow["exporter"] = rec.export
+    event: dict[str, Any] = {"kind": "event", "category": ["network"], "type": ["connection"],
+                             "action": rec.kind, "start": None, "end": None, "duration": None}
+    # The engine's flow.id and network.protocol_stack describe the export datagram's
+    # own path, not the flow the record reports: left out.
+    doc: dict[str, Any] = {"netflow": netflow, "event": event, "observer": {"ip": rec.exporter_ip},
+                           "client": None, "server": None, "status": None, "flow": None}
+    if rec.start_ts is not None:
+        event["start"] = iso_time(rec.start_ts)
+    if rec.end_ts is not None:
+        event["end"] = iso_time(rec.end_ts)
+        if rec.start_ts is not None and rec.end_ts >= rec.start_ts:
+            event["duration"] = round((rec.end_ts - rec.start_ts) * 1e6) * 1000
+    if not txn.flow.transport:          # options records, flows without addresses
+        doc["source"] = doc["destination"] = doc["related"] = None
+        doc["network"] = None
+        if rec.kind == "netflow_flow":
+            doc["network"] = _network(rec, None)
+        return doc
+    doc["network"] = _network(rec, txn.flow.transport)
+    return doc
+
+
+def _network(rec: FlowRecord, transport: str | None) -> dict[str, Any]:
+    network: dict[str, Any] = {"transport": transport, "protocol_stack": None}
+    if rec.bytes is not None:
+        network["bytes"] = rec.bytes
+    if rec.packets is not None:
+        network["packets"] = rec.packets
+    if rec.iana_number is not None:
+        network["iana_number"] = str(rec.iana_number)
+    return network
+
+
+DECODER = DecoderSpec(
+    name="netflow",
+    document=document,
+    datagram=NetflowDecoder,
+    ports=PORTS,
+    network_protocol="",
+    options={
+        "max_exporters": Option("int", 1024, "exporters (ip:port) with templates and sequence state, per source; the oldest is forgotten (decoder.netflow.exporters_evicted)"),
+        "max_templates": Option("int", 1024, "templates and options templates held per exporter; more are refused (templates_rejected)"),
+        "max_domains": Option("int", 256, "observation domains / source ids tracked per exporter (domains_evicted)"),
+        "max_pending_sets": Option("int", 256, "data sets held per exporter until their template arrives; the oldest is dropped (pending_dropped)"),
+        "pending_timeout": Option("duration", 60.0, "packet time a held data set waits for its template (pending_expired)"),
+    },
+)

@@ -1,0 +1,171 @@
+"""NetFlow v9 collector throughput: flow records/s, wirebeat beside nfcapd, in one run.
+
+    python tests/bench/netflow.py [--records 300000] [--rate 100000]
+
+1. file: a v9 export of --records records (30 per datagram, built here with
+   known content) written as a pcap, decoded by `wirebeat run -I --console`
+   to /dev/null (and with --elasticsearch URL, into the real Elasticsearch);
+   pinned to one core with taskset when present.
+2. loopback: the same datagrams sent over 127.0.0.1, paced at --rate
+   records/s, to `wirebeat run --netflow` (console to /dev/null) and then to
+   nfcapd; records each one got (documents / nfdump's count) and the kernel's
+   socket drops for wirebeat's listener.
+
+Numbers are noisy on a shared machine: compare the two collectors of one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDS_PER_DATAGRAM = 30
+FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (2, 4), (1, 4), (22, 4), (21, 4),
+          (10, 2), (14, 2)]
+
+
+def datagrams(records: int) -> list[bytes]:
+    template_body = struct.pack("!HH", 256, len(FIELDS)) + b"".join(struct.pack("!HH", *f) for f in FIELDS)
+    template = struct.pack("!HH", 0, 4 + len(template_body)) + template_body
+    out = []
+    for seq in range(records // RECORDS_PER_DATAGRAM):
+        rows = b""
+        for i in range(RECORDS_PER_DATAGRAM):
+            n = seq * RECORDS_PER_DATAGRAM + i
+            rows += struct.pack("!4s4sHHBBIIIIHH", struct.pack("!I", 0x0A000000 + n % 65536),
+                                struct.pack("!I", 0xC0A80000 + n % 251), 1024 + n % 60000, 443, 6,
+                                0x1B, 10, 1500, 100_000, 110_000, 1, 2)
+        flowset = struct.pack("!HH", 256, 4 + len(rows)) + rows
+        sets = (template + flowset) if seq % 20 == 0 else flowset
+        out.append(struct.pack("!HHIIII", 9, 2 if seq % 20 == 0 else 1, 120_000, 1_700_000_000 + seq // 100,
+                               seq + 1, 1) + sets)
+    return out
+
+
+def write_pcap(path: Path, payloads: list[bytes]) -> None:
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))    # raw IP
+        for i, payload in enumerate(payloads):
+            udp = struct.pack("!HHHH", 40000, 2055, 8 + len(payload), 0)
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 0, 0, 64, 17, 0,
+                             bytes([192, 0, 2, 10]), bytes([192, 0, 2, 1]))
+            frame = ip + udp + payload
+            fh.write(struct.pack("<IIII", 1_700_000_000 + i // 100, (i % 100) * 10000, len(frame), len(frame)))
+            fh.write(frame)
+
+
+def one_core() -> list[str]:
+    return ["taskset", "-c", "0"] if shutil.which("taskset") else []
+
+
+def wirebeat_file(pcap: Path, records: int, output: list[str]) -> float:
+    started = time.monotonic()
+    subprocess.run([*one_core(), sys.executable, "-m", "wirebeat.cli", "run", "-I", str(pcap),
+                    *output, "-E", "logging.metrics.period=0"], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True, cwd=ROOT)
+    return records / (time.monotonic() - started)
+
+
+def wirebeat_to_elasticsearch(pcap: Path, records: int, url: str) -> float:
+    """The same file into the real Elasticsearch (an index made and deleted here)."""
+    from elasticsearch import Elasticsearch
+    index = f"netflow-bench-{os.getpid()}"
+    try:
+        return wirebeat_file(pcap, records, ["-E", f"output.elasticsearch.hosts=[{url}]",
+                                             "-E", f"output.elasticsearch.index={index}"])
+    finally:
+        Elasticsearch(url).indices.delete(index=index, ignore_unavailable=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def send(payloads: list[bytes], port: int, rate: int) -> float:
+    interval = RECORDS_PER_DATAGRAM / rate
+    started = time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i, payload in enumerate(payloads):
+            due = started + i * interval
+            while time.monotonic() < due:
+                pass
+            s.sendto(payload, ("127.0.0.1", port))
+    return len(payloads) * RECORDS_PER_DATAGRAM / (time.monotonic() - started)
+
+
+def wirebeat_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
+    port = free_port()
+    listeners = json.dumps([{"host": f"127.0.0.1:{port}", "read_buffer": 33554432}])
+    out = (workdir / "live.ndjson").open("wb")
+    proc = subprocess.Popen([*one_core(), sys.executable, "-m", "wirebeat.cli", "run", "--console",
+                             "-E", f"wirebeat.sources.netflow={listeners}",
+                             "-E", "logging.metrics.period=0"], stdout=out,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    time.sleep(3)
+    sent_rate = send(payloads, port, rate)
+    time.sleep(5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(120)
+    out.close()
+    documents = sum(1 for _ in (workdir / "live.ndjson").open("rb"))
+    summary = [line for line in err.decode().splitlines() if line.startswith("wirebeat: ")]
+    return {"sent_records_per_s": round(sent_rate), "documents": documents,
+            "summary": summary[-1] if summary else err.decode()[-500:]}
+
+
+def nfcapd_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
+    port = free_port()
+    flows = workdir / "nfcapd"
+    flows.mkdir()
+    proc = subprocess.Popen([*one_core(), "nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(flows),
+                             "-t", "3600", "-B", "33554432"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    sent_rate = send(payloads, port, rate)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    info = subprocess.run(["nfdump", "-R", str(flows), "-I"], capture_output=True, text=True).stdout
+    count = next((int(line.split(":")[1]) for line in info.splitlines() if line.startswith("Flows:")), 0)
+    return {"sent_records_per_s": round(sent_rate), "records": count}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--rate", type=int, default=100_000, help="records/s sent over loopback")
+    parser.add_argument("--elasticsearch", default="", metavar="URL",
+                        help="also index the file into this Elasticsearch (e.g. http://127.0.0.1:9200)")
+    args = parser.parse_args()
+    payloads = datagrams(args.records)
+    records = len(payloads) * RECORDS_PER_DATAGRAM
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        pcap = workdir / "export_v9.pcap"
+        write_pcap(pcap, payloads)
+        result = {"records": records,
+                  "file_to_console_records_per_s": round(wirebeat_file(pcap, records, ["--console"])),
+                  "loopback_wirebeat": wirebeat_live(payloads, args.rate, workdir)}
+        if args.elasticsearch:
+            result["file_to_elasticsearch_records_per_s"] = round(
+                wirebeat_to_elasticsearch(pcap, records, args.elasticsearch))
+        if shutil.which("nfcapd"):
+            result["loopback_nfcapd"] = nfcapd_live(payloads, args.rate, workdir)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
