@@ -43,7 +43,7 @@ def demo_index(es_url: str) -> Iterator[tuple[Elasticsearch, str]]:
     index_captures(es_url, name)
     yield es, name
     es.indices.delete(index=name, ignore_unavailable=True)
-    es.indices.delete_index_template(name=name, ignore=[404])
+    es.options(ignore_status=404).indices.delete_index_template(name=name)
 
 
 def interval(es: Elasticsearch, index: str) -> str:
