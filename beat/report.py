@@ -4,8 +4,8 @@ Each section shows panels of kibana/panels.py, the same descriptions the
 Kibana dashboards are generated from: the report runs each panel's
 Elasticsearch request and draws the answer. Charts are drawn by matplotlib
 (Agg backend) as PNG images embedded as data: URIs, tables as HTML, so the
-file opens anywhere without network access (~40 KB per chart; see
-docs/kibana.md for why PNG rather than plotly's 4.6 MB of inlined JavaScript).
+file opens anywhere without network access (about 24 KiB per chart; see
+docs/kibana.md for why PNG rather than inlining a JavaScript plotting library).
 """
 from __future__ import annotations
 
@@ -115,6 +115,8 @@ def write_report(client: Any, index: str, path: str, since: str = "") -> str:
 
 def _render(panel: Panel, rows: list[tuple[list[Any], list[float | None]]]) -> tuple[str, int]:
     head = f'<div class="panel" id="{panel.id}"><h3>{html.escape(panel.title)}</h3>'
+    if panel.chart != "search":        # buckets whose metrics have no value (field absent) draw nothing
+        rows = [r for r in rows if any(v is not None for v in r[1])]
     if not rows:
         return head + '<p class="empty">No documents for this view.</p></div>', 0
     if panel.chart == "search":

@@ -16,6 +16,7 @@ packages=(
   maven           # fetches the Elasticsearch server archive from Maven Central
   systemd         # systemd-analyze verifies the units in deploy/systemd
   curl
+  chromium        # headless browser that opens the HTML report in its tests
 )
 
 missing=()
