@@ -210,6 +210,9 @@ def _chart_png(panel: Panel, rows: list[tuple[list[Any], list[float | None]]]) -
             ax.set_xlabel(panel.metrics[0].label())
             ax.tick_params(axis="y", labelsize=8)
         if timed:
+            times = sorted({_time(keys[0]) for keys, _ in rows})
+            if len(times) == 1:                      # one bucket: an hour either side, not years
+                ax.set_xlim(times[0] - dt.timedelta(hours=1), times[0] + dt.timedelta(hours=1))
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
         ax.set_title(panel.title, fontsize=10)
         fig.tight_layout()

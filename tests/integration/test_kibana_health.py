@@ -7,8 +7,6 @@ as capture.collector, and the totals document the sum.
 """
 from __future__ import annotations
 
-import pytest
-
 import pcapgen as g
 from osmo_publisher import Client, Publisher
 from running import Wirebeat
@@ -16,14 +14,8 @@ from running import Wirebeat
 T0 = 1_760_000_000_000_000_000
 
 
-@pytest.fixture
-def publisher():
-    pub = Publisher()
-    yield pub
-    pub.close()
-
-
-def test_per_client_monitoring_documents_count_what_was_sent(publisher):
+def test_per_client_monitoring_documents_count_what_was_sent():
+    publisher = Publisher()
     wb = Wirebeat("--zmq", publisher.endpoint, "--console", "-E", "monitoring.enabled=true",
                   "-E", "monitoring.period=1h", http=True)
     sent = {"edge1": 7, "edge2": 3}
@@ -38,6 +30,7 @@ def test_per_client_monitoring_documents_count_what_was_sent(publisher):
         code, _ = wb.stop()
     finally:
         wb.kill()
+        publisher.close()
     assert code == 0, wb.stderr_text()
     stats = [d for d in wb.documents() if d.get("event", {}).get("dataset") == "wirebeat.stats"]
     per_source = {d["capture"]["source"]: d for d in stats if "source" in d["wirebeat"]["stats"]}
