@@ -24,7 +24,7 @@ from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, Ou
 from wirebeat.monitor import StatsServer
 from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
-from wirebeat.report import ReportError, write_report
+from wirebeat.report import ReportError, since_filter, write_report
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import Runner
 from wirebeat.sources.feed import SourceError
@@ -205,6 +205,7 @@ def _setup_dashboards(config: Config) -> int:
 
 
 def _report(args: argparse.Namespace, config: Config) -> int:
+    since_filter(args.since)             # a bad --since is exit 2 before any connection
     es = config.section("output.elasticsearch")
     client = make_client(es)
     check_connection(client, es["hosts"])

@@ -259,14 +259,14 @@ class Panel:
             if level == len(self.buckets):
                 out.append((keys, [m.value(node) for m in self.metrics]))
                 return
-            buckets = node[f"b{level}"]["buckets"]
+            buckets = node.get(f"b{level}", {}).get("buckets", [])    # no index: no aggregations
             items = buckets.items() if isinstance(buckets, dict) else (
                 (b.get("key_as_string", b["key"]), b) for b in buckets)
             for key, b in items:
                 if b["doc_count"]:
                     walk(b, level + 1, [*keys, key])
 
-        walk(response["aggregations"] if self.buckets else
+        walk(response.get("aggregations", {}) if self.buckets else
              {"doc_count": response["hits"]["total"]["value"], **response.get("aggregations", {})},
              0, [])
         return out

@@ -227,3 +227,32 @@ def test_capture_sources_packets_equal_capinfos(report):
     assert {k: v[1] for k, v in got.items()} == expected
     assert all(kind == "file" and dropped == 0 for kind, _, dropped, _ in got.values())
     assert Path(CAPTURES[0]).is_absolute()
+
+
+def test_bad_since_and_unwritable_output_are_one_line_exit_2(wirebeat, es_url, tmp_path):
+    proc = wirebeat("report", "--since", "yesterday", "-o", str(tmp_path / "r.html"))
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().splitlines() == [
+        "wirebeat: --since 'yesterday': expected a duration back from now (30m, 24h, 7d) "
+        "or an ISO 8601 date (2026-01-31, 2026-01-31T12:00:00Z)"]
+    proc = wirebeat("report", "-E", f"output.elasticsearch.hosts=[{es_url}]",
+                    "-E", "output.elasticsearch.index=kibana-nothing-here", "-o", str(tmp_path / "no" / "r.html"))
+    assert proc.returncode == 2
+    [line] = proc.stderr.decode().strip().splitlines()
+    assert line.startswith(f"wirebeat: -o {tmp_path / 'no' / 'r.html'}: cannot write")
+
+
+def test_since_leaves_out_older_documents(report, es_url, tmp_path):
+    """--since counts only newer documents (the captures' packet times are mostly older than a day)."""
+    es, index, _ = report
+    path = tmp_path / "recent.html"
+    proc = run_wirebeat("report", "-E", f"output.elasticsearch.hosts=[{es_url}]",
+                        "-E", f"output.elasticsearch.index={index}", "--since", "2000-01-01", "-o", str(path))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert int(_parse(path.read_text(encoding="utf-8")).total) == es.count(index=index)["count"]
+    proc = run_wirebeat("report", "-E", f"output.elasticsearch.hosts=[{es_url}]",
+                        "-E", f"output.elasticsearch.index={index}", "--since", "1d", "-o", str(path))
+    assert proc.returncode == 0, proc.stderr.decode()
+    recent = es.count(index=index, query={"range": {"@timestamp": {"gte": "now-1d"}}})["count"]
+    assert 0 < recent < es.count(index=index)["count"]       # monitoring documents are recent
+    assert int(_parse(path.read_text(encoding="utf-8")).total) == recent
