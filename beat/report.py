@@ -37,7 +37,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "Response codes over time and the most queried names."),
     ("HTTP", ("http-status-over-time", "http-latency", "http-top-urls"),
      "Status classes over time and latency percentiles."),
-    ("VoIP", ("voip-calls", "voip-worst-streams", "voip-rtcp-rtt"),
+    ("VoIP", ("voip-calls", "voip-sip-invites", "voip-worst-streams", "voip-rtcp-rtt"),
      "Calls with their RTP streams, worst loss first."),
     ("Collector health", ("health-per-source", "health-packets", "health-drops-malformed"),
      "wirebeat's own monitoring documents (monitoring.enabled)."),

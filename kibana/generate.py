@@ -161,7 +161,8 @@ def lens_object(panel: Panel) -> dict[str, Any]:
     }
     return _saved("lens", object_id(panel), {"title": f"[wirebeat] {panel.title}", "description": "",
                                              "visualizationType": vis_type, "state": state},
-                  [{"type": "index-pattern", "id": DATA_VIEW_ID, "name": _DATASOURCE_REF}])
+                  [{"type": "index-pattern", "id": DATA_VIEW_ID, "name": "indexpattern-datasource-current-indexpattern"},
+                   {"type": "index-pattern", "id": DATA_VIEW_ID, "name": _DATASOURCE_REF}])
 
 
 def search_object(panel: Panel) -> dict[str, Any]:
