@@ -64,6 +64,10 @@ class _Client:
             token = base64.b64encode(f"{settings['username']}:{settings['password']}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
         self.context = None
+        mode = settings["ssl.verification_mode"]
+        if mode not in ("full", "certificate", "none"):
+            raise KibanaError(f"config key 'setup.kibana.ssl.verification_mode': expected full, certificate "
+                              f"or none, got {mode!r}")
         if self.host.startswith("https://"):
             self.context = ssl.create_default_context()
             for ca in settings["ssl.certificate_authorities"]:
@@ -71,7 +75,6 @@ class _Client:
                     self.context.load_verify_locations(cafile=ca)
                 except (OSError, ssl.SSLError) as err:
                     raise KibanaError(f"setup.kibana.ssl.certificate_authorities: cannot read {ca}: {err}") from None
-            mode = settings["ssl.verification_mode"]
             if mode in ("certificate", "none"):
                 self.context.check_hostname = False
             if mode == "none":
@@ -99,6 +102,10 @@ class _Client:
                               f"with HTTP {err.code}{': ' + detail if detail else ''}") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
+            if isinstance(reason, ssl.SSLError):
+                raise KibanaError(f"Kibana at {self.host}: TLS failed: {getattr(reason, 'verify_message', '') or reason}"
+                                  " (see setup.kibana.ssl.certificate_authorities and "
+                                  "setup.kibana.ssl.verification_mode)") from None
             raise KibanaError(f"Kibana at {self.host} is unreachable: {reason}") from None
         try:
             return json.loads(data)

@@ -15,7 +15,10 @@ import email.parser
 import email.policy
 import http.server
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from running import require
 from wirebeat.kibana.panels import DASHBOARDS
 
 KIBANA = Path(__file__).resolve().parents[2] / "kibana"
@@ -32,7 +36,7 @@ KIBANA = Path(__file__).resolve().parents[2] / "kibana"
 class FakeKibana:
     """Records requests; `status`, `version`, `fail_ids` shape the answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
         self.status = 200
         self.version = "9.1.3"
@@ -79,7 +83,10 @@ class FakeKibana:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -189,3 +196,36 @@ def test_unreachable_kibana_is_one_line_exit_2(wirebeat):
 def test_unknown_kibana_key_names_the_key(wirebeat):
     proc = wirebeat("setup", "--dashboards", "-E", "setup.kibana.hots=http://x")
     _one_line_exit_2(proc, "setup.kibana.hots", "setup.kibana.host")
+
+
+@pytest.fixture
+def tls_kibana(tmp_path) -> Iterator[tuple[FakeKibana, Path]]:
+    """The recording server behind TLS, with a self-signed certificate openssl makes for 127.0.0.1."""
+    require(shutil.which("openssl") is not None, "openssl")
+    cert, key = tmp_path / "kibana.crt", tmp_path / "kibana.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = FakeKibana(tls=context)
+    yield server, cert
+    server.close()
+
+
+def test_tls_with_the_kibana_ca(wirebeat, tls_kibana):
+    kibana, cert = tls_kibana
+    proc = wirebeat("setup", "--dashboards", "-E", f"setup.kibana.host={kibana.url}",
+                    "-E", f"setup.kibana.ssl.certificate_authorities=[{cert}]")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert _file_part(kibana.requests[-1]) == _expected_ndjson()
+
+
+def test_tls_unknown_ca_is_one_line_exit_2_and_verification_none_accepts_it(wirebeat, tls_kibana):
+    kibana, _ = tls_kibana
+    proc = wirebeat("setup", "--dashboards", "-E", f"setup.kibana.host={kibana.url}")
+    _one_line_exit_2(proc, "TLS failed", "certificate", "setup.kibana.ssl.certificate_authorities")
+    assert kibana.requests == []
+    proc = wirebeat("setup", "--dashboards", "-E", f"setup.kibana.host={kibana.url}",
+                    "-E", "setup.kibana.ssl.verification_mode=none")
+    assert proc.returncode == 0, proc.stderr.decode()
