@@ -38,7 +38,7 @@ FIELD_FORMATS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Cond:
-    """field = value, field in values, field exists, or a numeric range [gte, lt)."""
+    """field = value, field in values, field exists, or a numeric range [gte, lt); `negate`: not that."""
 
     field: str
     value: Any = None
@@ -46,8 +46,15 @@ class Cond:
     exists: bool = False
     gte: float | None = None
     lt: float | None = None
+    negate: bool = False
 
     def kql(self) -> str:
+        return f"not ({self._kql()})" if self.negate else self._kql()
+
+    def dsl(self) -> dict[str, Any]:
+        return {"bool": {"must_not": [self._dsl()]}} if self.negate else self._dsl()
+
+    def _kql(self) -> str:
         if self.exists:
             return f"{self.field} : *"
         if self.values:
@@ -61,7 +68,7 @@ class Cond:
             return " and ".join(parts)
         return f"{self.field} : {_kql_value(self.value)}"
 
-    def dsl(self) -> dict[str, Any]:
+    def _dsl(self) -> dict[str, Any]:
         if self.exists:
             return {"exists": {"field": self.field}}
         if self.values:
@@ -291,15 +298,17 @@ COUNT = Metric("count")
 ERROR = Cond("status", "Error")
 FLOW_FINAL = (ds("flow"), Cond("flow.final", True))
 
+NOT_METRIC = (Cond("event.kind", "metric", negate=True),)      # wirebeat's own monitoring documents
 OVERVIEW = Dashboard("overview", "[wirebeat] Overview", "What wirebeat saw: protocols, talkers, errors, sources.", (
-    Panel("overview-datasets", "Documents over time by protocol", "bar", buckets=(T, Terms("event.dataset")), width=48),
-    Panel("overview-protocol-mix", "Protocol mix", "pie", buckets=(Terms("event.dataset"),), width=16),
+    Panel("overview-datasets", "Documents over time by protocol", "bar", NOT_METRIC, (T, Terms("event.dataset")),
+          width=48),
+    Panel("overview-protocol-mix", "Protocol mix", "pie", NOT_METRIC, (Terms("event.dataset"),), width=16),
     Panel("overview-top-talkers-flow", "Top talkers by bytes sent (flows)", "bar_horizontal", FLOW_FINAL,
           (Terms("source.ip", 10),), (Metric("sum", "source.bytes", title="bytes sent"),), width=16),
     Panel("overview-errors", "Errors over time by protocol", "bar", (ERROR,),
           (T, Terms("event.dataset")), width=16),
-    Panel("overview-capture-sources", "Capture sources", "table",
-          buckets=(Terms("capture.source", 50),), metrics=(COUNT, Metric("unique_count", "event.dataset", title="protocols"))),
+    Panel("overview-capture-sources", "Capture sources", "table", NOT_METRIC,
+          (Terms("capture.source", 50),), metrics=(COUNT, Metric("unique_count", "event.dataset", title="protocols"))),
     Panel("overview-collector-clients", "Collector clients (monitoring)", "table", (ds("wirebeat.stats"),),
           (Terms("capture.source", 50), Terms("wirebeat.stats.source.kind", 3, "kind")),
           (Metric("max", "wirebeat.stats.source.packets", title="packets"),
