@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from wirebeat.kibana.generate import rendered
+from wirebeat.kibana.panels import all_panels
 from wirebeat.registry import discover
 from wirebeat.template import build_template
 
@@ -187,3 +188,13 @@ def test_an_unmapped_field_would_be_caught():
     column["sourceField"] = "error.message"
     with pytest.raises(AssertionError, match="cannot aggregate"):
         test_every_field_is_mapped_and_aggregations_are_on_aggregatable_fields(broken)
+
+
+@pytest.mark.parametrize("panel", [p for _, p in all_panels()], ids=lambda p: p.id)
+def test_the_generated_object_reads_exactly_the_fields_its_description_names(panel):
+    """panels.py is what the report and the data test run: the Kibana object must read the same fields."""
+    obj = BY_KEY[("search" if panel.chart == "search" else "lens", f"wirebeat-{panel.id}")]
+    read, aggregated = (_lens_fields if obj["type"] == "lens" else _search_fields)(obj)
+    described = panel.fields()
+    assert read | aggregated == {f for f, _ in described}
+    assert aggregated == {f for f, must_aggregate in described if must_aggregate}
