@@ -19,6 +19,7 @@ from wirebeat.config import Config, ConfigError, load_config
 from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import Engine
+from wirebeat.kibana_client import KibanaError, import_dashboards
 from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
                           check_connection, make_client, redact_hosts)
 from wirebeat.monitor import StatsServer
@@ -26,6 +27,7 @@ from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
 from wirebeat.processors import load_processors
 from wirebeat.processors.lookup import mapping_targets
+from wirebeat.report import ReportError, since_filter, write_report
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import Runner
 from wirebeat.sources.feed import SourceError
@@ -75,8 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--console", action="store_true", help="write documents as JSON lines to stdout")
     run.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)  # tests: decoder bugs raise
 
-    setup = commands.add_parser("setup", help="install the index template")
+    setup = commands.add_parser("setup", help="install the index template (with --dashboards: the Kibana objects)")
     common(setup)
+    setup.add_argument("--dashboards", action="store_true",
+                       help="import the data view and dashboards into Kibana (setup.kibana.*) instead")
+    report = commands.add_parser("report", help="write a self-contained HTML report from Elasticsearch")
+    common(report)
+    report.add_argument("-o", dest="output", required=True, metavar="FILE.html", help="the HTML file to write")
+    report.add_argument("--since", default="", metavar="WHEN",
+                        help="only documents newer than this: a duration back from now (24h, 7d) or a date; "
+                             "default: everything")
     test = commands.add_parser("test", help="check the configuration or the output")
     test.add_argument("what", choices=["config", "output"])
     common(test)
@@ -103,9 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "test":
             return _test(args.what, config, registered)
         if args.command == "setup":
+            if args.dashboards:
+                return _setup_dashboards(config)
             return _setup(config, registered)
+        if args.command == "report":
+            return _report(args, config)
         return _run(args, config, registered)
-    except (UsageError, ConfigError, CaptureError, RegistryError, TemplateError) as err:
+    except (UsageError, ConfigError, CaptureError, RegistryError, TemplateError, KibanaError, ReportError) as err:
         print(f"wirebeat: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OutputError as err:
@@ -186,6 +200,28 @@ def _setup(config: Config, registered: list[Registered]) -> int:
     installer = _template_installer(config, enabled)
     installer(client)
     print(f"Index template {_template_name(config)} installed")
+    return EXIT_OK
+
+
+def _setup_dashboards(config: Config) -> int:
+    settings = config.section("setup.kibana")
+    result = import_dashboards(settings)
+    for line in result.lines:
+        print(line)
+    total = len(result.lines)
+    print(f"Kibana {result.version} at {settings['host']}: {total - result.failed} of {total} saved objects "
+          f"imported{', ' + str(result.failed) + ' failed' if result.failed else ''}")
+    return EXIT_FAILURE if result.failed else EXIT_OK
+
+
+def _report(args: argparse.Namespace, config: Config) -> int:
+    since_filter(args.since)             # a bad --since is exit 2 before any connection
+    es = config.section("output.elasticsearch")
+    client = make_client(es)
+    check_connection(client, es["hosts"])
+    index = _index_name(config) + "*"
+    summary = write_report(client, index, args.output, args.since)
+    print(f"Report written to {os.path.abspath(args.output)} ({summary})")
     return EXIT_OK
 
 

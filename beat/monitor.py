@@ -13,7 +13,11 @@ once a second (`update`) and the server thread serves the latest one; process
 stats are read when asked.
 
 `monitoring.enabled: true` also indexes a snapshot every `monitoring.period`
-as a document with event.dataset `wirebeat.stats`.
+(and a last one when wirebeat stops) as a document with event.dataset
+`wirebeat.stats`, plus one document per capture source (file, interface,
+collector client) with numeric packets/dropped/malformed counts, which the
+Kibana "Collector health" dashboard and `wirebeat report` aggregate (the
+counters themselves are a flattened object, searchable but not summable).
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from wirebeat import __version__, logs
 from wirebeat.document import iso_time
 from wirebeat.stats import Stats
 
-__all__ = ["StatsServer", "stats_document"]
+__all__ = ["StatsServer", "source_documents", "stats_document", "totals"]
 
 log = logs.get("monitor")
 
@@ -105,7 +109,61 @@ def stats_document(counters: dict[str, Any], process: dict[str, Any], ts: float,
     doc = {
         "@timestamp": iso_time(ts),
         "event": {"kind": "metric", "dataset": "wirebeat.stats"},
-        "wirebeat": {"stats": {"counters": counters, "process": process}},
+        "wirebeat": {"stats": {"counters": counters, "process": process, "totals": totals(counters)}},
     }
     key = f"{host}|{os.getpid()}|wirebeat.stats|{round(ts * 1e6)}"
-    return base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode(), doc
+    return _doc_id(key), doc
+
+
+def _doc_id(key: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode()
+
+
+_MALFORMED = ("packets.malformed.", "decoder.malformed.", "zmq.malformed.")
+
+
+def totals(counters: dict[str, Any]) -> dict[str, int]:
+    """The few numbers an operator charts, summed from the flat counters."""
+    def total(test: Any) -> int:
+        return sum(v for k, v in counters.items() if isinstance(v, int) and test(k))
+
+    return {
+        "packets": counters.get("packets.read", 0),
+        "bytes": counters.get("packets.bytes", 0),
+        "malformed": total(lambda k: k.startswith(_MALFORMED) or k in (
+            "capture.truncated_records", "capture.garbage_records")),
+        "dropped": total(lambda k: k.startswith("zmq.dropped.") or k == "queue.dropped" or (
+            k.startswith("interface.") and k.endswith("_dropped"))),
+        "documents": counters.get("events.published", 0),
+    }
+
+
+def source_documents(details: list[dict[str, Any]], ts: float,
+                     host: str) -> list[tuple[str, dict[str, Any]]]:
+    """One wirebeat.stats document per capture source, from `Runner.source_details()`.
+
+    Files: frames read and damaged records; ZeroMQ: per collector client,
+    messages received and dropped (capture.collector is the endpoint);
+    interfaces: frames received and dropped by the kernel or interface.
+    """
+    rows: list[tuple[str, str | None, dict[str, int]]] = []
+    for d in details:
+        if d["kind"] == "file":
+            rows.append((d["name"], None, {"kind": "file", "packets": d.get("packets", 0), "dropped": 0,
+                                           "malformed": d.get("malformed", 0)}))
+        elif d["kind"] == "zmq":
+            dropped = d.get("dropped_per_client", {})
+            for client, n in d.get("received_per_client", {}).items():
+                rows.append((client, d["name"], {"kind": "zmq", "packets": n, "dropped": dropped.get(client, 0)}))
+        else:
+            prefix = f"interface.{d['name']}."
+            rows.append((d["name"], None, {
+                "kind": "interface", "packets": d.get(prefix + "received", 0),
+                "dropped": d.get(prefix + "kernel_dropped", 0) + d.get(prefix + "interface_dropped", 0)}))
+    out = []
+    for source, collector, numbers in rows:
+        capture = {"source": source, **({"collector": collector} if collector else {})}
+        doc = {"@timestamp": iso_time(ts), "event": {"kind": "metric", "dataset": "wirebeat.stats"},
+               "capture": capture, "wirebeat": {"stats": {"source": numbers}}}
+        out.append((_doc_id(f"{host}|{os.getpid()}|wirebeat.stats|{collector}|{source}|{round(ts * 1e6)}"), doc))
+    return out

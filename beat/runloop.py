@@ -31,7 +31,7 @@ from wirebeat import logs
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import Engine
-from wirebeat.monitor import StatsServer, stats_document
+from wirebeat.monitor import StatsServer, source_documents, stats_document
 from wirebeat.pipeline import Pipeline
 from wirebeat.sources.feed import Feed, LiveInput
 from wirebeat.sources.pcapfile import CaptureReader
@@ -105,6 +105,8 @@ class Runner:
         self.metrics_period = config["logging.metrics.period"]
         self.monitoring_period = config["monitoring.period"] if config["monitoring.enabled"] else 0.0
         stats.add_source(self.live_counters)
+        self.file_frames: dict[str, int] = {}      # frames read per capture file
+        self.file_damage: dict[str, int] = {}      # damaged records per capture file
 
     # -- signals ---------------------------------------------------------------
 
@@ -169,6 +171,7 @@ class Runner:
                 for frame in islice(current, FILE_CHUNK_FRAMES):
                     on_frame(frame.ts, frame.linktype, frame.data, source)
                     count += 1
+                self.file_frames[source] = self.file_frames.get(source, 0) + count
                 progress.update(reader, self.engine.packets, started)
                 if count < FILE_CHUNK_FRAMES:
                     self._end_file(files.pop(0))
@@ -222,6 +225,7 @@ class Runner:
                 f"{d.unknown_interface} packet(s) on undescribed interfaces")
             self.stats.count("capture.truncated_records", d.truncated_tail)
             self.stats.count("capture.garbage_records", d.garbage_records)
+            self.file_damage[reader.name] = d.truncated_tail + d.garbage_records
 
     def _tick_idle_sources(self, now: float) -> None:
         for source in self.live:
@@ -237,8 +241,11 @@ class Runner:
         self._publish_other(doc_id, doc)
 
     def _publish_stats(self) -> None:
-        doc_id, doc = stats_document(self.stats.snapshot(), self.stats.process(), time.time(), self.host)
+        now = time.time()
+        doc_id, doc = stats_document(self.stats.snapshot(), self.stats.process(), now, self.host)
         self._publish_other(doc_id, doc)
+        for doc_id, doc in source_documents(self.source_details(), now, self.host):
+            self._publish_other(doc_id, doc)
 
     def _publish_other(self, doc_id: str, doc: dict) -> None:
         built = self.builder.build_other(doc)
@@ -256,7 +263,9 @@ class Runner:
         return out
 
     def source_details(self) -> list[dict[str, Any]]:
-        details: list[dict[str, Any]] = [{"kind": "file", "name": r.name} for r in self.readers]
+        details: list[dict[str, Any]] = [
+            {"kind": "file", "name": r.name, "packets": self.file_frames.get(r.name, 0),
+             "malformed": self.file_damage.get(r.name, 0)} for r in self.readers]
         for source in self.live:
             entry: dict[str, Any] = {"kind": source.kind, "name": source.name}
             if isinstance(source, ZMQSource):
@@ -285,6 +294,8 @@ class Runner:
             else:
                 reader.close()
         self.engine.finish()
+        if self.monitoring_period:
+            self._publish_stats()       # the last numbers, also for a file run shorter than a period
         timeout = None if stopped_by is None and self.feed is None else self.config["wirebeat.shutdown_timeout"]
         unacked = self.pipeline.close(timeout_s=timeout)
         if self.server is not None:

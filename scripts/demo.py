@@ -6,6 +6,8 @@ every capture under pcaps/ with `wirebeat run`, then asks Elasticsearch, not
 wirebeat, what it holds: documents per event.dataset and per capture.source.
 Then runs the watch-list recipe (examples/watchlist/) into its own index and
 shows whose frames it kept, per employee and protocol stack.
+It ends by writing the HTML report (`wirebeat report`, the Kibana dashboards'
+views) to wirebeat-report.html and printing its path.
 The node is left running so Kibana or curl can look further; `make es-stop`
 stops it.
 """
@@ -35,8 +37,11 @@ def main() -> int:
     subprocess.run([*wirebeat, "setup", "-E", hosts], cwd=ROOT, check=True)
     inputs = [arg for path in captures for arg in ("-I", path)]
     # Several RTP captures in pcaps/rtp carry no SIP: let the heuristic find their streams.
+    # monitoring.enabled: the collector health views get wirebeat's own numbers;
+    # wirebeat.flows.enabled: flow reports, once flows are implemented.
     run = subprocess.run([*wirebeat, "run", *inputs, "-E", hosts, "-E", "logging.level=warning",
-                          "-E", "wirebeat.protocols.rtp.heuristic=true"], cwd=ROOT)
+                          "-E", "wirebeat.protocols.rtp.heuristic=true", "-E", "monitoring.enabled=true",
+                          "-E", "wirebeat.flows.enabled=true"], cwd=ROOT)
     if run.returncode != 0:
         print(f"wirebeat run failed with exit code {run.returncode}", file=sys.stderr)
         return run.returncode
@@ -57,7 +62,17 @@ def main() -> int:
             print(f"  {bucket['doc_count']:>7}  {bucket['key']}")
         print()
     print(f"Explore further: curl '{url}/wirebeat-*/_search?q=status:Error&pretty'")
-    return watchlist(wirebeat, url, es)
+    code = watchlist(wirebeat, url, es)
+    if code != 0:
+        return code
+    print("Kibana: wirebeat setup --dashboards -E setup.kibana.host=http://KIBANA:5601 imports the dashboards")
+    report = ROOT / "wirebeat-report.html"
+    made = subprocess.run([*wirebeat, "report", "-E", hosts, "-o", str(report)], cwd=ROOT)
+    if made.returncode != 0:
+        print(f"wirebeat report failed with exit code {made.returncode}", file=sys.stderr)
+        return made.returncode
+    print(f"\nReport: {report}")
+    return 0
 
 
 def watchlist(wirebeat: list[str], url: str, es: Elasticsearch) -> int:

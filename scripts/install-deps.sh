@@ -21,6 +21,7 @@ packages=(
   openssl         # TLS captures (s_server/s_client) and the certificate oracle in the TLS tests; the secure Elasticsearch node's CA (esnode.py --secure)
   redis-server    # the Redis plug-in example's capture
   redis-tools     # redis-cli
+  chromium        # headless browser that opens the HTML report in its tests
 )
 
 missing=()

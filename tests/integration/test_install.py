@@ -63,6 +63,8 @@ def test_wheel_installs_one_import_root_with_its_templates(dist):
     for part in TEMPLATE_PARTS:
         assert f"wirebeat/index_templates/{part}" in names
     assert "wirebeat/api.py" in names and "wirebeat/testing.py" in names
+    for ndjson in sorted(p.name for p in (ROOT / "kibana").glob("*.ndjson")):
+        assert f"wirebeat/kibana/{ndjson}" in names
     with zipfile.ZipFile(next(dist.glob("wirebeat-*.whl"))) as zf:
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
     assert b"wirebeat = wirebeat.cli:main" in entry_points
@@ -130,3 +132,15 @@ def test_template_clash_is_one_line_and_exit_2(es_url, wirebeat, tmp_path):
                      "-E", f"output.elasticsearch.index={index}-clean",
                      "-E", "setup.template.priority=210")
     assert fixed.returncode == 0, fixed.stderr.decode()
+
+
+def test_installed_wheel_imports_the_dashboards(installed, tmp_path):
+    """The saved objects ship inside the wheel: `setup --dashboards` from elsewhere sends them all."""
+    from test_kibana_import import FakeKibana, _expected_ndjson, _file_part
+    kibana = FakeKibana()
+    try:
+        proc = _run(installed, tmp_path, "setup", "--dashboards", "-E", f"setup.kibana.host={kibana.url}")
+    finally:
+        kibana.close()
+    assert proc.returncode == 0, proc.stderr
+    assert _file_part(kibana.requests[-1]) == _expected_ndjson()
