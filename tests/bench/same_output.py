@@ -1,6 +1,6 @@
 """Check that a speed change changed no document: same documents, same `_id`s.
 
-    .venv/bin/python tests/bench/same_output.py [--base main] [--packets 500000]
+    .venv/bin/python tests/bench/same_output.py [--base main] [--packets 500000] [--quick]
 
 Exports the `--base` revision's beat/, decoders/ and index_templates/ (git
 archive) into a temporary directory laid out as the installed `wirebeat`
@@ -72,9 +72,11 @@ def main() -> int:
     parser.add_argument("--base", default="main", help="git revision to compare against")
     parser.add_argument("--packets", type=int, default=500_000, help="realistic capture size")
     parser.add_argument("--mixed-packets", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="bundled captures only")
     args = parser.parse_args()
     captures = sorted(ROOT.glob("pcaps/**/*.pcap*"))
-    captures += [generate_realistic(args.packets), generate(args.mixed_packets)]
+    if not args.quick:
+        captures += [generate_realistic(args.packets), generate(args.mixed_packets)]
     variants = [[], ["-E", "wirebeat.packets.enabled=true"]]
     different = 0
     with tempfile.TemporaryDirectory(prefix="same-output-") as tmp:
