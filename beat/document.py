@@ -27,7 +27,8 @@ from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
-__all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "document_id", "iso_time"]
+__all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "community_id_packed", "document_id",
+           "iso_time"]
 
 ECS_VERSION = "8.17.0"
 _ECS = {"version": ECS_VERSION}
@@ -49,18 +50,23 @@ def community_id(transport: str, client_ip: str, client_port: int, server_ip: st
     proto = _IANA.get(transport)
     if proto is None:
         return None
-    one_way = False
-    sport, dport = client_port, server_port
-    if proto == 1:
-        sport, dport, one_way = _icmp4.get_port_equivalents(client_port, server_port)
-    elif proto == 58:
-        sport, dport, one_way = _icmp6.get_port_equivalents(client_port, server_port)
     family = socket.AF_INET6 if ":" in client_ip else socket.AF_INET
     try:
         saddr = socket.inet_pton(family, client_ip)
         daddr = socket.inet_pton(family, server_ip)
     except OSError:
         return None
+    return community_id_packed(proto, saddr, client_port, daddr, server_port)
+
+
+def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> str:
+    """`community_id` of packed addresses and an IANA protocol number (1, 6, 17 or 58):
+    flows hold addresses packed, and their ids are unique, so no text and no cache."""
+    one_way = False
+    if proto == 1:
+        sport, dport, one_way = _icmp4.get_port_equivalents(sport, dport)
+    elif proto == 58:
+        sport, dport, one_way = _icmp6.get_port_equivalents(sport, dport)
     # Both directions of a flow hash alike: the smaller endpoint goes first.
     if not (one_way or saddr < daddr or (saddr == daddr and sport < dport)):
         saddr, daddr, sport, dport = daddr, saddr, dport, sport

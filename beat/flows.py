@@ -45,7 +45,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from wirebeat.document import DocumentBuilder, community_id, iso_time
+from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
 from wirebeat.decoders.api import FlowKey
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
@@ -380,14 +380,16 @@ def _assign_id(source: str, rec: list[Any]) -> str:
     earlier flow's ports. (packetbeat's own id is a base64 of its internal key
     layout, which nothing outside packetbeat reads.)
     """
-    key = rec[R_KEY]
-    digest = hashlib.blake2b(b"|".join((
-        source.encode(), key[K_MACS], bytes(map(len, key[K_OUTER])), *key[K_OUTER],
-        key[K_SRC], key[K_DST], _ID_NUMBERS.pack(key[K_PROTO], key[K_SPORT], key[K_DPORT],
-                                                 round(rec[R_FIRST_TS] * 1e6)),
-        ",".join(map(str, key[K_VLANS])).encode())), digest_size=15).digest()
-    rec[R_ID] = base64.urlsafe_b64encode(digest).decode()
-    return rec[R_ID]
+    macs, vlans, outer, src, dst, proto, sport, dport = rec[R_KEY]
+    numbers = _ID_NUMBERS.pack(proto, sport, dport, round(rec[R_FIRST_TS] * 1e6))
+    if outer or vlans:
+        parts = (source.encode(), macs, bytes(map(len, outer)), *outer, src, dst, numbers,
+                 ",".join(map(str, vlans)).encode())
+    else:           # the common case, the same bytes: no outer addresses, no VLAN ids
+        parts = (source.encode(), macs, b"", src, dst, numbers, b"")
+    digest = hashlib.blake2b(b"|".join(parts), digest_size=15).digest()
+    fid = rec[R_ID] = base64.urlsafe_b64encode(digest).decode()
+    return fid
 
 
 def _mac_text(mac: bytes) -> str:
@@ -457,9 +459,9 @@ def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
         src["ip"], dst["ip"] = src_ip, dst_ip
     if proto in (6, 17):
         src["port"], dst["port"] = key[K_SPORT], key[K_DPORT]
-        cid = community_id(transport, src_ip, key[K_SPORT], dst_ip, key[K_DPORT])
+        cid = community_id_packed(proto, key[K_SRC], key[K_SPORT], key[K_DST], key[K_DPORT])
     elif rec[R_ICMP] is not None:
-        cid = community_id(transport, src_ip, rec[R_ICMP][0], dst_ip, rec[R_ICMP][1])
+        cid = community_id_packed(proto, key[K_SRC], rec[R_ICMP][0], key[K_DST], rec[R_ICMP][1])
     else:
         cid = None
     network: dict[str, Any] = {"type": "ipv6" if len(key[K_SRC]) == 16 else "ipv4",

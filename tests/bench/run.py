@@ -56,20 +56,23 @@ def generate_realistic(packets: int) -> Path:
     return path
 
 
-def _run_child(cmd: list[str], cwd: Path) -> tuple[float, str]:
-    """Wall time and stderr of one child; its stdout is discarded."""
+def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None) -> tuple[float, str]:
+    """Wall time and stderr of one child; its stdout is discarded. `tree`: run that
+    exported `wirebeat` package (see `export_base`) instead of the installed one."""
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                          env=env)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     return elapsed, proc.stderr.decode()
 
 
-def bench_wirebeat(path: Path, extra: list[str]) -> dict[str, float]:
+def bench_wirebeat(path: Path, extra: list[str], tree: Path | None = None) -> dict[str, float]:
     cmd = [sys.executable, "-m", "wirebeat.cli", "run", "-I", str(path), "--console",
            "-E", "logging.level=warning", *extra]
-    elapsed, err = _run_child(cmd, ROOT)
+    elapsed, err = _run_child(cmd, ROOT, tree)
     m = re.search(r"(\d+) packets, (\d+) documents .* peak RSS (\d+) MiB", err)
     if not m:
         raise SystemExit(f"no summary line from wirebeat:\n{err[-2000:]}")
@@ -108,19 +111,24 @@ def flow_memory(flows: int = 20_000) -> dict[str, float]:
     return out
 
 
-def bench_flows(path: Path, repeat: int) -> None:
-    """Flows off and on, alternating on the same file; the best run of each is compared."""
-    runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+def bench_flows(path: Path, repeat: int, base: Path | None = None) -> None:
+    """Flows off and on, alternating on the same file; the best run of each is compared.
+
+    With `base` (an exported older tree, `--base REV`), that tree runs too, in
+    the same rounds: "base off", "base on", then this tree's "off", "on"."""
+    modes = ("off", "on") if base is None else ("base off", "base on", "off", "on")
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for _ in range(repeat):
-        for mode in ("off", "on"):
-            flag = "false" if mode == "off" else "true"
+        for mode in modes:
+            flag = "true" if mode.endswith("on") else "false"
             runs[mode].append(bench_wirebeat(path, ["-E", f"wirebeat.flows.enabled={flag}",
-                                                    "-E", "logging.level=info"]))
+                                                    "-E", "logging.level=info"],
+                                             base if mode.startswith("base") else None))
     # The least disturbed run of each: on a shared host wall time varies with the
     # neighbours' load much more than the process's own CPU time does.
     best = {mode: min(results, key=lambda r: r["seconds"]) for mode, results in runs.items()}
     cpu = {mode: min(r["cpu_s"] for r in results) for mode, results in runs.items()}
-    for mode in ("off", "on"):
+    for mode in modes:
         r = best[mode]
         print(f"wirebeat realistic ({path.name}), flows {mode}: {r['packets_per_s']:,.0f} packets/s "
               f"({r['seconds']:.2f} s wall), {r['packets'] / cpu[mode]:,.0f} packets per CPU second "
@@ -128,6 +136,18 @@ def bench_flows(path: Path, repeat: int) -> None:
     off, on = best["off"], best["on"]
     print(f"flows cost: {1 - on['packets_per_s'] / off['packets_per_s']:.1%} of the flows-off "
           f"throughput by wall time, {1 - cpu['off'] / cpu['on']:.1%} by CPU time")
+    if base is not None:
+        for mode in ("off", "on"):
+            print(f"flows {mode}, this tree vs base: {best[mode]['packets_per_s'] / best['base ' + mode]['packets_per_s']:.2f}x "
+                  f"by wall time, {cpu['base ' + mode] / cpu[mode]:.2f}x by CPU time")
+
+
+def export_base(rev: str) -> Path:
+    """`rev`'s beat/, decoders/ and index_templates/ as an importable `wirebeat` under a temp dir."""
+    import tempfile
+
+    from same_output import export
+    return export(rev, Path(tempfile.mkdtemp(prefix="bench-base-")))
 
 
 def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
@@ -172,6 +192,8 @@ def main() -> int:
     parser.add_argument("--detection-only", action="store_true",
                         help="only measure detection on untracked TCP")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each flows variant")
+    parser.add_argument("--base", metavar="REV", help="realistic capture: also time this git "
+                        "revision's code, alternating with this tree's (before/after a change)")
     parser.add_argument("--only-realistic", action="store_true",
                         help="time only the realistic capture, flows on and off")
     args = parser.parse_args()
@@ -182,8 +204,9 @@ def main() -> int:
     memory = flow_memory()
     print(f"flow table memory per flow (tracemalloc, 20k flows): {memory['udp']:.0f} bytes UDP, "
           f"{memory['tcp']:.0f} bytes TCP")
+    base = export_base(args.base) if args.base else None
     if args.only_realistic:
-        bench_flows(generate_realistic(args.packets), args.repeat)
+        bench_flows(generate_realistic(args.packets), args.repeat, base)
         return 0
     big = generate(args.packets)
     small = generate(args.packets // 5)
@@ -230,7 +253,7 @@ def main() -> int:
                   f"(= {tshark_tps:,.0f} transactions/s at the same count); wirebeat is "
                   f"{wb_http['packets_per_s'] / ts_http['packets_per_s']:.1f}x faster")
     bench_detection(web)
-    bench_flows(generate_realistic(args.packets), args.repeat)
+    bench_flows(generate_realistic(args.packets), args.repeat, base)
     return 0
 
 

@@ -1,0 +1,102 @@
+"""Check that a speed change changed no document: same documents, same `_id`s.
+
+    .venv/bin/python tests/bench/same_output.py [--base main] [--packets 500000] [--quick]
+
+Exports the `--base` revision's beat/, decoders/ and index_templates/ (git
+archive) into a temporary directory laid out as the installed `wirebeat`
+package, then runs `wirebeat run -I FILE --console` with that tree and with
+this worktree on every bundled capture (pcaps/**), the realistic capture
+(tests/bench/gen_realistic.py) and the transaction-dense mixed capture
+(tests/bench/gen_mixed.py), with per-packet documents off and on. The console
+output is patched (in the child only) to write `[_id, document]` per line, so
+the Elasticsearch `_id`s are compared too; lines are compared sorted (the
+order of documents within a batch may legitimately differ).
+
+Prints one line per run (same / DIFFERENT, with counts) and exits 1 on any
+difference. Not a test: it needs a second code tree.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from run import generate, generate_realistic  # noqa: E402
+
+# The child: console lines become [_id, document]; everything else is the real CLI.
+CHILD = """
+import sys, orjson, wirebeat, wirebeat.outputs as o
+assert wirebeat.__file__.startswith(sys.argv[1]), wirebeat.__file__
+def send(self, batch, stopping):
+    self.stream.write(b"".join(orjson.dumps([i, d]) + b"\\n" for i, d in batch))
+    return 0
+o.ConsoleOutput.send = send
+from wirebeat.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def export(base: str, into: Path) -> Path:
+    """The base revision as an importable `wirebeat` package under `into`."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", base, "beat", "decoders", "index_templates"],
+                         check=True, capture_output=True).stdout
+    raw = into / "raw"
+    raw.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(raw)], input=tar, check=True)
+    pkg = into / "wirebeat"
+    shutil.move(str(raw / "beat"), pkg)
+    shutil.move(str(raw / "decoders"), pkg / "decoders")
+    shutil.move(str(raw / "index_templates"), pkg / "index_templates")
+    return into
+
+
+def run(tree: Path, capture: Path, extra: list[str]) -> list[bytes]:
+    env_path = str(tree)
+    cmd = [sys.executable, "-c", CHILD, env_path, "run", "-I", str(capture), "--console",
+           "-E", "logging.level=error", *extra]
+    proc = subprocess.run(cmd, capture_output=True, cwd=ROOT, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+    if proc.returncode != 0:
+        raise SystemExit(f"{capture}: exit {proc.returncode}: {proc.stderr.decode()[-1500:]}")
+    return sorted(proc.stdout.splitlines())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="main", help="git revision to compare against")
+    parser.add_argument("--packets", type=int, default=500_000, help="realistic capture size")
+    parser.add_argument("--mixed-packets", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="bundled captures only")
+    args = parser.parse_args()
+    captures = sorted(ROOT.glob("pcaps/**/*.pcap*"))
+    if not args.quick:
+        captures += [generate_realistic(args.packets), generate(args.mixed_packets)]
+    variants = [[], ["-E", "wirebeat.packets.enabled=true"]]
+    different = 0
+    with tempfile.TemporaryDirectory(prefix="same-output-") as tmp:
+        base = export(args.base, Path(tmp))
+        for capture in captures:
+            for extra in variants:
+                if extra and capture.stat().st_size > 50_000_000:
+                    continue    # per-packet documents of the big captures: too slow to be worth it
+                old, new = run(base, capture, extra), run(ROOT, capture, extra)
+                name = f"{capture.relative_to(ROOT)} {' '.join(extra)}".strip()
+                if old == new:
+                    digest = hashlib.sha256(b"\n".join(new)).hexdigest()[:12]
+                    print(f"same       {name}: {len(new)} documents (sha256 {digest})")
+                else:
+                    different += 1
+                    first = next((a, b) for a, b in zip(old + [b""], new + [b""]) if a != b)
+                    print(f"DIFFERENT  {name}: {len(old)} -> {len(new)} documents\n"
+                          f"  base: {first[0][:300]!r}\n  this: {first[1][:300]!r}")
+    return 1 if different else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
