@@ -16,14 +16,13 @@ import base64
 import hashlib
 import socket
 import struct
-import time
 from functools import lru_cache
 from typing import Any
 
 from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
-from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
+from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, iso_time
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
@@ -73,20 +72,6 @@ def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dpor
     digest = hashlib.sha1(_SEED + saddr + daddr + bytes((proto, 0))
                           + _PORTS.pack(sport, dport)).digest()
     return "1:" + base64.b64encode(digest).decode()
-
-
-@lru_cache(maxsize=4096)    # many timestamps share a second, and flow reports mix a few seconds
-def _second_text(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-
-
-def iso_time(ts: float) -> str:
-    """RFC 3339 UTC with microseconds: 2026-11-25T22:31:54.123456Z."""
-    seconds = int(ts // 1)
-    micros = round((ts - seconds) * 1e6)
-    if micros >= 1_000_000:
-        seconds, micros = seconds + 1, micros - 1_000_000
-    return f"{_second_text(seconds)}.{micros:06d}Z"
 
 
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:

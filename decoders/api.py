@@ -26,12 +26,15 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 __all__ = [
+    "iso_time",
     "Datagram",
     "DatagramDecoder",
     "DecodeError",
@@ -344,3 +347,17 @@ def reprobe_due(turned_down: int, seconds: float) -> bool:
     no, `seconds` (packet time) after it said no?"""
     return (seconds <= REPROBE_WINDOW_S or turned_down <= REPROBE_FIRST
             or turned_down & (turned_down - 1) == 0 or turned_down % REPROBE_EVERY == 0)
+
+
+@lru_cache(maxsize=4096)    # many timestamps share a second, and flow reports mix a few seconds
+def _second_text(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def iso_time(ts: float) -> str:
+    """RFC 3339 UTC with microseconds: 2026-11-25T22:31:54.123456Z (for times a decoder reads off the wire)."""
+    seconds = int(ts // 1)
+    micros = round((ts - seconds) * 1e6)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    return f"{_second_text(seconds)}.{micros:06d}Z"

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from wirebeat.decoders.api import Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction, Truncated
+from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
+                                    Truncated, iso_time)
 from wirebeat.decoders.ipfix_elements import ELEMENTS
 
 __all__ = ["DECODER", "NetflowDecoder", "document", "looks_like_export"]
@@ -98,20 +99,6 @@ def looks_like_export(payload: bytes) -> bool:
 
 
 # -- value conversion ------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)        # pure: flows of one export share their seconds
-def _iso_second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-
-
-def iso_time(ts: float) -> str:
-    """RFC 3339 UTC with milliseconds' precision kept to the microsecond."""
-    seconds = int(ts // 1)
-    micros = round((ts - seconds) * 1e6)
-    if micros >= 1_000_000:
-        seconds, micros = seconds + 1, micros - 1_000_000
-    return f"{_iso_second(seconds)}.{micros:06d}Z"
 
 
 def _ipv6(raw: bytes) -> str:
