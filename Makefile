@@ -9,11 +9,13 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
+# pip's and setuptools' chatter goes to a log; on failure its tail is shown.
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	@echo "setting up $(VENV) (log: $(VENV)-install.log)"
+	@python3 -m venv $(VENV)
+	@{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[test]'; } \
+		> $(VENV)-install.log 2>&1 || { tail -n 30 $(VENV)-install.log; exit 1; }
+	@touch $@
 
 deps:
 	bash scripts/install-deps.sh

@@ -32,8 +32,12 @@ done
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "installing: ${missing[*]}" >&2
-$SUDO apt-get update -qq
-# tshark asks whether non-root users may capture: the answer does not matter here.
-echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# apt's progress goes to a log, not the screen; on failure its tail is shown.
+log="${TMPDIR:-/tmp}/wirebeat-apt.log"
+echo "installing Debian packages: ${missing[*]} (log: $log)" >&2
+{
+  $SUDO apt-get update -qq
+  # tshark asks whether non-root users may capture: the answer does not matter here.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+} > "$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
