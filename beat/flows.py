@@ -46,7 +46,7 @@ from functools import lru_cache
 from typing import Any
 
 from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
-from wirebeat.decoders.api import FlowKey
+from wirebeat.decoders.api import FlowKey, format_mac
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
 
@@ -392,10 +392,6 @@ def _assign_id(source: str, rec: list[Any]) -> str:
     return fid
 
 
-def _mac_text(mac: bytes) -> str:
-    return mac.hex("-").upper()     # ECS: 00-0B-82-01-FC-42
-
-
 def _ip_text(packed: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
@@ -450,7 +446,7 @@ def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
     dst: dict[str, Any] = {}
     macs = key[K_MACS]
     if macs:
-        src["mac"], dst["mac"] = _mac_text(macs[6:12]), _mac_text(macs[:6])
+        src["mac"], dst["mac"] = format_mac(macs[6:12]), format_mac(macs[:6])
     outer = key[K_OUTER]
     if outer:
         src["ip"] = [_ip_text(outer[0]), src_ip]

@@ -22,6 +22,7 @@ from typing import Any
 
 import hashlib
 
+from wirebeat.decoders.api import format_mac
 from wirebeat.document import DocumentBuilder, community_id, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
@@ -43,9 +44,7 @@ _PLAIN_ETHERTYPES = frozenset({0x0800, 0x86DD, 0x0806})
 _EVENT = {"kind": "event", "category": ["network"], "type": ["connection"], "dataset": "packet"}
 
 
-@lru_cache(maxsize=4096)
-def _mac(raw: bytes) -> str:
-    return raw.hex("-").upper()         # ECS's notation (RFC 7042): 02-00-5E-10-00-00
+_mac = lru_cache(maxsize=4096)(format_mac)      # ECS's notation: 02-00-5E-10-00-00
 
 
 @lru_cache(maxsize=4096)

@@ -328,7 +328,7 @@ def format_mac(address: bytes) -> str:
     whatever the address length (EUI-48, EUI-64, a DHCP chaddr of any hlen).
     The one place wirebeat formats a MAC: every decoder and the flow table call it.
     """
-    return "-".join(f"{b:02X}" for b in address)
+    return address.hex("-").upper()
 
 
 # A UDP flow a heuristic turned down is looked at again on every datagram of its
