@@ -22,7 +22,7 @@ from typing import Any
 from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
-from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, iso_time
+from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, format_mac, iso_time
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
@@ -173,10 +173,11 @@ class DocumentBuilder:
         # Tags and fields of one capture source (a NetFlow listener's), by source name.
         self.per_source: dict[str, tuple[list[str], dict[str, Any]]] = {}
 
-    def build(self, spec: DecoderSpec, txn: Transaction,
-              flow_id: str | None = None) -> tuple[str, dict[str, Any]] | None:
+    def build(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None = None,
+              macs: tuple[bytes, bytes] | None = None,
+              ) -> tuple[str, dict[str, Any]] | None:
         """(id, document), or None when a processor dropped it; `flow_id` is the flow.id
-        of the transaction's flow report."""
+        of the transaction's flow report, `macs` the client's and server's MAC addresses."""
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
         network_base, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
@@ -196,6 +197,8 @@ class DocumentBuilder:
                 event["duration"] = round((txn.end_ts - txn.ts) * 1e6) * 1000
         source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
         destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
+        if macs is not None:
+            source["mac"], destination["mac"] = format_mac(macs[0]), format_mac(macs[1])
         network = dict(network_base)
         link, tunnel = self.link, None
         if self.tunnels:

@@ -863,10 +863,11 @@ def document(txn: Transaction) -> dict[str, Any]:
     netflow["exporter"] = rec.export
     event: dict[str, Any] = {"kind": "event", "category": ["network"], "type": ["connection"],
                              "action": rec.kind, "start": None, "end": None, "duration": None}
-    # The engine's flow.id and network.protocol_stack describe the export datagram's
-    # own path, not the flow the record reports: left out.
+    # The engine's flow.id, network.protocol_stack and MACs describe the export
+    # datagram's own path, not the flow the record reports: left out.
     doc: dict[str, Any] = {"netflow": netflow, "event": event, "observer": {"ip": rec.exporter_ip},
-                           "client": None, "server": None, "status": None, "flow": None}
+                           "client": None, "server": None, "status": None, "flow": None,
+                           "source": {"mac": None}, "destination": {"mac": None}}
     if rec.start_ts is not None:
         event["start"] = iso_time(rec.start_ts)
     if rec.end_ts is not None:
