@@ -601,7 +601,8 @@ class Engine:
         self.builder.link = link_layers(*self.frame)
         for txn in txns:
             state = self.sources.get(txn.flow.source)
-            flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
+            flow_id = state.flows.flow_id(txn.flow) if state and state.flows \
+                and spec.whole_document is None else None
             try:
                 built = build(spec, txn, flow_id)
             except Exception:
