@@ -3,9 +3,11 @@
 One document per flow record (`netflow.type: netflow_flow`) and per options
 record (`netflow_options`), with Filebeat's netflow input field names: every
 field of the record under `netflow.*`, named after the IANA IPFIX registry
-(RFC 7012) in snake_case (decoders/ipfix_elements.py); elements not in the
-table, enterprise-specific ones included, are kept as hex under their numbers
-in `netflow.unknown_fields` ("450:0a0b", "29305.1:ff"). The ECS fields (source,
+(RFC 7012, elements 1-533) in snake_case (decoders/ipfix_elements.py); RFC
+5103 reverse elements (enterprise 29305) as `reverse_<name>`, typed as their
+forward element; elements not in the table, other enterprise-specific ones
+included, are kept as hex under their numbers in `netflow.unknown_fields`
+("600:0a0b", "32473.1:ff"). The ECS fields (source,
 destination, network.bytes/packets/transport/iana_number, event.start/end)
 come from the record; v1/v5/v7 records are read as fixed templates of the same
 elements, as Filebeat maps them.
@@ -30,8 +32,15 @@ samplerRandomInterval / samplingPacketInterval an options record of the same
 domain carried, is recorded on each flow as `netflow.sampling_interval` when
 the record has none of its own. Counts are never rescaled.
 
-Not decoded: structured data (basicList, subTemplateList; kept as hex), v6/v8
-aggregation packets, per-sampler-id sampling scopes.
+Structured data (RFC 6313): a basicList becomes an array of its element's
+values (at most MAX_LIST_VALUES; a list that does not add up stays hex).
+Not decoded: subTemplateList and subTemplateMultiList (kept as hex: their
+records need the exporter's templates, and nesting), unsigned256 bitmaps
+(hex), v6/v8 aggregation packets, per-sampler-id sampling scopes.
+
+Speed: a fixed-length template is compiled once to a struct format and its
+field names, a data set unpacked with one iter_unpack, and each record's whole
+document built at once (`whole_document`, no merge into the engine's fields).
 """
 from __future__ import annotations
 
@@ -141,26 +150,40 @@ def _ntp_date(value: int) -> str:
     return iso_time((value >> 32) - NTP_EPOCH_OFFSET + (value & 0xFFFFFFFF) / MAX_U32)
 
 
+REVERSE_PEN = 29305      # RFC 5103 section 6.1: reverse elements, "reverse" + the forward name
+_REVERSE = {element: ("reverse_" + name, kind) for element, (name, kind) in ELEMENTS.items()}
+_STRUCTURED = ("basicList", "subTemplateList", "subTemplateMultiList")
+MAX_LIST_VALUES = 1024   # values decoded from one basicList; a longer list is kept as hex
+
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _SIGNED_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 
 
-def _field_plan(element: int, enterprise: int, length: int) -> tuple[str, str, Callable[[Any], Any] | None]:
+def _field_plan(element: int, enterprise: int, length: int,
+                in_list: bool = False) -> tuple[str, str, Callable[[Any], Any] | None]:
     """(struct code, field name, converter) for one template field of fixed length.
 
     A length the element's type does not allow (reduced-size encoding aside)
-    keeps the value as hex, as an unknown element is kept.
+    keeps the value as hex, as an unknown element is kept. `in_list`: a basicList's
+    values, where structured data is kept as hex (no nesting, no recursion).
     """
     if enterprise == V9_SCOPE:
         name = _V9_SCOPES.get(element)
         if name is None or length not in _INT_CODES:
             return f"{length}s", f"unknown:scope.{element}", _hex
         return _INT_CODES[length], name, None
-    known = ELEMENTS.get(element) if enterprise == 0 else None
+    if enterprise == 0:
+        known = ELEMENTS.get(element)
+    else:
+        known = _REVERSE.get(element) if enterprise == REVERSE_PEN else None
+    key = str(element) if enterprise == 0 else f"{enterprise}.{element}"
     if known is None:
-        key = str(element) if enterprise == 0 else f"{enterprise}.{element}"
         return f"{length}s", "unknown:" + key, _hex
     name, kind = known
+    if kind == "basicList" and not in_list:
+        return f"{length}s", name, _basic_list
+    if kind in _STRUCTURED or kind == "unsigned256":
+        return f"{length}s", name, _hex
     if kind.startswith("unsigned") or kind in ("dateTimeSeconds", "dateTimeMilliseconds",
                                               "dateTimeMicroseconds", "dateTimeNanoseconds", "boolean"):
         code = _INT_CODES.get(length)
@@ -172,12 +195,12 @@ def _field_plan(element: int, enterprise: int, length: int) -> tuple[str, str, C
         elif kind.startswith("dateTimeM") or kind == "dateTimeNanoseconds":
             conv = _ntp_date
             if length != 8:
-                return f"{length}s", "unknown:" + str(element), _hex
+                return f"{length}s", "unknown:" + key, _hex
         elif kind == "boolean":
             conv = _boolean
         if code is None:                     # reduced-size encoding of odd length (3, 5, 6, 7)
             if length > 8 or length == 0 or conv is not None:
-                return f"{length}s", "unknown:" + str(element), _hex
+                return f"{length}s", "unknown:" + key, _hex
             return f"{length}s", name, _unsigned
         return code, name, conv
     if kind.startswith("signed"):
@@ -197,9 +220,48 @@ def _field_plan(element: int, enterprise: int, length: int) -> tuple[str, str, C
         return "f", name, None
     if kind == "string":
         return f"{length}s", name, _text
-    if kind in ("octetArray", "basicList", "subTemplateList", "subTemplateMultiList"):
+    if kind == "octetArray":
         return f"{length}s", name, _hex
-    return f"{length}s", "unknown:" + str(element), _hex
+    return f"{length}s", "unknown:" + key, _hex
+
+
+def _value(code: str, conv: Callable[[Any], Any] | None, raw: bytes) -> Any:
+    value = bytes(raw) if code.endswith("s") else struct.unpack("!" + code, raw)[0]
+    return value if conv is None else conv(value)
+
+
+def _basic_list(raw: bytes) -> list[Any] | str:
+    """RFC 6313 section 4.5.1 basicList: semantic (1), field id (2), element length (2),
+    enterprise number (4, when the id's top bit is set), then the values. The values,
+    each decoded as its element is; a list that does not add up stays hex."""
+    size = len(raw)
+    if size < 5:
+        return raw.hex()
+    element, length = struct.unpack_from("!HH", raw, 1)
+    offset, enterprise = 5, 0
+    if element & 0x8000:
+        if size < 9:
+            return raw.hex()
+        enterprise = struct.unpack_from("!I", raw, 5)[0]
+        element &= 0x7FFF
+        offset = 9
+    values: list[Any] = []
+    while offset < size:
+        n = length
+        if n == VARIABLE:
+            n = raw[offset]
+            offset += 1
+            if n == 255:
+                if offset + 2 > size:
+                    return raw.hex()
+                n = _U16.unpack_from(raw, offset)[0]
+                offset += 2
+        if (n == 0 and length != VARIABLE) or offset + n > size or len(values) >= MAX_LIST_VALUES:
+            return raw.hex()
+        code, _name, conv = _field_plan(element, enterprise, n, in_list=True)
+        values.append(_value(code, conv, raw[offset:offset + n]))
+        offset += n
+    return values
 
 
 # -- templates ---------------------------------------------------------------------
@@ -291,11 +353,7 @@ class Template:
             if element == PADDING or (enterprise == 0 and element == 210):
                 continue
             code, name, conv = _field_plan(element, enterprise, length)
-            if code.endswith("s"):
-                value: Any = bytes(raw)
-            else:
-                value = struct.unpack("!" + code, raw)[0]
-            record[name] = value if conv is None else conv(value)
+            record[name] = _value(code, conv, raw)
         return record, offset
 
 
