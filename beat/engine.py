@@ -176,6 +176,9 @@ class Engine:
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
             config["wirebeat.flows.report_all"])
         self.flows_enabled = config["wirebeat.flows.enabled"]
+        # Sources whose frames are no traffic to report as flows: a NetFlow listener's
+        # datagrams are rebuilt frames of the collector's own socket, not captured packets.
+        self.flowless_sources: set[str] = set()
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
@@ -283,7 +286,8 @@ class Engine:
             state = self.sources[name] = _SourceState(
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
                 tcp=TCPTable(**self.tcp_limits),
-                flows=FlowTable(name, self.flow_reporter) if self.flows_enabled else None)
+                flows=FlowTable(name, self.flow_reporter)
+                if self.flows_enabled and name not in self.flowless_sources else None)
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
