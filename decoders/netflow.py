@@ -176,9 +176,8 @@ def _field_plan(element: int, enterprise: int, length: int,
         known = ELEMENTS.get(element)
     else:
         known = _REVERSE.get(element) if enterprise == REVERSE_PEN else None
-    key = str(element) if enterprise == 0 else f"{enterprise}.{element}"
     if known is None:
-        return f"{length}s", "unknown:" + key, _hex
+        return f"{length}s", _unknown_name(element, enterprise), _hex
     name, kind = known
     if kind == "basicList" and not in_list:
         return f"{length}s", name, _basic_list
@@ -195,12 +194,12 @@ def _field_plan(element: int, enterprise: int, length: int,
         elif kind.startswith("dateTimeM") or kind == "dateTimeNanoseconds":
             conv = _ntp_date
             if length != 8:
-                return f"{length}s", "unknown:" + key, _hex
+                return f"{length}s", _unknown_name(element, enterprise), _hex
         elif kind == "boolean":
             conv = _boolean
         if code is None:                     # reduced-size encoding of odd length (3, 5, 6, 7)
             if length > 8 or length == 0 or conv is not None:
-                return f"{length}s", "unknown:" + key, _hex
+                return f"{length}s", _unknown_name(element, enterprise), _hex
             return f"{length}s", name, _unsigned
         return code, name, conv
     if kind.startswith("signed"):
@@ -222,7 +221,11 @@ def _field_plan(element: int, enterprise: int, length: int,
         return f"{length}s", name, _text
     if kind == "octetArray":
         return f"{length}s", name, _hex
-    return f"{length}s", "unknown:" + key, _hex
+    return f"{length}s", _unknown_name(element, enterprise), _hex
+
+
+def _unknown_name(element: int, enterprise: int) -> str:
+    return f"unknown:{element}" if enterprise == 0 else f"unknown:{enterprise}.{element}"
 
 
 def _value(code: str, conv: Callable[[Any], Any] | None, raw: bytes) -> Any:

@@ -8,8 +8,10 @@
    pinned to one core with taskset when present.
 2. loopback: the same datagrams sent over 127.0.0.1, paced at --rate
    records/s, to `wirebeat run --netflow` (console to /dev/null) and then to
-   nfcapd; records each one got (documents / nfdump's count) and the kernel's
-   socket drops for wirebeat's listener.
+   nfcapd; records each one got (documents / nfdump's count), the kernel's
+   drops for wirebeat's listener socket (its summary, from /proc/net/udp) and the
+   machine-wide UDP receive-buffer errors during each run (/proc/net/snmp
+   RcvbufErrors delta: other programs' sockets count there too).
 
 Numbers are noisy on a shared machine: compare the two collectors of one run.
 """
@@ -87,6 +89,13 @@ def wirebeat_to_elasticsearch(pcap: Path, records: int, url: str) -> float:
         Elasticsearch(url).indices.delete(index=index, ignore_unavailable=True)
 
 
+def udp_rcvbuf_errors() -> int:
+    """The kernel's count of UDP datagrams dropped because a socket buffer was full."""
+    with open("/proc/net/snmp", encoding="ascii") as fh:
+        rows = [line.split() for line in fh if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -114,15 +123,17 @@ def wirebeat_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
                              "-E", "logging.metrics.period=0"], stdout=out,
                             stderr=subprocess.PIPE, cwd=ROOT)
     time.sleep(3)
+    errors = udp_rcvbuf_errors()
     sent_rate = send(payloads, port, rate)
     time.sleep(5)
+    errors = udp_rcvbuf_errors() - errors
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(120)
     out.close()
     documents = sum(1 for _ in (workdir / "live.ndjson").open("rb"))
     summary = [line for line in err.decode().splitlines() if line.startswith("wirebeat: ")]
     return {"sent_records_per_s": round(sent_rate), "documents": documents,
-            "summary": summary[-1] if summary else err.decode()[-500:]}
+            "udp_rcvbuf_errors": errors, "summary": summary[-1] if summary else err.decode()[-500:]}
 
 
 def nfcapd_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
@@ -133,13 +144,15 @@ def nfcapd_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
                              "-t", "3600", "-B", "33554432"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
+    errors = udp_rcvbuf_errors()
     sent_rate = send(payloads, port, rate)
     time.sleep(2)
+    errors = udp_rcvbuf_errors() - errors
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     info = subprocess.run(["nfdump", "-R", str(flows), "-I"], capture_output=True, text=True).stdout
     count = next((int(line.split(":")[1]) for line in info.splitlines() if line.startswith("Flows:")), 0)
-    return {"sent_records_per_s": round(sent_rate), "records": count}
+    return {"sent_records_per_s": round(sent_rate), "records": count, "udp_rcvbuf_errors": errors}
 
 
 def main() -> int:

@@ -518,3 +518,10 @@ def test_whole_document_fast_path_equals_the_generic_merge() -> None:
         for txn in txns:
             fast, generic = builder.build(DECODER, txn), builder.build(generic_spec, txn)
             assert orjson.dumps(fast) == orjson.dumps(generic)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_basic_list_of_any_bytes_is_a_list_or_hex_never_an_exception(raw: bytes) -> None:
+    from wirebeat.decoders.netflow import _basic_list
+    assert isinstance(_basic_list(raw), (list, str))
