@@ -951,7 +951,7 @@ def whole_document(txn: Transaction, network_base: dict[str, Any], related_ip: t
     event["action"] = rec.kind
     if duration is not None:
         event["duration"] = duration
-    netflow = dict(rec.fields)
+    netflow = rec.fields            # the record's own dict: a transaction is built once
     netflow["type"] = rec.kind
     netflow["exporter"] = rec.export
     flow = txn.flow
