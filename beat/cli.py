@@ -338,6 +338,7 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     for listener in listeners:
         builder.per_source[listener.name] = (listener.listener.tags, listener.listener.fields)
     engine = Engine(config, enabled, builder, pipeline, stats, strict=args.strict)
+    engine.flowless_sources.update(listener.name for listener in listeners)
     runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)
     runner.install_signal_handlers()
     return runner.run()

@@ -197,6 +197,9 @@ class Engine:
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
             config["wirebeat.flows.report_all"])
         self.flows_enabled = config["wirebeat.flows.enabled"]
+        # Sources whose frames are no traffic to report as flows: a NetFlow listener's
+        # datagrams are rebuilt frames of the collector's own socket, not captured packets.
+        self.flowless_sources: set[str] = set()
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
@@ -307,7 +310,8 @@ class Engine:
             state = self.sources[name] = _SourceState(
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
                 tcp=TCPTable(**self.tcp_limits),
-                flows=FlowTable(name, self.flow_reporter) if self.flows_enabled else None)
+                flows=FlowTable(name, self.flow_reporter)
+                if self.flows_enabled and name not in self.flowless_sources else None)
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
@@ -631,8 +635,11 @@ class Engine:
         self.builder.link = link_layers(*self.frame)
         for txn in txns:
             state = self.sources.get(txn.flow.source)
-            flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
-            macs = _macs_of(state.macs, txn.flow) if state and state.macs else None
+            if spec.whole_document is None:
+                flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
+                macs = _macs_of(state.macs, txn.flow) if state and state.macs else None
+            else:               # a record of a flow seen elsewhere (NetFlow): not this packet's
+                flow_id = macs = None
             try:
                 built = build(spec, txn, flow_id, macs)
             except Exception:
