@@ -16,7 +16,7 @@ datagram on a port a decoder is routed to names that decoder's layer
 Fast path: when the output serialises with orjson and nothing can edit a
 document (no processors, fields or tags; `raw_json`), a plain Ethernet/IP
 frame's document differs from the previous one of the same flow, MACs and
-source only in `@timestamp` and `network.bytes`. The first such frame is
+source only in `@timestamp` and `network.bytes`. The second such frame is
 built as a dict (the one general path) and serialised; its JSON, split
 around those two values, is kept as a template, and later frames are written
 by filling the template in: no dicts, and no serialisation in the output
@@ -107,7 +107,9 @@ class PacketDocuments:
             if flow_key is not None:
                 template_key = (flow_key[0], data[:12], source)
                 template = self.templates.get(template_key)
-                if template is not None:
+                if template is None and flow_key[0] not in self.flows:
+                    template_key = None     # a flow's first frame: many flows have only one
+                elif template is not None:
                     self.published += 1
                     self.publish(f"{seen[1]}-{round(ts * 1e6):x}-{n:x}", _Fragment(
                         b'{"@timestamp":"%s"%b%d%b' % (iso_time(ts).encode(), template[0], len(data),
@@ -150,7 +152,7 @@ class PacketDocuments:
         """Split a document's JSON around its two per-packet values and keep the rest."""
         head = b'{"@timestamp":"%s"' % stamp.encode()
         marker = b'"network":{"bytes":%d' % nbytes
-        at = raw.find(marker)
+        at = raw.find(marker, len(head))
         if not raw.startswith(head) or at < 0:
             return      # not the expected shape: this flow stays on the general path
         if len(self.templates) >= MAX_CACHED_FLOWS:
