@@ -217,7 +217,9 @@ class Engine:
                           if r.spec.name in TSHARK_NAMES}
             self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers,
                                                config["wirebeat.tunnels.enabled"],
-                                               getattr(pipeline.output, "takes_json", False))
+                                               # the output writes orjson.Fragment as is
+                                               getattr(getattr(pipeline, "output", None),
+                                                       "takes_json", False))
             stats.add_source(self.packet_docs.counters)
         # Per-packet counters as plain ints (a dict lookup per packet adds up).
         self.packets = 0
