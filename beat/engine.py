@@ -242,7 +242,10 @@ class Engine:
             udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
                           if r.spec.name in TSHARK_NAMES}
             self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers,
-                                               config["wirebeat.tunnels.enabled"])
+                                               config["wirebeat.tunnels.enabled"],
+                                               # the output writes orjson.Fragment as is
+                                               getattr(getattr(pipeline, "output", None),
+                                                       "takes_json", False))
             stats.add_source(self.packet_docs.counters)
         # Per-packet counters as plain ints (a dict lookup per packet adds up).
         self.packets = 0

@@ -48,6 +48,7 @@ class ConsoleOutput:
     def __init__(self, pretty: bool = False, stream: BinaryIO | None = None) -> None:
         self.stream = stream or sys.stdout.buffer
         self.option = orjson.OPT_INDENT_2 if pretty else 0
+        self.takes_json = not pretty    # documents may come as orjson.Fragment (wirebeat.packets)
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:
         dumps, option = orjson.dumps, self.option
@@ -70,6 +71,7 @@ class FileOutput:
     """NDJSON files rotated by size: name, name.1, ... name.(number_of_files - 1)."""
 
     name = "file"
+    takes_json = True       # documents may come as orjson.Fragment (wirebeat.packets)
 
     def __init__(self, path: str, filename: str, rotate_every_kb: int, number_of_files: int) -> None:
         try:

@@ -12,6 +12,15 @@ struct reads and small caches, no object per layer.
 `network.protocol_stack` is explained in stack.py; per packet, a UDP
 datagram on a port a decoder is routed to names that decoder's layer
 (`...:udp:dns`), TCP stops at `tcp`.
+
+Fast path: when the output serialises with orjson and nothing can edit a
+document (no processors, fields or tags; `raw_json`), a plain Ethernet/IP
+frame's document differs from the previous one of the same flow, MACs and
+source only in `@timestamp` and `network.bytes`. The second such frame is
+built as a dict (the one general path) and serialised; its JSON, split
+around those two values, is kept as a template, and later frames are written
+by filling the template in: no dicts, and no serialisation in the output
+thread (the bytes go out as an `orjson.Fragment`).
 """
 from __future__ import annotations
 
@@ -22,8 +31,10 @@ from typing import Any
 
 import hashlib
 
+import orjson
+
 from wirebeat.decoders.api import format_mac
-from wirebeat.document import DocumentBuilder, community_id, iso_time
+from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
 from wirebeat.ip import ip_text
@@ -34,6 +45,7 @@ from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, p
 __all__ = ["PacketDocuments"]
 
 _IP_PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp"}
+_Fragment = orjson.Fragment
 ETHERTYPE_ARP = 0x0806
 _ETHERTYPE_NAMES = {ETHERTYPE_IPV4: "ip", ETHERTYPE_IPV6: "ipv6", ETHERTYPE_ARP: "arp"}
 _U16 = struct.Struct("!H").unpack_from
@@ -62,14 +74,19 @@ class PacketDocuments:
     capture is indexed again, distinct for every frame.
     """
 
-    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
-                 udp_layers: dict[int, str], tunnels: bool = True) -> None:
+    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, Any], None],
+                 udp_layers: dict[int, str], tunnels: bool = True, raw_json: bool = False) -> None:
         self.builder = builder
         self.tunnels = tunnels
         self.publish = publish
         self.udp_layers = udp_layers     # UDP port -> tshark name of the decoder routed there
         self.sources: dict[str, list] = {}      # source -> [frames seen, id prefix]
         self.flows: dict[tuple, tuple] = {}
+        # The output takes pre-serialised JSON and nothing edits documents: the fast path is on.
+        self.raw_json = raw_json and not (builder.processors or builder.fields or builder.tags
+                                          or builder.fields_under_root)
+        # (flow key, MACs, source) -> (JSON between the timestamp and network.bytes, JSON after it)
+        self.templates: dict[tuple, tuple[bytes, bytes]] = {}
         self.published = 0
         self.dropped = 0
 
@@ -83,6 +100,21 @@ class PacketDocuments:
             seen = self.sources[source] = [0, prefix]
         n = seen[0]
         seen[0] = n + 1
+        template_key = None
+        if (self.raw_json and located.__class__ is tuple and linktype == LINKTYPE_ETHERNET
+                and not located[2] and (located[0] == ETHERTYPE_IPV4 or located[0] == ETHERTYPE_IPV6)):
+            flow_key = _flow_key(data, located[1], located[0] == ETHERTYPE_IPV6)
+            if flow_key is not None:
+                template_key = (flow_key[0], data[:12], source)
+                template = self.templates.get(template_key)
+                if template is None and flow_key[0] not in self.flows:
+                    template_key = None     # a flow's first frame: many flows have only one
+                elif template is not None:
+                    self.published += 1
+                    self.publish(f"{seen[1]}-{round(ts * 1e6):x}-{n:x}", _Fragment(
+                        b'{"@timestamp":"%s"%b%d%b' % (iso_time(ts).encode(), template[0], len(data),
+                                                        template[1])))
+                    return
         network: dict[str, Any] = {"bytes": len(data)}
         source_ep: dict[str, Any] = {}
         dest_ep: dict[str, Any] = {}
@@ -106,7 +138,27 @@ class PacketDocuments:
             self.dropped += 1
             return
         self.published += 1
-        self.publish(f"{seen[1]}-{round(ts * 1e6):x}-{n:x}", doc)
+        doc_id = f"{seen[1]}-{round(ts * 1e6):x}-{n:x}"
+        if template_key is None:
+            self.publish(doc_id, doc)
+            return
+        raw = orjson.dumps(doc)
+        flow = self.flows.get(template_key[0])
+        if flow is not None and not flow[4]:      # a tunnel's documents are built per packet
+            self._keep_template(template_key, raw, doc["@timestamp"], len(data))
+        self.publish(doc_id, _Fragment(raw))
+
+    def _keep_template(self, key: tuple, raw: bytes, stamp: str, nbytes: int) -> None:
+        """Split a document's JSON around its two per-packet values and keep the rest."""
+        head = b'{"@timestamp":"%s"' % stamp.encode()
+        marker = b'"network":{"bytes":%d' % nbytes
+        at = raw.find(marker, len(head))
+        if not raw.startswith(head) or at < 0:
+            return      # not the expected shape: this flow stays on the general path
+        if len(self.templates) >= MAX_CACHED_FLOWS:
+            self.templates.clear()
+        cut = at + len(marker)
+        self.templates[key] = (raw[len(head):cut - len(b"%d" % nbytes)], raw[cut:])
 
     def _layers(self, linktype: int, data: bytes, located: Any, network: dict[str, Any],
                 source_ep: dict[str, Any], dest_ep: dict[str, Any], depth: int) -> str:
@@ -180,20 +232,10 @@ class PacketDocuments:
     def _flow(self, data: bytes, offset: int, ipv6: bool) -> tuple | None:
         """(stack from the IP layer on, network fields, source fields, destination fields,
         offset of a possible tunnel header or 0)."""
-        if ipv6:
-            if len(data) < offset + 40:
-                return None
-            proto = data[offset + 6]
-            transport_at = offset + 40
-            key = (proto, data[offset + 8:offset + 40], data[transport_at:transport_at + 4])
-        else:
-            if len(data) < offset + 20:
-                return None
-            proto = data[offset + 9]
-            transport_at = offset + (data[offset] & 0x0F) * 4
-            if _U16(data, offset + 6)[0] & 0x3FFF or transport_at < offset + 20:
-                proto = -1      # a fragment: its transport header is in the first one only
-            key = (proto, data[offset + 12:offset + 20], data[transport_at:transport_at + 4])
+        located = _flow_key(data, offset, ipv6)
+        if located is None:
+            return None
+        key, transport_at = located
         flow = self.flows.get(key)
         if flow is None:
             if len(self.flows) >= MAX_CACHED_FLOWS:
@@ -226,11 +268,28 @@ class PacketDocuments:
                     layers.append(app)
         else:
             sport, dport = head[0], head[1]      # ICMP type and code
-        cid = community_id(transport, sip, sport, dip, dport)
-        if cid:
-            network["community_id"] = cid
+        network["community_id"] = community_id_packed(proto, addresses[:half], sport,
+                                                      addresses[half:], dport)
         tunnel = proto == 17 and head[2:4] in TUNNEL_PORTS
         return ":".join(layers), network, src, dst, tunnel
+
+
+def _flow_key(data: bytes, offset: int, ipv6: bool) -> tuple[tuple, int] | None:
+    """((protocol, packed addresses, first 4 transport bytes), transport offset) of an IP
+    packet at `offset`; the protocol is -1 for a non-first fragment. None when truncated."""
+    if ipv6:
+        if len(data) < offset + 40:
+            return None
+        transport_at = offset + 40
+        return (data[offset + 6], data[offset + 8:transport_at],
+                data[transport_at:transport_at + 4]), transport_at
+    if len(data) < offset + 20:
+        return None
+    proto = data[offset + 9]
+    transport_at = offset + (data[offset] & 0x0F) * 4
+    if _U16(data, offset + 6)[0] & 0x3FFF or transport_at < offset + 20:
+        proto = -1      # a fragment: its transport header is in the first one only
+    return (proto, data[offset + 12:offset + 20], data[transport_at:transport_at + 4]), transport_at
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -33,8 +33,10 @@ class ListOutput:
 
 
 def make_engine(specs: list[DecoderSpec], strict: bool = True,
-                overrides: dict[str, Any] | None = None) -> tuple[Engine, Pipeline, ListOutput, Stats]:
-    """(engine, pipeline, output, stats); `overrides` are dotted config keys.
+                overrides: dict[str, Any] | None = None,
+                output: ListOutput | None = None) -> tuple[Engine, Pipeline, ListOutput, Stats]:
+    """(engine, pipeline, output, stats); `overrides` are dotted config keys; `output`
+    replaces the ListOutput.
 
     Flow reports are off unless `overrides` turn them on
     (`{"wirebeat.flows.enabled": True}`)."""
@@ -43,7 +45,7 @@ def make_engine(specs: list[DecoderSpec], strict: bool = True,
     for spec in specs:
         values.update({key: option.default for key, option in protocol_schema(spec).items()})
     values.update(overrides or {})
-    output = ListOutput()
+    output = ListOutput() if output is None else output
     pipeline = Pipeline(output)
     stats = Stats()
     builder = DocumentBuilder({"type": "wirebeat", "version": "test", "name": "test"}, [], {},

@@ -282,6 +282,19 @@ class CaptureReader:
         unpack = header.record.unpack_from
         last_sec = None
         while True:
+            # Every whole record already in the buffer, without a method call per packet.
+            buf, pos = self._buf, self._pos
+            end = len(buf) - 16
+            while pos <= end:
+                sec, frac, caplen, wire_len = unpack(buf, pos)
+                following = pos + 16 + caplen
+                if caplen > max_caplen or frac >= frac_max or following > end + 16:
+                    break       # damaged, or cut by the buffer's end: the careful path below
+                self._pos = following
+                self.bytes_consumed += 16 + caplen
+                last_sec = sec
+                yield Frame(sec + frac * scale, linktype, buf[pos + 16:following], wire_len)
+                pos = following
             if not self._fill(16):
                 if len(self._buf) - self._pos:
                     self._note_tail("record header")
