@@ -6,12 +6,13 @@ echo/timestamp/information/address-mask identifier, 0 for other types), per
 capture source. Both directions are one flow; its source is the side that
 sent the first packet seen.
 
-Every `wirebeat.flows.period` of packet time each live flow at least one
-period old that saw packets during the last period is reported
-(`flow.final: false`). packetbeat reports every live flow, however young or
-unchanged; `wirebeat.flows.report_all: true` does that too. The default
-spares the output a report per short flow (a DNS exchange would otherwise be
-reported once or more before its final report, with the same counts).
+Every `wirebeat.flows.period` of packet time each live flow is reported
+(`flow.final: false`), however young or unchanged, as packetbeat 8 does
+(`wirebeat.flows.report_all: true`, the default). `report_all: false` reports
+only flows active in the last period: at least a period old and with packets
+since the previous report. That spares the output a report per short flow (a
+DNS exchange is otherwise reported once or more before its final report, with
+the same counts).
 
 When a flow has been idle `wirebeat.flows.timeout`, was closed (FIN both
 ways or RST), is evicted from a full table or input ends, it gets a last report with `flow.final: true` and `flow.end_reason` (`idle`,
@@ -51,6 +52,7 @@ from wirebeat.decoders.api import FlowKey, format_mac
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
 
 CLOSED_LINGER_S = 1.0       # packet time a FIN/RST-closed flow still takes stragglers
+ENDED_KEEP_S = 120.0        # packet time an ended flow's id still names late transactions
 EVICTION_WINDOW = 8         # on a full table the idlest of this many oldest flows goes
 LINKTYPE_ETHERNET = 1
 
@@ -94,13 +96,14 @@ class FlowReporter:
 
     def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
                  timeout_s: float, period_s: float, max_flows: int,
-                 report_all: bool = False) -> None:
+                 report_all: bool = True) -> None:
         self.builder = builder
         self.publish = publish
         self.timeout_s = timeout_s
         self.period_s = period_s            # <= 0: final reports only
         self.max_flows = max(1, max_flows)
         self.report_all = report_all        # every live flow every period, as packetbeat
+        # (false: only flows active in the last period)
         self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
         self.non_ip: dict[int, int] = {}    # frames per ethertype that made no flow
 
@@ -122,8 +125,8 @@ class FlowReporter:
 class FlowTable:
     """One capture source's flows, swept by packet time."""
 
-    __slots__ = ("source", "reporter", "flows", "by_endpoints", "next_sweep", "next_report",
-                 "evicted", "reports", "final_reports", "opened")
+    __slots__ = ("source", "reporter", "flows", "by_endpoints", "ended", "next_sweep",
+                 "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened")
 
     def __init__(self, source: str, reporter: FlowReporter) -> None:
         self.source = source
@@ -132,6 +135,12 @@ class FlowTable:
         # (protocol, ip, port, ip, port) as the flow's source sent it -> record:
         # how a transaction finds its flow (the last flow between those endpoints).
         self.by_endpoints: dict[tuple, list[Any]] = {}
+        # The same endpoints -> (flow.id, end time) of flows that ended, in end
+        # order, for transactions a decoder emits after their flow's final report
+        # (an unanswered request at its timeout, a flow timeout shorter than the
+        # decoder's): kept ENDED_KEEP_S of packet time, at most max_flows.
+        self.ended: dict[tuple, tuple[str, float]] = {}
+        self.ended_forgotten = 0
         self.next_sweep = 0.0
         self.next_report = 0.0
         self.evicted = 0
@@ -262,7 +271,7 @@ class FlowTable:
     # -- ends and reports ------------------------------------------------------
 
     def _end(self, rec: list[Any], reason: str, report_ts: float) -> None:
-        """Final report, then forget the flow."""
+        """Final report, then forget the flow (its id stays in `ended` a while)."""
         self.reporter.report(self.source, rec, True, reason, report_ts)
         self.final_reports += 1
         flows = self.flows
@@ -277,6 +286,12 @@ class FlowTable:
         ends = _endpoints(key)
         if self.by_endpoints.get(ends) is rec:
             del self.by_endpoints[ends]
+        ended = self.ended
+        ended.pop(ends, None)           # re-inserted last: `ended` stays in end order
+        if len(ended) >= self.reporter.max_flows:
+            del ended[next(iter(ended))]
+            self.ended_forgotten += 1
+        ended[ends] = (rec[R_ID], report_ts)
 
     def _evict(self) -> None:
         """Table full: the idlest of the oldest flows ends with reason `evicted`."""
@@ -311,13 +326,20 @@ class FlowTable:
         period_ago = now - period_s
         idle_before = now - reporter.timeout_s
         closed_before = now - CLOSED_LINGER_S
+        ended = self.ended
+        forget_before = now - ENDED_KEEP_S
+        while ended:
+            ends = next(iter(ended))
+            if ended[ends][1] >= forget_before:
+                break
+            del ended[ends]
         for rec in self._records():
             last = rec[R_LAST_TS]
             if last <= idle_before:
                 self._end(rec, rec[R_CLOSED] or "idle", now)
             elif rec[R_CLOSED] is not None and last <= closed_before:
                 self._end(rec, rec[R_CLOSED], now)
-            elif report_due and (report_all or rec[R_FIRST_TS] <= period_ago < last):
+            elif report_due and (report_all or rec[R_FIRST_TS] <= period_ago <= last):
                 reporter.report(self.source, rec, False, None, now)
                 self.reports += 1
 
@@ -331,10 +353,11 @@ class FlowTable:
     # -- lookups and counters -------------------------------------------------------
 
     def flow_id(self, flow: FlowKey) -> str | None:
-        """flow.id of the live flow a transaction belongs to, if any.
+        """flow.id of the flow a transaction belongs to: the live one, else one that ended.
 
         Transactions know addresses and ports, not MACs or VLANs: when several
-        live flows share them, the latest one is named. ICMP transactions name
+        live flows share them, the latest one is named; with none live, the
+        latest that ended within ENDED_KEEP_S (see `ended`). ICMP transactions name
         type/code rather than the identifier, so for ICMP it is the latest flow
         between the two addresses.
         """
@@ -346,14 +369,21 @@ class FlowTable:
         by_endpoints = self.by_endpoints
         rec = (by_endpoints.get((proto, client, cport, server, sport))
                or by_endpoints.get((proto, server, sport, client, cport)))
-        if rec is None:
-            return None
-        return rec[R_ID] or _assign_id(self.source, rec)
+        if rec is not None:
+            return rec[R_ID] or _assign_id(self.source, rec)
+        ended = self.ended
+        if ended:
+            gone = (ended.get((proto, client, cport, server, sport))
+                    or ended.get((proto, server, sport, client, cport)))
+            if gone is not None:
+                return gone[0]
+        return None
 
     def counters(self) -> dict[str, int]:
         return {"flows.table.open": len(self._records()), "flows.table.mac_aliases":
                 sum(1 for rec, d in self.flows.values() if d == 1 and rec[R_ALIAS] is not None),
                 "flows.table.opened": self.opened, "flows.table.evicted": self.evicted,
+                "flows.table.ended_forgotten": self.ended_forgotten,
                 "flows.reports.periodic": self.reports, "flows.reports.final": self.final_reports}
 
 
