@@ -174,7 +174,9 @@ class Engine:
         self.flow_reporter = FlowReporter(
             builder, pipeline.publish, config["wirebeat.flows.timeout"],
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
-            config["wirebeat.flows.report_all"])
+            config["wirebeat.flows.report_all"],
+            # outputs that serialise with orjson take a flow report as JSON text
+            fragments=getattr(pipeline.output, "accepts_fragments", False))
         self.flows_enabled = config["wirebeat.flows.enabled"]
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}

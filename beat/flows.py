@@ -46,6 +46,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
 
@@ -80,7 +82,7 @@ K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
 
 # A flow record: a list, indexed by these (direction d: 0 = source -> destination).
 (R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
- R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC) = range(15)
+ R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY) = range(17)
 # TCP part of a record (a list too): highest sequence end per direction,
 # retransmitted bytes per direction, control counts, handshake times.
 (T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
@@ -92,11 +94,19 @@ def _new_tcp() -> list[Any]:
 
 
 class FlowReporter:
-    """Builds flow documents and hands them to the pipeline; shared by every source's table."""
+    """Builds flow documents and hands them to the pipeline; shared by every source's table.
 
-    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
+    Two ways to build a report, giving the same bytes once serialised:
+    - `fragments` (the output serialises with orjson, which embeds an
+      `orjson.Fragment` as is) and nothing changes documents after they are
+      built (no processors, no fields under the root): the JSON text directly,
+      from parts cached per flow (see `_report_text`);
+    - otherwise a dict (`flow_document`), which processors can edit.
+    """
+
+    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, Any], None],
                  timeout_s: float, period_s: float, max_flows: int,
-                 report_all: bool = True) -> None:
+                 report_all: bool = True, fragments: bool = False) -> None:
         self.builder = builder
         self.publish = publish
         self.timeout_s = timeout_s
@@ -106,6 +116,9 @@ class FlowReporter:
         # (false: only flows active in the last period)
         self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
         self.non_ip: dict[int, int] = {}    # frames per ethertype that made no flow
+        self.as_text = fragments and builder.shared_ok
+        self.tails: dict[str, str] = {}     # per source: capture, agent, ecs, fields, tags as JSON
+        self.report_time = (-1.0, "")       # the last report time and its text (sweeps share it)
 
     def count_non_ip(self, ethertype: int) -> None:
         self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1
@@ -114,12 +127,100 @@ class FlowReporter:
                report_ts: float) -> None:
         """Publish one report of `rec`; `report_ts` (packet time) becomes @timestamp."""
         fid = rec[R_ID] or _assign_id(source, rec)
-        doc = flow_document(source, rec, fid, final, reason, report_ts)
         doc_id = f"{fid}-{rec[R_REPORTS]}"   # fid already names source, key and start
         rec[R_REPORTS] += 1
-        built = self.builder.build_other(doc)
+        if self.as_text:
+            self.publish(doc_id, orjson.Fragment(self._report_text(source, rec, fid, final, reason,
+                                                                   report_ts)))
+            return
+        built = self.builder.build_other(flow_document(source, rec, fid, final, reason, report_ts))
         if built is not None:           # None: a processor dropped it
             self.publish(doc_id, built)
+
+    def _report_text(self, source: str, rec: list[Any], fid: str, final: bool,
+                     reason: str | None, report_ts: float) -> str:
+        """The report as JSON text, byte for byte what orjson makes of `flow_document`'s dict
+        after `build_other` (tests/beat/test_flows.py compares them on every kind of flow).
+
+        Cached per flow: R_TEXT, the parts that never change (start time, flow.id,
+        VLAN ids, addresses, MACs, ports, network type, transport, community id),
+        each already JSON with the key that follows it (`_text_parts`); R_BODY,
+        what changes only with packets: the text around flow.final and event.end
+        (`_body`), reused as long as no packet came since, so a quiet flow's
+        periodic and final reports are one string join. Per source the tail
+        (capture, agent, ecs, fields, tags) is made once.
+        """
+        last = rec[R_LAST_TS]
+        if report_ts == last:
+            stamp = None                # @timestamp is event.end
+        elif report_ts == self.report_time[0]:
+            stamp = self.report_time[1]
+        else:
+            stamp = iso_time(report_ts)
+            self.report_time = (report_ts, stamp)
+        packets = rec[R_PACKETS] + rec[R_PACKETS_REV]
+        body = rec[R_BODY]
+        if body is None or body[0] != packets:
+            body = rec[R_BODY] = self._body(source, rec, fid, packets)
+        if final:
+            end_reason = f',"end_reason":{orjson.dumps(reason).decode()}' if reason else ""
+            return (f'{{"@timestamp":"{body[3] if stamp is None else stamp}{_EVENT_FINAL}'
+                    f'{body[1]}true{end_reason}{body[2]}')
+        return f'{{"@timestamp":"{body[3] if stamp is None else stamp}{_EVENT_LIVE}{body[1]}false{body[2]}'
+
+    def _body(self, source: str, rec: list[Any], fid: str, packets: int) -> tuple[int, str, str, str]:
+        """(packets, the text from event.start to flow.final's key, the text after flow.final's
+        value (and flow.end_reason), event.end): what a flow's reports share until its next packet."""
+        parts = rec[R_TEXT]
+        if parts is None:
+            parts = rec[R_TEXT] = _text_parts(source, rec, fid)
+        start, flow_head, src_head, dst_head, network_head = parts
+        tail = self.tails.get(source)
+        if tail is None:
+            tail = self.tails[source] = _tail_text(self.builder, source)
+        last = rec[R_LAST_TS]
+        end = iso_time(last)
+        tcp = rec[R_TCP]
+        tcp_text = "" if tcp is None else f',"tcp":{orjson.dumps(_tcp_fields(tcp)).decode()}'
+        return (packets,
+                f'{start}{end}","duration":{round((last - rec[R_FIRST_TS]) * 1e6) * 1000}{flow_head}',
+                f'{tcp_text}{src_head}{rec[R_PACKETS]},"bytes":{rec[R_BYTES]}{dst_head}'
+                f'{rec[R_PACKETS_REV]},"bytes":{rec[R_BYTES_REV]}{network_head}'
+                f'{rec[R_BYTES] + rec[R_BYTES_REV]},"packets":{packets}}}{tail}',
+                end)
+
+
+# The JSON text of a flow report around what `_text_parts` caches (see _report_text).
+_EVENT_HEAD = ('","type":"flow","event":{"kind":"event","category":["network"],'
+               '"action":"network_flow","dataset":"flow","type":["connection"')
+_EVENT_LIVE = _EVENT_HEAD + '],"start":"'
+_EVENT_FINAL = _EVENT_HEAD + ',"end"],"start":"'
+
+
+def _json_members(obj: dict[str, Any]) -> str:
+    """A dict's members as JSON text, without braces, followed by a comma."""
+    return orjson.dumps(obj).decode()[1:-1] + ","
+
+
+def _text_parts(source: str, rec: list[Any], fid: str) -> tuple[str, str, str, str, str]:
+    """The text of what never changes in a flow's reports, each part ending with the
+    key of the value that follows it: event.start (then event.end), flow.id and
+    flow.vlan (then flow.final), source's static members (then source.packets),
+    destination's (then destination.packets), network's (then network.bytes)."""
+    src, dst, network, flow, start = _static_parts(source, rec, fid)
+    flow_text = _json_members(flow)
+    return (f'{start}","end":"', f'}},"flow":{{{flow_text}"final":',
+            f'}},"source":{{{_json_members(src)}"packets":',
+            f'}},"destination":{{{_json_members(dst)}"packets":',
+            f'}},"network":{{{_json_members(network)}"bytes":')
+
+
+def _tail_text(builder: DocumentBuilder, source: str) -> str:
+    """`,"capture":...,"agent":...,"ecs":...` (and fields, tags) and the closing brace:
+    what build_other adds to every flow document of `source`, as JSON text."""
+    tail = builder.build_other({"capture": {"source": source}})
+    assert tail is not None             # only used without processors
+    return "," + orjson.dumps(tail).decode()[1:]
 
 
 class FlowTable:
@@ -260,7 +361,7 @@ class FlowTable:
         proto = key[K_PROTO]
         icmp = (payload[0], payload[1]) if proto in (1, 58) and len(payload) >= 2 else None
         rec = [ts, ts, 0, 0, 0, 0, key, rev_key, 0, None,
-               _new_tcp() if proto == 6 else None, None, icmp, None, None]
+               _new_tcp() if proto == 6 else None, None, icmp, None, None, None, None]
         entry = flows[key] = (rec, 0)
         if rev_key != key:              # equal only for a host talking to itself on one port
             flows[rev_key] = (rec, 1)

@@ -44,6 +44,7 @@ class OutputError(Exception):
 
 class ConsoleOutput:
     name = "console"
+    accepts_fragments = True    # documents may be orjson.Fragment (JSON text): flow reports
 
     def __init__(self, pretty: bool = False, stream: BinaryIO | None = None) -> None:
         self.stream = stream or sys.stdout.buffer
@@ -70,6 +71,7 @@ class FileOutput:
     """NDJSON files rotated by size: name, name.1, ... name.(number_of_files - 1)."""
 
     name = "file"
+    accepts_fragments = True
 
     def __init__(self, path: str, filename: str, rotate_every_kb: int, number_of_files: int) -> None:
         try:
@@ -318,6 +320,7 @@ class ElasticsearchOutput:
     """
 
     name = "elasticsearch"
+    accepts_fragments = True    # see _actions
     MAX_ABANDONED = 6       # stuck requests left to time out; each holds one pooled connection
 
     def __init__(self, cfg: dict[str, Any], index: str, on_connect: Any = None) -> None:
@@ -368,7 +371,9 @@ class ElasticsearchOutput:
         self.connected = True
 
     def _actions(self, batch: Batch) -> list[dict[str, Any]]:
-        return [{"_op_type": "index", "_index": self.index, "_id": doc_id, "_source": doc}
+        # A Fragment (JSON text) goes as bytes, which the client sends as they are.
+        return [{"_op_type": "index", "_index": self.index, "_id": doc_id,
+                 "_source": orjson.dumps(doc) if doc.__class__ is orjson.Fragment else doc}
                 for doc_id, doc in batch]
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:

@@ -10,11 +10,14 @@ import threading
 from typing import Any
 
 import communityid
+import orjson
 import pytest
 
 import pcapgen as g
 from conftest import PCAPS, decode_file
 from wirebeat.config import ConfigError, load_config
+from wirebeat.document import DocumentBuilder
+from wirebeat.flows import FlowReporter
 from wirebeat.registry import discover
 from wirebeat.testing import ListOutput, make_engine
 
@@ -421,3 +424,68 @@ def test_a_tunneled_flow_is_keyed_and_reported_with_its_outer_addresses():
     assert [f["source"]["ip"] for f in tunneled] == [[tunnelgen.OUTER_A, C4], [tunnelgen.OUTER_A, S4]]
     assert [f["source"]["bytes"] for f in tunneled] == [len(ask), len(back)]   # whole outer frames
     assert untunneled["source"]["bytes"] == len(plain)
+
+
+class JsonOutput(ListOutput):
+    """Keeps (_id, the document as orjson writes it) of every document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, bytes]] = []
+
+    def send(self, batch: list[tuple[str, Any]], stopping: threading.Event) -> int:
+        self.lines.extend((doc_id, orjson.dumps(doc)) for doc_id, doc in batch)
+        return 0
+
+
+def _every_kind_of_flow() -> list[tuple[float, bytes]]:
+    """TCP closed by FIN (with a handshake) and by RST, VLAN tags, IPv6, ICMP echo, an
+    IP protocol without ports, a tunnel, quiet and busy flows over several periods."""
+    import tunnelgen
+    frames = [(t, f) for t, f, _ in tcp_conversation("fin")]
+    frames += [(t + 3, f) for t, f, _ in tcp_conversation("rst", cport=40001, vlans=(7, 8))]
+    frames += [(T0 + 1, eth(g.ipv6(C6, S6, g.IPPROTO_UDP, g.udp(C6, S6, 5000, 53, b"q"))))]
+    frames += [(T0 + 2, eth(g.ipv4(C4, S4, g.IPPROTO_ICMP, g.icmp_echo(77, 1, b"p")))),
+               (T0 + 2.5, eth(g.ipv4(S4, C4, g.IPPROTO_ICMP, g.icmp_echo(77, 1, b"p", reply=True)),
+                              False))]
+    frames += [(T0 + 4, eth(g.ipv4(C4, S4, 50, b"\x00" * 16)))]
+    inner = g.ethernet(g.ipv4(C4, S4, g.IPPROTO_UDP, g.udp(C4, S4, 7000, 8000, b"a" * 30)))
+    frames += [(T0 + 5, g.ethernet(tunnelgen.vxlan(inner, 42)))]
+    frames += [(T0 + i * 0.7, udp_frame(3000)) for i in range(100)]     # busy for 70 s
+    return sorted(frames, key=lambda item: item[0])
+
+
+def _json_lines(as_text: bool, frames: list[tuple[float, bytes]], linktype: int = 1,
+                source: str = "test") -> list[tuple[str, bytes]]:
+    engine, pipeline, _, _ = make_engine(SPECS, overrides={"wirebeat.flows.enabled": True})
+    engine.builder.tags = ["mirror", "ünïcode"]
+    engine.builder.fields = {"site": {"name": 'lab "1"'}}
+    engine.flow_reporter.as_text = as_text
+    output = pipeline.output = JsonOutput()
+    for ts, frame in frames:
+        engine.on_frame(ts, linktype, frame, source)
+    engine.finish()
+    assert pipeline.close() == 0
+    return output.lines
+
+
+@pytest.mark.parametrize("source", ["test", 'sé"q\\x'])
+def test_flow_reports_as_json_text_are_byte_for_byte_the_dict_reports(source):
+    frames = _every_kind_of_flow()
+    as_dicts = _json_lines(False, frames, source=source)
+    assert sum(1 for _, line in as_dicts if b'"type":"flow"' in line) > 20
+    assert _json_lines(True, frames, source=source) == as_dicts
+    raw = [(t, f[14:]) for t, f in frames if f[12:14] in (b"\x08\x00", b"\x86\xdd")]  # no MACs
+    assert _json_lines(True, raw, linktype=101, source=source) == _json_lines(False, raw, linktype=101,
+                                                                           source=source)
+
+
+def test_flow_reports_stay_dicts_when_processors_or_root_fields_may_change_them():
+    def reporter(processors: list, under_root: bool) -> FlowReporter:
+        builder = DocumentBuilder({"type": "wirebeat"}, processors, {"a": 1}, under_root, [])
+        return FlowReporter(builder, lambda *_: None, 30.0, 10.0, 10, fragments=True)
+    assert reporter([], False).as_text
+    assert not reporter([{"add_tags": {"tags": ["x"]}}], False).as_text
+    assert not reporter([], True).as_text
+    builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+    assert not FlowReporter(builder, lambda *_: None, 30.0, 10.0, 10).as_text
