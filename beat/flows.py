@@ -33,8 +33,11 @@ already seen in that direction).
 Cost: `FlowTable.account` runs for every IP packet. It builds one key tuple,
 does one dict lookup (both directions of a flow are in the table, pointing at
 the same record) and a few list stores; records are plain lists indexed by the
-constants below, made once per flow. Reports and documents are built only at
-sweeps, every `min(period, timeout)` of packet time.
+constants below, made once per flow. Reports are built only at sweeps, every
+`min(period, timeout)` of packet time; with packetbeat's reporting most of
+them repeat a quiet flow's last report, so when the output serialises with
+orjson a report is JSON text joined from parts cached per flow
+(`FlowReporter._report_text`) instead of a dict built and serialised anew.
 """
 from __future__ import annotations
 
