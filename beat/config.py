@@ -34,7 +34,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.enabled": Option("bool", True, "a report for every conversation (type: flow), as packetbeat's flows"),
         "wirebeat.flows.timeout": Option("duration", 30.0, "idle time (packet time) after which a flow ends with a final report"),
         "wirebeat.flows.period": Option("period", 10.0, "interval of intermediate reports (packet time); -1s: final reports only"),
-        "wirebeat.flows.report_all": Option("bool", False, "report every live flow every period, as packetbeat does; false: only flows at least a period old that saw packets in the last period"),
+        "wirebeat.flows.report_all": Option("bool", True, "true: every live flow is reported every period, as packetbeat does; false: only flows active in the last period (at least a period old and saw packets since the last report)"),
         "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
         "wirebeat.packets.enabled": Option("bool", False, "one lean document per frame (event.dataset packet), non-IP frames included"),
         "wirebeat.tunnels.enabled": Option("bool", True, "peel VXLAN (UDP 4789), GENEVE (UDP 6081), GRE, ERSPAN II/III, MPLS and PPPoE: decoders see the inner traffic"),

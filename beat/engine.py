@@ -192,10 +192,15 @@ class Engine:
             "max_buffered_bytes_total": config["wirebeat.limits.tcp.max_buffered_bytes_total"],
             "idle_timeout_s": config["wirebeat.limits.tcp.idle_timeout"],
         }
+        # Outputs that serialise with orjson take ready JSON text (orjson.Fragment): flow
+        # reports and per-packet documents skip building dicts (a pipeline without an
+        # output, another front end's, gets dicts).
+        self.fragments_ok = getattr(getattr(pipeline, "output", None), "accepts_fragments", False)
         self.flow_reporter = FlowReporter(
             builder, pipeline.publish, config["wirebeat.flows.timeout"],
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
-            config["wirebeat.flows.report_all"])
+            config["wirebeat.flows.report_all"],
+            fragments=self.fragments_ok)
         self.flows_enabled = config["wirebeat.flows.enabled"]
         # Sources whose frames are no traffic to report as flows: a NetFlow listener's
         # datagrams are rebuilt frames of the collector's own socket, not captured packets.
@@ -242,10 +247,7 @@ class Engine:
             udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
                           if r.spec.name in TSHARK_NAMES}
             self.packet_docs = PacketDocuments(builder, pipeline.publish, udp_layers,
-                                               config["wirebeat.tunnels.enabled"],
-                                               # the output writes orjson.Fragment as is
-                                               getattr(getattr(pipeline, "output", None),
-                                                       "takes_json", False))
+                                               config["wirebeat.tunnels.enabled"], self.fragments_ok)
             stats.add_source(self.packet_docs.counters)
         # Per-packet counters as plain ints (a dict lookup per packet adds up).
         self.packets = 0

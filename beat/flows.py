@@ -6,12 +6,13 @@ echo/timestamp/information/address-mask identifier, 0 for other types), per
 capture source. Both directions are one flow; its source is the side that
 sent the first packet seen.
 
-Every `wirebeat.flows.period` of packet time each live flow at least one
-period old that saw packets during the last period is reported
-(`flow.final: false`). packetbeat reports every live flow, however young or
-unchanged; `wirebeat.flows.report_all: true` does that too. The default
-spares the output a report per short flow (a DNS exchange would otherwise be
-reported once or more before its final report, with the same counts).
+Every `wirebeat.flows.period` of packet time each live flow is reported
+(`flow.final: false`), however young or unchanged, as packetbeat 8 does
+(`wirebeat.flows.report_all: true`, the default). `report_all: false` reports
+only flows active in the last period: at least a period old and with packets
+since the previous report. That spares the output a report per short flow (a
+DNS exchange is otherwise reported once or more before its final report, with
+the same counts).
 
 When a flow has been idle `wirebeat.flows.timeout`, was closed (FIN both
 ways or RST), is evicted from a full table or input ends, it gets a last report with `flow.final: true` and `flow.end_reason` (`idle`,
@@ -32,8 +33,11 @@ already seen in that direction).
 Cost: `FlowTable.account` runs for every IP packet. It builds one key tuple,
 does one dict lookup (both directions of a flow are in the table, pointing at
 the same record) and a few list stores; records are plain lists indexed by the
-constants below, made once per flow. Reports and documents are built only at
-sweeps, every `min(period, timeout)` of packet time.
+constants below, made once per flow. Reports are built only at sweeps, every
+`min(period, timeout)` of packet time; with packetbeat's reporting most of
+them repeat a quiet flow's last report, so when the output serialises with
+orjson a report is JSON text joined from parts cached per flow
+(`FlowReporter._report_text`) instead of a dict built and serialised anew.
 """
 from __future__ import annotations
 
@@ -45,12 +49,15 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
 
 CLOSED_LINGER_S = 1.0       # packet time a FIN/RST-closed flow still takes stragglers
+ENDED_KEEP_S = 120.0        # packet time an ended flow's id still names late transactions
 EVICTION_WINDOW = 8         # on a full table the idlest of this many oldest flows goes
 LINKTYPE_ETHERNET = 1
 
@@ -78,7 +85,7 @@ K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
 
 # A flow record: a list, indexed by these (direction d: 0 = source -> destination).
 (R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
- R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC) = range(15)
+ R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY) = range(17)
 # TCP part of a record (a list too): highest sequence end per direction,
 # retransmitted bytes per direction, control counts, handshake times.
 (T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
@@ -90,19 +97,31 @@ def _new_tcp() -> list[Any]:
 
 
 class FlowReporter:
-    """Builds flow documents and hands them to the pipeline; shared by every source's table."""
+    """Builds flow documents and hands them to the pipeline; shared by every source's table.
 
-    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, dict[str, Any]], None],
+    Two ways to build a report, giving the same bytes once serialised:
+    - `fragments` (the output serialises with orjson, which embeds an
+      `orjson.Fragment` as is) and nothing changes documents after they are
+      built (no processors, no fields under the root): the JSON text directly,
+      from parts cached per flow (see `_report_text`);
+    - otherwise a dict (`flow_document`), which processors can edit.
+    """
+
+    def __init__(self, builder: DocumentBuilder, publish: Callable[[str, Any], None],
                  timeout_s: float, period_s: float, max_flows: int,
-                 report_all: bool = False) -> None:
+                 report_all: bool = True, fragments: bool = False) -> None:
         self.builder = builder
         self.publish = publish
         self.timeout_s = timeout_s
         self.period_s = period_s            # <= 0: final reports only
         self.max_flows = max(1, max_flows)
         self.report_all = report_all        # every live flow every period, as packetbeat
+        # (false: only flows active in the last period)
         self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
         self.non_ip: dict[int, int] = {}    # frames per ethertype that made no flow
+        self.as_text = fragments and builder.shared_ok
+        self.tails: dict[str, str] = {}     # per source: capture, agent, ecs, fields, tags as JSON
+        self.report_time = (-1.0, "")       # the last report time and its text (sweeps share it)
 
     def count_non_ip(self, ethertype: int) -> None:
         self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1
@@ -111,19 +130,107 @@ class FlowReporter:
                report_ts: float) -> None:
         """Publish one report of `rec`; `report_ts` (packet time) becomes @timestamp."""
         fid = rec[R_ID] or _assign_id(source, rec)
-        doc = flow_document(source, rec, fid, final, reason, report_ts)
         doc_id = f"{fid}-{rec[R_REPORTS]}"   # fid already names source, key and start
         rec[R_REPORTS] += 1
-        built = self.builder.build_other(doc)
+        if self.as_text:
+            self.publish(doc_id, orjson.Fragment(self._report_text(source, rec, fid, final, reason,
+                                                                   report_ts)))
+            return
+        built = self.builder.build_other(flow_document(source, rec, fid, final, reason, report_ts))
         if built is not None:           # None: a processor dropped it
             self.publish(doc_id, built)
+
+    def _report_text(self, source: str, rec: list[Any], fid: str, final: bool,
+                     reason: str | None, report_ts: float) -> str:
+        """The report as JSON text, byte for byte what orjson makes of `flow_document`'s dict
+        after `build_other` (tests/beat/test_flows.py compares them on every kind of flow).
+
+        Cached per flow: R_TEXT, the parts that never change (start time, flow.id,
+        VLAN ids, addresses, MACs, ports, network type, transport, community id),
+        each already JSON with the key that follows it (`_text_parts`); R_BODY,
+        what changes only with packets: the text around flow.final and event.end
+        (`_body`), reused as long as no packet came since, so a quiet flow's
+        periodic and final reports are one string join. Per source the tail
+        (capture, agent, ecs, fields, tags) is made once.
+        """
+        last = rec[R_LAST_TS]
+        if report_ts == last:
+            stamp = None                # @timestamp is event.end
+        elif report_ts == self.report_time[0]:
+            stamp = self.report_time[1]
+        else:
+            stamp = iso_time(report_ts)
+            self.report_time = (report_ts, stamp)
+        packets = rec[R_PACKETS] + rec[R_PACKETS_REV]
+        body = rec[R_BODY]
+        if body is None or body[0] != packets:
+            body = rec[R_BODY] = self._body(source, rec, fid, packets)
+        if final:
+            end_reason = f',"end_reason":{orjson.dumps(reason).decode()}' if reason else ""
+            return (f'{{"@timestamp":"{body[3] if stamp is None else stamp}{_EVENT_FINAL}'
+                    f'{body[1]}true{end_reason}{body[2]}')
+        return f'{{"@timestamp":"{body[3] if stamp is None else stamp}{_EVENT_LIVE}{body[1]}false{body[2]}'
+
+    def _body(self, source: str, rec: list[Any], fid: str, packets: int) -> tuple[int, str, str, str]:
+        """(packets, the text from event.start to flow.final's key, the text after flow.final's
+        value (and flow.end_reason), event.end): what a flow's reports share until its next packet."""
+        parts = rec[R_TEXT]
+        if parts is None:
+            parts = rec[R_TEXT] = _text_parts(source, rec, fid)
+        start, flow_head, src_head, dst_head, network_head = parts
+        tail = self.tails.get(source)
+        if tail is None:
+            tail = self.tails[source] = _tail_text(self.builder, source)
+        last = rec[R_LAST_TS]
+        end = iso_time(last)
+        tcp = rec[R_TCP]
+        tcp_text = "" if tcp is None else f',"tcp":{orjson.dumps(_tcp_fields(tcp)).decode()}'
+        return (packets,
+                f'{start}{end}","duration":{round((last - rec[R_FIRST_TS]) * 1e6) * 1000}{flow_head}',
+                f'{tcp_text}{src_head}{rec[R_PACKETS]},"bytes":{rec[R_BYTES]}{dst_head}'
+                f'{rec[R_PACKETS_REV]},"bytes":{rec[R_BYTES_REV]}{network_head}'
+                f'{rec[R_BYTES] + rec[R_BYTES_REV]},"packets":{packets}}}{tail}',
+                end)
+
+
+# The JSON text of a flow report around what `_text_parts` caches (see _report_text).
+_EVENT_HEAD = ('","type":"flow","event":{"kind":"event","category":["network"],'
+               '"action":"network_flow","dataset":"flow","type":["connection"')
+_EVENT_LIVE = _EVENT_HEAD + '],"start":"'
+_EVENT_FINAL = _EVENT_HEAD + ',"end"],"start":"'
+
+
+def _json_members(obj: dict[str, Any]) -> str:
+    """A dict's members as JSON text, without braces, followed by a comma."""
+    return orjson.dumps(obj).decode()[1:-1] + ","
+
+
+def _text_parts(source: str, rec: list[Any], fid: str) -> tuple[str, str, str, str, str]:
+    """The text of what never changes in a flow's reports, each part ending with the
+    key of the value that follows it: event.start (then event.end), flow.id and
+    flow.vlan (then flow.final), source's static members (then source.packets),
+    destination's (then destination.packets), network's (then network.bytes)."""
+    src, dst, network, flow, start = _static_parts(source, rec, fid)
+    flow_text = _json_members(flow)
+    return (f'{start}","end":"', f'}},"flow":{{{flow_text}"final":',
+            f'}},"source":{{{_json_members(src)}"packets":',
+            f'}},"destination":{{{_json_members(dst)}"packets":',
+            f'}},"network":{{{_json_members(network)}"bytes":')
+
+
+def _tail_text(builder: DocumentBuilder, source: str) -> str:
+    """`,"capture":...,"agent":...,"ecs":...` (and fields, tags) and the closing brace:
+    what build_other adds to every flow document of `source`, as JSON text."""
+    tail = builder.build_other({"capture": {"source": source}})
+    assert tail is not None             # only used without processors
+    return "," + orjson.dumps(tail).decode()[1:]
 
 
 class FlowTable:
     """One capture source's flows, swept by packet time."""
 
-    __slots__ = ("source", "reporter", "flows", "by_endpoints", "next_sweep", "next_report",
-                 "evicted", "reports", "final_reports", "opened")
+    __slots__ = ("source", "reporter", "flows", "by_endpoints", "ended", "next_sweep",
+                 "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened")
 
     def __init__(self, source: str, reporter: FlowReporter) -> None:
         self.source = source
@@ -132,6 +239,12 @@ class FlowTable:
         # (protocol, ip, port, ip, port) as the flow's source sent it -> record:
         # how a transaction finds its flow (the last flow between those endpoints).
         self.by_endpoints: dict[tuple, list[Any]] = {}
+        # The same endpoints -> (flow.id, end time) of flows that ended, in end
+        # order, for transactions a decoder emits after their flow's final report
+        # (an unanswered request at its timeout, a flow timeout shorter than the
+        # decoder's): kept ENDED_KEEP_S of packet time, at most max_flows.
+        self.ended: dict[tuple, tuple[str, float]] = {}
+        self.ended_forgotten = 0
         self.next_sweep = 0.0
         self.next_report = 0.0
         self.evicted = 0
@@ -251,7 +364,7 @@ class FlowTable:
         proto = key[K_PROTO]
         icmp = (payload[0], payload[1]) if proto in (1, 58) and len(payload) >= 2 else None
         rec = [ts, ts, 0, 0, 0, 0, key, rev_key, 0, None,
-               _new_tcp() if proto == 6 else None, None, icmp, None, None]
+               _new_tcp() if proto == 6 else None, None, icmp, None, None, None, None]
         entry = flows[key] = (rec, 0)
         if rev_key != key:              # equal only for a host talking to itself on one port
             flows[rev_key] = (rec, 1)
@@ -262,7 +375,7 @@ class FlowTable:
     # -- ends and reports ------------------------------------------------------
 
     def _end(self, rec: list[Any], reason: str, report_ts: float) -> None:
-        """Final report, then forget the flow."""
+        """Final report, then forget the flow (its id stays in `ended` a while)."""
         self.reporter.report(self.source, rec, True, reason, report_ts)
         self.final_reports += 1
         flows = self.flows
@@ -277,6 +390,12 @@ class FlowTable:
         ends = _endpoints(key)
         if self.by_endpoints.get(ends) is rec:
             del self.by_endpoints[ends]
+        ended = self.ended
+        ended.pop(ends, None)           # re-inserted last: `ended` stays in end order
+        if len(ended) >= self.reporter.max_flows:
+            del ended[next(iter(ended))]
+            self.ended_forgotten += 1
+        ended[ends] = (rec[R_ID], report_ts)
 
     def _evict(self) -> None:
         """Table full: the idlest of the oldest flows ends with reason `evicted`."""
@@ -311,13 +430,20 @@ class FlowTable:
         period_ago = now - period_s
         idle_before = now - reporter.timeout_s
         closed_before = now - CLOSED_LINGER_S
+        ended = self.ended
+        forget_before = now - ENDED_KEEP_S
+        while ended:
+            ends = next(iter(ended))
+            if ended[ends][1] >= forget_before:
+                break
+            del ended[ends]
         for rec in self._records():
             last = rec[R_LAST_TS]
             if last <= idle_before:
                 self._end(rec, rec[R_CLOSED] or "idle", now)
             elif rec[R_CLOSED] is not None and last <= closed_before:
                 self._end(rec, rec[R_CLOSED], now)
-            elif report_due and (report_all or rec[R_FIRST_TS] <= period_ago < last):
+            elif report_due and (report_all or rec[R_FIRST_TS] <= period_ago <= last):
                 reporter.report(self.source, rec, False, None, now)
                 self.reports += 1
 
@@ -331,10 +457,11 @@ class FlowTable:
     # -- lookups and counters -------------------------------------------------------
 
     def flow_id(self, flow: FlowKey) -> str | None:
-        """flow.id of the live flow a transaction belongs to, if any.
+        """flow.id of the flow a transaction belongs to: the live one, else one that ended.
 
         Transactions know addresses and ports, not MACs or VLANs: when several
-        live flows share them, the latest one is named. ICMP transactions name
+        live flows share them, the latest one is named; with none live, the
+        latest that ended within ENDED_KEEP_S (see `ended`). ICMP transactions name
         type/code rather than the identifier, so for ICMP it is the latest flow
         between the two addresses.
         """
@@ -346,14 +473,21 @@ class FlowTable:
         by_endpoints = self.by_endpoints
         rec = (by_endpoints.get((proto, client, cport, server, sport))
                or by_endpoints.get((proto, server, sport, client, cport)))
-        if rec is None:
-            return None
-        return rec[R_ID] or _assign_id(self.source, rec)
+        if rec is not None:
+            return rec[R_ID] or _assign_id(self.source, rec)
+        ended = self.ended
+        if ended:
+            gone = (ended.get((proto, client, cport, server, sport))
+                    or ended.get((proto, server, sport, client, cport)))
+            if gone is not None:
+                return gone[0]
+        return None
 
     def counters(self) -> dict[str, int]:
         return {"flows.table.open": len(self._records()), "flows.table.mac_aliases":
                 sum(1 for rec, d in self.flows.values() if d == 1 and rec[R_ALIAS] is not None),
                 "flows.table.opened": self.opened, "flows.table.evicted": self.evicted,
+                "flows.table.ended_forgotten": self.ended_forgotten,
                 "flows.reports.periodic": self.reports, "flows.reports.final": self.final_reports}
 
 

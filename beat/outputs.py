@@ -48,7 +48,9 @@ class ConsoleOutput:
     def __init__(self, pretty: bool = False, stream: BinaryIO | None = None) -> None:
         self.stream = stream or sys.stdout.buffer
         self.option = orjson.OPT_INDENT_2 if pretty else 0
-        self.takes_json = not pretty    # documents may come as orjson.Fragment (wirebeat.packets)
+        # Documents may be orjson.Fragment (JSON text: flow reports, per-packet documents),
+        # except when pretty-printed: a fragment is written as it is, not indented.
+        self.accepts_fragments = not pretty
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:
         dumps, option = orjson.dumps, self.option
@@ -71,7 +73,7 @@ class FileOutput:
     """NDJSON files rotated by size: name, name.1, ... name.(number_of_files - 1)."""
 
     name = "file"
-    takes_json = True       # documents may come as orjson.Fragment (wirebeat.packets)
+    accepts_fragments = True    # documents may be orjson.Fragment (JSON text)
 
     def __init__(self, path: str, filename: str, rotate_every_kb: int, number_of_files: int) -> None:
         try:
@@ -320,6 +322,7 @@ class ElasticsearchOutput:
     """
 
     name = "elasticsearch"
+    accepts_fragments = True    # see _actions
     MAX_ABANDONED = 6       # stuck requests left to time out; each holds one pooled connection
 
     def __init__(self, cfg: dict[str, Any], index: str, on_connect: Any = None) -> None:
@@ -370,7 +373,9 @@ class ElasticsearchOutput:
         self.connected = True
 
     def _actions(self, batch: Batch) -> list[dict[str, Any]]:
-        return [{"_op_type": "index", "_index": self.index, "_id": doc_id, "_source": doc}
+        # A Fragment (JSON text) goes as bytes, which the client sends as they are.
+        return [{"_op_type": "index", "_index": self.index, "_id": doc_id,
+                 "_source": orjson.dumps(doc) if doc.__class__ is orjson.Fragment else doc}
                 for doc_id, doc in batch]
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:

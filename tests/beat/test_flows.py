@@ -10,10 +10,14 @@ import threading
 from typing import Any
 
 import communityid
+import orjson
 import pytest
 
 import pcapgen as g
+from conftest import PCAPS, decode_file
 from wirebeat.config import ConfigError, load_config
+from wirebeat.document import DocumentBuilder
+from wirebeat.flows import FlowReporter
 from wirebeat.registry import discover
 from wirebeat.testing import ListOutput, make_engine
 
@@ -126,7 +130,8 @@ def test_tcp_closed_by_rst_ends_with_reason_rst():
     conv = tcp_conversation("rst")
     later = [(T0 + t, eth(g.ipv4(C4, S4, g.IPPROTO_UDP, g.udp(C4, S4, 1, 2, b"x"))))
              for t in (5, 12, 40)]
-    [flow, _other], _, _ = run([(t, f) for t, f, _ in conv] + later)
+    flows, _, _ = run([(t, f) for t, f, _ in conv] + later)
+    [flow, _other] = [f for f in flows if f["flow"]["final"]]
     assert flow["flow"]["end_reason"] == "rst"
     assert flow["flow"]["tcp"]["rst_packets"] == 1
     assert (flow["source"]["packets"], flow["source"]["bytes"]) == totals(conv, True)
@@ -211,7 +216,7 @@ def udp_frame(sport: int, payload: bytes = b"u" * 10) -> bytes:
 def test_an_idle_flow_ends_after_the_timeout_in_packet_time():
     frames = [(T0, udp_frame(1000))] + [(T0 + i, udp_frame(2000)) for i in range(1, 46)]
     flows, _, _ = run(frames)
-    idle = next(f for f in flows if f["source"]["port"] == 1000)
+    idle = next(f for f in flows if f["source"]["port"] == 1000 and f["flow"]["final"])
     assert idle["flow"]["final"] is True and idle["flow"]["end_reason"] == "idle"
     assert idle["event"]["end"] == idle["event"]["start"] == "2023-11-14T22:13:20.000000Z"
     # Found at the first sweep (every 10 s from the first packet) 30 s or more after it.
@@ -236,13 +241,63 @@ def test_period_minus_one_gives_final_reports_only():
     assert [f["flow"]["final"] for f in flows] == [True]
 
 
-def test_report_all_reports_young_and_quiet_flows_as_packetbeat():
-    frames = [(T0, udp_frame(1000))] + [(T0 + i, udp_frame(2000)) for i in range(1, 25)]
+def test_every_live_flow_is_reported_every_period_as_packetbeat_unless_report_all_is_off():
+    frames = [(T0 + i, udp_frame(2000)) for i in range(25)]
+    frames.insert(2, (T0 + 1, udp_frame(1000)))      # young at T0 + 10, quiet at T0 + 20
     quiet = [f for f in run(frames)[0] if f["source"]["port"] == 1000]
-    assert [f["flow"]["final"] for f in quiet] == [True]
-    quiet = [f for f in run(frames, wirebeat__flows__report_all=True)[0]
-             if f["source"]["port"] == 1000]
     assert [f["flow"]["final"] for f in quiet] == [False, False, True]
+    assert {f["source"]["packets"] for f in quiet} == {1}       # unchanged, still reported
+    quiet = [f for f in run(frames, wirebeat__flows__report_all=False)[0]
+             if f["source"]["port"] == 1000]
+    assert [f["flow"]["final"] for f in quiet] == [True]
+
+
+# (first packet, last packet) in seconds after T0, one UDP flow each (a packet a second).
+LIFETIMES = [(0, 0), (0.5, 3), (3, 9.5), (9.9, 10.5), (10, 10), (11, 19), (15, 62), (33, 33),
+             (40, 95), (58, 61)]
+
+
+def expected_reports(first: float, last: float, end: float, period: float, timeout: float,
+                     report_all: bool) -> tuple[int, str]:
+    """(periodic reports, end reason) of one flow, from the rules as packetbeat states them.
+
+    Sweeps run every min(period, timeout) from the first packet (T0), reports every
+    period; a packet at a sweep's instant comes after that sweep. A flow is ended
+    idle at the first sweep at least `timeout` after its last packet; before that,
+    every sweep that is a report instant reports it once it exists (report_all), or
+    only when it is at least a period old and had packets since the previous
+    instant (report_all off)."""
+    reports, step, t = 0, min(period, timeout), 0.0
+    while True:
+        t += step
+        if t > end:
+            return reports, "end_of_input"
+        if t - last >= timeout:
+            return reports, "idle"
+        due = abs(t / period - round(t / period)) < 1e-9
+        if due and first < t and (report_all or (first <= t - period and last >= t - period)):
+            reports += 1
+
+
+@pytest.mark.parametrize("report_all", [True, False])
+@pytest.mark.parametrize("period,timeout", [(10.0, 30.0), (5.0, 12.0), (20.0, 10.0)])
+def test_periodic_report_counts_follow_the_rules_on_many_lifetimes(report_all, period, timeout):
+    end = 100.0
+    frames = [(T0 + t, udp_frame(9)) for t in range(0, int(end) + 1)]      # the clock
+    for n, (first, last) in enumerate(LIFETIMES):
+        t = first
+        while t <= last:
+            frames.append((T0 + t, udp_frame(1000 + n)))
+            t = min(t + 1, last) if t < last else last + 1
+    frames.sort(key=lambda item: item[0])
+    flows, _, counters = run(frames, wirebeat__flows__period=period,
+                             wirebeat__flows__timeout=timeout,
+                             wirebeat__flows__report_all=report_all)
+    for n, (first, last) in enumerate(LIFETIMES):
+        mine = [f for f in flows if f["source"]["port"] == 1000 + n]
+        periodic, reason = expected_reports(first, last, end, period, timeout, report_all)
+        assert [f["flow"]["final"] for f in mine] == [False] * periodic + [True], (first, last)
+        assert mine[-1]["flow"]["end_reason"] == reason, (first, last)
 
 
 def test_a_full_table_evicts_the_idlest_flow_with_a_final_report():
@@ -263,6 +318,42 @@ def test_transactions_carry_their_flow_id():
     [flow], [dns], _ = run(frames)
     assert dns["type"] == "dns"
     assert dns["flow"]["id"] == flow["flow"]["id"]
+
+
+def test_a_transaction_emitted_after_its_flow_ended_still_names_it():
+    """An unanswered DNS query is emitted at the DNS timeout (10 s), its flow ended idle at 1 s."""
+    query = bytes.fromhex("abcd01000001000000000000") + b"\x07example\x03com\x00\x00\x01\x00\x01"
+    frames = [(T0, eth(g.ipv4(C4, S4, g.IPPROTO_UDP, g.udp(C4, S4, 5353, 53, query))))]
+    frames += [(T0 + i, udp_frame(9)) for i in range(1, 15)]       # moves packet time on
+    flows, [dns], _ = run(frames, wirebeat__flows__timeout=1.0)
+    [dns_flow] = [f for f in flows if f["source"].get("port") == 5353]
+    assert dns_flow["flow"]["end_reason"] == "idle"
+    assert dns["type"] == "dns" and dns["flow"]["id"] == dns_flow["flow"]["id"]
+
+
+def _five_tuple(doc: dict[str, Any]) -> tuple:
+    ends = [(e["ip"][-1] if isinstance(e["ip"], list) else e["ip"], e.get("port"))
+            for e in (doc["source"], doc["destination"])]
+    return (doc["network"]["transport"], frozenset(ends))
+
+
+TRANSACTION_CAPTURES = sorted(p for d in ("http", "dns", "icmp", "sip") for p in (PCAPS / d).iterdir()
+                              if p.suffix in (".pcap", ".pcapng"))
+
+
+@pytest.mark.parametrize("timeouts", [(), ("wirebeat.flows.timeout=1s", "wirebeat.flows.period=1s")],
+                         ids=["default", "flows-end-first"])
+def test_every_transaction_of_a_bundled_capture_names_a_reported_flow_of_its_endpoints(timeouts):
+    checked = 0
+    for capture in TRANSACTION_CAPTURES:
+        docs = decode_file(capture, *timeouts, flows=True)
+        flows = {d["flow"]["id"]: _five_tuple(d) for d in docs if d["type"] == "flow"}
+        for doc in docs:
+            if doc["type"] in ("http", "dns", "icmp", "sip"):
+                assert "id" in doc.get("flow", {}), (capture.name, doc["type"], doc["@timestamp"])
+                assert flows.get(doc["flow"]["id"]) == _five_tuple(doc), capture.name
+                checked += 1
+    assert checked > 100
 
 
 def test_non_ip_frames_are_counted_per_ethertype_without_a_flow():
@@ -333,3 +424,68 @@ def test_a_tunneled_flow_is_keyed_and_reported_with_its_outer_addresses():
     assert [f["source"]["ip"] for f in tunneled] == [[tunnelgen.OUTER_A, C4], [tunnelgen.OUTER_A, S4]]
     assert [f["source"]["bytes"] for f in tunneled] == [len(ask), len(back)]   # whole outer frames
     assert untunneled["source"]["bytes"] == len(plain)
+
+
+class JsonOutput(ListOutput):
+    """Keeps (_id, the document as orjson writes it) of every document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, bytes]] = []
+
+    def send(self, batch: list[tuple[str, Any]], stopping: threading.Event) -> int:
+        self.lines.extend((doc_id, orjson.dumps(doc)) for doc_id, doc in batch)
+        return 0
+
+
+def _every_kind_of_flow() -> list[tuple[float, bytes]]:
+    """TCP closed by FIN (with a handshake) and by RST, VLAN tags, IPv6, ICMP echo, an
+    IP protocol without ports, a tunnel, quiet and busy flows over several periods."""
+    import tunnelgen
+    frames = [(t, f) for t, f, _ in tcp_conversation("fin")]
+    frames += [(t + 3, f) for t, f, _ in tcp_conversation("rst", cport=40001, vlans=(7, 8))]
+    frames += [(T0 + 1, eth(g.ipv6(C6, S6, g.IPPROTO_UDP, g.udp(C6, S6, 5000, 53, b"q"))))]
+    frames += [(T0 + 2, eth(g.ipv4(C4, S4, g.IPPROTO_ICMP, g.icmp_echo(77, 1, b"p")))),
+               (T0 + 2.5, eth(g.ipv4(S4, C4, g.IPPROTO_ICMP, g.icmp_echo(77, 1, b"p", reply=True)),
+                              False))]
+    frames += [(T0 + 4, eth(g.ipv4(C4, S4, 50, b"\x00" * 16)))]
+    inner = g.ethernet(g.ipv4(C4, S4, g.IPPROTO_UDP, g.udp(C4, S4, 7000, 8000, b"a" * 30)))
+    frames += [(T0 + 5, g.ethernet(tunnelgen.vxlan(inner, 42)))]
+    frames += [(T0 + i * 0.7, udp_frame(3000)) for i in range(100)]     # busy for 70 s
+    return sorted(frames, key=lambda item: item[0])
+
+
+def _json_lines(as_text: bool, frames: list[tuple[float, bytes]], linktype: int = 1,
+                source: str = "test") -> list[tuple[str, bytes]]:
+    engine, pipeline, _, _ = make_engine(SPECS, overrides={"wirebeat.flows.enabled": True})
+    engine.builder.tags = ["mirror", "ünïcode"]
+    engine.builder.fields = {"site": {"name": 'lab "1"'}}
+    engine.flow_reporter.as_text = as_text
+    output = pipeline.output = JsonOutput()
+    for ts, frame in frames:
+        engine.on_frame(ts, linktype, frame, source)
+    engine.finish()
+    assert pipeline.close() == 0
+    return output.lines
+
+
+@pytest.mark.parametrize("source", ["test", 'sé"q\\x'])
+def test_flow_reports_as_json_text_are_byte_for_byte_the_dict_reports(source):
+    frames = _every_kind_of_flow()
+    as_dicts = _json_lines(False, frames, source=source)
+    assert sum(1 for _, line in as_dicts if b'"type":"flow"' in line) > 20
+    assert _json_lines(True, frames, source=source) == as_dicts
+    raw = [(t, f[14:]) for t, f in frames if f[12:14] in (b"\x08\x00", b"\x86\xdd")]  # no MACs
+    assert _json_lines(True, raw, linktype=101, source=source) == _json_lines(False, raw, linktype=101,
+                                                                           source=source)
+
+
+def test_flow_reports_stay_dicts_when_processors_or_root_fields_may_change_them():
+    def reporter(processors: list, under_root: bool) -> FlowReporter:
+        builder = DocumentBuilder({"type": "wirebeat"}, processors, {"a": 1}, under_root, [])
+        return FlowReporter(builder, lambda *_: None, 30.0, 10.0, 10, fragments=True)
+    assert reporter([], False).as_text
+    assert not reporter([{"add_tags": {"tags": ["x"]}}], False).as_text
+    assert not reporter([], True).as_text
+    builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+    assert not FlowReporter(builder, lambda *_: None, 30.0, 10.0, 10).as_text

@@ -28,7 +28,7 @@ SPECS = [r.spec for r in discover()]
 class JSONOutput(ListOutput):
     """Takes pre-serialised documents, as the console and file outputs do."""
 
-    takes_json = True
+    accepts_fragments = True
 
     def send(self, batch: list[tuple[str, Any]], stopping: threading.Event) -> int:
         self.docs.extend((doc_id, orjson.dumps(doc)) for doc_id, doc in batch)
@@ -93,9 +93,9 @@ def test_anything_that_edits_documents_turns_the_fast_path_off() -> None:
         assert not PacketDocuments(builder, lambda *_: None, {}, True).raw_json
 
 
-def test_console_takes_json_unless_pretty(tmp_path: Path) -> None:
-    assert ConsoleOutput(stream=open(tmp_path / "c", "wb")).takes_json
-    assert not ConsoleOutput(pretty=True, stream=open(tmp_path / "p", "wb")).takes_json
+def test_console_accepts_fragments_unless_pretty(tmp_path: Path) -> None:
+    assert ConsoleOutput(stream=open(tmp_path / "c", "wb")).accepts_fragments
+    assert not ConsoleOutput(pretty=True, stream=open(tmp_path / "p", "wb")).accepts_fragments
 
 
 @pytest.mark.parametrize("make", [
