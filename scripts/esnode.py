@@ -609,6 +609,59 @@ def wait_healthy(lay: Layout, pid: int, base_url: str, deadline: float) -> None:
                       f"(cluster health: {health or 'no answer'}){hint}", node_log_tail(lay))
 
 
+# --- the analysis plugin the secure node's API keys need ---------------------------
+
+PLUGIN_NAME = "wirebeat-analysis"
+PLUGIN_SOURCE = Path(__file__).resolve().parent / "es-analysis" / "WirebeatAnalysisPlugin.java"
+PLUGIN_CLASS = "org.wirebeat.esanalysis.WirebeatAnalysisPlugin"
+
+
+def install_analysis_plugin(lay: Layout, java_home: Path) -> None:
+    """Compile scripts/es-analysis/ into a plugin of the server copy, unless it is there.
+
+    The integ-test zip lacks the analysis-common module, whose `pattern_capture`,
+    `uax_url_email` and `unique` the `.security` index (API keys) is mapped with.
+    The plugin lands in the server copy's plugins/, so every node started from
+    that copy afterwards loads it (a running node is not touched).
+    """
+    target = lay.home / "plugins" / PLUGIN_NAME
+    source = PLUGIN_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    marker = target / "source.sha256"
+    if marker.is_file() and marker.read_text(encoding="ascii").strip() == digest:
+        return
+    javac = java_home / "bin" / "javac"
+    if not javac.is_file():
+        raise ESNodeError(f"the secure node needs a JDK with javac (for {PLUGIN_SOURCE.name}); "
+                          f"{java_home} has none: set ES_JAVA_HOME to a full JDK")
+    log(f"compiling the {PLUGIN_NAME} plugin (pattern_capture, uax_url_email, unique) for API keys")
+    with tempfile.TemporaryDirectory(prefix="esplugin-") as tmp:
+        classes = Path(tmp) / "classes"
+        done = subprocess.run([str(javac), "--release", str(JAVA_MAJORS.start), "-nowarn",
+                               "-cp", str(lay.home / "lib" / "*"), "-d", str(classes), str(PLUGIN_SOURCE)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ESNodeError(f"javac {PLUGIN_SOURCE.name} failed (exit {done.returncode})",
+                              _last_lines(done.stdout + done.stderr))
+        staging = Path(tmp) / PLUGIN_NAME
+        staging.mkdir()
+        with zipfile.ZipFile(staging / f"{PLUGIN_NAME}.jar", "w", zipfile.ZIP_DEFLATED) as jar:
+            for path in sorted(classes.rglob("*.class")):
+                jar.write(path, path.relative_to(classes).as_posix())
+        (staging / "plugin-descriptor.properties").write_text(
+            f"name={PLUGIN_NAME}\n"
+            "description=pattern_capture, uax_url_email and unique for the .security index "
+            "(written for wirebeat's test node)\n"
+            f"version={VERSION}\nclassname={PLUGIN_CLASS}\n"
+            f"java.version={JAVA_MAJORS.start}\nelasticsearch.version={VERSION}\n"
+            "extended.plugins=\nhas.native.controller=false\n", encoding="utf-8")
+        (staging / "source.sha256").write_text(digest + "\n", encoding="ascii")
+        for path in [staging, *staging.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(staging), str(target))
+
+
 # --- the secure node: TLS material and its user ------------------------------------
 
 def make_tls(lay: Layout) -> None:
@@ -744,6 +797,7 @@ def _start(timeout_s: float, secure: bool) -> str:
             # The certificate names localhost only: connect by that name.
             base_url = f"https://localhost:{http_port}"
             make_tls(lay)
+            install_analysis_plugin(lay, java_home)
             extra = {"username": SECURE_USER, "password": secrets.token_urlsafe(18),
                      "ca": str(lay.tls_dir / "ca.crt"), "ca_key": str(lay.tls_dir / "ca.key"),
                      "port": http_port}
