@@ -376,6 +376,7 @@ class ElasticsearchOutput:
 
     name = "elasticsearch"
     MAX_ABANDONED = 6       # stuck requests left to time out; each holds one pooled connection
+    MIN_SPLIT = 100         # a batch is split over the workers down to requests of this size
 
     def __init__(self, cfg: dict[str, Any], index: str, on_connect: Any = None) -> None:
         self.cfg = cfg
@@ -493,7 +494,7 @@ class ElasticsearchOutput:
         does not answer are abandoned (their documents go to `retry`).
         """
         items = list(pending.items())
-        size = max(1, self.cfg["bulk_max_size"])
+        size = self._request_size(len(items))
         todo = [items[i:i + size] for i in range(0, len(items), size)]
         todo.reverse()                                  # pop() takes them in order
         result = _Round()
@@ -536,6 +537,14 @@ class ElasticsearchOutput:
             result.busy = result.busy or busy
             self.already_indexed += already
         return result
+
+    def _request_size(self, documents: int) -> int:
+        """Documents per bulk request: at most bulk_max_size, and small enough that a
+        batch smaller than `worker` full requests still fills every worker (down to
+        MIN_SPLIT documents a request: below that, requests cost more than they save)."""
+        largest = max(1, self.cfg["bulk_max_size"])
+        share = -(-documents // self.workers)
+        return max(min(largest, share), min(largest, self.MIN_SPLIT))
 
     def _start(self, node: _Node, items: Batch, finished: queue.Queue[_Request]) -> _Request:
         request = _Request(node, items)

@@ -47,7 +47,17 @@ Command line (progress goes to stderr; failures exit 2 with one line last)::
     ``localhost`` only, so ``https://127.0.0.1:...`` is a hostname mismatch),
     and a superuser ``wirebeat`` with a random password in the file realm.
     ``url --secure`` prints the URL; ``secure_info()`` gives the URL, user,
-    password and CA file (in the node's state file, mode 600).
+    password and CA file (in the node's state file, mode 600). Before the
+    first secure start, the JDK's javac builds a small analysis plugin
+    (scripts/es-analysis/) into the server copy's plugins/: the ``.security``
+    index, where API keys live, is mapped with analysis pieces of the
+    analysis-common module that the integ-test zip lacks.
+
+    ``--cluster N`` (2 to 5) instead: a test cluster of N master-eligible
+    members on HTTP ports 9230, 9231, ... and transport ports 9330, 9331, ...
+    (own data, cluster name ``wirebeat-dev-test``; the single nodes are left
+    alone). ``start --cluster N`` prints one URL per line; each start makes a
+    new, empty cluster unless all N members already run together.
 
 Python API (tests put scripts/ on sys.path)::
 
@@ -57,6 +67,8 @@ Python API (tests put scripts/ on sys.path)::
     esnode.stop()
     info = esnode.start_secure()   # {"url", "username", "password", "ca", ...}
     esnode.stop(secure=True)
+    urls = esnode.start_cluster(3)     # a fresh 3-node cluster; stop_cluster() ends it
+    esnode.cluster_info()             # each member's url and pid (kill one in a test)
 
 Failures raise ``ESNodeError``, a ``RuntimeError`` whose message ends with the
 tail of the node's log. ``status`` exits 1 when no healthy node runs.
