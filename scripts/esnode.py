@@ -841,12 +841,17 @@ def stop(secure: bool = False) -> None:
     if not lay.control.is_dir():
         return
     with _os_errors_as_node_errors(), locked(lay):
-        pid = running_pid(lay)
-        if pid is not None:
-            log(f"stopping Elasticsearch (pid {pid})")
-            terminate(lay, pid)
-        lay.state_file.unlink(missing_ok=True)
-        lay.pid_file.unlink(missing_ok=True)
+        _stop_node(lay, "Elasticsearch")
+
+
+def _stop_node(lay: Layout, what: str) -> None:
+    """Stop the node of `lay` if it runs and forget it (the caller holds the lock)."""
+    pid = running_pid(lay)
+    if pid is not None:
+        log(f"stopping {what} (pid {pid})")
+        terminate(lay, pid)
+    lay.state_file.unlink(missing_ok=True)
+    lay.pid_file.unlink(missing_ok=True)
 
 
 # --- a test cluster of several nodes -------------------------------------------------
@@ -974,12 +979,7 @@ def stop_cluster(name: str = "test", nodes: int = 5) -> None:
         return
     with _os_errors_as_node_errors(), locked(lays[0]):
         for lay in lays:
-            pid = running_pid(lay)
-            if pid is not None:
-                log(f"stopping cluster member {lay.member} (pid {pid})")
-                terminate(lay, pid)
-            lay.state_file.unlink(missing_ok=True)
-            lay.pid_file.unlink(missing_ok=True)
+            _stop_node(lay, f"cluster member {lay.member}")
 
 
 # --- command line ------------------------------------------------------------------
