@@ -97,6 +97,8 @@ def base_schema() -> dict[str, Option]:
         "output.elasticsearch.api_key": Option("str", "", "id:api_key, as Elasticsearch's encoded form or plain"),
         "output.elasticsearch.index": Option("str", "wirebeat-%{version}", "index name; %{version} is wirebeat's version"),
         "output.elasticsearch.bulk_max_size": Option("int", 1600, "documents per bulk request"),
+        "output.elasticsearch.worker": Option("int", 2, "bulk requests out at a time, spread over the hosts; a batch smaller than worker x bulk_max_size is split to fill them"),
+        "output.elasticsearch.compression_level": Option("int", 0, "gzip level of bulk request bodies, 1-9; 0: uncompressed"),
         "output.elasticsearch.timeout": Option("duration", 90.0, "per request"),
         "output.elasticsearch.backoff.init": Option("duration", 1.0, "first wait after a failed bulk request"),
         "output.elasticsearch.backoff.max": Option("duration", 60.0, "longest wait between retries"),

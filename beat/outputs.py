@@ -6,7 +6,9 @@ console and file outputs write exactly the document Elasticsearch would get.
 from __future__ import annotations
 
 import atexit
+import gzip
 import os
+import queue
 import re
 import ssl
 import sys
@@ -18,7 +20,7 @@ from typing import Any, BinaryIO
 import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import TransportError
-from elasticsearch import ApiError, AuthenticationException, Elasticsearch, helpers
+from elasticsearch import ApiError, AuthenticationException, Elasticsearch
 
 from wirebeat import logs
 from wirebeat.pipeline import Batch, OutputStopped
@@ -300,83 +302,159 @@ class _Unreachable(Exception):
     """This attempt cannot finish: the node does not answer."""
 
 
+NDJSON = "application/vnd.elasticsearch+x-ndjson; compatible-with=9"
+JSON = "application/vnd.elasticsearch+json; compatible-with=9"
+_DELIVERY_ERRORS = (TransportConnectionError, TransportError, ApiError, OutputError, _Unreachable)
+
+
+class _Node:
+    """One entry of output.elasticsearch.hosts: its own clients, and whether it is up."""
+
+    def __init__(self, url: str, cfg: dict[str, Any]) -> None:
+        self.url = url
+        self.client = make_client({**cfg, "hosts": [url]})
+        self.probe_client = make_client({**cfg, "hosts": [url], "timeout": cfg["health_probe.timeout"]})
+        self.down = False
+        self.down_until = 0.0       # monotonic time of the next probe while down
+        self.backoff = 0.0
+        self.in_flight = 0          # bulk requests out to this node now
+
+    def close(self) -> None:
+        self.client.close()
+        self.probe_client.close()
+
+
+class _Request:
+    """One bulk request out to one node, in a thread of its own."""
+
+    def __init__(self, node: _Node, items: Batch) -> None:
+        self.node = node
+        self.items = items
+        self.value: tuple[dict[str, dict[str, Any]], list[tuple[str, int, Any]], bool, int] | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+
+class _Round:
+    """What one round of bulk requests over the pending documents came to."""
+
+    def __init__(self) -> None:
+        self.retry: dict[str, dict[str, Any]] = {}
+        self.rejected: list[tuple[str, int, Any]] = []
+        self.busy = False                       # some node answered 429/5xx: slow down
+        self.error: BaseException | None = None  # the last node failure
+
+
 class ElasticsearchOutput:
-    """Bulk indexing with a deterministic _id; retries until acknowledged.
+    """Bulk indexing over one or more nodes with a deterministic _id; retries until acknowledged.
+
+    Documents go as `create` with the deterministic `_id`: a request resent
+    after a timeout or a node failure finds the documents that arrived the
+    first time already there (409, counted as `output.already_indexed`) and
+    never makes a second copy.
+
+    Several hosts (`hosts`): each bulk request of up to `bulk_max_size`
+    documents goes to the node with the fewest requests out (ties go round the
+    list), up to `worker` requests at a time. A node that fails (refused,
+    reset, no answer) is marked down: its requests go to another node at once,
+    and it is probed again (`GET /`, cheap) after a backoff that doubles from
+    backoff.init to backoff.max while it stays down.
 
     Transient failures (connection refused, timeouts, 429, 5xx, for the whole
     request or single items) are retried with exponential backoff from
-    backoff.init to backoff.max, for as long as the process runs. Documents
-    Elasticsearch rejects for good (a 4xx on the item, e.g. a mapping
-    conflict) are counted as failed, logged with the reason and, when
-    `dead_letter.path` is set, appended there; they are never retried.
+    backoff.init to backoff.max, for as long as the process runs, once no node
+    is left up. Documents Elasticsearch rejects for good (a 4xx on the item,
+    e.g. a mapping conflict) are counted as failed, logged with the reason
+    and, when `dead_letter.path` is set, appended there; they are never retried.
 
     Recovery is prompt (docs/reliability.md). Each bulk request runs in a
     thread of its own; while it is outstanding, and during every backoff wait,
     a cheap health probe on a separate connection pool (`GET /`, any HTTP
-    answer counts, `health_probe.timeout`) asks whether the node still
+    answer counts, `health_probe.timeout`) asks whether its node still
     answers. A bulk request stuck on a path that accepts but never answers is
     abandoned as soon as a probe goes unanswered (resending is safe: `_id`s
     are deterministic), and a backoff wait ends as soon as a probe is
     answered, so delivery resumes within about one probe interval plus one
-    probe timeout of the node answering again.
+    probe timeout of a node answering again.
     """
 
     name = "elasticsearch"
-    accepts_fragments = True    # see _actions
+    accepts_fragments = True    # orjson writes an orjson.Fragment's JSON text as it is (_body)
     MAX_ABANDONED = 6       # stuck requests left to time out; each holds one pooled connection
+    MIN_SPLIT = 100         # a batch is split over the workers down to requests of this size
 
     def __init__(self, cfg: dict[str, Any], index: str, on_connect: Any = None) -> None:
         self.cfg = cfg
         self.index = index
-        self.client = make_client(cfg)
-        self.probe_client = make_client({**cfg, "timeout": cfg["health_probe.timeout"]})
+        self.nodes = [_Node(url, cfg) for url in cfg["hosts"]]
+        if not self.nodes:
+            raise OutputError("output.elasticsearch.hosts: no host given", permanent=True)
+        self.client = self.nodes[0].client      # for callers that need any client
+        self.workers = max(1, cfg.get("worker", 1))
+        self.compression_level = cfg.get("compression_level", 0)
+        if not 0 <= self.compression_level <= 9:
+            raise OutputError(f"output.elasticsearch.compression_level: {self.compression_level} "
+                              "is not 0 (off) to 9", permanent=True)
+        self.action_prefix = b'{"create":{"_index":' + orjson.dumps(index) + b',"_id":'
+        self.next_node = 0
         self.probe_interval_s = cfg["health_probe.interval"]
-        self.on_connect = on_connect        # called once with the client after first contact
+        self.on_connect = on_connect        # called once with a client after first contact
         self.connected = False
+        self.contact_lock = threading.Lock()
         self.logged_failures = 0
         self.dead_letter = DeadLetterFile(cfg["dead_letter.path"]) if cfg["dead_letter.path"] else None
         self.abandoned: list[threading.Thread] = []
         self.down_since: float | None = None
         # Counters (output.*): what the retries did.
-        self.retries = 0                # bulk attempts that had to be repeated
+        self.retries = 0                # bulk rounds that had to be repeated
         self.items_retried = 0          # documents sent again
         self.abandoned_requests = 0     # bulk requests given up on after an unanswered probe
         self.probes_failed = 0
-        self.recoveries = 0             # the node answered again after failing
+        self.recoveries = 0             # delivery went on after a node failed
         self.dead_lettered = 0
+        self.already_indexed = 0        # 409 on create: arrived with an earlier attempt
+        self.node_failures = 0          # a node stopped answering (marked down)
+        self.requests = 0               # bulk requests sent
 
     def counters(self) -> dict[str, int]:
         return {"output.retries": self.retries, "output.items_retried": self.items_retried,
                 "output.requests_abandoned": self.abandoned_requests,
                 "output.probes_failed": self.probes_failed, "output.recoveries": self.recoveries,
-                "output.dead_lettered": self.dead_lettered}
+                "output.dead_lettered": self.dead_lettered,
+                "output.already_indexed": self.already_indexed,
+                "output.bulk_requests": self.requests,
+                "output.node_failures": self.node_failures,
+                "output.nodes_down": sum(node.down for node in self.nodes)}
 
     def connect_now(self) -> None:
-        """First contact at start-up if Elasticsearch answers; unreachable is not an error yet.
+        """First contact at start-up if a node answers; unreachable is not an error yet.
 
         Raises TemplateError when the index template cannot be installed.
         """
-        try:
-            self._first_contact()
-        except OutputError as err:
-            if err.permanent:
-                raise
-        except (TransportConnectionError, TransportError):
-            pass
+        for node in self.nodes:
+            try:
+                self._first_contact(node)
+                return
+            except OutputError as err:
+                if err.permanent:
+                    raise
+            except (TransportConnectionError, TransportError):
+                pass
 
-    def _first_contact(self) -> None:
+    def _first_contact(self, node: _Node) -> None:
         # With the probe's short timeout: a node that accepts and never answers
         # must not hold the start (or a retry) for the whole bulk timeout.
-        check_connection(self.probe_client, self.cfg["hosts"], self.cfg)
-        if self.on_connect is not None:
-            self.on_connect(self.client)
-        self.connected = True
+        with self.contact_lock:
+            if self.connected:
+                return
+            check_connection(node.probe_client, [node.url], self.cfg)
+            if self.on_connect is not None:
+                self.on_connect(node.client)
+            self.connected = True
 
-    def _actions(self, batch: Batch) -> list[dict[str, Any]]:
-        # A Fragment (JSON text) goes as bytes, which the client sends as they are.
-        return [{"_op_type": "index", "_index": self.index, "_id": doc_id,
-                 "_source": orjson.dumps(doc) if doc.__class__ is orjson.Fragment else doc}
-                for doc_id, doc in batch]
+    def _body(self, items: Batch) -> bytes:
+        prefix, dumps = self.action_prefix, orjson.dumps
+        return b"".join(prefix + dumps(doc_id) + b"}}\n" + dumps(doc) + b"\n" for doc_id, doc in items)
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:
         pending = {doc_id: doc for doc_id, doc in batch}
@@ -386,102 +464,212 @@ class ElasticsearchOutput:
         while pending:
             if stopping.is_set():
                 raise OutputStopped()
-            unreachable = False
-            try:
-                retry, rejected = self._attempt(pending, stopping)
-            except (TransportConnectionError, TransportError, ApiError, OutputError, _Unreachable) as err:
-                self.connected = False
-                unreachable = True
-                if self.down_since is None:
-                    self.down_since = time.monotonic()
-                log.warning("elasticsearch unreachable, will retry", error=_redact(_short(err), self.cfg),
-                            retry_in_s=backoff, pending=len(pending))
-                retry, rejected = pending, []
-            else:
-                self._note_recovery()
-            for doc_id, status, error in rejected:
+            result = self._round(pending, stopping)
+            for doc_id, status, error in result.rejected:
                 failed += 1
                 self._reject(doc_id, pending[doc_id], status, error)
-            if not retry:
+            if not result.retry:
+                self._note_recovery()
                 break
-            pending = retry
+            pending = result.retry
             self.retries += 1
-            self.items_retried += len(retry)
-            if unreachable:
-                # Wait out the backoff, but retry as soon as the node answers a probe.
+            self.items_retried += len(pending)
+            if result.error is not None and not any(not node.down for node in self.nodes):
+                self.connected = False
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                log.warning("elasticsearch unreachable, will retry",
+                            error=_redact(_short(result.error), self.cfg), retry_in_s=backoff,
+                            pending=len(pending))
+                # Wait out the backoff, but retry as soon as a node answers a probe.
                 self._wait_for_node(backoff, stopping)
-            elif stopping.wait(backoff):      # it answered 429/5xx: it asked us to slow down
-                raise OutputStopped()
+            elif result.busy:
+                if stopping.wait(backoff):      # it answered 429/5xx: it asked us to slow down
+                    raise OutputStopped()
+            else:
+                continue        # a node failed, another is up: resend there now
             backoff = min(backoff * 2, self.cfg["backoff.max"])
         return failed
 
-    def _attempt(self, pending: dict[str, dict[str, Any]], stopping: threading.Event,
-                 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, Any]]]:
-        """One bulk attempt in its own thread, watched by health probes.
+    def _round(self, pending: dict[str, dict[str, Any]], stopping: threading.Event) -> _Round:
+        """Send every pending document once, up to `worker` bulk requests at a time.
 
-        Returns (documents to retry, documents rejected for good). Raises
-        _Unreachable when the node stops answering while the request is out.
+        Each request runs in a thread of its own; every probe interval the
+        nodes with requests out are probed, and the requests of a node that
+        does not answer are abandoned (their documents go to `retry`).
         """
-        self._wait_for_a_free_connection(stopping)
-        outcome: dict[str, Any] = {}
-        done = threading.Event()
         items = list(pending.items())
+        size = self._request_size(len(items))
+        todo = [items[i:i + size] for i in range(0, len(items), size)]
+        todo.reverse()                                  # pop() takes them in order
+        result = _Round()
+        finished: queue.Queue[_Request] = queue.Queue()
+        out: list[_Request] = []
+        while todo or out:
+            while todo and len(out) < self.workers:
+                self._wait_for_a_free_connection(stopping)
+                node = self._pick()
+                if node is None:                        # every node is down
+                    for chunk in todo:
+                        result.retry.update(chunk)
+                    todo.clear()
+                    break
+                out.append(self._start(node, todo.pop(), finished))
+            if not out:
+                break
+            try:
+                request = finished.get(timeout=self.probe_interval_s)
+            except queue.Empty:
+                if stopping.is_set():
+                    raise OutputStopped() from None
+                self._probe_nodes_with_requests_out(out, result)
+                continue
+            if request not in out:
+                continue                                # abandoned earlier, finished late
+            out.remove(request)
+            request.node.in_flight -= 1
+            if request.error is not None:
+                if not isinstance(request.error, _DELIVERY_ERRORS):
+                    raise request.error
+                self._node_failed(request.node, request.error)
+                result.retry.update(request.items)
+                result.error = request.error
+                continue
+            assert request.value is not None
+            retry, rejected, busy, already = request.value
+            result.retry.update(retry)
+            result.rejected.extend(rejected)
+            result.busy = result.busy or busy
+            self.already_indexed += already
+        return result
+
+    def _request_size(self, documents: int) -> int:
+        """Documents per bulk request: at most bulk_max_size, and small enough that a
+        batch smaller than `worker` full requests still fills every worker (down to
+        MIN_SPLIT documents a request: below that, requests cost more than they save)."""
+        largest = max(1, self.cfg["bulk_max_size"])
+        share = -(-documents // self.workers)
+        return max(min(largest, share), min(largest, self.MIN_SPLIT))
+
+    def _start(self, node: _Node, items: Batch, finished: queue.Queue[_Request]) -> _Request:
+        request = _Request(node, items)
 
         def work() -> None:
             try:
-                outcome["value"] = self._bulk(items)
+                request.value = self._bulk(node, items)
             except BaseException as err:     # handed to the output thread, which decides
-                outcome["error"] = err
+                request.error = err
             finally:
-                done.set()
+                finished.put(request)
 
-        worker = threading.Thread(target=work, name="bulk", daemon=True)
-        worker.start()
-        while not done.wait(self.probe_interval_s):
-            if stopping.is_set():
-                raise OutputStopped()
-            if not done.is_set() and not self._probe():
-                # The path accepts but does not answer: waiting for the full request
-                # timeout would hold back everything queued behind this batch.
+        node.in_flight += 1
+        self.requests += 1
+        request.thread = threading.Thread(target=work, name="bulk", daemon=True)
+        request.thread.start()
+        return request
+
+    def _probe_nodes_with_requests_out(self, out: list[_Request], result: _Round) -> None:
+        for node in list(dict.fromkeys(request.node for request in out)):
+            if self._probe(node):
+                continue
+            # The path accepts but does not answer: waiting for the full request
+            # timeout would hold back everything queued behind these requests.
+            for request in [r for r in out if r.node is node]:
+                out.remove(request)
+                node.in_flight -= 1
                 self.abandoned_requests += 1
-                self.abandoned.append(worker)
-                raise _Unreachable("a bulk request got no answer and a health probe neither")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+                assert request.thread is not None
+                self.abandoned.append(request.thread)
+                result.retry.update(request.items)
+            result.error = _Unreachable(f"{_redact(node.url, {})}: a bulk request got no answer "
+                                        "and a health probe neither")
+            self._node_failed(node, result.error)
 
-    def _bulk(self, items: Batch) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, Any]]]:
-        """Send once; touches no shared state, so an abandoned attempt may finish any time."""
+    def _pick(self) -> _Node | None:
+        """The up node with the fewest requests out, ties going round the list.
+
+        A down node whose backoff has run out is probed first and comes back
+        when it answers. None when every node is down.
+        """
+        count = len(self.nodes)
+        order = [self.nodes[(self.next_node + i) % count] for i in range(count)]
+        self.next_node = (self.next_node + 1) % count
+        now = time.monotonic()
+        for node in order:
+            if node.down and node.down_until <= now:
+                if self._probe(node):
+                    self._node_up(node)
+                else:
+                    self._node_failed(node, None)
+        up = [node for node in order if not node.down]
+        return min(up, key=lambda node: node.in_flight) if up else None
+
+    def _node_failed(self, node: _Node, error: BaseException | None) -> None:
+        """Mark the node down until its backoff has passed (doubling while it stays down)."""
+        if not node.down:
+            self.node_failures += 1
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+            if len(self.nodes) > 1:
+                log.warning("elasticsearch node failed, sending to the others", host=_redact(node.url, {}),
+                            error=_redact(_short(error), self.cfg) if error else "no answer",
+                            up=sum(not n.down for n in self.nodes) - 1)
+            node.backoff = self.cfg["backoff.init"]
+        else:
+            node.backoff = min(node.backoff * 2, self.cfg["backoff.max"])
+        node.down = True
+        node.down_until = time.monotonic() + node.backoff
+
+    def _node_up(self, node: _Node) -> None:
+        if node.down and len(self.nodes) > 1:
+            log.info("elasticsearch node answers again", host=_redact(node.url, {}))
+        node.down = False
+        node.backoff = 0.0
+
+    def _bulk(self, node: _Node, items: Batch,
+              ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, Any]], bool, int]:
+        """Send once: (to retry, rejected for good, node busy, already indexed).
+
+        Touches no shared state but the first contact, so an abandoned request may finish any time.
+        """
         if not self.connected:
-            self._first_contact()
-        docs = dict(items)
+            self._first_contact(node)
+        body = self._body(items)
+        headers = {"content-type": NDJSON, "accept": JSON}
+        if self.compression_level:
+            body = gzip.compress(body, self.compression_level)
+            headers["content-encoding"] = "gzip"
+        try:
+            response = node.client.perform_request("POST", "/_bulk", headers=headers, body=body)
+        except ApiError as err:
+            if err.status_code == 429 or err.status_code >= 500:
+                return dict(items), [], True, 0      # the whole request: none of it is the documents' fault
+            raise
         retry: dict[str, dict[str, Any]] = {}
         rejected: list[tuple[str, int, Any]] = []
-        for ok, item in helpers.streaming_bulk(
-                self.client, self._actions(items),
-                chunk_size=self.cfg["bulk_max_size"], max_retries=0,
-                raise_on_error=False, raise_on_exception=False, yield_ok=True):
+        busy, already = False, 0
+        if not response.body.get("errors"):
+            return retry, rejected, busy, already
+        docs = dict(items)
+        for item in response.body["items"]:
             result = next(iter(item.values()))
-            doc_id = result.get("_id")
-            if ok:
-                continue
             status = result.get("status", 0)
-            exception = result.get("exception")
-            busy = isinstance(status, int) and (status == 429 or status >= 500)
-            if exception is not None and not busy:
-                # The whole request failed (streaming_bulk reports that per item):
-                # refused, reset, timed out, 401 ... none of it is the document's fault.
-                raise exception
-            if busy:
+            if 200 <= status < 300:
+                continue
+            doc_id = result.get("_id")
+            if status == 409:
+                already += 1        # created by an earlier attempt of this document
+            elif status == 429 or status >= 500:
+                busy = True
                 retry[doc_id] = docs[doc_id]
             else:
                 rejected.append((doc_id, status, result.get("error")))
-        return retry, rejected
+        return retry, rejected, busy, already
 
-    def _probe(self) -> bool:
+    def _probe(self, node: _Node) -> bool:
         """Does the node answer at all? Any HTTP status counts; only silence does not."""
         try:
-            self.probe_client.info()
+            node.probe_client.info()
         except ApiError:
             return True      # e.g. 405 from the minimal server, 401: it answered
         except Exception:    # refused, reset, timed out, TLS failure: no answer
@@ -490,7 +678,7 @@ class ElasticsearchOutput:
         return True
 
     def _wait_for_node(self, backoff_s: float, stopping: threading.Event) -> bool:
-        """Wait up to backoff_s; True as soon as a health probe is answered. Raises OutputStopped."""
+        """Wait up to backoff_s; True as soon as a node answers a probe. Raises OutputStopped."""
         deadline = time.monotonic() + backoff_s
         while True:
             step = min(self.probe_interval_s, deadline - time.monotonic())
@@ -498,14 +686,16 @@ class ElasticsearchOutput:
                 return False
             if stopping.wait(step):
                 raise OutputStopped()
-            if self._probe():
-                return True
+            for node in self.nodes:
+                if self._probe(node):
+                    self._node_up(node)
+                    return True
 
     def _wait_for_a_free_connection(self, stopping: threading.Event) -> None:
         """Abandoned requests each hold a pooled connection until their timeout: bound them."""
         while True:
             self.abandoned = [t for t in self.abandoned if t.is_alive()]
-            if len(self.abandoned) < self.MAX_ABANDONED:
+            if len(self.abandoned) < self.MAX_ABANDONED * len(self.nodes):
                 return
             if stopping.wait(self.probe_interval_s):
                 raise OutputStopped()
@@ -529,8 +719,8 @@ class ElasticsearchOutput:
             self.dead_lettered += 1
 
     def close(self) -> None:
-        self.client.close()
-        self.probe_client.close()
+        for node in self.nodes:
+            node.close()
         if self.dead_letter is not None:
             self.dead_letter.close()
 

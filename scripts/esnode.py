@@ -47,7 +47,17 @@ Command line (progress goes to stderr; failures exit 2 with one line last)::
     ``localhost`` only, so ``https://127.0.0.1:...`` is a hostname mismatch),
     and a superuser ``wirebeat`` with a random password in the file realm.
     ``url --secure`` prints the URL; ``secure_info()`` gives the URL, user,
-    password and CA file (in the node's state file, mode 600).
+    password and CA file (in the node's state file, mode 600). Before the
+    first secure start, the JDK's javac builds a small analysis plugin
+    (scripts/es-analysis/) into the server copy's plugins/: the ``.security``
+    index, where API keys live, is mapped with analysis pieces of the
+    analysis-common module that the integ-test zip lacks.
+
+    ``--cluster N`` (2 to 5) instead: a test cluster of N master-eligible
+    members on HTTP ports 9230, 9231, ... and transport ports 9330, 9331, ...
+    (own data, cluster name ``wirebeat-dev-test``; the single nodes are left
+    alone). ``start --cluster N`` prints one URL per line; each start makes a
+    new, empty cluster unless all N members already run together.
 
 Python API (tests put scripts/ on sys.path)::
 
@@ -57,6 +67,8 @@ Python API (tests put scripts/ on sys.path)::
     esnode.stop()
     info = esnode.start_secure()   # {"url", "username", "password", "ca", ...}
     esnode.stop(secure=True)
+    urls = esnode.start_cluster(3)     # a fresh 3-node cluster; stop_cluster() ends it
+    esnode.cluster_info()             # each member's url and pid (kill one in a test)
 
 Failures raise ``ESNodeError``, a ``RuntimeError`` whose message ends with the
 tail of the node's log. ``status`` exits 1 when no healthy node runs.
@@ -84,6 +96,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zipfile
@@ -91,7 +104,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ESNodeError", "VERSION", "secure_info", "start", "start_secure", "stop", "url", "status"]
+__all__ = ["ESNodeError", "VERSION", "cluster_info", "secure_info", "start", "start_cluster", "start_secure",
+           "stop", "stop_cluster", "url", "status"]
 
 # The newest integ-test zip Maven Central serves; its hash as first fetched.
 VERSION = "9.5.4"
@@ -136,6 +150,19 @@ class Layout:
     control: Path       # state file and lock; written by this script only
     node: Path          # config, data, logs, tmp: written by the node
     secure: bool = False    # the second node, with TLS and users
+    cluster: str = ""       # member `member` of the test cluster of this name (start_cluster)
+    member: int = 0
+
+    @property
+    def cluster_name(self) -> str:
+        if self.cluster:
+            return f"{CLUSTER_NAME}-{self.cluster}"
+        return CLUSTER_NAME + ("-secure" if self.secure else "")
+
+    @property
+    def lock_file(self) -> Path:
+        """Cluster starts take a while: they must not hold up the single nodes."""
+        return self.control / (f"lock-cluster-{self.cluster}" if self.cluster else "lock")
 
     @property
     def zip_path(self) -> Path:
@@ -143,6 +170,8 @@ class Layout:
 
     @property
     def state_file(self) -> Path:
+        if self.cluster:
+            return self.control / f"state-cluster-{self.cluster}-{self.member}.json"
         return self.control / ("state-secure.json" if self.secure else "state.json")
 
     @property
@@ -421,7 +450,7 @@ def locked(lay: Layout) -> Iterator[None]:
     if running_as_root():
         make_root_base()
     lay.control.mkdir(parents=True, exist_ok=True)
-    with open(lay.control / "lock", "w", encoding="utf-8") as handle:
+    with open(lay.lock_file, "w", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -440,7 +469,8 @@ def running_pid(lay: Layout) -> int | None:
 
 # --- config and launch ----------------------------------------------------------
 
-def write_config(lay: Layout, http_port: int, transport_port: int) -> None:  # noqa: C901
+def write_config(lay: Layout, http_port: int, transport_port: int,  # noqa: C901
+                 extra: dict[str, object] | None = None) -> None:
     """A fresh config directory for this start; data survives restarts."""
     config = lay.node / "config"
     shutil.rmtree(config, ignore_errors=True)
@@ -463,6 +493,10 @@ def write_config(lay: Layout, http_port: int, transport_port: int) -> None:  # n
         # Tests clean up with wildcards (DELETE /wirebeat-test-*).
         "action.destructive_requires_name": False,
     }
+    if extra:
+        settings.update(extra)
+        if "discovery.seed_hosts" in extra:
+            del settings["discovery.type"]      # a cluster member looks for the others
     if lay.secure:
         settings.update({
             "cluster.name": CLUSTER_NAME + "-secure",
@@ -559,8 +593,7 @@ def node_log_tail(lay: Layout, during_launch: bool = False, lines: int = 20) -> 
     """What the node said last, for error messages. While the launcher runs,
     its output holds everything, including errors from before logging starts;
     once the node is detached, only its own log grows."""
-    cluster = CLUSTER_NAME + ("-secure" if lay.secure else "")
-    name = "launcher.log" if during_launch else f"{cluster}.log"
+    name = "launcher.log" if during_launch else f"{lay.cluster_name}.log"
     path = lay.node / "logs" / name
     try:
         tail = _last_lines(path.read_text(encoding="utf-8", errors="replace"), lines)
@@ -586,6 +619,59 @@ def wait_healthy(lay: Layout, pid: int, base_url: str, deadline: float) -> None:
     hint = f"; to start from empty data, stop it and remove {lay.node / 'data'}" if health else ""
     raise ESNodeError(f"Elasticsearch at {base_url} was not healthy in time "
                       f"(cluster health: {health or 'no answer'}){hint}", node_log_tail(lay))
+
+
+# --- the analysis plugin the secure node's API keys need ---------------------------
+
+PLUGIN_NAME = "wirebeat-analysis"
+PLUGIN_SOURCE = Path(__file__).resolve().parent / "es-analysis" / "WirebeatAnalysisPlugin.java"
+PLUGIN_CLASS = "org.wirebeat.esanalysis.WirebeatAnalysisPlugin"
+
+
+def install_analysis_plugin(lay: Layout, java_home: Path) -> None:
+    """Compile scripts/es-analysis/ into a plugin of the server copy, unless it is there.
+
+    The integ-test zip lacks the analysis-common module, whose `pattern_capture`,
+    `uax_url_email` and `unique` the `.security` index (API keys) is mapped with.
+    The plugin lands in the server copy's plugins/, so every node started from
+    that copy afterwards loads it (a running node is not touched).
+    """
+    target = lay.home / "plugins" / PLUGIN_NAME
+    source = PLUGIN_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    marker = target / "source.sha256"
+    if marker.is_file() and marker.read_text(encoding="ascii").strip() == digest:
+        return
+    javac = java_home / "bin" / "javac"
+    if not javac.is_file():
+        raise ESNodeError(f"the secure node needs a JDK with javac (for {PLUGIN_SOURCE.name}); "
+                          f"{java_home} has none: set ES_JAVA_HOME to a full JDK")
+    log(f"compiling the {PLUGIN_NAME} plugin (pattern_capture, uax_url_email, unique) for API keys")
+    with tempfile.TemporaryDirectory(prefix="esplugin-") as tmp:
+        classes = Path(tmp) / "classes"
+        done = subprocess.run([str(javac), "--release", str(JAVA_MAJORS.start), "-nowarn",
+                               "-cp", str(lay.home / "lib" / "*"), "-d", str(classes), str(PLUGIN_SOURCE)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ESNodeError(f"javac {PLUGIN_SOURCE.name} failed (exit {done.returncode})",
+                              _last_lines(done.stdout + done.stderr))
+        staging = Path(tmp) / PLUGIN_NAME
+        staging.mkdir()
+        with zipfile.ZipFile(staging / f"{PLUGIN_NAME}.jar", "w", zipfile.ZIP_DEFLATED) as jar:
+            for path in sorted(classes.rglob("*.class")):
+                jar.write(path, path.relative_to(classes).as_posix())
+        (staging / "plugin-descriptor.properties").write_text(
+            f"name={PLUGIN_NAME}\n"
+            "description=pattern_capture, uax_url_email and unique for the .security index "
+            "(written for wirebeat's test node)\n"
+            f"version={VERSION}\nclassname={PLUGIN_CLASS}\n"
+            f"java.version={JAVA_MAJORS.start}\nelasticsearch.version={VERSION}\n"
+            "extended.plugins=\nhas.native.controller=false\n", encoding="utf-8")
+        (staging / "source.sha256").write_text(digest + "\n", encoding="ascii")
+        for path in [staging, *staging.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(staging), str(target))
 
 
 # --- the secure node: TLS material and its user ------------------------------------
@@ -723,6 +809,7 @@ def _start(timeout_s: float, secure: bool) -> str:
             # The certificate names localhost only: connect by that name.
             base_url = f"https://localhost:{http_port}"
             make_tls(lay)
+            install_analysis_plugin(lay, java_home)
             extra = {"username": SECURE_USER, "password": secrets.token_urlsafe(18),
                      "ca": str(lay.tls_dir / "ca.crt"), "ca_key": str(lay.tls_dir / "ca.key"),
                      "port": http_port}
@@ -754,27 +841,163 @@ def stop(secure: bool = False) -> None:
     if not lay.control.is_dir():
         return
     with _os_errors_as_node_errors(), locked(lay):
-        pid = running_pid(lay)
-        if pid is not None:
-            log(f"stopping Elasticsearch (pid {pid})")
-            terminate(lay, pid)
-        lay.state_file.unlink(missing_ok=True)
-        lay.pid_file.unlink(missing_ok=True)
+        _stop_node(lay, "Elasticsearch")
+
+
+def _stop_node(lay: Layout, what: str) -> None:
+    """Stop the node of `lay` if it runs and forget it (the caller holds the lock)."""
+    pid = running_pid(lay)
+    if pid is not None:
+        log(f"stopping {what} (pid {pid})")
+        terminate(lay, pid)
+    lay.state_file.unlink(missing_ok=True)
+    lay.pid_file.unlink(missing_ok=True)
+
+
+# --- a test cluster of several nodes -------------------------------------------------
+
+CLUSTER_HTTP_PORT = 9230        # member i prefers 9230 + i
+CLUSTER_TRANSPORT_PORT = 9330
+
+
+def cluster_layout(name: str, member: int) -> Layout:
+    """Member `member` of the cluster `name`: own data, logs and state, the same server copy."""
+    lay = layout()
+    return Layout(cache=lay.cache, home=lay.home, control=lay.control,
+                  node=lay.control / f"cluster-{name}" / f"node-{member}", cluster=name, member=member)
+
+
+def _cluster_nodes(base_url: str) -> int:
+    """How many nodes the cluster answering at base_url has formed with (0: no answer)."""
+    try:
+        with _HTTP.open(f"{base_url}/_cluster/health", timeout=5.0) as response:
+            health = json.load(response)
+    except (OSError, ValueError):
+        return 0
+    if not isinstance(health, dict) or health.get("status") not in ("green", "yellow"):
+        return 0
+    nodes = health.get("number_of_nodes")
+    return nodes if isinstance(nodes, int) else 0
+
+
+def cluster_info(name: str = "test", nodes: int = 3) -> list[dict[str, object]]:
+    """Each member's URL and pid (None when it does not run), in member order."""
+    members = []
+    for member in range(nodes):
+        lay = cluster_layout(name, member)
+        state = read_state(lay) or {}
+        members.append({"url": state.get("url"), "pid": running_pid(lay), "member": member})
+    return members
+
+
+def start_cluster(nodes: int = 3, name: str = "test", timeout_s: float = START_TIMEOUT_S) -> list[str]:
+    """Start (or reuse) a cluster of `nodes` members on 127.0.0.1; return their URLs.
+
+    Each start makes a new, empty cluster (the members' data is removed): it
+    is for tests that kill members. Members prefer HTTP ports 9230, 9231, ...
+    and transport ports 9330, 9331, ...; each gets HEAP. All members are
+    master-eligible data nodes, started at once.
+    """
+    if not 2 <= nodes <= 5:
+        raise ESNodeError(f"a test cluster has 2 to 5 nodes, not {nodes}")
+    with _os_errors_as_node_errors():
+        return _start_cluster(nodes, name, timeout_s)
+
+
+def _start_cluster(nodes: int, name: str, timeout_s: float) -> list[str]:
+    lays = [cluster_layout(name, member) for member in range(nodes)]
+    with locked(lays[0]):
+        members = cluster_info(name, nodes)
+        urls = [m["url"] for m in members]
+        if all(m["pid"] is not None for m in members) and all(isinstance(u, str) for u in urls) \
+                and _cluster_nodes(str(urls[0])) == nodes:
+            log(f"reusing the {nodes}-node cluster at {', '.join(map(str, urls))}")
+            return [str(u) for u in urls]
+        for lay, member in zip(lays, members):
+            if member["pid"] is not None:
+                terminate(lay, int(member["pid"]))       # type: ignore[call-overload]
+            lay.state_file.unlink(missing_ok=True)
+            shutil.rmtree(lay.node / "data", ignore_errors=True)
+        fetch_zip(lays[0])
+        unpack(lays[0])
+        started = time.monotonic()
+        deadline = started + timeout_s
+        java_home = find_java_home()
+        owner = service_user() if running_as_root() else None
+        http_ports = [free_port(CLUSTER_HTTP_PORT + i) for i in range(nodes)]
+        transport_ports = [free_port(CLUSTER_TRANSPORT_PORT + i) for i in range(nodes)]
+        if len(set(http_ports + transport_ports)) != 2 * nodes:
+            raise ESNodeError("could not find distinct free ports for the cluster")
+        names = [f"{name}-{i}" for i in range(nodes)]
+        for i, lay in enumerate(lays):
+            write_config(lay, http_ports[i], transport_ports[i], {
+                "cluster.name": lay.cluster_name, "node.name": names[i],
+                "discovery.seed_hosts": [f"127.0.0.1:{port}" for port in transport_ports],
+                "cluster.initial_master_nodes": names,
+            })
+            prepare_node_dir(lay, owner)
+        urls = [f"http://127.0.0.1:{port}" for port in http_ports]
+        log(f"starting a {nodes}-node Elasticsearch {VERSION} cluster on {', '.join(urls)}")
+        pids: list[int | None] = [None] * nodes
+        errors: list[BaseException] = []
+
+        def launch_member(i: int) -> None:
+            try:
+                pids[i] = launch(lays[i], java_home, owner, max(1.0, deadline - time.monotonic()))
+            except BaseException as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=launch_member, args=(i,)) for i in range(nodes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        try:
+            if errors:
+                raise errors[0]
+            while _cluster_nodes(urls[0]) != nodes:
+                if time.monotonic() > deadline:
+                    raise ESNodeError(f"the {nodes} nodes did not form a healthy cluster in time",
+                                      node_log_tail(lays[0]))
+                time.sleep(0.5)
+        except BaseException:
+            for lay, pid in zip(lays, pids):
+                if pid is not None:
+                    with contextlib.suppress(ESNodeError):
+                        terminate(lay, pid)
+            raise
+        for lay, pid, base_url in zip(lays, pids, urls):
+            write_state(lay, int(pid or 0), base_url)
+        log(f"cluster ready after {time.monotonic() - started:.1f} s")
+        return urls
+
+
+def stop_cluster(name: str = "test", nodes: int = 5) -> None:
+    """Stop every member of the cluster `name` that runs; a no-op otherwise."""
+    lays = [cluster_layout(name, member) for member in range(nodes)]
+    if not lays[0].control.is_dir():
+        return
+    with _os_errors_as_node_errors(), locked(lays[0]):
+        for lay in lays:
+            _stop_node(lay, f"cluster member {lay.member}")
 
 
 # --- command line ------------------------------------------------------------------
 
-USAGE = "usage: esnode.py start|stop|status|url [--secure]"
+USAGE = "usage: esnode.py start|stop|status|url [--secure | --cluster N]"
 
 
 def main(argv: list[str]) -> int:
     secure = argv[1:] == ["--secure"]
-    if len(argv) not in (1, 2) or argv[0] not in ("start", "stop", "status", "url") \
-            or (len(argv) == 2 and not secure):
+    cluster = len(argv) == 3 and argv[1] == "--cluster" and argv[2].isdigit()
+    if len(argv) not in (1, 2, 3) or argv[0] not in ("start", "stop", "status", "url") \
+            or (len(argv) >= 2 and not (secure or cluster)):
         print(USAGE, file=sys.stderr)
         return 2
     command = argv[0]
     try:
+        if cluster:
+            return _cluster_command(command, int(argv[2]))
         if command == "start":
             print(start(secure=secure), flush=True)
         elif command == "stop":
@@ -797,6 +1020,25 @@ def main(argv: list[str]) -> int:
         print("esnode: error: interrupted", file=sys.stderr)
         return 2
     return 0
+
+
+def _cluster_command(command: str, nodes: int) -> int:
+    """`--cluster N`: the test cluster "test" of N members; prints one URL per line."""
+    if command == "start":
+        print("\n".join(start_cluster(nodes)), flush=True)
+        return 0
+    if command == "stop":
+        stop_cluster()
+        return 0
+    members = cluster_info(nodes=nodes)
+    up = [str(m["url"]) for m in members if m["pid"] is not None and _cluster_nodes(str(m["url"])) == nodes]
+    if command == "url":
+        if len(up) != nodes:
+            raise ESNodeError(f"no healthy {nodes}-node cluster is running")
+        print("\n".join(up), flush=True)
+        return 0
+    log(f"{len(up)} of {nodes} members up and in a {nodes}-node cluster")
+    return 0 if len(up) == nodes else 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import pytest
 from elasticsearch import Elasticsearch
 
 import pcapgen as g
-from conftest import ROOT, WIREBEAT
+from conftest import ROOT
+from running import Wirebeat
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -93,15 +94,19 @@ def test_test_output_names_an_unreachable_host_in_one_line(wirebeat):
 def test_unreachable_output_loses_nothing_silently(tmp_path):
     """With Elasticsearch down the documents wait and are reported as unacknowledged."""
     capture = _capture(tmp_path, pairs=5, unanswered=0)
-    proc = subprocess.Popen([*WIREBEAT, "run", "-I", str(capture), "-E", "wirebeat.flows.enabled=false", "-E",
-                             "output.elasticsearch.hosts=[http://127.0.0.1:9]", "-E",
-                             "output.elasticsearch.backoff.init=0.1s", "-E", "wirebeat.shutdown_timeout=1s"],
-                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
-    time.sleep(3)
-    assert proc.poll() is None          # still retrying, not dropping
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1, err.decode()
+    wb = Wirebeat("-I", str(capture), "-E", "wirebeat.flows.enabled=false",
+                  "-E", "output.elasticsearch.hosts=[http://127.0.0.1:9]",
+                  "-E", "output.elasticsearch.backoff.init=0.1s", "-E", "wirebeat.shutdown_timeout=1s", http=False)
+    try:
+        # Signalled only once it retries: on a loaded host the start alone can take seconds.
+        wb.wait_for_log("elasticsearch unreachable, will retry", timeout_s=60)
+        time.sleep(1)
+        assert wb.proc.poll() is None          # still retrying, not dropping
+        code, _ = wb.stop(signal.SIGINT, timeout_s=30)
+    finally:
+        wb.kill()
+    err = wb.stderr_text().encode()
+    assert code == 1, err.decode()
     assert b"5 documents (0 acknowledged, 0 failed, 5 unacknowledged)" in err
     assert b"elasticsearch unreachable, will retry" in err
 
@@ -114,7 +119,6 @@ def test_documents_reach_the_index_after_elasticsearch_comes_back(es_url, tmp_pa
     forwards to the real server.
     """
     from forwarder import Forwarder
-    from running import Wirebeat
 
     index = f"wbtest-{uuid.uuid4().hex[:8]}"
     target_host, target_port = es_url.split("//")[1].split(":")
