@@ -26,7 +26,7 @@ from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, iso_time
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
-__all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "community_id_packed", "document_id",
+__all__ = ["ECS_VERSION", "DocumentBuilder", "capture_fields", "community_id", "community_id_packed", "document_id",
            "iso_time"]
 
 ECS_VERSION = "8.17.0"
@@ -72,6 +72,19 @@ def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dpor
     digest = hashlib.sha1(_SEED + saddr + daddr + bytes((proto, 0))
                           + _PORTS.pack(sport, dport)).digest()
     return "1:" + base64.b64encode(digest).decode()
+
+
+COLLECTOR_SEPARATOR = "\0"      # in a source key: "<client>\0<collector endpoint>"
+
+
+def capture_fields(source: str) -> dict[str, str]:
+    """`capture.*` of a capture source key. A collector client's key names its
+    collector too (wirebeat.sources.zmq), so two collectors' clients of the same
+    name never share decoding state; documents show both parts apart."""
+    if COLLECTOR_SEPARATOR in source:
+        client, _, collector = source.rpartition(COLLECTOR_SEPARATOR)
+        return {"source": client, "collector": collector}
+    return {"source": source}
 
 
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:
@@ -218,7 +231,7 @@ class DocumentBuilder:
             "client": dict(source),
             "server": dict(destination),
             "related": {"ip": list(related_ip)},
-            "capture": {"source": flow.source},
+            "capture": capture_fields(flow.source),
             "agent": self.agent if self.shared_ok else dict(self.agent),
             "ecs": _ECS if self.shared_ok else dict(_ECS),
         }

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
+from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
@@ -432,7 +432,7 @@ def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: st
         "source": src,
         "destination": dst,
         "network": network,
-        "capture": {"source": source},
+        "capture": capture_fields(source),
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import hashlib
 
 from wirebeat.decoders.api import format_mac
-from wirebeat.document import DocumentBuilder, community_id, iso_time
+from wirebeat.document import DocumentBuilder, capture_fields, community_id, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
 from wirebeat.ip import ip_text
@@ -93,7 +93,7 @@ class PacketDocuments:
         shared = builder.shared_ok      # nothing edits documents: constant parts can be shared
         doc: dict[str, Any] = {"@timestamp": iso_time(ts), "type": "packet",
                                "event": _EVENT if shared else dict(_EVENT),
-                               "network": network, "capture": {"source": source}}
+                               "network": network, "capture": capture_fields(source)}
         if source_ep:
             doc["source"] = source_ep
         if dest_ep:
