@@ -55,7 +55,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.sources.zmq.clients": Option("list[str]", [], "collector client names to subscribe to; empty: every client"),
         "wirebeat.sources.zmq.receive_hwm": Option("int", 50000, "messages the receiver process's SUB socket holds per publisher (ZMQ_RCVHWM); past it TCP pushes back and the collector drops, uncounted here"),
         "wirebeat.sources.zmq.receive_buffer": Option("int", 0, "kernel receive buffer of the SUB socket's TCP connection, bytes (ZMQ_RCVBUF); 0: the OS's autotuning (Linux: up to net.ipv4.tcp_rmem's maximum); a value is capped at net.core.rmem_max"),
-        "wirebeat.sources.zmq.queue_messages": Option("int", 200000, "messages held between the receiver process and decoding, per publisher (in batches of 256); when full, messages are dropped and counted (zmq.dropped.<client>)"),
+        "wirebeat.sources.zmq.queue_messages": Option("int", 200000, "messages the receiver process holds for decoding, per publisher (wirebeat.limits.max_queued_frames more wait in the decoding process); when full, messages are dropped and counted (zmq.dropped.<client>)"),
         "wirebeat.sources.netflow": Option("netflow_listeners", [], "NetFlow/IPFIX UDP listeners (as --netflow): a list of {host: HOST:PORT, tags, fields, protocols: [v1, v5, v7, v9, ipfix], read_buffer: bytes}"),
         "wirebeat.interfaces.device": Option("list[str]", [], "interfaces to capture on live (as -i); 'any' for all"),
         "wirebeat.interfaces.snaplen": Option("int", 65535, "bytes captured per packet"),

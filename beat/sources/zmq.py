@@ -14,13 +14,20 @@ re-parses only when the header bytes change, so a client switching link type
 or format mid-stream is followed at once. Headers and records are read by the
 same parsers as capture files (beat/sources/pcapfile.py).
 
-`ZMQSource` owns one SUB socket per endpoint. Its receive thread only counts
-and hands raw messages to the main thread (`wirebeat.sources.feed`); decoding
-happens in the main thread. ZeroMQ reconnects by itself, so a publisher that
-restarts is picked up without anything here noticing. Messages lost at the
-socket's high-water mark are invisible (PUB/SUB says nothing), which is why
-the receive count per client is reported; messages dropped because the
-decoder falls behind are counted per client.
+`ZMQSource` is one endpoint. Its SUB socket lives in a receiver process of
+its own (wirebeat.sources.zmqrecv), which drains the collector at the
+collector's speed into wirebeat's receive queue; a thread here takes the
+batches off and hands them to the main thread (`wirebeat.sources.feed`), which
+decodes. ZeroMQ reconnects by itself, so a publisher that restarts is picked
+up without anything here noticing. Messages the collector drops for a
+subscriber that does not keep up are invisible (PUB/SUB says nothing), which
+is why the receive count per client is reported; messages dropped in
+wirebeat's own queues are counted per client.
+
+Decoding state is keyed by (client, collector): the capture source key of a
+client is `<client>\0<endpoint>` (document.capture_fields shows it as
+capture.source and capture.collector), so two collectors' clients of the same
+name never share fragments, TCP streams, flows or transactions.
 """
 from __future__ import annotations
 
@@ -326,7 +333,6 @@ class ZMQSource:
         except OSError as err:
             raise SourceError(f"--zmq {self.endpoint}: cannot create the receive queue's directory: {err}") from None
         self.forward = f"ipc://{self.directory}/feed"
-        batches = max(1, self.queue_messages // zmqrecv.BATCH_ITEMS)
         stop_read, stop_write = os.pipe()
         pid = os.fork()
         if pid == 0:                                # the receiver
@@ -336,7 +342,7 @@ class ZMQSource:
                 for fd in _RECEIVER_PIPES:          # other feeds' receivers end with their own pipe
                     os.close(fd)
                 code = zmqrecv.receive(self.endpoint, self.forward, self.receive_hwm, self.receive_buffer,
-                                       batches, self.subscriptions(), stop_read)
+                                       self.queue_messages, self.subscriptions(), stop_read)
             except BaseException:                   # a bug: say so on stderr, exit 1
                 traceback.print_exc()
             finally:
@@ -369,11 +375,7 @@ class ZMQSource:
                               + (f" (exit {code})" if code is not None else ""))
         log.info("subscribed", endpoint=self.endpoint, clients=sorted(self.clients or ["*"]),
                  receive_hwm=self.receive_hwm, receive_buffer=self.receive_buffer,
-                 queue_messages=self.queue_capacity(), receiver_pid=self.receiver_pid)
-
-    def queue_capacity(self) -> int:
-        """Messages the receive queue holds at most (a whole number of batches)."""
-        return max(1, self.queue_messages // zmqrecv.BATCH_ITEMS) * zmqrecv.BATCH_ITEMS
+                 queue_messages=self.queue_messages, receiver_pid=self.receiver_pid)
 
     def receiver_exit(self) -> int | None:
         """The receiver's exit code once it has exited (reaped here), else None."""
