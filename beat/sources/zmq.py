@@ -66,7 +66,7 @@ _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 POLL_MS = 200                   # how often the receive thread looks at the stop flag
 PULL_HWM = 4                    # batches waiting in this process's end of the receive queue
 RECEIVER_START_S = 30           # how long the receiver process may take to subscribe
-RECEIVER_STOP_S = 1.5           # at stop: how long its last batches and counts may take
+RECEIVER_STOP_S = 0.8           # at stop: how long its last batches, counts and exit may take
 MAX_CLIENTS = 65536             # client headers remembered (a collector has far fewer clients)
 LOGGED_HEADER_CHANGES = 100     # then only the zmq.header_changes counter says so
 _RECEIVER_PIPES: set[int] = set()   # stop pipes of this process's receivers (a fork closes the others')
@@ -346,6 +346,8 @@ class ZMQSource:
             except BaseException:                   # a bug: say so on stderr, exit 1
                 traceback.print_exc()
             finally:
+                # Last to go (wirebeat has stopped it or is gone): the socket's directory too.
+                shutil.rmtree(self.directory, ignore_errors=True)
                 os._exit(code)
         os.close(stop_read)
         _RECEIVER_PIPES.add(stop_write)

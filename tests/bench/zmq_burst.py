@@ -10,7 +10,9 @@ osmo-pcap-server would drop) sends 2 * pairs * clients messages to a real
 `wirebeat run --zmq ... --console` (documents to /dev/null). Reported per
 rate: the rate the publisher reached, its stalls (messages osmo-pcap-server
 would have dropped because wirebeat's side was full), what wirebeat counted
-as received and dropped, and how long decoding took to catch up. A
+as received and dropped, how long decoding took to catch up, and the
+receiver process's CPU time (messages per CPU second: its own capacity, the
+number least disturbed by other load on the host). A
 benchmark, not a timed test: numbers depend on the machine and on what else
 runs on it.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -45,9 +48,10 @@ def one(pairs: int, clients: int, rate: float) -> dict[str, object]:
                            "-E", "http.port=0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     assert wb.stderr is not None
-    url = ""
+    url, receiver = "", 0
     while not url:
         event = json.loads(wb.stderr.readline())
+        receiver = event.get("receiver_pid", receiver)
         url = event.get("url", "") if event.get("event") == "stats endpoint listening" else ""
     try:
         line = pub.stdout.readline()
@@ -67,6 +71,7 @@ def one(pairs: int, clients: int, rate: float) -> dict[str, object]:
                 last, moved = now, time.monotonic()
             time.sleep(0.1)
         caught_up = time.monotonic() - done
+        receiver_cpu = cpu_seconds(receiver)
     finally:
         wb.terminate()
         wb.wait(60)
@@ -75,7 +80,16 @@ def one(pairs: int, clients: int, rate: float) -> dict[str, object]:
     return {"asked": rate, "sent": sent, "rate": round(sent / seconds), "stalls": stalls,
             "received": sum(v for k, v in now.items() if k.startswith("zmq.received.")),
             "dropped": sum(v for k, v in now.items() if k.startswith("zmq.dropped.")),
-            "decoded": now.get("zmq.frames", 0), "caught_up_s": round(caught_up, 1)}
+            "decoded": now.get("zmq.frames", 0), "caught_up_s": round(caught_up, 1),
+            "receiver_cpu_s": round(receiver_cpu, 2),
+            "receiver_messages_per_cpu_s": round(sent / receiver_cpu) if receiver_cpu else None}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (its receiver, here)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
