@@ -68,11 +68,12 @@ def _settled(wb: Wirebeat, total: int) -> dict[str, int] | None:
     return now if handled >= total else None
 
 
-def test_a_burst_of_200000_messages_is_received_whole():
-    pairs, clients = 50_000, ["edge1", "edge2"]
+def _burst_through_wirebeat(pairs: int, clients: list[str], *options: str) -> tuple[Wirebeat, dict[str, int]]:
+    """Send the burst to `wirebeat run --zmq ... --console OPTIONS`, wait until every
+    message is decoded or dropped, stop it; (wirebeat, its counters by then)."""
     total = 2 * pairs * len(clients)
     burst = Burst(pairs, TARGET_RATE, clients)
-    wb = Wirebeat("--zmq", burst.endpoint, "--console", "-E", "wirebeat.flows.enabled=false")
+    wb = Wirebeat("--zmq", burst.endpoint, "--console", "-E", "wirebeat.flows.enabled=false", *options)
     try:
         sent, seconds, stalls = burst.sent()
         assert sent == total
@@ -86,6 +87,13 @@ def test_a_burst_of_200000_messages_is_received_whole():
         wb.kill()
         burst.close()
     assert code == 0, wb.stderr_text()[-3000:]
+    return wb, counters
+
+
+def test_a_burst_of_200000_messages_is_received_whole():
+    pairs, clients = 50_000, ["edge1", "edge2"]
+    total = 2 * pairs * len(clients)
+    wb, counters = _burst_through_wirebeat(pairs, clients)
     assert {k: v for k, v in counters.items() if k.startswith("zmq.dropped.") and v} == {}
     assert {k: v for k, v in counters.items() if k.startswith("zmq.received.")} == {
         f"zmq.received.{name}": 2 * pairs for name in clients}
@@ -103,20 +111,9 @@ def test_a_burst_of_200000_messages_is_received_whole():
 def test_a_queue_too_small_for_the_burst_counts_every_message_it_drops():
     pairs = 20_000
     total = 2 * pairs
-    burst = Burst(pairs, TARGET_RATE, ["edge1"])
     # 256 messages held by the receiver, two batches of 256 in the decoding process.
-    wb = Wirebeat("--zmq", burst.endpoint, "--console", "-E", "wirebeat.flows.enabled=false",
-                  "-E", "wirebeat.sources.zmq.queue_messages=256",
-                  "-E", "wirebeat.limits.max_queued_frames=512")
-    try:
-        sent, _, _ = burst.sent()
-        assert sent == total
-        counters = wait_until(lambda: _settled(wb, total), 300, "every message decoded or dropped")
-        code, _ = wb.stop()
-    finally:
-        wb.kill()
-        burst.close()
-    assert code == 0, wb.stderr_text()[-3000:]
+    wb, counters = _burst_through_wirebeat(pairs, ["edge1"], "-E", "wirebeat.sources.zmq.queue_messages=256",
+                                           "-E", "wirebeat.limits.max_queued_frames=512")
     dropped = counters.get("zmq.dropped.edge1", 0)
     assert counters["zmq.received.edge1"] == total
     assert dropped > 0, counters
