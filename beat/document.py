@@ -26,7 +26,7 @@ from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, iso_time
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
-__all__ = ["ECS_VERSION", "DocumentBuilder", "capture_fields", "community_id", "community_id_packed", "document_id",
+__all__ = ["ECS_VERSION", "DocumentBuilder", "capture_fields", "id_source", "community_id", "community_id_packed", "document_id",
            "iso_time"]
 
 ECS_VERSION = "8.17.0"
@@ -87,13 +87,20 @@ def capture_fields(source: str) -> dict[str, str]:
     return {"source": source}
 
 
+def id_source(source: str) -> str:
+    """What `_id`s (and flow.id) take of a capture source key: a collector client's
+    name without its collector, so the same frames get the same ids whichever
+    endpoint string reached the collector (a restart, another process)."""
+    return source.rpartition(COLLECTOR_SEPARATOR)[0] if COLLECTOR_SEPARATOR in source else source
+
+
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:
     """A stable _id: same capture, same transaction, same id."""
     return document_id_from(_id_prefix(source, flow, dataset), ts, identity)
 
 
 def _id_prefix(source: str, flow: FlowKey, dataset: str) -> str:
-    return (f"{source}|{dataset}|{flow.transport}|{flow.client_ip}|{flow.client_port}|"
+    return (f"{id_source(source)}|{dataset}|{flow.transport}|{flow.client_ip}|{flow.client_port}|"
             f"{flow.server_ip}|{flow.server_port}|")
 
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, iso_time
+from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
@@ -380,6 +380,7 @@ def _assign_id(source: str, rec: list[Any]) -> str:
     earlier flow's ports. (packetbeat's own id is a base64 of its internal key
     layout, which nothing outside packetbeat reads.)
     """
+    source = id_source(source)
     macs, vlans, outer, src, dst, proto, sport, dport = rec[R_KEY]
     numbers = _ID_NUMBERS.pack(proto, sport, dport, round(rec[R_FIRST_TS] * 1e6))
     if outer or vlans:

@@ -23,7 +23,7 @@ from typing import Any
 import hashlib
 
 from wirebeat.decoders.api import format_mac
-from wirebeat.document import DocumentBuilder, capture_fields, community_id, iso_time
+from wirebeat.document import DocumentBuilder, capture_fields, community_id, id_source, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
 from wirebeat.ip import ip_text
@@ -79,7 +79,7 @@ class PacketDocuments:
     def on_frame(self, ts: float, linktype: int, data: bytes, located: Any, source: str) -> None:
         seen = self.sources.get(source)
         if seen is None:
-            prefix = hashlib.blake2b(source.encode(), digest_size=9).hexdigest()
+            prefix = hashlib.blake2b(id_source(source).encode(), digest_size=9).hexdigest()
             seen = self.sources[source] = [0, prefix]
         n = seen[0]
         seen[0] = n + 1
