@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="read a pcap or pcapng file ('-' for stdin); repeatable")
     run.add_argument("--zmq", action="append", default=[], metavar="ENDPOINT",
                      help="subscribe to an osmo-pcap ZeroMQ feed")
+    run.add_argument("--zmq-client", dest="zmq_clients", action="append", default=[], metavar="NAME",
+                     help="only this collector client (exact name; repeatable; adds to wirebeat.sources.zmq.clients)")
     run.add_argument("--netflow", action="append", default=[], metavar="HOST:PORT",
                      help="collect NetFlow/IPFIX exports on a UDP address; repeatable")
     run.add_argument("-i", dest="interfaces", action="append", default=[], metavar="IFACE",
@@ -286,8 +288,10 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
         if user:
             lookup_user(user)
         readers = [open_capture(path, stdin=sys.stdin.buffer) for path in args.files]
-        feeds = [ZMQSource(e, config["wirebeat.sources.zmq.clients"],
-                           config["wirebeat.sources.zmq.receive_hwm"]) for e in endpoints]
+        clients = list(dict.fromkeys(config["wirebeat.sources.zmq.clients"] + args.zmq_clients))
+        feeds = [ZMQSource(e, clients, config["wirebeat.sources.zmq.receive_hwm"],
+                           config["wirebeat.sources.zmq.receive_buffer"],
+                           config["wirebeat.sources.zmq.queue_messages"]) for e in endpoints]
         for feed in feeds:
             feed.check()
         interfaces = [LiveSource(device, config["wirebeat.interfaces.snaplen"],
@@ -302,6 +306,8 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
         state = drop_privileges(user or None) if user or os.geteuid() != 0 else None
         # ZeroMQ's I/O threads start with the first socket: after the drop, so they hold nothing.
         if feeds:
+            for feed in feeds:
+                feed.start_receiver()       # a fork: before this process has ZeroMQ threads
             context = zmq.Context()
             for feed in feeds:
                 feed.open(context)

@@ -26,7 +26,7 @@ from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, format_mac,
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
-__all__ = ["ECS_VERSION", "DocumentBuilder", "community_id", "community_id_packed", "document_id",
+__all__ = ["ECS_VERSION", "DocumentBuilder", "capture_fields", "id_source", "community_id", "community_id_packed", "document_id",
            "iso_time"]
 
 ECS_VERSION = "8.17.0"
@@ -74,13 +74,33 @@ def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dpor
     return "1:" + base64.b64encode(digest).decode()
 
 
+COLLECTOR_SEPARATOR = "\0"      # in a source key: "<client>\0<collector endpoint>"
+
+
+def capture_fields(source: str) -> dict[str, str]:
+    """`capture.*` of a capture source key. A collector client's key names its
+    collector too (wirebeat.sources.zmq), so two collectors' clients of the same
+    name never share decoding state; documents show both parts apart."""
+    if COLLECTOR_SEPARATOR in source:
+        client, _, collector = source.rpartition(COLLECTOR_SEPARATOR)
+        return {"source": client, "collector": collector}
+    return {"source": source}
+
+
+def id_source(source: str) -> str:
+    """What `_id`s (and flow.id) take of a capture source key: a collector client's
+    name without its collector, so the same frames get the same ids whichever
+    endpoint string reached the collector (a restart, another process)."""
+    return source.rpartition(COLLECTOR_SEPARATOR)[0] if COLLECTOR_SEPARATOR in source else source
+
+
 def document_id(source: str, flow: FlowKey, ts: float, dataset: str, identity: str) -> str:
     """A stable _id: same capture, same transaction, same id."""
     return document_id_from(_id_prefix(source, flow, dataset), ts, identity)
 
 
 def _id_prefix(source: str, flow: FlowKey, dataset: str) -> str:
-    return (f"{source}|{dataset}|{flow.transport}|{flow.client_ip}|{flow.client_port}|"
+    return (f"{id_source(source)}|{dataset}|{flow.transport}|{flow.client_ip}|{flow.client_port}|"
             f"{flow.server_ip}|{flow.server_port}|")
 
 
@@ -223,7 +243,7 @@ class DocumentBuilder:
             "client": dict(source),
             "server": dict(destination),
             "related": {"ip": list(related_ip)},
-            "capture": {"source": flow.source},
+            "capture": capture_fields(flow.source),
             "agent": self.agent if self.shared_ok else dict(self.agent),
             "ecs": _ECS if self.shared_ok else dict(_ECS),
         }

@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
+from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
@@ -221,7 +221,7 @@ def _text_parts(source: str, rec: list[Any], fid: str) -> tuple[str, str, str, s
 def _tail_text(builder: DocumentBuilder, source: str) -> str:
     """`,"capture":...,"agent":...,"ecs":...` (and fields, tags) and the closing brace:
     what build_other adds to every flow document of `source`, as JSON text."""
-    tail = builder.build_other({"capture": {"source": source}})
+    tail = builder.build_other({"capture": capture_fields(source)})
     assert tail is not None             # only used without processors
     return "," + orjson.dumps(tail).decode()[1:]
 
@@ -514,6 +514,7 @@ def _assign_id(source: str, rec: list[Any]) -> str:
     earlier flow's ports. (packetbeat's own id is a base64 of its internal key
     layout, which nothing outside packetbeat reads.)
     """
+    source = id_source(source)
     macs, vlans, outer, src, dst, proto, sport, dport = rec[R_KEY]
     numbers = _ID_NUMBERS.pack(proto, sport, dport, round(rec[R_FIRST_TS] * 1e6))
     if outer or vlans:
@@ -566,7 +567,7 @@ def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: st
         "source": src,
         "destination": dst,
         "network": network,
-        "capture": {"source": source},
+        "capture": capture_fields(source),
     }
 
 

@@ -34,7 +34,7 @@ import hashlib
 import orjson
 
 from wirebeat.decoders.api import format_mac
-from wirebeat.document import DocumentBuilder, community_id_packed, iso_time
+from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
 from wirebeat.ip import ip_text
@@ -96,7 +96,7 @@ class PacketDocuments:
     def on_frame(self, ts: float, linktype: int, data: bytes, located: Any, source: str) -> None:
         seen = self.sources.get(source)
         if seen is None:
-            prefix = hashlib.blake2b(source.encode(), digest_size=9).hexdigest()
+            prefix = hashlib.blake2b(id_source(source).encode(), digest_size=9).hexdigest()
             seen = self.sources[source] = [0, prefix]
         n = seen[0]
         seen[0] = n + 1
@@ -125,7 +125,7 @@ class PacketDocuments:
         shared = builder.shared_ok      # nothing edits documents: constant parts can be shared
         doc: dict[str, Any] = {"@timestamp": iso_time(ts), "type": "packet",
                                "event": _EVENT if shared else dict(_EVENT),
-                               "network": network, "capture": {"source": source}}
+                               "network": network, "capture": capture_fields(source)}
         if source_ep:
             doc["source"] = source_ep
         if dest_ep:

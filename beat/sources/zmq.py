@@ -14,21 +14,33 @@ re-parses only when the header bytes change, so a client switching link type
 or format mid-stream is followed at once. Headers and records are read by the
 same parsers as capture files (beat/sources/pcapfile.py).
 
-`ZMQSource` owns one SUB socket per endpoint. Its receive thread only counts
-and hands raw messages to the main thread (`wirebeat.sources.feed`); decoding
-happens in the main thread. ZeroMQ reconnects by itself, so a publisher that
-restarts is picked up without anything here noticing. Messages lost at the
-socket's high-water mark are invisible (PUB/SUB says nothing), which is why
-the receive count per client is reported; messages dropped because the
-decoder falls behind are counted per client.
+`ZMQSource` is one endpoint. Its SUB socket lives in a receiver process of
+its own (wirebeat.sources.zmqrecv), which drains the collector at the
+collector's speed into wirebeat's receive queue; a thread here takes the
+batches off and hands them to the main thread (`wirebeat.sources.feed`), which
+decodes. ZeroMQ reconnects by itself, so a publisher that restarts is picked
+up without anything here noticing. Messages the collector drops for a
+subscriber that does not keep up are invisible (PUB/SUB says nothing), which
+is why the receive count per client is reported; messages dropped in
+wirebeat's own queues are counted per client.
+
+Decoding state is keyed by (client, collector): the capture source key of a
+client is `<client>\0<endpoint>` (document.capture_fields shows it as
+capture.source and capture.collector), so two collectors' clients of the same
+name never share fragments, TCP streams, flows or transactions.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import shutil
+import signal
 import struct
+import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +49,9 @@ from typing import Any
 import zmq
 
 from wirebeat import logs
-from wirebeat.document import iso_time
-from wirebeat.sources.feed import BATCH_ITEMS, SourceError
+from wirebeat.document import COLLECTOR_SEPARATOR, iso_time
+from wirebeat.sources import zmqrecv
+from wirebeat.sources.feed import SourceError
 from wirebeat.sources.pcapfile import (PACKET_BLOCK_TYPES, FormatError, Frame, Interface, PcapHeader,
                                    parse_idb, parse_pcap_header, parse_shb, read_packet_block)
 
@@ -51,8 +64,12 @@ EVENT_PREFIX = b"event.v1."
 EVENT_ACTIONS = {"connect": 1, "disconnect": 1, "closingtracefile": 2}     # action -> parts
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 POLL_MS = 200                   # how often the receive thread looks at the stop flag
+PULL_HWM = 4                    # batches waiting in this process's end of the receive queue
+RECEIVER_START_S = 30           # how long the receiver process may take to subscribe
+RECEIVER_STOP_S = 0.8           # at stop: how long its last batches, counts and exit may take
 MAX_CLIENTS = 65536             # client headers remembered (a collector has far fewer clients)
 LOGGED_HEADER_CHANGES = 100     # then only the zmq.header_changes counter says so
+_RECEIVER_PIPES: set[int] = set()   # stop pipes of this process's receivers (a fork closes the others')
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,17 +275,26 @@ def event_document(event: CollectorEvent, endpoint: str, ts: float) -> tuple[str
 
 
 class ZMQSource:
-    """One osmo-pcap publisher: a SUB socket, its receive thread, and the decoding."""
+    """One osmo-pcap publisher: a receiver process (wirebeat.sources.zmqrecv), the
+    thread that takes its batches, and the decoding."""
 
     kind = "zmq"
 
-    def __init__(self, endpoint: str, clients: list[str], receive_hwm: int) -> None:
+    def __init__(self, endpoint: str, clients: list[str], receive_hwm: int,
+                 receive_buffer: int = 0, queue_messages: int = 200_000) -> None:
         self.endpoint = endpoint
         self.name = endpoint
         self.clients = frozenset(clients) if clients else None
         self.receive_hwm = receive_hwm
+        self.receive_buffer = receive_buffer
+        self.queue_messages = queue_messages
         self.decoder = MessageDecoder(self.clients)
-        self.socket: zmq.Socket | None = None
+        self.socket: zmq.Socket | None = None       # PULL: batches from the receiver process
+        self.receiver_pid = 0
+        self.exit_code: int | None = None           # the receiver's, once reaped
+        self.stop_fd = -1                           # closing it stops the receiver
+        self.directory = ""                         # the ipc socket's private directory
+        self.forward = ""                           # the receive queue's ipc endpoint
         # Written by the receive thread only (read for reports): messages per topic.
         self.received: Counter[bytes] = Counter()
         self.dropped: Counter[bytes] = Counter()
@@ -277,7 +303,8 @@ class ZMQSource:
         self.events: Counter[str] = Counter()
         self.frames = 0
         self.filtered = 0
-        self.last_seen: dict[str, tuple[float, float]] = {}   # client -> (packet ts, monotonic)
+        self.last_seen: dict[str, tuple[float, float]] = {}   # source key -> (packet ts, monotonic)
+        self._keys: dict[str, str] = {}             # client -> capture source key (client, collector)
 
     def check(self) -> None:
         """Reject a malformed endpoint before anything starts. Raises SourceError."""
@@ -290,65 +317,159 @@ class ZMQSource:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise SourceError(f"--zmq {self.endpoint}: port {port!r} is not a number from 1 to 65535")
 
-    def open(self, context: zmq.Context) -> None:
-        """Create and connect the socket. Raises SourceError. Needs no privileges."""
-        sock = context.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, self.receive_hwm)
+    def subscriptions(self) -> list[str]:
         if self.clients is None:
-            sock.setsockopt(zmq.SUBSCRIBE, b"data.")
+            prefixes = ["data."]
         else:
-            for client in sorted(self.clients):
-                sock.setsockopt(zmq.SUBSCRIBE, DATA_PREFIX + client.encode())
-        sock.setsockopt(zmq.SUBSCRIBE, b"event.")
+            prefixes = [DATA_PREFIX.decode() + client for client in sorted(self.clients)]
+        return prefixes + ["event."]
+
+    def start_receiver(self) -> None:
+        """Fork the receiver process (call it for every feed before this process opens any
+        ZeroMQ socket, and after dropping privileges: the receiver keeps the same user).
+        A fork, not a new interpreter: the unprivileged user may not be allowed to run one."""
         try:
-            sock.connect(self.endpoint)
-        except zmq.ZMQError as err:
-            sock.close(0)
-            raise SourceError(f"--zmq {self.endpoint}: {err}") from None
+            self.directory = tempfile.mkdtemp(prefix="wirebeat-zmq-")     # mode 0700
+        except OSError as err:
+            raise SourceError(f"--zmq {self.endpoint}: cannot create the receive queue's directory: {err}") from None
+        self.forward = f"ipc://{self.directory}/feed"
+        stop_read, stop_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                # the receiver
+            code = 1
+            try:
+                os.close(stop_write)
+                for fd in _RECEIVER_PIPES:          # other feeds' receivers end with their own pipe
+                    os.close(fd)
+                code = zmqrecv.receive(self.endpoint, self.forward, self.receive_hwm, self.receive_buffer,
+                                       self.queue_messages, self.subscriptions(), stop_read)
+            except BaseException:                   # a bug: say so on stderr, exit 1
+                traceback.print_exc()
+            finally:
+                # Last to go (wirebeat has stopped it or is gone): the socket's directory too.
+                shutil.rmtree(self.directory, ignore_errors=True)
+                os._exit(code)
+        os.close(stop_read)
+        _RECEIVER_PIPES.add(stop_write)
+        self.receiver_pid, self.stop_fd = pid, stop_write
+
+    def open(self, context: zmq.Context) -> None:
+        """Open this end of the receive queue and wait until the receiver has subscribed.
+        Raises SourceError. Needs no privileges."""
+        if not self.receiver_pid:
+            self.start_receiver()
+        sock = context.socket(zmq.PULL)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, PULL_HWM)
         self.socket = sock
+        try:
+            sock.bind(self.forward)
+        except zmq.ZMQError as err:
+            self.close()
+            raise SourceError(f"--zmq {self.endpoint}: cannot open the receive queue {self.forward}: {err}") from None
+        deadline = time.monotonic() + RECEIVER_START_S
+        while not sock.poll(POLL_MS) and self.receiver_exit() is None and time.monotonic() < deadline:
+            pass
+        if not sock.poll(0) or sock.recv() != b"R":
+            code = self.receiver_exit()
+            self.close()
+            raise SourceError(f"--zmq {self.endpoint}: the receiver process did not start"
+                              + (f" (exit {code})" if code is not None else ""))
         log.info("subscribed", endpoint=self.endpoint, clients=sorted(self.clients or ["*"]),
-                 receive_hwm=self.receive_hwm)
+                 receive_hwm=self.receive_hwm, receive_buffer=self.receive_buffer,
+                 queue_messages=self.queue_messages, receiver_pid=self.receiver_pid)
+
+    def receiver_exit(self) -> int | None:
+        """The receiver's exit code once it has exited (reaped here), else None."""
+        if self.exit_code is None and self.receiver_pid:
+            pid, status = os.waitpid(self.receiver_pid, os.WNOHANG)
+            if pid:
+                self.exit_code = os.waitstatus_to_exitcode(status)
+        return self.exit_code
 
     def run(self, hand_over: Callable[[Any, list[Any], bool], bool], stop: threading.Event) -> None:
-        """The receive thread: read messages, hand them over in batches until `stop`."""
+        """The receive thread: take the receiver's batches, hand them over until `stop`.
+
+        Waiting for room in the feed is fine here: the receiver keeps draining the
+        collector and counts what its own queue cannot hold."""
         sock = self.socket
         assert sock is not None
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        received, dropped = self.received, self.dropped
-        recv, noblock = sock.recv_multipart, zmq.NOBLOCK
         try:
             while not stop.is_set():
-                if not poller.poll(POLL_MS):
+                if not sock.poll(POLL_MS):
+                    if self.receiver_exit() is not None:
+                        raise SourceError(f"zmq {self.endpoint}: the receiver process exited "
+                                          f"with code {self.exit_code}")
                     continue
-                batch = []
-                try:
-                    while len(batch) < BATCH_ITEMS:
-                        batch.append(recv(noblock))
-                except zmq.Again:
-                    pass
-                for parts in batch:
-                    received[parts[0]] += 1
-                if not hand_over(self, batch, False):
-                    for parts in batch:
-                        dropped[parts[0]] += 1
+                if self._take(sock.recv_multipart(), hand_over, True) == b"E":
+                    raise SourceError(f"zmq {self.endpoint}: the receiver process stopped")
+            # Stopping: what is still on its way is decoded if the feed has room, else counted.
+            self._stop_receiver()
+            deadline = time.monotonic() + RECEIVER_STOP_S
+            while (remaining := deadline - time.monotonic()) > 0 and sock.poll(int(remaining * 1000) + 1):
+                if self._take(sock.recv_multipart(), hand_over, False) == b"E":
+                    break
         finally:
-            sock.close(0)
+            self.close()
+
+    def _take(self, frames: list[bytes], hand_over: Callable[[Any, list[Any], bool], bool],
+              wait: bool) -> bytes:
+        """One message from the receiver: count it, hand a batch over. Returns its kind."""
+        kind = frames[0][:1]
+        if kind == b"B":
+            batch = zmqrecv.split_batch(frames)
+            received = self.received
+            for parts in batch:
+                received[parts[0]] += 1
+            if not hand_over(self, batch, wait):
+                dropped = self.dropped
+                for parts in batch:
+                    dropped[parts[0]] += 1
+        elif kind == b"D":
+            for i in range(1, len(frames) - 1, 2):
+                n = int(frames[i + 1])
+                self.received[frames[i]] += n
+                self.dropped[frames[i]] += n
+        return kind
+
+    def _stop_receiver(self) -> None:
+        if self.stop_fd >= 0:
+            _RECEIVER_PIPES.discard(self.stop_fd)
+            os.close(self.stop_fd)                  # the receiver's signal to stop
+            self.stop_fd = -1
+
+    def close(self) -> None:
+        """Stop the receiver process, close the socket, remove the ipc directory."""
+        if self.receiver_pid:
+            self._stop_receiver()
+            deadline = time.monotonic() + RECEIVER_STOP_S
+            while self.receiver_exit() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.receiver_exit() is None:
+                os.kill(self.receiver_pid, signal.SIGKILL)     # only ours, by its pid
+                os.waitpid(self.receiver_pid, 0)
+                self.exit_code = -signal.SIGKILL
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = ""
 
     def deliver(self, batch: list[list[bytes]], on_frame: Callable[[float, int, bytes, str], None],
                 on_event: Callable[[ZMQSource, CollectorEvent], None]) -> None:
         """Main thread: decode a batch of messages into frames and events."""
         decode = self.decoder.decode
-        last_seen = self.last_seen
+        last_seen, keys = self.last_seen, self._keys
         now = time.monotonic()
         for parts in batch:
             got = decode(parts)
             if got.__class__ is tuple:
                 name, frame = got
-                on_frame(frame.ts, frame.linktype, frame.data, name)
+                key = keys.get(name) or self._key(name)
+                on_frame(frame.ts, frame.linktype, frame.data, key)
                 self.frames += 1
-                last_seen[name] = (frame.ts, now)
+                last_seen[key] = (frame.ts, now)
             elif got.__class__ is CollectorEvent:
                 self.events[got.action] += 1
                 on_event(self, got)
@@ -358,6 +479,13 @@ class ZMQSource:
                 self.malformed[got] += 1
                 log.debug("malformed message skipped", endpoint=self.endpoint, reason=got,
                           detail=self.decoder.last_error, topic=parts[0][:80])
+
+    def _key(self, client: str) -> str:
+        """The capture source key of a client of this collector (see document.capture_fields)."""
+        key = client + COLLECTOR_SEPARATOR + self.endpoint
+        if len(self._keys) < MAX_CLIENTS:
+            self._keys[client] = key
+        return key
 
     def counters(self) -> dict[str, int]:
         out: dict[str, int] = {f"zmq.received.{name}": n for name, n in self.received_per_client().items()}

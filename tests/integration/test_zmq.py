@@ -136,9 +136,10 @@ def test_clients_with_different_link_types_malformed_messages_and_a_restart(publ
     assert "6 malformed" in summary
 
 
-def test_subscribing_to_named_clients_excludes_longer_names(publisher):
+@pytest.mark.parametrize("choose", [("-E", "wirebeat.sources.zmq.clients=[edge1]"), ("--zmq-client", "edge1")])
+def test_subscribing_to_named_clients_excludes_longer_names(publisher, choose):
     edge1, edge10 = Client("edge1"), Client("edge10")
-    wb = Wirebeat("--zmq", publisher.endpoint, "--console", "-E", "wirebeat.sources.zmq.clients=[edge1]")
+    wb = Wirebeat("--zmq", publisher.endpoint, "--console", *choose)
     try:
         # A prefix subscription: data.v1.edge1 also matches data.v1.edge10.
         publisher.wait_for_subscriber(b"data.v1.edge1", b"event.")
@@ -197,6 +198,42 @@ def test_files_and_two_feeds_at_once(tmp_path: Path):
     assert code == 0, wb.stderr_text()
     assert _icmp_per_source(wb.documents()) == {"north": 2, "south": 2, str(capture): 1}
     assert wb.summary().startswith("wirebeat: 1 file(s), 2 ZeroMQ feed(s), 10 packets, 5 documents")
+
+
+def test_two_collectors_clients_of_the_same_name_never_share_state():
+    # Both collectors have a client "edge1" capturing the same addresses: one
+    # sees only the echo requests, the other only the replies. Shared state
+    # would pair them into answered pings and one flow of both directions.
+    north, south = Publisher(), Publisher()
+    edge1 = Client("edge1")
+    wb = Wirebeat("--zmq", north.endpoint, "--zmq", south.endpoint, "--console",
+                  "-E", "wirebeat.protocols.icmp.transaction_timeout=1s")
+    try:
+        north.wait_for_subscriber()
+        south.wait_for_subscriber()
+        pairs = _pairs(edge1, 1, 3)
+        for request, reply in zip(pairs[::2], pairs[1::2]):
+            north.send(request)
+            south.send(reply)
+        wb.wait_for_counter("zmq.received.edge1", 6)
+        wb.wait_for_counter("packets.read", 6)
+        code, _ = wb.stop()
+    finally:
+        wb.kill()
+        north.close()
+        south.close()
+    assert code == 0, wb.stderr_text()
+    docs = wb.documents()
+    icmp = [d for d in docs if d["event"]["dataset"] == "icmp"]
+    assert Counter(d["status"] for d in icmp) == {"Error": 6}         # nothing paired across collectors
+    flows = [d for d in docs if d["event"]["dataset"] == "flow"]
+    assert len(flows) == 2 and all(d["destination"].get("packets", 0) == 0 for d in flows), flows
+    by_collector = Counter((d["capture"]["collector"], d["status"]) for d in icmp)
+    assert by_collector == {(north.endpoint, "Error"): 3, (south.endpoint, "Error"): 3}, by_collector
+    assert all(d["capture"]["source"] == "edge1" for d in icmp)
+    assert sorted((d["capture"]["collector"], d["source"]["packets"], d["destination"].get("packets", 0))
+                  for d in flows) == sorted([(north.endpoint, 3, 0), (south.endpoint, 3, 0)]), flows
+    assert len({d["network"]["community_id"] for d in flows}) == 1       # the same conversation
 
 
 def test_a_bad_endpoint_is_exit_2(wirebeat):
