@@ -266,7 +266,7 @@ class DocumentBuilder:
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
         network, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
-        common = {"capture": {"source": flow.source},
+        common = {"capture": capture_fields(flow.source),
                   "agent": self.agent if self.shared_ok else dict(self.agent),
                   "ecs": _ECS if self.shared_ok else dict(_ECS)}
         doc = spec.whole_document(txn, network, related_ip, common)
