@@ -346,4 +346,6 @@ class Runner:
             line += "; damaged input, see warning"
         for source in self.live:
             line += "; " + source.summary()
+        if getattr(self.engine, "summary", None) and self.engine.summary():     # workers
+            line += "; " + self.engine.summary()
         return line

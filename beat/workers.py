@@ -78,7 +78,6 @@ __all__ = ["WorkerPool", "announcer_ports", "make_engine"]
 log = logs.get("workers")
 
 BATCH_FRAMES = 256          # frames per hand-over to a worker
-STATS_EVERY_S = 0.5         # a worker sends its counters at most this often
 PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
 FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
 _F_SETPIPE_SZ = 1031
@@ -268,6 +267,13 @@ class WorkerPool:
         out["workers.crashed"] = self.crashed
         out["workers.frames_lost"] = self.frames_lost
         return out
+
+    def summary(self) -> str:
+        """For the run's summary line: only when something went wrong."""
+        if not self.crashed:
+            return ""
+        return (f"{self.crashed} worker(s) died and were restarted, {self.frames_lost} frames "
+                f"lost with them")
 
     # -- frames in -----------------------------------------------------------
 
@@ -634,7 +640,6 @@ def worker_main(fd_in: int, fd_out: int) -> int:
     gc.freeze()
     gc.set_threshold(10000, 20, 20)     # as the run loop: per-packet garbage has no cycles
     decoded = 0
-    last_stats = 0.0
     sink = loop.sink
     while True:
         batch = _read_message(fd_in)
@@ -642,11 +647,9 @@ def worker_main(fd_in: int, fd_out: int) -> int:
             return 0        # the main process closed the pipe (or died)
         count, done = loop.handle(batch)
         decoded += count
-        now = time.monotonic()
-        counters = None
-        if done or now - last_stats >= STATS_EVERY_S:
-            last_stats = now
-            counters = loop.stats.snapshot()
+        # Counters go with every reply: if this worker dies, what it decoded is known
+        # exactly, and frames sent but never decoded are counted as lost.
+        counters = loop.stats.snapshot()
         docs = sink.docs[:]
         sink.docs.clear()
         _write_all(fd_out, _frame(("done" if done else "docs", decoded, docs, counters)))
