@@ -82,6 +82,7 @@ PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
 FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
 _F_SETPIPE_SZ = 1031
 _LEN = struct.Struct("!I")
+_crc32 = zlib.crc32
 _PORTS = struct.Struct("!HH")
 _V6_EXTENSIONS = frozenset({0, 43, 60})     # hop-by-hop, routing, destination options
 # Counters every worker holds for the whole input (not a share of it): shown once, not summed.
@@ -182,12 +183,13 @@ def _locate_ip(linktype: int, data: bytes) -> tuple[bytes, bytes, int, int, bool
 class _Clock:
     """One source's packet clock as the engine keeps it: when it ticks, every worker must."""
 
-    __slots__ = ("next_tick", "now", "crc")
+    __slots__ = ("next_tick", "now", "crc", "frames")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, frames: int) -> None:
         self.next_tick = 0.0
         self.now = 0.0
         self.crc = zlib.crc32(source.encode())
+        self.frames = frames        # frames of the source so far: per-packet documents' numbers
 
 
 class _Worker:
@@ -243,8 +245,8 @@ class WorkerPool:
         self.setup = pickle.dumps({"config": config, "enabled": [r.spec.name for r in enabled],
                                    "per_source": builder.per_source, "strict": strict})
         self.clocks: dict[str, _Clock] = {}
-        self.numbers: dict[str, int] = {}      # frames seen per source, for per-packet ids
-        self.last_frame: tuple[int, bytes] = (0, b"")
+        self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
+        self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
         self.packets = 0
         self.crashed = 0
         self.frames_lost = 0
@@ -280,32 +282,60 @@ class WorkerPool:
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
         self.packets += 1
         clock = self.clocks.get(source) or self._new_source(source)
-        number = self.numbers.get(source, 0)
-        self.numbers[source] = number + 1
-        self.last_frame = (linktype, data)
+        number = clock.frames
+        clock.frames = number + 1
         if ts >= clock.next_tick:
             self._tick(source, clock, ts, linktype, data)
-        index, shadow = self._route(clock.crc, linktype, data)
+        entry = self.last = (ts, linktype, data, source, number)
+        # Plain Ethernet + IPv4 (most traffic) inline, with as few objects as can be.
+        if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
+            src, dst = data[26:30], data[30:34]
+            index = _crc32(src + dst if src < dst else dst + src, clock.crc) % self.n
+            announce = self.announce
+            shadow = False
+            if announce:
+                proto = data[23]
+                if data[20] & 0x3F or data[21]:
+                    shadow = True                   # a fragment: it may be part of an announcement
+                elif proto == 17 or proto == 6:
+                    l4 = 14 + (data[14] & 0x0F) * 4
+                    if len(data) >= l4 + 4:
+                        sport, dport = _PORTS.unpack_from(data, l4)
+                        shadow = sport in announce or dport in announce or (
+                            proto == 17 and data[l4 + 2:l4 + 4] in TUNNEL_PORTS
+                            and self._announces(_locate_ip(1, data), data, 0))
+                elif proto == 47:
+                    shadow = self._announces(_locate_ip(1, data), data, 0)
+        else:
+            index, shadow = self._route(clock.crc, linktype, data)
         worker = self.workers[index]
-        worker.pending.append((ts, linktype, data, source, number))
+        pending = worker.pending
+        pending.append(entry)
         worker.sent += 1
         if shadow:
-            entry = (ts, linktype, data, source, -1)
-            for other in self.workers:
-                if other is not worker:
-                    other.pending.append(entry)
-                    if len(other.pending) >= BATCH_FRAMES:
-                        self._send(other)
-        if len(worker.pending) >= BATCH_FRAMES:
+            self._shadow(worker, (ts, linktype, data, source, -1))
+        if len(pending) >= BATCH_FRAMES:
             self._send(worker)
+
+    def _shadow(self, owner: _Worker, entry: tuple) -> None:
+        for other in self.workers:
+            if other is not owner:
+                other.pending.append(entry)
+                if len(other.pending) >= BATCH_FRAMES:
+                    self._send(other)
 
     def _new_source(self, source: str) -> _Clock:
         # As Engine._source: past the cap the source whose clock is oldest is finished.
         if len(self.clocks) >= self.max_sources:
             idlest = min(self.clocks, key=lambda name: self.clocks[name].now)
-            del self.clocks[idlest]
-        clock = self.clocks[source] = _Clock(source)
+            self._forget(idlest)
+        clock = self.clocks[source] = _Clock(source, self.numbers.pop(source, 0))
         return clock
+
+    def _forget(self, source: str) -> None:
+        clock = self.clocks.pop(source, None)
+        if clock is not None:       # per-packet documents go on numbering where they were
+            self.numbers[source] = clock.frames
 
     def _tick(self, source: str, clock: _Clock, ts: float, linktype: int, data: bytes) -> None:
         clock.next_tick = ts + TICK_S
@@ -354,18 +384,19 @@ class WorkerPool:
     def advance(self, source: str, now: float) -> None:
         clock = self.clocks.get(source)
         if clock is not None and now >= clock.next_tick:
-            self._tick(source, clock, now, *self.last_frame)
+            self._tick(source, clock, now, self.last[1], self.last[2])
             self.poll()
 
     def finish(self, source: str | None = None) -> None:
         if source is not None:
-            self.clocks.pop(source, None)
+            self._forget(source)
             self._broadcast(("finish", source))
             return
         if self.finished:
             return
         self.finished = True
-        self.clocks.clear()
+        for name in list(self.clocks):
+            self._forget(name)
         self._broadcast(("finish", None))
         self._broadcast(("done",))
         deadline = time.monotonic() + FINISH_TIMEOUT_S

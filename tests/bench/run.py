@@ -17,7 +17,8 @@ timed on and off on the HTTP capture with the HTTP decoder disabled
 (tests/bench/gen_realistic.py: mostly TCP no decoder claims, thousands of
 concurrent flows over minutes of packet time) is timed with flows on and off,
 alternating, best of `--repeat` runs each: the cost of accounting every packet
-to a flow and reporting it (`--only-realistic` runs just that). Peak RSS is also measured on a capture a fifth as long: with bounded state it
+to a flow and reporting it (`--only-realistic` runs just that). `--workers 1,2,4`
+times only the realistic and mixed captures with that many worker processes. Peak RSS is also measured on a capture a fifth as long: with bounded state it
 must not grow with the capture's length. Not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -142,6 +143,23 @@ def bench_flows(path: Path, repeat: int, base: Path | None = None) -> None:
                   f"by wall time, {cpu['base ' + mode] / cpu[mode]:.2f}x by CPU time")
 
 
+def bench_workers(paths: list[Path], counts: list[int], repeat: int) -> None:
+    """The same captures with 1, 2, 4 ... worker processes (`--workers N`), alternating
+    in each round; the least disturbed run of each count is compared with 1 worker's."""
+    for path in paths:
+        runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+        for _ in range(repeat):
+            for n in counts:
+                runs[n].append(bench_wirebeat(path, ["--workers", str(n)]))
+        best = {n: min(results, key=lambda r: r["seconds"]) for n, results in runs.items()}
+        base = best[counts[0]]["packets_per_s"]
+        for n in counts:
+            r = best[n]
+            print(f"wirebeat {path.name}, {n} worker(s): {r['packets_per_s']:,.0f} packets/s "
+                  f"({r['seconds']:.2f} s wall, {r['packets_per_s'] / base:.2f}x), {r['documents']} documents, "
+                  f"main process peak RSS {r['peak_rss_mib']} MiB")
+
+
 def export_base(rev: str) -> Path:
     """`rev`'s beat/, decoders/ and index_templates/ as an importable `wirebeat` under a temp dir."""
     import tempfile
@@ -196,7 +214,14 @@ def main() -> int:
                         "revision's code, alternating with this tree's (before/after a change)")
     parser.add_argument("--only-realistic", action="store_true",
                         help="time only the realistic capture, flows on and off")
+    parser.add_argument("--workers", metavar="N,N,...",
+                        help="only time the realistic and mixed captures with these worker counts "
+                        "(e.g. 1,2,4), alternating, best of --repeat")
     args = parser.parse_args()
+    if args.workers:
+        bench_workers([generate_realistic(args.packets), generate(min(args.packets, 100_000))],
+                      [int(n) for n in args.workers.split(",")], args.repeat)
+        return 0
     if args.detection_only:
         bench_detection(generate(args.packets // 5, "http"))
         return 0
