@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -62,9 +63,13 @@ def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None) -> tuple[flo
     exported `wirebeat` package (see `export_base`) instead of the installed one."""
     env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
                           env=env)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the child and of the processes it waited for (worker processes included).
+    _run_child.last_tree_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     return elapsed, proc.stderr.decode()
@@ -82,6 +87,7 @@ def bench_wirebeat(path: Path, extra: list[str], tree: Path | None = None) -> di
     cpu = re.findall(r'"cpu_user_s": ([\d.]+), "cpu_system_s": ([\d.]+)', err)
     cpu_s = float(cpu[-1][0]) + float(cpu[-1][1]) if cpu else float("nan")
     return {"seconds": elapsed, "packets": packets, "documents": docs,
+            "tree_cpu_s": _run_child.last_tree_cpu_s,
             "packets_per_s": packets / elapsed, "documents_per_s": docs / elapsed,
             "peak_rss_mib": rss_mib, "cpu_s": cpu_s}
 
@@ -150,13 +156,14 @@ def bench_workers(paths: list[Path], counts: list[int], repeat: int) -> None:
         runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
         for _ in range(repeat):
             for n in counts:
-                runs[n].append(bench_wirebeat(path, ["--workers", str(n)]))
+                runs[n].append(bench_wirebeat(path, ["--workers", str(n), "-E", "logging.level=info"]))
         best = {n: min(results, key=lambda r: r["seconds"]) for n, results in runs.items()}
         base = best[counts[0]]["packets_per_s"]
         for n in counts:
             r = best[n]
             print(f"wirebeat {path.name}, {n} worker(s): {r['packets_per_s']:,.0f} packets/s "
-                  f"({r['seconds']:.2f} s wall, {r['packets_per_s'] / base:.2f}x), {r['documents']} documents, "
+                  f"({r['seconds']:.2f} s wall, {r['packets_per_s'] / base:.2f}x), CPU {r['tree_cpu_s']:.1f} s "
+                  f"in all processes, {r['cpu_s']:.1f} s in the main one, {r['documents']} documents, "
                   f"main process peak RSS {r['peak_rss_mib']} MiB")
 
 
