@@ -67,7 +67,6 @@ from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import TICK_S, Engine
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
-from wirebeat.outputs import ConsoleOutput, FileOutput
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
 from wirebeat.stats import Stats
@@ -237,6 +236,8 @@ class WorkerPool:
         self.max_sources = config["wirebeat.limits.max_sources"]
         self.tunnels = config["wirebeat.tunnels.enabled"]
         self.announce, _names = announcer_ports(config, enabled)
+        from wirebeat.outputs import ConsoleOutput, FileOutput     # the main process's only
+
         output = pipeline.output
         # Console and file outputs write orjson.dumps(doc): a Fragment goes out as the
         # worker serialised it. Others (Elasticsearch's client) get the document back.
