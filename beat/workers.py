@@ -78,6 +78,7 @@ log = logs.get("workers")
 
 BATCH_FRAMES = 256          # frames per hand-over to a worker
 PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
+STATS_EVERY_S = 0.5         # a worker sends its counters at most this often
 FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
 _F_SETPIPE_SZ = 1031
 _LEN = struct.Struct("!I")
@@ -267,6 +268,9 @@ class WorkerPool:
                     out[key] = max(out.get(key, 0), value)
                 else:
                     out[key] = out.get(key, 0) + value
+            # Fresher than the snapshot: every reply says how many frames were decoded.
+            out["packets.read"] = out.get("packets.read", 0) + worker.acked - \
+                worker.counters.get("packets.read", 0)
         out["workers.crashed"] = self.crashed
         out["workers.frames_lost"] = self.frames_lost
         return out
@@ -524,7 +528,9 @@ class WorkerPool:
         for key, value in worker.counters.items():
             if key not in _NOT_SUMMED:
                 self.retired[key] = self.retired.get(key, 0) + value
-        worker.counters = {}
+        self.retired["packets.read"] = self.retired.get("packets.read", 0) + worker.acked - \
+            worker.counters.get("packets.read", 0)
+        worker.counters, worker.acked, worker.sent = {}, 0, 0
         log.error("worker died", worker=worker.index, pid=worker.proc.pid, how=how,
                   frames_lost=lost, detail="its open transactions and flows are lost; "
                   "frames it had not decoded are counted in workers.frames_lost")
@@ -672,6 +678,7 @@ def worker_main(fd_in: int, fd_out: int) -> int:
     gc.freeze()
     gc.set_threshold(10000, 20, 20)     # as the run loop: per-packet garbage has no cycles
     decoded = 0
+    last_stats = 0.0
     sink = loop.sink
     while True:
         batch = _read_message(fd_in)
@@ -679,9 +686,13 @@ def worker_main(fd_in: int, fd_out: int) -> int:
             return 0        # the main process closed the pipe (or died)
         count, done = loop.handle(batch)
         decoded += count
-        # Counters go with every reply: if this worker dies, what it decoded is known
-        # exactly, and frames sent but never decoded are counted as lost.
-        counters = loop.stats.snapshot()
+        # Counters at most every STATS_EVERY_S (a snapshot walks the flow table); the
+        # count of frames decoded goes with every reply, so a death's loss is exact.
+        now = time.monotonic()
+        counters = None
+        if done or now - last_stats >= STATS_EVERY_S:
+            last_stats = now
+            counters = loop.stats.snapshot()
         docs = sink.docs[:]
         sink.docs.clear()
         _write_all(fd_out, _frame(("done" if done else "docs", decoded, docs, counters)))
