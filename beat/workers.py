@@ -90,11 +90,15 @@ _NOT_SUMMED = ("sources.open", "sources.evicted")
 
 
 def make_engine(config: Config, enabled: list[Registered], builder: DocumentBuilder,
-                pipeline: Pipeline, stats: Stats, strict: bool = False) -> Engine | WorkerPool:
-    """The engine for `wirebeat run`: in this process, or a pool of `wirebeat.workers`."""
+                pipeline: Pipeline, stats: Stats, strict: bool = False,
+                flowless: list[str] = ()) -> Engine | WorkerPool:  # type: ignore[assignment]
+    """The engine for `wirebeat run`: in this process, or a pool of `wirebeat.workers`.
+    `flowless`: sources that get no packet flows (NetFlow listeners)."""
     if config["wirebeat.workers"] <= 1:
-        return Engine(config, enabled, builder, pipeline, stats, strict=strict)
-    return WorkerPool(config, enabled, builder, pipeline, stats, strict)
+        engine = Engine(config, enabled, builder, pipeline, stats, strict=strict)
+        engine.flowless_sources.update(flowless)
+        return engine
+    return WorkerPool(config, enabled, builder, pipeline, stats, strict, flowless)
 
 
 def announcer_ports(config: Config, enabled: list[Registered]) -> tuple[set[int], list[str]]:
@@ -230,7 +234,8 @@ class WorkerPool:
     """Stands in for `Engine` in the run loop: on_frame, advance, finish, packets."""
 
     def __init__(self, config: Config, enabled: list[Registered], builder: DocumentBuilder,
-                 pipeline: Pipeline, stats: Stats, strict: bool = False) -> None:
+                 pipeline: Pipeline, stats: Stats, strict: bool = False,
+                 flowless: list[str] = ()) -> None:  # type: ignore[assignment]
         self.n = config["wirebeat.workers"]
         self.pipeline = pipeline
         self.stats = stats
@@ -245,7 +250,8 @@ class WorkerPool:
         self.raw = isinstance(output, FileOutput) or (isinstance(output, ConsoleOutput)
                                                       and not output.option)
         self.setup = pickle.dumps({"config": config, "enabled": [r.spec.name for r in enabled],
-                                   "per_source": builder.per_source, "strict": strict})
+                                   "per_source": builder.per_source, "strict": strict,
+                                   "flowless": list(flowless)})
         self.clocks: dict[str, _Clock] = {}
         self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
         self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
@@ -580,7 +586,8 @@ class _WorkerLoop:
         registered = {r.spec.name: r for r in discover()}
         enabled = [registered[name] for name in setup["enabled"]]
         stats = Stats()
-        processors = load_processors(config["processors"], config.path)
+        processors = load_processors(config["processors"], config.path,
+                                     config.section("output.elasticsearch"))
         stats.add_source(processors.counters)
         agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
         builder = DocumentBuilder(agent, processors, config["fields"], config["fields_under_root"],
@@ -590,6 +597,7 @@ class _WorkerLoop:
         self.stats = stats
         self.engine = Engine(config, enabled, builder, self.sink, stats,  # type: ignore[arg-type]
                              strict=setup["strict"])
+        self.engine.flowless_sources.update(setup["flowless"])
         self.packet_docs = self.engine.packet_docs
         _ports, names = announcer_ports(config, enabled)
         self.shadow: Engine | None = None
