@@ -18,7 +18,6 @@ from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
 from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
-from wirebeat.engine import Engine
 from wirebeat.kibana_client import KibanaError, import_dashboards
 from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
                           check_connection, make_client, redact_hosts)
@@ -36,6 +35,7 @@ from wirebeat.sources.netflow import Listener, NetflowListener
 from wirebeat.sources.pcapfile import CaptureError, open_capture
 from wirebeat.sources.zmq import ZMQSource
 from wirebeat.stats import Stats
+from wirebeat.workers import make_engine
 from wirebeat.template import TemplateError, build_template, install_template
 
 __all__ = ["main"]
@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--user", metavar="NAME", default="",
                      help="after opening the sources, switch to this user and drop all capabilities")
     run.add_argument("--console", action="store_true", help="write documents as JSON lines to stdout")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="decode in N worker processes (as wirebeat.workers; default 1: in this process)")
     run.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)  # tests: decoder bugs raise
 
     setup = commands.add_parser("setup", help="install the index template (with --dashboards: the Kibana objects)")
@@ -279,6 +281,10 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     if not (args.files or endpoints or devices or listeners):
         raise UsageError("nothing to read: give -I FILE, --zmq ENDPOINT, -i IFACE or --netflow HOST:PORT")
     enabled = _enabled(config, registered)
+    if args.workers is not None:
+        config.values["wirebeat.workers"] = args.workers
+    if config["wirebeat.workers"] < 1:
+        raise UsageError(f"wirebeat.workers: {config['wirebeat.workers']} is not a number of processes (1 or more)")
     user = args.user or config["wirebeat.user"]
     stats = Stats()
     try:
@@ -343,8 +349,8 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                               config["fields_under_root"], config["tags"])
     for listener in listeners:
         builder.per_source[listener.name] = (listener.listener.tags, listener.listener.fields)
-    engine = Engine(config, enabled, builder, pipeline, stats, strict=args.strict)
-    engine.flowless_sources.update(listener.name for listener in listeners)
+    engine = make_engine(config, enabled, builder, pipeline, stats, strict=args.strict,
+                         flowless=[listener.name for listener in listeners])
     runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)
     runner.install_signal_handlers()
     return runner.run()

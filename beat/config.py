@@ -50,6 +50,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.limits.tcp.max_buffered_bytes_total": Option("int", 67108864, "out-of-order bytes held over all connections of a source; above it the growing direction gives up its holes (tcp.buffer_total_cap_hits)"),
         "wirebeat.limits.tcp.idle_timeout": Option("duration", 300.0, "a TCP connection idle this long (packet time) is closed (tcp.connections_timed_out)"),
         "wirebeat.shutdown_timeout": Option("duration", 30.0, "on a signal, how long to wait for the output to acknowledge what is queued"),
+        "wirebeat.workers": Option("int", 1, "decode in this many worker processes, frames sharded by (capture source, address pair); 1: in the main process (as --workers)"),
         "wirebeat.user": Option("str", "", "after opening every source, switch to this user and drop all capabilities (as --user)"),
         "wirebeat.limits.max_queued_frames": Option("int", 16384, "frames from ZeroMQ and live sources waiting to be decoded; when full, ZeroMQ messages are dropped and counted, live capture waits (the kernel buffer absorbs and counts)"),
         "wirebeat.sources.zmq.endpoints": Option("list[str]", [], "osmo-pcap ZeroMQ publishers to subscribe to, tcp://HOST:PORT (as --zmq)"),

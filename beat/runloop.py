@@ -181,6 +181,8 @@ class Runner:
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_S
+                if hasattr(self.engine, "poll"):        # worker processes (wirebeat.workers)
+                    self.engine.poll()
                 self.pipeline.maybe_flush()
                 if self.feed is not None:
                     self._tick_idle_sources(now)
@@ -344,4 +346,6 @@ class Runner:
             line += "; damaged input, see warning"
         for source in self.live:
             line += "; " + source.summary()
+        if getattr(self.engine, "summary", None) and self.engine.summary():     # workers
+            line += "; " + self.engine.summary()
         return line

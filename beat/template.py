@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from importlib import resources
-from typing import Any
-
-from elasticsearch import BadRequestError
+from typing import TYPE_CHECKING, Any
 
 from wirebeat.decoders.api import DecoderSpec
+
+if TYPE_CHECKING:
+    from elasticsearch import BadRequestError
 
 __all__ = ["TEMPLATE_DIR", "TemplateError", "build_template", "install_template"]
 
@@ -84,6 +85,9 @@ def install_template(client: Any, name: str, body: dict[str, Any], overwrite: bo
     A clash with another template of the same priority is a TemplateError
     naming both templates and the settings that resolve it.
     """
+    # Imported here: worker processes (beat/workers.py) load this module, never the client.
+    from elasticsearch import BadRequestError
+
     if not overwrite and client.indices.exists_index_template(name=name):
         return False
     try:

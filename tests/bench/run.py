@@ -17,7 +17,8 @@ timed on and off on the HTTP capture with the HTTP decoder disabled
 (tests/bench/gen_realistic.py: mostly TCP no decoder claims, thousands of
 concurrent flows over minutes of packet time) is timed with flows on and off,
 alternating, best of `--repeat` runs each: the cost of accounting every packet
-to a flow and reporting it (`--only-realistic` runs just that). Peak RSS is also measured on a capture a fifth as long: with bounded state it
+to a flow and reporting it (`--only-realistic` runs just that). `--workers 1,2,4`
+times only the realistic and mixed captures with that many worker processes. Peak RSS is also measured on a capture a fifth as long: with bounded state it
 must not grow with the capture's length. Not a test: nothing here asserts.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,9 +63,13 @@ def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None) -> tuple[flo
     exported `wirebeat` package (see `export_base`) instead of the installed one."""
     env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
                           env=env)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the child and of the processes it waited for (worker processes included).
+    _run_child.last_tree_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     return elapsed, proc.stderr.decode()
@@ -81,6 +87,7 @@ def bench_wirebeat(path: Path, extra: list[str], tree: Path | None = None) -> di
     cpu = re.findall(r'"cpu_user_s": ([\d.]+), "cpu_system_s": ([\d.]+)', err)
     cpu_s = float(cpu[-1][0]) + float(cpu[-1][1]) if cpu else float("nan")
     return {"seconds": elapsed, "packets": packets, "documents": docs,
+            "tree_cpu_s": _run_child.last_tree_cpu_s,
             "packets_per_s": packets / elapsed, "documents_per_s": docs / elapsed,
             "peak_rss_mib": rss_mib, "cpu_s": cpu_s}
 
@@ -142,6 +149,24 @@ def bench_flows(path: Path, repeat: int, base: Path | None = None) -> None:
                   f"by wall time, {cpu['base ' + mode] / cpu[mode]:.2f}x by CPU time")
 
 
+def bench_workers(paths: list[Path], counts: list[int], repeat: int) -> None:
+    """The same captures with 1, 2, 4 ... worker processes (`--workers N`), alternating
+    in each round; the least disturbed run of each count is compared with 1 worker's."""
+    for path in paths:
+        runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+        for _ in range(repeat):
+            for n in counts:
+                runs[n].append(bench_wirebeat(path, ["--workers", str(n), "-E", "logging.level=info"]))
+        best = {n: min(results, key=lambda r: r["seconds"]) for n, results in runs.items()}
+        base = best[counts[0]]["packets_per_s"]
+        for n in counts:
+            r = best[n]
+            print(f"wirebeat {path.name}, {n} worker(s): {r['packets_per_s']:,.0f} packets/s "
+                  f"({r['seconds']:.2f} s wall, {r['packets_per_s'] / base:.2f}x), CPU {r['tree_cpu_s']:.1f} s "
+                  f"in all processes, {r['cpu_s']:.1f} s in the main one, {r['documents']} documents, "
+                  f"main process peak RSS {r['peak_rss_mib']} MiB")
+
+
 def export_base(rev: str) -> Path:
     """`rev`'s beat/, decoders/ and index_templates/ as an importable `wirebeat` under a temp dir."""
     import tempfile
@@ -196,7 +221,14 @@ def main() -> int:
                         "revision's code, alternating with this tree's (before/after a change)")
     parser.add_argument("--only-realistic", action="store_true",
                         help="time only the realistic capture, flows on and off")
+    parser.add_argument("--workers", metavar="N,N,...",
+                        help="only time the realistic and mixed captures with these worker counts "
+                        "(e.g. 1,2,4), alternating, best of --repeat")
     args = parser.parse_args()
+    if args.workers:
+        bench_workers([generate_realistic(args.packets), generate(min(args.packets, 100_000))],
+                      [int(n) for n in args.workers.split(",")], args.repeat)
+        return 0
     if args.detection_only:
         bench_detection(generate(args.packets // 5, "http"))
         return 0

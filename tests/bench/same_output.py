@@ -1,6 +1,6 @@
 """Check that a speed change changed no document: same documents, same `_id`s.
 
-    .venv/bin/python tests/bench/same_output.py [--base main] [--packets 500000] [--quick]
+    .venv/bin/python tests/bench/same_output.py [--base main] [--packets 500000] [--quick] [--workers N]
 
 Exports the `--base` revision's beat/, decoders/ and index_templates/ (git
 archive) into a temporary directory laid out as the installed `wirebeat`
@@ -11,6 +11,10 @@ this worktree on every bundled capture (pcaps/**), the realistic capture
 output is patched (in the child only) to write `[_id, document]` per line, so
 the Elasticsearch `_id`s are compared too; lines are compared sorted (the
 order of documents within a batch may legitimately differ).
+
+With `--workers N` no other revision is needed: this tree with `--workers N`
+is compared with this tree in one process (docs/performance.md, "Several
+cores").
 
 Prints one line per run (same / DIFFERENT, with counts) and exits 1 on any
 difference. Not a test: it needs a second code tree.
@@ -73,6 +77,9 @@ def main() -> int:
     parser.add_argument("--packets", type=int, default=500_000, help="realistic capture size")
     parser.add_argument("--mixed-packets", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="bundled captures only")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="instead of another revision, compare this tree with --workers N "
+                        "against this tree with one worker")
     args = parser.parse_args()
     captures = sorted(ROOT.glob("pcaps/**/*.pcap*"))
     if not args.quick:
@@ -85,7 +92,11 @@ def main() -> int:
             for extra in variants:
                 if extra and capture.stat().st_size > 50_000_000:
                     continue    # per-packet documents of the big captures: too slow to be worth it
-                old, new = run(base, capture, extra), run(ROOT, capture, extra)
+                if args.workers:
+                    old = run(ROOT, capture, extra)
+                    new = run(ROOT, capture, [*extra, "--workers", str(args.workers)])
+                else:
+                    old, new = run(base, capture, extra), run(ROOT, capture, extra)
                 name = f"{capture.relative_to(ROOT)} {' '.join(extra)}".strip()
                 if old == new:
                     digest = hashlib.sha256(b"\n".join(new)).hexdigest()[:12]

@@ -1,0 +1,710 @@
+"""Several cores: `--workers N` decodes in N worker processes, sharded by flow.
+
+The main process stays the reader and the one output stage. For every frame
+it parses just enough to hash (link layer, VLAN/MPLS/PPPoE, the outermost
+IPv4/IPv6 address pair) and hands the frame to worker
+`crc32(capture source, unordered address pair) % N`, so both directions of a
+conversation and every fragment of a datagram meet in one worker. Non-IP
+frames (ARP ...) and frames too short to hash go to worker 0. Tunnels are
+hashed on the OUTER pair: everything one tunnel carries lands in one worker
+(an inner conversation is keyed by inner addresses, and stays together as
+long as one tunnel carries it, the usual case; one inner conversation carried
+by two different tunnel endpoint pairs would be split).
+
+Each worker runs the ordinary `Engine` (decoders, TCP reassembly, flows,
+processors) and serialises its documents with orjson; the main process
+publishes them to its one `Pipeline`. Frames travel in batches of up to
+`BATCH_FRAMES` through a pipe per worker (pickled lists), documents come back
+the same way, so the per-frame cost of the hand-over is small.
+
+Results do not depend on N (tests/integration/test_workers_identical.py):
+- `_id`s are made from content (source, flow, time, identity), never from
+  which process made them; per-packet documents are numbered by the reader
+  (the frame's number in its source) and the worker uses that number;
+- packet time: the engine checks timeouts when a packet of a source is at
+  least a second past the last check. The reader keeps that clock per source
+  and sends every worker a tick at exactly the frame that moves it, so every
+  worker expires transactions and reports flows at the same packet times as
+  one engine would (`_Clock`); end of a file and idle-source ticks go to all.
+- in-band announcements (SIP's SDP names the RTP address; the media flow may
+  hash to another worker than the signalling): every frame a decoder with
+  `expectations` and no probe (the announcers: SIP) is routed to by port, and
+  every IP fragment, is also sent to every other worker as a shadow. A
+  worker feeds shadows to a second, silent engine that shares the worker's
+  announcer decoder and Expectations table: each worker reads every
+  announcement, in capture order, before the media behind it, and only the
+  owner of the flow publishes its documents.
+
+Stopping: `finish()` (the end of input, or SIGTERM through the run loop)
+sends every worker the end of input and waits until each has published
+everything and its last counters. Workers ignore SIGINT/SIGTERM themselves
+(the main process decides) and exit when their input pipe closes. A worker
+that dies (killed, crashed) is logged, restarted with an empty state, and the
+frames it had not acknowledged are counted (`workers.frames_lost`), never
+silent. Counters of all workers are summed into the one stats view.
+
+With `wirebeat.workers: 1` (the default) none of this runs: the engine
+decodes in the main process as before.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+import signal
+import select
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from typing import Any
+
+import orjson
+
+from wirebeat import logs
+from wirebeat.config import Config
+from wirebeat.document import DocumentBuilder
+from wirebeat.engine import TICK_S, Engine
+from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
+from wirebeat.pipeline import Pipeline
+from wirebeat.registry import Registered
+from wirebeat.stats import Stats
+from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
+
+__all__ = ["WorkerPool", "announcer_ports", "make_engine"]
+
+log = logs.get("workers")
+
+BATCH_FRAMES = 256          # frames per hand-over to a worker
+PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
+STATS_EVERY_S = 0.5         # a worker sends its counters at most this often
+FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
+_F_SETPIPE_SZ = 1031
+_LEN = struct.Struct("!I")
+_crc32 = zlib.crc32
+_PORTS = struct.Struct("!HH")
+_V6_EXTENSIONS = frozenset({0, 43, 60})     # hop-by-hop, routing, destination options
+# Counters every worker holds for the whole input (not a share of it): shown once, not summed.
+_NOT_SUMMED = ("sources.open", "sources.evicted")
+
+
+def make_engine(config: Config, enabled: list[Registered], builder: DocumentBuilder,
+                pipeline: Pipeline, stats: Stats, strict: bool = False,
+                flowless: list[str] = ()) -> Engine | WorkerPool:  # type: ignore[assignment]
+    """The engine for `wirebeat run`: in this process, or a pool of `wirebeat.workers`.
+    `flowless`: sources that get no packet flows (NetFlow listeners)."""
+    if config["wirebeat.workers"] <= 1:
+        engine = Engine(config, enabled, builder, pipeline, stats, strict=strict)
+        engine.flowless_sources.update(flowless)
+        return engine
+    return WorkerPool(config, enabled, builder, pipeline, stats, strict, flowless)
+
+
+def announcer_ports(config: Config, enabled: list[Registered]) -> tuple[set[int], list[str]]:
+    """Ports and names of the decoders that announce flows in-band (SIP): they use
+    Expectations and have no probe (RTP, which reads announcements, has one)."""
+    ports: set[int] = set()
+    names = []
+    for r in enabled:
+        if r.spec.expectations and r.spec.probe is None:
+            names.append(r.spec.name)
+            ports.update(config.values.get(f"wirebeat.protocols.{r.spec.name}.ports", ()))
+    return ports, names
+
+
+# -- framing over raw pipes -----------------------------------------------------
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, PIPE_BYTES))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_message(fd: int) -> Any:
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    body = _read_exact(fd, _LEN.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _frame(obj: Any) -> bytes:
+    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(body)) + body
+
+
+def _grow_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass            # over /proc/sys/fs/pipe-max-size: the default works, just more round trips
+
+
+# -- the reader's side ----------------------------------------------------------
+
+def _locate_ip(linktype: int, data: bytes) -> tuple[bytes, bytes, int, int, bool] | None:
+    """(src, dst, protocol, transport offset, is a fragment) of the outermost IP packet."""
+    if linktype == 1 and data[12:14] == b"\x08\x00":
+        ethertype, off = ETHERTYPE_IPV4, 14          # plain Ethernet + IPv4: most traffic
+    else:
+        located = locate_network(linktype, data)
+        if located.__class__ is str:
+            return None
+        ethertype, off, _vlans = located
+        if ethertype in LINK_SHIMS:
+            peeled = peel_link(ethertype, data, off)
+            if peeled.__class__ is str:
+                return None
+            ethertype, off, _layers = peeled
+    if ethertype == ETHERTYPE_IPV4:
+        if len(data) < off + 20:
+            return None
+        fragment = bool((data[off + 6] & 0x3F) or data[off + 7])     # MF or an offset
+        return (data[off + 12:off + 16], data[off + 16:off + 20], data[off + 9],
+                off + (data[off] & 0x0F) * 4, fragment)
+    if ethertype == ETHERTYPE_IPV6:
+        if len(data) < off + 40:
+            return None
+        proto, l4 = data[off + 6], off + 40
+        while proto in _V6_EXTENSIONS and len(data) >= l4 + 2:
+            proto, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
+        return data[off + 8:off + 24], data[off + 24:off + 40], proto, l4, proto == 44
+    return None
+
+
+class _Clock:
+    """One source's packet clock as the engine keeps it: when it ticks, every worker must."""
+
+    __slots__ = ("next_tick", "now", "crc", "frames")
+
+    def __init__(self, source: str, frames: int) -> None:
+        self.next_tick = 0.0
+        self.now = 0.0
+        self.crc = zlib.crc32(source.encode())
+        self.frames = frames        # frames of the source so far: per-packet documents' numbers
+
+
+class _Worker:
+    """The main process's handle on one worker process."""
+
+    def __init__(self, index: int, setup: bytes) -> None:
+        self.index = index
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        for fd in (in_w, out_w):
+            _grow_pipe(fd)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wirebeat.workers", str(in_r), str(out_w)],
+            pass_fds=(in_r, out_w), stdin=subprocess.DEVNULL)
+        os.close(in_r)
+        os.close(out_w)
+        self.fd_in, self.fd_out = in_w, out_r
+        os.set_blocking(self.fd_in, False)
+        os.set_blocking(self.fd_out, False)
+        self.outbox = memoryview(_frame(setup))
+        self.inbox = bytearray()
+        self.pending: list[tuple] = []
+        self.sent = 0               # frames handed over (not counting shadows)
+        self.acked = 0              # frames the worker said it decoded
+        self.counters: dict[str, Any] = {}
+        self.done = False
+        self.dead = False
+
+    def close(self) -> None:
+        for fd in (self.fd_in, self.fd_out):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class WorkerPool:
+    """Stands in for `Engine` in the run loop: on_frame, advance, finish, packets."""
+
+    def __init__(self, config: Config, enabled: list[Registered], builder: DocumentBuilder,
+                 pipeline: Pipeline, stats: Stats, strict: bool = False,
+                 flowless: list[str] = ()) -> None:  # type: ignore[assignment]
+        self.n = config["wirebeat.workers"]
+        self.pipeline = pipeline
+        self.stats = stats
+        self.max_sources = config["wirebeat.limits.max_sources"]
+        self.tunnels = config["wirebeat.tunnels.enabled"]
+        self.announce, _names = announcer_ports(config, enabled)
+        from wirebeat.outputs import ConsoleOutput, FileOutput     # the main process's only
+
+        output = pipeline.output
+        # Console and file outputs write orjson.dumps(doc): a Fragment goes out as the
+        # worker serialised it. Others (Elasticsearch's client) get the document back.
+        self.raw = isinstance(output, FileOutput) or (isinstance(output, ConsoleOutput)
+                                                      and not output.option)
+        self.setup = pickle.dumps({"config": config, "enabled": [r.spec.name for r in enabled],
+                                   "per_source": builder.per_source, "strict": strict,
+                                   "flowless": list(flowless)})
+        self.clocks: dict[str, _Clock] = {}
+        self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
+        self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
+        self.packets = 0
+        self.crashed = 0
+        self.frames_lost = 0
+        self.retired: dict[str, int] = {}      # counters of workers that died
+        self.finished = False
+        self.workers = [_Worker(i, self.setup) for i in range(self.n)]
+        stats.add_source(self.counters)
+        log.info("workers started", workers=self.n, pids=[w.proc.pid for w in self.workers])
+
+    # -- counters ------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        out: dict[str, int] = dict(self.retired)
+        for worker in self.workers:
+            for key, value in worker.counters.items():
+                if key in _NOT_SUMMED:
+                    out[key] = max(out.get(key, 0), value)
+                else:
+                    out[key] = out.get(key, 0) + value
+            # Fresher than the snapshot: every reply says how many frames were decoded.
+            out["packets.read"] = out.get("packets.read", 0) + worker.acked - \
+                worker.counters.get("packets.read", 0)
+        out["workers.crashed"] = self.crashed
+        out["workers.frames_lost"] = self.frames_lost
+        return out
+
+    def summary(self) -> str:
+        """For the run's summary line: only when something went wrong."""
+        if not self.crashed:
+            return ""
+        return (f"{self.crashed} worker(s) died and were restarted, {self.frames_lost} frames "
+                f"lost with them")
+
+    # -- frames in -----------------------------------------------------------
+
+    def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
+        self.packets += 1
+        clock = self.clocks.get(source) or self._new_source(source)
+        number = clock.frames
+        clock.frames = number + 1
+        if ts >= clock.next_tick:
+            self._tick(source, clock, ts, linktype, data)
+        entry = self.last = (ts, linktype, data, source, number)
+        # Plain Ethernet + IPv4 (most traffic) inline, with as few objects as can be.
+        if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
+            src, dst = data[26:30], data[30:34]
+            index = _crc32(src + dst if src < dst else dst + src, clock.crc) % self.n
+            announce = self.announce
+            shadow = False
+            if announce:
+                proto = data[23]
+                if data[20] & 0x3F or data[21]:
+                    shadow = True                   # a fragment: it may be part of an announcement
+                elif proto == 17 or proto == 6:
+                    l4 = 14 + (data[14] & 0x0F) * 4
+                    if len(data) >= l4 + 4:
+                        sport, dport = _PORTS.unpack_from(data, l4)
+                        shadow = sport in announce or dport in announce or (
+                            proto == 17 and data[l4 + 2:l4 + 4] in TUNNEL_PORTS
+                            and self._announces(_locate_ip(1, data), data, 0))
+                elif proto == 47:
+                    shadow = self._announces(_locate_ip(1, data), data, 0)
+        else:
+            index, shadow = self._route(clock.crc, linktype, data)
+        worker = self.workers[index]
+        pending = worker.pending
+        pending.append(entry)
+        worker.sent += 1
+        if shadow:
+            self._shadow(worker, (ts, linktype, data, source, -1))
+        if len(pending) >= BATCH_FRAMES:
+            self._send(worker)
+
+    def _shadow(self, owner: _Worker, entry: tuple) -> None:
+        for other in self.workers:
+            if other is not owner:
+                other.pending.append(entry)
+                if len(other.pending) >= BATCH_FRAMES:
+                    self._send(other)
+
+    def _new_source(self, source: str) -> _Clock:
+        # As Engine._source: past the cap the source whose clock is oldest is finished.
+        if len(self.clocks) >= self.max_sources:
+            idlest = min(self.clocks, key=lambda name: self.clocks[name].now)
+            self._forget(idlest)
+        clock = self.clocks[source] = _Clock(source, self.numbers.pop(source, 0))
+        return clock
+
+    def _forget(self, source: str) -> None:
+        clock = self.clocks.pop(source, None)
+        if clock is not None:       # per-packet documents go on numbering where they were
+            self.numbers[source] = clock.frames
+
+    def _tick(self, source: str, clock: _Clock, ts: float, linktype: int, data: bytes) -> None:
+        clock.next_tick = ts + TICK_S
+        clock.now = ts
+        # Documents made at a tick name the link layers of the frame that caused it.
+        self._broadcast(("tick", source, ts, linktype, data))
+
+    def _route(self, crc: int, linktype: int, data: bytes) -> tuple[int, bool]:
+        """(worker index, also to the others as a shadow)."""
+        found = _locate_ip(linktype, data)
+        if found is None:
+            return 0, False
+        src, dst, proto, l4, fragment = found
+        index = zlib.crc32(src + dst if src < dst else dst + src, crc) % self.n
+        return index, bool(self.announce) and self._announces(found, data, 0)
+
+    def _announces(self, found: tuple, data: bytes, depth: int) -> bool:
+        """Could this packet carry an announcement (a fragment, or an announcer's port)?"""
+        _src, _dst, proto, l4, fragment = found
+        if fragment:
+            return True
+        if proto != 6 and proto != 17 and proto != 47:
+            return False
+        if proto != 47:
+            if len(data) < l4 + 4:
+                return False
+            sport, dport = _PORTS.unpack_from(data, l4)
+            if sport in self.announce or dport in self.announce:
+                return True
+            if proto == 6 or data[l4 + 2:l4 + 4] not in TUNNEL_PORTS:
+                return False
+        if not self.tunnels or depth >= MAX_DEPTH:
+            return False
+        tunnel = decapsulate(proto, data[l4:])
+        if tunnel is None or tunnel.__class__ is str:
+            return False
+        inner = _locate_ip(tunnel[3], tunnel[4])
+        return inner is not None and self._announces(inner, tunnel[4], depth + 1)
+
+    def _broadcast(self, entry: tuple) -> None:
+        for worker in self.workers:
+            worker.pending.append(entry)
+            if len(worker.pending) >= BATCH_FRAMES:
+                self._send(worker)
+
+    def advance(self, source: str, now: float) -> None:
+        clock = self.clocks.get(source)
+        if clock is not None and now >= clock.next_tick:
+            self._tick(source, clock, now, self.last[1], self.last[2])
+            self.poll()
+
+    def finish(self, source: str | None = None) -> None:
+        if source is not None:
+            self._forget(source)
+            self._broadcast(("finish", source))
+            return
+        if self.finished:
+            return
+        self.finished = True
+        for name in list(self.clocks):
+            self._forget(name)
+        self._broadcast(("finish", None))
+        self._broadcast(("done",))
+        deadline = time.monotonic() + FINISH_TIMEOUT_S
+        for worker in self.workers:
+            self._send(worker)
+        while not all(w.done or w.dead for w in self.workers) and time.monotonic() < deadline:
+            self._pump(0.2)
+        for worker in self.workers:
+            if not worker.done and not worker.dead:
+                self._lost(worker, "did not finish in time")
+            worker.close()
+            try:
+                worker.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
+
+    def poll(self) -> None:
+        """Housekeeping: hand over partial batches, take in what workers sent, notice deaths."""
+        if self.finished:
+            return
+        for worker in self.workers:
+            if worker.pending:
+                self._send(worker)
+        self._pump(0.0)
+        for worker in list(self.workers):
+            if worker.proc.poll() is not None and not worker.dead:
+                self._died(worker)
+
+    # -- pipes ---------------------------------------------------------------
+
+    def _send(self, worker: _Worker) -> None:
+        """Queue the worker's pending batch, and write until it is all in the pipe."""
+        if worker.pending:
+            message = memoryview(_frame(worker.pending))
+            worker.pending = []
+            worker.outbox = message if not worker.outbox else memoryview(bytes(worker.outbox) + message)
+        while worker.outbox and not worker.dead:
+            try:
+                written = os.write(worker.fd_in, worker.outbox)
+                worker.outbox = worker.outbox[written:]
+            except BlockingIOError:
+                # The pipe is full: the worker may be waiting for us to read its documents.
+                self._pump(0.5, want_write=worker)
+            except (BrokenPipeError, OSError):
+                self._died(worker)
+        self._pump(0.0)
+
+    def _pump(self, timeout: float, want_write: _Worker | None = None) -> None:
+        """Read every worker's output that is ready (waiting up to `timeout`)."""
+        live = [w for w in self.workers if not w.dead]
+        readers = {w.fd_out: w for w in live}
+        writers = [want_write.fd_in] if want_write is not None and not want_write.dead else []
+        try:
+            ready, _, _ = select.select(list(readers), writers, [], timeout)
+        except (OSError, ValueError):
+            return
+        for fd in ready:
+            worker = readers[fd]
+            while True:
+                try:
+                    chunk = os.read(fd, PIPE_BYTES)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self._died(worker)
+                    break
+                worker.inbox += chunk
+                self._take(worker)
+
+    def _take(self, worker: _Worker) -> None:
+        inbox = worker.inbox
+        while len(inbox) >= 4:
+            size = _LEN.unpack_from(inbox)[0]
+            if len(inbox) < 4 + size:
+                return
+            kind, acked, docs, counters = pickle.loads(bytes(inbox[4:4 + size]))
+            del inbox[:4 + size]
+            worker.acked = acked
+            if counters is not None:
+                worker.counters = counters
+            publish = self.pipeline.publish
+            if self.raw:
+                fragment = orjson.Fragment
+                for doc_id, raw in docs:
+                    publish(doc_id, fragment(raw))
+            else:
+                loads = orjson.loads
+                for doc_id, raw in docs:
+                    publish(doc_id, loads(raw))
+            if kind == "done":
+                worker.done = True
+
+    def _died(self, worker: _Worker) -> None:
+        if worker.dead:
+            return
+        worker.dead = True
+        code = worker.proc.poll()
+        if code is None:
+            try:
+                code = worker.proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                code = worker.proc.wait()
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self._lost(worker, how)
+        worker.close()
+        if self.finished:
+            return
+        # A fresh worker takes over its share, with empty state: open transactions are lost.
+        fresh = _Worker(worker.index, self.setup)
+        fresh.pending = worker.pending
+        fresh.sent = sum(1 for e in fresh.pending if e[0].__class__ is float and e[4] >= 0)
+        self.workers[worker.index] = fresh
+        log.error("worker restarted", worker=worker.index, pid=fresh.proc.pid)
+
+    def _lost(self, worker: _Worker, how: str) -> None:
+        worker.dead = True
+        lost = worker.sent - worker.acked
+        self.crashed += 1
+        self.frames_lost += lost
+        for key, value in worker.counters.items():
+            if key not in _NOT_SUMMED:
+                self.retired[key] = self.retired.get(key, 0) + value
+        self.retired["packets.read"] = self.retired.get("packets.read", 0) + worker.acked - \
+            worker.counters.get("packets.read", 0)
+        worker.counters, worker.acked, worker.sent = {}, 0, 0
+        log.error("worker died", worker=worker.index, pid=worker.proc.pid, how=how,
+                  frames_lost=lost, detail="its open transactions and flows are lost; "
+                  "frames it had not decoded are counted in workers.frames_lost")
+
+
+# -- the worker's side ----------------------------------------------------------
+
+class _Sink:
+    """The worker's stand-in for the pipeline: documents serialised, sent with each reply."""
+
+    def __init__(self) -> None:
+        self.docs: list[tuple[str, bytes]] = []
+        self.published = 0
+        dumps, docs = orjson.dumps, self.docs
+
+        def publish(doc_id: str, doc: dict[str, Any]) -> None:
+            docs.append((doc_id, dumps(doc)))
+        self.publish = publish
+
+    def maybe_flush(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class _Silent:
+    """A pipeline that keeps nothing: the shadow engine's."""
+
+    def publish(self, doc_id: str, doc: dict[str, Any]) -> None:
+        pass
+
+    def maybe_flush(self) -> None:
+        pass
+
+
+class _WorkerLoop:
+    def __init__(self, setup: dict[str, Any]) -> None:
+        # Imported here: the main process never needs what only decoding does.
+        from wirebeat import __version__
+        from wirebeat.processors import load_processors
+        from wirebeat.registry import discover
+        import socket
+
+        config: Config = setup["config"]
+        logs.configure(config["logging.level"])
+        registered = {r.spec.name: r for r in discover()}
+        enabled = [registered[name] for name in setup["enabled"]]
+        stats = Stats()
+        processors = load_processors(config["processors"], config.path,
+                                     config.section("output.elasticsearch"))
+        stats.add_source(processors.counters)
+        agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
+        builder = DocumentBuilder(agent, processors, config["fields"], config["fields_under_root"],
+                                  config["tags"])
+        builder.per_source.update(setup["per_source"])
+        self.sink = _Sink()
+        self.stats = stats
+        self.engine = Engine(config, enabled, builder, self.sink, stats,  # type: ignore[arg-type]
+                             strict=setup["strict"])
+        self.engine.flowless_sources.update(setup["flowless"])
+        self.packet_docs = self.engine.packet_docs
+        _ports, names = announcer_ports(config, enabled)
+        self.shadow: Engine | None = None
+        self.announcers = [(name, self.engine.routes_named[name]) for name in names
+                           if name in self.engine.routes_named]
+        if names:
+            values = dict(config.values)
+            values["wirebeat.flows.enabled"] = False
+            values["wirebeat.packets.enabled"] = False
+            quiet = Config(values, set(), config.path)
+            # Its own builder: an engine points its builder at its own tunnel table.
+            shadow = Engine(quiet, [r for r in enabled if r.spec.name in names],
+                            DocumentBuilder(agent, processors, {}, False, []),
+                            _Silent(), Stats())  # type: ignore[arg-type]
+            # It only reads announcements: it routes by port only and publishes nothing.
+            shadow.routes_named, shadow.probes, shadow.detectors = {}, [], []
+            shadow._emit = lambda spec, txns: None     # type: ignore[method-assign]
+            self.shadow = shadow
+
+    def _link(self, source: str) -> None:
+        """The shadow engine's state for `source` shares the main engine's announcer
+        decoder and Expectations: one reader of every announcement, as in one process."""
+        main, shadow = self.engine, self.shadow
+        assert shadow is not None
+        m = main.sources.get(source) or main._source(source)
+        s = shadow.sources.get(source) or shadow._source(source)
+        if s.expectations is not m.expectations:
+            s.expectations, s.expected = m.expectations, m.expected
+        for name, route in self.announcers:
+            s.decoders[name] = m.decoders.get(name) or main._decoder(m, route)
+
+    def handle(self, batch: list[tuple]) -> tuple[int, bool]:
+        """Decode one batch: (frames decoded, the end was asked for)."""
+        on_frame = self.engine.on_frame
+        packet_docs = self.packet_docs
+        count = 0
+        for entry in batch:
+            first = entry[0]
+            if first.__class__ is float:
+                ts, linktype, data, source, number = entry
+                if number < 0:
+                    self._link(source)
+                    self.shadow.on_frame(ts, linktype, data, source)    # type: ignore[union-attr]
+                    continue
+                if packet_docs is not None:
+                    self._number(source, number)
+                on_frame(ts, linktype, data, source)
+                count += 1
+            elif first == "tick":
+                _, source, ts, linktype, data = entry
+                for engine in (self.engine, self.shadow):
+                    if engine is not None:
+                        if source not in engine.sources:
+                            engine._source(source)
+                        engine.frame = (linktype, data)
+                        engine.advance(source, ts)
+            elif first == "finish":
+                for engine in (self.engine, self.shadow):
+                    if engine is not None:
+                        engine.finish(entry[1])
+            elif first == "done":
+                return count, True
+        return count, False
+
+    def _number(self, source: str, number: int) -> None:
+        """Per-packet documents are numbered in their source as the reader counted."""
+        assert self.packet_docs is not None
+        seen = self.packet_docs.sources.get(source)
+        if seen is None:
+            # As PacketDocuments.on_frame makes it: [frames seen, id prefix].
+            import hashlib
+            seen = self.packet_docs.sources[source] = [
+                0, hashlib.blake2b(source.encode(), digest_size=9).hexdigest()]
+        seen[0] = number
+
+
+def worker_main(fd_in: int, fd_out: int) -> int:
+    # The main process decides when to stop, and flushes every worker then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    setup = _read_message(fd_in)
+    if setup is None:
+        return 0
+    loop = _WorkerLoop(pickle.loads(setup))
+    import gc
+    gc.freeze()
+    gc.set_threshold(10000, 20, 20)     # as the run loop: per-packet garbage has no cycles
+    decoded = 0
+    last_stats = 0.0
+    sink = loop.sink
+    while True:
+        batch = _read_message(fd_in)
+        if batch is None:
+            return 0        # the main process closed the pipe (or died)
+        count, done = loop.handle(batch)
+        decoded += count
+        # Counters at most every STATS_EVERY_S (a snapshot walks the flow table); the
+        # count of frames decoded goes with every reply, so a death's loss is exact.
+        now = time.monotonic()
+        counters = None
+        if done or now - last_stats >= STATS_EVERY_S:
+            last_stats = now
+            counters = loop.stats.snapshot()
+        docs = sink.docs[:]
+        sink.docs.clear()
+        _write_all(fd_out, _frame(("done" if done else "docs", decoded, docs, counters)))
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(int(sys.argv[1]), int(sys.argv[2])))

@@ -1,0 +1,118 @@
+"""`--workers N`: how frames are sharded, and what the option accepts.
+
+The sharding contract (beat/workers.py): both directions of a conversation
+and every fragment of a datagram meet in one worker. Checked end to end on a
+generated capture whose ground truth is known: every echo request and reply
+is fragmented (IPv4 and IPv6), so an ICMP transaction is reported only when
+all fragments of both messages were reassembled in the same worker.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import pcapgen as g
+from wirebeat.workers import _locate_ip
+
+PAIRS = 40
+T0 = 1_767_225_600.0
+
+
+def _echo_frames(n: int, v6: bool) -> list[bytes]:
+    a, b = (f"2001:db8::{n}:1", f"2001:db8::{n}:2") if v6 else (f"10.50.{n}.1", f"10.50.{n}.2")
+    frames = []
+    for reply in (False, True):
+        src, dst = (b, a) if reply else (a, b)
+        if v6:
+            packet = g.ipv6(src, dst, 58, g.icmpv6_echo(src, dst, n, 1, b"z" * 3000, reply=reply))
+            frames += [g.ethernet(f) for f in g.fragment_ipv6(packet, 1232, ident=n + (reply << 16))]
+        else:
+            packet = g.ipv4(src, dst, g.IPPROTO_ICMP, g.icmp_echo(n, 1, b"z" * 3000, reply=reply),
+                            ident=n * 2 + reply)
+            frames += [g.ethernet(f) for f in g.fragment_ipv4(packet, 1200)]
+    return frames
+
+
+@pytest.fixture(scope="module")
+def fragmented(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    frames = []
+    for n in range(PAIRS):
+        for v6 in (False, True):
+            frames += _echo_frames(n, v6)
+    path = tmp_path_factory.mktemp("workers") / "fragmented_echoes.pcap"
+    g.write_pcap(path, [(T0 + i * 0.001, f) for i, f in enumerate(frames)])
+    return path, PAIRS * 2
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_fragments_and_both_directions_meet_in_one_worker(wirebeat, fragmented, workers):
+    path, expected = fragmented
+    proc = wirebeat("run", "-I", str(path), "--console", "--workers", str(workers), "--strict",
+                    "-E", "wirebeat.flows.enabled=false")
+    assert proc.returncode == 0, proc.stderr.decode()
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    icmp = [d for d in docs if d["type"] == "icmp"]
+    assert len(icmp) == expected
+    assert all(d["status"] == "OK" for d in icmp), [d for d in icmp if d["status"] != "OK"][:2]
+
+
+def test_locate_ip_reads_the_outer_pair_past_vlans_and_ipv6_extension_headers():
+    v4 = g.ethernet(g.ipv4("10.0.0.1", "10.0.0.2", 17, g.udp("10.0.0.1", "10.0.0.2", 1, 2)),
+                    vlans=[10, 20])
+    src, dst, proto, l4, fragment = _locate_ip(1, v4)
+    assert (src, dst, proto, l4, fragment) == (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 17, 14 + 8 + 20, False)
+    packet = g.ipv6("2001:db8::1", "2001:db8::2", 17, g.udp("2001:db8::1", "2001:db8::2", 1, 2, b"x" * 3000))
+    for piece in g.fragment_ipv6(packet, 1232):
+        src, dst, proto, _l4, fragment = _locate_ip(1, g.ethernet(piece))
+        assert proto == 44 and fragment and src < dst
+    arp = g.ethernet(b"\x00" * 28, ethertype=0x0806)
+    assert _locate_ip(1, arp) is None
+
+
+def test_non_ip_frames_are_decoded_once(wirebeat, tmp_path):
+    frames = [g.ethernet(b"\x00\x01\x08\x00\x06\x04\x00\x01" + b"\x00" * 20, ethertype=0x0806)] * 30
+    path = tmp_path / "arp.pcap"
+    g.write_pcap(path, [(T0 + i, f) for i, f in enumerate(frames)])
+    proc = wirebeat("run", "-I", str(path), "--console", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = [json.loads(line) for line in proc.stderr.splitlines() if b'"summary"' in line][-1]
+    assert summary["packets.read"] == 30 and summary["packets.non_ip"] == 30
+
+
+@pytest.mark.parametrize("args", [["--workers", "0"], ["-E", "wirebeat.workers=-1"]])
+def test_no_workers_is_exit_2_with_one_line(wirebeat, args, tmp_path):
+    path = tmp_path / "empty.pcap"
+    g.write_pcap(path, [])
+    proc = wirebeat("run", "-I", str(path), "--console", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "wirebeat.workers" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_one_worker_is_the_in_process_engine():
+    from wirebeat.config import Config, base_schema
+    from wirebeat.engine import Engine
+    from wirebeat.workers import make_engine
+
+    values = {key: option.default for key, option in base_schema().items()}
+    assert values["wirebeat.workers"] == 1
+    engine = make_engine(Config(values, set(), None), [], _builder(), _pipeline(), _stats())
+    assert type(engine) is Engine
+
+
+def _builder():
+    from wirebeat.document import DocumentBuilder
+    return DocumentBuilder({"type": "wirebeat", "version": "t", "name": "t"}, [], {}, False, [])
+
+
+def _pipeline():
+    from wirebeat.pipeline import Pipeline
+    from wirebeat.testing import ListOutput
+    return Pipeline(ListOutput())
+
+
+def _stats():
+    from wirebeat.stats import Stats
+    return Stats()
