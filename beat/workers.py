@@ -242,13 +242,10 @@ class WorkerPool:
         self.max_sources = config["wirebeat.limits.max_sources"]
         self.tunnels = config["wirebeat.tunnels.enabled"]
         self.announce, _names = announcer_ports(config, enabled)
-        from wirebeat.outputs import ConsoleOutput, FileOutput     # the main process's only
-
-        output = pipeline.output
-        # Console and file outputs write orjson.dumps(doc): a Fragment goes out as the
-        # worker serialised it. Others (Elasticsearch's client) get the document back.
-        self.raw = isinstance(output, FileOutput) or (isinstance(output, ConsoleOutput)
-                                                      and not output.option)
+        # Outputs that serialise with orjson (console, file, Elasticsearch's bulk body)
+        # take a Fragment: the document goes out as the worker serialised it. Others
+        # (a pretty console) get the document back as a dict.
+        self.raw = getattr(getattr(pipeline, "output", None), "accepts_fragments", False)
         self.setup = pickle.dumps({"config": config, "enabled": [r.spec.name for r in enabled],
                                    "per_source": builder.per_source, "strict": strict,
                                    "flowless": list(flowless)})
