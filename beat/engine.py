@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from wirebeat import logs
+from wirebeat import dedup
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
@@ -176,6 +177,9 @@ class Engine:
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
             config["wirebeat.flows.report_all"])
         self.flows_enabled = config["wirebeat.flows.enabled"]
+        self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
+        if self.dedup is not None:
+            stats.add_source(self.dedup.counters)
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
@@ -322,6 +326,8 @@ class Engine:
             if parsed.__class__ is str:
                 self.stats.count("packets.malformed", reason=parsed)
                 return
+            if not depth and self.dedup is not None and self.dedup.duplicate(source, ts, vlans, data, offset, parsed):
+                return      # a second copy (`any` device, SPAN): flows and decoders see one
             src, dst, proto, payload, fragment = parsed
             if fragment is not None:
                 ident, frag_offset, more = fragment
@@ -484,7 +490,7 @@ class Engine:
         conn = state.tcp.connections.get(key)
         if conn is None or (flags & 0x12 == 0x02
                             and conn.is_restarted_by(src_first == conn.client_first, seq)):
-            conn = self._open_tcp(state, key, src_first, ts, src, sport, dst, dport, flags, data)
+            conn = self._open_tcp(state, key, src_first, ts, src, sport, dst, dport, flags, data, seq)
             if conn is None:
                 return
         self.delivered += 1
@@ -492,7 +498,7 @@ class Engine:
 
     def _open_tcp(self, state: _SourceState, key: tuple, src_first: bool, ts: float,
                   src: bytes, sport: int, dst: bytes, dport: int, flags: int,
-                  data: bytes) -> TCPConnection | None:
+                  data: bytes, seq: int | None = None) -> TCPConnection | None:
         """A segment of a connection not tracked yet: route it by port and start tracking."""
         routes = self.routes_tcp
         syn_ack = flags & 0x12
@@ -517,7 +523,7 @@ class Engine:
             client_is_src = detected = True
         else:
             detected = False
-        if not state.tcp.admits(key, flags, bool(data)):
+        if not state.tcp.admits(key, flags, bool(data), seq, ts):
             return None
         self.tcp_detected += detected
         if client_is_src:
