@@ -26,6 +26,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from wirebeat import logs
@@ -98,20 +99,40 @@ def _ip_text(packed: bytes) -> str:
 
 
 class _TCPStream:
-    """One connection's StreamDecoder behind the error boundary: the sink wirebeat.tcp calls."""
+    """One connection's StreamDecoder behind the error boundary: the sink wirebeat.tcp calls.
 
-    __slots__ = ("engine", "spec", "decoder", "flow")
+    The decoder is made at the connection's first payload or gap, not at its
+    SYN: a half-open connection (a SYN flood) holds no decoder state, and a
+    connection that carries nothing has nothing to report.
+    """
 
-    def __init__(self, engine: Engine, spec: DecoderSpec, decoder: StreamDecoder,
-                 flow: FlowKey) -> None:
+    __slots__ = ("engine", "spec", "decoder", "flow", "make")
+
+    def __init__(self, engine: Engine, spec: DecoderSpec, make: Any, flow: FlowKey) -> None:
         self.engine = engine
         self.spec = spec
-        self.decoder = decoder
+        self.decoder: StreamDecoder | None = None
+        self.make = make            # () -> StreamDecoder; None once made (or failed)
         self.flow = flow
 
+    def _start(self) -> StreamDecoder | None:
+        make, self.make = self.make, None
+        if make is not None:
+            try:
+                self.decoder = make()
+            except Exception:
+                self.engine.stats.count("decoder.crashed", decoder=self.spec.name)
+                log_once(log, f"decoder {self.spec.name} failed to start a stream", exc_info=True)
+                if self.engine.strict:
+                    raise
+        return self.decoder
+
     def on_data(self, from_client: bool, data: bytes, ts: float) -> None:
+        decoder = self.decoder or self._start()
+        if decoder is None:
+            return
         try:
-            txns = self.decoder.on_data(from_client, data, ts)
+            txns = decoder.on_data(from_client, data, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
             return
@@ -119,8 +140,11 @@ class _TCPStream:
             self.engine._emit(self.spec, txns)
 
     def on_gap(self, from_client: bool, missing: int, ts: float) -> None:
+        decoder = self.decoder or self._start()
+        if decoder is None:
+            return
         try:
-            txns = self.decoder.on_gap(from_client, missing, ts)
+            txns = decoder.on_gap(from_client, missing, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
             return
@@ -128,6 +152,8 @@ class _TCPStream:
             self.engine._emit(self.spec, txns)
 
     def on_close(self, ts: float) -> None:
+        if self.decoder is None:
+            return              # no payload ever came: nothing to report
         try:
             txns = self.decoder.on_close(ts)
         except Exception as err:
@@ -142,6 +168,8 @@ class _TCPStream:
             self.engine._emit(self.spec, txns)
 
     def expire(self, now: float) -> None:
+        if self.decoder is None:
+            return
         try:
             txns = self.decoder.expire(now)
         except Exception as err:
@@ -531,18 +559,11 @@ class Engine:
         else:
             flow = FlowKey("tcp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
         spec = route.spec
-        try:
-            if spec.expectations:
-                decoder = spec.stream(flow, route.options, state.expectations)
-            else:
-                decoder = spec.stream(flow, route.options)
-        except Exception:
-            self.stats.count("decoder.crashed", decoder=spec.name)
-            log_once(log, f"decoder {spec.name} failed to start a stream", exc_info=True)
-            if self.strict:
-                raise
-            return None
-        return state.tcp.open(key, _TCPStream(self, spec, decoder, flow), ts,
+        if spec.expectations:
+            make = partial(spec.stream, flow, route.options, state.expectations)
+        else:
+            make = partial(spec.stream, flow, route.options)
+        return state.tcp.open(key, _TCPStream(self, spec, make, flow), ts,
                               client_first=src_first == client_is_src)
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
