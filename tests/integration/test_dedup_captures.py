@@ -74,13 +74,11 @@ def _packets(conversations) -> dict:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_flows_count_each_packet_once_and_tsharks_tables_with_dedup_off(mode, monkeypatch):
+def test_flows_count_each_packet_once_and_tsharks_tables_with_dedup_off(mode):
     any_capture = DEDUP / f"{mode}_any.pcap"
     # Packets per direction: the `any` capture with dedup, as tshark counts the server's capture.
     assert _packets(_plain(wirebeat_conversations(any_capture))) == \
         _packets(_plain(tshark_conversations(DEDUP / f"{mode}_server.pcap")))
     # With dedup off, flows count every copy, as tshark's conversation tables do.
-    import test_flows_tshark
-    monkeypatch.setattr(test_flows_tshark, "decode_file",
-                        lambda path, **kw: decode_file(path, "wirebeat.dedup.enabled=false", **kw))
-    assert _plain(wirebeat_conversations(any_capture)) == _plain(tshark_conversations(any_capture))
+    assert _plain(wirebeat_conversations(any_capture, "wirebeat.dedup.enabled=false")) == \
+        _plain(tshark_conversations(any_capture))

@@ -89,10 +89,10 @@ def tshark_conversations(path: Path) -> Conversations:
     return out
 
 
-def wirebeat_conversations(path: Path) -> Conversations:
+def wirebeat_conversations(path: Path, *overrides: str) -> Conversations:
     """The same shape from wirebeat's final flow reports (TCP and UDP)."""
     out = _empty()
-    for doc in decode_file(path, flows=True):
+    for doc in decode_file(path, *overrides, flows=True):
         if (doc["type"] != "flow" or not doc["flow"]["final"]
                 or doc["network"]["transport"] not in ("tcp", "udp")):
             continue        # periodic reports repeat what the final one totals
@@ -114,7 +114,10 @@ def _plain(conversations: Conversations) -> dict:
 def test_final_flow_reports_match_tsharks_conversations(capture: Path):
     expected = _plain(tshark_conversations(capture))
     assert expected, "tshark sees no TCP/UDP conversation: the check would be empty"
-    assert _plain(wirebeat_conversations(capture)) == expected
+    # These hold identical packets a few ms apart that dedup takes as copies; tshark counts them.
+    repeated = capture.name in ("reorder_duplicate.pcap", "short_streams.pcap")
+    overrides = ["wirebeat.dedup.enabled=false"] if repeated else []
+    assert _plain(wirebeat_conversations(capture, *overrides)) == expected
 
 
 def test_the_oracle_parses_tshark_rows_with_both_units():
