@@ -178,7 +178,8 @@ def _test(what: str, config: Config, registered: list[Registered]) -> int:
     enabled = _enabled(config, registered)
     if what == "config":
         build_template([r.spec for r in enabled], "wirebeat-*")   # every mapping part readable
-        load_processors(config["processors"], config.path)       # lookup tables readable
+        load_processors(config["processors"], config.path,        # lookup tables readable
+                        config.section("output.elasticsearch"))
         print(f"Config OK ({config.path or 'built-in defaults'}; output {config.output_name()}; "
               f"decoders {', '.join(r.spec.name for r in enabled)})")
         return EXIT_OK
@@ -330,13 +331,14 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     if isinstance(output, ElasticsearchOutput):
         stats.add_source(output.counters)
     agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
-    processors = load_processors(config["processors"], config.path)
+    processors = load_processors(config["processors"], config.path, config.section("output.elasticsearch"))
     stats.add_source(processors.counters)
     builder = DocumentBuilder(agent, processors, config["fields"],
                               config["fields_under_root"], config["tags"])
     for listener in listeners:
         builder.per_source[listener.name] = (listener.listener.tags, listener.listener.fields)
     engine = Engine(config, enabled, builder, pipeline, stats, strict=args.strict)
+    engine.flowless_sources.update(listener.name for listener in listeners)
     runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)
     runner.install_signal_handlers()
     return runner.run()

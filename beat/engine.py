@@ -54,7 +54,9 @@ _UDP = struct.Struct("!HHH")
 _TCP = struct.Struct("!HHIIBB")    # ports, seq, ack, data offset (high nibble), flags
 _ICMP_TYPE_CODE = struct.Struct("!BB")
 _ntop = socket.inet_ntop
+_pton = socket.inet_pton
 _AF = {4: socket.AF_INET, 16: socket.AF_INET6}
+_AF_OF_TEXT = {False: socket.AF_INET, True: socket.AF_INET6}
 TICK_S = 1.0            # packet-time interval between timeout checks
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
@@ -86,6 +88,10 @@ class _SourceState:
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
     flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
+    # (sender, receiver) IP address pair (packed) -> the destination and source MACs
+    # of its latest Ethernet frame: transactions' source/destination.mac (for a routed
+    # peer the router's), capped by wirebeat.limits.max_mac_pairs
+    macs: dict[tuple[bytes, bytes], bytes] = field(default_factory=dict)
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -96,6 +102,21 @@ class _SourceState:
 
 def _ip_text(packed: bytes) -> str:
     return _ntop(_AF[len(packed)], packed)
+
+
+def _macs_of(macs: dict[tuple[bytes, bytes], bytes],
+             flow: FlowKey) -> tuple[bytes | None, bytes | None] | None:
+    """The client's and server's MACs: those of the conversation's latest Ethernet frame."""
+    try:
+        client = _pton(_AF_OF_TEXT[":" in flow.client_ip], flow.client_ip)
+        server = _pton(_AF_OF_TEXT[":" in flow.server_ip], flow.server_ip)
+    except OSError:
+        return None
+    pair = macs.get((client, server))
+    if pair is not None:                # sent by the client: destination MAC first
+        return pair[6:], pair[:6]
+    pair = macs.get((server, client))
+    return None if pair is None else (pair[:6], pair[6:])
 
 
 class _TCPStream:
@@ -208,6 +229,9 @@ class Engine:
         self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
         if self.dedup is not None:
             stats.add_source(self.dedup.counters)
+        # Sources whose frames are no traffic to report as flows: a NetFlow listener's
+        # datagrams are rebuilt frames of the collector's own socket, not captured packets.
+        self.flowless_sources: set[str] = set()
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
         self.routes_ip: dict[int, Route] = {}
@@ -244,6 +268,8 @@ class Engine:
         self.max_tunneled_pairs = config["wirebeat.limits.max_tunneled_pairs"]
         self.tunneled_pairs_evicted = 0
         builder.tunnels = self.tunneled_pairs
+        self.max_mac_pairs = config["wirebeat.limits.max_mac_pairs"]
+        self.mac_pairs_evicted = 0
         if config["wirebeat.packets.enabled"]:
             udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
                           if r.spec.name in TSHARK_NAMES}
@@ -269,6 +295,7 @@ class Engine:
         out = {"packets.read": self.packets, "packets.bytes": self.bytes,
                "packets.non_ip": self.non_ip, "packets.tunneled": self.tunneled,
                "tunnels.pairs_evicted": self.tunneled_pairs_evicted,
+               "macs.pairs_evicted": self.mac_pairs_evicted,
                "packets.tcp_untracked": self.tcp_untracked, "packets.decoded": self.delivered,
                "transactions": self.transactions, "flows.evicted": self.flows_evicted,
                "flows.open": sum(len(s.udp_flows) for s in self.sources.values()),
@@ -315,7 +342,8 @@ class Engine:
             state = self.sources[name] = _SourceState(
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
                 tcp=TCPTable(**self.tcp_limits),
-                flows=FlowTable(name, self.flow_reporter) if self.flows_enabled else None)
+                flows=FlowTable(name, self.flow_reporter)
+                if self.flows_enabled and name not in self.flowless_sources else None)
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
@@ -379,6 +407,12 @@ class Engine:
             break
         if self.tunnel is not None:
             self._remember_tunnel(state.name, src, dst, linktype, data)
+        if linktype == 1:               # Ethernet (the innermost frame): its MAC pair
+            macs, pair = state.macs, (src, dst)
+            if pair not in macs and len(macs) >= self.max_mac_pairs:
+                del macs[next(iter(macs))]      # the oldest pair makes room
+                self.mac_pairs_evicted += 1
+            macs[pair] = data[:12]
         if state.flows is not None:     # whole captured frame; outer addresses when tunneled
             state.flows.account(ts, *self.frame, outer_vlans, src, dst, proto, payload,
                                 () if self.tunnel is None else self.tunnel[1:3])
@@ -628,9 +662,13 @@ class Engine:
         self.builder.link = link_layers(*self.frame)
         for txn in txns:
             state = self.sources.get(txn.flow.source)
-            flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
+            if spec.whole_document is None:
+                flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
+                macs = _macs_of(state.macs, txn.flow) if state and state.macs else None
+            else:               # a record of a flow seen elsewhere (NetFlow): not this packet's
+                flow_id = macs = None
             try:
-                built = build(spec, txn, flow_id)
+                built = build(spec, txn, flow_id, macs)
             except Exception:
                 self.stats.count("decoder.crashed", decoder=spec.name)
                 log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)

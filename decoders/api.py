@@ -234,6 +234,14 @@ class DecoderSpec:
     # Detection for streams: asked about the first payload of a TCP connection that no
     # port routes, when wirebeat.protocols.<name>.detect is true. Same contract as `probe`.
     detect: Callable[[bytes], bool] | None = None
+    # Optional fast path for decoders of many small documents (NetFlow): the whole
+    # document at once instead of `document()` deep-merged into the engine's common
+    # fields. Called as whole_document(txn, network, related_ip, common): `network` is
+    # the flow's network.* (transport, type, community_id; shared, copy it before
+    # changing), `related_ip` the flow's addresses, `common` the capture/agent/ecs
+    # fields to include as they are. Must give the document the generic path gives
+    # (tests/bench/same_output.py); such documents carry no flow.id.
+    whole_document: Callable[..., dict[str, Any]] | None = None
 
 
 class DecodeError(Exception):

@@ -3,9 +3,11 @@
 One document per flow record (`netflow.type: netflow_flow`) and per options
 record (`netflow_options`), with Filebeat's netflow input field names: every
 field of the record under `netflow.*`, named after the IANA IPFIX registry
-(RFC 7012) in snake_case (decoders/ipfix_elements.py); elements not in the
-table, enterprise-specific ones included, are kept as hex under their numbers
-in `netflow.unknown_fields` ("450:0a0b", "29305.1:ff"). The ECS fields (source,
+(RFC 7012, elements 1-533) in snake_case (decoders/ipfix_elements.py); RFC
+5103 reverse elements (enterprise 29305) as `reverse_<name>`, typed as their
+forward element; elements not in the table, other enterprise-specific ones
+included, are kept as hex under their numbers in `netflow.unknown_fields`
+("600:0a0b", "32473.1:ff"). The ECS fields (source,
 destination, network.bytes/packets/transport/iana_number, event.start/end)
 come from the record; v1/v5/v7 records are read as fixed templates of the same
 elements, as Filebeat maps them.
@@ -30,8 +32,15 @@ samplerRandomInterval / samplingPacketInterval an options record of the same
 domain carried, is recorded on each flow as `netflow.sampling_interval` when
 the record has none of its own. Counts are never rescaled.
 
-Not decoded: structured data (basicList, subTemplateList; kept as hex), v6/v8
-aggregation packets, per-sampler-id sampling scopes.
+Structured data (RFC 6313): a basicList becomes an array of its element's
+values (at most MAX_LIST_VALUES; a list that does not add up stays hex).
+Not decoded: subTemplateList and subTemplateMultiList (kept as hex: their
+records need the exporter's templates, and nesting), unsigned256 bitmaps
+(hex), v6/v8 aggregation packets, per-sampler-id sampling scopes.
+
+Speed: a fixed-length template is compiled once to a struct format and its
+field names, a data set unpacked with one iter_unpack, and each record's whole
+document built at once (`whole_document`, no merge into the engine's fields).
 """
 from __future__ import annotations
 
@@ -141,26 +150,39 @@ def _ntp_date(value: int) -> str:
     return iso_time((value >> 32) - NTP_EPOCH_OFFSET + (value & 0xFFFFFFFF) / MAX_U32)
 
 
+REVERSE_PEN = 29305      # RFC 5103 section 6.1: reverse elements, "reverse" + the forward name
+_REVERSE = {element: ("reverse_" + name, kind) for element, (name, kind) in ELEMENTS.items()}
+_STRUCTURED = ("basicList", "subTemplateList", "subTemplateMultiList")
+MAX_LIST_VALUES = 1024   # values decoded from one basicList; a longer list is kept as hex
+
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _SIGNED_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 
 
-def _field_plan(element: int, enterprise: int, length: int) -> tuple[str, str, Callable[[Any], Any] | None]:
+def _field_plan(element: int, enterprise: int, length: int,
+                in_list: bool = False) -> tuple[str, str, Callable[[Any], Any] | None]:
     """(struct code, field name, converter) for one template field of fixed length.
 
     A length the element's type does not allow (reduced-size encoding aside)
-    keeps the value as hex, as an unknown element is kept.
+    keeps the value as hex, as an unknown element is kept. `in_list`: a basicList's
+    values, where structured data is kept as hex (no nesting, no recursion).
     """
     if enterprise == V9_SCOPE:
         name = _V9_SCOPES.get(element)
         if name is None or length not in _INT_CODES:
             return f"{length}s", f"unknown:scope.{element}", _hex
         return _INT_CODES[length], name, None
-    known = ELEMENTS.get(element) if enterprise == 0 else None
+    if enterprise == 0:
+        known = ELEMENTS.get(element)
+    else:
+        known = _REVERSE.get(element) if enterprise == REVERSE_PEN else None
     if known is None:
-        key = str(element) if enterprise == 0 else f"{enterprise}.{element}"
-        return f"{length}s", "unknown:" + key, _hex
+        return f"{length}s", _unknown_name(element, enterprise), _hex
     name, kind = known
+    if kind == "basicList" and not in_list:
+        return f"{length}s", name, _basic_list
+    if kind in _STRUCTURED or kind == "unsigned256":
+        return f"{length}s", name, _hex
     if kind.startswith("unsigned") or kind in ("dateTimeSeconds", "dateTimeMilliseconds",
                                               "dateTimeMicroseconds", "dateTimeNanoseconds", "boolean"):
         code = _INT_CODES.get(length)
@@ -172,12 +194,12 @@ def _field_plan(element: int, enterprise: int, length: int) -> tuple[str, str, C
         elif kind.startswith("dateTimeM") or kind == "dateTimeNanoseconds":
             conv = _ntp_date
             if length != 8:
-                return f"{length}s", "unknown:" + str(element), _hex
+                return f"{length}s", _unknown_name(element, enterprise), _hex
         elif kind == "boolean":
             conv = _boolean
         if code is None:                     # reduced-size encoding of odd length (3, 5, 6, 7)
             if length > 8 or length == 0 or conv is not None:
-                return f"{length}s", "unknown:" + str(element), _hex
+                return f"{length}s", _unknown_name(element, enterprise), _hex
             return f"{length}s", name, _unsigned
         return code, name, conv
     if kind.startswith("signed"):
@@ -197,9 +219,52 @@ def _field_plan(element: int, enterprise: int, length: int) -> tuple[str, str, C
         return "f", name, None
     if kind == "string":
         return f"{length}s", name, _text
-    if kind in ("octetArray", "basicList", "subTemplateList", "subTemplateMultiList"):
+    if kind == "octetArray":
         return f"{length}s", name, _hex
-    return f"{length}s", "unknown:" + str(element), _hex
+    return f"{length}s", _unknown_name(element, enterprise), _hex
+
+
+def _unknown_name(element: int, enterprise: int) -> str:
+    return f"unknown:{element}" if enterprise == 0 else f"unknown:{enterprise}.{element}"
+
+
+def _value(code: str, conv: Callable[[Any], Any] | None, raw: bytes) -> Any:
+    value = bytes(raw) if code.endswith("s") else struct.unpack("!" + code, raw)[0]
+    return value if conv is None else conv(value)
+
+
+def _basic_list(raw: bytes) -> list[Any] | str:
+    """RFC 6313 section 4.5.1 basicList: semantic (1), field id (2), element length (2),
+    enterprise number (4, when the id's top bit is set), then the values. The values,
+    each decoded as its element is; a list that does not add up stays hex."""
+    size = len(raw)
+    if size < 5:
+        return raw.hex()
+    element, length = struct.unpack_from("!HH", raw, 1)
+    offset, enterprise = 5, 0
+    if element & 0x8000:
+        if size < 9:
+            return raw.hex()
+        enterprise = struct.unpack_from("!I", raw, 5)[0]
+        element &= 0x7FFF
+        offset = 9
+    values: list[Any] = []
+    while offset < size:
+        n = length
+        if n == VARIABLE:
+            n = raw[offset]
+            offset += 1
+            if n == 255:
+                if offset + 2 > size:
+                    return raw.hex()
+                n = _U16.unpack_from(raw, offset)[0]
+                offset += 2
+        if (n == 0 and length != VARIABLE) or offset + n > size or len(values) >= MAX_LIST_VALUES:
+            return raw.hex()
+        code, _name, conv = _field_plan(element, enterprise, n, in_list=True)
+        values.append(_value(code, conv, raw[offset:offset + n]))
+        offset += n
+    return values
 
 
 # -- templates ---------------------------------------------------------------------
@@ -217,8 +282,9 @@ class Template:
     scope_fields: int = 0                        # options templates: leading scope fields
     record_length: int = 0                       # 0 when a field has variable length
     min_length: int = 0                          # smallest possible record
-    unpack: Callable[..., tuple[Any, ...]] | None = None
-    plan: tuple[tuple[str, Callable[[Any], Any] | None], ...] = ()
+    iter_unpack: Callable[..., Any] | None = None   # fixed-length records: a compiled struct
+    names: tuple[str, ...] = ()                  # field name of each unpacked value
+    converters: tuple[tuple[int, Callable[[Any], Any]], ...] = ()   # (value index, converter)
     has_unknown: bool = True                     # records may carry "unknown:<number>" names
 
     @classmethod
@@ -228,36 +294,41 @@ class Template:
         min_length = sum(1 if length == VARIABLE else length for _, _, length in fields)
         template = cls(template_id, fields, scope_fields, 0, min_length)
         if not variable:
-            codes, plan = [], []
+            codes, names, converters = [], [], []
             for element, enterprise, length in fields:
                 if element == PADDING or (enterprise == 0 and element == 210):   # paddingOctets
                     codes.append(f"{length}x")
                     continue
                 code, name, conv = _field_plan(element, enterprise, length)
                 codes.append(code)
-                plan.append((name, conv))
+                if conv is not None:
+                    converters.append((len(names), conv))
+                names.append(name)
             compiled = struct.Struct("!" + "".join(codes))
             template.record_length = compiled.size
-            template.unpack = compiled.unpack_from
-            template.plan = tuple(plan)
-            template.has_unknown = any(name.startswith("unknown:") for name, _ in plan)
+            template.iter_unpack = compiled.iter_unpack
+            template.names = tuple(names)
+            template.converters = tuple(converters)
+            template.has_unknown = any(name.startswith("unknown:") for name in names)
         return template
 
     def records(self, data: bytes, start: int, end: int) -> list[dict[str, Any]]:
         """Every record between start and end; what is left shorter than a record is padding."""
-        out = []
-        if self.unpack is not None:
-            size, unpack, plan = self.record_length, self.unpack, self.plan
+        out: list[dict[str, Any]] = []
+        if self.iter_unpack is not None:
+            size = self.record_length
             if size == 0:
                 return out
-            offset = start
-            while offset + size <= end:
-                values = unpack(data, offset)
-                offset += size
-                record = {}
-                for (name, conv), value in zip(plan, values):
-                    record[name] = value if conv is None else conv(value)
-                out.append(record)
+            count = (end - start) // size
+            names, converters = self.names, self.converters
+            rows = self.iter_unpack(memoryview(data)[start:start + count * size])
+            if not converters:
+                return [dict(zip(names, values)) for values in rows]
+            for values in rows:
+                converted = list(values)
+                for index, conv in converters:
+                    converted[index] = conv(converted[index])
+                out.append(dict(zip(names, converted)))
             return out
         offset = start
         while end - offset >= max(self.min_length, 1):
@@ -285,11 +356,7 @@ class Template:
             if element == PADDING or (enterprise == 0 and element == 210):
                 continue
             code, name, conv = _field_plan(element, enterprise, length)
-            if code.endswith("s"):
-                value: Any = bytes(raw)
-            else:
-                value = struct.unpack("!" + code, raw)[0]
-            record[name] = value if conv is None else conv(value)
+            record[name] = _value(code, conv, raw)
         return record, offset
 
 
@@ -472,11 +539,13 @@ class NetflowDecoder:
             export["sequence_number"] = sequence
         export.update(notes)
         txns = []
+        self._count(exporter, "records", count)
+        prefix = f"{exporter.address}|{version}|0|{sequence}|0|"
         for index, record in enumerate(template.records(data, header.size, end)):
             if sampling:
                 record["sampling_interval"] = sampling
             txns.append(self._transaction(exporter, record, "netflow_flow", export, export_ts,
-                                          uptime, source, f"{sequence}|0|{index}", False))
+                                          uptime, source, prefix + str(index), False))
         return txns
 
     def _v9(self, exporter: _Exporter, data: bytes, ts: float, source: str) -> list[Transaction]:
@@ -657,6 +726,9 @@ class NetflowDecoder:
             return
         is_options = template.scope_fields > 0
         kind = "netflow_options" if is_options else "netflow_flow"
+        if records:
+            self._count(exporter, "options_records" if is_options else "records", len(records))
+        prefix = f"{exporter.address}|{export['version']}|{export['source_id']}|{identity}|"
         for index, record in enumerate(records):
             if is_options:
                 for name in _SAMPLING_ELEMENTS:
@@ -672,7 +744,7 @@ class NetflowDecoder:
                 if domain.system_init_ms is not None and uptime is None:
                     record.setdefault("system_init_time_milliseconds", domain.system_init_ms)
             txns.append(self._transaction(exporter, record, kind, export, export_ts, uptime,
-                                          source, f"{identity}|{index}", template.has_unknown))
+                                          source, prefix + str(index), template.has_unknown))
 
     # -- data before its template ----------------------------------------------------
 
@@ -790,7 +862,7 @@ class NetflowDecoder:
         proto = get("protocol_identifier")
         src = get("source_ipv4_address") or get("source_ipv6_address")
         dst = get("destination_ipv4_address") or get("destination_ipv6_address")
-        if kind == "netflow_flow" and src and dst:
+        if src and dst and kind == "netflow_flow":
             transport = _TRANSPORTS.get(proto, str(proto)) if proto is not None else "unknown"
             if proto in (1, 58):
                 type_code = get("icmp_type_code_ipv4") or get("icmp_type_code_ipv6")
@@ -804,10 +876,8 @@ class NetflowDecoder:
             flow = FlowKey(transport, src, sport, dst, dport, source)
         else:
             flow = FlowKey("", exporter.ip, 0, exporter.ip, 0, source)
-        self._count(exporter, "options_records" if kind == "netflow_options" else "records")
         detail = FlowRecord(kind, record, export, exporter.ip, start_ts, end_ts, packets, octets, proto)
-        return Transaction(flow, export_ts, end_ts, "OK", detail,
-                           identity=f"{exporter.address}|{export['version']}|{export['source_id']}|{identity}")
+        return Transaction(flow, export_ts, end_ts, "OK", detail, None, None, (), identity)
 
 
 def _flow_times(record: dict[str, Any], export_ts: float,
@@ -828,6 +898,8 @@ def _flow_times(record: dict[str, Any], export_ts: float,
             since_init_ms = round((export_ts - _parse_iso(init_ms)) * 1000)
             start = export_ts - ((since_init_ms - first) % MAX_U32) / 1000
             end = export_ts - ((since_init_ms - last) % MAX_U32) / 1000
+        if start is not None:
+            return start, end
     for start_name, end_name in (("flow_start_milliseconds", "flow_end_milliseconds"),
                                  ("flow_start_microseconds", "flow_end_microseconds"),
                                  ("flow_start_nanoseconds", "flow_end_nanoseconds"),
@@ -865,6 +937,58 @@ def _port(value: Any) -> int:
 # -- documents -------------------------------------------------------------------------
 
 
+_iso = lru_cache(maxsize=4096)(iso_time)     # records of one export share their times
+
+
+def whole_document(txn: Transaction, network_base: dict[str, Any], related_ip: tuple[str, ...],
+                   common: dict[str, Any]) -> dict[str, Any]:
+    """The whole document of one record (DecoderSpec.whole_document): what `document()`
+    merged into the engine's common fields gives, field order included, built directly."""
+    rec: FlowRecord = txn.detail
+    start_ts, end_ts = rec.start_ts, rec.end_ts
+    event: dict[str, Any] = {"kind": "event", "category": ["network"], "type": ["connection"],
+                             "dataset": "netflow"}
+    duration = None
+    if start_ts is not None:
+        event["start"] = _iso(start_ts)
+    if end_ts is not None:
+        event["end"] = _iso(end_ts)
+        if start_ts is not None and end_ts >= start_ts:
+            duration = round((end_ts - start_ts) * 1e6) * 1000
+            if end_ts >= txn.ts:        # the generic path had its own duration here
+                event["duration"] = duration
+                duration = None
+    event["action"] = rec.kind
+    if duration is not None:
+        event["duration"] = duration
+    netflow = rec.fields            # the record's own dict: a transaction is built once
+    netflow["type"] = rec.kind
+    netflow["exporter"] = rec.export
+    flow = txn.flow
+    transport = flow.transport
+    doc: dict[str, Any] = {"@timestamp": _iso(txn.ts), "type": "netflow", "event": event}
+    if transport:
+        network = dict(network_base)
+        _add_counts(network, rec)
+        doc["network"] = network
+        if transport == "tcp" or transport == "udp":
+            doc["source"] = {"ip": flow.client_ip, "port": flow.client_port}
+            doc["destination"] = {"ip": flow.server_ip, "port": flow.server_port}
+        else:
+            doc["source"] = {"ip": flow.client_ip}
+            doc["destination"] = {"ip": flow.server_ip}
+        doc["related"] = {"ip": list(related_ip)}
+    elif rec.kind == "netflow_flow":       # a flow without addresses
+        network = dict(network_base)
+        del network["transport"]
+        _add_counts(network, rec)
+        doc["network"] = network
+    doc.update(common)
+    doc["netflow"] = netflow
+    doc["observer"] = {"ip": rec.exporter_ip}
+    return doc
+
+
 def document(txn: Transaction) -> dict[str, Any]:
     """The netflow.* fields and the ECS fields of one flow or options record."""
     rec: FlowRecord = txn.detail
@@ -873,10 +997,11 @@ def document(txn: Transaction) -> dict[str, Any]:
     netflow["exporter"] = rec.export
     event: dict[str, Any] = {"kind": "event", "category": ["network"], "type": ["connection"],
                              "action": rec.kind, "start": None, "end": None, "duration": None}
-    # The engine's flow.id and network.protocol_stack describe the export datagram's
-    # own path, not the flow the record reports: left out.
+    # The engine's flow.id, network.protocol_stack and MACs describe the export
+    # datagram's own path, not the flow the record reports: left out.
     doc: dict[str, Any] = {"netflow": netflow, "event": event, "observer": {"ip": rec.exporter_ip},
-                           "client": None, "server": None, "status": None, "flow": None}
+                           "client": None, "server": None, "status": None, "flow": None,
+                           "source": {"mac": None}, "destination": {"mac": None}}
     if rec.start_ts is not None:
         event["start"] = iso_time(rec.start_ts)
     if rec.end_ts is not None:
@@ -895,18 +1020,23 @@ def document(txn: Transaction) -> dict[str, Any]:
 
 def _network(rec: FlowRecord, transport: str | None) -> dict[str, Any]:
     network: dict[str, Any] = {"transport": transport, "protocol_stack": None}
+    _add_counts(network, rec)
+    return network
+
+
+def _add_counts(network: dict[str, Any], rec: FlowRecord) -> None:
     if rec.bytes is not None:
         network["bytes"] = rec.bytes
     if rec.packets is not None:
         network["packets"] = rec.packets
     if rec.iana_number is not None:
         network["iana_number"] = str(rec.iana_number)
-    return network
 
 
 DECODER = DecoderSpec(
     name="netflow",
     document=document,
+    whole_document=whole_document,
     datagram=NetflowDecoder,
     ports=PORTS,
     network_protocol="",

@@ -34,6 +34,19 @@ class Context:
     load_tables: bool = True
     tables: dict[tuple, Table] = field(default_factory=dict)    # one Table per file and key
     counters: dict[str, list[int]] = field(default_factory=dict)
+    # output.elasticsearch.* settings: the connection of lookups from an index
+    elasticsearch: dict[str, Any] | None = None
+
+    def elasticsearch_client(self) -> Any:
+        """A client for `lookup.index` with the output's hosts, credentials and TLS settings."""
+        from wirebeat.outputs import OutputError, make_client
+        settings = dict(self.elasticsearch or {"hosts": ["http://localhost:9200"], "username": "",
+                                               "password": "", "api_key": ""})
+        settings["timeout"] = min(float(settings.get("timeout") or 10.0), 10.0)
+        try:
+            return make_client(settings)
+        except OutputError as err:
+            raise ConfigError(str(err)) from None
 
     def counter(self, name: str) -> list[int]:
         """A one-element list a processor bumps (`c[0] += 1`), read by Processors.counters."""
@@ -128,7 +141,9 @@ def check_processors(key: str, items: Any) -> list[dict[str, Any]]:
     return list(items or [])
 
 
-def load_processors(items: list[dict[str, Any]], config_path: str | None) -> Processors:
-    """The chain a run uses; table paths are relative to the config file's folder."""
+def load_processors(items: list[dict[str, Any]], config_path: str | None,
+                    elasticsearch: dict[str, Any] | None = None) -> Processors:
+    """The chain a run uses; table paths are relative to the config file's folder, index
+    tables are read with the `elasticsearch` (output.elasticsearch.*) settings."""
     base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
-    return compile_processors(items, "processors", Context(base_dir=base))
+    return compile_processors(items, "processors", Context(base_dir=base, elasticsearch=elasticsearch))

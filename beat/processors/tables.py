@@ -35,7 +35,7 @@ import yaml
 
 from wirebeat import logs
 
-__all__ = ["Table", "TableError", "normalize_key"]
+__all__ = ["IndexTable", "Table", "TableError", "normalize_key"]
 
 log = logs.get("lookup")
 
@@ -166,40 +166,37 @@ class _Index:
         return None
 
 
-class Table:
-    """A lookup table file, loaded now and reloaded when it changes."""
+class _Reloading:
+    """A table reloaded when its source changes: the check, the side thread, the atomic swap.
 
-    def __init__(self, path: str, key: str, match: str, max_bytes: int,
-                 reload_period_s: float) -> None:
-        self.path = path
+    Subclasses say what the source's version is (`_version`, None while it must
+    not be read yet) and how to read it (`_read`, raising TableError).
+    """
+
+    what = "lookup table"
+
+    def __init__(self, name: str, key: str, match: str, reload_period_s: float) -> None:
+        self.name = name
         self.key = key
         self.match = match
-        self.max_bytes = max_bytes
         self.reload_period_s = reload_period_s
         self.reloads = 0
         self.reload_errors = 0
         self._loading = False
-        self._failed: tuple[int, int] | None = None     # signature of the last bad version
+        self._failed: Any = None            # version of the last bad read
         self._signature, self.index = self._load()      # TableError at startup: a config error
         self._next_check = time.monotonic() + reload_period_s
 
-    def _stat(self) -> tuple[int, int]:
-        st = os.stat(self.path)
-        return st.st_mtime_ns, st.st_size
+    def _version(self) -> Any:
+        raise NotImplementedError
 
-    def _load(self) -> tuple[tuple[int, int], _Index]:
-        try:
-            before = self._stat()
-            if before[1] > self.max_bytes:
-                raise TableError(f"{before[1]} bytes, above max_bytes {self.max_bytes}")
-            with open(self.path, "rb") as fh:
-                data = fh.read(self.max_bytes + 1)
-            after = self._stat()
-        except OSError as err:
-            raise TableError(err.strerror or str(err)) from None
-        if before != after or len(data) != after[1]:
-            raise TableError("changed while being read")
-        return after, _Index(_parse_rows(self.path, data), self.key, self.match)
+    def _read(self) -> tuple[Any, list[dict[str, Any]]]:
+        """(the version read, its rows)."""
+        raise NotImplementedError
+
+    def _load(self) -> tuple[Any, _Index]:
+        version, rows = self._read()
+        return version, _Index(rows, self.key, self.match)
 
     def find(self, value: Any) -> dict[str, Any] | None:
         if time.monotonic() >= self._next_check:
@@ -211,18 +208,16 @@ class Table:
         if self._loading:
             return
         try:
-            signature = self._stat()
-        except OSError as err:
-            if self._failed != (0, 0):
-                self._failed = (0, 0)
+            signature = self._version()
+        except TableError as err:
+            if self._failed != "unreadable":
+                self._failed = "unreadable"
                 self.reload_errors += 1
-                log.error("lookup table unreadable, keeping the previous version", path=self.path,
-                          error=err.strerror)
+                log.error(f"{self.what} unreadable, keeping the previous version", table=self.name,
+                          error=str(err))
             return
-        if signature == self._signature or signature == self._failed:
+        if signature is None or signature == self._signature or signature == self._failed:
             return
-        if time.time() - signature[0] / 1e9 < SETTLE_S:
-            return          # possibly half-written: look again at the next check
         self._loading = True
         threading.Thread(target=self._reload, name="lookup-reload", daemon=True).start()
 
@@ -231,18 +226,113 @@ class Table:
             signature, index = self._load()
         except TableError as err:
             try:
-                failed = self._stat()
-            except OSError:
-                failed = (0, 0)
+                failed = self._version()
+            except TableError:
+                failed = "unreadable"
             if str(err) != "changed while being read" and failed != self._failed:
                 self._failed = failed
                 self.reload_errors += 1
-                log.error("lookup table not reloaded, keeping the previous version",
-                          path=self.path, error=str(err))
+                log.error(f"{self.what} not reloaded, keeping the previous version",
+                          table=self.name, error=str(err))
         else:
             self._signature, self.index = signature, index     # the atomic swap
             self._failed = None
             self.reloads += 1
-            log.info("lookup table reloaded", path=self.path, rows=index.rows)
+            log.info(f"{self.what} reloaded", table=self.name, rows=index.rows)
         finally:
             self._loading = False
+
+
+class Table(_Reloading):
+    """A lookup table file, loaded now and reloaded when it changes (mtime, size)."""
+
+    def __init__(self, path: str, key: str, match: str, max_bytes: int,
+                 reload_period_s: float) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        super().__init__(path, key, match, reload_period_s)
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.path)
+        except OSError as err:
+            raise TableError(err.strerror or str(err)) from None
+        return st.st_mtime_ns, st.st_size
+
+    def _version(self) -> tuple[int, int] | None:
+        signature = self._stat()
+        if signature != self._signature and time.time() - signature[0] / 1e9 < SETTLE_S:
+            return None         # possibly half-written: look again at the next check
+        return signature
+
+    def _read(self) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        before = self._stat()
+        if before[1] > self.max_bytes:
+            raise TableError(f"{before[1]} bytes, above max_bytes {self.max_bytes}")
+        try:
+            with open(self.path, "rb") as fh:
+                data = fh.read(self.max_bytes + 1)
+        except OSError as err:
+            raise TableError(err.strerror or str(err)) from None
+        after = self._stat()
+        if before != after or len(data) != after[1]:
+            raise TableError("changed while being read")
+        return after, _parse_rows(self.path, data)
+
+
+class IndexTable(_Reloading):
+    """A lookup table kept in an Elasticsearch index: each document's `_source` is a row.
+
+    Read with the output's connection settings (hosts, credentials, TLS) and
+    the `read` privilege only. Its version is what a search sees: the number
+    of documents and the maximum and sum of their `_seq_no` (any indexed,
+    updated or deleted document changes one of them once it is searchable),
+    so a change is read once Elasticsearch has refreshed it, never half.
+    """
+
+    what = "lookup index"
+
+    def __init__(self, client: Any, index: str, key: str, match: str, max_rows: int,
+                 reload_period_s: float) -> None:
+        self.client = client
+        self.index_name = index
+        self.max_rows = max_rows
+        super().__init__(index, key, match, reload_period_s)
+
+    def _version(self) -> tuple[int, float, float]:
+        try:
+            resp = self.client.search(index=self.index_name, size=0, track_total_hits=True,
+                                      aggs={"max": {"max": {"field": "_seq_no"}},
+                                            "sum": {"sum": {"field": "_seq_no"}}})
+        except Exception as err:        # unreachable, refused, no such index: one line
+            raise TableError(_es_error(err)) from None
+        aggs = resp["aggregations"]
+        return resp["hits"]["total"]["value"], aggs["max"]["value"], aggs["sum"]["value"]
+
+    def _read(self) -> tuple[tuple[int, float, float], list[dict[str, Any]]]:
+        before = self._version()
+        if before[0] > self.max_rows:
+            raise TableError(f"{before[0]} documents, above max_rows {self.max_rows}")
+        rows: list[dict[str, Any]] = []
+        after: list[Any] | None = None
+        try:
+            while True:     # pages in index order; search_after needs no scroll context
+                page = self.client.search(index=self.index_name, size=1000, sort=["_doc"],
+                                          search_after=after)["hits"]["hits"]
+                rows.extend(hit["_source"] for hit in page)
+                if len(page) < 1000 or len(rows) > self.max_rows:
+                    break
+                after = page[-1]["sort"]
+        except Exception as err:
+            raise TableError(_es_error(err)) from None
+        if self._version() != before or len(rows) != before[0]:
+            raise TableError("changed while being read")
+        return before, rows
+
+
+def _es_error(err: BaseException) -> str:
+    """One line for an Elasticsearch failure (no credentials: the client never puts them in)."""
+    status = getattr(err, "status_code", None) or getattr(getattr(err, "meta", None), "status", None)
+    text = str(err).splitlines()
+    message = getattr(err, "message", None) or (text[0] if text else type(err).__name__)
+    return f"HTTP {status}: {message}" if status else f"{type(err).__name__}: {message}"

@@ -8,8 +8,10 @@
    pinned to one core with taskset when present.
 2. loopback: the same datagrams sent over 127.0.0.1, paced at --rate
    records/s, to `wirebeat run --netflow` (console to /dev/null) and then to
-   nfcapd; records each one got (documents / nfdump's count) and the kernel's
-   socket drops for wirebeat's listener.
+   nfcapd; records each one got (documents / nfdump's count), the kernel's
+   drops for wirebeat's listener socket (its summary, from /proc/net/udp) and the
+   machine-wide UDP receive-buffer errors during each run (/proc/net/snmp
+   RcvbufErrors delta: other programs' sockets count there too).
 
 Numbers are noisy on a shared machine: compare the two collectors of one run.
 """
@@ -87,6 +89,13 @@ def wirebeat_to_elasticsearch(pcap: Path, records: int, url: str) -> float:
         Elasticsearch(url).indices.delete(index=index, ignore_unavailable=True)
 
 
+def udp_rcvbuf_errors() -> int:
+    """The kernel's count of UDP datagrams dropped because a socket buffer was full."""
+    with open("/proc/net/snmp", encoding="ascii") as fh:
+        rows = [line.split() for line in fh if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -109,20 +118,35 @@ def wirebeat_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
     port = free_port()
     listeners = json.dumps([{"host": f"127.0.0.1:{port}", "read_buffer": 33554432}])
     out = (workdir / "live.ndjson").open("wb")
+    log = (workdir / "live.log").open("w+b")
     proc = subprocess.Popen([*one_core(), sys.executable, "-m", "wirebeat.cli", "run", "--console",
                              "-E", f"wirebeat.sources.netflow={listeners}",
-                             "-E", "logging.metrics.period=0"], stdout=out,
-                            stderr=subprocess.PIPE, cwd=ROOT)
-    time.sleep(3)
+                             "-E", "logging.metrics.period=0"], stdout=out, stderr=log, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while b"listening" not in (workdir / "live.log").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    errors = udp_rcvbuf_errors()
     sent_rate = send(payloads, port, rate)
-    time.sleep(5)
+    sent_at = time.monotonic()
+    # The socket buffer holds what the decoder has not read yet: wait until every
+    # record is out, or nothing more came for 10 s.
+    documents, last_change = 0, time.monotonic()
+    while documents < len(payloads) * RECORDS_PER_DATAGRAM and time.monotonic() - last_change < 10:
+        time.sleep(0.5)
+        count = sum(1 for _ in (workdir / "live.ndjson").open("rb"))
+        if count != documents:
+            documents, last_change = count, time.monotonic()
+    errors = udp_rcvbuf_errors() - errors
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(120)
+    proc.wait(120)
     out.close()
+    log.seek(0)
+    err = log.read()
     documents = sum(1 for _ in (workdir / "live.ndjson").open("rb"))
     summary = [line for line in err.decode().splitlines() if line.startswith("wirebeat: ")]
     return {"sent_records_per_s": round(sent_rate), "documents": documents,
-            "summary": summary[-1] if summary else err.decode()[-500:]}
+            "seconds_from_last_send_to_last_document": round(max(0.0, last_change - sent_at), 1),
+            "udp_rcvbuf_errors": errors, "summary": summary[-1] if summary else err.decode()[-500:]}
 
 
 def nfcapd_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
@@ -133,19 +157,22 @@ def nfcapd_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
                              "-t", "3600", "-B", "33554432"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
+    errors = udp_rcvbuf_errors()
     sent_rate = send(payloads, port, rate)
     time.sleep(2)
+    errors = udp_rcvbuf_errors() - errors
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     info = subprocess.run(["nfdump", "-R", str(flows), "-I"], capture_output=True, text=True).stdout
     count = next((int(line.split(":")[1]) for line in info.splitlines() if line.startswith("Flows:")), 0)
-    return {"sent_records_per_s": round(sent_rate), "records": count}
+    return {"sent_records_per_s": round(sent_rate), "records": count, "udp_rcvbuf_errors": errors}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--rate", type=int, default=100_000, help="records/s sent over loopback")
+    parser.add_argument("--skip-file", action="store_true", help="only the loopback runs")
     parser.add_argument("--elasticsearch", default="", metavar="URL",
                         help="also index the file into this Elasticsearch (e.g. http://127.0.0.1:9200)")
     args = parser.parse_args()
@@ -155,9 +182,10 @@ def main() -> int:
         workdir = Path(tmp)
         pcap = workdir / "export_v9.pcap"
         write_pcap(pcap, payloads)
-        result = {"records": records,
-                  "file_to_console_records_per_s": round(wirebeat_file(pcap, records, ["--console"])),
-                  "loopback_wirebeat": wirebeat_live(payloads, args.rate, workdir)}
+        result: dict = {"records": records}
+        if not args.skip_file:
+            result["file_to_console_records_per_s"] = round(wirebeat_file(pcap, records, ["--console"]))
+        result["loopback_wirebeat"] = wirebeat_live(payloads, args.rate, workdir)
         if args.elasticsearch:
             result["file_to_elasticsearch_records_per_s"] = round(
                 wirebeat_to_elasticsearch(pcap, records, args.elasticsearch))

@@ -422,3 +422,106 @@ def test_any_bytes_decode_or_raise_decode_error(tail: bytes, version: bytes) -> 
             continue
         for txn in txns:
             DECODER.document(txn)
+
+
+# -- registry elements past the 2014 table, RFC 5103 reverse elements, RFC 6313 lists --
+
+
+def test_elements_of_the_current_registry_are_named() -> None:
+    # httpStatusCode (457), gtpuTEid (507), pathDelaySumDeltaMicroseconds (533; RFC 9951)
+    c = Collector()
+    c.send(ipfix_packet(ipfix_template(301, [(8, 4), (12, 4), (4, 1), (457, 2), (507, 4), (533, 8)]),
+                        ipfix_set(301, bytes([10, 0, 0, 1, 10, 0, 0, 2, 6])
+                                  + struct.pack("!HIQ", 404, 0xDEADBEEF, 12345))))
+    [doc] = c.docs()
+    netflow = doc["netflow"]
+    assert (netflow["http_status_code"], netflow["gtpu_teid"], netflow["path_delay_sum_delta_microseconds"]) \
+        == (404, 0xDEADBEEF, 12345)
+    assert "unknown_fields" not in netflow
+
+
+def test_rfc5103_reverse_elements_are_named_and_typed_like_their_forward_element() -> None:
+    # Enterprise 29305: reverseOctetDeltaCount (1), reversePacketDeltaCount (2),
+    # reverseFlowEndMilliseconds (153), reverseSourceMacAddress (56).
+    c = Collector()
+    end_ms = EXPORT_SECS * 1000 - 250
+    c.send(ipfix_packet(ipfix_template(302, [(8, 4), (12, 4), (4, 1), (1, 8), (1, 8, 29305), (2, 4, 29305),
+                                             (153, 8, 29305), (56, 6, 29305)]),
+                        ipfix_set(302, bytes([10, 0, 0, 1, 10, 0, 0, 2, 17])
+                                  + struct.pack("!QQIQ", 700, 9000, 7, end_ms) + bytes([2, 0, 0, 0, 0, 9]))))
+    [doc] = c.docs()
+    netflow = doc["netflow"]
+    assert netflow["octet_delta_count"] == 700 and netflow["reverse_octet_delta_count"] == 9000
+    assert netflow["reverse_packet_delta_count"] == 7             # reduced-size encoding
+    assert netflow["reverse_flow_end_milliseconds"] == iso_time(end_ms / 1000)
+    assert netflow["reverse_source_mac_address"] == "02:00:00:00:00:09"
+    assert "unknown_fields" not in netflow
+
+
+def _basic_list(element: int, length: int, values: bytes, semantic: int = 3) -> bytes:
+    return struct.pack("!BHH", semantic, element, length) + values
+
+
+def test_basic_list_becomes_an_array_of_its_element_values() -> None:
+    # bgpSourceCommunityList (484, variable length) holding bgpCommunity (483, unsigned32);
+    # srhSegmentIPv6BasicList (496) holding srhSegmentIPv6 (494, ipv6Address).
+    communities = _basic_list(483, 4, struct.pack("!III", 65000 << 16 | 1, 65000 << 16 | 2, 7))
+    segments = _basic_list(494, 16, bytes(15) + b"\x01" + b"\x20\x01\x0d\xb8" + bytes(11) + b"\x02")
+    record = (bytes([10, 0, 0, 1, 10, 0, 0, 2, 6]) + bytes([len(communities)]) + communities
+              + bytes([len(segments)]) + segments)
+    c = Collector()
+    c.send(ipfix_packet(ipfix_template(303, [(8, 4), (12, 4), (4, 1), (484, 65535), (496, 65535)]),
+                        ipfix_set(303, record)))
+    [doc] = c.docs()
+    assert doc["netflow"]["bgp_source_community_list"] == [65000 << 16 | 1, 65000 << 16 | 2, 7]
+    assert doc["netflow"]["srh_segment_ipv6_basic_list"] == ["::1", "2001:db8::2"]
+
+
+def test_basic_list_of_variable_length_strings_and_a_broken_list_kept_as_hex() -> None:
+    # A basicList of interfaceName (82, string, variable length: each value has its length).
+    names = _basic_list(82, 65535, b"\x04eth0\x02lo")
+    broken = _basic_list(483, 4, b"\x00\x00\x01")          # 3 bytes of a 4-byte value
+    record = bytes([10, 0, 0, 1, 10, 0, 0, 2, 6]) + bytes([len(names)]) + names + bytes([len(broken)]) + broken
+    c = Collector()
+    c.send(ipfix_packet(ipfix_template(304, [(8, 4), (12, 4), (4, 1), (291, 65535), (485, 65535)]),
+                        ipfix_set(304, record)))
+    [doc] = c.docs()
+    assert doc["netflow"]["basic_list"] == ["eth0", "lo"]
+    assert doc["netflow"]["bgp_destination_community_list"] == broken.hex()
+
+
+def test_whole_document_fast_path_equals_the_generic_merge() -> None:
+    """DecoderSpec.whole_document must give, field order included, what document()
+    merged into the engine's common fields gives: flows (TCP, ICMP), a flow that
+    ended before its export, an options record, a flow without addresses."""
+    import dataclasses
+
+    import orjson
+
+    from wirebeat.decoders.api import Datagram, FlowKey
+    from wirebeat.document import DocumentBuilder
+    generic_spec = dataclasses.replace(DECODER, whole_document=None)
+    icmp = v9_row("10.0.0.5", "10.0.0.6", 0, 0x0800, 1, 1, 84, UPTIME_MS - 10, UPTIME_MS - 10)
+    tcp = v9_row("10.0.0.1", "10.0.0.2", 51000, 443, 6, 12, 3400, UPTIME_MS - 20_000, UPTIME_MS + 5_000)
+    options = struct.pack("!HH", 1, 20) + struct.pack("!HHHHHHH", 260, 4, 4, 1, 4, 34, 4) + b"\0" * 2
+    options_data = struct.pack("!HHII", 260, 12, 1, 100)
+    no_address = v9_template(261, [(1, 4), (2, 4)])
+    decoder = DECODER.datagram({})
+    payload = v9_packet(v9_template(), v9_data(256, [icmp, tcp]), options, options_data, no_address,
+                        v9_data(261, [struct.pack("!II", 10, 1)]))
+    txns = decoder.on_datagram(Datagram(EXPORT_SECS + 0.01, FlowKey("udp", *EXPORTER, "192.0.2.1", 2055, "s"),
+                                        True, payload))
+    assert {t.detail.kind for t in txns} == {"netflow_flow", "netflow_options"} and len(txns) == 4
+    for shared in (True, False):
+        builder = DocumentBuilder({"type": "wirebeat", "version": "t", "name": "t"}, [],
+                                  {} if shared else {"site": "x"}, not shared, [] if shared else ["t"])
+        for txn in txns:
+            fast, generic = builder.build(DECODER, txn), builder.build(generic_spec, txn)
+            assert orjson.dumps(fast) == orjson.dumps(generic)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_basic_list_of_any_bytes_is_a_list_or_hex_never_an_exception(raw: bytes) -> None:
+    from wirebeat.decoders.netflow import _basic_list
+    assert isinstance(_basic_list(raw), (list, str))

@@ -27,8 +27,8 @@ TRANSPORTS = {"tcp", "udp", "icmp", "icmpv6"}
 TUNNEL_LAYERS = {"vxlan", "geneve", "gre", "erspan"}
 
 
-def _tshark(path: Path) -> list[dict[str, list[str]]]:
-    out = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
+def _tshark(path: Path, *options: str) -> list[dict[str, list[str]]]:
+    out = subprocess.run(["tshark", "-n", *options, "-r", str(path), "-T", "fields", "-E", "separator=|",
                           *[a for f in FIELDS for a in ("-e", f)]],
                          capture_output=True, check=True, text=True).stdout
     # A field seen twice in a frame (a tunnel's outer and inner header, the packet an ICMP
@@ -113,6 +113,23 @@ def test_stacks_of_bundled_captures_are_cuts_of_tsharks(capture: Path):
             assert layers[-1] == {"dhcpv4": "dhcp"}.get(doc["event"]["dataset"], doc["event"]["dataset"])
         else:
             assert layers[-1] in TRANSPORTS
+
+
+RTP_CAPTURES = sorted((PCAPS / "rtp").glob("*.pcap"))
+
+
+@pytest.mark.parametrize("capture", RTP_CAPTURES, ids=[p.name for p in RTP_CAPTURES])
+def test_heuristic_rtp_stacks_are_tsharks_with_its_rtp_heuristic_on(capture: Path):
+    """Found by the heuristic, a stream is `udp:rtp` where tshark, with its own RTP
+    heuristic on, says `udp:rtp` too (with it off, tshark says `udp:data`)."""
+    docs = decode_file(capture, "wirebeat.protocols.rtp.heuristic=true")
+    stacks = {row["frame.protocols"][0].removeprefix("frame:")
+              for row in _tshark(capture, "-o", "rtp.heuristic_rtp:TRUE")}
+    rtp = [d["network"]["protocol_stack"] for d in docs if d["event"]["dataset"] == "rtp"]
+    if capture.name != "not_rtp.pcap":
+        assert rtp
+    for ours in rtp:
+        assert ours.endswith(":udp:rtp") and any(_is_cut(ours, theirs) for theirs in stacks), (ours, stacks)
 
 
 def _udp_dns() -> bytes:

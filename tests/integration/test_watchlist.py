@@ -49,7 +49,11 @@ def _frames(path: Path) -> list[tuple[int, bytes]]:
 def test_only_the_watched_machines_frames_survive_with_the_employee(tmp_path: Path):
     proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-c", str(EXAMPLE / "wirebeat.yml"), "-I", str(CAPTURE), "--console")
     assert proc.returncode == 0, proc.stderr.decode()
-    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    everything = [json.loads(line) for line in proc.stdout.splitlines()]
+    docs = [d for d in everything if d["event"]["dataset"] == "packet"]
+    # transactions carry their conversation's MACs: alice's own survive the recipe too
+    assert sorted(d["event"]["dataset"] for d in everything if d not in docs) == [
+        "dhcpv4", "dhcpv4", "dns", "http", "icmp", "icmp"]
     out = subprocess.run(["tshark", "-n", "-r", str(CAPTURE), "-T", "fields", "-e", "frame.time_epoch",
                           "-e", "eth.src", "-e", "frame.protocols"],
                          capture_output=True, check=True, text=True).stdout
@@ -60,7 +64,7 @@ def test_only_the_watched_machines_frames_survive_with_the_employee(tmp_path: Pa
     assert sorted((round(_epoch(d["@timestamp"]) * 1e6), d["network"]["protocol_stack"]) for d in docs) \
         == sorted((t, p if p.endswith(("arp", "dhcp", "dns")) else ":".join(p.split(":")[:4]))
                   for t, p in alices)
-    for doc in docs:
+    for doc in everything:
         assert doc["employee"]["name"] == "Alice Martin" and doc["computer"]["hostname"] == "ws-alice"
         assert doc["source"]["mac"] == "02-00-00-77-00-0A"
 
@@ -121,7 +125,8 @@ def test_editing_the_table_during_a_zeromq_run_switches_within_seconds_losing_no
         wb.kill()
         publisher.close()
     assert code == 0, wb.stderr_text()
-    kept = sorted((round(_epoch(d["@timestamp"]) * 1e6) - t0_us) // 1000 for d in wb.documents())
+    packets = [d for d in wb.documents() if d["event"]["dataset"] == "packet"]
+    kept = sorted((round(_epoch(d["@timestamp"]) * 1e6) - t0_us) // 1000 for d in packets)
     assert len(kept) == len(set(kept))
     # One switch point s: Alice's frames before it, Bob's from it on, every one of them.
     alice = [i for i in range(len(stream)) if sender[i] == ALICE]
@@ -153,10 +158,12 @@ def test_the_watch_list_in_elasticsearch_is_searchable_by_employee_and_stack_wit
         mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
         assert mapping["employee"]["type"] == "flattened"
         assert mapping["network"]["properties"]["protocol_stack"]["type"] == "keyword"
-        assert es.count(index=index, query={"term": {"employee.name": "Alice Martin"}})["count"] == 13
+        # alice's 13 frames and her 6 transactions (DHCP x2, DNS, HTTP, ping x2)
+        assert es.count(index=index, query={"term": {"employee.name": "Alice Martin"}})["count"] == 19
+        assert es.count(index=index, query={"term": {"event.dataset": "packet"}})["count"] == 13
         assert es.count(index=index, query={"term": {"network.protocol_stack": "eth:ethertype:arp"}}
                         )["count"] == 1
-        assert es.count(index=index, query={"term": {"source.mac": "02-00-00-77-00-0A"}})["count"] == 13
+        assert es.count(index=index, query={"term": {"source.mac": "02-00-00-77-00-0A"}})["count"] == 19
     finally:
         es.options(ignore_status=404).indices.delete(index=index)
         es.options(ignore_status=404).indices.delete_index_template(name=index)
@@ -178,3 +185,58 @@ def test_lookup_and_conditions_apply_to_transactions_too(tmp_path: Path):
     assert datasets.count("dns") == datasets.count("http") == 3
     assert datasets.count("icmp") == 6
     assert all(d["destination"]["ip"] == "10.77.0.1" and d["tags"] == ["to-server"] for d in docs)
+
+
+def _conversation_macs(path: Path) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """tshark's (sender IP, receiver IP) -> {(source MAC, destination MAC)} of its frames, ECS spelling."""
+    out = subprocess.run(["tshark", "-n", "-r", str(path), "-Y", "ip", "-T", "fields", "-e", "ip.src",
+                          "-e", "ip.dst", "-e", "eth.src", "-e", "eth.dst"],
+                         capture_output=True, check=True, text=True).stdout
+    macs: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for line in out.splitlines():
+        src, dst, smac, dmac = line.split("\t")
+        macs.setdefault((src, dst), set()).add((smac.replace(":", "-").upper(),
+                                                dmac.replace(":", "-").upper()))
+    return macs
+
+
+def test_transactions_carry_the_macs_tshark_sees_on_their_conversation():
+    proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-I", str(CAPTURE), "--console")
+    assert proc.returncode == 0, proc.stderr.decode()
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    conversations = _conversation_macs(CAPTURE)
+    assert {d["event"]["dataset"] for d in docs} == {"dhcpv4", "dns", "http", "icmp"}
+    for doc in docs:
+        src, dst = doc["source"], doc["destination"]
+        seen = conversations.get((src["ip"], dst["ip"]), set()) | {
+            (b, a) for a, b in conversations.get((dst["ip"], src["ip"]), set())}
+        assert (src["mac"], dst["mac"]) in seen, (doc["event"]["dataset"], src, dst, seen)
+        assert doc["client"]["mac"] == src["mac"] and doc["server"]["mac"] == dst["mac"]
+
+
+def test_the_recipe_without_per_packet_documents_keeps_the_watched_machines_transactions():
+    proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-E", "wirebeat.packets.enabled=false",
+                        "-c", str(EXAMPLE / "wirebeat.yml"), "-I", str(CAPTURE), "--console")
+    assert proc.returncode == 0, proc.stderr.decode()
+    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    # pcaps/watchlist/README.md: alice did DHCP (DISCOVER, REQUEST), one dig, one curl, two pings
+    assert sorted(d["event"]["dataset"] for d in docs) == ["dhcpv4", "dhcpv4", "dns", "http", "icmp", "icmp"]
+    for doc in docs:
+        assert doc["employee"]["name"] == "Alice Martin" and doc["source"]["mac"] == "02-00-00-77-00-0A"
+
+
+def test_a_full_mac_pair_table_forgets_the_oldest_and_counts_it():
+    proc = run_wirebeat("run", "-E", "wirebeat.flows.enabled=false", "-E", "wirebeat.limits.max_mac_pairs=1",
+                        "-I", str(CAPTURE), "--console")
+    assert proc.returncode == 0, proc.stderr.decode()
+    [summary] = [json.loads(line) for line in proc.stderr.decode().splitlines()
+                 if line.startswith("{") and '"event": "summary"' in line]
+    # 7 address pairs send IP frames in each direction (tshark); one slot keeps one of them
+    pairs = len(_conversation_macs(CAPTURE))
+    assert summary["macs.pairs_evicted"] >= pairs - 1
+    conversations = _conversation_macs(CAPTURE)
+    for doc in map(json.loads, proc.stdout.splitlines()):    # forgotten pairs: no MACs, never wrong ones
+        src, dst = doc["source"], doc["destination"]
+        if "mac" in src:
+            assert (src["mac"], dst["mac"]) in conversations.get((src["ip"], dst["ip"]), set()) | {
+                (b, a) for a, b in conversations.get((dst["ip"], src["ip"]), set())}
