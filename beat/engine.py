@@ -26,9 +26,11 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from wirebeat import logs
+from wirebeat import dedup
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
@@ -118,20 +120,40 @@ def _macs_of(macs: dict[tuple[bytes, bytes], bytes],
 
 
 class _TCPStream:
-    """One connection's StreamDecoder behind the error boundary: the sink wirebeat.tcp calls."""
+    """One connection's StreamDecoder behind the error boundary: the sink wirebeat.tcp calls.
 
-    __slots__ = ("engine", "spec", "decoder", "flow")
+    The decoder is made at the connection's first payload or gap, not at its
+    SYN: a half-open connection (a SYN flood) holds no decoder state, and a
+    connection that carries nothing has nothing to report.
+    """
 
-    def __init__(self, engine: Engine, spec: DecoderSpec, decoder: StreamDecoder,
-                 flow: FlowKey) -> None:
+    __slots__ = ("engine", "spec", "decoder", "flow", "make")
+
+    def __init__(self, engine: Engine, spec: DecoderSpec, make: Any, flow: FlowKey) -> None:
         self.engine = engine
         self.spec = spec
-        self.decoder = decoder
+        self.decoder: StreamDecoder | None = None
+        self.make = make            # () -> StreamDecoder; None once made (or failed)
         self.flow = flow
 
+    def _start(self) -> StreamDecoder | None:
+        make, self.make = self.make, None
+        if make is not None:
+            try:
+                self.decoder = make()
+            except Exception:
+                self.engine.stats.count("decoder.crashed", decoder=self.spec.name)
+                log_once(log, f"decoder {self.spec.name} failed to start a stream", exc_info=True)
+                if self.engine.strict:
+                    raise
+        return self.decoder
+
     def on_data(self, from_client: bool, data: bytes, ts: float) -> None:
+        decoder = self.decoder or self._start()
+        if decoder is None:
+            return
         try:
-            txns = self.decoder.on_data(from_client, data, ts)
+            txns = decoder.on_data(from_client, data, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
             return
@@ -139,8 +161,11 @@ class _TCPStream:
             self.engine._emit(self.spec, txns)
 
     def on_gap(self, from_client: bool, missing: int, ts: float) -> None:
+        decoder = self.decoder or self._start()
+        if decoder is None:
+            return
         try:
-            txns = self.decoder.on_gap(from_client, missing, ts)
+            txns = decoder.on_gap(from_client, missing, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
             return
@@ -148,6 +173,8 @@ class _TCPStream:
             self.engine._emit(self.spec, txns)
 
     def on_close(self, ts: float) -> None:
+        if self.decoder is None:
+            return              # no payload ever came: nothing to report
         try:
             txns = self.decoder.on_close(ts)
         except Exception as err:
@@ -162,6 +189,8 @@ class _TCPStream:
             self.engine._emit(self.spec, txns)
 
     def expire(self, now: float) -> None:
+        if self.decoder is None:
+            return
         try:
             txns = self.decoder.expire(now)
         except Exception as err:
@@ -202,6 +231,9 @@ class Engine:
             config["wirebeat.flows.report_all"],
             fragments=self.fragments_ok)
         self.flows_enabled = config["wirebeat.flows.enabled"]
+        self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
+        if self.dedup is not None:
+            stats.add_source(self.dedup.counters)
         # Sources whose frames are no traffic to report as flows: a NetFlow listener's
         # datagrams are rebuilt frames of the collector's own socket, not captured packets.
         self.flowless_sources: set[str] = set()
@@ -355,6 +387,8 @@ class Engine:
             if parsed.__class__ is str:
                 self.stats.count("packets.malformed", reason=parsed)
                 return
+            if not depth and self.dedup is not None and self.dedup.duplicate(source, ts, vlans, data, offset, parsed):
+                return      # a second copy (`any` device, SPAN): flows and decoders see one
             src, dst, proto, payload, fragment = parsed
             if fragment is not None:
                 ident, frag_offset, more = fragment
@@ -523,7 +557,7 @@ class Engine:
         conn = state.tcp.connections.get(key)
         if conn is None or (flags & 0x12 == 0x02
                             and conn.is_restarted_by(src_first == conn.client_first, seq)):
-            conn = self._open_tcp(state, key, src_first, ts, src, sport, dst, dport, flags, data)
+            conn = self._open_tcp(state, key, src_first, ts, src, sport, dst, dport, flags, data, seq)
             if conn is None:
                 return
         self.delivered += 1
@@ -531,7 +565,7 @@ class Engine:
 
     def _open_tcp(self, state: _SourceState, key: tuple, src_first: bool, ts: float,
                   src: bytes, sport: int, dst: bytes, dport: int, flags: int,
-                  data: bytes) -> TCPConnection | None:
+                  data: bytes, seq: int | None = None) -> TCPConnection | None:
         """A segment of a connection not tracked yet: route it by port and start tracking."""
         routes = self.routes_tcp
         syn_ack = flags & 0x12
@@ -556,7 +590,7 @@ class Engine:
             client_is_src = detected = True
         else:
             detected = False
-        if not state.tcp.admits(key, flags, bool(data)):
+        if not state.tcp.admits(key, flags, bool(data), seq, ts):
             return None
         self.tcp_detected += detected
         if client_is_src:
@@ -564,18 +598,11 @@ class Engine:
         else:
             flow = FlowKey("tcp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
         spec = route.spec
-        try:
-            if spec.expectations:
-                decoder = spec.stream(flow, route.options, state.expectations)
-            else:
-                decoder = spec.stream(flow, route.options)
-        except Exception:
-            self.stats.count("decoder.crashed", decoder=spec.name)
-            log_once(log, f"decoder {spec.name} failed to start a stream", exc_info=True)
-            if self.strict:
-                raise
-            return None
-        return state.tcp.open(key, _TCPStream(self, spec, decoder, flow), ts,
+        if spec.expectations:
+            make = partial(spec.stream, flow, route.options, state.expectations)
+        else:
+            make = partial(spec.stream, flow, route.options)
+        return state.tcp.open(key, _TCPStream(self, spec, make, flow), ts,
                               client_first=src_first == client_is_src)
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,

@@ -46,8 +46,14 @@ top of their length, so a flood of tiny out-of-order segments cannot hold more
 memory (or make insertion slower) than the cap allows. A connection closed by
 FIN or RST is remembered for `CLOSED_LINGER_S` (30 s) so that its late
 retransmissions and final ACKs are ignored instead of opening a mid-stream
-connection; only a new SYN reopens it. That memory holds at most
+connection; only a new SYN reopens it (not a late copy of its own SYN: the
+same ISN, or a packet time before the close). That memory holds at most
 `max_connections` keys.
+
+Packet time may go backwards (captures merged from several taps): a segment
+older than its connection's newest is processed at the newest time
+(`timestamps_behind`), so a decoder never sees time run backwards within a
+connection and durations stay non-negative.
 """
 from __future__ import annotations
 
@@ -101,6 +107,8 @@ class TCPCounters:
     buffer_cap_hits: int = 0            # max_buffered_bytes
     buffer_total_cap_hits: int = 0      # max_buffered_bytes_total
     segments_ignored: int = 0           # payload not delivered: after the close, or past a FIN
+    late_syns_ignored: int = 0          # a closed connection's SYN seen again (merged or duplicated capture)
+    timestamps_behind: int = 0          # segments older than their connection's newest: taken at its time
 
 
 class _Half:
@@ -144,6 +152,9 @@ class TCPConnection:
     def segment(self, from_client: bool, seq: int, ack: int, flags: int, data: bytes,
                 ts: float) -> None:
         """Process one segment: `flags` is the TCP flags byte, `data` its payload."""
+        if ts < self.last_ts:       # merged captures go back in time: keep the connection's monotonic
+            self.counters.timestamps_behind += 1
+            ts = self.last_ts
         self.last_ts = ts
         self.counters.segments += 1
         if from_client:
@@ -365,21 +376,31 @@ class TCPTable:
         self.max_buffered_bytes_total = max_buffered_bytes_total
         self.idle_timeout_s = idle_timeout_s
         self.connections: dict[Hashable, TCPConnection] = {}
-        self.recently_closed: dict[Hashable, float] = {}    # key -> close time, oldest first
+        # key -> (close time, the ISNs of its SYNs), oldest first
+        self.recently_closed: dict[Hashable, tuple[float, tuple]] = {}
         self.buffered_total = 0
         self.counters = TCPCounters()
 
-    def admits(self, key: Hashable, flags: int, has_payload: bool) -> bool:
+    def admits(self, key: Hashable, flags: int, has_payload: bool, seq: int | None = None,
+               ts: float | None = None) -> bool:
         """Whether a segment of a connection not in the table may open one (counted if not).
 
-        A SYN may; so may payload, except on a connection closed in the last
-        CLOSED_LINGER_S, whose late retransmissions would otherwise look like a
-        new connection picked up mid-stream (those count as `segments_ignored`).
+        A SYN may, unless it is a late copy of the SYN of a connection closed in
+        the last CLOSED_LINGER_S: the same ISN, or a time before the close (a
+        capture merged from several taps, or duplicated, shows it after the FIN;
+        `late_syns_ignored`). Payload may, except on such a recently closed
+        connection, whose late retransmissions would otherwise look like a new
+        connection picked up mid-stream (those count as `segments_ignored`).
         An empty ACK, FIN or RST may not.
         """
+        closed = self.recently_closed.get(key)
         if flags & SYN and not flags & ACK:
-            return True
-        if (flags & SYN or has_payload) and key not in self.recently_closed:
+            if closed is None or seq is None or (seq not in closed[1]
+                                                 and (ts is None or ts >= closed[0])):
+                return True
+            self.counters.late_syns_ignored += 1
+            return False
+        if (flags & SYN or has_payload) and closed is None:
             return True
         if has_payload:
             self.counters.segments_ignored += 1
@@ -403,7 +424,7 @@ class TCPTable:
         if self._forget(conn):
             self.counters.connections_closed += 1
             self.recently_closed.pop(conn.key, None)
-            self.recently_closed[conn.key] = ts
+            self.recently_closed[conn.key] = (ts, (conn.client.syn_seq, conn.server.syn_seq))
             if len(self.recently_closed) > self.max_connections:
                 del self.recently_closed[next(iter(self.recently_closed))]
             conn._finish(ts)
@@ -417,7 +438,7 @@ class TCPTable:
                 conn._finish(conn.last_ts)
         linger_before = now - CLOSED_LINGER_S
         stale = []
-        for key, closed_ts in self.recently_closed.items():
+        for key, (closed_ts, _isns) in self.recently_closed.items():
             if closed_ts >= linger_before:
                 break
             stale.append(key)

@@ -868,10 +868,11 @@ class NetflowDecoder:
                 type_code = get("icmp_type_code_ipv4") or get("icmp_type_code_ipv6")
                 if type_code is None:
                     type_code = get("destination_transport_port", 0)
+                type_code = _port(type_code)
                 sport, dport = type_code >> 8, type_code & 0xFF
             else:
-                sport = get("source_transport_port", 0)
-                dport = get("destination_transport_port", 0)
+                sport = _port(get("source_transport_port", 0))
+                dport = _port(get("destination_transport_port", 0))
             flow = FlowKey(transport, src, sport, dst, dport, source)
         else:
             flow = FlowKey("", exporter.ip, 0, exporter.ip, 0, source)
@@ -891,7 +892,7 @@ def _flow_times(record: dict[str, Any], export_ts: float,
             # RFC 3954: times relative to the header's sysUptime, which is export time.
             start = export_ts - ((uptime - first) % MAX_U32) / 1000
             end = export_ts - ((uptime - last) % MAX_U32) / 1000
-        elif init_ms is not None:
+        elif init_ms is not None and _parse_iso(init_ms) is not None:
             # IPFIX: relative to systemInitTimeMilliseconds. Taken back from the export
             # time modulo 2^32 ms, as v9 does, so a wrapped (pre-start) value stays right.
             since_init_ms = round((export_ts - _parse_iso(init_ms)) * 1000)
@@ -920,8 +921,17 @@ def _epoch_of_second(text: str) -> int:
     return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
 
 
-def _parse_iso(text: str) -> float:
-    return _epoch_of_second(text[:19]) + int(text[20:26]) / 1e6
+def _parse_iso(text: str) -> float | None:
+    """Epoch seconds of a time this decoder formatted; None past year 9999 (a wild wire value)."""
+    try:
+        return _epoch_of_second(text[:19]) + int(text[20:26]) / 1e6
+    except ValueError:
+        return None
+
+
+def _port(value: Any) -> int:
+    """A transport port; 0 for a value no port can be (an element sent longer than 2 bytes)."""
+    return value if isinstance(value, int) and 0 <= value <= 0xFFFF else 0
 
 
 # -- documents -------------------------------------------------------------------------

@@ -199,12 +199,42 @@ def run_one(name: str, scale: float, workdir: Path) -> dict[str, object]:
             "generate_s": round(generated_s, 1), "caps": caps}
 
 
+def syn_state(n: int) -> dict[str, object]:
+    """Memory per half-open connection, in-process: `n` SYNs into one engine (flows on, as the CLI).
+
+    Without the pcap, the subprocess and the output, so the growth of this
+    process's peak RSS is the engine's tables: TCP state, flow records and,
+    before decoders were made at the first payload, each connection's decoder.
+    """
+    import gc
+    import resource
+    from wirebeat.registry import discover
+    from wirebeat.testing import make_engine
+    engine, _pipeline, _output, _stats = make_engine([r.spec for r in discover()], strict=False,
+                                                     overrides={"wirebeat.flows.enabled": True})
+    frames = syn(n)
+    gc.collect()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for i, frame in enumerate(frames):
+        engine.on_frame(1_700_000_000 + i * 1e-4, g.LINKTYPE_ETHERNET, frame, "syn")
+    gc.collect()
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    tracked = len(engine.sources["syn"].tcp.connections)
+    return {"syns": n, "connections_tracked": tracked, "rss_growth_mib": round(grown / 2**20),
+            "bytes_per_connection": round(grown / tracked)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--syn-state", type=int, metavar="N",
+                        help="only measure memory per half-open connection, in-process, with N SYNs")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--markdown", action="store_true", help="also print a table for docs/limits.md")
     args = parser.parse_args()
+    if args.syn_state:
+        print(json.dumps(syn_state(args.syn_state)))
+        return 0
     names = args.only or ["baseline", *[n for n in FLOODS if n != "baseline"]]
     results = []
     with tempfile.TemporaryDirectory(prefix="wirebeat-floods-") as tmp:
