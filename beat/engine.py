@@ -23,6 +23,7 @@ and end of input expires everything.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 import socket
 import struct
 from dataclasses import asdict, dataclass, field
@@ -83,7 +84,7 @@ class _SourceState:
     name: str
     defrag: Defragmenter
     decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
-    udp_flows: dict[tuple, _UDPFlow] = field(default_factory=dict)
+    udp_flows: OrderedDict[tuple, _UDPFlow] = field(default_factory=OrderedDict)
     expectations: Expectations = field(default_factory=Expectations)
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
@@ -91,7 +92,7 @@ class _SourceState:
     # (sender, receiver) IP address pair (packed) -> the destination and source MACs
     # of its latest Ethernet frame: transactions' source/destination.mac (for a routed
     # peer the router's), capped by wirebeat.limits.max_mac_pairs
-    macs: dict[tuple[bytes, bytes], bytes] = field(default_factory=dict)
+    macs: OrderedDict[tuple[bytes, bytes], bytes] = field(default_factory=OrderedDict)
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -269,7 +270,7 @@ class Engine:
         self.tunnel: tuple | None = None    # the innermost tunnel of the current packet
         self.tunneled = 0
         # (source, inner sender, inner receiver) -> what documents keep of the tunnel
-        self.tunneled_pairs: dict[tuple[str, str, str], tuple] = {}
+        self.tunneled_pairs: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()
         self.max_tunneled_pairs = config["wirebeat.limits.max_tunneled_pairs"]
         self.tunneled_pairs_evicted = 0
         builder.tunnels = self.tunneled_pairs
@@ -415,7 +416,7 @@ class Engine:
         if linktype == 1:               # Ethernet (the innermost frame): its MAC pair
             macs, pair = state.macs, (src, dst)
             if pair not in macs and len(macs) >= self.max_mac_pairs:
-                del macs[next(iter(macs))]      # the oldest pair makes room
+                macs.popitem(last=False)        # the oldest pair makes room
                 self.mac_pairs_evicted += 1
             macs[pair] = data[:12]
         if state.flows is not None:     # whole captured frame; outer addresses when tunneled
@@ -437,7 +438,7 @@ class Engine:
         key = (source, _ip_text(src), _ip_text(dst))
         pairs = self.tunneled_pairs
         if key not in pairs and len(pairs) >= self.max_tunneled_pairs:
-            del pairs[next(iter(pairs))]      # the oldest pair makes room
+            pairs.popitem(last=False)         # the oldest pair makes room
             self.tunneled_pairs_evicted += 1
         link = tunneled_link(link_layers(outer_linktype, outer), len(outer_src) == 16, proto,
                              tunnel[2], inner_linktype, inner)
@@ -472,7 +473,7 @@ class Engine:
                 client = (dst, dport)
                 flow_key = FlowKey("udp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
             if len(flows) >= self.max_flows:
-                del flows[next(iter(flows))]     # the oldest flow makes room
+                flows.popitem(last=False)        # the oldest flow makes room
                 self.flows_evicted += 1
             flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
         elif flow.route is None:                 # turned down by the heuristics
@@ -522,7 +523,7 @@ class Engine:
         flows = state.udp_flows
         if key not in flows:
             if len(flows) >= self.max_flows:
-                del flows[next(iter(flows))]     # the oldest flow makes room
+                flows.popitem(last=False)        # the oldest flow makes room
                 self.flows_evicted += 1
             flows[key] = flow
         if route is not None:

@@ -41,6 +41,7 @@ orjson a report is JSON text joined from parts cached per flow
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 import base64
 import hashlib
 import socket
@@ -243,7 +244,7 @@ class FlowTable:
         # order, for transactions a decoder emits after their flow's final report
         # (an unanswered request at its timeout, a flow timeout shorter than the
         # decoder's): kept ENDED_KEEP_S of packet time, at most max_flows.
-        self.ended: dict[tuple, tuple[str, float]] = {}
+        self.ended: OrderedDict[tuple, tuple[str, float]] = OrderedDict()
         self.ended_forgotten = 0
         self.next_sweep = 0.0
         self.next_report = 0.0
@@ -393,7 +394,7 @@ class FlowTable:
         ended = self.ended
         ended.pop(ends, None)           # re-inserted last: `ended` stays in end order
         if len(ended) >= self.reporter.max_flows:
-            del ended[next(iter(ended))]
+            ended.popitem(last=False)
             self.ended_forgotten += 1
         ended[ends] = (rec[R_ID], report_ts)
 

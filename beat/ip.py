@@ -13,6 +13,7 @@ forbids them for IPv6): the datagram is dropped and counted, not guessed at.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ class Defragmenter:
         self.max_datagrams = max_datagrams
         self.max_datagram_bytes = max_datagram_bytes
         self.timeout_s = timeout_s
-        self.partials: dict[tuple, _Partial] = {}
+        self.partials: OrderedDict[tuple, _Partial] = OrderedDict()
         self.stats = DefragStats()
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, data: bytes) -> bytes | None:
@@ -132,7 +133,7 @@ class Defragmenter:
         partial = self.partials.get(key)
         if partial is None:
             if len(self.partials) >= self.max_datagrams:
-                del self.partials[next(iter(self.partials))]
+                self.partials.popitem(last=False)
                 stats.evicted += 1
             partial = self.partials[key] = _Partial(ts)
         end = offset + len(data)

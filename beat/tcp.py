@@ -57,6 +57,7 @@ connection and durations stay non-negative.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from bisect import bisect_right
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -377,7 +378,7 @@ class TCPTable:
         self.idle_timeout_s = idle_timeout_s
         self.connections: dict[Hashable, TCPConnection] = {}
         # key -> (close time, the ISNs of its SYNs), oldest first
-        self.recently_closed: dict[Hashable, tuple[float, tuple]] = {}
+        self.recently_closed: OrderedDict[Hashable, tuple[float, tuple]] = OrderedDict()
         self.buffered_total = 0
         self.counters = TCPCounters()
 
@@ -426,7 +427,7 @@ class TCPTable:
             self.recently_closed.pop(conn.key, None)
             self.recently_closed[conn.key] = (ts, (conn.client.syn_seq, conn.server.syn_seq))
             if len(self.recently_closed) > self.max_connections:
-                del self.recently_closed[next(iter(self.recently_closed))]
+                self.recently_closed.popitem(last=False)
             conn._finish(ts)
 
     def expire(self, now: float) -> None:

@@ -31,6 +31,7 @@ name never share fragments, TCP streams, flows or transactions.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 import base64
 import hashlib
 import os
@@ -133,7 +134,7 @@ class MessageDecoder:
     def __init__(self, clients: frozenset[str] | None = None) -> None:
         self.clients = clients
         self._names: dict[bytes, str] = {}                  # topic -> client name
-        self._headers: dict[str, tuple[bytes, Any]] = {}    # client -> (header part, parsed or reason)
+        self._headers: OrderedDict[str, tuple[bytes, Any]] = OrderedDict()    # client -> (header part, parsed or reason)
         self.last_error = ""                                # detail of the last skipped message
         self.header_changes = 0
 
@@ -167,7 +168,7 @@ class MessageDecoder:
                 if self.header_changes <= LOGGED_HEADER_CHANGES and parsed.__class__ is not str:
                     log.info("client header changed", client=name, header=_describe(parsed))
             elif len(self._headers) >= MAX_CLIENTS:
-                del self._headers[next(iter(self._headers))]     # the longest-known client
+                self._headers.popitem(last=False)     # the longest-known client
             cached = self._headers[name] = (header_part, parsed)
         header = cached[1]
         if header.__class__ is PcapHeader:
