@@ -453,7 +453,7 @@ class Engine:
                 self.flows_evicted += 1
             flows[key] = flow
         if route is not None:
-            self._deliver(state, route, Datagram(ts, flow.key, True, body))
+            self._deliver(state, route, Datagram(ts, flow.key, True, body, flow.turned_down > 0))
 
     def _probe(self, body: bytes, probes: list[tuple[Any, Route]]) -> Route | None:
         """The first decoder, by name, whose heuristic (UDP) or detector (TCP) recognises these bytes."""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rtp_oracle import rfc3550_jitter
 from wirebeat.decoders.api import Datagram, DecodeError, Expectations, FlowKey
 from wirebeat.decoders.rtp import (DECODER, PROBATION_PACKETS, MediaEndpoint, MediaSession, RTPDecoder,
-                          decode_header, decode_rtcp, document, probe)
+                          decode_header, decode_rtcp, document, lone_rtp, probe)
 
 FLOW = FlowKey("udp", "10.0.0.1", 4000, "10.0.0.2", 5000, "test")
 T0 = 1_767_225_600.0
@@ -182,6 +182,7 @@ def test_probe_accepts_rtp_and_rtcp():
     bytes([22, 0xFE, 0xFD]) + b"\0" * 30,                # DTLS handshake
     struct.pack("!HHI", 1, 0, 0x2112A442) + b"\0" * 12,  # STUN binding request
     rtp(1, 1, pt=72, marker=False),                      # 72-76: RTCP's range
+    rtp(1, 1, pt=76, marker=False),
     rtp(1, 1, ssrc=0),
     b"\x80\x00\x01\x02",
 ])
@@ -421,7 +422,13 @@ def test_documents_never_carry_payload_bytes():
 
 def test_a_heuristic_stream_is_reported_once_it_passed_probation():
     no_sdp = Expectations()
-    assert run(regular(PROBATION_PACKETS - 1), expectations=no_sdp) == []
+    decoder = RTPDecoder(OPTIONS, no_sdp)
+    for t, payload in regular(PROBATION_PACKETS - 1):
+        assert decoder.on_datagram(dgram(t, payload)) == []
+    # Held, not forgotten: alone on a clean 5-tuple it is a stream when the flow ends.
+    assert decoder.expire(T0 + 1) == []
+    [lone] = decoder.expire(float("inf"))
+    assert document(lone)["rtp"]["packets"] == PROBATION_PACKETS - 1
     r = final(run(regular(PROBATION_PACKETS), expectations=no_sdp))
     assert r["packets"] == PROBATION_PACKETS and r["setup"] == "heuristic"
     assert "sip" not in run(regular(10), expectations=no_sdp)[0]
@@ -440,6 +447,73 @@ def test_a_heuristic_flow_that_is_not_rtp_is_ignored_without_errors():
     assert decoder.on_datagram(dgram(T0, b"\x00\x01garbage")) == []
     assert decoder.on_datagram(dgram(T0 + 0.1, rtp(1, 1))) == []      # one packet proves nothing
     assert decoder.expire(float("inf")) == []
+
+
+@pytest.mark.parametrize("junk", [
+    b"\x00\x01garbage-that-is-no-rtp",      # before, on the same side
+    rtp(5, 5, pt=73),                        # RTCP's payload type range
+])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_lone_packet_is_a_stream_only_on_a_5_tuple_of_nothing_else(junk, reverse):
+    """Wireshark lists a lone RTP packet; wirebeat too, unless the 5-tuple (either way)
+    carried a datagram Wireshark's heuristic would not take for RTP."""
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(dgram(T0, junk, from_client=not reverse))
+    decoder.on_datagram(dgram(T0 + 0.1, rtp(1, 1)))
+    assert decoder.expire(float("inf")) == []
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(dgram(T0, rtp(9, 9, ssrc=0x99), from_client=not reverse))
+    decoder.on_datagram(dgram(T0 + 0.1, rtp(1, 1)))
+    docs = [document(t)["rtp"] for t in decoder.expire(float("inf"))]
+    assert sorted((d["ssrc"], d["packets"], d["lost"]) for d in docs) == [(0x99, 1, 0),
+                                                                          (0x1234, 1, 0)]
+
+
+def test_a_lone_packet_on_a_flow_routed_late_is_not_a_stream():
+    """The engine routed the flow on a later datagram: earlier ones were not RTP."""
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(Datagram(T0, FLOW, True, rtp(1, 1), reprobed=True))
+    assert decoder.expire(float("inf")) == []
+
+
+def test_a_short_stream_with_gaps_is_counted_when_its_flow_ends():
+    """Three packets, never two in sequence: seq 10, 12, 14 is 3 received, 2 lost."""
+    packets = [(T0 + i * 0.04, rtp(10 + 2 * i, 320 * i)) for i in range(3)]
+    r = final(run(packets, expectations=Expectations()))
+    assert (r["packets"], r["expected"], r["lost"], r["end_reason"]) == (3, 5, 2, "end_of_input")
+
+
+def test_a_lone_packet_goes_out_when_its_flow_times_out():
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(dgram(T0, rtp(1, 1)))
+    assert decoder.expire(T0 + 29) == []
+    [txn] = decoder.expire(T0 + 31)
+    assert document(txn)["rtp"]["end_reason"] == "timeout"
+
+
+# What tshark 4.0 lists as a one-packet stream, measured: (first byte, second byte,
+# total length, last byte) -> listed. Header: 12 bytes + 4 per CSRC + extension.
+@pytest.mark.parametrize("b0, b1, length, last, listed", [
+    (0x80, 0, 172, 0, True), (0x80, 71, 172, 0, True), (0x80, 72, 172, 0, False),
+    (0x80, 76, 172, 0, False), (0x80, 77, 172, 0, True), (0x80, 0xC0, 172, 0, False),
+    (0x80, 0xC8, 172, 0, False), (0x80, 0xDF, 172, 0, False), (0x80, 0xE0, 172, 0, True),
+    (0x80, 0xFF, 172, 0, True), (0x40, 0, 172, 0, False), (0xC0, 0, 172, 0, False),
+    (0x80, 0, 12, 0, True), (0x80, 0, 11, 0, False),
+    (0xA0, 0, 172, 0, False), (0xA0, 0, 172, 1, True), (0xA0, 0, 172, 160, True),
+    (0xA0, 0, 172, 161, False), (0xA4, 0, 172, 144, True), (0xA4, 0, 172, 145, False),
+    (0x8F, 0, 72, 0, True), (0x8F, 0, 71, 0, False),
+])
+def test_lone_rtp_takes_what_tshark_lists_as_a_one_packet_stream(b0, b1, length, last, listed):
+    data = bytearray(struct.pack("!BBHII", b0, b1, 1, 2, 3) + bytes(max(0, length - 12)))[:length]
+    if length > 12:
+        data[-1] = last
+    assert lone_rtp(bytes(data)) is listed
+
+
+@pytest.mark.parametrize("words, listed", [(0, True), (40, True), (41, False)])
+def test_lone_rtp_wants_the_extension_inside_the_datagram(words, listed):
+    data = struct.pack("!BBHIIHH", 0x90, 0, 1, 2, 3, 0xBEDE, words) + bytes(160)
+    assert lone_rtp(data) is listed
 
 
 def test_malformed_rtp_on_an_announced_flow_raises_decode_error():
