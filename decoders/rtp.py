@@ -53,7 +53,7 @@ from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectati
                                    Transaction, Truncated)
 from wirebeat.decoders.emodel import Quality, estimate
 
-__all__ = ["DECODER", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
+__all__ = ["DECODER", "CallReport", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
            "ReportBlock", "decode_header", "decode_rtcp", "document", "lone_rtp", "probe",
            "static_payload_type"]
 
@@ -505,6 +505,19 @@ class StreamReport:
     call: dict[str, Any] | None = None   # rtp.call.*: the SIP call's worst stream, set when it ends
 
 
+@dataclass(slots=True)
+class CallReport:
+    """A SIP call's media quality: the final reports of its streams (`rtp.call.*`)."""
+
+    call_id: str
+    streams: list[StreamReport]          # in the order the streams ended
+
+    def worst(self) -> StreamReport | None:
+        """The stream with the lowest R-factor, None if none was scored."""
+        scored = [r for r in self.streams if r.quality is not None]
+        return min(scored, key=lambda r: r.quality.r_factor) if scored else None
+
+
 class RTPDecoder:
     """Every RTP/RTCP flow of one capture source routed here: per-stream counters and reports."""
 
@@ -515,7 +528,7 @@ class RTPDecoder:
         self.jitter_buffer_ms: float = 1000.0 * options.get("jitter_buffer", 0.06)
         # SIP calls with streams still live: id(session) -> [live streams, final reports
         # of its ended streams]; as many entries as calls with live streams at most.
-        self.calls: dict[int, tuple[list[int], list[StreamReport]]] = {}
+        self.calls: dict[int, tuple[list[int], list[Transaction]]] = {}
         self.expectations = expectations if expectations is not None else Expectations()
         self.sides: dict[int, _Side] = {}          # (id(flow) << 1) | from_client -> side
         self.sides_by_flow: dict[tuple[FlowKey, bool], _Side] = {}
@@ -990,30 +1003,37 @@ class RTPDecoder:
             out.append(final)
         self._forget(stream)
         if stream.endpoint is not None:
-            self._end_of_call_stream(stream.endpoint.session, final)
+            self._end_of_call_stream(stream.endpoint.session, final, out)
 
-    def _end_of_call_stream(self, session: MediaSession, final: Transaction | None) -> None:
-        """Per call quality: when a SIP call's last live stream ends, the final reports
-        of its streams still being reported (those ending together, at BYE) get the
-        call's summary: the worst stream's R and MOS, as the call sounded worst there."""
+    def _end_of_call_stream(self, session: MediaSession, final: Transaction | None,
+                            out: list[Transaction]) -> None:
+        """Per call quality: when a SIP call's last live stream ends, a call report
+        (`CallReport`, its own document) sums up the final reports of all its
+        streams, and those still being reported (the ones ending together, at BYE)
+        carry the call's worst stream in `rtp.call`, as the call sounded worst there."""
         entry = self.calls.get(id(session))
         if entry is None:
             return
         live, ended = entry
         if final is not None:
-            ended.append(final.detail)
+            ended.append(final)
         live[0] -= 1
         if live[0] > 0:
             return
         del self.calls[id(session)]
-        scored = [r for r in ended if r.quality is not None]
-        if not scored:
+        if not ended:
             return
-        worst = min(scored, key=lambda r: r.quality.r_factor)
-        call = {"streams": len(ended), "r_factor": worst.quality.r_factor,
-                "mos": worst.quality.mos, "worst_ssrc": worst.ssrc}
-        for report in ended:
-            report.call = call
+        call = CallReport(session.call_id, [txn.detail for txn in ended])
+        worst = call.worst()
+        if worst is not None:
+            link = {"streams": len(ended), "r_factor": worst.quality.r_factor,
+                    "mos": worst.quality.mos, "worst_ssrc": worst.ssrc}
+            for report in call.streams:
+                report.call = link
+        first = min(ended, key=lambda txn: txn.ts)
+        out.append(Transaction(flow=first.flow, ts=first.ts,
+                               end_ts=max(txn.end_ts or txn.ts for txn in ended), status="OK",
+                               detail=call, identity=f"call/{session.call_id}"))
 
     def _forget(self, stream: _Stream) -> None:
         self.streams.pop(id(stream), None)
@@ -1090,8 +1110,43 @@ def _rtcp_fields(rtcp: _RTCPState) -> dict[str, Any]:
     return fields
 
 
+def _call_document(call: CallReport) -> dict[str, Any]:
+    """One document per SIP call (`type`, `event.dataset`: rtp.call): its streams' worst and
+    mean E-model estimate, and the inputs summed over the streams."""
+    streams = call.streams
+    expected = sum(r.expected for r in streams)
+    packets = sum(r.window.packets for r in streams)
+    fields: dict[str, Any] = {
+        "streams": len(streams),
+        "ssrcs": [r.ssrc for r in streams],
+        "packets": packets,
+        "expected": expected,
+        "lost": expected - packets,
+        "loss_pct": round(100.0 * (expected - packets) / expected, 4) if expected > 0 else 0.0,
+        "discarded": sum(r.window.discarded for r in streams),
+    }
+    codecs = sorted({r.codec for r in streams if r.codec})
+    if codecs:
+        fields["codecs"] = codecs
+    scored = [r.quality for r in streams if r.quality is not None]
+    worst = call.worst()
+    if worst is not None and worst.quality is not None:
+        fields.update({
+            "r_factor": worst.quality.r_factor, "mos": worst.quality.mos,
+            "worst_ssrc": worst.ssrc,
+            "mean_r_factor": round(sum(q.r_factor for q in scored) / len(scored), 2),
+            "mean_mos": round(sum(q.mos for q in scored) / len(scored), 2),
+            "max_one_way_delay_ms": max(q.one_way_delay_ms for q in scored),
+            "max_effective_loss_pct": max(q.effective_loss_pct for q in scored),
+        })
+    return {"type": "rtp.call", "rtp": {"call": fields}, "sip": {"call_id": call.call_id},
+            "event": {"dataset": "rtp.call", "type": ["connection", "end"]}}
+
+
 def document(txn: Transaction) -> dict[str, Any]:
     """The one place RTP/RTCP field names are spelled; mirrors index_templates/rtp.json."""
+    if isinstance(txn.detail, CallReport):
+        return _call_document(txn.detail)
     report: StreamReport = txn.detail
     w = report.window
     expected = report.expected
