@@ -30,6 +30,7 @@ from typing import Any
 
 from wirebeat import logs
 from wirebeat.config import Config
+from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
@@ -212,6 +213,7 @@ class Engine:
         self.max_tunneled_pairs = config["wirebeat.limits.max_tunneled_pairs"]
         self.tunneled_pairs_evicted = 0
         builder.tunnels = self.tunneled_pairs
+        builder.direction = NetworkDirection(config["wirebeat.interfaces.internal_networks"])
         if config["wirebeat.packets.enabled"]:
             udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
                           if r.spec.name in TSHARK_NAMES}

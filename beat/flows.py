@@ -112,6 +112,8 @@ class FlowReporter:
         """Publish one report of `rec`; `report_ts` (packet time) becomes @timestamp."""
         fid = rec[R_ID] or _assign_id(source, rec)
         doc = flow_document(source, rec, fid, final, reason, report_ts)
+        if self.builder.direction is not None:
+            self.builder.direction.annotate(doc)
         doc_id = f"{fid}-{rec[R_REPORTS]}"   # fid already names source, key and start
         rec[R_REPORTS] += 1
         built = self.builder.build_other(doc)
