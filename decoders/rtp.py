@@ -287,14 +287,21 @@ def lone_rtp(payload: bytes) -> bool:
     second = payload[1]
     if 72 <= second & 0x7F <= 76 or 192 <= second <= 223:
         return False
-    header = 12 + 4 * (payload[0] & 0x0F)
-    if payload[0] & 0x10:
-        if n < header + 4:
-            return False
-        header += 4 + 4 * ((payload[header + 2] << 8) | payload[header + 3])
+    header = _header_bytes(payload)
     if header > n:
         return False
     return not payload[0] & 0x20 or 0 < payload[-1] <= n - header
+
+
+def _header_bytes(payload: bytes) -> int:
+    """Fixed header, CSRCs and extension of an RTP packet of at least 12 bytes; past
+    the end of `payload` when they do not fit."""
+    header = 12 + 4 * (payload[0] & 0x0F)
+    if payload[0] & 0x10:
+        if len(payload) < header + 4:
+            return header + 4
+        header += 4 + 4 * ((payload[header + 2] << 8) | payload[header + 3])
+    return header
 
 
 def probe(payload: bytes) -> bool:
@@ -319,13 +326,8 @@ def probe(payload: bytes) -> bool:
         return False
     if payload[8:12] == b"\0\0\0\0":               # SSRC 0: zeros are not a random identifier
         return False
-    header = 12 + 4 * (payload[0] & 0x0F)
-    if payload[0] & 0x10:
-        if n < header + 4:
-            return False
-        header += 4 + 4 * ((payload[header + 2] << 8) | payload[header + 3])
     # The padding count is not checked: in SRTP the last byte belongs to the auth tag.
-    return header <= n
+    return _header_bytes(payload) <= n
 
 
 def is_rtp_or_rtcp(first_byte: int) -> bool:
