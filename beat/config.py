@@ -66,6 +66,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.interfaces.snaplen": Option("int", 65535, "bytes captured per packet"),
         "wirebeat.interfaces.bpf_filter": Option("str", "", "BPF filter applied in the kernel (tcpdump syntax)"),
         "wirebeat.interfaces.promiscuous": Option("bool", True, "capture traffic not addressed to this host"),
+        "wirebeat.interfaces.internal_networks": Option("list[str]", ["private"], "CIDRs and named ranges (private, loopback, unicast, public, ... as the network condition) that are internal: network.direction of transactions and flows is then inbound, outbound, internal or external (packetbeat's interfaces.internal_networks; [] gives unknown)"),
         "wirebeat.interfaces.buffer_size_mb": Option("int", 16, "kernel capture buffer per interface, MiB"),
         "http.enabled": Option("bool", False, "serve counters and process stats as JSON on 127.0.0.1"),
         "http.port": Option("int", 5066, "port of the stats endpoint (127.0.0.1 only)"),

@@ -23,6 +23,7 @@ from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, format_mac, iso_time
+from wirebeat.direction import NetworkDirection
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
@@ -192,6 +193,8 @@ class DocumentBuilder:
         self.tunnels: dict[tuple[str, str, str], tuple] = {}
         # Tags and fields of one capture source (a NetFlow listener's), by source name.
         self.per_source: dict[str, tuple[list[str], dict[str, Any]]] = {}
+        # network.direction from the addresses (wirebeat.direction), set by the engine.
+        self.direction: NetworkDirection | None = None
 
     def build(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None = None,
               macs: tuple[bytes, bytes] | None = None,
@@ -230,6 +233,8 @@ class DocumentBuilder:
         stack = transaction_stack(link, ":" in flow.client_ip, flow.transport, spec.name)
         if stack:
             network["protocol_stack"] = stack
+        if self.direction is not None:
+            network["direction"] = self.direction(flow.client_ip, flow.server_ip)
         if txn.request_bytes is not None or txn.response_bytes is not None:
             network["bytes"] = (txn.request_bytes or 0) + (txn.response_bytes or 0)
         doc: dict[str, Any] = {

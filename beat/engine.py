@@ -33,6 +33,7 @@ from typing import Any
 from wirebeat import logs
 from wirebeat import dedup
 from wirebeat.config import Config
+from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
@@ -276,6 +277,7 @@ class Engine:
         builder.tunnels = self.tunneled_pairs
         self.max_mac_pairs = config["wirebeat.limits.max_mac_pairs"]
         self.mac_pairs_evicted = 0
+        builder.direction = NetworkDirection(config["wirebeat.interfaces.internal_networks"])
         if config["wirebeat.packets.enabled"]:
             udp_layers = {port: TSHARK_NAMES[r.spec.name] for port, r in self.routes_udp.items()
                           if r.spec.name in TSHARK_NAMES}
@@ -527,7 +529,7 @@ class Engine:
                 self.flows_evicted += 1
             flows[key] = flow
         if route is not None:
-            self._deliver(state, route, Datagram(ts, flow.key, True, body))
+            self._deliver(state, route, Datagram(ts, flow.key, True, body, flow.turned_down > 0))
 
     def _probe(self, body: bytes, probes: list[tuple[Any, Route]]) -> Route | None:
         """The first decoder, by name, whose heuristic (UDP) or detector (TCP) recognises these bytes."""

@@ -137,7 +137,10 @@ class FlowReporter:
             self.publish(doc_id, orjson.Fragment(self._report_text(source, rec, fid, final, reason,
                                                                    report_ts)))
             return
-        built = self.builder.build_other(flow_document(source, rec, fid, final, reason, report_ts))
+        doc = flow_document(source, rec, fid, final, reason, report_ts)
+        if self.builder.direction is not None:
+            self.builder.direction.annotate(doc)
+        built = self.builder.build_other(doc)
         if built is not None:           # None: a processor dropped it
             self.publish(doc_id, built)
 
@@ -177,8 +180,8 @@ class FlowReporter:
         value (and flow.end_reason), event.end): what a flow's reports share until its next packet."""
         parts = rec[R_TEXT]
         if parts is None:
-            parts = rec[R_TEXT] = _text_parts(source, rec, fid)
-        start, flow_head, src_head, dst_head, network_head = parts
+            parts = rec[R_TEXT] = _text_parts(source, rec, fid, self.builder.direction)
+        start, flow_head, src_head, dst_head, network_head, direction = parts
         tail = self.tails.get(source)
         if tail is None:
             tail = self.tails[source] = _tail_text(self.builder, source)
@@ -190,7 +193,7 @@ class FlowReporter:
                 f'{start}{end}","duration":{round((last - rec[R_FIRST_TS]) * 1e6) * 1000}{flow_head}',
                 f'{tcp_text}{src_head}{rec[R_PACKETS]},"bytes":{rec[R_BYTES]}{dst_head}'
                 f'{rec[R_PACKETS_REV]},"bytes":{rec[R_BYTES_REV]}{network_head}'
-                f'{rec[R_BYTES] + rec[R_BYTES_REV]},"packets":{packets}}}{tail}',
+                f'{rec[R_BYTES] + rec[R_BYTES_REV]},"packets":{packets}{direction}}}{tail}',
                 end)
 
 
@@ -206,17 +209,25 @@ def _json_members(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj).decode()[1:-1] + ","
 
 
-def _text_parts(source: str, rec: list[Any], fid: str) -> tuple[str, str, str, str, str]:
+def _text_parts(source: str, rec: list[Any], fid: str,
+                direction: Any = None) -> tuple[str, str, str, str, str, str]:
     """The text of what never changes in a flow's reports, each part ending with the
     key of the value that follows it: event.start (then event.end), flow.id and
     flow.vlan (then flow.final), source's static members (then source.packets),
-    destination's (then destination.packets), network's (then network.bytes)."""
+    destination's (then destination.packets), network's (then network.bytes); and
+    network.direction's member, which follows network.packets (wirebeat.direction)."""
     src, dst, network, flow, start = _static_parts(source, rec, fid)
     flow_text = _json_members(flow)
+    direction_text = ""
+    if direction is not None:
+        addresses: dict[str, Any] = {"source": src, "destination": dst}
+        direction.annotate(addresses)
+        if "network" in addresses:
+            direction_text = f',"direction":{orjson.dumps(addresses["network"]["direction"]).decode()}'
     return (f'{start}","end":"', f'}},"flow":{{{flow_text}"final":',
             f'}},"source":{{{_json_members(src)}"packets":',
             f'}},"destination":{{{_json_members(dst)}"packets":',
-            f'}},"network":{{{_json_members(network)}"bytes":')
+            f'}},"network":{{{_json_members(network)}"bytes":', direction_text)
 
 
 def _tail_text(builder: DocumentBuilder, source: str) -> str:

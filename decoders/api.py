@@ -82,6 +82,7 @@ class Datagram:
     flow: FlowKey        # addresses and ports, client side first as first seen
     from_client: bool
     payload: bytes       # the transport payload (for IP-protocol decoders: the IP payload)
+    reprobed: bool = False   # a heuristic routed the flow only now: it turned down earlier datagrams
 
 
 @dataclass(slots=True)

@@ -7,7 +7,9 @@ as context: Call-ID, rtpmap payload types, RTCP port), or, with
 `wirebeat.protocols.rtp.heuristic`, `probe` recognises a datagram of a flow
 (the engine asks again on later datagrams of a flow it turned down) and each
 SSRC must then show `PROBATION_PACKETS` packets in sequence before it becomes
-a stream; its packets are held meanwhile and counted once it does. On a
+a stream; its packets are held meanwhile and counted once it does, or, as
+Wireshark lists them, when the flow goes quiet on a 5-tuple that carried
+nothing but datagrams Wireshark's heuristic takes for RTP (`lone_rtp`). On a
 5-tuple already proven (a stream, a valid RTCP compound) a new SSRC needs no
 proof. Datagrams are demultiplexed by their first byte (RFC 7983): STUN, DTLS,
 ZRTP and TURN sharing the 5-tuple (WebRTC) are skipped; SRTP/SRTCP headers are
@@ -51,8 +53,8 @@ from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Expectati
                                    Transaction, Truncated)
 from wirebeat.decoders.emodel import Quality, estimate
 
-__all__ = ["DECODER", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
-           "ReportBlock", "decode_header", "decode_rtcp", "document", "probe",
+__all__ = ["DECODER", "CallReport", "MediaEndpoint", "MediaSession", "RTCPPacket", "RTPDecoder", "RTPHeader",
+           "ReportBlock", "decode_header", "decode_rtcp", "document", "lone_rtp", "probe",
            "static_payload_type"]
 
 # RFC 3551 §6 tables 4 and 5 (plus the RFC 1890 types 1, 2 and 19 that Wireshark
@@ -262,9 +264,44 @@ def _decode_rtcp_packet(data: bytes, packet_type: int, count: int, start: int,
     return RTCPPacket(packet_type, ssrc)
 
 
-# Payload types a heuristic accepts: RFC 3551's audio and video types and the
-# dynamic range. 72-76 are excluded: with the marker bit they are RTCP (RFC 5761).
-_PLAUSIBLE_TYPES = frozenset(STATIC_PAYLOAD_TYPES) | frozenset(range(96, 128))
+# Payload types a heuristic accepts: all but 72-76, which with the marker bit
+# are RTCP's SR, RR, SDES, BYE and APP (RFC 5761 §4), as Wireshark's heuristic.
+_PLAUSIBLE_TYPES = frozenset(range(128)) - frozenset(range(72, 77))
+
+
+def lone_rtp(payload: bytes) -> bool:
+    """Would Wireshark's RTP heuristic take this one datagram for RTP on its own?
+
+    What tshark 4.0 (`-o rtp.heuristic_rtp:TRUE -z rtp,streams`) lists as a
+    stream of one packet, measured datagram by datagram (see
+    tests/integration/test_rtp_parity.py): at least 12 bytes, version 2, a
+    second byte outside 72-76 and 192-223 (RFC 5761: RTCP packet types, and
+    RTCP's range for the payload types with the marker bit), CSRCs and the
+    extension header inside the datagram, and with the padding bit a padding
+    count of 1 up to what follows the header. The decoder reports a lone or
+    unsequenced SSRC only on a 5-tuple where every datagram passed this.
+    """
+    n = len(payload)
+    if n < 12 or payload[0] & 0xC0 != 0x80:
+        return False
+    second = payload[1]
+    if 72 <= second & 0x7F <= 76 or 192 <= second <= 223:
+        return False
+    header = _header_bytes(payload)
+    if header > n:
+        return False
+    return not payload[0] & 0x20 or 0 < payload[-1] <= n - header
+
+
+def _header_bytes(payload: bytes) -> int:
+    """Fixed header, CSRCs and extension of an RTP packet of at least 12 bytes; past
+    the end of `payload` when they do not fit."""
+    header = 12 + 4 * (payload[0] & 0x0F)
+    if payload[0] & 0x10:
+        if len(payload) < header + 4:
+            return header + 4
+        header += 4 + 4 * ((payload[header + 2] << 8) | payload[header + 3])
+    return header
 
 
 def probe(payload: bytes) -> bool:
@@ -274,7 +311,8 @@ def probe(payload: bytes) -> bool:
     and QUIC (fixed bit 0x40 set, so 64-127 or 192-255) out: RTP/RTCP needs
     128-191. DNS (a random id may start with 0x80-0xBF) is turned down by its
     header shape: one question and no or few answers, where RTP carries its
-    timestamp. The decoder then wants PROBATION_PACKETS in sequence.
+    timestamp. Payload types: any but 72-76 (RTCP's with the marker bit, RFC
+    5761), as Wireshark. The decoder then wants PROBATION_PACKETS in sequence.
     """
     n = len(payload)
     if n < 8 or payload[0] & 0xC0 != 0x80:
@@ -288,13 +326,8 @@ def probe(payload: bytes) -> bool:
         return False
     if payload[8:12] == b"\0\0\0\0":               # SSRC 0: zeros are not a random identifier
         return False
-    header = 12 + 4 * (payload[0] & 0x0F)
-    if payload[0] & 0x10:
-        if n < header + 4:
-            return False
-        header += 4 + 4 * ((payload[header + 2] << 8) | payload[header + 3])
     # The padding count is not checked: in SRTP the last byte belongs to the auth tag.
-    return header <= n
+    return _header_bytes(payload) <= n
 
 
 def is_rtp_or_rtcp(first_byte: int) -> bool:
@@ -362,7 +395,7 @@ class _Side:
 
     __slots__ = ("flow", "streams", "last", "ssrc_changes", "endpoint", "candidates_failed",
                  "given_up", "last_ts", "key", "pinned", "from_client", "proven", "set_aside",
-                 "reverse", "pending")
+                 "reverse", "pending", "clean")
 
     def __init__(self, flow: FlowKey, endpoint: MediaEndpoint | None, ts: float) -> None:
         self.flow = flow                   # sender as client
@@ -382,6 +415,10 @@ class _Side:
         # Unproven SSRCs: their packets as (ts, seq, rtp_ts, b1, payload_bytes), held
         # until two arrive in sequence (then a stream, counting them all) or dropped.
         self.pending: dict[int, list[tuple[float, int, int, int, int]]] = {}
+        # A heuristic side whose every datagram Wireshark would take for RTP on its
+        # own (`lone_rtp`), on a flow routed from its first datagram, that never
+        # dropped a candidate: what it still holds when it goes quiet is reported.
+        self.clean = endpoint is None
 
 
 class _Stream:
@@ -470,6 +507,19 @@ class StreamReport:
     call: dict[str, Any] | None = None   # rtp.call.*: the SIP call's worst stream, set when it ends
 
 
+@dataclass(slots=True)
+class CallReport:
+    """A SIP call's media quality: the final reports of its streams (`rtp.call.*`)."""
+
+    call_id: str
+    streams: list[StreamReport]          # in the order the streams ended
+
+    def worst(self) -> StreamReport | None:
+        """The stream with the lowest R-factor, None if none was scored."""
+        scored = [r for r in self.streams if r.quality is not None]
+        return min(scored, key=lambda r: r.quality.r_factor) if scored else None
+
+
 class RTPDecoder:
     """Every RTP/RTCP flow of one capture source routed here: per-stream counters and reports."""
 
@@ -480,7 +530,7 @@ class RTPDecoder:
         self.jitter_buffer_ms: float = 1000.0 * options.get("jitter_buffer", 0.06)
         # SIP calls with streams still live: id(session) -> [live streams, final reports
         # of its ended streams]; as many entries as calls with live streams at most.
-        self.calls: dict[int, tuple[list[int], list[StreamReport]]] = {}
+        self.calls: dict[int, tuple[list[int], list[Transaction]]] = {}
         self.expectations = expectations if expectations is not None else Expectations()
         self.sides: dict[int, _Side] = {}          # (id(flow) << 1) | from_client -> side
         self.sides_by_flow: dict[tuple[FlowKey, bool], _Side] = {}
@@ -501,6 +551,8 @@ class RTPDecoder:
         ts = dgram.ts
         side.last_ts = ts
         payload = dgram.payload
+        if side.clean and not lone_rtp(payload):
+            side.clean = False
         if side.given_up:
             # Set aside, not forever: RTP may start later on the same 5-tuple.
             side.set_aside += 1
@@ -576,6 +628,8 @@ class RTPDecoder:
             endpoint = exp.context if exp is not None and isinstance(exp.context, MediaEndpoint) \
                 else None
             side = self.sides_by_flow[by_value] = _Side(flow, endpoint, dgram.ts)
+        if dgram.reprobed:
+            side.clean = False             # datagrams before this one were not RTP
         # Holding the engine's FlowKey keeps its id from being reused by another object.
         side.key, side.pinned, side.from_client = key, dgram.flow, dgram.from_client
         self.sides[key] = side
@@ -603,6 +657,7 @@ class RTPDecoder:
 
     def _new_stream(self, side: _Side, ssrc: int, ts: float, out: list[Transaction]) -> _Stream:
         side.proven = True
+        side.clean = False                 # proven: no more looking at each datagram
         if len(self.streams) >= self.max_streams:
             # Cap reached: the oldest stream is reported now, as if it had ended.
             oldest = next(iter(self.streams.values()))
@@ -786,6 +841,7 @@ class RTPDecoder:
         if held is None:
             if len(pending) >= _MAX_CANDIDATES:
                 pending.clear()
+                side.clean = False
                 side.candidates_failed += 1
                 if side.candidates_failed >= _GIVE_UP_AFTER:
                     side.given_up = True
@@ -799,6 +855,7 @@ class RTPDecoder:
         held.append(packet)
         if len(held) >= PROBATION_FAILURES:
             del pending[ssrc]
+            side.clean = False
         return []
 
     # -- RTCP ------------------------------------------------------------------
@@ -867,6 +924,22 @@ class RTPDecoder:
                     self._end(stream, "rtcp_bye", out)
         return out
 
+    def _lone_ok(self, side: _Side) -> bool:
+        """Was everything on this side's 5-tuple, either way, RTP as Wireshark's heuristic
+        takes a datagram on its own (`_Side.clean`)? Random UDP is not: three datagrams
+        in four fail `lone_rtp`, and flows of more than a few datagrams never pass."""
+        reverse = side.reverse or self.sides_by_flow.get((side.pinned, not side.from_client))
+        return side.clean and (reverse is None or reverse.clean)
+
+    def _report_lone(self, side: _Side, reason: str, out: list[Transaction]) -> None:
+        """A quiet heuristic side still holds SSRCs that never showed two packets in
+        sequence (a stream of one packet, or a few with gaps): Wireshark lists them,
+        and so does wirebeat on a clean 5-tuple (`_lone_ok`), counting them as such."""
+        held_by_ssrc, side.pending = side.pending, {}
+        for ssrc, held in held_by_ssrc.items():
+            stream = self._open(side, ssrc, held, out)
+            self._end(stream, reason, out)
+
     def _stream_for(self, ssrc: int, sender_ip: str | None, receiver_ip: str | None) -> _Stream | None:
         """The live stream with this SSRC, preferring one between the given addresses."""
         candidates = self.by_ssrc.get(ssrc)
@@ -932,30 +1005,37 @@ class RTPDecoder:
             out.append(final)
         self._forget(stream)
         if stream.endpoint is not None:
-            self._end_of_call_stream(stream.endpoint.session, final)
+            self._end_of_call_stream(stream.endpoint.session, final, out)
 
-    def _end_of_call_stream(self, session: MediaSession, final: Transaction | None) -> None:
-        """Per call quality: when a SIP call's last live stream ends, the final reports
-        of its streams still being reported (those ending together, at BYE) get the
-        call's summary: the worst stream's R and MOS, as the call sounded worst there."""
+    def _end_of_call_stream(self, session: MediaSession, final: Transaction | None,
+                            out: list[Transaction]) -> None:
+        """Per call quality: when a SIP call's last live stream ends, a call report
+        (`CallReport`, its own document) sums up the final reports of all its
+        streams, and those still being reported (the ones ending together, at BYE)
+        carry the call's worst stream in `rtp.call`, as the call sounded worst there."""
         entry = self.calls.get(id(session))
         if entry is None:
             return
         live, ended = entry
         if final is not None:
-            ended.append(final.detail)
+            ended.append(final)
         live[0] -= 1
         if live[0] > 0:
             return
         del self.calls[id(session)]
-        scored = [r for r in ended if r.quality is not None]
-        if not scored:
+        if not ended:
             return
-        worst = min(scored, key=lambda r: r.quality.r_factor)
-        call = {"streams": len(ended), "r_factor": worst.quality.r_factor,
-                "mos": worst.quality.mos, "worst_ssrc": worst.ssrc}
-        for report in ended:
-            report.call = call
+        call = CallReport(session.call_id, [txn.detail for txn in ended])
+        worst = call.worst()
+        if worst is not None:
+            link = {"streams": len(ended), "r_factor": worst.quality.r_factor,
+                    "mos": worst.quality.mos, "worst_ssrc": worst.ssrc}
+            for report in call.streams:
+                report.call = link
+        first = min(ended, key=lambda txn: txn.ts)
+        out.append(Transaction(flow=first.flow, ts=first.ts,
+                               end_ts=max(txn.end_ts or txn.ts for txn in ended), status="OK",
+                               detail=call, identity=f"call/{session.call_id}"))
 
     def _forget(self, stream: _Stream) -> None:
         self.streams.pop(id(stream), None)
@@ -985,6 +1065,9 @@ class RTPDecoder:
                 self._close_interval(stream, now, out)
         stale = [side for side in self.sides.values()
                  if side.last_ts < idle_before and not side.streams]
+        lone = [side for side in stale if side.pending and self._lone_ok(side)]
+        for side in lone:
+            self._report_lone(side, "end_of_input" if now == float("inf") else "timeout", out)
         for side in stale:
             del self.sides[side.key]
             self.sides_by_flow.pop((side.pinned, side.from_client), None)
@@ -1029,8 +1112,43 @@ def _rtcp_fields(rtcp: _RTCPState) -> dict[str, Any]:
     return fields
 
 
+def _call_document(call: CallReport) -> dict[str, Any]:
+    """One document per SIP call (`type`, `event.dataset`: rtp.call): its streams' worst and
+    mean E-model estimate, and the inputs summed over the streams."""
+    streams = call.streams
+    expected = sum(r.expected for r in streams)
+    packets = sum(r.window.packets for r in streams)
+    fields: dict[str, Any] = {
+        "streams": len(streams),
+        "ssrcs": [r.ssrc for r in streams],
+        "packets": packets,
+        "expected": expected,
+        "lost": expected - packets,
+        "loss_pct": round(100.0 * (expected - packets) / expected, 4) if expected > 0 else 0.0,
+        "discarded": sum(r.window.discarded for r in streams),
+    }
+    codecs = sorted({r.codec for r in streams if r.codec})
+    if codecs:
+        fields["codecs"] = codecs
+    scored = [r.quality for r in streams if r.quality is not None]
+    worst = call.worst()
+    if worst is not None and worst.quality is not None:
+        fields.update({
+            "r_factor": worst.quality.r_factor, "mos": worst.quality.mos,
+            "worst_ssrc": worst.ssrc,
+            "mean_r_factor": round(sum(q.r_factor for q in scored) / len(scored), 2),
+            "mean_mos": round(sum(q.mos for q in scored) / len(scored), 2),
+            "max_one_way_delay_ms": max(q.one_way_delay_ms for q in scored),
+            "max_effective_loss_pct": max(q.effective_loss_pct for q in scored),
+        })
+    return {"type": "rtp.call", "rtp": {"call": fields}, "sip": {"call_id": call.call_id},
+            "event": {"dataset": "rtp.call", "type": ["connection", "end"]}}
+
+
 def document(txn: Transaction) -> dict[str, Any]:
     """The one place RTP/RTCP field names are spelled; mirrors index_templates/rtp.json."""
+    if isinstance(txn.detail, CallReport):
+        return _call_document(txn.detail)
     report: StreamReport = txn.detail
     w = report.window
     expected = report.expected

@@ -374,6 +374,11 @@ VOIP = Dashboard("voip", "[wirebeat] VoIP", "SIP calls with their RTP streams: l
            Metric("max", "rtp.lost", title="lost"), Metric("max", "rtp.packets", title="packets")), width=48),
     Panel("voip-rtcp-rtt", "RTCP round-trip time (ms)", "line", (ds("rtp"), Cond("rtcp.rtt_ms", exists=True)), (T,),
           (Metric("avg", "rtcp.rtt_ms", title="mean RTT ms"), Metric("max", "rtcp.rtt_ms", title="max RTT ms")), width=48),
+    Panel("voip-call-quality", "Call quality (E-model, worst and mean stream)", "table", (ds("rtp.call"),),
+          (Terms("sip.call_id", 50, "call"),),
+          (Metric("min", "rtp.call.mos", title="worst MOS"), Metric("min", "rtp.call.r_factor", title="worst R"),
+           Metric("avg", "rtp.call.mean_mos", title="mean MOS"), Metric("max", "rtp.call.loss_pct", title="loss %")),
+          width=48),
 ))
 
 FLOWS = Dashboard("flows", "[wirebeat] Flows and NetFlow", "Packet flows and NetFlow/IPFIX records.", (

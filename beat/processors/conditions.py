@@ -24,7 +24,7 @@ from typing import Any
 from wirebeat.config import ConfigError
 from wirebeat.processors.fields import MISSING, get_path, split_path
 
-__all__ = ["Condition", "NAMED_NETWORKS", "compile_condition", "parse_ip"]
+__all__ = ["Condition", "NAMED_NETWORKS", "compile_condition", "network_test", "parse_ip"]
 
 Condition = Callable[[dict[str, Any]], bool]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -174,23 +174,26 @@ def _range(where: str, value: Any) -> Condition:
     return _all(checks)
 
 
+def network_test(item: Any, at: str) -> Callable[[IPAddress], bool]:
+    """A CIDR or one of NAMED_NETWORKS as a test on an address; ConfigError naming `at`.
+    Shared by the `network` condition and wirebeat.interfaces.internal_networks."""
+    if not isinstance(item, str):
+        raise ConfigError(f"config key '{at}': expected a CIDR or a named range, got {item!r}")
+    if item in NAMED_NETWORKS:
+        return NAMED_NETWORKS[item]
+    try:
+        net = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise ConfigError(f"config key '{at}': {item!r} is neither a CIDR nor a named range "
+                          f"({', '.join(NAMED_NETWORKS)})") from None
+    return lambda ip, n=net: ip.version == n.version and ip in n
+
+
 def _network(where: str, value: Any) -> Condition:
     checks = []
     for field, spec in _mapping(where, value, "a mapping of field: CIDR, named range or list").items():
-        tests = []
-        for i, item in enumerate(spec if isinstance(spec, list) else [spec]):
-            at = f"{where}.{field}" + (f"[{i}]" if isinstance(spec, list) else "")
-            if not isinstance(item, str):
-                raise ConfigError(f"config key '{at}': expected a CIDR or a named range, got {item!r}")
-            if item in NAMED_NETWORKS:
-                tests.append(NAMED_NETWORKS[item])
-                continue
-            try:
-                net = ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ConfigError(f"config key '{at}': {item!r} is neither a CIDR nor a named range "
-                                  f"({', '.join(NAMED_NETWORKS)})") from None
-            tests.append(lambda ip, n=net: ip.version == n.version and ip in n)
+        tests = [network_test(item, f"{where}.{field}" + (f"[{i}]" if isinstance(spec, list) else ""))
+                 for i, item in enumerate(spec if isinstance(spec, list) else [spec])]
         parts = split_path(field)
 
         def inside(doc: dict[str, Any], p: tuple[str, ...] = parts, t: list = tests) -> bool:

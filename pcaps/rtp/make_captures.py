@@ -517,6 +517,41 @@ def short_streams_capture(path: Path) -> None:
     write(path, packets)
 
 
+def lone_streams_capture(path: Path) -> None:
+    """Streams of one packet, and short ones never two in sequence, each alone on
+    its 5-tuple (what Wireshark's heuristic lists, and random UDP does not look like):
+    - 10.24.0.1:44000 -> :54000, one PCMU packet;
+    - 10.24.0.1:44002 -> :54002, one packet of payload type 40 (unassigned, not
+      RTCP's 72-76), with the marker bit;
+    - 10.24.0.1:44004 -> :54004, one packet with two CSRCs, a header extension
+      and 4 bytes of padding;
+    - 10.24.0.1:44006 -> :54006, sequence 10, 12, 14 (two lost, never in sequence);
+    - 10.24.0.1:44008 <-> :54008, one packet each way (two SSRCs);
+    - 10.24.0.1:44010 -> :54010, two SSRCs of one packet each on one side.
+    """
+    a, b = "10.24.0.1", "10.24.0.2"
+    packets: list[Packet] = []
+
+    def send(t: int, port: int, payload: bytes, back: bool = False) -> None:
+        src, dst, sport, dport = (b, a, port + 10000, port) if back else (a, b, port, port + 10000)
+        packets.append((t, frame(src, dst, sport, dport, payload)))
+
+    t = START_NS
+    send(t, 44000, rtp(1000, 160_000, 0xF0000001, 0, bytes(160)))
+    send(t + MS, 44002, rtp(2000, 90_000, 0xF0000002, 40, bytes(100), marker=True))
+    extended = bytearray(rtp(3000, 0, 0xF0000003, 0, b""))
+    extended[0] = 0xB2                                  # V=2, P, X, CC=2
+    send(t + 2 * MS, 44004, bytes(extended) + struct.pack("!II", 7, 8)
+         + struct.pack("!HH", 0xBEDE, 1) + bytes(4) + bytes(160) + b"\0\0\0\x04")
+    for n, seq in enumerate((10, 12, 14)):
+        send(t + 3 * MS + n * 2 * PTIME_NS, 44006, rtp(seq, seq * 160, 0xF0000004, 8, bytes(160)))
+    send(t + 4 * MS, 44008, rtp(50, 0, 0xF0000005, 0, bytes(160)))
+    send(t + 5 * MS, 44008, rtp(60, 0, 0xF0000006, 0, bytes(160)), back=True)
+    send(t + 6 * MS, 44010, rtp(70, 0, 0xF0000007, 0, bytes(160)))
+    send(t + 7 * MS, 44010, rtp(80, 0, 0xF0000008, 0, bytes(160)))
+    write(path, packets)
+
+
 def rtcp_mux_capture(path: Path) -> None:
     """RTP and RTCP on one port pair (RFC 5761), no signalling, RTCP first:
     10.23.0.1:43000 <-> 10.23.0.2:53000, PCMA both ways (200 packets each,
@@ -550,6 +585,7 @@ CAPTURES = {
     "interleaved_ssrc.pcap": interleaved_capture,
     "short_streams.pcap": short_streams_capture,
     "rtcp_mux.pcap": rtcp_mux_capture,
+    "lone_streams.pcap": lone_streams_capture,
     "jitter.pcap": jitter_capture,
     "loss_opus48k_ipv6.pcap": loss_capture,
     "reorder_duplicate.pcap": reorder_capture,

@@ -91,3 +91,18 @@ def test_streams_ending_with_the_call_carry_the_calls_worst_stream() -> None:
 def test_heuristic_streams_have_no_call() -> None:
     docs = decode_file(PCAPS / "rtp" / "jitter.pcap", "wirebeat.protocols.rtp.heuristic=true")
     assert all("call" not in d["rtp"] for d in docs if d["type"] == "rtp")
+
+
+def test_the_call_document_gives_the_worst_and_mean_of_its_streams() -> None:
+    found = decode_file(PCAPS / "rtp" / "loss_opus48k_ipv6.pcap")
+    [call] = [d["rtp"]["call"] for d in found if d["type"] == "rtp.call"]
+    # README: one direction loses 30 of 1000, the other none; opus scored as G.711.
+    # Worst: Ie,eff = 95 * 3 / 28.1 = 10.1423, R = 83.0577;
+    # MOS = 1 + 2.9070 + 83.0577 * 23.0577 * 16.9423 * 7e-6 = 4.1341.
+    # Best: R = 93.2, MOS = 1 + 3.262 + 93.2 * 33.2 * 6.8 * 7e-6 = 4.4093.
+    assert (call["r_factor"], call["mos"]) == (83.06, 4.13)
+    assert call["mean_r_factor"] == pytest.approx((83.06 + 93.2) / 2, abs=0.006)
+    assert call["mean_mos"] == pytest.approx((4.13 + 4.41) / 2, abs=0.006)
+    assert (call["packets"], call["expected"], call["lost"], call["loss_pct"]) == (1970, 2000, 30, 1.5)
+    assert call["max_effective_loss_pct"] == 3.0 and call["codecs"] == ["opus"]
+    assert call["max_one_way_delay_ms"] == 60.0

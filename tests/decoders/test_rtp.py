@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from rtp_oracle import rfc3550_jitter
 from wirebeat.decoders.api import Datagram, DecodeError, Expectations, FlowKey
-from wirebeat.decoders.rtp import (DECODER, PROBATION_PACKETS, MediaEndpoint, MediaSession, RTPDecoder,
-                          decode_header, decode_rtcp, document, probe)
+from wirebeat.decoders.rtp import (DECODER, PROBATION_PACKETS, CallReport, MediaEndpoint, MediaSession, RTPDecoder,
+                          decode_header, decode_rtcp, document, lone_rtp, probe)
 
 FLOW = FlowKey("udp", "10.0.0.1", 4000, "10.0.0.2", 5000, "test")
 T0 = 1_767_225_600.0
@@ -49,14 +49,19 @@ def announced(payload_types: dict[int, tuple[str, int]] | None = None,
 
 def run(packets: list[tuple[float, bytes]], options: dict | None = None,
         expectations: Expectations | None = None) -> list:
-    """Feed (arrival time, payload) pairs; return the final report documents."""
+    """Feed (arrival time, payload) pairs; return the stream report documents."""
     decoder = RTPDecoder({**OPTIONS, **(options or {})},
                          expectations if expectations is not None else announced()[0])
     txns = []
     for t, payload in packets:
         txns += decoder.on_datagram(dgram(t, payload))
     txns += decoder.expire(float("inf"))
-    return [document(t) for t in txns]
+    return [document(t) for t in txns if not isinstance(t.detail, CallReport)]
+
+
+def streams_only(txns: list) -> list:
+    """Stream reports, without the call report a SIP call's end adds."""
+    return [t for t in txns if not isinstance(t.detail, CallReport)]
 
 
 def final(docs: list) -> dict:
@@ -182,6 +187,7 @@ def test_probe_accepts_rtp_and_rtcp():
     bytes([22, 0xFE, 0xFD]) + b"\0" * 30,                # DTLS handshake
     struct.pack("!HHI", 1, 0, 0x2112A442) + b"\0" * 12,  # STUN binding request
     rtp(1, 1, pt=72, marker=False),                      # 72-76: RTCP's range
+    rtp(1, 1, pt=76, marker=False),
     rtp(1, 1, ssrc=0),
     b"\x80\x00\x01\x02",
 ])
@@ -340,7 +346,7 @@ def test_rtcp_reports_are_attached_to_the_stream_they_are_about():
     # The receiver answers 300 ms later, having held the SR for 0.25 s (16384/65536).
     rr = rtcp(201, 1, struct.pack("!I", 0x7777) + block(0x1234, 26, 2, 16, 0x0001_8000, 16384))
     decoder.on_datagram(Datagram(T0 + 0.8, back, False, rr))
-    [txn] = decoder.expire(float("inf"))
+    [txn] = streams_only(decoder.expire(float("inf")))
     r = document(txn)["rtcp"]
     assert r == {"sender_reports": 1, "receiver_reports": 1, "sender_packets": 20,
                  "sender_octets": 3200, "fraction_lost": 26 / 256, "cumulative_lost": 2,
@@ -351,7 +357,7 @@ def test_rtcp_bye_ends_the_stream_with_its_final_report_at_once():
     decoder = RTPDecoder(OPTIONS, announced()[0])
     for t, payload in regular(5):
         decoder.on_datagram(dgram(t, payload))
-    [txn] = decoder.on_datagram(dgram(T0 + 0.2, rtcp(203, 1, struct.pack("!I", 0x1234))))
+    [txn] = streams_only(decoder.on_datagram(dgram(T0 + 0.2, rtcp(203, 1, struct.pack("!I", 0x1234)))))
     doc = document(txn)
     assert doc["rtp"]["final"] and doc["rtp"]["end_reason"] == "rtcp_bye" and doc["rtcp"]["bye"]
     assert decoder.expire(float("inf")) == []
@@ -362,7 +368,7 @@ def test_rtcp_multiplexed_on_the_rtp_port_is_told_apart_by_its_type():
     for t, payload in regular(5):
         decoder.on_datagram(dgram(t, payload))
     decoder.on_datagram(dgram(T0 + 0.2, rtcp(201, 0, struct.pack("!I", 0x1234))))
-    [txn] = decoder.expire(float("inf"))
+    [txn] = streams_only(decoder.expire(float("inf")))
     assert document(txn)["rtp"]["packets"] == 5
 
 
@@ -373,7 +379,7 @@ def test_interval_reports_tile_the_stream_and_the_final_covers_it_all():
     txns = []
     for t, payload in [p for i, p in enumerate(regular(130)) if i != 60]:
         txns += decoder.on_datagram(dgram(t, payload))
-    txns += decoder.expire(float("inf"))
+    txns += streams_only(decoder.expire(float("inf")))
     docs = [document(t) for t in txns]
     intervals = [d["rtp"] for d in docs if not d["rtp"]["final"]]
     assert [r["packets"] for r in intervals] == [50, 49, 30]
@@ -389,7 +395,7 @@ def test_a_quiet_stream_ends_after_the_stream_timeout():
     for t, payload in regular(10):
         decoder.on_datagram(dgram(t, payload))
     assert decoder.expire(T0 + 5.0) == []
-    [txn] = decoder.expire(T0 + 5.2)
+    [txn] = streams_only(decoder.expire(T0 + 5.2))
     assert document(txn)["rtp"]["end_reason"] == "timeout"
 
 
@@ -400,10 +406,33 @@ def test_the_end_of_the_call_ends_its_streams_and_links_them_to_it():
         decoder.on_datagram(dgram(t, payload))
     session.ended_ts = T0 + 0.3                  # the SIP decoder saw the BYE
     assert decoder.expire(T0 + 0.5) == []        # packets may still be in flight
-    [txn] = decoder.expire(T0 + 1.3)
+    [txn] = streams_only(decoder.expire(T0 + 1.3))
     doc = document(txn)
     assert doc["rtp"]["end_reason"] == "sip_bye" and doc["sip"] == {"call_id": "abc@host"}
     assert doc["rtp"]["setup"] == "sdp"
+
+
+def test_the_end_of_a_call_adds_one_call_report_over_its_streams():
+    expectations, session = announced(call_id="abc@host")
+    expectations.expect(FLOW.client_ip, FLOW.client_port, "rtp", MediaEndpoint(session, {}),
+                        T0 + 3600)
+    decoder = RTPDecoder(OPTIONS, expectations)
+    txns = []
+    for i, (t, payload) in enumerate(regular(100)):
+        if i not in (10, 20, 30, 40, 50):                  # 5 % lost one way
+            txns += decoder.on_datagram(dgram(t, payload))
+        txns += decoder.on_datagram(dgram(t + 0.001, rtp(500 + i, 160 * i, ssrc=0x77), False))
+    session.ended_ts = T0 + 2.0
+    txns += decoder.expire(T0 + 3.1)
+    [call] = [document(t) for t in txns if isinstance(t.detail, CallReport)]
+    assert call["type"] == "rtp.call" and call["sip"] == {"call_id": "abc@host"}
+    c = call["rtp"]["call"]
+    # G.711: Ppl 5 -> Ie,eff = 95 * 5 / 30.1 = 15.781, R = 77.419, MOS 1 + 2.7097 +
+    # 77.419 * 17.419 * 22.581 * 7e-6 = 3.9228; the other way R 93.2, MOS 4.4093.
+    assert (c["r_factor"], c["mos"], c["worst_ssrc"]) == (77.42, 3.92, 0x1234)
+    assert (c["mean_r_factor"], c["mean_mos"]) == (round((77.42 + 93.2) / 2, 2), round((3.92 + 4.41) / 2, 2))
+    assert (c["streams"], c["packets"], c["expected"], c["lost"]) == (2, 195, 200, 5)
+    assert decoder.calls == {}
 
 
 def test_documents_never_carry_payload_bytes():
@@ -421,7 +450,13 @@ def test_documents_never_carry_payload_bytes():
 
 def test_a_heuristic_stream_is_reported_once_it_passed_probation():
     no_sdp = Expectations()
-    assert run(regular(PROBATION_PACKETS - 1), expectations=no_sdp) == []
+    decoder = RTPDecoder(OPTIONS, no_sdp)
+    for t, payload in regular(PROBATION_PACKETS - 1):
+        assert decoder.on_datagram(dgram(t, payload)) == []
+    # Held, not forgotten: alone on a clean 5-tuple it is a stream when the flow ends.
+    assert decoder.expire(T0 + 1) == []
+    [lone] = decoder.expire(float("inf"))
+    assert document(lone)["rtp"]["packets"] == PROBATION_PACKETS - 1
     r = final(run(regular(PROBATION_PACKETS), expectations=no_sdp))
     assert r["packets"] == PROBATION_PACKETS and r["setup"] == "heuristic"
     assert "sip" not in run(regular(10), expectations=no_sdp)[0]
@@ -440,6 +475,73 @@ def test_a_heuristic_flow_that_is_not_rtp_is_ignored_without_errors():
     assert decoder.on_datagram(dgram(T0, b"\x00\x01garbage")) == []
     assert decoder.on_datagram(dgram(T0 + 0.1, rtp(1, 1))) == []      # one packet proves nothing
     assert decoder.expire(float("inf")) == []
+
+
+@pytest.mark.parametrize("junk", [
+    b"\x00\x01garbage-that-is-no-rtp",      # before, on the same side
+    rtp(5, 5, pt=73),                        # RTCP's payload type range
+])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_lone_packet_is_a_stream_only_on_a_5_tuple_of_nothing_else(junk, reverse):
+    """Wireshark lists a lone RTP packet; wirebeat too, unless the 5-tuple (either way)
+    carried a datagram Wireshark's heuristic would not take for RTP."""
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(dgram(T0, junk, from_client=not reverse))
+    decoder.on_datagram(dgram(T0 + 0.1, rtp(1, 1)))
+    assert decoder.expire(float("inf")) == []
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(dgram(T0, rtp(9, 9, ssrc=0x99), from_client=not reverse))
+    decoder.on_datagram(dgram(T0 + 0.1, rtp(1, 1)))
+    docs = [document(t)["rtp"] for t in decoder.expire(float("inf"))]
+    assert sorted((d["ssrc"], d["packets"], d["lost"]) for d in docs) == [(0x99, 1, 0),
+                                                                          (0x1234, 1, 0)]
+
+
+def test_a_lone_packet_on_a_flow_routed_late_is_not_a_stream():
+    """The engine routed the flow on a later datagram: earlier ones were not RTP."""
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(Datagram(T0, FLOW, True, rtp(1, 1), reprobed=True))
+    assert decoder.expire(float("inf")) == []
+
+
+def test_a_short_stream_with_gaps_is_counted_when_its_flow_ends():
+    """Three packets, never two in sequence: seq 10, 12, 14 is 3 received, 2 lost."""
+    packets = [(T0 + i * 0.04, rtp(10 + 2 * i, 320 * i)) for i in range(3)]
+    r = final(run(packets, expectations=Expectations()))
+    assert (r["packets"], r["expected"], r["lost"], r["end_reason"]) == (3, 5, 2, "end_of_input")
+
+
+def test_a_lone_packet_goes_out_when_its_flow_times_out():
+    decoder = RTPDecoder(OPTIONS, Expectations())
+    decoder.on_datagram(dgram(T0, rtp(1, 1)))
+    assert decoder.expire(T0 + 29) == []
+    [txn] = streams_only(decoder.expire(T0 + 31))
+    assert document(txn)["rtp"]["end_reason"] == "timeout"
+
+
+# What tshark 4.0 lists as a one-packet stream, measured: (first byte, second byte,
+# total length, last byte) -> listed. Header: 12 bytes + 4 per CSRC + extension.
+@pytest.mark.parametrize("b0, b1, length, last, listed", [
+    (0x80, 0, 172, 0, True), (0x80, 71, 172, 0, True), (0x80, 72, 172, 0, False),
+    (0x80, 76, 172, 0, False), (0x80, 77, 172, 0, True), (0x80, 0xC0, 172, 0, False),
+    (0x80, 0xC8, 172, 0, False), (0x80, 0xDF, 172, 0, False), (0x80, 0xE0, 172, 0, True),
+    (0x80, 0xFF, 172, 0, True), (0x40, 0, 172, 0, False), (0xC0, 0, 172, 0, False),
+    (0x80, 0, 12, 0, True), (0x80, 0, 11, 0, False),
+    (0xA0, 0, 172, 0, False), (0xA0, 0, 172, 1, True), (0xA0, 0, 172, 160, True),
+    (0xA0, 0, 172, 161, False), (0xA4, 0, 172, 144, True), (0xA4, 0, 172, 145, False),
+    (0x8F, 0, 72, 0, True), (0x8F, 0, 71, 0, False),
+])
+def test_lone_rtp_takes_what_tshark_lists_as_a_one_packet_stream(b0, b1, length, last, listed):
+    data = bytearray(struct.pack("!BBHII", b0, b1, 1, 2, 3) + bytes(max(0, length - 12)))[:length]
+    if length > 12:
+        data[-1] = last
+    assert lone_rtp(bytes(data)) is listed
+
+
+@pytest.mark.parametrize("words, listed", [(0, True), (40, True), (41, False)])
+def test_lone_rtp_wants_the_extension_inside_the_datagram(words, listed):
+    data = struct.pack("!BBHIIHH", 0x90, 0, 1, 2, 3, 0xBEDE, words) + bytes(160)
+    assert lone_rtp(data) is listed
 
 
 def test_malformed_rtp_on_an_announced_flow_raises_decode_error():
@@ -465,11 +567,11 @@ def test_the_decoder_takes_any_datagrams_and_raises_only_decode_error(datagrams)
     decoder = RTPDecoder({**OPTIONS, "report_interval": 0.05}, announced({96: ("x", 1000)})[0])
     for n, (from_client, payload) in enumerate(datagrams):
         try:
-            for txn in decoder.on_datagram(dgram(T0 + n * 0.01, payload, from_client)):
+            for txn in streams_only(decoder.on_datagram(dgram(T0 + n * 0.01, payload, from_client))):
                 document(txn)
         except DecodeError:
             pass
-    for txn in decoder.expire(float("inf")):
+    for txn in streams_only(decoder.expire(float("inf"))):
         document(txn)
 
 
@@ -481,7 +583,7 @@ def test_any_sequence_of_valid_rtp_packets_gives_consistent_counters(packets):
     decoder = RTPDecoder(OPTIONS, expectations)
     for n, (seq, ts, pt, marker) in enumerate(packets):
         decoder.on_datagram(dgram(T0 + n * 0.02, rtp(seq, ts, pt=pt, marker=marker)))
-    docs = [document(t) for t in decoder.expire(float("inf"))]
+    docs = [document(t) for t in streams_only(decoder.expire(float("inf")))]
     assert sum(d["rtp"]["packets"] for d in docs) == len(packets)
     for d in docs:
         r = d["rtp"]

@@ -101,3 +101,48 @@ def test_sip_documents_have_packetbeats_shape(name):
         assert d["event"]["original"].startswith(d["sip"].get("method", "SIP/2.0"))
         assert d["related"]["ip"] == ["127.0.0.1"]
         assert d["sip"]["cseq"]["code"] == d["event"]["sequence"]
+
+
+def _g107(expected: int, lost: int, discarded: int) -> tuple[float, float]:
+    """R and MOS of a G.711 stream (Ie 0, Bpl 25.1, G.113 App. I) at a one-way delay
+    up to 100 ms (Id 0), from the G.107 formulas: R = 93.2 - Ie,eff, random loss
+    (BurstR 1), MOS by Annex B."""
+    ppl = 100.0 * (lost + discarded) / expected
+    r = 93.2 - 95.0 * ppl / (ppl + 25.1)
+    return r, 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_every_call_gives_one_quality_document_over_its_streams(name):
+    """A 1 ms jitter buffer makes sipp's real send timing cost a few packets, so the
+    streams differ: the call's worst and mean follow from the G.107 formulas
+    applied here to each stream's counters, and match its stream documents."""
+    found = decode_file(SIP / name, "wirebeat.protocols.rtp.jitter_buffer=1ms")
+    [call_id] = {d["sip"]["call_id"] for d in found if d["type"] == "sip"}
+    streams = [d["rtp"] for d in found if d["type"] == "rtp" and d["rtp"]["final"]]
+    [call] = [d for d in found if d["type"] == "rtp.call"]
+    assert call["event"]["dataset"] == "rtp.call" and call["sip"]["call_id"] == call_id
+    c = call["rtp"]["call"]
+    scores = {}
+    for s in streams:
+        r, mos = _g107(s["expected"], s["lost"], s["quality"]["discarded"])
+        assert (s["quality"]["r_factor"], s["quality"]["mos"]) == (round(r, 2), round(mos, 2))
+        scores[s["ssrc"]] = (r, mos)
+    assert c["streams"] == 2 and sorted(c["ssrcs"]) == sorted(scores)
+    assert (c["packets"], c["expected"], c["lost"]) == (400, 400, 0)
+    assert c["discarded"] == sum(s["quality"]["discarded"] for s in streams)
+    worst_r = min(r for r, _ in scores.values())
+    assert c["r_factor"] == round(worst_r, 2) and scores[c["worst_ssrc"]][0] == worst_r
+    assert c["mos"] == round(min(m for _, m in scores.values()), 2)
+    assert c["mean_r_factor"] == pytest.approx(sum(round(r, 2) for r, _ in scores.values()) / 2, abs=0.006)
+    assert c["mean_mos"] == pytest.approx(sum(round(m, 2) for _, m in scores.values()) / 2, abs=0.006)
+    # The streams that ended with the call point at its worst one.
+    assert all(s["call"] == {"streams": 2, "r_factor": c["r_factor"], "mos": c["mos"],
+                             "worst_ssrc": c["worst_ssrc"]} for s in streams)
+    # The call document spans its streams: first packet to last.
+    assert call["@timestamp"] == min(d["@timestamp"] for d in found
+                                     if d["type"] == "rtp" and d["rtp"]["final"])
+
+
+def test_a_failed_call_without_media_gives_no_quality_document():
+    assert not [d for d in decode_file(SIP / "register_busy.pcap") if d["type"] == "rtp.call"]

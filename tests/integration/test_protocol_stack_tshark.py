@@ -109,8 +109,9 @@ def test_stacks_of_bundled_captures_are_cuts_of_tsharks(capture: Path):
         ours = doc["network"]["protocol_stack"]
         assert any(_is_cut(ours, theirs) for theirs in stacks), (doc["event"]["dataset"], ours, stacks)
         layers = ours.split(":")
-        if doc["event"]["dataset"] in ("dns", "http", "sip", "dhcpv4", "rtp"):
-            assert layers[-1] == {"dhcpv4": "dhcp"}.get(doc["event"]["dataset"], doc["event"]["dataset"])
+        if doc["event"]["dataset"] in ("dns", "http", "sip", "dhcpv4", "rtp", "rtp.call"):
+            assert layers[-1] == {"dhcpv4": "dhcp", "rtp.call": "rtp"}.get(doc["event"]["dataset"],
+                                                                          doc["event"]["dataset"])
         else:
             assert layers[-1] in TRANSPORTS
 

@@ -24,7 +24,7 @@ from conftest import PCAPS, decode_file
 
 HEURISTIC = {"jitter.pcap", "reorder_duplicate.pcap", "wraparound.pcap", "ssrc_change.pcap",
              "restart.pcap", "not_rtp.pcap", "webrtc_mux.pcap", "interleaved_ssrc.pcap",
-             "short_streams.pcap", "rtcp_mux.pcap"}
+             "short_streams.pcap", "rtcp_mux.pcap", "lone_streams.pcap"}
 CAPTURES = sorted(PCAPS.glob("rtp/*.pcap")) + sorted(PCAPS.glob("sip/call_*.pcap"))
 TOLERANCE_MS = 0.01
 

@@ -1,0 +1,116 @@
+"""network.direction (packetbeat 8 / ECS) from the addresses and wirebeat.interfaces.internal_networks.
+
+Expected directions are worked out by hand from the address registries: RFC 1918
+(10/8, 172.16/12, 192.168/16) and RFC 4193 (fc00::/7) are `private`; RFC 1122
+loopback 127/8 and ::1; RFC 3927 / RFC 4291 link-local 169.254/16 and fe80::/10;
+224.0.0/24 and ff02::/16 link-local multicast. 8.8.8.8, 1.1.1.1 and
+2001:4860::8888 are public.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import decode_file
+from wirebeat.config import ConfigError
+from wirebeat.direction import NetworkDirection
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pcapgen as pg  # noqa: E402
+
+PRIVATE = NetworkDirection(["private"])
+
+
+@pytest.mark.parametrize("source, destination, direction", [
+    ("10.1.2.3", "192.168.1.1", "internal"),        # both RFC 1918
+    ("10.0.0.1", "8.8.8.8", "outbound"),
+    ("8.8.8.8", "172.16.5.4", "inbound"),
+    ("8.8.8.8", "1.1.1.1", "external"),
+    ("172.31.255.255", "8.8.8.8", "outbound"),      # last address of 172.16/12
+    ("172.32.0.1", "10.0.0.1", "inbound"),          # just past it: public
+    ("192.169.0.1", "8.8.8.8", "external"),         # just past 192.168/16
+    ("fd00::1", "2001:4860::8888", "outbound"),     # RFC 4193 unique local
+    ("2001:4860::8888", "fc00::5", "inbound"),
+    ("10.0.0.1", "239.1.1.1", "outbound"),          # multicast, not link-local: not private
+    # Host-based rules first (packetbeat step 1): loopback or link-local ends.
+    ("127.0.0.1", "127.0.0.1", "ingress"),
+    ("8.8.8.8", "127.0.0.53", "ingress"),
+    ("127.0.0.1", "10.0.0.1", "egress"),
+    ("10.0.0.1", "169.254.10.1", "ingress"),
+    ("fe80::1", "2001:4860::8888", "egress"),
+    ("10.0.0.1", "224.0.0.251", "ingress"),         # mDNS: link-local multicast
+    ("::1", "::1", "ingress"),
+])
+def test_direction_of_address_pairs_with_private_internal(source, destination, direction):
+    assert PRIVATE(source, destination) == direction
+
+
+def test_without_internal_networks_only_the_host_rules_answer():
+    none = NetworkDirection([])
+    assert none("10.0.0.1", "8.8.8.8") == "unknown"
+    assert none("10.0.0.1", "127.0.0.1") == "ingress"
+
+
+def test_cidrs_and_named_ranges_mix_and_families_stay_apart():
+    mine = NetworkDirection(["198.51.100.0/24", "2001:db8::/32", "loopback"])
+    assert mine("198.51.100.7", "203.0.113.1") == "outbound"
+    assert mine("203.0.113.1", "198.51.100.255") == "inbound"
+    assert mine("10.0.0.1", "192.168.0.1") == "external"       # private is not listed
+    assert mine("2001:db8::1", "2001:db9::1") == "outbound"
+    public = NetworkDirection(["public"])
+    assert public("8.8.8.8", "10.0.0.1") == "outbound"
+    assert PRIVATE("not-an-ip", "10.0.0.1") == "unknown"
+
+
+@pytest.mark.parametrize("bad, where", [(["private", "bogus"], "[1]"), (["10.0.0.0/33"], "[0]"),
+                                        ([7], "[0]")])
+def test_a_bad_range_is_a_config_error_naming_the_key(bad, where):
+    with pytest.raises(ConfigError, match=rf"wirebeat\.interfaces\.internal_networks\{where}"):
+        NetworkDirection(bad)
+
+
+# (client, server, direction with [private]) of the capture below, by hand.
+PAIRS = [("10.9.0.1", "10.9.0.2", "internal"), ("10.9.0.1", "8.8.8.8", "outbound"),
+         ("1.1.1.1", "192.168.9.9", "inbound"), ("1.1.1.1", "8.8.4.4", "external"),
+         ("fd00::9", "2001:4860::8888", "outbound")]
+
+
+def _capture(path: Path) -> None:
+    packets = []
+    t = 1_767_225_600 * 10**9
+    for n, (client, server, _direction) in enumerate(PAIRS):
+        if ":" in client:
+            request = pg.icmpv6_echo(client, server, 7, n)
+            reply = pg.icmpv6_echo(server, client, 7, n, reply=True)
+            proto = 58
+        else:
+            request, reply, proto = pg.icmp_echo(7, n), pg.icmp_echo(7, n, reply=True), 1
+        packets.append((t + n * 10**6, pg.ethernet(pg.ip_packet(client, server, proto, request))))
+        packets.append((t + n * 10**6 + 500_000,
+                        pg.ethernet(pg.ip_packet(server, client, proto, reply))))
+    pg.write_pcap(path, packets)
+
+
+def test_transactions_and_flows_carry_the_direction(tmp_path: Path):
+    capture = tmp_path / "directions.pcap"
+    _capture(capture)
+    docs = decode_file(capture, flows=True)
+    expected = {(c, s): d for c, s, d in PAIRS}
+    icmp = [d for d in docs if d["type"] == "icmp"]
+    flows = [d for d in docs if d["type"] == "flow"]
+    assert len(icmp) == len(flows) == len(PAIRS)
+    for doc in icmp + flows:
+        pair = (doc["source"]["ip"], doc["destination"]["ip"])
+        assert doc["network"]["direction"] == expected[pair], (doc["type"], pair)
+
+
+def test_an_empty_list_gives_unknown_and_the_option_is_used(tmp_path: Path):
+    capture = tmp_path / "directions.pcap"
+    _capture(capture)
+    docs = decode_file(capture, "wirebeat.interfaces.internal_networks=[]", flows=True)
+    assert {d["network"]["direction"] for d in docs} == {"unknown"}
+    docs = decode_file(capture, "wirebeat.interfaces.internal_networks=[1.1.1.1/32]")
+    assert {(d["source"]["ip"], d["network"]["direction"]) for d in docs} == {
+        ("10.9.0.1", "external"), ("1.1.1.1", "outbound"), ("fd00::9", "external")}
