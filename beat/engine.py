@@ -90,6 +90,7 @@ class _SourceState:
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
     flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
+    dedup: Any = None                       # the engine's Dedup, None where it does not apply
     # (sender, receiver) IP address pair (packed) -> the destination and source MACs
     # of its latest Ethernet frame: transactions' source/destination.mac (for a routed
     # peer the router's), capped by wirebeat.limits.max_mac_pairs
@@ -236,8 +237,9 @@ class Engine:
         self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
         if self.dedup is not None:
             stats.add_source(self.dedup.counters)
-        # Sources whose frames are no traffic to report as flows: a NetFlow listener's
-        # datagrams are rebuilt frames of the collector's own socket, not captured packets.
+        # Sources whose frames are no captured traffic: a NetFlow listener's datagrams are
+        # rebuilt frames of the collector's own socket. No flows for them, and no
+        # duplicate detection (an exporter may send the same bytes twice; each counts).
         self.flowless_sources: set[str] = set()
         self.routes_udp: dict[int, Route] = {}
         self.routes_tcp: dict[int, Route] = {}
@@ -351,7 +353,8 @@ class Engine:
                 name, Defragmenter(self.max_fragmented, timeout_s=self.fragment_timeout_s),
                 tcp=TCPTable(**self.tcp_limits),
                 flows=FlowTable(name, self.flow_reporter)
-                if self.flows_enabled and name not in self.flowless_sources else None)
+                if self.flows_enabled and name not in self.flowless_sources else None,
+                dedup=self.dedup if name not in self.flowless_sources else None)
         return state
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
@@ -390,7 +393,7 @@ class Engine:
             if parsed.__class__ is str:
                 self.stats.count("packets.malformed", reason=parsed)
                 return
-            if not depth and self.dedup is not None and self.dedup.duplicate(source, ts, vlans, data, offset, parsed):
+            if not depth and state.dedup is not None and state.dedup.duplicate(source, ts, vlans, data, offset, parsed):
                 return      # a second copy (`any` device, SPAN): flows and decoders see one
             src, dst, proto, payload, fragment = parsed
             if fragment is not None:
