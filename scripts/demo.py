@@ -87,10 +87,12 @@ def watchlist(wirebeat: list[str], url: str, es: Elasticsearch) -> int:
     es.indices.refresh(index=index)
     result = es.search(index=index, size=0, aggs={
         "employee": {"terms": {"field": "employee.name"}},
+        "dataset": {"terms": {"field": "event.dataset", "size": 20}},
         "stack": {"terms": {"field": "network.protocol_stack", "size": 20}}})
     print(f"\nwatch list (examples/watchlist/wirebeat.yml -> index {index}):")
-    for title, agg in (("employee.name", "employee"), ("network.protocol_stack", "stack")):
-        print(f"frames per {title}:")
+    for title, agg in (("employee.name", "employee"), ("event.dataset", "dataset"),
+                       ("network.protocol_stack", "stack")):
+        print(f"documents (frames, transactions, flows) per {title}:")
         for bucket in result["aggregations"][agg]["buckets"]:
             print(f"  {bucket['doc_count']:>7}  {bucket['key']}")
     return 0
