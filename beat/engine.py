@@ -36,7 +36,7 @@ from wirebeat.config import Config
 from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
-from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
+from wirebeat.ip import Defragmenter, ip_packed, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from wirebeat.packets import PacketDocuments
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
@@ -56,9 +56,7 @@ _UDP = struct.Struct("!HHH")
 _TCP = struct.Struct("!HHIIBB")    # ports, seq, ack, data offset (high nibble), flags
 _ICMP_TYPE_CODE = struct.Struct("!BB")
 _ntop = socket.inet_ntop
-_pton = socket.inet_pton
 _AF = {4: socket.AF_INET, 16: socket.AF_INET6}
-_AF_OF_TEXT = {False: socket.AF_INET, True: socket.AF_INET6}
 TICK_S = 1.0            # packet-time interval between timeout checks
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
@@ -111,8 +109,7 @@ def _macs_of(macs: dict[tuple[bytes, bytes], bytes],
              flow: FlowKey) -> tuple[bytes | None, bytes | None] | None:
     """The client's and server's MACs: those of the conversation's latest Ethernet frame."""
     try:
-        client = _pton(_AF_OF_TEXT[":" in flow.client_ip], flow.client_ip)
-        server = _pton(_AF_OF_TEXT[":" in flow.server_ip], flow.server_ip)
+        client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
     except OSError:
         return None
     pair = macs.get((client, server))

@@ -44,16 +44,15 @@ from __future__ import annotations
 from collections import OrderedDict
 import base64
 import hashlib
-import socket
 import struct
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
+from wirebeat.ip import ip_packed, ip_text
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
 
@@ -480,7 +479,7 @@ class FlowTable:
         proto = _IANA.get(flow.transport)
         if proto is None:
             return None
-        client, server = _packed(flow.client_ip), _packed(flow.server_ip)
+        client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
         cport, sport = (flow.client_port, flow.server_port) if proto in (6, 17) else (0, 0)
         by_endpoints = self.by_endpoints
         rec = (by_endpoints.get((proto, client, cport, server, sport))
@@ -514,10 +513,6 @@ def _endpoints(key: tuple) -> tuple:
     return (proto, key[K_SRC], 0, key[K_DST], 0)
 
 
-@lru_cache(maxsize=4096)
-def _packed(ip_text: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6 if ":" in ip_text else socket.AF_INET, ip_text)
-
 
 def _assign_id(source: str, rec: list[Any]) -> str:
     """flow.id: a hash of the source, the key and the first packet's time.
@@ -537,10 +532,6 @@ def _assign_id(source: str, rec: list[Any]) -> str:
     digest = hashlib.blake2b(b"|".join(parts), digest_size=15).digest()
     fid = rec[R_ID] = base64.urlsafe_b64encode(digest).decode()
     return fid
-
-
-def _ip_text(packed: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
 def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: str | None,
@@ -587,7 +578,7 @@ def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
     """What a flow's reports share: built at its first report, copied into each if several."""
     key = rec[R_KEY]
     proto = key[K_PROTO]
-    src_ip, dst_ip = _ip_text(key[K_SRC]), _ip_text(key[K_DST])
+    src_ip, dst_ip = ip_text(key[K_SRC]), ip_text(key[K_DST])
     transport = _TRANSPORTS.get(proto, str(proto))
     src: dict[str, Any] = {}
     dst: dict[str, Any] = {}
@@ -596,8 +587,8 @@ def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
         src["mac"], dst["mac"] = format_mac(macs[6:12]), format_mac(macs[:6])
     outer = key[K_OUTER]
     if outer:
-        src["ip"] = [_ip_text(outer[0]), src_ip]
-        dst["ip"] = [_ip_text(outer[1]), dst_ip]
+        src["ip"] = [ip_text(outer[0]), src_ip]
+        dst["ip"] = [ip_text(outer[1]), dst_ip]
     else:
         src["ip"], dst["ip"] = src_ip, dst_ip
     if proto in (6, 17):
