@@ -38,7 +38,7 @@ def base_schema() -> dict[str, Option]:
         "wirebeat.flows.max_flows": Option("int", 65536, "flows tracked at once, per source; when full, the idlest of the 8 oldest ends with a final report (flows.table.evicted)"),
         "wirebeat.packets.enabled": Option("bool", False, "one lean document per frame (event.dataset packet), non-IP frames included"),
         "wirebeat.tunnels.enabled": Option("bool", True, "peel VXLAN (UDP 4789), GENEVE (UDP 6081), GRE, ERSPAN II/III, MPLS and PPPoE: decoders see the inner traffic"),
-        "wirebeat.limits.max_mac_pairs": Option("int", 65536, "IP address pairs per source whose latest MAC pair is remembered for transactions' source/destination.mac; past it the oldest is forgotten (macs.pairs_evicted)"),
+        "wirebeat.limits.max_mac_pairs": Option("int", 65536, "IP address pairs per source whose latest link header (MACs, VLAN tags) is remembered for transactions' source/destination.mac and protocol stack; past it the oldest is forgotten (macs.pairs_evicted)"),
         "wirebeat.limits.max_tunneled_pairs": Option("int", 65536, "tunneled conversations (inner address pairs) whose outer addresses and tunnel id documents show; past it the oldest is forgotten (tunnels.pairs_evicted)"),
         "wirebeat.limits.max_sources": Option("int", 4096, "capture sources (files, interfaces, collector clients) with decoding state at once; the idlest is finished"),
         "wirebeat.limits.max_flows": Option("int", 65536, "UDP flows remembered for routing to decoders (flow reports have wirebeat.flows.max_flows); the oldest is evicted"),

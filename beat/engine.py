@@ -27,7 +27,7 @@ from collections import OrderedDict
 import socket
 import struct
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from wirebeat import logs
@@ -89,10 +89,11 @@ class _SourceState:
     tcp: TCPTable = field(default_factory=TCPTable)
     flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
     dedup: Any = None                       # the engine's Dedup, None where it does not apply
-    # (sender, receiver) IP address pair (packed) -> the destination and source MACs
-    # of its latest Ethernet frame: transactions' source/destination.mac (for a routed
-    # peer the router's), capped by wirebeat.limits.max_mac_pairs
-    macs: OrderedDict[tuple[bytes, bytes], bytes] = field(default_factory=OrderedDict)
+    # (sender, receiver) IP address pair (packed) -> the link type and link header (up
+    # to the first byte of the network layer) of its latest frame: transactions'
+    # source/destination.mac (for a routed peer the router's) and the link layers of
+    # their protocol stack, capped by wirebeat.limits.max_mac_pairs
+    macs: OrderedDict[tuple[bytes, bytes], tuple[int, bytes]] = field(default_factory=OrderedDict)
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -105,18 +106,26 @@ def _ip_text(packed: bytes) -> str:
     return _ntop(_AF[len(packed)], packed)
 
 
-def _macs_of(macs: dict[tuple[bytes, bytes], bytes],
-             flow: FlowKey) -> tuple[bytes | None, bytes | None] | None:
-    """The client's and server's MACs: those of the conversation's latest Ethernet frame."""
+def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
+             flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
+    """The client's and server's MACs (Ethernet only) and the link layers of the
+    conversation's latest frame; None when it is not remembered."""
     try:
         client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
     except OSError:
         return None
-    pair = macs.get((client, server))
-    if pair is not None:                # sent by the client: destination MAC first
-        return pair[6:], pair[:6]
-    pair = macs.get((server, client))
-    return None if pair is None else (pair[:6], pair[6:])
+    seen = macs.get((client, server))
+    if seen is not None:                # sent by the client: destination MAC first
+        linktype, head = seen
+        return ((head[6:12], head[:6]) if linktype == 1 else None), _link_layers(linktype, head)
+    seen = macs.get((server, client))
+    if seen is None:
+        return None
+    linktype, head = seen
+    return ((head[:6], head[6:12]) if linktype == 1 else None), _link_layers(linktype, head)
+
+
+_link_layers = lru_cache(maxsize=4096)(link_layers)
 
 
 class _TCPStream:
@@ -415,12 +424,12 @@ class Engine:
             break
         if self.tunnel is not None:
             self._remember_tunnel(state.name, src, dst, linktype, data)
-        if linktype == 1:               # Ethernet (the innermost frame): its MAC pair
-            macs, pair = state.macs, (src, dst)
-            if pair not in macs and len(macs) >= self.max_mac_pairs:
-                macs.popitem(last=False)        # the oldest pair makes room
-                self.mac_pairs_evicted += 1
-            macs[pair] = data[:12]
+        # The innermost frame's link header, for this conversation's transactions.
+        macs, pair = state.macs, (src, dst)
+        if pair not in macs and len(macs) >= self.max_mac_pairs:
+            macs.popitem(last=False)        # the oldest pair makes room
+            self.mac_pairs_evicted += 1
+        macs[pair] = (linktype, data[:offset + 1])
         if state.flows is not None:     # whole captured frame; outer addresses when tunneled
             state.flows.account(ts, *self.frame, outer_vlans, src, dst, proto, payload,
                                 () if self.tunnel is None else self.tunnel[1:3])
@@ -667,14 +676,20 @@ class Engine:
 
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
-        self.builder.link = link_layers(*self.frame)
+        frame_link = link_layers(*self.frame)
+        builder = self.builder
         for txn in txns:
             state = self.sources.get(txn.flow.source)
+            macs, builder.link = None, frame_link
             if spec.whole_document is None:
                 flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
-                macs = _macs_of(state.macs, txn.flow) if state and state.macs else None
+                # A transaction emitted on a timeout comes with another frame: its own
+                # conversation's frames say which MACs and link layers it had.
+                seen = _link_of(state.macs, txn.flow) if state and state.macs else None
+                if seen is not None:
+                    macs, builder.link = seen
             else:               # a record of a flow seen elsewhere (NetFlow): not this packet's
-                flow_id = macs = None
+                flow_id = None
             try:
                 built = build(spec, txn, flow_id, macs)
             except Exception:

@@ -11,6 +11,7 @@ decoder's layer after the transport.
 """
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -170,3 +171,22 @@ def test_stacks_of_link_layer_variants_are_cuts_of_tsharks(variant: str, tmp_pat
     g.write_pcap(path, [(1.0, frame())], linktype=linktype)
     [doc] = [d for d in _check_packets(path) if d["event"]["dataset"] == "packet"]
     assert doc["network"].get("protocol_stack")
+
+
+def test_late_transactions_name_their_own_frames_link_layers(tmp_path: Path):
+    """A transaction emitted later (an unanswered DNS query at its timeout, found when
+    an unrelated frame moves packet time on) shows the link layers of its own frames,
+    not those of the frame that happened to trigger the timeout. The oracle is tshark's
+    `frame.protocols` of the query frame, cut after `dns`."""
+    query = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + b"\x03foo\x00\x00\x01\x00\x01"
+    tagged = g.ethernet(g.ipv4("10.0.0.1", "10.0.0.2", 17, g.udp("10.0.0.1", "10.0.0.2", 1000, 53, query)),
+                        vlans=g.qinq(100, 200))
+    untagged = g.ethernet(g.ipv4("10.9.0.1", "10.9.0.2", 1, g.icmp_echo(7, 1)),
+                          src="02:00:00:00:00:09", dst="02:00:00:00:00:0a")
+    path = tmp_path / "late.pcap"
+    g.write_pcap(path, [(1000.0, tagged), (1100.0, untagged)])
+    theirs = _tshark(path)[0]["frame.protocols"][0].removeprefix("frame:")
+    assert theirs.endswith(":dns") and ":vlan:" in theirs      # the oracle saw what was built
+    dns = [d for d in decode_file(path) if d["event"]["dataset"] == "dns"]
+    assert len(dns) == 1 and dns[0]["status"] != "OK"
+    assert dns[0]["network"]["protocol_stack"] == theirs
