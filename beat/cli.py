@@ -28,7 +28,7 @@ from wirebeat.processors import load_processors
 from wirebeat.processors.lookup import mapping_targets
 from wirebeat.report import ReportError, since_filter, write_report
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
-from wirebeat.runloop import Runner
+from wirebeat.runloop import PipeInput, Runner
 from wirebeat.sources.feed import SourceError
 from wirebeat.sources.live import LiveSource
 from wirebeat.sources.netflow import Listener, NetflowListener
@@ -293,7 +293,7 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
         # before the privilege drop; nothing else does.
         if user:
             lookup_user(user)
-        readers = [open_capture(path, stdin=sys.stdin.buffer) for path in args.files]
+        readers = [open_capture(path, stdin=PipeInput()) for path in args.files]
         clients = list(dict.fromkeys(config["wirebeat.sources.zmq.clients"] + args.zmq_clients))
         feeds = [ZMQSource(e, clients, config["wirebeat.sources.zmq.receive_hwm"],
                            config["wirebeat.sources.zmq.receive_buffer"],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import signal
 import socket
 import sys
@@ -85,6 +86,36 @@ class Progress:
             sys.stderr.flush()
 
 
+class PipeInput:
+    """Standard input for `-I -`.
+
+    A read returns what has arrived instead of waiting for a whole buffer, so
+    `tcpdump -U -w - | wirebeat run -I -` is decoded as the frames come. While
+    it waits for more, it hands over the documents already built (`idle`: a
+    pipeline's timed flush) and looks every WAIT_S whether a signal asked
+    wirebeat to stop (`stopping`), and then reads as the end of input: a
+    blocked read would otherwise hold a SIGTERM until the writer sends more.
+    The Runner sets both.
+    """
+
+    WAIT_S = 0.2
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self.stopping: Any = lambda: False
+        self.idle: Any = lambda: None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self, size: int) -> bytes:
+        while not self.stopping():
+            if select.select([self.fd], [], [], self.WAIT_S)[0]:
+                return os.read(self.fd, size)
+            self.idle()
+        return b""
+
+
 class Runner:
     def __init__(self, config: Config, engine: Engine, pipeline: Pipeline, stats: Stats,
                  builder: DocumentBuilder, readers: list[CaptureReader], live: list[LiveInput],
@@ -107,6 +138,10 @@ class Runner:
         stats.add_source(self.live_counters)
         self.file_frames: dict[str, int] = {}      # frames read per capture file
         self.file_damage: dict[str, int] = {}      # damaged records per capture file
+        for reader in readers:
+            if isinstance(reader.fh, PipeInput):
+                reader.fh.stopping = lambda: self.stop_signal is not None
+                reader.fh.idle = pipeline.maybe_flush
 
     # -- signals ---------------------------------------------------------------
 

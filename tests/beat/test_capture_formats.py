@@ -190,3 +190,38 @@ def test_orphan_reply_has_event_end_but_no_event_start(tmp_path: Path, decode):
     assert doc["status"] == "Error"
     assert "start" not in doc["event"] and "duration" not in doc["event"]
     assert doc["event"]["end"] == doc["@timestamp"] == "2023-11-14T22:13:20.124956Z"
+
+
+def test_stdin_pipe_is_decoded_as_it_arrives_and_sigterm_stops_a_waiting_read():
+    """`tcpdump -U -w - | wirebeat run -I -`: frames are decoded as they come (not once a
+    read buffer fills), and a SIGTERM while wirebeat waits for more input stops it at once,
+    cleanly, with what it had decoded delivered."""
+    import json
+    import select
+    import signal
+    import subprocess
+    import time
+    from conftest import ROOT, WIREBEAT
+    req, rep = _echo_pair()
+    proc = subprocess.Popen([*WIREBEAT, "run", "-I", "-", "--console", "-E", "wirebeat.flows.enabled=false"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        proc.stdin.write(g.pcap_header() + g.pcap_record(T0, g.ethernet(req)) + g.pcap_record(REPLY_NS, g.ethernet(rep)))
+        proc.stdin.flush()          # the pipe stays open: more could come
+        # The echo transaction comes before any end of input.
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "frames written to the pipe were not decoded while it stayed open"
+        assert json.loads(proc.stdout.readline())["event"]["dataset"] == "icmp"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        waited = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert waited < 5, f"SIGTERM took {waited:.1f} s to stop a read waiting on stdin"
+    assert b"error" not in err.lower(), err.decode()
+    assert b"1 file(s), 2 packets" in err, err.decode()
