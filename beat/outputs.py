@@ -318,6 +318,8 @@ class _Node:
         self.down_until = 0.0       # monotonic time of the next probe while down
         self.backoff = 0.0
         self.in_flight = 0          # bulk requests out to this node now
+        self.probe: threading.Thread | None = None     # a health probe running aside
+        self.probe_answer: bool | None = None           # its result, for the sending thread
 
     def close(self) -> None:
         self.client.close()
@@ -588,19 +590,30 @@ class ElasticsearchOutput:
     def _pick(self) -> _Node | None:
         """The up node with the fewest requests out, ties going round the list.
 
-        A down node whose backoff has run out is probed first and comes back
-        when it answers. None when every node is down.
+        A down node whose backoff has run out is probed and comes back when it
+        answers. While another node is up, the probe runs in a thread aside and
+        its answer is taken at a later pick: a node that accepts and never
+        answers must not hold delivery to the healthy ones for a probe timeout
+        every backoff. None when every node is down.
         """
         count = len(self.nodes)
         order = [self.nodes[(self.next_node + i) % count] for i in range(count)]
         self.next_node = (self.next_node + 1) % count
         now = time.monotonic()
+        others_up = any(not node.down for node in order)
         for node in order:
-            if node.down and node.down_until <= now:
-                if self._probe(node):
-                    self._node_up(node)
+            if not node.down:
+                continue
+            if node.probe_answer is not None:
+                answered, node.probe_answer, node.probe = node.probe_answer, None, None
+                self._probed(node, answered)
+            elif node.probe is None and node.down_until <= now:
+                if others_up:
+                    node.probe = threading.Thread(target=self._probe_aside, args=(node,), daemon=True,
+                                                  name="wirebeat-es-probe")
+                    node.probe.start()
                 else:
-                    self._node_failed(node, None)
+                    self._probed(node, self._probe(node, count=False))
         up = [node for node in order if not node.down]
         return min(up, key=lambda node: node.in_flight) if up else None
 
@@ -666,16 +679,28 @@ class ElasticsearchOutput:
                 rejected.append((doc_id, status, result.get("error")))
         return retry, rejected, busy, already
 
-    def _probe(self, node: _Node) -> bool:
+    def _probe(self, node: _Node, count: bool = True) -> bool:
         """Does the node answer at all? Any HTTP status counts; only silence does not."""
         try:
             node.probe_client.info()
         except ApiError:
             return True      # e.g. 405 from the minimal server, 401: it answered
         except Exception:    # refused, reset, timed out, TLS failure: no answer
-            self.probes_failed += 1
+            if count:
+                self.probes_failed += 1
             return False
         return True
+
+    def _probe_aside(self, node: _Node) -> None:
+        """A probe in its own thread; only the sending thread acts on (and counts) its answer."""
+        node.probe_answer = self._probe(node, count=False)
+
+    def _probed(self, node: _Node, answered: bool) -> None:
+        if answered:
+            self._node_up(node)
+        else:
+            self.probes_failed += 1
+            self._node_failed(node, None)
 
     def _wait_for_node(self, backoff_s: float, stopping: threading.Event) -> bool:
         """Wait up to backoff_s; True as soon as a node answers a probe. Raises OutputStopped."""

@@ -208,3 +208,39 @@ def test_a_node_that_accepts_and_never_answers_holds_neither_the_start_nor_deliv
         fwd.close()
         es.indices.delete(index=index, ignore_unavailable=True)
         es.options(ignore_status=404).indices.delete_index_template(name=index)
+
+
+def test_a_hung_node_among_healthy_ones_does_not_stall_delivery(es_url, tmp_path):
+    """Two hosts, one of which goes silent mid-run (accepts, never answers). Its probes
+    (5 s timeout, due every 0.05 s of backoff) run beside delivery to the healthy node: had
+    each one held the sending thread, the 100 bulk requests of this run would take over
+    100 s of probe timeouts. Every document is indexed once, and the run ends well before."""
+    es = Elasticsearch(es_url)
+    index = f"reliability-hungpeer-{uuid.uuid4().hex[:8]}"
+    host, port = es_url.split("//")[1].split(":")
+    fwd = Forwarder(host, int(port))
+    fwd.trip_after_bulks = 2
+    fwd.on_trip = fwd.hang
+    capture = tmp_path / "hungpeer.pcap"
+    pairs = 2000
+    g.write_pcap(capture, [p for seq in range(pairs) for p in _echo_pair(5, seq)])
+    args = ["-E", f"output.elasticsearch.hosts=[{es_url},{fwd.url}]", "-E", f"output.elasticsearch.index={index}",
+            "-E", "output.elasticsearch.bulk_max_size=20", "-E", "queue.mem.flush.min_events=20",
+            "-E", "output.elasticsearch.backoff.init=0.05s", "-E", "output.elasticsearch.backoff.max=0.05s",
+            "-E", "output.elasticsearch.health_probe.timeout=5s",
+            "-E", "output.elasticsearch.health_probe.interval=0.2s"]
+    started = time.monotonic()
+    wb = Wirebeat("-E", FLOWS_OFF, "-I", str(capture), *args, http=False)
+    try:
+        assert wb.proc.wait(100) == 0, wb.stderr_text()
+        took = time.monotonic() - started
+        assert fwd.mode == "hang", "the second node never went silent: the test did not test"
+        assert f"{pairs} acknowledged, 0 failed" in wb.stderr_text(), wb.stderr_text()
+        ids = _ids(es, index)
+        assert len(ids) == len(set(ids)) == pairs
+        assert took < 30, f"delivery to the healthy node waited on the hung one's probes ({took:.0f} s)"
+    finally:
+        wb.kill()
+        fwd.close()
+        es.indices.delete(index=index, ignore_unavailable=True)
+        es.options(ignore_status=404).indices.delete_index_template(name=index)
