@@ -35,7 +35,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <arpa/inet.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -64,21 +63,21 @@ static inline int is_shim(unsigned t) { return t == 0x8847 || t == 0x8848 || t =
 
 static void sha1_block(uint32_t h[5], const unsigned char *b)
 {
-    uint32_t w[80], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], t;
+    /* The message schedule is kept as 16 words, each computed in the round that
+     * uses it (a 80-word array made GCC vectorise it into store-forwarding stalls). */
+    uint32_t w[16], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], t, x;
     int i;
     for (i = 0; i < 16; i++)
         w[i] = ((uint32_t)b[4 * i] << 24) | ((uint32_t)b[4 * i + 1] << 16) | ((uint32_t)b[4 * i + 2] << 8) | b[4 * i + 3];
-    for (; i < 80; i++)
-        w[i] = ROL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    for (i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) { f = (bb & c) | (~bb & d); k = 0x5A827999; }
-        else if (i < 40) { f = bb ^ c ^ d; k = 0x6ED9EBA1; }
-        else if (i < 60) { f = (bb & c) | (bb & d) | (c & d); k = 0x8F1BBCDC; }
-        else { f = bb ^ c ^ d; k = 0xCA62C1D6; }
-        t = ROL(a, 5) + f + e + k + w[i];
-        e = d; d = c; c = ROL(bb, 30); bb = a; a = t;
-    }
+#define W(i) ((i) < 16 ? w[(i)] : (x = w[((i) + 13) & 15] ^ w[((i) + 8) & 15] ^ w[((i) + 2) & 15] ^ w[(i) & 15], \
+                                   w[(i) & 15] = ROL(x, 1)))
+#define ROUND(f, k) do { t = ROL(a, 5) + (f) + e + (k) + W(i); e = d; d = c; c = ROL(bb, 30); bb = a; a = t; } while (0)
+    for (i = 0; i < 20; i++) ROUND((bb & c) | (~bb & d), 0x5A827999);
+    for (; i < 40; i++) ROUND(bb ^ c ^ d, 0x6ED9EBA1);
+    for (; i < 60; i++) ROUND((bb & c) | (bb & d) | (c & d), 0x8F1BBCDC);
+    for (; i < 80; i++) ROUND(bb ^ c ^ d, 0xCA62C1D6);
+#undef ROUND
+#undef W
     h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e;
 }
 
@@ -280,16 +279,108 @@ static inline void put_mac(out_t *o, const unsigned char *m)
     }
     *o->p++ = '"';
 }
+static inline void put_dotted(out_t *o, const unsigned char *a)
+{
+    for (int i = 0; i < 4; i++) {
+        if (i) *o->p++ = '.';
+        unsigned v = a[i];
+        if (v >= 100) *o->p++ = (char)('0' + v / 100);
+        if (v >= 10) *o->p++ = (char)('0' + v / 10 % 10);
+        *o->p++ = (char)('0' + v % 10);
+    }
+}
+
+/* An address as text, exactly as inet_ntop (so socket.inet_ntop, ip.ip_text) writes it:
+ * IPv6 per RFC 5952 with glibc's rules (the first longest run of two or more zero
+ * groups becomes "::"; ::a.b.c.d and ::ffff:a.b.c.d end in dotted IPv4), without
+ * its sprintf per group. */
 static inline void put_ip(out_t *o, const unsigned char *a, int alen)
 {
-    char text[INET6_ADDRSTRLEN];
-    inet_ntop(alen == 16 ? AF_INET6 : AF_INET, a, text, sizeof text);
     *o->p++ = '"';
-    put(o, text, strlen(text));
+    if (alen == 4) put_dotted(o, a);
+    else {
+        unsigned w[8];
+        int best = -1, best_len = 0, cur = -1, cur_len = 0, i;
+        for (i = 0; i < 8; i++) {
+            w[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
+            if (w[i] == 0) {
+                if (cur < 0) { cur = i; cur_len = 1; } else cur_len++;
+            } else if (cur >= 0) {
+                if (cur_len > best_len) { best = cur; best_len = cur_len; }
+                cur = -1;
+            }
+        }
+        if (cur >= 0 && cur_len > best_len) { best = cur; best_len = cur_len; }
+        if (best_len < 2) best = -1;
+        for (i = 0; i < 8; i++) {
+            if (best >= 0 && i >= best && i < best + best_len) {
+                if (i == best) *o->p++ = ':';
+                continue;
+            }
+            if (i) *o->p++ = ':';
+            if (i == 6 && best == 0 && (best_len == 6 || (best_len == 7 && w[7] != 0x0001)
+                                        || (best_len == 5 && w[5] == 0xffff))) {
+                put_dotted(o, a + 12);
+                break;
+            }
+            unsigned v = w[i];
+            int started = 0;
+            for (int shift = 12; shift >= 0; shift -= 4) {
+                unsigned nib = (v >> shift) & 15;
+                if (nib || started || shift == 0) { *o->p++ = "0123456789abcdef"[nib]; started = 1; }
+            }
+        }
+        if (best >= 0 && best + best_len == 8) *o->p++ = ':';
+    }
     *o->p++ = '"';
 }
 
-#define OUT_FIXED 1024      /* everything but the caller's pre-serialised pieces fits in this */
+/* "YYYY-MM-DDTHH:MM:SS" of a second since the epoch (UTC, proleptic Gregorian), as
+ * time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) writes it for 0 <= s < 8e9.
+ * The last second's text is kept: frames come many per second. */
+static long long cached_second = -1;
+static char cached_text[19];
+
+static void put_second(out_t *o, long long s)
+{
+    if (s != cached_second) {
+        long long days = s / 86400, rem = s % 86400;
+        /* civil date from days since 1970-01-01 (400-year eras, years starting in March) */
+        long long z = days + 719468, era = z / 146097;
+        long long doe = z - era * 146097;
+        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        long long mp = (5 * doy + 2) / 153;
+        int day = (int)(doy - (153 * mp + 2) / 5 + 1);
+        int month = (int)(mp < 10 ? mp + 3 : mp - 9);
+        long long year = yoe + era * 400 + (month <= 2);
+        int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
+        char *t = cached_text;
+        t[0] = (char)('0' + year / 1000 % 10); t[1] = (char)('0' + year / 100 % 10);
+        t[2] = (char)('0' + year / 10 % 10); t[3] = (char)('0' + year % 10); t[4] = '-';
+        t[5] = (char)('0' + month / 10); t[6] = (char)('0' + month % 10); t[7] = '-';
+        t[8] = (char)('0' + day / 10); t[9] = (char)('0' + day % 10); t[10] = 'T';
+        t[11] = (char)('0' + hh / 10); t[12] = (char)('0' + hh % 10); t[13] = ':';
+        t[14] = (char)('0' + mm / 10); t[15] = (char)('0' + mm % 10); t[16] = ':';
+        t[17] = (char)('0' + ss / 10); t[18] = (char)('0' + ss % 10);
+        cached_second = s;
+    }
+    memcpy(o->p, cached_text, 19);
+    o->p += 19;
+}
+
+/* lower-case hex without leading zeros, as Python's f"{v:x}"; returns the length */
+static int put_hex(char *p, unsigned long long v)
+{
+    char tmp[16]; int n = 0, len;
+    do { tmp[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+    len = n;
+    while (n) *p++ = tmp[--n];
+    return len;
+}
+
+#define OUT_FIXED 1024
+#define OUT_BUF 8192      /* everything but the caller's pre-serialised pieces fits in this */
 
 static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -361,23 +452,21 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     if (app_max > 64) Py_RETURN_NONE;       /* the stack buffer's bound; no tshark name is this long */
     bound += app_max;
-    PyObject *res = PyBytes_FromStringAndSize(NULL, bound);
-    if (!res) return NULL;
-    out_t o = {PyBytes_AS_STRING(res), PyBytes_AS_STRING(res) + bound};
+    char buf[OUT_BUF];
+    if (bound > OUT_BUF) Py_RETURN_NONE;    /* huge agent / capture names: the Python path */
+    out_t o = {buf, buf + bound};
 
     /* @timestamp: decoders/api.py iso_time */
     double secf = floor(ts);
     long long seconds = (long long)secf;
     long long micros = (long long)nearbyint((ts - (double)seconds) * 1e6);
     if (micros >= 1000000) { seconds += 1; micros -= 1000000; }
-    time_t tt = (time_t)seconds;
-    struct tm tm;
-    if (!gmtime_r(&tt, &tm)) { Py_DECREF(res); Py_RETURN_NONE; }
-    char stamp[64];
-    int sl = snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, micros);
     PUTS(&o, "{\"@timestamp\":\"");
-    put(&o, stamp, sl);
+    put_second(&o, seconds);
+    *o.p++ = '.';
+    for (int i = 5; i >= 0; i--) { o.p[i] = (char)('0' + micros % 10); micros /= 10; }
+    o.p += 6;
+    *o.p++ = 'Z';
     PUTS(&o, "\",\"type\":\"packet\",\"event\":");
     put(&o, PyBytes_AS_STRING(event), ev_len);
     PUTS(&o, ",\"network\":{\"bytes\":");
@@ -411,7 +500,7 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
             int proto = w.proto;
             const char *transport = proto == 6 ? "tcp" : proto == 17 ? "udp" : proto == 1 ? "icmp"
                                     : proto == 58 ? "ipv6-icmp" : NULL;
-            if (proto == 47 && tunnels) { Py_DECREF(res); Py_RETURN_NONE; }    /* GRE: peeled per packet */
+            if (proto == 47 && tunnels) { Py_RETURN_NONE; }    /* GRE: peeled per packet */
             if (transport && head >= 4) {
                 PUTS(&o, ",\"transport\":\"");
                 put(&o, transport, strlen(transport));
@@ -420,13 +509,12 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
                     sport = u16(h); dport = u16(h + 2); have_ports = 1;
                     if (proto == 6) STACK("tcp");
                     else {
-                        if (tunnels && (dport == 4789 || dport == 6081)) { Py_DECREF(res); Py_RETURN_NONE; }
+                        if (tunnels && (dport == 4789 || dport == 6081)) { Py_RETURN_NONE; }
                         STACK("udp");
                         const unsigned char *table = (const unsigned char *)PyBytes_AS_STRING(ports);
                         int app = table[dport] ? table[dport] : table[sport];
                         if (app) {
                             if (app >= PyTuple_GET_SIZE(apps)) {
-                                Py_DECREF(res);
                                 PyErr_SetString(PyExc_ValueError, "packet_doc: port table index out of range");
                                 return NULL;
                             }
@@ -487,11 +575,16 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
     *o.p++ = ',';
     put(&o, PyBytes_AS_STRING(tail), tail_len);
     *o.p++ = '}';
-    if (_PyBytes_Resize(&res, o.p - PyBytes_AS_STRING(res)) < 0) return NULL;
+    PyObject *res = PyBytes_FromStringAndSize(buf, o.p - buf);
+    if (!res) return NULL;
 
     /* _id: f"{prefix}-{round(ts * 1e6):x}-{n:x}" */
     char idtail[64];
-    int il = snprintf(idtail, sizeof idtail, "-%llx-%llx", (unsigned long long)nearbyint(ts * 1e6), n);
+    int il = 0;
+    idtail[il++] = '-';
+    il += put_hex(idtail + il, (unsigned long long)nearbyint(ts * 1e6));
+    idtail[il++] = '-';
+    il += put_hex(idtail + il, n);
     PyObject *tailstr = PyUnicode_FromStringAndSize(idtail, il);
     if (!tailstr) { Py_DECREF(res); return NULL; }
     PyObject *doc_id = PyUnicode_Concat(args[4], tailstr);
