@@ -25,6 +25,7 @@ from hypothesis import given, settings, strategies as st
 
 import pcapgen as g
 import tunnelgen as tg
+from running import CONSOLE_WITH_IDS
 from wirebeat import packets
 from wirebeat.document import DocumentBuilder, community_id_packed
 from wirebeat.link import locate_network
@@ -244,15 +245,6 @@ def test_pure_python_switch_turns_the_extension_off():
 
 
 # The CLI end to end: console output of the accelerated and pure-Python runs, flows on and off.
-CHILD = """
-import sys, orjson, wirebeat.outputs as o
-def send(self, batch, stopping):
-    self.stream.write(b"".join(orjson.dumps([i, d]) + b"\\n" for i, d in batch))
-    return 0
-o.ConsoleOutput.send = send
-from wirebeat.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +261,7 @@ def test_cli_output_is_identical(mixed, flows):
     outputs = []
     for pure in ("0", "1"):
         proc = subprocess.run(
-            [sys.executable, "-c", CHILD, "run", "-I", str(mixed), "--console", "-E", "logging.level=warning",
+            [sys.executable, "-c", CONSOLE_WITH_IDS, "run", "-I", str(mixed), "--console", "-E", "logging.level=warning",
              "-E", "wirebeat.packets.enabled=true", "-E", f"wirebeat.flows.enabled={flows}"],
             env={**os.environ, "WIREBEAT_PURE_PYTHON": pure}, capture_output=True, check=True, cwd=ROOT)
         outputs.append(sorted(proc.stdout.splitlines()))
