@@ -21,9 +21,19 @@ built as a dict (the one general path) and serialised; its JSON, split
 around those two values, is kept as a template, and later frames are written
 by filling the template in: no dicts, and no serialisation in the output
 thread (the bytes go out as an `orjson.Fragment`).
+
+C accelerator: when the optional extension `wirebeat._speedups`
+(beat/_speedups.c) is built and the fast path above applies, every frame's
+document (first frames of flows included) is written by its `packet_doc` in
+one call: header walk, address text, Community ID and JSON, byte for byte what
+the general path below writes (tests/beat/test_speedups.py compares them). It
+returns None for what it does not cover (tunnels to peel, MPLS/PPPoE, frames
+the link layer rejects), and those frames take the Python path.
+`WIREBEAT_PURE_PYTHON=1` in the environment turns the extension off.
 """
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from functools import lru_cache
@@ -42,7 +52,16 @@ from wirebeat.link import locate_network
 from wirebeat.stack import TRANSPORT_LAYERS, link_layers
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 
-__all__ = ["PacketDocuments"]
+__all__ = ["ACCELERATED", "PacketDocuments"]
+
+if os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0"):
+    _speedups = None
+else:
+    try:
+        from wirebeat import _speedups
+    except ImportError:     # built without a C compiler: the pure-Python path does it all
+        _speedups = None
+ACCELERATED = _speedups is not None
 
 _IP_PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp"}
 _Fragment = orjson.Fragment
@@ -87,6 +106,7 @@ class PacketDocuments:
                                           or builder.fields_under_root)
         # (flow key, MACs, source) -> (JSON between the timestamp and network.bytes, JSON after it)
         self.templates: dict[tuple, tuple[bytes, bytes]] = {}
+        self.fast, self.fast_ctx = _accelerator(builder, udp_layers, tunnels) if self.raw_json else (None, None)
         self.published = 0
         self.dropped = 0
 
@@ -97,9 +117,16 @@ class PacketDocuments:
         seen = self.sources.get(source)
         if seen is None:
             prefix = hashlib.blake2b(id_source(source).encode(), digest_size=9).hexdigest()
-            seen = self.sources[source] = [0, prefix]
+            seen = self.sources[source] = [0, prefix,
+                                           orjson.dumps({"capture": capture_fields(source)})[1:-1]]
         n = seen[0]
         seen[0] = n + 1
+        if self.fast is not None:
+            made = self.fast(ts, linktype, data, seen[2], seen[1], n, self.fast_ctx)
+            if made is not None:
+                self.published += 1
+                self.publish(made[0], _Fragment(made[1]))
+                return
         template_key = None
         if (self.raw_json and located.__class__ is tuple and linktype == LINKTYPE_ETHERNET
                 and not located[2] and (located[0] == ETHERTYPE_IPV4 or located[0] == ETHERTYPE_IPV6)):
@@ -272,6 +299,25 @@ class PacketDocuments:
                                                       addresses[half:], dport)
         tunnel = proto == 17 and head[2:4] in TUNNEL_PORTS
         return ":".join(layers), network, src, dst, tunnel
+
+
+def _accelerator(builder: DocumentBuilder, udp_layers: dict[int, str],
+                 tunnels: bool) -> tuple[Callable | None, tuple | None]:
+    """The C `packet_doc` and its constant arguments, or (None, None) without the extension
+    (or with a decoder layer name the C code would have to escape in JSON)."""
+    if _speedups is None or len(set(udp_layers.values())) > 254:
+        return None, None
+    names = sorted(set(udp_layers.values()))
+    if any(not n.isascii() or orjson.dumps(n) != b'"%s"' % n.encode() for n in names):
+        return None, None
+    index = {name: i + 1 for i, name in enumerate(names)}
+    table = bytearray(65536)
+    for port, name in udp_layers.items():
+        if 0 <= port < 65536:
+            table[port] = index[name]
+    agent = orjson.dumps({"agent": builder.agent, "ecs": builder.ecs})[1:-1]
+    return _speedups.packet_doc, (bool(tunnels), bytes(table), (b"", *(n.encode() for n in names)),
+                                  orjson.dumps(_EVENT), agent)
 
 
 def _flow_key(data: bytes, offset: int, ipv6: bool) -> tuple[tuple, int] | None:

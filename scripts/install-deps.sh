@@ -15,6 +15,7 @@ packages=(
   softflowd       # a real NetFlow v5/v9/IPFIX exporter (tests, pcaps/netflow)
   nfdump          # nfcapd + nfdump: the independent NetFlow oracle
   libpcap-dev     # python-libpcap builds against it
+  gcc             # compiles the optional C accelerator wirebeat._speedups (beat/_speedups.c)
   maven           # fetches the Elasticsearch server archive from Maven Central
   systemd         # systemd-analyze verifies the units in deploy/systemd
   curl

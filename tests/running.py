@@ -152,3 +152,16 @@ class Wirebeat:
         lines = [line for line in self.stderr_text().splitlines() if line.startswith("wirebeat: ")]
         assert lines, self.stderr_text()
         return lines[-1]
+
+
+# `wirebeat run` whose console lines are [_id, document]: run as
+# [sys.executable, "-c", CONSOLE_WITH_IDS, "run", ...] to compare outputs with their _ids.
+CONSOLE_WITH_IDS = """
+import sys, orjson, wirebeat.outputs as o
+def send(self, batch, stopping):
+    self.stream.write(b"".join(orjson.dumps([i, d]) + b"\\n" for i, d in batch))
+    return 0
+o.ConsoleOutput.send = send
+from wirebeat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""

@@ -15,6 +15,7 @@ import pytest
 
 from wirebeat.document import DocumentBuilder
 from wirebeat.outputs import ConsoleOutput, FileOutput
+from wirebeat import packets
 from wirebeat.packets import PacketDocuments
 from wirebeat.registry import discover
 from wirebeat.sources.pcapfile import open_capture
@@ -23,6 +24,13 @@ from wirebeat.testing import ListOutput, make_engine
 ROOT = Path(__file__).resolve().parent.parent.parent
 CAPTURES = sorted((ROOT / "pcaps").glob("**/*.pcap*"))
 SPECS = [r.spec for r in discover()]
+
+
+@pytest.fixture(autouse=True)
+def _pure_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These are the Python templates' tests: the C accelerator, which would write these
+    documents instead, is compared with that path in tests/beat/test_speedups.py."""
+    monkeypatch.setattr(packets, "_speedups", None)
 
 
 class JSONOutput(ListOutput):

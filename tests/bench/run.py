@@ -7,7 +7,9 @@ then times, in the same run on the same file:
 - `wirebeat run -I FILE --console > /dev/null`: packets/s, documents/s and
   peak RSS (the kernel's high-water mark, from wirebeat's summary line);
 - `tshark -r FILE -T ek > /dev/null`: packets/s, and the ratio;
-- per-packet documents (`wirebeat.packets.enabled`, decoders off, then on),
+- per-packet documents (`wirebeat.packets.enabled`, decoders off, then on), with
+  the C accelerator and pure Python (`WIREBEAT_PURE_PYTHON=1`), flows off and on,
+  on the mixed and the realistic capture (`--only-packets` runs just that),
   the same job as `tshark -T ek`, against that tshark run.
 
 An HTTP-heavy capture (web connections only) is timed the same way, in
@@ -58,10 +60,13 @@ def generate_realistic(packets: int) -> Path:
     return path
 
 
-def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None) -> tuple[float, str]:
+def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None,
+               extra_env: dict[str, str] | None = None) -> tuple[float, str]:
     """Wall time and stderr of one child; its stdout is discarded. `tree`: run that
     exported `wirebeat` package (see `export_base`) instead of the installed one."""
-    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    env = None if tree is None and not extra_env else {**os.environ, **(extra_env or {})}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
@@ -75,10 +80,11 @@ def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None) -> tuple[flo
     return elapsed, proc.stderr.decode()
 
 
-def bench_wirebeat(path: Path, extra: list[str], tree: Path | None = None) -> dict[str, float]:
+def bench_wirebeat(path: Path, extra: list[str], tree: Path | None = None,
+                   env: dict[str, str] | None = None) -> dict[str, float]:
     cmd = [sys.executable, "-m", "wirebeat.cli", "run", "-I", str(path), "--console",
            "-E", "logging.level=warning", *extra]
-    elapsed, err = _run_child(cmd, ROOT, tree)
+    elapsed, err = _run_child(cmd, ROOT, tree, env)
     m = re.search(r"(\d+) packets, (\d+) documents .* peak RSS (\d+) MiB", err)
     if not m:
         raise SystemExit(f"no summary line from wirebeat:\n{err[-2000:]}")
@@ -181,7 +187,49 @@ def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
         print("tshark not found: install it (scripts/install-deps.sh)", file=sys.stderr)
         return None
     elapsed, _ = _run_child([tshark, "-n", "-r", str(path), "-T", "ek"], ROOT)
-    return {"seconds": elapsed, "packets_per_s": packets / elapsed}
+    return {"seconds": elapsed, "packets_per_s": packets / elapsed, "cpu_s": _run_child.last_tree_cpu_s}
+
+
+PER_PACKET_ONLY = ["-E", "wirebeat.packets.enabled=true",
+                   *[a for d in ("dhcpv4", "dns", "http", "icmp", "rtp", "sip")
+                     for a in ("-E", f"wirebeat.protocols.{d}.enabled=false")]]
+
+
+def bench_packets(paths: list[Path], repeat: int) -> None:
+    """Per-packet documents (decoders off), the job `tshark -T ek` does: the C accelerator
+    (wirebeat._speedups) and the pure-Python path (WIREBEAT_PURE_PYTHON=1), flows off and
+    on, alternating in each round with `tshark -T ek` on the same file; the least CPU
+    time of each over `repeat` rounds. CPU time (user+sys of the child, process start
+    and imports included) is what one core can do; wall time follows the host's load."""
+    variants = [(f"{path_name}, flows {flows}", flows, pure)
+                for flows in ("off", "on") for path_name, pure in (("C", "0"), ("pure Python", "1"))]
+    for path in paths:
+        cpu: dict[str, float] = {}
+        packets = 0
+        # Start-up (imports, config, threads): the same run on the capture's header alone.
+        empty = OUT / f"empty-{path.name}"
+        with open(path, "rb") as f:
+            empty.write_bytes(f.read(24))
+        for _ in range(repeat):
+            r = bench_wirebeat(empty, [*PER_PACKET_ONLY, "-E", "wirebeat.flows.enabled=false"])
+            cpu["start-up"] = min(cpu.get("start-up", float("inf")), r["tree_cpu_s"])
+            for name, flows, pure in variants:
+                r = bench_wirebeat(path, [*PER_PACKET_ONLY, "-E", f"wirebeat.flows.enabled={flows == 'on'}".lower()],
+                                   env={"WIREBEAT_PURE_PYTHON": pure})
+                packets = r["packets"]
+                cpu[name] = min(cpu.get(name, float("inf")), r["tree_cpu_s"])
+            ts = bench_tshark(path, packets)
+            if ts:
+                cpu["tshark"] = min(cpu.get("tshark", float("inf")), ts["cpu_s"])
+        tshark_rate = packets / cpu["tshark"] if "tshark" in cpu else None
+        for name, _flows, _pure in variants:
+            rate = packets / cpu[name]
+            versus = f", {rate / tshark_rate:.1f}x tshark -T ek (target 25x)" if tshark_rate else ""
+            print(f"per-packet documents {path.name}, {name}: {rate:,.0f} packets per CPU second "
+                  f"({cpu[name]:.2f} s){versus}; {packets / (cpu[name] - cpu['start-up']):,.0f} "
+                  f"without the start-up's {cpu['start-up']:.2f} s")
+        if tshark_rate:
+            print(f"tshark -T ek {path.name}: {tshark_rate:,.0f} packets per CPU second ({cpu['tshark']:.2f} s)")
 
 
 def bench_detection(web: Path, rounds: int = 3) -> None:
@@ -221,6 +269,9 @@ def main() -> int:
                         "revision's code, alternating with this tree's (before/after a change)")
     parser.add_argument("--only-realistic", action="store_true",
                         help="time only the realistic capture, flows on and off")
+    parser.add_argument("--only-packets", action="store_true",
+                        help="only time per-packet documents (C and pure Python, flows off and on, "
+                        "against tshark -T ek) on the mixed and realistic captures")
     parser.add_argument("--workers", metavar="N,N,...",
                         help="only time the realistic and mixed captures with these worker counts "
                         "(e.g. 1,2,4), alternating, best of --repeat")
@@ -228,6 +279,10 @@ def main() -> int:
     if args.workers:
         bench_workers([generate_realistic(args.packets), generate(min(args.packets, 100_000))],
                       [int(n) for n in args.workers.split(",")], args.repeat)
+        return 0
+    if args.only_packets:
+        bench_packets([generate(min(args.packets, 100_000)), generate_realistic(min(args.packets, 100_000))],
+                      args.repeat)
         return 0
     if args.detection_only:
         bench_detection(generate(args.packets // 5, "http"))
@@ -259,18 +314,12 @@ def main() -> int:
             print(f"tshark -T ek: {ts['seconds']:.2f} s = {ts['packets_per_s']:,.0f} packets/s; "
                   f"wirebeat is {wb['packets_per_s'] / ts['packets_per_s']:.1f}x faster")
 
-    # Per-packet documents: the job `tshark -T ek` does, timed against it on the same capture.
-    decoders = ["dhcpv4", "dns", "http", "icmp", "rtp", "sip"]
-    only_packets = ["-E", "wirebeat.packets.enabled=true",
-                    *[a for d in decoders for a in ("-E", f"wirebeat.protocols.{d}.enabled=false")]]
-    wb_pkt = bench_wirebeat(big, only_packets)
+    # Per-packet documents: the job `tshark -T ek` does, timed against it on the same captures.
     wb_pkt_all = bench_wirebeat(big, ["-E", "wirebeat.packets.enabled=true"])
-    print(f"wirebeat per-packet documents only: {wb_pkt['packets_per_s']:,.0f} packets/s "
-          f"({wb_pkt['documents']} documents); with every decoder as well: "
-          f"{wb_pkt_all['packets_per_s']:,.0f} packets/s")
-    if not args.skip_tshark and ts:
-        print(f"per-packet documents vs tshark -T ek: {wb_pkt['packets_per_s'] / ts['packets_per_s']:.1f}x "
-              f"(target 25x)")
+    print(f"wirebeat per-packet documents with every decoder as well: "
+          f"{wb_pkt_all['packets_per_s']:,.0f} packets/s ({wb_pkt_all['documents']} documents)")
+    if not args.skip_tshark:
+        bench_packets([big, generate_realistic(args.packets)], args.repeat)
 
     # HTTP-heavy: 8-packet connections, one transaction each.
     web = generate(args.packets // 5, "http")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import pcapgen as g  # noqa: E402
 from wirebeat.registry import discover  # noqa: E402
-from wirebeat.testing import make_engine  # noqa: E402
+from wirebeat.testing import ListOutput, make_engine  # noqa: E402
 
 __all__ = ["LINKTYPES", "Target", "decoder_input", "engine_input", "targets"]
 
@@ -34,6 +34,13 @@ LINKTYPES = (g.LINKTYPE_ETHERNET, g.LINKTYPE_LINUX_SLL, 101, 228, 0)   # etherne
 CLIENT, SERVER = "10.99.0.1", "10.99.0.2"
 CLIENT_PORT = 40000
 _sources = itertools.count()
+
+
+class _RawJSONOutput(ListOutput):
+    """Takes pre-serialised documents, as the console output does: the engine target then
+    runs per-packet documents on their fast path (wirebeat._speedups.packet_doc)."""
+
+    accepts_fragments = True
 
 
 class Target:
@@ -45,7 +52,11 @@ class Target:
         if decoder is not None:
             specs = [s for s in specs if s.name == decoder]
         self.spec = specs[0] if decoder is not None else None
-        self.engine, self.pipeline, self.output, self.stats = make_engine(specs, strict=True)
+        if decoder is None:     # per-packet documents too, through the C accelerator when built
+            self.engine, self.pipeline, self.output, self.stats = make_engine(
+                specs, strict=True, overrides={"wirebeat.packets.enabled": True}, output=_RawJSONOutput())
+        else:
+            self.engine, self.pipeline, self.output, self.stats = make_engine(specs, strict=True)
         self.inputs = 0
 
     def __call__(self, data: bytes) -> None:

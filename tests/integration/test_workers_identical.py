@@ -19,19 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from running import CONSOLE_WITH_IDS
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tests" / "bench"
 
 # The real command line, with console lines written as [_id, document].
-CHILD = """
-import sys, orjson, wirebeat.outputs as o
-def send(self, batch, stopping):
-    self.stream.write(b"".join(orjson.dumps([i, d]) + b"\\n" for i, d in batch))
-    return 0
-o.ConsoleOutput.send = send
-from wirebeat.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+CHILD = CONSOLE_WITH_IDS
 
 
 def documents(files: list[Path], workers: int, *extra: str) -> list[bytes]:

@@ -1,0 +1,630 @@
+/* wirebeat._speedups: optional C accelerator for the per-packet path.
+ *
+ * Plain CPython C API (no Cython: one file, no build dependency beyond a C
+ * compiler and the Python headers). Everything here has a pure-Python twin
+ * that stays the reference: beat/packets.py (PacketDocuments, _flow_key),
+ * beat/link.py (locate_network), beat/stack.py (link_layers) and
+ * beat/document.py (community_id_packed). tests/beat/test_speedups.py proves
+ * both paths write byte-identical documents; WIREBEAT_PURE_PYTHON=1 turns
+ * this module off.
+ *
+ * Every read of frame bytes is bounds-checked against the captured length.
+ * What this code does not cover (tunnels to peel, MPLS/PPPoE shims, frames
+ * the link layer rejects, times outside 1970..2255) makes it return None, and
+ * the caller takes the pure-Python path for that frame.
+ *
+ * Entry points:
+ *   header_walk(linktype, data) -> None | (ethertype, net_offset, vlans,
+ *       proto, src, dst, transport_offset)
+ *     The link / VLAN / IP header walk. None when the link layer rejects the
+ *     frame (locate_network would return a reason string). ethertype,
+ *     net_offset and vlans (tuple of VLAN ids, outer first) are what
+ *     locate_network returns. For IPv4/IPv6 with a whole fixed header: proto
+ *     is the IP protocol (IPv6: the first next-header, no extension walk), -1
+ *     for an IPv4 fragment or a bad IHL; src/dst are the packed addresses;
+ *     transport_offset is where the transport header starts (it may be past
+ *     the captured bytes). Otherwise proto is -1, src/dst are None and
+ *     transport_offset is 0.
+ *   packet_doc(ts, linktype, data, capture_json, id_prefix, n, ctx)
+ *       -> None | (doc_id, json_bytes)
+ *     The whole per-packet document as PacketDocuments' general path builds
+ *     it and orjson serialises it. ctx = (tunnels, port_table, app_names,
+ *     event_json, tail_json): port_table is 65536 bytes, an index into
+ *     app_names (0: no decoder layer) per UDP port; tail_json is
+ *     `"agent":{...},"ecs":{...}` as orjson writes it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define LT_NULL 0
+#define LT_ETHERNET 1
+#define LT_RAW 101
+#define LT_LOOP 108
+#define LT_SLL 113
+#define LT_SLL2 276
+#define LT_IPV4 228
+#define LT_IPV6 229
+#define ET_IPV4 0x0800
+#define ET_IPV6 0x86DD
+#define ET_ARP 0x0806
+#define MAX_VLAN_TAGS 4
+
+static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
+static inline int is_tpid(unsigned t) { return t == 0x8100 || t == 0x88A8 || t == 0x9100 || t == 0x9200; }
+static inline int is_shim(unsigned t) { return t == 0x8847 || t == 0x8848 || t == 0x8864; }
+
+/* ---- SHA-1 (FIPS 180-4), for Community ID ---------------------------------- */
+
+#define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void sha1_block(uint32_t h[5], const unsigned char *b)
+{
+    /* The message schedule is kept as 16 words, each computed in the round that
+     * uses it (a 80-word array made GCC vectorise it into store-forwarding stalls). */
+    uint32_t w[16], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], t, x;
+    int i;
+    for (i = 0; i < 16; i++)
+        w[i] = ((uint32_t)b[4 * i] << 24) | ((uint32_t)b[4 * i + 1] << 16) | ((uint32_t)b[4 * i + 2] << 8) | b[4 * i + 3];
+#define W(i) ((i) < 16 ? w[(i)] : (x = w[((i) + 13) & 15] ^ w[((i) + 8) & 15] ^ w[((i) + 2) & 15] ^ w[(i) & 15], \
+                                   w[(i) & 15] = ROL(x, 1)))
+#define ROUND(f, k) do { t = ROL(a, 5) + (f) + e + (k) + W(i); e = d; d = c; c = ROL(bb, 30); bb = a; a = t; } while (0)
+    for (i = 0; i < 20; i++) ROUND((bb & c) | (~bb & d), 0x5A827999);
+    for (; i < 40; i++) ROUND(bb ^ c ^ d, 0x6ED9EBA1);
+    for (; i < 60; i++) ROUND((bb & c) | (bb & d) | (c & d), 0x8F1BBCDC);
+    for (; i < 80; i++) ROUND(bb ^ c ^ d, 0xCA62C1D6);
+#undef ROUND
+#undef W
+    h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e;
+}
+
+/* SHA-1 of a message of at most 119 bytes (two blocks after padding). */
+static void sha1_short(const unsigned char *msg, size_t len, unsigned char out[20])
+{
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    unsigned char buf[128];
+    size_t total = len + 9 <= 64 ? 64 : 128, i;
+    uint64_t bits = (uint64_t)len * 8;
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, msg, len);
+    buf[len] = 0x80;
+    for (i = 0; i < 8; i++)
+        buf[total - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (i = 0; i < total; i += 64)
+        sha1_block(h, buf + i);
+    for (i = 0; i < 5; i++) {
+        out[4 * i] = (unsigned char)(h[i] >> 24); out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(h[i] >> 8); out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Community ID v1, seed 0: "1:" + base64(sha1(...)), 30 characters written to out. */
+static int icmp_peer(int v6, int type)
+{
+    if (!v6) {
+        switch (type) {
+        case 8: return 0; case 0: return 8; case 13: return 14; case 14: return 13;
+        case 15: return 16; case 16: return 15; case 10: return 9; case 9: return 10;
+        case 17: return 18; case 18: return 17;
+        }
+    } else {
+        switch (type) {
+        case 128: return 129; case 129: return 128; case 130: return 131; case 131: return 130;
+        case 133: return 134; case 134: return 133; case 135: return 136; case 136: return 135;
+        case 139: return 140; case 140: return 139; case 144: return 145; case 145: return 144;
+        }
+    }
+    return -1;
+}
+
+static void community_id(int proto, const unsigned char *saddr, const unsigned char *daddr, int alen,
+                         int sport, int dport, char *out)
+{
+    unsigned char msg[2 + 32 + 2 + 4], digest[20];
+    int one_way = 0, n = 0, i;
+    if (proto == 1 || proto == 58) {
+        int peer = icmp_peer(proto == 58, sport);
+        if (peer < 0) one_way = 1; else dport = peer;
+    }
+    int cmp = memcmp(saddr, daddr, alen);
+    if (!(one_way || cmp < 0 || (cmp == 0 && sport < dport))) {
+        const unsigned char *ta = saddr; saddr = daddr; daddr = ta;
+        int tp = sport; sport = dport; dport = tp;
+    }
+    msg[n++] = 0; msg[n++] = 0;
+    memcpy(msg + n, saddr, alen); n += alen;
+    memcpy(msg + n, daddr, alen); n += alen;
+    msg[n++] = (unsigned char)proto; msg[n++] = 0;
+    msg[n++] = (unsigned char)(sport >> 8); msg[n++] = (unsigned char)sport;
+    msg[n++] = (unsigned char)(dport >> 8); msg[n++] = (unsigned char)dport;
+    sha1_short(msg, n, digest);
+    out[0] = '1'; out[1] = ':';
+    char *o = out + 2;
+    for (i = 0; i < 18; i += 3) {
+        uint32_t v = ((uint32_t)digest[i] << 16) | ((uint32_t)digest[i + 1] << 8) | digest[i + 2];
+        *o++ = B64[v >> 18]; *o++ = B64[(v >> 12) & 63]; *o++ = B64[(v >> 6) & 63]; *o++ = B64[v & 63];
+    }
+    uint32_t v = ((uint32_t)digest[18] << 16) | ((uint32_t)digest[19] << 8);
+    *o++ = B64[v >> 18]; *o++ = B64[(v >> 12) & 63]; *o++ = B64[(v >> 6) & 63]; *o++ = '=';
+}
+
+/* ---- the header walk ----------------------------------------------------- */
+
+typedef struct {
+    unsigned ethertype;
+    Py_ssize_t net;             /* offset of the network header */
+    int nvlans;
+    unsigned vlans[MAX_VLAN_TAGS];
+    int ip;                     /* 4 or 6 when the fixed IP header is whole, else 0 */
+    int proto;                  /* IP protocol, -1 for an IPv4 fragment or bad IHL */
+    Py_ssize_t addr;            /* offset of the source address; the destination follows */
+    int alen;                   /* 4 or 16 */
+    Py_ssize_t transport;       /* offset of the transport header */
+} walk_t;
+
+/* locate_network: 1 when located, 0 when it would return a reason string. */
+static int locate(int linktype, const unsigned char *d, Py_ssize_t len, walk_t *w)
+{
+    w->nvlans = 0;
+    w->ip = 0;
+    w->proto = -1;
+    w->transport = 0;
+    switch (linktype) {
+    case LT_ETHERNET: {
+        if (len < 14) return 0;
+        unsigned et = u16(d + 12);
+        Py_ssize_t off = 14;
+        while (is_tpid(et)) {
+            if (w->nvlans == MAX_VLAN_TAGS || len < off + 4) return 0;
+            w->vlans[w->nvlans++] = u16(d + off) & 0x0FFF;
+            et = u16(d + off + 2);
+            off += 4;
+        }
+        w->ethertype = et; w->net = off;
+        return 1;
+    }
+    case LT_SLL:
+        if (len < 16) return 0;
+        w->ethertype = u16(d + 14); w->net = 16;
+        return 1;
+    case LT_SLL2:
+        if (len < 20) return 0;
+        w->ethertype = u16(d); w->net = 20;
+        return 1;
+    case LT_RAW: case LT_IPV4: case LT_IPV6: case 12: case 14: {
+        if (len < 1) return 0;
+        int version = d[0] >> 4;
+        w->ethertype = version == 4 ? ET_IPV4 : version == 6 ? ET_IPV6 : 0;
+        w->net = 0;
+        return 1;
+    }
+    case LT_NULL: case LT_LOOP: {
+        if (len < 4) return 0;
+        uint32_t fam;
+        uint32_t be = ((uint32_t)d[0] << 24) | ((uint32_t)d[1] << 16) | ((uint32_t)d[2] << 8) | d[3];
+        if (linktype == LT_LOOP) fam = be;
+        else {
+            fam = ((uint32_t)d[3] << 24) | ((uint32_t)d[2] << 16) | ((uint32_t)d[1] << 8) | d[0];
+            if (fam > 0xFFFF) fam = be;
+        }
+        w->ethertype = fam == 2 ? ET_IPV4 : (fam == 10 || fam == 24 || fam == 28 || fam == 30) ? ET_IPV6 : 0;
+        w->net = 4;
+        return 1;
+    }
+    }
+    return 0;
+}
+
+/* packets.py's _flow_key on the located network header. */
+static void walk_ip(const unsigned char *d, Py_ssize_t len, walk_t *w)
+{
+    Py_ssize_t off = w->net;
+    if (w->ethertype == ET_IPV6) {
+        if (len < off + 40) return;
+        w->ip = 6; w->proto = d[off + 6]; w->addr = off + 8; w->alen = 16; w->transport = off + 40;
+    } else if (w->ethertype == ET_IPV4) {
+        if (len < off + 20) return;
+        w->ip = 4; w->proto = d[off + 9]; w->addr = off + 12; w->alen = 4;
+        w->transport = off + (d[off] & 0x0F) * 4;
+        if ((u16(d + off + 6) & 0x3FFF) || w->transport < off + 20) w->proto = -1;
+    }
+}
+
+static PyObject *header_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "header_walk(linktype: int, data: bytes)");
+        return NULL;
+    }
+    int linktype = (int)PyLong_AsLong(args[0]);
+    if (linktype == -1 && PyErr_Occurred()) return NULL;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    Py_ssize_t len = PyBytes_GET_SIZE(args[1]);
+    walk_t w;
+    if (!locate(linktype, d, len, &w)) Py_RETURN_NONE;
+    walk_ip(d, len, &w);
+    PyObject *vlans = PyTuple_New(w.nvlans);
+    if (!vlans) return NULL;
+    for (int i = 0; i < w.nvlans; i++) PyTuple_SET_ITEM(vlans, i, PyLong_FromLong(w.vlans[i]));
+    if (!w.ip)
+        return Py_BuildValue("(InNiOOn)", w.ethertype, w.net, vlans, -1, Py_None, Py_None, (Py_ssize_t)0);
+    return Py_BuildValue("(InNiy#y#n)", w.ethertype, w.net, vlans, w.proto, d + w.addr, (Py_ssize_t)w.alen,
+                         d + w.addr + w.alen, (Py_ssize_t)w.alen, w.transport);
+}
+
+/* ---- the document -------------------------------------------------------- */
+
+typedef struct { char *p, *end; } out_t;
+
+static inline void put(out_t *o, const char *s, size_t n) { memcpy(o->p, s, n); o->p += n; }
+#define PUTS(o, lit) put((o), ("" lit), sizeof(lit) - 1)     /* string literals only */
+static inline void put_uint(out_t *o, unsigned long long v)
+{
+    char tmp[24]; int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) *o->p++ = tmp[--n];
+}
+static const char HEXU[] = "0123456789ABCDEF";
+static inline void put_mac(out_t *o, const unsigned char *m)
+{
+    *o->p++ = '"';
+    for (int i = 0; i < 6; i++) {
+        if (i) *o->p++ = '-';
+        *o->p++ = HEXU[m[i] >> 4]; *o->p++ = HEXU[m[i] & 15];
+    }
+    *o->p++ = '"';
+}
+static inline void put_dotted(out_t *o, const unsigned char *a)
+{
+    for (int i = 0; i < 4; i++) {
+        if (i) *o->p++ = '.';
+        unsigned v = a[i];
+        if (v >= 100) *o->p++ = (char)('0' + v / 100);
+        if (v >= 10) *o->p++ = (char)('0' + v / 10 % 10);
+        *o->p++ = (char)('0' + v % 10);
+    }
+}
+
+/* An address as text, exactly as inet_ntop (so socket.inet_ntop, ip.ip_text) writes it:
+ * IPv6 per RFC 5952 with glibc's rules (the first longest run of two or more zero
+ * groups becomes "::"; ::a.b.c.d and ::ffff:a.b.c.d end in dotted IPv4), without
+ * its sprintf per group. */
+static inline void put_ip(out_t *o, const unsigned char *a, int alen)
+{
+    *o->p++ = '"';
+    if (alen == 4) put_dotted(o, a);
+    else {
+        unsigned w[8];
+        int best = -1, best_len = 0, cur = -1, cur_len = 0, i;
+        for (i = 0; i < 8; i++) {
+            w[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
+            if (w[i] == 0) {
+                if (cur < 0) { cur = i; cur_len = 1; } else cur_len++;
+            } else if (cur >= 0) {
+                if (cur_len > best_len) { best = cur; best_len = cur_len; }
+                cur = -1;
+            }
+        }
+        if (cur >= 0 && cur_len > best_len) { best = cur; best_len = cur_len; }
+        if (best_len < 2) best = -1;
+        for (i = 0; i < 8; i++) {
+            if (best >= 0 && i >= best && i < best + best_len) {
+                if (i == best) *o->p++ = ':';
+                continue;
+            }
+            if (i) *o->p++ = ':';
+            if (i == 6 && best == 0 && (best_len == 6 || (best_len == 7 && w[7] != 0x0001)
+                                        || (best_len == 5 && w[5] == 0xffff))) {
+                put_dotted(o, a + 12);
+                break;
+            }
+            unsigned v = w[i];
+            int started = 0;
+            for (int shift = 12; shift >= 0; shift -= 4) {
+                unsigned nib = (v >> shift) & 15;
+                if (nib || started || shift == 0) { *o->p++ = "0123456789abcdef"[nib]; started = 1; }
+            }
+        }
+        if (best >= 0 && best + best_len == 8) *o->p++ = ':';
+    }
+    *o->p++ = '"';
+}
+
+/* "YYYY-MM-DDTHH:MM:SS" of a second since the epoch (UTC, proleptic Gregorian), as
+ * time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) writes it for 0 <= s < 8e9.
+ * The last second's text is kept: frames come many per second. */
+static long long cached_second = -1;
+static char cached_text[19];
+
+static void put_second(out_t *o, long long s)
+{
+    if (s != cached_second) {
+        long long days = s / 86400, rem = s % 86400;
+        /* civil date from days since 1970-01-01 (400-year eras, years starting in March) */
+        long long z = days + 719468, era = z / 146097;
+        long long doe = z - era * 146097;
+        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        long long mp = (5 * doy + 2) / 153;
+        int day = (int)(doy - (153 * mp + 2) / 5 + 1);
+        int month = (int)(mp < 10 ? mp + 3 : mp - 9);
+        long long year = yoe + era * 400 + (month <= 2);
+        int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
+        char *t = cached_text;
+        t[0] = (char)('0' + year / 1000 % 10); t[1] = (char)('0' + year / 100 % 10);
+        t[2] = (char)('0' + year / 10 % 10); t[3] = (char)('0' + year % 10); t[4] = '-';
+        t[5] = (char)('0' + month / 10); t[6] = (char)('0' + month % 10); t[7] = '-';
+        t[8] = (char)('0' + day / 10); t[9] = (char)('0' + day % 10); t[10] = 'T';
+        t[11] = (char)('0' + hh / 10); t[12] = (char)('0' + hh % 10); t[13] = ':';
+        t[14] = (char)('0' + mm / 10); t[15] = (char)('0' + mm % 10); t[16] = ':';
+        t[17] = (char)('0' + ss / 10); t[18] = (char)('0' + ss % 10);
+        cached_second = s;
+    }
+    memcpy(o->p, cached_text, 19);
+    o->p += 19;
+}
+
+/* lower-case hex without leading zeros, as Python's f"{v:x}"; returns the length */
+static int put_hex(char *p, unsigned long long v)
+{
+    char tmp[16]; int n = 0, len;
+    do { tmp[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+    len = n;
+    while (n) *p++ = tmp[--n];
+    return len;
+}
+
+#define OUT_FIXED 1024
+#define OUT_BUF 8192      /* everything but the caller's pre-serialised pieces fits in this */
+
+static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyBytes_Check(args[2]) || !PyBytes_Check(args[3]) || !PyUnicode_Check(args[4])
+        || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "packet_doc(ts, linktype, data, capture_json, id_prefix, n, ctx)");
+        return NULL;
+    }
+    double ts = PyFloat_AsDouble(args[0]);
+    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    int linktype = (int)PyLong_AsLong(args[1]);
+    if (linktype == -1 && PyErr_Occurred()) return NULL;
+    unsigned long long n = PyLong_AsUnsignedLongLong(args[5]);
+    if (n == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    PyObject *ctx = args[6];
+    int tunnels = PyObject_IsTrue(PyTuple_GET_ITEM(ctx, 0));
+    PyObject *ports = PyTuple_GET_ITEM(ctx, 1), *apps = PyTuple_GET_ITEM(ctx, 2);
+    PyObject *event = PyTuple_GET_ITEM(ctx, 3), *tail = PyTuple_GET_ITEM(ctx, 4);
+    if (tunnels < 0) return NULL;
+    if (!PyBytes_Check(ports) || PyBytes_GET_SIZE(ports) != 65536 || !PyTuple_Check(apps)
+        || !PyBytes_Check(event) || !PyBytes_Check(tail)) {
+        PyErr_SetString(PyExc_TypeError, "packet_doc: bad ctx");
+        return NULL;
+    }
+    /* Times the pure-Python path formats alike; outside them, it does the work. */
+    if (!(ts >= 0.0 && ts < 8.0e9)) Py_RETURN_NONE;
+
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[2]);
+    Py_ssize_t len = PyBytes_GET_SIZE(args[2]);
+    walk_t w;
+    if (!locate(linktype, d, len, &w)) Py_RETURN_NONE;
+
+    /* stack.link_layers */
+    const char *link = "";
+    char linkbuf[128];
+    int complete = 1;
+    if (linktype == LT_ETHERNET) {
+        unsigned et = u16(d + 12);
+        Py_ssize_t off = 14;
+        if (et < 0x0600) { link = "eth"; complete = 0; }
+        else {
+            char *l = linkbuf;
+            memcpy(l, "eth:ethertype", 13); l += 13;
+            while (is_tpid(et)) {       /* locate() walked at most MAX_VLAN_TAGS tags */
+                if (et == 0x8100) { memcpy(l, ":vlan:ethertype", 15); l += 15; }
+                else if (et == 0x88A8) { memcpy(l, ":ieee8021ad:ethertype", 21); l += 21; }
+                else { complete = 0; break; }
+                et = u16(d + off + 2); off += 4;
+            }
+            *l = 0;
+            link = linkbuf;
+            if (complete && is_shim(et)) Py_RETURN_NONE;    /* MPLS / PPPoE: peel_link's job */
+        }
+    } else if (linktype == LT_SLL || linktype == LT_SLL2) link = "sll:ethertype";
+    else if (linktype == LT_NULL || linktype == LT_LOOP) link = "null";
+    else if (linktype == LT_RAW) link = "raw";
+    else if (linktype == LT_IPV4 || linktype == LT_IPV6) link = "";
+    else complete = 0;      /* DLT_RAW's BSD numbers: nothing named */
+    if (complete && is_shim(w.ethertype)) Py_RETURN_NONE;
+
+    Py_ssize_t cap_len = PyBytes_GET_SIZE(args[3]), ev_len = PyBytes_GET_SIZE(event), tail_len = PyBytes_GET_SIZE(tail);
+    Py_ssize_t bound = OUT_FIXED + cap_len + ev_len + tail_len;
+    Py_ssize_t app_max = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(apps); i++) {
+        PyObject *a = PyTuple_GET_ITEM(apps, i);
+        if (!PyBytes_Check(a)) { PyErr_SetString(PyExc_TypeError, "packet_doc: app names are bytes"); return NULL; }
+        if (PyBytes_GET_SIZE(a) > app_max) app_max = PyBytes_GET_SIZE(a);
+    }
+    if (app_max > 64) Py_RETURN_NONE;       /* the stack buffer's bound; no tshark name is this long */
+    bound += app_max;
+    char buf[OUT_BUF];
+    if (bound > OUT_BUF) Py_RETURN_NONE;    /* huge agent / capture names: the Python path */
+    out_t o = {buf, buf + bound};
+
+    /* @timestamp: decoders/api.py iso_time */
+    double secf = floor(ts);
+    long long seconds = (long long)secf;
+    long long micros = (long long)nearbyint((ts - (double)seconds) * 1e6);
+    if (micros >= 1000000) { seconds += 1; micros -= 1000000; }
+    PUTS(&o, "{\"@timestamp\":\"");
+    put_second(&o, seconds);
+    *o.p++ = '.';
+    for (int i = 5; i >= 0; i--) { o.p[i] = (char)('0' + micros % 10); micros /= 10; }
+    o.p += 6;
+    *o.p++ = 'Z';
+    PUTS(&o, "\",\"type\":\"packet\",\"event\":");
+    put(&o, PyBytes_AS_STRING(event), ev_len);
+    PUTS(&o, ",\"network\":{\"bytes\":");
+    put_uint(&o, (unsigned long long)len);
+    if (w.nvlans) {
+        PUTS(&o, ",\"vlan\":{\"id\":\"");
+        put_uint(&o, w.vlans[0]);
+        PUTS(&o, "\"}");
+        if (w.nvlans > 1) {
+            PUTS(&o, ",\"inner\":{\"vlan\":{\"id\":\"");
+            put_uint(&o, w.vlans[1]);
+            PUTS(&o, "\"}}");
+        }
+    }
+    /* network layer: packets.py _layers / _derive / _arp */
+    char stack[256];
+    size_t linklen = strlen(link);
+    memcpy(stack, link, linklen);
+    size_t stl = linklen;
+    int have_ip = 0, have_ports = 0, sport = 0, dport = 0, arp = 0;
+#define STACK(lit) do { if (stl) stack[stl++] = ':'; memcpy(stack + stl, lit, sizeof(lit) - 1); stl += sizeof(lit) - 1; } while (0)
+    if (complete && (w.ethertype == ET_IPV4 || w.ethertype == ET_IPV6)) {
+        walk_ip(d, len, &w);
+        if (w.ip) {
+            have_ip = 1;
+            int v6 = w.ip == 6;
+            Py_ssize_t head = len - w.transport;      /* transport bytes captured */
+            const unsigned char *h = d + w.transport;
+            if (v6) PUTS(&o, ",\"type\":\"ipv6\""); else PUTS(&o, ",\"type\":\"ipv4\"");
+            if (v6) STACK("ipv6"); else STACK("ip");
+            int proto = w.proto;
+            const char *transport = proto == 6 ? "tcp" : proto == 17 ? "udp" : proto == 1 ? "icmp"
+                                    : proto == 58 ? "ipv6-icmp" : NULL;
+            if (proto == 47 && tunnels) { Py_RETURN_NONE; }    /* GRE: peeled per packet */
+            if (transport && head >= 4) {
+                PUTS(&o, ",\"transport\":\"");
+                put(&o, transport, strlen(transport));
+                *o.p++ = '"';
+                if (proto == 6 || proto == 17) {
+                    sport = u16(h); dport = u16(h + 2); have_ports = 1;
+                    if (proto == 6) STACK("tcp");
+                    else {
+                        if (tunnels && (dport == 4789 || dport == 6081)) { Py_RETURN_NONE; }
+                        STACK("udp");
+                        const unsigned char *table = (const unsigned char *)PyBytes_AS_STRING(ports);
+                        int app = table[dport] ? table[dport] : table[sport];
+                        if (app) {
+                            if (app >= PyTuple_GET_SIZE(apps)) {
+                                PyErr_SetString(PyExc_ValueError, "packet_doc: port table index out of range");
+                                return NULL;
+                            }
+                            PyObject *name = PyTuple_GET_ITEM(apps, app);
+                            stack[stl++] = ':';
+                            memcpy(stack + stl, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+                            stl += PyBytes_GET_SIZE(name);
+                        }
+                    }
+                } else {
+                    sport = h[0]; dport = h[1];
+                    if (proto == 1) STACK("icmp"); else STACK("icmpv6");
+                }
+                char cid[30];
+                community_id(proto, d + w.addr, d + w.addr + w.alen, w.alen, sport, dport, cid);
+                PUTS(&o, ",\"community_id\":\"");
+                put(&o, cid, 30);
+                *o.p++ = '"';
+            }
+        }
+    } else if (complete && w.ethertype == ET_ARP) {
+        STACK("arp");
+        arp = len >= w.net + 28 && d[w.net + 4] == 6 && d[w.net + 5] == 4;
+    }
+#undef STACK
+    if (stl) {
+        PUTS(&o, ",\"protocol_stack\":\"");
+        put(&o, stack, stl);
+        *o.p++ = '"';
+    }
+    *o.p++ = '}';
+    *o.p++ = ',';
+    put(&o, PyBytes_AS_STRING(args[3]), cap_len);
+
+    /* source and destination, each only when it has a field */
+    const unsigned char *smac = NULL, *dmac = NULL;
+    if (linktype == LT_ETHERNET) { dmac = d; smac = d + 6; }
+    else if (linktype == LT_SLL && u16(d + 4) == 6) smac = d + 6;
+    else if (linktype == LT_SLL2 && d[11] == 6) smac = d + 12;
+    for (int side = 0; side < 2; side++) {
+        const unsigned char *mac = side ? dmac : smac;
+        const unsigned char *ip = NULL;
+        int alen = 4;
+        if (have_ip) { ip = d + w.addr + (side ? w.alen : 0); alen = w.alen; }
+        else if (arp) ip = d + w.net + (side ? 24 : 14);
+        if (!mac && !ip) continue;
+        if (side) PUTS(&o, ",\"destination\":{"); else PUTS(&o, ",\"source\":{");
+        int first = 1;
+        if (mac) { PUTS(&o, "\"mac\":"); put_mac(&o, mac); first = 0; }
+        if (ip) {
+            if (!first) *o.p++ = ',';
+            PUTS(&o, "\"ip\":");
+            put_ip(&o, ip, alen);
+            if (have_ports) { PUTS(&o, ",\"port\":"); put_uint(&o, side ? dport : sport); }
+        }
+        *o.p++ = '}';
+    }
+    *o.p++ = ',';
+    put(&o, PyBytes_AS_STRING(tail), tail_len);
+    *o.p++ = '}';
+    PyObject *res = PyBytes_FromStringAndSize(buf, o.p - buf);
+    if (!res) return NULL;
+
+    /* _id: f"{prefix}-{round(ts * 1e6):x}-{n:x}" */
+    char idtail[64];
+    int il = 0;
+    idtail[il++] = '-';
+    il += put_hex(idtail + il, (unsigned long long)nearbyint(ts * 1e6));
+    idtail[il++] = '-';
+    il += put_hex(idtail + il, n);
+    PyObject *tailstr = PyUnicode_FromStringAndSize(idtail, il);
+    if (!tailstr) { Py_DECREF(res); return NULL; }
+    PyObject *doc_id = PyUnicode_Concat(args[4], tailstr);
+    Py_DECREF(tailstr);
+    if (!doc_id) { Py_DECREF(res); return NULL; }
+    PyObject *pair = PyTuple_New(2);
+    if (!pair) { Py_DECREF(res); Py_DECREF(doc_id); return NULL; }
+    PyTuple_SET_ITEM(pair, 0, doc_id);
+    PyTuple_SET_ITEM(pair, 1, res);
+    return pair;
+}
+
+static PyObject *py_community_id(PyObject *self, PyObject *args)
+{
+    int proto, sport, dport;
+    Py_buffer s, d;
+    if (!PyArg_ParseTuple(args, "iy*iy*i", &proto, &s, &sport, &d, &dport)) return NULL;
+    if (s.len != d.len || (s.len != 4 && s.len != 16) || sport < 0 || sport > 65535 || dport < 0 || dport > 65535) {
+        PyBuffer_Release(&s); PyBuffer_Release(&d);
+        PyErr_SetString(PyExc_ValueError, "community_id: 4 or 16 byte addresses, 16-bit ports");
+        return NULL;
+    }
+    char cid[30];
+    community_id(proto, s.buf, d.buf, (int)s.len, sport, dport, cid);
+    PyBuffer_Release(&s); PyBuffer_Release(&d);
+    return PyUnicode_FromStringAndSize(cid, 30);
+}
+
+static PyMethodDef methods[] = {
+    {"header_walk", (PyCFunction)(void (*)(void))header_walk, METH_FASTCALL,
+     "header_walk(linktype, data) -> None | (ethertype, net_offset, vlans, proto, src, dst, transport_offset)"},
+    {"packet_doc", (PyCFunction)(void (*)(void))packet_doc, METH_FASTCALL,
+     "packet_doc(ts, linktype, data, capture_json, id_prefix, n, ctx) -> None | (doc_id, json)"},
+    {"community_id", py_community_id, METH_VARARGS,
+     "community_id(proto, saddr, sport, daddr, dport) -> str: Community ID v1, seed 0"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "wirebeat._speedups",
+                                    "Optional C accelerator of the per-packet path (see beat/_speedups.c).",
+                                    -1, methods};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
