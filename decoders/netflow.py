@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                                     Truncated, iso_time)
 from wirebeat.decoders.ipfix_elements import ELEMENTS
@@ -417,6 +419,7 @@ class FlowRecord:
     packets: int | None
     bytes: int | None
     iana_number: int | None
+    export_text: list[str]          # whole_text's JSON of `export`, made once per data set
 
 
 class NetflowDecoder:
@@ -541,11 +544,12 @@ class NetflowDecoder:
         txns = []
         self._count(exporter, "records", count)
         prefix = f"{exporter.address}|{version}|0|{sequence}|0|"
+        export_text: list[str] = []
         for index, record in enumerate(template.records(data, header.size, end)):
             if sampling:
                 record["sampling_interval"] = sampling
             txns.append(self._transaction(exporter, record, "netflow_flow", export, export_ts,
-                                          uptime, source, prefix + str(index), False))
+                                          uptime, source, prefix + str(index), False, export_text))
         return txns
 
     def _v9(self, exporter: _Exporter, data: bytes, ts: float, source: str) -> list[Transaction]:
@@ -729,6 +733,7 @@ class NetflowDecoder:
         if records:
             self._count(exporter, "options_records" if is_options else "records", len(records))
         prefix = f"{exporter.address}|{export['version']}|{export['source_id']}|{identity}|"
+        export_text: list[str] = []
         for index, record in enumerate(records):
             if is_options:
                 for name in _SAMPLING_ELEMENTS:
@@ -744,7 +749,8 @@ class NetflowDecoder:
                 if domain.system_init_ms is not None and uptime is None:
                     record.setdefault("system_init_time_milliseconds", domain.system_init_ms)
             txns.append(self._transaction(exporter, record, kind, export, export_ts, uptime,
-                                          source, prefix + str(index), template.has_unknown))
+                                          source, prefix + str(index), template.has_unknown,
+                                          export_text))
 
     # -- data before its template ----------------------------------------------------
 
@@ -846,7 +852,7 @@ class NetflowDecoder:
 
     def _transaction(self, exporter: _Exporter, record: dict[str, Any], kind: str,
                      export: dict[str, Any], export_ts: float, uptime: int | None, source: str,
-                     identity: str, has_unknown: bool) -> Transaction:
+                     identity: str, has_unknown: bool, export_text: list[str]) -> Transaction:
         if has_unknown:
             unknown = [f"{name[8:]}:{record.pop(name)}" for name in [n for n in record if n.startswith("unknown:")]]
             if unknown:
@@ -876,7 +882,8 @@ class NetflowDecoder:
             flow = FlowKey(transport, src, sport, dst, dport, source)
         else:
             flow = FlowKey("", exporter.ip, 0, exporter.ip, 0, source)
-        detail = FlowRecord(kind, record, export, exporter.ip, start_ts, end_ts, packets, octets, proto)
+        detail = FlowRecord(kind, record, export, exporter.ip, start_ts, end_ts, packets, octets, proto,
+                            export_text)
         return Transaction(flow, export_ts, end_ts, "OK", detail, None, None, (), identity)
 
 
@@ -989,6 +996,67 @@ def whole_document(txn: Transaction, network_base: dict[str, Any], related_ip: t
     return doc
 
 
+_dumps = orjson.dumps
+_EVENT_HEAD = ('","type":"netflow","event":{"kind":"event","category":["network"],"type":["connection"],'
+               '"dataset":"netflow"')
+
+
+def _number(value: Any) -> str:
+    return str(value) if type(value) is int else _dumps(value).decode()
+
+
+def whole_text(txn: Transaction, network_base: dict[str, Any], related_ip: tuple[str, ...],
+               common: str, tail: str) -> str:
+    """orjson.dumps of whole_document(...) with `common` and `tail` added (DecoderSpec.whole_text),
+    as text directly: the strings put in unescaped (times, addresses, names) are ones this
+    decoder made and JSON-safe; the record's own fields go through orjson."""
+    rec: FlowRecord = txn.detail
+    start_ts, end_ts, kind = rec.start_ts, rec.end_ts, rec.kind
+    if start_ts is not None and end_ts is not None and end_ts >= start_ts:
+        duration = round((end_ts - start_ts) * 1e6) * 1000
+        if end_ts >= txn.ts:        # see whole_document: where duration goes
+            event = (f',"start":"{_iso(start_ts)}","end":"{_iso(end_ts)}","duration":{duration},'
+                     f'"action":"{kind}"}}')
+        else:
+            event = (f',"start":"{_iso(start_ts)}","end":"{_iso(end_ts)}","action":"{kind}",'
+                     f'"duration":{duration}}}')
+    else:
+        event = "" if start_ts is None else f',"start":"{_iso(start_ts)}"'
+        if end_ts is not None:
+            event += f',"end":"{_iso(end_ts)}"'
+        event += f',"action":"{kind}"}}'
+    flow = txn.flow
+    transport = flow.transport
+    if transport or kind == "netflow_flow":
+        counts = "}"
+        if rec.iana_number is not None:
+            counts = f',"iana_number":{_dumps(str(rec.iana_number)).decode()}}}'
+        if rec.packets is not None:
+            counts = f',"packets":{_number(rec.packets)}{counts}'
+        if rec.bytes is not None:
+            counts = f',"bytes":{_number(rec.bytes)}{counts}'
+        if transport:
+            network = _dumps(network_base).decode()[:-1]
+            if transport == "tcp" or transport == "udp":
+                ends = (f'"source":{{"ip":"{flow.client_ip}","port":{flow.client_port}}},'
+                        f'"destination":{{"ip":"{flow.server_ip}","port":{flow.server_port}}}')
+            else:
+                ends = f'"source":{{"ip":"{flow.client_ip}"}},"destination":{{"ip":"{flow.server_ip}"}}'
+            related = '","'.join(related_ip)
+            event = f'{event},"network":{network}{counts},{ends},"related":{{"ip":["{related}"]}}'
+        else:                       # a flow without addresses
+            without = dict(network_base)
+            del without["transport"]            # "type" stays: never empty
+            event = f'{event},"network":{_dumps(without).decode()[:-1]}{counts}'
+    export_text = rec.export_text           # shared by the records of one set
+    if not export_text:
+        export_text.append(_dumps(rec.export).decode())
+    fields = _dumps(rec.fields).decode()[:-1]
+    return (f'{{"@timestamp":"{_iso(txn.ts)}{_EVENT_HEAD}{event}{common},"netflow":{fields}'
+            f'{"," if len(fields) > 1 else ""}"type":"{kind}","exporter":{export_text[0]}}},'
+            f'"observer":{{"ip":"{rec.exporter_ip}"}}{tail}')
+
+
 def document(txn: Transaction) -> dict[str, Any]:
     """The netflow.* fields and the ECS fields of one flow or options record."""
     rec: FlowRecord = txn.detail
@@ -1037,6 +1105,7 @@ DECODER = DecoderSpec(
     name="netflow",
     document=document,
     whole_document=whole_document,
+    whole_text=whole_text,
     datagram=NetflowDecoder,
     ports=PORTS,
     network_protocol="",

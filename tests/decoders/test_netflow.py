@@ -7,6 +7,7 @@ ones a collector indexes.
 """
 from __future__ import annotations
 
+import socket
 import struct
 
 import pytest
@@ -490,34 +491,65 @@ def test_basic_list_of_variable_length_strings_and_a_broken_list_kept_as_hex() -
     assert doc["netflow"]["bgp_destination_community_list"] == broken.hex()
 
 
-def test_whole_document_fast_path_equals_the_generic_merge() -> None:
+def _fast_path_exports() -> list[bytes]:
+    """v9 flows (TCP, ICMP), a flow that ended before its export, an options record, a
+    flow without addresses; IPFIX over IPv6 with a string needing JSON escapes, a MAC,
+    a float, a boolean, a basicList, an unknown enterprise element and a time past 9999;
+    and a v5 export."""
+    icmp = v9_row("10.0.0.5", "10.0.0.6", 0, 0x0800, 1, 1, 84, UPTIME_MS - 10, UPTIME_MS - 10)
+    tcp = v9_row("10.0.0.1", "10.0.0.2", 51000, 443, 6, 12, 3400, UPTIME_MS - 20_000, UPTIME_MS + 5_000)
+    options = struct.pack("!HH", 1, 20) + struct.pack("!HHHHHHH", 260, 4, 4, 1, 4, 34, 4) + b"\0" * 2
+    options_data = struct.pack("!HHII", 260, 12, 1, 100)
+    no_address = v9_template(261, [(1, 4), (2, 4)])
+    v9 = v9_packet(v9_template(), v9_data(256, [icmp, tcp]), options, options_data, no_address,
+                   v9_data(261, [struct.pack("!II", 10, 1)]))
+    name = 'eth"0\\\n\u00e9'.encode()
+    ipfix_fields = [(27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (82, 65535), (56, 6), (320, 8),
+                    (276, 1), (291, 65535), (7, 3, 9999), (152, 8), (153, 8)]
+    values = _basic_list(82, 65535, b"\x02lo")
+    row = (socket.inet_pton(socket.AF_INET6, "2001:db8::1") + socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+           + struct.pack("!HHB", 5353, 53, 17) + bytes([len(name)]) + name + bytes.fromhex("0a0b0c0d0e0f")
+           + struct.pack("!dB", 0.25, 1) + bytes([len(values)]) + values + b"abc"
+           + struct.pack("!QQ", 1_700_000_000_123, (1 << 63)))
+    ipfix = ipfix_packet(ipfix_template(300, ipfix_fields), ipfix_set(300, row), sequence=5)
+    return [v9, ipfix, v5_packet([V5_RECORD, dict(V5_RECORD, proto=1, dport=0x0303)], sequence=3)]
+
+
+def test_whole_document_and_whole_text_give_the_bytes_of_the_generic_merge() -> None:
     """DecoderSpec.whole_document must give, field order included, what document()
-    merged into the engine's common fields gives: flows (TCP, ICMP), a flow that
-    ended before its export, an options record, a flow without addresses."""
+    merged into the engine's common fields gives, and whole_text its JSON bytes (the
+    output's orjson.dumps of the Fragment), with and without fields, tags, a
+    listener's own tags and fields, and fields under the root (no text then)."""
     import dataclasses
 
     import orjson
 
     from wirebeat.decoders.api import Datagram, FlowKey
     from wirebeat.document import DocumentBuilder
-    generic_spec = dataclasses.replace(DECODER, whole_document=None)
-    icmp = v9_row("10.0.0.5", "10.0.0.6", 0, 0x0800, 1, 1, 84, UPTIME_MS - 10, UPTIME_MS - 10)
-    tcp = v9_row("10.0.0.1", "10.0.0.2", 51000, 443, 6, 12, 3400, UPTIME_MS - 20_000, UPTIME_MS + 5_000)
-    options = struct.pack("!HH", 1, 20) + struct.pack("!HHHHHHH", 260, 4, 4, 1, 4, 34, 4) + b"\0" * 2
-    options_data = struct.pack("!HHII", 260, 12, 1, 100)
-    no_address = v9_template(261, [(1, 4), (2, 4)])
-    decoder = DECODER.datagram({})
-    payload = v9_packet(v9_template(), v9_data(256, [icmp, tcp]), options, options_data, no_address,
-                        v9_data(261, [struct.pack("!II", 10, 1)]))
-    txns = decoder.on_datagram(Datagram(EXPORT_SECS + 0.01, FlowKey("udp", *EXPORTER, "192.0.2.1", 2055, "s"),
-                                        True, payload))
-    assert {t.detail.kind for t in txns} == {"netflow_flow", "netflow_options"} and len(txns) == 4
-    for shared in (True, False):
-        builder = DocumentBuilder({"type": "wirebeat", "version": "t", "name": "t"}, [],
-                                  {} if shared else {"site": "x"}, not shared, [] if shared else ["t"])
-        for txn in txns:
-            fast, generic = builder.build(DECODER, txn), builder.build(generic_spec, txn)
-            assert orjson.dumps(fast) == orjson.dumps(generic)
+    generic_spec = dataclasses.replace(DECODER, whole_document=None, whole_text=None)
+    dict_spec = dataclasses.replace(DECODER, whole_text=None)
+
+    def decoded() -> list:
+        decoder = DECODER.datagram({})
+        return [t for payload in _fast_path_exports() for t in decoder.on_datagram(
+            Datagram(EXPORT_SECS + 0.01, FlowKey("udp", *EXPORTER, "192.0.2.1", 2055, "s"), True, payload))]
+
+    assert {t.detail.kind for t in decoded()} == {"netflow_flow", "netflow_options"} and len(decoded()) == 7
+    texts = 0
+    for fields, under_root, tags, per_source in (({}, False, [], False), ({"site": "x"}, False, ["t"], True),
+                                                 ({"site": "x"}, True, ["t"], True), ({}, False, [], True)):
+        builder = DocumentBuilder({"type": "wirebeat", "version": "t", "name": "t"}, [], fields, under_root, tags)
+        builder.text_ok = True
+        if per_source:
+            builder.per_source["s"] = (["branch", "t"], {"zone": "b7"})
+        for spec in (DECODER, dict_spec):
+            for fast, generic in zip(decoded(), decoded()):
+                fast_id, fast_doc = builder.build(spec, fast)
+                generic_id, generic_doc = builder.build(generic_spec, generic)
+                assert fast_id == generic_id
+                assert orjson.dumps(fast_doc) == orjson.dumps(generic_doc)
+                texts += isinstance(fast_doc, orjson.Fragment)
+    assert texts == 3 * 7          # every record of the three builders without root fields
 
 
 @settings(max_examples=300, deadline=None)
