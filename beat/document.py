@@ -131,6 +131,29 @@ def _flow_parts(flow: FlowKey, protocol: str, dataset: str) -> tuple[dict[str, A
     return network, related, _id_prefix(flow.source, flow, dataset)
 
 
+def _flow_text(flow: FlowKey, protocol: str, dataset: str) -> tuple[str, tuple[str, ...], str]:
+    """`_flow_parts` for whole_text, uncached (NetFlow records seldom repeat a flow): the
+    network object's JSON text without its closing brace, and without "transport" when
+    the flow has none; related addresses; the _id prefix."""
+    transport, client_ip, server_ip = flow.transport, flow.client_ip, flow.server_ip
+    v6 = ":" in client_ip
+    text = (f'{{"transport":{orjson.dumps(transport).decode()},"type":"{"ipv6" if v6 else "ipv4"}"'
+            if transport else f'{{"type":"{"ipv6" if v6 else "ipv4"}"')
+    if protocol:
+        text += f',"protocol":{orjson.dumps(protocol).decode()}'
+    proto = _IANA.get(transport)
+    if proto is not None:
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        try:
+            text += (',"community_id":"' + community_id_packed(
+                proto, socket.inet_pton(family, client_ip), flow.client_port,
+                socket.inet_pton(family, server_ip), flow.server_port) + '"')
+        except OSError:
+            pass
+    related = (client_ip,) if client_ip == server_ip else (client_ip, server_ip)
+    return text, related, _id_prefix(flow.source, flow, dataset)
+
+
 def _endpoint(ip: str, port: int, nbytes: int | None, with_port: bool) -> dict[str, Any]:
     endpoint: dict[str, Any] = {"ip": ip}
     if with_port:
@@ -281,11 +304,12 @@ class DocumentBuilder:
         fill and take away again, no merge (NetFlow's ~100k records/s need it)."""
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
-        network, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
         if self.text_ok and self.shared_ok and spec.whole_text is not None:
+            network_text, related_ip, id_prefix = _flow_text(flow, protocol, spec.name)
             parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
             return document_id_from(id_prefix, txn.ts, txn.identity), orjson.Fragment(
-                spec.whole_text(txn, network, related_ip, parts[0], parts[1]))
+                spec.whole_text(txn, network_text, related_ip, parts[0], parts[1]))
+        network, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
         common = {"capture": capture_fields(flow.source),
                   "agent": self.agent if self.shared_ok else dict(self.agent),
                   "ecs": _ECS if self.shared_ok else dict(_ECS)}

@@ -288,6 +288,7 @@ class Template:
     names: tuple[str, ...] = ()                  # field name of each unpacked value
     converters: tuple[tuple[int, Callable[[Any], Any]], ...] = ()   # (value index, converter)
     has_unknown: bool = True                     # records may carry "unknown:<number>" names
+    row: Callable[[tuple[Any, ...]], dict[str, Any]] | None = None   # unpacked values -> record
 
     @classmethod
     def compile(cls, template_id: int, fields: tuple[tuple[int, int, int], ...],
@@ -311,6 +312,7 @@ class Template:
             template.iter_unpack = compiled.iter_unpack
             template.names = tuple(names)
             template.converters = tuple(converters)
+            template.row = _row_function(template.names, template.converters)
             template.has_unknown = any(name.startswith("unknown:") for name in names)
         return template
 
@@ -322,16 +324,7 @@ class Template:
             if size == 0:
                 return out
             count = (end - start) // size
-            names, converters = self.names, self.converters
-            rows = self.iter_unpack(memoryview(data)[start:start + count * size])
-            if not converters:
-                return [dict(zip(names, values)) for values in rows]
-            for values in rows:
-                converted = list(values)
-                for index, conv in converters:
-                    converted[index] = conv(converted[index])
-                out.append(dict(zip(names, converted)))
-            return out
+            return list(map(self.row, self.iter_unpack(memoryview(data)[start:start + count * size])))
         offset = start
         while end - offset >= max(self.min_length, 1):
             record, offset = self._variable_record(data, offset, end)
@@ -360,6 +353,20 @@ class Template:
             code, name, conv = _field_plan(element, enterprise, length)
             record[name] = _value(code, conv, raw)
         return record, offset
+
+
+@lru_cache(maxsize=256)        # exporters resend their templates: compile each layout once
+def _row_function(names: tuple[str, ...], converters: tuple[tuple[int, Callable[[Any], Any]], ...]
+                  ) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
+    """One function per record layout turning its unpacked values into the record dict:
+    `lambda v: {"name0": v[0], "name1": c1(v[1]), ...}` (a repeated name keeps its first
+    place and its last value, as dict(zip()) would). The generated text holds only
+    indices and repr() of names from the element table, never bytes off the wire."""
+    convert = dict(converters)
+    namespace = {f"c{index}": conv for index, conv in converters}
+    items = ", ".join(f"{name!r}: {f'c{i}(v[{i}])' if i in convert else f'v[{i}]'}"
+                      for i, name in enumerate(names))
+    return eval(f"lambda v: {{{items}}}", namespace)      # noqa: S307 (see the docstring)
 
 
 _V5_TEMPLATE = Template.compile(0, tuple((e, 0, n) for e, n in _V5_LAYOUT))
@@ -420,6 +427,7 @@ class FlowRecord:
     bytes: int | None
     iana_number: int | None
     export_text: list[str]          # whole_text's JSON of `export`, made once per data set
+    times_text: tuple[str | None, str | None]    # iso_time(start_ts), iso_time(end_ts) when known
 
 
 class NetflowDecoder:
@@ -857,7 +865,7 @@ class NetflowDecoder:
             unknown = [f"{name[8:]}:{record.pop(name)}" for name in [n for n in record if n.startswith("unknown:")]]
             if unknown:
                 record["unknown_fields"] = unknown
-        start_ts, end_ts = _flow_times(record, export_ts, uptime)
+        start_ts, end_ts, texts = _flow_times(record, export_ts, uptime)
         get = record.get
         packets = get("packet_delta_count")
         if packets is None:
@@ -877,19 +885,27 @@ class NetflowDecoder:
                 type_code = _port(type_code)
                 sport, dport = type_code >> 8, type_code & 0xFF
             else:
-                sport = _port(get("source_transport_port", 0))
-                dport = _port(get("destination_transport_port", 0))
+                sport = get("source_transport_port", 0)
+                dport = get("destination_transport_port", 0)
+                if not (type(sport) is int and 0 <= sport <= 0xFFFF):      # _port, inline
+                    sport = 0
+                if not (type(dport) is int and 0 <= dport <= 0xFFFF):
+                    dport = 0
             flow = FlowKey(transport, src, sport, dst, dport, source)
         else:
             flow = FlowKey("", exporter.ip, 0, exporter.ip, 0, source)
         detail = FlowRecord(kind, record, export, exporter.ip, start_ts, end_ts, packets, octets, proto,
-                            export_text)
+                            export_text, texts)
         return Transaction(flow, export_ts, end_ts, "OK", detail, None, None, (), identity)
 
 
-def _flow_times(record: dict[str, Any], export_ts: float,
-                uptime: int | None) -> tuple[float | None, float | None]:
-    """Flow start and end in epoch seconds, from whichever elements the record has."""
+_NO_TEXTS = (None, None)
+
+
+def _flow_times(record: dict[str, Any], export_ts: float, uptime: int | None
+                ) -> tuple[float | None, float | None, tuple[str | None, str | None]]:
+    """Flow start and end in epoch seconds, from whichever elements the record has, and
+    their iso_time texts where the record holds them already (else None)."""
     get = record.get
     start = end = None
     first, last = get("flow_start_sys_up_time"), get("flow_end_sys_up_time")
@@ -906,20 +922,31 @@ def _flow_times(record: dict[str, Any], export_ts: float,
             start = export_ts - ((since_init_ms - first) % MAX_U32) / 1000
             end = export_ts - ((since_init_ms - last) % MAX_U32) / 1000
         if start is not None:
-            return start, end
+            return start, end, _NO_TEXTS
+    start_text = end_text = None
     for start_name, end_name in (("flow_start_milliseconds", "flow_end_milliseconds"),
                                  ("flow_start_microseconds", "flow_end_microseconds"),
                                  ("flow_start_nanoseconds", "flow_end_nanoseconds"),
                                  ("flow_start_seconds", "flow_end_seconds")):
         if start is None and start_name in record:
-            start = _parse_iso(record[start_name])
+            start_text = record[start_name]
+            start = _parse_iso(start_text)
         if end is None and end_name in record:
-            end = _parse_iso(record[end_name])
+            end_text = record[end_name]
+            end = _parse_iso(end_text)
     if start is None and "flow_start_delta_microseconds" in record:
         start = export_ts - record["flow_start_delta_microseconds"] / 1e6
     if end is None and "flow_end_delta_microseconds" in record:
         end = export_ts - record["flow_end_delta_microseconds"] / 1e6
-    return start, end
+    # iso_time(_parse_iso(text)) == text while a float holds microseconds exactly (2^31 s)
+    if start_text is not None and not (start is not None and 0 <= start < _EXACT_TEXT_S):
+        start_text = None
+    if end_text is not None and not (end is not None and 0 <= end < _EXACT_TEXT_S):
+        end_text = None
+    return start, end, (start_text, end_text) if start_text or end_text else _NO_TEXTS
+
+
+_EXACT_TEXT_S = 1 << 31
 
 
 @lru_cache(maxsize=4096)
@@ -1005,25 +1032,25 @@ def _number(value: Any) -> str:
     return str(value) if type(value) is int else _dumps(value).decode()
 
 
-def whole_text(txn: Transaction, network_base: dict[str, Any], related_ip: tuple[str, ...],
+def whole_text(txn: Transaction, network: str, related_ip: tuple[str, ...],
                common: str, tail: str) -> str:
     """orjson.dumps of whole_document(...) with `common` and `tail` added (DecoderSpec.whole_text),
     as text directly: the strings put in unescaped (times, addresses, names) are ones this
     decoder made and JSON-safe; the record's own fields go through orjson."""
     rec: FlowRecord = txn.detail
     start_ts, end_ts, kind = rec.start_ts, rec.end_ts, rec.kind
+    start_text, end_text = rec.times_text
     if start_ts is not None and end_ts is not None and end_ts >= start_ts:
         duration = round((end_ts - start_ts) * 1e6) * 1000
+        times = f',"start":"{start_text or _iso(start_ts)}","end":"{end_text or _iso(end_ts)}"'
         if end_ts >= txn.ts:        # see whole_document: where duration goes
-            event = (f',"start":"{_iso(start_ts)}","end":"{_iso(end_ts)}","duration":{duration},'
-                     f'"action":"{kind}"}}')
+            event = f'{times},"duration":{duration},"action":"{kind}"}}'
         else:
-            event = (f',"start":"{_iso(start_ts)}","end":"{_iso(end_ts)}","action":"{kind}",'
-                     f'"duration":{duration}}}')
+            event = f'{times},"action":"{kind}","duration":{duration}}}'
     else:
-        event = "" if start_ts is None else f',"start":"{_iso(start_ts)}"'
+        event = "" if start_ts is None else f',"start":"{start_text or _iso(start_ts)}"'
         if end_ts is not None:
-            event += f',"end":"{_iso(end_ts)}"'
+            event += f',"end":"{end_text or _iso(end_ts)}"'
         event += f',"action":"{kind}"}}'
     flow = txn.flow
     transport = flow.transport
@@ -1036,7 +1063,6 @@ def whole_text(txn: Transaction, network_base: dict[str, Any], related_ip: tuple
         if rec.bytes is not None:
             counts = f',"bytes":{_number(rec.bytes)}{counts}'
         if transport:
-            network = _dumps(network_base).decode()[:-1]
             if transport == "tcp" or transport == "udp":
                 ends = (f'"source":{{"ip":"{flow.client_ip}","port":{flow.client_port}}},'
                         f'"destination":{{"ip":"{flow.server_ip}","port":{flow.server_port}}}')
@@ -1044,10 +1070,8 @@ def whole_text(txn: Transaction, network_base: dict[str, Any], related_ip: tuple
                 ends = f'"source":{{"ip":"{flow.client_ip}"}},"destination":{{"ip":"{flow.server_ip}"}}'
             related = '","'.join(related_ip)
             event = f'{event},"network":{network}{counts},{ends},"related":{{"ip":["{related}"]}}'
-        else:                       # a flow without addresses
-            without = dict(network_base)
-            del without["transport"]            # "type" stays: never empty
-            event = f'{event},"network":{_dumps(without).decode()[:-1]}{counts}'
+        else:                       # a flow without addresses: `network` has no transport
+            event = f'{event},"network":{network}{counts}'
     export_text = rec.export_text           # shared by the records of one set
     if not export_text:
         export_text.append(_dumps(rec.export).decode())
