@@ -33,14 +33,19 @@ domain carried, is recorded on each flow as `netflow.sampling_interval` when
 the record has none of its own. Counts are never rescaled.
 
 Structured data (RFC 6313): a basicList becomes an array of its element's
-values (at most MAX_LIST_VALUES; a list that does not add up stays hex).
-Not decoded: subTemplateList and subTemplateMultiList (kept as hex: their
-records need the exporter's templates, and nesting), unsigned256 bitmaps
+values (at most MAX_LIST_VALUES; a list that does not add up stays hex). A
+subTemplateList or subTemplateMultiList becomes an array of records, each an
+object of element names decoded with the same domain's templates (a
+multi-list's blocks one after another, lists inside lists down to
+MAX_LIST_DEPTH); one whose template is not known or whose lengths do not add
+up goes to unknown_fields as number:hex. Not decoded: unsigned256 bitmaps
 (hex), v6/v8 aggregation packets, per-sampler-id sampling scopes.
 
-Speed: a fixed-length template is compiled once to a struct format and its
-field names, a data set unpacked with one iter_unpack, and each record's whole
-document built at once (`whole_document`, no merge into the engine's fields).
+Speed: a fixed-length template is compiled once to a struct format and one
+generated function from the unpacked values to the record (per layout,
+cached), a data set unpacked with one iter_unpack, and each record's whole
+document built at once (`whole_document`, no merge into the engine's fields),
+or its JSON text directly (`whole_text`) when the output takes ready JSON.
 """
 from __future__ import annotations
 
@@ -156,6 +161,8 @@ REVERSE_PEN = 29305      # RFC 5103 section 6.1: reverse elements, "reverse" + t
 _REVERSE = {element: ("reverse_" + name, kind) for element, (name, kind) in ELEMENTS.items()}
 _STRUCTURED = ("basicList", "subTemplateList", "subTemplateMultiList")
 MAX_LIST_VALUES = 1024   # values decoded from one basicList; a longer list is kept as hex
+_SUB_TEMPLATE_KINDS = ("subTemplateList", "subTemplateMultiList")
+MAX_LIST_DEPTH = 4       # subTemplateLists inside subTemplateLists; deeper ones are kept as hex
 
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _SIGNED_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
@@ -183,6 +190,8 @@ def _field_plan(element: int, enterprise: int, length: int,
     name, kind = known
     if kind == "basicList" and not in_list:
         return f"{length}s", name, _basic_list
+    if kind in _SUB_TEMPLATE_KINDS and not in_list:
+        return f"{length}s", name, None     # bytes, decoded with the domain's templates (_sub_lists)
     if kind in _STRUCTURED or kind == "unsigned256":
         return f"{length}s", name, _hex
     if kind.startswith("unsigned") or kind in ("dateTimeSeconds", "dateTimeMilliseconds",
@@ -289,6 +298,9 @@ class Template:
     converters: tuple[tuple[int, Callable[[Any], Any]], ...] = ()   # (value index, converter)
     has_unknown: bool = True                     # records may carry "unknown:<number>" names
     row: Callable[[tuple[Any, ...]], dict[str, Any]] | None = None   # unpacked values -> record
+    # RFC 6313 subTemplateList / subTemplateMultiList fields: (name, element, enterprise,
+    # multi); their values come out of records() as bytes, for _sub_lists to decode.
+    sub_lists: tuple[tuple[str, int, int, bool], ...] = ()
 
     @classmethod
     def compile(cls, template_id: int, fields: tuple[tuple[int, int, int], ...],
@@ -296,6 +308,15 @@ class Template:
         variable = any(length == VARIABLE for _, _, length in fields)
         min_length = sum(1 if length == VARIABLE else length for _, _, length in fields)
         template = cls(template_id, fields, scope_fields, 0, min_length)
+        sub_lists = []
+        for element, enterprise, _length in fields:
+            known = ELEMENTS.get(element) if enterprise == 0 else (
+                _REVERSE.get(element) if enterprise == REVERSE_PEN else None)
+            if known is not None and known[1] in _SUB_TEMPLATE_KINDS:
+                sub_lists.append((known[0], element, enterprise, known[1] == "subTemplateMultiList"))
+        template.sub_lists = tuple(sub_lists)
+        if sub_lists:
+            template.has_unknown = True     # a list that cannot be decoded is kept as number:hex
         if not variable:
             codes, names, converters = [], [], []
             for element, enterprise, length in fields:
@@ -313,7 +334,7 @@ class Template:
             template.names = tuple(names)
             template.converters = tuple(converters)
             template.row = _row_function(template.names, template.converters)
-            template.has_unknown = any(name.startswith("unknown:") for name in names)
+            template.has_unknown = bool(sub_lists) or any(name.startswith("unknown:") for name in names)
         return template
 
     def records(self, data: bytes, start: int, end: int) -> list[dict[str, Any]]:
@@ -367,6 +388,78 @@ def _row_function(names: tuple[str, ...], converters: tuple[tuple[int, Callable[
     items = ", ".join(f"{name!r}: {f'c{i}(v[{i}])' if i in convert else f'v[{i}]'}"
                       for i, name in enumerate(names))
     return eval(f"lambda v: {{{items}}}", namespace)      # noqa: S307 (see the docstring)
+
+
+def _sub_lists(template: Template, records: list[dict[str, Any]], templates: Mapping[int, Template],
+               depth: int = 1) -> None:
+    """Decode the template's subTemplateList / subTemplateMultiList values of `records` in
+    place (RFC 6313 sections 4.5.2, 4.5.3) into arrays of records, each an object of
+    element names as the data record's own fields; their records' own lists likewise, down
+    to MAX_LIST_DEPTH. A list whose template is not known (yet), or whose lengths do not
+    add up, goes to unknown_fields as "<number>:<hex>" instead (never a string under the
+    list's name, which is mapped `flattened`: an object or an array of objects)."""
+    for name, element, enterprise, multi in template.sub_lists:
+        for record in records:
+            raw = record.get(name)
+            if type(raw) is not bytes:
+                continue
+            decoded = _sub_list(raw, multi, templates, depth) if depth <= MAX_LIST_DEPTH else None
+            if decoded is None:
+                del record[name]
+                record[_unknown_name(element, enterprise)] = raw.hex()
+            else:
+                record[name] = decoded
+
+
+def _sub_list(raw: bytes, multi: bool, templates: Mapping[int, Template],
+              depth: int) -> list[dict[str, Any]] | None:
+    """The records of one list value, or None when it cannot be decoded."""
+    if len(raw) < 1 + (0 if multi else 2):
+        return None
+    out: list[dict[str, Any]] = []
+    offset = 1                          # the semantic (RFC 6313 section 4.4) is not kept
+    end = len(raw)
+    while offset < end:
+        if multi:                       # blocks: template id, block length (with these 4 bytes)
+            if end - offset < 4:
+                return None
+            template_id, length = struct.unpack_from("!HH", raw, offset)
+            if length < 4 or offset + length > end:
+                return None
+            start, stop, offset = offset + 4, offset + length, offset + length
+        else:
+            template_id = _U16.unpack_from(raw, offset)[0]
+            start, stop, offset = offset + 2, end, end
+        template = templates.get(template_id)
+        if template is None:
+            return None
+        records = _exact_records(template, raw, start, stop)
+        if records is None or len(out) + len(records) > MAX_LIST_VALUES:
+            return None
+        if template.sub_lists:
+            _sub_lists(template, records, templates, depth + 1)
+        for record in records:
+            unknown = [f"{n[8:]}:{record.pop(n)}" for n in [n for n in record if n.startswith("unknown:")]]
+            if unknown:
+                record["unknown_fields"] = unknown
+        out.extend(records)
+    return out
+
+
+def _exact_records(template: Template, raw: bytes, start: int, stop: int) -> list[dict[str, Any]] | None:
+    """Records filling raw[start:stop] exactly (a list has no padding), or None."""
+    if template.iter_unpack is not None:
+        if template.record_length == 0 or (stop - start) % template.record_length:
+            return None
+        return template.records(raw, start, stop)
+    records, offset = [], start
+    try:
+        while offset < stop and len(records) <= MAX_LIST_VALUES:
+            record, offset = template._variable_record(raw, offset, stop)
+            records.append(record)
+    except DecodeError:
+        return None
+    return records if offset == stop else None
 
 
 _V5_TEMPLATE = Template.compile(0, tuple((e, 0, n) for e, n in _V5_LAYOUT))
@@ -736,6 +829,8 @@ class NetflowDecoder:
         except DecodeError as err:
             self._count(exporter, err.reason.removeprefix("netflow."))
             return
+        if template.sub_lists:
+            _sub_lists(template, records, domain.templates)
         is_options = template.scope_fields > 0
         kind = "netflow_options" if is_options else "netflow_flow"
         if records:
