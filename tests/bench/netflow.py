@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,17 +38,23 @@ FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (2, 4), (1, 4), (22,
           (10, 2), (14, 2)]
 
 
+def _rows(seq: int, row: Callable[[int, bytes, bytes], bytes]) -> bytes:
+    """The records of datagram `seq`: record n from 10.0.x.y to 192.168.0.(n % 251)."""
+    out = b""
+    for i in range(RECORDS_PER_DATAGRAM):
+        n = seq * RECORDS_PER_DATAGRAM + i
+        out += row(n, struct.pack("!I", 0x0A000000 + n % 65536), struct.pack("!I", 0xC0A80000 + n % 251))
+    return out
+
+
 def datagrams(records: int) -> list[bytes]:
+    """NetFlow v9 exports (30 records per datagram, the template every 20 datagrams)."""
     template_body = struct.pack("!HH", 256, len(FIELDS)) + b"".join(struct.pack("!HH", *f) for f in FIELDS)
     template = struct.pack("!HH", 0, 4 + len(template_body)) + template_body
     out = []
     for seq in range(records // RECORDS_PER_DATAGRAM):
-        rows = b""
-        for i in range(RECORDS_PER_DATAGRAM):
-            n = seq * RECORDS_PER_DATAGRAM + i
-            rows += struct.pack("!4s4sHHBBIIIIHH", struct.pack("!I", 0x0A000000 + n % 65536),
-                                struct.pack("!I", 0xC0A80000 + n % 251), 1024 + n % 60000, 443, 6,
-                                0x1B, 10, 1500, 100_000, 110_000, 1, 2)
+        rows = _rows(seq, lambda n, src, dst: struct.pack("!4s4sHHBBIIIIHH", src, dst, 1024 + n % 60000, 443,
+                                                          6, 0x1B, 10, 1500, 100_000, 110_000, 1, 2))
         flowset = struct.pack("!HH", 256, 4 + len(rows)) + rows
         sets = (template + flowset) if seq % 20 == 0 else flowset
         out.append(struct.pack("!HHIIII", 9, 2 if seq % 20 == 0 else 1, 120_000, 1_700_000_000 + seq // 100,
@@ -61,17 +68,12 @@ IPFIX_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (2, 8), (1, 8)
 
 def datagrams_v5(records: int) -> list[bytes]:
     """NetFlow v5 exports of the same records (30 per datagram, the most v5 allows)."""
-    out = []
-    for seq in range(records // RECORDS_PER_DATAGRAM):
-        rows = b""
-        for i in range(RECORDS_PER_DATAGRAM):
-            n = seq * RECORDS_PER_DATAGRAM + i
-            rows += struct.pack("!4s4s4sHHIIIIHHBBBBHHBBH", struct.pack("!I", 0x0A000000 + n % 65536),
-                                struct.pack("!I", 0xC0A80000 + n % 251), bytes(4), 1, 2, 10, 1500,
-                                100_000, 110_000, 1024 + n % 60000, 443, 0, 0x1B, 6, 0, 0, 0, 24, 24, 0)
-        out.append(struct.pack("!HHIIIIBBH", 5, RECORDS_PER_DATAGRAM, 120_000, 1_700_000_000 + seq // 100,
-                               0, seq * RECORDS_PER_DATAGRAM, 0, 0, 0) + rows)
-    return out
+    return [struct.pack("!HHIIIIBBH", 5, RECORDS_PER_DATAGRAM, 120_000, 1_700_000_000 + seq // 100,
+                        0, seq * RECORDS_PER_DATAGRAM, 0, 0, 0)
+            + _rows(seq, lambda n, src, dst: struct.pack(
+                "!4s4s4sHHIIIIHHBBBBHHBBH", src, dst, bytes(4), 1, 2, 10, 1500, 100_000, 110_000,
+                1024 + n % 60000, 443, 0, 0x1B, 6, 0, 0, 0, 24, 24, 0))
+            for seq in range(records // RECORDS_PER_DATAGRAM)]
 
 
 def datagrams_ipfix(records: int) -> list[bytes]:
@@ -81,13 +83,9 @@ def datagrams_ipfix(records: int) -> list[bytes]:
     template = struct.pack("!HH", 2, 4 + len(body)) + body
     out = []
     for seq in range(records // RECORDS_PER_DATAGRAM):
-        rows = b""
-        for i in range(RECORDS_PER_DATAGRAM):
-            n = seq * RECORDS_PER_DATAGRAM + i
-            start = 1_700_000_000_000 + n
-            rows += struct.pack("!4s4sHHBBQQQQII", struct.pack("!I", 0x0A000000 + n % 65536),
-                                struct.pack("!I", 0xC0A80000 + n % 251), 1024 + n % 60000, 443, 6,
-                                0x1B, 10, 1500, start, start + 10_000, 1, 2)
+        rows = _rows(seq, lambda n, src, dst: struct.pack(
+            "!4s4sHHBBQQQQII", src, dst, 1024 + n % 60000, 443, 6, 0x1B, 10, 1500,
+            1_700_000_000_000 + n, 1_700_000_010_000 + n, 1, 2))
         sets = (template if seq % 20 == 0 else b"") + struct.pack("!HH", 256, 4 + len(rows)) + rows
         out.append(struct.pack("!HHIII", 10, 16 + len(sets), 1_700_000_000 + seq // 100,
                                seq * RECORDS_PER_DATAGRAM, 1) + sets)
