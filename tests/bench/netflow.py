@@ -14,6 +14,13 @@
    RcvbufErrors delta: other programs' sockets count there too).
 
 Numbers are noisy on a shared machine: compare the two collectors of one run.
+
+    python tests/bench/netflow.py --cpu [--base main] [--records 60000] [--rounds 3]
+
+3. cpu: CPU time per record (user+system of the child, start-up taken off) of
+   file -> console for v5, v9 and IPFIX exports of the same generated records,
+   with --base alternating that git revision's tree and this one in each
+   round (the way to compare on a shared host; docs/performance.md).
 """
 from __future__ import annotations
 
