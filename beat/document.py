@@ -12,7 +12,7 @@ overwrites instead of duplicating.
 """
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import socket
 import struct
@@ -21,6 +21,7 @@ from typing import Any
 
 from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
+import orjson
 
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, format_mac, iso_time
 from wirebeat.direction import NetworkDirection
@@ -72,7 +73,7 @@ def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dpor
         saddr, daddr, sport, dport = daddr, saddr, dport, sport
     digest = hashlib.sha1(_SEED + saddr + daddr + bytes((proto, 0))
                           + _PORTS.pack(sport, dport)).digest()
-    return "1:" + base64.b64encode(digest).decode()
+    return "1:" + binascii.b2a_base64(digest, newline=False).decode()
 
 
 COLLECTOR_SEPARATOR = "\0"      # in a source key: "<client>\0<collector endpoint>"
@@ -107,7 +108,13 @@ def _id_prefix(source: str, flow: FlowKey, dataset: str) -> str:
 
 def document_id_from(prefix: str, ts: float, identity: str) -> str:
     key = f"{prefix}{round(ts * 1e6)}|{identity}"
-    return base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode()
+    # base64.urlsafe_b64encode, without its two Python-level calls per id
+    return binascii.b2a_base64(_blake2b(key.encode(), digest_size=15).digest(),
+                               newline=False).translate(_URLSAFE).decode()
+
+
+_blake2b = hashlib.blake2b
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 @lru_cache(maxsize=8192)    # what depends only on the flow, computed once per flow
@@ -122,6 +129,29 @@ def _flow_parts(flow: FlowKey, protocol: str, dataset: str) -> tuple[dict[str, A
         network["community_id"] = cid
     related = (flow.client_ip,) if flow.client_ip == flow.server_ip else (flow.client_ip, flow.server_ip)
     return network, related, _id_prefix(flow.source, flow, dataset)
+
+
+def _flow_text(flow: FlowKey, protocol: str, dataset: str) -> tuple[str, tuple[str, ...], str]:
+    """`_flow_parts` for whole_text, uncached (NetFlow records seldom repeat a flow): the
+    network object's JSON text without its closing brace, and without "transport" when
+    the flow has none; related addresses; the _id prefix."""
+    transport, client_ip, server_ip = flow.transport, flow.client_ip, flow.server_ip
+    v6 = ":" in client_ip
+    text = (f'{{"transport":{orjson.dumps(transport).decode()},"type":"{"ipv6" if v6 else "ipv4"}"'
+            if transport else f'{{"type":"{"ipv6" if v6 else "ipv4"}"')
+    if protocol:
+        text += f',"protocol":{orjson.dumps(protocol).decode()}'
+    proto = _IANA.get(transport)
+    if proto is not None:
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        try:
+            text += (',"community_id":"' + community_id_packed(
+                proto, socket.inet_pton(family, client_ip), flow.client_port,
+                socket.inet_pton(family, server_ip), flow.server_port) + '"')
+        except OSError:
+            pass
+    related = (client_ip,) if client_ip == server_ip else (client_ip, server_ip)
+    return text, related, _id_prefix(flow.source, flow, dataset)
 
 
 def _endpoint(ip: str, port: int, nbytes: int | None, with_port: bool) -> dict[str, Any]:
@@ -195,6 +225,10 @@ class DocumentBuilder:
         self.per_source: dict[str, tuple[list[str], dict[str, Any]]] = {}
         # network.direction from the addresses (wirebeat.direction), set by the engine.
         self.direction: NetworkDirection | None = None
+        # The output takes ready JSON text (orjson.Fragment), set by the engine: a spec's
+        # whole_text may then build the text directly; its per-source parts are cached here.
+        self.text_ok = False
+        self.text_parts: dict[str, tuple[str, str]] = {}
 
     def build(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None = None,
               macs: tuple[bytes, bytes] | None = None,
@@ -270,6 +304,11 @@ class DocumentBuilder:
         fill and take away again, no merge (NetFlow's ~100k records/s need it)."""
         flow = txn.flow
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
+        if self.text_ok and self.shared_ok and spec.whole_text is not None:
+            network_text, related_ip, id_prefix = _flow_text(flow, protocol, spec.name)
+            parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
+            return document_id_from(id_prefix, txn.ts, txn.identity), orjson.Fragment(
+                spec.whole_text(txn, network_text, related_ip, parts[0], parts[1]))
         network, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
         common = {"capture": capture_fields(flow.source),
                   "agent": self.agent if self.shared_ok else dict(self.agent),
@@ -280,6 +319,20 @@ class DocumentBuilder:
         if self.per_source:
             self._decorate_source(doc, flow.source)
         return document_id_from(id_prefix, txn.ts, txn.identity), doc
+
+    def _text_parts(self, source: str) -> tuple[str, str]:
+        """whole_text's `common` and `tail` for one source: capture, agent and ecs; then what
+        decorate() adds at the end of a document (fields, tags), as JSON text."""
+        common = orjson.dumps({"capture": capture_fields(source), "agent": self.agent, "ecs": _ECS})
+        added: dict[str, Any] = {}
+        self.decorate(added)            # no processors here (shared_ok)
+        if self.per_source:
+            self._decorate_source(added, source)
+        tail = "," + orjson.dumps(added).decode()[1:] if added else "}"
+        if len(self.text_parts) >= 1024:    # one entry per capture source; a cap all the same
+            self.text_parts.clear()
+        parts = self.text_parts[source] = ("," + common.decode()[1:-1], tail)
+        return parts
 
     def _decorate_source(self, doc: dict[str, Any], source: str) -> None:
         """A listener's own tags and fields (under `fields`, as Filebeat's input-level ones)."""

@@ -234,6 +234,7 @@ class Engine:
         # reports and per-packet documents skip building dicts (a pipeline without an
         # output, another front end's, gets dicts).
         self.fragments_ok = getattr(getattr(pipeline, "output", None), "accepts_fragments", False)
+        builder.text_ok = self.fragments_ok      # NetFlow records as text (DecoderSpec.whole_text)
         self.flow_reporter = FlowReporter(
             builder, pipeline.publish, config["wirebeat.flows.timeout"],
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],

@@ -243,6 +243,14 @@ class DecoderSpec:
     # fields to include as they are. Must give the document the generic path gives
     # (tests/bench/same_output.py); such documents carry no flow.id.
     whole_document: Callable[..., dict[str, Any]] | None = None
+    # Its JSON text (bytes) directly, used instead when the output takes ready JSON and
+    # nothing edits documents (no processors, fields under the root): called as
+    # whole_text(txn, network, related_ip, common, tail) -> str or bytes: `network` the
+    # JSON text of network.* without its closing brace (and without transport when the
+    # flow has none), `common` the text
+    # ',"capture":...,"agent":...,"ecs":...' and `tail` what closes the document
+    # (',"fields":...,"tags":[...]}' or '}'). Same bytes as orjson.dumps(whole_document(...)).
+    whole_text: Callable[..., str | bytes] | None = None
 
 
 class DecodeError(Exception):

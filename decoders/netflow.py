@@ -33,14 +33,19 @@ domain carried, is recorded on each flow as `netflow.sampling_interval` when
 the record has none of its own. Counts are never rescaled.
 
 Structured data (RFC 6313): a basicList becomes an array of its element's
-values (at most MAX_LIST_VALUES; a list that does not add up stays hex).
-Not decoded: subTemplateList and subTemplateMultiList (kept as hex: their
-records need the exporter's templates, and nesting), unsigned256 bitmaps
+values (at most MAX_LIST_VALUES; a list that does not add up stays hex). A
+subTemplateList or subTemplateMultiList becomes an array of records, each an
+object of element names decoded with the same domain's templates (a
+multi-list's blocks one after another, lists inside lists down to
+MAX_LIST_DEPTH); one whose template is not known or whose lengths do not add
+up goes to unknown_fields as number:hex. Not decoded: unsigned256 bitmaps
 (hex), v6/v8 aggregation packets, per-sampler-id sampling scopes.
 
-Speed: a fixed-length template is compiled once to a struct format and its
-field names, a data set unpacked with one iter_unpack, and each record's whole
-document built at once (`whole_document`, no merge into the engine's fields).
+Speed: a fixed-length template is compiled once to a struct format and one
+generated function from the unpacked values to the record (per layout,
+cached), a data set unpacked with one iter_unpack, and each record's whole
+document built at once (`whole_document`, no merge into the engine's fields),
+or its JSON text directly (`whole_text`) when the output takes ready JSON.
 """
 from __future__ import annotations
 
@@ -51,7 +56,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                                     Truncated, iso_time)
@@ -154,6 +161,8 @@ REVERSE_PEN = 29305      # RFC 5103 section 6.1: reverse elements, "reverse" + t
 _REVERSE = {element: ("reverse_" + name, kind) for element, (name, kind) in ELEMENTS.items()}
 _STRUCTURED = ("basicList", "subTemplateList", "subTemplateMultiList")
 MAX_LIST_VALUES = 1024   # values decoded from one basicList; a longer list is kept as hex
+_SUB_TEMPLATE_KINDS = ("subTemplateList", "subTemplateMultiList")
+MAX_LIST_DEPTH = 4       # subTemplateLists inside subTemplateLists; deeper ones are kept as hex
 
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _SIGNED_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
@@ -181,6 +190,8 @@ def _field_plan(element: int, enterprise: int, length: int,
     name, kind = known
     if kind == "basicList" and not in_list:
         return f"{length}s", name, _basic_list
+    if kind in _SUB_TEMPLATE_KINDS and not in_list:
+        return f"{length}s", name, None     # bytes, decoded with the domain's templates (_sub_lists)
     if kind in _STRUCTURED or kind == "unsigned256":
         return f"{length}s", name, _hex
     if kind.startswith("unsigned") or kind in ("dateTimeSeconds", "dateTimeMilliseconds",
@@ -286,6 +297,10 @@ class Template:
     names: tuple[str, ...] = ()                  # field name of each unpacked value
     converters: tuple[tuple[int, Callable[[Any], Any]], ...] = ()   # (value index, converter)
     has_unknown: bool = True                     # records may carry "unknown:<number>" names
+    row: Callable[[tuple[Any, ...]], dict[str, Any]] | None = None   # unpacked values -> record
+    # RFC 6313 subTemplateList / subTemplateMultiList fields: (name, element, enterprise,
+    # multi); their values come out of records() as bytes, for _sub_lists to decode.
+    sub_lists: tuple[tuple[str, int, int, bool], ...] = ()
 
     @classmethod
     def compile(cls, template_id: int, fields: tuple[tuple[int, int, int], ...],
@@ -293,6 +308,15 @@ class Template:
         variable = any(length == VARIABLE for _, _, length in fields)
         min_length = sum(1 if length == VARIABLE else length for _, _, length in fields)
         template = cls(template_id, fields, scope_fields, 0, min_length)
+        sub_lists = []
+        for element, enterprise, _length in fields:
+            known = ELEMENTS.get(element) if enterprise == 0 else (
+                _REVERSE.get(element) if enterprise == REVERSE_PEN else None)
+            if known is not None and known[1] in _SUB_TEMPLATE_KINDS:
+                sub_lists.append((known[0], element, enterprise, known[1] == "subTemplateMultiList"))
+        template.sub_lists = tuple(sub_lists)
+        if sub_lists:
+            template.has_unknown = True     # a list that cannot be decoded is kept as number:hex
         if not variable:
             codes, names, converters = [], [], []
             for element, enterprise, length in fields:
@@ -309,7 +333,8 @@ class Template:
             template.iter_unpack = compiled.iter_unpack
             template.names = tuple(names)
             template.converters = tuple(converters)
-            template.has_unknown = any(name.startswith("unknown:") for name in names)
+            template.row = _row_function(template.names, template.converters)
+            template.has_unknown = bool(sub_lists) or any(name.startswith("unknown:") for name in names)
         return template
 
     def records(self, data: bytes, start: int, end: int) -> list[dict[str, Any]]:
@@ -320,16 +345,7 @@ class Template:
             if size == 0:
                 return out
             count = (end - start) // size
-            names, converters = self.names, self.converters
-            rows = self.iter_unpack(memoryview(data)[start:start + count * size])
-            if not converters:
-                return [dict(zip(names, values)) for values in rows]
-            for values in rows:
-                converted = list(values)
-                for index, conv in converters:
-                    converted[index] = conv(converted[index])
-                out.append(dict(zip(names, converted)))
-            return out
+            return list(map(self.row, self.iter_unpack(memoryview(data)[start:start + count * size])))
         offset = start
         while end - offset >= max(self.min_length, 1):
             record, offset = self._variable_record(data, offset, end)
@@ -358,6 +374,92 @@ class Template:
             code, name, conv = _field_plan(element, enterprise, length)
             record[name] = _value(code, conv, raw)
         return record, offset
+
+
+@lru_cache(maxsize=256)        # exporters resend their templates: compile each layout once
+def _row_function(names: tuple[str, ...], converters: tuple[tuple[int, Callable[[Any], Any]], ...]
+                  ) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
+    """One function per record layout turning its unpacked values into the record dict:
+    `lambda v: {"name0": v[0], "name1": c1(v[1]), ...}` (a repeated name keeps its first
+    place and its last value, as dict(zip()) would). The generated text holds only
+    indices and repr() of names from the element table, never bytes off the wire."""
+    convert = dict(converters)
+    namespace = {f"c{index}": conv for index, conv in converters}
+    items = ", ".join(f"{name!r}: {f'c{i}(v[{i}])' if i in convert else f'v[{i}]'}"
+                      for i, name in enumerate(names))
+    return eval(f"lambda v: {{{items}}}", namespace)      # noqa: S307 (see the docstring)
+
+
+def _sub_lists(template: Template, records: list[dict[str, Any]], templates: Mapping[int, Template],
+               depth: int = 1) -> None:
+    """Decode the template's subTemplateList / subTemplateMultiList values of `records` in
+    place (RFC 6313 sections 4.5.2, 4.5.3) into arrays of records, each an object of
+    element names as the data record's own fields; their records' own lists likewise, down
+    to MAX_LIST_DEPTH. A list whose template is not known (yet), or whose lengths do not
+    add up, goes to unknown_fields as "<number>:<hex>" instead (never a string under the
+    list's name, which is mapped `flattened`: an object or an array of objects)."""
+    for name, element, enterprise, multi in template.sub_lists:
+        for record in records:
+            raw = record.get(name)
+            if type(raw) is not bytes:
+                continue
+            decoded = _sub_list(raw, multi, templates, depth) if depth <= MAX_LIST_DEPTH else None
+            if decoded is None:
+                del record[name]
+                record[_unknown_name(element, enterprise)] = raw.hex()
+            else:
+                record[name] = decoded
+
+
+def _sub_list(raw: bytes, multi: bool, templates: Mapping[int, Template],
+              depth: int) -> list[dict[str, Any]] | None:
+    """The records of one list value, or None when it cannot be decoded."""
+    if len(raw) < 1 + (0 if multi else 2):
+        return None
+    out: list[dict[str, Any]] = []
+    offset = 1                          # the semantic (RFC 6313 section 4.4) is not kept
+    end = len(raw)
+    while offset < end:
+        if multi:                       # blocks: template id, block length (with these 4 bytes)
+            if end - offset < 4:
+                return None
+            template_id, length = struct.unpack_from("!HH", raw, offset)
+            if length < 4 or offset + length > end:
+                return None
+            start, stop, offset = offset + 4, offset + length, offset + length
+        else:
+            template_id = _U16.unpack_from(raw, offset)[0]
+            start, stop, offset = offset + 2, end, end
+        template = templates.get(template_id)
+        if template is None:
+            return None
+        records = _exact_records(template, raw, start, stop)
+        if records is None or len(out) + len(records) > MAX_LIST_VALUES:
+            return None
+        if template.sub_lists:
+            _sub_lists(template, records, templates, depth + 1)
+        for record in records:
+            unknown = [f"{n[8:]}:{record.pop(n)}" for n in [n for n in record if n.startswith("unknown:")]]
+            if unknown:
+                record["unknown_fields"] = unknown
+        out.extend(records)
+    return out
+
+
+def _exact_records(template: Template, raw: bytes, start: int, stop: int) -> list[dict[str, Any]] | None:
+    """Records filling raw[start:stop] exactly (a list has no padding), or None."""
+    if template.iter_unpack is not None:
+        if template.record_length == 0 or (stop - start) % template.record_length:
+            return None
+        return template.records(raw, start, stop)
+    records, offset = [], start
+    try:
+        while offset < stop and len(records) <= MAX_LIST_VALUES:
+            record, offset = template._variable_record(raw, offset, stop)
+            records.append(record)
+    except DecodeError:
+        return None
+    return records if offset == stop else None
 
 
 _V5_TEMPLATE = Template.compile(0, tuple((e, 0, n) for e, n in _V5_LAYOUT))
@@ -404,9 +506,11 @@ class _Exporter:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass(slots=True)
-class FlowRecord:
-    """What a document is made of: the record's fields and its export packet's header."""
+class FlowRecord(NamedTuple):
+    """What a document is made of: the record's fields and its export packet's header.
+
+    A named tuple, made with `_new_record` (tuple.__new__, no Python-level __init__: a
+    slotted dataclass cost ~0.5 us per record here)."""
 
     kind: str                       # "netflow_flow" or "netflow_options"
     fields: dict[str, Any]          # netflow.* (names from the registry)
@@ -417,6 +521,11 @@ class FlowRecord:
     packets: int | None
     bytes: int | None
     iana_number: int | None
+    export_text: list[str]          # whole_text's JSON of `export`, made once per data set
+    times_text: tuple[str | None, str | None]    # iso_time(start_ts), iso_time(end_ts) when known
+
+
+_new_record = tuple.__new__
 
 
 class NetflowDecoder:
@@ -541,11 +650,12 @@ class NetflowDecoder:
         txns = []
         self._count(exporter, "records", count)
         prefix = f"{exporter.address}|{version}|0|{sequence}|0|"
+        export_text: list[str] = []
         for index, record in enumerate(template.records(data, header.size, end)):
             if sampling:
                 record["sampling_interval"] = sampling
             txns.append(self._transaction(exporter, record, "netflow_flow", export, export_ts,
-                                          uptime, source, prefix + str(index), False))
+                                          uptime, source, prefix + str(index), False, export_text))
         return txns
 
     def _v9(self, exporter: _Exporter, data: bytes, ts: float, source: str) -> list[Transaction]:
@@ -724,11 +834,14 @@ class NetflowDecoder:
         except DecodeError as err:
             self._count(exporter, err.reason.removeprefix("netflow."))
             return
+        if template.sub_lists:
+            _sub_lists(template, records, domain.templates)
         is_options = template.scope_fields > 0
         kind = "netflow_options" if is_options else "netflow_flow"
         if records:
             self._count(exporter, "options_records" if is_options else "records", len(records))
         prefix = f"{exporter.address}|{export['version']}|{export['source_id']}|{identity}|"
+        export_text: list[str] = []
         for index, record in enumerate(records):
             if is_options:
                 for name in _SAMPLING_ELEMENTS:
@@ -744,7 +857,8 @@ class NetflowDecoder:
                 if domain.system_init_ms is not None and uptime is None:
                     record.setdefault("system_init_time_milliseconds", domain.system_init_ms)
             txns.append(self._transaction(exporter, record, kind, export, export_ts, uptime,
-                                          source, prefix + str(index), template.has_unknown))
+                                          source, prefix + str(index), template.has_unknown,
+                                          export_text))
 
     # -- data before its template ----------------------------------------------------
 
@@ -846,12 +960,12 @@ class NetflowDecoder:
 
     def _transaction(self, exporter: _Exporter, record: dict[str, Any], kind: str,
                      export: dict[str, Any], export_ts: float, uptime: int | None, source: str,
-                     identity: str, has_unknown: bool) -> Transaction:
+                     identity: str, has_unknown: bool, export_text: list[str]) -> Transaction:
         if has_unknown:
             unknown = [f"{name[8:]}:{record.pop(name)}" for name in [n for n in record if n.startswith("unknown:")]]
             if unknown:
                 record["unknown_fields"] = unknown
-        start_ts, end_ts = _flow_times(record, export_ts, uptime)
+        start_ts, end_ts, texts = _flow_times(record, export_ts, uptime)
         get = record.get
         packets = get("packet_delta_count")
         if packets is None:
@@ -871,18 +985,27 @@ class NetflowDecoder:
                 type_code = _port(type_code)
                 sport, dport = type_code >> 8, type_code & 0xFF
             else:
-                sport = _port(get("source_transport_port", 0))
-                dport = _port(get("destination_transport_port", 0))
+                sport = get("source_transport_port", 0)
+                dport = get("destination_transport_port", 0)
+                if not (type(sport) is int and 0 <= sport <= 0xFFFF):      # _port, inline
+                    sport = 0
+                if not (type(dport) is int and 0 <= dport <= 0xFFFF):
+                    dport = 0
             flow = FlowKey(transport, src, sport, dst, dport, source)
         else:
             flow = FlowKey("", exporter.ip, 0, exporter.ip, 0, source)
-        detail = FlowRecord(kind, record, export, exporter.ip, start_ts, end_ts, packets, octets, proto)
+        detail = _new_record(FlowRecord, (kind, record, export, exporter.ip, start_ts, end_ts, packets,
+                                          octets, proto, export_text, texts))
         return Transaction(flow, export_ts, end_ts, "OK", detail, None, None, (), identity)
 
 
-def _flow_times(record: dict[str, Any], export_ts: float,
-                uptime: int | None) -> tuple[float | None, float | None]:
-    """Flow start and end in epoch seconds, from whichever elements the record has."""
+_NO_TEXTS = (None, None)
+
+
+def _flow_times(record: dict[str, Any], export_ts: float, uptime: int | None
+                ) -> tuple[float | None, float | None, tuple[str | None, str | None]]:
+    """Flow start and end in epoch seconds, from whichever elements the record has, and
+    their iso_time texts where the record holds them already (else None)."""
     get = record.get
     start = end = None
     first, last = get("flow_start_sys_up_time"), get("flow_end_sys_up_time")
@@ -899,20 +1022,31 @@ def _flow_times(record: dict[str, Any], export_ts: float,
             start = export_ts - ((since_init_ms - first) % MAX_U32) / 1000
             end = export_ts - ((since_init_ms - last) % MAX_U32) / 1000
         if start is not None:
-            return start, end
+            return start, end, _NO_TEXTS
+    start_text = end_text = None
     for start_name, end_name in (("flow_start_milliseconds", "flow_end_milliseconds"),
                                  ("flow_start_microseconds", "flow_end_microseconds"),
                                  ("flow_start_nanoseconds", "flow_end_nanoseconds"),
                                  ("flow_start_seconds", "flow_end_seconds")):
         if start is None and start_name in record:
-            start = _parse_iso(record[start_name])
+            start_text = record[start_name]
+            start = _parse_iso(start_text)
         if end is None and end_name in record:
-            end = _parse_iso(record[end_name])
+            end_text = record[end_name]
+            end = _parse_iso(end_text)
     if start is None and "flow_start_delta_microseconds" in record:
         start = export_ts - record["flow_start_delta_microseconds"] / 1e6
     if end is None and "flow_end_delta_microseconds" in record:
         end = export_ts - record["flow_end_delta_microseconds"] / 1e6
-    return start, end
+    # iso_time(_parse_iso(text)) == text while a float holds microseconds exactly (2^31 s)
+    if start_text is not None and not (start is not None and 0 <= start < _EXACT_TEXT_S):
+        start_text = None
+    if end_text is not None and not (end is not None and 0 <= end < _EXACT_TEXT_S):
+        end_text = None
+    return start, end, (start_text, end_text) if start_text or end_text else _NO_TEXTS
+
+
+_EXACT_TEXT_S = 1 << 31
 
 
 @lru_cache(maxsize=4096)
@@ -989,6 +1123,66 @@ def whole_document(txn: Transaction, network_base: dict[str, Any], related_ip: t
     return doc
 
 
+_dumps = orjson.dumps
+_EVENT_HEAD = ('","type":"netflow","event":{"kind":"event","category":["network"],"type":["connection"],'
+               '"dataset":"netflow"')
+
+
+def _number(value: Any) -> str:
+    return str(value) if type(value) is int else _dumps(value).decode()
+
+
+def whole_text(txn: Transaction, network: str, related_ip: tuple[str, ...],
+               common: str, tail: str) -> str:
+    """orjson.dumps of whole_document(...) with `common` and `tail` added (DecoderSpec.whole_text),
+    as text directly: the strings put in unescaped (times, addresses, names) are ones this
+    decoder made and JSON-safe; the record's own fields go through orjson."""
+    rec: FlowRecord = txn.detail
+    start_ts, end_ts, kind = rec.start_ts, rec.end_ts, rec.kind
+    start_text, end_text = rec.times_text
+    if start_ts is not None and end_ts is not None and end_ts >= start_ts:
+        duration = round((end_ts - start_ts) * 1e6) * 1000
+        times = f',"start":"{start_text or _iso(start_ts)}","end":"{end_text or _iso(end_ts)}"'
+        if end_ts >= txn.ts:        # see whole_document: where duration goes
+            event = f'{times},"duration":{duration},"action":"{kind}"}}'
+        else:
+            event = f'{times},"action":"{kind}","duration":{duration}}}'
+    else:
+        event = "" if start_ts is None else f',"start":"{start_text or _iso(start_ts)}"'
+        if end_ts is not None:
+            event += f',"end":"{end_text or _iso(end_ts)}"'
+        event += f',"action":"{kind}"}}'
+    flow = txn.flow
+    transport = flow.transport
+    if transport or kind == "netflow_flow":
+        counts = "}"
+        number, packets, octets = rec.iana_number, rec.packets, rec.bytes
+        if number is not None:
+            counts = (f',"iana_number":"{number}"}}' if type(number) is int
+                      else f',"iana_number":{_dumps(str(number)).decode()}}}')
+        if packets is not None:
+            counts = f',"packets":{packets if type(packets) is int else _number(packets)}{counts}'
+        if octets is not None:
+            counts = f',"bytes":{octets if type(octets) is int else _number(octets)}{counts}'
+        if transport:
+            if transport == "tcp" or transport == "udp":
+                ends = (f'"source":{{"ip":"{flow.client_ip}","port":{flow.client_port}}},'
+                        f'"destination":{{"ip":"{flow.server_ip}","port":{flow.server_port}}}')
+            else:
+                ends = f'"source":{{"ip":"{flow.client_ip}"}},"destination":{{"ip":"{flow.server_ip}"}}'
+            related = '","'.join(related_ip)
+            event = f'{event},"network":{network}{counts},{ends},"related":{{"ip":["{related}"]}}'
+        else:                       # a flow without addresses: `network` has no transport
+            event = f'{event},"network":{network}{counts}'
+    export_text = rec.export_text           # shared by the records of one set
+    if not export_text:
+        export_text.append(_dumps(rec.export).decode())
+    fields = _dumps(rec.fields).decode()[:-1]
+    return (f'{{"@timestamp":"{_iso(txn.ts)}{_EVENT_HEAD}{event}{common},"netflow":{fields}'
+            f'{"," if len(fields) > 1 else ""}"type":"{kind}","exporter":{export_text[0]}}},'
+            f'"observer":{{"ip":"{rec.exporter_ip}"}}{tail}')
+
+
 def document(txn: Transaction) -> dict[str, Any]:
     """The netflow.* fields and the ECS fields of one flow or options record."""
     rec: FlowRecord = txn.detail
@@ -1037,6 +1231,7 @@ DECODER = DecoderSpec(
     name="netflow",
     document=document,
     whole_document=whole_document,
+    whole_text=whole_text,
     datagram=NetflowDecoder,
     ports=PORTS,
     network_protocol="",

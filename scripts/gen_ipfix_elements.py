@@ -38,7 +38,9 @@ ES_TYPES = {
     "dateTimeSeconds": "date", "dateTimeMilliseconds": "date",
     "dateTimeMicroseconds": "date", "dateTimeNanoseconds": "date",
     "ipv4Address": "ip", "ipv6Address": "ip",
-    "basicList": "keyword", "subTemplateList": "keyword", "subTemplateMultiList": "keyword",
+    "basicList": "keyword",
+    # RFC 6313 lists: arrays of records of any elements (an object per record)
+    "subTemplateList": "flattened", "subTemplateMultiList": "flattened",
     "unsigned256": "keyword",         # RFC 9740 bitmaps: kept as hex
 }
 

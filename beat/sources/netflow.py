@@ -90,6 +90,9 @@ class NetflowListener:
         self.local = socket.inet_pton(self.family, self.host)
         self.socket: socket.socket | None = None
         self.inode = 0
+        # The kernel's drop count read just before the socket closed: its /proc/net/udp
+        # line goes with the socket, and the run's summary comes after.
+        self.drops_at_close: int | None = None
         # Written by the receive thread only.
         self.received = 0
         self.dropped = 0
@@ -143,6 +146,7 @@ class NetflowListener:
                 if not hand_over(self, batch, True):        # False only when stopping
                     self.dropped += len(batch)
         finally:
+            self.drops_at_close = self.kernel_drops()
             sock.close()
 
     def deliver(self, batch: list[tuple[float, bytes, tuple[Any, ...]]],
@@ -161,7 +165,10 @@ class NetflowListener:
             self.last_seen[name] = (ts, time.monotonic())
 
     def kernel_drops(self) -> int:
-        """Datagrams the kernel dropped on this socket (buffer full), from /proc/net/udp{,6}."""
+        """Datagrams the kernel dropped on this socket (buffer full), from /proc/net/udp{,6};
+        once the socket is closed, the count read just before."""
+        if self.drops_at_close is not None:
+            return self.drops_at_close
         path = "/proc/net/udp6" if self.family == socket.AF_INET6 else "/proc/net/udp"
         try:
             with open(path, encoding="ascii") as fh:

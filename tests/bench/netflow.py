@@ -14,12 +14,20 @@
    RcvbufErrors delta: other programs' sockets count there too).
 
 Numbers are noisy on a shared machine: compare the two collectors of one run.
+
+    python tests/bench/netflow.py --cpu [--base main] [--records 60000] [--rounds 3]
+
+3. cpu: CPU time per record (user+system of the child, start-up taken off) of
+   file -> console for v5, v9 and IPFIX exports of the same generated records,
+   with --base alternating that git revision's tree and this one in each
+   round (the way to compare on a shared host; docs/performance.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -28,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,22 +45,61 @@ FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (2, 4), (1, 4), (22,
           (10, 2), (14, 2)]
 
 
+def _rows(seq: int, row: Callable[[int, bytes, bytes], bytes]) -> bytes:
+    """The records of datagram `seq`: record n from 10.0.x.y to 192.168.0.(n % 251)."""
+    out = b""
+    for i in range(RECORDS_PER_DATAGRAM):
+        n = seq * RECORDS_PER_DATAGRAM + i
+        out += row(n, struct.pack("!I", 0x0A000000 + n % 65536), struct.pack("!I", 0xC0A80000 + n % 251))
+    return out
+
+
 def datagrams(records: int) -> list[bytes]:
+    """NetFlow v9 exports (30 records per datagram, the template every 20 datagrams)."""
     template_body = struct.pack("!HH", 256, len(FIELDS)) + b"".join(struct.pack("!HH", *f) for f in FIELDS)
     template = struct.pack("!HH", 0, 4 + len(template_body)) + template_body
     out = []
     for seq in range(records // RECORDS_PER_DATAGRAM):
-        rows = b""
-        for i in range(RECORDS_PER_DATAGRAM):
-            n = seq * RECORDS_PER_DATAGRAM + i
-            rows += struct.pack("!4s4sHHBBIIIIHH", struct.pack("!I", 0x0A000000 + n % 65536),
-                                struct.pack("!I", 0xC0A80000 + n % 251), 1024 + n % 60000, 443, 6,
-                                0x1B, 10, 1500, 100_000, 110_000, 1, 2)
+        rows = _rows(seq, lambda n, src, dst: struct.pack("!4s4sHHBBIIIIHH", src, dst, 1024 + n % 60000, 443,
+                                                          6, 0x1B, 10, 1500, 100_000, 110_000, 1, 2))
         flowset = struct.pack("!HH", 256, 4 + len(rows)) + rows
         sets = (template + flowset) if seq % 20 == 0 else flowset
         out.append(struct.pack("!HHIIII", 9, 2 if seq % 20 == 0 else 1, 120_000, 1_700_000_000 + seq // 100,
                                seq + 1, 1) + sets)
     return out
+
+
+IPFIX_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (2, 8), (1, 8), (152, 8), (153, 8),
+                (10, 4), (14, 4)]
+
+
+def datagrams_v5(records: int) -> list[bytes]:
+    """NetFlow v5 exports of the same records (30 per datagram, the most v5 allows)."""
+    return [struct.pack("!HHIIIIBBH", 5, RECORDS_PER_DATAGRAM, 120_000, 1_700_000_000 + seq // 100,
+                        0, seq * RECORDS_PER_DATAGRAM, 0, 0, 0)
+            + _rows(seq, lambda n, src, dst: struct.pack(
+                "!4s4s4sHHIIIIHHBBBBHHBBH", src, dst, bytes(4), 1, 2, 10, 1500, 100_000, 110_000,
+                1024 + n % 60000, 443, 0, 0x1B, 6, 0, 0, 0, 24, 24, 0))
+            for seq in range(records // RECORDS_PER_DATAGRAM)]
+
+
+def datagrams_ipfix(records: int) -> list[bytes]:
+    """IPFIX messages of the same records with absolute millisecond times, the template
+    repeated every 20 messages."""
+    body = struct.pack("!HH", 256, len(IPFIX_FIELDS)) + b"".join(struct.pack("!HH", *f) for f in IPFIX_FIELDS)
+    template = struct.pack("!HH", 2, 4 + len(body)) + body
+    out = []
+    for seq in range(records // RECORDS_PER_DATAGRAM):
+        rows = _rows(seq, lambda n, src, dst: struct.pack(
+            "!4s4sHHBBQQQQII", src, dst, 1024 + n % 60000, 443, 6, 0x1B, 10, 1500,
+            1_700_000_000_000 + n, 1_700_000_010_000 + n, 1, 2))
+        sets = (template if seq % 20 == 0 else b"") + struct.pack("!HH", 256, 4 + len(rows)) + rows
+        out.append(struct.pack("!HHIII", 10, 16 + len(sets), 1_700_000_000 + seq // 100,
+                               seq * RECORDS_PER_DATAGRAM, 1) + sets)
+    return out
+
+
+GENERATORS = {"v5": datagrams_v5, "v9": datagrams, "ipfix": datagrams_ipfix}
 
 
 def write_pcap(path: Path, payloads: list[bytes]) -> None:
@@ -168,6 +216,51 @@ def nfcapd_live(payloads: list[bytes], rate: int, workdir: Path) -> dict:
     return {"sent_records_per_s": round(sent_rate), "records": count, "udp_rcvbuf_errors": errors}
 
 
+def cpu_seconds(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """user + system CPU seconds of one child run (all its threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, cwd=ROOT, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def cpu_per_record(records: int, base: str, rounds: int, workdir: Path) -> dict:
+    """CPU microseconds per record of `run -I export.pcap --console` (to /dev/null), each
+    version, start-up (a one-datagram file) taken off; with `base`, that git revision's
+    tree run alternately with this one in the same rounds. The median round is reported."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from same_output import export
+    trees = {"this": ROOT}
+    if base:
+        (workdir / "base").mkdir()
+        trees = {base: export(base, workdir / "base"), "this": ROOT}
+    captures = {}
+    for version, make in GENERATORS.items():
+        payloads = make(records)
+        captures[version] = (workdir / f"cpu_{version}.pcap", len(payloads) * RECORDS_PER_DATAGRAM)
+        write_pcap(captures[version][0], payloads)
+        write_pcap(workdir / f"cpu_{version}_one.pcap", payloads[:1])
+    samples: dict[str, dict[str, list[float]]] = {t: {v: [] for v in captures} for t in trees}
+    for _ in range(rounds):
+        for version, (pcap, n) in captures.items():
+            for name, tree in trees.items():
+                env = {"PYTHONPATH": str(tree), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+                cmd = [*one_core(), sys.executable, "-m", "wirebeat.cli", "run", "--console",
+                       "-E", "logging.metrics.period=0", "-I"]
+                full = cpu_seconds([*cmd, str(pcap)], env)
+                empty = cpu_seconds([*cmd, str(workdir / f"cpu_{version}_one.pcap")], env)
+                samples[name][version].append((full - empty) / (n - RECORDS_PER_DATAGRAM) * 1e6)
+    result = {}
+    for name, per_version in samples.items():
+        result[name] = {}
+        for version, values in per_version.items():
+            us = sorted(values)[len(values) // 2]
+            result[name][version] = {"cpu_us_per_record": round(us, 2),
+                                     "records_per_cpu_s": round(1e6 / us) if us > 0 else None,
+                                     "rounds": [round(v, 2) for v in values]}
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=300_000)
@@ -175,7 +268,18 @@ def main() -> int:
     parser.add_argument("--skip-file", action="store_true", help="only the loopback runs")
     parser.add_argument("--elasticsearch", default="", metavar="URL",
                         help="also index the file into this Elasticsearch (e.g. http://127.0.0.1:9200)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="only CPU time per record of file -> console, v5, v9 and IPFIX")
+    parser.add_argument("--base", default="", metavar="REV",
+                        help="with --cpu: also that git revision's tree, run alternately")
+    parser.add_argument("--rounds", type=int, default=3, help="with --cpu: runs of each")
     args = parser.parse_args()
+    if args.cpu:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps({"records": args.records,
+                              **cpu_per_record(args.records, args.base, args.rounds, Path(tmp))},
+                             indent=2))
+        return 0
     payloads = datagrams(args.records)
     records = len(payloads) * RECORDS_PER_DATAGRAM
     with tempfile.TemporaryDirectory() as tmp:

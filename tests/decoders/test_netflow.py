@@ -7,6 +7,7 @@ ones a collector indexes.
 """
 from __future__ import annotations
 
+import socket
 import struct
 
 import pytest
@@ -490,34 +491,128 @@ def test_basic_list_of_variable_length_strings_and_a_broken_list_kept_as_hex() -
     assert doc["netflow"]["bgp_destination_community_list"] == broken.hex()
 
 
-def test_whole_document_fast_path_equals_the_generic_merge() -> None:
+def _varlen(value: bytes) -> bytes:
+    """An IPFIX variable-length field (RFC 7011 section 7): one length byte, or 255 and two."""
+    return (bytes([len(value)]) if len(value) < 255 else b"\xff" + struct.pack("!H", len(value))) + value
+
+
+def _sub_template_exports() -> tuple[bytes, list[dict]]:
+    """An IPFIX message with RFC 6313 lists whose decoding is known by construction:
+    (the message, the `netflow` fields expected of its three records)."""
+    sub = ipfix_template(400, [(8, 4), (11, 2)])                 # sourceIPv4Address, destinationTransportPort
+    named = ipfix_template(401, [(82, 65535), (600, 2)])        # interfaceName, an unassigned element
+    nested = ipfix_template(402, [(7, 2), (292, 65535)])        # sourceTransportPort, a subTemplateList
+    top = ipfix_template(300, [(8, 4), (12, 4), (4, 1), (292, 65535), (293, 65535)])
+
+    def ip(text: str) -> bytes:
+        return socket.inet_aton(text)
+    stl = b"\x03" + struct.pack("!H", 400) + ip("10.1.1.1") + struct.pack("!H", 80) + ip("10.1.1.2") + struct.pack("!H", 443)
+    inner = b"\x01" + struct.pack("!H", 400) + ip("10.7.7.7") + struct.pack("!H", 8080)
+    block_400 = ip("10.9.9.9") + struct.pack("!H", 53)
+    block_401 = _varlen(b"eth0") + b"\x0a\x0b"
+    block_402 = struct.pack("!H", 5000) + _varlen(inner)
+    stml = (b"\x04" + struct.pack("!HH", 400, 4 + len(block_400)) + block_400
+            + struct.pack("!HH", 401, 4 + len(block_401)) + block_401
+            + struct.pack("!HH", 402, 4 + len(block_402)) + block_402)
+    unknown_template = b"\x03" + struct.pack("!H", 999) + ip("10.1.1.1") + struct.pack("!H", 80)
+    short = b"\x03" + struct.pack("!H", 400) + ip("10.1.1.1") + b"\x00"       # 5 of a 6-byte record
+    empty = b"\x03" + struct.pack("!H", 400)
+    head = ip("192.168.1.1") + ip("192.168.1.2") + b"\x06"
+    no_block = b"\x03" + struct.pack("!H", 400)             # a multi list: 2 bytes, no block header
+    rows = (head + _varlen(stl) + _varlen(stml) + head + _varlen(unknown_template) + _varlen(no_block)
+            + head + _varlen(short) + _varlen(b"\x03") + head + _varlen(empty) + _varlen(b"\x03"))
+    message = ipfix_packet(sub, named, nested, top, ipfix_set(300, rows), sequence=9)
+    expected = [
+        {"sub_template_list": [{"source_ipv4_address": "10.1.1.1", "destination_transport_port": 80},
+                               {"source_ipv4_address": "10.1.1.2", "destination_transport_port": 443}],
+         "sub_template_multi_list": [
+             {"source_ipv4_address": "10.9.9.9", "destination_transport_port": 53},
+             {"interface_name": "eth0", "unknown_fields": ["600:0a0b"]},
+             {"source_transport_port": 5000,
+              "sub_template_list": [{"source_ipv4_address": "10.7.7.7", "destination_transport_port": 8080}]}]},
+        {"unknown_fields": ["292:" + unknown_template.hex(), "293:" + no_block.hex()]},
+        {"sub_template_multi_list": [], "unknown_fields": ["292:" + short.hex()]},
+        {"sub_template_list": [], "sub_template_multi_list": []},      # lists without records
+    ]
+    return message, expected
+
+
+def test_sub_template_lists_become_arrays_of_records_with_element_names() -> None:
+    """RFC 6313 subTemplateList / subTemplateMultiList (with a list inside a list) decoded
+    with the domain's templates; one referring to an unknown template, one whose length
+    does not add up and a multi list too short for a block header stay as number:hex."""
+    message, expected = _sub_template_exports()
+    c = Collector()
+    c.send(message)
+    docs = flows(c.docs())
+    assert len(docs) == 4
+    for doc, want in zip(docs, expected):
+        got = {k: v for k, v in doc["netflow"].items()
+               if k in ("sub_template_list", "sub_template_multi_list", "unknown_fields")}
+        assert got == want
+        assert doc["source"]["ip"] == "192.168.1.1" and doc["network"]["transport"] == "tcp"
+
+
+def _fast_path_exports() -> list[bytes]:
+    """v9 flows (TCP, ICMP), a flow that ended before its export, an options record, a
+    flow without addresses; IPFIX over IPv6 with a string needing JSON escapes, a MAC,
+    a float, a boolean, a basicList, an unknown enterprise element and a time past 9999;
+    a v5 export; RFC 6313 lists."""
+    icmp = v9_row("10.0.0.5", "10.0.0.6", 0, 0x0800, 1, 1, 84, UPTIME_MS - 10, UPTIME_MS - 10)
+    tcp = v9_row("10.0.0.1", "10.0.0.2", 51000, 443, 6, 12, 3400, UPTIME_MS - 20_000, UPTIME_MS + 5_000)
+    options = struct.pack("!HH", 1, 20) + struct.pack("!HHHHHHH", 260, 4, 4, 1, 4, 34, 4) + b"\0" * 2
+    options_data = struct.pack("!HHII", 260, 12, 1, 100)
+    no_address = v9_template(261, [(1, 4), (2, 4)])
+    v9 = v9_packet(v9_template(), v9_data(256, [icmp, tcp]), options, options_data, no_address,
+                   v9_data(261, [struct.pack("!II", 10, 1)]))
+    name = 'eth"0\\\n\u00e9'.encode()
+    ipfix_fields = [(27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (82, 65535), (56, 6), (320, 8),
+                    (276, 1), (291, 65535), (7, 3, 9999), (152, 8), (153, 8)]
+    values = _basic_list(82, 65535, b"\x02lo")
+    row = (socket.inet_pton(socket.AF_INET6, "2001:db8::1") + socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+           + struct.pack("!HHB", 5353, 53, 17) + bytes([len(name)]) + name + bytes.fromhex("0a0b0c0d0e0f")
+           + struct.pack("!dB", 0.25, 1) + bytes([len(values)]) + values + b"abc"
+           + struct.pack("!QQ", 1_700_000_000_123, (1 << 63)))
+    ipfix = ipfix_packet(ipfix_template(300, ipfix_fields), ipfix_set(300, row), sequence=5)
+    return [v9, ipfix, v5_packet([V5_RECORD, dict(V5_RECORD, proto=1, dport=0x0303)], sequence=3),
+            _sub_template_exports()[0]]
+
+
+def test_whole_document_and_whole_text_give_the_bytes_of_the_generic_merge() -> None:
     """DecoderSpec.whole_document must give, field order included, what document()
-    merged into the engine's common fields gives: flows (TCP, ICMP), a flow that
-    ended before its export, an options record, a flow without addresses."""
+    merged into the engine's common fields gives, and whole_text its JSON bytes (the
+    output's orjson.dumps of the Fragment), with and without fields, tags, a
+    listener's own tags and fields, and fields under the root (no text then)."""
     import dataclasses
 
     import orjson
 
     from wirebeat.decoders.api import Datagram, FlowKey
     from wirebeat.document import DocumentBuilder
-    generic_spec = dataclasses.replace(DECODER, whole_document=None)
-    icmp = v9_row("10.0.0.5", "10.0.0.6", 0, 0x0800, 1, 1, 84, UPTIME_MS - 10, UPTIME_MS - 10)
-    tcp = v9_row("10.0.0.1", "10.0.0.2", 51000, 443, 6, 12, 3400, UPTIME_MS - 20_000, UPTIME_MS + 5_000)
-    options = struct.pack("!HH", 1, 20) + struct.pack("!HHHHHHH", 260, 4, 4, 1, 4, 34, 4) + b"\0" * 2
-    options_data = struct.pack("!HHII", 260, 12, 1, 100)
-    no_address = v9_template(261, [(1, 4), (2, 4)])
-    decoder = DECODER.datagram({})
-    payload = v9_packet(v9_template(), v9_data(256, [icmp, tcp]), options, options_data, no_address,
-                        v9_data(261, [struct.pack("!II", 10, 1)]))
-    txns = decoder.on_datagram(Datagram(EXPORT_SECS + 0.01, FlowKey("udp", *EXPORTER, "192.0.2.1", 2055, "s"),
-                                        True, payload))
-    assert {t.detail.kind for t in txns} == {"netflow_flow", "netflow_options"} and len(txns) == 4
-    for shared in (True, False):
-        builder = DocumentBuilder({"type": "wirebeat", "version": "t", "name": "t"}, [],
-                                  {} if shared else {"site": "x"}, not shared, [] if shared else ["t"])
-        for txn in txns:
-            fast, generic = builder.build(DECODER, txn), builder.build(generic_spec, txn)
-            assert orjson.dumps(fast) == orjson.dumps(generic)
+    generic_spec = dataclasses.replace(DECODER, whole_document=None, whole_text=None)
+    dict_spec = dataclasses.replace(DECODER, whole_text=None)
+
+    def decoded() -> list:
+        decoder = DECODER.datagram({})
+        return [t for payload in _fast_path_exports() for t in decoder.on_datagram(
+            Datagram(EXPORT_SECS + 0.01, FlowKey("udp", *EXPORTER, "192.0.2.1", 2055, "s"), True, payload))]
+
+    assert {t.detail.kind for t in decoded()} == {"netflow_flow", "netflow_options"} and len(decoded()) == 11
+    texts = 0
+    for fields, under_root, tags, per_source in (({}, False, [], False), ({"site": "x"}, False, ["t"], True),
+                                                 ({"site": "x"}, True, ["t"], True), ({}, False, [], True)):
+        builder = DocumentBuilder({"type": "wirebeat", "version": "t", "name": "t"}, [], fields, under_root, tags)
+        builder.text_ok = True
+        if per_source:
+            builder.per_source["s"] = (["branch", "t"], {"zone": "b7"})
+        for spec in (DECODER, dict_spec):
+            for fast, generic in zip(decoded(), decoded()):
+                fast_id, fast_doc = builder.build(spec, fast)
+                generic_id, generic_doc = builder.build(generic_spec, generic)
+                assert fast_id == generic_id
+                assert orjson.dumps(fast_doc) == orjson.dumps(generic_doc)
+                texts += isinstance(fast_doc, orjson.Fragment)
+    assert texts == 3 * 11         # every record of the three builders without root fields
 
 
 @settings(max_examples=300, deadline=None)

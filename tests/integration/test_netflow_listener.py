@@ -115,3 +115,37 @@ def test_listener_documents_equal_those_of_the_recorded_export_read_with_I() -> 
         doc.pop("capture")
     key = lambda d: json.dumps(d, sort_keys=True)          # noqa: E731
     assert sorted(map(key, live)) == sorted(map(key, recorded))
+
+
+def test_kernel_drops_of_an_overrun_socket_are_in_the_summary_after_the_socket_closed() -> None:
+    """A real overrun: wirebeat is stopped (SIGSTOP) while more datagrams than its small
+    receive buffer holds arrive on loopback, then resumed and stopped. The summary, written
+    after the listener's socket closed, must give the kernel's drops: on loopback every
+    datagram sent and not received was dropped for a full buffer."""
+    import re
+    import signal
+    import time
+
+    port = _free_udp_port()
+    listeners = json.dumps([{"host": f"127.0.0.1:{port}", "read_buffer": 4096}])
+    beat = Wirebeat("--console", "-E", f"wirebeat.sources.netflow={listeners}")
+    sent = 400
+    try:
+        beat.wait_for_log("listening")
+        os.kill(beat.pid, signal.SIGSTOP)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for sequence in range(1, sent + 1):
+                    sender.sendto(_v9(sequence), ("127.0.0.1", port))
+        finally:
+            os.kill(beat.pid, signal.SIGCONT)
+        time.sleep(2)           # what the buffer held is read and decoded
+        code, _ = beat.stop()
+    finally:
+        beat.kill()
+    assert code == 0, beat.stderr_text()
+    summary = beat.summary()
+    received = int(re.search(rf"netflow 127\.0\.0\.1:{port}: (\d+) datagrams", summary).group(1))
+    dropped = re.search(r"(\d+) dropped by the kernel \(socket buffer full\)", summary)
+    assert 0 < received < sent, summary
+    assert dropped is not None and int(dropped.group(1)) == sent - received, summary
