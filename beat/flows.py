@@ -37,7 +37,7 @@ constants below, made once per flow. Reports are built only at sweeps, every
 `min(period, timeout)` of packet time; with packetbeat's reporting most of
 them repeat a quiet flow's last report, so when the output serialises with
 orjson a report is JSON text joined from parts cached per flow
-(`FlowReporter._report_text`) instead of a dict built and serialised anew.
+(`FlowReporter.report`) instead of a dict built and serialised anew.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ class FlowReporter:
     - `fragments` (the output serialises with orjson, which embeds an
       `orjson.Fragment` as is) and nothing changes documents after they are
       built (no processors, no fields under the root): the JSON text directly,
-      from parts cached per flow (see `_report_text`);
+      from parts cached per flow (see `report`);
     - otherwise a dict (`flow_document`), which processors can edit.
     """
 
@@ -204,7 +204,7 @@ class FlowReporter:
         return tail
 
 
-# The JSON text of a flow report around what `_text_parts` caches (see _report_text).
+# The JSON text of a flow report around what `_text_parts` caches (see FlowReporter.report).
 _EVENT_HEAD = ('","type":"flow","event":{"kind":"event","category":["network"],'
                '"action":"network_flow","dataset":"flow","type":["connection"')
 _EVENT_LIVE = _EVENT_HEAD + '],"start":"'
