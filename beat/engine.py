@@ -321,6 +321,8 @@ class Engine:
                "sources.open": len(self.sources), "sources.evicted": self.sources_evicted}
         out["tcp.connections_open"] = sum(len(s.tcp.connections) for s in self.sources.values())
         out["tcp.connections_detected"] = self.tcp_detected
+        if self.builder.direction is not None:
+            out.update(self.builder.direction.counters())
         parts = [self.retired, *(self._state_counters(s) for s in self.sources.values())]
         parts.append({f"packets.non_ip.0x{t:04x}": n for t, n in self.flow_reporter.non_ip.items()})
         parts += [{f"decoder.{name}.{k}": v for k, v in totals.items()}

@@ -37,7 +37,7 @@ constants below, made once per flow. Reports are built only at sweeps, every
 `min(period, timeout)` of packet time; with packetbeat's reporting most of
 them repeat a quiet flow's last report, so when the output serialises with
 orjson a report is JSON text joined from parts cached per flow
-(`FlowReporter._report_text`) instead of a dict built and serialised anew.
+(`FlowReporter.report`) instead of a dict built and serialised anew.
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from orjson import Fragment as _Fragment
 
 from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
@@ -103,7 +104,7 @@ class FlowReporter:
     - `fragments` (the output serialises with orjson, which embeds an
       `orjson.Fragment` as is) and nothing changes documents after they are
       built (no processors, no fields under the root): the JSON text directly,
-      from parts cached per flow (see `_report_text`);
+      from parts cached per flow (see `report`);
     - otherwise a dict (`flow_document`), which processors can edit.
     """
 
@@ -128,105 +129,124 @@ class FlowReporter:
 
     def report(self, source: str, rec: list[Any], final: bool, reason: str | None,
                report_ts: float) -> None:
-        """Publish one report of `rec`; `report_ts` (packet time) becomes @timestamp."""
+        """Publish one report of `rec`; `report_ts` (packet time) becomes @timestamp.
+
+        As text (`as_text`), byte for byte what orjson makes of `flow_document`'s
+        dict after `build_other` (tests/beat/test_flows.py compares them on every
+        kind of flow). Cached per flow: R_TEXT, the parts that never change
+        (start time, flow.id, VLAN ids, addresses, MACs, ports, network type,
+        transport, community id, direction), each already JSON with the key that
+        follows it (`_text_parts`); R_BODY, what changes only with packets: the
+        text around flow.final and event.end (`_body`), reused as long as no
+        packet came since, so a quiet flow's periodic and final reports are one
+        string join. Per source the tail (capture, agent, ecs, fields, tags) is
+        made once.
+        """
         fid = rec[R_ID] or _assign_id(source, rec)
-        doc_id = f"{fid}-{rec[R_REPORTS]}"   # fid already names source, key and start
-        rec[R_REPORTS] += 1
-        if self.as_text:
-            self.publish(doc_id, orjson.Fragment(self._report_text(source, rec, fid, final, reason,
-                                                                   report_ts)))
+        reports = rec[R_REPORTS]
+        rec[R_REPORTS] = reports + 1
+        if not self.as_text:
+            self._report_dict(source, rec, fid, f"{fid}-{reports}", final, reason, report_ts)
             return
+        body = rec[R_BODY]
+        if body is None or body[0] != rec[R_PACKETS] + rec[R_PACKETS_REV]:
+            body = rec[R_BODY] = self._body(source, rec, fid)
+        if report_ts == rec[R_LAST_TS]:
+            stamp = body[1]                 # @timestamp is event.end
+        elif report_ts == self.report_time[0]:
+            stamp = self.report_time[1]     # the sweep's other reports share it
+        else:
+            stamp = iso_time(report_ts)
+            self.report_time = (report_ts, stamp)
+        if final:       # the doc id: fid already names source, key and start
+            end_reason = f',"end_reason":"{reason}"' if reason else ""  # one of ours: plain words
+            self.publish(f"{fid}-{reports}", _Fragment(
+                f'{{"@timestamp":"{stamp}{_EVENT_FINAL}{body[2]}true{end_reason}{body[3]}'))
+        else:
+            self.publish(f"{fid}-{reports}", _Fragment(
+                f'{{"@timestamp":"{stamp}{_EVENT_LIVE}{body[2]}false{body[3]}'))
+
+    def _report_dict(self, source: str, rec: list[Any], fid: str, doc_id: str, final: bool,
+                     reason: str | None, report_ts: float) -> None:
+        """The report as a dict (`flow_document`), which processors may change or drop."""
         doc = flow_document(source, rec, fid, final, reason, report_ts)
-        if self.builder.direction is not None:
-            self.builder.direction.annotate(doc)
+        direction = self.builder.direction
+        if direction is not None:
+            key = rec[R_KEY]    # the inner addresses when tunnelled, as for transactions
+            doc["network"]["direction"] = direction.of_packed(key[K_SRC], key[K_DST])
         built = self.builder.build_other(doc)
         if built is not None:           # None: a processor dropped it
             self.publish(doc_id, built)
 
-    def _report_text(self, source: str, rec: list[Any], fid: str, final: bool,
-                     reason: str | None, report_ts: float) -> str:
-        """The report as JSON text, byte for byte what orjson makes of `flow_document`'s dict
-        after `build_other` (tests/beat/test_flows.py compares them on every kind of flow).
-
-        Cached per flow: R_TEXT, the parts that never change (start time, flow.id,
-        VLAN ids, addresses, MACs, ports, network type, transport, community id),
-        each already JSON with the key that follows it (`_text_parts`); R_BODY,
-        what changes only with packets: the text around flow.final and event.end
-        (`_body`), reused as long as no packet came since, so a quiet flow's
-        periodic and final reports are one string join. Per source the tail
-        (capture, agent, ecs, fields, tags) is made once.
-        """
-        last = rec[R_LAST_TS]
-        if report_ts == last:
-            stamp = None                # @timestamp is event.end
-        elif report_ts == self.report_time[0]:
-            stamp = self.report_time[1]
-        else:
-            stamp = iso_time(report_ts)
-            self.report_time = (report_ts, stamp)
-        packets = rec[R_PACKETS] + rec[R_PACKETS_REV]
-        body = rec[R_BODY]
-        if body is None or body[0] != packets:
-            body = rec[R_BODY] = self._body(source, rec, fid, packets)
-        if final:
-            end_reason = f',"end_reason":{orjson.dumps(reason).decode()}' if reason else ""
-            return (f'{{"@timestamp":"{body[3] if stamp is None else stamp}{_EVENT_FINAL}'
-                    f'{body[1]}true{end_reason}{body[2]}')
-        return f'{{"@timestamp":"{body[3] if stamp is None else stamp}{_EVENT_LIVE}{body[1]}false{body[2]}'
-
-    def _body(self, source: str, rec: list[Any], fid: str, packets: int) -> tuple[int, str, str, str]:
-        """(packets, the text from event.start to flow.final's key, the text after flow.final's
-        value (and flow.end_reason), event.end): what a flow's reports share until its next packet."""
+    def _body(self, source: str, rec: list[Any], fid: str) -> tuple[int, str, str, str]:
+        """(packets, event.end, the text from event.start to flow.final's key, the text after
+        flow.final's value (and flow.end_reason)): what a flow's reports share until its next packet."""
         parts = rec[R_TEXT]
         if parts is None:
-            parts = rec[R_TEXT] = _text_parts(source, rec, fid, self.builder.direction)
-        start, flow_head, src_head, dst_head, network_head, direction = parts
-        tail = self.tails.get(source)
-        if tail is None:
-            tail = self.tails[source] = _tail_text(self.builder, source)
+            parts = rec[R_TEXT] = _text_parts(source, rec, fid, self.builder.direction,
+                                              self._tail(source))
+        start, flow_head, src_head, dst_head, network_head, closing = parts
         last = rec[R_LAST_TS]
         end = iso_time(last)
         tcp = rec[R_TCP]
-        tcp_text = "" if tcp is None else f',"tcp":{orjson.dumps(_tcp_fields(tcp)).decode()}'
-        return (packets,
+        packets, packets_rev, sent, received = (rec[R_PACKETS], rec[R_PACKETS_REV], rec[R_BYTES],
+                                                rec[R_BYTES_REV])
+        return (packets + packets_rev, end,
                 f'{start}{end}","duration":{round((last - rec[R_FIRST_TS]) * 1e6) * 1000}{flow_head}',
-                f'{tcp_text}{src_head}{rec[R_PACKETS]},"bytes":{rec[R_BYTES]}{dst_head}'
-                f'{rec[R_PACKETS_REV]},"bytes":{rec[R_BYTES_REV]}{network_head}'
-                f'{rec[R_BYTES] + rec[R_BYTES_REV]},"packets":{packets}{direction}}}{tail}',
-                end)
+                f'{"" if tcp is None else _tcp_text(tcp)}{src_head}{packets},"bytes":{sent}{dst_head}'
+                f'{packets_rev},"bytes":{received}{network_head}'
+                f'{sent + received},"packets":{packets + packets_rev}{closing}')
+
+    def _tail(self, source: str) -> str:
+        tail = self.tails.get(source)
+        if tail is None:
+            tail = self.tails[source] = _tail_text(self.builder, source)
+        return tail
 
 
-# The JSON text of a flow report around what `_text_parts` caches (see _report_text).
+# The JSON text of a flow report around what `_text_parts` caches (see FlowReporter.report).
 _EVENT_HEAD = ('","type":"flow","event":{"kind":"event","category":["network"],'
                '"action":"network_flow","dataset":"flow","type":["connection"')
 _EVENT_LIVE = _EVENT_HEAD + '],"start":"'
 _EVENT_FINAL = _EVENT_HEAD + ',"end"],"start":"'
 
 
-def _json_members(obj: dict[str, Any]) -> str:
-    """A dict's members as JSON text, without braces, followed by a comma."""
-    return orjson.dumps(obj).decode()[1:-1] + ","
-
-
-def _text_parts(source: str, rec: list[Any], fid: str,
-                direction: Any = None) -> tuple[str, str, str, str, str, str]:
+def _text_parts(source: str, rec: list[Any], fid: str, direction: Any,
+                tail: str) -> tuple[str, str, str, str, str, str]:
     """The text of what never changes in a flow's reports, each part ending with the
     key of the value that follows it: event.start (then event.end), flow.id and
     flow.vlan (then flow.final), source's static members (then source.packets),
     destination's (then destination.packets), network's (then network.bytes); and
-    network.direction's member, which follows network.packets (wirebeat.direction)."""
-    src, dst, network, flow, start = _static_parts(source, rec, fid)
-    flow_text = _json_members(flow)
-    direction_text = ""
-    if direction is not None:
-        addresses: dict[str, Any] = {"source": src, "destination": dst}
-        direction.annotate(addresses)
-        if "network" in addresses:
-            direction_text = f',"direction":{orjson.dumps(addresses["network"]["direction"]).decode()}'
-    return (f'{start}","end":"', f'}},"flow":{{{flow_text}"final":',
-            f'}},"source":{{{_json_members(src)}"packets":',
-            f'}},"destination":{{{_json_members(dst)}"packets":',
-            f'}},"network":{{{_json_members(network)}"bytes":', direction_text)
+    what follows network.packets: network.direction's member (wirebeat.direction),
+    and `tail` (`_tail_text`).
+
+    Written as text directly, members in `_static_parts`' order: every value is
+    a number or ASCII JSON never escapes (address and MAC text, base64 ids,
+    transport names, direction words)."""
+    key = rec[R_KEY]
+    macs, src_ip, dst_ip, ports, network_type, transport, cid = _static_values(rec)
+    src_text = dst_text = ""
+    if macs:
+        src_text, dst_text = f'"mac":"{macs[0]}",', f'"mac":"{macs[1]}",'
+    if src_ip.__class__ is str:
+        src_text += f'"ip":"{src_ip}",'
+        dst_text += f'"ip":"{dst_ip}",'
+    else:                               # tunnelled: [outer, inner]
+        src_text += f'"ip":["{src_ip[0]}","{src_ip[1]}"],'
+        dst_text += f'"ip":["{dst_ip[0]}","{dst_ip[1]}"],'
+    if ports:
+        src_text += f'"port":{ports[0]},'
+        dst_text += f'"port":{ports[1]},'
+    vlans = key[K_VLANS]
+    vlan_text = f'"vlan":[{",".join(map(str, vlans))}],' if vlans else ""
+    cid_text = f'"community_id":"{cid}",' if cid else ""
+    direction_text = ("" if direction is None else
+                      f',"direction":"{direction.of_packed(key[K_SRC], key[K_DST])}"')
+    return (f'{iso_time(rec[R_FIRST_TS])}","end":"', f'}},"flow":{{"id":"{fid}",{vlan_text}"final":',
+            f'}},"source":{{{src_text}"packets":',
+            f'}},"destination":{{{dst_text}"packets":',
+            f'}},"network":{{"type":"{network_type}","transport":"{transport}",{cid_text}"bytes":',
+            f'{direction_text}}}{tail}')
 
 
 def _tail_text(builder: DocumentBuilder, source: str) -> str:
@@ -574,38 +594,64 @@ def flow_document(source: str, rec: list[Any], fid: str, final: bool, reason: st
     }
 
 
-def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
-    """What a flow's reports share: built at its first report, copied into each if several."""
+def _static_values(rec: list[Any]) -> tuple:
+    """What a flow's reports show of its key: (MAC text pair (source, destination) or
+    None, source and destination ip (text, or [outer, inner] when tunnelled), port
+    pair or None, network.type, network.transport, community id or None)."""
     key = rec[R_KEY]
     proto = key[K_PROTO]
-    src_ip, dst_ip = ip_text(key[K_SRC]), ip_text(key[K_DST])
-    transport = _TRANSPORTS.get(proto, str(proto))
-    src: dict[str, Any] = {}
-    dst: dict[str, Any] = {}
+    src, dst = key[K_SRC], key[K_DST]
     macs = key[K_MACS]
-    if macs:
-        src["mac"], dst["mac"] = format_mac(macs[6:12]), format_mac(macs[:6])
+    mac_pair = (format_mac(macs[6:12]), format_mac(macs[:6])) if macs else None
+    src_ip, dst_ip = ip_text(src), ip_text(dst)
     outer = key[K_OUTER]
     if outer:
-        src["ip"] = [ip_text(outer[0]), src_ip]
-        dst["ip"] = [ip_text(outer[1]), dst_ip]
-    else:
-        src["ip"], dst["ip"] = src_ip, dst_ip
-    if proto in (6, 17):
-        src["port"], dst["port"] = key[K_SPORT], key[K_DPORT]
-        cid = community_id_packed(proto, key[K_SRC], key[K_SPORT], key[K_DST], key[K_DPORT])
+        src_ip, dst_ip = [ip_text(outer[0]), src_ip], [ip_text(outer[1]), dst_ip]
+    ports = None
+    if proto == 6 or proto == 17:
+        ports = (key[K_SPORT], key[K_DPORT])
+        cid = community_id_packed(proto, src, key[K_SPORT], dst, key[K_DPORT])
     elif rec[R_ICMP] is not None:
-        cid = community_id_packed(proto, key[K_SRC], rec[R_ICMP][0], key[K_DST], rec[R_ICMP][1])
+        cid = community_id_packed(proto, src, rec[R_ICMP][0], dst, rec[R_ICMP][1])
     else:
         cid = None
-    network: dict[str, Any] = {"type": "ipv6" if len(key[K_SRC]) == 16 else "ipv4",
-                               "transport": transport}
+    return (mac_pair, src_ip, dst_ip, ports, "ipv6" if len(src) == 16 else "ipv4",
+            _TRANSPORTS.get(proto, str(proto)), cid)
+
+
+def _static_parts(source: str, rec: list[Any], fid: str) -> tuple:
+    """What a flow's reports share: built at its first report, copied into each if several."""
+    macs, src_ip, dst_ip, ports, network_type, transport, cid = _static_values(rec)
+    src: dict[str, Any] = {}
+    dst: dict[str, Any] = {}
+    if macs:
+        src["mac"], dst["mac"] = macs
+    src["ip"], dst["ip"] = src_ip, dst_ip
+    if ports:
+        src["port"], dst["port"] = ports
+    network: dict[str, Any] = {"type": network_type, "transport": transport}
     if cid:
         network["community_id"] = cid
     flow: dict[str, Any] = {"id": fid}
-    if key[K_VLANS]:
-        flow["vlan"] = list(key[K_VLANS])
+    vlans = rec[R_KEY][K_VLANS]
+    if vlans:
+        flow["vlan"] = list(vlans)
     return src, dst, network, flow, iso_time(rec[R_FIRST_TS])
+
+
+def _tcp_text(tcp: list[Any]) -> str:
+    """`,"tcp":{...}`: `_tcp_fields` as JSON text (all numbers), without a dict."""
+    text = (f',"tcp":{{"syn_packets":{tcp[T_SYN]},"fin_packets":{tcp[T_FIN]},'
+            f'"rst_packets":{tcp[T_RST]},"source_retransmitted_bytes":{tcp[T_RETRANS]},'
+            f'"destination_retransmitted_bytes":{tcp[T_RETRANS_REV]}')
+    syn_ts, synack_ts, ack_ts = tcp[T_SYN_TS], tcp[T_SYNACK_TS], tcp[T_ACK_TS]
+    if syn_ts is None or synack_ts is None:
+        return text + "}"
+    text += f',"rtt":{{"server_us":{round((synack_ts - syn_ts) * 1e6)}'
+    if ack_ts is not None:
+        text += (f',"client_us":{round((ack_ts - synack_ts) * 1e6)}'
+                 f',"handshake_us":{round((ack_ts - syn_ts) * 1e6)}')
+    return text + "}}"
 
 
 def _tcp_fields(tcp: list[Any]) -> dict[str, Any]:

@@ -114,3 +114,33 @@ def test_an_empty_list_gives_unknown_and_the_option_is_used(tmp_path: Path):
     docs = decode_file(capture, "wirebeat.interfaces.internal_networks=[1.1.1.1/32]")
     assert {(d["source"]["ip"], d["network"]["direction"]) for d in docs} == {
         ("10.9.0.1", "external"), ("1.1.1.1", "outbound"), ("fd00::9", "external")}
+
+
+def test_a_full_address_cache_starts_over_counted_and_answers_stay_right(monkeypatch):
+    import wirebeat.direction as direction_module
+    monkeypatch.setattr(direction_module, "ADDRESS_CACHE_SIZE", 2)
+    mine = NetworkDirection(["private"])
+    pairs = [("10.0.0.1", "8.8.8.8", "outbound"), ("8.8.4.4", "192.168.1.1", "inbound"),
+             ("1.1.1.1", "9.9.9.9", "external"), ("10.0.0.2", "8.8.8.8", "outbound")]
+    for source, destination, expected in pairs:
+        assert mine(source, destination) == expected
+    assert len(mine.kinds) <= 2
+    # each pair after the first brings two new addresses to a full cache: it starts over
+    assert mine.counters() == {"direction.address_cache_resets": 3}
+
+
+# (source, destination, with [private], with [], with [public, 198.51.100.0/24]), by hand.
+@pytest.mark.parametrize("source, destination, private, none, public", [
+    ("10.1.2.3", "8.8.8.8", "outbound", "unknown", "inbound"),
+    ("8.8.8.8", "fe80::1", "ingress", "ingress", "ingress"),             # link-local destination
+    ("fe80::1", "2001:4860::8888", "egress", "egress", "egress"),
+    ("::ffff:10.0.0.1", "::1", "ingress", "ingress", "ingress"),         # loopback destination
+    ("224.0.0.251", "10.0.0.1", "egress", "egress", "egress"),           # link-local multicast
+    ("fd00::1", "fc00::5", "internal", "unknown", "external"),
+    ("198.51.100.9", "10.0.0.1", "inbound", "unknown", "outbound")])
+def test_flows_ask_with_packed_addresses(source, destination, private, none, public):
+    import ipaddress
+    packed = (ipaddress.ip_address(source).packed, ipaddress.ip_address(destination).packed)
+    for networks, expected in ((["private"], private), ([], none),
+                               (["public", "198.51.100.0/24"], public)):
+        assert NetworkDirection(networks).of_packed(*packed) == expected
