@@ -42,6 +42,18 @@ MAX_LEN = 2048
 # messages only up to DIRECT_SEED_LEN (a message longer than that, such as a
 # TLS certificate, stays whole up to MAX_LEN).
 DIRECT_SEED_LEN = 256
+# ... and the fuzzer may grow their inputs to DIRECT_MAX_LEN only, a few messages
+# (a bug needs a few malformed bytes); TLS certificates and SIP messages with
+# SDP are longer.
+DIRECT_MAX_LEN = 512
+DIRECT_MAX_LEN_OF = {"tls": MAX_LEN, "sip": 1024}
+
+
+def max_len(target: str) -> int:
+    """The longest input libFuzzer makes for `target`."""
+    if not target.endswith(".direct"):
+        return MAX_LEN
+    return DIRECT_MAX_LEN_OF.get(target.removesuffix(".direct"), DIRECT_MAX_LEN)
 # Modules that run for every input but whose branches do not depend on the
 # input's bytes in a way worth guiding: left uninstrumented (they were most of
 # the time of an instrumented input).
@@ -95,10 +107,10 @@ def _groups(items: list, size, limit: int = MAX_LEN) -> list[list]:
     return [group for group in groups if group]
 
 
-def build_seeds(target: str) -> Path:
+def build_seeds(target: str, work: Path | None = None) -> Path:
     sys.path.insert(0, str(HERE))
     import targets as t
-    corpus = WORK / "corpus" / target
+    corpus = (work or WORK) / "corpus" / target
     corpus.mkdir(parents=True, exist_ok=True)
     pcaps = sorted((ROOT / "pcaps").rglob("*.pcap")) + sorted((ROOT / "pcaps").rglob("*.pcapng"))
     seeds: list[bytes] = []
@@ -151,7 +163,7 @@ def child(target: str, seconds: int, corpus: Path, runs: int = -1) -> None:
     fuzz = t.make_target(target)
     CRASHES.mkdir(exist_ok=True)
     atheris.Setup([sys.argv[0], str(corpus), f"-max_total_time={seconds}", "-print_final_stats=1",
-                   f"-runs={runs}", f"-max_len={MAX_LEN}", "-rss_limit_mb=1024",
+                   f"-runs={runs}", f"-max_len={max_len(target)}", "-rss_limit_mb=1024",
                    f"-artifact_prefix={CRASHES}/{target}-"], fuzz)
     atheris.Fuzz()
 
@@ -175,9 +187,16 @@ def main() -> int:
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--reproduce", type=Path)
     parser.add_argument("--runs", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--direct-seed-len", type=int, default=DIRECT_SEED_LEN,
+                        help="group a direct target's seeds up to this many bytes (default %(default)s)")
+    parser.add_argument("--direct-max-len", type=int, help="longest input of every direct target")
     parser.add_argument("--measure", type=int, metavar="N",
                         help="run N inputs of each target from its seeds and print inputs per CPU second")
     args = parser.parse_args()
+    globals()["DIRECT_SEED_LEN"] = args.direct_seed_len
+    if args.direct_max_len:
+        globals()["DIRECT_MAX_LEN"] = args.direct_max_len
+        DIRECT_MAX_LEN_OF.clear()
     if args.child:
         child(args.child, args.seconds_per_target, Path(args.corpus), args.runs)
         return 0
@@ -204,27 +223,40 @@ def main() -> int:
 
 
 def measure(name: str, runs: int) -> dict:
-    """Inputs per CPU second (user+sys of the child: the host is shared) of `runs` inputs
-    fuzzed from a fresh copy of the target's seeds, so variants compare on the same corpus."""
+    """Inputs per CPU second (user+sys of the child: the host is shared) of fuzzing `runs`
+    inputs from a fresh copy of the target's seeds, so variants compare on the same corpus.
+
+    A child that runs just its seeds is timed too and taken off, so start-up (imports,
+    instrumenting, the public suffix list) and the pass over the seeds do not count.
+    """
     import resource
     import shutil
     import tempfile
-    seeds = build_seeds(name)
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus"
-        corpus.mkdir()
-        for seed in seeds.glob("seed-*"):
-            shutil.copy(seed, corpus)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run([sys.executable, __file__, "--child", name, "--corpus", str(corpus),
-                               "--seconds-per-target", "100000", "--runs", str(runs)],
-                              capture_output=True, text=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    done = re.findall(r"stat::number_of_executed_units: (\d+)", proc.stderr)
-    inputs = int(done[-1]) if done else 0
-    return {"target": name, "inputs": inputs, "cpu_seconds": round(cpu, 1),
-            "inputs_per_cpu_s": round(inputs / cpu) if cpu else 0, "returncode": proc.returncode}
+    seeds = build_seeds(name, Path(tempfile.mkdtemp()))
+
+    def one(count: int) -> tuple[int, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = Path(tmp) / "corpus"
+            corpus.mkdir()
+            for seed in seeds.glob("seed-*"):
+                shutil.copy(seed, corpus)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            proc = subprocess.run([sys.executable, __file__, "--child", name, "--corpus", str(corpus),
+                                   "--seconds-per-target", "100000", "--runs", str(count),
+                                   "--direct-max-len", str(max_len(name))],
+                                  capture_output=True, text=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = re.findall(r"stat::number_of_executed_units: (\d+)", proc.stderr)
+        if proc.returncode or not done:
+            raise SystemExit(f"{name}: the child failed\n{proc.stderr[-3000:]}")
+        return int(done[-1]), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    base_inputs, base_cpu = one(1)
+    inputs, cpu = one(runs)
+    shutil.rmtree(seeds.parents[1])
+    fuzzed, fuzz_cpu = inputs - base_inputs, max(cpu - base_cpu, 1e-9)
+    return {"target": name, "seeds": base_inputs, "fuzzed_inputs": fuzzed,
+            "cpu_seconds": round(fuzz_cpu, 2), "inputs_per_cpu_s": round(fuzzed / fuzz_cpu)}
 
 
 def fuzz_target(name: str, seconds: int) -> dict:
