@@ -37,6 +37,23 @@ CRASHES = HERE / "crashes"
 # Inputs are kept small: decoding time grows with the input, and a bug needs a
 # few malformed bytes, not a long capture. Seeds are cut to fit.
 MAX_LEN = 2048
+# The direct decoder targets (<decoder>.direct) cost so little besides decoding
+# that the input's length is most of an input's cost: their seeds group
+# messages only up to DIRECT_SEED_LEN (a message longer than that, such as a
+# TLS certificate, stays whole up to MAX_LEN).
+DIRECT_SEED_LEN = 256
+# ... and the fuzzer may grow their inputs to DIRECT_MAX_LEN only, a few messages
+# (a bug needs a few malformed bytes); TLS certificates and SIP messages with
+# SDP are longer.
+DIRECT_MAX_LEN = 512
+DIRECT_MAX_LEN_OF = {"tls": MAX_LEN, "sip": 1024}
+
+
+def max_len(target: str) -> int:
+    """The longest input libFuzzer makes for `target`."""
+    if not target.endswith(".direct"):
+        return MAX_LEN
+    return DIRECT_MAX_LEN_OF.get(target.removesuffix(".direct"), DIRECT_MAX_LEN)
 # Modules that run for every input but whose branches do not depend on the
 # input's bytes in a way worth guiding: left uninstrumented (they were most of
 # the time of an instrumented input).
@@ -77,12 +94,12 @@ def _l4(linktype: int, frame: bytes) -> tuple[int, int, int, bytes] | None:
     return proto, 0, 0, ip_payload
 
 
-def _groups(items: list, size) -> list[list]:
-    """Consecutive items grouped so that each group's encoded size stays within MAX_LEN."""
+def _groups(items: list, size, limit: int = MAX_LEN) -> list[list]:
+    """Consecutive items grouped so that each group's encoded size stays within `limit`."""
     groups: list[list] = [[]]
     used = 0
     for item in items:
-        if groups[-1] and used + size(item) > MAX_LEN:
+        if groups[-1] and used + size(item) > limit:
             groups.append([])
             used = 0
         groups[-1].append(item)
@@ -90,10 +107,10 @@ def _groups(items: list, size) -> list[list]:
     return [group for group in groups if group]
 
 
-def build_seeds(target: str) -> Path:
+def build_seeds(target: str, work: Path | None = None) -> Path:
     sys.path.insert(0, str(HERE))
     import targets as t
-    corpus = WORK / "corpus" / target
+    corpus = (work or WORK) / "corpus" / target
     corpus.mkdir(parents=True, exist_ok=True)
     pcaps = sorted((ROOT / "pcaps").rglob("*.pcap")) + sorted((ROOT / "pcaps").rglob("*.pcapng"))
     seeds: list[bytes] = []
@@ -103,7 +120,8 @@ def build_seeds(target: str) -> Path:
             for part in _groups([(lt, f[:MAX_LEN]) for lt, f in frames], lambda item: 2 + len(item[1])):
                 seeds.append(t.engine_input(part[0][0], [f for lt, f in part if lt == part[0][0]]))
             continue
-        if path.parent.name != target and not (target in ("rtp",) and path.parent.name == "sip"):
+        decoder = target.removesuffix(t.DIRECT)        # a direct target mutates the same chunks
+        if path.parent.name != decoder and not (decoder in ("rtp",) and path.parent.name == "sip"):
             continue
         chunks = []
         for linktype, frame in frames:
@@ -113,28 +131,40 @@ def build_seeds(target: str) -> Path:
             proto, sport, _dport, payload = parsed
             from_server = sport < 1024 or sport in (5060, 8080, 8000)
             chunks.append((from_server, proto == 17, payload[:MAX_LEN - 3]))
-        for part in _groups(chunks, lambda chunk: 3 + len(chunk[2])):
+        limit = DIRECT_SEED_LEN if target.endswith(t.DIRECT) else MAX_LEN
+        for part in _groups(chunks, lambda chunk: 3 + len(chunk[2]), limit):
             seeds.append(t.decoder_input(part))
     for seed in seeds:
         (corpus / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
     return corpus
 
 
-def child(target: str, seconds: int, corpus: Path) -> None:
+def child(target: str, seconds: int, corpus: Path, runs: int = -1) -> None:
     import atheris
     from wirebeat import logs
     logs.configure("critical")
     sys.path.insert(0, str(HERE))
-    with atheris.instrument_imports(include=["wirebeat"], exclude=UNINSTRUMENTED):
+    if target.endswith(".direct"):
+        # Only the decoders are instrumented: the engine, the document builder and
+        # the harness run uninstrumented (imported first, so they stay so).
         import targets as t
-        import wirebeat.engine, wirebeat.tcp, wirebeat.ip, wirebeat.link  # noqa: E401,F401
-        for name in t.targets()[1:]:
-            __import__(f"wirebeat.decoders.{name}")
-    fuzz = t.Target(target, None if target == "engine" else target)
+        import wirebeat.decoders.api  # noqa: F401
+        with atheris.instrument_imports(include=["wirebeat.decoders"], exclude=["wirebeat.decoders.api"]):
+            for name in t.targets():
+                if name.endswith(t.DIRECT):
+                    __import__(f"wirebeat.decoders.{name.removesuffix(t.DIRECT)}")
+    else:
+        with atheris.instrument_imports(include=["wirebeat"], exclude=UNINSTRUMENTED):
+            import targets as t
+            import wirebeat.engine, wirebeat.tcp, wirebeat.ip, wirebeat.link  # noqa: E401,F401
+            for name in t.targets()[1:]:
+                if not name.endswith(t.DIRECT):
+                    __import__(f"wirebeat.decoders.{name}")
+    fuzz = t.make_target(target)
     CRASHES.mkdir(exist_ok=True)
     atheris.Setup([sys.argv[0], str(corpus), f"-max_total_time={seconds}", "-print_final_stats=1",
-                   f"-max_len={MAX_LEN}", "-rss_limit_mb=1024", f"-artifact_prefix={CRASHES}/{target}-"],
-                  fuzz)
+                   f"-runs={runs}", f"-max_len={max_len(target)}", "-rss_limit_mb=1024",
+                   f"-artifact_prefix={CRASHES}/{target}-"], fuzz)
     atheris.Fuzz()
 
 
@@ -143,7 +173,7 @@ def reproduce(target: str, path: Path) -> int:
     logs.configure("critical")
     sys.path.insert(0, str(HERE))
     import targets as t
-    t.Target(target, None if target == "engine" else target)(path.read_bytes())
+    t.make_target(target)(path.read_bytes())
     print(f"{path}: no crash")
     return 0
 
@@ -156,15 +186,29 @@ def main() -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--reproduce", type=Path)
+    parser.add_argument("--runs", type=int, default=-1, help=argparse.SUPPRESS)
+    parser.add_argument("--direct-seed-len", type=int, default=DIRECT_SEED_LEN,
+                        help="group a direct target's seeds up to this many bytes (default %(default)s)")
+    parser.add_argument("--direct-max-len", type=int, help="longest input of every direct target")
+    parser.add_argument("--measure", type=int, metavar="N",
+                        help="run N inputs of each target from its seeds and print inputs per CPU second")
     args = parser.parse_args()
+    globals()["DIRECT_SEED_LEN"] = args.direct_seed_len
+    if args.direct_max_len:
+        globals()["DIRECT_MAX_LEN"] = args.direct_max_len
+        DIRECT_MAX_LEN_OF.clear()
     if args.child:
-        child(args.child, args.seconds_per_target, Path(args.corpus))
+        child(args.child, args.seconds_per_target, Path(args.corpus), args.runs)
         return 0
     sys.path.insert(0, str(HERE))
     import targets as t
     if args.reproduce:
         return reproduce(args.target[0] if args.target else "engine", args.reproduce)
     names = args.target or t.targets()
+    if args.measure:
+        for name in names:
+            print(json.dumps(measure(name, args.measure)), flush=True)
+        return 0
     totals = {"inputs": 0, "crashes": 0}
     if args.parallel:
         with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
@@ -176,6 +220,43 @@ def main() -> int:
         totals["crashes"] += len(line["crashes"])
     print(json.dumps({"total": totals}), flush=True)
     return 1 if totals["crashes"] else 0
+
+
+def measure(name: str, runs: int) -> dict:
+    """Inputs per CPU second (user+sys of the child: the host is shared) of fuzzing `runs`
+    inputs from a fresh copy of the target's seeds, so variants compare on the same corpus.
+
+    A child that runs just its seeds is timed too and taken off, so start-up (imports,
+    instrumenting, the public suffix list) and the pass over the seeds do not count.
+    """
+    import resource
+    import shutil
+    import tempfile
+    seeds = build_seeds(name, Path(tempfile.mkdtemp()))
+
+    def one(count: int) -> tuple[int, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = Path(tmp) / "corpus"
+            corpus.mkdir()
+            for seed in seeds.glob("seed-*"):
+                shutil.copy(seed, corpus)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            proc = subprocess.run([sys.executable, __file__, "--child", name, "--corpus", str(corpus),
+                                   "--seconds-per-target", "100000", "--runs", str(count),
+                                   "--direct-max-len", str(max_len(name))],
+                                  capture_output=True, text=True)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = re.findall(r"stat::number_of_executed_units: (\d+)", proc.stderr)
+        if proc.returncode or not done:
+            raise SystemExit(f"{name}: the child failed\n{proc.stderr[-3000:]}")
+        return int(done[-1]), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    base_inputs, base_cpu = one(1)
+    inputs, cpu = one(runs)
+    shutil.rmtree(seeds.parents[1])
+    fuzzed, fuzz_cpu = inputs - base_inputs, max(cpu - base_cpu, 1e-9)
+    return {"target": name, "seeds": base_inputs, "fuzzed_inputs": fuzzed,
+            "cpu_seconds": round(fuzz_cpu, 2), "inputs_per_cpu_s": round(fuzzed / fuzz_cpu)}
 
 
 def fuzz_target(name: str, seconds: int) -> dict:

@@ -1,4 +1,5 @@
-"""Fuzz targets: the whole engine from raw frames, and every decoder through the engine.
+"""Fuzz targets: the whole engine from raw frames, every decoder through the engine,
+and every decoder alone through its sans-IO API (the fast targets).
 
 Each target takes one input (bytes) and must never raise: bad input is
 counted and skipped (ARCHITECTURE.md, invariants). The engine runs strict,
@@ -12,6 +13,16 @@ Input formats (so that seeds made from pcaps/ mutate into near-valid traffic):
   direction (server to client), bit 1 UDP instead of TCP where the decoder has
   both; TCP chunks become in-order segments of one connection after a
   handshake, UDP chunks datagrams of one flow, both on the decoder's first port.
+- direct decoder <name>.direct: the same chunks handed to a new decoder
+  straight through decoders/api.py, as the engine would hand them (a
+  StreamDecoder's on_data, a DatagramDecoder's on_datagram), then its
+  documents built by the engine's DocumentBuilder. Two more flag bits reach
+  what in-order traffic through the engine cannot: bit 2 makes the chunk a gap
+  (on_gap, `length` bytes missing, no bytes follow), bit 3 moves packet time
+  on by a minute and calls expire() first. Bit 4 marks a datagram `reprobed`.
+  No frames, no engine, no instrumented engine code: what an input costs is
+  the decoder's own work, and a new decoder per input keeps every crash
+  reproducible from its file alone.
 """
 from __future__ import annotations
 
@@ -25,10 +36,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import pcapgen as g  # noqa: E402
+from wirebeat.decoders.api import Datagram, DecodeError, Expectations, FlowKey  # noqa: E402
 from wirebeat.registry import discover  # noqa: E402
+from wirebeat.stack import link_layers  # noqa: E402
 from wirebeat.testing import ListOutput, make_engine  # noqa: E402
 
-__all__ = ["LINKTYPES", "Target", "decoder_input", "engine_input", "targets"]
+__all__ = ["LINKTYPES", "DirectTarget", "Target", "decoder_input", "engine_input", "make_target",
+           "targets"]
 
 LINKTYPES = (g.LINKTYPE_ETHERNET, g.LINKTYPE_LINUX_SLL, 101, 228, 0)   # ethernet, SLL, raw, IPv4, null
 CLIENT, SERVER = "10.99.0.1", "10.99.0.2"
@@ -56,7 +70,13 @@ class Target:
             self.engine, self.pipeline, self.output, self.stats = make_engine(
                 specs, strict=True, overrides={"wirebeat.packets.enabled": True}, output=_RawJSONOutput())
         else:
-            self.engine, self.pipeline, self.output, self.stats = make_engine(specs, strict=True)
+            # A decoder on no port (RTP) is reached by its heuristic only: turned on here, or
+            # its target would fuzz the engine's UDP layer and never reach the decoder.
+            overrides = ({f"wirebeat.protocols.{decoder}.heuristic": True}
+                         if self.spec is not None and self.spec.probe is not None and not self.spec.ports
+                         else None)
+            self.engine, self.pipeline, self.output, self.stats = make_engine(specs, strict=True,
+                                                                              overrides=overrides)
         self.inputs = 0
 
     def __call__(self, data: bytes) -> None:
@@ -160,5 +180,123 @@ def decoder_input(chunks: list[tuple[bool, bool, bytes]]) -> bytes:
     return b"".join(struct.pack("!BH", int(s) | (2 if u else 0), len(p)) + p for s, u, p in chunks)
 
 
+DIRECT = ".direct"
+
+
+class DirectTarget:
+    """One decoder alone: a new decoder per input, fed through its sans-IO API.
+
+    What the engine adds around a decoder (frames, reassembly, routing, the
+    error boundary) is left out; what it does with a decoder's output is kept:
+    every Transaction becomes a document through the engine's own
+    DocumentBuilder (where a port past 65535 once failed). DecodeError is
+    what bad input may raise (the engine counts it and goes on, so do we);
+    anything else is a crash.
+    """
+
+    def __init__(self, decoder: str) -> None:
+        self.name = decoder + DIRECT
+        self.spec = spec = next(r.spec for r in discover() if r.spec.name == decoder)
+        engine = make_engine([spec], strict=True)[0]
+        routes = [*engine.routes_tcp.values(), *engine.routes_named.values(), *engine.routes_ip.values()]
+        self.options = next(r.options for r in routes if r.spec is spec)
+        self.build = engine.builder.build
+        engine.builder.link = link_layers(g.LINKTYPE_ETHERNET, _ETH + bytes(20))
+        port = spec.ports[0] if spec.ports else 9
+        self.udp_flow = FlowKey("udp", CLIENT, CLIENT_PORT, SERVER, port, "fuzz")
+        self.tcp_flow = FlowKey("tcp", CLIENT, CLIENT_PORT, SERVER, port, "fuzz")
+        self.inputs = 0
+
+    def __call__(self, data: bytes) -> None:
+        self.inputs += 1
+        spec, chunks = self.spec, _chunks(data)
+        if spec.ip_protocols and not spec.ports:
+            self._datagrams(chunks, icmp=True)
+        elif spec.stream is None or (spec.datagram is not None and chunks and chunks[0][0] & 2):
+            self._datagrams(chunks, icmp=False)
+        else:
+            self._stream(chunks)
+
+    def _documents(self, txns: list | None) -> None:
+        for txn in txns or ():
+            try:
+                self.build(self.spec, txn)
+            except DecodeError as err:      # the engine counts any failure here as a crash
+                raise RuntimeError("document building raised DecodeError") from err
+
+    def _datagrams(self, chunks: list[tuple[int, int, bytes]], icmp: bool) -> None:
+        spec = self.spec
+        if spec.expectations:
+            decoder = spec.datagram(self.options, Expectations())
+        else:
+            decoder = spec.datagram(self.options)
+        ts = 1_700_000_000.0
+        for flags, _length, chunk in chunks:
+            ts += 60.0 if flags & 8 else 0.001
+            if flags & 8:
+                self._documents(decoder.expire(ts))
+            if flags & 4:
+                continue                    # datagrams have no gaps: a lost datagram
+            if icmp:                        # the engine's ICMP flow: type and code as ports
+                ends = (SERVER, CLIENT) if flags & 1 else (CLIENT, SERVER)
+                type_code = (chunk[0], chunk[1]) if len(chunk) >= 2 else (0, 0)
+                dgram = Datagram(ts, FlowKey("icmp", ends[0], type_code[0], ends[1], type_code[1],
+                                             "fuzz"), True, chunk, bool(flags & 16))
+            else:
+                dgram = Datagram(ts, self.udp_flow, not flags & 1, chunk, bool(flags & 16))
+            try:
+                self._documents(decoder.on_datagram(dgram))
+            except DecodeError:
+                pass
+        self._documents(decoder.expire(float("inf")))
+
+    def _stream(self, chunks: list[tuple[int, int, bytes]]) -> None:
+        spec = self.spec
+        if spec.expectations:
+            decoder = spec.stream(self.tcp_flow, self.options, Expectations())
+        else:
+            decoder = spec.stream(self.tcp_flow, self.options)
+        ts = 1_700_000_000.0
+        for flags, length, chunk in chunks:
+            ts += 60.0 if flags & 8 else 0.001
+            try:
+                if flags & 8:
+                    self._documents(decoder.expire(ts))
+                if flags & 4:           # the engine reports a gap of at least one byte
+                    self._documents(decoder.on_gap(not flags & 1, max(1, length), ts))
+                elif chunk:             # ... and delivers no empty segment
+                    self._documents(decoder.on_data(not flags & 1, chunk, ts))
+            except DecodeError:
+                pass
+        try:            # the end of input: the engine closes the connection, no expire() after
+            self._documents(decoder.on_close(ts))
+        except DecodeError:
+            pass
+
+
+def _chunks(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(flags, length, bytes) of <u8 flags, u16 length, bytes> chunks; a gap (flag bit 2)
+    carries its length only, no bytes."""
+    chunks, pos = [], 0
+    while pos + 3 <= len(data) and len(chunks) < 128:
+        flags, length = struct.unpack_from("!BH", data, pos)
+        pos += 3
+        if flags & 4:
+            chunks.append((flags, length, b""))
+            continue
+        chunk = data[pos:pos + length]
+        chunks.append((flags, len(chunk), chunk))
+        pos += length
+    return chunks
+
+
+def make_target(name: str) -> Target | DirectTarget:
+    """The target called `name`: "engine", a decoder's name, or "<decoder>.direct"."""
+    if name.endswith(DIRECT):
+        return DirectTarget(name[:-len(DIRECT)])
+    return Target(name, None if name == "engine" else name)
+
+
 def targets() -> list[str]:
-    return ["engine", *(r.spec.name for r in discover())]
+    decoders = [r.spec.name for r in discover()]
+    return ["engine", *decoders, *(name + DIRECT for name in decoders)]
