@@ -30,8 +30,9 @@ test: deps setup
 bench: deps setup
 	$(PY) tests/bench/run.py
 
-# Coverage-guided fuzzing (atheris) of the engine and every decoder, seeded
-# from pcaps/: FUZZ_SECONDS per target; crashes land in tests/fuzz/crashes/.
+# Coverage-guided fuzzing (atheris) of the engine and every decoder, both through
+# the engine and directly through the decoder API (17 targets), seeded from
+# pcaps/: FUZZ_SECONDS per target; crashes land in tests/fuzz/crashes/.
 FUZZ_SECONDS ?= 60
 fuzz: setup
 	$(PY) -m pip install -q 'atheris>=2.3'
