@@ -19,8 +19,8 @@ from wirebeat.config import Config, ConfigError, load_config
 from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
 from wirebeat.kibana_client import KibanaError, import_dashboards
-from wirebeat.outputs import (ConsoleOutput, ElasticsearchOutput, FileOutput, OutputError,
-                          check_connection, make_client, redact_hosts)
+from wirebeat import outputs
+from wirebeat.outputs import ConsoleOutput, FileOutput, OutputError
 from wirebeat.monitor import StatsServer
 from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
@@ -191,16 +191,16 @@ def _test(what: str, config: Config, registered: list[Registered]) -> int:
         print(f"output {config.output_name()}: nothing to test, OK")
         return EXIT_OK
     es = config.section("output.elasticsearch")
-    version = check_connection(make_client(es), es["hosts"], es)
-    print(f"elasticsearch: {', '.join(redact_hosts(es['hosts']))} reachable, version {version}, OK")
+    version = outputs.check_connection(outputs.make_client(es), es["hosts"], es)
+    print(f"elasticsearch: {', '.join(outputs.redact_hosts(es['hosts']))} reachable, version {version}, OK")
     return EXIT_OK
 
 
 def _setup(config: Config, registered: list[Registered]) -> int:
     enabled = _enabled(config, registered)
     es = config.section("output.elasticsearch")
-    client = make_client(es)
-    check_connection(client, es["hosts"], es)
+    client = outputs.make_client(es)
+    outputs.check_connection(client, es["hosts"], es)
     config.values["setup.template.overwrite"] = True     # setup is asked for explicitly
     installer = _template_installer(config, enabled)
     installer(client)
@@ -222,8 +222,8 @@ def _setup_dashboards(config: Config) -> int:
 def _report(args: argparse.Namespace, config: Config) -> int:
     since_filter(args.since)             # a bad --since is exit 2 before any connection
     es = config.section("output.elasticsearch")
-    client = make_client(es)
-    check_connection(client, es["hosts"])
+    client = outputs.make_client(es)
+    outputs.check_connection(client, es["hosts"])
     index = _index_name(config) + "*"
     summary = write_report(client, index, args.output, args.since)
     print(f"Report written to {os.path.abspath(args.output)} ({summary})")
@@ -239,7 +239,7 @@ def _make_output(config: Config, console: bool, enabled: list[Registered]) -> Ou
         return FileOutput(f["path"], f["filename"], f["rotate_every_kb"], f["number_of_files"])
     es = config.section("output.elasticsearch")
     on_connect = _template_installer(config, enabled) if config["setup.template.enabled"] else None
-    output = ElasticsearchOutput(es, _index_name(config), on_connect=on_connect)
+    output = outputs.ElasticsearchOutput(es, _index_name(config), on_connect=on_connect)
     # A template clash is a configuration error: say so before reading anything,
     # when Elasticsearch is reachable now (otherwise on first contact).
     output.connect_now()
@@ -340,7 +340,7 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                         flush_timeout_s=config["queue.mem.flush.timeout"], block_when_full=not live,
                         disk=disk)
     stats.add_source(pipeline.counters)
-    if isinstance(output, ElasticsearchOutput):
+    if hasattr(output, "counters"):         # the Elasticsearch output's
         stats.add_source(output.counters)
     agent = {"type": "wirebeat", "version": __version__, "name": socket.gethostname()}
     processors = load_processors(config["processors"], config.path, config.section("output.elasticsearch"))

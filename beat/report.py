@@ -18,7 +18,6 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from elasticsearch import ApiError
 
 from wirebeat.kibana.panels import DateHistogram, Panel, all_panels, pick_interval
 
@@ -74,6 +73,7 @@ def _panels() -> dict[str, Panel]:
 
 def write_report(client: Any, index: str, path: str, since: str = "") -> str:
     """Query Elasticsearch and write the HTML file. Returns a one-line summary."""
+    from elasticsearch import ApiError      # here: the client library is slow to import
     extra = since_filter(since)
     panels = _panels()
     query = {"bool": {"filter": list(extra)}} if extra else {"match_all": {}}
