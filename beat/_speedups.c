@@ -613,7 +613,49 @@ static PyObject *py_community_id(PyObject *self, PyObject *args)
     return PyUnicode_FromStringAndSize(cid, 30);
 }
 
+/* iso_time(ts) -> str: decoders/api.py iso_time for 0 <= ts < 8e9 (the text this file
+ * writes for @timestamp); other values (before 1970, NaN, past year 2223) go to the
+ * Python function given to set_iso_time_fallback, which is the reference. */
+static PyObject *iso_fallback = NULL;
+
+static PyObject *py_iso_time(PyObject *self, PyObject *arg)
+{
+    double ts = PyFloat_AsDouble(arg);
+    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    if (!(ts >= 0.0 && ts < 8e9)) {
+        if (iso_fallback == NULL) {
+            PyErr_SetString(PyExc_ValueError, "iso_time: out of range and no fallback set");
+            return NULL;
+        }
+        return PyObject_CallOneArg(iso_fallback, arg);
+    }
+    double secf = floor(ts);
+    long long seconds = (long long)secf;
+    long long micros = (long long)nearbyint((ts - secf) * 1e6);
+    if (micros >= 1000000) { seconds += 1; micros -= 1000000; }
+    char buf[27];
+    out_t o = {buf, buf + sizeof buf};
+    put_second(&o, seconds);
+    *o.p++ = '.';
+    for (int i = 5; i >= 0; i--) { o.p[i] = (char)('0' + micros % 10); micros /= 10; }
+    o.p += 6;
+    *o.p++ = 'Z';
+    return PyUnicode_FromStringAndSize(buf, 27);
+}
+
+static PyObject *py_set_iso_time_fallback(PyObject *self, PyObject *fn)
+{
+    Py_XDECREF(iso_fallback);
+    Py_INCREF(fn);
+    iso_fallback = fn;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"iso_time", py_iso_time, METH_O,
+     "iso_time(ts) -> str: RFC 3339 UTC with microseconds, as decoders/api.py iso_time"},
+    {"set_iso_time_fallback", py_set_iso_time_fallback, METH_O,
+     "set_iso_time_fallback(fn): the Python iso_time, for timestamps outside 1970..2223"},
     {"header_walk", (PyCFunction)(void (*)(void))header_walk, METH_FASTCALL,
      "header_walk(linktype, data) -> None | (ethertype, net_offset, vlans, proto, src, dst, transport_offset)"},
     {"packet_doc", (PyCFunction)(void (*)(void))packet_doc, METH_FASTCALL,

@@ -23,6 +23,7 @@ from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 import orjson
 
+from wirebeat.accel import speedups
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, format_mac, iso_time
 from wirebeat.direction import NetworkDirection
 from wirebeat.processors import Processors, compile_processors
@@ -74,6 +75,11 @@ def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dpor
     digest = hashlib.sha1(_SEED + saddr + daddr + bytes((proto, 0))
                           + _PORTS.pack(sport, dport)).digest()
     return "1:" + binascii.b2a_base64(digest, newline=False).decode()
+
+
+community_id_packed_python = community_id_packed    # the reference the C version is tested against
+if speedups is not None:    # the same hash in C: a flow's id is worked out once per flow
+    community_id_packed = speedups.community_id     # noqa: F811
 
 
 COLLECTOR_SEPARATOR = "\0"      # in a source key: "<client>\0<collector endpoint>"

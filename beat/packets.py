@@ -33,7 +33,6 @@ the link layer rejects), and those frames take the Python path.
 """
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 from functools import lru_cache
@@ -44,6 +43,7 @@ import hashlib
 import orjson
 
 from wirebeat.decoders.api import format_mac
+from wirebeat.accel import speedups
 from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
@@ -54,13 +54,7 @@ from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, p
 
 __all__ = ["ACCELERATED", "PacketDocuments"]
 
-if os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0"):
-    _speedups = None
-else:
-    try:
-        from wirebeat import _speedups
-    except ImportError:     # built without a C compiler: the pure-Python path does it all
-        _speedups = None
+_speedups = speedups
 ACCELERATED = _speedups is not None
 
 _IP_PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp"}

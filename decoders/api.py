@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
+from wirebeat.accel import speedups
+
 __all__ = [
     "iso_time",
     "Datagram",
@@ -378,3 +380,9 @@ def iso_time(ts: float) -> str:
     if micros >= 1_000_000:
         seconds, micros = seconds + 1, micros - 1_000_000
     return f"{_second_text(seconds)}.{micros:06d}Z"
+
+
+iso_time_python = iso_time      # the reference the C version is tested against
+if speedups is not None:        # the same text from C (a fifth of the time), this function past 2223
+    speedups.set_iso_time_fallback(iso_time_python)
+    iso_time = speedups.iso_time    # noqa: F811

@@ -27,7 +27,8 @@ import pcapgen as g
 import tunnelgen as tg
 from running import CONSOLE_WITH_IDS
 from wirebeat import packets
-from wirebeat.document import DocumentBuilder, community_id_packed
+from wirebeat.decoders.api import iso_time_python
+from wirebeat.document import DocumentBuilder, community_id_packed_python
 from wirebeat.link import locate_network
 from wirebeat.sources.pcapfile import open_capture
 
@@ -230,7 +231,7 @@ def test_community_id_matches_the_python_one_and_the_spec_example():
         proto = rng.choice((1, 6, 17, 58))
         sport = rng.choice((0, 8, 13, 128, 133, 3, 255)) if proto in (1, 58) else rng.randrange(65536)
         dport = rng.randrange(256 if proto in (1, 58) else 65536)
-        assert _speedups.community_id(proto, a, sport, b, dport) == community_id_packed(proto, a, sport, b, dport)
+        assert _speedups.community_id(proto, a, sport, b, dport) == community_id_packed_python(proto, a, sport, b, dport)
 
 
 def test_pure_python_switch_turns_the_extension_off():
@@ -267,3 +268,31 @@ def test_cli_output_is_identical(mixed, flows):
         outputs.append(sorted(proc.stdout.splitlines()))
     assert len(outputs[0]) > 4000
     assert outputs[0] == outputs[1]
+
+
+ISO_EDGES = [0, 0.0, 1.5, 0.0000005, 0.0000015, 0.9999995, 0.99999949, 1_700_000_000.9999996, 1_764_547_200.123456,
+             951_782_400.5, 4_102_444_800.0, 7_999_999_999.999999, 8e9, 8e9 + 0.5, 253_402_300_799.0, -0.5, -1.0,
+             -86_400.25, 1_700_000_000, 2**31, 2**31 - 1]
+
+
+@needs_c
+@given(st.one_of(st.floats(min_value=0, max_value=8.1e9, allow_nan=False),
+                 st.floats(min_value=-1e9, max_value=2.5e11, allow_nan=False),
+                 st.integers(min_value=0, max_value=8_000_000_000),
+                 st.sampled_from(ISO_EDGES)))
+@settings(max_examples=3000, deadline=None)
+def test_c_iso_time_is_the_python_reference(ts):
+    """Every timestamp: the C text equals decoders/api.py's (microsecond rounding half
+    to even, leap years, the year 2000 and 2100 rules, the fallback outside 1970..2223)."""
+    assert _speedups.iso_time(ts) == iso_time_python(ts)
+
+
+@needs_c
+def test_c_iso_time_edges_and_bad_values():
+    for ts in ISO_EDGES:
+        assert _speedups.iso_time(ts) == iso_time_python(ts), ts
+    for bad in (float("nan"), float("inf"), "x"):
+        with pytest.raises((ValueError, OverflowError, TypeError)) as c_err:
+            _speedups.iso_time(bad)
+        with pytest.raises(c_err.type):
+            iso_time_python(bad)
