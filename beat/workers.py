@@ -57,6 +57,7 @@ import struct
 import subprocess
 import sys
 import time
+import traceback
 import zlib
 from typing import Any
 
@@ -196,24 +197,65 @@ class _Clock:
         self.frames = frames        # frames of the source so far: per-packet documents' numbers
 
 
+class _Process:
+    """A forked worker process, as much of `subprocess.Popen` as the pool uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -signal.SIGKILL       # reaped elsewhere: gone
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 class _Worker:
     """The main process's handle on one worker process."""
 
-    def __init__(self, index: int, setup: bytes) -> None:
+    def __init__(self, index: int, setup: dict[str, Any]) -> None:
         self.index = index
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         for fd in (in_w, out_w):
             _grow_pipe(fd)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wirebeat.workers", str(in_r), str(out_w)],
-            pass_fds=(in_r, out_w), stdin=subprocess.DEVNULL)
+        # Forked, not started afresh: the worker has every module the reader imported
+        # (a new interpreter spent ~0.35 CPU-s importing them again) and takes its set-up
+        # as it is, without pickling.
+        pid = os.fork()
+        if pid == 0:
+            _forked(in_r, out_w, setup)     # never returns
         os.close(in_r)
         os.close(out_w)
+        self.proc = _Process(pid)
         self.fd_in, self.fd_out = in_w, out_r
         os.set_blocking(self.fd_in, False)
         os.set_blocking(self.fd_out, False)
-        self.outbox = memoryview(_frame(setup))
+        self.outbox = memoryview(b"")
         self.inbox = bytearray()
         self.pending: list[tuple] = []
         self.sent = 0               # frames handed over (not counting shadows)
@@ -246,9 +288,9 @@ class WorkerPool:
         # take a Fragment: the document goes out as the worker serialised it. Others
         # (a pretty console) get the document back as a dict.
         self.raw = getattr(getattr(pipeline, "output", None), "accepts_fragments", False)
-        self.setup = pickle.dumps({"config": config, "enabled": [r.spec.name for r in enabled],
-                                   "per_source": builder.per_source, "strict": strict,
-                                   "flowless": list(flowless)})
+        self.setup = {"config": config, "enabled": list(enabled),
+                      "per_source": dict(builder.per_source), "strict": strict,
+                      "flowless": list(flowless)}
         self.clocks: dict[str, _Clock] = {}
         self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
         self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
@@ -544,7 +586,13 @@ class WorkerPool:
 class _Sink:
     """The worker's stand-in for the pipeline: documents serialised, sent with each reply."""
 
+    # The engine asks the pipeline's output whether it takes JSON text (orjson.Fragment):
+    # the sink does (orjson.dumps gives a fragment's text back as it is), so flow reports
+    # and per-packet documents are made as text here, as in one process.
+    accepts_fragments = True
+
     def __init__(self) -> None:
+        self.output = self
         self.docs: list[tuple[str, bytes]] = []
         self.published = 0
         dumps, docs = orjson.dumps, self.docs
@@ -575,13 +623,11 @@ class _WorkerLoop:
         # Imported here: the main process never needs what only decoding does.
         from wirebeat import __version__
         from wirebeat.processors import load_processors
-        from wirebeat.registry import discover
         import socket
 
         config: Config = setup["config"]
         logs.configure(config["logging.level"])
-        registered = {r.spec.name: r for r in discover()}
-        enabled = [registered[name] for name in setup["enabled"]]
+        enabled: list[Registered] = setup["enabled"]
         stats = Stats()
         processors = load_processors(config["processors"], config.path,
                                      config.section("output.elasticsearch"))
@@ -671,14 +717,43 @@ class _WorkerLoop:
         seen[0] = number
 
 
-def worker_main(fd_in: int, fd_out: int) -> int:
+def _forked(fd_in: int, fd_out: int, setup: dict[str, Any]) -> None:
+    """The child's side of the fork: run the worker, then leave without running any of
+    the reader's clean-up (its buffered output, atexit handlers, threads are not ours)."""
+    code = 1
+    try:
+        # Only the two pipes: a worker holding another worker's pipe (or the reader's
+        # files and sockets) would keep it open after the reader is gone.
+        low, high = sorted((fd_in, fd_out))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, _max_fd())
+        # A fresh stderr: a lock of the old one may have been held by one of the
+        # reader's threads at the fork, and those threads do not exist here.
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        code = worker_main(fd_in, fd_out, setup)
+    except BaseException:       # noqa: BLE001 - a worker must never return into the reader's code
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        except Exception:       # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
+
+
+def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
     # The main process decides when to stop, and flushes every worker then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    setup = _read_message(fd_in)
-    if setup is None:
-        return 0
-    loop = _WorkerLoop(pickle.loads(setup))
+    loop = _WorkerLoop(setup)
     import gc
     gc.freeze()
     gc.set_threshold(10000, 20, 20)     # as the run loop: per-packet garbage has no cycles
@@ -702,6 +777,3 @@ def worker_main(fd_in: int, fd_out: int) -> int:
         sink.docs.clear()
         _write_all(fd_out, _frame(("done" if done else "docs", decoded, docs, counters)))
 
-
-if __name__ == "__main__":
-    sys.exit(worker_main(int(sys.argv[1]), int(sys.argv[2])))
