@@ -11,11 +11,15 @@ hashed on the OUTER pair: everything one tunnel carries lands in one worker
 long as one tunnel carries it, the usual case; one inner conversation carried
 by two different tunnel endpoint pairs would be split).
 
-Each worker runs the ordinary `Engine` (decoders, TCP reassembly, flows,
-processors) and serialises its documents with orjson; the main process
-publishes them to its one `Pipeline`. Frames travel in batches of up to
-`BATCH_FRAMES` through a pipe per worker (pickled lists), documents come back
-the same way, so the per-frame cost of the hand-over is small.
+Each worker is forked from the main process once it has read its
+configuration (every module is already imported, nothing is pickled to start
+it), runs the ordinary `Engine` (decoders, TCP reassembly, flows, processors)
+and serialises its documents with orjson; flow reports and per-packet
+documents are made as JSON text there, as one process makes them for an
+orjson output. The main process publishes them to its one `Pipeline`. Frames
+travel in batches of up to `BATCH_FRAMES` through a pipe per worker (pickled
+lists), documents come back the same way, so the per-frame cost of the
+hand-over is small.
 
 Results do not depend on N (tests/integration/test_workers_identical.py):
 - `_id`s are made from content (source, flow, time, identity), never from
@@ -77,7 +81,7 @@ __all__ = ["WorkerPool", "announcer_ports", "make_engine"]
 
 log = logs.get("workers")
 
-BATCH_FRAMES = 256          # frames per hand-over to a worker
+BATCH_FRAMES = 1024         # frames per hand-over to a worker (fewer wake-ups than 256)
 PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
 STATS_EVERY_S = 0.5         # a worker sends its counters at most this often
 FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
