@@ -287,7 +287,11 @@ class WorkerPool:
         self.stats = stats
         self.max_sources = config["wirebeat.limits.max_sources"]
         self.tunnels = config["wirebeat.tunnels.enabled"]
-        self.announce, _names = announcer_ports(config, enabled)
+        self.announce, names = announcer_ports(config, enabled)
+        # Counters of what every worker reads in full (the announcers' datagram decoders
+        # and the Expectations they fill): each worker's figure is the one-process figure,
+        # so they are shown once (the largest), not summed N times.
+        self.whole = ("expectations.",) + tuple(f"decoder.{name}." for name in names)
         # Outputs that serialise with orjson (console, file, Elasticsearch's bulk body)
         # take a Fragment: the document goes out as the worker serialised it. Others
         # (a pretty console) get the document back as a dict.
@@ -313,7 +317,7 @@ class WorkerPool:
         out: dict[str, int] = dict(self.retired)
         for worker in self.workers:
             for key, value in worker.counters.items():
-                if key in _NOT_SUMMED:
+                if key in _NOT_SUMMED or key.startswith(self.whole):
                     out[key] = max(out.get(key, 0), value)
                 else:
                     out[key] = out.get(key, 0) + value
@@ -575,7 +579,7 @@ class WorkerPool:
         self.crashed += 1
         self.frames_lost += lost
         for key, value in worker.counters.items():
-            if key not in _NOT_SUMMED:
+            if key not in _NOT_SUMMED and not key.startswith(self.whole):
                 self.retired[key] = self.retired.get(key, 0) + value
         self.retired["packets.read"] = self.retired.get("packets.read", 0) + worker.acked - \
             worker.counters.get("packets.read", 0)
