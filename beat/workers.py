@@ -90,6 +90,7 @@ _LEN = struct.Struct("!I")
 _crc32 = zlib.crc32
 _PORTS = struct.Struct("!HH")
 _V6_EXTENSIONS = frozenset({0, 43, 60})     # hop-by-hop, routing, destination options
+_V6_NOT_PLAIN = _V6_EXTENSIONS | {44}       # ... and a fragment header
 # Counters every worker holds for the whole input (not a share of it): shown once, not summed.
 _NOT_SUMMED = ("sources.open", "sources.evicted")
 
@@ -345,18 +346,26 @@ class WorkerPool:
         if ts >= clock.next_tick:
             self._tick(source, clock, ts, linktype, data)
         entry = self.last = (ts, linktype, data, source, number)
-        # Plain Ethernet + IPv4 (most traffic) inline, with as few objects as can be.
+        # Plain Ethernet + IPv4 or IPv6 without extension headers (most traffic) inline,
+        # with as few objects as can be; the rest through _route.
         if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
             src, dst = data[26:30], data[30:34]
+            proto, l4 = data[23], 14 + (data[14] & 0x0F) * 4
+            fragment = data[20] & 0x3F or data[21]
+        elif linktype == 1 and len(data) >= 54 and data[12] == 0x86 and data[13] == 0xDD \
+                and data[20] not in _V6_NOT_PLAIN:
+            src, dst = data[22:38], data[38:54]
+            proto, l4, fragment = data[20], 54, 0
+        else:
+            src = None
+        if src is not None:
             index = _crc32(src + dst if src < dst else dst + src, clock.crc) % self.n
             announce = self.announce
             shadow = False
             if announce:
-                proto = data[23]
-                if data[20] & 0x3F or data[21]:
+                if fragment:
                     shadow = True                   # a fragment: it may be part of an announcement
                 elif proto == 17 or proto == 6:
-                    l4 = 14 + (data[14] & 0x0F) * 4
                     if len(data) >= l4 + 4:
                         sport, dport = _PORTS.unpack_from(data, l4)
                         shadow = sport in announce or dport in announce or (
