@@ -11,11 +11,15 @@ hashed on the OUTER pair: everything one tunnel carries lands in one worker
 long as one tunnel carries it, the usual case; one inner conversation carried
 by two different tunnel endpoint pairs would be split).
 
-Each worker runs the ordinary `Engine` (decoders, TCP reassembly, flows,
-processors) and serialises its documents with orjson; the main process
-publishes them to its one `Pipeline`. Frames travel in batches of up to
-`BATCH_FRAMES` through a pipe per worker (pickled lists), documents come back
-the same way, so the per-frame cost of the hand-over is small.
+Each worker is forked from the main process once it has read its
+configuration (every module is already imported, nothing is pickled to start
+it), runs the ordinary `Engine` (decoders, TCP reassembly, flows, processors)
+and serialises its documents with orjson; flow reports and per-packet
+documents are made as JSON text there, as one process makes them for an
+orjson output. The main process publishes them to its one `Pipeline`. Frames
+travel in batches of up to `BATCH_FRAMES` through a pipe per worker (pickled
+lists), documents come back the same way, so the per-frame cost of the
+hand-over is small.
 
 Results do not depend on N (tests/integration/test_workers_identical.py):
 - `_id`s are made from content (source, flow, time, identity), never from
@@ -57,6 +61,7 @@ import struct
 import subprocess
 import sys
 import time
+import traceback
 import zlib
 from typing import Any
 
@@ -76,7 +81,7 @@ __all__ = ["WorkerPool", "announcer_ports", "make_engine"]
 
 log = logs.get("workers")
 
-BATCH_FRAMES = 256          # frames per hand-over to a worker
+BATCH_FRAMES = 1024         # frames per hand-over to a worker (fewer wake-ups than 256)
 PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
 STATS_EVERY_S = 0.5         # a worker sends its counters at most this often
 FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
@@ -85,6 +90,7 @@ _LEN = struct.Struct("!I")
 _crc32 = zlib.crc32
 _PORTS = struct.Struct("!HH")
 _V6_EXTENSIONS = frozenset({0, 43, 60})     # hop-by-hop, routing, destination options
+_V6_NOT_PLAIN = _V6_EXTENSIONS | {44}       # ... and a fragment header
 # Counters every worker holds for the whole input (not a share of it): shown once, not summed.
 _NOT_SUMMED = ("sources.open", "sources.evicted")
 
@@ -196,24 +202,65 @@ class _Clock:
         self.frames = frames        # frames of the source so far: per-packet documents' numbers
 
 
+class _Process:
+    """A forked worker process, as much of `subprocess.Popen` as the pool uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -signal.SIGKILL       # reaped elsewhere: gone
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 class _Worker:
     """The main process's handle on one worker process."""
 
-    def __init__(self, index: int, setup: bytes) -> None:
+    def __init__(self, index: int, setup: dict[str, Any]) -> None:
         self.index = index
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         for fd in (in_w, out_w):
             _grow_pipe(fd)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wirebeat.workers", str(in_r), str(out_w)],
-            pass_fds=(in_r, out_w), stdin=subprocess.DEVNULL)
+        # Forked, not started afresh: the worker has every module the reader imported
+        # (a new interpreter spent ~0.35 CPU-s importing them again) and takes its set-up
+        # as it is, without pickling.
+        pid = os.fork()
+        if pid == 0:
+            _forked(in_r, out_w, setup)     # never returns
         os.close(in_r)
         os.close(out_w)
+        self.proc = _Process(pid)
         self.fd_in, self.fd_out = in_w, out_r
         os.set_blocking(self.fd_in, False)
         os.set_blocking(self.fd_out, False)
-        self.outbox = memoryview(_frame(setup))
+        self.outbox = memoryview(b"")
         self.inbox = bytearray()
         self.pending: list[tuple] = []
         self.sent = 0               # frames handed over (not counting shadows)
@@ -241,14 +288,18 @@ class WorkerPool:
         self.stats = stats
         self.max_sources = config["wirebeat.limits.max_sources"]
         self.tunnels = config["wirebeat.tunnels.enabled"]
-        self.announce, _names = announcer_ports(config, enabled)
+        self.announce, names = announcer_ports(config, enabled)
+        # Counters of what every worker reads in full (the announcers' datagram decoders
+        # and the Expectations they fill): each worker's figure is the one-process figure,
+        # so they are shown once (the largest), not summed N times.
+        self.whole = ("expectations.",) + tuple(f"decoder.{name}." for name in names)
         # Outputs that serialise with orjson (console, file, Elasticsearch's bulk body)
         # take a Fragment: the document goes out as the worker serialised it. Others
         # (a pretty console) get the document back as a dict.
         self.raw = getattr(getattr(pipeline, "output", None), "accepts_fragments", False)
-        self.setup = pickle.dumps({"config": config, "enabled": [r.spec.name for r in enabled],
-                                   "per_source": builder.per_source, "strict": strict,
-                                   "flowless": list(flowless)})
+        self.setup = {"config": config, "enabled": list(enabled),
+                      "per_source": dict(builder.per_source), "strict": strict,
+                      "flowless": list(flowless)}
         self.clocks: dict[str, _Clock] = {}
         self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
         self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
@@ -267,7 +318,7 @@ class WorkerPool:
         out: dict[str, int] = dict(self.retired)
         for worker in self.workers:
             for key, value in worker.counters.items():
-                if key in _NOT_SUMMED:
+                if key in _NOT_SUMMED or key.startswith(self.whole):
                     out[key] = max(out.get(key, 0), value)
                 else:
                     out[key] = out.get(key, 0) + value
@@ -295,18 +346,26 @@ class WorkerPool:
         if ts >= clock.next_tick:
             self._tick(source, clock, ts, linktype, data)
         entry = self.last = (ts, linktype, data, source, number)
-        # Plain Ethernet + IPv4 (most traffic) inline, with as few objects as can be.
+        # Plain Ethernet + IPv4 or IPv6 without extension headers (most traffic) inline,
+        # with as few objects as can be; the rest through _route.
         if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
             src, dst = data[26:30], data[30:34]
+            proto, l4 = data[23], 14 + (data[14] & 0x0F) * 4
+            fragment = data[20] & 0x3F or data[21]
+        elif linktype == 1 and len(data) >= 54 and data[12] == 0x86 and data[13] == 0xDD \
+                and data[20] not in _V6_NOT_PLAIN:
+            src, dst = data[22:38], data[38:54]
+            proto, l4, fragment = data[20], 54, 0
+        else:
+            src = None
+        if src is not None:
             index = _crc32(src + dst if src < dst else dst + src, clock.crc) % self.n
             announce = self.announce
             shadow = False
             if announce:
-                proto = data[23]
-                if data[20] & 0x3F or data[21]:
+                if fragment:
                     shadow = True                   # a fragment: it may be part of an announcement
                 elif proto == 17 or proto == 6:
-                    l4 = 14 + (data[14] & 0x0F) * 4
                     if len(data) >= l4 + 4:
                         sport, dport = _PORTS.unpack_from(data, l4)
                         shadow = sport in announce or dport in announce or (
@@ -529,7 +588,7 @@ class WorkerPool:
         self.crashed += 1
         self.frames_lost += lost
         for key, value in worker.counters.items():
-            if key not in _NOT_SUMMED:
+            if key not in _NOT_SUMMED and not key.startswith(self.whole):
                 self.retired[key] = self.retired.get(key, 0) + value
         self.retired["packets.read"] = self.retired.get("packets.read", 0) + worker.acked - \
             worker.counters.get("packets.read", 0)
@@ -544,7 +603,13 @@ class WorkerPool:
 class _Sink:
     """The worker's stand-in for the pipeline: documents serialised, sent with each reply."""
 
+    # The engine asks the pipeline's output whether it takes JSON text (orjson.Fragment):
+    # the sink does (orjson.dumps gives a fragment's text back as it is), so flow reports
+    # and per-packet documents are made as text here, as in one process.
+    accepts_fragments = True
+
     def __init__(self) -> None:
+        self.output = self
         self.docs: list[tuple[str, bytes]] = []
         self.published = 0
         dumps, docs = orjson.dumps, self.docs
@@ -575,13 +640,11 @@ class _WorkerLoop:
         # Imported here: the main process never needs what only decoding does.
         from wirebeat import __version__
         from wirebeat.processors import load_processors
-        from wirebeat.registry import discover
         import socket
 
         config: Config = setup["config"]
         logs.configure(config["logging.level"])
-        registered = {r.spec.name: r for r in discover()}
-        enabled = [registered[name] for name in setup["enabled"]]
+        enabled: list[Registered] = setup["enabled"]
         stats = Stats()
         processors = load_processors(config["processors"], config.path,
                                      config.section("output.elasticsearch"))
@@ -671,14 +734,43 @@ class _WorkerLoop:
         seen[0] = number
 
 
-def worker_main(fd_in: int, fd_out: int) -> int:
+def _forked(fd_in: int, fd_out: int, setup: dict[str, Any]) -> None:
+    """The child's side of the fork: run the worker, then leave without running any of
+    the reader's clean-up (its buffered output, atexit handlers, threads are not ours)."""
+    code = 1
+    try:
+        # Only the two pipes: a worker holding another worker's pipe (or the reader's
+        # files and sockets) would keep it open after the reader is gone.
+        low, high = sorted((fd_in, fd_out))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, _max_fd())
+        # A fresh stderr: a lock of the old one may have been held by one of the
+        # reader's threads at the fork, and those threads do not exist here.
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        code = worker_main(fd_in, fd_out, setup)
+    except BaseException:       # noqa: BLE001 - a worker must never return into the reader's code
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        except Exception:       # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
+
+
+def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
     # The main process decides when to stop, and flushes every worker then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    setup = _read_message(fd_in)
-    if setup is None:
-        return 0
-    loop = _WorkerLoop(pickle.loads(setup))
+    loop = _WorkerLoop(setup)
     import gc
     gc.freeze()
     gc.set_threshold(10000, 20, 20)     # as the run loop: per-packet garbage has no cycles
@@ -702,6 +794,3 @@ def worker_main(fd_in: int, fd_out: int) -> int:
         sink.docs.clear()
         _write_all(fd_out, _frame(("done" if done else "docs", decoded, docs, counters)))
 
-
-if __name__ == "__main__":
-    sys.exit(worker_main(int(sys.argv[1]), int(sys.argv[2])))

@@ -116,3 +116,48 @@ def _pipeline():
 def _stats():
     from wirebeat.stats import Stats
     return Stats()
+
+
+def test_inline_routing_agrees_with_the_general_path_on_every_bundled_frame():
+    """`WorkerPool.on_frame` routes plain Ethernet IPv4/IPv6 inline for speed; every
+    frame must land where `_route` (the documented hash, and the announcers' shadows)
+    puts it. The pool here has fake workers (lists) and no processes."""
+    import zlib
+
+    from wirebeat.sources.pcapfile import CaptureError, open_capture
+    from wirebeat.workers import WorkerPool
+
+    class Fake:
+        def __init__(self) -> None:
+            self.pending: list[tuple] = []
+            self.sent = 0
+
+    root = Path(__file__).resolve().parents[2]
+    files = sorted(str(p) for p in root.glob("pcaps/**/*.pcap*"))
+    checked = 0
+    for n in (2, 3):
+        pool = WorkerPool.__new__(WorkerPool)
+        pool.n, pool.announce, pool.tunnels = n, {5060, 5061}, True
+        pool.clocks, pool.numbers, pool.max_sources, pool.packets = {}, {}, 10_000, 0
+        pool.workers = [Fake() for _ in range(n)]
+        pool._tick = lambda *args: None     # type: ignore[method-assign]
+        pool._send = lambda worker: None    # type: ignore[method-assign]
+        for name in files:
+            try:
+                reader = open_capture(name)
+            except CaptureError:
+                continue
+            crc = zlib.crc32(name.encode())
+            for frame in reader:
+                pool.on_frame(frame.ts, frame.linktype, frame.data, name)
+                owners = [i for i, w in enumerate(pool.workers) if w.pending and w.pending[-1][4] >= 0
+                          and w.pending[-1][2] is frame.data]
+                shadowed = any(w.pending and w.pending[-1][4] < 0 and w.pending[-1][2] is frame.data
+                               for w in pool.workers)
+                assert (owners, shadowed) == ([pool._route(crc, frame.linktype, frame.data)[0]],
+                                              pool._route(crc, frame.linktype, frame.data)[1]), name
+                for w in pool.workers:
+                    w.pending.clear()
+                checked += 1
+            reader.close()
+    assert checked > 10_000

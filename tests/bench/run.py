@@ -165,12 +165,18 @@ def bench_workers(paths: list[Path], counts: list[int], repeat: int) -> None:
                 runs[n].append(bench_wirebeat(path, ["--workers", str(n), "-E", "logging.level=info"]))
         best = {n: min(results, key=lambda r: r["seconds"]) for n, results in runs.items()}
         base = best[counts[0]]["packets_per_s"]
+        # On a shared host wall time says little; CPU does: with C cores busy only with
+        # this, N workers can at best be min(N, C) x (one process's CPU / all N's CPU).
+        cores = os.cpu_count() or 1
+        cpu_one = min(r["tree_cpu_s"] for r in runs[counts[0]])
         for n in counts:
             r = best[n]
+            cpu = min(x["tree_cpu_s"] for x in runs[n])
             print(f"wirebeat {path.name}, {n} worker(s): {r['packets_per_s']:,.0f} packets/s "
-                  f"({r['seconds']:.2f} s wall, {r['packets_per_s'] / base:.2f}x), CPU {r['tree_cpu_s']:.1f} s "
-                  f"in all processes, {r['cpu_s']:.1f} s in the main one, {r['documents']} documents, "
-                  f"main process peak RSS {r['peak_rss_mib']} MiB")
+                  f"({r['seconds']:.2f} s wall, {r['packets_per_s'] / base:.2f}x), CPU {cpu:.1f} s "
+                  f"in all processes ({cpu / cpu_one:.2f}x one's; at best {min(n, cores) * cpu_one / cpu:.2f}x "
+                  f"on {cores} cores), {r['cpu_s']:.1f} s in the main one, {r['documents']} documents, "
+                  f"main process peak RSS {r['peak_rss_mib']} MiB, load average {os.getloadavg()[0]:.1f}")
 
 
 def export_base(rev: str) -> Path:

@@ -126,3 +126,42 @@ def test_a_killed_worker_is_reported_restarted_and_its_loss_counted(publisher):
 
 def _iso_second(seq: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(T0 // 10**9 + seq))
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its new parent to reap it counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_forked_workers_hold_only_their_own_pipes_and_leave_with_the_reader(publisher):
+    """Workers are forked from the reader: each must close what it inherited (the
+    reader's sockets, the other workers' pipes), or a worker would keep another's
+    input open and never see it end when the reader dies."""
+    wb = _start(publisher)
+    pids = []
+    try:
+        pids = wb.wait_for_log("workers started")["pids"]
+        client = Client("edge1")
+        _send_round(publisher, client, 0)
+        wait_until(lambda: wb.counter("packets.read") >= HOSTS * 2, 60, "round 0 decoded")
+        inodes = {}
+        for pid in pids:
+            fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            extra = {fd: target for fd, target in fds.items() if fd > 2}
+            assert len(extra) == 2 and all(t.startswith("pipe:") for t in extra.values()), (pid, fds)
+            inodes[pid] = set(extra.values())
+        assert not inodes[pids[0]] & inodes[pids[1]]        # no pipe shared between workers
+        os.kill(wb.pid, signal.SIGKILL)         # the reader dies without telling anyone
+        wb.proc.wait(10)
+        wait_until(lambda: all(_gone(pid) for pid in pids), 20, "both workers exited")
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wb.kill()

@@ -115,3 +115,18 @@ def test_rtp_behind_a_sip_proxy_is_linked_to_its_call(wirebeat, capture: Path, w
             doc = next(d for (ip, _), d in streams.items() if ip == sender)
             assert doc.get("sip", {}).get("call_id") == f"call-{i}@proxy", doc
             assert doc["rtp"]["packets"] == PACKETS_PER_DIRECTION
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_counters_of_what_every_worker_reads_are_not_multiplied(wirebeat, capture: Path,
+                                                                 workers: int) -> None:
+    """Every worker reads every SIP message (shadows), so each worker's SIP decoder
+    counts what one process would: shown once, not N times. With room for one dialog,
+    each of the 8 calls (tracked after BYE until the dialog timeout) pushes out the one
+    before it: 7 evictions, whatever N."""
+    proc = wirebeat("run", "-I", str(capture), "--console", "--workers", str(workers),
+                    "-E", "wirebeat.flows.enabled=false", "-E", "wirebeat.protocols.rtp.heuristic=false",
+                    "-E", "wirebeat.protocols.sip.max_dialogs=1", "-E", "logging.level=info")
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = [json.loads(line) for line in proc.stderr.splitlines() if b'"summary"' in line][-1]
+    assert summary["decoder.sip.dialogs_evicted"] == CALLS - 1
