@@ -107,12 +107,17 @@ class PacketDocuments:
     def counters(self) -> dict[str, int]:
         return {"packets.documents": self.published, "packets.documents_dropped": self.dropped}
 
-    def on_frame(self, ts: float, linktype: int, data: bytes, located: Any, source: str) -> None:
+    def source_state(self, source: str) -> list:
+        """[frames seen, id prefix, `capture` as JSON] of a capture source, made at its first frame."""
         seen = self.sources.get(source)
         if seen is None:
             prefix = hashlib.blake2b(id_source(source).encode(), digest_size=9).hexdigest()
             seen = self.sources[source] = [0, prefix,
                                            orjson.dumps({"capture": capture_fields(source)})[1:-1]]
+        return seen
+
+    def on_frame(self, ts: float, linktype: int, data: bytes, located: Any, source: str) -> None:
+        seen = self.sources.get(source) or self.source_state(source)
         n = seen[0]
         seen[0] = n + 1
         if self.fast is not None:

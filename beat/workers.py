@@ -725,13 +725,7 @@ class _WorkerLoop:
     def _number(self, source: str, number: int) -> None:
         """Per-packet documents are numbered in their source as the reader counted."""
         assert self.packet_docs is not None
-        seen = self.packet_docs.sources.get(source)
-        if seen is None:
-            # As PacketDocuments.on_frame makes it: [frames seen, id prefix].
-            import hashlib
-            seen = self.packet_docs.sources[source] = [
-                0, hashlib.blake2b(source.encode(), digest_size=9).hexdigest()]
-        seen[0] = number
+        self.packet_docs.source_state(source)[0] = number
 
 
 def _forked(fd_in: int, fd_out: int, setup: dict[str, Any]) -> None:
