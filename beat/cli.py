@@ -309,7 +309,9 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
         for listener in listeners:
             listener.open()
         server = _stats_server(config, stats) if config["http.enabled"] else None
-        if user:    # the Elasticsearch client is imported lazily; the new user may not read its files
+        if user and os.geteuid() == 0:
+            # The Elasticsearch client is imported lazily; the user root switches to may
+            # not be able to read the interpreter's files (a Python under /root).
             import wirebeat.elasticsearch_output  # noqa: F401
         state = drop_privileges(user or None) if user or os.geteuid() != 0 else None
         # ZeroMQ's I/O threads start with the first socket: after the drop, so they hold nothing.
