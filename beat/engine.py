@@ -114,15 +114,19 @@ def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
         client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
     except OSError:
         return None
-    seen = macs.get((client, server))
-    if seen is not None:                # sent by the client: destination MAC first
-        linktype, head = seen
-        return ((head[6:12], head[:6]) if linktype == 1 else None), _link_layers(linktype, head)
-    seen = macs.get((server, client))
+    seen, by_client = macs.get((client, server)), True
     if seen is None:
-        return None
+        seen, by_client = macs.get((server, client)), False
+        if seen is None:
+            return None
     linktype, head = seen
-    return ((head[:6], head[6:12]) if linktype == 1 else None), _link_layers(linktype, head)
+    if linktype != 1:
+        pair = None
+    elif by_client:                     # sent by the client: destination MAC first
+        pair = head[6:12], head[:6]
+    else:
+        pair = head[:6], head[6:12]
+    return pair, _link_layers(linktype, head)
 
 
 _link_layers = lru_cache(maxsize=4096)(link_layers)

@@ -738,7 +738,7 @@ def _forked(fd_in: int, fd_out: int, setup: dict[str, Any]) -> None:
         low, high = sorted((fd_in, fd_out))
         os.closerange(3, low)
         os.closerange(low + 1, high)
-        os.closerange(high + 1, _max_fd())
+        os.closerange(high + 1, _descriptor_ceiling())
         # A fresh stderr: a lock of the old one may have been held by one of the
         # reader's threads at the fork, and those threads do not exist here.
         sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -753,7 +753,9 @@ def _forked(fd_in: int, fd_out: int, setup: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def _max_fd() -> int:
+def _descriptor_ceiling() -> int:
+    """One past the highest descriptor number this process may have open (the
+    system's RLIMIT_NOFILE, not a wirebeat limit): where closing stops."""
     try:
         return os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
