@@ -646,6 +646,8 @@ class Engine:
                 decoder = spec.datagram(route.options, state.expectations)
             else:
                 decoder = spec.datagram(route.options)
+            if getattr(decoder, "record_sets", None) is False:
+                decoder.record_sets = True      # NetFlow: whole data sets to _emit (publish_set)
             state.decoders[spec.name] = decoder
         return decoder
 

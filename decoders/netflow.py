@@ -202,6 +202,8 @@ def _field_plan(element: int, enterprise: int, length: int,
         conv: Callable[[Any], Any] | None = None
         if kind == "dateTimeSeconds":
             conv = _seconds_date
+            if length == 8:         # RFC 7011 6.1.7: 32 bits; 64 could pass what gmtime() takes
+                return f"{length}s", _unknown_name(element, enterprise), _hex
         elif kind == "dateTimeMilliseconds":
             conv = _millis_date
         elif kind.startswith("dateTimeM") or kind == "dateTimeNanoseconds":
@@ -629,6 +631,9 @@ class NetflowDecoder:
         self.totals: Counter[str] = Counter()
         self.pending_sets = 0
         self.held_in_packet = 0         # data sets of the current packet held for their template
+        # Data sets of templates wirebeat._nfcore covers come as one RecordSet each instead of
+        # Transactions: set by the engine, whose _emit takes them (sources.netflow.publish_set).
+        self.record_sets = False
 
     @property
     def counters(self) -> dict[str, int]:
@@ -738,7 +743,7 @@ class NetflowDecoder:
         txns: list[Any] = []
         self._count(exporter, "records", count)
         prefix = f"{exporter.address}|{version}|0|{sequence}|0|"
-        if template.c_plan is not None:
+        if template.c_plan is not None and self.record_sets:
             txns.append(RecordSet(self, exporter, template, data, header.size, count, export,
                                   export_ts, uptime, source, prefix, sampling))
             return txns
@@ -922,7 +927,8 @@ class NetflowDecoder:
               start: int, end: int, export: dict[str, Any], export_ts: float, uptime: int | None,
               source: str, identity: str, txns: list[Transaction]) -> None:
         sampling = domain.sampling_interval
-        if (template.c_plan is not None and (uptime is not None or domain.system_init_ms is None)
+        if (template.c_plan is not None and self.record_sets
+                and (uptime is not None or domain.system_init_ms is None)
                 and (not sampling or (type(sampling) is int and 0 < sampling < MAX_U64))):
             count = (end - start) // template.record_length
             if count:
