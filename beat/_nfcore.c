@@ -46,8 +46,8 @@ enum { R_NONE = 0, R_SRC4, R_SRC6, R_DST4, R_DST6, R_SPORT, R_DPORT, R_PROTO, R_
 
 typedef struct { char *p; size_t n, cap; int failed; } Buf;
 
-static void buf_grow(Buf *b, size_t more) {
-    if (b->failed || b->n + more <= b->cap) return;
+static void buf_grow_slow(Buf *b, size_t more) {
+    if (b->failed) return;
     size_t cap = b->cap ? b->cap : 2048;
     while (cap < b->n + more) cap *= 2;
     char *p = PyMem_Realloc(b->p, cap);
@@ -55,13 +55,16 @@ static void buf_grow(Buf *b, size_t more) {
     b->p = p;
     b->cap = cap;
 }
-static void put(Buf *b, const char *s, size_t n) {
+static inline void buf_grow(Buf *b, size_t more) {
+    if (b->n + more > b->cap) buf_grow_slow(b, more);
+}
+static inline void put(Buf *b, const char *s, size_t n) {
     buf_grow(b, n);
     if (b->failed) return;
     memcpy(b->p + b->n, s, n);
     b->n += n;
 }
-static void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
+static inline void puts_(Buf *b, const char *s) { put(b, s, strlen(s)); }
 static void put_u64(Buf *b, uint64_t v) {
     char tmp[24]; int i = 24;
     do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
