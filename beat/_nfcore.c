@@ -22,7 +22,7 @@
  *     data[start:start + count * size]: the records. plan: tuple of (offset,
  *     length, type, role, key) per field, key the field's `"name":` text.
  *     consts: (export_ts, uptime or -1, sampling or 0, pre, mid, post,
- *     key_head, key_tail, exporter_ip, call_community_id, transports).
+ *     key_head, key_tail, exporter_ip, transports).
  *     Each list item is (doc_id, json_bytes), or the record's index (int).
  */
 #define PY_SSIZE_T_CLEAN
@@ -205,6 +205,66 @@ static void id_text(const uint8_t d[15], char out[20]) {
     }
 }
 
+/* ---- SHA-1 (FIPS 180-4) and Community ID v1, for network.community_id -------------- */
+
+static inline uint32_t rotl32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+/* SHA-1 of a message of at most 55 bytes (one block: a Community ID tuple is 14 or 38). */
+static void sha1_short(const uint8_t *msg, size_t n, uint8_t out[20]) {
+    uint8_t block[64] = {0};
+    uint32_t w[80];
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    memcpy(block, msg, n);
+    block[n] = 0x80;
+    uint64_t bits = (uint64_t)n * 8;
+    for (int i = 0; i < 8; i++) block[63 - i] = (uint8_t)(bits >> (8 * i));
+    for (int i = 0; i < 16; i++)
+        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16)
+               | ((uint32_t)block[4 * i + 2] << 8) | block[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rotl32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999u; }
+        else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1u; }
+        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDCu; }
+        else { f = b ^ c ^ d; k = 0xCA62C1D6u; }
+        uint32_t t = rotl32(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = rotl32(b, 30); b = a; a = t;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+    for (int i = 0; i < 20; i++) out[i] = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+/* "1:" + base64 of the SHA-1 of seed 0, the smaller endpoint first, protocol, ports
+   (community_id_packed of beat/document.py for TCP and UDP): 30 characters. */
+static void community_id(unsigned proto, const uint8_t *sa, unsigned sp, const uint8_t *da,
+                         unsigned dp, size_t alen, char out[30]) {
+    static const char *A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    int c = memcmp(sa, da, alen);
+    if (!(c < 0 || (c == 0 && sp < dp))) {
+        const uint8_t *t = sa; sa = da; da = t;
+        unsigned u = sp; sp = dp; dp = u;
+    }
+    uint8_t m[38], d[21];
+    size_t n = 0;
+    m[n++] = 0; m[n++] = 0;
+    memcpy(m + n, sa, alen); n += alen;
+    memcpy(m + n, da, alen); n += alen;
+    m[n++] = (uint8_t)proto; m[n++] = 0;
+    m[n++] = (uint8_t)(sp >> 8); m[n++] = (uint8_t)sp;
+    m[n++] = (uint8_t)(dp >> 8); m[n++] = (uint8_t)dp;
+    sha1_short(m, n, d);
+    d[20] = 0;
+    out[0] = '1'; out[1] = ':';
+    for (int i = 0, o = 2; i < 21; i += 3, o += 4) {
+        uint32_t w = ((uint32_t)d[i] << 16) | ((uint32_t)d[i + 1] << 8) | d[i + 2];
+        out[o] = A[w >> 18]; out[o + 1] = A[(w >> 12) & 63];
+        out[o + 2] = A[(w >> 6) & 63]; out[o + 3] = A[w & 63];
+    }
+    out[29] = '=';          /* 20 bytes: 27 characters and one pad */
+}
+
 /* ---- the plan ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -354,7 +414,6 @@ typedef struct {
     unsigned long long sampling;    /* 0: none */
     const char *pre, *mid, *post, *key_head, *key_tail, *exporter_ip;
     Py_ssize_t pre_n, mid_n, post_n, key_head_n, key_tail_n;
-    PyObject *community_id;         /* community_id_packed(proto, saddr, sport, daddr, dport) */
     PyObject *transports;           /* 256 transport names (bytes) by protocol number */
 } Consts;
 
@@ -454,16 +513,9 @@ static int one_record(const unsigned char *rec, const Field *fields, Py_ssize_t 
         unsigned char sa[16], da[16];
         int fam = v6 ? AF_INET6 : AF_INET;
         if (inet_pton(fam, src, sa) != 1 || inet_pton(fam, dst, da) != 1) return 0;
-        PyObject *cid = PyObject_CallFunction(c->community_id, "Ky#Ky#K", (unsigned long long)proto,
-                                              (const char *)sa, (Py_ssize_t)(v6 ? 16 : 4),
-                                              (unsigned long long)sport, (const char *)da,
-                                              (Py_ssize_t)(v6 ? 16 : 4), (unsigned long long)dport);
-        if (cid == NULL) return -1;
-        Py_ssize_t cn;
-        const char *cs = PyUnicode_Check(cid) ? PyUnicode_AsUTF8AndSize(cid, &cn) : NULL;
-        if (cs == NULL) { Py_DECREF(cid); if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "community id: str"); return -1; }
-        puts_(doc, ",\"community_id\":\""); put(doc, cs, (size_t)cn); puts_(doc, "\"");
-        Py_DECREF(cid);
+        char cid[30];
+        community_id((unsigned)proto, sa, (unsigned)sport, da, (unsigned)dport, v6 ? 16 : 4, cid);
+        puts_(doc, ",\"community_id\":\""); put(doc, cid, 30); puts_(doc, "\"");
     }
     int oct = r.has[R_OCT_DELTA] ? R_OCT_DELTA : r.has[R_OCT_TOTAL] ? R_OCT_TOTAL : 0;
     int pkt = r.has[R_PKT_DELTA] ? R_PKT_DELTA : r.has[R_PKT_TOTAL] ? R_PKT_TOTAL : 0;
@@ -515,9 +567,8 @@ static PyObject *records(PyObject *self, PyObject *args) {
         return NULL;
     PyObject *out = NULL;
     Buf doc = {0}, key = {0}, fieldbuf = {0};
-    if (!PyArg_ParseTuple(consts, "dLKSSSSSSOO!", &c.export_ts, &c.uptime, &c.sampling, &pre, &mid,
-                          &post, &key_head, &key_tail, &exporter_ip, &c.community_id,
-                          &PyTuple_Type, &c.transports))
+    if (!PyArg_ParseTuple(consts, "dLKSSSSSSO!", &c.export_ts, &c.uptime, &c.sampling, &pre, &mid,
+                          &post, &key_head, &key_tail, &exporter_ip, &PyTuple_Type, &c.transports))
         goto done;
     if (PyTuple_GET_SIZE(c.transports) != 256) {
         PyErr_SetString(PyExc_ValueError, "transports: 256 names");

@@ -37,7 +37,7 @@ from wirebeat import logs
 from wirebeat.accel import nfcore
 from wirebeat.decoders.api import DecoderSpec, iso_time
 from wirebeat.decoders.netflow import _EVENT_HEAD as EVENT_HEAD, _TRANSPORTS, RecordSet
-from wirebeat.document import DocumentBuilder, community_id_packed, id_source
+from wirebeat.document import DocumentBuilder, id_source
 from wirebeat.sources.feed import BATCH_ITEMS, SourceError
 
 __all__ = ["Listener", "NetflowListener", "PROTOCOL_VERSIONS", "parse_host", "publish_set"]
@@ -246,7 +246,7 @@ def publish_set(records: RecordSet, spec: DecoderSpec, builder: DocumentBuilder,
               f'"type":"netflow_flow","exporter":{export_json}}},"observer":{{"ip":"{exporter.ip}"}}{tail}'.encode(),
               f"{id_source(source)}|{spec.name}|".encode(),
               f"|{round(export_ts * 1e6)}|{records.prefix}".encode(),
-              exporter.ip.encode(), community_id_packed, _TRANSPORT_NAMES)
+              exporter.ip.encode(), _TRANSPORT_NAMES)
     template = records.template
     done = 0
     fragment = orjson.Fragment
