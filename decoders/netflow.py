@@ -46,6 +46,10 @@ generated function from the unpacked values to the record (per layout,
 cached), a data set unpacked with one iter_unpack, and each record's whole
 document built at once (`whole_document`, no merge into the engine's fields),
 or its JSON text directly (`whole_text`) when the output takes ready JSON.
+With the C accelerator (wirebeat._nfcore) a data set of a template it covers
+(`Template.c_plan`) goes to the engine as one `RecordSet`, whose documents are
+made in one C call per set (wirebeat.sources.netflow.publish_set); this
+module's Python path stays the reference (tests/beat/test_nfcore.py).
 """
 from __future__ import annotations
 
