@@ -402,6 +402,7 @@ def _row_function(names: tuple[str, ...], converters: tuple[tuple[int, Callable[
     return eval(f"lambda v: {{{items}}}", namespace)      # noqa: S307 (see the docstring)
 
 
+C_MAX_FIELDS = 512      # beat/_nfcore.c MAX_FIELDS: a longer template stays in Python
 # wirebeat._nfcore's field types (beat/_nfcore.c T_*) by the converter _field_plan gives.
 _C_CONVERTERS: dict[Any, int] = {_unsigned: 0, _signed: 1, socket.inet_ntoa: 2, _ipv6: 3, _mac: 4,
                                   _hex: 5, _boolean: 6, _seconds_date: 7, _millis_date: 8}
@@ -445,7 +446,7 @@ def _c_plan(fields: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, i
             return None
         names.add(name)
         plan.append((here, length, kind, role, orjson.dumps(name) + b":"))
-    return tuple(plan)
+    return tuple(plan) if len(plan) <= C_MAX_FIELDS else None
 
 
 def _sub_lists(template: Template, records: list[dict[str, Any]], templates: Mapping[int, Template],

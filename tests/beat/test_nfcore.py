@@ -225,6 +225,7 @@ def test_templates_the_c_code_does_not_cover_stay_in_python() -> None:
         template = Template.compile(256, tuple((e, 0, n) for e, n in fields))
         assert template.c_plan is None, fields
     assert Template.compile(256, ((8, 0, 4),), scope_fields=1).c_plan is None    # options
+    assert Template.compile(256, ((10, 0, 1),) * 512).c_plan is None             # repeated
     both = _Both()
     both.send(ipfix(400, [(8, 4), (82, 65535), (12, 4)], ip4("1.2.3.4") + b"\x02ab" + ip4("5.6.7.8")))
     both.send(ipfix(401, [(8, 4), (12, 4), (320, 8)], ip4("1.2.3.4") + ip4("5.6.7.8") + struct.pack("!d", 0.5)))
@@ -252,6 +253,11 @@ def test_hostile_sets_and_templates_give_the_same_documents_and_counters() -> No
     both.send(ipfix(312, [(8, 4), (4, 1), (1, 4)], ip4("1.1.1.1") + b"\x06" + b"\0\0\0\1"))
     both.send(ipfix(313, [(1, 4)], b"\0\0\0\1" * 3))
     both.send(ipfix(314, [(210, 4)], b"\0" * 8))              # padding only: empty records
+    # More fields than the C plan takes (513 one-byte fields): Python.
+    wide = [(element, 1, pen) for pen in (0, 29305) for element in range(1, 600)
+            if Template.compile(256, ((element, pen, 1),)).c_plan not in (None, ())][:513]
+    assert len(wide) == 513 and Template.compile(256, tuple((e, p, n) for e, n, p in wide)).c_plan is None
+    both.send(ipfix(315, wide, bytes(range(256)) * 2 + b"\1"))
     # Seconds and milliseconds at the edges: 0, 2^31, past 9999.
     edge = [(8, 4), (12, 4), (150, 8), (151, 8), (152, 8), (153, 8)]
     for start, end in ((0, 0), (2 ** 31 - 1, 2 ** 31), (253402300799, 253402300800), (2 ** 64 - 1, 1)):
