@@ -43,7 +43,7 @@ from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
-from wirebeat.sources.netflow import publish_set
+from wirebeat.sources.netflow import RecordSet, publish_set
 from wirebeat.stats import Stats, log_once
 from wirebeat.tcp import TCPConnection, TCPTable
 from wirebeat.decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
@@ -689,7 +689,7 @@ class Engine:
         frame_link = link_layers(*self.frame)
         builder = self.builder
         for txn in txns:
-            if txn.__class__ is not Transaction:    # a NetFlow data set: its documents at once
+            if txn.__class__ is RecordSet:      # a NetFlow data set: its documents at once
                 self.transactions += publish_set(txn, spec, builder, publish, self._emit)
                 continue
             state = self.sources.get(txn.flow.source)

@@ -40,7 +40,7 @@ from wirebeat.decoders.netflow import _EVENT_HEAD as EVENT_HEAD, _TRANSPORTS, Re
 from wirebeat.document import DocumentBuilder, id_source
 from wirebeat.sources.feed import BATCH_ITEMS, SourceError
 
-__all__ = ["Listener", "NetflowListener", "PROTOCOL_VERSIONS", "parse_host", "publish_set"]
+__all__ = ["Listener", "NetflowListener", "PROTOCOL_VERSIONS", "RecordSet", "parse_host", "publish_set"]
 
 log = logs.get("netflow")
 
