@@ -1,4 +1,5 @@
-"""Build of the optional C accelerator `wirebeat._speedups` (beat/_speedups.c).
+"""Build of the optional C accelerators `wirebeat._speedups` (beat/_speedups.c) and
+`wirebeat._nfcore` (beat/_nfcore.c, NetFlow/IPFIX data sets).
 
 Everything else is declared in pyproject.toml. `optional=True`: on a machine
 without a C compiler or Python headers the build of the extension fails
@@ -7,4 +8,6 @@ quietly and wirebeat installs as pure Python (the same documents, slower).
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("wirebeat._speedups", ["beat/_speedups.c"], optional=True,
+                             extra_compile_args=["-O2", "-std=c99", "-Wall"]),
+                   Extension("wirebeat._nfcore", ["beat/_nfcore.c"], optional=True,
                              extra_compile_args=["-O2", "-std=c99", "-Wall"])])

@@ -43,6 +43,7 @@ from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
 from wirebeat.registry import Registered
+from wirebeat.sources.netflow import RecordSet, publish_set
 from wirebeat.stats import Stats, log_once
 from wirebeat.tcp import TCPConnection, TCPTable
 from wirebeat.decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
@@ -645,6 +646,8 @@ class Engine:
                 decoder = spec.datagram(route.options, state.expectations)
             else:
                 decoder = spec.datagram(route.options)
+            if getattr(decoder, "record_sets", None) is False:
+                decoder.record_sets = True      # NetFlow: whole data sets to _emit (publish_set)
             state.decoders[spec.name] = decoder
         return decoder
 
@@ -686,6 +689,9 @@ class Engine:
         frame_link = link_layers(*self.frame)
         builder = self.builder
         for txn in txns:
+            if txn.__class__ is RecordSet:      # a NetFlow data set: its documents at once
+                self.transactions += publish_set(txn, spec, builder, publish, self._emit)
+                continue
             state = self.sources.get(txn.flow.source)
             macs, builder.link = None, frame_link
             if spec.whole_document is None:

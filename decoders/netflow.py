@@ -46,6 +46,10 @@ generated function from the unpacked values to the record (per layout,
 cached), a data set unpacked with one iter_unpack, and each record's whole
 document built at once (`whole_document`, no merge into the engine's fields),
 or its JSON text directly (`whole_text`) when the output takes ready JSON.
+With the C accelerator (wirebeat._nfcore) a data set of a template it covers
+(`Template.c_plan`) goes to the engine as one `RecordSet`, whose documents are
+made in one C call per set (wirebeat.sources.netflow.publish_set); this
+module's Python path stays the reference (tests/beat/test_nfcore.py).
 """
 from __future__ import annotations
 
@@ -60,14 +64,16 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from wirebeat.accel import nfcore
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                                     Truncated, iso_time)
 from wirebeat.decoders.ipfix_elements import ELEMENTS
 
-__all__ = ["DECODER", "NetflowDecoder", "document", "looks_like_export"]
+__all__ = ["DECODER", "NetflowDecoder", "RecordSet", "document", "looks_like_export"]
 
 PORTS = (2055, 4739, 9995, 9996)
 MAX_U32 = 1 << 32
+MAX_U64 = 1 << 64
 NTP_EPOCH_OFFSET = 2208988800          # seconds from 1900-01-01 to 1970-01-01
 LATE_WINDOW = 1000                     # packets/records behind the expected sequence: late, not a restart
 
@@ -200,6 +206,8 @@ def _field_plan(element: int, enterprise: int, length: int,
         conv: Callable[[Any], Any] | None = None
         if kind == "dateTimeSeconds":
             conv = _seconds_date
+            if length == 8:         # RFC 7011 6.1.7: 32 bits; 64 could pass what gmtime() takes
+                return f"{length}s", _unknown_name(element, enterprise), _hex
         elif kind == "dateTimeMilliseconds":
             conv = _millis_date
         elif kind.startswith("dateTimeM") or kind == "dateTimeNanoseconds":
@@ -301,6 +309,8 @@ class Template:
     # RFC 6313 subTemplateList / subTemplateMultiList fields: (name, element, enterprise,
     # multi); their values come out of records() as bytes, for _sub_lists to decode.
     sub_lists: tuple[tuple[str, int, int, bool], ...] = ()
+    # wirebeat._nfcore's plan of a flow template it covers (_c_plan), else None.
+    c_plan: tuple[tuple[int, int, int, int, bytes], ...] | None = None
 
     @classmethod
     def compile(cls, template_id: int, fields: tuple[tuple[int, int, int], ...],
@@ -335,6 +345,8 @@ class Template:
             template.converters = tuple(converters)
             template.row = _row_function(template.names, template.converters)
             template.has_unknown = bool(sub_lists) or any(name.startswith("unknown:") for name in names)
+            if nfcore is not None and not scope_fields and not template.has_unknown:
+                template.c_plan = _c_plan(fields)
         return template
 
     def records(self, data: bytes, start: int, end: int) -> list[dict[str, Any]]:
@@ -388,6 +400,53 @@ def _row_function(names: tuple[str, ...], converters: tuple[tuple[int, Callable[
     items = ", ".join(f"{name!r}: {f'c{i}(v[{i}])' if i in convert else f'v[{i}]'}"
                       for i, name in enumerate(names))
     return eval(f"lambda v: {{{items}}}", namespace)      # noqa: S307 (see the docstring)
+
+
+C_MAX_FIELDS = 512      # beat/_nfcore.c MAX_FIELDS: a longer template stays in Python
+# wirebeat._nfcore's field types (beat/_nfcore.c T_*) by the converter _field_plan gives.
+_C_CONVERTERS: dict[Any, int] = {_unsigned: 0, _signed: 1, socket.inet_ntoa: 2, _ipv6: 3, _mac: 4,
+                                  _hex: 5, _boolean: 6, _seconds_date: 7, _millis_date: 8}
+_C_UNSIGNED_CODES = {"B", "H", "I", "Q"}
+_C_SIGNED_CODES = {"b", "h", "i", "q"}
+# The fields _transaction and _flow_times read (beat/_nfcore.c R_*) and the type each must have.
+_C_ROLES = {"source_ipv4_address": (1, 2), "source_ipv6_address": (2, 3),
+            "destination_ipv4_address": (3, 2), "destination_ipv6_address": (4, 3),
+            "source_transport_port": (5, 0), "destination_transport_port": (6, 0),
+            "protocol_identifier": (7, 0), "packet_delta_count": (8, 0), "packet_total_count": (9, 0),
+            "octet_delta_count": (10, 0), "octet_total_count": (11, 0),
+            "flow_start_sys_up_time": (12, 0), "flow_end_sys_up_time": (13, 0),
+            "flow_start_milliseconds": (14, 8), "flow_end_milliseconds": (15, 8),
+            "flow_start_seconds": (16, 7), "flow_end_seconds": (17, 7)}
+# Times _flow_times reads that the C code does not: their templates stay in Python.
+_C_LEFT_OUT = {"flow_start_microseconds", "flow_end_microseconds", "flow_start_nanoseconds",
+               "flow_end_nanoseconds", "flow_start_delta_microseconds", "flow_end_delta_microseconds",
+               "system_init_time_milliseconds", "sampling_interval"}
+
+
+def _c_plan(fields: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int, int, bytes], ...] | None:
+    """(offset, length, type, role, b'"name":') per field of a fixed-length flow template
+    whose every field wirebeat._nfcore writes as the Python path does; None when one is
+    not (floats, strings, lists, NTP times, unknown or repeated elements: see _nfcore.c)."""
+    plan, names, offset = [], set(), 0
+    for element, enterprise, length in fields:
+        here, offset = offset, offset + length
+        if element == PADDING or (enterprise == 0 and element == 210):
+            continue
+        code, name, conv = _field_plan(element, enterprise, length)
+        if conv is None:
+            kind = 0 if code in _C_UNSIGNED_CODES else 1 if code in _C_SIGNED_CODES else None
+        else:
+            kind = _C_CONVERTERS.get(conv)
+            if kind == 1 and length > 8:        # _signed of a long field
+                kind = None
+        if kind is None or name in names or name in _C_LEFT_OUT or name.startswith("unknown:"):
+            return None
+        role, role_kind = _C_ROLES.get(name, (0, kind))
+        if role_kind != kind:
+            return None
+        names.add(name)
+        plan.append((here, length, kind, role, orjson.dumps(name) + b":"))
+    return tuple(plan) if len(plan) <= C_MAX_FIELDS else None
 
 
 def _sub_lists(template: Template, records: list[dict[str, Any]], templates: Mapping[int, Template],
@@ -528,6 +587,42 @@ class FlowRecord(NamedTuple):
 _new_record = tuple.__new__
 
 
+class RecordSet:
+    """The flow records of one data set of a template wirebeat._nfcore covers (Template.c_plan),
+    handed to the engine as one item among the Transactions: the engine has them made into
+    documents at once (wirebeat.sources.netflow.publish_set) when its output takes JSON
+    text, or asks for `transactions()`, the Python path's, one per record."""
+
+    __slots__ = ("decoder", "exporter", "template", "data", "start", "count", "detail", "export",
+                 "export_ts", "uptime", "source", "prefix", "sampling")
+
+    def __init__(self, decoder: NetflowDecoder, exporter: _Exporter, template: Template, data: bytes,
+                 start: int, count: int, export: dict[str, Any], export_ts: float, uptime: int | None,
+                 source: str, prefix: str, sampling: int) -> None:
+        self.decoder, self.exporter, self.template = decoder, exporter, template
+        self.data, self.start, self.count, self.export = data, start, count, export
+        self.detail = self          # as a Transaction's: `.detail.export` is the packet's header
+        self.export_ts, self.uptime, self.source = export_ts, uptime, source
+        self.prefix, self.sampling = prefix, sampling
+
+    def transactions(self, indices: Any = None) -> list[Transaction]:
+        """The records (all, or those at `indices`) as the Python path makes them."""
+        template, size, start, sampling = self.template, self.template.record_length, self.start, self.sampling
+        assert template.iter_unpack is not None and template.row is not None
+        export_text: list[str] = []
+        out = []
+        for index in range(self.count) if indices is None else indices:
+            offset = start + index * size
+            record = template.row(next(template.iter_unpack(memoryview(self.data)[offset:offset + size])))
+            if sampling:
+                record["sampling_interval"] = sampling
+            out.append(self.decoder._transaction(self.exporter, record, "netflow_flow", self.export,
+                                                 self.export_ts, self.uptime, self.source,
+                                                 self.prefix + str(index), template.has_unknown,
+                                                 export_text))
+        return out
+
+
 class NetflowDecoder:
     """Export packets of every exporter of one capture source (a listener, a file)."""
 
@@ -541,6 +636,9 @@ class NetflowDecoder:
         self.totals: Counter[str] = Counter()
         self.pending_sets = 0
         self.held_in_packet = 0         # data sets of the current packet held for their template
+        # Data sets of templates wirebeat._nfcore covers come as one RecordSet each instead of
+        # Transactions: set by the engine, whose _emit takes them (sources.netflow.publish_set).
+        self.record_sets = False
 
     @property
     def counters(self) -> dict[str, int]:
@@ -647,9 +745,13 @@ class NetflowDecoder:
         if sequence is not None:
             export["sequence_number"] = sequence
         export.update(notes)
-        txns = []
+        txns: list[Any] = []
         self._count(exporter, "records", count)
         prefix = f"{exporter.address}|{version}|0|{sequence}|0|"
+        if template.c_plan is not None and self.record_sets:
+            txns.append(RecordSet(self, exporter, template, data, header.size, count, export,
+                                  export_ts, uptime, source, prefix, sampling))
+            return txns
         export_text: list[str] = []
         for index, record in enumerate(template.records(data, header.size, end)):
             if sampling:
@@ -686,7 +788,7 @@ class NetflowDecoder:
         txns = self._sets(exporter, domain, 10, domain_id, data, _IPFIX_HEADER.size, length,
                           export, float(export_time), None, ts, source, str(sequence))
         # RFC 7011 section 3.1: the sequence counts data records sent before this message.
-        records = sum(1 for t in txns if t.detail.export is export)
+        records = sum(t.count if t.__class__ is RecordSet else 1 for t in txns if t.detail.export is export)
         notes = self._ipfix_sequence(exporter, domain, previous, sequence, records,
                                      self.held_in_packet)
         if notes:
@@ -829,6 +931,17 @@ class NetflowDecoder:
     def _data(self, exporter: _Exporter, domain: _Domain, template: Template, data: bytes,
               start: int, end: int, export: dict[str, Any], export_ts: float, uptime: int | None,
               source: str, identity: str, txns: list[Transaction]) -> None:
+        sampling = domain.sampling_interval
+        if (template.c_plan is not None and self.record_sets
+                and (uptime is not None or domain.system_init_ms is None)
+                and (not sampling or (type(sampling) is int and 0 < sampling < MAX_U64))):
+            count = (end - start) // template.record_length
+            if count:
+                self._count(exporter, "records", count)
+                prefix = f"{exporter.address}|{export['version']}|{export['source_id']}|{identity}|"
+                txns.append(RecordSet(self, exporter, template, data, start, count, export,  # type: ignore[arg-type]
+                                      export_ts, uptime, source, prefix, sampling or 0))
+            return
         try:
             records = template.records(data, start, end)
         except DecodeError as err:

@@ -7,7 +7,9 @@ archive) into a temporary directory laid out as the installed `wirebeat`
 package, then runs `wirebeat run -I FILE --console` with that tree and with
 this worktree on every bundled capture (pcaps/**), the realistic capture
 (tests/bench/gen_realistic.py) and the transaction-dense mixed capture
-(tests/bench/gen_mixed.py), with per-packet documents off and on. The console
+(tests/bench/gen_mixed.py), with per-packet documents off and on, and on
+NetFlow v5, v9 and IPFIX exports of tests/bench/netflow.py's generator (also
+with fields and tags, whose text NetFlow documents build apart). The console
 output is patched (in the child only) to write `[_id, document]` per line, so
 the Elasticsearch `_id`s are compared too; lines are compared sorted (the
 order of documents within a batch may legitimately differ).
@@ -61,6 +63,20 @@ def export(base: str, into: Path) -> Path:
     return into
 
 
+NETFLOW_VARIANTS = [[], ["-E", "fields={site: x}", "-E", "tags=[t]"], ["-E", "wirebeat.flows.enabled=false"]]
+
+
+def netflow_exports(into: Path, records: int) -> list[Path]:
+    """v5, v9 and IPFIX exports of `records` generated records each (tests/bench/netflow.py)."""
+    import netflow
+    out = []
+    for version, make in netflow.GENERATORS.items():
+        path = into / f"netflow_{version}_{records}.pcap"
+        netflow.write_pcap(path, make(records))
+        out.append(path)
+    return out
+
+
 def run(tree: Path, capture: Path, extra: list[str]) -> list[bytes]:
     env_path = str(tree)
     cmd = [sys.executable, "-c", CHILD, env_path, "run", "-I", str(capture), "--console",
@@ -88,8 +104,9 @@ def main() -> int:
     different = 0
     with tempfile.TemporaryDirectory(prefix="same-output-") as tmp:
         base = export(args.base, Path(tmp))
-        for capture in captures:
-            for extra in variants:
+        exports = netflow_exports(Path(tmp), 6000 if args.quick else 60000)
+        for capture in captures + exports:
+            for extra in (NETFLOW_VARIANTS if capture in exports else variants):
                 if extra and capture.stat().st_size > 50_000_000:
                     continue    # per-packet documents of the big captures: too slow to be worth it
                 if args.workers:
@@ -97,7 +114,8 @@ def main() -> int:
                     new = run(ROOT, capture, [*extra, "--workers", str(args.workers)])
                 else:
                     old, new = run(base, capture, extra), run(ROOT, capture, extra)
-                name = f"{capture.relative_to(ROOT)} {' '.join(extra)}".strip()
+                shown = capture.relative_to(ROOT) if capture.is_relative_to(ROOT) else capture.name
+                name = f"{shown} {' '.join(extra)}".strip()
                 if old == new:
                     digest = hashlib.sha256(b"\n".join(new)).hexdigest()[:12]
                     print(f"same       {name}: {len(new)} documents (sha256 {digest})")
