@@ -45,8 +45,12 @@ class ConsoleOutput:
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:
         dumps, option = orjson.dumps, self.option
+        # A list, not a generator (join makes one anyway). Each line is a copy with its
+        # newline, not `b"\n".join` of the bare texts: that keeps a batch of ~1 KiB
+        # allocations alive at once and, freed together, glibc hands them back to the
+        # kernel, to be faulted in again for the next batch (4x the page faults of a run).
         try:
-            self.stream.write(b"".join(dumps(doc, option=option) + b"\n" for _, doc in batch))
+            self.stream.write(b"".join([dumps(doc, option=option) + b"\n" for _, doc in batch]))
             self.stream.flush()
         except BrokenPipeError:
             # `wirebeat run ... --console | head`: the reader left, nothing more to deliver.
@@ -98,12 +102,20 @@ class FileOutput:
         self.size = 0
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:
+        dumps, max_bytes = orjson.dumps, self.max_bytes
+        lines: list[bytes] = []
+        size = self.size
         for _, doc in batch:
-            line = orjson.dumps(doc) + b"\n"
-            if self.size and self.size + len(line) > self.max_bytes:
+            line = dumps(doc) + b"\n"
+            if size and size + len(line) > max_bytes:
+                self.fh.write(b"".join(lines))     # the lines before the rotation, in the old file
+                lines = []
                 self._rotate()
-            self.fh.write(line)
-            self.size += len(line)
+                size = 0
+            lines.append(line)
+            size += len(line)
+        self.fh.write(b"".join(lines))
+        self.size = size
         self.fh.flush()
         return 0
 
