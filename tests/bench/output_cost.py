@@ -136,9 +136,7 @@ def main() -> int:
                  ("mixed, per-packet documents", generate(args.packets), ["-E", "wirebeat.packets.enabled=true"])]
     modes = ["pipeline", *(["es"] if args.es else [])]
     with tempfile.TemporaryDirectory(prefix="output-cost-") as tmp:
-        base = export(args.base, Path(tmp))
-        for so in (ROOT / "beat").glob("_*.so"):     # the same C accelerator in both trees
-            shutil.copy(so, base / "wirebeat")
+        base = export(args.base, Path(tmp))     # with its own C accelerators built
         # This worktree, uncommitted changes included, laid out the same way.
         this = Path(tmp) / "this"
         shutil.copytree(ROOT / "beat", this / "wirebeat", ignore=shutil.ignore_patterns("__pycache__"))

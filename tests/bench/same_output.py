@@ -60,7 +60,22 @@ def export(base: str, into: Path) -> Path:
     shutil.move(str(raw / "beat"), pkg)
     shutil.move(str(raw / "decoders"), pkg / "decoders")
     shutil.move(str(raw / "index_templates"), pkg / "index_templates")
+    _build_accelerators(pkg)
     return into
+
+
+def _build_accelerators(pkg: Path) -> None:
+    """Compile the base revision's own C accelerators (beat/_*.c) into its package, as
+    setup.py does at install, so `--base` compares C with C (a git export has no .so:
+    without this the base ran pure Python). No compiler: the base stays pure Python."""
+    import sysconfig
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    for source in sorted(pkg.glob("_*.c")):
+        subprocess.run([cc, "-shared", "-fPIC", "-O2", "-std=c99", f"-I{sysconfig.get_paths()['include']}",
+                        str(source), "-o", str(source.with_suffix(suffix))], check=True)
 
 
 NETFLOW_VARIANTS = [[], ["-E", "fields={site: x}", "-E", "tags=[t]"], ["-E", "wirebeat.flows.enabled=false"]]
