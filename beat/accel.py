@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-__all__ = ["speedups"]
+__all__ = ["flowcore", "speedups"]
 
 speedups: ModuleType | None
 if os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0"):
@@ -20,3 +20,14 @@ else:
         from wirebeat import _speedups as speedups
     except ImportError:     # built without a C compiler: the pure-Python path does it all
         speedups = None
+
+# The flow table's per-packet and per-report work (beat/_flowcore.c; reference:
+# beat/flows.py, tested in tests/beat/test_flowcore.py), None in the same cases.
+flowcore: ModuleType | None
+if os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0"):
+    flowcore = None
+else:
+    try:
+        from wirebeat import _flowcore as flowcore
+    except ImportError:
+        flowcore = None

@@ -80,6 +80,7 @@ def test_sdist_carries_the_templates(dist):
     for part in TEMPLATE_PARTS:
         assert f"index_templates/{part}" in names
     assert {"setup.py", "beat/_speedups.c"} <= names      # the C accelerator builds from the sdist
+    assert "beat/_flowcore.c" in names
 
 
 def test_installed_wheel_has_the_c_accelerator(dist, installed, tmp_path):
@@ -90,7 +91,8 @@ def test_installed_wheel_has_the_c_accelerator(dist, installed, tmp_path):
     if os.environ.get("CI") != "true" and not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler: the wheel is pure Python by design")
     assert any(n.startswith("wirebeat/_speedups.") and n.endswith(".so") for n in _wheel_names(dist))
-    code = "import wirebeat, wirebeat._speedups, wirebeat.packets as p; print(p.ACCELERATED, wirebeat.__file__)"
+    assert any(n.startswith("wirebeat/_flowcore.") and n.endswith(".so") for n in _wheel_names(dist))
+    code = "import wirebeat, wirebeat._speedups, wirebeat._flowcore, wirebeat.packets as p; print(p.ACCELERATED, wirebeat.__file__)"
     proc = subprocess.run([str(installed / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={k: v for k, v in os.environ.items() if k != "WIREBEAT_PURE_PYTHON"}, timeout=120)
     assert proc.returncode == 0, proc.stderr
