@@ -181,6 +181,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment;
+    PyObject *ip_text, *community_id, *transports, *tail;
     double stamp_ts;            /* the last report time not a flow's last packet, and its text */
     PyObject *stamp;
 } ReporterObject;
@@ -190,6 +191,162 @@ static PyObject *call_report_python(ReporterObject *self, PyObject *source, PyOb
 {
     PyObject *args[6] = {self->reporter, source, rec, final, reason, report_ts};
     return PyObject_Vectorcall(self->report_python, args, 6, NULL);
+}
+
+static const char HEXU[] = "0123456789ABCDEF";
+
+/* format_mac of 6 bytes: "02-00-00-00-00-0A", 17 characters */
+static void mac_text(char *out, const unsigned char *m)
+{
+    for (int i = 0; i < 6; i++) {
+        if (i) *out++ = '-';
+        *out++ = HEXU[m[i] >> 4];
+        *out++ = HEXU[m[i] & 15];
+    }
+}
+
+/* `_text_parts` (the flow's text that never changes), or NULL without an error when the
+ * flow is not the common case (the caller then asks Python). */
+static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *fid)
+{
+    PyObject *key = PyList_GET_ITEM(rec, R_KEY);
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8) return NULL;
+    PyObject *macs = PyTuple_GET_ITEM(key, 0), *vlans = PyTuple_GET_ITEM(key, 1), *outer = PyTuple_GET_ITEM(key, 2),
+             *src = PyTuple_GET_ITEM(key, 3), *dst = PyTuple_GET_ITEM(key, 4), *proto_o = PyTuple_GET_ITEM(key, 5),
+             *icmp = PyList_GET_ITEM(rec, R_ICMP), *first = PyList_GET_ITEM(rec, R_FIRST_TS);
+    long long proto, sport = 0, dport = 0, vl[8];
+    Py_ssize_t nvlans, nouter;
+    if (!PyBytes_CheckExact(macs) || (PyBytes_GET_SIZE(macs) != 0 && PyBytes_GET_SIZE(macs) != 12)
+            || !PyTuple_CheckExact(vlans) || (nvlans = PyTuple_GET_SIZE(vlans)) > 8
+            || !PyTuple_CheckExact(outer) || ((nouter = PyTuple_GET_SIZE(outer)) != 0 && nouter != 2)
+            || !PyBytes_CheckExact(src) || !PyBytes_CheckExact(dst) || PyBytes_GET_SIZE(src) != PyBytes_GET_SIZE(dst)
+            || (PyBytes_GET_SIZE(src) != 4 && PyBytes_GET_SIZE(src) != 16) || !get_ll(proto_o, &proto)
+            || !PyUnicode_CheckExact(source) || !PyFloat_CheckExact(first))
+        return NULL;
+    for (Py_ssize_t i = 0; i < nvlans; i++)
+        if (!get_ll(PyTuple_GET_ITEM(vlans, i), &vl[i])) return NULL;
+    if (proto == 6 || proto == 17) {
+        if (!get_ll(PyTuple_GET_ITEM(key, 6), &sport) || !get_ll(PyTuple_GET_ITEM(key, 7), &dport)) return NULL;
+    } else if (icmp != Py_None) {
+        if (!PyTuple_CheckExact(icmp) || PyTuple_GET_SIZE(icmp) != 2 || !get_ll(PyTuple_GET_ITEM(icmp, 0), &sport)
+                || !get_ll(PyTuple_GET_ITEM(icmp, 1), &dport))
+            return NULL;
+    }
+    PyObject *objs[10] = {NULL};     /* start, src ip, dst ip, outer src, outer dst, cid, transport, direction, tail */
+    enum { O_START, O_SRC, O_DST, O_OSRC, O_ODST, O_CID, O_TRANSPORT, O_DIRECTION, O_TAIL, O_N };
+    PyObject *parts = NULL, *p[6] = {NULL};
+    if (!(objs[O_START] = PyObject_CallOneArg(self->iso_time, first))) goto done;
+    if (!(objs[O_SRC] = PyObject_CallOneArg(self->ip_text, src))) goto done;
+    if (!(objs[O_DST] = PyObject_CallOneArg(self->ip_text, dst))) goto done;
+    if (nouter) {
+        if (!(objs[O_OSRC] = PyObject_CallOneArg(self->ip_text, PyTuple_GET_ITEM(outer, 0)))) goto done;
+        if (!(objs[O_ODST] = PyObject_CallOneArg(self->ip_text, PyTuple_GET_ITEM(outer, 1)))) goto done;
+    }
+    if (proto == 6 || proto == 17 || icmp != Py_None) {
+        PyObject *sp = PyLong_FromLongLong(sport), *dp = PyLong_FromLongLong(dport);
+        if (sp && dp) {
+            PyObject *args[5] = {proto_o, src, sp, dst, dp};
+            objs[O_CID] = PyObject_Vectorcall(self->community_id, args, 5, NULL);
+        }
+        Py_XDECREF(sp);
+        Py_XDECREF(dp);
+        if (objs[O_CID] == NULL) goto done;
+    }
+    objs[O_TRANSPORT] = PyDict_GetItemWithError(self->transports, proto_o);
+    if (objs[O_TRANSPORT] != NULL) Py_INCREF(objs[O_TRANSPORT]);
+    else if (PyErr_Occurred() || !(objs[O_TRANSPORT] = PyObject_Str(proto_o))) goto done;
+    PyObject *builder = PyObject_GetAttrString(self->reporter, "builder");
+    if (builder == NULL) goto done;
+    PyObject *direction = PyObject_GetAttrString(builder, "direction");
+    Py_DECREF(builder);
+    if (direction == NULL) goto done;
+    if (direction != Py_None) {
+        objs[O_DIRECTION] = PyObject_CallMethod(direction, "of_packed", "OO", src, dst);
+        if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
+    }
+    Py_DECREF(direction);
+    if (!(objs[O_TAIL] = PyObject_CallOneArg(self->tail, source))) goto done;
+    for (int i = 0; i < O_N; i++)
+        if (objs[i] != NULL && !(PyUnicode_CheckExact(objs[i]) || (i == O_CID && objs[i] == Py_None)))
+            goto done;      /* not text: Python decides */
+
+    char macbuf[2][17];
+    text_t t;
+    t.n = t.nnums = 0;
+    add_str(&t, objs[O_START]);
+    ADD_LIT(&t, "\",\"end\":\"");
+    if (!(p[0] = join_text(&t))) goto done;
+    t.n = t.nnums = 0;
+    ADD_LIT(&t, "},\"flow\":{\"id\":\"");
+    add_str(&t, fid);
+    ADD_LIT(&t, "\",");
+    if (nvlans) {
+        ADD_LIT(&t, "\"vlan\":[");
+        for (Py_ssize_t i = 0; i < nvlans; i++) {
+            if (i) ADD_LIT(&t, ",");
+            add_ll(&t, vl[i]);
+        }
+        ADD_LIT(&t, "],");
+    }
+    ADD_LIT(&t, "\"final\":");
+    if (!(p[1] = join_text(&t))) goto done;
+    for (int side = 0; side < 2; side++) {     /* source, then destination */
+        t.n = t.nnums = 0;
+        if (side == 0) ADD_LIT(&t, "},\"source\":{");
+        else ADD_LIT(&t, "},\"destination\":{");
+        if (PyBytes_GET_SIZE(macs)) {
+            /* the source's MAC is the frame's second address */
+            mac_text(macbuf[side], (const unsigned char *)PyBytes_AS_STRING(macs) + (side == 0 ? 6 : 0));
+            ADD_LIT(&t, "\"mac\":\"");
+            t.p[t.n].str = NULL; t.p[t.n].ascii = macbuf[side]; t.p[t.n].len = 17; t.n++;
+            ADD_LIT(&t, "\",");
+        }
+        if (nouter) {
+            ADD_LIT(&t, "\"ip\":[\"");
+            add_str(&t, objs[side == 0 ? O_OSRC : O_ODST]);
+            ADD_LIT(&t, "\",\"");
+            add_str(&t, objs[side == 0 ? O_SRC : O_DST]);
+            ADD_LIT(&t, "\"],");
+        } else {
+            ADD_LIT(&t, "\"ip\":\"");
+            add_str(&t, objs[side == 0 ? O_SRC : O_DST]);
+            ADD_LIT(&t, "\",");
+        }
+        if (proto == 6 || proto == 17) {
+            ADD_LIT(&t, "\"port\":");
+            add_ll(&t, side == 0 ? sport : dport);
+            ADD_LIT(&t, ",");
+        }
+        ADD_LIT(&t, "\"packets\":");
+        if (!(p[2 + side] = join_text(&t))) goto done;
+    }
+    t.n = t.nnums = 0;
+    ADD_LIT(&t, "},\"network\":{\"type\":\"");
+    if (PyBytes_GET_SIZE(src) == 16) ADD_LIT(&t, "ipv6"); else ADD_LIT(&t, "ipv4");
+    ADD_LIT(&t, "\",\"transport\":\"");
+    add_str(&t, objs[O_TRANSPORT]);
+    ADD_LIT(&t, "\",");
+    if (objs[O_CID] != NULL && objs[O_CID] != Py_None && PyUnicode_GET_LENGTH(objs[O_CID])) {
+        ADD_LIT(&t, "\"community_id\":\"");
+        add_str(&t, objs[O_CID]);
+        ADD_LIT(&t, "\",");
+    }
+    ADD_LIT(&t, "\"bytes\":");
+    if (!(p[4] = join_text(&t))) goto done;
+    t.n = t.nnums = 0;
+    if (objs[O_DIRECTION] != NULL) {
+        ADD_LIT(&t, ",\"direction\":\"");
+        add_str(&t, objs[O_DIRECTION]);
+        ADD_LIT(&t, "\"");
+    }
+    ADD_LIT(&t, "}");
+    add_str(&t, objs[O_TAIL]);
+    if (!(p[5] = join_text(&t))) goto done;
+    parts = PyTuple_Pack(6, p[0], p[1], p[2], p[3], p[4], p[5]);
+done:
+    for (int i = 0; i < O_N; i++) Py_XDECREF(objs[i]);
+    for (int i = 0; i < 6; i++) Py_XDECREF(p[i]);
+    return parts;
 }
 
 /* The body tuple (_body): (packets, event.end, text2, text3), or NULL without an error
@@ -222,9 +379,15 @@ static PyObject *make_body(ReporterObject *self, PyObject *source, PyObject *rec
     }
     PyObject *parts = PyList_GET_ITEM(rec, R_TEXT);
     if (parts == Py_None) {
-        PyObject *args[3] = {source, rec, fid};
-        parts = PyObject_Vectorcall(self->parts, args, 3, NULL);
-        if (parts == NULL) return NULL;
+        parts = make_parts(self, source, rec, fid);
+        if (parts != NULL) {
+            set_obj(rec, R_TEXT, parts);
+        } else {
+            if (PyErr_Occurred()) return NULL;
+            PyObject *args[3] = {source, rec, fid};
+            parts = PyObject_Vectorcall(self->parts, args, 3, NULL);
+            if (parts == NULL) return NULL;
+        }
     } else {
         Py_INCREF(parts);
     }
@@ -425,9 +588,10 @@ static PyObject *reporter_call(ReporterObject *self, PyObject *const *args, size
 
 static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment;
-    if (!PyArg_ParseTuple(args, "OOOOOO:Reporter", &reporter, &report_python, &parts, &assign_id, &iso_time,
-                          &fragment))
+    PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment, *ip_text, *community_id,
+             *transports, *tail;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO!O:Reporter", &reporter, &report_python, &parts, &assign_id, &iso_time,
+                          &fragment, &ip_text, &community_id, &PyDict_Type, &transports, &tail))
         return NULL;
     ReporterObject *self = (ReporterObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
@@ -438,6 +602,10 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->assign_id = Py_NewRef(assign_id);
     self->iso_time = Py_NewRef(iso_time);
     self->fragment = Py_NewRef(fragment);
+    self->ip_text = Py_NewRef(ip_text);
+    self->community_id = Py_NewRef(community_id);
+    self->transports = Py_NewRef(transports);
+    self->tail = Py_NewRef(tail);
     self->stamp = NULL;
     self->stamp_ts = 0.0;
     return (PyObject *)self;
@@ -447,6 +615,7 @@ static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->reporter); Py_VISIT(self->report_python); Py_VISIT(self->parts);
     Py_VISIT(self->assign_id); Py_VISIT(self->iso_time); Py_VISIT(self->fragment);
+    Py_VISIT(self->ip_text); Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
     return 0;
 }
 
@@ -454,6 +623,7 @@ static int reporter_clear(ReporterObject *self)
 {
     Py_CLEAR(self->reporter); Py_CLEAR(self->report_python); Py_CLEAR(self->parts);
     Py_CLEAR(self->assign_id); Py_CLEAR(self->iso_time); Py_CLEAR(self->fragment);
+    Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->stamp);
     return 0;
 }
