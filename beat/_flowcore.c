@@ -41,7 +41,7 @@ enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_
 enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
-static PyObject *str_idle, *str_as_text, *str_publish, *empty_bytes, *empty_tuple;
+static PyObject *str_idle, *str_as_text, *str_publish, *str_max_flows, *str_final_reports, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -655,7 +655,7 @@ static PyTypeObject ReporterType = {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source;
+    PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
     ReporterObject *reporter;
 } TableObject;
 
@@ -816,6 +816,93 @@ error:
     return NULL;
 }
 
+/* FlowTable._endpoints of a key: (proto, src, sport, dst, dport), ports 0 but for TCP and UDP */
+static PyObject *endpoints(PyObject *key)
+{
+    long long proto;
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
+        PyErr_SetString(PyExc_TypeError, "flow key is not an 8-tuple");
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) return NULL;
+    PyObject *out = PyTuple_Pack(5, PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 3),
+                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 6) : zero, PyTuple_GET_ITEM(key, 4),
+                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 7) : zero);
+    Py_DECREF(zero);
+    return out;
+}
+
+static int add_attr(PyObject *o, PyObject *name, long long delta)
+{
+    PyObject *v = PyObject_GetAttr(o, name), *d, *n;
+    if (v == NULL) return -1;
+    d = PyLong_FromLongLong(delta);
+    n = d ? PyNumber_Add(v, d) : NULL;
+    Py_DECREF(v);
+    Py_XDECREF(d);
+    if (n == NULL) return -1;
+    int rc = PyObject_SetAttr(o, name, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+/* The table entry under `key`, if it is rec's, leaves the table. */
+static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
+{
+    PyObject *entry = PyDict_GetItemWithError(flows, key);
+    if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) >= 1 && PyTuple_GET_ITEM(entry, 0) == rec)
+        return PyDict_DelItem(flows, key);
+    return 0;
+}
+
+/* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
+ * `ended`. When `ended` is full (forgetting the oldest is the rare case) the Python method
+ * does it all. */
+static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject *report_ts)
+{
+    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows), *res;
+    if (max == NULL) return -1;
+    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
+    Py_DECREF(max);
+    if (max_flows == -1 && PyErr_Occurred()) return -1;
+    Py_ssize_t n_ended = PyObject_Size(self->ended);
+    if (n_ended < 0) return -1;
+    if (n_ended >= max_flows || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended)) {
+        PyObject *args[3] = {rec, reason, report_ts};
+        res = PyObject_Vectorcall(self->end, args, 3, NULL);
+        if (res == NULL) return -1;
+        Py_DECREF(res);
+        return 0;
+    }
+    if (report(self->reporter, self->source, rec, 1, reason, report_ts) < 0) return -1;
+    if (add_attr(self->table, str_final_reports, 1) < 0) return -1;
+    PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
+    Py_INCREF(key);
+    if (drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, PyList_GET_ITEM(rec, R_REV_KEY), rec) < 0
+            || (alias != Py_None && drop_entry(self->flows, alias, rec) < 0)) {
+        Py_DECREF(key);
+        return -1;
+    }
+    PyObject *ends = endpoints(key), *value = NULL;
+    Py_DECREF(key);
+    if (ends == NULL) return -1;
+    int rc = -1;
+    PyObject *cur = PyDict_GetItemWithError(self->by_endpoints, ends);
+    if (cur == NULL && PyErr_Occurred()) goto done;
+    if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
+    int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
+    if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
+    value = PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts);
+    if (value == NULL || PyObject_SetItem(self->ended, ends, value) < 0) goto done;
+    rc = 0;
+done:
+    Py_XDECREF(value);
+    Py_DECREF(ends);
+    return rc;
+}
+
 /* a <= b for a record's time and a float bound, as Python compares them */
 static inline int le(PyObject *a, double b, int *out)
 {
@@ -869,11 +956,9 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
         if (reason != NULL) {
             Py_INCREF(reason);
-            PyObject *eargs[3] = {rec, reason, now};
-            PyObject *res = PyObject_Vectorcall(self->end, eargs, 3, NULL);
+            int rc = end_flow(self, rec, reason, now);
             Py_DECREF(reason);
-            if (res == NULL) goto error;
-            Py_DECREF(res);
+            if (rc < 0) goto error;
             continue;
         }
         if (!report_due) continue;
@@ -923,7 +1008,8 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->account_python = Py_NewRef(account_python);
     if (!(self->flows = get_attr_s(table, "flows")) || !(self->alias = get_attr_s(table, "_alias"))
             || !(self->open = get_attr_s(table, "_open")) || !(self->control = get_attr_s(table, "_control"))
-            || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))) {
+            || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))
+            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))) {
         Py_DECREF(self);
         return NULL;
     }
@@ -939,7 +1025,7 @@ static int table_traverse(TableObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->table); Py_VISIT(self->flows); Py_VISIT(self->alias); Py_VISIT(self->open);
     Py_VISIT(self->control); Py_VISIT(self->end); Py_VISIT(self->account_python); Py_VISIT(self->source);
-    Py_VISIT(self->reporter);
+    Py_VISIT(self->reporter); Py_VISIT(self->by_endpoints); Py_VISIT(self->ended);
     return 0;
 }
 
@@ -947,7 +1033,7 @@ static int table_clear(TableObject *self)
 {
     Py_CLEAR(self->table); Py_CLEAR(self->flows); Py_CLEAR(self->alias); Py_CLEAR(self->open);
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
-    Py_CLEAR(self->reporter);
+    Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
     return 0;
 }
 
@@ -990,9 +1076,11 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_idle = PyUnicode_InternFromString("idle");
     str_as_text = PyUnicode_InternFromString("as_text");
     str_publish = PyUnicode_InternFromString("publish");
+    str_max_flows = PyUnicode_InternFromString("max_flows");
+    str_final_reports = PyUnicode_InternFromString("final_reports");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
-    if (!str_idle || !str_as_text || !str_publish || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_idle || !str_as_text || !str_publish || !str_max_flows || !str_final_reports || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",

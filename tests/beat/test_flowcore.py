@@ -85,8 +85,11 @@ def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
     records = []
     for i, (ts, linktype, frame) in enumerate(frames):
         engine.on_frame(ts, linktype, frame, "test")
-        if i == len(frames) // 2:       # the live table halfway, as plain values
-            records = sorted(repr(rec[:R_TEXT]) for rec in engine.sources["test"].flows._records())
+        if i in (len(frames) // 2, len(frames) - 1):     # the table halfway and at the end, as plain values
+            table = engine.sources["test"].flows
+            records.append((sorted(repr(rec[:R_TEXT]) for rec in table._records()),
+                            sorted((repr(k), repr(rec[:R_TEXT])) for k, rec in table.by_endpoints.items()),
+                            list(table.ended.items()), table.counters(), table.next_sweep, table.next_report))
     engine.finish()
     assert pipeline.close() == 0
     return output.lines, stats.snapshot(), records
