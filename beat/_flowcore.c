@@ -41,7 +41,7 @@ enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_
 enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
-static PyObject *str_idle, *str_as_text, *str_publish, *str_max_flows, *str_final_reports, *empty_bytes, *empty_tuple;
+static PyObject *str_idle, *str_as_text, *str_publish, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -683,6 +683,122 @@ static int untrack_record(PyObject *flows, PyObject *rec)
     return 0;
 }
 
+static PyObject *endpoints(PyObject *key);
+static int add_attr(PyObject *o, PyObject *name, long long delta);
+
+/* FlowTable._alias: the reverse direction of a flow whose frames carry the same MAC order
+ * both ways; a new entry (NULL with an exception, or None) */
+static PyObject *alias_entry(TableObject *self, PyObject *key)
+{
+    PyObject *macs = PyTuple_GET_ITEM(key, 0);
+    Py_ssize_t n = PyBytes_GET_SIZE(macs);
+    const char *m = PyBytes_AS_STRING(macs);
+    /* not macs, or macs[:6] == macs[6:] */
+    if (n == 0 || (n == 12 && memcmp(m, m + 6, 6) == 0)) Py_RETURN_NONE;
+    if (n != 12) return PyObject_CallOneArg(self->alias, key);     /* a frame cut short: Python */
+    char buf[12];
+    memcpy(buf, m + 6, 6);
+    memcpy(buf + 6, m, 6);
+    PyObject *swapped = PyTuple_New(8), *entry;
+    if (swapped == NULL) return NULL;
+    PyObject *sm = PyBytes_FromStringAndSize(buf, 12);
+    if (sm == NULL) { Py_DECREF(swapped); return NULL; }
+    PyTuple_SET_ITEM(swapped, 0, sm);
+    for (int i = 1; i < 8; i++) PyTuple_SET_ITEM(swapped, i, Py_NewRef(PyTuple_GET_ITEM(key, i)));
+    entry = PyDict_GetItemWithError(self->flows, swapped);
+    Py_DECREF(swapped);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    long long d;
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 || !PyList_CheckExact(PyTuple_GET_ITEM(entry, 0))
+            || PyList_GET_SIZE(PyTuple_GET_ITEM(entry, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(entry, 1), &d))
+        return PyObject_CallOneArg(self->alias, key);
+    PyObject *rec = PyTuple_GET_ITEM(entry, 0);
+    if (PyList_GET_ITEM(rec, R_ALIAS) != Py_None || d == 0) Py_RETURN_NONE;
+    Py_INCREF(entry);
+    set_obj(rec, R_ALIAS, key);
+    if (PyDict_SetItem(self->flows, key, entry) < 0) { Py_DECREF(entry); return NULL; }
+    return entry;
+}
+
+/* FlowTable._open for a key of the common shape (else the Python method): a new record
+ * under both directions' keys; a new reference to its entry. */
+static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload)
+{
+    PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
+    long long proto;
+    Py_ssize_t nouter = PyTuple_CheckExact(outer) ? PyTuple_GET_SIZE(outer) : -1;
+    if (nouter < 0 || nouter > 2 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
+        PyObject *args[3] = {key, ts, payload};
+        return PyObject_Vectorcall(self->open, args, 3, NULL);
+    }
+    if (!(max = PyObject_GetAttr(self->reporter->reporter, str_max_flows))) return NULL;
+    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
+    Py_DECREF(max);
+    if (max_flows == -1 && PyErr_Occurred()) return NULL;
+    if (max_flows < 1) max_flows = 1;
+    if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows) {
+        PyObject *res = PyObject_CallMethod(self->table, "_evict", NULL);
+        if (res == NULL) return NULL;
+        Py_DECREF(res);
+    }
+    /* rev_key: (macs[6:12] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport) */
+    Py_ssize_t n = PyBytes_GET_SIZE(macs), hi = n < 12 ? n : 12, lo = n < 6 ? n : 6;
+    char buf[12];
+    if (hi > 6) memcpy(buf, PyBytes_AS_STRING(macs) + 6, hi - 6);
+    memcpy(buf + (hi > 6 ? hi - 6 : 0), PyBytes_AS_STRING(macs), lo);
+    PyObject *rev = PyTuple_New(8), *rec = NULL, *tcp = NULL, *icmp = Py_None, *entry = NULL, *rentry = NULL,
+             *ends = NULL, *o;
+    if (rev == NULL) return NULL;
+    o = PyBytes_FromStringAndSize(buf, (hi > 6 ? hi - 6 : 0) + lo);
+    if (o == NULL) goto error;
+    PyTuple_SET_ITEM(rev, 0, o);
+    PyTuple_SET_ITEM(rev, 1, Py_NewRef(PyTuple_GET_ITEM(key, 1)));
+    if (nouter == 2) {
+        o = PyTuple_Pack(2, PyTuple_GET_ITEM(outer, 1), PyTuple_GET_ITEM(outer, 0));
+        if (o == NULL) goto error;
+    } else {
+        o = Py_NewRef(outer);       /* () or one element: its own reverse */
+    }
+    PyTuple_SET_ITEM(rev, 2, o);
+    PyTuple_SET_ITEM(rev, 3, Py_NewRef(PyTuple_GET_ITEM(key, 4)));
+    PyTuple_SET_ITEM(rev, 4, Py_NewRef(PyTuple_GET_ITEM(key, 3)));
+    PyTuple_SET_ITEM(rev, 5, Py_NewRef(PyTuple_GET_ITEM(key, 5)));
+    PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
+    PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
+    if ((proto == 1 || proto == 58) && PyBytes_GET_SIZE(payload) >= 2) {
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
+        icmp = Py_BuildValue("(ii)", p[0], p[1]);
+        if (icmp == NULL) goto error;
+    } else {
+        Py_INCREF(icmp);
+    }
+    if (proto == 6) {
+        tcp = Py_BuildValue("[iiiiiiiiOiOOi]", -1, -1, 0, 0, 0, 0, 0, 0, Py_None, -1, Py_None, Py_None, -1);
+        if (tcp == NULL) goto error;
+    } else {
+        tcp = Py_NewRef(Py_None);
+    }
+    rec = Py_BuildValue("[OOiiiiOOiOOOOOOOO]", ts, ts, 0, 0, 0, 0, key, rev, 0, Py_None, tcp, Py_None, icmp,
+                        Py_None, Py_None, Py_None, Py_None);
+    if (rec == NULL) goto error;
+    if (!(entry = Py_BuildValue("(Oi)", rec, 0)) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
+    int same = PyObject_RichCompareBool(rev, key, Py_EQ);
+    if (same < 0) goto error;
+    if (!same && (!(rentry = Py_BuildValue("(Oi)", rec, 1)) || PyDict_SetItem(self->flows, rev, rentry) < 0))
+        goto error;
+    if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
+    if (add_attr(self->table, str_opened, 1) < 0) goto error;
+    Py_DECREF(rev); Py_DECREF(rec); Py_DECREF(tcp); Py_DECREF(icmp); Py_XDECREF(rentry); Py_DECREF(ends);
+    return entry;
+error:
+    Py_DECREF(rev); Py_XDECREF(rec); Py_XDECREF(tcp); Py_XDECREF(icmp); Py_XDECREF(entry); Py_XDECREF(rentry);
+    Py_XDECREF(ends);
+    return NULL;
+}
+
 static int is_icmp4_with_id(unsigned t) { return t == 0 || t == 8 || (t >= 13 && t <= 18); }
 
 static PyObject *table_account(TableObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -739,14 +855,13 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
         Py_INCREF(entry);
     } else {
         if (PyErr_Occurred()) goto error;
-        entry = PyObject_CallOneArg(self->alias, key);
+        entry = alias_entry(self, key);
         if (entry == NULL) goto error;
         int found = PyObject_IsTrue(entry);
         if (found < 0) goto error;
         if (!found) {
             Py_DECREF(entry);
-            PyObject *oargs[3] = {key, ts, payload};
-            entry = PyObject_Vectorcall(self->open, oargs, 3, NULL);
+            entry = open_entry(self, key, ts, payload);
             if (entry == NULL) goto error;
         }
     }
@@ -1078,9 +1193,10 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_publish = PyUnicode_InternFromString("publish");
     str_max_flows = PyUnicode_InternFromString("max_flows");
     str_final_reports = PyUnicode_InternFromString("final_reports");
+    str_opened = PyUnicode_InternFromString("opened");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
-    if (!str_idle || !str_as_text || !str_publish || !str_max_flows || !str_final_reports || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_idle || !str_as_text || !str_publish || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",
