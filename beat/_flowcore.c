@@ -514,9 +514,13 @@ static int report(ReporterObject *self, PyObject *source, PyObject *rec, int fin
         self->stamp_ts = ts;
     }
     if (set_ll(rec, R_REPORTS, reports + 1) < 0) goto error;
-    doc_id = PyUnicode_FromFormat("%U-%lld", fid, reports);
-    if (doc_id == NULL) goto error;
     text_t t;
+    t.n = t.nnums = 0;
+    add_str(&t, fid);           /* f"{fid}-{reports}" */
+    ADD_LIT(&t, "-");
+    add_ll(&t, reports);
+    doc_id = join_text(&t);
+    if (doc_id == NULL) goto error;
     t.n = t.nnums = 0;
     ADD_LIT(&t, "{\"@timestamp\":\"");
     add_str(&t, stamp);
