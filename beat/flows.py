@@ -38,6 +38,12 @@ constants below, made once per flow. Reports are built only at sweeps, every
 them repeat a quiet flow's last report, so when the output serialises with
 orjson a report is JSON text joined from parts cached per flow
 (`FlowReporter.report`) instead of a dict built and serialised anew.
+
+With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
+accounting, opening and ending of flows, the sweep's loop and the text
+reports run in C on these same records; the Python code here stays the
+reference (tests/beat/test_flowcore.py) and takes every case the C code
+hands back (dict reports, counts past 64 bits, keys of unusual shape).
 """
 from __future__ import annotations
 
@@ -300,8 +306,9 @@ class FlowTable:
         self.reports = 0
         self.final_reports = 0
         self.opened = 0
-        # `account` is wirebeat._flowcore's (the same work on the same records, calling
-        # the methods below for new flows and TCP control packets) or `account_python`.
+        # `account` is wirebeat._flowcore's (the same work on the same records; it calls
+        # _control, _evict, and the methods below for keys of unusual shape) or
+        # `account_python`; the sweep's loop over the records likewise (`sweep`).
         self.core = None if reporter.core is None else _flowcore.Table(self, reporter.core,
                                                                         self.account_python)
         self.account = self.account_python if self.core is None else self.core
@@ -309,8 +316,8 @@ class FlowTable:
     # -- per packet ------------------------------------------------------------
 
     def account_python(self, ts: float, linktype: int, frame: bytes, vlans: tuple[int, ...],
-                src: bytes, dst: bytes, proto: int, payload: bytes,
-                outer: tuple[bytes, ...] = NO_TUNNEL) -> None:
+                       src: bytes, dst: bytes, proto: int, payload: bytes,
+                       outer: tuple[bytes, ...] = NO_TUNNEL) -> None:
         """Add one IP packet to its flow.
 
         `frame` is the whole captured frame (its MACs and length count), `vlans`
