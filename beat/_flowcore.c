@@ -10,15 +10,18 @@
  *   Table(table, reporter_core, account_python)
  *     Called as FlowTable.account(ts, linktype, frame, vlans, src, dst, proto,
  *     payload[, outer]): the key tuple, the lookup, the counts and the TCP
- *     sequence / retransmission bookkeeping. The rare cases call the table's
- *     own Python methods: a key not in the table (_alias, _open), TCP
- *     control flags or the handshake's awaited ACK (_control). Arguments of
+ *     sequence / retransmission bookkeeping, new flows and MAC-order aliases
+ *     (_open, _alias). The rare cases call the table's own Python methods:
+ *     TCP control flags or the handshake's awaited ACK (_control), a full
+ *     table (_evict), keys of unusual shape (_open, _alias). Arguments of
  *     other types than the engine passes (not bytes, keywords) go to
  *     `account_python` whole.
  *     sweep_records(now, report_due, report_all, period_ago, idle_before,
  *       closed_before) -> periodic reports made: FlowTable.sweep's loop over
- *     the records (ends through the table's _end, reports in C).
- *   Reporter(reporter, report_python, parts, assign_id, iso_time, fragment)
+ *     the records, ends (_end's work; _end itself when the ended-flow memory
+ *     is full) and reports in C.
+ *   Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text,
+ *            community_id, transports, tail)
  *     Called as FlowReporter.report(source, rec, final, reason, report_ts):
  *     the JSON text report from the cached parts. Whatever is not the common
  *     case (dict reports, numbers beyond 64 bits, times that are not floats
@@ -642,7 +645,8 @@ static void reporter_dealloc(ReporterObject *self)
 static PyTypeObject ReporterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "wirebeat._flowcore.Reporter",
-    .tp_doc = "Reporter(reporter, report_python, parts, assign_id, iso_time, fragment): "
+    .tp_doc = "Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text, community_id, "
+              "transports, tail): "
               "called as FlowReporter.report(source, rec, final, reason, report_ts)",
     .tp_basicsize = sizeof(ReporterObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 from typing import Any
 
 import orjson
@@ -32,7 +31,8 @@ from wirebeat import flows
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import R_BODY, R_BYTES, R_LAST_TS, R_PACKETS, R_TCP, R_TEXT, T_RETRANS, FlowReporter, FlowTable
 from wirebeat.registry import discover
-from wirebeat.testing import ListOutput, make_engine
+from wirebeat.testing import make_engine
+from test_flows import JsonOutput       # (_id, the document as orjson writes it) of every document
 
 try:
     from wirebeat import _flowcore
@@ -53,18 +53,6 @@ def test_extension_is_built_under_ci():
         assert _flowcore is not None, "wirebeat._flowcore was not built (C compiler / Python headers?)"
         if os.environ.get("WIREBEAT_PURE_PYTHON") in (None, "", "0"):
             assert flows._flowcore is not None, "flows.py refused the extension (record layout differs?)"
-
-
-class JsonOutput(ListOutput):
-    """Keeps (_id, the document as orjson writes it) of every document."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[tuple[str, bytes]] = []
-
-    def send(self, batch: list[tuple[str, Any]], stopping: threading.Event) -> int:
-        self.lines.extend((doc_id, orjson.dumps(doc)) for doc_id, doc in batch)
-        return 0
 
 
 def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
