@@ -1,13 +1,13 @@
-"""Build of the optional C accelerators `wirebeat._speedups` (beat/_speedups.c) and
-`wirebeat._nfcore` (beat/_nfcore.c, NetFlow/IPFIX data sets).
+"""Build of the optional C accelerators: `wirebeat._speedups` (beat/_speedups.c,
+the per-packet path), `wirebeat._nfcore` (beat/_nfcore.c, NetFlow/IPFIX data
+sets) and `wirebeat._flowcore` (beat/_flowcore.c, flow accounting and reports).
 
 Everything else is declared in pyproject.toml. `optional=True`: on a machine
-without a C compiler or Python headers the build of the extension fails
+without a C compiler or Python headers the build of an extension fails
 quietly and wirebeat installs as pure Python (the same documents, slower).
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("wirebeat._speedups", ["beat/_speedups.c"], optional=True,
-                             extra_compile_args=["-O2", "-std=c99", "-Wall"]),
-                   Extension("wirebeat._nfcore", ["beat/_nfcore.c"], optional=True,
-                             extra_compile_args=["-O2", "-std=c99", "-Wall"])])
+setup(ext_modules=[Extension(f"wirebeat.{name}", [f"beat/{name}.c"], optional=True,
+                             extra_compile_args=["-O2", "-std=c99", "-Wall"])
+                   for name in ("_speedups", "_nfcore", "_flowcore")])

@@ -1,29 +1,37 @@
-"""The optional C accelerators, or None each: `wirebeat._speedups` (beat/_speedups.c,
-the per-packet path) and `wirebeat._nfcore` (beat/_nfcore.c, NetFlow/IPFIX data sets).
+"""The optional C accelerators, or None each:
 
-None when it was not built (no C compiler at install time) or when
+- `speedups` (beat/_speedups.c): the per-packet path (link and IP headers, the
+  pcap reader, dedup, per-packet documents, community id, ISO times);
+- `nfcore` (beat/_nfcore.c): NetFlow/IPFIX data sets made into documents;
+- `flowcore` (beat/_flowcore.c): flow accounting, report text and the sweep
+  loop, on beat/flows.py's own records.
+
+Each is None when it was not built (no C compiler at install time) or when
 `WIREBEAT_PURE_PYTHON=1` is set; then the pure-Python code, which is the
 reference the C functions are tested against (tests/beat/test_speedups.py,
-tests/beat/test_nfcore.py), does the same work and writes the same documents.
+tests/beat/test_nfcore.py, tests/beat/test_flowcore.py), does the same work and
+writes the same documents.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
-__all__ = ["nfcore", "speedups"]
+__all__ = ["flowcore", "nfcore", "speedups"]
 
-speedups: ModuleType | None
-nfcore: ModuleType | None
-if os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0"):
-    speedups = None
-    nfcore = None
-else:
+PURE_PYTHON = os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0")
+
+
+def _load(name: str) -> ModuleType | None:
+    if PURE_PYTHON:
+        return None
     try:
-        from wirebeat import _speedups as speedups
+        return importlib.import_module(f"wirebeat.{name}")
     except ImportError:     # built without a C compiler: the pure-Python path does it all
-        speedups = None
-    try:
-        from wirebeat import _nfcore as nfcore
-    except ImportError:
-        nfcore = None
+        return None
+
+
+speedups = _load("_speedups")
+nfcore = _load("_nfcore")
+flowcore = _load("_flowcore")

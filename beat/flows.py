@@ -38,6 +38,12 @@ constants below, made once per flow. Reports are built only at sweeps, every
 them repeat a quiet flow's last report, so when the output serialises with
 orjson a report is JSON text joined from parts cached per flow
 (`FlowReporter.report`) instead of a dict built and serialised anew.
+
+With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
+accounting, opening and ending of flows, the sweep's loop and the text
+reports run in C on these same records; the Python code here stays the
+reference (tests/beat/test_flowcore.py) and takes every case the C code
+hands back (dict reports, counts past 64 bits, keys of unusual shape).
 """
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ from typing import Any
 import orjson
 from orjson import Fragment as _Fragment
 
+from wirebeat.accel import flowcore as _flowcore
 from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
 from wirebeat.ip import ip_packed, ip_text
@@ -93,6 +100,10 @@ K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
  T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR) = range(13)
 
 
+if _flowcore is not None and _flowcore.LAYOUT != (tuple(range(17)), tuple(range(13))):
+    _flowcore = None        # built from another record layout: the Python path does it all
+
+
 def _new_tcp() -> list[Any]:
     return [-1, -1, 0, 0, 0, 0, 0, 0, None, -1, None, None, -1]     # -1: no data seen yet
 
@@ -123,6 +134,13 @@ class FlowReporter:
         self.as_text = fragments and builder.shared_ok
         self.tails: dict[str, str] = {}     # per source: capture, agent, ecs, fields, tags as JSON
         self.report_time = (-1.0, "")       # the last report time and its text (sweeps share it)
+        # wirebeat._flowcore's `report` (the same reports, the same cached parts) shadows
+        # the method below, which stays the reference and takes what it does not cover.
+        self.core = None if _flowcore is None else _flowcore.Reporter(
+            self, FlowReporter.report, self._parts, _assign_id, iso_time, _Fragment, ip_text,
+            community_id_packed, _TRANSPORTS, self._tail)
+        if self.core is not None:
+            self.report = self.core
 
     def count_non_ip(self, ethertype: int) -> None:
         self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1
@@ -181,10 +199,7 @@ class FlowReporter:
     def _body(self, source: str, rec: list[Any], fid: str) -> tuple[int, str, str, str]:
         """(packets, event.end, the text from event.start to flow.final's key, the text after
         flow.final's value (and flow.end_reason)): what a flow's reports share until its next packet."""
-        parts = rec[R_TEXT]
-        if parts is None:
-            parts = rec[R_TEXT] = _text_parts(source, rec, fid, self.builder.direction,
-                                              self._tail(source))
+        parts = self._parts(source, rec, fid)
         start, flow_head, src_head, dst_head, network_head, closing = parts
         last = rec[R_LAST_TS]
         end = iso_time(last)
@@ -196,6 +211,14 @@ class FlowReporter:
                 f'{"" if tcp is None else _tcp_text(tcp)}{src_head}{packets},"bytes":{sent}{dst_head}'
                 f'{packets_rev},"bytes":{received}{network_head}'
                 f'{sent + received},"packets":{packets + packets_rev}{closing}')
+
+    def _parts(self, source: str, rec: list[Any], fid: str) -> tuple[str, ...]:
+        """The flow's cached `_text_parts`, made at its first text report."""
+        parts = rec[R_TEXT]
+        if parts is None:
+            parts = rec[R_TEXT] = _text_parts(source, rec, fid, self.builder.direction,
+                                              self._tail(source))
+        return parts
 
     def _tail(self, source: str) -> str:
         tail = self.tails.get(source)
@@ -261,7 +284,8 @@ class FlowTable:
     """One capture source's flows, swept by packet time."""
 
     __slots__ = ("source", "reporter", "flows", "by_endpoints", "ended", "next_sweep",
-                 "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened")
+                 "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened",
+                 "account", "core")
 
     def __init__(self, source: str, reporter: FlowReporter) -> None:
         self.source = source
@@ -282,12 +306,18 @@ class FlowTable:
         self.reports = 0
         self.final_reports = 0
         self.opened = 0
+        # `account` is wirebeat._flowcore's (the same work on the same records; it calls
+        # _control, _evict, and the methods below for keys of unusual shape) or
+        # `account_python`; the sweep's loop over the records likewise (`sweep`).
+        self.core = None if reporter.core is None else _flowcore.Table(self, reporter.core,
+                                                                        self.account_python)
+        self.account = self.account_python if self.core is None else self.core
 
     # -- per packet ------------------------------------------------------------
 
-    def account(self, ts: float, linktype: int, frame: bytes, vlans: tuple[int, ...],
-                src: bytes, dst: bytes, proto: int, payload: bytes,
-                outer: tuple[bytes, ...] = NO_TUNNEL) -> None:
+    def account_python(self, ts: float, linktype: int, frame: bytes, vlans: tuple[int, ...],
+                       src: bytes, dst: bytes, proto: int, payload: bytes,
+                       outer: tuple[bytes, ...] = NO_TUNNEL) -> None:
         """Add one IP packet to its flow.
 
         `frame` is the whole captured frame (its MACs and length count), `vlans`
@@ -468,6 +498,10 @@ class FlowTable:
             if ended[ends][1] >= forget_before:
                 break
             del ended[ends]
+        if self.core is not None:       # the same loop in C
+            self.reports += self.core.sweep_records(now, report_due, report_all, period_ago,
+                                                    idle_before, closed_before)
+            return
         for rec in self._records():
             last = rec[R_LAST_TS]
             if last <= idle_before:

@@ -26,6 +26,7 @@ from conftest import PCAPS, ROOT
 
 pytestmark = pytest.mark.elasticsearch
 
+ACCELERATORS = ("_speedups", "_nfcore", "_flowcore")   # setup.py's optional C extensions
 TEMPLATE_PARTS = sorted(p.name for p in (ROOT / "index_templates").glob("*.json"))
 
 
@@ -79,19 +80,19 @@ def test_sdist_carries_the_templates(dist):
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     for part in TEMPLATE_PARTS:
         assert f"index_templates/{part}" in names
-    assert {"setup.py", "beat/_speedups.c", "beat/_nfcore.c"} <= names      # the C accelerators build from the sdist
+    assert {"setup.py", *(f"beat/{name}.c" for name in ACCELERATORS)} <= names  # the C accelerators build from the sdist
 
 
 def test_installed_wheel_has_the_c_accelerator(dist, installed, tmp_path):
-    """The wheel carries the compiled wirebeat._speedups, and the installed package uses it.
+    """The wheel carries the compiled C accelerators, and the installed package uses them.
 
     The extension is optional (a machine without a C compiler installs pure Python),
     but wherever a compiler exists, and always under CI=true, the wheel must have it."""
     if os.environ.get("CI") != "true" and not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler: the wheel is pure Python by design")
-    assert any(n.startswith("wirebeat/_speedups.") and n.endswith(".so") for n in _wheel_names(dist))
-    assert any(n.startswith("wirebeat/_nfcore.") and n.endswith(".so") for n in _wheel_names(dist))
-    code = ("import wirebeat, wirebeat._speedups, wirebeat._nfcore, wirebeat.packets as p; "
+    for name in ACCELERATORS:
+        assert any(n.startswith(f"wirebeat/{name}.") and n.endswith(".so") for n in _wheel_names(dist)), name
+    code = (f"import wirebeat, {', '.join('wirebeat.' + n for n in ACCELERATORS)}, wirebeat.packets as p; "
             "print(p.ACCELERATED, wirebeat.__file__)")
     proc = subprocess.run([str(installed / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={k: v for k, v in os.environ.items() if k != "WIREBEAT_PURE_PYTHON"}, timeout=120)

@@ -1,0 +1,1224 @@
+/* wirebeat._flowcore: optional C core of the flow table (beat/flows.py).
+ *
+ * beat/flows.py stays the reference and keeps the data: the table is its
+ * `FlowTable.flows` dict (key tuple -> (record list, direction)), records are
+ * its lists indexed by its R_* / T_* constants (LAYOUT below; flows.py
+ * refuses this module when they differ), the cached report text is its
+ * R_TEXT / R_BODY tuples. This file only does, on those same objects, the
+ * work that runs per packet and per report:
+ *
+ *   Table(table, reporter_core, account_python)
+ *     Called as FlowTable.account(ts, linktype, frame, vlans, src, dst, proto,
+ *     payload[, outer]): the key tuple, the lookup, the counts and the TCP
+ *     sequence / retransmission bookkeeping, new flows and MAC-order aliases
+ *     (_open, _alias). The rare cases call the table's own Python methods:
+ *     TCP control flags or the handshake's awaited ACK (_control), a full
+ *     table (_evict), keys of unusual shape (_open, _alias). Arguments of
+ *     other types than the engine passes (not bytes, keywords) go to
+ *     `account_python` whole.
+ *     sweep_records(now, report_due, report_all, period_ago, idle_before,
+ *       closed_before) -> periodic reports made: FlowTable.sweep's loop over
+ *     the records, ends (_end's work; _end itself when the ended-flow memory
+ *     is full) and reports in C.
+ *   Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text,
+ *            community_id, transports, tail)
+ *     Called as FlowReporter.report(source, rec, final, reason, report_ts):
+ *     the JSON text report from the cached parts. Whatever is not the common
+ *     case (dict reports, numbers beyond 64 bits, times that are not floats
+ *     or out of range) goes to `report_python`, the Python method, before
+ *     anything but the caches (flow.id, R_TEXT, R_BODY) changed.
+ *
+ * tests/beat/test_flowcore.py runs both paths on the same packets (hostile
+ * ones too) and requires identical tables, records and bytes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
+       R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY, R_SIZE };
+enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
+       T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
+
+static PyObject *str_idle, *str_as_text, *str_publish, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
+
+/* ---- small helpers ------------------------------------------------------- */
+
+/* An exact int that fits a long long: 1 and *v; else 0 (no error set). */
+static inline int get_ll(PyObject *o, long long *v)
+{
+    if (!PyLong_CheckExact(o)) return 0;
+    int overflow;
+    *v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow) return 0;
+    if (*v == -1 && PyErr_Occurred()) { PyErr_Clear(); return 0; }
+    return 1;
+}
+
+/* list[i] += delta (delta >= 0), exact for ints of any size. */
+static int add_item(PyObject *list, Py_ssize_t i, long long delta)
+{
+    PyObject *old = PyList_GET_ITEM(list, i), *new;
+    long long v;
+    if (get_ll(old, &v) && v <= LLONG_MAX - delta) {
+        new = PyLong_FromLongLong(v + delta);
+    } else {
+        PyObject *d = PyLong_FromLongLong(delta);
+        if (d == NULL) return -1;
+        new = PyNumber_Add(old, d);
+        Py_DECREF(d);
+    }
+    if (new == NULL) return -1;
+    PyList_SET_ITEM(list, i, new);
+    Py_DECREF(old);
+    return 0;
+}
+
+static int set_ll(PyObject *list, Py_ssize_t i, long long v)
+{
+    PyObject *new = PyLong_FromLongLong(v);
+    if (new == NULL) return -1;
+    PyObject *old = PyList_GET_ITEM(list, i);
+    PyList_SET_ITEM(list, i, new);
+    Py_DECREF(old);
+    return 0;
+}
+
+static inline void set_obj(PyObject *list, Py_ssize_t i, PyObject *v)
+{
+    PyObject *old = PyList_GET_ITEM(list, i);
+    Py_INCREF(v);
+    PyList_SET_ITEM(list, i, v);
+    Py_DECREF(old);
+}
+
+static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
+
+/* ---- text ------------------------------------------------------------------ */
+
+/* A report is joined from pieces: Python str (any kind) or ASCII bytes written here. */
+typedef struct { PyObject *str; const char *ascii; Py_ssize_t len; } piece_t;
+#define MAX_PIECES 32
+#define NUMBUF 32
+
+typedef struct {
+    piece_t p[MAX_PIECES];
+    int n;
+    char nums[MAX_PIECES][NUMBUF];      /* storage for number pieces */
+    int nnums;
+} text_t;
+
+static inline void add_str(text_t *t, PyObject *s) { t->p[t->n].str = s; t->p[t->n].len = PyUnicode_GET_LENGTH(s); t->n++; }
+#define ADD_LIT(t, lit) do { (t)->p[(t)->n].str = NULL; (t)->p[(t)->n].ascii = (lit); \
+                             (t)->p[(t)->n].len = sizeof(lit) - 1; (t)->n++; } while (0)
+
+static void add_ll(text_t *t, long long v)
+{
+    char *buf = t->nums[t->nnums++], tmp[24];
+    int n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    if (v < 0) buf[len++] = '-';
+    while (n) buf[len++] = tmp[--n];
+    t->p[t->n].str = NULL; t->p[t->n].ascii = buf; t->p[t->n].len = len; t->n++;
+}
+
+/* The pieces joined into one str (of the widest kind among them). */
+static PyObject *join_text(text_t *t)
+{
+    Py_ssize_t total = 0;
+    Py_UCS4 maxchar = 127;
+    for (int i = 0; i < t->n; i++) {
+        total += t->p[i].len;
+        if (t->p[i].str != NULL) {
+            Py_UCS4 m = PyUnicode_MAX_CHAR_VALUE(t->p[i].str);
+            if (m > maxchar) maxchar = m;
+        }
+    }
+    PyObject *out = PyUnicode_New(total, maxchar);
+    if (out == NULL) return NULL;
+    if (PyUnicode_KIND(out) == PyUnicode_1BYTE_KIND) {     /* every str piece is 1-byte too */
+        char *w = (char *)PyUnicode_DATA(out);
+        for (int i = 0; i < t->n; i++) {
+            const void *src = t->p[i].str ? PyUnicode_DATA(t->p[i].str) : t->p[i].ascii;
+            memcpy(w, src, t->p[i].len);
+            w += t->p[i].len;
+        }
+        return out;
+    }
+    int kind = PyUnicode_KIND(out);
+    void *data = PyUnicode_DATA(out);
+    Py_ssize_t at = 0;
+    for (int i = 0; i < t->n; i++) {
+        if (t->p[i].str != NULL) {
+            if (PyUnicode_CopyCharacters(out, at, t->p[i].str, 0, t->p[i].len) < 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        } else {
+            for (Py_ssize_t j = 0; j < t->p[i].len; j++)
+                PyUnicode_WRITE(kind, data, at + j, (Py_UCS4)(unsigned char)t->p[i].ascii[j]);
+        }
+        at += t->p[i].len;
+    }
+    return out;
+}
+
+/* round((b - a) * 1e6) as Python computes it, for floats; 0 when out of the range kept exact. */
+static inline int micros_between(PyObject *a, PyObject *b, long long *out)
+{
+    if (!PyFloat_CheckExact(a) || !PyFloat_CheckExact(b)) return 0;
+    double r = nearbyint((PyFloat_AS_DOUBLE(b) - PyFloat_AS_DOUBLE(a)) * 1e6);
+    if (!(fabs(r) < 9e15)) return 0;
+    *out = (long long)r;
+    return 1;
+}
+
+/* ---- Reporter: FlowReporter.report ------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment;
+    PyObject *ip_text, *community_id, *transports, *tail;
+    double stamp_ts;            /* the last report time not a flow's last packet, and its text */
+    PyObject *stamp;
+} ReporterObject;
+
+static PyObject *call_report_python(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *final,
+                                    PyObject *reason, PyObject *report_ts)
+{
+    PyObject *args[6] = {self->reporter, source, rec, final, reason, report_ts};
+    return PyObject_Vectorcall(self->report_python, args, 6, NULL);
+}
+
+static const char HEXU[] = "0123456789ABCDEF";
+
+/* format_mac of 6 bytes: "02-00-00-00-00-0A", 17 characters */
+static void mac_text(char *out, const unsigned char *m)
+{
+    for (int i = 0; i < 6; i++) {
+        if (i) *out++ = '-';
+        *out++ = HEXU[m[i] >> 4];
+        *out++ = HEXU[m[i] & 15];
+    }
+}
+
+/* `_text_parts` (the flow's text that never changes), or NULL without an error when the
+ * flow is not the common case (the caller then asks Python). */
+static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *fid)
+{
+    PyObject *key = PyList_GET_ITEM(rec, R_KEY);
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8) return NULL;
+    PyObject *macs = PyTuple_GET_ITEM(key, 0), *vlans = PyTuple_GET_ITEM(key, 1), *outer = PyTuple_GET_ITEM(key, 2),
+             *src = PyTuple_GET_ITEM(key, 3), *dst = PyTuple_GET_ITEM(key, 4), *proto_o = PyTuple_GET_ITEM(key, 5),
+             *icmp = PyList_GET_ITEM(rec, R_ICMP), *first = PyList_GET_ITEM(rec, R_FIRST_TS);
+    long long proto, sport = 0, dport = 0, vl[8];
+    Py_ssize_t nvlans, nouter;
+    if (!PyBytes_CheckExact(macs) || (PyBytes_GET_SIZE(macs) != 0 && PyBytes_GET_SIZE(macs) != 12)
+            || !PyTuple_CheckExact(vlans) || (nvlans = PyTuple_GET_SIZE(vlans)) > 8
+            || !PyTuple_CheckExact(outer) || ((nouter = PyTuple_GET_SIZE(outer)) != 0 && nouter != 2)
+            || !PyBytes_CheckExact(src) || !PyBytes_CheckExact(dst) || PyBytes_GET_SIZE(src) != PyBytes_GET_SIZE(dst)
+            || (PyBytes_GET_SIZE(src) != 4 && PyBytes_GET_SIZE(src) != 16) || !get_ll(proto_o, &proto)
+            || !PyUnicode_CheckExact(source) || !PyFloat_CheckExact(first))
+        return NULL;
+    for (Py_ssize_t i = 0; i < nvlans; i++)
+        if (!get_ll(PyTuple_GET_ITEM(vlans, i), &vl[i])) return NULL;
+    if (proto == 6 || proto == 17) {
+        if (!get_ll(PyTuple_GET_ITEM(key, 6), &sport) || !get_ll(PyTuple_GET_ITEM(key, 7), &dport)) return NULL;
+    } else if (icmp != Py_None) {
+        if (!PyTuple_CheckExact(icmp) || PyTuple_GET_SIZE(icmp) != 2 || !get_ll(PyTuple_GET_ITEM(icmp, 0), &sport)
+                || !get_ll(PyTuple_GET_ITEM(icmp, 1), &dport))
+            return NULL;
+    }
+    PyObject *objs[10] = {NULL};     /* start, src ip, dst ip, outer src, outer dst, cid, transport, direction, tail */
+    enum { O_START, O_SRC, O_DST, O_OSRC, O_ODST, O_CID, O_TRANSPORT, O_DIRECTION, O_TAIL, O_N };
+    PyObject *parts = NULL, *p[6] = {NULL};
+    if (!(objs[O_START] = PyObject_CallOneArg(self->iso_time, first))) goto done;
+    if (!(objs[O_SRC] = PyObject_CallOneArg(self->ip_text, src))) goto done;
+    if (!(objs[O_DST] = PyObject_CallOneArg(self->ip_text, dst))) goto done;
+    if (nouter) {
+        if (!(objs[O_OSRC] = PyObject_CallOneArg(self->ip_text, PyTuple_GET_ITEM(outer, 0)))) goto done;
+        if (!(objs[O_ODST] = PyObject_CallOneArg(self->ip_text, PyTuple_GET_ITEM(outer, 1)))) goto done;
+    }
+    if (proto == 6 || proto == 17 || icmp != Py_None) {
+        PyObject *sp = PyLong_FromLongLong(sport), *dp = PyLong_FromLongLong(dport);
+        if (sp && dp) {
+            PyObject *args[5] = {proto_o, src, sp, dst, dp};
+            objs[O_CID] = PyObject_Vectorcall(self->community_id, args, 5, NULL);
+        }
+        Py_XDECREF(sp);
+        Py_XDECREF(dp);
+        if (objs[O_CID] == NULL) goto done;
+    }
+    objs[O_TRANSPORT] = PyDict_GetItemWithError(self->transports, proto_o);
+    if (objs[O_TRANSPORT] != NULL) Py_INCREF(objs[O_TRANSPORT]);
+    else if (PyErr_Occurred() || !(objs[O_TRANSPORT] = PyObject_Str(proto_o))) goto done;
+    PyObject *builder = PyObject_GetAttrString(self->reporter, "builder");
+    if (builder == NULL) goto done;
+    PyObject *direction = PyObject_GetAttrString(builder, "direction");
+    Py_DECREF(builder);
+    if (direction == NULL) goto done;
+    if (direction != Py_None) {
+        objs[O_DIRECTION] = PyObject_CallMethod(direction, "of_packed", "OO", src, dst);
+        if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
+    }
+    Py_DECREF(direction);
+    if (!(objs[O_TAIL] = PyObject_CallOneArg(self->tail, source))) goto done;
+    for (int i = 0; i < O_N; i++)
+        if (objs[i] != NULL && !(PyUnicode_CheckExact(objs[i]) || (i == O_CID && objs[i] == Py_None)))
+            goto done;      /* not text: Python decides */
+
+    char macbuf[2][17];
+    text_t t;
+    t.n = t.nnums = 0;
+    add_str(&t, objs[O_START]);
+    ADD_LIT(&t, "\",\"end\":\"");
+    if (!(p[0] = join_text(&t))) goto done;
+    t.n = t.nnums = 0;
+    ADD_LIT(&t, "},\"flow\":{\"id\":\"");
+    add_str(&t, fid);
+    ADD_LIT(&t, "\",");
+    if (nvlans) {
+        ADD_LIT(&t, "\"vlan\":[");
+        for (Py_ssize_t i = 0; i < nvlans; i++) {
+            if (i) ADD_LIT(&t, ",");
+            add_ll(&t, vl[i]);
+        }
+        ADD_LIT(&t, "],");
+    }
+    ADD_LIT(&t, "\"final\":");
+    if (!(p[1] = join_text(&t))) goto done;
+    for (int side = 0; side < 2; side++) {     /* source, then destination */
+        t.n = t.nnums = 0;
+        if (side == 0) ADD_LIT(&t, "},\"source\":{");
+        else ADD_LIT(&t, "},\"destination\":{");
+        if (PyBytes_GET_SIZE(macs)) {
+            /* the source's MAC is the frame's second address */
+            mac_text(macbuf[side], (const unsigned char *)PyBytes_AS_STRING(macs) + (side == 0 ? 6 : 0));
+            ADD_LIT(&t, "\"mac\":\"");
+            t.p[t.n].str = NULL; t.p[t.n].ascii = macbuf[side]; t.p[t.n].len = 17; t.n++;
+            ADD_LIT(&t, "\",");
+        }
+        if (nouter) {
+            ADD_LIT(&t, "\"ip\":[\"");
+            add_str(&t, objs[side == 0 ? O_OSRC : O_ODST]);
+            ADD_LIT(&t, "\",\"");
+            add_str(&t, objs[side == 0 ? O_SRC : O_DST]);
+            ADD_LIT(&t, "\"],");
+        } else {
+            ADD_LIT(&t, "\"ip\":\"");
+            add_str(&t, objs[side == 0 ? O_SRC : O_DST]);
+            ADD_LIT(&t, "\",");
+        }
+        if (proto == 6 || proto == 17) {
+            ADD_LIT(&t, "\"port\":");
+            add_ll(&t, side == 0 ? sport : dport);
+            ADD_LIT(&t, ",");
+        }
+        ADD_LIT(&t, "\"packets\":");
+        if (!(p[2 + side] = join_text(&t))) goto done;
+    }
+    t.n = t.nnums = 0;
+    ADD_LIT(&t, "},\"network\":{\"type\":\"");
+    if (PyBytes_GET_SIZE(src) == 16) ADD_LIT(&t, "ipv6"); else ADD_LIT(&t, "ipv4");
+    ADD_LIT(&t, "\",\"transport\":\"");
+    add_str(&t, objs[O_TRANSPORT]);
+    ADD_LIT(&t, "\",");
+    if (objs[O_CID] != NULL && objs[O_CID] != Py_None && PyUnicode_GET_LENGTH(objs[O_CID])) {
+        ADD_LIT(&t, "\"community_id\":\"");
+        add_str(&t, objs[O_CID]);
+        ADD_LIT(&t, "\",");
+    }
+    ADD_LIT(&t, "\"bytes\":");
+    if (!(p[4] = join_text(&t))) goto done;
+    t.n = t.nnums = 0;
+    if (objs[O_DIRECTION] != NULL) {
+        ADD_LIT(&t, ",\"direction\":\"");
+        add_str(&t, objs[O_DIRECTION]);
+        ADD_LIT(&t, "\"");
+    }
+    ADD_LIT(&t, "}");
+    add_str(&t, objs[O_TAIL]);
+    if (!(p[5] = join_text(&t))) goto done;
+    parts = PyTuple_Pack(6, p[0], p[1], p[2], p[3], p[4], p[5]);
+done:
+    for (int i = 0; i < O_N; i++) Py_XDECREF(objs[i]);
+    for (int i = 0; i < 6; i++) Py_XDECREF(p[i]);
+    return parts;
+}
+
+/* The body tuple (_body): (packets, event.end, text2, text3), or NULL without an error
+ * when something is outside the common case (the caller then takes the Python path). */
+static PyObject *make_body(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *fid,
+                           long long packets, long long packets_rev, long long sent, long long received)
+{
+    PyObject *first = PyList_GET_ITEM(rec, R_FIRST_TS), *last = PyList_GET_ITEM(rec, R_LAST_TS);
+    PyObject *tcp = PyList_GET_ITEM(rec, R_TCP);
+    long long duration, tcpn[5], rtt_server = 0, rtt_client = 0, rtt_handshake = 0;
+    int rtt = 0;
+    if (!micros_between(first, last, &duration)) return NULL;
+    if (sent > LLONG_MAX - received || packets > LLONG_MAX - packets_rev) return NULL;
+    if (tcp != Py_None) {
+        if (!PyList_CheckExact(tcp) || PyList_GET_SIZE(tcp) < T_SIZE) return NULL;
+        static const int which[5] = {T_SYN, T_FIN, T_RST, T_RETRANS, T_RETRANS_REV};
+        for (int i = 0; i < 5; i++)
+            if (!get_ll(PyList_GET_ITEM(tcp, which[i]), &tcpn[i])) return NULL;
+        PyObject *syn = PyList_GET_ITEM(tcp, T_SYN_TS), *synack = PyList_GET_ITEM(tcp, T_SYNACK_TS),
+                 *ack = PyList_GET_ITEM(tcp, T_ACK_TS);
+        if (syn != Py_None && synack != Py_None) {
+            if (!micros_between(syn, synack, &rtt_server)) return NULL;
+            rtt = 1;
+            if (ack != Py_None) {
+                if (!micros_between(synack, ack, &rtt_client) || !micros_between(syn, ack, &rtt_handshake))
+                    return NULL;
+                rtt = 2;
+            }
+        }
+    }
+    PyObject *parts = PyList_GET_ITEM(rec, R_TEXT);
+    if (parts == Py_None) {
+        parts = make_parts(self, source, rec, fid);
+        if (parts != NULL) {
+            set_obj(rec, R_TEXT, parts);
+        } else {
+            if (PyErr_Occurred()) return NULL;
+            PyObject *args[3] = {source, rec, fid};
+            parts = PyObject_Vectorcall(self->parts, args, 3, NULL);
+            if (parts == NULL) return NULL;
+        }
+    } else {
+        Py_INCREF(parts);
+    }
+    PyObject *body = NULL, *end = NULL, *text2 = NULL, *text3 = NULL, *total = NULL;
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 6) goto done;
+    for (int i = 0; i < 6; i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, i))) goto done;
+    end = PyObject_CallOneArg(self->iso_time, last);
+    if (end == NULL) goto done;
+    if (!PyUnicode_CheckExact(end)) { Py_CLEAR(end); goto done; }
+    text_t t;
+    t.n = t.nnums = 0;
+    add_str(&t, PyTuple_GET_ITEM(parts, 0));
+    add_str(&t, end);
+    ADD_LIT(&t, "\",\"duration\":");
+    add_ll(&t, duration * 1000);
+    add_str(&t, PyTuple_GET_ITEM(parts, 1));
+    text2 = join_text(&t);
+    if (text2 == NULL) goto done;
+    t.n = t.nnums = 0;
+    if (tcp != Py_None) {
+        ADD_LIT(&t, ",\"tcp\":{\"syn_packets\":"); add_ll(&t, tcpn[0]);
+        ADD_LIT(&t, ",\"fin_packets\":"); add_ll(&t, tcpn[1]);
+        ADD_LIT(&t, ",\"rst_packets\":"); add_ll(&t, tcpn[2]);
+        ADD_LIT(&t, ",\"source_retransmitted_bytes\":"); add_ll(&t, tcpn[3]);
+        ADD_LIT(&t, ",\"destination_retransmitted_bytes\":"); add_ll(&t, tcpn[4]);
+        if (rtt) {
+            ADD_LIT(&t, ",\"rtt\":{\"server_us\":"); add_ll(&t, rtt_server);
+            if (rtt == 2) {
+                ADD_LIT(&t, ",\"client_us\":"); add_ll(&t, rtt_client);
+                ADD_LIT(&t, ",\"handshake_us\":"); add_ll(&t, rtt_handshake);
+            }
+            ADD_LIT(&t, "}}");
+        } else {
+            ADD_LIT(&t, "}");
+        }
+    }
+    add_str(&t, PyTuple_GET_ITEM(parts, 2));
+    add_ll(&t, packets);
+    ADD_LIT(&t, ",\"bytes\":");
+    add_ll(&t, sent);
+    add_str(&t, PyTuple_GET_ITEM(parts, 3));
+    add_ll(&t, packets_rev);
+    ADD_LIT(&t, ",\"bytes\":");
+    add_ll(&t, received);
+    add_str(&t, PyTuple_GET_ITEM(parts, 4));
+    add_ll(&t, sent + received);
+    ADD_LIT(&t, ",\"packets\":");
+    add_ll(&t, packets + packets_rev);
+    add_str(&t, PyTuple_GET_ITEM(parts, 5));
+    text3 = join_text(&t);
+    if (text3 == NULL) goto done;
+    total = PyLong_FromLongLong(packets + packets_rev);
+    if (total == NULL) goto done;
+    body = PyTuple_Pack(4, total, end, text2, text3);
+done:
+    Py_DECREF(parts);
+    Py_XDECREF(end);
+    Py_XDECREF(text2);
+    Py_XDECREF(text3);
+    Py_XDECREF(total);
+    return body;
+}
+
+/* One report; 0, or -1 with an exception set. */
+static int report(ReporterObject *self, PyObject *source, PyObject *rec, int final, PyObject *reason,
+                  PyObject *report_ts)
+{
+    PyObject *res, *fid, *body = NULL, *stamp = NULL, *doc_id = NULL, *text = NULL, *frag = NULL;
+    long long reports, n[4], body_total;
+    int as_text, rc = -1;
+
+    PyObject *flag = PyObject_GetAttr(self->reporter, str_as_text);
+    if (flag == NULL) return -1;
+    as_text = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    if (as_text < 0) return -1;
+    if (!as_text || !PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE || !PyFloat_CheckExact(report_ts)
+            || !(reason == Py_None || PyUnicode_CheckExact(reason)))
+        goto python;
+    fid = PyList_GET_ITEM(rec, R_ID);
+    if (!PyUnicode_CheckExact(fid) || PyUnicode_GET_LENGTH(fid) == 0) {
+        PyObject *args[2] = {source, rec};
+        fid = PyObject_Vectorcall(self->assign_id, args, 2, NULL);
+        if (fid == NULL) return -1;
+        if (!PyUnicode_CheckExact(fid)) { Py_DECREF(fid); goto python; }
+    } else {
+        Py_INCREF(fid);
+    }
+    if (!get_ll(PyList_GET_ITEM(rec, R_REPORTS), &reports) || reports < 0 || reports == LLONG_MAX)
+        goto python_fid;
+    for (int i = 0; i < 4; i++)
+        if (!get_ll(PyList_GET_ITEM(rec, R_PACKETS + i), &n[i]) || n[i] < 0) goto python_fid;
+    body = PyList_GET_ITEM(rec, R_BODY);
+    if (!(PyTuple_CheckExact(body) && PyTuple_GET_SIZE(body) == 4 && get_ll(PyTuple_GET_ITEM(body, 0), &body_total)
+          && n[0] <= LLONG_MAX - n[1] && body_total == n[0] + n[1])) {
+        if (body != Py_None && !(PyTuple_CheckExact(body) && PyTuple_GET_SIZE(body) == 4)) goto python_fid;
+        body = make_body(self, source, rec, fid, n[0], n[1], n[2], n[3]);
+        if (body == NULL) {
+            if (PyErr_Occurred()) goto error;
+            goto python_fid;
+        }
+        set_obj(rec, R_BODY, body);
+    } else {
+        Py_INCREF(body);
+    }
+    for (int i = 1; i < 4; i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(body, i))) goto python_body;
+    PyObject *last = PyList_GET_ITEM(rec, R_LAST_TS);
+    double ts = PyFloat_AS_DOUBLE(report_ts);
+    if (PyFloat_CheckExact(last) && PyFloat_AS_DOUBLE(last) == ts) {
+        stamp = PyTuple_GET_ITEM(body, 1);
+        Py_INCREF(stamp);
+    } else if (!PyFloat_CheckExact(last)) {
+        goto python_body;
+    } else if (self->stamp != NULL && self->stamp_ts == ts) {
+        stamp = self->stamp;
+        Py_INCREF(stamp);
+    } else {
+        stamp = PyObject_CallOneArg(self->iso_time, report_ts);
+        if (stamp == NULL) goto error;
+        if (!PyUnicode_CheckExact(stamp)) goto python_body;
+        Py_XSETREF(self->stamp, Py_NewRef(stamp));
+        self->stamp_ts = ts;
+    }
+    if (set_ll(rec, R_REPORTS, reports + 1) < 0) goto error;
+    text_t t;
+    t.n = t.nnums = 0;
+    add_str(&t, fid);           /* f"{fid}-{reports}" */
+    ADD_LIT(&t, "-");
+    add_ll(&t, reports);
+    doc_id = join_text(&t);
+    if (doc_id == NULL) goto error;
+    t.n = t.nnums = 0;
+    ADD_LIT(&t, "{\"@timestamp\":\"");
+    add_str(&t, stamp);
+    if (final) {
+        ADD_LIT(&t, "\",\"type\":\"flow\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],"
+                    "\"action\":\"network_flow\",\"dataset\":\"flow\",\"type\":[\"connection\",\"end\"],\"start\":\"");
+        add_str(&t, PyTuple_GET_ITEM(body, 2));
+        ADD_LIT(&t, "true");
+        if (reason != Py_None && PyUnicode_GET_LENGTH(reason)) {
+            ADD_LIT(&t, ",\"end_reason\":\"");
+            add_str(&t, reason);
+            ADD_LIT(&t, "\"");
+        }
+    } else {
+        ADD_LIT(&t, "\",\"type\":\"flow\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],"
+                    "\"action\":\"network_flow\",\"dataset\":\"flow\",\"type\":[\"connection\"],\"start\":\"");
+        add_str(&t, PyTuple_GET_ITEM(body, 2));
+        ADD_LIT(&t, "false");
+    }
+    add_str(&t, PyTuple_GET_ITEM(body, 3));
+    text = join_text(&t);
+    if (text == NULL) goto error;
+    frag = PyObject_CallOneArg(self->fragment, text);
+    if (frag == NULL) goto error;
+    PyObject *publish = PyObject_GetAttr(self->reporter, str_publish);
+    if (publish == NULL) goto error;
+    PyObject *args[2] = {doc_id, frag};
+    res = PyObject_Vectorcall(publish, args, 2, NULL);
+    Py_DECREF(publish);
+    if (res == NULL) goto error;
+    Py_DECREF(res);
+    rc = 0;
+error:
+    Py_XDECREF(frag);
+    Py_XDECREF(text);
+    Py_XDECREF(doc_id);
+    Py_XDECREF(stamp);
+    Py_XDECREF(body);
+    Py_DECREF(fid);
+    return rc;
+python_body:
+    Py_XDECREF(stamp);
+    Py_DECREF(body);
+python_fid:
+    Py_DECREF(fid);
+python:
+    res = call_report_python(self, source, rec, final ? Py_True : Py_False, reason, report_ts);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+static PyObject *reporter_call(ReporterObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "report(source, rec, final, reason, report_ts): five positional arguments");
+        return NULL;
+    }
+    int final = PyObject_IsTrue(args[2]);
+    if (final < 0) return NULL;
+    if (!(args[2] == Py_True || args[2] == Py_False)) {    /* keep the caller's object for Python */
+        PyObject *res = call_report_python(self, args[0], args[1], args[2], args[3], args[4]);
+        return res;
+    }
+    if (report(self, args[0], args[1], final, args[3], args[4]) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment, *ip_text, *community_id,
+             *transports, *tail;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO!O:Reporter", &reporter, &report_python, &parts, &assign_id, &iso_time,
+                          &fragment, &ip_text, &community_id, &PyDict_Type, &transports, &tail))
+        return NULL;
+    ReporterObject *self = (ReporterObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->vectorcall = (vectorcallfunc)reporter_call;
+    self->reporter = Py_NewRef(reporter);
+    self->report_python = Py_NewRef(report_python);
+    self->parts = Py_NewRef(parts);
+    self->assign_id = Py_NewRef(assign_id);
+    self->iso_time = Py_NewRef(iso_time);
+    self->fragment = Py_NewRef(fragment);
+    self->ip_text = Py_NewRef(ip_text);
+    self->community_id = Py_NewRef(community_id);
+    self->transports = Py_NewRef(transports);
+    self->tail = Py_NewRef(tail);
+    self->stamp = NULL;
+    self->stamp_ts = 0.0;
+    return (PyObject *)self;
+}
+
+static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->reporter); Py_VISIT(self->report_python); Py_VISIT(self->parts);
+    Py_VISIT(self->assign_id); Py_VISIT(self->iso_time); Py_VISIT(self->fragment);
+    Py_VISIT(self->ip_text); Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
+    return 0;
+}
+
+static int reporter_clear(ReporterObject *self)
+{
+    Py_CLEAR(self->reporter); Py_CLEAR(self->report_python); Py_CLEAR(self->parts);
+    Py_CLEAR(self->assign_id); Py_CLEAR(self->iso_time); Py_CLEAR(self->fragment);
+    Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
+    Py_CLEAR(self->stamp);
+    return 0;
+}
+
+static void reporter_dealloc(ReporterObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    reporter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ReporterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._flowcore.Reporter",
+    .tp_doc = "Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text, community_id, "
+              "transports, tail): "
+              "called as FlowReporter.report(source, rec, final, reason, report_ts)",
+    .tp_basicsize = sizeof(ReporterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(ReporterObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = reporter_new,
+    .tp_traverse = (traverseproc)reporter_traverse,
+    .tp_clear = (inquiry)reporter_clear,
+    .tp_dealloc = (destructor)reporter_dealloc,
+};
+
+/* ---- Table: FlowTable.account and the sweep's loop ------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
+    ReporterObject *reporter;
+} TableObject;
+
+/* A new record, its TCP part and its table entries leave the cyclic garbage collector's
+ * lists: they never refer back to anything that refers to them (records hold numbers,
+ * bytes, str, tuples of those, the TCP list and the dict path's dicts), so reference
+ * counting frees them, and full collections no longer walk every live flow (with many
+ * long-lived flows that walk was a large part of what flows cost). Whatever a record
+ * refers to that is still tracked (the dict path's dicts) counts as reachable. */
+static int untrack_record(PyObject *flows, PyObject *rec)
+{
+    if (PyObject_GC_IsTracked(rec)) PyObject_GC_UnTrack(rec);
+    PyObject *tcp = PyList_GET_ITEM(rec, R_TCP);
+    if (PyList_CheckExact(tcp) && PyObject_GC_IsTracked(tcp)) PyObject_GC_UnTrack(tcp);
+    for (int i = R_KEY; i <= R_REV_KEY; i++) {
+        PyObject *entry = PyDict_GetItemWithError(flows, PyList_GET_ITEM(rec, i));
+        if (entry == NULL) {
+            if (PyErr_Occurred()) return -1;
+            continue;
+        }
+        if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2 && PyTuple_GET_ITEM(entry, 0) == rec
+                && PyObject_GC_IsTracked(entry))
+            PyObject_GC_UnTrack(entry);
+    }
+    return 0;
+}
+
+static PyObject *endpoints(PyObject *key);
+static int add_attr(PyObject *o, PyObject *name, long long delta);
+
+/* FlowTable._alias: the reverse direction of a flow whose frames carry the same MAC order
+ * both ways; a new entry (NULL with an exception, or None) */
+static PyObject *alias_entry(TableObject *self, PyObject *key)
+{
+    PyObject *macs = PyTuple_GET_ITEM(key, 0);
+    Py_ssize_t n = PyBytes_GET_SIZE(macs);
+    const char *m = PyBytes_AS_STRING(macs);
+    /* not macs, or macs[:6] == macs[6:] */
+    if (n == 0 || (n == 12 && memcmp(m, m + 6, 6) == 0)) Py_RETURN_NONE;
+    if (n != 12) return PyObject_CallOneArg(self->alias, key);     /* a frame cut short: Python */
+    char buf[12];
+    memcpy(buf, m + 6, 6);
+    memcpy(buf + 6, m, 6);
+    PyObject *swapped = PyTuple_New(8), *entry;
+    if (swapped == NULL) return NULL;
+    PyObject *sm = PyBytes_FromStringAndSize(buf, 12);
+    if (sm == NULL) { Py_DECREF(swapped); return NULL; }
+    PyTuple_SET_ITEM(swapped, 0, sm);
+    for (int i = 1; i < 8; i++) PyTuple_SET_ITEM(swapped, i, Py_NewRef(PyTuple_GET_ITEM(key, i)));
+    entry = PyDict_GetItemWithError(self->flows, swapped);
+    Py_DECREF(swapped);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    long long d;
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 || !PyList_CheckExact(PyTuple_GET_ITEM(entry, 0))
+            || PyList_GET_SIZE(PyTuple_GET_ITEM(entry, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(entry, 1), &d))
+        return PyObject_CallOneArg(self->alias, key);
+    PyObject *rec = PyTuple_GET_ITEM(entry, 0);
+    if (PyList_GET_ITEM(rec, R_ALIAS) != Py_None || d == 0) Py_RETURN_NONE;
+    Py_INCREF(entry);
+    set_obj(rec, R_ALIAS, key);
+    if (PyDict_SetItem(self->flows, key, entry) < 0) { Py_DECREF(entry); return NULL; }
+    return entry;
+}
+
+/* FlowTable._open for a key of the common shape (else the Python method): a new record
+ * under both directions' keys; a new reference to its entry. */
+static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload)
+{
+    PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
+    long long proto;
+    Py_ssize_t nouter = PyTuple_CheckExact(outer) ? PyTuple_GET_SIZE(outer) : -1;
+    if (nouter < 0 || nouter > 2 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
+        PyObject *args[3] = {key, ts, payload};
+        return PyObject_Vectorcall(self->open, args, 3, NULL);
+    }
+    if (!(max = PyObject_GetAttr(self->reporter->reporter, str_max_flows))) return NULL;
+    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
+    Py_DECREF(max);
+    if (max_flows == -1 && PyErr_Occurred()) return NULL;
+    if (max_flows < 1) max_flows = 1;
+    if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows) {
+        PyObject *res = PyObject_CallMethod(self->table, "_evict", NULL);
+        if (res == NULL) return NULL;
+        Py_DECREF(res);
+    }
+    /* rev_key: (macs[6:12] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport) */
+    Py_ssize_t n = PyBytes_GET_SIZE(macs), hi = n < 12 ? n : 12, lo = n < 6 ? n : 6;
+    char buf[12];
+    if (hi > 6) memcpy(buf, PyBytes_AS_STRING(macs) + 6, hi - 6);
+    memcpy(buf + (hi > 6 ? hi - 6 : 0), PyBytes_AS_STRING(macs), lo);
+    PyObject *rev = PyTuple_New(8), *rec = NULL, *tcp = NULL, *icmp = Py_None, *entry = NULL, *rentry = NULL,
+             *ends = NULL, *o;
+    if (rev == NULL) return NULL;
+    o = PyBytes_FromStringAndSize(buf, (hi > 6 ? hi - 6 : 0) + lo);
+    if (o == NULL) goto error;
+    PyTuple_SET_ITEM(rev, 0, o);
+    PyTuple_SET_ITEM(rev, 1, Py_NewRef(PyTuple_GET_ITEM(key, 1)));
+    if (nouter == 2) {
+        o = PyTuple_Pack(2, PyTuple_GET_ITEM(outer, 1), PyTuple_GET_ITEM(outer, 0));
+        if (o == NULL) goto error;
+    } else {
+        o = Py_NewRef(outer);       /* () or one element: its own reverse */
+    }
+    PyTuple_SET_ITEM(rev, 2, o);
+    PyTuple_SET_ITEM(rev, 3, Py_NewRef(PyTuple_GET_ITEM(key, 4)));
+    PyTuple_SET_ITEM(rev, 4, Py_NewRef(PyTuple_GET_ITEM(key, 3)));
+    PyTuple_SET_ITEM(rev, 5, Py_NewRef(PyTuple_GET_ITEM(key, 5)));
+    PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
+    PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
+    if ((proto == 1 || proto == 58) && PyBytes_GET_SIZE(payload) >= 2) {
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
+        icmp = Py_BuildValue("(ii)", p[0], p[1]);
+        if (icmp == NULL) goto error;
+    } else {
+        Py_INCREF(icmp);
+    }
+    if (proto == 6) {
+        tcp = Py_BuildValue("[iiiiiiiiOiOOi]", -1, -1, 0, 0, 0, 0, 0, 0, Py_None, -1, Py_None, Py_None, -1);
+        if (tcp == NULL) goto error;
+    } else {
+        tcp = Py_NewRef(Py_None);
+    }
+    rec = Py_BuildValue("[OOiiiiOOiOOOOOOOO]", ts, ts, 0, 0, 0, 0, key, rev, 0, Py_None, tcp, Py_None, icmp,
+                        Py_None, Py_None, Py_None, Py_None);
+    if (rec == NULL) goto error;
+    if (!(entry = Py_BuildValue("(Oi)", rec, 0)) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
+    int same = PyObject_RichCompareBool(rev, key, Py_EQ);
+    if (same < 0) goto error;
+    if (!same && (!(rentry = Py_BuildValue("(Oi)", rec, 1)) || PyDict_SetItem(self->flows, rev, rentry) < 0))
+        goto error;
+    if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
+    if (add_attr(self->table, str_opened, 1) < 0) goto error;
+    Py_DECREF(rev); Py_DECREF(rec); Py_DECREF(tcp); Py_DECREF(icmp); Py_XDECREF(rentry); Py_DECREF(ends);
+    return entry;
+error:
+    Py_DECREF(rev); Py_XDECREF(rec); Py_XDECREF(tcp); Py_XDECREF(icmp); Py_XDECREF(entry); Py_XDECREF(rentry);
+    Py_XDECREF(ends);
+    return NULL;
+}
+
+static int is_icmp4_with_id(unsigned t) { return t == 0 || t == 8 || (t >= 13 && t <= 18); }
+
+static PyObject *table_account(TableObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs < 8 || nargs > 9 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[7])
+            || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[6]))
+        return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
+    PyObject *ts = args[0], *frame = args[2], *payload = args[7], *proto_o = args[6];
+    PyObject *outer = nargs == 9 ? args[8] : empty_tuple;
+    long long linktype, proto;
+    if (!get_ll(args[1], &linktype) || !get_ll(proto_o, &proto))
+        return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t plen = PyBytes_GET_SIZE(payload), flen = PyBytes_GET_SIZE(frame);
+    unsigned sport = 0, dport = 0, flags = 0, offset = 0;
+    uint32_t seq = 0;
+    int tcp_path = proto == 6 && plen >= 20;
+    if (tcp_path) {
+        sport = u16(p); dport = u16(p + 2);
+        seq = ((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) | ((uint32_t)p[6] << 8) | p[7];
+        offset = p[12]; flags = p[13];
+    } else if (proto == 17) {
+        if (plen >= 4) { sport = u16(p); dport = u16(p + 2); }
+    } else if (proto == 1) {
+        if (plen >= 6 && is_icmp4_with_id(p[0])) sport = dport = u16(p + 4);
+    } else if (proto == 58) {
+        if (plen >= 6 && (p[0] == 128 || p[0] == 129)) sport = dport = u16(p + 4);
+    }
+
+    PyObject *key = PyTuple_New(8), *entry = NULL, *res = NULL;
+    PyObject *macs;
+    if (key == NULL) return NULL;
+    if (linktype == 1)
+        macs = PyBytes_FromStringAndSize(PyBytes_AS_STRING(frame), flen < 12 ? flen : 12);
+    else
+        macs = Py_NewRef(empty_bytes);
+    if (macs == NULL) goto error;
+    PyTuple_SET_ITEM(key, 0, macs);
+    PyTuple_SET_ITEM(key, 1, Py_NewRef(args[3]));
+    PyTuple_SET_ITEM(key, 2, Py_NewRef(outer));
+    PyTuple_SET_ITEM(key, 3, Py_NewRef(args[4]));
+    PyTuple_SET_ITEM(key, 4, Py_NewRef(args[5]));
+    PyTuple_SET_ITEM(key, 5, Py_NewRef(proto_o));
+    PyObject *o = PyLong_FromLong((long)sport);
+    if (o == NULL) goto error;
+    PyTuple_SET_ITEM(key, 6, o);
+    o = PyLong_FromLong((long)dport);
+    if (o == NULL) goto error;
+    PyTuple_SET_ITEM(key, 7, o);
+
+    entry = PyDict_GetItemWithError(self->flows, key);
+    if (entry != NULL) {
+        Py_INCREF(entry);
+    } else {
+        if (PyErr_Occurred()) goto error;
+        entry = alias_entry(self, key);
+        if (entry == NULL) goto error;
+        int found = PyObject_IsTrue(entry);
+        if (found < 0) goto error;
+        if (!found) {
+            Py_DECREF(entry);
+            entry = open_entry(self, key, ts, payload);
+            if (entry == NULL) goto error;
+        }
+    }
+    long long d;
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 || !PyList_CheckExact(PyTuple_GET_ITEM(entry, 0))
+            || PyList_GET_SIZE(PyTuple_GET_ITEM(entry, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(entry, 1), &d)
+            || (d != 0 && d != 1)) {
+        PyErr_SetString(PyExc_TypeError, "flow table entry is not (record, direction)");
+        goto error;
+    }
+    PyObject *rec = PyTuple_GET_ITEM(entry, 0);
+    if (PyObject_GC_IsTracked(rec) && untrack_record(self->flows, rec) < 0) goto error;
+    if (tcp_path) {
+        PyObject *tcp = PyList_GET_ITEM(rec, R_TCP);
+        long long await;
+        if (!PyList_CheckExact(tcp) || PyList_GET_SIZE(tcp) < T_SIZE
+                || !get_ll(PyList_GET_ITEM(tcp, T_AWAIT_ACK_DIR), &await)) {
+            PyErr_SetString(PyExc_TypeError, "TCP flow record without its TCP part");
+            goto error;
+        }
+        if ((flags & 0x07) || await == d) {
+            PyObject *dd = PyLong_FromLongLong(d), *ff = PyLong_FromLong((long)flags);
+            if (dd == NULL || ff == NULL) { Py_XDECREF(dd); Py_XDECREF(ff); goto error; }
+            PyObject *cargs[7] = {key, rec, dd, tcp, ff, ts, payload};
+            res = PyObject_Vectorcall(self->control, cargs, 7, NULL);
+            Py_DECREF(dd);
+            Py_DECREF(ff);
+            if (res == NULL) goto error;
+            if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 3 || !PyList_CheckExact(PyTuple_GET_ITEM(res, 0))
+                    || PyList_GET_SIZE(PyTuple_GET_ITEM(res, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(res, 1), &d)
+                    || (d != 0 && d != 1) || !PyList_CheckExact(PyTuple_GET_ITEM(res, 2))
+                    || PyList_GET_SIZE(PyTuple_GET_ITEM(res, 2)) < T_SIZE) {
+                PyErr_SetString(PyExc_TypeError, "_control returns (record, direction, tcp)");
+                goto error;
+            }
+            rec = PyTuple_GET_ITEM(res, 0);
+            tcp = PyTuple_GET_ITEM(res, 2);
+            if (PyObject_GC_IsTracked(rec) && untrack_record(self->flows, rec) < 0) goto error;
+        }
+        long long data_len = (long long)plen - (long long)(offset >> 4) * 4;
+        if (data_len > 0) {
+            long long high;
+            if (!get_ll(PyList_GET_ITEM(tcp, d), &high)) {
+                PyErr_SetString(PyExc_TypeError, "TCP sequence high mark is not an int");
+                goto error;
+            }
+            long long behind = (high - (long long)seq) & 0xFFFFFFFFLL;
+            long long next = ((long long)seq + data_len) & 0xFFFFFFFFLL;
+            if (high < 0 || behind >= 0x80000000LL) {
+                if (set_ll(tcp, d, next) < 0) goto error;
+            } else {
+                if (behind && add_item(tcp, T_RETRANS + d, behind < data_len ? behind : data_len) < 0) goto error;
+                if (behind < data_len && set_ll(tcp, d, next) < 0) goto error;
+            }
+        }
+    }
+    set_obj(rec, R_LAST_TS, ts);
+    if (add_item(rec, R_PACKETS + d, 1) < 0 || add_item(rec, R_BYTES + d, flen) < 0) goto error;
+    Py_XDECREF(res);
+    Py_DECREF(entry);
+    Py_DECREF(key);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(res);
+    Py_XDECREF(entry);
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* FlowTable._endpoints of a key: (proto, src, sport, dst, dport), ports 0 but for TCP and UDP */
+static PyObject *endpoints(PyObject *key)
+{
+    long long proto;
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
+        PyErr_SetString(PyExc_TypeError, "flow key is not an 8-tuple");
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) return NULL;
+    PyObject *out = PyTuple_Pack(5, PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 3),
+                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 6) : zero, PyTuple_GET_ITEM(key, 4),
+                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 7) : zero);
+    Py_DECREF(zero);
+    return out;
+}
+
+static int add_attr(PyObject *o, PyObject *name, long long delta)
+{
+    PyObject *v = PyObject_GetAttr(o, name), *d, *n;
+    if (v == NULL) return -1;
+    d = PyLong_FromLongLong(delta);
+    n = d ? PyNumber_Add(v, d) : NULL;
+    Py_DECREF(v);
+    Py_XDECREF(d);
+    if (n == NULL) return -1;
+    int rc = PyObject_SetAttr(o, name, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+/* The table entry under `key`, if it is rec's, leaves the table. */
+static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
+{
+    PyObject *entry = PyDict_GetItemWithError(flows, key);
+    if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) >= 1 && PyTuple_GET_ITEM(entry, 0) == rec)
+        return PyDict_DelItem(flows, key);
+    return 0;
+}
+
+/* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
+ * `ended`. When `ended` is full (forgetting the oldest is the rare case) the Python method
+ * does it all. */
+static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject *report_ts)
+{
+    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows), *res;
+    if (max == NULL) return -1;
+    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
+    Py_DECREF(max);
+    if (max_flows == -1 && PyErr_Occurred()) return -1;
+    Py_ssize_t n_ended = PyObject_Size(self->ended);
+    if (n_ended < 0) return -1;
+    if (n_ended >= max_flows || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended)) {
+        PyObject *args[3] = {rec, reason, report_ts};
+        res = PyObject_Vectorcall(self->end, args, 3, NULL);
+        if (res == NULL) return -1;
+        Py_DECREF(res);
+        return 0;
+    }
+    if (report(self->reporter, self->source, rec, 1, reason, report_ts) < 0) return -1;
+    if (add_attr(self->table, str_final_reports, 1) < 0) return -1;
+    PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
+    Py_INCREF(key);
+    if (drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, PyList_GET_ITEM(rec, R_REV_KEY), rec) < 0
+            || (alias != Py_None && drop_entry(self->flows, alias, rec) < 0)) {
+        Py_DECREF(key);
+        return -1;
+    }
+    PyObject *ends = endpoints(key), *value = NULL;
+    Py_DECREF(key);
+    if (ends == NULL) return -1;
+    int rc = -1;
+    PyObject *cur = PyDict_GetItemWithError(self->by_endpoints, ends);
+    if (cur == NULL && PyErr_Occurred()) goto done;
+    if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
+    int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
+    if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
+    value = PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts);
+    if (value == NULL || PyObject_SetItem(self->ended, ends, value) < 0) goto done;
+    rc = 0;
+done:
+    Py_XDECREF(value);
+    Py_DECREF(ends);
+    return rc;
+}
+
+/* a <= b for a record's time and a float bound, as Python compares them */
+static inline int le(PyObject *a, double b, int *out)
+{
+    if (PyFloat_CheckExact(a)) { *out = PyFloat_AS_DOUBLE(a) <= b; return 0; }
+    PyObject *bo = PyFloat_FromDouble(b);
+    if (bo == NULL) return -1;
+    int r = PyObject_RichCompareBool(a, bo, Py_LE);
+    Py_DECREF(bo);
+    if (r < 0) return -1;
+    *out = r;
+    return 0;
+}
+
+static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "sweep_records(now, report_due, report_all, period_ago, idle_before, closed_before)");
+        return NULL;
+    }
+    PyObject *now = args[0];
+    int report_due = PyObject_IsTrue(args[1]), report_all = PyObject_IsTrue(args[2]);
+    double period_ago = PyFloat_AsDouble(args[3]), idle_before = PyFloat_AsDouble(args[4]),
+           closed_before = PyFloat_AsDouble(args[5]);
+    if (report_due < 0 || report_all < 0 || PyErr_Occurred()) return NULL;
+    /* The records (direction 0 entries) first: ends delete from the dict. */
+    PyObject *records = PyList_New(0), *k, *v;
+    if (records == NULL) return NULL;
+    Py_ssize_t pos = 0, reports = 0;
+    while (PyDict_Next(self->flows, &pos, &k, &v)) {
+        long long d;
+        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2 && get_ll(PyTuple_GET_ITEM(v, 1), &d) && d == 0)
+            if (PyList_Append(records, PyTuple_GET_ITEM(v, 0)) < 0) goto error;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i), *reason = NULL;
+        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
+            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
+            goto error;
+        }
+        PyObject *last = PyList_GET_ITEM(rec, R_LAST_TS), *closed = PyList_GET_ITEM(rec, R_CLOSED);
+        int idle, stale = 0;
+        if (le(last, idle_before, &idle) < 0) goto error;
+        if (idle) {
+            int closed_true = PyObject_IsTrue(closed);
+            if (closed_true < 0) goto error;
+            reason = closed_true ? closed : str_idle;
+        } else if (closed != Py_None) {
+            if (le(last, closed_before, &stale) < 0) goto error;
+            if (stale) reason = closed;
+        }
+        if (reason != NULL) {
+            Py_INCREF(reason);
+            int rc = end_flow(self, rec, reason, now);
+            Py_DECREF(reason);
+            if (rc < 0) goto error;
+            continue;
+        }
+        if (!report_due) continue;
+        int due = report_all;
+        if (!due) {     /* rec[R_FIRST_TS] <= period_ago <= last */
+            int a, b;
+            PyObject *first = PyList_GET_ITEM(rec, R_FIRST_TS);
+            if (le(first, period_ago, &a) < 0) goto error;
+            if (a) {
+                if (PyFloat_CheckExact(last)) b = period_ago <= PyFloat_AS_DOUBLE(last);
+                else {
+                    PyObject *po = PyFloat_FromDouble(period_ago);
+                    if (po == NULL) goto error;
+                    b = PyObject_RichCompareBool(po, last, Py_LE);
+                    Py_DECREF(po);
+                    if (b < 0) goto error;
+                }
+                due = b;
+            }
+        }
+        if (due) {
+            if (report(self->reporter, self->source, rec, 0, Py_None, now) < 0) goto error;
+            reports++;
+        }
+    }
+    Py_DECREF(records);
+    return PyLong_FromSsize_t(reports);
+error:
+    Py_DECREF(records);
+    return NULL;
+}
+
+static PyObject *get_attr_s(PyObject *o, const char *name)
+{
+    return PyObject_GetAttrString(o, name);
+}
+
+static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *table, *reporter, *account_python;
+    if (!PyArg_ParseTuple(args, "OO!O:Table", &table, &ReporterType, &reporter, &account_python)) return NULL;
+    TableObject *self = (TableObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->vectorcall = (vectorcallfunc)table_account;
+    self->table = Py_NewRef(table);
+    self->reporter = (ReporterObject *)Py_NewRef(reporter);
+    self->account_python = Py_NewRef(account_python);
+    if (!(self->flows = get_attr_s(table, "flows")) || !(self->alias = get_attr_s(table, "_alias"))
+            || !(self->open = get_attr_s(table, "_open")) || !(self->control = get_attr_s(table, "_control"))
+            || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))
+            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (!PyDict_CheckExact(self->flows)) {
+        PyErr_SetString(PyExc_TypeError, "Table: table.flows must be a dict");
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int table_traverse(TableObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->table); Py_VISIT(self->flows); Py_VISIT(self->alias); Py_VISIT(self->open);
+    Py_VISIT(self->control); Py_VISIT(self->end); Py_VISIT(self->account_python); Py_VISIT(self->source);
+    Py_VISIT(self->reporter); Py_VISIT(self->by_endpoints); Py_VISIT(self->ended);
+    return 0;
+}
+
+static int table_clear(TableObject *self)
+{
+    Py_CLEAR(self->table); Py_CLEAR(self->flows); Py_CLEAR(self->alias); Py_CLEAR(self->open);
+    Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
+    Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
+    return 0;
+}
+
+static void table_dealloc(TableObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    table_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef table_methods[] = {
+    {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
+     "sweep_records(now, report_due, report_all, period_ago, idle_before, closed_before) -> periodic reports"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._flowcore.Table",
+    .tp_doc = "Table(table, reporter_core, account_python): called as FlowTable.account(...)",
+    .tp_basicsize = sizeof(TableObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(TableObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = table_new,
+    .tp_traverse = (traverseproc)table_traverse,
+    .tp_clear = (inquiry)table_clear,
+    .tp_dealloc = (destructor)table_dealloc,
+    .tp_methods = table_methods,
+};
+
+/* ---- module ------------------------------------------------------------------ */
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "wirebeat._flowcore",
+                                    "Optional C core of the flow table (see beat/_flowcore.c).", -1, NULL};
+
+PyMODINIT_FUNC PyInit__flowcore(void)
+{
+    if (PyType_Ready(&ReporterType) < 0 || PyType_Ready(&TableType) < 0) return NULL;
+    str_idle = PyUnicode_InternFromString("idle");
+    str_as_text = PyUnicode_InternFromString("as_text");
+    str_publish = PyUnicode_InternFromString("publish");
+    str_max_flows = PyUnicode_InternFromString("max_flows");
+    str_final_reports = PyUnicode_InternFromString("final_reports");
+    str_opened = PyUnicode_InternFromString("opened");
+    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    empty_tuple = PyTuple_New(0);
+    if (!str_idle || !str_as_text || !str_publish || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",
+        R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
+        R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY,
+        T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
+        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR);
+    if (names == NULL || PyModule_AddObject(m, "LAYOUT", names) < 0) { Py_XDECREF(names); Py_DECREF(m); return NULL; }
+    Py_INCREF(&ReporterType);
+    Py_INCREF(&TableType);
+    if (PyModule_AddObject(m, "Reporter", (PyObject *)&ReporterType) < 0
+            || PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

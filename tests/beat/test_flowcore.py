@@ -1,0 +1,293 @@
+"""The flow table's C core (beat/_flowcore.c) against its pure-Python twin (beat/flows.py).
+
+beat/flows.py is the reference: every test here runs the same packets through a
+flow table with the extension and one without it (`flows._flowcore = None` when
+the table is built) and requires the same documents byte for byte, the same
+`_id`s, the same counters and the same records in the table. The traffic is
+built to hit every branch the C code has and its edges: TCP with and without
+a handshake, FIN, RST, a new SYN on a closed flow, retransmissions, sequence
+numbers wrapping at 2**32, TCP headers cut short or with a data offset past
+the segment, UDP and ICMP cut short, ICMP with and without identifiers, IPv6,
+VLAN tags, VXLAN and GRE tunnels, raw IP links (no MACs), one MAC order both
+ways (table aliases), a full table (evictions), packets out of time order,
+several report periods; then seeded random truncations and byte flips of
+those frames. Counts past 64 bits, timestamps that are not floats or lie past
+the year 2255, and arguments of other types are fed to the table and the
+reporter directly: the C code must hand them to Python and still agree.
+Under CI=true the extension must have been built.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+import pcapgen as g
+import tunnelgen as tg
+from wirebeat import flows
+from wirebeat.document import DocumentBuilder
+from wirebeat.flows import R_BODY, R_BYTES, R_LAST_TS, R_PACKETS, R_TCP, R_TEXT, T_RETRANS, FlowReporter, FlowTable
+from wirebeat.registry import discover
+from wirebeat.testing import make_engine
+from test_flows import JsonOutput       # (_id, the document as orjson writes it) of every document
+
+try:
+    from wirebeat import _flowcore
+except ImportError:
+    _flowcore = None
+
+needs_c = pytest.mark.skipif(_flowcore is None and os.environ.get("CI") != "true",
+                             reason="C extension not built (a failure under CI=true)")
+SPECS = [r.spec for r in discover()]
+T0 = 1_700_000_000.125
+A4, B4, C4 = "192.0.2.10", "198.51.100.20", "203.0.113.5"
+A6, B6 = "2001:db8::10", "2001:db8:1::20"
+MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+
+
+def test_extension_is_built_under_ci():
+    if os.environ.get("CI") == "true":
+        assert _flowcore is not None, "wirebeat._flowcore was not built (C compiler / Python headers?)"
+        if os.environ.get("WIREBEAT_PURE_PYTHON") in (None, "", "0"):
+            assert flows._flowcore is not None, "flows.py refused the extension (record layout differs?)"
+
+
+def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
+         **overrides: Any) -> tuple[list[tuple[str, bytes]], dict[str, int], list]:
+    """(documents, counters, the table's records) of `frames` through one engine."""
+    saved = flows._flowcore
+    if not c:
+        flows._flowcore = None
+    try:
+        values = {"wirebeat.flows.enabled": True}
+        values.update({k.replace("__", "."): v for k, v in overrides.items()})
+        engine, pipeline, _, stats = make_engine(SPECS, strict=False, overrides=values)
+    finally:
+        flows._flowcore = saved
+    assert (engine.flow_reporter.core is not None) == c
+    engine.flow_reporter.as_text = as_text
+    output = pipeline.output = JsonOutput()
+    records = []
+    for i, (ts, linktype, frame) in enumerate(frames):
+        engine.on_frame(ts, linktype, frame, "test")
+        if i in (len(frames) // 2, len(frames) - 1):     # the table halfway and at the end, as plain values
+            table = engine.sources["test"].flows
+            records.append((sorted(repr(rec[:R_TEXT]) for rec in table._records()),
+                            sorted((repr(k), repr(rec[:R_TEXT])) for k, rec in table.by_endpoints.items()),
+                            list(table.ended.items()), table.counters(), table.next_sweep, table.next_report))
+    engine.finish()
+    assert pipeline.close() == 0
+    return output.lines, stats.snapshot(), records
+
+
+def _same(frames: list[tuple[float, int, bytes]], **overrides: Any) -> int:
+    """Both paths, text and dict reports; the number of flow documents."""
+    reference = _run(False, frames, **overrides)
+    assert _run(True, frames, **overrides) == reference
+    assert _run(True, frames, as_text=False, **overrides) == _run(False, frames, as_text=False, **overrides)
+    return sum(1 for _, line in reference[0] if b'"type":"flow"' in line)
+
+
+def _eth(packet: bytes, forward: bool = True, vlans: tuple = ()) -> bytes:
+    src, dst = (MAC_A, MAC_B) if forward else (MAC_B, MAC_A)
+    return g.ethernet(packet, src=src, dst=dst, vlans=vlans)
+
+
+def _tcp(a: str, b: str, pa: int, pb: int, seq: int, flags: str, data: bytes = b"", ack: int = 0) -> bytes:
+    return g.ip_packet(a, b, 6, g.tcp(a, b, pa, pb, data, seq=seq, ack=ack, flags=flags))
+
+
+def _traffic() -> list[tuple[float, int, bytes]]:
+    """Every kind of packet the C code has a branch for (see the module docstring)."""
+    out: list[tuple[float, bytes]] = []
+    t = T0
+
+    def add(frame: bytes, step: float = 0.25) -> None:
+        nonlocal t
+        out.append((t, frame))
+        t += step
+
+    # A handshake, data both ways, a retransmission, FIN both ways, the last ACK.
+    for a, b, pa, pb, vl in ((A4, B4, 40000, 443, ()), (A6, B6, 40001, 80, (5,)), (A4, C4, 40002, 22, (7, 8))):
+        fwd = lambda p, vl=vl: _eth(p, True, vl)        # noqa: E731
+        back = lambda p, vl=vl: _eth(p, False, vl)      # noqa: E731
+        add(fwd(_tcp(a, b, pa, pb, 100, "S")))
+        add(back(_tcp(b, a, pb, pa, 900, "SA", ack=101)))
+        add(fwd(_tcp(a, b, pa, pb, 101, "A", ack=901)))
+        add(fwd(_tcp(a, b, pa, pb, 101, "PA", b"x" * 50)))
+        add(fwd(_tcp(a, b, pa, pb, 101, "PA", b"x" * 50)))              # whole retransmission
+        add(fwd(_tcp(a, b, pa, pb, 131, "PA", b"y" * 40)))              # partly retransmitted
+        add(back(_tcp(b, a, pb, pa, 901, "PA", b"z" * 300)))
+        add(fwd(_tcp(a, b, pa, pb, 400, "PA", b"w" * 10)))              # after a hole
+        add(fwd(_tcp(a, b, pa, pb, 410, "FA")))
+        add(back(_tcp(b, a, pb, pa, 1201, "FA")))
+        add(fwd(_tcp(a, b, pa, pb, 411, "A")))
+    # A new SYN on a closed flow's ports, within the linger time: a new flow.
+    add(_eth(_tcp(A4, B4, 40000, 443, 5000, "S")))
+    add(_eth(_tcp(A4, B4, 40000, 443, 5001, "R")))
+    add(_eth(_tcp(A4, B4, 40000, 443, 5001, "PA", b"after rst")))
+    # Sequence numbers wrapping at 2**32, with and without a retransmission across the wrap.
+    top = 2**32 - 20
+    add(_eth(_tcp(A4, B4, 41000, 8080, top, "PA", b"a" * 30)))
+    add(_eth(_tcp(A4, B4, 41000, 8080, (top + 30) % 2**32, "PA", b"b" * 30)))
+    add(_eth(_tcp(A4, B4, 41000, 8080, top + 10, "PA", b"c" * 30)))        # across the wrap again
+    add(_eth(_tcp(A4, B4, 41000, 8080, 2**31 + 5, "PA", b"d" * 5)))         # half the space away
+    add(_eth(_tcp(A4, B4, 41000, 8080, 0, "PA", b"e" * 5)))
+    add(_eth(_tcp(B4, A4, 8080, 41000, 2**32 - 1, "PA", b"f" * 2), False))
+    # TCP headers cut short, or with a data offset past the segment, or empty.
+    seg = g.tcp(A4, B4, 42000, 9000, b"payload", seq=7, flags="PA")
+    for cut in (0, 1, 4, 12, 13, 19, 20, 21):
+        add(_eth(g.ipv4(A4, B4, 6, seg[:cut])))
+    add(_eth(g.ipv4(A4, B4, 6, seg[:12] + b"\xf0" + seg[13:])))                # offset 60 > segment
+    add(_eth(g.ipv4(A4, B4, 6, seg[:12] + b"\x00" + seg[13:])))                # offset 0
+    # UDP and ICMP, whole and cut short; ICMP with and without identifiers; IPv6.
+    for cut in (0, 3, 4, 8):
+        add(_eth(g.ipv4(A4, B4, 17, g.udp(A4, B4, 5000, 53, b"q")[:cut])))
+    add(_eth(g.ipv4(A4, B4, 17, g.udp(A4, B4, 5000, 53, b"q"))))
+    add(_eth(g.ipv4(B4, A4, 17, g.udp(B4, A4, 53, 5000, b"answer")), False))
+    for icmp in (g.icmp_echo(77, 1), g.icmp_echo(77, 1, reply=True), g.icmp(13, 0, b"\0\x09\0\0"),
+                 g.icmp(3, 1), g.icmp(8, 0)[:5], g.icmp(8, 0)[:1]):
+        add(_eth(g.ipv4(A4, B4, 1, icmp)))
+    for icmp6 in (g.icmpv6_echo(A6, B6, 5, 6), g.icmpv6_echo(B6, A6, 5, 6, reply=True)):
+        add(_eth(g.ipv6(A6, B6, 58, icmp6)))
+    add(_eth(g.ipv6(A6, B6, 58, b"\x87\0\0\0")))
+    add(_eth(g.ipv6(A6, B6, 17, g.udp(A6, B6, 1, 2, b"six"))))
+    add(_eth(g.ipv4(A4, B4, 50, b"\0" * 16)))                                   # ESP: no ports
+    # Tunnels: VXLAN (outer addresses in the key) and GRE.
+    inner = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 7000, 8000, b"i" * 10)))
+    add(g.ethernet(tg.vxlan(inner, 42)))
+    add(g.ethernet(tg.gre(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"g", flags="S")), 0x0800)))
+    # One MAC order both ways: the reply finds its flow through an alias.
+    same = lambda p: g.ethernet(p, src=MAC_A, dst=MAC_B)     # noqa: E731
+    add(same(g.ipv4(A4, C4, 17, g.udp(A4, C4, 6000, 6001, b"ask"))))
+    add(same(g.ipv4(C4, A4, 17, g.udp(C4, A4, 6001, 6000, b"back"))))
+    add(same(g.ipv4(C4, A4, 17, g.udp(C4, A4, 6001, 6000, b"again"))))
+    add(g.ethernet(g.ipv4(A4, C4, 17, g.udp(A4, C4, 6002, 6003, b"m")), src=MAC_A, dst=MAC_A))
+    # A packet earlier than its flow's last one (capture order is not time order).
+    add(_eth(g.ipv4(A4, B4, 17, g.udp(A4, B4, 5000, 53, b"late"))), -3.0)
+    # Many small flows (a full table with max_flows 16), then quiet periods and a busy flow.
+    for i in range(40):
+        add(_eth(g.ipv4(A4, B4, 17, g.udp(A4, B4, 10000 + i, 53, b"n"))), 0.5)
+    for i in range(120):
+        add(_eth(g.ipv4(A4, C4, 17, g.udp(A4, C4, 3000, 3001, b"busy"))), 0.7)
+    frames = [(ts, 1, f) for ts, f in out]
+    # Raw IP (no MACs): the Ethernet frames' IP packets.
+    frames += [(ts + 200, 101, f[14:]) for ts, f in out if f[12:14] in (b"\x08\x00", b"\x86\xdd")]
+    return frames
+
+
+@needs_c
+@pytest.mark.parametrize("options", [{}, {"wirebeat__flows__report_all": False},
+                                     {"wirebeat__flows__max_flows": 16},
+                                     {"wirebeat__flows__period": -1},
+                                     {"wirebeat__flows__timeout": 3.0, "wirebeat__flows__period": 2.0}])
+def test_every_kind_of_packet_gives_the_same_documents_and_tables(options):
+    assert _same(_traffic(), **options) > 50
+
+
+@needs_c
+@pytest.mark.parametrize("seed", range(4))
+def test_mutated_frames_give_the_same_documents(seed):
+    rng = random.Random(seed)
+    frames = []
+    for ts, linktype, frame in _traffic():
+        for _ in range(2):
+            data = bytearray(frame)
+            if rng.random() < 0.5:
+                del data[rng.randrange(len(data) + 1):]
+            for _ in range(rng.randrange(4)):
+                if data:
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            frames.append((ts + rng.random(), linktype, bytes(data)))
+    _same(frames)
+
+
+def _tables() -> tuple[FlowTable, FlowTable, list, list]:
+    """A C table and a Python table, each with a reporter publishing (id, text) into a list."""
+    out_c: list = []
+    out_py: list = []
+    made = []
+    for c, out in ((True, out_c), (False, out_py)):
+        saved = flows._flowcore
+        if not c:
+            flows._flowcore = None
+        try:
+            builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+            reporter = FlowReporter(builder, lambda i, d, out=out: out.append((i, orjson.dumps(d))),
+                                    30.0, 10.0, 100, fragments=True)
+            made.append(FlowTable("src", reporter))
+        finally:
+            flows._flowcore = saved
+    assert made[0].core is not None and made[1].core is None
+    return made[0], made[1], out_c, out_py
+
+
+def _state(table: FlowTable) -> list:
+    return sorted((repr(k), repr(rec[:R_TEXT]), d) for k, (rec, d) in table.flows.items())
+
+
+@needs_c
+def test_counts_past_64_bits_and_odd_arguments_take_the_python_path_with_the_same_result():
+    c, py, out_c, out_py = _tables()
+    frame = g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"d" * 20, seq=10, flags="PA")))
+    src, dst, payload = frame[26:30], frame[30:34], frame[34:]
+    for table in (c, py):
+        table.account(T0, 1, frame, (), src, dst, 6, payload)
+        [rec] = table._records()
+        rec[R_PACKETS] = 2**70                      # counts no 64-bit integer holds
+        rec[R_BYTES] = 2**64 - 1
+        rec[R_TCP][T_RETRANS] = 2**63 - 1
+        table.account(T0 + 1, 1, frame, (), src, dst, 6, payload)      # retransmitted: past 2**63
+        table.account(T0 + 2, 1, frame, (), src, dst, 6, bytearray(payload))      # not bytes
+        table.account(T0 + 3, 1, memoryview(frame).tobytes(), (), src, dst, 6, payload, outer=())
+        table.account(T0 + 4, 1, frame, (), src, dst, 6, payload, ())
+        table.reporter.report("src", rec, False, None, T0 + 5)
+        table.reporter.report("src", rec, True, "idle", T0 + 6)
+    assert _state(c) == _state(py)
+    assert out_c == out_py and len(out_c) == 2
+    assert f'"source":{{"mac":"02-00-00-00-00-01","ip":"{A4}","port":1,"packets":{2**70 + 4},'.encode() in out_c[0][1]
+    assert f'"bytes":{2**64 - 1 + 4 * len(frame)}'.encode() in out_c[0][1]
+    assert f'"source_retransmitted_bytes":{2**63 - 1 + 4 * 20}'.encode() in out_c[0][1]
+
+
+@needs_c
+@pytest.mark.parametrize("ts", [T0, 1_700_000_000, 9e9, 3e10, 0.0, 1e-7])
+def test_timestamps_of_every_kind_report_the_same(ts):
+    """Integer times, times past the C iso_time's range, the epoch, a negative duration."""
+    c, py, out_c, out_py = _tables()
+    frame = g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"", seq=10, flags="S")))
+    back = g.ethernet(g.ipv4(B4, A4, 6, g.tcp(B4, A4, 2, 1, b"", seq=50, ack=11, flags="SA")))
+    ack = g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"", seq=11, ack=51, flags="A")))
+    for table in (c, py):
+        table.account(ts, 1, frame, (), frame[26:30], frame[30:34], 6, frame[34:])
+        table.account(ts + 0.0015, 1, back, (), back[26:30], back[30:34], 6, back[34:])
+        table.account(ts + 0.003, 1, ack, (), ack[26:30], ack[30:34], 6, ack[34:])
+        table.account(ts - 0.5, 1, ack, (), ack[26:30], ack[30:34], 6, ack[34:])     # earlier than the first
+        [rec] = table._records()
+        for n, report_ts in enumerate((ts + 10, ts + 10, ts - 0.5, ts + 20)):
+            table.reporter.report("src", rec, n == 3, "fin" if n == 3 else None, report_ts)
+    assert _state(c) == _state(py)
+    assert out_c == out_py and len(out_c) == 4
+
+
+@needs_c
+def test_reports_of_a_quiet_flow_reuse_the_cached_text_and_follow_new_packets():
+    c, py, out_c, out_py = _tables()
+    frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1, 2, b"u")))
+    for table in (c, py):
+        args = (1, frame, (3,), frame[26:30], frame[30:34], 17, frame[34:])
+        table.account(T0, *args)
+        [rec] = table._records()
+        table.reporter.report("src", rec, False, None, T0 + 10)
+        body = rec[R_BODY]
+        table.reporter.report("src", rec, False, None, T0 + 20)
+        assert rec[R_BODY] is body                  # no packet since: the same text
+        table.account(T0 + 21, *args)
+        table.reporter.report("src", rec, False, None, T0 + 30)
+        assert rec[R_BODY] is not body and rec[R_LAST_TS] == T0 + 21 and rec[R_BYTES] == 2 * len(frame)
+        table.reporter.report("src", rec, True, "", T0 + 21)       # empty reason: none written
+    assert out_c == out_py and len(out_c) == 4
+    assert b"end_reason" not in out_c[3][1] and out_c[3][1].startswith(b'{"@timestamp":"2023-11-14T22:13:41.125000Z"')
