@@ -571,16 +571,17 @@ class Engine:
 
     def _on_tcp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
                 payload: bytes) -> None:
-        if len(payload) < 20:
+        size = len(payload)
+        if size < 20:
             self.stats.count("packets.malformed", reason="tcp.truncated")
             return
         sport, dport, seq, ack, data_offset, flags = _TCP.unpack_from(payload)
         header_len = (data_offset >> 4) * 4
-        if header_len < 20 or header_len > len(payload):
+        if header_len < 20 or header_len > size:
             self.stats.count("packets.malformed", reason="tcp.bad_header_length")
             return
         data = payload[header_len:]
-        src_first = (src, sport) <= (dst, dport)
+        src_first = src < dst or src == dst and sport <= dport     # (src, sport) <= (dst, dport)
         key = (src, sport, dst, dport) if src_first else (dst, dport, src, sport)
         conn = state.tcp.connections.get(key)
         if conn is None or (flags & 0x12 == 0x02

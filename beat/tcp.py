@@ -176,11 +176,15 @@ class TCPConnection:
             half, other = self.client, self.server
         else:
             half, other = self.server, self.client
-        if self.bypassed:
-            self._bypassed_segment(half, seq, flags, data, ts)
-            return
-        if flags & ACK and ack != other.nxt and other.started and not other.ended:
+        if flags & ACK and ack != other.nxt and not self.bypassed and other.started \
+                and not other.ended:
             self._on_ack(other, not from_client, ack, ts)
+        if self.bypassed:       # the sink needs no more bytes (perhaps since the gap just given up)
+            if data:
+                self.counters.segments_bypassed += 1
+            if flags & _SYN_FIN_RST:
+                self._bypassed_flags(half, seq, flags, ts)
+            return
         if seq == half.nxt and not flags & _SYN_FIN_RST:
             if data:        # the fast path: in order, nothing held
                 n = len(data)
@@ -211,12 +215,8 @@ class TCPConnection:
             if half.fin_pos is not None:
                 half.ended = True       # its FIN was seen: nothing waits for the bytes before it
 
-    def _bypassed_segment(self, half: _Half, seq: int, flags: int, data: bytes,
-                          ts: float) -> None:
-        if data:
-            self.counters.segments_bypassed += 1
-        if not flags & _SYN_FIN_RST:
-            return
+    def _bypassed_flags(self, half: _Half, seq: int, flags: int, ts: float) -> None:
+        """SYN, FIN or RST on a bypassed connection: the close is all that is tracked."""
         if flags & RST:
             self.table.close(self, ts)
             return
