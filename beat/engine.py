@@ -175,9 +175,9 @@ class _TCPStream:
             txns = decoder.on_data(from_client, data, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
-            return not getattr(decoder, "needs_bytes", True)
-        if txns:
-            self.engine._emit(self.spec, txns)
+        else:
+            if txns:
+                self.engine._emit(self.spec, txns)
         return not getattr(decoder, "needs_bytes", True)
 
     def on_gap(self, from_client: bool, missing: int, ts: float) -> bool:
@@ -188,9 +188,9 @@ class _TCPStream:
             txns = decoder.on_gap(from_client, missing, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
-            return not getattr(decoder, "needs_bytes", True)
-        if txns:
-            self.engine._emit(self.spec, txns)
+        else:
+            if txns:
+                self.engine._emit(self.spec, txns)
         return not getattr(decoder, "needs_bytes", True)
 
     def on_close(self, ts: float) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 import pcapgen
 from conftest import PCAPS
-from wirebeat.decoders.api import FlowKey
+from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
 from wirebeat.decoders.tls import DECODER as TLS, TLSStream
 from wirebeat.tcp import ACK, FIN, RST, SYN, TCPTable
 from wirebeat.testing import decode_pcap, make_engine
@@ -309,3 +309,75 @@ def test_a_tls_decoder_done_sets_both_flags_and_one_that_lost_both_directions_ne
     assert not hello.needs_bytes and hello.needs_expire     # still reports at close or timeout
     [txn] = hello.expire(100.0)
     assert txn.status == "Error" and not hello.needs_expire
+
+
+# -- the engine, with a decoder that counts its calls -------------------------------
+
+
+class Counting:
+    """Needs the first payload of the connection only; expire once more, if `expire_once`."""
+
+    calls: list[str] = []
+
+    def __init__(self, flow: FlowKey, options: dict, expire_once: bool = True) -> None:
+        self.flow = flow
+        self.expire_once = expire_once
+        self.first: tuple[float, bytes] | None = None
+
+    def on_data(self, from_client: bool, data: bytes, ts: float) -> list:
+        self.calls.append("data")
+        self.first = self.first or (ts, data)
+        self.needs_bytes = False
+        return []
+
+    def on_gap(self, from_client: bool, missing: int, ts: float) -> list:
+        self.calls.append("gap")
+        return []
+
+    def expire(self, now: float) -> list:
+        self.calls.append("expire")
+        self.needs_expire = not self.expire_once
+        return []
+
+    def on_close(self, ts: float) -> list:
+        self.calls.append("close")
+        return [Transaction(self.flow, self.first[0], ts, "OK", self.first[1])]
+
+
+def counting_spec(expire_once: bool) -> DecoderSpec:
+    return DecoderSpec(name="counting", document=lambda txn: {"counting": {"first": txn.detail.decode()}},
+                       stream=lambda flow, options: Counting(flow, options, expire_once),
+                       ports=(7070,))
+
+
+@pytest.mark.parametrize("expire_once", [True, False])
+def test_the_engine_stops_bytes_and_expire_when_told_and_still_reports_at_close(expire_once, tmp_path):
+    Counting.calls = []
+    seq = {True: 1, False: 5000}
+    frames: list[tuple[float, bytes]] = []
+
+    def send(from_client: bool, flags: str, payload: bytes, ts: float) -> None:
+        src, dst, sport, dport = ((CLIENT, SERVER, 40000, 7070) if from_client
+                                  else (SERVER, CLIENT, 7070, 40000))
+        segment = pcapgen.tcp(src, dst, sport, dport, payload, seq=seq[from_client],
+                              ack=seq[not from_client], flags=flags)
+        frames.append((ts, pcapgen.ethernet(pcapgen.ip_packet(src, dst, pcapgen.IPPROTO_TCP, segment))))
+        seq[from_client] += len(payload) + (1 if "S" in flags or "F" in flags else 0)
+
+    send(True, "S", b"", 100.0)
+    send(False, "SA", b"", 100.1)
+    send(True, "PA", b"first", 100.2)
+    for second in range(1, 11):                 # ten seconds of later bytes, both ways
+        send(False, "PA", b"reply", 100.2 + second)
+        send(True, "PA", b"more", 100.5 + second)
+    send(True, "FA", b"", 112.0)
+    send(False, "FA", b"", 112.1)
+    docs, running, final = run_frames(counting_spec(expire_once), frames, tmp_path)
+    assert [doc["counting"]["first"] for doc in docs] == ["first"]
+    assert docs[0]["event"]["end"].startswith("1970-01-01T00:01:52.1")     # closed at the last FIN
+    assert Counting.calls.count("data") == 1 and "gap" not in Counting.calls
+    assert Counting.calls.count("close") == 1 and Counting.calls[-1] == "close"
+    expires = Counting.calls.count("expire")
+    assert expires == 1 if expire_once else expires >= 10      # a tick a second otherwise
+    assert running["tcp.segments_bypassed"] == 20
+    assert running["tcp.connections_closed"] == 1 and "tcp.connections_open" not in running
