@@ -150,6 +150,22 @@ TLS_NEVER_DONE = type(TLS)(**{**{f: getattr(TLS, f) for f in TLS.__dataclass_fie
                               "stream": NeverDone})
 
 
+def tls_connections(name: str) -> dict[tuple[int, int], list[tuple[bool, bytes]]]:
+    """(client port, server port) -> (from_client, payload) of each connection of a
+    pcaps/tls capture that starts with a SYN, in capture order."""
+    conns: dict[tuple[int, int], list[tuple[bool, bytes]]] = {}
+    with open(PCAPS / "tls" / name, "rb") as fh:
+        for _, frame in dpkt.pcap.Reader(fh):
+            tcp = dpkt.ethernet.Ethernet(frame).data.data
+            forward, backward = (tcp.sport, tcp.dport), (tcp.dport, tcp.sport)
+            if tcp.flags & dpkt.tcp.TH_SYN and not tcp.flags & dpkt.tcp.TH_ACK:
+                conns[forward] = []
+            elif tcp.data:
+                key = forward if forward in conns else backward
+                conns[key].append((key == forward, bytes(tcp.data)))
+    return conns
+
+
 def handshake_completions(name: str) -> dict[tuple[int, int], tuple[int, int]]:
     """Per connection (client port, server port): (payload segments in all, payload
     segments after the one that completed the TLS 1.2 handshake).
@@ -159,15 +175,7 @@ def handshake_completions(name: str) -> dict[tuple[int, int], tuple[int, int]]:
     the segment that carries the second of the two ChangeCipherSpec records
     (content type 20), one from each side.
     """
-    conns: dict[tuple[int, int], list[tuple[bool, bytes]]] = {}
-    with open(PCAPS / "tls" / name, "rb") as fh:
-        for _, frame in dpkt.pcap.Reader(fh):
-            tcp = dpkt.ethernet.Ethernet(frame).data.data
-            if tcp.flags & dpkt.tcp.TH_SYN and not tcp.flags & dpkt.tcp.TH_ACK:
-                conns[(tcp.sport, tcp.dport)] = []
-            for (cport, sport), segs in conns.items():
-                if tcp.data and {tcp.sport, tcp.dport} == {cport, sport}:
-                    segs.append((tcp.sport == cport, bytes(tcp.data)))
+    conns = tls_connections(name)
     out = {}
     for key, segs in conns.items():
         seen_ccs, buffered, next_record = set(), {True: 0, False: 0}, {True: 0, False: 0}
@@ -212,14 +220,7 @@ def replayed(ending: str) -> list[tuple[float, bytes]]:
     in the original order, then 5 application-data records each way and `ending`:
     "fin" both ways, an "rst", or nothing ("idle": a packet of an untracked
     connection 400 s later makes the idle timeout due)."""
-    segments = []
-    with open(PCAPS / "tls" / "tls12_rsa.pcap", "rb") as fh:
-        first = None
-        for _, frame in dpkt.pcap.Reader(fh):
-            tcp = dpkt.ethernet.Ethernet(frame).data.data
-            first = first or (tcp.sport, tcp.dport)
-            if {tcp.sport, tcp.dport} == set(first) and tcp.data:
-                segments.append((tcp.sport == first[0], bytes(tcp.data)))
+    segments = list(next(iter(tls_connections("tls12_rsa.pcap").values())))
     app = bytes([23, 3, 3, 0, 40]) + bytes(40)
     segments += [(from_client, app) for _ in range(5) for from_client in (True, False)]
     seq = {True: 1000, False: 90000}
@@ -275,7 +276,7 @@ def test_a_done_tls_connection_is_still_counted_and_closed(ending, tmp_path):
     [doc] = docs
     assert doc["tls"]["established"] is True
     assert docs == old_docs
-    _, after = handshake_completions("tls12_rsa.pcap")[next(iter(handshake_completions("tls12_rsa.pcap")))]
+    _, after = next(iter(handshake_completions("tls12_rsa.pcap").values()))
     assert final["tcp.segments_bypassed"] == after + 10     # the capture's own, and ours
     assert "tcp.segments_bypassed" not in old_final
     # closed when it ended, not at the end of input
@@ -297,12 +298,8 @@ def test_a_tls_decoder_done_sets_both_flags_and_one_that_lost_both_directions_ne
     assert not stream.needs_bytes and not stream.needs_expire and stream.done   # nothing to report
 
     hello = TLSStream(flow, {})
-    with open(PCAPS / "tls" / "tls12_rsa.pcap", "rb") as fh:
-        for _, frame in dpkt.pcap.Reader(fh):
-            tcp = dpkt.ethernet.Ethernet(frame).data.data
-            if tcp.data:                        # the first payload is the client's ClientHello
-                hello.on_data(True, bytes(tcp.data), 1.0)
-                break
+    [(from_client, client_hello), *_] = next(iter(tls_connections("tls12_rsa.pcap").values()))
+    hello.on_data(from_client, client_hello, 1.0)
     assert hello.session.client_hello is not None
     hello.on_gap(True, 10, 2.0)
     hello.on_gap(False, 10, 2.0)
