@@ -138,10 +138,14 @@ class _TCPStream:
 
     The decoder is made at the connection's first payload or gap, not at its
     SYN: a half-open connection (a SYN flood) holds no decoder state, and a
-    connection that carries nothing has nothing to report.
+    connection that carries nothing has nothing to report. `on_data` and
+    `on_gap` return True once the decoder needs no more bytes (its optional
+    `needs_bytes` is False, or it failed to start): wirebeat.tcp then stops
+    reassembling the connection. `expiring` is False while there is no decoder
+    and once the decoder's optional `needs_expire` is False.
     """
 
-    __slots__ = ("engine", "spec", "decoder", "flow", "make")
+    __slots__ = ("engine", "spec", "decoder", "flow", "make", "expiring")
 
     def __init__(self, engine: Engine, spec: DecoderSpec, make: Any, flow: FlowKey) -> None:
         self.engine = engine
@@ -149,12 +153,14 @@ class _TCPStream:
         self.decoder: StreamDecoder | None = None
         self.make = make            # () -> StreamDecoder; None once made (or failed)
         self.flow = flow
+        self.expiring = False       # the engine calls expire(now)
 
     def _start(self) -> StreamDecoder | None:
         make, self.make = self.make, None
         if make is not None:
             try:
                 self.decoder = make()
+                self.expiring = True
             except Exception:
                 self.engine.stats.count("decoder.crashed", decoder=self.spec.name)
                 log_once(log, f"decoder {self.spec.name} failed to start a stream", exc_info=True)
@@ -162,29 +168,31 @@ class _TCPStream:
                     raise
         return self.decoder
 
-    def on_data(self, from_client: bool, data: bytes, ts: float) -> None:
+    def on_data(self, from_client: bool, data: bytes, ts: float) -> bool:
         decoder = self.decoder or self._start()
         if decoder is None:
-            return
+            return True
         try:
             txns = decoder.on_data(from_client, data, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
-            return
-        if txns:
-            self.engine._emit(self.spec, txns)
+        else:
+            if txns:
+                self.engine._emit(self.spec, txns)
+        return not getattr(decoder, "needs_bytes", True)
 
-    def on_gap(self, from_client: bool, missing: int, ts: float) -> None:
+    def on_gap(self, from_client: bool, missing: int, ts: float) -> bool:
         decoder = self.decoder or self._start()
         if decoder is None:
-            return
+            return True
         try:
             txns = decoder.on_gap(from_client, missing, ts)
         except Exception as err:
             self.engine._stream_failed(self, err, ts)
-            return
-        if txns:
-            self.engine._emit(self.spec, txns)
+        else:
+            if txns:
+                self.engine._emit(self.spec, txns)
+        return not getattr(decoder, "needs_bytes", True)
 
     def on_close(self, ts: float) -> None:
         if self.decoder is None:
@@ -203,13 +211,14 @@ class _TCPStream:
             self.engine._emit(self.spec, txns)
 
     def expire(self, now: float) -> None:
-        if self.decoder is None:
-            return
+        decoder = self.decoder
         try:
-            txns = self.decoder.expire(now)
+            txns = decoder.expire(now)
         except Exception as err:
             self.engine._stream_failed(self, err, now)
             return
+        finally:
+            self.expiring = getattr(decoder, "needs_expire", True)
         if txns:
             self.engine._emit(self.spec, txns)
 
@@ -563,16 +572,17 @@ class Engine:
 
     def _on_tcp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
                 payload: bytes) -> None:
-        if len(payload) < 20:
+        size = len(payload)
+        if size < 20:
             self.stats.count("packets.malformed", reason="tcp.truncated")
             return
         sport, dport, seq, ack, data_offset, flags = _TCP.unpack_from(payload)
         header_len = (data_offset >> 4) * 4
-        if header_len < 20 or header_len > len(payload):
+        if header_len < 20 or header_len > size:
             self.stats.count("packets.malformed", reason="tcp.bad_header_length")
             return
         data = payload[header_len:]
-        src_first = (src, sport) <= (dst, dport)
+        src_first = src < dst or src == dst and sport <= dport     # (src, sport) <= (dst, dport)
         key = (src, sport, dst, dport) if src_first else (dst, dport, src, sport)
         conn = state.tcp.connections.get(key)
         if conn is None or (flags & 0x12 == 0x02
@@ -737,7 +747,8 @@ class Engine:
     def _expire(self, state: _SourceState, now: float) -> None:
         state.defrag.expire(now)
         for conn in state.tcp.connections.values():
-            conn.sink.expire(now)
+            if conn.sink.expiring:
+                conn.sink.expire(now)
         for name, decoder in state.decoders.items():
             spec = self.specs[name]
             try:

@@ -6,6 +6,16 @@ engine's wrapper around one `StreamDecoder`) with `on_data(from_client, data,
 ts)`, `on_gap(from_client, missing, ts)` and, once, `on_close(ts)`. Time is
 packet time, and nothing here reads a clock.
 
+A sink that needs no more bytes of its connection (its decoder is done, or
+there is no decoder) says so by returning True from `on_data` or `on_gap`.
+The connection is then *bypassed*: held bytes are dropped, and later segments
+are neither reassembled nor delivered (those with payload count as
+`segments_bypassed`). It is still tracked: a FIN from each side or an RST
+closes it (FINs count whenever they are seen, since nothing waits for the bytes
+before them), idle timeout and eviction apply, `on_close` comes once, and the
+connection counters count as before. The reassembly counters (retransmitted
+bytes, out-of-order segments, gaps) stop counting for it.
+
 Per direction:
 - Bytes are delivered in sequence order. A segment ahead of the expected
   sequence number is held until the hole before it fills. Retransmitted and
@@ -87,9 +97,11 @@ EVICTION_SAMPLE = 8
 class StreamSink(Protocol):
     """Where a connection's reassembled events go (the engine: a StreamDecoder behind its error boundary)."""
 
-    def on_data(self, from_client: bool, data: bytes, ts: float) -> None: ...
+    # Both return True when the sink needs no more bytes of the connection (None or
+    # False: go on delivering).
+    def on_data(self, from_client: bool, data: bytes, ts: float) -> bool | None: ...
 
-    def on_gap(self, from_client: bool, missing: int, ts: float) -> None: ...
+    def on_gap(self, from_client: bool, missing: int, ts: float) -> bool | None: ...
 
     def on_close(self, ts: float) -> None: ...
 
@@ -110,6 +122,7 @@ class TCPCounters:
     segments_ignored: int = 0           # payload not delivered: after the close, or past a FIN
     late_syns_ignored: int = 0          # a closed connection's SYN seen again (merged or duplicated capture)
     timestamps_behind: int = 0          # segments older than their connection's newest: taken at its time
+    segments_bypassed: int = 0          # payload not reassembled: the sink needed no more bytes
 
 
 class _Half:
@@ -136,7 +149,7 @@ class TCPConnection:
     """One tracked connection: feed it every segment with `segment()`; it calls its sink."""
 
     __slots__ = ("table", "key", "sink", "client_first", "client", "server", "last_ts",
-                 "closed", "counters")
+                 "closed", "bypassed", "counters")
 
     def __init__(self, table: TCPTable, key: Hashable, sink: StreamSink, ts: float,
                  client_first: bool) -> None:
@@ -148,6 +161,7 @@ class TCPConnection:
         self.server = _Half()
         self.last_ts = ts
         self.closed = False
+        self.bypassed = False       # the sink needs no more bytes: track the close only
         self.counters = table.counters
 
     def segment(self, from_client: bool, seq: int, ack: int, flags: int, data: bytes,
@@ -162,14 +176,22 @@ class TCPConnection:
             half, other = self.client, self.server
         else:
             half, other = self.server, self.client
-        if flags & ACK and ack != other.nxt and other.started and not other.ended:
+        if flags & ACK and ack != other.nxt and not self.bypassed and other.started \
+                and not other.ended:
             self._on_ack(other, not from_client, ack, ts)
+        if self.bypassed:       # the sink needs no more bytes (perhaps since the gap just given up)
+            if data:
+                self.counters.segments_bypassed += 1
+            if flags & _SYN_FIN_RST:
+                self._bypassed_flags(half, seq, flags, ts)
+            return
         if seq == half.nxt and not flags & _SYN_FIN_RST:
             if data:        # the fast path: in order, nothing held
                 n = len(data)
                 half.nxt = (seq + n) & _SEQ_MASK
                 half.pos += n
-                self.sink.on_data(from_client, data, ts)
+                if self.sink.on_data(from_client, data, ts):
+                    self._bypass()
             return
         if data or flags & _SYN_FIN_RST:
             self._segment(half, from_client, seq, flags, data, ts)
@@ -178,6 +200,33 @@ class TCPConnection:
         """Whether a pure SYN with this sequence number starts a new connection on these ports."""
         half = self.client if from_client else self.server
         return half.started and half.syn_seq != syn_seq
+
+    # -- bypassed: the sink needs no more bytes ----------------------------------
+
+    def _bypass(self) -> None:
+        """Stop reassembling: drop what is held; from now on only the close is tracked."""
+        self.bypassed = True
+        for half in (self.client, self.server):
+            half.nxt = -1
+            half.starts.clear()
+            half.segs.clear()
+            self.table.buffered_total -= half.buffered
+            half.buffered = 0
+            if half.fin_pos is not None:
+                half.ended = True       # its FIN was seen: nothing waits for the bytes before it
+
+    def _bypassed_flags(self, half: _Half, seq: int, flags: int, ts: float) -> None:
+        """SYN, FIN or RST on a bypassed connection: the close is all that is tracked."""
+        if flags & RST:
+            self.table.close(self, ts)
+            return
+        if flags & SYN and not half.started:    # for is_restarted_by
+            half.started = True
+            half.syn_seq = seq
+        if flags & FIN:
+            half.ended = True
+            if self.client.ended and self.server.ended:
+                self.table.close(self, ts)
 
     # -- the slow path -----------------------------------------------------------
 
@@ -231,7 +280,8 @@ class TCPConnection:
                     counters.retransmitted_bytes += cut
                     data = data[cut:]
                 half.pos = end
-                self.sink.on_data(from_client, data, ts)
+                if self.sink.on_data(from_client, data, ts):
+                    self._bypass()
         self._settle(half, ts)
 
     def _on_ack(self, half: _Half, from_client: bool, ack: int, ts: float) -> None:
@@ -322,22 +372,30 @@ class TCPConnection:
         half.pos = pos
         on_data = self.sink.on_data
         for seg in ready:
-            on_data(from_client, seg, ts)
+            if on_data(from_client, seg, ts):
+                self._bypass()
+                return
 
     def _skip_to(self, half: _Half, from_client: bool, limit: int, ts: float) -> None:
         """Give up on the bytes before `limit`: each hole is a gap, each held piece is delivered."""
         counters = self.counters
-        while half.pos < limit:
+        while half.pos < limit and not self.bypassed:
             target = half.starts[0] if half.starts and half.starts[0] < limit else limit
             missing = target - half.pos
             half.pos = target
             counters.gaps += 1
             counters.gap_bytes += missing
-            self.sink.on_gap(from_client, missing, ts)
+            if self.sink.on_gap(from_client, missing, ts):
+                self._bypass()
+                return
             self._drain(half, from_client, ts)
 
     def _settle(self, half: _Half, ts: float) -> None:
         """Re-arm the fast path after a slow-path change; close when both directions ended."""
+        if self.bypassed:       # the sink stopped wanting bytes during this segment
+            if self.client.ended and self.server.ended and not self.closed:
+                self.table.close(self, ts)
+            return
         if half.fin_pos is not None and half.pos >= half.fin_pos:
             half.ended = True
             half.nxt = -1
@@ -355,7 +413,7 @@ class TCPConnection:
         self.closed = True
         for half, from_client in ((self.client, True), (self.server, False)):
             half.nxt = -1
-            if half.started and not half.ended:
+            if half.started and not half.ended and not self.bypassed:
                 if half.starts:
                     self._skip_to(half, from_client, half.starts[-1], ts)
                     self._drain(half, from_client, ts)

@@ -116,6 +116,20 @@ class DatagramDecoder(Protocol):
 
 
 class StreamDecoder(Protocol):    # one per TCP connection; the engine reassembles
+    """One TCP connection's decoder.
+
+    Two optional attributes (absent means True) let a decoder that is done
+    with a connection make it cheap; the engine reads them after its calls:
+
+    - `needs_bytes`: set it False once no later byte of the connection can
+      change what the decoder reports or counts (TLS after its session was
+      reported). The engine then stops reassembling the connection: no more
+      `on_data` or `on_gap`. It still tracks the connection (FIN, RST, idle
+      timeout) and still calls `expire` and, once, `on_close`.
+    - `needs_expire`: set it False once `expire` can report nothing more; the
+      engine then stops calling it (`on_close` still comes).
+    """
+
     def on_data(self, from_client: bool, data: bytes, ts: float) -> list[Transaction]: ...
 
     def on_gap(self, from_client: bool, missing: int, ts: float) -> list[Transaction]: ...

@@ -20,7 +20,12 @@ sides sent ChangeCipherSpec; TLS 1.3: the client sent its first encrypted
 record after the ServerHello), or else when the connection closes or the
 handshake times out (`transaction_timeout` after its first byte), then with
 `tls.established: false` and status Error. After that the connection costs
-nothing: its bytes are ignored.
+nothing: the decoder tells the engine it needs no more bytes (`needs_bytes`,
+`needs_expire`), so later segments are not even reassembled. The same holds
+once the framing of both directions is lost (a gap, a bad record): nothing
+more can be read, so no bytes are needed, and the session is still reported at
+close or timeout if a hello was seen (if none was, there is nothing to report
+and the decoder is done).
 
 Fields follow packetbeat 8 (`tls.*` ECS part, `tls.detailed.*`, x509 as ECS
 `tls.server.x509.*`), plus fields packetbeat does not have: `tls.client.ja4`
@@ -432,6 +437,8 @@ class TLSStream:
         self.first_ts: float | None = None
         self.last_ts = 0.0
         self.done = False
+        self.needs_bytes = True         # read by the engine: False stops on_data/on_gap
+        self.needs_expire = True        # ... and False stops expire
         self.notes: list[str] = []
         self.counters: dict[str, int] = {}
 
@@ -448,8 +455,7 @@ class TLSStream:
         try:
             self._feed(d, from_client, data, ts)
         except DecodeError as err:
-            d.lost = True
-            self._note(err.reason)
+            self._lose(d, err.reason)
         return self._report(ts) if self.session.established else []
 
     def on_gap(self, from_client: bool, missing: int, ts: float) -> list[Transaction]:
@@ -459,8 +465,7 @@ class TLSStream:
         if d.skip >= missing and not d.header:     # inside an encrypted record: still in step
             d.skip -= missing
             return []
-        d.lost = True
-        self._note("tls.gap")
+        self._lose(d, "tls.gap")
         return []
 
     def on_close(self, ts: float) -> list[Transaction]:
@@ -471,6 +476,15 @@ class TLSStream:
             return []
         self._note("tls.handshake_timeout")
         return self._report(self.last_ts)
+
+    def _lose(self, d: _Direction, note: str) -> None:
+        """The framing of direction `d` is lost: nothing more of it is read."""
+        d.lost = True
+        self._note(note)
+        if self.client.lost and self.server.lost:
+            self.needs_bytes = False    # the close or a timeout may still report a hello seen
+            if self.session.client_hello is None and self.session.server_hello is None:
+                self._report(self.last_ts)      # nothing to report, ever: done
 
     # -- the record layer -------------------------------------------------------
 
@@ -602,6 +616,7 @@ class TLSStream:
         if self.done:
             return []
         self.done = True
+        self.needs_bytes = self.needs_expire = False
         session = self.session
         self.client.handshake.clear()
         self.server.handshake.clear()
