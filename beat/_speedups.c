@@ -35,6 +35,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -464,6 +465,221 @@ fail:
     return NULL;
 }
 
+/* ---- Dedup: beat/dedup.py's Dedup, same keys, same decisions ---------------- */
+/* The Python class is the reference (tests/beat/test_framecore.py feeds both the
+ * same packet streams). The key is the same Python hash of the same tuple; the
+ * table keeps insertion order in a ring of entries (deleted ones marked dead and
+ * skipped, the ring compacted when full) and finds keys through an open-addressing
+ * index (linear probing, backward-shift deletion). */
+
+typedef struct { Py_hash_t key; double ts; int alive; } dd_entry;
+
+typedef struct {
+    PyObject_HEAD
+    double window;
+    Py_ssize_t max_packets;
+    long long dropped, evicted_in_window;
+    dd_entry *ring;             /* entries at positions [head, tail), index pos % cap */
+    Py_ssize_t cap, head, tail, live;
+    Py_ssize_t *slots;          /* ring position + 1, 0 for an empty slot */
+    size_t mask;
+} DedupObject;
+
+static inline size_t dd_home(DedupObject *s, Py_hash_t key) { return (size_t)key & s->mask; }
+
+/* The index slot holding `key`, or the empty slot where it would go (*found 0). */
+static size_t dd_find(DedupObject *s, Py_hash_t key, int *found)
+{
+    size_t i = dd_home(s, key);
+    while (s->slots[i]) {
+        if (s->ring[(s->slots[i] - 1) % s->cap].key == key) { *found = 1; return i; }
+        i = (i + 1) & s->mask;
+    }
+    *found = 0;
+    return i;
+}
+
+static void dd_unindex(DedupObject *s, size_t i)
+{
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & s->mask;
+        if (!s->slots[j]) break;
+        size_t k = dd_home(s, s->ring[(s->slots[j] - 1) % s->cap].key);
+        /* the entry at j may move to i when its home is not in (i, j] (cyclically) */
+        if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+            s->slots[i] = s->slots[j];
+            i = j;
+        }
+    }
+    s->slots[i] = 0;
+}
+
+static void dd_reindex(DedupObject *s)
+{
+    memset(s->slots, 0, (s->mask + 1) * sizeof(Py_ssize_t));
+    for (Py_ssize_t p = s->head; p < s->tail; p++) {
+        dd_entry *e = &s->ring[p % s->cap];
+        if (!e->alive) continue;
+        int found;
+        size_t i = dd_find(s, e->key, &found);
+        s->slots[i] = p + 1;
+    }
+}
+
+/* The ring is full: keep the live entries, in order, from position 0 of a new ring. */
+static int dd_compact(DedupObject *s)
+{
+    dd_entry *ring = PyMem_Calloc(s->cap, sizeof(dd_entry));
+    if (!ring) { PyErr_NoMemory(); return -1; }
+    Py_ssize_t n = 0;
+    for (Py_ssize_t p = s->head; p < s->tail; p++) {
+        dd_entry e = s->ring[p % s->cap];
+        if (e.alive) ring[n++] = e;
+    }
+    PyMem_Free(s->ring);
+    s->ring = ring;
+    s->head = 0;
+    s->tail = n;
+    dd_reindex(s);
+    return 0;
+}
+
+static int dedup_init(DedupObject *s, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"window", "max_packets", NULL};
+    double window = 0.1;
+    Py_ssize_t max_packets = 8192;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|dn", names, &window, &max_packets)) return -1;
+    if (max_packets < 1) max_packets = 1;
+    if (max_packets > ((Py_ssize_t)1 << 40)) {
+        PyErr_SetString(PyExc_ValueError, "max_packets too large");
+        return -1;
+    }
+    PyMem_Free(s->ring);
+    PyMem_Free(s->slots);
+    s->window = window;
+    s->max_packets = max_packets;
+    s->dropped = s->evicted_in_window = 0;
+    s->cap = 2 * (max_packets + 1);
+    size_t size = 16;
+    while (size < (size_t)(2 * (max_packets + 1))) size <<= 1;
+    s->mask = size - 1;
+    s->ring = PyMem_Calloc(s->cap, sizeof(dd_entry));
+    s->slots = PyMem_Calloc(size, sizeof(Py_ssize_t));
+    s->head = s->tail = s->live = 0;
+    if (!s->ring || !s->slots) { PyErr_NoMemory(); return -1; }
+    return 0;
+}
+
+static void dedup_dealloc(DedupObject *s)
+{
+    PyMem_Free(s->ring);
+    PyMem_Free(s->slots);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+/* duplicate(source, ts, vlans, data, offset, parsed) -> bool, as Dedup.duplicate. */
+static PyObject *dedup_duplicate(DedupObject *s, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyBytes_Check(args[3]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "duplicate(source, ts, vlans, data: bytes, offset, parsed: 5-tuple)");
+        return NULL;
+    }
+    if (!s->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); return NULL; }
+    double ts = PyFloat_AsDouble(args[1]);
+    Py_ssize_t offset = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *parsed = args[5], *src = PyTuple_GET_ITEM(parsed, 0);
+    PyObject *ident;
+    if (PyObject_Length(src) == 4) {         /* IPv4: identification, flags, fragment offset */
+        ident = PySequence_GetSlice(args[3], offset + 4, offset + 8);
+    } else {
+        if (PyErr_Occurred()) return NULL;
+        ident = PyBytes_FromStringAndSize(NULL, 0);
+    }
+    if (!ident) return NULL;
+    PyObject *fields = PyTuple_Pack(8, args[0], args[2], src, PyTuple_GET_ITEM(parsed, 1),
+                                    PyTuple_GET_ITEM(parsed, 2), ident, PyTuple_GET_ITEM(parsed, 4),
+                                    PyTuple_GET_ITEM(parsed, 3));
+    Py_DECREF(ident);
+    if (!fields) return NULL;
+    Py_hash_t key = PyObject_Hash(fields);
+    Py_DECREF(fields);
+    if (key == -1 && PyErr_Occurred()) return NULL;
+    int found;
+    size_t i = dd_find(s, key, &found);
+    if (found) {
+        Py_ssize_t pos = s->slots[i] - 1;
+        dd_entry *e = &s->ring[pos % s->cap];
+        double d = ts - e->ts;
+        if (-s->window <= d && d <= s->window) {
+            s->dropped++;
+            Py_RETURN_TRUE;
+        }
+        e->alive = 0;                       /* an old packet seen again: a repeat, not a copy */
+        dd_unindex(s, i);
+        s->live--;
+    }
+    if (s->tail - s->head == s->cap && dd_compact(s) < 0) return NULL;
+    Py_ssize_t pos = s->tail++;
+    dd_entry *e = &s->ring[pos % s->cap];
+    e->key = key; e->ts = ts; e->alive = 1;
+    i = dd_find(s, key, &found);
+    s->slots[i] = pos + 1;
+    s->live++;
+    if (s->live > s->max_packets) {         /* the oldest entry is forgotten */
+        while (!s->ring[s->head % s->cap].alive) s->head++;
+        dd_entry *old = &s->ring[s->head % s->cap];
+        i = dd_find(s, old->key, &found);
+        dd_unindex(s, i);
+        old->alive = 0;
+        s->head++;
+        s->live--;
+        if (ts - old->ts <= s->window) s->evicted_in_window++;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *dedup_counters(DedupObject *s, PyObject *unused)
+{
+    return Py_BuildValue("{sLsL}", "dedup.dropped", s->dropped, "dedup.evicted_in_window",
+                         s->evicted_in_window);
+}
+
+static Py_ssize_t dedup_len(DedupObject *s) { return s->live; }
+
+static PyMethodDef dedup_methods[] = {
+    {"duplicate", (PyCFunction)(void (*)(void))dedup_duplicate, METH_FASTCALL,
+     "duplicate(source, ts, vlans, data, offset, parsed) -> bool: wirebeat.dedup.Dedup.duplicate"},
+    {"counters", (PyCFunction)dedup_counters, METH_NOARGS, "the dedup.* counters"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef dedup_members[] = {
+    {"window", T_DOUBLE, offsetof(DedupObject, window), READONLY, NULL},
+    {"max_packets", T_PYSSIZET, offsetof(DedupObject, max_packets), READONLY, NULL},
+    {"dropped", T_LONGLONG, offsetof(DedupObject, dropped), READONLY, NULL},
+    {"evicted_in_window", T_LONGLONG, offsetof(DedupObject, evicted_in_window), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods dedup_as_sequence = {.sq_length = (lenfunc)dedup_len};
+
+static PyTypeObject DedupType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._speedups.Dedup",
+    .tp_basicsize = sizeof(DedupObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Dedup(window=0.1, max_packets=8192): wirebeat.dedup.Dedup in C",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)dedup_init,
+    .tp_dealloc = (destructor)dedup_dealloc,
+    .tp_methods = dedup_methods,
+    .tp_members = dedup_members,
+    .tp_as_sequence = &dedup_as_sequence,
+};
+
 /* ---- the document -------------------------------------------------------- */
 
 typedef struct { char *p, *end; } out_t;
@@ -892,5 +1108,14 @@ PyMODINIT_FUNC PyInit__speedups(void)
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
         if (!*reasons[i].slot && !(*reasons[i].slot = PyUnicode_InternFromString(reasons[i].text)))
             return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&DedupType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&DedupType);
+    if (PyModule_AddObject(m, "Dedup", (PyObject *)&DedupType) < 0) {
+        Py_DECREF(&DedupType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

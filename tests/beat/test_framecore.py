@@ -207,3 +207,52 @@ def test_batches_and_frames_read_the_same_records(tmp_path):
     assert [r[2] for r in batched[:10]] == [data for _ts, data in frames[:10]]
     assert [r[2] for r in batched[10:]] == [data for _ts, data in frames[11:-1]]   # resynchronised
     assert abs(batched[0][0] - frames[0][0]) < 1e-6
+
+
+# Dedup: the C table against wirebeat.dedup.Dedup, decision by decision.
+
+def _dedup_stream(rng: random.Random, n: int) -> list[tuple]:
+    """Packets drawn from a small pool (so copies and repeats are common), the clock moving
+    on by random steps, sometimes back (merged captures)."""
+    pool = []
+    for i in range(40):
+        v6 = i % 3 == 0
+        src, dst = (rng.randbytes(16), rng.randbytes(16)) if v6 else (rng.randbytes(4), rng.randbytes(4))
+        ip = g.ipv6(src, dst, 17, b"p%d" % i) if v6 else g.ipv4(src, dst, 17, b"p%d" % i, ident=i % 4)
+        data = g.ethernet(ip)
+        parsed = framecore.locate_ip_python(1, data)[3]
+        pool.append((rng.choice(("a", "b")), rng.choice(((), (5,), (5, 7))), data, 14, parsed))
+    ts, out = 1_700_000_000.0, []
+    for _ in range(n):
+        ts += rng.choice((0.0, 0.00001, 0.001, 0.05, 0.0999999, 0.1, 0.1000001, 0.3, 2.0, -0.05, -1.0))
+        out.append((ts, *rng.choice(pool)))
+    return out
+
+
+@needs_c
+@pytest.mark.parametrize("max_packets", [1, 2, 3, 7, 64, 8192])
+@pytest.mark.parametrize("window", [0.0, 0.1, 1.0])
+def test_c_dedup_decides_as_the_python_one(max_packets, window):
+    from wirebeat.dedup import Dedup
+    rng = random.Random(max_packets * 1000 + int(window * 10))
+    c, py = _speedups.Dedup(window, max_packets), Dedup(window, max_packets)
+    decisions = []
+    for ts, source, vlans, data, offset, parsed in _dedup_stream(rng, 20_000):
+        got = c.duplicate(source, ts, vlans, data, offset, parsed)
+        assert got == py.duplicate(source, ts, vlans, data, offset, parsed)
+        assert len(c) == len(py.seen)
+        decisions.append(got)
+    assert c.counters() == py.counters()
+    assert 0 < sum(decisions) < len(decisions)      # both outcomes were exercised
+    if max_packets < 40:
+        assert py.evicted_in_window or window == 0.0
+
+
+@needs_c
+def test_c_dedup_rejects_what_python_rejects():
+    c = _speedups.Dedup(0.1, 0)                      # a cap below 1 is 1, as in Python
+    assert c.max_packets == 1
+    with pytest.raises(TypeError):
+        c.duplicate("s", 1.0, (), b"x" * 40, 14, ("too", "short"))
+    with pytest.raises(TypeError):
+        c.duplicate("s", "not a time", (), b"x" * 40, 14, (b"1234", b"5678", 17, b"", None))
