@@ -527,18 +527,34 @@ static void dd_reindex(DedupObject *s)
     }
 }
 
-/* The ring is full: keep the live entries, in order, from position 0 of a new ring. */
+/* The ring is full: keep the live entries, in order, from position 0 of a new ring,
+ * twice as large while at least half of it is live (up to the cap's needs): memory
+ * grows with the traffic, as the Python table's, not with the configured cap. */
 static int dd_compact(DedupObject *s)
 {
-    dd_entry *ring = PyMem_Calloc(s->cap, sizeof(dd_entry));
-    if (!ring) { PyErr_NoMemory(); return -1; }
+    Py_ssize_t cap = s->cap, max_cap = 2 * (s->max_packets + 1);
+    if (s->live >= cap / 2 && cap < max_cap) cap = cap * 2 < max_cap ? cap * 2 : max_cap;
+    size_t size = s->mask + 1;
+    while (size < (size_t)(2 * cap)) size <<= 1;
+    dd_entry *ring = PyMem_Calloc(cap, sizeof(dd_entry));
+    Py_ssize_t *slots = size != s->mask + 1 ? PyMem_Calloc(size, sizeof(Py_ssize_t)) : s->slots;
+    if (!ring || !slots) {
+        PyMem_Free(ring);
+        if (slots != s->slots) PyMem_Free(slots);
+        PyErr_NoMemory();
+        return -1;
+    }
     Py_ssize_t n = 0;
     for (Py_ssize_t p = s->head; p < s->tail; p++) {
         dd_entry e = s->ring[p % s->cap];
         if (e.alive) ring[n++] = e;
     }
     PyMem_Free(s->ring);
+    if (slots != s->slots) PyMem_Free(s->slots);
     s->ring = ring;
+    s->slots = slots;
+    s->mask = size - 1;
+    s->cap = cap;
     s->head = 0;
     s->tail = n;
     dd_reindex(s);
@@ -561,9 +577,9 @@ static int dedup_init(DedupObject *s, PyObject *args, PyObject *kw)
     s->window = window;
     s->max_packets = max_packets;
     s->dropped = s->evicted_in_window = 0;
-    s->cap = 2 * (max_packets + 1);
+    s->cap = 2 * (max_packets + 1) < 256 ? 2 * (max_packets + 1) : 256;
     size_t size = 16;
-    while (size < (size_t)(2 * (max_packets + 1))) size <<= 1;
+    while (size < (size_t)(2 * s->cap)) size <<= 1;
     s->mask = size - 1;
     s->ring = PyMem_Calloc(s->cap, sizeof(dd_entry));
     s->slots = PyMem_Calloc(size, sizeof(Py_ssize_t));

@@ -211,11 +211,11 @@ def test_batches_and_frames_read_the_same_records(tmp_path):
 
 # Dedup: the C table against wirebeat.dedup.Dedup, decision by decision.
 
-def _dedup_stream(rng: random.Random, n: int) -> list[tuple]:
+def _dedup_stream(rng: random.Random, n: int, distinct: int = 40) -> list[tuple]:
     """Packets drawn from a small pool (so copies and repeats are common), the clock moving
     on by random steps, sometimes back (merged captures)."""
     pool = []
-    for i in range(40):
+    for i in range(distinct):
         v6 = i % 3 == 0
         src, dst = (rng.randbytes(16), rng.randbytes(16)) if v6 else (rng.randbytes(4), rng.randbytes(4))
         ip = g.ipv6(src, dst, 17, b"p%d" % i) if v6 else g.ipv4(src, dst, 17, b"p%d" % i, ident=i % 4)
@@ -225,8 +225,23 @@ def _dedup_stream(rng: random.Random, n: int) -> list[tuple]:
     ts, out = 1_700_000_000.0, []
     for _ in range(n):
         ts += rng.choice((0.0, 0.00001, 0.001, 0.05, 0.0999999, 0.1, 0.1000001, 0.3, 2.0, -0.05, -1.0))
-        out.append((ts, *rng.choice(pool)))
+        recent = [o[1:] for o in out[-3:]]
+        out.append((ts, *(rng.choice(recent) if recent and rng.random() < 0.2 else rng.choice(pool))))
     return out
+
+
+@needs_c
+@pytest.mark.parametrize("max_packets", [100, 1000, 8192])
+def test_c_dedup_grows_and_compacts_as_the_python_one_decides(max_packets):
+    """Many distinct packets: the C table grows its ring and index, and compacts them."""
+    from wirebeat.dedup import Dedup
+    rng = random.Random(max_packets)
+    c, py = _speedups.Dedup(0.1, max_packets), Dedup(0.1, max_packets)
+    for ts, source, vlans, data, offset, parsed in _dedup_stream(rng, 30_000, distinct=5000):
+        assert c.duplicate(source, ts, vlans, data, offset, parsed) == \
+            py.duplicate(source, ts, vlans, data, offset, parsed)
+    assert len(c) == len(py.seen) and c.counters() == py.counters()
+    assert py.dropped
 
 
 @needs_c
