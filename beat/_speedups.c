@@ -32,6 +32,17 @@
  *     event_json, tail_json): port_table is 65536 bytes, an index into
  *     app_names (0: no decoder layer) per UDP port; tail_json is
  *     `"agent":{...},"ecs":{...}` as orjson writes it.
+ *   locate_ip(linktype, data) -> reason | (ethertype, net_offset, vlans, parsed)
+ *     beat/framecore.py's locate_ip_python: locate_network, then parse_ipv4 /
+ *     parse_ipv6 (beat/ip.py) for an IPv4/IPv6 ethertype (parsed None for
+ *     any other), with their exact tuples and reason strings.
+ *   pcap_records(buf, pos, little, scale, max_caplen, frac_max, linktype, max_count)
+ *       -> ([(ts, linktype, data, wire_len)], pos, last_sec)
+ *     beat/sources/pcapfile.py's pcap_records_python: the classic pcap
+ *     records whole in buf[pos:], stopping before a damaged record header.
+ *   Dedup(window, max_packets): beat/dedup.py's Dedup (duplicate, counters).
+ * The Python twins of these three are tested against them in
+ * tests/beat/test_framecore.py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

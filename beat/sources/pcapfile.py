@@ -3,7 +3,10 @@
 Both byte orders, micro- and nanosecond classic pcap, pcapng with several
 sections and interfaces (each with its own link type and if_tsresol /
 if_tsoffset). Files are read in large chunks and parsed with struct, because
-this loop runs once per packet.
+this loop runs once per packet; `CaptureReader.batches` hands the records
+over in lists, and the classic pcap records whole in a chunk are cut out by
+one call of `pcap_records` (C in wirebeat._speedups when built, else
+`pcap_records_python`, the reference).
 
 Damage handling, so that a file still being written or a rotated file gives
 everything it holds:
