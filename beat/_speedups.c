@@ -247,16 +247,28 @@ static void walk_ip(const unsigned char *d, Py_ssize_t len, walk_t *w)
     }
 }
 
-static PyObject *header_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* The (linktype, data) arguments of header_walk and locate_ip; 0 with an exception set. */
+static int frame_args(PyObject *const *args, Py_ssize_t nargs, const char *usage, int *linktype,
+                      const unsigned char **d, Py_ssize_t *len)
 {
     if (nargs != 2 || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "header_walk(linktype: int, data: bytes)");
-        return NULL;
+        PyErr_SetString(PyExc_TypeError, usage);
+        return 0;
     }
-    int linktype = (int)PyLong_AsLong(args[0]);
-    if (linktype == -1 && PyErr_Occurred()) return NULL;
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    Py_ssize_t len = PyBytes_GET_SIZE(args[1]);
+    *linktype = (int)PyLong_AsLong(args[0]);
+    if (*linktype == -1 && PyErr_Occurred()) return 0;
+    *d = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    *len = PyBytes_GET_SIZE(args[1]);
+    return 1;
+}
+
+static PyObject *header_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int linktype;
+    const unsigned char *d;
+    Py_ssize_t len;
+    if (!frame_args(args, nargs, "header_walk(linktype: int, data: bytes)", &linktype, &d, &len))
+        return NULL;
     walk_t w;
     if (!locate(linktype, d, len, &w)) Py_RETURN_NONE;
     walk_ip(d, len, &w);
@@ -381,14 +393,11 @@ static PyObject *parse_ip(int v6, const unsigned char *d, Py_ssize_t len, Py_ssi
 
 static PyObject *locate_ip(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "locate_ip(linktype: int, data: bytes)");
+    int linktype;
+    const unsigned char *d;
+    Py_ssize_t len;
+    if (!frame_args(args, nargs, "locate_ip(linktype: int, data: bytes)", &linktype, &d, &len))
         return NULL;
-    }
-    int linktype = (int)PyLong_AsLong(args[0]);
-    if (linktype == -1 && PyErr_Occurred()) return NULL;
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    Py_ssize_t len = PyBytes_GET_SIZE(args[1]);
     walk_t w;
     if (!locate(linktype, d, len, &w)) {
         PyObject *reason = locate_reason(linktype, d, len);

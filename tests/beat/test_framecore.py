@@ -271,3 +271,14 @@ def test_c_dedup_rejects_what_python_rejects():
         c.duplicate("s", 1.0, (), b"x" * 40, 14, ("too", "short"))
     with pytest.raises(TypeError):
         c.duplicate("s", "not a time", (), b"x" * 40, 14, (b"1234", b"5678", 17, b"", None))
+
+
+@needs_c
+def test_c_functions_reject_bad_arguments():
+    for bad in ((1,), (1, "not bytes"), (1, bytearray(b"\0" * 40)), ("x", b"\0" * 40)):
+        with pytest.raises(TypeError):
+            _speedups.locate_ip(*bad)
+    with pytest.raises(TypeError):
+        _speedups.pcap_records(b"", 0, True, 1e-6, 100, 10**6, 1)          # one argument short
+    with pytest.raises(TypeError):
+        _speedups.pcap_records("text", 0, True, 1e-6, 100, 10**6, 1, 10)
