@@ -32,9 +32,21 @@
  *     event_json, tail_json): port_table is 65536 bytes, an index into
  *     app_names (0: no decoder layer) per UDP port; tail_json is
  *     `"agent":{...},"ecs":{...}` as orjson writes it.
+ *   locate_ip(linktype, data) -> reason | (ethertype, net_offset, vlans, parsed)
+ *     beat/framecore.py's locate_ip_python: locate_network, then parse_ipv4 /
+ *     parse_ipv6 (beat/ip.py) for an IPv4/IPv6 ethertype (parsed None for
+ *     any other), with their exact tuples and reason strings.
+ *   pcap_records(buf, pos, little, scale, max_caplen, frac_max, linktype, max_count)
+ *       -> ([(ts, linktype, data, wire_len)], pos, last_sec)
+ *     beat/sources/pcapfile.py's pcap_records_python: the classic pcap
+ *     records whole in buf[pos:], stopping before a damaged record header.
+ *   Dedup(window, max_packets): beat/dedup.py's Dedup (duplicate, counters).
+ * The Python twins of these three are tested against them in
+ * tests/beat/test_framecore.py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -235,16 +247,28 @@ static void walk_ip(const unsigned char *d, Py_ssize_t len, walk_t *w)
     }
 }
 
-static PyObject *header_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* The (linktype, data) arguments of header_walk and locate_ip; 0 with an exception set. */
+static int frame_args(PyObject *const *args, Py_ssize_t nargs, const char *usage, int *linktype,
+                      const unsigned char **d, Py_ssize_t *len)
 {
     if (nargs != 2 || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "header_walk(linktype: int, data: bytes)");
-        return NULL;
+        PyErr_SetString(PyExc_TypeError, usage);
+        return 0;
     }
-    int linktype = (int)PyLong_AsLong(args[0]);
-    if (linktype == -1 && PyErr_Occurred()) return NULL;
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    Py_ssize_t len = PyBytes_GET_SIZE(args[1]);
+    *linktype = (int)PyLong_AsLong(args[0]);
+    if (*linktype == -1 && PyErr_Occurred()) return 0;
+    *d = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    *len = PyBytes_GET_SIZE(args[1]);
+    return 1;
+}
+
+static PyObject *header_walk(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int linktype;
+    const unsigned char *d;
+    Py_ssize_t len;
+    if (!frame_args(args, nargs, "header_walk(linktype: int, data: bytes)", &linktype, &d, &len))
+        return NULL;
     walk_t w;
     if (!locate(linktype, d, len, &w)) Py_RETURN_NONE;
     walk_ip(d, len, &w);
@@ -256,6 +280,441 @@ static PyObject *header_walk(PyObject *self, PyObject *const *args, Py_ssize_t n
     return Py_BuildValue("(InNiy#y#n)", w.ethertype, w.net, vlans, w.proto, d + w.addr, (Py_ssize_t)w.alen,
                          d + w.addr + w.alen, (Py_ssize_t)w.alen, w.transport);
 }
+
+/* ---- locate_ip: link layer + IPv4/IPv6 header in one call ------------------ */
+/* beat/framecore.py's locate_ip_python is the reference: locate_network, then
+ * parse_ipv4 / parse_ipv6 at the located offset, with their exact tuples and
+ * reason strings. */
+
+static PyObject *R_LINK_TRUNCATED, *R_LINK_UNSUPPORTED, *R_LINK_VLAN_DEEP,
+    *R_IP_TRUNCATED, *R_IP_BAD_VERSION, *R_IP_BAD_HLEN, *R_IP_TOO_MANY_EXT;
+
+/* locate() with the reason string locate_network would return (a borrowed reference). */
+static PyObject *locate_reason(int linktype, const unsigned char *d, Py_ssize_t len)
+{
+    switch (linktype) {
+    case LT_ETHERNET: {
+        if (len < 14) return R_LINK_TRUNCATED;
+        unsigned et = u16(d + 12);
+        Py_ssize_t off = 14;
+        int n = 0;
+        while (is_tpid(et)) {
+            if (n == MAX_VLAN_TAGS) return R_LINK_VLAN_DEEP;
+            if (len < off + 4) return R_LINK_TRUNCATED;
+            n++;
+            et = u16(d + off + 2);
+            off += 4;
+        }
+        return NULL;
+    }
+    case LT_SLL: case LT_SLL2: case LT_RAW: case LT_IPV4: case LT_IPV6: case 12: case 14:
+    case LT_NULL: case LT_LOOP:
+        return R_LINK_TRUNCATED;
+    }
+    return R_LINK_UNSUPPORTED;
+}
+
+static inline PyObject *new_ref(PyObject *o) { Py_INCREF(o); return o; }
+
+/* parse_ipv4 / parse_ipv6 of beat/ip.py: a new (src, dst, proto, payload, fragment)
+ * tuple, or a borrowed reason string (its caller takes a reference). */
+static PyObject *parse_ip(int v6, const unsigned char *d, Py_ssize_t len, Py_ssize_t off, int *is_reason)
+{
+    Py_ssize_t start, end;
+    int proto;
+    PyObject *fragment = NULL;
+    *is_reason = 1;
+    if (!v6) {
+        if (len < off + 20) return R_IP_TRUNCATED;
+        if (d[off] >> 4 != 4) return R_IP_BAD_VERSION;
+        Py_ssize_t hl = (d[off] & 0x0F) * 4, total = u16(d + off + 2);
+        if (hl < 20 || total < hl) return R_IP_BAD_HLEN;
+        end = off + total;
+        if (end > len) end = len;
+        start = off + hl;
+        proto = d[off + 9];
+        unsigned ff = u16(d + off + 6);
+        unsigned frag_off = (ff & 0x1FFF) * 8, more = (ff & 0x2000) != 0;
+        if (more || frag_off) {
+            fragment = Py_BuildValue("(IIN)", u16(d + off + 4), frag_off, PyBool_FromLong(more));
+            if (!fragment) return NULL;
+        }
+    } else {
+        if (len < off + 40) return R_IP_TRUNCATED;
+        if (d[off] >> 4 != 6) return R_IP_BAD_VERSION;
+        Py_ssize_t payload_len = u16(d + off + 4), pos = off + 40;
+        int nh = d[off + 6], found = 0, i;
+        unsigned long fid = 0, foff = 0, fmore = 0;
+        end = payload_len ? (pos + payload_len < len ? pos + payload_len : len) : len;
+        for (i = 0; i < 8; i++) {
+            if (nh == 0 || nh == 43 || nh == 60 || nh == 135 || nh == 139 || nh == 140) {
+                if (pos + 8 > end) return R_IP_TRUNCATED;
+                int following = d[pos];
+                pos += ((Py_ssize_t)d[pos + 1] + 1) * 8;
+                nh = following;
+            } else if (nh == 44) {
+                if (pos + 8 > end) return R_IP_TRUNCATED;
+                unsigned off_flags = u16(d + pos + 2);
+                fid = ((unsigned long)d[pos + 4] << 24) | ((unsigned long)d[pos + 5] << 16)
+                      | ((unsigned long)d[pos + 6] << 8) | d[pos + 7];
+                foff = off_flags & 0xFFF8; fmore = off_flags & 1; found = 1;
+                nh = d[pos];
+                pos += 8;
+            } else if (nh == 51) {
+                if (pos + 8 > end) return R_IP_TRUNCATED;
+                int following = d[pos];
+                pos += ((Py_ssize_t)d[pos + 1] + 2) * 4;
+                nh = following;
+            } else break;
+        }
+        if (i == 8) return R_IP_TOO_MANY_EXT;
+        if (pos > end) return R_IP_TRUNCATED;
+        if (found && (foff || fmore)) {
+            fragment = Py_BuildValue("(kkN)", fid, foff, PyBool_FromLong(fmore));
+            if (!fragment) return NULL;
+        }
+        start = pos;
+        proto = nh;
+    }
+    *is_reason = 0;
+    int alen = v6 ? 16 : 4;
+    Py_ssize_t addr = v6 ? off + 8 : off + 12;
+    PyObject *t = PyTuple_New(5);
+    if (!t) { Py_XDECREF(fragment); return NULL; }
+    PyTuple_SET_ITEM(t, 0, PyBytes_FromStringAndSize((const char *)d + addr, alen));
+    PyTuple_SET_ITEM(t, 1, PyBytes_FromStringAndSize((const char *)d + addr + alen, alen));
+    PyTuple_SET_ITEM(t, 2, PyLong_FromLong(proto));
+    PyTuple_SET_ITEM(t, 3, PyBytes_FromStringAndSize((const char *)d + start, start < end ? end - start : 0));
+    PyTuple_SET_ITEM(t, 4, fragment ? fragment : new_ref(Py_None));
+    for (int k = 0; k < 4; k++)
+        if (!PyTuple_GET_ITEM(t, k)) { Py_DECREF(t); return NULL; }
+    return t;
+}
+
+static PyObject *locate_ip(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int linktype;
+    const unsigned char *d;
+    Py_ssize_t len;
+    if (!frame_args(args, nargs, "locate_ip(linktype: int, data: bytes)", &linktype, &d, &len))
+        return NULL;
+    walk_t w;
+    if (!locate(linktype, d, len, &w)) {
+        PyObject *reason = locate_reason(linktype, d, len);
+        if (!reason) reason = R_LINK_TRUNCATED;
+        return new_ref(reason);
+    }
+    PyObject *parsed;
+    if (w.ethertype == ET_IPV4 || w.ethertype == ET_IPV6) {
+        int is_reason;
+        parsed = parse_ip(w.ethertype == ET_IPV6, d, len, w.net, &is_reason);
+        if (!parsed) return NULL;
+        if (is_reason) Py_INCREF(parsed);
+    } else
+        parsed = new_ref(Py_None);
+    PyObject *vlans = PyTuple_New(w.nvlans);
+    if (!vlans) { Py_DECREF(parsed); return NULL; }
+    for (int i = 0; i < w.nvlans; i++) PyTuple_SET_ITEM(vlans, i, PyLong_FromLong(w.vlans[i]));
+    PyObject *t = PyTuple_New(4);
+    if (!t) { Py_DECREF(parsed); Py_DECREF(vlans); return NULL; }
+    PyTuple_SET_ITEM(t, 0, PyLong_FromLong(w.ethertype));
+    PyTuple_SET_ITEM(t, 1, PyLong_FromSsize_t(w.net));
+    PyTuple_SET_ITEM(t, 2, vlans);
+    PyTuple_SET_ITEM(t, 3, parsed);
+    return t;
+}
+
+/* ---- pcap_records: classic pcap records already in the read buffer --------- */
+/* beat/sources/pcapfile.py's pcap_records_python is the reference. */
+
+static inline uint32_t rd32(const unsigned char *p, int little)
+{
+    if (little) return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static PyObject *pcap_records(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "pcap_records(buf: bytes, pos, little, scale, max_caplen, "
+                                         "frac_max, linktype, max_count)");
+        return NULL;
+    }
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t len = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    int little = PyObject_IsTrue(args[2]);
+    double scale = PyFloat_AsDouble(args[3]);
+    long long max_caplen = PyLong_AsLongLong(args[4]);
+    long long frac_max = PyLong_AsLongLong(args[5]);
+    PyObject *linktype = args[6];
+    Py_ssize_t max_count = PyLong_AsSsize_t(args[7]);
+    if (PyErr_Occurred() || little < 0) return NULL;
+    if (pos < 0) pos = 0;
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    long long last_sec = -1;
+    while (pos <= len - 16 && PyList_GET_SIZE(list) < max_count) {
+        const unsigned char *h = b + pos;
+        uint32_t sec = rd32(h, little), frac = rd32(h + 4, little), caplen = rd32(h + 8, little),
+                 wire = rd32(h + 12, little);
+        Py_ssize_t following = pos + 16 + (Py_ssize_t)caplen;
+        if ((long long)caplen > max_caplen || (long long)frac >= frac_max || following > len) break;
+        double fraction = (double)frac * scale;
+        double ts = (double)sec + fraction;
+        PyObject *rec = PyTuple_New(4);
+        if (!rec) goto fail;
+        PyTuple_SET_ITEM(rec, 0, PyFloat_FromDouble(ts));
+        Py_INCREF(linktype);
+        PyTuple_SET_ITEM(rec, 1, linktype);
+        PyTuple_SET_ITEM(rec, 2, PyBytes_FromStringAndSize((const char *)h + 16, caplen));
+        PyTuple_SET_ITEM(rec, 3, PyLong_FromUnsignedLong(wire));
+        if (!PyTuple_GET_ITEM(rec, 0) || !PyTuple_GET_ITEM(rec, 2) || !PyTuple_GET_ITEM(rec, 3)
+            || PyList_Append(list, rec) < 0) {
+            Py_DECREF(rec);
+            goto fail;
+        }
+        Py_DECREF(rec);
+        last_sec = sec;
+        pos = following;
+    }
+    if (last_sec < 0) return Py_BuildValue("(NnO)", list, pos, Py_None);
+    return Py_BuildValue("(NnL)", list, pos, last_sec);
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* ---- Dedup: beat/dedup.py's Dedup, same keys, same decisions ---------------- */
+/* The Python class is the reference (tests/beat/test_framecore.py feeds both the
+ * same packet streams). The key is the same Python hash of the same tuple; the
+ * table keeps insertion order in a ring of entries (deleted ones marked dead and
+ * skipped, the ring compacted when full) and finds keys through an open-addressing
+ * index (linear probing, backward-shift deletion). */
+
+typedef struct { Py_hash_t key; double ts; int alive; } dd_entry;
+
+typedef struct {
+    PyObject_HEAD
+    double window;
+    Py_ssize_t max_packets;
+    long long dropped, evicted_in_window;
+    dd_entry *ring;             /* entries at positions [head, tail), index pos % cap */
+    Py_ssize_t cap, head, tail, live;
+    Py_ssize_t *slots;          /* ring position + 1, 0 for an empty slot */
+    size_t mask;
+} DedupObject;
+
+static inline size_t dd_home(DedupObject *s, Py_hash_t key) { return (size_t)key & s->mask; }
+
+/* The index slot holding `key`, or the empty slot where it would go (*found 0). */
+static size_t dd_find(DedupObject *s, Py_hash_t key, int *found)
+{
+    size_t i = dd_home(s, key);
+    while (s->slots[i]) {
+        if (s->ring[(s->slots[i] - 1) % s->cap].key == key) { *found = 1; return i; }
+        i = (i + 1) & s->mask;
+    }
+    *found = 0;
+    return i;
+}
+
+static void dd_unindex(DedupObject *s, size_t i)
+{
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & s->mask;
+        if (!s->slots[j]) break;
+        size_t k = dd_home(s, s->ring[(s->slots[j] - 1) % s->cap].key);
+        /* the entry at j may move to i when its home is not in (i, j] (cyclically) */
+        if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+            s->slots[i] = s->slots[j];
+            i = j;
+        }
+    }
+    s->slots[i] = 0;
+}
+
+static void dd_reindex(DedupObject *s)
+{
+    memset(s->slots, 0, (s->mask + 1) * sizeof(Py_ssize_t));
+    for (Py_ssize_t p = s->head; p < s->tail; p++) {
+        dd_entry *e = &s->ring[p % s->cap];
+        if (!e->alive) continue;
+        int found;
+        size_t i = dd_find(s, e->key, &found);
+        s->slots[i] = p + 1;
+    }
+}
+
+/* The ring is full: keep the live entries, in order, from position 0 of a new ring,
+ * twice as large while at least half of it is live (up to the cap's needs): memory
+ * grows with the traffic, as the Python table's, not with the configured cap. */
+static int dd_compact(DedupObject *s)
+{
+    Py_ssize_t cap = s->cap, max_cap = 2 * (s->max_packets + 1);
+    if (s->live >= cap / 2 && cap < max_cap) cap = cap * 2 < max_cap ? cap * 2 : max_cap;
+    size_t size = s->mask + 1;
+    while (size < (size_t)(2 * cap)) size <<= 1;
+    dd_entry *ring = PyMem_Calloc(cap, sizeof(dd_entry));
+    Py_ssize_t *slots = size != s->mask + 1 ? PyMem_Calloc(size, sizeof(Py_ssize_t)) : s->slots;
+    if (!ring || !slots) {
+        PyMem_Free(ring);
+        if (slots != s->slots) PyMem_Free(slots);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t n = 0;
+    for (Py_ssize_t p = s->head; p < s->tail; p++) {
+        dd_entry e = s->ring[p % s->cap];
+        if (e.alive) ring[n++] = e;
+    }
+    PyMem_Free(s->ring);
+    if (slots != s->slots) PyMem_Free(s->slots);
+    s->ring = ring;
+    s->slots = slots;
+    s->mask = size - 1;
+    s->cap = cap;
+    s->head = 0;
+    s->tail = n;
+    dd_reindex(s);
+    return 0;
+}
+
+static int dedup_init(DedupObject *s, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"window", "max_packets", NULL};
+    double window = 0.1;
+    Py_ssize_t max_packets = 8192;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|dn", names, &window, &max_packets)) return -1;
+    if (max_packets < 1) max_packets = 1;
+    if (max_packets > ((Py_ssize_t)1 << 40)) {
+        PyErr_SetString(PyExc_ValueError, "max_packets too large");
+        return -1;
+    }
+    PyMem_Free(s->ring);
+    PyMem_Free(s->slots);
+    s->window = window;
+    s->max_packets = max_packets;
+    s->dropped = s->evicted_in_window = 0;
+    s->cap = 2 * (max_packets + 1) < 256 ? 2 * (max_packets + 1) : 256;
+    size_t size = 16;
+    while (size < (size_t)(2 * s->cap)) size <<= 1;
+    s->mask = size - 1;
+    s->ring = PyMem_Calloc(s->cap, sizeof(dd_entry));
+    s->slots = PyMem_Calloc(size, sizeof(Py_ssize_t));
+    s->head = s->tail = s->live = 0;
+    if (!s->ring || !s->slots) { PyErr_NoMemory(); return -1; }
+    return 0;
+}
+
+static void dedup_dealloc(DedupObject *s)
+{
+    PyMem_Free(s->ring);
+    PyMem_Free(s->slots);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+/* duplicate(source, ts, vlans, data, offset, parsed) -> bool, as Dedup.duplicate. */
+static PyObject *dedup_duplicate(DedupObject *s, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyBytes_Check(args[3]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "duplicate(source, ts, vlans, data: bytes, offset, parsed: 5-tuple)");
+        return NULL;
+    }
+    if (!s->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); return NULL; }
+    double ts = PyFloat_AsDouble(args[1]);
+    Py_ssize_t offset = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *parsed = args[5], *src = PyTuple_GET_ITEM(parsed, 0);
+    PyObject *ident;
+    if (PyObject_Length(src) == 4) {         /* IPv4: identification, flags, fragment offset */
+        ident = PySequence_GetSlice(args[3], offset + 4, offset + 8);
+    } else {
+        if (PyErr_Occurred()) return NULL;
+        ident = PyBytes_FromStringAndSize(NULL, 0);
+    }
+    if (!ident) return NULL;
+    PyObject *fields = PyTuple_Pack(8, args[0], args[2], src, PyTuple_GET_ITEM(parsed, 1),
+                                    PyTuple_GET_ITEM(parsed, 2), ident, PyTuple_GET_ITEM(parsed, 4),
+                                    PyTuple_GET_ITEM(parsed, 3));
+    Py_DECREF(ident);
+    if (!fields) return NULL;
+    Py_hash_t key = PyObject_Hash(fields);
+    Py_DECREF(fields);
+    if (key == -1 && PyErr_Occurred()) return NULL;
+    int found;
+    size_t i = dd_find(s, key, &found);
+    if (found) {
+        Py_ssize_t pos = s->slots[i] - 1;
+        dd_entry *e = &s->ring[pos % s->cap];
+        double d = ts - e->ts;
+        if (-s->window <= d && d <= s->window) {
+            s->dropped++;
+            Py_RETURN_TRUE;
+        }
+        e->alive = 0;                       /* an old packet seen again: a repeat, not a copy */
+        dd_unindex(s, i);
+        s->live--;
+    }
+    if (s->tail - s->head == s->cap && dd_compact(s) < 0) return NULL;
+    Py_ssize_t pos = s->tail++;
+    dd_entry *e = &s->ring[pos % s->cap];
+    e->key = key; e->ts = ts; e->alive = 1;
+    i = dd_find(s, key, &found);
+    s->slots[i] = pos + 1;
+    s->live++;
+    if (s->live > s->max_packets) {         /* the oldest entry is forgotten */
+        while (!s->ring[s->head % s->cap].alive) s->head++;
+        dd_entry *old = &s->ring[s->head % s->cap];
+        i = dd_find(s, old->key, &found);
+        dd_unindex(s, i);
+        old->alive = 0;
+        s->head++;
+        s->live--;
+        if (ts - old->ts <= s->window) s->evicted_in_window++;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *dedup_counters(DedupObject *s, PyObject *unused)
+{
+    return Py_BuildValue("{sLsL}", "dedup.dropped", s->dropped, "dedup.evicted_in_window",
+                         s->evicted_in_window);
+}
+
+static Py_ssize_t dedup_len(DedupObject *s) { return s->live; }
+
+static PyMethodDef dedup_methods[] = {
+    {"duplicate", (PyCFunction)(void (*)(void))dedup_duplicate, METH_FASTCALL,
+     "duplicate(source, ts, vlans, data, offset, parsed) -> bool: wirebeat.dedup.Dedup.duplicate"},
+    {"counters", (PyCFunction)dedup_counters, METH_NOARGS, "the dedup.* counters"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef dedup_members[] = {
+    {"window", T_DOUBLE, offsetof(DedupObject, window), READONLY, NULL},
+    {"max_packets", T_PYSSIZET, offsetof(DedupObject, max_packets), READONLY, NULL},
+    {"dropped", T_LONGLONG, offsetof(DedupObject, dropped), READONLY, NULL},
+    {"evicted_in_window", T_LONGLONG, offsetof(DedupObject, evicted_in_window), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods dedup_as_sequence = {.sq_length = (lenfunc)dedup_len};
+
+static PyTypeObject DedupType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._speedups.Dedup",
+    .tp_basicsize = sizeof(DedupObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Dedup(window=0.1, max_packets=8192): wirebeat.dedup.Dedup in C",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)dedup_init,
+    .tp_dealloc = (destructor)dedup_dealloc,
+    .tp_methods = dedup_methods,
+    .tp_members = dedup_members,
+    .tp_as_sequence = &dedup_as_sequence,
+};
 
 /* ---- the document -------------------------------------------------------- */
 
@@ -660,6 +1119,11 @@ static PyMethodDef methods[] = {
      "header_walk(linktype, data) -> None | (ethertype, net_offset, vlans, proto, src, dst, transport_offset)"},
     {"packet_doc", (PyCFunction)(void (*)(void))packet_doc, METH_FASTCALL,
      "packet_doc(ts, linktype, data, capture_json, id_prefix, n, ctx) -> None | (doc_id, json)"},
+    {"locate_ip", (PyCFunction)(void (*)(void))locate_ip, METH_FASTCALL,
+     "locate_ip(linktype, data) -> reason | (ethertype, net_offset, vlans, parsed): framecore.locate_ip"},
+    {"pcap_records", (PyCFunction)(void (*)(void))pcap_records, METH_FASTCALL,
+     "pcap_records(buf, pos, little, scale, max_caplen, frac_max, linktype, max_count) -> "
+     "([(ts, linktype, data, wire_len)], pos, last_sec): pcapfile.pcap_records_python"},
     {"community_id", py_community_id, METH_VARARGS,
      "community_id(proto, saddr, sport, daddr, dport) -> str: Community ID v1, seed 0"},
     {NULL, NULL, 0, NULL},
@@ -669,4 +1133,25 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "wirebeat._speedups",
                                     "Optional C accelerator of the per-packet path (see beat/_speedups.c).",
                                     -1, methods};
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    struct { PyObject **slot; const char *text; } reasons[] = {
+        {&R_LINK_TRUNCATED, "link.truncated"}, {&R_LINK_UNSUPPORTED, "link.unsupported_linktype"},
+        {&R_LINK_VLAN_DEEP, "link.vlan_too_deep"}, {&R_IP_TRUNCATED, "ip.truncated"},
+        {&R_IP_BAD_VERSION, "ip.bad_version"}, {&R_IP_BAD_HLEN, "ip.bad_header_length"},
+        {&R_IP_TOO_MANY_EXT, "ip.too_many_extension_headers"},
+    };
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (!*reasons[i].slot && !(*reasons[i].slot = PyUnicode_InternFromString(reasons[i].text)))
+            return NULL;
+    if (PyType_Ready(&DedupType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&DedupType);
+    if (PyModule_AddObject(m, "Dedup", (PyObject *)&DedupType) < 0) {
+        Py_DECREF(&DedupType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -36,8 +36,9 @@ from wirebeat.config import Config
 from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
+from wirebeat.framecore import locate_ip
 from wirebeat.ip import Defragmenter, ip_packed, parse_ipv4, parse_ipv6
-from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
+from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from wirebeat.packets import PacketDocuments
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
@@ -388,7 +389,7 @@ class Engine:
         self.tunnel = None
         if ts >= state.next_tick:
             self._tick(state, ts)
-        located = locate_network(linktype, data)
+        located = locate_ip(linktype, data)     # link layer and IP header (wirebeat.framecore)
         if self.packet_docs is not None:
             self.packet_docs.on_frame(ts, linktype, data, located, source)
         depth = 0
@@ -396,23 +397,24 @@ class Engine:
             if located.__class__ is str:
                 self.stats.count("packets.malformed", reason=located)
                 return
-            ethertype, offset, vlans = located
+            ethertype, offset, vlans, parsed = located
             if not depth:
                 outer_vlans = vlans         # a flow is keyed by the captured frame's tags
-            if ethertype in LINK_SHIMS:
-                peeled = peel_link(ethertype, data, offset)
-                if peeled.__class__ is str:
-                    self.stats.count("packets.malformed", reason=peeled)
+            if parsed is None:
+                if ethertype in LINK_SHIMS:
+                    peeled = peel_link(ethertype, data, offset)
+                    if peeled.__class__ is str:
+                        self.stats.count("packets.malformed", reason=peeled)
+                        return
+                    ethertype, offset, _layers = peeled
+                if ethertype == ETHERTYPE_IPV4:
+                    parsed = parse_ipv4(data, offset)
+                elif ethertype == ETHERTYPE_IPV6:
+                    parsed = parse_ipv6(data, offset)
+                else:
+                    self.non_ip += 1
+                    self.flow_reporter.count_non_ip(ethertype)
                     return
-                ethertype, offset, _layers = peeled
-            if ethertype == ETHERTYPE_IPV4:
-                parsed = parse_ipv4(data, offset)
-            elif ethertype == ETHERTYPE_IPV6:
-                parsed = parse_ipv6(data, offset)
-            else:
-                self.non_ip += 1
-                self.flow_reporter.count_non_ip(ethertype)
-                return
             if parsed.__class__ is str:
                 self.stats.count("packets.malformed", reason=parsed)
                 return
@@ -436,7 +438,7 @@ class Engine:
                     depth += 1
                     self.tunnel = (tunnel, src, dst, proto, linktype, data)
                     linktype, data = tunnel[3], tunnel[4]
-                    located = locate_network(linktype, data)
+                    located = locate_ip(linktype, data)
                     continue
             break
         if self.tunnel is not None:

@@ -203,7 +203,7 @@ class PacketDocuments:
             source_ep["mac"] = _mac(data[12:18])
         if located.__class__ is not tuple:
             return stack
-        ethertype, offset, vlans = located
+        ethertype, offset, vlans = located[0], located[1], located[2]   # (wirebeat.framecore adds the IP header)
         if vlans:
             network["vlan"] = {"id": str(vlans[0])}
             if len(vlans) > 1:

@@ -25,7 +25,6 @@ import socket
 import sys
 import threading
 import time
-from itertools import islice
 from typing import Any
 
 from wirebeat import logs
@@ -200,15 +199,19 @@ class Runner:
             if files:
                 reader = files[0]
                 if current is None:
-                    current = iter(reader)
+                    current = reader.batches()
                 source = reader.name
-                count = 0
-                for frame in islice(current, FILE_CHUNK_FRAMES):
-                    on_frame(frame.ts, frame.linktype, frame.data, source)
-                    count += 1
+                count, ended = 0, True
+                for batch in current:       # lists of (ts, linktype, data, wire_len)
+                    for ts, linktype, data, _wire_len in batch:
+                        on_frame(ts, linktype, data, source)
+                    count += len(batch)
+                    if count >= FILE_CHUNK_FRAMES:
+                        ended = False
+                        break
                 self.file_frames[source] = self.file_frames.get(source, 0) + count
                 progress.update(reader, self.engine.packets, started)
-                if count < FILE_CHUNK_FRAMES:
+                if ended:
                     self._end_file(files.pop(0))
                     current = None
             elif self.feed is None:

@@ -3,7 +3,10 @@
 Both byte orders, micro- and nanosecond classic pcap, pcapng with several
 sections and interfaces (each with its own link type and if_tsresol /
 if_tsoffset). Files are read in large chunks and parsed with struct, because
-this loop runs once per packet.
+this loop runs once per packet; `CaptureReader.batches` hands the records
+over in lists, and the classic pcap records whole in a chunk are cut out by
+one call of `pcap_records` (C in wirebeat._speedups when built, else
+`pcap_records_python`, the reference).
 
 Damage handling, so that a file still being written or a rotated file gives
 everything it holds:
@@ -23,11 +26,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from wirebeat.accel import speedups
+
 __all__ = ["CaptureError", "CaptureReader", "Frame", "FormatError", "Interface", "PcapHeader",
            "ReadDamage", "open_capture", "parse_idb", "parse_pcap_header", "parse_shb",
-           "read_packet_block"]
+           "pcap_records", "pcap_records_python", "read_packet_block"]
 
 CHUNK_BYTES = 1 << 20
+BATCH_FRAMES = 4096            # records handed over at once (`CaptureReader.batches`)
 MAX_RECORD_BYTES = 262144      # libpcap's MAXIMUM_SNAPLEN: no real record is larger
 _PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
@@ -184,6 +190,32 @@ def read_packet_block(buf: bytes, pos: int, block_type: int, total: int, order: 
                  interface.linktype, buf[body + 20:body + 20 + caplen], wire_len)
 
 
+def pcap_records_python(buf: bytes, pos: int, little: bool, scale: float, max_caplen: int,
+                        frac_max: int, linktype: int, max_count: int) -> tuple[list, int, int | None]:
+    """The classic pcap records whole in buf[pos:], up to `max_count` of them: a list of
+    (ts, linktype, data, wire_len), the position after them and the last one's seconds
+    (None when there is none). Stops before a damaged record header (caplen above
+    max_caplen, a fraction not below frac_max), which the caller handles."""
+    unpack = (_RECORD_LE if little else _RECORD_BE).unpack_from
+    out: list[tuple[float, int, bytes, int]] = []
+    end = len(buf) - 16
+    last_sec = None
+    while pos <= end and len(out) < max_count:
+        sec, frac, caplen, wire_len = unpack(buf, pos)
+        following = pos + 16 + caplen
+        if caplen > max_caplen or frac >= frac_max or following > end + 16:
+            break
+        out.append((sec + frac * scale, linktype, buf[pos + 16:following], wire_len))
+        last_sec = sec
+        pos = following
+    return out, pos, last_sec
+
+
+_RECORD_LE, _RECORD_BE = struct.Struct("<IIII"), struct.Struct(">IIII")
+# The C twin (wirebeat._speedups.pcap_records) when built; tests/beat/test_framecore.py compares them.
+pcap_records = speedups.pcap_records if speedups is not None else pcap_records_python
+
+
 def open_capture(path: str, stdin: BinaryIO | None = None) -> CaptureReader:
     """Open `path` ("-" for stdin) and check its header. Raises CaptureError."""
     if path == "-":
@@ -208,7 +240,8 @@ def open_capture(path: str, stdin: BinaryIO | None = None) -> CaptureReader:
 
 
 class CaptureReader:
-    """Iterate `Frame`s of one capture; `damage` says what was skipped."""
+    """Iterate `Frame`s of one capture (or `batches` of record tuples); `damage` says what
+    was skipped."""
 
     def __init__(self, fh: BinaryIO, name: str, size: int | None) -> None:
         self.fh = fh
@@ -233,11 +266,18 @@ class CaptureReader:
         # Validate the header now, so a bad file fails before anything is processed.
         self._first = next(self._frames, None)
 
-    def __iter__(self) -> Iterator[Frame]:
+    def batches(self) -> Iterator[list[tuple[float, int, bytes, int]]]:
+        """The frames as lists of (ts, linktype, data, wire_len): what `Frame` holds, without
+        an object and a generator step per packet (the run loop's way to read)."""
         if self._first is not None:
-            yield self._first
-            self._first = None
+            first, self._first = self._first, None
+            yield first
         yield from self._frames
+
+    def __iter__(self) -> Iterator[Frame]:
+        for batch in self.batches():
+            for record in batch:
+                yield Frame(*record)
 
     def close(self) -> None:
         if self.name != "-":
@@ -268,7 +308,7 @@ class CaptureReader:
 
     # -- classic pcap ----------------------------------------------------------
 
-    def _read_pcap(self) -> Iterator[Frame]:
+    def _read_pcap(self) -> Iterator[list[tuple[float, int, bytes, int]]]:
         if not self._fill(24):
             raise CaptureError(f"{self.name}: too short for a pcap header "
                                f"({len(self._buf) - self._pos} of 24 bytes)")
@@ -280,21 +320,19 @@ class CaptureReader:
                                                  header.max_caplen, header.frac_max)
         self._advance(24)
         unpack = header.record.unpack_from
+        little = header.order == "<"
         last_sec = None
         while True:
-            # Every whole record already in the buffer, without a method call per packet.
-            buf, pos = self._buf, self._pos
-            end = len(buf) - 16
-            while pos <= end:
-                sec, frac, caplen, wire_len = unpack(buf, pos)
-                following = pos + 16 + caplen
-                if caplen > max_caplen or frac >= frac_max or following > end + 16:
-                    break       # damaged, or cut by the buffer's end: the careful path below
-                self._pos = following
-                self.bytes_consumed += 16 + caplen
+            # Every whole record already in the buffer, in batches (one C call with the
+            # accelerator); a damaged record or the buffer's end takes the careful path below.
+            batch, pos, sec = pcap_records(self._buf, self._pos, little, scale, max_caplen, frac_max,
+                                           linktype, BATCH_FRAMES)
+            if batch:
+                self.bytes_consumed += pos - self._pos
+                self._pos = pos
                 last_sec = sec
-                yield Frame(sec + frac * scale, linktype, buf[pos + 16:following], wire_len)
-                pos = following
+                yield batch
+                continue
             if not self._fill(16):
                 if len(self._buf) - self._pos:
                     self._note_tail("record header")
@@ -311,8 +349,7 @@ class CaptureReader:
             self._pos = pos + 16 + caplen
             self.bytes_consumed += 16 + caplen
             last_sec = sec
-            yield Frame(sec + frac * scale, linktype, buf[pos + 16:pos + 16 + caplen],
-                        wire_len)
+            yield [(sec + frac * scale, linktype, buf[pos + 16:pos + 16 + caplen], wire_len)]
 
     def _resync_pcap(self, unpack, max_caplen: int, frac_max: int, last_sec: int | None) -> None:
         """Skip forward to the next offset that holds two plausible records in a row."""
@@ -345,7 +382,7 @@ class CaptureReader:
 
     # -- pcapng ----------------------------------------------------------------
 
-    def _read_pcapng(self) -> Iterator[Frame]:
+    def _read_pcapng(self) -> Iterator[list[tuple[float, int, bytes, int]]]:
         order = self._read_shb(first=True)
         interfaces: list[Interface] = []
         while True:
@@ -375,7 +412,7 @@ class CaptureReader:
             if block_type in PACKET_BLOCK_TYPES:
                 got = read_packet_block(buf, pos, block_type, total, order, interfaces)
                 if got.__class__ is Frame:
-                    yield got
+                    yield [(got.ts, got.linktype, got.data, got.wire_len)]
                 elif got == "caplen_past_block" and block_type == 6:
                     self.damage.garbage_records += 1
                     self.damage.details.append(f"EPB caplen past its block at byte {self.bytes_consumed - total}")
