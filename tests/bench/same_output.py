@@ -61,6 +61,8 @@ def export(base: str, into: Path) -> Path:
     shutil.move(str(raw / "decoders"), pkg / "decoders")
     shutil.move(str(raw / "index_templates"), pkg / "index_templates")
     _build_accelerators(pkg)
+    # Byte-compiled now: with PYTHONDONTWRITEBYTECODE set, every run would compile it anew.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(pkg)], check=True)
     return into
 
 
