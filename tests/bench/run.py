@@ -196,9 +196,14 @@ def bench_tshark(path: Path, packets: int) -> dict[str, float] | None:
     return {"seconds": elapsed, "packets_per_s": packets / elapsed, "cpu_s": _run_child.last_tree_cpu_s}
 
 
-PER_PACKET_ONLY = ["-E", "wirebeat.packets.enabled=true",
-                   *[a for d in ("dhcpv4", "dns", "http", "icmp", "rtp", "sip")
-                     for a in ("-E", f"wirebeat.protocols.{d}.enabled=false")]]
+def _every_decoder_off() -> list[str]:
+    """`-E wirebeat.protocols.<name>.enabled=false` for every installed decoder (TLS and
+    NetFlow too: a hand-kept list had missed them, so TLS still ran on port 443)."""
+    from wirebeat.registry import discover
+    return [a for r in discover() for a in ("-E", f"wirebeat.protocols.{r.spec.name}.enabled=false")]
+
+
+PER_PACKET_ONLY = ["-E", "wirebeat.packets.enabled=true", *_every_decoder_off()]
 
 
 def bench_packets(paths: list[Path], repeat: int) -> None:
