@@ -431,6 +431,10 @@ class ElasticsearchOutput:
                     for chunk in todo:
                         result.retry.update(chunk)
                     todo.clear()
+                    # An error, so that `send` waits out its backoff: with none (no
+                    # request was made) it resent at once, spinning a core until a
+                    # node came back.
+                    result.error = result.error or _Unreachable("every node is down")
                     break
                 out.append(self._start(node, todo.pop(), finished))
             if not out:
