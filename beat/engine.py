@@ -702,7 +702,10 @@ class Engine:
         builder = self.builder
         for txn in txns:
             if txn.__class__ is RecordSet:      # a NetFlow data set: its documents at once
-                self.transactions += publish_set(txn, spec, builder, publish, self._emit)
+                try:
+                    self.transactions += publish_set(txn, spec, builder, publish, self._emit)
+                except Exception:
+                    self._document_crashed(spec.name)
                 continue
             state = self.sources.get(txn.flow.source)
             macs, builder.link = None, frame_link
@@ -718,14 +721,18 @@ class Engine:
             try:
                 built = build(spec, txn, flow_id, macs)
             except Exception:
-                self.stats.count("decoder.crashed", decoder=spec.name)
-                log_once(log, f"decoder {spec.name} document() crashed", exc_info=True)
-                if self.strict:
-                    raise
+                self._document_crashed(spec.name)
                 continue
             self.transactions += 1
             if built is not None:       # None: a processor dropped it
                 publish(*built)
+
+    def _document_crashed(self, name: str) -> None:
+        """A decoder's document (or a NetFlow data set's) could not be made: counted, logged once."""
+        self.stats.count("decoder.crashed", decoder=name)
+        log_once(log, f"decoder {name} document() crashed", exc_info=True)
+        if self.strict:
+            raise
 
     # -- time ------------------------------------------------------------------
 

@@ -390,3 +390,39 @@ def test_cli_writes_the_same_documents_with_and_without_the_extension(tmp_path: 
         outputs.append(run.stdout)
     assert outputs[0] == outputs[1]
     assert outputs[0].count(b'"type":"netflow"') == 3 * 900 + 2
+
+
+def test_a_data_set_that_cannot_be_published_is_counted_and_the_run_goes_on(monkeypatch) -> None:
+    """publish_set raising (a bug in it or in the C module) is a crashed document,
+    counted per decoder like a crash in document(); the next export is decoded as
+    usual, and strict mode (the tests' engines) raises it instead."""
+    import pcapgen
+    import wirebeat.engine
+    from wirebeat.testing import make_engine
+
+    real = wirebeat.engine.publish_set
+    calls = []
+
+    def fails_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("planted")
+        return real(*args)
+
+    monkeypatch.setattr(wirebeat.engine, "publish_set", fails_once)
+    payload = v9(256, ROW_FIELDS, row("10.0.0.1", "10.0.0.2", 51000, 443, 6))
+    frame = pcapgen.ethernet(pcapgen.ipv4("192.0.2.10", "192.0.2.1", 17,
+                                          pcapgen.udp("192.0.2.10", "192.0.2.1", 40000, 2055, payload)))
+    engine, pipeline, output, stats = make_engine([DECODER], strict=False)
+    engine.on_frame(SECS, 1, frame, "test")
+    engine.on_frame(SECS + 1, 1, frame, "test")
+    pipeline.close()
+    assert stats.counters["decoder.crashed.netflow"] == 1
+    assert len(calls) == 2 and len(output.docs) == 1
+    assert output.docs[0]["netflow"]["type"] == "netflow_flow"
+
+    calls.clear()
+    engine, pipeline, output, stats = make_engine([DECODER], strict=True)
+    with pytest.raises(RuntimeError, match="planted"):
+        engine.on_frame(SECS, 1, frame, "test")
+    pipeline.close()
