@@ -155,8 +155,13 @@ def _seconds_date(value: int) -> str:
     return iso_time(value)
 
 
-def _millis_date(value: int) -> str:
-    return iso_time(value / 1000)
+_YEAR_10000_MS = 253_402_300_800_000   # 10000-01-01T00:00:00Z: Elasticsearch dates end before it
+
+
+def _millis_date(value: int) -> str | None:
+    """A 64-bit millisecond time; None (JSON null) past year 9999, which no date field
+    takes: Elasticsearch would reject the whole document for one wild value."""
+    return iso_time(value / 1000) if value < _YEAR_10000_MS else None
 
 
 def _ntp_date(value: int) -> str:
@@ -1172,7 +1177,7 @@ def _parse_iso(text: str) -> float | None:
     """Epoch seconds of a time this decoder formatted; None past year 9999 (a wild wire value)."""
     try:
         return _epoch_of_second(text[:19]) + int(text[20:26]) / 1e6
-    except ValueError:
+    except (ValueError, TypeError):     # TypeError: None, a time past year 9999 (_millis_date)
         return None
 
 
