@@ -44,6 +44,17 @@ def decode_file(path: str | Path, *overrides: str, flows: bool = False) -> list[
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_wirebeat_outlives_its_module() -> Iterator[None]:
+    """A test that fails before stopping its `running.Wirebeat` would leave it running
+    (a run against a dead Elasticsearch retries for ever), loading the host under
+    every later test: whatever a module started is killed when the module ends."""
+    from running import Wirebeat
+    yield
+    while Wirebeat.started:
+        Wirebeat.started.pop().kill()
+
+
 @pytest.fixture
 def wirebeat() -> Callable[..., subprocess.CompletedProcess[bytes]]:
     return run_wirebeat

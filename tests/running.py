@@ -58,6 +58,8 @@ class Wirebeat:
     """A running `wirebeat run ...`; `prefix` runs it through e.g. `ip netns exec NS`,
     `command` replaces `python -m wirebeat.cli` (e.g. with a launcher script)."""
 
+    started: list["Wirebeat"] = []     # every one, so conftest can end what a failed test left
+
     def __init__(self, *args: str, prefix: Sequence[str] = (), http: bool = True,
                  command: Sequence[str] = (sys.executable, "-m", "wirebeat.cli")) -> None:
         extra = ["-E", "http.enabled=true", "-E", "http.port=0"] if http else []
@@ -65,6 +67,7 @@ class Wirebeat:
         self.prefix = list(prefix)
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        Wirebeat.started.append(self)
         self.stdout_lines: list[bytes] = []
         self.stderr_lines: list[bytes] = []
         self.threads = [threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout_lines), daemon=True),
