@@ -146,3 +146,29 @@ def test_a_plugins_lazy_imports_happen_before_the_user_switch(tmp_path: Path) ->
     assert proc.returncode == 0 and "running unprivileged" in stderr, stderr
     [doc] = [json.loads(line) for line in proc.stdout.splitlines()]
     assert doc["lazytest"] == {"value": "imported late"}
+
+
+def test_process_stats_agree_with_psutil(tmp_path: Path) -> None:
+    """Stats.process reads the kernel itself (psutil took ~8 ms to import); psutil,
+    still installed for the tests, is the oracle."""
+    import psutil
+
+    from wirebeat.stats import Stats
+
+    handles = [open(tmp_path / f"f{i}", "w") for i in range(5)]      # noqa: SIM115
+    try:
+        sum(i * i for i in range(2_000_000))          # some CPU time to compare
+        stats = Stats()
+        proc = psutil.Process()
+        before_cpu, fds, rss_before = proc.cpu_times(), proc.num_fds(), proc.memory_info().rss
+        ours = stats.process()
+        after_cpu, rss_after = proc.cpu_times(), proc.memory_info().rss
+    finally:
+        for h in handles:
+            h.close()
+    assert ours["open_fds"] == fds
+    assert before_cpu.user - 0.02 <= ours["cpu_user_s"] <= after_cpu.user + 0.02
+    assert before_cpu.system - 0.02 <= ours["cpu_system_s"] <= after_cpu.system + 0.02
+    assert ours["cpu_user_s"] > 0.05
+    assert min(rss_before, rss_after) - 2**20 <= ours["rss_bytes"] <= max(rss_before, rss_after) + 2**20
+    assert ours["peak_rss_bytes"] >= ours["rss_bytes"]
