@@ -6,19 +6,17 @@ stderr, no traceback); 1 anything else.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import zmq
-
 from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
 from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
-from wirebeat.kibana_client import KibanaError, import_dashboards
 from wirebeat import outputs
 from wirebeat.outputs import ConsoleOutput, FileOutput, OutputError
 from wirebeat.monitor import StatsServer
@@ -26,7 +24,6 @@ from wirebeat.pipeline import Output, Pipeline
 from wirebeat.privileges import PrivilegeError, drop_privileges, lookup_user
 from wirebeat.processors import load_processors
 from wirebeat.processors.lookup import mapping_targets
-from wirebeat.report import ReportError, since_filter, write_report
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import PipeInput, Runner
 from wirebeat.sources.feed import SourceError
@@ -123,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return _report(args, config)
         return _run(args, config, registered)
-    except (UsageError, ConfigError, CaptureError, RegistryError, TemplateError, KibanaError, ReportError) as err:
+    except (UsageError, ConfigError, CaptureError, RegistryError, TemplateError) as err:
         print(f"wirebeat: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OutputError as err:
@@ -209,8 +206,13 @@ def _setup(config: Config, registered: list[Registered]) -> int:
 
 
 def _setup_dashboards(config: Config) -> int:
+    # Imported by the commands that use them: `run` never needs these (nor their imports' CPU).
+    from wirebeat.kibana_client import KibanaError, import_dashboards
     settings = config.section("setup.kibana")
-    result = import_dashboards(settings)
+    try:
+        result = import_dashboards(settings)
+    except KibanaError as err:
+        raise UsageError(str(err)) from None
     for line in result.lines:
         print(line)
     total = len(result.lines)
@@ -220,12 +222,16 @@ def _setup_dashboards(config: Config) -> int:
 
 
 def _report(args: argparse.Namespace, config: Config) -> int:
-    since_filter(args.since)             # a bad --since is exit 2 before any connection
-    es = config.section("output.elasticsearch")
-    client = outputs.make_client(es)
-    outputs.check_connection(client, es["hosts"])
-    index = _index_name(config) + "*"
-    summary = write_report(client, index, args.output, args.since)
+    from wirebeat.report import ReportError, since_filter, write_report
+    try:
+        since_filter(args.since)             # a bad --since is exit 2 before any connection
+        es = config.section("output.elasticsearch")
+        client = outputs.make_client(es)
+        outputs.check_connection(client, es["hosts"])
+        index = _index_name(config) + "*"
+        summary = write_report(client, index, args.output, args.since)
+    except ReportError as err:
+        raise UsageError(str(err)) from None
     print(f"Report written to {os.path.abspath(args.output)} ({summary})")
     return EXIT_OK
 
@@ -310,14 +316,22 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
             listener.open()
         server = _stats_server(config, stats) if config["http.enabled"] else None
         if user and os.geteuid() == 0:
-            # The Elasticsearch client is imported lazily; the user root switches to may
-            # not be able to read the interpreter's files (a Python under /root).
+            # The Elasticsearch client is imported lazily, and so are what decoders list in
+            # `lazy_imports`; the user root switches to may not be able to read the
+            # interpreter's files (a Python under /root).
             import wirebeat.elasticsearch_output  # noqa: F401
+            for r in enabled:
+                for module in r.spec.lazy_imports:
+                    try:
+                        importlib.import_module(module)
+                    except ImportError as err:
+                        raise UsageError(f"decoder {r.spec.name}: cannot import {module}: {err}") from None
         state = drop_privileges(user or None) if user or os.geteuid() != 0 else None
         # ZeroMQ's I/O threads start with the first socket: after the drop, so they hold nothing.
         if feeds:
             for feed in feeds:
                 feed.start_receiver()       # a fork: before this process has ZeroMQ threads
+            import zmq      # imported by ZMQSource already (before the drop): no file read here
             context = zmq.Context()
             for feed in feeds:
                 feed.open(context)

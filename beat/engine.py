@@ -288,6 +288,10 @@ class Engine:
                     self.routes_udp[port] = route
                 if spec.stream is not None:
                     self.routes_tcp[port] = route
+        # Some decoder can be handed traffic. Without one (every decoder off, per-packet
+        # documents alone) no conversation is tracked: TCP and UDP are only counted.
+        self.decoding = bool(self.routes_udp or self.routes_tcp or self.routes_ip or self.probes
+                             or self.detectors)
         self.sources: dict[str, _SourceState] = {}
         self.frame: tuple[int, bytes] = (0, b"")    # linktype and bytes of the current packet
         self.packet_docs: PacketDocuments | None = None
@@ -443,19 +447,25 @@ class Engine:
             break
         if self.tunnel is not None:
             self._remember_tunnel(state.name, src, dst, linktype, data)
-        # The innermost frame's link header, for this conversation's transactions.
-        macs, pair = state.macs, (src, dst)
-        if pair not in macs and len(macs) >= self.max_mac_pairs:
-            macs.popitem(last=False)        # the oldest pair makes room
-            self.mac_pairs_evicted += 1
-        macs[pair] = (linktype, data[:offset + 1])
+        decoding = self.decoding
+        if decoding:    # the innermost frame's link header, for this conversation's transactions
+            macs, pair = state.macs, (src, dst)
+            if pair not in macs and len(macs) >= self.max_mac_pairs:
+                macs.popitem(last=False)        # the oldest pair makes room
+                self.mac_pairs_evicted += 1
+            macs[pair] = (linktype, data[:offset + 1])
         if state.flows is not None:     # whole captured frame; outer addresses when tunneled
             state.flows.account(ts, *self.frame, outer_vlans, src, dst, proto, payload,
                                 () if self.tunnel is None else self.tunnel[1:3])
         if proto == 17:
-            self._on_udp(state, ts, src, dst, payload)
+            if decoding or len(payload) < 8:        # (else no route, nothing announced: done)
+                self._on_udp(state, ts, src, dst, payload)
         elif proto == 6:
-            self._on_tcp(state, ts, src, dst, payload)
+            # Not decoding, a well-formed segment is untracked; _on_tcp counts the others.
+            if decoding or len(payload) < 20 or not 20 <= (payload[12] >> 4) * 4 <= len(payload):
+                self._on_tcp(state, ts, src, dst, payload)
+            else:
+                self.tcp_untracked += 1
         else:
             route = self.routes_ip.get(proto)
             if route is not None:

@@ -3,7 +3,7 @@
 `http.enabled: true` serves, like a beat's HTTP endpoint:
 - `GET /`       who is running (name, version, host, uptime);
 - `GET /stats`  every counter (flat dotted names, as in the metrics log line),
-                per-source details, and process stats from psutil (CPU time,
+                per-source details, and process stats (CPU time,
                 RSS, open file descriptors).
 
 It binds 127.0.0.1 only: the numbers are for the operator on the host, or a
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import os
 import socket
 import threading
@@ -45,6 +44,9 @@ class StatsServer:
     """The JSON endpoint on 127.0.0.1:`port`, served by one daemon thread."""
 
     def __init__(self, port: int, stats: Stats) -> None:
+        # Imported with the endpoint (~7 ms a run without it saves); `run` makes it before
+        # any privilege drop.
+        import http.server
         self.stats = stats
         self.started = time.time()
         self.latest: dict[str, Any] = {"counters": {}, "sources": []}

@@ -29,8 +29,14 @@ class Registered:
 def discover() -> list[Registered]:
     """Load every registered decoder, sorted by name."""
     found: dict[str, Registered] = {}
+    # "name version" per distribution: each lookup parses its metadata file again, and
+    # the built-in decoders all come from one distribution.
+    dists: dict[int, str] = {}
     for ep in entry_points(group=GROUP):
-        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
+        if ep.dist is None:
+            dist = "unknown distribution"
+        else:
+            dist = dists.get(id(ep.dist)) or dists.setdefault(id(ep.dist), f"{ep.dist.name} {ep.dist.version}")
         origin = f"{ep.value} ({dist})"
         try:
             spec = ep.load()

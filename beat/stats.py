@@ -8,11 +8,10 @@ one flat mapping of dotted names, with the process's CPU time and RSS.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
-
-import psutil
 
 __all__ = ["Stats", "log_once"]
 
@@ -31,7 +30,7 @@ class Stats:
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
         self._sources: list[Callable[[], dict[str, int]]] = []
-        self._process = psutil.Process()
+        self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._peak_rss = 0
 
     def count(self, name: str, n: int = 1, **labels: str) -> None:
@@ -44,14 +43,18 @@ class Stats:
         self._sources.append(source)
 
     def process(self) -> dict[str, Any]:
-        proc = self._process
-        with proc.oneshot():
-            cpu = proc.cpu_times()
-            rss = proc.memory_info().rss
-            try:
-                fds = proc.num_fds()
-            except (AttributeError, psutil.Error):
-                fds = -1
+        """CPU time, RSS and open descriptors, from the kernel as psutil reads them on Linux
+        (times(2), /proc/self/statm, /proc/self/fd) without psutil's ~8 ms import."""
+        cpu = os.times()
+        try:
+            with open("/proc/self/statm", "rb") as fh:
+                rss = int(fh.read().split()[1]) * self._page_size
+        except (OSError, IndexError, ValueError):
+            rss = 0
+        try:
+            fds = len(os.listdir("/proc/self/fd"))
+        except OSError:          # after a switch to another user the process is not dumpable
+            fds = -1
         self._peak_rss = max(self._peak_rss, rss)
         return {"cpu_user_s": round(cpu.user, 3), "cpu_system_s": round(cpu.system, 3),
                 "rss_bytes": rss, "peak_rss_bytes": self.peak_rss(), "open_fds": fds}
@@ -59,7 +62,7 @@ class Stats:
     def peak_rss(self) -> int:
         """Peak resident set size: the kernel's high-water mark where Linux has one."""
         try:
-            with open(f"/proc/{self._process.pid}/status", encoding="ascii") as fh:
+            with open("/proc/self/status", encoding="ascii") as fh:
                 for line in fh:
                     if line.startswith("VmHWM:"):
                         return max(self._peak_rss, int(line.split()[1]) * 1024)

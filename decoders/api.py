@@ -267,6 +267,9 @@ class DecoderSpec:
     # ',"capture":...,"agent":...,"ecs":...' and `tail` what closes the document
     # (',"fields":...,"tags":[...]}' or '}'). Same bytes as orjson.dumps(whole_document(...)).
     whole_text: Callable[..., str | bytes] | None = None
+    # Modules the decoder imports only when it needs them (a library slow to import):
+    # `wirebeat run` imports them before it switches user, while it can still read them.
+    lazy_imports: tuple[str, ...] = ()
 
 
 class DecodeError(Exception):

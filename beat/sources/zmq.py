@@ -47,11 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import zmq
-
 from wirebeat import logs
 from wirebeat.document import COLLECTOR_SEPARATOR, iso_time
-from wirebeat.sources import zmqrecv
 from wirebeat.sources.feed import SourceError
 from wirebeat.sources.pcapfile import (PACKET_BLOCK_TYPES, FormatError, Frame, Interface, PcapHeader,
                                    parse_idb, parse_pcap_header, parse_shb, read_packet_block)
@@ -290,6 +287,10 @@ class ZMQSource:
         self.receive_buffer = receive_buffer
         self.queue_messages = queue_messages
         self.decoder = MessageDecoder(self.clients)
+        # ZeroMQ is imported with the first feed (~20 ms of CPU a run without one saves):
+        # here, before the CLI drops privileges, so later imports of it read no file.
+        import zmq  # noqa: F401
+        from wirebeat.sources import zmqrecv  # noqa: F401
         self.socket: zmq.Socket | None = None       # PULL: batches from the receiver process
         self.receiver_pid = 0
         self.exit_code: int | None = None           # the receiver's, once reaped
@@ -334,6 +335,7 @@ class ZMQSource:
         except OSError as err:
             raise SourceError(f"--zmq {self.endpoint}: cannot create the receive queue's directory: {err}") from None
         self.forward = f"ipc://{self.directory}/feed"
+        from wirebeat.sources import zmqrecv     # (loaded by __init__)
         stop_read, stop_write = os.pipe()
         pid = os.fork()
         if pid == 0:                                # the receiver
@@ -357,6 +359,7 @@ class ZMQSource:
     def open(self, context: zmq.Context) -> None:
         """Open this end of the receive queue and wait until the receiver has subscribed.
         Raises SourceError. Needs no privileges."""
+        import zmq      # (loaded by __init__)
         if not self.receiver_pid:
             self.start_receiver()
         sock = context.socket(zmq.PULL)
@@ -418,7 +421,8 @@ class ZMQSource:
         """One message from the receiver: count it, hand a batch over. Returns its kind."""
         kind = frames[0][:1]
         if kind == b"B":
-            batch = zmqrecv.split_batch(frames)
+            from wirebeat.sources.zmqrecv import split_batch     # (loaded by __init__)
+            batch = split_batch(frames)
             received = self.received
             for parts in batch:
                 received[parts[0]] += 1

@@ -206,14 +206,18 @@ def _every_decoder_off() -> list[str]:
 PER_PACKET_ONLY = ["-E", "wirebeat.packets.enabled=true", *_every_decoder_off()]
 
 
-def bench_packets(paths: list[Path], repeat: int) -> None:
+def bench_packets(paths: list[Path], repeat: int, base: Path | None = None) -> None:
     """Per-packet documents (decoders off), the job `tshark -T ek` does: the C accelerator
     (wirebeat._speedups) and the pure-Python path (WIREBEAT_PURE_PYTHON=1), flows off and
     on, alternating in each round with `tshark -T ek` on the same file; the least CPU
     time of each over `repeat` rounds. CPU time (user+sys of the child, process start
-    and imports included) is what one core can do; wall time follows the host's load."""
+    and imports included) is what one core can do; wall time follows the host's load.
+    With `base` (`--base REV`), that tree's C path with flows off, and its start-up,
+    run in the same rounds too."""
     variants = [(f"{path_name}, flows {flows}", flows, pure)
                 for flows in ("off", "on") for path_name, pure in (("C", "0"), ("pure Python", "1"))]
+    if base is not None:
+        variants.insert(0, ("base C, flows off", "off", "0"))
     for path in paths:
         cpu: dict[str, float] = {}
         packets = 0
@@ -222,11 +226,13 @@ def bench_packets(paths: list[Path], repeat: int) -> None:
         with open(path, "rb") as f:
             empty.write_bytes(f.read(24))
         for _ in range(repeat):
-            r = bench_wirebeat(empty, [*PER_PACKET_ONLY, "-E", "wirebeat.flows.enabled=false"])
-            cpu["start-up"] = min(cpu.get("start-up", float("inf")), r["tree_cpu_s"])
+            for tree, startup in ((base, "base start-up"), (None, "start-up")):
+                if startup == "start-up" or base is not None:
+                    r = bench_wirebeat(empty, [*PER_PACKET_ONLY, "-E", "wirebeat.flows.enabled=false"], tree)
+                    cpu[startup] = min(cpu.get(startup, float("inf")), r["tree_cpu_s"])
             for name, flows, pure in variants:
                 r = bench_wirebeat(path, [*PER_PACKET_ONLY, "-E", f"wirebeat.flows.enabled={flows == 'on'}".lower()],
-                                   env={"WIREBEAT_PURE_PYTHON": pure})
+                                   base if name.startswith("base") else None, env={"WIREBEAT_PURE_PYTHON": pure})
                 packets = r["packets"]
                 cpu[name] = min(cpu.get(name, float("inf")), r["tree_cpu_s"])
             ts = bench_tshark(path, packets)
@@ -236,9 +242,10 @@ def bench_packets(paths: list[Path], repeat: int) -> None:
         for name, _flows, _pure in variants:
             rate = packets / cpu[name]
             versus = f", {rate / tshark_rate:.1f}x tshark -T ek (target 25x)" if tshark_rate else ""
+            startup = "base start-up" if name.startswith("base") else "start-up"
             print(f"per-packet documents {path.name}, {name}: {rate:,.0f} packets per CPU second "
-                  f"({cpu[name]:.2f} s){versus}; {packets / (cpu[name] - cpu['start-up']):,.0f} "
-                  f"without the start-up's {cpu['start-up']:.2f} s")
+                  f"({cpu[name]:.2f} s){versus}; {packets / (cpu[name] - cpu[startup]):,.0f} "
+                  f"without the start-up's {cpu[startup]:.2f} s")
         if tshark_rate:
             print(f"tshark -T ek {path.name}: {tshark_rate:,.0f} packets per CPU second ({cpu['tshark']:.2f} s)")
 
@@ -276,8 +283,9 @@ def main() -> int:
     parser.add_argument("--detection-only", action="store_true",
                         help="only measure detection on untracked TCP")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each flows variant")
-    parser.add_argument("--base", metavar="REV", help="realistic capture: also time this git "
-                        "revision's code, alternating with this tree's (before/after a change)")
+    parser.add_argument("--base", metavar="REV", help="realistic capture (with --only-packets: "
+                        "per-packet documents): also time this git revision's code, alternating "
+                        "with this tree's (before/after a change)")
     parser.add_argument("--only-realistic", action="store_true",
                         help="time only the realistic capture, flows on and off")
     parser.add_argument("--only-packets", action="store_true",
@@ -287,13 +295,17 @@ def main() -> int:
                         help="only time the realistic and mixed captures with these worker counts "
                         "(e.g. 1,2,4), alternating, best of --repeat")
     args = parser.parse_args()
+    # Byte-compiled first, as export_base does for --base: with PYTHONDONTWRITEBYTECODE set,
+    # every run would compile this tree's changed modules anew (start-up CPU that is not wirebeat's).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "beat"), str(ROOT / "decoders")],
+                   check=True, stdout=subprocess.DEVNULL)
     if args.workers:
         bench_workers([generate_realistic(args.packets), generate(min(args.packets, 100_000))],
                       [int(n) for n in args.workers.split(",")], args.repeat)
         return 0
     if args.only_packets:
         bench_packets([generate(min(args.packets, 100_000)), generate_realistic(min(args.packets, 100_000))],
-                      args.repeat)
+                      args.repeat, export_base(args.base) if args.base else None)
         return 0
     if args.detection_only:
         bench_detection(generate(args.packets // 5, "http"))

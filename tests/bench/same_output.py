@@ -7,7 +7,8 @@ archive) into a temporary directory laid out as the installed `wirebeat`
 package, then runs `wirebeat run -I FILE --console` with that tree and with
 this worktree on every bundled capture (pcaps/**), the realistic capture
 (tests/bench/gen_realistic.py) and the transaction-dense mixed capture
-(tests/bench/gen_mixed.py), with per-packet documents off and on, and on
+(tests/bench/gen_mixed.py), with per-packet documents off, on, and on with every
+decoder off, and on
 NetFlow v5, v9 and IPFIX exports of tests/bench/netflow.py's generator (also
 with fields and tags, whose text NetFlow documents build apart). The console
 output is patched (in the child only) to write `[_id, document]` per line, so
@@ -34,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from run import generate, generate_realistic  # noqa: E402
+from run import PER_PACKET_ONLY, generate, generate_realistic  # noqa: E402
 
 # The child: console lines become [_id, document]; everything else is the real CLI.
 CHILD = """
@@ -117,7 +118,9 @@ def main() -> int:
     captures = sorted(ROOT.glob("pcaps/**/*.pcap*"))
     if not args.quick:
         captures += [generate_realistic(args.packets), generate(args.mixed_packets)]
-    variants = [[], ["-E", "wirebeat.packets.enabled=true"]]
+    # Per-packet documents with every decoder as well, and alone (every decoder off: the
+    # job `tshark -T ek` does, where the engine tracks no conversation).
+    variants = [[], ["-E", "wirebeat.packets.enabled=true"], PER_PACKET_ONLY]
     different = 0
     with tempfile.TemporaryDirectory(prefix="same-output-") as tmp:
         base = export(args.base, Path(tmp))
@@ -132,7 +135,8 @@ def main() -> int:
                 else:
                     old, new = run(base, capture, extra), run(ROOT, capture, extra)
                 shown = capture.relative_to(ROOT) if capture.is_relative_to(ROOT) else capture.name
-                name = f"{shown} {' '.join(extra)}".strip()
+                label = "per-packet documents, every decoder off" if extra is PER_PACKET_ONLY else ' '.join(extra)
+                name = f"{shown} {label}".strip()
                 if old == new:
                     digest = hashlib.sha256(b"\n".join(new)).hexdigest()[:12]
                     print(f"same       {name}: {len(new)} documents (sha256 {digest})")

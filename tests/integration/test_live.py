@@ -153,8 +153,10 @@ def test_the_any_device_gives_linux_cooked_frames(netns):
 
 # What deploy/systemd/wirebeat-live.conf gives: a non-root user holding only CAP_NET_RAW.
 # Everything is imported while still root: the interpreter may live in a directory
-# (e.g. /root/.pyenv) that uid 65534 cannot read.
-PRELOAD = ("import encodings.ascii, encodings.idna\n"
+# (e.g. /root/.pyenv) that uid 65534 cannot read. (A real service user can read its
+# interpreter, so what wirebeat imports only when used, like the stats endpoint's
+# http.server that Wirebeat turns on, is imported here too.)
+PRELOAD = ("import encodings.ascii, encodings.idna, http.server\n"
            "from wirebeat.cli import main\n"
            "from wirebeat.registry import discover\n"
            "discover()\n")
