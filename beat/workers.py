@@ -18,8 +18,13 @@ and serialises its documents with orjson; flow reports and per-packet
 documents are made as JSON text there, as one process makes them for an
 orjson output. The main process publishes them to its one `Pipeline`. Frames
 travel in batches of up to `BATCH_FRAMES` through a pipe per worker (pickled
-lists), documents come back the same way, so the per-frame cost of the
-hand-over is small.
+lists, written with writev and read into a buffer of the message's size),
+documents come back the same way, so the per-frame cost of the hand-over is
+small. A file's frames are routed a reader batch at a time (`on_batch`):
+`shard` (C in wirebeat._workcore when built, else `shard_python`, the
+reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
+and numbers the frames without a Python call per frame; any other frame goes
+through `_route` in Python.
 
 Results do not depend on N (tests/integration/test_workers_identical.py):
 - `_id`s are made from content (source, flow, time, identity), never from
