@@ -1,6 +1,7 @@
 """Build of the optional C accelerators: `wirebeat._speedups` (beat/_speedups.c,
 the per-packet path), `wirebeat._nfcore` (beat/_nfcore.c, NetFlow/IPFIX data
-sets) and `wirebeat._flowcore` (beat/_flowcore.c, flow accounting and reports).
+sets), `wirebeat._flowcore` (beat/_flowcore.c, flow accounting and reports)
+and `wirebeat._workcore` (beat/_workcore.c, the worker pool's reader).
 
 Everything else is declared in pyproject.toml. `optional=True`: on a machine
 without a C compiler or Python headers the build of an extension fails
@@ -10,4 +11,4 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(f"wirebeat.{name}", [f"beat/{name}.c"], optional=True,
                              extra_compile_args=["-O2", "-std=c99", "-Wall"])
-                   for name in ("_speedups", "_nfcore", "_flowcore")])
+                   for name in ("_speedups", "_nfcore", "_flowcore", "_workcore")])

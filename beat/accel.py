@@ -4,12 +4,14 @@
   pcap reader, dedup, per-packet documents, community id, ISO times);
 - `nfcore` (beat/_nfcore.c): NetFlow/IPFIX data sets made into documents;
 - `flowcore` (beat/_flowcore.c): flow accounting, report text and the sweep
-  loop, on beat/flows.py's own records.
+  loop, on beat/flows.py's own records;
+- `workcore` (beat/_workcore.c): the worker pool's reader, frames handed to the
+  workers' batches (beat/workers.py, `--workers N`).
 
 Each is None when it was not built (no C compiler at install time) or when
 `WIREBEAT_PURE_PYTHON=1` is set; then the pure-Python code, which is the
 reference the C functions are tested against (tests/beat/test_speedups.py,
-tests/beat/test_nfcore.py, tests/beat/test_flowcore.py), does the same work and
+tests/beat/test_nfcore.py, tests/beat/test_flowcore.py, tests/beat/test_workcore.py), does the same work and
 writes the same documents.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["flowcore", "nfcore", "speedups"]
+__all__ = ["flowcore", "nfcore", "speedups", "workcore"]
 
 PURE_PYTHON = os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0")
 
@@ -35,3 +37,4 @@ def _load(name: str) -> ModuleType | None:
 speedups = _load("_speedups")
 nfcore = _load("_nfcore")
 flowcore = _load("_flowcore")
+workcore = _load("_workcore")

@@ -115,6 +115,21 @@ class Pipeline:
         if len(batch) >= self.batch_size:
             self.flush()
 
+    def publish_many(self, docs: list[tuple[str, Any]]) -> None:
+        """`publish` of each, in one call, for documents that need no serialising here
+        (JSON text from worker processes, `--workers N`): the same batches."""
+        start, end = 0, len(docs)
+        while start < end:
+            batch = self.batch
+            if not batch:
+                self.batch_started = time.monotonic()
+            chunk = docs[start:start + max(1, self.batch_size - len(batch))]
+            batch.extend(chunk)
+            self.published += len(chunk)
+            start += len(chunk)
+            if len(batch) >= self.batch_size:
+                self.flush()
+
     def maybe_flush(self) -> None:
         """Hand over a partial batch that has waited longer than the flush timeout."""
         if self.batch and time.monotonic() - self.batch_started >= self.flush_timeout_s:

@@ -187,6 +187,8 @@ class Runner:
             self.server.start()
         progress = Progress(sys.stderr.isatty() and bool(self.readers))
         on_frame = self.engine.on_frame
+        # Worker processes (wirebeat.workers) take a file's batch whole: one call, not one per frame.
+        on_batch = getattr(self.engine, "on_batch", None)
         files = list(self.readers)
         current: Any = None
         now = time.monotonic()
@@ -203,8 +205,11 @@ class Runner:
                 source = reader.name
                 count, ended = 0, True
                 for batch in current:       # lists of (ts, linktype, data, wire_len)
-                    for ts, linktype, data, _wire_len in batch:
-                        on_frame(ts, linktype, data, source)
+                    if on_batch is not None:
+                        on_batch(batch, source)
+                    else:
+                        for ts, linktype, data, _wire_len in batch:
+                            on_frame(ts, linktype, data, source)
                     count += len(batch)
                     if count >= FILE_CHUNK_FRAMES:
                         ended = False

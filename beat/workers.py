@@ -18,8 +18,13 @@ and serialises its documents with orjson; flow reports and per-packet
 documents are made as JSON text there, as one process makes them for an
 orjson output. The main process publishes them to its one `Pipeline`. Frames
 travel in batches of up to `BATCH_FRAMES` through a pipe per worker (pickled
-lists), documents come back the same way, so the per-frame cost of the
-hand-over is small.
+lists, written with writev and read into a buffer of the message's size),
+documents come back the same way, so the per-frame cost of the hand-over is
+small. A file's frames are routed a reader batch at a time (`on_batch`):
+`shard` (C in wirebeat._workcore when built, else `shard_python`, the
+reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
+and numbers the frames without a Python call per frame; any other frame goes
+through `_route` in Python.
 
 Results do not depend on N (tests/integration/test_workers_identical.py):
 - `_id`s are made from content (source, flow, time, identity), never from
@@ -68,6 +73,7 @@ from typing import Any
 import orjson
 
 from wirebeat import logs
+from wirebeat.accel import workcore
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import TICK_S, Engine
@@ -77,7 +83,7 @@ from wirebeat.registry import Registered
 from wirebeat.stats import Stats
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 
-__all__ = ["WorkerPool", "announcer_ports", "make_engine"]
+__all__ = ["WorkerPool", "announcer_ports", "make_engine", "shard", "shard_python"]
 
 log = logs.get("workers")
 
@@ -93,6 +99,7 @@ _V6_EXTENSIONS = frozenset({0, 43, 60})     # hop-by-hop, routing, destination o
 _V6_NOT_PLAIN = _V6_EXTENSIONS | {44}       # ... and a fragment header
 # Counters every worker holds for the whole input (not a share of it): shown once, not summed.
 _NOT_SUMMED = ("sources.open", "sources.evicted")
+_TUNNEL_DPORTS = frozenset(int.from_bytes(port, "big") for port in TUNNEL_PORTS)
 
 
 def make_engine(config: Config, enabled: list[Registered], builder: DocumentBuilder,
@@ -121,34 +128,66 @@ def announcer_ports(config: Config, enabled: list[Registered]) -> tuple[set[int]
 
 # -- framing over raw pipes -----------------------------------------------------
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < n:
-        chunk = os.read(fd, min(n - got, PIPE_BYTES))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def _read_message(fd: int) -> Any:
-    head = _read_exact(fd, 4)
-    if head is None:
-        return None
-    body = _read_exact(fd, _LEN.unpack(head)[0])
-    return None if body is None else pickle.loads(body)
-
-
-def _frame(obj: Any) -> bytes:
+def _message(obj: Any) -> list[memoryview]:
+    """`obj` pickled, after its length: two pieces for `os.writev` (a 1 MiB message is
+    not copied once more to put 4 bytes in front of it)."""
     body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(body)) + body
+    return [memoryview(_LEN.pack(len(body))), memoryview(body)]
+
+
+def _written(pieces: list[memoryview], n: int) -> None:
+    """Drop the first `n` bytes of `pieces` (what `os.writev` took)."""
+    while n:
+        first = pieces[0]
+        if len(first) > n:
+            pieces[0] = first[n:]
+            return
+        n -= len(first)
+        del pieces[0]
+
+
+def _write_all(fd: int, pieces: list[memoryview]) -> None:
+    while pieces:
+        _written(pieces, os.writev(fd, pieces))
+
+
+class _Reader:
+    """Messages from a pipe, each read straight into a buffer of its size (not in
+    pipe-sized chunks joined afterwards)."""
+
+    __slots__ = ("fd", "head", "body", "got")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.head = bytearray(4)
+        self.body: bytearray | None = None
+        self.got = 0
+
+    def read(self) -> Any:
+        """The next whole message; `_Reader.WAIT` when a non-blocking pipe has no more
+        for now; None at the end of the pipe."""
+        while True:
+            buf = self.head if self.body is None else self.body
+            if self.got < len(buf):
+                try:
+                    n = os.readv(self.fd, [memoryview(buf)[self.got:]])
+                except BlockingIOError:
+                    return _Reader.WAIT
+                except OSError:
+                    n = 0
+                if not n:
+                    return None
+                self.got += n
+                if self.got < len(buf):
+                    continue
+            self.got = 0
+            if self.body is None:
+                self.body = bytearray(_LEN.unpack(self.head)[0])
+            else:
+                body, self.body = self.body, None
+                return pickle.loads(body)
+
+    WAIT: Any = object()
 
 
 def _grow_pipe(fd: int) -> None:
@@ -188,6 +227,88 @@ def _locate_ip(linktype: int, data: bytes) -> tuple[bytes, bytes, int, int, bool
             proto, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
         return data[off + 8:off + 24], data[off + 24:off + 40], proto, l4, proto == 44
     return None
+
+
+def _plain_route(linktype: int, data: bytes, crc: int, n: int,
+                 announce: set[int] | None, tunnel_ports: frozenset[int]) -> tuple[int, bool] | None:
+    """(worker index, also a shadow) of plain Ethernet + IPv4, or IPv6 without extension
+    headers (most traffic); None for anything else, or a tunnel that may carry an
+    announcement: `WorkerPool._route` decides those."""
+    if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
+        src, dst = data[26:30], data[30:34]
+        proto, l4 = data[23], 14 + (data[14] & 0x0F) * 4
+        fragment = data[20] & 0x3F or data[21]
+    elif linktype == 1 and len(data) >= 54 and data[12] == 0x86 and data[13] == 0xDD \
+            and data[20] not in _V6_NOT_PLAIN:
+        src, dst = data[22:38], data[38:54]
+        proto, l4, fragment = data[20], 54, 0
+    else:
+        return None
+    index = _crc32(src + dst if src < dst else dst + src, crc) % n
+    if not announce:
+        return index, False
+    if fragment:
+        return index, True                  # a fragment: it may be part of an announcement
+    if proto == 17 or proto == 6:
+        if len(data) >= l4 + 4:
+            sport, dport = _PORTS.unpack_from(data, l4)
+            if sport in announce or dport in announce:
+                return index, True
+            if proto == 17 and dport in tunnel_ports:
+                return None                 # does the tunnel carry an announcement?
+        return index, False
+    return None if proto == 47 else (index, False)
+
+
+def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
+                 pendings: list[list[tuple]], limit: int, next_tick: float, now: float,
+                 frames: int, announce: set[int] | None, tunnel_ports: frozenset[int],
+                 tick_s: float) -> tuple[int, bool, float, float, int, list[int]]:
+    """Hand `batch[start:]` (frames of `source`) to the workers' pending lists, as
+    `WorkerPool._route_one` does frame by frame: the packet clock's ticks to every list,
+    each frame to its worker's as (ts, linktype, data, source, number), a shadow copy
+    (number -1) to the others'. Stops after a frame that fills a list to `limit`, and
+    before a frame that is not plain (`_plain_route`: slow is True).
+    Returns (stop, slow, next_tick, now, frames, frames given to each list).
+    wirebeat._workcore.shard is this in C (tests/beat/test_workcore.py)."""
+    n = len(pendings)
+    counts = [0] * n
+    i, end = start, len(batch)
+    while i < end:
+        item = batch[i]
+        if item.__class__ is not tuple or len(item) < 3:
+            return i, True, next_tick, now, frames, counts
+        ts, linktype, data = item[0], item[1], item[2]
+        if ts.__class__ is not float or linktype.__class__ is not int or data.__class__ is not bytes:
+            return i, True, next_tick, now, frames, counts
+        route = _plain_route(linktype, data, crc, n, announce, tunnel_ports)
+        if route is None:
+            return i, True, next_tick, now, frames, counts
+        index, shadow = route
+        i += 1
+        full = False
+        if ts >= next_tick:
+            next_tick, now = ts + tick_s, ts
+            tick = ("tick", source, ts, linktype, data)
+            for pending in pendings:
+                pending.append(tick)
+            full = True
+        pendings[index].append((ts, linktype, data, source, frames))
+        frames += 1
+        counts[index] += 1
+        if shadow:
+            copy = (ts, linktype, data, source, -1)
+            for k, pending in enumerate(pendings):
+                if k != index:
+                    pending.append(copy)
+            full = True
+        if full and any(len(pending) >= limit for pending in pendings) \
+                or len(pendings[index]) >= limit:
+            break
+    return i, False, next_tick, now, frames, counts
+
+
+shard = workcore.shard if workcore is not None else shard_python
 
 
 class _Clock:
@@ -260,8 +381,8 @@ class _Worker:
         self.fd_in, self.fd_out = in_w, out_r
         os.set_blocking(self.fd_in, False)
         os.set_blocking(self.fd_out, False)
-        self.outbox = memoryview(b"")
-        self.inbox = bytearray()
+        self.outbox: list[memoryview] = []     # messages not yet in the pipe
+        self.inbox = _Reader(self.fd_out)
         self.pending: list[tuple] = []
         self.sent = 0               # frames handed over (not counting shadows)
         self.acked = 0              # frames the worker said it decoded
@@ -339,57 +460,56 @@ class WorkerPool:
     # -- frames in -----------------------------------------------------------
 
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
-        self.packets += 1
+        self.on_batch(((ts, linktype, data, 0),), source)
+
+    def on_batch(self, batch: list[tuple] | tuple, source: str) -> None:
+        """Frames of one source, (ts, linktype, data, ...) each, as `CaptureReader.batches`
+        gives them: `shard` routes the plain ones to the pending lists, and stops at any
+        other for `_route_one`, and whenever a pending list is full (`_send`)."""
         clock = self.clocks.get(source) or self._new_source(source)
+        start, end = 0, len(batch)
+        while start < end:
+            workers = self.workers
+            stop, slow, clock.next_tick, clock.now, clock.frames, counts = shard(
+                batch, start, source, clock.crc, [w.pending for w in workers], BATCH_FRAMES,
+                clock.next_tick, clock.now, clock.frames, self.announce or None, _TUNNEL_DPORTS, TICK_S)
+            if stop > start:
+                self.packets += stop - start
+                self.last = batch[stop - 1]
+                for worker, count in zip(workers, counts):
+                    worker.sent += count
+            if slow:
+                ts, linktype, data = batch[stop][:3]
+                self._route_one(ts, linktype, data, source, clock)
+                stop += 1
+            else:
+                for worker in workers:
+                    if len(worker.pending) >= BATCH_FRAMES:
+                        self._send(worker)
+            start = stop
+
+    def _route_one(self, ts: float, linktype: int, data: bytes, source: str, clock: _Clock) -> None:
+        """A frame `shard` left to Python: any link layer, tunnels, VLANs ..."""
+        self.packets += 1
         number = clock.frames
         clock.frames = number + 1
         if ts >= clock.next_tick:
             self._tick(source, clock, ts, linktype, data)
         entry = self.last = (ts, linktype, data, source, number)
-        # Plain Ethernet + IPv4 or IPv6 without extension headers (most traffic) inline,
-        # with as few objects as can be; the rest through _route.
-        if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
-            src, dst = data[26:30], data[30:34]
-            proto, l4 = data[23], 14 + (data[14] & 0x0F) * 4
-            fragment = data[20] & 0x3F or data[21]
-        elif linktype == 1 and len(data) >= 54 and data[12] == 0x86 and data[13] == 0xDD \
-                and data[20] not in _V6_NOT_PLAIN:
-            src, dst = data[22:38], data[38:54]
-            proto, l4, fragment = data[20], 54, 0
-        else:
-            src = None
-        if src is not None:
-            index = _crc32(src + dst if src < dst else dst + src, clock.crc) % self.n
-            announce = self.announce
-            shadow = False
-            if announce:
-                if fragment:
-                    shadow = True                   # a fragment: it may be part of an announcement
-                elif proto == 17 or proto == 6:
-                    if len(data) >= l4 + 4:
-                        sport, dport = _PORTS.unpack_from(data, l4)
-                        shadow = sport in announce or dport in announce or (
-                            proto == 17 and data[l4 + 2:l4 + 4] in TUNNEL_PORTS
-                            and self._announces(_locate_ip(1, data), data, 0))
-                elif proto == 47:
-                    shadow = self._announces(_locate_ip(1, data), data, 0)
-        else:
-            index, shadow = self._route(clock.crc, linktype, data)
+        index, shadow = self._route(clock.crc, linktype, data)
         worker = self.workers[index]
-        pending = worker.pending
-        pending.append(entry)
+        worker.pending.append(entry)
         worker.sent += 1
         if shadow:
             self._shadow(worker, (ts, linktype, data, source, -1))
-        if len(pending) >= BATCH_FRAMES:
-            self._send(worker)
+        for other in self.workers:
+            if len(other.pending) >= BATCH_FRAMES:
+                self._send(other)
 
     def _shadow(self, owner: _Worker, entry: tuple) -> None:
         for other in self.workers:
             if other is not owner:
                 other.pending.append(entry)
-                if len(other.pending) >= BATCH_FRAMES:
-                    self._send(other)
 
     def _new_source(self, source: str) -> _Clock:
         # As Engine._source: past the cap the source whose clock is oldest is finished.
@@ -498,13 +618,11 @@ class WorkerPool:
     def _send(self, worker: _Worker) -> None:
         """Queue the worker's pending batch, and write until it is all in the pipe."""
         if worker.pending:
-            message = memoryview(_frame(worker.pending))
+            worker.outbox += _message(worker.pending)
             worker.pending = []
-            worker.outbox = message if not worker.outbox else memoryview(bytes(worker.outbox) + message)
         while worker.outbox and not worker.dead:
             try:
-                written = os.write(worker.fd_in, worker.outbox)
-                worker.outbox = worker.outbox[written:]
+                _written(worker.outbox, os.writev(worker.fd_in, worker.outbox))
             except BlockingIOError:
                 # The pipe is full: the worker may be waiting for us to read its documents.
                 self._pump(0.5, want_write=worker)
@@ -523,41 +641,29 @@ class WorkerPool:
             return
         for fd in ready:
             worker = readers[fd]
-            while True:
-                try:
-                    chunk = os.read(fd, PIPE_BYTES)
-                except BlockingIOError:
+            while not worker.dead:
+                message = worker.inbox.read()
+                if message is _Reader.WAIT:
                     break
-                except OSError:
-                    chunk = b""
-                if not chunk:
+                if message is None:
                     self._died(worker)
                     break
-                worker.inbox += chunk
-                self._take(worker)
+                self._take(worker, message)
 
-    def _take(self, worker: _Worker) -> None:
-        inbox = worker.inbox
-        while len(inbox) >= 4:
-            size = _LEN.unpack_from(inbox)[0]
-            if len(inbox) < 4 + size:
-                return
-            kind, acked, docs, counters = pickle.loads(bytes(inbox[4:4 + size]))
-            del inbox[:4 + size]
-            worker.acked = acked
-            if counters is not None:
-                worker.counters = counters
-            publish = self.pipeline.publish
-            if self.raw:
-                fragment = orjson.Fragment
-                for doc_id, raw in docs:
-                    publish(doc_id, fragment(raw))
-            else:
-                loads = orjson.loads
-                for doc_id, raw in docs:
-                    publish(doc_id, loads(raw))
-            if kind == "done":
-                worker.done = True
+    def _take(self, worker: _Worker, message: tuple) -> None:
+        kind, acked, docs, counters = message
+        worker.acked = acked
+        if counters is not None:
+            worker.counters = counters
+        if self.raw:
+            fragment = orjson.Fragment
+            self.pipeline.publish_many([(doc_id, fragment(raw)) for doc_id, raw in docs])
+        else:
+            publish, loads = self.pipeline.publish, orjson.loads
+            for doc_id, raw in docs:
+                publish(doc_id, loads(raw))
+        if kind == "done":
+            worker.done = True
 
     def _died(self, worker: _Worker) -> None:
         if worker.dead:
@@ -773,8 +879,9 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
     decoded = 0
     last_stats = 0.0
     sink = loop.sink
+    reader = _Reader(fd_in)
     while True:
-        batch = _read_message(fd_in)
+        batch = reader.read()
         if batch is None:
             return 0        # the main process closed the pipe (or died)
         count, done = loop.handle(batch)
@@ -788,5 +895,5 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
             counters = loop.stats.snapshot()
         docs = sink.docs[:]
         sink.docs.clear()
-        _write_all(fd_out, _frame(("done" if done else "docs", decoded, docs, counters)))
+        _write_all(fd_out, _message(("done" if done else "docs", decoded, docs, counters)))
 

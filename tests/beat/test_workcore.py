@@ -1,0 +1,174 @@
+"""The worker pool's reader core in C (wirebeat._workcore.shard) against its
+pure-Python reference (wirebeat.workers.shard_python).
+
+Both hand batches of frames to the workers' pending lists: the same entries in
+the same lists in the same order (frames, shadow copies, packet-clock ticks),
+the same stops (a full list, a frame only Python routes) and the same clock,
+frame numbers and counts. The inputs: every bundled capture's frames, one frame
+of every shape test_speedups generates (VLANs, tunnels, fragments, other link
+layers, ARP ...), plain IPv4/IPv6 frames cut at every length, seeded random
+byte flips, timestamps out of order, NaN and infinite, and items that are not
+what a reader gives (bytearray data, int or bool fields, short tuples), with
+and without announcer ports, for 1, 2, 3 and 5 workers and small list limits.
+The routing itself is checked against the documented hash in test_workers.py.
+Under CI=true the extension must have been built.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import zlib
+
+import pytest
+
+import pcapgen as g
+from test_speedups import CAPTURES, _capture_frames, _generated
+from wirebeat.workers import _TUNNEL_DPORTS, shard_python
+
+try:
+    from wirebeat import _workcore
+except ImportError:
+    _workcore = None
+
+needs_c = pytest.mark.skipif(_workcore is None and os.environ.get("CI") != "true",
+                             reason="C extension not built (a failure under CI=true)")
+SOURCE = "capture.pcap"
+CRC = zlib.crc32(SOURCE.encode())
+
+
+def test_extension_is_built_under_ci():
+    if os.environ.get("CI") == "true":
+        assert _workcore is not None, "wirebeat._workcore was not built (C compiler / Python headers?)"
+
+
+def _drive(shard, batch: list, n: int, limit: int, announce: set[int] | None) -> list:
+    """Everything `shard` does to a batch, as WorkerPool.on_batch calls it: each call's
+    result, the lists it filled (emptied when full, as `_send` does), the frames left
+    to Python."""
+    pendings: list[list] = [[] for _ in range(n)]
+    next_tick, now, frames = 0.0, 0.0, 7
+    log: list = []
+    start = 0
+    while start < len(batch):
+        stop, slow, next_tick, now, frames, counts = shard(
+            batch, start, SOURCE, CRC, pendings, limit, next_tick, now, frames, announce,
+            _TUNNEL_DPORTS, 1.0)
+        log.append(("call", start, stop, slow, next_tick, now, frames, counts))
+        assert start <= stop <= len(batch)
+        if slow:
+            log.append(("python", stop))
+            stop += 1
+        for k, pending in enumerate(pendings):
+            if len(pending) >= limit or not slow and stop == len(batch):
+                log.append(("sent", k, list(pending)))
+                pending.clear()
+        start = stop
+    return log
+
+
+def _same(a: list, b: list) -> None:
+    # NaN != NaN: compare their text where floats are
+    assert repr(a) == repr(b)
+
+
+def _check(batch: list, ns=(1, 2, 3, 5), limits=(3, 1024), announces=(None, {5060, 5061})) -> None:
+    assert _workcore is not None
+    for n in ns:
+        for limit in limits:
+            for announce in announces:
+                _same(_drive(_workcore.shard, batch, n, limit, announce),
+                      _drive(shard_python, batch, n, limit, announce))
+
+
+def _plain_frames() -> list[bytes]:
+    a4, b4, a6, b6 = "10.0.0.1", "192.168.1.20", "2001:db8::1", "fe80::2"
+    return [
+        g.ethernet(g.ipv4(a4, b4, 17, g.udp(a4, b4, 1234, 5060, b"INVITE"))),
+        g.ethernet(g.ipv4(b4, a4, 17, g.udp(b4, a4, 5060, 1234, b"OK"))),
+        g.ethernet(g.ipv4(a4, b4, 6, g.tcp(a4, b4, 5061, 443, b"x"))),
+        g.ethernet(g.ipv4(a4, b4, 17, g.udp(a4, b4, 1, 4789, b"\x08" + b"\0" * 20))),     # VXLAN port
+        g.ethernet(g.ipv4(a4, b4, 17, g.udp(a4, b4, 1, 6081, b"\0" * 20))),              # Geneve port
+        g.ethernet(g.ipv4(a4, b4, 47, b"\0\0\x08\0")),                                   # GRE
+        g.ethernet(g.ipv4(a4, b4, 17, g.udp(a4, b4, 1, 53, b"q"), options=b"\x01" * 8)),
+        g.ethernet(g.ipv4(a4, b4, 17, b"z" * 40, more_fragments=True)),
+        g.ethernet(g.ipv4(a4, b4, 17, b"z" * 40, frag_offset_bytes=8)),
+        g.ethernet(g.ipv6(a6, b6, 17, g.udp(a6, b6, 5060, 9, b"SIP"))),
+        g.ethernet(g.ipv6(b6, a6, 6, g.tcp(b6, a6, 80, 40000, b"GET"))),
+        g.ethernet(g.ipv6(a6, b6, 17, g.udp(a6, b6, 9, 4789, b"\0" * 16))),
+        g.ethernet(g.ipv6(a6, b6, 44, b"\x11\0\0\x01\0\0\0\x01" + b"f" * 16)),          # a fragment header
+        g.ethernet(g.ipv6(a6, b6, 0, b"\x11\0" + b"\0" * 6 + g.udp(a6, b6, 1, 2, b""))),  # hop-by-hop
+        g.ethernet(g.ipv6(a6, b6, 58, b"\x80\0\0\0\0\1\0\1")),
+    ]
+
+
+@needs_c
+def test_bundled_captures_are_identical():
+    batch = []
+    for path in CAPTURES:
+        try:
+            batch += [(ts, lt, data, len(data)) for ts, lt, data in _capture_frames(path)]
+        except Exception:       # noqa: BLE001 - damaged test captures: their frames are enough
+            continue
+    assert len(batch) > 1000
+    _check(batch, ns=(2, 3), limits=(64,))
+
+
+@needs_c
+def test_generated_frames_are_identical():
+    _check([(ts, lt, data, 0) for ts, lt, data in _generated()])
+
+
+@needs_c
+def test_frames_cut_at_every_length_are_identical():
+    batch = []
+    ts = 1_700_000_000.0
+    for frame in _plain_frames():
+        for cut in range(len(frame) + 1):
+            ts += 0.3
+            batch.append((ts, 1, frame[:cut], cut))
+    _check(batch)
+
+
+@needs_c
+def test_random_byte_flips_are_identical():
+    rng = random.Random(15)
+    frames = _plain_frames()
+    batch = []
+    for i in range(4000):
+        frame = bytearray(rng.choice(frames))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(12, min(len(frame), 60))
+            frame[at] = rng.choice((0, 6, 8, 17, 44, 47, 0x86, 0xDD, 0x13, 0xC4, rng.randrange(256)))
+        batch.append((1_700_000_000.0 + rng.uniform(-5, 50), 1, bytes(frame), len(frame)))
+    _check(batch)
+
+
+@needs_c
+def test_odd_items_and_times_are_identical():
+    frame = _plain_frames()[0]
+    batch = [
+        (1.0, 1, frame, 0), (math.nan, 1, frame, 0), (math.inf, 1, frame, 0), (2.0, 1, frame, 0),
+        (-math.inf, 1, frame), (3.0, True, frame, 0), (4.0, 1, bytearray(frame), 0),
+        (5, 1, frame, 0), (6.0, 1.0, frame, 0), (7.0, 2**70, frame, 0), (8.0, -1, frame, 0),
+        (9.0, 1), [10.0, 1, frame, 0], (11.0, 1, frame, 0), (12.0, 0, frame, 0),
+    ]
+    _check(batch)
+    _check(tuple(batch))
+
+
+@needs_c
+def test_bad_arguments_raise_and_leave_the_lists_alone():
+    assert _workcore is not None
+    frame = _plain_frames()[0]
+    batch = [(1.0, 1, frame, 0)]
+    pendings: list[list] = [[], []]
+    with pytest.raises(TypeError):
+        _workcore.shard(batch, 0, SOURCE, CRC, pendings, 8, 0.0, 0.0, 0, [5060], _TUNNEL_DPORTS, 1.0)
+    with pytest.raises(TypeError):
+        _workcore.shard(batch, 0, SOURCE, CRC, [[], "x"], 8, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
+    with pytest.raises(ValueError):
+        _workcore.shard(batch, 0, SOURCE, CRC, [], 8, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
+    with pytest.raises(TypeError):
+        _workcore.shard(iter(batch), 0, SOURCE, CRC, pendings, 8, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
+    assert pendings == [[], []]
