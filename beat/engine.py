@@ -254,7 +254,7 @@ class Engine:
             builder, pipeline.publish, config["wirebeat.flows.timeout"],
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
             config["wirebeat.flows.report_all"],
-            fragments=self.fragments_ok)
+            fragments=self.fragments_ok, publish_many=getattr(pipeline, "publish_many", None))
         self.flows_enabled = config["wirebeat.flows.enabled"]
         self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
         if self.dedup is not None:

@@ -115,6 +115,20 @@ class Pipeline:
         if len(batch) >= self.batch_size:
             self.flush()
 
+    def publish_many(self, docs: Batch) -> None:
+        """Queue ready documents (JSON text, orjson.Fragment) in one call: a flow table
+        sweep's reports. The same batches as one `publish` per document."""
+        self.published += len(docs)
+        start, end = 0, len(docs)
+        while start < end:
+            if not self.batch:
+                self.batch_started = time.monotonic()
+            take = self.batch_size - len(self.batch)
+            self.batch.extend(docs[start:start + take])
+            start += take
+            if len(self.batch) >= self.batch_size:
+                self.flush()
+
     def maybe_flush(self) -> None:
         """Hand over a partial batch that has waited longer than the flush timeout."""
         if self.batch and time.monotonic() - self.batch_started >= self.flush_timeout_s:
