@@ -44,7 +44,8 @@ enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_
 enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
-static PyObject *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
+static PyObject *small_int[3];     /* -1, 0, 1 */
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -94,6 +95,18 @@ static inline void set_obj(PyObject *list, Py_ssize_t i, PyObject *v)
     Py_INCREF(v);
     PyList_SET_ITEM(list, i, v);
     Py_DECREF(old);
+}
+
+/* A new tuple of objects the cyclic garbage collector does not track (str, int, float,
+ * bytes, orjson.Fragment, tuples of those) leaves its lists, as its first collection would
+ * have decided: it cannot be part of a cycle, and collections no longer walk it. */
+static inline PyObject *untracked(PyObject *tuple)
+{
+    if (tuple == NULL || !PyObject_GC_IsTracked(tuple)) return tuple;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
+        if (PyObject_GC_IsTracked(PyTuple_GET_ITEM(tuple, i))) return tuple;
+    PyObject_GC_UnTrack(tuple);
+    return tuple;
 }
 
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
@@ -483,13 +496,14 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
     objs[O_TRANSPORT] = PyDict_GetItemWithError(self->transports, proto_o);
     if (objs[O_TRANSPORT] != NULL) Py_INCREF(objs[O_TRANSPORT]);
     else if (PyErr_Occurred() || !(objs[O_TRANSPORT] = PyObject_Str(proto_o))) goto done;
-    PyObject *builder = PyObject_GetAttrString(self->reporter, "builder");
+    PyObject *builder = PyObject_GetAttr(self->reporter, str_builder);
     if (builder == NULL) goto done;
-    PyObject *direction = PyObject_GetAttrString(builder, "direction");
+    PyObject *direction = PyObject_GetAttr(builder, str_direction);
     Py_DECREF(builder);
     if (direction == NULL) goto done;
     if (direction != Py_None) {
-        objs[O_DIRECTION] = PyObject_CallMethod(direction, "of_packed", "OO", src, dst);
+        PyObject *args[3] = {direction, src, dst};
+        objs[O_DIRECTION] = PyObject_VectorcallMethod(str_of_packed, args, 3, NULL);
         if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
     }
     Py_DECREF(direction);
@@ -570,7 +584,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
     ADD_LIT(&t, "}");
     add_str(&t, objs[O_TAIL]);
     if (!(p[5] = join_text(&t))) goto done;
-    parts = PyTuple_Pack(6, p[0], p[1], p[2], p[3], p[4], p[5]);
+    parts = untracked(PyTuple_Pack(6, p[0], p[1], p[2], p[3], p[4], p[5]));
 done:
     for (int i = 0; i < O_N; i++) Py_XDECREF(objs[i]);
     for (int i = 0; i < 6; i++) Py_XDECREF(p[i]);
@@ -670,7 +684,7 @@ static PyObject *make_body(ReporterObject *self, PyObject *source, PyObject *rec
     if (text3 == NULL) goto done;
     total = PyLong_FromLongLong(packets + packets_rev);
     if (total == NULL) goto done;
-    body = PyTuple_Pack(4, total, end, text2, text3);
+    body = untracked(PyTuple_Pack(4, total, end, text2, text3));
 done:
     Py_DECREF(parts);
     Py_XDECREF(end);
@@ -768,7 +782,7 @@ static int report(ReporterObject *self, PyObject *source, PyObject *rec, int fin
     frag = PyObject_CallOneArg(self->fragment, text);
     if (frag == NULL) goto error;
     if (self->pending != NULL) {        /* a sweep: published together at its end */
-        PyObject *item = PyTuple_Pack(2, doc_id, frag);
+        PyObject *item = untracked(PyTuple_Pack(2, doc_id, frag));
         if (item == NULL) goto error;
         int failed = PyList_Append(self->pending, item);
         Py_DECREF(item);
@@ -1046,19 +1060,31 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     } else {
         Py_INCREF(icmp);
     }
-    if (proto == 6) {
-        tcp = Py_BuildValue("[iiiiiiiiOiOOi]", -1, -1, 0, 0, 0, 0, 0, 0, Py_None, -1, Py_None, Py_None, -1);
-        if (tcp == NULL) goto error;
+    if (proto == 6) {       /* _new_tcp() */
+        if (!(tcp = PyList_New(T_SIZE))) goto error;
+        for (int i = 0; i < T_SIZE; i++) PyList_SET_ITEM(tcp, i, Py_NewRef(Py_None));
+        static const int minus_one[] = {T_HIGH, T_HIGH_REV, T_SYN_DIR, T_AWAIT_ACK_DIR},
+                         zero[] = {T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS};
+        for (int i = 0; i < 4; i++) set_obj(tcp, minus_one[i], small_int[0]);
+        for (int i = 0; i < 6; i++) set_obj(tcp, zero[i], small_int[1]);
     } else {
         tcp = Py_NewRef(Py_None);
     }
-    rec = Py_BuildValue("[OOiiiiOOiOOOOOOOO]", ts, ts, 0, 0, 0, 0, key, rev, 0, Py_None, tcp, Py_None, icmp,
-                        Py_None, Py_None, Py_None, Py_None);
-    if (rec == NULL) goto error;
-    if (!(entry = Py_BuildValue("(Oi)", rec, 0)) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
+    /* [ts, ts, 0, 0, 0, 0, key, rev, 0, None, tcp, None, icmp, None, None, None, None] */
+    if (!(rec = PyList_New(R_SIZE))) goto error;
+    for (int i = 0; i < R_SIZE; i++) PyList_SET_ITEM(rec, i, Py_NewRef(Py_None));
+    set_obj(rec, R_FIRST_TS, ts);
+    set_obj(rec, R_LAST_TS, ts);
+    for (int i = R_PACKETS; i <= R_BYTES_REV; i++) set_obj(rec, i, small_int[1]);
+    set_obj(rec, R_REPORTS, small_int[1]);
+    set_obj(rec, R_KEY, key);
+    set_obj(rec, R_REV_KEY, rev);
+    set_obj(rec, R_TCP, tcp);
+    set_obj(rec, R_ICMP, icmp);
+    if (!(entry = PyTuple_Pack(2, rec, small_int[1])) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
     int same = PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
-    if (!same && (!(rentry = Py_BuildValue("(Oi)", rec, 1)) || PyDict_SetItem(self->flows, rev, rentry) < 0))
+    if (!same && (!(rentry = PyTuple_Pack(2, rec, small_int[2])) || PyDict_SetItem(self->flows, rev, rentry) < 0))
         goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
     if (add_attr(self->table, str_opened, 1) < 0) goto error;
@@ -1212,9 +1238,9 @@ static PyObject *endpoints(PyObject *key)
     }
     PyObject *zero = PyLong_FromLong(0);
     if (zero == NULL) return NULL;
-    PyObject *out = PyTuple_Pack(5, PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 3),
+    PyObject *out = untracked(PyTuple_Pack(5, PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 3),
                                  proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 6) : zero, PyTuple_GET_ITEM(key, 4),
-                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 7) : zero);
+                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 7) : zero));
     Py_DECREF(zero);
     return out;
 }
@@ -1280,7 +1306,7 @@ static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject
     if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
     int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
     if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
-    value = PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts);
+    value = untracked(PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts));
     if (value == NULL || PyObject_SetItem(self->ended, ends, value) < 0) goto done;
     rc = 0;
 done:
@@ -1467,12 +1493,17 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_as_text = PyUnicode_InternFromString("as_text");
     str_publish = PyUnicode_InternFromString("publish");
     str_publish_many = PyUnicode_InternFromString("publish_many");
+    str_builder = PyUnicode_InternFromString("builder");
+    str_direction = PyUnicode_InternFromString("direction");
+    str_of_packed = PyUnicode_InternFromString("of_packed");
     str_max_flows = PyUnicode_InternFromString("max_flows");
     str_final_reports = PyUnicode_InternFromString("final_reports");
     str_opened = PyUnicode_InternFromString("opened");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
-    if (!str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
+    for (int i = 0; i < 3; i++)
+        if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",
