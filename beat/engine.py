@@ -450,7 +450,8 @@ class Engine:
             self.mac_pairs_evicted += 1
         macs[pair] = (linktype, data[:offset + 1])
         if state.flows is not None:     # whole captured frame; outer addresses when tunneled
-            state.flows.account(ts, *self.frame, outer_vlans, src, dst, proto, payload,
+            frame = self.frame          # (no *-call: the C account is called without an argument tuple)
+            state.flows.account(ts, frame[0], frame[1], outer_vlans, src, dst, proto, payload,
                                 () if self.tunnel is None else self.tunnel[1:3])
         if proto == 17:
             self._on_udp(state, ts, src, dst, payload)
