@@ -38,8 +38,7 @@ class ConsoleOutput:
 
     def __init__(self, pretty: bool = False, stream: BinaryIO | None = None) -> None:
         self.stream = stream or sys.stdout.buffer
-        # Each line with its newline from orjson itself (OPT_APPEND_NEWLINE): one copy less.
-        self.option = (orjson.OPT_INDENT_2 if pretty else 0) | orjson.OPT_APPEND_NEWLINE
+        self.option = orjson.OPT_INDENT_2 if pretty else 0
         # Documents may be orjson.Fragment (JSON text: flow reports, per-packet documents),
         # except when pretty-printed: a fragment is written as it is, not indented.
         self.accepts_fragments = not pretty
@@ -51,7 +50,7 @@ class ConsoleOutput:
         # allocations alive at once and, freed together, glibc hands them back to the
         # kernel, to be faulted in again for the next batch (4x the page faults of a run).
         try:
-            self.stream.write(b"".join([dumps(doc, option=option) for _, doc in batch]))
+            self.stream.write(b"".join([dumps(doc, option=option) + b"\n" for _, doc in batch]))
             self.stream.flush()
         except BrokenPipeError:
             # `wirebeat run ... --console | head`: the reader left, nothing more to deliver.
@@ -103,11 +102,11 @@ class FileOutput:
         self.size = 0
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:
-        dumps, max_bytes, newline = orjson.dumps, self.max_bytes, orjson.OPT_APPEND_NEWLINE
+        dumps, max_bytes = orjson.dumps, self.max_bytes
         lines: list[bytes] = []
         size = self.size
         for _, doc in batch:
-            line = dumps(doc, option=newline)
+            line = dumps(doc) + b"\n"
             if size and size + len(line) > max_bytes:
                 self.fh.write(b"".join(lines))     # the lines before the rotation, in the old file
                 lines = []
