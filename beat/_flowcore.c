@@ -44,7 +44,8 @@ enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_
 enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
-static PyObject *str_idle, *str_as_text, *str_publish, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
+static PyObject *small_int[3];     /* -1, 0, 1 */
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -96,7 +97,99 @@ static inline void set_obj(PyObject *list, Py_ssize_t i, PyObject *v)
     Py_DECREF(old);
 }
 
+/* A new tuple of objects the cyclic garbage collector does not track (str, int, float,
+ * bytes, orjson.Fragment, tuples of those) leaves its lists, as its first collection would
+ * have decided: it cannot be part of a cycle, and collections no longer walk it. */
+static inline PyObject *untracked(PyObject *tuple)
+{
+    if (tuple == NULL || !PyObject_GC_IsTracked(tuple)) return tuple;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
+        if (PyObject_GC_IsTracked(PyTuple_GET_ITEM(tuple, i))) return tuple;
+    PyObject_GC_UnTrack(tuple);
+    return tuple;
+}
+
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
+
+/* ---- BLAKE2b (RFC 7693), unkeyed, for flow.id (as beat/_nfcore.c) ------------------------------ */
+
+static const uint64_t B2_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
+
+static void b2_compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 16; i++) {
+        uint64_t w = 0;
+        for (int j = 7; j >= 0; j--) w = (w << 8) | block[i * 8 + j];
+        m[i] = w;
+    }
+    for (int i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = B2_IV[i]; }
+    v[12] ^= t;                          /* inputs below 2^64 bytes: the high word stays 0 */
+    if (last) v[14] = ~v[14];
+#define B2G(a, b, c, d, x, y) do { \
+        v[a] = v[a] + v[b] + (x); v[d] = rotr64(v[d] ^ v[a], 32); \
+        v[c] = v[c] + v[d]; v[b] = rotr64(v[b] ^ v[c], 24); \
+        v[a] = v[a] + v[b] + (y); v[d] = rotr64(v[d] ^ v[a], 16); \
+        v[c] = v[c] + v[d]; v[b] = rotr64(v[b] ^ v[c], 63); } while (0)
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2_SIGMA[r];
+        B2G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+#undef B2G
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+static void blake2b(const uint8_t *in, size_t n, uint8_t *out, size_t outlen) {
+    uint64_t h[8];
+    uint8_t block[128];
+    memcpy(h, B2_IV, sizeof h);
+    h[0] ^= 0x01010000ULL ^ (uint64_t)outlen;
+    uint64_t t = 0;
+    while (n > 128) {
+        t += 128;
+        b2_compress(h, in, t, 0);
+        in += 128;
+        n -= 128;
+    }
+    memset(block, 0, sizeof block);
+    memcpy(block, in, n);
+    t += n;
+    b2_compress(h, block, t, 1);
+    for (size_t i = 0; i < outlen; i++) out[i] = (uint8_t)(h[i / 8] >> (8 * (i % 8)));
+}
+
+/* urlsafe base64 of 15 bytes: 20 characters, no padding needed. */
+static void id_text(const uint8_t d[15], char out[20]) {
+    static const char *A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (int i = 0, o = 0; i < 15; i += 3, o += 4) {
+        uint32_t w = ((uint32_t)d[i] << 16) | ((uint32_t)d[i + 1] << 8) | d[i + 2];
+        out[o] = A[w >> 18]; out[o + 1] = A[(w >> 12) & 63];
+        out[o + 2] = A[(w >> 6) & 63]; out[o + 3] = A[w & 63];
+    }
+}
 
 /* ---- text ------------------------------------------------------------------ */
 
@@ -184,16 +277,161 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment;
-    PyObject *ip_text, *community_id, *transports, *tail;
+    PyObject *ip_text, *community_id, *transports, *tail, *id_source;
     double stamp_ts;            /* the last report time not a flow's last packet, and its text */
     PyObject *stamp;
+    PyObject *id_key, *id_bytes;    /* the last source and its id_source(source) as UTF-8 */
+    PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
 } ReporterObject;
+
+/* The collected reports go to the pipeline: `publish_many(list)` with the reporter's
+ * publish_many, else `publish(doc_id, doc)` for each. Collecting goes on (a new list). */
+static int publish_pending(ReporterObject *self)
+{
+    if (self->pending == NULL || PyList_GET_SIZE(self->pending) == 0) return 0;
+    PyObject *docs = self->pending, *fresh = PyList_New(0), *many, *res;
+    if (fresh == NULL) return -1;
+    self->pending = fresh;
+    many = PyObject_GetAttr(self->reporter, str_publish_many);
+    if (many == NULL) { Py_DECREF(docs); return -1; }
+    if (many != Py_None) {
+        res = PyObject_CallOneArg(many, docs);
+        Py_DECREF(many);
+        Py_DECREF(docs);
+        if (res == NULL) return -1;
+        Py_DECREF(res);
+        return 0;
+    }
+    Py_DECREF(many);
+    PyObject *publish = PyObject_GetAttr(self->reporter, str_publish);
+    if (publish == NULL) { Py_DECREF(docs); return -1; }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(docs); i++) {
+        PyObject *item = PyList_GET_ITEM(docs, i);
+        res = PyObject_Vectorcall(publish, &PyTuple_GET_ITEM(item, 0), 2, NULL);
+        if (res == NULL) { rc = -1; break; }
+        Py_DECREF(res);
+    }
+    Py_DECREF(publish);
+    Py_DECREF(docs);
+    return rc;
+}
+
+/* Start collecting reports (a sweep, the end of input); 0 or -1. Already collecting: 0. */
+static int start_collecting(ReporterObject *self)
+{
+    if (self->pending != NULL) return 0;
+    self->pending = PyList_New(0);
+    return self->pending == NULL ? -1 : 0;
+}
+
+/* Publish what was collected and stop collecting; keeps an exception already set. */
+static int stop_collecting(ReporterObject *self)
+{
+    if (self->pending == NULL) return 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int rc = publish_pending(self);
+    Py_CLEAR(self->pending);
+    if (type != NULL) {
+        if (rc < 0) PyErr_Clear();      /* the first error is the one to tell */
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return rc;
+}
 
 static PyObject *call_report_python(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *final,
                                     PyObject *reason, PyObject *report_ts)
 {
+    /* The Python method publishes itself: what was collected goes first (the same order). */
+    if (publish_pending(self) < 0) return NULL;
     PyObject *args[6] = {self->reporter, source, rec, final, reason, report_ts};
     return PyObject_Vectorcall(self->report_python, args, 6, NULL);
+}
+
+/* _assign_id in C: flow.id of the record (also stored in it), a new reference; NULL
+ * without an error when the record is not the common case (the caller asks Python). */
+static PyObject *assign_id_c(ReporterObject *self, PyObject *source, PyObject *rec)
+{
+    PyObject *key = PyList_GET_ITEM(rec, R_KEY), *first = PyList_GET_ITEM(rec, R_FIRST_TS);
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8 || !PyFloat_CheckExact(first)
+            || !PyUnicode_CheckExact(source))
+        return NULL;
+    PyObject *macs = PyTuple_GET_ITEM(key, 0), *vlans = PyTuple_GET_ITEM(key, 1), *outer = PyTuple_GET_ITEM(key, 2),
+             *src = PyTuple_GET_ITEM(key, 3), *dst = PyTuple_GET_ITEM(key, 4);
+    long long proto, sport, dport, vl[8];
+    Py_ssize_t nvlans, nouter;
+    if (!PyBytes_CheckExact(macs) || !PyTuple_CheckExact(vlans) || (nvlans = PyTuple_GET_SIZE(vlans)) > 8
+            || !PyTuple_CheckExact(outer) || ((nouter = PyTuple_GET_SIZE(outer)) != 0 && nouter != 2)
+            || !PyBytes_CheckExact(src) || !PyBytes_CheckExact(dst)
+            || !get_ll(PyTuple_GET_ITEM(key, 5), &proto) || proto < 0 || proto > 255
+            || !get_ll(PyTuple_GET_ITEM(key, 6), &sport) || sport < 0 || sport > 65535
+            || !get_ll(PyTuple_GET_ITEM(key, 7), &dport) || dport < 0 || dport > 65535)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nouter; i++) {
+        PyObject *o = PyTuple_GET_ITEM(outer, i);
+        if (!PyBytes_CheckExact(o) || PyBytes_GET_SIZE(o) > 255) return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nvlans; i++)
+        if (!get_ll(PyTuple_GET_ITEM(vlans, i), &vl[i])) return NULL;
+    double start = nearbyint(PyFloat_AS_DOUBLE(first) * 1e6);     /* round(first * 1e6) */
+    if (!(fabs(start) < 9e18)) return NULL;
+    long long micros = (long long)start;
+    if (source != self->id_key) {       /* id_source(source).encode(), kept for the next flow */
+        PyObject *text = PyObject_CallOneArg(self->id_source, source);
+        if (text == NULL) return NULL;
+        PyObject *raw = PyUnicode_CheckExact(text) ? PyUnicode_AsUTF8String(text) : NULL;
+        Py_DECREF(text);
+        if (raw == NULL) { PyErr_Clear(); return NULL; }      /* Python decides (and tells) */
+        Py_XSETREF(self->id_bytes, raw);
+        Py_XSETREF(self->id_key, Py_NewRef(source));
+    }
+    /* b"|".join((source, macs, bytes(map(len, outer)), *outer, src, dst, numbers, vlans text)) */
+    Py_ssize_t size = PyBytes_GET_SIZE(self->id_bytes) + PyBytes_GET_SIZE(macs) + nouter + PyBytes_GET_SIZE(src)
+                      + PyBytes_GET_SIZE(dst) + 13 + nvlans * 21 + 8;
+    for (Py_ssize_t i = 0; i < nouter; i++) size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(outer, i)) + 1;
+    unsigned char stackbuf[512], *buf = size <= (Py_ssize_t)sizeof stackbuf ? stackbuf : PyMem_Malloc(size);
+    if (buf == NULL) { PyErr_NoMemory(); return NULL; }
+    unsigned char *w = buf;
+#define PUT(o) do { memcpy(w, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o)); w += PyBytes_GET_SIZE(o); *w++ = '|'; } while (0)
+    PUT(self->id_bytes);
+    PUT(macs);
+    for (Py_ssize_t i = 0; i < nouter; i++) *w++ = (unsigned char)PyBytes_GET_SIZE(PyTuple_GET_ITEM(outer, i));
+    *w++ = '|';
+    for (Py_ssize_t i = 0; i < nouter; i++) PUT(PyTuple_GET_ITEM(outer, i));
+    PUT(src);
+    PUT(dst);
+#undef PUT
+    *w++ = (unsigned char)proto;            /* struct "!BHHq" */
+    *w++ = (unsigned char)(sport >> 8); *w++ = (unsigned char)sport;
+    *w++ = (unsigned char)(dport >> 8); *w++ = (unsigned char)dport;
+    uint64_t um = (uint64_t)micros;
+    for (int i = 7; i >= 0; i--) *w++ = (unsigned char)(um >> (8 * i));
+    *w++ = '|';
+    for (Py_ssize_t i = 0; i < nvlans; i++) {
+        if (i) *w++ = ',';
+        w += sprintf((char *)w, "%lld", vl[i]);
+    }
+    uint8_t digest[15];
+    char idt[20];
+    blake2b(buf, (size_t)(w - buf), digest, 15);
+    if (buf != stackbuf) PyMem_Free(buf);
+    id_text(digest, idt);
+    PyObject *fid = PyUnicode_FromStringAndSize(idt, 20);
+    if (fid != NULL) set_obj(rec, R_ID, fid);
+    return fid;
+}
+
+/* flow.id of the record: its own, else assigned (in C, else by the Python _assign_id). */
+static PyObject *flow_id(ReporterObject *self, PyObject *source, PyObject *rec)
+{
+    PyObject *fid = PyList_GET_ITEM(rec, R_ID);
+    if (PyUnicode_CheckExact(fid) && PyUnicode_GET_LENGTH(fid)) return Py_NewRef(fid);
+    fid = assign_id_c(self, source, rec);
+    if (fid != NULL || PyErr_Occurred()) return fid;
+    PyObject *args[2] = {source, rec};
+    return PyObject_Vectorcall(self->assign_id, args, 2, NULL);
 }
 
 static const char HEXU[] = "0123456789ABCDEF";
@@ -258,13 +496,14 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
     objs[O_TRANSPORT] = PyDict_GetItemWithError(self->transports, proto_o);
     if (objs[O_TRANSPORT] != NULL) Py_INCREF(objs[O_TRANSPORT]);
     else if (PyErr_Occurred() || !(objs[O_TRANSPORT] = PyObject_Str(proto_o))) goto done;
-    PyObject *builder = PyObject_GetAttrString(self->reporter, "builder");
+    PyObject *builder = PyObject_GetAttr(self->reporter, str_builder);
     if (builder == NULL) goto done;
-    PyObject *direction = PyObject_GetAttrString(builder, "direction");
+    PyObject *direction = PyObject_GetAttr(builder, str_direction);
     Py_DECREF(builder);
     if (direction == NULL) goto done;
     if (direction != Py_None) {
-        objs[O_DIRECTION] = PyObject_CallMethod(direction, "of_packed", "OO", src, dst);
+        PyObject *args[3] = {direction, src, dst};
+        objs[O_DIRECTION] = PyObject_VectorcallMethod(str_of_packed, args, 3, NULL);
         if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
     }
     Py_DECREF(direction);
@@ -345,7 +584,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
     ADD_LIT(&t, "}");
     add_str(&t, objs[O_TAIL]);
     if (!(p[5] = join_text(&t))) goto done;
-    parts = PyTuple_Pack(6, p[0], p[1], p[2], p[3], p[4], p[5]);
+    parts = untracked(PyTuple_Pack(6, p[0], p[1], p[2], p[3], p[4], p[5]));
 done:
     for (int i = 0; i < O_N; i++) Py_XDECREF(objs[i]);
     for (int i = 0; i < 6; i++) Py_XDECREF(p[i]);
@@ -445,7 +684,7 @@ static PyObject *make_body(ReporterObject *self, PyObject *source, PyObject *rec
     if (text3 == NULL) goto done;
     total = PyLong_FromLongLong(packets + packets_rev);
     if (total == NULL) goto done;
-    body = PyTuple_Pack(4, total, end, text2, text3);
+    body = untracked(PyTuple_Pack(4, total, end, text2, text3));
 done:
     Py_DECREF(parts);
     Py_XDECREF(end);
@@ -471,15 +710,9 @@ static int report(ReporterObject *self, PyObject *source, PyObject *rec, int fin
     if (!as_text || !PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE || !PyFloat_CheckExact(report_ts)
             || !(reason == Py_None || PyUnicode_CheckExact(reason)))
         goto python;
-    fid = PyList_GET_ITEM(rec, R_ID);
-    if (!PyUnicode_CheckExact(fid) || PyUnicode_GET_LENGTH(fid) == 0) {
-        PyObject *args[2] = {source, rec};
-        fid = PyObject_Vectorcall(self->assign_id, args, 2, NULL);
-        if (fid == NULL) return -1;
-        if (!PyUnicode_CheckExact(fid)) { Py_DECREF(fid); goto python; }
-    } else {
-        Py_INCREF(fid);
-    }
+    fid = flow_id(self, source, rec);
+    if (fid == NULL) return -1;
+    if (!PyUnicode_CheckExact(fid)) { Py_DECREF(fid); goto python; }
     if (!get_ll(PyList_GET_ITEM(rec, R_REPORTS), &reports) || reports < 0 || reports == LLONG_MAX)
         goto python_fid;
     for (int i = 0; i < 4; i++)
@@ -548,13 +781,21 @@ static int report(ReporterObject *self, PyObject *source, PyObject *rec, int fin
     if (text == NULL) goto error;
     frag = PyObject_CallOneArg(self->fragment, text);
     if (frag == NULL) goto error;
-    PyObject *publish = PyObject_GetAttr(self->reporter, str_publish);
-    if (publish == NULL) goto error;
-    PyObject *args[2] = {doc_id, frag};
-    res = PyObject_Vectorcall(publish, args, 2, NULL);
-    Py_DECREF(publish);
-    if (res == NULL) goto error;
-    Py_DECREF(res);
+    if (self->pending != NULL) {        /* a sweep: published together at its end */
+        PyObject *item = untracked(PyTuple_Pack(2, doc_id, frag));
+        if (item == NULL) goto error;
+        int failed = PyList_Append(self->pending, item);
+        Py_DECREF(item);
+        if (failed) goto error;
+    } else {
+        PyObject *publish = PyObject_GetAttr(self->reporter, str_publish);
+        if (publish == NULL) goto error;
+        PyObject *args[2] = {doc_id, frag};
+        res = PyObject_Vectorcall(publish, args, 2, NULL);
+        Py_DECREF(publish);
+        if (res == NULL) goto error;
+        Py_DECREF(res);
+    }
     rc = 0;
 error:
     Py_XDECREF(frag);
@@ -596,9 +837,9 @@ static PyObject *reporter_call(ReporterObject *self, PyObject *const *args, size
 static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment, *ip_text, *community_id,
-             *transports, *tail;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO!O:Reporter", &reporter, &report_python, &parts, &assign_id, &iso_time,
-                          &fragment, &ip_text, &community_id, &PyDict_Type, &transports, &tail))
+             *transports, *tail, *id_source;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO!OO:Reporter", &reporter, &report_python, &parts, &assign_id, &iso_time,
+                          &fragment, &ip_text, &community_id, &PyDict_Type, &transports, &tail, &id_source))
         return NULL;
     ReporterObject *self = (ReporterObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
@@ -613,6 +854,8 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->community_id = Py_NewRef(community_id);
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
+    self->id_source = Py_NewRef(id_source);
+    self->id_key = self->id_bytes = self->pending = NULL;
     self->stamp = NULL;
     self->stamp_ts = 0.0;
     return (PyObject *)self;
@@ -623,6 +866,7 @@ static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
     Py_VISIT(self->reporter); Py_VISIT(self->report_python); Py_VISIT(self->parts);
     Py_VISIT(self->assign_id); Py_VISIT(self->iso_time); Py_VISIT(self->fragment);
     Py_VISIT(self->ip_text); Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
+    Py_VISIT(self->id_source); Py_VISIT(self->pending);
     return 0;
 }
 
@@ -632,6 +876,7 @@ static int reporter_clear(ReporterObject *self)
     Py_CLEAR(self->assign_id); Py_CLEAR(self->iso_time); Py_CLEAR(self->fragment);
     Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->stamp);
+    Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
     return 0;
 }
 
@@ -642,11 +887,42 @@ static void reporter_dealloc(ReporterObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *reporter_flow_id(ReporterObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[1]) || PyList_GET_SIZE(args[1]) < R_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "flow_id(source, rec): a source and a flow record");
+        return NULL;
+    }
+    return flow_id(self, args[0], args[1]);
+}
+
+static PyObject *reporter_collect(ReporterObject *self, PyObject *unused)
+{
+    if (start_collecting(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *reporter_publish_collected(ReporterObject *self, PyObject *unused)
+{
+    if (stop_collecting(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef reporter_methods[] = {
+    {"flow_id", (PyCFunction)(void (*)(void))reporter_flow_id, METH_FASTCALL,
+     "flow_id(source, rec) -> flow.id: the record's, else assigned as _assign_id does (and kept)"},
+    {"collect", (PyCFunction)reporter_collect, METH_NOARGS,
+     "collect(): text reports from now on wait in a list instead of being published one by one"},
+    {"publish_collected", (PyCFunction)reporter_publish_collected, METH_NOARGS,
+     "publish_collected(): the collected reports to the pipeline in one call (publish_many); stop collecting"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject ReporterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "wirebeat._flowcore.Reporter",
     .tp_doc = "Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text, community_id, "
-              "transports, tail): "
+              "transports, tail, id_source): "
               "called as FlowReporter.report(source, rec, final, reason, report_ts)",
     .tp_basicsize = sizeof(ReporterObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -656,6 +932,7 @@ static PyTypeObject ReporterType = {
     .tp_traverse = (traverseproc)reporter_traverse,
     .tp_clear = (inquiry)reporter_clear,
     .tp_dealloc = (destructor)reporter_dealloc,
+    .tp_methods = reporter_methods,
 };
 
 /* ---- Table: FlowTable.account and the sweep's loop ------------------------------- */
@@ -783,19 +1060,31 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     } else {
         Py_INCREF(icmp);
     }
-    if (proto == 6) {
-        tcp = Py_BuildValue("[iiiiiiiiOiOOi]", -1, -1, 0, 0, 0, 0, 0, 0, Py_None, -1, Py_None, Py_None, -1);
-        if (tcp == NULL) goto error;
+    if (proto == 6) {       /* _new_tcp() */
+        if (!(tcp = PyList_New(T_SIZE))) goto error;
+        for (int i = 0; i < T_SIZE; i++) PyList_SET_ITEM(tcp, i, Py_NewRef(Py_None));
+        static const int minus_one[] = {T_HIGH, T_HIGH_REV, T_SYN_DIR, T_AWAIT_ACK_DIR},
+                         zero[] = {T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS};
+        for (int i = 0; i < 4; i++) set_obj(tcp, minus_one[i], small_int[0]);
+        for (int i = 0; i < 6; i++) set_obj(tcp, zero[i], small_int[1]);
     } else {
         tcp = Py_NewRef(Py_None);
     }
-    rec = Py_BuildValue("[OOiiiiOOiOOOOOOOO]", ts, ts, 0, 0, 0, 0, key, rev, 0, Py_None, tcp, Py_None, icmp,
-                        Py_None, Py_None, Py_None, Py_None);
-    if (rec == NULL) goto error;
-    if (!(entry = Py_BuildValue("(Oi)", rec, 0)) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
+    /* [ts, ts, 0, 0, 0, 0, key, rev, 0, None, tcp, None, icmp, None, None, None, None] */
+    if (!(rec = PyList_New(R_SIZE))) goto error;
+    for (int i = 0; i < R_SIZE; i++) PyList_SET_ITEM(rec, i, Py_NewRef(Py_None));
+    set_obj(rec, R_FIRST_TS, ts);
+    set_obj(rec, R_LAST_TS, ts);
+    for (int i = R_PACKETS; i <= R_BYTES_REV; i++) set_obj(rec, i, small_int[1]);
+    set_obj(rec, R_REPORTS, small_int[1]);
+    set_obj(rec, R_KEY, key);
+    set_obj(rec, R_REV_KEY, rev);
+    set_obj(rec, R_TCP, tcp);
+    set_obj(rec, R_ICMP, icmp);
+    if (!(entry = PyTuple_Pack(2, rec, small_int[1])) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
     int same = PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
-    if (!same && (!(rentry = Py_BuildValue("(Oi)", rec, 1)) || PyDict_SetItem(self->flows, rev, rentry) < 0))
+    if (!same && (!(rentry = PyTuple_Pack(2, rec, small_int[2])) || PyDict_SetItem(self->flows, rev, rentry) < 0))
         goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
     if (add_attr(self->table, str_opened, 1) < 0) goto error;
@@ -949,9 +1238,9 @@ static PyObject *endpoints(PyObject *key)
     }
     PyObject *zero = PyLong_FromLong(0);
     if (zero == NULL) return NULL;
-    PyObject *out = PyTuple_Pack(5, PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 3),
+    PyObject *out = untracked(PyTuple_Pack(5, PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 3),
                                  proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 6) : zero, PyTuple_GET_ITEM(key, 4),
-                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 7) : zero);
+                                 proto == 6 || proto == 17 ? PyTuple_GET_ITEM(key, 7) : zero));
     Py_DECREF(zero);
     return out;
 }
@@ -1017,7 +1306,7 @@ static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject
     if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
     int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
     if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
-    value = PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts);
+    value = untracked(PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts));
     if (value == NULL || PyObject_SetItem(self->ended, ends, value) < 0) goto done;
     rc = 0;
 done:
@@ -1054,6 +1343,8 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
     /* The records (direction 0 entries) first: ends delete from the dict. */
     PyObject *records = PyList_New(0), *k, *v;
     if (records == NULL) return NULL;
+    int was_collecting = self->reporter->pending != NULL;
+    if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
     Py_ssize_t pos = 0, reports = 0;
     while (PyDict_Next(self->flows, &pos, &k, &v)) {
         long long d;
@@ -1108,9 +1399,11 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
     }
     Py_DECREF(records);
+    if (!was_collecting && stop_collecting(self->reporter) < 0) return NULL;
     return PyLong_FromSsize_t(reports);
 error:
     Py_DECREF(records);
+    if (!was_collecting) stop_collecting(self->reporter);
     return NULL;
 }
 
@@ -1199,12 +1492,18 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_idle = PyUnicode_InternFromString("idle");
     str_as_text = PyUnicode_InternFromString("as_text");
     str_publish = PyUnicode_InternFromString("publish");
+    str_publish_many = PyUnicode_InternFromString("publish_many");
+    str_builder = PyUnicode_InternFromString("builder");
+    str_direction = PyUnicode_InternFromString("direction");
+    str_of_packed = PyUnicode_InternFromString("of_packed");
     str_max_flows = PyUnicode_InternFromString("max_flows");
     str_final_reports = PyUnicode_InternFromString("final_reports");
     str_opened = PyUnicode_InternFromString("opened");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
-    if (!str_idle || !str_as_text || !str_publish || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
+    for (int i = 0; i < 3; i++)
+        if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",

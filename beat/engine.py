@@ -254,7 +254,7 @@ class Engine:
             builder, pipeline.publish, config["wirebeat.flows.timeout"],
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
             config["wirebeat.flows.report_all"],
-            fragments=self.fragments_ok)
+            fragments=self.fragments_ok, publish_many=getattr(pipeline, "publish_many", None))
         self.flows_enabled = config["wirebeat.flows.enabled"]
         self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
         if self.dedup is not None:
@@ -455,7 +455,8 @@ class Engine:
                 self.mac_pairs_evicted += 1
             macs[pair] = (linktype, data[:offset + 1])
         if state.flows is not None:     # whole captured frame; outer addresses when tunneled
-            state.flows.account(ts, *self.frame, outer_vlans, src, dst, proto, payload,
+            frame = self.frame          # (no *-call: the C account is called without an argument tuple)
+            state.flows.account(ts, frame[0], frame[1], outer_vlans, src, dst, proto, payload,
                                 () if self.tunnel is None else self.tunnel[1:3])
         if proto == 17:
             if decoding or len(payload) < 8:        # (else no route, nothing announced: done)

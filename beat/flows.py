@@ -121,9 +121,14 @@ class FlowReporter:
 
     def __init__(self, builder: DocumentBuilder, publish: Callable[[str, Any], None],
                  timeout_s: float, period_s: float, max_flows: int,
-                 report_all: bool = True, fragments: bool = False) -> None:
+                 report_all: bool = True, fragments: bool = False,
+                 publish_many: Callable[[list[tuple[str, Any]]], None] | None = None) -> None:
         self.builder = builder
         self.publish = publish
+        # The C core collects the text reports of a sweep (and of the end of input) and
+        # hands them over in one call, `publish_many([(id, doc), ...])` (Pipeline's),
+        # else one `publish` call each.
+        self.publish_many = publish_many
         self.timeout_s = timeout_s
         self.period_s = period_s            # <= 0: final reports only
         self.max_flows = max(1, max_flows)
@@ -138,7 +143,7 @@ class FlowReporter:
         # the method below, which stays the reference and takes what it does not cover.
         self.core = None if _flowcore is None else _flowcore.Reporter(
             self, FlowReporter.report, self._parts, _assign_id, iso_time, _Fragment, ip_text,
-            community_id_packed, _TRANSPORTS, self._tail)
+            community_id_packed, _TRANSPORTS, self._tail, id_source)
         if self.core is not None:
             self.report = self.core
 
@@ -285,7 +290,7 @@ class FlowTable:
 
     __slots__ = ("source", "reporter", "flows", "by_endpoints", "ended", "next_sweep",
                  "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened",
-                 "account", "core")
+                 "account", "core", "assign_id")
 
     def __init__(self, source: str, reporter: FlowReporter) -> None:
         self.source = source
@@ -312,6 +317,7 @@ class FlowTable:
         self.core = None if reporter.core is None else _flowcore.Table(self, reporter.core,
                                                                         self.account_python)
         self.account = self.account_python if self.core is None else self.core
+        self.assign_id = _assign_id if reporter.core is None else reporter.core.flow_id
 
     # -- per packet ------------------------------------------------------------
 
@@ -516,8 +522,15 @@ class FlowTable:
         """End of input: every flow gets its final report, at its last packet's time.
 
         A flow FIN or RST already closed keeps that reason."""
-        for rec in self._records():
-            self._end(rec, rec[R_CLOSED] or "end_of_input", rec[R_LAST_TS])
+        core = self.reporter.core
+        if core is not None:
+            core.collect()      # published together (see FlowReporter.publish_many)
+        try:
+            for rec in self._records():
+                self._end(rec, rec[R_CLOSED] or "end_of_input", rec[R_LAST_TS])
+        finally:
+            if core is not None:
+                core.publish_collected()
 
     # -- lookups and counters -------------------------------------------------------
 
@@ -539,7 +552,7 @@ class FlowTable:
         rec = (by_endpoints.get((proto, client, cport, server, sport))
                or by_endpoints.get((proto, server, sport, client, cport)))
         if rec is not None:
-            return rec[R_ID] or _assign_id(self.source, rec)
+            return rec[R_ID] or self.assign_id(self.source, rec)
         ended = self.ended
         if ended:
             gone = (ended.get((proto, client, cport, server, sport))

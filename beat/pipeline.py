@@ -115,9 +115,10 @@ class Pipeline:
         if len(batch) >= self.batch_size:
             self.flush()
 
-    def publish_many(self, docs: list[tuple[str, Any]]) -> None:
+    def publish_many(self, docs: Batch) -> None:
         """`publish` of each, in one call, for documents that need no serialising here
-        (JSON text from worker processes, `--workers N`): the same batches."""
+        (JSON text, orjson.Fragment: a flow table sweep's reports, a worker process's
+        documents with `--workers N`): the same batches as one `publish` per document."""
         start, end = 0, len(docs)
         while start < end:
             batch = self.batch

@@ -291,3 +291,176 @@ def test_reports_of_a_quiet_flow_reuse_the_cached_text_and_follow_new_packets():
         table.reporter.report("src", rec, True, "", T0 + 21)       # empty reason: none written
     assert out_c == out_py and len(out_c) == 4
     assert b"end_reason" not in out_c[3][1] and out_c[3][1].startswith(b'{"@timestamp":"2023-11-14T22:13:41.125000Z"')
+
+
+# -- flow.id in C, and a sweep's reports handed over in one call ------------------------
+
+def _record(key: tuple, first: Any) -> list:
+    rec = [first, first, 0, 0, 0, 0, key, key, 0, None, None, None, None, None, None, None, None]
+    assert len(rec) == len(flows._flowcore.LAYOUT[0]) if flows._flowcore else True
+    return rec
+
+
+def _flow_id_cases() -> list[tuple[str, tuple, Any]]:
+    """(source, key, first packet time): the common key, VLAN ids, tunnels, raw IP, odd sources
+    (a collector client, non-ASCII, a lone surrogate), times and numbers at and past the edges
+    of struct "!BHHq", and values of other types."""
+    mac = bytes.fromhex("02000000000b02000000000a")
+    a4, b4 = bytes((192, 0, 2, 10)), bytes((198, 51, 100, 20))
+    a6 = bytes(range(16))
+    cases = []
+    for source in ("src", "client\0collector:2055", "café", "\udcff", ""):
+        cases.append((source, (mac, (), (), a4, b4, 6, 40000, 443), T0))
+    for key in ((mac, (5,), (), a4, b4, 17, 1, 2), (mac, (7, 8), (), a4, b4, 17, 0, 65535),
+                (mac, (-1, 2**40), (), a4, b4, 17, 0, 0), (mac, tuple(range(9)), (), a4, b4, 17, 0, 0),
+                (mac, (), (b"\x0a\0\0\x01", b"\x0a\0\0\x02"), a4, b4, 17, 7000, 8000),
+                (mac, (3,), (a6, a6[::-1]), a6, a6[::-1], 58, 5, 5), (mac, (), (a4,), a4, b4, 1, 0, 0),
+                (mac, (), (b"x" * 300, a4), a4, b4, 6, 1, 2), (b"", (), (), a4, b4, 50, 0, 0),
+                (mac[:5], (), (), a4, b4, 6, 1, 2), (mac, (), (), a4, b4, 255, 65535, 65535),
+                (mac, (), (), a4, b4, 256, 1, 2), (mac, (), (), a4, b4, 6, -1, 2), (mac, (), (), a4, b4, 6, 1, 65536),
+                (mac, (True,), (), a4, b4, 6, 1, 2), (mac, (), (), "a", b4, 6, 1, 2), (mac, (), (), a4, b4, 6.0, 1, 2),
+                (mac, [], (), a4, b4, 6, 1, 2), (mac, (), (), a4, b4, 6, 1)):
+        cases.append(("src", key, T0))
+    key = (mac, (), (), a4, b4, 6, 40000, 443)
+    for first in (0.0, -1.5, 1e-7, 0.5e-6, 1.5e-6, 2.5e-6, 8.9e12, 9e12, 9.2e12, 9.3e12, 1e300, float("inf"),
+                  float("nan"), 1_700_000_000, 2**80, "x"):
+        cases.append(("src", key, first))
+    return cases
+
+
+@needs_c
+@pytest.mark.parametrize("case", range(len(_flow_id_cases())))
+def test_flow_id_in_c_is_the_python_one(case):
+    source, key, first = _flow_id_cases()[case]
+    c, py, _, _ = _tables()
+    results = []
+    for assign in (c.assign_id, flows._assign_id):
+        rec = _record(key, first)
+        try:
+            results.append((assign(source, rec), rec[flows.R_ID]))
+        except Exception as err:        # the same error either way (the C code asks Python)
+            results.append((type(err), str(err)))
+    assert results[0] == results[1]
+    assert c.assign_id is not flows._assign_id and py.assign_id is flows._assign_id
+
+
+@needs_c
+def test_flow_id_of_a_record_that_has_one_is_kept():
+    c, _, _, _ = _tables()
+    rec = _record((b"", (), (), b"\1\2\3\4", b"\4\3\2\1", 17, 1, 2), T0)
+    rec[flows.R_ID] = "given"
+    assert c.assign_id("src", rec) == "given"
+
+
+def test_flow_id_matches_an_independent_blake2b():
+    """The id as documented: BLAKE2b-120 of the joined key, urlsafe base64 (hashlib, by hand)."""
+    import base64
+    import hashlib
+    import struct
+    mac = bytes.fromhex("02000000000b02000000000a")
+    a4, b4 = bytes((192, 0, 2, 10)), bytes((198, 51, 100, 20))
+    outer = (b"\x0a\0\0\x01", b"\x0a\0\0\x02")
+    for vlans, tunnel in (((), ()), ((5, 6), ()), ((), outer)):
+        rec = _record((mac, vlans, tunnel, a4, b4, 17, 7000, 8000), T0)
+        numbers = struct.pack("!BHHq", 17, 7000, 8000, 1_700_000_000_125_000)
+        joined = (b"site|" + mac + b"|" + bytes(len(o) for o in tunnel) + b"|" + b"".join(o + b"|" for o in tunnel)
+                  + a4 + b"|" + b4 + b"|" + numbers + b"|" + ",".join(map(str, vlans)).encode())
+        expected = base64.urlsafe_b64encode(hashlib.blake2b(joined, digest_size=15).digest()).decode()
+        table = _tables()[0] if flows._flowcore is not None else None
+        for assign in (flows._assign_id,) + ((table.assign_id,) if table else ()):
+            assert assign("site", list(rec)) == expected
+
+
+class _Recorder:
+    """A pipeline's two entry points, recording how documents arrived."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def publish(self, doc_id: str, doc: Any) -> None:
+        self.calls.append(("one", (doc_id, orjson.dumps(doc))))
+
+    def publish_many(self, docs: list) -> None:
+        self.calls.append(("many", [(doc_id, orjson.dumps(doc)) for doc_id, doc in docs]))
+
+
+def _sweeping_tables(many: bool) -> tuple[list, list]:
+    """A C and a Python table with 30 UDP flows, one of them with a count past 64 bits (the
+    C reporter hands that one to Python mid-sweep), swept twice and finished."""
+    runs = []
+    for c in (True, False):
+        saved = flows._flowcore
+        if not c:
+            flows._flowcore = None
+        try:
+            rec = _Recorder()
+            builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+            reporter = FlowReporter(builder, rec.publish, 30.0, 10.0, 100, fragments=True,
+                                    publish_many=rec.publish_many if many else None)
+            table = FlowTable("src", reporter)
+        finally:
+            flows._flowcore = saved
+        for i in range(30):
+            frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
+            table.account(T0 + i * 0.1, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+        table._records()[7][R_BYTES] = 2**70
+        table.sweep(T0 + 5)         # the first sweep only sets the clock
+        table.sweep(T0 + 15)
+        table.sweep(T0 + 25)
+        table.finish()
+        runs.append(rec.calls)
+    return runs[0], runs[1]
+
+
+@needs_c
+def test_a_sweeps_reports_arrive_in_one_call_in_the_same_order():
+    c_calls, py_calls = _sweeping_tables(many=True)
+    flat = lambda calls: [doc for kind, docs in calls for doc in (docs if kind == "many" else [docs])]  # noqa: E731
+    assert flat(c_calls) == flat(py_calls) and len(flat(py_calls)) == 90     # 2 periodic + 1 final each
+    assert {kind for kind, _ in py_calls} == {"one"}
+    # C: per sweep, the reports before the one Python makes, that one, then the rest.
+    assert [(kind, len(docs) if kind == "many" else 1) for kind, docs in c_calls] == \
+        [("many", 7), ("one", 1), ("many", 22)] * 3
+
+
+@needs_c
+def test_without_publish_many_each_report_is_published_alone():
+    c_calls, py_calls = _sweeping_tables(many=False)
+    assert c_calls == py_calls and len(c_calls) == 90
+
+
+def test_publish_many_makes_the_batches_publish_makes():
+    from wirebeat.pipeline import Pipeline
+
+    class Batches:
+        name = "batches"
+        accepts_fragments = True
+
+        def __init__(self) -> None:
+            self.batches: list[list] = []
+
+        def send(self, batch, stopping):
+            self.batches.append([doc_id for doc_id, _ in batch])
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    docs = [(str(i), orjson.Fragment(b"{}")) for i in range(2500)]
+    results = []
+    for many in (False, True):
+        output = Batches()
+        pipeline = Pipeline(output, max_events=100000, batch_size=1000, flush_timeout_s=3600)
+        pipeline.publish("first", {"a": 1})
+        if many:
+            pipeline.publish_many(docs[:10])
+            pipeline.publish_many([])
+            pipeline.publish_many(docs[10:])
+        else:
+            for doc_id, doc in docs:
+                pipeline.publish(doc_id, doc)
+        published = pipeline.published
+        assert pipeline.close() == 0
+        results.append((published, output.batches))
+    assert results[0] == results[1]
+    assert [len(b) for b in results[0][1]] == [1000, 1000, 501]
