@@ -284,6 +284,8 @@ typedef struct {
     PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
 } ReporterObject;
 
+#define MAX_COLLECTED 1024     /* reports a sweep holds before handing them over */
+
 /* The collected reports go to the pipeline: `publish_many(list)` with the reporter's
  * publish_many, else `publish(doc_id, doc)` for each. Collecting goes on (a new list). */
 static int publish_pending(ReporterObject *self)
@@ -787,6 +789,9 @@ static int report(ReporterObject *self, PyObject *source, PyObject *rec, int fin
         int failed = PyList_Append(self->pending, item);
         Py_DECREF(item);
         if (failed) goto error;
+        /* A sweep or the end of input can report every live flow (up to max_flows):
+         * handed over every MAX_COLLECTED, so the reports waiting here stay bounded. */
+        if (PyList_GET_SIZE(self->pending) >= MAX_COLLECTED && publish_pending(self) < 0) goto error;
     } else {
         PyObject *publish = PyObject_GetAttr(self->reporter, str_publish);
         if (publish == NULL) goto error;

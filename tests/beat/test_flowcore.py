@@ -384,8 +384,8 @@ class _Recorder:
         self.calls.append(("many", [(doc_id, orjson.dumps(doc)) for doc_id, doc in docs]))
 
 
-def _sweeping_tables(many: bool) -> tuple[list, list]:
-    """A C and a Python table with 30 UDP flows, one of them with a count past 64 bits (the
+def _sweeping_tables(many: bool, n: int = 30) -> tuple[list, list]:
+    """A C and a Python table with `n` UDP flows, one of them with a count past 64 bits (the
     C reporter hands that one to Python mid-sweep), swept twice and finished."""
     runs = []
     for c in (True, False):
@@ -395,14 +395,14 @@ def _sweeping_tables(many: bool) -> tuple[list, list]:
         try:
             rec = _Recorder()
             builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
-            reporter = FlowReporter(builder, rec.publish, 30.0, 10.0, 100, fragments=True,
+            reporter = FlowReporter(builder, rec.publish, 30.0, 10.0, max(100, n), fragments=True,
                                     publish_many=rec.publish_many if many else None)
             table = FlowTable("src", reporter)
         finally:
             flows._flowcore = saved
-        for i in range(30):
+        for i in range(n):
             frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
-            table.account(T0 + i * 0.1, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+            table.account(T0 + i * 3 / n, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
         table._records()[7][R_BYTES] = 2**70
         table.sweep(T0 + 5)         # the first sweep only sets the clock
         table.sweep(T0 + 15)
@@ -421,6 +421,18 @@ def test_a_sweeps_reports_arrive_in_one_call_in_the_same_order():
     # C: per sweep, the reports before the one Python makes, that one, then the rest.
     assert [(kind, len(docs) if kind == "many" else 1) for kind, docs in c_calls] == \
         [("many", 7), ("one", 1), ("many", 22)] * 3
+
+
+@needs_c
+def test_a_big_sweep_is_handed_over_in_bounded_chunks():
+    """A sweep reporting 2,500 flows holds at most 1,024 reports (MAX_COLLECTED in
+    _flowcore.c) before handing them over, in order: memory stays bounded by the chunk,
+    not by the number of live flows (max_flows)."""
+    c_calls, py_calls = _sweeping_tables(many=True, n=2500)
+    flat = lambda calls: [doc for kind, docs in calls for doc in (docs if kind == "many" else [docs])]  # noqa: E731
+    assert flat(c_calls) == flat(py_calls) and len(flat(py_calls)) == 7500
+    sizes = [len(docs) for kind, docs in c_calls if kind == "many"]
+    assert max(sizes) == 1024 and sizes.count(1024) == 6    # two full chunks in each of 3 sweeps
 
 
 @needs_c
