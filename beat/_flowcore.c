@@ -195,6 +195,56 @@ static inline int micros_between(PyObject *a, PyObject *b, long long *out)
 
 /* ---- Reporter: FlowReporter.report ------------------------------------------ */
 
+/* A growing byte buffer (PyMem), kept between blocks: its size is bounded by the block's
+ * caps plus one report. */
+typedef struct { char *p; Py_ssize_t len, cap; } buf_t;
+
+static int buf_reserve(buf_t *b, Py_ssize_t more)
+{
+    if (b->len + more <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + more) cap *= 2;
+    char *p = PyMem_Realloc(b->p, (size_t)cap);
+    if (p == NULL) { PyErr_NoMemory(); return -1; }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* The pieces as UTF-8 and a newline appended to `b`: 1; 0 without an exception when a piece
+ * has no UTF-8 (a lone surrogate: nothing appended, the caller takes the per-document way,
+ * where the output reports it as before); -1 with an exception. */
+static int append_line(buf_t *b, text_t *t)
+{
+    Py_ssize_t start = b->len;
+    for (int i = 0; i < t->n; i++) {
+        const char *src;
+        Py_ssize_t n;
+        PyObject *str = t->p[i].str;
+        if (str == NULL) {
+            src = t->p[i].ascii;
+            n = t->p[i].len;
+        } else if (PyUnicode_IS_ASCII(str)) {
+            src = (const char *)PyUnicode_DATA(str);
+            n = t->p[i].len;
+        } else {
+            src = PyUnicode_AsUTF8AndSize(str, &n);
+            if (src == NULL) {
+                b->len = start;
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+                PyErr_Clear();
+                return 0;
+            }
+        }
+        if (buf_reserve(b, n + 1) < 0) { b->len = start; return -1; }
+        memcpy(b->p + b->len, src, (size_t)n);
+        b->len += n;
+    }
+    if (buf_reserve(b, 1) < 0) { b->len = start; return -1; }
+    b->p[b->len++] = '\n';
+    return 1;
+}
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -204,14 +254,43 @@ typedef struct {
     PyObject *stamp;
     PyObject *id_key, *id_bytes;    /* the last source and its id_source(source) as UTF-8 */
     PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
+    /* Blocks (see blocks()): while collecting, text reports are appended to `data` as NDJSON
+     * lines and their _ids to `ids` (one a line) instead of becoming Python objects; handed to
+     * publish_block(data, ids, count) when `block_docs` or `block_bytes` is reached, before a
+     * report the Python method makes, and when collecting stops. */
+    PyObject *publish_block;    /* NULL: blocks off */
+    Py_ssize_t block_docs, block_bytes, nblock;
+    buf_t data, ids;
 } ReporterObject;
 
 #define MAX_COLLECTED 1024     /* reports a sweep holds before handing them over */
 
 /* The collected reports go to the pipeline: `publish_many(list)` with the reporter's
  * publish_many, else `publish(doc_id, doc)` for each. Collecting goes on (a new list). */
+static int hand_over_block(ReporterObject *self)
+{
+    if (self->nblock == 0) return 0;
+    PyObject *data = PyBytes_FromStringAndSize(self->data.p, self->data.len);
+    PyObject *ids = PyBytes_FromStringAndSize(self->ids.p, self->ids.len);
+    PyObject *count = PyLong_FromSsize_t(self->nblock);
+    self->data.len = self->ids.len = 0;
+    self->nblock = 0;
+    PyObject *res = NULL;
+    if (data != NULL && ids != NULL && count != NULL) {
+        PyObject *args[3] = {data, ids, count};
+        res = PyObject_Vectorcall(self->publish_block, args, 3, NULL);
+    }
+    Py_XDECREF(data);
+    Py_XDECREF(ids);
+    Py_XDECREF(count);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
 static int publish_pending(ReporterObject *self)
 {
+    if (hand_over_block(self) < 0) return -1;
     if (self->pending == NULL || PyList_GET_SIZE(self->pending) == 0) return 0;
     PyObject *docs = self->pending, *fresh = PyList_New(0), *many, *res;
     if (fresh == NULL) return -1;
@@ -674,13 +753,11 @@ static int report(ReporterObject *self, PyObject *source, PyObject *rec, int fin
         self->stamp_ts = ts;
     }
     if (set_ll(rec, R_REPORTS, reports + 1) < 0) goto error;
-    text_t t;
-    t.n = t.nnums = 0;
-    add_str(&t, fid);           /* f"{fid}-{reports}" */
-    ADD_LIT(&t, "-");
-    add_ll(&t, reports);
-    doc_id = join_text(&t);
-    if (doc_id == NULL) goto error;
+    text_t tid, t;
+    tid.n = tid.nnums = 0;
+    add_str(&tid, fid);         /* f"{fid}-{reports}" */
+    ADD_LIT(&tid, "-");
+    add_ll(&tid, reports);
     t.n = t.nnums = 0;
     ADD_LIT(&t, "{\"@timestamp\":\"");
     add_str(&t, stamp);
@@ -701,11 +778,34 @@ static int report(ReporterObject *self, PyObject *source, PyObject *rec, int fin
         ADD_LIT(&t, "false");
     }
     add_str(&t, PyTuple_GET_ITEM(body, 3));
+    int direct = 0;             /* published alone, not collected */
+    if (self->pending != NULL && self->publish_block != NULL) {
+        /* A block: the line and its _id appended, no Python object per report. */
+        Py_ssize_t data_len = self->data.len;
+        int r = append_line(&self->data, &t);
+        if (r > 0) {
+            r = append_line(&self->ids, &tid);
+            if (r <= 0) self->data.len = data_len;
+        }
+        if (r < 0) goto error;
+        if (r > 0) {
+            self->nblock++;
+            if ((self->nblock >= self->block_docs || self->data.len >= self->block_bytes)
+                    && hand_over_block(self) < 0) goto error;
+            rc = 0;
+            goto error;         /* done */
+        }
+        /* No UTF-8 for a piece: this report goes alone, after the block (the same order). */
+        if (hand_over_block(self) < 0) goto error;
+        direct = 1;
+    }
+    doc_id = join_text(&tid);
+    if (doc_id == NULL) goto error;
     text = join_text(&t);
     if (text == NULL) goto error;
     frag = PyObject_CallOneArg(self->fragment, text);
     if (frag == NULL) goto error;
-    if (self->pending != NULL) {        /* a sweep: published together at its end */
+    if (self->pending != NULL && !direct) {        /* a sweep: published together at its end */
         PyObject *item = untracked(PyTuple_Pack(2, doc_id, frag));
         if (item == NULL) goto error;
         int failed = PyList_Append(self->pending, item);
@@ -782,7 +882,10 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
     self->id_source = Py_NewRef(id_source);
-    self->id_key = self->id_bytes = self->pending = NULL;
+    self->id_key = self->id_bytes = self->pending = self->publish_block = NULL;
+    self->block_docs = self->block_bytes = self->nblock = 0;
+    self->data = (buf_t){NULL, 0, 0};
+    self->ids = (buf_t){NULL, 0, 0};
     self->stamp = NULL;
     self->stamp_ts = 0.0;
     return (PyObject *)self;
@@ -793,7 +896,7 @@ static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
     Py_VISIT(self->reporter); Py_VISIT(self->report_python); Py_VISIT(self->parts);
     Py_VISIT(self->assign_id); Py_VISIT(self->iso_time); Py_VISIT(self->fragment);
     Py_VISIT(self->ip_text); Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
-    Py_VISIT(self->id_source); Py_VISIT(self->pending);
+    Py_VISIT(self->id_source); Py_VISIT(self->pending); Py_VISIT(self->publish_block);
     return 0;
 }
 
@@ -804,6 +907,7 @@ static int reporter_clear(ReporterObject *self)
     Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->stamp);
     Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
+    Py_CLEAR(self->publish_block);
     return 0;
 }
 
@@ -811,6 +915,8 @@ static void reporter_dealloc(ReporterObject *self)
 {
     PyObject_GC_UnTrack(self);
     reporter_clear(self);
+    PyMem_Free(self->data.p);
+    PyMem_Free(self->ids.p);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -835,7 +941,32 @@ static PyObject *reporter_publish_collected(ReporterObject *self, PyObject *unus
     Py_RETURN_NONE;
 }
 
+static PyObject *reporter_blocks(ReporterObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t docs, bytes;
+    if (nargs != 3 || (args[0] != Py_None && !PyCallable_Check(args[0]))) {
+        PyErr_SetString(PyExc_TypeError, "blocks(publish_block or None, max_docs, max_bytes)");
+        return NULL;
+    }
+    docs = PyLong_AsSsize_t(args[1]);
+    if (docs == -1 && PyErr_Occurred()) return NULL;
+    bytes = PyLong_AsSsize_t(args[2]);
+    if (bytes == -1 && PyErr_Occurred()) return NULL;
+    if (docs < 1 || bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "blocks: max_docs and max_bytes must be positive");
+        return NULL;
+    }
+    if (hand_over_block(self) < 0) return NULL;     /* what the old sink was given */
+    Py_XSETREF(self->publish_block, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
+    self->block_docs = docs;
+    self->block_bytes = bytes;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef reporter_methods[] = {
+    {"blocks", (PyCFunction)(void (*)(void))reporter_blocks, METH_FASTCALL,
+     "blocks(publish_block, max_docs, max_bytes): while collecting, text reports are appended to one "
+     "NDJSON block handed over as publish_block(data, ids, count) (None: blocks off)"},
     {"flow_id", (PyCFunction)(void (*)(void))reporter_flow_id, METH_FASTCALL,
      "flow_id(source, rec) -> flow.id: the record's, else assigned as _assign_id does (and kept)"},
     {"collect", (PyCFunction)reporter_collect, METH_NOARGS,

@@ -25,7 +25,7 @@ from elasticsearch import ApiError, AuthenticationException, Elasticsearch
 
 from wirebeat import logs
 from wirebeat.outputs import DeadLetterFile, OutputError
-from wirebeat.pipeline import Batch, OutputStopped
+from wirebeat.pipeline import Batch, Block, OutputStopped, documents
 
 __all__ = ["ElasticsearchOutput", "check_connection", "make_client", "redact_hosts"]
 
@@ -293,6 +293,9 @@ class ElasticsearchOutput:
 
     name = "elasticsearch"
     accepts_fragments = True    # orjson writes an orjson.Fragment's JSON text as it is (_body)
+    # A Block (flow reports as NDJSON) becomes (id, Fragment) pairs here: retries, splits
+    # over nodes and dead letters are per document.
+    accepts_blocks = True
     MAX_ABANDONED = 6       # stuck requests left to time out; each holds one pooled connection
     MIN_SPLIT = 100         # a batch is split over the workers down to requests of this size
 
@@ -374,8 +377,8 @@ class ElasticsearchOutput:
         pair, dumps = self.action_pair, orjson.dumps
         return b"".join([pair % (dumps(doc_id), dumps(doc)) for doc_id, doc in items])
 
-    def send(self, batch: Batch, stopping: threading.Event) -> int:
-        pending = {doc_id: doc for doc_id, doc in batch}
+    def send(self, batch: Batch | Block, stopping: threading.Event) -> int:
+        pending = {doc_id: doc for doc_id, doc in documents(batch)}
         # The same _id twice in one batch is one document: both count as acknowledged.
         failed = 0
         backoff = self.cfg["backoff.init"]

@@ -254,7 +254,9 @@ class Engine:
             builder, pipeline.publish, config["wirebeat.flows.timeout"],
             config["wirebeat.flows.period"], config["wirebeat.flows.max_flows"],
             config["wirebeat.flows.report_all"],
-            fragments=self.fragments_ok, publish_many=getattr(pipeline, "publish_many", None))
+            fragments=self.fragments_ok, publish_many=getattr(pipeline, "publish_many", None),
+            publish_block=getattr(pipeline, "publish_block", None),
+            block_docs=getattr(pipeline, "batch_size", 1024))
         self.flows_enabled = config["wirebeat.flows.enabled"]
         self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
         if self.dedup is not None:

@@ -61,6 +61,7 @@ from wirebeat.accel import flowcore as _flowcore
 from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
 from wirebeat.ip import ip_packed, ip_text
+from wirebeat.pipeline import BLOCK_MAX_BYTES
 
 __all__ = ["CLOSED_LINGER_S", "FlowReporter", "FlowTable", "flow_document"]
 
@@ -122,7 +123,9 @@ class FlowReporter:
     def __init__(self, builder: DocumentBuilder, publish: Callable[[str, Any], None],
                  timeout_s: float, period_s: float, max_flows: int,
                  report_all: bool = True, fragments: bool = False,
-                 publish_many: Callable[[list[tuple[str, Any]]], None] | None = None) -> None:
+                 publish_many: Callable[[list[tuple[str, Any]]], None] | None = None,
+                 publish_block: Callable[[bytes, bytes, int], None] | None = None,
+                 block_docs: int = 1024) -> None:
         self.builder = builder
         self.publish = publish
         # The C core collects the text reports of a sweep (and of the end of input) and
@@ -146,6 +149,11 @@ class FlowReporter:
             community_id_packed, _TRANSPORTS, self._tail, id_source)
         if self.core is not None:
             self.report = self.core
+            if publish_block is not None and self.as_text:
+                # A sweep's text reports written by the C core straight into NDJSON blocks of
+                # at most `block_docs` documents / BLOCK_MAX_BYTES (Pipeline.publish_block):
+                # no Python object per report; the same documents, ids and order.
+                self.core.blocks(publish_block, max(1, block_docs), BLOCK_MAX_BYTES)
 
     def count_non_ip(self, ethertype: int) -> None:
         self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1

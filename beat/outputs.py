@@ -1,8 +1,10 @@
 """Outputs: Elasticsearch (bulk; wirebeat.elasticsearch_output), console (NDJSON on stdout),
 file (NDJSON, rotated).
 
-All three receive the same (id, document) batches from the pipeline. The
-console and file outputs write exactly the document Elasticsearch would get.
+All three receive the same (id, document) batches from the pipeline, or a
+Block (flow reports as NDJSON text, `accepts_blocks`). The console and file
+outputs write exactly the document Elasticsearch would get; a Block's text is
+already those lines and is written as it is.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from wirebeat import logs
-from wirebeat.pipeline import Batch, OutputStopped
+from wirebeat.pipeline import Batch, Block, OutputStopped
 
 __all__ = ["ConsoleOutput", "DeadLetterFile", "FileOutput", "OutputError"]
 
@@ -42,15 +44,21 @@ class ConsoleOutput:
         # Documents may be orjson.Fragment (JSON text: flow reports, per-packet documents),
         # except when pretty-printed: a fragment is written as it is, not indented.
         self.accepts_fragments = not pretty
+        self.accepts_blocks = not pretty     # a Block's lines are compact JSON
 
-    def send(self, batch: Batch, stopping: threading.Event) -> int:
+    def send(self, batch: Batch | Block, stopping: threading.Event) -> int:
+        if batch.__class__ is Block:
+            return self._write(batch.data)      # type: ignore[union-attr]
         dumps, option = orjson.dumps, self.option
         # A list, not a generator (join makes one anyway). Each line is a copy with its
         # newline, not `b"\n".join` of the bare texts: that keeps a batch of ~1 KiB
         # allocations alive at once and, freed together, glibc hands them back to the
         # kernel, to be faulted in again for the next batch (4x the page faults of a run).
+        return self._write(b"".join([dumps(doc, option=option) + b"\n" for _, doc in batch]))
+
+    def _write(self, data: bytes) -> int:
         try:
-            self.stream.write(b"".join([dumps(doc, option=option) + b"\n" for _, doc in batch]))
+            self.stream.write(data)
             self.stream.flush()
         except BrokenPipeError:
             # `wirebeat run ... --console | head`: the reader left, nothing more to deliver.
@@ -69,6 +77,7 @@ class FileOutput:
 
     name = "file"
     accepts_fragments = True    # documents may be orjson.Fragment (JSON text)
+    accepts_blocks = True       # and Blocks (NDJSON text)
 
     def __init__(self, path: str, filename: str, rotate_every_kb: int, number_of_files: int) -> None:
         try:
@@ -101,12 +110,21 @@ class FileOutput:
         self.fh = self._open()
         self.size = 0
 
-    def send(self, batch: Batch, stopping: threading.Event) -> int:
+    def send(self, batch: Batch | Block, stopping: threading.Event) -> int:
         dumps, max_bytes = orjson.dumps, self.max_bytes
+        if batch.__class__ is Block:
+            data = batch.data       # type: ignore[union-attr]
+            if self.size + len(data) <= max_bytes:      # no rotation inside: written whole
+                self.fh.write(data)
+                self.size += len(data)
+                self.fh.flush()
+                return 0
+            texts = [line + b"\n" for line in data.split(b"\n")[:-1]]
+        else:
+            texts = [dumps(doc) + b"\n" for _, doc in batch]      # type: ignore[union-attr]
         lines: list[bytes] = []
         size = self.size
-        for _, doc in batch:
-            line = dumps(doc) + b"\n"
+        for line in texts:
             if size and size + len(line) > max_bytes:
                 self.fh.write(b"".join(lines))     # the lines before the rotation, in the old file
                 lines = []

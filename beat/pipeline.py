@@ -11,6 +11,12 @@ full depends on the sources (ARCHITECTURE.md, "nothing is lost silently"):
 With `queue.disk.path` set, batches go through a DiskQueue instead
 (beat/diskqueue.py): they survive an outage longer than memory and a crash;
 its size cap drops (counted, logged) instead of the memory cap.
+
+A batch is a list of (id, document) pairs or, from the flow table's C core, a
+`Block`: many documents as one NDJSON text with their ids (`publish_block`),
+so flow reports need no Python object each. Every count (published, queued,
+acked, failed, dropped) is in documents either way. Blocks are offered only
+to outputs that declare `accepts_blocks` and never go to the disk queue.
 """
 from __future__ import annotations
 
@@ -25,11 +31,44 @@ from wirebeat import logs
 from wirebeat.diskqueue import DiskQueue
 from wirebeat.template import TemplateError
 
-__all__ = ["Output", "OutputStopped", "Pipeline"]
+__all__ = ["BLOCK_MAX_BYTES", "Block", "Output", "OutputStopped", "Pipeline", "documents"]
 
 log = logs.get("pipeline")
 
 Batch = list[tuple[str, dict[str, Any]]]
+
+# A flow-report block is handed over at `batch_size` documents or once its text reaches this
+# many bytes (counted: queue.blocks_at_byte_cap): what the C core holds at once stays bounded.
+BLOCK_MAX_BYTES = 4 * 2**20
+
+
+class Block:
+    """Documents as NDJSON text: `data` holds `count` JSON documents, each followed by a
+    newline, exactly the bytes orjson makes of them; `ids` their _ids, one per line."""
+
+    __slots__ = ("data", "ids", "count")
+
+    def __init__(self, data: bytes, ids: bytes, count: int) -> None:
+        self.data = data
+        self.ids = ids
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def pairs(self) -> list[tuple[str, Fragment]]:
+        """The documents as (id, orjson.Fragment) pairs, as one `publish` each would have made."""
+        ids = self.ids.decode().split("\n")
+        lines = self.data.split(b"\n")
+        if len(ids) != self.count + 1 or len(lines) != self.count + 1:
+            raise ValueError(f"block of {self.count} documents holds {len(lines) - 1} lines, "
+                             f"{len(ids) - 1} ids")
+        return list(zip(ids[:-1], map(Fragment, lines[:-1])))
+
+
+def documents(batch: Batch | Block) -> Batch:
+    """A batch as (id, document) pairs: a Block expanded, a list as it is."""
+    return batch.pairs() if batch.__class__ is Block else batch  # type: ignore[union-attr]
 
 
 class OutputStopped(Exception):
@@ -41,6 +80,8 @@ class Output(Protocol):
 
     def send(self, batch: Batch, stopping: threading.Event) -> int:
         """Deliver the batch; return how many documents failed for good (counted, logged).
+
+        With `accepts_blocks = True` the batch may also be a Block (see `documents`).
 
         Retries transient failures itself until `stopping` is set, then raises
         OutputStopped.
@@ -67,13 +108,19 @@ class Pipeline:
         self.max_events = max(1, max_events)
         self.queued_events = 0
         self.space = threading.Condition()
-        self.queue: queue.Queue[Batch | None] = queue.Queue()
+        self.queue: queue.Queue[Batch | Block | None] = queue.Queue()
         self.batch: Batch = []
         self.batch_started = 0.0
         self.published = 0
         # An output that writes orjson.Fragment as it is gets each dict document as its
         # JSON text at once (see publish).
         self.serialise = bool(getattr(output, "accepts_fragments", False))
+        # Flow reports as NDJSON blocks (`publish_block`): None when the output does not
+        # take them or batches go to the disk queue (it stores (id, document) pairs).
+        if not (getattr(output, "accepts_blocks", False) and disk is None):
+            self.publish_block = None       # type: ignore[assignment]
+        self.blocks = 0
+        self.blocks_at_byte_cap = 0
         self.acked = 0
         self.failed = 0
         self.dropped = 0
@@ -87,7 +134,8 @@ class Pipeline:
     def counters(self) -> dict[str, int]:
         counters = {"events.published": self.published, "events.acked": self.acked,
                     "events.failed": self.failed, "queue.dropped": self.dropped,
-                    "queue.batches": self.queue.qsize(), "queue.events": self.queued_events}
+                    "queue.batches": self.queue.qsize(), "queue.events": self.queued_events,
+                    "queue.blocks": self.blocks, "queue.blocks_at_byte_cap": self.blocks_at_byte_cap}
         if self.disk is not None:
             counters.update(self.disk.counters())
         return counters
@@ -131,6 +179,17 @@ class Pipeline:
             if len(batch) >= self.batch_size:
                 self.flush()
 
+    def publish_block(self, data: bytes, ids: bytes, count: int) -> None:
+        """`count` documents as one NDJSON text (a Block): queued as a batch of their own,
+        after the batch being filled, so the order is publish order. The caller keeps a
+        block within `batch_size` documents (and BLOCK_MAX_BYTES)."""
+        self.published += count
+        self.flush()
+        self.blocks += 1
+        if len(data) >= BLOCK_MAX_BYTES:
+            self.blocks_at_byte_cap += 1
+        self._enqueue(Block(data, ids, count))
+
     def maybe_flush(self) -> None:
         """Hand over a partial batch that has waited longer than the flush timeout."""
         if self.batch and time.monotonic() - self.batch_started >= self.flush_timeout_s:
@@ -143,18 +202,22 @@ class Pipeline:
         if self.disk is not None:
             self._to_disk(batch)
             return
+        self._enqueue(batch)
+
+    def _enqueue(self, batch: Batch | Block) -> None:
+        size = len(batch)       # documents (a Block's count)
         with self.space:
-            while self.queued_events and self.queued_events + len(batch) > self.max_events:
+            while self.queued_events and self.queued_events + size > self.max_events:
                 if not self.block_when_full:
-                    self.dropped += len(batch)
+                    self.dropped += size
                     return
                 if self.error is not None:
                     raise RuntimeError(f"output {self.output.name} failed: {self.error}")
                 if self._out_of_time(None):
                     return      # shutting down: these count as unacknowledged
                 self.space.wait(0.5)
-            self.queued_events += len(batch)
-        self.queue.put(batch)
+            self.queued_events += size
+        self.queue.put(batch)   # type: ignore[arg-type]
 
     def _to_disk(self, batch: Batch) -> None:
         assert self.disk is not None

@@ -1,0 +1,274 @@
+"""Flow reports as NDJSON blocks (Pipeline.publish_block) against one object per report.
+
+With the C core (beat/_flowcore.c) and an output that takes blocks (console,
+file, Elasticsearch), a sweep's text reports are written into one bytes block
+per chunk instead of one (id, orjson.Fragment) pair each. The pure-Python
+reporter (beat/flows.py) stays the reference: every test here runs the same
+traffic through both and requires the same documents, byte for byte, with the
+same `_id`s in the same order, and the same pipeline counts. Under CI=true the
+extension must have been built (a missing one fails, never skips).
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import pcapgen as g
+from test_flowcore import _traffic
+from wirebeat import flows
+from wirebeat.document import DocumentBuilder
+from wirebeat.flows import R_BYTES, FlowReporter, FlowTable
+from wirebeat.outputs import ConsoleOutput, FileOutput
+from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, Pipeline, documents
+from wirebeat.registry import discover
+from wirebeat.testing import make_engine
+
+try:
+    from wirebeat import _flowcore
+except ImportError:
+    _flowcore = None
+
+needs_c = pytest.mark.skipif(_flowcore is None and os.environ.get("CI") != "true",
+                             reason="C extension not built (a failure under CI=true)")
+SPECS = [r.spec for r in discover()]
+T0 = 1_700_000_000.125
+
+
+class Lines:
+    """An output that takes blocks and keeps (_id, the JSON text) of every document, plus
+    what kind of batch each arrived in."""
+
+    name = "lines"
+    accepts_fragments = True
+    accepts_blocks = True
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, bytes]] = []
+        self.blocks: list[int] = []
+
+    def send(self, batch: Any, stopping: threading.Event) -> int:
+        if batch.__class__ is Block:
+            self.blocks.append(batch.count)
+            # The block's text is the lines themselves: split independently of Block.pairs.
+            lines = batch.data.split(b"\n")
+            ids = batch.ids.split(b"\n")
+            assert lines[-1] == b"" and ids[-1] == b"" and len(lines) == len(ids) == batch.count + 1
+            self.lines.extend(zip([i.decode() for i in ids[:-1]], lines[:-1]))
+        else:
+            self.lines.extend((doc_id, orjson.dumps(doc)) for doc_id, doc in batch)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _udp_frames(flows_n: int, seconds: float, source_port: int = 20000) -> list[tuple[float, int, bytes]]:
+    """`flows_n` UDP conversations, each a query and an answer, spread over `seconds` and
+    repeated every 7 s: several report periods with many live flows."""
+    frames = []
+    for i in range(flows_n):
+        a, b = f"10.{i // 250}.{i % 250}.1", "192.0.2.53"
+        for rep in range(int(seconds // 7) + 1):
+            t = T0 + (i * 7.0 / flows_n) + rep * 7
+            frames.append((t, 1, g.ethernet(g.ipv4(a, b, 17, g.udp(a, b, source_port + i % 1000, 53, b"q")))))
+            frames.append((t + 0.01, 1, g.ethernet(g.ipv4(b, a, 17, g.udp(b, a, 53, source_port + i % 1000,
+                                                                         b"answer")))))
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def _run(c: bool, frames: list[tuple[float, int, bytes]], output: Any, block_docs: int | None = None,
+         source: str = "test") -> tuple[Pipeline, Any]:
+    saved = flows._flowcore
+    if not c:
+        flows._flowcore = None
+    try:
+        engine, pipeline, _, stats = make_engine(SPECS, strict=False, output=output,
+                                                 overrides={"wirebeat.flows.enabled": True})
+    finally:
+        flows._flowcore = saved
+    assert (engine.flow_reporter.core is not None) == c
+    if c and block_docs is not None:
+        engine.flow_reporter.core.blocks(pipeline.publish_block, block_docs, BLOCK_MAX_BYTES)
+    for ts, linktype, frame in frames:
+        engine.on_frame(ts, linktype, frame, source)
+    engine.finish()
+    assert pipeline.close() == 0
+    return pipeline, stats.snapshot()
+
+
+def test_extension_is_built_under_ci():
+    if os.environ.get("CI") == "true" and os.environ.get("WIREBEAT_PURE_PYTHON") in (None, "", "0"):
+        assert flows._flowcore is not None, "wirebeat._flowcore was not built or was refused"
+
+
+@needs_c
+@pytest.mark.parametrize("block_docs", [None, 1, 7])
+def test_blocks_carry_the_documents_ids_and_order_of_the_python_path(block_docs):
+    """Every kind of flow (test_flowcore's traffic: handshakes, FIN/RST, VLANs, tunnels,
+    IPv6, ICMP, evictions, several periods) plus many UDP flows: the same (id, text) list."""
+    frames = sorted(_traffic() + _udp_frames(300, 40), key=lambda f: f[0])
+    py_out, c_out = Lines(), Lines()
+    py_pipe, py_stats = _run(False, frames, py_out)
+    c_pipe, c_stats = _run(True, frames, c_out, block_docs)
+    assert c_out.lines == py_out.lines
+    flow_docs = sum(1 for _, text in py_out.lines if b'"type":"flow"' in text)
+    assert flow_docs > 1000
+    assert not py_out.blocks and py_pipe.blocks == 0
+    # Most flow reports came in blocks, each within its cap.
+    assert sum(c_out.blocks) > flow_docs // 2 and c_pipe.blocks == len(c_out.blocks)
+    assert max(c_out.blocks) <= (block_docs or c_pipe.batch_size)
+    for name in ("events.published", "events.acked", "events.failed", "queue.dropped"):
+        assert c_stats.get(name, 0) == py_stats.get(name, 0), name
+    assert c_pipe.published == c_pipe.acked == len(c_out.lines)
+
+
+@needs_c
+def test_a_report_python_makes_mid_sweep_keeps_its_place():
+    """A count past 64 bits sends one report to the Python method mid-sweep: the block
+    collected so far is handed over first, then that report, then a new block."""
+    runs = []
+    for c in (True, False):
+        saved = flows._flowcore
+        if not c:
+            flows._flowcore = None
+        try:
+            out = Lines()
+            pipeline = Pipeline(out, batch_size=1000, flush_timeout_s=3600)
+            builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+            reporter = FlowReporter(builder, pipeline.publish, 30.0, 10.0, 100, fragments=True,
+                                    publish_many=pipeline.publish_many, publish_block=pipeline.publish_block,
+                                    block_docs=pipeline.batch_size)
+            table = FlowTable("src", reporter)
+        finally:
+            flows._flowcore = saved
+        for i in range(30):
+            frame = g.ethernet(g.ipv4("192.0.2.1", "192.0.2.2", 17, g.udp("192.0.2.1", "192.0.2.2", 1000 + i, 53, b"q")))
+            table.account(T0 + i * 0.1, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+        table._records()[7][R_BYTES] = 2**70
+        for now in (5, 15, 25):
+            table.sweep(T0 + now)
+        table.finish()
+        assert pipeline.close() == 0
+        runs.append((out.lines, out.blocks))
+    (c_lines, c_blocks), (py_lines, py_blocks) = runs
+    assert c_lines == py_lines and len(py_lines) == 90
+    assert py_blocks == [] and c_blocks == [7, 22] * 3
+
+
+@needs_c
+def test_blocks_stay_within_their_byte_cap():
+    """A block is handed over as soon as its text reaches max_bytes: never more than one
+    report past it, whatever the number of live flows."""
+    got: list[tuple[bytes, bytes, int]] = []
+    builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+    reporter = FlowReporter(builder, lambda *a: pytest.fail("published alone"), 30.0, 10.0, 5000,
+                            fragments=True, publish_many=lambda docs: pytest.fail("a list"),
+                            publish_block=lambda d, i, n: got.append((d, i, n)), block_docs=10**6)
+    reporter.core.blocks(lambda d, i, n: got.append((d, i, n)), 10**6, 20_000)
+    table = FlowTable("src", reporter)
+    for i in range(1000):
+        frame = g.ethernet(g.ipv4("192.0.2.1", "192.0.2.2", 17, g.udp("192.0.2.1", "192.0.2.2", 1000 + i, 53, b"q")))
+        table.account(T0 + i * 0.001, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+    table.sweep(T0 + 5)
+    table.sweep(T0 + 15)
+    longest = max(len(line) + 1 for d, _, _ in got for line in d.split(b"\n")[:-1])
+    assert sum(n for _, _, n in got) == 1000 and len(got) > 10
+    assert all(len(d) < 20_000 + longest for d, _, _ in got)
+    assert all(len(d) >= 20_000 for d, _, _ in got[:-1])       # full ones handed over at the cap
+    for d, i, n in got:
+        assert d.count(b"\n") == i.count(b"\n") == n
+        assert all(orjson.loads(line)["flow"]["final"] is False for line in d.split(b"\n")[:-1])
+
+
+@needs_c
+@pytest.mark.parametrize("source", ["caf\u00e9-\u65e5\u672c", "plain"])
+def test_console_output_is_byte_identical(source):
+    """The real console output, blocks written as they are against one line per document;
+    a source name outside ASCII travels as UTF-8 in the block as orjson writes it."""
+    frames = sorted(_traffic() + _udp_frames(200, 30), key=lambda f: f[0])
+    outputs = []
+    for c in (False, True):
+        stream = io.BytesIO()
+        pipeline, _ = _run(c, frames, ConsoleOutput(stream=stream), source=source)
+        assert (pipeline.blocks > 0) == c
+        outputs.append(stream.getvalue())
+    assert outputs[0] == outputs[1] and outputs[0].count(b"\n") > 1000
+    assert source.encode() in outputs[0]
+
+
+@needs_c
+def test_file_output_rotates_between_the_same_lines(tmp_path: Path):
+    """A block that crosses the rotation size is written line by line: the same files."""
+    frames = sorted(_traffic() + _udp_frames(150, 30), key=lambda f: f[0])
+    contents = []
+    for c in (False, True):
+        path = tmp_path / ("c" if c else "py")
+        output = FileOutput(str(path), "flows.ndjson", rotate_every_kb=64, number_of_files=100)
+        pipeline, _ = _run(c, frames, output, block_docs=50)
+        assert (pipeline.blocks > 0) == c
+        contents.append({p.name: p.read_bytes() for p in sorted(path.iterdir())})
+    assert contents[0] == contents[1] and len(contents[0]) > 3
+    for name, data in contents[0].items():
+        assert len(data) <= 64 * 1024 and data.endswith(b"\n"), name
+
+
+def test_a_block_is_counted_in_documents_by_the_pipeline():
+    """published/acked count a block's documents; a full queue that may not wait drops and
+    counts all of them; close() reports none unacknowledged."""
+    out = Lines()
+    pipeline = Pipeline(out, max_events=100, batch_size=10, flush_timeout_s=3600)
+    pipeline.publish("a", {"x": 1})
+    pipeline.publish_block(b'{"y":1}\n{"y":2}\n', b"b\nc\n", 2)
+    pipeline.publish("d", {"x": 2})
+    assert pipeline.published == 4
+    assert pipeline.close() == 0
+    assert out.lines == [("a", b'{"x":1}'), ("b", b'{"y":1}'), ("c", b'{"y":2}'), ("d", b'{"x":2}')]
+    assert pipeline.acked == 4 and pipeline.counters()["queue.blocks"] == 1
+
+    gate = threading.Event()
+
+    class Stuck(Lines):
+        def send(self, batch, stopping):
+            gate.wait(10)
+            return super().send(batch, stopping)
+
+    stuck = Stuck()
+    pipeline = Pipeline(stuck, max_events=5, batch_size=5, flush_timeout_s=3600, block_when_full=False)
+    pipeline.publish_block(b"{}\n" * 5, b"1\n2\n3\n4\n5\n", 5)     # taken by the output, which waits
+    for _ in range(200):
+        if pipeline.in_flight:
+            break
+        threading.Event().wait(0.01)
+    pipeline.publish_block(b"{}\n" * 5, b"6\n7\n8\n9\n10\n", 5)    # queued: the queue is full now
+    pipeline.publish_block(b"{}\n" * 3, b"11\n12\n13\n", 3)        # may not wait: dropped, counted
+    assert pipeline.dropped == 3 and pipeline.published == 13
+    gate.set()
+    assert pipeline.close() == 0
+    assert pipeline.acked == 10 and [i for i, _ in stuck.lines] == [str(n) for n in range(1, 11)]
+
+
+def test_block_pairs_are_what_publish_would_have_queued():
+    block = Block(b'{"a":1}\n{"b":"\xc3\xa9"}\n', b"x-0\ny-1\n", 2)
+    pairs = documents(block)
+    assert [(i, orjson.dumps(d)) for i, d in pairs] == [("x-0", b'{"a":1}'), ("y-1", '{"b":"\u00e9"}'.encode())]
+    assert documents([("z", {})]) == [("z", {})]
+    with pytest.raises(ValueError):
+        Block(b"{}\n", b"x\ny\n", 2).pairs()
+
+
+def test_no_blocks_for_outputs_that_do_not_take_them_or_the_disk_queue(tmp_path: Path):
+    from wirebeat.diskqueue import DiskQueue
+    assert Pipeline(ConsoleOutput(stream=io.BytesIO(), pretty=True)).publish_block is None
+    lines = Lines()
+    assert Pipeline(lines).publish_block is not None
+    disk = DiskQueue(str(tmp_path / "q"), 2**20)
+    pipeline = Pipeline(lines, disk=disk)
+    assert pipeline.publish_block is None
+    pipeline.close()
