@@ -41,8 +41,12 @@ from run import PER_PACKET_ONLY, generate, generate_realistic  # noqa: E402
 CHILD = """
 import sys, orjson, wirebeat, wirebeat.outputs as o
 assert wirebeat.__file__.startswith(sys.argv[1]), wirebeat.__file__
+try:        # a flow-report Block (NDJSON text) as (id, document) pairs; older trees have none
+    from wirebeat.pipeline import documents
+except ImportError:
+    documents = lambda batch: batch
 def send(self, batch, stopping):
-    self.stream.write(b"".join(orjson.dumps([i, d]) + b"\\n" for i, d in batch))
+    self.stream.write(b"".join(orjson.dumps([i, d]) + b"\\n" for i, d in documents(batch)))
     return 0
 o.ConsoleOutput.send = send
 from wirebeat.cli import main
