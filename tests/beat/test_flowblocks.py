@@ -10,9 +10,11 @@ extension must have been built (a missing one fails, never skips).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +22,27 @@ import orjson
 import pytest
 
 import pcapgen as g
-from test_flowcore import _traffic
+from test_flowcore import SPECS, _traffic, needs_c     # needs_c: skipped without the extension, failed under CI
 from wirebeat import flows
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import R_BYTES, FlowReporter, FlowTable
 from wirebeat.outputs import ConsoleOutput, FileOutput
 from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, Pipeline, documents
-from wirebeat.registry import discover
 from wirebeat.testing import make_engine
 
-try:
-    from wirebeat import _flowcore
-except ImportError:
-    _flowcore = None
-
-needs_c = pytest.mark.skipif(_flowcore is None and os.environ.get("CI") != "true",
-                             reason="C extension not built (a failure under CI=true)")
-SPECS = [r.spec for r in discover()]
 T0 = 1_700_000_000.125
+
+
+@contextlib.contextmanager
+def _core(c: bool) -> Iterator[None]:
+    """Tables and reporters made inside use the C core (c) or the pure-Python path."""
+    saved = flows._flowcore
+    if not c:
+        flows._flowcore = None
+    try:
+        yield
+    finally:
+        flows._flowcore = saved
 
 
 class Lines:
@@ -85,14 +90,9 @@ def _udp_frames(flows_n: int, seconds: float, source_port: int = 20000) -> list[
 
 def _run(c: bool, frames: list[tuple[float, int, bytes]], output: Any, block_docs: int | None = None,
          source: str = "test") -> tuple[Pipeline, Any]:
-    saved = flows._flowcore
-    if not c:
-        flows._flowcore = None
-    try:
+    with _core(c):
         engine, pipeline, _, stats = make_engine(SPECS, strict=False, output=output,
                                                  overrides={"wirebeat.flows.enabled": True})
-    finally:
-        flows._flowcore = saved
     assert (engine.flow_reporter.core is not None) == c
     if c and block_docs is not None:
         engine.flow_reporter.core.blocks(pipeline.publish_block, block_docs, BLOCK_MAX_BYTES)
@@ -135,19 +135,13 @@ def test_a_report_python_makes_mid_sweep_keeps_its_place():
     collected so far is handed over first, then that report, then a new block."""
     runs = []
     for c in (True, False):
-        saved = flows._flowcore
-        if not c:
-            flows._flowcore = None
-        try:
-            out = Lines()
-            pipeline = Pipeline(out, batch_size=1000, flush_timeout_s=3600)
-            builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
-            reporter = FlowReporter(builder, pipeline.publish, 30.0, 10.0, 100, fragments=True,
-                                    publish_many=pipeline.publish_many, publish_block=pipeline.publish_block,
-                                    block_docs=pipeline.batch_size)
+        out = Lines()
+        pipeline = Pipeline(out, batch_size=1000, flush_timeout_s=3600)
+        with _core(c):
+            reporter = FlowReporter(DocumentBuilder({"type": "wirebeat"}, [], {}, False, []), pipeline.publish,
+                                    30.0, 10.0, 100, fragments=True, publish_many=pipeline.publish_many,
+                                    publish_block=pipeline.publish_block, block_docs=pipeline.batch_size)
             table = FlowTable("src", reporter)
-        finally:
-            flows._flowcore = saved
         for i in range(30):
             frame = g.ethernet(g.ipv4("192.0.2.1", "192.0.2.2", 17, g.udp("192.0.2.1", "192.0.2.2", 1000 + i, 53, b"q")))
             table.account(T0 + i * 0.1, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
