@@ -195,20 +195,38 @@ static inline int micros_between(PyObject *a, PyObject *b, long long *out)
 
 /* ---- Reporter: FlowReporter.report ------------------------------------------ */
 
-/* A growing byte buffer (PyMem), kept between blocks: its size is bounded by the block's
- * caps plus one report. */
-typedef struct { char *p; Py_ssize_t len, cap; } buf_t;
+/* A growing bytes object written in place and handed over as it is (resized to its
+ * length): no copy. Its size is bounded by the block's caps plus one report; `hint`, the
+ * last block's size and an eighth, sizes the next one so it rarely grows. */
+typedef struct { PyObject *obj; Py_ssize_t len, cap, hint; } buf_t;
 
 static int buf_reserve(buf_t *b, Py_ssize_t more)
 {
     if (b->len + more <= b->cap) return 0;
-    Py_ssize_t cap = b->cap ? b->cap : 65536;
+    Py_ssize_t cap = b->cap ? b->cap * 2 : (b->hint > 65536 ? b->hint : 65536);
     while (cap < b->len + more) cap *= 2;
-    char *p = PyMem_Realloc(b->p, (size_t)cap);
-    if (p == NULL) { PyErr_NoMemory(); return -1; }
-    b->p = p;
+    if (b->obj == NULL) {
+        b->obj = PyBytes_FromStringAndSize(NULL, cap);
+        if (b->obj == NULL) return -1;
+    } else if (_PyBytes_Resize(&b->obj, cap) < 0) {     /* frees it on failure */
+        b->len = b->cap = 0;
+        return -1;
+    }
     b->cap = cap;
     return 0;
+}
+
+/* The bytes written so far (a new reference); the buffer starts over empty. */
+static PyObject *buf_take(buf_t *b)
+{
+    PyObject *out = b->obj;
+    Py_ssize_t len = b->len;
+    b->obj = NULL;
+    b->len = b->cap = 0;
+    if (out == NULL) return PyBytes_FromStringAndSize(NULL, 0);
+    b->hint = len + len / 8;
+    if (_PyBytes_Resize(&out, len) < 0) return NULL;
+    return out;
 }
 
 /* The pieces as UTF-8 and a newline appended to `b`: 1; 0 without an exception when a piece
@@ -237,11 +255,11 @@ static int append_line(buf_t *b, text_t *t)
             }
         }
         if (buf_reserve(b, n + 1) < 0) { b->len = start; return -1; }
-        memcpy(b->p + b->len, src, (size_t)n);
+        memcpy(PyBytes_AS_STRING(b->obj) + b->len, src, (size_t)n);
         b->len += n;
     }
     if (buf_reserve(b, 1) < 0) { b->len = start; return -1; }
-    b->p[b->len++] = '\n';
+    PyBytes_AS_STRING(b->obj)[b->len++] = '\n';
     return 1;
 }
 
@@ -270,10 +288,8 @@ typedef struct {
 static int hand_over_block(ReporterObject *self)
 {
     if (self->nblock == 0) return 0;
-    PyObject *data = PyBytes_FromStringAndSize(self->data.p, self->data.len);
-    PyObject *ids = PyBytes_FromStringAndSize(self->ids.p, self->ids.len);
+    PyObject *data = buf_take(&self->data), *ids = buf_take(&self->ids);
     PyObject *count = PyLong_FromSsize_t(self->nblock);
-    self->data.len = self->ids.len = 0;
     self->nblock = 0;
     PyObject *res = NULL;
     if (data != NULL && ids != NULL && count != NULL) {
@@ -884,8 +900,8 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->id_source = Py_NewRef(id_source);
     self->id_key = self->id_bytes = self->pending = self->publish_block = NULL;
     self->block_docs = self->block_bytes = self->nblock = 0;
-    self->data = (buf_t){NULL, 0, 0};
-    self->ids = (buf_t){NULL, 0, 0};
+    self->data = (buf_t){NULL, 0, 0, 0};
+    self->ids = (buf_t){NULL, 0, 0, 0};
     self->stamp = NULL;
     self->stamp_ts = 0.0;
     return (PyObject *)self;
@@ -915,8 +931,8 @@ static void reporter_dealloc(ReporterObject *self)
 {
     PyObject_GC_UnTrack(self);
     reporter_clear(self);
-    PyMem_Free(self->data.p);
-    PyMem_Free(self->ids.p);
+    Py_XDECREF(self->data.obj);
+    Py_XDECREF(self->ids.obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from orjson import Fragment, dumps
@@ -55,6 +56,11 @@ class Block:
 
     def __len__(self) -> int:
         return self.count
+
+    def __iter__(self) -> Iterator[tuple[str, Fragment]]:
+        """(id, Fragment) pairs, so code written for lists of pairs (a patched output's
+        send, a test's) reads a block too; the outputs here write `data` as it is."""
+        return iter(self.pairs())
 
     def pairs(self) -> list[tuple[str, Fragment]]:
         """The documents as (id, orjson.Fragment) pairs, as one `publish` each would have made."""

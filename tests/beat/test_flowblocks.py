@@ -252,6 +252,7 @@ def test_block_pairs_are_what_publish_would_have_queued():
     block = Block(b'{"a":1}\n{"b":"\xc3\xa9"}\n', b"x-0\ny-1\n", 2)
     pairs = documents(block)
     assert [(i, orjson.dumps(d)) for i, d in pairs] == [("x-0", b'{"a":1}'), ("y-1", '{"b":"\u00e9"}'.encode())]
+    assert [(i, orjson.dumps(d)) for i, d in block] == [(i, orjson.dumps(d)) for i, d in pairs]
     assert documents([("z", {})]) == [("z", {})]
     with pytest.raises(ValueError):
         Block(b"{}\n", b"x\ny\n", 2).pairs()
