@@ -216,20 +216,16 @@ def test_tls_connections_done_after_the_handshake_bypass_the_rest_and_documents_
 CLIENT, SERVER = "192.0.2.10", "192.0.2.20"
 
 
-def replayed(ending: str) -> list[tuple[float, bytes]]:
-    """The first connection of tls12_rsa.pcap replayed on new addresses, its payload
-    in the original order, then 5 application-data records each way and `ending`:
-    "fin" both ways, an "rst", or nothing ("idle": a packet of an untracked
-    connection 400 s later makes the idle timeout due)."""
-    segments = list(next(iter(tls_connections("tls12_rsa.pcap").values())))
-    app = bytes([23, 3, 3, 0, 40]) + bytes(40)
-    segments += [(from_client, app) for _ in range(5) for from_client in (True, False)]
+def conversation(server_port: int) -> tuple[list[tuple[float, bytes]], Any]:
+    """(frames, send): send(from_client, flags, payload) appends the next segment of one
+    CLIENT:40000 <-> SERVER:server_port connection, sequence numbers kept, 10 ms apart;
+    it starts with the handshake already sent."""
     seq = {True: 1000, False: 90000}
     frames: list[tuple[float, bytes]] = []
 
     def send(from_client: bool, flags: str, payload: bytes = b"") -> None:
-        src, dst, sport, dport = ((CLIENT, SERVER, 40000, 443) if from_client
-                                  else (SERVER, CLIENT, 443, 40000))
+        src, dst, sport, dport = ((CLIENT, SERVER, 40000, server_port) if from_client
+                                  else (SERVER, CLIENT, server_port, 40000))
         segment = pcapgen.tcp(src, dst, sport, dport, payload, seq=seq[from_client],
                               ack=seq[not from_client], flags=flags)
         frames.append((1_700_000_000.0 + len(frames) / 100,
@@ -239,6 +235,18 @@ def replayed(ending: str) -> list[tuple[float, bytes]]:
     send(True, "S")
     send(False, "SA")
     send(True, "A")
+    return frames, send
+
+
+def replayed(ending: str) -> list[tuple[float, bytes]]:
+    """The first connection of tls12_rsa.pcap replayed on new addresses, its payload
+    in the original order, then 5 application-data records each way and `ending`:
+    "fin" both ways, an "rst", or nothing ("idle": a packet of an untracked
+    connection 400 s later makes the idle timeout due)."""
+    segments = list(next(iter(tls_connections("tls12_rsa.pcap").values())))
+    app = bytes([23, 3, 3, 0, 40]) + bytes(40)
+    segments += [(from_client, app) for _ in range(5) for from_client in (True, False)]
+    frames, send = conversation(443)
     for from_client, payload in segments:
         send(from_client, "PA", payload)
     if ending == "fin":
@@ -399,21 +407,7 @@ TUNNEL = bytes(range(256)) * 4      # 1 KiB of what HTTP cannot parse
 def http_exchange(first: tuple[bytes, bytes], rest: list[tuple[bool, bytes]]) -> list[tuple[float, bytes]]:
     """A connection to port 80: handshake, `first` request and its answer, then `rest`
     ((from_client, payload) segments), FINs both ways."""
-    seq = {True: 1000, False: 90000}
-    frames: list[tuple[float, bytes]] = []
-
-    def send(from_client: bool, flags: str, payload: bytes = b"") -> None:
-        src, dst, sport, dport = ((CLIENT, SERVER, 40000, 80) if from_client
-                                  else (SERVER, CLIENT, 80, 40000))
-        segment = pcapgen.tcp(src, dst, sport, dport, payload, seq=seq[from_client],
-                              ack=seq[not from_client], flags=flags)
-        frames.append((1_700_000_000.0 + len(frames) / 100,
-                       pcapgen.ethernet(pcapgen.ip_packet(src, dst, pcapgen.IPPROTO_TCP, segment))))
-        seq[from_client] += len(payload) + (1 if "S" in flags or "F" in flags else 0)
-
-    send(True, "S")
-    send(False, "SA")
-    send(True, "A")
+    frames, send = conversation(80)
     send(True, "PA", first[0])
     send(False, "PA", first[1])
     for from_client, payload in rest:
