@@ -11,8 +11,11 @@ body and a response runs until the connection closes. Responses to HEAD, 1xx,
 204 and 304 have no body. Interim 1xx responses (100-continue, 102, 103) are
 not transactions: the final response answers the request. A 2xx answer to
 CONNECT and a 101 answer to an Upgrade switch the connection to a tunnel whose
-bytes are counted and not parsed; the client's bytes after such a request are
-held (bounded) until the answer shows whether they are tunnel or HTTP.
+bytes are not parsed; the client's bytes after such a request are held
+(bounded) until the answer shows whether they are tunnel or HTTP. Once both
+directions are tunnel and every exchange is reported, the decoder tells the
+engine it needs no more bytes (`needs_bytes`, as TLS does after its handshake):
+the tunnel is no longer reassembled, and only flows count its bytes.
 
 Pairing: requests are queued as soon as their headers are complete, and each
 final response answers the oldest unanswered request, so keep-alive and
@@ -818,6 +821,9 @@ class HTTPStream:
         self.out: list[Transaction] = []
         self.closed = False
         self.tunneled = False      # CONNECT or Upgrade succeeded: no more HTTP here
+        # Read by the engine (decoders/api.py): False once the tunnel carries every later
+        # byte both ways and nothing is pending, so the rest is not reassembled.
+        self.needs_bytes = self.needs_expire = True
         self.hold_exchange: _Exchange | None = None
         self.pending_error: DecodeError | None = None
         self.counters = {"bytes_skipped": 0, "gaps": 0, "interim_responses": 0,
@@ -828,12 +834,22 @@ class HTTPStream:
     def on_data(self, from_client: bool, data: bytes, ts: float) -> list[Transaction]:
         direction = self.requests if from_client else self.responses
         error = direction.feed(data, ts)
+        if self.tunneled:
+            self._check_tunnel_only()
         return self._flush(error)
 
     def on_gap(self, from_client: bool, missing: int, ts: float) -> list[Transaction]:
         if missing > 0:
             (self.requests if from_client else self.responses).on_gap(missing, ts)
+        if self.tunneled:
+            self._check_tunnel_only()
         return self._flush(None)
+
+    def _check_tunnel_only(self) -> None:
+        """After CONNECT/Upgrade: once both directions are tunnel and every exchange
+        is reported, no later byte changes a document (tunnel gaps stop being counted)."""
+        if not self.exchanges and self.requests.state == _TUNNEL and self.responses.state == _TUNNEL:
+            self.needs_bytes = self.needs_expire = False
 
     def on_close(self, ts: float) -> list[Transaction]:
         if not self.closed:

@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["Wirebeat", "require", "wait_until"]
+__all__ = ["Wirebeat", "needs_extension", "require", "wait_until"]
 
 
 def require(condition: bool, what: str) -> None:
@@ -34,6 +34,19 @@ def require(condition: bool, what: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"missing in CI: {what}")
     pytest.skip(f"missing: {what}")
+
+
+def needs_extension(module: Any) -> pytest.MarkDecorator:
+    """Mark for tests of a C accelerator (`module`: it, or None when it did not import).
+
+    A missing extension skips, except under CI=true, where the tests run and fail.
+    WIREBEAT_PURE_PYTHON=1 turns the accelerators off in wirebeat.accel, so the
+    engine paths these tests compare against the C ones are Python too: skipped,
+    in CI as elsewhere (CI does not set it)."""
+    if os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0"):
+        return pytest.mark.skip(reason="WIREBEAT_PURE_PYTHON=1: the C accelerators are off by request")
+    return pytest.mark.skipif(module is None and os.environ.get("CI") != "true",
+                              reason="C extension not built (a failure under CI=true)")
 
 
 def require_root_and_tools(*tools: str) -> None:

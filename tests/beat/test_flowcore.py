@@ -33,14 +33,14 @@ from wirebeat.flows import R_BODY, R_BYTES, R_LAST_TS, R_PACKETS, R_TCP, R_TEXT,
 from wirebeat.registry import discover
 from wirebeat.testing import make_engine
 from test_flows import JsonOutput       # (_id, the document as orjson writes it) of every document
+from running import needs_extension
 
 try:
     from wirebeat import _flowcore
 except ImportError:
     _flowcore = None
 
-needs_c = pytest.mark.skipif(_flowcore is None and os.environ.get("CI") != "true",
-                             reason="C extension not built (a failure under CI=true)")
+needs_c = needs_extension(_flowcore)
 SPECS = [r.spec for r in discover()]
 T0 = 1_700_000_000.125
 A4, B4, C4 = "192.0.2.10", "198.51.100.20", "203.0.113.5"

@@ -11,13 +11,13 @@ mutations and random bytes: the C result must equal the Python one exactly
 """
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import pcapgen as g
+from running import needs_extension
 from test_speedups import CAPTURES, _capture_frames, _generated
 from wirebeat import framecore
 
@@ -26,8 +26,7 @@ try:
 except ImportError:
     _speedups = None
 
-needs_c = pytest.mark.skipif(_speedups is None and os.environ.get("CI") != "true",
-                             reason="C extension not built (a failure under CI=true)")
+needs_c = needs_extension(_speedups)
 
 A6, B6 = "2001:db8::1", "2001:db8::2"
 

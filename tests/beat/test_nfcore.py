@@ -29,7 +29,7 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from running import CONSOLE_WITH_IDS
+from running import CONSOLE_WITH_IDS, needs_extension
 from wirebeat.decoders.api import Datagram, DecodeError, FlowKey
 from wirebeat.decoders.netflow import DECODER, NetflowDecoder, RecordSet, Template
 from wirebeat.document import DocumentBuilder
@@ -41,8 +41,7 @@ except ImportError:
     _nfcore = None
 
 ROOT = Path(__file__).resolve().parents[2]
-needs_c = pytest.mark.skipif(_nfcore is None and os.environ.get("CI") != "true",
-                             reason="C extension not built (a failure under CI=true)")
+needs_c = needs_extension(_nfcore)
 SECS = 1_700_000_000
 FLOW = FlowKey("udp", "192.0.2.10", 40000, "192.0.2.1", 2055, "netflow:test")
 AGENT = {"type": "wirebeat", "version": "test", "name": "test"}
@@ -392,6 +391,7 @@ def test_cli_writes_the_same_documents_with_and_without_the_extension(tmp_path: 
     assert outputs[0].count(b'"type":"netflow"') == 3 * 900 + 2
 
 
+@needs_c     # publish_set is the C path's
 def test_a_data_set_that_cannot_be_published_is_counted_and_the_run_goes_on(monkeypatch) -> None:
     """publish_set raising (a bug in it or in the C module) is a crashed document,
     counted per decoder like a crash in document(); the next export is decoded as

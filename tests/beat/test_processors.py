@@ -6,11 +6,13 @@ RFC 4291 for the named ranges), not from running this code first.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from wirebeat.config import ConfigError
 from wirebeat.processors import Context, compile_processors
@@ -78,6 +80,27 @@ def test_named_networks(ip, names):
     from wirebeat.processors.conditions import NAMED_NETWORKS
     got = {name for name in NAMED_NETWORKS if compile_condition({"network": {"ip": name}}, "w")({"ip": ip})}
     assert got == names
+
+
+_V4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
+_V6 = st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)
+
+
+@settings(max_examples=400, deadline=None)
+@given(address=st.one_of(_V4, _V6), network=st.one_of(
+    st.tuples(_V4, st.integers(0, 32)), st.tuples(_V6, st.integers(0, 128))),
+    near=st.booleans())
+def test_a_cidr_test_answers_as_ipaddress_in_does(address, network, near):
+    """The network test compares integers; ipaddress's own `in` is the oracle. `near`
+    puts the address inside or at the edge of the network, where masks matter."""
+    from wirebeat.processors.conditions import network_test
+    base, prefix = network
+    net = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
+    if near and address.version == net.version:
+        address = net.broadcast_address if int(address) % 2 else net.network_address
+        address = ipaddress.ip_address(int(address) + (int(base) % 3) - 1) \
+            if 0 < int(address) < (2**32 if net.version == 4 else 2**128) - 1 else address
+    assert network_test(f"{base}/{prefix}", "w")(address) == (address in net)
 
 
 @pytest.mark.parametrize("when, message", [

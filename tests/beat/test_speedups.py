@@ -25,7 +25,7 @@ from hypothesis import given, settings, strategies as st
 
 import pcapgen as g
 import tunnelgen as tg
-from running import CONSOLE_WITH_IDS
+from running import CONSOLE_WITH_IDS, needs_extension
 from wirebeat import packets
 from wirebeat.decoders.api import iso_time_python
 from wirebeat.document import DocumentBuilder, community_id_packed_python
@@ -41,8 +41,7 @@ try:
 except ImportError:
     _speedups = None
 
-needs_c = pytest.mark.skipif(_speedups is None and os.environ.get("CI") != "true",
-                             reason="C extension not built (a failure under CI=true)")
+needs_c = needs_extension(_speedups)
 
 
 def test_extension_is_built_under_ci():

@@ -14,6 +14,7 @@ import pytest
 import pcapgen
 from conftest import PCAPS
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
+from wirebeat.decoders.http import DECODER as HTTP, HTTPStream
 from wirebeat.decoders.tls import DECODER as TLS, TLSStream
 from wirebeat.tcp import ACK, FIN, RST, SYN, TCPTable
 from wirebeat.testing import decode_pcap, make_engine
@@ -215,20 +216,16 @@ def test_tls_connections_done_after_the_handshake_bypass_the_rest_and_documents_
 CLIENT, SERVER = "192.0.2.10", "192.0.2.20"
 
 
-def replayed(ending: str) -> list[tuple[float, bytes]]:
-    """The first connection of tls12_rsa.pcap replayed on new addresses, its payload
-    in the original order, then 5 application-data records each way and `ending`:
-    "fin" both ways, an "rst", or nothing ("idle": a packet of an untracked
-    connection 400 s later makes the idle timeout due)."""
-    segments = list(next(iter(tls_connections("tls12_rsa.pcap").values())))
-    app = bytes([23, 3, 3, 0, 40]) + bytes(40)
-    segments += [(from_client, app) for _ in range(5) for from_client in (True, False)]
+def conversation(server_port: int) -> tuple[list[tuple[float, bytes]], Any]:
+    """(frames, send): send(from_client, flags, payload) appends the next segment of one
+    CLIENT:40000 <-> SERVER:server_port connection, sequence numbers kept, 10 ms apart;
+    it starts with the handshake already sent."""
     seq = {True: 1000, False: 90000}
     frames: list[tuple[float, bytes]] = []
 
     def send(from_client: bool, flags: str, payload: bytes = b"") -> None:
-        src, dst, sport, dport = ((CLIENT, SERVER, 40000, 443) if from_client
-                                  else (SERVER, CLIENT, 443, 40000))
+        src, dst, sport, dport = ((CLIENT, SERVER, 40000, server_port) if from_client
+                                  else (SERVER, CLIENT, server_port, 40000))
         segment = pcapgen.tcp(src, dst, sport, dport, payload, seq=seq[from_client],
                               ack=seq[not from_client], flags=flags)
         frames.append((1_700_000_000.0 + len(frames) / 100,
@@ -238,6 +235,18 @@ def replayed(ending: str) -> list[tuple[float, bytes]]:
     send(True, "S")
     send(False, "SA")
     send(True, "A")
+    return frames, send
+
+
+def replayed(ending: str) -> list[tuple[float, bytes]]:
+    """The first connection of tls12_rsa.pcap replayed on new addresses, its payload
+    in the original order, then 5 application-data records each way and `ending`:
+    "fin" both ways, an "rst", or nothing ("idle": a packet of an untracked
+    connection 400 s later makes the idle timeout due)."""
+    segments = list(next(iter(tls_connections("tls12_rsa.pcap").values())))
+    app = bytes([23, 3, 3, 0, 40]) + bytes(40)
+    segments += [(from_client, app) for _ in range(5) for from_client in (True, False)]
+    frames, send = conversation(443)
     for from_client, payload in segments:
         send(from_client, "PA", payload)
     if ending == "fin":
@@ -378,3 +387,64 @@ def test_the_engine_stops_bytes_and_expire_when_told_and_still_reports_at_close(
     assert expires == 1 if expire_once else expires >= 10      # a tick a second otherwise
     assert running["tcp.segments_bypassed"] == 20
     assert running["tcp.connections_closed"] == 1 and "tcp.connections_open" not in running
+
+
+# -- the engine, with HTTP tunnels (CONNECT, Upgrade) ------------------------------
+
+
+class HTTPNeverDone(HTTPStream):
+    """HTTP as it was: it ignores tunnel bytes, but never tells the engine."""
+
+    needs_bytes = property(lambda self: True, lambda self, value: None)
+    needs_expire = property(lambda self: True, lambda self, value: None)
+
+
+HTTP_NEVER_DONE = type(HTTP)(**{**{f: getattr(HTTP, f) for f in HTTP.__dataclass_fields__},
+                                "stream": HTTPNeverDone})
+TUNNEL = bytes(range(256)) * 4      # 1 KiB of what HTTP cannot parse
+
+
+def http_exchange(first: tuple[bytes, bytes], rest: list[tuple[bool, bytes]]) -> list[tuple[float, bytes]]:
+    """A connection to port 80: handshake, `first` request and its answer, then `rest`
+    ((from_client, payload) segments), FINs both ways."""
+    frames, send = conversation(80)
+    send(True, "PA", first[0])
+    send(False, "PA", first[1])
+    for from_client, payload in rest:
+        send(from_client, "PA", payload)
+    send(True, "FA")
+    send(False, "FA")
+    send(True, "A")
+    return frames
+
+
+CONNECT = (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+           b"HTTP/1.1 200 Connection established\r\n\r\n")
+UPGRADE = (b"GET /chat HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+           b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+REFUSED = (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+           b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+AGAIN = (b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+@pytest.mark.parametrize("first", [CONNECT, UPGRADE], ids=["connect", "upgrade"])
+def test_an_http_tunnel_is_not_reassembled_and_documents_do_not_change(first, tmp_path):
+    # 6 tunnel segments after the answer, 3 each way: all of them are bypassed (the
+    # answer's own segment is the last the decoder needs); the FINs still close it.
+    rest = [(from_client, TUNNEL) for _ in range(3) for from_client in (True, False)]
+    frames = http_exchange(first, rest)
+    docs, _, counters = run_frames(HTTP, frames, tmp_path)
+    old_docs, _, old = run_frames(HTTP_NEVER_DONE, frames, tmp_path)
+    assert docs == old_docs and len(docs) == 1
+    assert docs[0]["http"]["response"]["status_code"] == (200 if first is CONNECT else 101)
+    assert counters["tcp.segments_bypassed"] == len(rest)
+    assert "tcp.segments_bypassed" not in old
+    assert counters["tcp.connections_closed"] == old["tcp.connections_closed"] == 1
+
+
+def test_a_refused_connect_keeps_decoding_http(tmp_path):
+    frames = http_exchange(REFUSED, [(True, AGAIN[0]), (False, AGAIN[1])])
+    docs, _, counters = run_frames(HTTP, frames, tmp_path)
+    assert [d["http"]["response"]["status_code"] for d in docs] == [407, 200]
+    assert "tcp.segments_bypassed" not in counters

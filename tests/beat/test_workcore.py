@@ -25,14 +25,14 @@ import pytest
 import pcapgen as g
 from test_speedups import CAPTURES, _capture_frames, _generated
 from wirebeat.workers import _TUNNEL_DPORTS, shard_python
+from running import needs_extension
 
 try:
     from wirebeat import _workcore
 except ImportError:
     _workcore = None
 
-needs_c = pytest.mark.skipif(_workcore is None and os.environ.get("CI") != "true",
-                             reason="C extension not built (a failure under CI=true)")
+needs_c = needs_extension(_workcore)
 SOURCE = "capture.pcap"
 CRC = zlib.crc32(SOURCE.encode())
 
