@@ -25,8 +25,8 @@ import pytest
 
 import pcapgen as g
 import tunnelgen as tg
+from test_engine_untracked import _capture
 from wirebeat.accel import speedups
-from wirebeat.sources.pcapfile import open_capture
 from wirebeat.testing import ListOutput, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -87,14 +87,6 @@ def _same(frames: list[tuple[float, int, bytes]], **kwargs: Any) -> tuple[dict, 
     assert docs == expected_docs
     assert counters == expected_counters
     return counters, left
-
-
-def _capture(path: Path) -> list[tuple[float, int, bytes]]:
-    reader = open_capture(str(path))
-    try:
-        return [(f.ts, f.linktype, f.data) for f in reader]
-    finally:
-        reader.close()
 
 
 def _eth(packet: bytes, **kwargs: Any) -> tuple[int, bytes]:
