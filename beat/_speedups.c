@@ -41,6 +41,13 @@
  *     beat/sources/pcapfile.py's pcap_records_python: the classic pcap
  *     records whole in buf[pos:], stopping before a damaged record header.
  *   Dedup(window, max_packets): beat/dedup.py's Dedup (duplicate, counters).
+ *   packet_batch(batch, start, limit, until_ts, capture_json, id_prefix, n, ctx, dedup,
+ *                source, fragment, out) -> (stop, bytes, tcp_untracked)
+ *     Engine.on_batch's frames (beat/packets.py packets_only_batches): from
+ *     batch[start], at most `limit` frames, each plain IP frame's packet_doc
+ *     document appended to `out` as (_id, fragment(json)), its duplicate check
+ *     and counters; stops at the first frame Engine.on_frame must take. Its
+ *     reference is that per-frame path (tests/beat/test_packets_batch.py).
  * The Python twins of these three are tested against them in
  * tests/beat/test_framecore.py.
  */
