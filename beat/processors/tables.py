@@ -99,7 +99,7 @@ def _parse_rows(path: str, data: bytes) -> list[dict[str, Any]]:
                 raise TableError(f"line {number}: invalid JSON: {err.msg}") from None
         return rows
     if ext in (".yml", ".yaml"):
-        import yaml     # (a run without such a table does not import it; `run --user` does, early)
+        import yaml     # (already imported: processors come from a config file or a YAML -E value)
         try:
             rows = yaml.safe_load(text)
         except yaml.YAMLError as err:
