@@ -41,6 +41,13 @@
  *     beat/sources/pcapfile.py's pcap_records_python: the classic pcap
  *     records whole in buf[pos:], stopping before a damaged record header.
  *   Dedup(window, max_packets): beat/dedup.py's Dedup (duplicate, counters).
+ *   packet_batch(batch, start, limit, until_ts, capture_json, id_prefix, n, ctx, dedup,
+ *                source, fragment, out) -> (stop, bytes, tcp_untracked)
+ *     Engine.on_batch's frames (beat/packets.py packets_only_batches): from
+ *     batch[start], at most `limit` frames, each plain IP frame's packet_doc
+ *     document appended to `out` as (_id, fragment(json)), its duplicate check
+ *     and counters; stops at the first frame Engine.on_frame must take. Its
+ *     reference is that per-frame path (tests/beat/test_packets_batch.py).
  * The Python twins of these three are tested against them in
  * tests/beat/test_framecore.py.
  */
@@ -316,75 +323,94 @@ static PyObject *locate_reason(int linktype, const unsigned char *d, Py_ssize_t 
 
 static inline PyObject *new_ref(PyObject *o) { Py_INCREF(o); return o; }
 
-/* parse_ipv4 / parse_ipv6 of beat/ip.py: a new (src, dst, proto, payload, fragment)
- * tuple, or a borrowed reason string (its caller takes a reference). */
-static PyObject *parse_ip(int v6, const unsigned char *d, Py_ssize_t len, Py_ssize_t off, int *is_reason)
-{
-    Py_ssize_t start, end;
+/* What parse_ipv4 / parse_ipv6 of beat/ip.py find, without making objects: the payload
+ * bounds, the protocol and the fragment fields. NULL when the header is good, else the
+ * borrowed reason string they return. */
+typedef struct {
+    Py_ssize_t start, end;      /* payload d[start:end] (empty when end <= start) */
     int proto;
-    PyObject *fragment = NULL;
-    *is_reason = 1;
+    int fragment;               /* a fragment: (ident, frag_off, more) below */
+    unsigned long ident, frag_off, more;
+} ipinfo_t;
+
+static PyObject *ip_info(int v6, const unsigned char *d, Py_ssize_t len, Py_ssize_t off, ipinfo_t *ip)
+{
+    ip->fragment = 0;
     if (!v6) {
         if (len < off + 20) return R_IP_TRUNCATED;
         if (d[off] >> 4 != 4) return R_IP_BAD_VERSION;
         Py_ssize_t hl = (d[off] & 0x0F) * 4, total = u16(d + off + 2);
         if (hl < 20 || total < hl) return R_IP_BAD_HLEN;
-        end = off + total;
-        if (end > len) end = len;
-        start = off + hl;
-        proto = d[off + 9];
+        ip->end = off + total;
+        if (ip->end > len) ip->end = len;
+        ip->start = off + hl;
+        ip->proto = d[off + 9];
         unsigned ff = u16(d + off + 6);
-        unsigned frag_off = (ff & 0x1FFF) * 8, more = (ff & 0x2000) != 0;
-        if (more || frag_off) {
-            fragment = Py_BuildValue("(IIN)", u16(d + off + 4), frag_off, PyBool_FromLong(more));
-            if (!fragment) return NULL;
-        }
-    } else {
-        if (len < off + 40) return R_IP_TRUNCATED;
-        if (d[off] >> 4 != 6) return R_IP_BAD_VERSION;
-        Py_ssize_t payload_len = u16(d + off + 4), pos = off + 40;
-        int nh = d[off + 6], found = 0, i;
-        unsigned long fid = 0, foff = 0, fmore = 0;
-        end = payload_len ? (pos + payload_len < len ? pos + payload_len : len) : len;
-        for (i = 0; i < 8; i++) {
-            if (nh == 0 || nh == 43 || nh == 60 || nh == 135 || nh == 139 || nh == 140) {
-                if (pos + 8 > end) return R_IP_TRUNCATED;
-                int following = d[pos];
-                pos += ((Py_ssize_t)d[pos + 1] + 1) * 8;
-                nh = following;
-            } else if (nh == 44) {
-                if (pos + 8 > end) return R_IP_TRUNCATED;
-                unsigned off_flags = u16(d + pos + 2);
-                fid = ((unsigned long)d[pos + 4] << 24) | ((unsigned long)d[pos + 5] << 16)
-                      | ((unsigned long)d[pos + 6] << 8) | d[pos + 7];
-                foff = off_flags & 0xFFF8; fmore = off_flags & 1; found = 1;
-                nh = d[pos];
-                pos += 8;
-            } else if (nh == 51) {
-                if (pos + 8 > end) return R_IP_TRUNCATED;
-                int following = d[pos];
-                pos += ((Py_ssize_t)d[pos + 1] + 2) * 4;
-                nh = following;
-            } else break;
-        }
-        if (i == 8) return R_IP_TOO_MANY_EXT;
-        if (pos > end) return R_IP_TRUNCATED;
-        if (found && (foff || fmore)) {
-            fragment = Py_BuildValue("(kkN)", fid, foff, PyBool_FromLong(fmore));
-            if (!fragment) return NULL;
-        }
-        start = pos;
-        proto = nh;
+        ip->frag_off = (ff & 0x1FFF) * 8;
+        ip->more = (ff & 0x2000) != 0;
+        ip->ident = u16(d + off + 4);
+        ip->fragment = ip->more || ip->frag_off;
+        return NULL;
     }
-    *is_reason = 0;
+    if (len < off + 40) return R_IP_TRUNCATED;
+    if (d[off] >> 4 != 6) return R_IP_BAD_VERSION;
+    Py_ssize_t payload_len = u16(d + off + 4), pos = off + 40, end;
+    int nh = d[off + 6], found = 0, i;
+    unsigned long fid = 0, foff = 0, fmore = 0;
+    end = payload_len ? (pos + payload_len < len ? pos + payload_len : len) : len;
+    for (i = 0; i < 8; i++) {
+        if (nh == 0 || nh == 43 || nh == 60 || nh == 135 || nh == 139 || nh == 140) {
+            if (pos + 8 > end) return R_IP_TRUNCATED;
+            int following = d[pos];
+            pos += ((Py_ssize_t)d[pos + 1] + 1) * 8;
+            nh = following;
+        } else if (nh == 44) {
+            if (pos + 8 > end) return R_IP_TRUNCATED;
+            unsigned off_flags = u16(d + pos + 2);
+            fid = ((unsigned long)d[pos + 4] << 24) | ((unsigned long)d[pos + 5] << 16)
+                  | ((unsigned long)d[pos + 6] << 8) | d[pos + 7];
+            foff = off_flags & 0xFFF8; fmore = off_flags & 1; found = 1;
+            nh = d[pos];
+            pos += 8;
+        } else if (nh == 51) {
+            if (pos + 8 > end) return R_IP_TRUNCATED;
+            int following = d[pos];
+            pos += ((Py_ssize_t)d[pos + 1] + 2) * 4;
+            nh = following;
+        } else break;
+    }
+    if (i == 8) return R_IP_TOO_MANY_EXT;
+    if (pos > end) return R_IP_TRUNCATED;
+    ip->fragment = found && (foff || fmore);
+    ip->ident = fid; ip->frag_off = foff; ip->more = fmore;
+    ip->start = pos;
+    ip->end = end;
+    ip->proto = nh;
+    return NULL;
+}
+
+/* parse_ipv4 / parse_ipv6 of beat/ip.py: a new (src, dst, proto, payload, fragment)
+ * tuple, or a borrowed reason string (its caller takes a reference). */
+static PyObject *parse_ip(int v6, const unsigned char *d, Py_ssize_t len, Py_ssize_t off, int *is_reason)
+{
+    ipinfo_t ip;
+    PyObject *reason = ip_info(v6, d, len, off, &ip), *fragment = NULL;
+    *is_reason = reason != NULL;
+    if (reason) return reason;
+    if (ip.fragment) {
+        fragment = v6 ? Py_BuildValue("(kkN)", ip.ident, ip.frag_off, PyBool_FromLong(ip.more))
+                      : Py_BuildValue("(IIN)", (unsigned)ip.ident, (unsigned)ip.frag_off, PyBool_FromLong(ip.more));
+        if (!fragment) return NULL;
+    }
     int alen = v6 ? 16 : 4;
     Py_ssize_t addr = v6 ? off + 8 : off + 12;
     PyObject *t = PyTuple_New(5);
     if (!t) { Py_XDECREF(fragment); return NULL; }
     PyTuple_SET_ITEM(t, 0, PyBytes_FromStringAndSize((const char *)d + addr, alen));
     PyTuple_SET_ITEM(t, 1, PyBytes_FromStringAndSize((const char *)d + addr + alen, alen));
-    PyTuple_SET_ITEM(t, 2, PyLong_FromLong(proto));
-    PyTuple_SET_ITEM(t, 3, PyBytes_FromStringAndSize((const char *)d + start, start < end ? end - start : 0));
+    PyTuple_SET_ITEM(t, 2, PyLong_FromLong(ip.proto));
+    PyTuple_SET_ITEM(t, 3, PyBytes_FromStringAndSize((const char *)d + ip.start,
+                                                     ip.start < ip.end ? ip.end - ip.start : 0));
     PyTuple_SET_ITEM(t, 4, fragment ? fragment : new_ref(Py_None));
     for (int k = 0; k < 4; k++)
         if (!PyTuple_GET_ITEM(t, k)) { Py_DECREF(t); return NULL; }
@@ -615,6 +641,45 @@ static void dedup_dealloc(DedupObject *s)
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
+/* The decision for a packet whose fields hash to `key`: 1 a duplicate (counted), 0 not
+ * (remembered), -1 an error (out of memory). */
+static int dd_check(DedupObject *s, Py_hash_t key, double ts)
+{
+    int found;
+    size_t i = dd_find(s, key, &found);
+    if (found) {
+        Py_ssize_t pos = s->slots[i] - 1;
+        dd_entry *e = &s->ring[pos % s->cap];
+        double d = ts - e->ts;
+        if (-s->window <= d && d <= s->window) {
+            s->dropped++;
+            return 1;
+        }
+        e->alive = 0;                       /* an old packet seen again: a repeat, not a copy */
+        dd_unindex(s, i);
+        s->live--;
+    }
+    if (s->tail - s->head == s->cap && dd_compact(s) < 0) return -1;
+    Py_ssize_t pos = s->tail++;
+    dd_entry *e = &s->ring[pos % s->cap];
+    e->key = key; e->ts = ts; e->alive = 1;
+    i = dd_find(s, key, &found);
+    s->slots[i] = pos + 1;
+    s->live++;
+    if (s->live > s->max_packets) {         /* the oldest entry is forgotten */
+        while (!s->ring[s->head % s->cap].alive) s->head++;
+        dd_entry *old = &s->ring[s->head % s->cap];
+        i = dd_find(s, old->key, &found);
+        dd_unindex(s, i);
+        old->alive = 0;
+        s->head++;
+        s->live--;
+        if (ts - old->ts <= s->window) s->evicted_in_window++;
+    }
+    return 0;
+}
+
+
 /* duplicate(source, ts, vlans, data, offset, parsed) -> bool, as Dedup.duplicate. */
 static PyObject *dedup_duplicate(DedupObject *s, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -643,38 +708,9 @@ static PyObject *dedup_duplicate(DedupObject *s, PyObject *const *args, Py_ssize
     Py_hash_t key = PyObject_Hash(fields);
     Py_DECREF(fields);
     if (key == -1 && PyErr_Occurred()) return NULL;
-    int found;
-    size_t i = dd_find(s, key, &found);
-    if (found) {
-        Py_ssize_t pos = s->slots[i] - 1;
-        dd_entry *e = &s->ring[pos % s->cap];
-        double d = ts - e->ts;
-        if (-s->window <= d && d <= s->window) {
-            s->dropped++;
-            Py_RETURN_TRUE;
-        }
-        e->alive = 0;                       /* an old packet seen again: a repeat, not a copy */
-        dd_unindex(s, i);
-        s->live--;
-    }
-    if (s->tail - s->head == s->cap && dd_compact(s) < 0) return NULL;
-    Py_ssize_t pos = s->tail++;
-    dd_entry *e = &s->ring[pos % s->cap];
-    e->key = key; e->ts = ts; e->alive = 1;
-    i = dd_find(s, key, &found);
-    s->slots[i] = pos + 1;
-    s->live++;
-    if (s->live > s->max_packets) {         /* the oldest entry is forgotten */
-        while (!s->ring[s->head % s->cap].alive) s->head++;
-        dd_entry *old = &s->ring[s->head % s->cap];
-        i = dd_find(s, old->key, &found);
-        dd_unindex(s, i);
-        old->alive = 0;
-        s->head++;
-        s->live--;
-        if (ts - old->ts <= s->window) s->evicted_in_window++;
-    }
-    Py_RETURN_FALSE;
+    int dup = dd_check(s, key, ts);
+    if (dup < 0) return NULL;
+    return PyBool_FromLong(dup);
 }
 
 static PyObject *dedup_counters(DedupObject *s, PyObject *unused)
@@ -841,37 +877,55 @@ static int put_hex(char *p, unsigned long long v)
 #define OUT_FIXED 1024
 #define OUT_BUF 8192      /* everything but the caller's pre-serialised pieces fits in this */
 
-static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* packet_doc's ctx, checked once (packet_batch: once per batch). */
+typedef struct {
+    int tunnels;
+    const unsigned char *ports;     /* 65536 indexes into apps */
+    PyObject *apps;                 /* tuple of bytes */
+    Py_ssize_t app_max;
+    const char *event, *tail;
+    Py_ssize_t ev_len, tail_len;
+} docctx_t;
+
+static int doc_ctx(PyObject *ctx, docctx_t *c)
 {
-    if (nargs != 7 || !PyBytes_Check(args[2]) || !PyBytes_Check(args[3]) || !PyUnicode_Check(args[4])
-        || !PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "packet_doc(ts, linktype, data, capture_json, id_prefix, n, ctx)");
-        return NULL;
+    if (!PyTuple_Check(ctx) || PyTuple_GET_SIZE(ctx) != 5) {
+        PyErr_SetString(PyExc_TypeError, "packet_doc: bad ctx");
+        return 0;
     }
-    double ts = PyFloat_AsDouble(args[0]);
-    if (ts == -1.0 && PyErr_Occurred()) return NULL;
-    int linktype = (int)PyLong_AsLong(args[1]);
-    if (linktype == -1 && PyErr_Occurred()) return NULL;
-    unsigned long long n = PyLong_AsUnsignedLongLong(args[5]);
-    if (n == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    PyObject *ctx = args[6];
-    int tunnels = PyObject_IsTrue(PyTuple_GET_ITEM(ctx, 0));
+    c->tunnels = PyObject_IsTrue(PyTuple_GET_ITEM(ctx, 0));
     PyObject *ports = PyTuple_GET_ITEM(ctx, 1), *apps = PyTuple_GET_ITEM(ctx, 2);
     PyObject *event = PyTuple_GET_ITEM(ctx, 3), *tail = PyTuple_GET_ITEM(ctx, 4);
-    if (tunnels < 0) return NULL;
+    if (c->tunnels < 0) return 0;
     if (!PyBytes_Check(ports) || PyBytes_GET_SIZE(ports) != 65536 || !PyTuple_Check(apps)
         || !PyBytes_Check(event) || !PyBytes_Check(tail)) {
         PyErr_SetString(PyExc_TypeError, "packet_doc: bad ctx");
-        return NULL;
+        return 0;
     }
-    /* Times the pure-Python path formats alike; outside them, it does the work. */
-    if (!(ts >= 0.0 && ts < 8.0e9)) Py_RETURN_NONE;
+    c->app_max = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(apps); i++) {
+        PyObject *a = PyTuple_GET_ITEM(apps, i);
+        if (!PyBytes_Check(a)) { PyErr_SetString(PyExc_TypeError, "packet_doc: app names are bytes"); return 0; }
+        if (PyBytes_GET_SIZE(a) > c->app_max) c->app_max = PyBytes_GET_SIZE(a);
+    }
+    c->ports = (const unsigned char *)PyBytes_AS_STRING(ports);
+    c->apps = apps;
+    c->event = PyBytes_AS_STRING(event); c->ev_len = PyBytes_GET_SIZE(event);
+    c->tail = PyBytes_AS_STRING(tail); c->tail_len = PyBytes_GET_SIZE(tail);
+    return 1;
+}
 
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[2]);
-    Py_ssize_t len = PyBytes_GET_SIZE(args[2]);
+/* The document of one frame written into buf (OUT_BUF bytes): its length; 0 where
+ * packet_doc returns None (the Python path writes that one); -1 with an exception set. */
+static Py_ssize_t write_doc(double ts, int linktype, const unsigned char *d, Py_ssize_t len,
+                            const char *cap, Py_ssize_t cap_len, const docctx_t *c, char *buf)
+{
+    if (c->app_max > 64) return 0;          /* the stack buffer's bound; no tshark name is this long */
+    /* Times the pure-Python path formats alike; outside them, it does the work. */
+    if (!(ts >= 0.0 && ts < 8.0e9)) return 0;
+
     walk_t w;
-    if (!locate(linktype, d, len, &w)) Py_RETURN_NONE;
+    if (!locate(linktype, d, len, &w)) return 0;
 
     /* stack.link_layers */
     const char *link = "";
@@ -892,27 +946,17 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
             }
             *l = 0;
             link = linkbuf;
-            if (complete && is_shim(et)) Py_RETURN_NONE;    /* MPLS / PPPoE: peel_link's job */
+            if (complete && is_shim(et)) return 0;    /* MPLS / PPPoE: peel_link's job */
         }
     } else if (linktype == LT_SLL || linktype == LT_SLL2) link = "sll:ethertype";
     else if (linktype == LT_NULL || linktype == LT_LOOP) link = "null";
     else if (linktype == LT_RAW) link = "raw";
     else if (linktype == LT_IPV4 || linktype == LT_IPV6) link = "";
     else complete = 0;      /* DLT_RAW's BSD numbers: nothing named */
-    if (complete && is_shim(w.ethertype)) Py_RETURN_NONE;
+    if (complete && is_shim(w.ethertype)) return 0;
 
-    Py_ssize_t cap_len = PyBytes_GET_SIZE(args[3]), ev_len = PyBytes_GET_SIZE(event), tail_len = PyBytes_GET_SIZE(tail);
-    Py_ssize_t bound = OUT_FIXED + cap_len + ev_len + tail_len;
-    Py_ssize_t app_max = 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(apps); i++) {
-        PyObject *a = PyTuple_GET_ITEM(apps, i);
-        if (!PyBytes_Check(a)) { PyErr_SetString(PyExc_TypeError, "packet_doc: app names are bytes"); return NULL; }
-        if (PyBytes_GET_SIZE(a) > app_max) app_max = PyBytes_GET_SIZE(a);
-    }
-    if (app_max > 64) Py_RETURN_NONE;       /* the stack buffer's bound; no tshark name is this long */
-    bound += app_max;
-    char buf[OUT_BUF];
-    if (bound > OUT_BUF) Py_RETURN_NONE;    /* huge agent / capture names: the Python path */
+    Py_ssize_t bound = OUT_FIXED + cap_len + c->ev_len + c->tail_len + c->app_max;
+    if (bound > OUT_BUF) return 0;          /* huge agent / capture names: the Python path */
     out_t o = {buf, buf + bound};
 
     /* @timestamp: decoders/api.py iso_time */
@@ -927,7 +971,7 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
     o.p += 6;
     *o.p++ = 'Z';
     PUTS(&o, "\",\"type\":\"packet\",\"event\":");
-    put(&o, PyBytes_AS_STRING(event), ev_len);
+    put(&o, c->event, c->ev_len);
     PUTS(&o, ",\"network\":{\"bytes\":");
     put_uint(&o, (unsigned long long)len);
     if (w.nvlans) {
@@ -959,7 +1003,7 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
             int proto = w.proto;
             const char *transport = proto == 6 ? "tcp" : proto == 17 ? "udp" : proto == 1 ? "icmp"
                                     : proto == 58 ? "ipv6-icmp" : NULL;
-            if (proto == 47 && tunnels) { Py_RETURN_NONE; }    /* GRE: peeled per packet */
+            if (proto == 47 && c->tunnels) return 0;    /* GRE: peeled per packet */
             if (transport && head >= 4) {
                 PUTS(&o, ",\"transport\":\"");
                 put(&o, transport, strlen(transport));
@@ -968,16 +1012,16 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
                     sport = u16(h); dport = u16(h + 2); have_ports = 1;
                     if (proto == 6) STACK("tcp");
                     else {
-                        if (tunnels && (dport == 4789 || dport == 6081)) { Py_RETURN_NONE; }
+                        if (c->tunnels && (dport == 4789 || dport == 6081)) return 0;
                         STACK("udp");
-                        const unsigned char *table = (const unsigned char *)PyBytes_AS_STRING(ports);
+                        const unsigned char *table = c->ports;
                         int app = table[dport] ? table[dport] : table[sport];
                         if (app) {
-                            if (app >= PyTuple_GET_SIZE(apps)) {
+                            if (app >= PyTuple_GET_SIZE(c->apps)) {
                                 PyErr_SetString(PyExc_ValueError, "packet_doc: port table index out of range");
-                                return NULL;
+                                return -1;
                             }
-                            PyObject *name = PyTuple_GET_ITEM(apps, app);
+                            PyObject *name = PyTuple_GET_ITEM(c->apps, app);
                             stack[stl++] = ':';
                             memcpy(stack + stl, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
                             stl += PyBytes_GET_SIZE(name);
@@ -1006,7 +1050,7 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     *o.p++ = '}';
     *o.p++ = ',';
-    put(&o, PyBytes_AS_STRING(args[3]), cap_len);
+    put(&o, cap, cap_len);
 
     /* source and destination, each only when it has a field */
     const unsigned char *smac = NULL, *dmac = NULL;
@@ -1032,28 +1076,207 @@ static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t na
         *o.p++ = '}';
     }
     *o.p++ = ',';
-    put(&o, PyBytes_AS_STRING(tail), tail_len);
+    put(&o, c->tail, c->tail_len);
     *o.p++ = '}';
-    PyObject *res = PyBytes_FromStringAndSize(buf, o.p - buf);
-    if (!res) return NULL;
+    return o.p - buf;
+}
 
-    /* _id: f"{prefix}-{round(ts * 1e6):x}-{n:x}" */
+/* _id: f"{prefix}-{round(ts * 1e6):x}-{n:x}" */
+static PyObject *make_id(PyObject *prefix, double ts, unsigned long long n)
+{
     char idtail[64];
     int il = 0;
     idtail[il++] = '-';
     il += put_hex(idtail + il, (unsigned long long)nearbyint(ts * 1e6));
     idtail[il++] = '-';
     il += put_hex(idtail + il, n);
+    if (PyUnicode_IS_COMPACT_ASCII(prefix)) {       /* one allocation: the common case */
+        Py_ssize_t plen = PyUnicode_GET_LENGTH(prefix);
+        PyObject *id = PyUnicode_New(plen + il, 127);
+        if (!id) return NULL;
+        memcpy(PyUnicode_DATA(id), PyUnicode_DATA(prefix), plen);
+        memcpy((char *)PyUnicode_DATA(id) + plen, idtail, il);
+        return id;
+    }
     PyObject *tailstr = PyUnicode_FromStringAndSize(idtail, il);
-    if (!tailstr) { Py_DECREF(res); return NULL; }
-    PyObject *doc_id = PyUnicode_Concat(args[4], tailstr);
+    if (!tailstr) return NULL;
+    PyObject *id = PyUnicode_Concat(prefix, tailstr);
     Py_DECREF(tailstr);
+    return id;
+}
+
+static PyObject *packet_doc(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyBytes_Check(args[2]) || !PyBytes_Check(args[3]) || !PyUnicode_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "packet_doc(ts, linktype, data, capture_json, id_prefix, n, ctx)");
+        return NULL;
+    }
+    double ts = PyFloat_AsDouble(args[0]);
+    if (ts == -1.0 && PyErr_Occurred()) return NULL;
+    int linktype = (int)PyLong_AsLong(args[1]);
+    if (linktype == -1 && PyErr_Occurred()) return NULL;
+    unsigned long long n = PyLong_AsUnsignedLongLong(args[5]);
+    if (n == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    docctx_t c;
+    if (!doc_ctx(args[6], &c)) return NULL;
+    char buf[OUT_BUF];
+    Py_ssize_t size = write_doc(ts, linktype, (const unsigned char *)PyBytes_AS_STRING(args[2]),
+                                PyBytes_GET_SIZE(args[2]), PyBytes_AS_STRING(args[3]),
+                                PyBytes_GET_SIZE(args[3]), &c, buf);
+    if (size < 0) return NULL;
+    if (size == 0) Py_RETURN_NONE;
+    PyObject *res = PyBytes_FromStringAndSize(buf, size);
+    if (!res) return NULL;
+    PyObject *doc_id = make_id(args[4], ts, n);
     if (!doc_id) { Py_DECREF(res); return NULL; }
     PyObject *pair = PyTuple_New(2);
     if (!pair) { Py_DECREF(res); Py_DECREF(doc_id); return NULL; }
     PyTuple_SET_ITEM(pair, 0, doc_id);
     PyTuple_SET_ITEM(pair, 1, res);
     return pair;
+}
+
+/* ---- packet_batch: per-packet documents alone, a reader batch at a time ------ */
+/* When the engine has nothing but per-packet documents to make (no decoder can be
+ * reached, no flows, no processors: Engine.on_batch), a plain frame needs its
+ * document, the duplicate check and a few counters, no Python. This walks a reader
+ * batch doing exactly what Engine.on_frame + PacketDocuments would for such a frame
+ * and stops at the first frame that needs more (a tick due, a non-IP or malformed
+ * frame, a fragment, a tunnel, a document only the Python path writes): the engine
+ * takes that one frame its usual way and calls again after it. */
+
+#if SIZEOF_PY_UHASH_T > 4
+/* CPython's tuple hash (Objects/tupleobject.c, xxHash-based, 3.8 and later) over
+ * the hashes of its items: Dedup's key without making the tuple. */
+#define XXPRIME_1 ((Py_uhash_t)11400714785074694791ULL)
+#define XXPRIME_2 ((Py_uhash_t)14029467366897019727ULL)
+#define XXPRIME_5 ((Py_uhash_t)2870177450012600261ULL)
+#define XXROTATE(x) ((x << 31) | (x >> 33))
+#define BATCH_DEDUP 1
+static Py_hash_t tuple_hash(const Py_uhash_t *lanes, Py_ssize_t n)
+{
+    Py_uhash_t acc = XXPRIME_5;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        acc += lanes[i] * XXPRIME_2;
+        acc = XXROTATE(acc);
+        acc *= XXPRIME_1;
+    }
+    acc += n ^ (XXPRIME_5 ^ 3527539UL);
+    if (acc == (Py_uhash_t)-1) return 1546275796;
+    return (Py_hash_t)acc;
+}
+#else
+#define BATCH_DEDUP 0
+#endif
+
+static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 12 || !PyList_Check(args[0]) || !PyBytes_Check(args[4]) || !PyUnicode_Check(args[5])
+        || (args[8] != Py_None && !PyObject_TypeCheck(args[8], &DedupType)) || !PyList_Check(args[11])) {
+        PyErr_SetString(PyExc_TypeError, "packet_batch(batch: list, start, limit, until_ts, capture_json, "
+                        "id_prefix, n, ctx, dedup: Dedup | None, source, fragment, out: list)");
+        return NULL;
+    }
+    PyObject *batch = args[0], *prefix = args[5], *source = args[9], *fragment = args[10], *out = args[11];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), limit = PyLong_AsSsize_t(args[2]);
+    double until = PyFloat_AsDouble(args[3]);
+    unsigned long long n = PyLong_AsUnsignedLongLong(args[6]);
+    if (PyErr_Occurred()) return NULL;
+    docctx_t c;
+    if (!doc_ctx(args[7], &c)) return NULL;
+    DedupObject *dd = args[8] == Py_None ? NULL : (DedupObject *)args[8];
+    Py_uhash_t source_lane = 0, none_lane = 0;
+    if (dd) {
+        if (!dd->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); return NULL; }
+        Py_hash_t h = PyObject_Hash(source);
+        if (h == -1) return NULL;
+        source_lane = (Py_uhash_t)h;
+        none_lane = (Py_uhash_t)PyObject_Hash(Py_None);
+    }
+    const char *cap = PyBytes_AS_STRING(args[4]);
+    Py_ssize_t cap_len = PyBytes_GET_SIZE(args[4]);
+    Py_ssize_t end = PyList_GET_SIZE(batch), i;
+    if (start < 0) start = 0;
+    if (limit >= 0 && end - start > limit) end = start + limit;
+    long long nbytes = 0, untracked = 0;
+    char buf[OUT_BUF];
+    for (i = start; i < end; i++) {
+        PyObject *item = PyList_GET_ITEM(batch, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) break;
+        PyObject *tso = PyTuple_GET_ITEM(item, 0), *lto = PyTuple_GET_ITEM(item, 1), *data = PyTuple_GET_ITEM(item, 2);
+        if (!PyFloat_CheckExact(tso) || !PyLong_CheckExact(lto) || !PyBytes_CheckExact(data)) break;
+        double ts = PyFloat_AS_DOUBLE(tso);
+        if (!(ts < until)) break;                   /* a tick is due (or no number): on_frame */
+        int overflow;
+        long lt = PyLong_AsLongAndOverflow(lto, &overflow);
+        if (overflow || lt < 0 || lt > 0xFFFF) break;
+        const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+        Py_ssize_t len = PyBytes_GET_SIZE(data);
+        walk_t w;
+        if (!locate((int)lt, d, len, &w)) break;    /* malformed: counted by on_frame */
+        if (w.ethertype != ET_IPV4 && w.ethertype != ET_IPV6) break;     /* non-IP, shims */
+        int v6 = w.ethertype == ET_IPV6;
+        ipinfo_t ip;
+        if (ip_info(v6, d, len, w.net, &ip) || ip.fragment) break;       /* malformed, reassembly */
+        Py_ssize_t plen = ip.end > ip.start ? ip.end - ip.start : 0;
+        const unsigned char *pl = d + ip.start;
+        if (ip.proto == 47) break;                                      /* GRE: a tunnel */
+        if (ip.proto == 17) {
+            if (plen < 8) break;                                        /* udp.truncated */
+            unsigned port = u16(pl + 2);
+            if (port == 4789 || port == 6081) break;                    /* tunnels.TUNNEL_PORTS */
+        } else if (ip.proto == 6) {                                     /* else tcp.* malformed */
+            if (plen < 20) break;
+            Py_ssize_t hl = (pl[12] >> 4) * 4;
+            if (hl < 20 || hl > plen) break;
+        }
+        Py_ssize_t size = write_doc(ts, (int)lt, d, len, cap, cap_len, &c, buf);
+        if (size < 0) { PyErr_Clear(); break; }     /* packet_doc raises it for this frame */
+        if (size == 0) break;                       /* the Python path writes this document */
+#if !BATCH_DEDUP
+        if (dd) break;
+#endif
+        /* From here on the frame is handled here: its document first (made before the
+         * duplicate check, as on_frame does), then the check, then the counters. */
+        PyObject *text = PyBytes_FromStringAndSize(buf, size);
+        if (!text) return NULL;
+        PyObject *doc = PyObject_CallOneArg(fragment, text);
+        Py_DECREF(text);
+        if (!doc) return NULL;
+        PyObject *doc_id = make_id(prefix, ts, n + (unsigned long long)(i - start));
+        if (!doc_id) { Py_DECREF(doc); return NULL; }
+        PyObject *pair = PyTuple_New(2);
+        if (!pair) { Py_DECREF(doc); Py_DECREF(doc_id); return NULL; }
+        PyTuple_SET_ITEM(pair, 0, doc_id);
+        PyTuple_SET_ITEM(pair, 1, doc);
+        int failed = PyList_Append(out, pair);
+        Py_DECREF(pair);
+        if (failed) return NULL;
+        int duplicate = 0;
+#if BATCH_DEDUP
+        if (dd) {
+            /* hash((source, vlans, src, dst, proto, ident, fragment, payload)): dedup.py */
+            Py_uhash_t vl[MAX_VLAN_TAGS], lanes[8];
+            for (int k = 0; k < w.nvlans; k++) vl[k] = w.vlans[k];
+            int alen = v6 ? 16 : 4;
+            Py_ssize_t addr = w.net + (v6 ? 8 : 12);
+            lanes[0] = source_lane;
+            lanes[1] = (Py_uhash_t)tuple_hash(vl, w.nvlans);
+            lanes[2] = (Py_uhash_t)_Py_HashBytes(d + addr, alen);
+            lanes[3] = (Py_uhash_t)_Py_HashBytes(d + addr + alen, alen);
+            lanes[4] = (Py_uhash_t)ip.proto;
+            lanes[5] = (Py_uhash_t)_Py_HashBytes(d + w.net + 4, v6 ? 0 : 4);
+            lanes[6] = none_lane;
+            lanes[7] = (Py_uhash_t)_Py_HashBytes(pl, plen);
+            duplicate = dd_check(dd, tuple_hash(lanes, 8), ts);
+            if (duplicate < 0) return NULL;
+        }
+#endif
+        if (!duplicate && ip.proto == 6) untracked++;       /* packets.tcp_untracked */
+        nbytes += len;
+    }
+    return Py_BuildValue("(nLL)", i, nbytes, untracked);
 }
 
 static PyObject *py_community_id(PyObject *self, PyObject *args)
@@ -1119,6 +1342,9 @@ static PyMethodDef methods[] = {
      "header_walk(linktype, data) -> None | (ethertype, net_offset, vlans, proto, src, dst, transport_offset)"},
     {"packet_doc", (PyCFunction)(void (*)(void))packet_doc, METH_FASTCALL,
      "packet_doc(ts, linktype, data, capture_json, id_prefix, n, ctx) -> None | (doc_id, json)"},
+    {"packet_batch", (PyCFunction)(void (*)(void))packet_batch, METH_FASTCALL,
+     "packet_batch(batch, start, limit, until_ts, capture_json, id_prefix, n, ctx, dedup, source, "
+     "fragment, out) -> (stop, bytes, tcp_untracked): Engine.on_batch's frames"},
     {"locate_ip", (PyCFunction)(void (*)(void))locate_ip, METH_FASTCALL,
      "locate_ip(linktype, data) -> reason | (ethertype, net_offset, vlans, parsed): framecore.locate_ip"},
     {"pcap_records", (PyCFunction)(void (*)(void))pcap_records, METH_FASTCALL,

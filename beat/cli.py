@@ -320,6 +320,7 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
             # `lazy_imports`; the user root switches to may not be able to read the
             # interpreter's files (a Python under /root).
             import wirebeat.elasticsearch_output  # noqa: F401
+            import encodings.utf_8_sig  # noqa: F401    (the codec lookup tables are read with)
             for r in enabled:
                 for module in r.spec.lazy_imports:
                     try:

@@ -14,8 +14,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import yaml
-
 from wirebeat.decoders.api import DecoderSpec, Option
 from wirebeat.secrets import SecretsError, expand, load_secrets
 
@@ -348,6 +346,7 @@ def load_config(path: str | None, overrides: Iterable[str],
     if path is None and os.path.exists("wirebeat.yml"):
         used_path = "wirebeat.yml"
     if used_path is not None:
+        import yaml     # (only here and for -E values _plain_scalar cannot read: ~14 ms to import)
         try:
             with open(used_path, encoding="utf-8") as fh:
                 document = yaml.safe_load(fh)
@@ -370,10 +369,13 @@ def load_config(path: str | None, overrides: Iterable[str],
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"-E {override!r}: expected key=value")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
+        value = _plain_scalar(text)
+        if value is _NOT_PLAIN:
+            import yaml
+            try:
+                value = yaml.safe_load(text) if text.strip() else ""
+            except yaml.YAMLError:
+                value = text
         nested: dict[str, Any] = {}
         _flatten({key: value}, "", schema, nested)
         raw.update(nested)
@@ -392,6 +394,25 @@ def load_config(path: str | None, overrides: Iterable[str],
     return config
 
 
+_NOT_PLAIN = object()
+_YAML_WORDS: dict[str, Any] = {**dict.fromkeys(("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
+                               **dict.fromkeys(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False),
+                               **dict.fromkeys(("null", "Null", "NULL"), None)}
+_PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*\Z")
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+
+
+def _plain_scalar(text: str) -> Any:
+    """What yaml.safe_load makes of the commonest -E values, without importing PyYAML:
+    YAML 1.1's booleans and null words, decimal integers and other plain words; _NOT_PLAIN
+    for anything else (tests/beat/test_config_scalars.py compares it with PyYAML)."""
+    if _PLAIN_DECIMAL.match(text):
+        return int(text)
+    if _PLAIN_WORD.match(text):
+        return _YAML_WORDS.get(text, text)
+    return _NOT_PLAIN
+
+
 def _resolve_references(raw: dict[str, Any], schema: Mapping[str, Option]) -> dict[str, Any]:
     """${NAME} from the secrets file (keystore.path) or the environment (beat/secrets.py)."""
     try:
@@ -404,6 +425,7 @@ def _resolve_references(raw: dict[str, Any], schema: Mapping[str, Option]) -> di
             new = expand(key, value, secrets)
             option = schema.get(key)
             if new != value and isinstance(new, str) and option is not None and option.kind != "str":
+                import yaml
                 try:        # `port: ${PORT}` is a number once resolved
                     new = yaml.safe_load(new)
                 except yaml.YAMLError:

@@ -39,7 +39,7 @@ from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.framecore import locate_ip
 from wirebeat.ip import Defragmenter, ip_packed, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6
-from wirebeat.packets import PacketDocuments
+from wirebeat.packets import PacketDocuments, packets_only_batches
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
@@ -326,6 +326,9 @@ class Engine:
         self.udp_probed = 0         # UDP flows routed by a heuristic
         self.tcp_detected = 0       # TCP connections on no configured port routed by `detect`
         stats.add_source(self.counters)
+        # Per-packet documents and nothing else: reader batches whole in C (wirebeat.packets);
+        # None: the run loop calls on_frame per frame.
+        self.on_batch = packets_only_batches(self)
 
     # -- counters --------------------------------------------------------------
 

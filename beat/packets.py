@@ -30,6 +30,18 @@ the general path below writes (tests/beat/test_speedups.py compares them). It
 returns None for what it does not cover (tunnels to peel, MPLS/PPPoE, frames
 the link layer rejects), and those frames take the Python path.
 `WIREBEAT_PURE_PYTHON=1` in the environment turns the extension off.
+
+Per-packet documents alone (`packets_only_batches`): when the engine has
+nothing else to do with a frame (no decoder can be reached, flows off, and the
+fast path above on), the C `packet_batch` takes a reader batch whole: for
+each plain IP frame the document, the duplicate check and the counters
+`Engine.on_frame` would have made, with no Python per frame. It stops at the
+first frame that needs more (a timeout tick due, a non-IP, malformed or
+fragmented frame, a tunnel, a document only the Python path writes); the
+engine takes that frame its usual way, then the batch goes on in C.
+tests/beat/test_packets_batch.py runs every bundled capture and hostile
+frames both ways and requires the same documents, in the same order, and the
+same counters.
 """
 from __future__ import annotations
 
@@ -52,7 +64,7 @@ from wirebeat.link import locate_network
 from wirebeat.stack import TRANSPORT_LAYERS, link_layers
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 
-__all__ = ["ACCELERATED", "PacketDocuments"]
+__all__ = ["ACCELERATED", "PacketDocuments", "packets_only_batches"]
 
 _speedups = speedups
 ACCELERATED = _speedups is not None
@@ -64,6 +76,7 @@ _ETHERTYPE_NAMES = {ETHERTYPE_IPV4: "ip", ETHERTYPE_IPV6: "ipv6", ETHERTYPE_ARP:
 _U16 = struct.Struct("!H").unpack_from
 _PORTS = struct.Struct("!HH").unpack_from
 MAX_CACHED_FLOWS = 8192      # derived per-flow values kept; past it the cache starts over
+BATCH_DOCUMENTS = 1024       # documents packets_only_batches collects before handing them over
 _ETHERNET_PLAIN = ("eth:ethertype", True)     # untagged Ethernet carrying IP or ARP
 _PLAIN_ETHERTYPES = frozenset({0x0800, 0x86DD, 0x0806})
 _EVENT = {"kind": "event", "category": ["network"], "type": ["connection"], "dataset": "packet"}
@@ -370,3 +383,41 @@ def _arp(data: bytes, offset: int, source_ep: dict[str, Any], dest_ep: dict[str,
     if len(data) >= offset + 28 and data[offset + 4] == 6 and data[offset + 5] == 4:
         source_ep["ip"] = ip_text(data[offset + 14:offset + 18])
         dest_ep["ip"] = ip_text(data[offset + 24:offset + 28])
+
+
+def packets_only_batches(engine: Any) -> Callable[[list, str], None] | None:
+    """`Engine.on_batch` when per-packet documents are all the engine makes of a frame
+    (see the module's docstring), else None (the run loop then calls on_frame per frame)."""
+    docs = engine.packet_docs
+    batch_docs = getattr(_speedups, "packet_batch", None)
+    if (docs is None or docs.fast is None or batch_docs is None or engine.decoding
+            or engine.flows_enabled or not (engine.dedup is None or isinstance(engine.dedup, _speedups.Dedup))):
+        return None
+    publish_many, ctx = engine.pipeline.publish_many, docs.fast_ctx
+
+    def on_batch(batch: list, source: str) -> None:
+        if batch.__class__ is not list:
+            for ts, linktype, data, _wire_len in batch:
+                engine.on_frame(ts, linktype, data, source)
+            return
+        state = engine.sources.get(source) or engine._source(source)
+        seen = docs.sources.get(source) or docs.source_state(source)
+        start, end = 0, len(batch)
+        while start < end:
+            out: list = []
+            stop, nbytes, untracked = batch_docs(batch, start, BATCH_DOCUMENTS, state.next_tick, seen[2],
+                                                 seen[1], seen[0], ctx, state.dedup, source, _Fragment, out)
+            done = stop - start
+            seen[0] += done
+            docs.published += done
+            engine.packets += done
+            engine.bytes += nbytes
+            engine.tcp_untracked += untracked
+            if out:
+                publish_many(out)
+            if stop < end and done < BATCH_DOCUMENTS:      # a frame C left to the engine
+                ts, linktype, data, _wire_len = batch[stop]
+                engine.on_frame(ts, linktype, data, source)
+                stop += 1
+            start = stop
+    return on_batch

@@ -3,12 +3,18 @@
 Built-in decoders are registered in pyproject.toml exactly as a plug-in
 registers its own, so the engine has one way of finding them. A name, a port
 or an IP protocol claimed twice fails at start-up naming both claimants.
+The entry points are read by wirebeat.distinfo (the metadata directories on
+sys.path, as importlib.metadata reads them, without its import: ~30 ms of
+every start-up), or by importlib.metadata where distinfo cannot see
+everything (zip archives, eggs, import hooks providing distributions).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from typing import Any
 
+from wirebeat import distinfo
 from wirebeat.decoders.api import DecoderSpec
 
 __all__ = ["RegistryError", "Registered", "discover", "check_routes"]
@@ -26,25 +32,38 @@ class Registered:
     origin: str          # "module:attribute (distribution version)"
 
 
+def _entry_points() -> Iterator[tuple[str, str, str, Callable[[], Any]]]:
+    """(name, value, "distribution version", load) of every entry point in GROUP."""
+    if distinfo.usable():
+        # "name version" per distribution, read once: the built-in decoders share one.
+        labels: dict[str, str] = {}
+        for ep in distinfo.entry_points(GROUP):
+            label = labels.get(ep.path) or labels.setdefault(ep.path, ep.dist_label())
+            yield ep.name, ep.value, label, ep.load
+        return
+    from importlib.metadata import entry_points
+    dists: dict[int, str] = {}
+    for meta in entry_points(group=GROUP):
+        if meta.dist is None:
+            label = "unknown distribution"
+        else:
+            label = dists.get(id(meta.dist)) or dists.setdefault(id(meta.dist),
+                                                                   f"{meta.dist.name} {meta.dist.version}")
+        yield meta.name, meta.value, label, meta.load
+
+
 def discover() -> list[Registered]:
     """Load every registered decoder, sorted by name."""
     found: dict[str, Registered] = {}
-    # "name version" per distribution: each lookup parses its metadata file again, and
-    # the built-in decoders all come from one distribution.
-    dists: dict[int, str] = {}
-    for ep in entry_points(group=GROUP):
-        if ep.dist is None:
-            dist = "unknown distribution"
-        else:
-            dist = dists.get(id(ep.dist)) or dists.setdefault(id(ep.dist), f"{ep.dist.name} {ep.dist.version}")
-        origin = f"{ep.value} ({dist})"
+    for name, value, dist, load in _entry_points():
+        origin = f"{value} ({dist})"
         try:
-            spec = ep.load()
+            spec = load()
         except Exception as err:   # a broken plug-in: say which and why
-            raise RegistryError(f"decoder plug-in '{ep.name}' ({origin}) failed to load: "
+            raise RegistryError(f"decoder plug-in '{name}' ({origin}) failed to load: "
                                 f"{type(err).__name__}: {err}") from None
         if not isinstance(spec, DecoderSpec):
-            raise RegistryError(f"decoder plug-in '{ep.name}' ({origin}) is not a DecoderSpec")
+            raise RegistryError(f"decoder plug-in '{name}' ({origin}) is not a DecoderSpec")
         if spec.name in found:
             if found[spec.name].origin == origin:
                 continue        # the same distribution seen twice on sys.path

@@ -31,8 +31,6 @@ import time
 from functools import lru_cache
 from typing import Any
 
-import yaml
-
 from wirebeat import logs
 
 __all__ = ["IndexTable", "Table", "TableError", "normalize_key"]
@@ -101,6 +99,7 @@ def _parse_rows(path: str, data: bytes) -> list[dict[str, Any]]:
                 raise TableError(f"line {number}: invalid JSON: {err.msg}") from None
         return rows
     if ext in (".yml", ".yaml"):
+        import yaml     # (already imported: processors come from a config file or a YAML -E value)
         try:
             rows = yaml.safe_load(text)
         except yaml.YAMLError as err:

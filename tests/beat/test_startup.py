@@ -172,3 +172,37 @@ def test_process_stats_agree_with_psutil(tmp_path: Path) -> None:
     assert ours["cpu_user_s"] > 0.05
     assert min(rss_before, rss_after) - 2**20 <= ours["rss_bytes"] <= max(rss_before, rss_after) + 2**20
     assert ours["peak_rss_bytes"] >= ours["rss_bytes"]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("table", ["hosts.yml", "hosts.csv"])
+def test_lookup_tables_are_read_after_the_user_switch(table: str) -> None:
+    """Lookup tables are loaded (and reloaded) after the switch: what reading them needs
+    is imported before it (PyYAML with the config file; the utf-8-sig codec in cli.py,
+    without which this failed on main with "unknown encoding: utf-8-sig")."""
+    require(os.geteuid() == 0, "root (to switch user)")
+    import shutil
+    import tempfile
+    where = Path(tempfile.mkdtemp(prefix="wbtest-lookup-"))
+    try:
+        where.chmod(0o755)      # nobody reads the table after the switch
+        a, b = "192.0.2.1", "198.51.100.2"
+        rows = {"hosts.yml": f"- ip: {a}\n  name: alpha\n", "hosts.csv": f"ip,name\n{a},alpha\n"}
+        (where / table).write_text(rows[table])
+        (where / "wirebeat.yml").write_text(
+            "wirebeat.packets.enabled: true\n"
+            f"processors:\n  - lookup: {{field: source.ip, table: {table}, key: ip, target: host}}\n")
+        capture = where / "one.pcap"
+        g.write_pcap(capture, [(1.0, g.ethernet(g.ipv4(a, b, 17, g.udp(a, b, 5353, 9, b"?"))))])
+        for path in where.iterdir():
+            path.chmod(0o644)
+        proc = subprocess.run([sys.executable, "-m", "wirebeat.cli", "run", "-c", str(where / "wirebeat.yml"),
+                               "-I", str(capture), "--console", "--user", "nobody",
+                               "-E", "wirebeat.flows.enabled=false", "-E", "logging.level=info"],
+                              cwd=ROOT, capture_output=True, timeout=120, check=False)
+        stderr = proc.stderr.decode()
+        assert proc.returncode == 0 and "running unprivileged" in stderr, stderr
+        [doc] = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert doc["host"]["name"] == "alpha"
+    finally:
+        shutil.rmtree(where)

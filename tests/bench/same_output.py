@@ -8,7 +8,7 @@ package, then runs `wirebeat run -I FILE --console` with that tree and with
 this worktree on every bundled capture (pcaps/**), the realistic capture
 (tests/bench/gen_realistic.py) and the transaction-dense mixed capture
 (tests/bench/gen_mixed.py), with per-packet documents off, on, and on with every
-decoder off, and on
+decoder off (flows on, then off), and on
 NetFlow v5, v9 and IPFIX exports of tests/bench/netflow.py's generator (also
 with fields and tags, whose text NetFlow documents build apart). The console
 output is patched (in the child only) to write `[_id, document]` per line, so
@@ -123,8 +123,10 @@ def main() -> int:
     if not args.quick:
         captures += [generate_realistic(args.packets), generate(args.mixed_packets)]
     # Per-packet documents with every decoder as well, and alone (every decoder off: the
-    # job `tshark -T ek` does, where the engine tracks no conversation).
-    variants = [[], ["-E", "wirebeat.packets.enabled=true"], PER_PACKET_ONLY]
+    # job `tshark -T ek` does, where the engine tracks no conversation), then with flows
+    # off too (the benchmark's setting: reader batches go to C whole, Engine.on_batch).
+    alone = [*PER_PACKET_ONLY, "-E", "wirebeat.flows.enabled=false"]
+    variants = [[], ["-E", "wirebeat.packets.enabled=true"], PER_PACKET_ONLY, alone]
     different = 0
     with tempfile.TemporaryDirectory(prefix="same-output-") as tmp:
         base = export(args.base, Path(tmp))
@@ -139,7 +141,8 @@ def main() -> int:
                 else:
                     old, new = run(base, capture, extra), run(ROOT, capture, extra)
                 shown = capture.relative_to(ROOT) if capture.is_relative_to(ROOT) else capture.name
-                label = "per-packet documents, every decoder off" if extra is PER_PACKET_ONLY else ' '.join(extra)
+                label = ("per-packet documents, every decoder off" if extra is PER_PACKET_ONLY
+                         else "per-packet documents alone, flows off" if extra is alone else ' '.join(extra))
                 name = f"{shown} {label}".strip()
                 if old == new:
                     digest = hashlib.sha256(b"\n".join(new)).hexdigest()[:12]
