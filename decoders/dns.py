@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from publicsuffixlist import PublicSuffixList
+from publicsuffixlist import PublicSuffixList     # (the type; the list itself: dns_suffixes)
 
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                           Truncated, WireReader)
@@ -1018,9 +1018,11 @@ _PSL: list[PublicSuffixList] = []
 
 
 def _public_suffix_list() -> PublicSuffixList:
-    # Loaded on first use (the list ships inside the package; no download).
+    # Loaded on first use (the list ships inside the package; no download), by a module
+    # of its own that `run --user` imports before the switch (lazy_imports below).
     if not _PSL:
-        _PSL.append(PublicSuffixList())
+        from wirebeat.decoders.dns_suffixes import SUFFIXES
+        _PSL.append(SUFFIXES)
     return _PSL[0]
 
 
@@ -1165,4 +1167,5 @@ DECODER = DecoderSpec(
                               "queries awaiting a response, per capture source (UDP) or per "
                               "connection (TCP); when full the oldest is reported unanswered"),
     },
+    lazy_imports=("wirebeat.decoders.dns_suffixes",),
 )
