@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from running import Wirebeat, require_root_and_tools
+from running import Wirebeat, require_root_and_tools, wait_until
 
 pytestmark = pytest.mark.root
 
@@ -255,3 +258,66 @@ def test_an_interface_that_disappears_ends_the_run_with_exit_1(netns):
     assert code == 1
     assert any(e.get("event") == "source failed" and dev in e["detail"] for e in wb.logs())
     assert [d["status"] for d in _icmp(wb.documents())] == ["OK"]
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _packets(wb: Wirebeat) -> list[dict]:
+    return [d for d in wb.documents() if d["event"]["dataset"] == "packet"]
+
+
+def _mac(ns: str, dev: str) -> str:
+    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show", dev], check=True, capture_output=True,
+                         text=True).stdout
+    return out.split("link/ether ", 1)[1].split()[0]
+
+
+def test_the_watch_list_recipe_on_a_live_interface_follows_a_table_edit(netns, tmp_path):
+    """examples/watchlist/wirebeat.yml on a live capture: only the watched machine's
+    frames are kept, with its employee; an edit of the employees table (atomic rename)
+    moves the watch to the other machine while capturing."""
+    dev, mine, peer = netns.links[0]
+    mac_a = _mac(netns.a, dev)
+    mac_b = _mac(netns.b, dev[:3] + "b" + dev[4:])           # wb1a<tag> <-> wb1b<tag>
+    (tmp_path / "computers.csv").write_text(f"macaddr,hostname,empkey\n{mac_a.upper()},ws-a,e1\n"
+                                            f"{mac_b.replace(':', '')},ws-b,e2\n")
+    (tmp_path / "employees.csv").write_text("key,name,department,watch_flag\n"
+                                            "e1,Alice Martin,Finance,YES\ne2,Bob Chen,Sales,NO\n")
+    recipe = (Path(__file__).resolve().parents[2] / "examples" / "watchlist" / "wirebeat.yml").read_text()
+    (tmp_path / "wirebeat.yml").write_text(recipe.replace("reload_period: 2s", "reload_period: 0.3s"))
+    wb = Wirebeat("-i", dev, "-c", str(tmp_path / "wirebeat.yml"), "--console",
+                  "-E", "wirebeat.flows.enabled=false", prefix=netns.exec(netns.a))
+    try:
+        wb.wait_for_log("capturing")
+        netns.ping(peer, count=3)
+        wait_until(lambda: sum(d["network"].get("transport") == "icmp" for d in _packets(wb)) >= 3,
+                   20, "Alice's three echo requests")
+        new = tmp_path / "employees.new"
+        new.write_text("key,name,department,watch_flag\ne1,Alice Martin,Finance,NO\ne2,Bob Chen,Sales,YES\n")
+        edited_at = time.time()
+        os.replace(new, tmp_path / "employees.csv")
+        # the table is looked at when documents pass (at most every 0.3 s): keep traffic going
+        wait_until(lambda: netns.ping(peer, count=1) or "lookup table reloaded" in wb.stderr_text(),
+                   20, "the reload")
+        reloaded_at = time.time()
+        netns.ping(peer, count=3)
+        wait_until(lambda: sum(d["network"].get("transport") == "icmp" and d["source"]["ip"] == peer
+                               and _epoch(d["@timestamp"]) > reloaded_at for d in _packets(wb)) >= 3,
+                   20, "Bob's three echo replies")
+        code, _ = wb.stop()
+    finally:
+        wb.kill()
+    assert code == 0, wb.stderr_text()
+    docs = wb.documents()       # per-packet documents, and the watched machine's transactions
+    assert {d["event"]["dataset"] for d in docs} == {"packet", "icmp"}
+    assert {(d["source"]["mac"], d["employee"]["name"]) for d in docs} <= {
+        (mac_a.upper().replace(":", "-"), "Alice Martin"), (mac_b.upper().replace(":", "-"), "Bob Chen")}
+    packets = [d for d in docs if d["event"]["dataset"] == "packet"]
+    before = [d for d in packets if _epoch(d["@timestamp"]) < edited_at]
+    after = [d for d in packets if _epoch(d["@timestamp"]) > reloaded_at]
+    assert before and {d["employee"]["name"] for d in before} == {"Alice Martin"}
+    assert after and {d["employee"]["name"] for d in after} == {"Bob Chen"}
+    icmp_before = [d for d in before if d["network"].get("transport") == "icmp"]
+    assert len(icmp_before) == 3 and {(d["source"]["ip"], d["destination"]["ip"]) for d in icmp_before} == {(mine, peer)}
