@@ -126,8 +126,10 @@ static int grow(PyObject *array, const void *bytes, Py_ssize_t len)
     return 0;
 }
 
+static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough);
+
 /* workers._record: one record at the end of `pending`'s run of `source` (a new run
- * ["raw", source, bytearray(), bytearray()] when the last entry is not one). */
+ * ["raw", source, bytearray(), bytearray(), before] when the last entry is not one). */
 static int record(PyObject *pending, PyObject *source, double ts, long long number, uint32_t linktype,
                   const char *data, Py_ssize_t len)
 {
@@ -135,22 +137,27 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
     PyObject *run = size ? PyList_GET_ITEM(pending, size - 1) : NULL;
     int same = 0;
     if (run != NULL && PyList_CheckExact(run)) {
-        if (PyList_GET_SIZE(run) != 4) {
-            PyErr_SetString(PyExc_ValueError, "a run is a list of 4");
+        if (PyList_GET_SIZE(run) != 5) {
+            PyErr_SetString(PyExc_ValueError, "a run is a list of 5");
             return -1;
         }
         same = PyObject_RichCompareBool(PyList_GET_ITEM(run, 1), source, Py_EQ);
         if (same < 0) return -1;
     }
     if (!same) {
+        Py_ssize_t ahead = pending_size(pending, PY_SSIZE_T_MAX);
+        if (ahead < 0) return -1;
         PyObject *heads = PyByteArray_FromStringAndSize(NULL, 0);
         PyObject *blob = PyByteArray_FromStringAndSize(NULL, 0);
-        run = heads && blob ? PyList_New(4) : NULL;
+        PyObject *before = PyLong_FromSsize_t(ahead);
+        run = heads && blob && before ? PyList_New(5) : NULL;
         if (run == NULL) {
             Py_XDECREF(heads);
             Py_XDECREF(blob);
+            Py_XDECREF(before);
             return -1;
         }
+        PyList_SET_ITEM(run, 4, before);
         Py_INCREF(str_raw);
         Py_INCREF(source);
         PyList_SET_ITEM(run, 0, str_raw);
@@ -175,16 +182,24 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
     return grow(PyList_GET_ITEM(run, 3), data, len);
 }
 
-/* workers._size: entries in a pending list, every record of its last run counted. */
-static Py_ssize_t pending_size(PyObject *pending)
+/* workers._size: entries in a pending list, every record of its runs counted (at
+ * least `enough` when that many entries follow its last run); -1 with an exception. */
+static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough)
 {
-    Py_ssize_t size = PyList_GET_SIZE(pending);
-    if (size) {
-        PyObject *run = PyList_GET_ITEM(pending, size - 1);
-        if (PyList_CheckExact(run) && PyList_GET_SIZE(run) == 4 && PyByteArray_Check(PyList_GET_ITEM(run, 2)))
-            return size - 1 + PyByteArray_GET_SIZE(PyList_GET_ITEM(run, 2)) / HEAD_SIZE;
+    Py_ssize_t k = PyList_GET_SIZE(pending), extra = 0;
+    while (k && !PyList_CheckExact(PyList_GET_ITEM(pending, k - 1))) {
+        k--;
+        if (++extra >= enough) return extra;
     }
-    return size;
+    if (!k) return extra;
+    PyObject *run = PyList_GET_ITEM(pending, k - 1);
+    if (PyList_GET_SIZE(run) != 5 || !PyByteArray_Check(PyList_GET_ITEM(run, 2))) {
+        PyErr_SetString(PyExc_ValueError, "a run is a list of 5");
+        return -1;
+    }
+    Py_ssize_t before = PyLong_AsSsize_t(PyList_GET_ITEM(run, 4));
+    if (before == -1 && PyErr_Occurred()) return -1;
+    return before + PyByteArray_GET_SIZE(PyList_GET_ITEM(run, 2)) / HEAD_SIZE + extra;
 }
 
 static int record_to(PyObject *pendings, Py_ssize_t n, Py_ssize_t skip, PyObject *source, double ts,
@@ -264,11 +279,17 @@ static PyObject *shard(PyObject *self, PyObject *args)
         }
         if (full) {
             for (Py_ssize_t k = 0; k < n; k++) {
-                if (pending_size(PyList_GET_ITEM(pendings, k)) >= limit) { i++; goto done; }
+                Py_ssize_t size = pending_size(PyList_GET_ITEM(pendings, k), limit);
+                if (size < 0) goto error;
+                if (size >= limit) { i++; goto done; }
             }
-        } else if (pending_size(PyList_GET_ITEM(pendings, index)) >= limit) {
-            i++;
-            goto done;
+        } else {
+            Py_ssize_t size = pending_size(PyList_GET_ITEM(pendings, index), limit);
+            if (size < 0) goto error;
+            if (size >= limit) {
+                i++;
+                goto done;
+            }
         }
     }
 done:;

@@ -263,8 +263,9 @@ def _plain_route(linktype: int, data: bytes, crc: int, n: int,
 
 # -- frames as records -------------------------------------------------------------
 #
-# A worker's pending list holds runs: ["raw", source, heads, blob], one run per stretch
-# of one source's frames. `heads` is a bytearray of `_HEAD` records (ts, number,
+# A worker's pending list holds runs: ["raw", source, heads, blob, before], one run per
+# stretch of one source's frames (`before`: the entries and records ahead of the run in
+# the list, so that `_size` is exact without walking the list). `heads` is a bytearray of `_HEAD` records (ts, number,
 # linktype, length), `blob` the frames' bytes one after another. number >= 0: a frame
 # (its number in its source), SHADOW: a shadow copy, TICK: the packet clock's tick at
 # that frame. Pickling a run is copying two buffers, not one tuple, float, int and
@@ -282,7 +283,7 @@ def _record(pending: list, source: str, ts: float, linktype: int, data: bytes, n
     is not one)."""
     run = pending[-1] if pending else None
     if run.__class__ is not list or run[1] != source:
-        run = ["raw", source, bytearray(), bytearray()]
+        run = ["raw", source, bytearray(), bytearray(), _size(pending, 1 << 62)]
         pending.append(run)
     run[2] += _HEAD.pack(ts, number, linktype, len(data))
     run[3] += data
@@ -295,11 +296,19 @@ def _fits(ts: Any, linktype: Any, data: Any) -> bool:
             and data.__class__ is bytes)
 
 
-def _size(pending: list) -> int:
-    """Entries in a pending list, every record of its last run counted."""
-    if pending and pending[-1].__class__ is list:
-        return len(pending) - 1 + len(pending[-1][2]) // _HEAD.size
-    return len(pending)
+def _size(pending: list, enough: int = BATCH_FRAMES) -> int:
+    """Entries in a pending list, every record of its runs counted (or at least `enough`
+    when there are that many entries after its last run)."""
+    k, extra = len(pending), 0
+    while k and pending[k - 1].__class__ is not list:
+        k -= 1
+        extra += 1
+        if extra >= enough:
+            return extra
+    if not k:
+        return extra
+    run = pending[k - 1]
+    return run[4] + len(run[2]) // _HEAD.size + extra
 
 
 def _entries(pending: list) -> list[tuple]:
@@ -310,7 +319,7 @@ def _entries(pending: list) -> list[tuple]:
         if entry.__class__ is not list:
             out.append(entry)
             continue
-        _raw, source, heads, blob = entry
+        _raw, source, heads, blob, _before = entry
         off = 0
         for ts, number, linktype, length in _HEAD.iter_unpack(heads):
             data = bytes(blob[off:off + length])
@@ -360,8 +369,8 @@ def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
                 if k != index:
                     _record(pending, source, ts, linktype, data, SHADOW)
             full = True
-        if full and any(_size(pending) >= limit for pending in pendings) \
-                or _size(pendings[index]) >= limit:
+        if full and any(_size(pending, limit) >= limit for pending in pendings) \
+                or _size(pendings[index], limit) >= limit:
             break
     return i, False, next_tick, now, frames, counts
 
@@ -916,7 +925,7 @@ class _WorkerLoop:
 
     def _records(self, run: list) -> int:
         """Decode one run of records (`_record`): frames decoded."""
-        _raw, source, heads, blob = run
+        _raw, source, heads, blob, _before = run
         blob = bytes(blob)
         on_frame, packet_docs = self.engine.on_frame, self.packet_docs
         count = off = 0

@@ -228,7 +228,8 @@ def test_run_of_another_source_starts_a_new_run():
         shard([(1.0, 1, frame, 0)], 0, "a", CRC, pendings, 99, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
         shard([(1.5, 1, frame, 0)], 0, "b", CRC, pendings, 99, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
         shard([(1.6, 1, frame, 0)], 0, "b", CRC, pendings, 99, 9.0, 0.0, 1, None, _TUNNEL_DPORTS, 1.0)
-        assert [(run[0], run[1], len(run[2]) // 24) for run in pendings[0]] == [("raw", "a", 2), ("raw", "b", 3)]
+        assert [(run[0], run[1], len(run[2]) // 24, run[4]) for run in pendings[0]] == \
+            [("raw", "a", 2, 0), ("raw", "b", 3, 2)]
 
 
 @needs_c
@@ -263,3 +264,36 @@ def test_documents_are_identical_and_hostile_replies_raise():
         return text
     with pytest.raises(RuntimeError):
         _workcore.documents(victims_ids, victims, shrink)
+
+
+@needs_c
+def test_lists_are_full_at_the_limit_when_sources_alternate():
+    """A list holds one run per stretch of one source: with two sources taking turns
+    (two live feeds) every run but the last must still count towards the limit, or the
+    list would grow past it unsent."""
+    from wirebeat.workers import _entries, _size
+    frame = _plain_frames()[2]
+    for shard in (_workcore.shard, shard_python):
+        pendings: list[list] = [[]]
+        clocks = {"a": [0.0, 0.0, 0], "b": [0.0, 0.0, 0]}
+        stops = 0
+        for i in range(40):
+            source = "ab"[(i // 3) % 2]
+            clock = clocks[source]
+            batch = [(1.0 + i + k / 10, 1, frame, 0) for k in range(4)]
+            start = 0
+            while start < len(batch):
+                stop, slow, clock[0], clock[1], clock[2], _ = shard(
+                    batch, start, source, CRC, pendings, 10, clock[0], clock[1], clock[2], None,
+                    _TUNNEL_DPORTS, 5.0)
+                assert not slow
+                size = _size(pendings[0])
+                assert size == len(_entries(pendings[0]))
+                assert size <= 10 + 1      # a tick and its frame may land together
+                if stop < len(batch):
+                    assert size >= 10
+                    stops += 1
+                if size >= 10:             # the pool sends it (`_send`)
+                    pendings[0].clear()
+                start = stop
+        assert stops > 5
