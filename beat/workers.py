@@ -17,10 +17,11 @@ it), runs the ordinary `Engine` (decoders, TCP reassembly, flows, processors)
 and serialises its documents with orjson; flow reports and per-packet
 documents are made as JSON text there, as one process makes them for an
 orjson output. The main process publishes them to its one `Pipeline`. Frames
-travel in batches of up to `BATCH_FRAMES` through a pipe per worker (pickled
-lists, written with writev and read into a buffer of the message's size),
-documents come back the same way, so the per-frame cost of the hand-over is
-small. A file's frames are routed a reader batch at a time (`on_batch`):
+travel in batches of up to `BATCH_FRAMES` through a pipe per worker, as runs of
+records (`_record`: fixed-size heads and the frames' bytes, so a batch pickles
+as a few buffers, not objects per frame), written with writev and read into a
+buffer of the message's size; documents come back as two lists (_ids, JSON
+texts), so the per-frame cost of the hand-over is small. A file's frames are routed a reader batch at a time (`on_batch`):
 `shard` (C in wirebeat._workcore when built, else `shard_python`, the
 reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
 and numbers the frames without a Python call per frame; any other frame goes

@@ -11,7 +11,11 @@ byte flips, timestamps out of order, NaN and infinite, and items that are not
 what a reader gives (bytearray data, int or bool fields, short tuples), with
 and without announcer ports, for 1, 2, 3 and 5 workers and small list limits.
 The routing itself is checked against the documented hash in test_workers.py.
-Under CI=true the extension must have been built.
+Frames go into the lists as records (runs of fixed-size heads and the frames'
+bytes): what a worker reads back is checked against the frames handed over,
+and a list's size against its entries when sources take turns. The replies'
+(id, Fragment) pairs (`documents`) are checked against the texts, with
+hostile lists and callables. Under CI=true the extension must have been built.
 """
 from __future__ import annotations
 
