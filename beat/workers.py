@@ -330,6 +330,11 @@ def _entries(pending: list) -> list[tuple]:
     return out
 
 
+def _owned(pending: list) -> int:
+    """Frames in a pending list that its worker is to decode (not shadows, ticks, ends)."""
+    return sum(1 for e in _entries(pending) if e[0].__class__ is not str and e[4] >= 0)
+
+
 def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
                  pendings: list[list], limit: int, next_tick: float, now: float,
                  frames: int, announce: set[int] | None, tunnel_ports: frozenset[int],
@@ -772,7 +777,7 @@ class WorkerPool:
         # A fresh worker takes over its share, with empty state: open transactions are lost.
         fresh = _Worker(worker.index, self.setup)
         fresh.pending = worker.pending
-        fresh.sent = sum(1 for e in _entries(fresh.pending) if e[0] != "tick" and e[4] >= 0)
+        fresh.sent = _owned(fresh.pending)
         self.workers[worker.index] = fresh
         log.error("worker restarted", worker=worker.index, pid=fresh.proc.pid)
 

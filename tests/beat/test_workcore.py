@@ -301,3 +301,22 @@ def test_lists_are_full_at_the_limit_when_sources_alternate():
                     pendings[0].clear()
                 start = stop
         assert stops > 5
+
+
+def test_a_restarted_worker_is_owed_the_frames_of_its_list():
+    """`_owned`: what a dead worker's successor is handed counts towards the frames it
+    must acknowledge (`workers.frames_lost`): frames only, not shadows, ticks or ends."""
+    from wirebeat.workers import SHADOW, TICK, _owned, _record
+    frame = _plain_frames()[0]
+    pending: list = []
+    _record(pending, "a", 1.0, 1, frame, TICK)
+    _record(pending, "a", 1.0, 1, frame, 0)
+    _record(pending, "a", 1.1, 1, frame, SHADOW)
+    _record(pending, "a", 1.2, 1, frame, 1)
+    pending.append(("finish", "a"))
+    pending.append((3, 1, frame, "b", 0))              # an odd frame of a live source: a tuple
+    pending.append((4.0, 1, frame, "b", SHADOW))
+    _record(pending, "b", 5.0, 1, frame, 1)
+    pending.append(("finish", None))
+    pending.append(("done",))
+    assert _owned(pending) == 4
