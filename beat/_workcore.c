@@ -6,7 +6,10 @@
  * frames whose outermost layers are plain Ethernet + IPv4, or Ethernet + IPv6
  * without extension headers (most traffic); at any other frame it stops and
  * returns its position with `slow` set, and the pool routes that one frame
- * in Python (`_locate_ip`, `_announces`) before calling again. The Python
+ * in Python (`_locate_ip`, `_announces`) before calling again. Frames, ticks
+ * and shadow copies go into the lists as records (`workers._record`: a run
+ * ["raw", source, heads, blob] of 24-byte heads and the frames' bytes), so a
+ * batch is pickled as two buffers per run, not objects per frame. The Python
  * function is the reference (tests/beat/test_workcore.py runs both).
  *
  *   shard(batch, start, source, crc, pendings, limit, next_tick, now, frames,
@@ -19,8 +22,12 @@
 #include <string.h>
 
 static uint32_t crc_table[256];
-static PyObject *str_tick;
-static PyObject *minus_one;
+static PyObject *str_raw;
+
+/* A record's head, as workers._HEAD ("<dqII"): ts, number, linktype, length. */
+#define HEAD_SIZE 24
+#define SHADOW (-1)
+#define TICK (-2)
 
 static void crc_init(void)
 {
@@ -99,10 +106,108 @@ static int plain_route(const unsigned char *d, Py_ssize_t len, uint32_t crc, Py_
     return 0;
 }
 
-static int append_to(PyObject *pendings, Py_ssize_t n, Py_ssize_t skip, PyObject *entry)
+static int grow(PyObject *array, const void *bytes, Py_ssize_t len)
+{
+    if (!PyByteArray_CheckExact(array)) {
+        PyErr_SetString(PyExc_TypeError, "a run's heads and frames must be bytearrays");
+        return -1;
+    }
+    Py_ssize_t old = PyByteArray_GET_SIZE(array), need = old + len;
+    if (need >= ((PyByteArrayObject *)array)->ob_alloc) {
+        /* Room for half as much again: bytearray itself grows by an eighth, so a
+         * run of 1,024 frames would be moved about 8 times its size in reallocs.
+         * Resizing back down to `need` keeps the room (a shrink to more than half
+         * only sets the size). */
+        Py_ssize_t room = need + (need >> 1) + 64;
+        if (PyByteArray_Resize(array, room) < 0) return -1;
+    }
+    if (PyByteArray_Resize(array, need) < 0) return -1;
+    memcpy(PyByteArray_AS_STRING(array) + old, bytes, (size_t)len);
+    return 0;
+}
+
+static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough);
+
+/* workers._record: one record at the end of `pending`'s run of `source` (a new run
+ * ["raw", source, bytearray(), bytearray(), before] when the last entry is not one). */
+static int record(PyObject *pending, PyObject *source, double ts, long long number, uint32_t linktype,
+                  const char *data, Py_ssize_t len)
+{
+    Py_ssize_t size = PyList_GET_SIZE(pending);
+    PyObject *run = size ? PyList_GET_ITEM(pending, size - 1) : NULL;
+    int same = 0;
+    if (run != NULL && PyList_CheckExact(run)) {
+        if (PyList_GET_SIZE(run) != 5) {
+            PyErr_SetString(PyExc_ValueError, "a run is a list of 5");
+            return -1;
+        }
+        same = PyObject_RichCompareBool(PyList_GET_ITEM(run, 1), source, Py_EQ);
+        if (same < 0) return -1;
+    }
+    if (!same) {
+        Py_ssize_t ahead = pending_size(pending, PY_SSIZE_T_MAX);
+        if (ahead < 0) return -1;
+        PyObject *heads = PyByteArray_FromStringAndSize(NULL, 0);
+        PyObject *blob = PyByteArray_FromStringAndSize(NULL, 0);
+        PyObject *before = PyLong_FromSsize_t(ahead);
+        run = heads && blob && before ? PyList_New(5) : NULL;
+        if (run == NULL) {
+            Py_XDECREF(heads);
+            Py_XDECREF(blob);
+            Py_XDECREF(before);
+            return -1;
+        }
+        PyList_SET_ITEM(run, 4, before);
+        Py_INCREF(str_raw);
+        Py_INCREF(source);
+        PyList_SET_ITEM(run, 0, str_raw);
+        PyList_SET_ITEM(run, 1, source);
+        PyList_SET_ITEM(run, 2, heads);
+        PyList_SET_ITEM(run, 3, blob);
+        int r = PyList_Append(pending, run);
+        Py_DECREF(run);
+        if (r < 0) return -1;
+    }
+    unsigned char head[HEAD_SIZE];
+    int64_t num = (int64_t)number;
+    uint32_t length = (uint32_t)len;
+    /* little-endian, as struct's "<": the host's order on x86/arm, swapped elsewhere */
+    uint64_t bits;
+    memcpy(&bits, &ts, 8);
+    for (int k = 0; k < 8; k++) head[k] = (unsigned char)(bits >> (8 * k));
+    for (int k = 0; k < 8; k++) head[8 + k] = (unsigned char)((uint64_t)num >> (8 * k));
+    for (int k = 0; k < 4; k++) head[16 + k] = (unsigned char)(linktype >> (8 * k));
+    for (int k = 0; k < 4; k++) head[20 + k] = (unsigned char)(length >> (8 * k));
+    if (grow(PyList_GET_ITEM(run, 2), head, HEAD_SIZE) < 0) return -1;
+    return grow(PyList_GET_ITEM(run, 3), data, len);
+}
+
+/* workers._size: entries in a pending list, every record of its runs counted (at
+ * least `enough` when that many entries follow its last run); -1 with an exception. */
+static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough)
+{
+    Py_ssize_t k = PyList_GET_SIZE(pending), extra = 0;
+    while (k && !PyList_CheckExact(PyList_GET_ITEM(pending, k - 1))) {
+        k--;
+        if (++extra >= enough) return extra;
+    }
+    if (!k) return extra;
+    PyObject *run = PyList_GET_ITEM(pending, k - 1);
+    if (PyList_GET_SIZE(run) != 5 || !PyByteArray_Check(PyList_GET_ITEM(run, 2))) {
+        PyErr_SetString(PyExc_ValueError, "a run is a list of 5");
+        return -1;
+    }
+    Py_ssize_t before = PyLong_AsSsize_t(PyList_GET_ITEM(run, 4));
+    if (before == -1 && PyErr_Occurred()) return -1;
+    return before + PyByteArray_GET_SIZE(PyList_GET_ITEM(run, 2)) / HEAD_SIZE + extra;
+}
+
+static int record_to(PyObject *pendings, Py_ssize_t n, Py_ssize_t skip, PyObject *source, double ts,
+                     long long number, uint32_t linktype, const char *data, Py_ssize_t len)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (i != skip && PyList_Append(PyList_GET_ITEM(pendings, i), entry) < 0) return -1;
+        if (i != skip && record(PyList_GET_ITEM(pendings, i), source, ts, number, linktype, data, len) < 0)
+            return -1;
     }
     return 0;
 }
@@ -156,42 +261,35 @@ static PyObject *shard(PyObject *self, PyObject *args)
         if (r < 0) goto error;
         if (r > 0) { slow = 1; break; }
         double t = PyFloat_AS_DOUBLE(ts);
+        const char *bytes = PyBytes_AS_STRING(data);
+        Py_ssize_t len = PyBytes_GET_SIZE(data);
         int full = 0;
         if (t >= next_tick) {
             next_tick = t + tick_s;
             now = t;
-            PyObject *tick = PyTuple_Pack(5, str_tick, source, ts, linktype, data);
-            if (tick == NULL) goto error;
-            r = append_to(pendings, n, -1, tick);
-            Py_DECREF(tick);
-            if (r < 0) goto error;
+            if (record_to(pendings, n, -1, source, t, TICK, 1, bytes, len) < 0) goto error;
             full = 1;
         }
-        PyObject *number = PyLong_FromLongLong(frames);
-        if (number == NULL) goto error;
-        PyObject *entry = PyTuple_Pack(5, ts, linktype, data, source, number);
-        Py_DECREF(number);
-        if (entry == NULL) goto error;
-        r = PyList_Append(PyList_GET_ITEM(pendings, index), entry);
-        Py_DECREF(entry);
-        if (r < 0) goto error;
+        if (record(PyList_GET_ITEM(pendings, index), source, t, frames, 1, bytes, len) < 0) goto error;
         frames++;
         counts[index]++;
         if (shadow) {
-            PyObject *copy = PyTuple_Pack(5, ts, linktype, data, source, minus_one);
-            if (copy == NULL) goto error;
-            r = append_to(pendings, n, index, copy);
-            Py_DECREF(copy);
-            if (r < 0) goto error;
+            if (record_to(pendings, n, index, source, t, SHADOW, 1, bytes, len) < 0) goto error;
             full = 1;
         }
         if (full) {
             for (Py_ssize_t k = 0; k < n; k++) {
-                if (PyList_GET_SIZE(PyList_GET_ITEM(pendings, k)) >= limit) { i++; goto done; }
+                Py_ssize_t size = pending_size(PyList_GET_ITEM(pendings, k), limit);
+                if (size < 0) goto error;
+                if (size >= limit) { i++; goto done; }
             }
-        } else if (PyList_GET_SIZE(PyList_GET_ITEM(pendings, index)) >= limit) {
-            i++;
-            goto done;
+        } else {
+            Py_ssize_t size = pending_size(PyList_GET_ITEM(pendings, index), limit);
+            if (size < 0) goto error;
+            if (size >= limit) {
+                i++;
+                goto done;
+            }
         }
     }
 done:;
@@ -209,7 +307,48 @@ error:
     return NULL;
 }
 
+/* workers.documents_python in C: a worker's reply (its documents' _ids, their JSON
+ * text) as the (id, fragment(text)) pairs Pipeline.publish_many takes. */
+static PyObject *documents(PyObject *self, PyObject *args)
+{
+    PyObject *ids, *texts, *fragment;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &ids, &PyList_Type, &texts, &fragment)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    if (PyList_GET_SIZE(texts) != n) {
+        PyErr_SetString(PyExc_ValueError, "as many texts as ids");
+        return NULL;
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_SIZE(ids) != n || PyList_GET_SIZE(texts) != n) {
+            /* only a hostile callable changes the lists it is not given */
+            PyErr_SetString(PyExc_RuntimeError, "the lists changed");
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *text = PyList_GET_ITEM(texts, i), *id = PyList_GET_ITEM(ids, i);
+        Py_INCREF(text);
+        Py_INCREF(id);
+        PyObject *doc = PyObject_CallOneArg(fragment, text);
+        Py_DECREF(text);
+        PyObject *pair = doc != NULL ? PyTuple_New(2) : NULL;
+        if (pair == NULL) {
+            Py_XDECREF(doc);
+            Py_DECREF(id);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, id);
+        PyTuple_SET_ITEM(pair, 1, doc);
+        PyList_SET_ITEM(out, i, pair);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"documents", documents, METH_VARARGS,
+     "A worker's reply as (id, fragment(text)) pairs (see workers.documents_python)."},
     {"shard", shard, METH_VARARGS,
      "Hand a batch of one source's frames to the workers' pending lists (see workers.shard_python)."},
     {NULL, NULL, 0, NULL},
@@ -221,8 +360,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "wirebeat._workcore",
 PyMODINIT_FUNC PyInit__workcore(void)
 {
     crc_init();
-    str_tick = PyUnicode_InternFromString("tick");
-    minus_one = PyLong_FromLong(-1);
-    if (str_tick == NULL || minus_one == NULL) return NULL;
+    str_raw = PyUnicode_InternFromString("raw");
+    if (str_raw == NULL) return NULL;
     return PyModule_Create(&module);
 }

@@ -17,10 +17,11 @@ it), runs the ordinary `Engine` (decoders, TCP reassembly, flows, processors)
 and serialises its documents with orjson; flow reports and per-packet
 documents are made as JSON text there, as one process makes them for an
 orjson output. The main process publishes them to its one `Pipeline`. Frames
-travel in batches of up to `BATCH_FRAMES` through a pipe per worker (pickled
-lists, written with writev and read into a buffer of the message's size),
-documents come back the same way, so the per-frame cost of the hand-over is
-small. A file's frames are routed a reader batch at a time (`on_batch`):
+travel in batches of up to `BATCH_FRAMES` through a pipe per worker, as runs of
+records (`_record`: fixed-size heads and the frames' bytes, so a batch pickles
+as a few buffers, not objects per frame), written with writev and read into a
+buffer of the message's size; documents come back as two lists (_ids, JSON
+texts), so the per-frame cost of the hand-over is small. A file's frames are routed a reader batch at a time (`on_batch`):
 `shard` (C in wirebeat._workcore when built, else `shard_python`, the
 reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
 and numbers the frames without a Python call per frame; any other frame goes
@@ -83,7 +84,8 @@ from wirebeat.registry import Registered
 from wirebeat.stats import Stats
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 
-__all__ = ["WorkerPool", "announcer_ports", "make_engine", "shard", "shard_python"]
+__all__ = ["WorkerPool", "announcer_ports", "documents", "documents_python", "make_engine", "shard",
+           "shard_python"]
 
 log = logs.get("workers")
 
@@ -260,15 +262,88 @@ def _plain_route(linktype: int, data: bytes, crc: int, n: int,
     return None if proto == 47 else (index, False)
 
 
+# -- frames as records -------------------------------------------------------------
+#
+# A worker's pending list holds runs: ["raw", source, heads, blob, before], one run per
+# stretch of one source's frames (`before`: the entries and records ahead of the run in
+# the list, so that `_size` is exact without walking the list). `heads` is a bytearray of `_HEAD` records (ts, number,
+# linktype, length), `blob` the frames' bytes one after another. number >= 0: a frame
+# (its number in its source), SHADOW: a shadow copy, TICK: the packet clock's tick at
+# that frame. Pickling a run is copying two buffers, not one tuple, float, int and
+# bytes object per frame; the worker reads the heads with `_HEAD.iter_unpack`. Other
+# entries (finish, done, a frame a live source gave in a form no record holds) stay
+# tuples, as before.
+
+_HEAD = struct.Struct("<dqII")      # ts, number, linktype, length: 24 bytes
+SHADOW = -1
+TICK = -2
+
+
+def _record(pending: list, source: str, ts: float, linktype: int, data: bytes, number: int) -> None:
+    """Append one record to `pending`'s run of `source` (a new run when the last entry
+    is not one)."""
+    run = pending[-1] if pending else None
+    if run.__class__ is not list or run[1] != source:
+        run = ["raw", source, bytearray(), bytearray(), _size(pending, 1 << 62)]
+        pending.append(run)
+    run[2] += _HEAD.pack(ts, number, linktype, len(data))
+    run[3] += data
+
+
+def _fits(ts: Any, linktype: Any, data: Any) -> bool:
+    """Whether a frame can be a record (readers always give these; a live source's odd
+    frame travels as a tuple)."""
+    return (ts.__class__ is float and linktype.__class__ is int and 0 <= linktype <= 0xFFFFFFFF
+            and data.__class__ is bytes)
+
+
+def _size(pending: list, enough: int = BATCH_FRAMES) -> int:
+    """Entries in a pending list, every record of its runs counted (or at least `enough`
+    when there are that many entries after its last run)."""
+    k, extra = len(pending), 0
+    while k and pending[k - 1].__class__ is not list:
+        k -= 1
+        extra += 1
+        if extra >= enough:
+            return extra
+    if not k:
+        return extra
+    run = pending[k - 1]
+    return run[4] + len(run[2]) // _HEAD.size + extra
+
+
+def _entries(pending: list) -> list[tuple]:
+    """A pending list as tuples: (ts, linktype, data, source, number) for frames and
+    shadows (number SHADOW), ("tick", source, ts, linktype, data), the rest as it is."""
+    out: list[tuple] = []
+    for entry in pending:
+        if entry.__class__ is not list:
+            out.append(entry)
+            continue
+        _raw, source, heads, blob, _before = entry
+        off = 0
+        for ts, number, linktype, length in _HEAD.iter_unpack(heads):
+            data = bytes(blob[off:off + length])
+            off += length
+            out.append(("tick", source, ts, linktype, data) if number == TICK
+                       else (ts, linktype, data, source, number))
+    return out
+
+
+def _owned(pending: list) -> int:
+    """Frames in a pending list that its worker is to decode (not shadows, ticks, ends)."""
+    return sum(1 for e in _entries(pending) if e[0].__class__ is not str and e[4] >= 0)
+
+
 def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
-                 pendings: list[list[tuple]], limit: int, next_tick: float, now: float,
+                 pendings: list[list], limit: int, next_tick: float, now: float,
                  frames: int, announce: set[int] | None, tunnel_ports: frozenset[int],
                  tick_s: float) -> tuple[int, bool, float, float, int, list[int]]:
     """Hand `batch[start:]` (frames of `source`) to the workers' pending lists, as
     `WorkerPool._route_one` does frame by frame: the packet clock's ticks to every list,
-    each frame to its worker's as (ts, linktype, data, source, number), a shadow copy
-    (number -1) to the others'. Stops after a frame that fills a list to `limit`, and
-    before a frame that is not plain (`_plain_route`: slow is True).
+    each frame to its worker's (its number in the source), a shadow copy to the others',
+    all as records (`_record`). Stops after a frame that fills a list to `limit`
+    (`_size`), and before a frame that is not plain (`_plain_route`: slow is True).
     Returns (stop, slow, next_tick, now, frames, frames given to each list).
     wirebeat._workcore.shard is this in C (tests/beat/test_workcore.py)."""
     n = len(pendings)
@@ -289,26 +364,35 @@ def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
         full = False
         if ts >= next_tick:
             next_tick, now = ts + tick_s, ts
-            tick = ("tick", source, ts, linktype, data)
             for pending in pendings:
-                pending.append(tick)
+                _record(pending, source, ts, linktype, data, TICK)
             full = True
-        pendings[index].append((ts, linktype, data, source, frames))
+        _record(pendings[index], source, ts, linktype, data, frames)
         frames += 1
         counts[index] += 1
         if shadow:
-            copy = (ts, linktype, data, source, -1)
             for k, pending in enumerate(pendings):
                 if k != index:
-                    pending.append(copy)
+                    _record(pending, source, ts, linktype, data, SHADOW)
             full = True
-        if full and any(len(pending) >= limit for pending in pendings) \
-                or len(pendings[index]) >= limit:
+        if full and any(_size(pending, limit) >= limit for pending in pendings) \
+                or _size(pendings[index], limit) >= limit:
             break
     return i, False, next_tick, now, frames, counts
 
 
 shard = workcore.shard if workcore is not None else shard_python
+
+
+def documents_python(ids: list[str], texts: list[bytes], fragment: Any) -> list[tuple[str, Any]]:
+    """A worker's reply (its documents' _ids, their JSON text) as the (id, fragment(text))
+    pairs `Pipeline.publish_many` takes. wirebeat._workcore.documents is this in C."""
+    if len(ids) != len(texts):
+        raise ValueError("as many texts as ids")
+    return [(doc_id, fragment(text)) for doc_id, text in zip(ids, texts)]
+
+
+documents = workcore.documents if workcore is not None else documents_python
 
 
 class _Clock:
@@ -383,7 +467,7 @@ class _Worker:
         os.set_blocking(self.fd_out, False)
         self.outbox: list[memoryview] = []     # messages not yet in the pipe
         self.inbox = _Reader(self.fd_out)
-        self.pending: list[tuple] = []
+        self.pending: list = []     # runs of records and tuples (see `_record`)
         self.sent = 0               # frames handed over (not counting shadows)
         self.acked = 0              # frames the worker said it decoded
         self.counters: dict[str, Any] = {}
@@ -484,7 +568,7 @@ class WorkerPool:
                 stop += 1
             else:
                 for worker in workers:
-                    if len(worker.pending) >= BATCH_FRAMES:
+                    if _size(worker.pending) >= BATCH_FRAMES:
                         self._send(worker)
             start = stop
 
@@ -495,21 +579,25 @@ class WorkerPool:
         clock.frames = number + 1
         if ts >= clock.next_tick:
             self._tick(source, clock, ts, linktype, data)
-        entry = self.last = (ts, linktype, data, source, number)
+        self.last = (ts, linktype, data, source, number)
         index, shadow = self._route(clock.crc, linktype, data)
         worker = self.workers[index]
-        worker.pending.append(entry)
+        fits = _fits(ts, linktype, data)
+        if fits:
+            _record(worker.pending, source, ts, linktype, data, number)
+        else:
+            worker.pending.append((ts, linktype, data, source, number))
         worker.sent += 1
         if shadow:
-            self._shadow(worker, (ts, linktype, data, source, -1))
+            for other in self.workers:
+                if other is not worker:
+                    if fits:
+                        _record(other.pending, source, ts, linktype, data, SHADOW)
+                    else:
+                        other.pending.append((ts, linktype, data, source, SHADOW))
         for other in self.workers:
-            if len(other.pending) >= BATCH_FRAMES:
+            if _size(other.pending) >= BATCH_FRAMES:
                 self._send(other)
-
-    def _shadow(self, owner: _Worker, entry: tuple) -> None:
-        for other in self.workers:
-            if other is not owner:
-                other.pending.append(entry)
 
     def _new_source(self, source: str) -> _Clock:
         # As Engine._source: past the cap the source whose clock is oldest is finished.
@@ -528,7 +616,13 @@ class WorkerPool:
         clock.next_tick = ts + TICK_S
         clock.now = ts
         # Documents made at a tick name the link layers of the frame that caused it.
-        self._broadcast(("tick", source, ts, linktype, data))
+        if not _fits(ts, linktype, data):
+            self._broadcast(("tick", source, ts, linktype, data))
+            return
+        for worker in self.workers:
+            _record(worker.pending, source, ts, linktype, data, TICK)
+            if _size(worker.pending) >= BATCH_FRAMES:
+                self._send(worker)
 
     def _route(self, crc: int, linktype: int, data: bytes) -> tuple[int, bool]:
         """(worker index, also to the others as a shadow)."""
@@ -565,7 +659,7 @@ class WorkerPool:
     def _broadcast(self, entry: tuple) -> None:
         for worker in self.workers:
             worker.pending.append(entry)
-            if len(worker.pending) >= BATCH_FRAMES:
+            if _size(worker.pending) >= BATCH_FRAMES:
                 self._send(worker)
 
     def advance(self, source: str, now: float) -> None:
@@ -651,16 +745,15 @@ class WorkerPool:
                 self._take(worker, message)
 
     def _take(self, worker: _Worker, message: tuple) -> None:
-        kind, acked, docs, counters = message
+        kind, acked, ids, texts, counters = message
         worker.acked = acked
         if counters is not None:
             worker.counters = counters
         if self.raw:
-            fragment = orjson.Fragment
-            self.pipeline.publish_many([(doc_id, fragment(raw)) for doc_id, raw in docs])
+            self.pipeline.publish_many(documents(ids, texts, orjson.Fragment))
         else:
             publish, loads = self.pipeline.publish, orjson.loads
-            for doc_id, raw in docs:
+            for doc_id, raw in zip(ids, texts):
                 publish(doc_id, loads(raw))
         if kind == "done":
             worker.done = True
@@ -684,7 +777,7 @@ class WorkerPool:
         # A fresh worker takes over its share, with empty state: open transactions are lost.
         fresh = _Worker(worker.index, self.setup)
         fresh.pending = worker.pending
-        fresh.sent = sum(1 for e in fresh.pending if e[0].__class__ is float and e[4] >= 0)
+        fresh.sent = _owned(fresh.pending)
         self.workers[worker.index] = fresh
         log.error("worker restarted", worker=worker.index, pid=fresh.proc.pid)
 
@@ -716,13 +809,24 @@ class _Sink:
 
     def __init__(self) -> None:
         self.output = self
-        self.docs: list[tuple[str, bytes]] = []
+        # Two lists, not one of pairs: a pair per document less to make and to pickle.
+        self.ids: list[str] = []
+        self.texts: list[bytes] = []
         self.published = 0
-        dumps, docs = orjson.dumps, self.docs
+        dumps, ids, texts = orjson.dumps, self.ids, self.texts
+        add_id, add_text = ids.append, texts.append
 
         def publish(doc_id: str, doc: dict[str, Any]) -> None:
-            docs.append((doc_id, dumps(doc)))
+            add_id(doc_id)
+            add_text(dumps(doc))
         self.publish = publish
+
+    def take(self) -> tuple[list[str], list[bytes]]:
+        """The documents since the last call."""
+        ids, texts = self.ids[:], self.texts[:]
+        self.ids.clear()
+        self.texts.clear()
+        return ids, texts
 
     def maybe_flush(self) -> None:
         pass
@@ -802,7 +906,9 @@ class _WorkerLoop:
         count = 0
         for entry in batch:
             first = entry[0]
-            if first.__class__ is float:
+            if entry.__class__ is list:         # ["raw", ...]: a run of records
+                count += self._records(entry)
+            elif first.__class__ is not str:    # a frame a record could not hold
                 ts, linktype, data, source, number = entry
                 if number < 0:
                     self._link(source)
@@ -814,12 +920,7 @@ class _WorkerLoop:
                 count += 1
             elif first == "tick":
                 _, source, ts, linktype, data = entry
-                for engine in (self.engine, self.shadow):
-                    if engine is not None:
-                        if source not in engine.sources:
-                            engine._source(source)
-                        engine.frame = (linktype, data)
-                        engine.advance(source, ts)
+                self._tick(source, ts, linktype, data)
             elif first == "finish":
                 for engine in (self.engine, self.shadow):
                     if engine is not None:
@@ -827,6 +928,36 @@ class _WorkerLoop:
             elif first == "done":
                 return count, True
         return count, False
+
+    def _records(self, run: list) -> int:
+        """Decode one run of records (`_record`): frames decoded."""
+        _raw, source, heads, blob, _before = run
+        blob = bytes(blob)
+        on_frame, packet_docs = self.engine.on_frame, self.packet_docs
+        count = off = 0
+        for ts, number, linktype, length in _HEAD.iter_unpack(heads):
+            end = off + length
+            data = blob[off:end]
+            off = end
+            if number >= 0:
+                if packet_docs is not None:
+                    packet_docs.source_state(source)[0] = number
+                on_frame(ts, linktype, data, source)
+                count += 1
+            elif number == SHADOW:
+                self._link(source)
+                self.shadow.on_frame(ts, linktype, data, source)    # type: ignore[union-attr]
+            else:
+                self._tick(source, ts, linktype, data)
+        return count
+
+    def _tick(self, source: str, ts: float, linktype: int, data: bytes) -> None:
+        for engine in (self.engine, self.shadow):
+            if engine is not None:
+                if source not in engine.sources:
+                    engine._source(source)
+                engine.frame = (linktype, data)
+                engine.advance(source, ts)
 
     def _number(self, source: str, number: int) -> None:
         """Per-packet documents are numbered in their source as the reader counted."""
@@ -893,7 +1024,6 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
         if done or now - last_stats >= STATS_EVERY_S:
             last_stats = now
             counters = loop.stats.snapshot()
-        docs = sink.docs[:]
-        sink.docs.clear()
-        _write_all(fd_out, _message(("done" if done else "docs", decoded, docs, counters)))
+        ids, texts = sink.take()
+        _write_all(fd_out, _message(("done" if done else "docs", decoded, ids, texts, counters)))
 

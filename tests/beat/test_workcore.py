@@ -11,7 +11,11 @@ byte flips, timestamps out of order, NaN and infinite, and items that are not
 what a reader gives (bytearray data, int or bool fields, short tuples), with
 and without announcer ports, for 1, 2, 3 and 5 workers and small list limits.
 The routing itself is checked against the documented hash in test_workers.py.
-Under CI=true the extension must have been built.
+Frames go into the lists as records (runs of fixed-size heads and the frames'
+bytes): what a worker reads back is checked against the frames handed over,
+and a list's size against its entries when sources take turns. The replies'
+(id, Fragment) pairs (`documents`) are checked against the texts, with
+hostile lists and callables. Under CI=true the extension must have been built.
 """
 from __future__ import annotations
 
@@ -172,3 +176,147 @@ def test_bad_arguments_raise_and_leave_the_lists_alone():
     with pytest.raises(TypeError):
         _workcore.shard(iter(batch), 0, SOURCE, CRC, pendings, 8, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
     assert pendings == [[], []]
+
+
+# -- records (frames as bytes) and replies (documents) ------------------------------
+
+@needs_c
+def test_records_round_trip_to_the_frames_handed_over():
+    """What the worker reads back from the lists (`_entries`, the worker's own decoding
+    of records) is every frame with its number, every shadow and every tick, as the
+    tuples the lists held before records: checked against the frames themselves, not
+    against the other implementation."""
+    from wirebeat.workers import SHADOW, _entries
+    frames = _plain_frames()
+    batch = [(1_700_000_000.0 + i * 0.4, 1, frames[i % len(frames)], 0) for i in range(200)]
+    for shard in (_workcore.shard, shard_python):
+        pendings: list[list] = [[], [], []]
+        start, seen = 0, []
+        next_tick, now, number = 0.0, 0.0, 0
+        while start < len(batch):
+            stop, slow, next_tick, now, number, _counts = shard(
+                batch, start, SOURCE, CRC, pendings, 10_000, next_tick, now, number,
+                {5060}, _TUNNEL_DPORTS, 1.0)
+            seen += batch[start:stop]
+            start = stop + 1 if slow else stop
+        entries = [e for pending in pendings for e in _entries(pending)]
+        owned = sorted(e[4] for e in entries if e[0] != "tick" and e[4] >= 0)
+        assert owned == list(range(len(owned))) and len(owned) == len(seen)
+        by_number = {e[4]: e for e in entries if e[0] != "tick" and e[4] >= 0}
+        for number, (ts, linktype, data, _) in enumerate(seen):
+            assert by_number[number] == (ts, linktype, data, SOURCE, number)
+        # ticks: one per second of packet time, in every list, at the frame that moved it
+        ticks = [e for e in _entries(pendings[0]) if e[0] == "tick"]
+        assert [e[2] for e in ticks] == _tick_times([s[0] for s in seen])
+        for pending in pendings[1:]:
+            assert [e for e in _entries(pending) if e[0] == "tick"] == ticks
+        # a shadow is a copy of an owned frame, in every list but its owner's
+        shadows = [e for e in entries if e[0] != "tick" and e[4] == SHADOW]
+        assert shadows and all(any(o[:3] == s[:3] for o in by_number.values()) for s in shadows)
+
+
+def _tick_times(times: list[float]) -> list[float]:
+    out, next_tick = [], 0.0
+    for ts in times:
+        if ts >= next_tick:
+            out.append(ts)
+            next_tick = ts + 1.0
+    return out
+
+
+@needs_c
+def test_run_of_another_source_starts_a_new_run():
+    frame = _plain_frames()[2]
+    for shard in (_workcore.shard, shard_python):
+        pendings: list[list] = [[]]
+        shard([(1.0, 1, frame, 0)], 0, "a", CRC, pendings, 99, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
+        shard([(1.5, 1, frame, 0)], 0, "b", CRC, pendings, 99, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 1.0)
+        shard([(1.6, 1, frame, 0)], 0, "b", CRC, pendings, 99, 9.0, 0.0, 1, None, _TUNNEL_DPORTS, 1.0)
+        assert [(run[0], run[1], len(run[2]) // 24, run[4]) for run in pendings[0]] == \
+            [("raw", "a", 2, 0), ("raw", "b", 3, 2)]
+
+
+@needs_c
+def test_documents_are_identical_and_hostile_replies_raise():
+    import orjson
+    from wirebeat.workers import documents_python
+    assert _workcore is not None
+    ids = [f"id-{i}" for i in range(50)]
+    texts = [orjson.dumps({"n": i, "s": "x" * i}) for i in range(50)]
+    for fn in (_workcore.documents, documents_python):
+        got = fn(ids, texts, orjson.Fragment)
+        assert [doc_id for doc_id, _ in got] == ids
+        # the fragments serialise back to exactly the worker's text
+        assert [orjson.dumps(doc) for _, doc in got] == texts
+        assert fn([], [], orjson.Fragment) == []
+        with pytest.raises(ValueError):
+            fn(ids, texts[:-1], orjson.Fragment)
+
+        def boom(text):
+            raise RuntimeError("no")
+        with pytest.raises(RuntimeError):
+            fn(ids, texts, boom)
+    with pytest.raises(TypeError):
+        _workcore.documents(tuple(ids), texts, orjson.Fragment)
+
+    # a callable that empties the lists under the C loop must not crash it
+    victims_ids, victims = list(ids), list(texts)
+
+    def shrink(text):
+        victims_ids.clear()
+        victims.clear()
+        return text
+    with pytest.raises(RuntimeError):
+        _workcore.documents(victims_ids, victims, shrink)
+
+
+@needs_c
+def test_lists_are_full_at_the_limit_when_sources_alternate():
+    """A list holds one run per stretch of one source: with two sources taking turns
+    (two live feeds) every run but the last must still count towards the limit, or the
+    list would grow past it unsent."""
+    from wirebeat.workers import _entries, _size
+    frame = _plain_frames()[2]
+    for shard in (_workcore.shard, shard_python):
+        pendings: list[list] = [[]]
+        clocks = {"a": [0.0, 0.0, 0], "b": [0.0, 0.0, 0]}
+        stops = 0
+        for i in range(40):
+            source = "ab"[(i // 3) % 2]
+            clock = clocks[source]
+            batch = [(1.0 + i + k / 10, 1, frame, 0) for k in range(4)]
+            start = 0
+            while start < len(batch):
+                stop, slow, clock[0], clock[1], clock[2], _ = shard(
+                    batch, start, source, CRC, pendings, 10, clock[0], clock[1], clock[2], None,
+                    _TUNNEL_DPORTS, 5.0)
+                assert not slow
+                size = _size(pendings[0])
+                assert size == len(_entries(pendings[0]))
+                assert size <= 10 + 1      # a tick and its frame may land together
+                if stop < len(batch):
+                    assert size >= 10
+                    stops += 1
+                if size >= 10:             # the pool sends it (`_send`)
+                    pendings[0].clear()
+                start = stop
+        assert stops > 5
+
+
+def test_a_restarted_worker_is_owed_the_frames_of_its_list():
+    """`_owned`: what a dead worker's successor is handed counts towards the frames it
+    must acknowledge (`workers.frames_lost`): frames only, not shadows, ticks or ends."""
+    from wirebeat.workers import SHADOW, TICK, _owned, _record
+    frame = _plain_frames()[0]
+    pending: list = []
+    _record(pending, "a", 1.0, 1, frame, TICK)
+    _record(pending, "a", 1.0, 1, frame, 0)
+    _record(pending, "a", 1.1, 1, frame, SHADOW)
+    _record(pending, "a", 1.2, 1, frame, 1)
+    pending.append(("finish", "a"))
+    pending.append((3, 1, frame, "b", 0))              # an odd frame of a live source: a tuple
+    pending.append((4.0, 1, frame, "b", SHADOW))
+    _record(pending, "b", 5.0, 1, frame, 1)
+    pending.append(("finish", None))
+    pending.append(("done",))
+    assert _owned(pending) == 4
