@@ -75,20 +75,26 @@ def test_builtin_decoders_name_their_distribution_and_version() -> None:
     assert origins["dns"].startswith("wirebeat.decoders.dns:DECODER ")
 
 
-@pytest.mark.root
-def test_a_user_switch_imports_the_certificate_parser_before_it() -> None:
-    """TLS's certificate parser works after the switch. (Where the interpreter's
-    site-packages stay readable to nobody, as in this repository's venv, a late import
-    would work too: the plug-in test below is the one that tells them apart.)"""
+def _documents_as_nobody(capture: Path) -> list[dict]:
+    """The documents of `wirebeat run -I capture` switched to nobody; it must run
+    unprivileged without any decoder crashing."""
     require(os.geteuid() == 0, "root (to switch user)")
-    proc = subprocess.run([sys.executable, "-m", "wirebeat.cli", "run", "-I", str(TLS_CAPTURE),
+    proc = subprocess.run([sys.executable, "-m", "wirebeat.cli", "run", "-I", str(capture),
                            "--console", "--user", "nobody", "-E", "wirebeat.flows.enabled=false",
                            "-E", "logging.level=info"],
                           cwd=ROOT, capture_output=True, timeout=120, check=False)
     stderr = proc.stderr.decode()
     assert proc.returncode == 0, stderr
     assert "running unprivileged" in stderr and "decoder.crashed" not in stderr, stderr
-    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.mark.root
+def test_a_user_switch_imports_the_certificate_parser_before_it() -> None:
+    """TLS's certificate parser works after the switch. (Where the interpreter's
+    site-packages stay readable to nobody, as in this repository's venv, a late import
+    would work too: the plug-in test below is the one that tells them apart.)"""
+    docs = _documents_as_nobody(TLS_CAPTURE)
     # What pcaps/tls/make_captures.sh made: curl and s_client, both shown the RSA 2048
     # certificate of rsa.wirebeat.test.
     assert len(docs) == 2
@@ -104,16 +110,7 @@ def test_a_user_switch_loads_the_public_suffix_list_before_it() -> None:
     publicsuffixlist package with the idna/punycode codecs: loaded before the switch,
     every DNS document is made (before, each one crashed with 'unknown encoding:
     punycode'). Names and counts: pcaps/dns/README.md (record_types.pcap)."""
-    require(os.geteuid() == 0, "root (to switch user)")
-    proc = subprocess.run([sys.executable, "-m", "wirebeat.cli", "run",
-                           "-I", str(ROOT / "pcaps" / "dns" / "record_types.pcap"),
-                           "--console", "--user", "nobody", "-E", "wirebeat.flows.enabled=false",
-                           "-E", "logging.level=info"],
-                          cwd=ROOT, capture_output=True, timeout=120, check=False)
-    stderr = proc.stderr.decode()
-    assert proc.returncode == 0, stderr
-    assert "running unprivileged" in stderr and "decoder.crashed" not in stderr, stderr
-    docs = [json.loads(line) for line in proc.stdout.splitlines()]
+    docs = _documents_as_nobody(ROOT / "pcaps" / "dns" / "record_types.pcap")
     assert len(docs) == 7
     assert {d["dns"]["question"]["registered_domain"] for d in docs} == {"example.com"}
 
