@@ -8,8 +8,10 @@ an uplink: most packets belong to traffic no decoder claims, so the cost that
 matters is what every packet pays (link, IP, flow accounting). Shares are of
 packets, approximately:
 
-- ~67% TCP on ports no decoder claims: TLS-like connections on 443 (and a
-  tenth on 22, 993, 5222, 8443), each a handshake, then 1-20 rounds of a
+- ~67% TCP, TLS 1.3 connections on 443 (and a tenth on 853, 993, 5222,
+  8443), each a real handshake (a ClientHello naming the server, the
+  ServerHello, then encrypted-looking records: the TLS decoder reports it and
+  stops reading the connection, as on a real link), then 1-20 rounds of a
   client record and a response of full-size (1460-byte) segments ACKed every
   second segment; 85% end with FIN both ways, 10% with a client RST, 5% are
   abandoned (no close: they end by idle timeout);
@@ -52,7 +54,17 @@ import pcapgen as pg  # noqa: E402
 from gen_mixed import START_NS, Frames, Generator, interleave, print_counts  # noqa: E402
 
 MSS = 1460
-OTHER_TLS_PORTS = (22, 993, 5222, 8443)
+OTHER_TLS_PORTS = (853, 993, 5222, 8443)
+CHANGE_CIPHER_SPEC = b"\x14\x03\x03\x00\x01\x01"      # TLS 1.3's compatibility record
+
+
+def extension(kind: int, data: bytes) -> bytes:
+    return struct.pack("!HH", kind, len(data)) + data
+
+
+def handshake_record(msg_type: int, body: bytes) -> bytes:
+    message = struct.pack("!I", msg_type << 24 | len(body)) + body
+    return struct.pack("!BHH", 22, 0x0301 if msg_type == 1 else 0x0303, len(message)) + message
 ETH_P_ARP = 0x0806
 
 
@@ -97,8 +109,32 @@ class RealisticGenerator(Generator):
         return self.tls_connection(client, server, client_mac, pg.ipv6)
 
     def record(self, content_type: int, size: int) -> bytes:
-        """A TLS 1.2-style record header and `size` opaque bytes."""
+        """A TLS record header and `size` opaque (encrypted-looking) bytes."""
         return struct.pack("!BHH", content_type, 0x0303, size) + self.payload(size)
+
+    def client_hello(self, server_name: str) -> bytes:
+        """A TLS 1.3 ClientHello record (RFC 8446 §4.1.2) offering X25519, naming `server_name`."""
+        name = server_name.encode()
+        extensions = b"".join((
+            extension(0, struct.pack("!HBH", len(name) + 3, 0, len(name)) + name),    # server_name
+            extension(10, struct.pack("!HHH", 4, 0x001D, 0x0017)),                  # supported_groups
+            extension(13, struct.pack("!HHHH", 6, 0x0403, 0x0804, 0x0401)),         # signature_algorithms
+            extension(16, struct.pack("!H", 12) + b"\x02h2\x08http/1.1"),           # ALPN
+            extension(43, struct.pack("!BHH", 4, 0x0304, 0x0303)),                  # supported_versions
+            extension(51, struct.pack("!HHH", 36, 0x001D, 32) + self.payload(32)),  # key_share
+        ))
+        body = (struct.pack("!H", 0x0303) + self.payload(32) + b"\x20" + self.payload(32)
+                + struct.pack("!HHHH", 6, 0x1301, 0x1302, 0x1303) + b"\x01\x00"
+                + struct.pack("!H", len(extensions)) + extensions)
+        return handshake_record(1, body)
+
+    def server_hello(self) -> bytes:
+        """The TLS 1.3 ServerHello record answering client_hello (TLS_AES_128_GCM_SHA256, X25519)."""
+        extensions = (extension(43, struct.pack("!H", 0x0304))
+                      + extension(51, struct.pack("!HH", 0x001D, 32) + self.payload(32)))
+        body = (struct.pack("!H", 0x0303) + self.payload(32) + b"\x20" + self.payload(32)
+                + struct.pack("!HB", 0x1301, 0) + struct.pack("!H", len(extensions)) + extensions)
+        return handshake_record(2, body)
 
     def tls_connection(self, client: bytes, server: bytes, client_mac: bytes, ip) -> Frames:
         rng = self.rng
@@ -127,9 +163,11 @@ class RealisticGenerator(Generator):
         def back(payload: bytes, flags: int) -> bytes:
             return segment(False, payload, flags)
 
-        def response(size: int) -> Iterator[bytes]:
-            """`size` bytes from the server in full segments, the client ACKing every second."""
-            data = self.record(23, size - 5)
+        def response(data: bytes | int) -> Iterator[bytes]:
+            """`data` (or a record of that many bytes) from the server in full segments,
+            the client ACKing every second."""
+            if isinstance(data, int):
+                data = self.record(23, data - 5)
             for index, start in enumerate(range(0, len(data), MSS)):
                 yield back(data[start:start + MSS], pg.ACK | (pg.PSH if start + MSS >= len(data) else 0))
                 if index % 2 == 1 or rng.random() < 0.3:
@@ -138,10 +176,14 @@ class RealisticGenerator(Generator):
         yield out(b"", pg.SYN)
         yield back(b"", pg.SYN | pg.ACK)
         yield out(b"", pg.ACK)
-        yield out(self.record(22, 512), pg.PSH | pg.ACK)           # ClientHello
-        yield from response(2 * MSS + rng.randrange(300, 1200))     # ServerHello .. Done
-        yield out(self.record(22, 121), pg.PSH | pg.ACK)           # key exchange, Finished
-        yield back(self.record(22, 246), pg.PSH | pg.ACK)
+        yield out(self.client_hello(f"www{serial % 97}.site{serial % 389}.example.com"),
+                  pg.PSH | pg.ACK)
+        # ServerHello, ChangeCipherSpec, then the encrypted rest of the server's flight
+        # (EncryptedExtensions, Certificate, CertificateVerify, Finished) in full segments.
+        flight = self.server_hello() + CHANGE_CIPHER_SPEC + self.record(23, 2 * MSS + rng.randrange(300, 1200))
+        yield from response(flight)
+        yield out(CHANGE_CIPHER_SPEC + self.record(23, 53), pg.PSH | pg.ACK)   # client Finished
+        yield back(self.record(23, 246), pg.PSH | pg.ACK)                     # session tickets
         for _ in range(rng.randrange(1, 21)):
             yield out(self.record(23, rng.randrange(40, 700)), pg.PSH | pg.ACK)
             yield from response(rng.choice((100, 200, 400, 800, MSS, 4 * MSS))
@@ -150,7 +192,7 @@ class RealisticGenerator(Generator):
         end = rng.random()
         if end < 0.85:
             self.counts["tls_closed_fin"] += 1
-            yield out(self.record(21, 26), pg.FIN | pg.PSH | pg.ACK)   # close_notify
+            yield out(self.record(23, 19), pg.FIN | pg.PSH | pg.ACK)   # close_notify, encrypted
             yield back(b"", pg.FIN | pg.ACK)
             yield out(b"", pg.ACK)
         elif end < 0.95:
