@@ -34,7 +34,8 @@ from wirebeat.config import base_schema
 from wirebeat.outputs import ElasticsearchOutput
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT = Path(__file__).resolve().parent / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import generate  # noqa: E402
 WIREBEAT = [sys.executable, "-m", "wirebeat.cli"]
 
 
@@ -94,11 +95,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=6400)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
-    capture = OUT / f"mixed-{args.packets}.pcap"
-    if not capture.exists():
-        subprocess.run([sys.executable, str(ROOT / "tests/bench/gen_mixed.py"), str(capture),
-                        "--packets", str(args.packets)], check=True, stderr=subprocess.DEVNULL)
+    capture = generate(args.packets)
     docs, decode_rate = decode(capture)
     print(f"{len(docs)} documents; decoders (wirebeat run --console, flows on): {decode_rate:,.0f} documents/s",
           flush=True)

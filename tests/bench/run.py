@@ -26,6 +26,7 @@ must not grow with the capture's length. Not a test: nothing here asserts.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import resource
@@ -40,24 +41,26 @@ ROOT = HERE.parent.parent
 OUT = HERE / "out"
 
 
-def generate(packets: int, mix: str = "mixed") -> Path:
+def _cached(name: str, generator: str, args: list[str]) -> Path:
+    """OUT/<name>-<digest>.pcap, generated once: the digest is of the generator's own
+    sources, so a capture cached before a change to them is never used again."""
     OUT.mkdir(exist_ok=True)
-    path = OUT / f"{mix}-{packets}.pcap"
+    sources = [HERE / generator, HERE / "gen_mixed.py", ROOT / "tests" / "pcapgen.py"]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:8]
+    path = OUT / f"{name}-{digest}.pcap"
     if not path.exists():
         print(f"generating {path.name} ...", file=sys.stderr)
-        subprocess.run([sys.executable, str(HERE / "gen_mixed.py"), str(path), "--packets", str(packets),
-                        "--mix", mix], check=True, stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, str(HERE / generator), str(path), *args], check=True,
+                       stderr=subprocess.DEVNULL)
     return path
+
+
+def generate(packets: int, mix: str = "mixed") -> Path:
+    return _cached(f"{mix}-{packets}", "gen_mixed.py", ["--packets", str(packets), "--mix", mix])
 
 
 def generate_realistic(packets: int) -> Path:
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"realistic-{packets}.pcap"
-    if not path.exists():
-        print(f"generating {path.name} ...", file=sys.stderr)
-        subprocess.run([sys.executable, str(HERE / "gen_realistic.py"), str(path),
-                        "--packets", str(packets)], check=True, stderr=subprocess.DEVNULL)
-    return path
+    return _cached(f"realistic-{packets}", "gen_realistic.py", ["--packets", str(packets)])
 
 
 def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None,
