@@ -145,3 +145,40 @@ def test_flows_ask_with_packed_addresses(source, destination, private, none, pub
     for networks, expected in ((["private"], private), ([], none),
                                (["public", "198.51.100.0/24"], public)):
         assert NetworkDirection(networks).of_packed(*packed) == expected
+
+
+def _reference_kind(text: str, tests: NetworkDirection) -> int | None:
+    """What an address text is, read by `ipaddress` alone: None for no address."""
+    import ipaddress
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return tests._classify(ip)
+
+
+def test_address_text_is_read_as_ipaddress_reads_it():
+    """Text goes through inet_pton first: every spelling must mean what ipaddress says
+    (canonical, upper-case, expanded, mapped, scoped, and text that is no address)."""
+    import ipaddress
+    import random
+    rng = random.Random(7)
+    texts = ["1.2.3.4", "01.2.3.4", "1.2.3", "1.2.3.4 ", " 1.2.3.4", "::1", "::ffff:10.0.0.1",
+             "fe80::1%eth0", "fd00::1%2", "1::2::3", "0x1.2.3.4", "1.2.3.256", "::FFFF:10.1.2.3",
+             "1:2:3:4:5:6:7:8:9", "::1.2.3.04", "00000::1", "1:0000:0:0:0:0:0:1", "", "::",
+             "0.0.0.0", "10.0.0.1\x00", "127.0.0.1/8", "localhost", "FE80::1"]
+    for _ in range(300):
+        v4 = ipaddress.IPv4Address(rng.getrandbits(32))
+        v6 = ipaddress.IPv6Address(rng.getrandbits(128) if rng.random() < 0.5
+                                   else 0xFD00 << 112 | rng.getrandbits(64))
+        texts += [str(v4), str(v6), v6.exploded, v6.exploded.upper()]
+    reference = NetworkDirection(["private"])
+    for text in texts:
+        fresh = NetworkDirection(["private"])       # nothing cached
+        expected = _reference_kind(text, reference)
+        got = fresh.of(text, "8.8.8.8")
+        if expected is None:
+            assert got == "unknown", text
+        else:
+            want = reference._verdict(expected, reference._classify(ipaddress.ip_address("8.8.8.8")))
+            assert got == want, text
