@@ -37,6 +37,7 @@ from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.framecore import locate_ip
+from wirebeat.frameloop import frame_batches
 from wirebeat.ip import Defragmenter, ip_packed, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from wirebeat.packets import PacketDocuments, packets_only_batches
@@ -327,8 +328,9 @@ class Engine:
         self.tcp_detected = 0       # TCP connections on no configured port routed by `detect`
         stats.add_source(self.counters)
         # Per-packet documents and nothing else: reader batches whole in C (wirebeat.packets);
+        # else the frames no decoder needs in C, the others to on_frame (wirebeat.frameloop);
         # None: the run loop calls on_frame per frame.
-        self.on_batch = packets_only_batches(self)
+        self.on_batch = packets_only_batches(self) or frame_batches(self)
 
     # -- counters --------------------------------------------------------------
 
