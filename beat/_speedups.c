@@ -1527,9 +1527,13 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     Py_XINCREF(conn);
                     if (!conn) {
                         if (PyErr_Occurred()) goto fail;
-                        if ((ports[sport] | ports[dport]) & PM_TCP_ROUTE) goto decided;
-                        if (data_len && detecting) goto decided;
-                        kind = 3;
+                        if ((ports[sport] | ports[dport]) & PM_TCP_ROUTE) {
+                            /* TCPTable.admits opens no connection for an empty segment
+                             * without SYN (a late ACK or FIN): nothing is counted */
+                            if (data_len || (flags & 0x02)) goto decided;
+                            kind = 2;
+                        } else if (data_len && detecting) goto decided;     /* the detectors' */
+                        else kind = 3;
                     } else {
                         if (flags & 0x07) goto decided;     /* SYN, FIN, RST: the connection's own */
                         int bypassed = attr_true(conn, S_bypassed);
