@@ -48,6 +48,11 @@
  *     document appended to `out` as (_id, fragment(json)), its duplicate check
  *     and counters; stops at the first frame Engine.on_frame must take. Its
  *     reference is that per-frame path (tests/beat/test_packets_batch.py).
+ *   frame_batch(batch, source, engine, state, on_frame, ctx) -> None
+ *     Engine.on_batch with flows and decoders (beat/frameloop.py): the whole
+ *     batch, the bookkeeping of frames no decoder needs done here, every other
+ *     frame handed to on_frame in order. Its reference is on_frame for every
+ *     frame (tests/beat/test_frameloop.py).
  * The Python twins of these three are tested against them in
  * tests/beat/test_framecore.py.
  */
