@@ -1381,7 +1381,7 @@ static PyObject *conv_key(PyObject *src, unsigned sport, PyObject *dst, unsigned
 
 /* frame_batch(batch, source, engine, state, on_frame, ctx) -> None
  *   ctx = (portmap: 65536 bytes, ipmap: 256 bytes, decoding, detecting, probing,
- *          max_mac_pairs, non_ip_counts: dict) */
+ *          max_mac_pairs, non_ip_counts: dict | None (None: non-IP frames to on_frame)) */
 static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 7) {
@@ -1393,7 +1393,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *portmap = PyTuple_GET_ITEM(ctx, 0), *ipmap = PyTuple_GET_ITEM(ctx, 1);
     PyObject *non_ip_counts = PyTuple_GET_ITEM(ctx, 6);
     if (!PyBytes_Check(portmap) || PyBytes_GET_SIZE(portmap) != 65536 || !PyBytes_Check(ipmap)
-            || PyBytes_GET_SIZE(ipmap) != 256 || !PyDict_Check(non_ip_counts)) {
+            || PyBytes_GET_SIZE(ipmap) != 256 || (non_ip_counts != Py_None && !PyDict_Check(non_ip_counts))) {
         PyErr_SetString(PyExc_TypeError, "frame_batch: bad ctx");
         return NULL;
     }
@@ -1481,7 +1481,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
         len = PyBytes_GET_SIZE(data);
         if (!locate((int)lt, d, len, &w)) goto decided;    /* link.* malformed */
         if (w.ethertype != ET_IPV4 && w.ethertype != ET_IPV6) {
-            if (is_shim(w.ethertype)) goto decided;         /* peel_link's */
+            if (is_shim(w.ethertype) || non_ip_counts == Py_None) goto decided;     /* peel_link's */
             kind = 1;
             python = 0;
             goto decided;

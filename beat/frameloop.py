@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wirebeat.accel import speedups
+from wirebeat.flows import FlowReporter
 from wirebeat.tunnels import TUNNEL_PORTS
 
 __all__ = ["frame_batches"]
@@ -54,6 +55,10 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
             or any(not 0 <= p <= 0xFF for p in engine.routes_ip):
         return None
     portmap, ipmap = _port_map(engine), bytes(p in engine.routes_ip for p in range(256))
+    # Non-IP frames are counted into the reporter's dict as its count_non_ip does (else on_frame's).
+    reporter = engine.flow_reporter
+    non_ip = reporter.non_ip if (type(reporter).count_non_ip is FlowReporter.count_non_ip
+                                 and type(reporter.non_ip) is dict) else None
 
     def on_batch(frames: list, source: str) -> None:
         if frames.__class__ is not list:
@@ -63,5 +68,5 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
         state = engine.sources.get(source) or engine._source(source)
         batch(frames, source, engine, state, engine.on_frame,
               (portmap, ipmap, engine.decoding, bool(engine.detectors), bool(engine.probes),
-               engine.max_mac_pairs, engine.flow_reporter.non_ip))
+               engine.max_mac_pairs, non_ip))
     return on_batch
