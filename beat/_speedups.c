@@ -1310,6 +1310,9 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
 #define PM_UDP_ROUTE 1
 #define PM_TCP_ROUTE 2
 #define PM_TUNNEL 4
+#define CALL_UDP 1
+#define CALL_TCP 2
+#define CALL_IP 3
 
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
@@ -1381,10 +1384,11 @@ static PyObject *conv_key(PyObject *src, unsigned sport, PyObject *dst, unsigned
 
 /* frame_batch(batch, source, engine, state, on_frame, ctx) -> None
  *   ctx = (portmap: 65536 bytes, ipmap: 256 bytes, decoding, detecting, probing,
- *          max_mac_pairs, non_ip_counts: dict | None (None: non-IP frames to on_frame)) */
+ *          max_mac_pairs, non_ip_counts: dict | None (None: non-IP frames to on_frame),
+ *          engine._on_udp, engine._on_tcp, engine._on_ip_protocol, engine.routes_ip) */
 static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 7) {
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 11) {
         PyErr_SetString(PyExc_TypeError, "frame_batch(batch: list, source, engine, state, on_frame, ctx)");
         return NULL;
     }
@@ -1392,8 +1396,11 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *ctx = args[5];
     PyObject *portmap = PyTuple_GET_ITEM(ctx, 0), *ipmap = PyTuple_GET_ITEM(ctx, 1);
     PyObject *non_ip_counts = PyTuple_GET_ITEM(ctx, 6);
+    PyObject *on_udp = PyTuple_GET_ITEM(ctx, 7), *on_tcp = PyTuple_GET_ITEM(ctx, 8);
+    PyObject *on_ip = PyTuple_GET_ITEM(ctx, 9), *routes_ip = PyTuple_GET_ITEM(ctx, 10);
     if (!PyBytes_Check(portmap) || PyBytes_GET_SIZE(portmap) != 65536 || !PyBytes_Check(ipmap)
-            || PyBytes_GET_SIZE(ipmap) != 256 || (non_ip_counts != Py_None && !PyDict_Check(non_ip_counts))) {
+            || PyBytes_GET_SIZE(ipmap) != 256 || (non_ip_counts != Py_None && !PyDict_Check(non_ip_counts))
+            || !PyDict_Check(routes_ip)) {
         PyErr_SetString(PyExc_TypeError, "frame_batch: bad ctx");
         return NULL;
     }
@@ -1461,6 +1468,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
         walk_t w;
         ipinfo_t ip;
         int v6 = 0, kind = 0;       /* kind: 1 non-IP, 2 IP done, 3 untracked TCP, 4 tracked TCP */
+        int call = 0;               /* CALL_*: the engine's transport step after the bookkeeping */
         unsigned sport = 0, dport = 0, flags = 0;
         uint32_t ack = 0;
         Py_ssize_t data_len = 0;
@@ -1499,9 +1507,9 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 sport = u16(pl); dport = u16(pl + 2);
                 if (ports[dport] & PM_TUNNEL) goto decided;
                 if (decoding) {
-                    if ((ports[sport] | ports[dport]) & PM_UDP_ROUTE) goto decided;
-                    if (probing || PyDict_GET_SIZE(expected)) goto decided;
-                    if (PyDict_GET_SIZE(udp_flows)) {
+                    if (((ports[sport] | ports[dport]) & PM_UDP_ROUTE) || probing || PyDict_GET_SIZE(expected))
+                        call = CALL_UDP;
+                    else if (PyDict_GET_SIZE(udp_flows)) {
                         src_first = endpoint_first(sa, sport, da, dport, alen);
                         if (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
                                 || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))
@@ -1509,7 +1517,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                             goto fail;
                         int has = PyDict_Contains(udp_flows, key);
                         if (has < 0) goto fail;
-                        if (has) goto decided;
+                        if (has) call = CALL_UDP;
                     }
                 }
                 kind = 2;
@@ -1535,42 +1543,39 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                         if ((ports[sport] | ports[dport]) & PM_TCP_ROUTE) {
                             /* TCPTable.admits opens no connection for an empty segment
                              * without SYN (a late ACK or FIN): nothing is counted */
-                            if (data_len || (flags & 0x02)) goto decided;
-                            kind = 2;
-                        } else if (data_len && detecting) goto decided;     /* the detectors' */
+                            if (data_len || (flags & 0x02)) call = CALL_TCP;
+                            else kind = 2;
+                        } else if (data_len && detecting) call = CALL_TCP;     /* the detectors' */
                         else kind = 3;
-                    } else {
-                        if (flags & 0x07) goto decided;     /* SYN, FIN, RST: the connection's own */
+                    } else if (flags & 0x07) call = CALL_TCP;      /* SYN, FIN, RST: the connection's own */
+                    else {
                         int bypassed = attr_true(conn, S_bypassed);
                         if (bypassed < 0) goto fail;
                         if (!bypassed) {
-                            if (data_len) goto decided;     /* its decoder's bytes */
-                            if (flags & 0x10) {             /* the ACK may give up a hole: _on_ack */
+                            if (data_len) call = CALL_TCP;          /* its decoder's bytes */
+                            else if (flags & 0x10) {                /* the ACK may give up a hole: _on_ack */
                                 int cf = attr_true(conn, S_client_first);
                                 if (cf < 0) goto fail;
                                 PyObject *other = PyObject_GetAttr(conn, (src_first == cf) ? S_server : S_client);
                                 if (!other) goto fail;
                                 PyObject *nxt = PyObject_GetAttr(other, S_nxt);
-                                if (!nxt) { Py_DECREF(other); goto fail; }
-                                long long n = PyLong_AsLongLong(nxt);
-                                Py_DECREF(nxt);
-                                if (n == -1 && PyErr_Occurred()) { Py_DECREF(other); goto fail; }
-                                if (n != (long long)ack) {
-                                    int started = attr_true(other, S_started);
-                                    int ended = started > 0 ? attr_true(other, S_ended) : 0;
-                                    Py_DECREF(other);
-                                    if (started < 0 || ended < 0) goto fail;
-                                    if (started && !ended) goto decided;
-                                } else Py_DECREF(other);
+                                long long n = nxt ? PyLong_AsLongLong(nxt) : -1;
+                                Py_XDECREF(nxt);
+                                int started = 0, ended = 0;
+                                if (!PyErr_Occurred() && n != (long long)ack) {
+                                    started = attr_true(other, S_started);
+                                    ended = started > 0 ? attr_true(other, S_ended) : 0;
+                                }
+                                Py_DECREF(other);
+                                if (PyErr_Occurred()) goto fail;
+                                if (started && !ended) call = CALL_TCP;
                             }
                         }
-                        kind = 4;
+                        if (!call) kind = 4;
                     }
                 }
-            } else {
-                if (decoding && ipr[ip.proto & 0xFF]) goto decided;
-                kind = 2;
-            }
+            } else if (decoding && ipr[ip.proto & 0xFF]) call = CALL_IP;
+            else kind = 2;
             python = 0;
             /* Handled here: from now on what on_frame does, in its order. */
             c.packets++;
@@ -1616,26 +1621,55 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 Py_DECREF(pair); Py_DECREF(value);
                 if (r < 0) goto fail;
             }
+            PyObject *payload = NULL;
+            if (account || call) {
+                payload = PyBytes_FromStringAndSize((const char *)pl, plen);
+                if (!payload) goto fail;
+            }
             if (account) {              /* flows.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) */
                 PyObject *vlans = PyTuple_New(w.nvlans);
-                if (!vlans) goto fail;
+                if (!vlans) { Py_DECREF(payload); goto fail; }
                 for (int k = 0; k < w.nvlans; k++) {
                     PyObject *v = PyLong_FromLong(w.vlans[k]);
-                    if (!v) { Py_DECREF(vlans); goto fail; }
+                    if (!v) { Py_DECREF(vlans); Py_DECREF(payload); goto fail; }
                     PyTuple_SET_ITEM(vlans, k, v);
                 }
                 PyObject *proto_o = PyLong_FromLong(ip.proto);
-                PyObject *payload = PyBytes_FromStringAndSize((const char *)pl, plen);
                 PyObject *outer = PyTuple_New(0);
                 PyObject *r = NULL;
-                if (proto_o && payload && outer) {
+                if (proto_o && outer) {
                     PyObject *a[9] = {tso, lto, data, vlans, src, dst, proto_o, payload, outer};
                     r = PyObject_Vectorcall(account, a, 9, NULL);
                 }
-                Py_DECREF(vlans); Py_XDECREF(proto_o); Py_XDECREF(payload); Py_XDECREF(outer);
-                if (!r) goto fail;
+                Py_DECREF(vlans); Py_XDECREF(proto_o); Py_XDECREF(outer);
+                if (!r) { Py_DECREF(payload); goto fail; }
                 Py_DECREF(r);
             }
+            if (call) {                 /* on_frame's dispatch: the engine's own transport step */
+                PyObject *frame = PyTuple_Pack(2, lto, data), *r = NULL;
+                if (frame && PyObject_SetAttr(engine, S_frame, frame) == 0
+                        && PyObject_SetAttr(engine, S_tunnel, Py_None) == 0) {
+                    if (call == CALL_IP) {
+                        PyObject *proto_o = PyLong_FromLong(ip.proto);
+                        PyObject *route = proto_o ? PyDict_GetItemWithError(routes_ip, proto_o) : NULL;
+                        if (route) {
+                            PyObject *a[7] = {state, route, tso, src, dst, proto_o, payload};
+                            r = PyObject_Vectorcall(on_ip, a, 7, NULL);
+                        } else if (!PyErr_Occurred())
+                            PyErr_SetString(PyExc_KeyError, "frame_batch: no route for the IP protocol");
+                        Py_XDECREF(proto_o);
+                    } else {
+                        PyObject *a[5] = {state, tso, src, dst, payload};
+                        r = PyObject_Vectorcall(call == CALL_UDP ? on_udp : on_tcp, a, 5, NULL);
+                    }
+                }
+                Py_XDECREF(frame);
+                Py_DECREF(payload);
+                if (!r) goto fail;
+                Py_DECREF(r);
+                goto next;
+            }
+            Py_XDECREF(payload);
             if (kind == 3) c.untracked++;
             else if (kind == 4) {       /* TCPConnection.segment of a bypassed connection / a pure ACK */
                 c.delivered++;

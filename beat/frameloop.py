@@ -68,5 +68,6 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
         state = engine.sources.get(source) or engine._source(source)
         batch(frames, source, engine, state, engine.on_frame,
               (portmap, ipmap, engine.decoding, bool(engine.detectors), bool(engine.probes),
-               engine.max_mac_pairs, non_ip))
+               engine.max_mac_pairs, non_ip, engine._on_udp, engine._on_tcp, engine._on_ip_protocol,
+               engine.routes_ip))
     return on_batch

@@ -30,7 +30,7 @@ from test_engine_untracked import _capture
 from test_packets_batch import _hostile
 from wirebeat.accel import speedups
 from wirebeat.config import Option
-from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
+from wirebeat.decoders.api import Datagram, DecoderSpec, Expectations, FlowKey, Transaction
 from wirebeat.registry import discover
 from wirebeat.testing import ListOutput, make_engine
 
@@ -90,9 +90,44 @@ BYPASSER = DecoderSpec(name="bypasser", document=lambda txn: {"bypasser": txn.de
                        options={"wants": Option("int", 40, "bytes wanted per connection")})
 
 
+class _Announcer:
+    """UDP port 7000: "IP PORT" announces that endpoint for "target" for two seconds."""
+
+    def __init__(self, options: dict[str, Any], expectations: Expectations) -> None:
+        self.expectations = expectations
+
+    def on_datagram(self, dgram: Datagram) -> list[Transaction]:
+        ip, port = dgram.payload.decode().split()
+        self.expectations.expect(ip, int(port), "target", None, dgram.ts + 2.0)
+        return []
+
+    def expire(self, now: float) -> list[Transaction]:
+        return []
+
+
+class _Target:
+    """Reports every datagram it gets (announced flows, or what its probe claims)."""
+
+    def __init__(self, options: dict[str, Any], expectations: Expectations | None = None) -> None:
+        pass
+
+    def on_datagram(self, dgram: Datagram) -> list[Transaction]:
+        return [Transaction(dgram.flow, dgram.ts, dgram.ts, "OK", {"what": repr(dgram.payload[:12])},
+                            identity=repr(dgram.payload))]
+
+    def expire(self, now: float) -> list[Transaction]:
+        return []
+
+
+ANNOUNCER = DecoderSpec(name="announcer", document=lambda txn: {}, datagram=_Announcer, ports=(7000,),
+                        expectations=True)
+TARGET = DecoderSpec(name="target", document=lambda txn: {"target": txn.detail}, datagram=_Target,
+                     expectations=True, probe=lambda data: data.startswith(b"G"))
+
+
 def _specs() -> list[DecoderSpec]:
-    """Every bundled decoder (as `wirebeat run` enables them by default) and the bypasser."""
-    return [r.spec for r in discover()] + [BYPASSER]
+    """Every bundled decoder (as `wirebeat run` enables them by default) and the test ones."""
+    return [r.spec for r in discover()] + [BYPASSER, ANNOUNCER, TARGET]
 
 
 def _run(frames: list[tuple[float, int, bytes, str]], batched: bool, sizes: tuple[int, ...] = (4096,),
@@ -139,15 +174,17 @@ def _same(frames: list[tuple[float, int, bytes, str]], **kwargs: Any) -> tuple[d
     return counters, left, docs
 
 
-def _connection(rng: random.Random, n: int, start: float) -> list[tuple[float, bytes]]:
-    """One TCP conversation's frames (time, Ethernet frame), of a random shape."""
+def _connection(rng: random.Random, n: int, start: float) -> list[tuple[float, int, bytes]]:
+    """One TCP conversation's frames (time, linktype, frame), of a random shape: plain
+    Ethernet, 802.1Q or Linux cooked (transactions show their frames' link layers)."""
     client, server = f"10.1.{n // 200}.{n % 200 + 1}", f"10.2.0.{n % 3 + 1}"
     sport = 20000 + n
     dport = rng.choice((BYPASS_PORT, BYPASS_PORT, BYPASS_PORT, 80, DETECT_PORT, UNTRACKED_PORT))
     cseq = rng.choice((rng.randrange(1 << 32), (1 << 32) - 30))       # some wrap
     sseq = rng.randrange(1 << 32)
     ts = start
-    out: list[tuple[float, bytes]] = []
+    out: list[tuple[float, int, bytes]] = []
+    link = rng.choice(("eth", "eth", "vlan", "sll"))
 
     def seg(from_client: bool, flags: str, payload: bytes = b"", seq: int | None = None,
             ack: int | None = None) -> None:
@@ -159,7 +196,10 @@ def _connection(rng: random.Random, n: int, start: float) -> list[tuple[float, b
         theirs = sseq if from_client else cseq
         packet = g.ipv4(s, d, 6, g.tcp(s, d, sp, dp, payload, seq=mine if seq is None else seq,
                                        ack=theirs if ack is None else ack, flags=flags))
-        out.append((when, g.ethernet(packet)))
+        if link == "sll":
+            out.append((when, g.LINKTYPE_LINUX_SLL, g.linux_sll(packet)))
+        else:
+            out.append((when, g.LINKTYPE_ETHERNET, g.ethernet(packet, vlans=[n % 4 + 1] if link == "vlan" else ())))
 
     if rng.random() < 0.8:          # else picked up mid-stream
         seg(True, "S", seq=cseq - 1, ack=0)
@@ -216,7 +256,7 @@ def _traffic(seed: int, connections: int = 150) -> list[tuple[float, int, bytes,
     start = 1_700_000_000.0
     eth = g.LINKTYPE_ETHERNET
     for n in range(connections):
-        frames += [(ts, eth, data) for ts, data in _connection(rng, n, start + rng.random() * 60)]
+        frames += _connection(rng, n, start + rng.random() * 60)
     for n in range(200):            # UDP on routed and unrouted ports, ICMP, ARP
         ts = start + rng.random() * 60
         port = rng.choice((53, 5353, 40000, 123))
@@ -263,24 +303,27 @@ def test_hostile_traffic_batched_as_frame_by_frame(seed: int) -> None:
     frames = _traffic(seed)
     counters, left, docs = _same(frames, sizes=(4096, 3, 999), **{"wirebeat.limits.tcp.idle_timeout": 5.0})
     # The oracle can tell: connections were bypassed and segments kept coming, some timed
-    # out, duplicates, untracked segments and non-IP frames happened, and C took most frames.
+    # out, duplicates, untracked segments and non-IP frames happened; on_frame took only
+    # ticks, fragments, tunnels and malformed frames (C called the transport step itself).
     assert counters["tcp.segments_bypassed"] > 100
     assert counters["tcp.connections_timed_out"] > 0 and counters["tcp.connections_closed"] > 0
     assert counters["tcp.timestamps_behind"] > 0
     assert counters["dedup.dropped"] > 10 and counters["packets.tcp_untracked"] > 100
     assert counters["packets.non_ip"] > 0 and counters["tcp.connections_detected"] > 0
     assert any(b'"what":"close"' in doc for _id, doc in docs)
-    assert len(frames) / 5 < left < len(frames) * 4 / 5
+    assert 0 < left < len(frames) / 10
 
 
 @needs_c
 @pytest.mark.parametrize("overrides", [
     {"wirebeat.limits.max_mac_pairs": 3},
     {"wirebeat.limits.tcp.max_connections": 8},
+    {"wirebeat.limits.max_mac_pairs": 2, "wirebeat.limits.tcp.max_connections": 4},
     {"wirebeat.dedup.enabled": False, "wirebeat.tunnels.enabled": False},
     {"wirebeat.flows.enabled": False},
     {"wirebeat.protocols.bypasser.wants": 0, "wirebeat.protocols.tls.detect": False},
-], ids=["few-mac-pairs", "few-connections", "dedup-tunnels-off", "flows-off", "bypass-at-once"])
+], ids=["few-mac-pairs", "few-connections", "few-pairs-and-connections", "dedup-tunnels-off", "flows-off",
+        "bypass-at-once"])
 def test_hostile_traffic_under_other_settings(overrides: dict[str, Any]) -> None:
     _same(_traffic(11, 80), sizes=(500, 1), **overrides)
 
@@ -315,3 +358,37 @@ def test_no_decoder_reachable() -> None:
         results.append((output.docs, stats.snapshot()))
     assert results[0] == results[1]
     assert results[0][1]["packets.tcp_untracked"] > 100
+
+
+def _announced(seed: int) -> list[tuple[float, int, bytes, str]]:
+    """Announcements on port 7000, then datagrams to and from the announced endpoints for
+    a minute: once the announcement has expired (swept every 10 s) only the engine's UDP
+    flow table knows these flows are the target's. Some datagrams on unannounced ports
+    start with b"G" (the target's probe, with heuristics on)."""
+    rng = random.Random(seed)
+    start, frames = 1_700_000_000.0, []
+    a, b = "10.5.0.1", "10.5.0.2"
+    for n in range(20):
+        ts = start + n * 3
+        port = 30000 + n
+        frames.append((ts, g.ethernet(g.ipv4(b, a, 17, g.udp(b, a, 5060, 7000, f"{a} {port}".encode())))))
+        for k in range(40):
+            ts += rng.choice((0.02, 0.5, 1.5))
+            there = rng.random() < 0.5
+            sp, dp, s_ip, d_ip = (40000 + n, port, b, a) if there else (port, 40000 + n, a, b)
+            body = (b"G" if rng.random() < 0.3 else b"x") + bytes([k]) * 8
+            frames.append((ts, g.ethernet(g.ipv4(s_ip, d_ip, 17, g.udp(s_ip, d_ip, sp, dp, body)))))
+            if rng.random() < 0.2:        # unannounced: nothing, or the probe's
+                frames.append((ts, g.ethernet(g.ipv4(a, b, 17, g.udp(a, b, 50000 + k, 51000 + n, body)))))
+    frames.sort(key=lambda f: f[0])
+    return [(ts, g.LINKTYPE_ETHERNET, data, "test") for ts, data in frames]
+
+
+@needs_c
+@pytest.mark.parametrize("heuristic", [False, True])
+def test_announced_and_probed_udp_flows(heuristic: bool) -> None:
+    counters, _left, docs = _same(_announced(5), sizes=(100, 1),
+                                  **{"wirebeat.protocols.target.heuristic": heuristic})
+    assert counters["flows.expected"] == 20 and counters.get("expectations.open", 0) == 0
+    assert (counters.get("flows.probed", 0) > 0) == heuristic
+    assert sum(b'"target"' in doc for _id, doc in docs) > 20 * 40 * 0.9
