@@ -465,6 +465,8 @@ class Engine:
             frame = self.frame          # (no *-call: the C account is called without an argument tuple)
             state.flows.account(ts, frame[0], frame[1], outer_vlans, src, dst, proto, payload,
                                 () if self.tunnel is None else self.tunnel[1:3])
+        # wirebeat.frameloop's C loop repeats these steps for plain frames and calls the three
+        # transport steps below with these arguments: change them together (its test compares).
         if proto == 17:
             if decoding or len(payload) < 8:        # (else no route, nothing announced: done)
                 self._on_udp(state, ts, src, dst, payload)

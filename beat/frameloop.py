@@ -6,18 +6,25 @@ detector claims, pure ACKs, UDP on no route, ARP. For those `Engine.on_frame`
 only keeps books: counters, the duplicate check, the conversation's link
 header (`macs`), the flow table's `account` and a connection's last-seen
 time. `frame_batches` gives the engine an `on_batch` that runs the C
-`_speedups.frame_batch` over a whole reader batch: it does that bookkeeping
-itself, in on_frame's order, and hands every other frame (a tick due,
-fragments, tunnels, malformed headers, TCP segments a decoder or detector may
-need, SYN/FIN/RST of a tracked connection, UDP with a flow, a route, an
-announcement or a heuristic, IP protocols with a decoder) to
-`Engine.on_frame`, in order. The decision is made before any side effect, so
-a frame is wholly one path's.
+`_speedups.frame_batch` over a whole reader batch, frame by frame in order:
 
-`Engine.on_frame` stays the reference (WIREBEAT_PURE_PYTHON=1 uses it alone);
-tests/beat/test_frameloop.py runs every bundled capture and hostile frames
-both ways and requires the same documents in the same order and the same
-counters.
+- a frame that needs none of the engine's Python: its bookkeeping in C, in
+  on_frame's order;
+- a plain IP frame a decoder or detector may need (TCP payload of a
+  connection not bypassed, SYN/FIN/RST of a tracked connection, a segment on a
+  routed port or with payload to detect, UDP with a flow, a route, an
+  announcement or a heuristic to ask, an IP protocol with a decoder): the same
+  bookkeeping in C, then the engine's own transport step (`_on_tcp`,
+  `_on_udp`, `_on_ip_protocol`) with the arguments on_frame passes, and
+  `engine.frame` set as on_frame sets it;
+- anything else (a timeout tick due, malformed headers, fragments, tunnels,
+  MPLS/PPPoE shims, unusual records): `Engine.on_frame` whole.
+
+Which way a frame goes is decided before any side effect, so a frame is wholly
+one path's. `Engine.on_frame` stays the reference (WIREBEAT_PURE_PYTHON=1
+uses it alone); tests/beat/test_frameloop.py runs every bundled capture and
+hostile traffic both ways and requires the same documents in the same order
+and the same counters.
 """
 from __future__ import annotations
 

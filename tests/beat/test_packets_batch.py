@@ -153,11 +153,15 @@ def test_per_packet_alone_runs_batches_in_c_and_nothing_else_does() -> None:
                                                     output=_FragmentOutput())
     assert engine.on_batch is not None
     pipeline.close()
-    for overrides in ({"wirebeat.packets.enabled": True, "wirebeat.flows.enabled": True},
-                      {"wirebeat.packets.enabled": False}):
-        engine, pipeline, _output, _stats = make_engine([], overrides=overrides, output=_FragmentOutput())
-        assert engine.on_batch is None
-        pipeline.close()
+    engine, pipeline, _output, _stats = make_engine(
+        [], overrides={"wirebeat.packets.enabled": True, "wirebeat.flows.enabled": True}, output=_FragmentOutput())
+    assert engine.on_batch is None
+    pipeline.close()
+    # Without per-packet documents, batches are wirebeat.frameloop's (tests/beat/test_frameloop.py).
+    engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.packets.enabled": False},
+                                                    output=_FragmentOutput())
+    assert engine.on_batch is not None and engine.on_batch.__module__ == "wirebeat.frameloop"
+    pipeline.close()
     # An output that wants dicts (no fast path): per frame.
     engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.packets.enabled": True})
     assert engine.on_batch is None
