@@ -1171,9 +1171,47 @@ static Py_hash_t tuple_hash(const Py_uhash_t *lanes, Py_ssize_t n)
     if (acc == (Py_uhash_t)-1) return 1546275796;
     return (Py_hash_t)acc;
 }
+
+/* Dedup.duplicate for a located IP frame of the batch's source (packet_batch and
+ * frame_batch): hash((source, vlans, src, dst, proto, ident, fragment, payload)) as
+ * dedup.py makes it, fragment None. 1 a duplicate, 0 not, -1 an error. */
+static int batch_duplicate(DedupObject *dd, Py_uhash_t source_lane, Py_uhash_t none_lane, const walk_t *w,
+                           int v6, const unsigned char *d, int proto, const unsigned char *pl,
+                           Py_ssize_t plen, double ts)
+{
+    Py_uhash_t vl[MAX_VLAN_TAGS], lanes[8];
+    for (int k = 0; k < w->nvlans; k++) vl[k] = w->vlans[k];
+    int alen = v6 ? 16 : 4;
+    Py_ssize_t addr = w->net + (v6 ? 8 : 12);
+    lanes[0] = source_lane;
+    lanes[1] = (Py_uhash_t)tuple_hash(vl, w->nvlans);
+    lanes[2] = (Py_uhash_t)_Py_HashBytes(d + addr, alen);
+    lanes[3] = (Py_uhash_t)_Py_HashBytes(d + addr + alen, alen);
+    lanes[4] = (Py_uhash_t)proto;
+    lanes[5] = (Py_uhash_t)_Py_HashBytes(d + w->net + 4, v6 ? 0 : 4);
+    lanes[6] = none_lane;
+    lanes[7] = (Py_uhash_t)_Py_HashBytes(pl, plen);
+    return dd_check(dd, tuple_hash(lanes, 8), ts);
+}
 #else
 #define BATCH_DEDUP 0
 #endif
+
+/* The batch functions' Dedup: NULL for None; the lanes of the source's and None's
+ * hashes. 0, or -1 with an exception set. */
+static int batch_dedup(PyObject *dedup, PyObject *source, DedupObject **dd, Py_uhash_t *source_lane,
+                       Py_uhash_t *none_lane)
+{
+    *dd = dedup == Py_None ? NULL : (DedupObject *)dedup;
+    *source_lane = *none_lane = 0;
+    if (!*dd) return 0;
+    if (!(*dd)->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); return -1; }
+    Py_hash_t h = PyObject_Hash(source);
+    if (h == -1) return -1;
+    *source_lane = (Py_uhash_t)h;
+    *none_lane = (Py_uhash_t)PyObject_Hash(Py_None);
+    return 0;
+}
 
 static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1190,15 +1228,9 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred()) return NULL;
     docctx_t c;
     if (!doc_ctx(args[7], &c)) return NULL;
-    DedupObject *dd = args[8] == Py_None ? NULL : (DedupObject *)args[8];
-    Py_uhash_t source_lane = 0, none_lane = 0;
-    if (dd) {
-        if (!dd->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); return NULL; }
-        Py_hash_t h = PyObject_Hash(source);
-        if (h == -1) return NULL;
-        source_lane = (Py_uhash_t)h;
-        none_lane = (Py_uhash_t)PyObject_Hash(Py_None);
-    }
+    DedupObject *dd;
+    Py_uhash_t source_lane, none_lane;
+    if (batch_dedup(args[8], source, &dd, &source_lane, &none_lane) < 0) return NULL;
     const char *cap = PyBytes_AS_STRING(args[4]);
     Py_ssize_t cap_len = PyBytes_GET_SIZE(args[4]);
     Py_ssize_t end = PyList_GET_SIZE(batch), i;
@@ -1261,20 +1293,7 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
         int duplicate = 0;
 #if BATCH_DEDUP
         if (dd) {
-            /* hash((source, vlans, src, dst, proto, ident, fragment, payload)): dedup.py */
-            Py_uhash_t vl[MAX_VLAN_TAGS], lanes[8];
-            for (int k = 0; k < w.nvlans; k++) vl[k] = w.vlans[k];
-            int alen = v6 ? 16 : 4;
-            Py_ssize_t addr = w.net + (v6 ? 8 : 12);
-            lanes[0] = source_lane;
-            lanes[1] = (Py_uhash_t)tuple_hash(vl, w.nvlans);
-            lanes[2] = (Py_uhash_t)_Py_HashBytes(d + addr, alen);
-            lanes[3] = (Py_uhash_t)_Py_HashBytes(d + addr + alen, alen);
-            lanes[4] = (Py_uhash_t)ip.proto;
-            lanes[5] = (Py_uhash_t)_Py_HashBytes(d + w.net + 4, v6 ? 0 : 4);
-            lanes[6] = none_lane;
-            lanes[7] = (Py_uhash_t)_Py_HashBytes(pl, plen);
-            duplicate = dd_check(dd, tuple_hash(lanes, 8), ts);
+            duplicate = batch_duplicate(dd, source_lane, none_lane, &w, v6, d, ip.proto, pl, plen, ts);
             if (duplicate < 0) return NULL;
         }
 #endif
@@ -1438,15 +1457,9 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
 #endif
     if (flows != Py_None && !(account = PyObject_GetAttrString(flows, "account"))) goto done;
-    DedupObject *dd = dedup_o == Py_None ? NULL : (DedupObject *)dedup_o;
-    Py_uhash_t source_lane = 0, none_lane = 0;
-    if (dd) {
-        if (!dd->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); goto done; }
-        Py_hash_t h = PyObject_Hash(source);
-        if (h == -1) goto done;
-        source_lane = (Py_uhash_t)h;
-        none_lane = (Py_uhash_t)PyObject_Hash(Py_None);
-    }
+    DedupObject *dd;
+    Py_uhash_t source_lane, none_lane;
+    if (batch_dedup(dedup_o, source, &dd, &source_lane, &none_lane) < 0) goto done;
     double until;
     {
         PyObject *nt = PyObject_GetAttr(state, S_next_tick);
@@ -1583,17 +1596,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             last_c = i;
 #if BATCH_DEDUP
             if (dd) {
-                Py_uhash_t vl[MAX_VLAN_TAGS], lanes[8];
-                for (int k = 0; k < w.nvlans; k++) vl[k] = w.vlans[k];
-                lanes[0] = source_lane;
-                lanes[1] = (Py_uhash_t)tuple_hash(vl, w.nvlans);
-                lanes[2] = (Py_uhash_t)_Py_HashBytes(sa, alen);
-                lanes[3] = (Py_uhash_t)_Py_HashBytes(da, alen);
-                lanes[4] = (Py_uhash_t)ip.proto;
-                lanes[5] = (Py_uhash_t)_Py_HashBytes(d + w.net + 4, v6 ? 0 : 4);
-                lanes[6] = none_lane;
-                lanes[7] = (Py_uhash_t)_Py_HashBytes(pl, plen);
-                int dup = dd_check(dd, tuple_hash(lanes, 8), ts);
+                int dup = batch_duplicate(dd, source_lane, none_lane, &w, v6, d, ip.proto, pl, plen, ts);
                 if (dup < 0) goto fail;
                 if (dup) goto next;
             }

@@ -69,9 +69,7 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
 
     def on_batch(frames: list, source: str) -> None:
         if frames.__class__ is not list:
-            for ts, linktype, data, _wire_len in frames:
-                engine.on_frame(ts, linktype, data, source)
-            return
+            frames = list(frames)       # the C loop walks a list
         state = engine.sources.get(source) or engine._source(source)
         batch(frames, source, engine, state, engine.on_frame,
               (portmap, ipmap, engine.decoding, bool(engine.detectors), bool(engine.probes),

@@ -22,17 +22,16 @@ import random
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 import pcapgen as g
 from test_engine_untracked import _capture
-from test_packets_batch import _hostile
+from test_packets_batch import FragmentOutput, _hostile, count_on_frame
 from wirebeat.accel import speedups
 from wirebeat.config import Option
 from wirebeat.decoders.api import Datagram, DecoderSpec, Expectations, FlowKey, Transaction
 from wirebeat.registry import discover
-from wirebeat.testing import ListOutput, make_engine
+from wirebeat.testing import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CAPTURES = sorted((ROOT / "pcaps").glob("**/*.pcap*"))
@@ -41,16 +40,6 @@ needs_c = pytest.mark.skipif(speedups is None and os.environ.get("CI") != "true"
                              reason="C extension not built (a failure under CI=true)")
 
 BYPASS_PORT, DETECT_PORT, UNTRACKED_PORT = 9000, 7777, 12345
-
-
-class _FragmentOutput(ListOutput):
-    """Takes orjson.Fragment as the real outputs do; keeps (_id, JSON bytes) in order."""
-
-    accepts_fragments = True
-
-    def send(self, batch: list[tuple[str, Any]], stopping: Any) -> int:
-        self.docs.extend((doc_id, orjson.dumps(doc)) for doc_id, doc in batch)
-        return 0
 
 
 class _Bypasser:
@@ -135,16 +124,8 @@ def _run(frames: list[tuple[float, int, bytes, str]], batched: bool, sizes: tupl
     """(documents, counters, frames the engine took one by one) with flows on."""
     engine, pipeline, output, stats = make_engine(
         _specs(), strict=False, overrides={"wirebeat.flows.enabled": True, **overrides},
-        output=_FragmentOutput())
-    per_frame = 0
-    on_frame = engine.on_frame
-
-    def counted(ts: float, linktype: int, data: bytes, source: str) -> None:
-        nonlocal per_frame
-        per_frame += 1
-        on_frame(ts, linktype, data, source)
-
-    engine.on_frame = counted       # type: ignore[method-assign]
+        output=FragmentOutput())
+    per_frame = count_on_frame(engine)
     if batched:
         assert engine.on_batch is not None
         at, turn = 0, 0
@@ -160,7 +141,7 @@ def _run(frames: list[tuple[float, int, bytes, str]], batched: bool, sizes: tupl
             engine.on_frame(ts, linktype, data, source)
     engine.finish()
     pipeline.close()
-    return output.docs, stats.snapshot(), per_frame
+    return output.docs, stats.snapshot(), per_frame[0]
 
 
 def _same(frames: list[tuple[float, int, bytes, str]], **kwargs: Any) -> tuple[dict, int, list]:
@@ -279,12 +260,12 @@ def _traffic(seed: int, connections: int = 150) -> list[tuple[float, int, bytes,
 @needs_c
 def test_default_config_batches_in_c() -> None:
     engine, pipeline, _output, _stats = make_engine(_specs(), overrides={"wirebeat.flows.enabled": True},
-                                                    output=_FragmentOutput())
+                                                    output=FragmentOutput())
     assert engine.on_batch is not None and engine.on_batch.__module__ == "wirebeat.frameloop"
     pipeline.close()
     # Per-packet documents with decoders: per frame, as before.
     engine, pipeline, _output, _stats = make_engine(_specs(), overrides={"wirebeat.packets.enabled": True},
-                                                    output=_FragmentOutput())
+                                                    output=FragmentOutput())
     assert engine.on_batch is None
     pipeline.close()
 
@@ -346,7 +327,7 @@ def test_no_decoder_reachable() -> None:
     results = []
     for batched in (True, False):
         engine, pipeline, output, stats = make_engine([], overrides={"wirebeat.flows.enabled": True},
-                                                      output=_FragmentOutput())
+                                                      output=FragmentOutput())
         assert engine.on_batch is not None and not engine.decoding
         if batched:
             engine.on_batch([(ts, lt, data, len(data)) for ts, lt, data, _s in frames], "test")
