@@ -48,6 +48,11 @@
  *     document appended to `out` as (_id, fragment(json)), its duplicate check
  *     and counters; stops at the first frame Engine.on_frame must take. Its
  *     reference is that per-frame path (tests/beat/test_packets_batch.py).
+ *   frame_batch(batch, source, engine, state, on_frame, ctx) -> None
+ *     Engine.on_batch with flows and decoders (beat/frameloop.py): the whole
+ *     batch, the bookkeeping of frames no decoder needs done here, every other
+ *     frame handed to on_frame in order. Its reference is on_frame for every
+ *     frame (tests/beat/test_frameloop.py).
  * The Python twins of these three are tested against them in
  * tests/beat/test_framecore.py.
  */
@@ -1166,9 +1171,47 @@ static Py_hash_t tuple_hash(const Py_uhash_t *lanes, Py_ssize_t n)
     if (acc == (Py_uhash_t)-1) return 1546275796;
     return (Py_hash_t)acc;
 }
+
+/* Dedup.duplicate for a located IP frame of the batch's source (packet_batch and
+ * frame_batch): hash((source, vlans, src, dst, proto, ident, fragment, payload)) as
+ * dedup.py makes it, fragment None. 1 a duplicate, 0 not, -1 an error. */
+static int batch_duplicate(DedupObject *dd, Py_uhash_t source_lane, Py_uhash_t none_lane, const walk_t *w,
+                           int v6, const unsigned char *d, int proto, const unsigned char *pl,
+                           Py_ssize_t plen, double ts)
+{
+    Py_uhash_t vl[MAX_VLAN_TAGS], lanes[8];
+    for (int k = 0; k < w->nvlans; k++) vl[k] = w->vlans[k];
+    int alen = v6 ? 16 : 4;
+    Py_ssize_t addr = w->net + (v6 ? 8 : 12);
+    lanes[0] = source_lane;
+    lanes[1] = (Py_uhash_t)tuple_hash(vl, w->nvlans);
+    lanes[2] = (Py_uhash_t)_Py_HashBytes(d + addr, alen);
+    lanes[3] = (Py_uhash_t)_Py_HashBytes(d + addr + alen, alen);
+    lanes[4] = (Py_uhash_t)proto;
+    lanes[5] = (Py_uhash_t)_Py_HashBytes(d + w->net + 4, v6 ? 0 : 4);
+    lanes[6] = none_lane;
+    lanes[7] = (Py_uhash_t)_Py_HashBytes(pl, plen);
+    return dd_check(dd, tuple_hash(lanes, 8), ts);
+}
 #else
 #define BATCH_DEDUP 0
 #endif
+
+/* The batch functions' Dedup: NULL for None; the lanes of the source's and None's
+ * hashes. 0, or -1 with an exception set. */
+static int batch_dedup(PyObject *dedup, PyObject *source, DedupObject **dd, Py_uhash_t *source_lane,
+                       Py_uhash_t *none_lane)
+{
+    *dd = dedup == Py_None ? NULL : (DedupObject *)dedup;
+    *source_lane = *none_lane = 0;
+    if (!*dd) return 0;
+    if (!(*dd)->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); return -1; }
+    Py_hash_t h = PyObject_Hash(source);
+    if (h == -1) return -1;
+    *source_lane = (Py_uhash_t)h;
+    *none_lane = (Py_uhash_t)PyObject_Hash(Py_None);
+    return 0;
+}
 
 static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1185,15 +1228,9 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred()) return NULL;
     docctx_t c;
     if (!doc_ctx(args[7], &c)) return NULL;
-    DedupObject *dd = args[8] == Py_None ? NULL : (DedupObject *)args[8];
-    Py_uhash_t source_lane = 0, none_lane = 0;
-    if (dd) {
-        if (!dd->ring) { PyErr_SetString(PyExc_RuntimeError, "Dedup not initialised"); return NULL; }
-        Py_hash_t h = PyObject_Hash(source);
-        if (h == -1) return NULL;
-        source_lane = (Py_uhash_t)h;
-        none_lane = (Py_uhash_t)PyObject_Hash(Py_None);
-    }
+    DedupObject *dd;
+    Py_uhash_t source_lane, none_lane;
+    if (batch_dedup(args[8], source, &dd, &source_lane, &none_lane) < 0) return NULL;
     const char *cap = PyBytes_AS_STRING(args[4]);
     Py_ssize_t cap_len = PyBytes_GET_SIZE(args[4]);
     Py_ssize_t end = PyList_GET_SIZE(batch), i;
@@ -1256,20 +1293,7 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
         int duplicate = 0;
 #if BATCH_DEDUP
         if (dd) {
-            /* hash((source, vlans, src, dst, proto, ident, fragment, payload)): dedup.py */
-            Py_uhash_t vl[MAX_VLAN_TAGS], lanes[8];
-            for (int k = 0; k < w.nvlans; k++) vl[k] = w.vlans[k];
-            int alen = v6 ? 16 : 4;
-            Py_ssize_t addr = w.net + (v6 ? 8 : 12);
-            lanes[0] = source_lane;
-            lanes[1] = (Py_uhash_t)tuple_hash(vl, w.nvlans);
-            lanes[2] = (Py_uhash_t)_Py_HashBytes(d + addr, alen);
-            lanes[3] = (Py_uhash_t)_Py_HashBytes(d + addr + alen, alen);
-            lanes[4] = (Py_uhash_t)ip.proto;
-            lanes[5] = (Py_uhash_t)_Py_HashBytes(d + w.net + 4, v6 ? 0 : 4);
-            lanes[6] = none_lane;
-            lanes[7] = (Py_uhash_t)_Py_HashBytes(pl, plen);
-            duplicate = dd_check(dd, tuple_hash(lanes, 8), ts);
+            duplicate = batch_duplicate(dd, source_lane, none_lane, &w, v6, d, ip.proto, pl, plen, ts);
             if (duplicate < 0) return NULL;
         }
 #endif
@@ -1277,6 +1301,459 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
         nbytes += len;
     }
     return Py_BuildValue("(nLL)", i, nbytes, untracked);
+}
+
+/* ---- frame_batch: Engine.on_frame for the frames no Python decoder needs ------ */
+/* beat/frameloop.py (Engine.on_batch with flows and decoders, no per-packet
+ * documents) calls this with a whole reader batch. For each frame it decides,
+ * before any side effect, whether Engine.on_frame would hand it to Python code
+ * beyond the engine's own bookkeeping: a tick due, a link or IP header the
+ * engine rejects or peels (malformed, shims, fragments, tunnels), a TCP segment
+ * a connection's decoder or the detectors may need (payload of a connection not
+ * bypassed, SYN/FIN/RST of a tracked connection, a segment on a routed port or
+ * with payload to detect), a UDP datagram with a flow, a route, an announced
+ * endpoint or a heuristic to ask, an IP protocol with a decoder. Such a frame
+ * goes to engine.on_frame (the reference) as it is; every other frame gets here
+ * what on_frame does to it, in the same order: the duplicate check, the
+ * conversation's link header (macs), the flow table's account (its own C
+ * core, called as the engine calls it), then the counters, non-IP counting, an
+ * untracked TCP segment, or a segment of a bypassed connection or a pure ACK
+ * of a tracked one (TCPConnection.segment's work for those: last_ts,
+ * timestamps_behind, segments, segments_bypassed). Counters are added to the
+ * Python objects at the end (and before an error propagates); engine.frame is
+ * left at the last frame, as on_frame leaves it.
+ * tests/beat/test_frameloop.py runs every bundled capture and hostile frames
+ * both ways and requires the same documents in the same order and the same
+ * counters. */
+
+#define PM_UDP_ROUTE 1
+#define PM_TCP_ROUTE 2
+#define PM_TUNNEL 4
+#define CALL_UDP 1
+#define CALL_TCP 2
+#define CALL_IP 3
+
+static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
+    *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
+    *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
+    *S_popitem;
+
+/* obj.name += delta (a Python int attribute). 0 on success, -1 with an exception set. */
+static int add_attr(PyObject *obj, PyObject *name, long long delta)
+{
+    if (!delta) return 0;
+    PyObject *old = PyObject_GetAttr(obj, name);
+    if (!old) return -1;
+    PyObject *d = PyLong_FromLongLong(delta);
+    if (!d) { Py_DECREF(old); return -1; }
+    PyObject *sum = PyNumber_Add(old, d);
+    Py_DECREF(old); Py_DECREF(d);
+    if (!sum) return -1;
+    int r = PyObject_SetAttr(obj, name, sum);
+    Py_DECREF(sum);
+    return r;
+}
+
+/* A bool attribute: 1, 0, or -1 with an exception set. */
+static int attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (!v) return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+typedef struct {
+    long long packets, bytes, non_ip, untracked, delivered, mac_evicted, segments, bypassed, behind;
+} fcount_t;
+
+static int flush_counts(PyObject *engine, PyObject *tcp_counters, fcount_t *c)
+{
+    int r = 0;
+    r |= add_attr(engine, S_packets, c->packets);
+    r |= add_attr(engine, S_bytes, c->bytes);
+    r |= add_attr(engine, S_non_ip, c->non_ip);
+    r |= add_attr(engine, S_tcp_untracked, c->untracked);
+    r |= add_attr(engine, S_delivered, c->delivered);
+    r |= add_attr(engine, S_mac_evicted, c->mac_evicted);
+    r |= add_attr(tcp_counters, S_segments, c->segments);
+    r |= add_attr(tcp_counters, S_segments_bypassed, c->bypassed);
+    r |= add_attr(tcp_counters, S_timestamps_behind, c->behind);
+    memset(c, 0, sizeof *c);
+    return r ? -1 : 0;
+}
+
+/* (a, pa) <= (b, pb) as Python compares the (bytes, port) pairs. */
+static int endpoint_first(const unsigned char *a, unsigned pa, const unsigned char *b, unsigned pb, int alen)
+{
+    int cmp = memcmp(a, b, alen);
+    return cmp < 0 || (cmp == 0 && pa <= pb);
+}
+
+/* The (lo, lo_port, hi, hi_port) key of the engine's TCP and UDP tables. */
+static PyObject *conv_key(PyObject *src, unsigned sport, PyObject *dst, unsigned dport, int src_first)
+{
+    PyObject *ps = PyLong_FromLong(sport), *pd = PyLong_FromLong(dport);
+    if (!ps || !pd) { Py_XDECREF(ps); Py_XDECREF(pd); return NULL; }
+    PyObject *key = src_first ? PyTuple_Pack(4, src, ps, dst, pd) : PyTuple_Pack(4, dst, pd, src, ps);
+    Py_DECREF(ps); Py_DECREF(pd);
+    return key;
+}
+
+/* frame_batch(batch, source, engine, state, on_frame, ctx) -> None
+ *   ctx = (portmap: 65536 bytes, ipmap: 256 bytes, decoding, detecting, probing,
+ *          max_mac_pairs, non_ip_counts: dict | None (None: non-IP frames to on_frame),
+ *          engine._on_udp, engine._on_tcp, engine._on_ip_protocol, engine.routes_ip) */
+static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 11) {
+        PyErr_SetString(PyExc_TypeError, "frame_batch(batch: list, source, engine, state, on_frame, ctx)");
+        return NULL;
+    }
+    PyObject *batch = args[0], *source = args[1], *engine = args[2], *state = args[3], *on_frame = args[4];
+    PyObject *ctx = args[5];
+    PyObject *portmap = PyTuple_GET_ITEM(ctx, 0), *ipmap = PyTuple_GET_ITEM(ctx, 1);
+    PyObject *non_ip_counts = PyTuple_GET_ITEM(ctx, 6);
+    PyObject *on_udp = PyTuple_GET_ITEM(ctx, 7), *on_tcp = PyTuple_GET_ITEM(ctx, 8);
+    PyObject *on_ip = PyTuple_GET_ITEM(ctx, 9), *routes_ip = PyTuple_GET_ITEM(ctx, 10);
+    if (!PyBytes_Check(portmap) || PyBytes_GET_SIZE(portmap) != 65536 || !PyBytes_Check(ipmap)
+            || PyBytes_GET_SIZE(ipmap) != 256 || (non_ip_counts != Py_None && !PyDict_Check(non_ip_counts))
+            || !PyDict_Check(routes_ip)) {
+        PyErr_SetString(PyExc_TypeError, "frame_batch: bad ctx");
+        return NULL;
+    }
+    const unsigned char *ports = (const unsigned char *)PyBytes_AS_STRING(portmap);
+    const unsigned char *ipr = (const unsigned char *)PyBytes_AS_STRING(ipmap);
+    int decoding = PyObject_IsTrue(PyTuple_GET_ITEM(ctx, 2));
+    int detecting = PyObject_IsTrue(PyTuple_GET_ITEM(ctx, 3));
+    int probing = PyObject_IsTrue(PyTuple_GET_ITEM(ctx, 4));
+    Py_ssize_t max_macs = PyLong_AsSsize_t(PyTuple_GET_ITEM(ctx, 5));
+    if (decoding < 0 || detecting < 0 || probing < 0 || (max_macs == -1 && PyErr_Occurred())) return NULL;
+
+    /* The source's tables (fixed objects for the source's life). */
+    PyObject *tcp = NULL, *conns = NULL, *tcp_counters = NULL, *udp_flows = NULL, *expected = NULL,
+        *macs = NULL, *flows = NULL, *account = NULL, *dedup_o = NULL, *result = NULL;
+    fcount_t c;
+    memset(&c, 0, sizeof c);
+    Py_ssize_t last_c = -1;         /* the last frame handled here */
+    if (!(tcp = PyObject_GetAttrString(state, "tcp")) || !(conns = PyObject_GetAttrString(tcp, "connections"))
+            || !(tcp_counters = PyObject_GetAttrString(tcp, "counters"))
+            || !(udp_flows = PyObject_GetAttrString(state, "udp_flows"))
+            || !(expected = PyObject_GetAttrString(state, "expected"))
+            || !(macs = PyObject_GetAttrString(state, "macs"))
+            || !(flows = PyObject_GetAttrString(state, "flows"))
+            || !(dedup_o = PyObject_GetAttrString(state, "dedup")))
+        goto done;
+    if (!PyDict_Check(conns) || !PyDict_Check(udp_flows) || !PyDict_Check(expected) || !PyDict_Check(macs)
+            || (dedup_o != Py_None && !PyObject_TypeCheck(dedup_o, &DedupType))) {
+        PyErr_SetString(PyExc_TypeError, "frame_batch: unexpected source tables");
+        goto done;
+    }
+#if !BATCH_DEDUP
+    if (dedup_o != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "frame_batch: no batch dedup on this build");
+        goto done;
+    }
+#endif
+    if (flows != Py_None && !(account = PyObject_GetAttrString(flows, "account"))) goto done;
+    DedupObject *dd;
+    Py_uhash_t source_lane, none_lane;
+    if (batch_dedup(dedup_o, source, &dd, &source_lane, &none_lane) < 0) goto done;
+    double until;
+    {
+        PyObject *nt = PyObject_GetAttr(state, S_next_tick);
+        if (!nt) goto done;
+        until = PyFloat_AsDouble(nt);
+        Py_DECREF(nt);
+        if (until == -1.0 && PyErr_Occurred()) goto done;
+    }
+
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(batch); i++) {
+        PyObject *item = PyList_GET_ITEM(batch, i);
+        int python = 1;             /* the frame goes to on_frame */
+        PyObject *tso = NULL, *lto = NULL, *data = NULL;
+        double ts = 0;
+        long lt = 0;
+        const unsigned char *d = NULL;
+        Py_ssize_t len = 0, plen = 0;
+        const unsigned char *pl = NULL;
+        walk_t w;
+        ipinfo_t ip;
+        int v6 = 0, kind = 0;       /* kind: 1 non-IP, 2 IP done, 3 untracked TCP, 4 tracked TCP */
+        int call = 0;               /* CALL_*: the engine's transport step after the bookkeeping */
+        unsigned sport = 0, dport = 0, flags = 0;
+        uint32_t ack = 0;
+        Py_ssize_t data_len = 0;
+        PyObject *src = NULL, *dst = NULL, *key = NULL, *conn = NULL;
+        int src_first = 0;
+
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) goto decided;
+        tso = PyTuple_GET_ITEM(item, 0); lto = PyTuple_GET_ITEM(item, 1); data = PyTuple_GET_ITEM(item, 2);
+        if (!PyFloat_CheckExact(tso) || !PyLong_CheckExact(lto) || !PyBytes_CheckExact(data)) goto decided;
+        ts = PyFloat_AS_DOUBLE(tso);
+        if (!(ts < until)) goto decided;                    /* a tick is due */
+        {
+            int overflow;
+            lt = PyLong_AsLongAndOverflow(lto, &overflow);
+            if (overflow || lt < 0 || lt > 0xFFFF) goto decided;
+        }
+        d = (const unsigned char *)PyBytes_AS_STRING(data);
+        len = PyBytes_GET_SIZE(data);
+        if (!locate((int)lt, d, len, &w)) goto decided;    /* link.* malformed */
+        if (w.ethertype != ET_IPV4 && w.ethertype != ET_IPV6) {
+            if (is_shim(w.ethertype) || non_ip_counts == Py_None) goto decided;     /* peel_link's */
+            kind = 1;
+            python = 0;
+            goto decided;
+        }
+        v6 = w.ethertype == ET_IPV6;
+        if (ip_info(v6, d, len, w.net, &ip) || ip.fragment) goto decided;
+        plen = ip.end > ip.start ? ip.end - ip.start : 0;
+        pl = d + ip.start;
+        if (ip.proto == 47) goto decided;                   /* GRE: a tunnel */
+        {
+            int alen = v6 ? 16 : 4;
+            const unsigned char *sa = d + w.net + (v6 ? 8 : 12), *da = sa + alen;
+            if (ip.proto == 17) {
+                if (plen < 8) goto decided;                     /* udp.truncated */
+                sport = u16(pl); dport = u16(pl + 2);
+                if (ports[dport] & PM_TUNNEL) goto decided;
+                if (decoding) {
+                    if (((ports[sport] | ports[dport]) & PM_UDP_ROUTE) || probing || PyDict_GET_SIZE(expected))
+                        call = CALL_UDP;
+                    else if (PyDict_GET_SIZE(udp_flows)) {
+                        src_first = endpoint_first(sa, sport, da, dport, alen);
+                        if (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
+                                || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))
+                                || !(key = conv_key(src, sport, dst, dport, src_first)))
+                            goto fail;
+                        int has = PyDict_Contains(udp_flows, key);
+                        if (has < 0) goto fail;
+                        if (has) call = CALL_UDP;
+                    }
+                }
+                kind = 2;
+            } else if (ip.proto == 6) {
+                if (plen < 20) goto decided;
+                Py_ssize_t hl = (pl[12] >> 4) * 4;
+                if (hl < 20 || hl > plen) goto decided;
+                sport = u16(pl); dport = u16(pl + 2);
+                ack = ((uint32_t)pl[8] << 24) | ((uint32_t)pl[9] << 16) | ((uint32_t)pl[10] << 8) | pl[11];
+                flags = pl[13];
+                data_len = plen - hl;
+                if (!decoding) kind = 3;
+                else {
+                    src_first = endpoint_first(sa, sport, da, dport, alen);
+                    if (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
+                            || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))
+                            || !(key = conv_key(src, sport, dst, dport, src_first)))
+                        goto fail;
+                    conn = PyDict_GetItemWithError(conns, key);
+                    Py_XINCREF(conn);
+                    if (!conn) {
+                        if (PyErr_Occurred()) goto fail;
+                        if ((ports[sport] | ports[dport]) & PM_TCP_ROUTE) {
+                            /* TCPTable.admits opens no connection for an empty segment
+                             * without SYN (a late ACK or FIN): nothing is counted */
+                            if (data_len || (flags & 0x02)) call = CALL_TCP;
+                            else kind = 2;
+                        } else if (data_len && detecting) call = CALL_TCP;     /* the detectors' */
+                        else kind = 3;
+                    } else if (flags & 0x07) call = CALL_TCP;      /* SYN, FIN, RST: the connection's own */
+                    else {
+                        int bypassed = attr_true(conn, S_bypassed);
+                        if (bypassed < 0) goto fail;
+                        if (!bypassed) {
+                            if (data_len) call = CALL_TCP;          /* its decoder's bytes */
+                            else if (flags & 0x10) {                /* the ACK may give up a hole: _on_ack */
+                                int cf = attr_true(conn, S_client_first);
+                                if (cf < 0) goto fail;
+                                PyObject *other = PyObject_GetAttr(conn, (src_first == cf) ? S_server : S_client);
+                                if (!other) goto fail;
+                                PyObject *nxt = PyObject_GetAttr(other, S_nxt);
+                                long long n = nxt ? PyLong_AsLongLong(nxt) : -1;
+                                Py_XDECREF(nxt);
+                                int started = 0, ended = 0;
+                                if (!PyErr_Occurred() && n != (long long)ack) {
+                                    started = attr_true(other, S_started);
+                                    ended = started > 0 ? attr_true(other, S_ended) : 0;
+                                }
+                                Py_DECREF(other);
+                                if (PyErr_Occurred()) goto fail;
+                                if (started && !ended) call = CALL_TCP;
+                            }
+                        }
+                        if (!call) kind = 4;
+                    }
+                }
+            } else if (decoding && ipr[ip.proto & 0xFF]) call = CALL_IP;
+            else kind = 2;
+            python = 0;
+            /* Handled here: from now on what on_frame does, in its order. */
+            c.packets++;
+            c.bytes += len;
+            last_c = i;
+#if BATCH_DEDUP
+            if (dd) {
+                int dup = batch_duplicate(dd, source_lane, none_lane, &w, v6, d, ip.proto, pl, plen, ts);
+                if (dup < 0) goto fail;
+                if (dup) goto next;
+            }
+#endif
+            if (!src && (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
+                         || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))))
+                goto fail;
+            if (decoding) {             /* the conversation's link header: state.macs */
+                PyObject *pair = PyTuple_Pack(2, src, dst);
+                if (!pair) goto fail;
+                int has = PyDict_Contains(macs, pair);
+                if (has < 0) { Py_DECREF(pair); goto fail; }
+                if (!has && PyDict_GET_SIZE(macs) >= max_macs) {
+                    PyObject *r = PyObject_CallMethodOneArg(macs, S_popitem, Py_False);
+                    if (!r) { Py_DECREF(pair); goto fail; }
+                    Py_DECREF(r);
+                    c.mac_evicted++;
+                }
+                Py_ssize_t head_len = w.net + 1 < len ? w.net + 1 : len;
+                PyObject *head = PyBytes_FromStringAndSize((const char *)d, head_len);
+                PyObject *value = head ? PyTuple_Pack(2, lto, head) : NULL;
+                Py_XDECREF(head);
+                if (!value) { Py_DECREF(pair); goto fail; }
+                int r = PyObject_SetItem(macs, pair, value);
+                Py_DECREF(pair); Py_DECREF(value);
+                if (r < 0) goto fail;
+            }
+            PyObject *payload = NULL;
+            if (account || call) {
+                payload = PyBytes_FromStringAndSize((const char *)pl, plen);
+                if (!payload) goto fail;
+            }
+            if (account) {              /* flows.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) */
+                PyObject *vlans = PyTuple_New(w.nvlans);
+                if (!vlans) { Py_DECREF(payload); goto fail; }
+                for (int k = 0; k < w.nvlans; k++) {
+                    PyObject *v = PyLong_FromLong(w.vlans[k]);
+                    if (!v) { Py_DECREF(vlans); Py_DECREF(payload); goto fail; }
+                    PyTuple_SET_ITEM(vlans, k, v);
+                }
+                PyObject *proto_o = PyLong_FromLong(ip.proto);
+                PyObject *outer = PyTuple_New(0);
+                PyObject *r = NULL;
+                if (proto_o && outer) {
+                    PyObject *a[9] = {tso, lto, data, vlans, src, dst, proto_o, payload, outer};
+                    r = PyObject_Vectorcall(account, a, 9, NULL);
+                }
+                Py_DECREF(vlans); Py_XDECREF(proto_o); Py_XDECREF(outer);
+                if (!r) { Py_DECREF(payload); goto fail; }
+                Py_DECREF(r);
+            }
+            if (call) {                 /* on_frame's dispatch: the engine's own transport step */
+                PyObject *frame = PyTuple_Pack(2, lto, data), *r = NULL;
+                if (frame && PyObject_SetAttr(engine, S_frame, frame) == 0
+                        && PyObject_SetAttr(engine, S_tunnel, Py_None) == 0) {
+                    if (call == CALL_IP) {
+                        PyObject *proto_o = PyLong_FromLong(ip.proto);
+                        PyObject *route = proto_o ? PyDict_GetItemWithError(routes_ip, proto_o) : NULL;
+                        if (route) {
+                            PyObject *a[7] = {state, route, tso, src, dst, proto_o, payload};
+                            r = PyObject_Vectorcall(on_ip, a, 7, NULL);
+                        } else if (!PyErr_Occurred())
+                            PyErr_SetString(PyExc_KeyError, "frame_batch: no route for the IP protocol");
+                        Py_XDECREF(proto_o);
+                    } else {
+                        PyObject *a[5] = {state, tso, src, dst, payload};
+                        r = PyObject_Vectorcall(call == CALL_UDP ? on_udp : on_tcp, a, 5, NULL);
+                    }
+                }
+                Py_XDECREF(frame);
+                Py_DECREF(payload);
+                if (!r) goto fail;
+                Py_DECREF(r);
+                goto next;
+            }
+            Py_XDECREF(payload);
+            if (kind == 3) c.untracked++;
+            else if (kind == 4) {       /* TCPConnection.segment of a bypassed connection / a pure ACK */
+                c.delivered++;
+                PyObject *last = PyObject_GetAttr(conn, S_last_ts);
+                if (!last) goto fail;
+                double last_ts = PyFloat_AsDouble(last);
+                Py_DECREF(last);
+                if (last_ts == -1.0 && PyErr_Occurred()) goto fail;
+                if (ts < last_ts) c.behind++;
+                else if (PyObject_SetAttr(conn, S_last_ts, tso) < 0) goto fail;
+                c.segments++;
+                if (data_len) c.bypassed++;
+            }
+        }
+    next:
+        Py_XDECREF(src); Py_XDECREF(dst); Py_XDECREF(key); Py_XDECREF(conn);
+        continue;
+    decided:
+        Py_XDECREF(src); Py_XDECREF(dst); Py_XDECREF(key); Py_XDECREF(conn);
+        src = dst = key = conn = NULL;
+        if (!python) {                  /* non-IP: on_frame's count_non_ip */
+            c.packets++;
+            c.bytes += len;
+            c.non_ip++;
+            last_c = i;
+            PyObject *et = PyLong_FromUnsignedLong(w.ethertype);
+            if (!et) goto done;
+            PyObject *old = PyDict_GetItemWithError(non_ip_counts, et);
+            long long n = 0;
+            if (old) n = PyLong_AsLongLong(old);
+            if (PyErr_Occurred()) { Py_DECREF(et); goto done; }
+            PyObject *nv = PyLong_FromLongLong(n + 1);
+            int r = nv ? PyDict_SetItem(non_ip_counts, et, nv) : -1;
+            Py_XDECREF(nv); Py_DECREF(et);
+            if (r < 0) goto done;
+            continue;
+        }
+        /* on_frame's: counters first (it may read them), then the frame itself. */
+        if (flush_counts(engine, tcp_counters, &c) < 0) goto done;
+        last_c = -1;
+        {
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
+                PyErr_SetString(PyExc_TypeError, "frame_batch: batch items are (ts, linktype, data, ...)");
+                goto done;
+            }
+            PyObject *a[4] = {PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2), source};
+            PyObject *r = PyObject_Vectorcall(on_frame, a, 4, NULL);
+            if (!r) goto done;
+            Py_DECREF(r);
+            PyObject *nt = PyObject_GetAttr(state, S_next_tick);
+            if (!nt) goto done;
+            until = PyFloat_AsDouble(nt);
+            Py_DECREF(nt);
+            if (until == -1.0 && PyErr_Occurred()) goto done;
+        }
+        continue;
+    fail:
+        Py_XDECREF(src); Py_XDECREF(dst); Py_XDECREF(key); Py_XDECREF(conn);
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    if (tcp_counters) {
+        PyObject *et, *ev, *etb;
+        int failed = result == NULL;
+        if (failed) PyErr_Fetch(&et, &ev, &etb);
+        int r = flush_counts(engine, tcp_counters, &c);
+        if (r == 0 && last_c >= 0) {    /* on_frame leaves the frame it took last */
+            PyObject *item = PyList_GET_ITEM(batch, last_c);
+            PyObject *frame = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2));
+            r = frame ? PyObject_SetAttr(engine, S_frame, frame) : -1;
+            Py_XDECREF(frame);
+            if (r == 0) r = PyObject_SetAttr(engine, S_tunnel, Py_None);
+        }
+        if (failed) PyErr_Restore(et, ev, etb);
+        else if (r < 0) Py_CLEAR(result);
+    }
+    Py_XDECREF(tcp); Py_XDECREF(conns); Py_XDECREF(tcp_counters); Py_XDECREF(udp_flows);
+    Py_XDECREF(expected); Py_XDECREF(macs); Py_XDECREF(flows); Py_XDECREF(account); Py_XDECREF(dedup_o);
+    return result;
 }
 
 static PyObject *py_community_id(PyObject *self, PyObject *args)
@@ -1345,6 +1822,9 @@ static PyMethodDef methods[] = {
     {"packet_batch", (PyCFunction)(void (*)(void))packet_batch, METH_FASTCALL,
      "packet_batch(batch, start, limit, until_ts, capture_json, id_prefix, n, ctx, dedup, source, "
      "fragment, out) -> (stop, bytes, tcp_untracked): Engine.on_batch's frames"},
+    {"frame_batch", (PyCFunction)(void (*)(void))frame_batch, METH_FASTCALL,
+     "frame_batch(batch, source, engine, state, on_frame, ctx) -> None: Engine.on_batch's frames "
+     "with flows and decoders (beat/frameloop.py)"},
     {"locate_ip", (PyCFunction)(void (*)(void))locate_ip, METH_FASTCALL,
      "locate_ip(linktype, data) -> reason | (ethertype, net_offset, vlans, parsed): framecore.locate_ip"},
     {"pcap_records", (PyCFunction)(void (*)(void))pcap_records, METH_FASTCALL,
@@ -1369,6 +1849,19 @@ PyMODINIT_FUNC PyInit__speedups(void)
     };
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
         if (!*reasons[i].slot && !(*reasons[i].slot = PyUnicode_InternFromString(reasons[i].text)))
+            return NULL;
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&S_packets, "packets"}, {&S_bytes, "bytes"}, {&S_non_ip, "non_ip"},
+        {&S_tcp_untracked, "tcp_untracked"}, {&S_delivered, "delivered"},
+        {&S_mac_evicted, "mac_pairs_evicted"}, {&S_segments, "segments"},
+        {&S_segments_bypassed, "segments_bypassed"}, {&S_timestamps_behind, "timestamps_behind"},
+        {&S_frame, "frame"}, {&S_tunnel, "tunnel"}, {&S_next_tick, "next_tick"},
+        {&S_bypassed, "bypassed"}, {&S_last_ts, "last_ts"}, {&S_client_first, "client_first"},
+        {&S_client, "client"}, {&S_server, "server"}, {&S_nxt, "nxt"}, {&S_started, "started"},
+        {&S_ended, "ended"}, {&S_popitem, "popitem"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
             return NULL;
     if (PyType_Ready(&DedupType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);

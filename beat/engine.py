@@ -37,6 +37,7 @@ from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.framecore import locate_ip
+from wirebeat.frameloop import frame_batches
 from wirebeat.ip import Defragmenter, ip_packed, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from wirebeat.packets import PacketDocuments, packets_only_batches
@@ -327,8 +328,9 @@ class Engine:
         self.tcp_detected = 0       # TCP connections on no configured port routed by `detect`
         stats.add_source(self.counters)
         # Per-packet documents and nothing else: reader batches whole in C (wirebeat.packets);
+        # else the frames no decoder needs in C, the others to on_frame (wirebeat.frameloop);
         # None: the run loop calls on_frame per frame.
-        self.on_batch = packets_only_batches(self)
+        self.on_batch = packets_only_batches(self) or frame_batches(self)
 
     # -- counters --------------------------------------------------------------
 
@@ -463,6 +465,8 @@ class Engine:
             frame = self.frame          # (no *-call: the C account is called without an argument tuple)
             state.flows.account(ts, frame[0], frame[1], outer_vlans, src, dst, proto, payload,
                                 () if self.tunnel is None else self.tunnel[1:3])
+        # wirebeat.frameloop's C loop repeats these steps for plain frames and calls the three
+        # transport steps below with these arguments: change them together (its test compares).
         if proto == 17:
             if decoding or len(payload) < 8:        # (else no route, nothing announced: done)
                 self._on_udp(state, ts, src, dst, payload)

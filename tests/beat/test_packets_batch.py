@@ -38,7 +38,7 @@ needs_c = pytest.mark.skipif(speedups is None and os.environ.get("CI") != "true"
                              reason="C extension not built (a failure under CI=true)")
 
 
-class _FragmentOutput(ListOutput):
+class FragmentOutput(ListOutput):
     """Takes orjson.Fragment (as the console, file and Elasticsearch outputs do); keeps
     (_id, JSON bytes) in the order the pipeline handed them over."""
 
@@ -49,20 +49,25 @@ class _FragmentOutput(ListOutput):
         return 0
 
 
+def count_on_frame(engine: Any) -> list[int]:
+    """Counts the frames the engine then takes one by one (`on_frame`): [count]."""
+    taken = [0]
+    on_frame = engine.on_frame
+
+    def counted(ts: float, linktype: int, data: bytes, source: str) -> None:
+        taken[0] += 1
+        on_frame(ts, linktype, data, source)
+
+    engine.on_frame = counted
+    return taken
+
+
 def _run(frames: list[tuple[float, int, bytes]], batched: bool, sizes: tuple[int, ...] = (4096,),
          **overrides: Any) -> tuple[list, dict, int]:
     """(documents, counters, frames the engine took one by one)."""
     engine, pipeline, output, stats = make_engine(
-        [], overrides={"wirebeat.packets.enabled": True, **overrides}, output=_FragmentOutput())
-    per_frame = 0
-    on_frame = engine.on_frame
-
-    def counted(ts: float, linktype: int, data: bytes, source: str) -> None:
-        nonlocal per_frame
-        per_frame += 1
-        on_frame(ts, linktype, data, source)
-
-    engine.on_frame = counted       # type: ignore[method-assign]
+        [], overrides={"wirebeat.packets.enabled": True, **overrides}, output=FragmentOutput())
+    per_frame = count_on_frame(engine)
     records = [(ts, linktype, data, len(data)) for ts, linktype, data in frames]
     if batched:
         assert engine.on_batch is not None
@@ -76,7 +81,7 @@ def _run(frames: list[tuple[float, int, bytes]], batched: bool, sizes: tuple[int
             engine.on_frame(ts, linktype, data, "test")
     engine.finish("test")
     pipeline.close()
-    return output.docs, stats.snapshot(), per_frame
+    return output.docs, stats.snapshot(), per_frame[0]
 
 
 def _same(frames: list[tuple[float, int, bytes]], **kwargs: Any) -> tuple[dict, int]:
@@ -150,14 +155,18 @@ def _timed(shapes: list[tuple[int, bytes]], seed: int) -> list[tuple[float, int,
 @needs_c
 def test_per_packet_alone_runs_batches_in_c_and_nothing_else_does() -> None:
     engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.packets.enabled": True},
-                                                    output=_FragmentOutput())
+                                                    output=FragmentOutput())
     assert engine.on_batch is not None
     pipeline.close()
-    for overrides in ({"wirebeat.packets.enabled": True, "wirebeat.flows.enabled": True},
-                      {"wirebeat.packets.enabled": False}):
-        engine, pipeline, _output, _stats = make_engine([], overrides=overrides, output=_FragmentOutput())
-        assert engine.on_batch is None
-        pipeline.close()
+    engine, pipeline, _output, _stats = make_engine(
+        [], overrides={"wirebeat.packets.enabled": True, "wirebeat.flows.enabled": True}, output=FragmentOutput())
+    assert engine.on_batch is None
+    pipeline.close()
+    # Without per-packet documents, batches are wirebeat.frameloop's (tests/beat/test_frameloop.py).
+    engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.packets.enabled": False},
+                                                    output=FragmentOutput())
+    assert engine.on_batch is not None and engine.on_batch.__module__ == "wirebeat.frameloop"
+    pipeline.close()
     # An output that wants dicts (no fast path): per frame.
     engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.packets.enabled": True})
     assert engine.on_batch is None

@@ -1,0 +1,375 @@
+"""Reader batches with flows and decoders on (`Engine.on_batch`, wirebeat.frameloop,
+`_speedups.frame_batch`): C keeps the books of the frames no decoder needs and
+hands the others to `Engine.on_frame`.
+
+The oracle is `Engine.on_frame` for every frame (the reference path): the same
+documents (transactions, flow reports) in the same order with the same `_id`s,
+and the same counters, on every bundled capture and on hostile traffic: TCP
+connections on a test decoder's port that stops wanting bytes after a few
+(bypass) while its segments keep coming (pure ACKs, retransmissions, holes
+acknowledged past, out-of-order data, FIN and RST after the bypass, time going
+backwards, idle timeouts that close at the connection's last-seen time),
+connections picked up mid-stream, detected by their first payload, on no port
+(untracked), UDP on routed and unrouted ports, duplicates, and the malformed,
+non-IP, fragmented and tunneled frames of test_packets_batch. A decoder that
+reports every byte it gets and its close time makes a wrong hand-over visible
+in the documents. Under CI=true a missing extension is a failure.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pcapgen as g
+from test_engine_untracked import _capture
+from test_packets_batch import FragmentOutput, _hostile, count_on_frame
+from wirebeat.accel import speedups
+from wirebeat.config import Option
+from wirebeat.decoders.api import Datagram, DecoderSpec, Expectations, FlowKey, Transaction
+from wirebeat.registry import discover
+from wirebeat.testing import make_engine
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CAPTURES = sorted((ROOT / "pcaps").glob("**/*.pcap*"))
+
+needs_c = pytest.mark.skipif(speedups is None and os.environ.get("CI") != "true",
+                             reason="C extension not built (a failure under CI=true)")
+
+BYPASS_PORT, DETECT_PORT, UNTRACKED_PORT = 9000, 7777, 12345
+
+
+class _Bypasser:
+    """A stream decoder that wants the first `wants` bytes of each direction, reports
+    every piece and gap it gets as a transaction, and its close (with the time)."""
+
+    def __init__(self, flow: FlowKey, options: dict[str, Any]) -> None:
+        self.flow = flow
+        self.wants = options["wants"]
+        self.seen = 0
+        self.needs_bytes = True
+        self.counters = {"bytes": 0, "gaps": 0}
+
+    def _txn(self, ts: float, what: str) -> list[Transaction]:
+        return [Transaction(self.flow, ts, ts, "OK", {"what": what, "seen": self.seen},
+                            identity=f"{what}{self.seen}")]
+
+    def on_data(self, from_client: bool, data: bytes, ts: float) -> list[Transaction]:
+        self.seen += len(data)
+        self.counters["bytes"] += len(data)
+        self.needs_bytes = self.seen < self.wants
+        return self._txn(ts, f"data{int(from_client)}:{data[:8]!r}")
+
+    def on_gap(self, from_client: bool, missing: int, ts: float) -> list[Transaction]:
+        self.counters["gaps"] += 1
+        return self._txn(ts, f"gap{missing}")
+
+    def on_close(self, ts: float) -> list[Transaction]:
+        return self._txn(ts, "close")
+
+    def expire(self, now: float) -> list[Transaction]:
+        return []
+
+
+BYPASSER = DecoderSpec(name="bypasser", document=lambda txn: {"bypasser": txn.detail}, stream=_Bypasser,
+                       ports=(BYPASS_PORT,), detect=lambda data: data.startswith(b"BYP"),
+                       options={"wants": Option("int", 40, "bytes wanted per connection")})
+
+
+class _Announcer:
+    """UDP port 7000: "IP PORT" announces that endpoint for "target" for two seconds."""
+
+    def __init__(self, options: dict[str, Any], expectations: Expectations) -> None:
+        self.expectations = expectations
+
+    def on_datagram(self, dgram: Datagram) -> list[Transaction]:
+        ip, port = dgram.payload.decode().split()
+        self.expectations.expect(ip, int(port), "target", None, dgram.ts + 2.0)
+        return []
+
+    def expire(self, now: float) -> list[Transaction]:
+        return []
+
+
+class _Target:
+    """Reports every datagram it gets (announced flows, or what its probe claims)."""
+
+    def __init__(self, options: dict[str, Any], expectations: Expectations | None = None) -> None:
+        pass
+
+    def on_datagram(self, dgram: Datagram) -> list[Transaction]:
+        return [Transaction(dgram.flow, dgram.ts, dgram.ts, "OK", {"what": repr(dgram.payload[:12])},
+                            identity=repr(dgram.payload))]
+
+    def expire(self, now: float) -> list[Transaction]:
+        return []
+
+
+ANNOUNCER = DecoderSpec(name="announcer", document=lambda txn: {}, datagram=_Announcer, ports=(7000,),
+                        expectations=True)
+TARGET = DecoderSpec(name="target", document=lambda txn: {"target": txn.detail}, datagram=_Target,
+                     expectations=True, probe=lambda data: data.startswith(b"G"))
+
+
+def _specs() -> list[DecoderSpec]:
+    """Every bundled decoder (as `wirebeat run` enables them by default) and the test ones."""
+    return [r.spec for r in discover()] + [BYPASSER, ANNOUNCER, TARGET]
+
+
+def _run(frames: list[tuple[float, int, bytes, str]], batched: bool, sizes: tuple[int, ...] = (4096,),
+         **overrides: Any) -> tuple[list, dict, int]:
+    """(documents, counters, frames the engine took one by one) with flows on."""
+    engine, pipeline, output, stats = make_engine(
+        _specs(), strict=False, overrides={"wirebeat.flows.enabled": True, **overrides},
+        output=FragmentOutput())
+    per_frame = count_on_frame(engine)
+    if batched:
+        assert engine.on_batch is not None
+        at, turn = 0, 0
+        while at < len(frames):     # reader batches of varying sizes, one source each
+            size = sizes[turn % len(sizes)]
+            chunk = frames[at:at + size]
+            source = chunk[0][3]
+            chunk = [f for f in chunk if f[3] == source]
+            engine.on_batch([(ts, linktype, data, len(data)) for ts, linktype, data, _s in chunk], source)
+            at, turn = at + len(chunk), turn + 1
+    else:
+        for ts, linktype, data, source in frames:
+            engine.on_frame(ts, linktype, data, source)
+    engine.finish()
+    pipeline.close()
+    return output.docs, stats.snapshot(), per_frame[0]
+
+
+def _same(frames: list[tuple[float, int, bytes, str]], **kwargs: Any) -> tuple[dict, int, list]:
+    """Both ways agree; (counters, frames the batch path left to on_frame, documents)."""
+    docs, counters, left = _run(frames, batched=True, **kwargs)
+    kwargs.pop("sizes", None)
+    expected_docs, expected_counters, _ = _run(frames, batched=False, **kwargs)
+    assert len(docs) == len(expected_docs)
+    assert docs == expected_docs
+    assert counters == expected_counters
+    return counters, left, docs
+
+
+def _connection(rng: random.Random, n: int, start: float) -> list[tuple[float, int, bytes]]:
+    """One TCP conversation's frames (time, linktype, frame), of a random shape: plain
+    Ethernet, 802.1Q or Linux cooked (transactions show their frames' link layers)."""
+    client, server = f"10.1.{n // 200}.{n % 200 + 1}", f"10.2.0.{n % 3 + 1}"
+    sport = 20000 + n
+    dport = rng.choice((BYPASS_PORT, BYPASS_PORT, BYPASS_PORT, 80, DETECT_PORT, UNTRACKED_PORT))
+    cseq = rng.choice((rng.randrange(1 << 32), (1 << 32) - 30))       # some wrap
+    sseq = rng.randrange(1 << 32)
+    ts = start
+    out: list[tuple[float, int, bytes]] = []
+    link = rng.choice(("eth", "eth", "vlan", "sll"))
+
+    def seg(from_client: bool, flags: str, payload: bytes = b"", seq: int | None = None,
+            ack: int | None = None) -> None:
+        nonlocal ts
+        ts += rng.choice((0.0005, 0.001, 0.01, 0.3))
+        when = ts - 0.5 if rng.random() < 0.03 else ts        # now and then behind
+        s, d, sp, dp = (client, server, sport, dport) if from_client else (server, client, dport, sport)
+        mine = cseq if from_client else sseq
+        theirs = sseq if from_client else cseq
+        packet = g.ipv4(s, d, 6, g.tcp(s, d, sp, dp, payload, seq=mine if seq is None else seq,
+                                       ack=theirs if ack is None else ack, flags=flags))
+        if link == "sll":
+            out.append((when, g.LINKTYPE_LINUX_SLL, g.linux_sll(packet)))
+        else:
+            out.append((when, g.LINKTYPE_ETHERNET, g.ethernet(packet, vlans=[n % 4 + 1] if link == "vlan" else ())))
+
+    if rng.random() < 0.8:          # else picked up mid-stream
+        seg(True, "S", seq=cseq - 1, ack=0)
+        seg(False, "SA", seq=sseq - 1, ack=cseq)
+        seg(True, "A")
+    first = b"BYP hello" if dport == DETECT_PORT else b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    for turn in range(rng.randrange(1, 8)):
+        payload = first if turn == 0 else bytes([65 + turn]) * rng.randrange(1, 30)
+        shape = rng.random()
+        if shape < 0.1:             # a hole, acknowledged past by the peer
+            cseq += 5
+            seg(True, "PA", payload)
+            cseq += len(payload)
+            seg(False, "A")
+        elif shape < 0.2:           # out of order: the second piece first
+            half = max(1, len(payload) // 2)
+            seg(True, "PA", payload[half:], seq=cseq + half)
+            seg(True, "PA", payload[:half])
+            cseq += len(payload)
+        elif shape < 0.3:           # a retransmission
+            seg(True, "PA", payload)
+            seg(True, "PA", payload)
+            cseq += len(payload)
+        else:
+            seg(True, "PA", payload)
+            cseq += len(payload)
+        seg(False, "A")             # pure ACKs
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" if turn == 0 and dport == 80 \
+            else b"r" * rng.randrange(1, 50)
+        seg(False, "PA", answer)
+        sseq += len(answer)
+        seg(True, "A")
+        if rng.random() < 0.2:
+            seg(True, "A", ack=sseq - 3)         # an old ACK
+    end = rng.random()
+    if end < 0.5:
+        seg(True, "FA")
+        cseq += 1
+        seg(False, "FA")
+        sseq += 1
+        seg(True, "A")
+        if rng.random() < 0.3:
+            seg(True, "A")                      # late: after the close
+    elif end < 0.7:
+        seg(rng.random() < 0.5, "R")
+    elif end < 0.8:
+        seg(True, "FA")                         # one FIN only, then silence
+    return out                                  # else: silence (the idle timeout closes it)
+
+
+def _traffic(seed: int, connections: int = 150) -> list[tuple[float, int, bytes, str]]:
+    rng = random.Random(seed)
+    frames: list[tuple[float, int, bytes]] = []
+    start = 1_700_000_000.0
+    eth = g.LINKTYPE_ETHERNET
+    for n in range(connections):
+        frames += _connection(rng, n, start + rng.random() * 60)
+    for n in range(200):            # UDP on routed and unrouted ports, ICMP, ARP
+        ts = start + rng.random() * 60
+        port = rng.choice((53, 5353, 40000, 123))
+        udp = g.udp("10.3.0.1", "10.3.0.2", 30000 + n % 7, port, b"\x12\x34" + b"\0" * 10)
+        frames.append((ts, eth, g.ethernet(g.ipv4("10.3.0.1", "10.3.0.2", 17, udp))))
+        if n % 10 == 0:
+            frames.append((ts, eth, g.ethernet(g.ipv4("10.3.0.1", "10.3.0.2", 1, g.icmp_echo(n, 1)))))
+            frames.append((ts, eth, g.ethernet(b"\x00" * 28, ethertype=0x0806)))
+    for _ in range(3):              # malformed, non-IP, shims, fragments, tunnels, other links
+        frames += [(start + rng.random() * 60, linktype, data) for linktype, data in _hostile()]
+    frames.sort(key=lambda f: f[0] + rng.choice((0.0, 0.0, 0.0, 0.002)))    # mostly in time order
+    out = []
+    for ts, linktype, data in frames:
+        out.append((ts, linktype, data, "test"))
+        if rng.random() < 0.05:     # a copy soon after: dedup's
+            out.append((ts + 0.01, linktype, data, "test"))
+    return out
+
+
+@needs_c
+def test_default_config_batches_in_c() -> None:
+    engine, pipeline, _output, _stats = make_engine(_specs(), overrides={"wirebeat.flows.enabled": True},
+                                                    output=FragmentOutput())
+    assert engine.on_batch is not None and engine.on_batch.__module__ == "wirebeat.frameloop"
+    pipeline.close()
+    # Per-packet documents with decoders: per frame, as before.
+    engine, pipeline, _output, _stats = make_engine(_specs(), overrides={"wirebeat.packets.enabled": True},
+                                                    output=FragmentOutput())
+    assert engine.on_batch is None
+    pipeline.close()
+
+
+@needs_c
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: str(p.relative_to(ROOT / "pcaps")))
+def test_bundled_captures_batched_as_frame_by_frame(path: Path) -> None:
+    frames = [(ts, linktype, data, "test") for ts, linktype, data in _capture(path)]
+    _same(frames)
+    _same(frames, sizes=(1, 7, 1500))
+
+
+@needs_c
+@pytest.mark.parametrize("seed", range(4))
+def test_hostile_traffic_batched_as_frame_by_frame(seed: int) -> None:
+    frames = _traffic(seed)
+    counters, left, docs = _same(frames, sizes=(4096, 3, 999), **{"wirebeat.limits.tcp.idle_timeout": 5.0})
+    # The oracle can tell: connections were bypassed and segments kept coming, some timed
+    # out, duplicates, untracked segments and non-IP frames happened; on_frame took only
+    # ticks, fragments, tunnels and malformed frames (C called the transport step itself).
+    assert counters["tcp.segments_bypassed"] > 100
+    assert counters["tcp.connections_timed_out"] > 0 and counters["tcp.connections_closed"] > 0
+    assert counters["tcp.timestamps_behind"] > 0
+    assert counters["dedup.dropped"] > 10 and counters["packets.tcp_untracked"] > 100
+    assert counters["packets.non_ip"] > 0 and counters["tcp.connections_detected"] > 0
+    assert any(b'"what":"close"' in doc for _id, doc in docs)
+    assert 0 < left < len(frames) / 10
+
+
+@needs_c
+@pytest.mark.parametrize("overrides", [
+    {"wirebeat.limits.max_mac_pairs": 3},
+    {"wirebeat.limits.tcp.max_connections": 8},
+    {"wirebeat.limits.max_mac_pairs": 2, "wirebeat.limits.tcp.max_connections": 4},
+    {"wirebeat.dedup.enabled": False, "wirebeat.tunnels.enabled": False},
+    {"wirebeat.flows.enabled": False},
+    {"wirebeat.protocols.bypasser.wants": 0, "wirebeat.protocols.tls.detect": False},
+], ids=["few-mac-pairs", "few-connections", "few-pairs-and-connections", "dedup-tunnels-off", "flows-off",
+        "bypass-at-once"])
+def test_hostile_traffic_under_other_settings(overrides: dict[str, Any]) -> None:
+    _same(_traffic(11, 80), sizes=(500, 1), **overrides)
+
+
+@needs_c
+def test_two_sources_interleaved() -> None:
+    """Batches of two capture sources, each with its own tables."""
+    one = _traffic(21, 60)
+    two = [(ts, linktype, data, "other") for ts, linktype, data, _s in _traffic(22, 60)]
+    frames = []
+    for i in range(0, max(len(one), len(two)), 50):
+        frames += one[i:i + 50] + two[i:i + 50]
+    _same(frames, sizes=(50,))
+
+
+@needs_c
+def test_no_decoder_reachable() -> None:
+    """No decoder at all, flows on: TCP is untracked and UDP only counted, in C."""
+    frames = _traffic(31, 60)
+    results = []
+    for batched in (True, False):
+        engine, pipeline, output, stats = make_engine([], overrides={"wirebeat.flows.enabled": True},
+                                                      output=FragmentOutput())
+        assert engine.on_batch is not None and not engine.decoding
+        if batched:
+            engine.on_batch([(ts, lt, data, len(data)) for ts, lt, data, _s in frames], "test")
+        else:
+            for ts, lt, data, _s in frames:
+                engine.on_frame(ts, lt, data, "test")
+        engine.finish()
+        pipeline.close()
+        results.append((output.docs, stats.snapshot()))
+    assert results[0] == results[1]
+    assert results[0][1]["packets.tcp_untracked"] > 100
+
+
+def _announced(seed: int) -> list[tuple[float, int, bytes, str]]:
+    """Announcements on port 7000, then datagrams to and from the announced endpoints for
+    a minute: once the announcement has expired (swept every 10 s) only the engine's UDP
+    flow table knows these flows are the target's. Some datagrams on unannounced ports
+    start with b"G" (the target's probe, with heuristics on)."""
+    rng = random.Random(seed)
+    start, frames = 1_700_000_000.0, []
+    a, b = "10.5.0.1", "10.5.0.2"
+    for n in range(20):
+        ts = start + n * 3
+        port = 30000 + n
+        frames.append((ts, g.ethernet(g.ipv4(b, a, 17, g.udp(b, a, 5060, 7000, f"{a} {port}".encode())))))
+        for k in range(40):
+            ts += rng.choice((0.02, 0.5, 1.5))
+            there = rng.random() < 0.5
+            sp, dp, s_ip, d_ip = (40000 + n, port, b, a) if there else (port, 40000 + n, a, b)
+            body = (b"G" if rng.random() < 0.3 else b"x") + bytes([k]) * 8
+            frames.append((ts, g.ethernet(g.ipv4(s_ip, d_ip, 17, g.udp(s_ip, d_ip, sp, dp, body)))))
+            if rng.random() < 0.2:        # unannounced: nothing, or the probe's
+                frames.append((ts, g.ethernet(g.ipv4(a, b, 17, g.udp(a, b, 50000 + k, 51000 + n, body)))))
+    frames.sort(key=lambda f: f[0])
+    return [(ts, g.LINKTYPE_ETHERNET, data, "test") for ts, data in frames]
+
+
+@needs_c
+@pytest.mark.parametrize("heuristic", [False, True])
+def test_announced_and_probed_udp_flows(heuristic: bool) -> None:
+    counters, _left, docs = _same(_announced(5), sizes=(100, 1),
+                                  **{"wirebeat.protocols.target.heuristic": heuristic})
+    assert counters["flows.expected"] == 20 and counters.get("expectations.open", 0) == 0
+    assert (counters.get("flows.probed", 0) > 0) == heuristic
+    assert sum(b'"target"' in doc for _id, doc in docs) > 20 * 40 * 0.9
