@@ -45,7 +45,7 @@ enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -1343,19 +1343,43 @@ static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
     return 0;
 }
 
-/* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
- * `ended`. When `ended` is full (forgetting the oldest is the rare case) the Python method
- * does it all. */
-static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject *report_ts)
+/* What a loop over the records (a sweep, the end of input) reads once: reporter.max_flows,
+ * and the final reports it made, added to table.final_reports when it stops. */
+typedef struct { Py_ssize_t max_flows; long long finals; } ending_t;
+
+static int start_ending(TableObject *self, ending_t *e)
 {
-    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows), *res;
+    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows);
     if (max == NULL) return -1;
-    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
+    e->max_flows = PyLong_AsSsize_t(max);
     Py_DECREF(max);
-    if (max_flows == -1 && PyErr_Occurred()) return -1;
-    Py_ssize_t n_ended = PyObject_Size(self->ended);
-    if (n_ended < 0) return -1;
-    if (n_ended >= max_flows || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended)) {
+    e->finals = 0;
+    return e->max_flows == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* table.final_reports += the loop's count; keeps an exception already set. */
+static int stop_ending(TableObject *self, ending_t *e)
+{
+    if (e->finals == 0) return 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int rc = add_attr(self->table, str_final_reports, e->finals);
+    e->finals = 0;
+    if (type != NULL) {
+        if (rc < 0) PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return rc;
+}
+
+/* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
+ * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
+ * FlowTable makes take the Python method. */
+static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *reason, PyObject *report_ts)
+{
+    PyObject *res;
+    if (!PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended)) {
         PyObject *args[3] = {rec, reason, report_ts};
         res = PyObject_Vectorcall(self->end, args, 3, NULL);
         if (res == NULL) return -1;
@@ -1363,7 +1387,7 @@ static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject
         return 0;
     }
     if (report(self->reporter, self->source, rec, 1, reason, report_ts) < 0) return -1;
-    if (add_attr(self->table, str_final_reports, 1) < 0) return -1;
+    e->finals++;
     PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
     Py_INCREF(key);
     if (drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, PyList_GET_ITEM(rec, R_REV_KEY), rec) < 0
@@ -1380,6 +1404,15 @@ static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject
     if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
     int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
     if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
+    if (PyDict_GET_SIZE(self->ended) >= e->max_flows) {  /* ended.popitem(last=False) */
+        PyObject *args[2] = {self->ended, Py_False}, *names = PyTuple_Pack(1, str_last);
+        if (names == NULL) goto done;
+        res = PyObject_VectorcallMethod(str_popitem, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, names);
+        Py_DECREF(names);
+        if (res == NULL) goto done;
+        Py_DECREF(res);
+        if (add_attr(self->table, str_ended_forgotten, 1) < 0) goto done;
+    }
     value = untracked(PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts));
     if (value == NULL || PyObject_SetItem(self->ended, ends, value) < 0) goto done;
     rc = 0;
@@ -1387,6 +1420,54 @@ done:
     Py_XDECREF(value);
     Py_DECREF(ends);
     return rc;
+}
+
+/* The records (direction 0 entries) as a new list: ends delete from the dict. */
+static PyObject *records_of(TableObject *self)
+{
+    PyObject *records = PyList_New(0), *k, *v;
+    if (records == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(self->flows, &pos, &k, &v)) {
+        long long d;
+        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2 && get_ll(PyTuple_GET_ITEM(v, 1), &d) && d == 0)
+            if (PyList_Append(records, PyTuple_GET_ITEM(v, 0)) < 0) { Py_DECREF(records); return NULL; }
+    }
+    return records;
+}
+
+/* FlowTable.finish's loop: every flow's final report at its last packet's time, reason the
+ * one FIN/RST gave it or end_of_input; reports handed over together. */
+static PyObject *table_finish_records(TableObject *self, PyObject *unused)
+{
+    ending_t e;
+    if (start_ending(self, &e) < 0) return NULL;
+    PyObject *records = records_of(self);
+    if (records == NULL) return NULL;
+    int was_collecting = self->reporter->pending != NULL, rc = 0;
+    if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records) && rc == 0; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
+            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
+            rc = -1;
+            break;
+        }
+        PyObject *closed = PyList_GET_ITEM(rec, R_CLOSED);
+        int closed_true = PyObject_IsTrue(closed);
+        if (closed_true < 0) { rc = -1; break; }
+        PyObject *reason = closed_true ? closed : str_end_of_input, *last = PyList_GET_ITEM(rec, R_LAST_TS);
+        Py_INCREF(reason);
+        Py_INCREF(last);
+        rc = end_flow(self, &e, rec, reason, last);
+        Py_DECREF(reason);
+        Py_DECREF(last);
+    }
+    Py_DECREF(records);
+    if (stop_ending(self, &e) < 0) rc = -1;
+    if (!was_collecting && stop_collecting(self->reporter) < 0) rc = -1;
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* a <= b for a record's time and a float bound, as Python compares them */
@@ -1414,17 +1495,13 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
     double period_ago = PyFloat_AsDouble(args[3]), idle_before = PyFloat_AsDouble(args[4]),
            closed_before = PyFloat_AsDouble(args[5]);
     if (report_due < 0 || report_all < 0 || PyErr_Occurred()) return NULL;
-    /* The records (direction 0 entries) first: ends delete from the dict. */
-    PyObject *records = PyList_New(0), *k, *v;
+    ending_t e;
+    if (start_ending(self, &e) < 0) return NULL;
+    PyObject *records = records_of(self);
     if (records == NULL) return NULL;
     int was_collecting = self->reporter->pending != NULL;
     if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
-    Py_ssize_t pos = 0, reports = 0;
-    while (PyDict_Next(self->flows, &pos, &k, &v)) {
-        long long d;
-        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2 && get_ll(PyTuple_GET_ITEM(v, 1), &d) && d == 0)
-            if (PyList_Append(records, PyTuple_GET_ITEM(v, 0)) < 0) goto error;
-    }
+    Py_ssize_t reports = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
         PyObject *rec = PyList_GET_ITEM(records, i), *reason = NULL;
         if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
@@ -1444,7 +1521,7 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
         if (reason != NULL) {
             Py_INCREF(reason);
-            int rc = end_flow(self, rec, reason, now);
+            int rc = end_flow(self, &e, rec, reason, now);
             Py_DECREF(reason);
             if (rc < 0) goto error;
             continue;
@@ -1473,10 +1550,15 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
     }
     Py_DECREF(records);
+    if (stop_ending(self, &e) < 0) {
+        if (!was_collecting) stop_collecting(self->reporter);
+        return NULL;
+    }
     if (!was_collecting && stop_collecting(self->reporter) < 0) return NULL;
     return PyLong_FromSsize_t(reports);
 error:
     Py_DECREF(records);
+    stop_ending(self, &e);
     if (!was_collecting) stop_collecting(self->reporter);
     return NULL;
 }
@@ -1537,6 +1619,8 @@ static void table_dealloc(TableObject *self)
 static PyMethodDef table_methods[] = {
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
      "sweep_records(now, report_due, report_all, period_ago, idle_before, closed_before) -> periodic reports"},
+    {"finish_records", (PyCFunction)table_finish_records, METH_NOARGS,
+     "finish_records(): FlowTable.finish's loop (every flow's final report)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1573,11 +1657,15 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_max_flows = PyUnicode_InternFromString("max_flows");
     str_final_reports = PyUnicode_InternFromString("final_reports");
     str_opened = PyUnicode_InternFromString("opened");
+    str_end_of_input = PyUnicode_InternFromString("end_of_input");
+    str_last = PyUnicode_InternFromString("last");
+    str_popitem = PyUnicode_InternFromString("popitem");
+    str_ended_forgotten = PyUnicode_InternFromString("ended_forgotten");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",

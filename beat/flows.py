@@ -530,15 +530,11 @@ class FlowTable:
         """End of input: every flow gets its final report, at its last packet's time.
 
         A flow FIN or RST already closed keeps that reason."""
-        core = self.reporter.core
-        if core is not None:
-            core.collect()      # published together (see FlowReporter.publish_many)
-        try:
-            for rec in self._records():
-                self._end(rec, rec[R_CLOSED] or "end_of_input", rec[R_LAST_TS])
-        finally:
-            if core is not None:
-                core.publish_collected()
+        if self.core is not None:       # the same loop in C, reports published together
+            self.core.finish_records()
+            return
+        for rec in self._records():
+            self._end(rec, rec[R_CLOSED] or "end_of_input", rec[R_LAST_TS])
 
     # -- lookups and counters -------------------------------------------------------
 

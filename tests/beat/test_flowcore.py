@@ -78,7 +78,11 @@ def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
             records.append((sorted(repr(rec[:R_TEXT]) for rec in table._records()),
                             sorted((repr(k), repr(rec[:R_TEXT])) for k, rec in table.by_endpoints.items()),
                             list(table.ended.items()), table.counters(), table.next_sweep, table.next_report))
+    table = engine.sources["test"].flows
     engine.finish()
+    # After the end of input (FlowTable.finish, in C finish_records): the same table left,
+    # the same ended flows in the same order (max_flows 16: the oldest forgotten), counters.
+    records.append((table._records(), table.by_endpoints, list(table.ended.items()), table.counters()))
     assert pipeline.close() == 0
     return output.lines, stats.snapshot(), records
 
