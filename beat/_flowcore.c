@@ -271,6 +271,7 @@ typedef struct {
     double stamp_ts;            /* the last report time not a flow's last packet, and its text */
     PyObject *stamp;
     PyObject *id_key, *id_bytes;    /* the last source and its id_source(source) as UTF-8 */
+    PyObject *tail_key, *tail_text; /* the last source and its tail(source) (fixed per source) */
     PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
     /* Blocks (see blocks()): while collecting, text reports are appended to `data` as NDJSON
      * lines and their _ids to `ids` (one a line) instead of becoming Python objects; handed to
@@ -526,7 +527,13 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
     }
     Py_DECREF(direction);
-    if (!(objs[O_TAIL] = PyObject_CallOneArg(self->tail, source))) goto done;
+    if (source != self->tail_key) {     /* the source's tail, kept for its next flow */
+        PyObject *tail = PyObject_CallOneArg(self->tail, source);
+        if (tail == NULL) goto done;
+        Py_XSETREF(self->tail_text, tail);
+        Py_XSETREF(self->tail_key, Py_NewRef(source));
+    }
+    objs[O_TAIL] = Py_NewRef(self->tail_text);
     for (int i = 0; i < O_N; i++)
         if (objs[i] != NULL && !(PyUnicode_CheckExact(objs[i]) || (i == O_CID && objs[i] == Py_None)))
             goto done;      /* not text: Python decides */
@@ -713,19 +720,24 @@ done:
     return body;
 }
 
-/* One report; 0, or -1 with an exception set. */
-static int report(ReporterObject *self, PyObject *source, PyObject *rec, int final, PyObject *reason,
+/* reporter.as_text: 1, 0, or -1 with an exception set. */
+static int as_text_of(ReporterObject *self)
+{
+    PyObject *flag = PyObject_GetAttr(self->reporter, str_as_text);
+    if (flag == NULL) return -1;
+    int as_text = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    return as_text;
+}
+
+/* One report (`as_text`: reporter.as_text, read by the caller); 0, or -1 with an exception set. */
+static int report(ReporterObject *self, int as_text, PyObject *source, PyObject *rec, int final, PyObject *reason,
                   PyObject *report_ts)
 {
     PyObject *res, *fid, *body = NULL, *stamp = NULL, *doc_id = NULL, *text = NULL, *frag = NULL;
     long long reports, n[4], body_total;
-    int as_text, rc = -1;
+    int rc = -1;
 
-    PyObject *flag = PyObject_GetAttr(self->reporter, str_as_text);
-    if (flag == NULL) return -1;
-    as_text = PyObject_IsTrue(flag);
-    Py_DECREF(flag);
-    if (as_text < 0) return -1;
     if (!as_text || !PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE || !PyFloat_CheckExact(report_ts)
             || !(reason == Py_None || PyUnicode_CheckExact(reason)))
         goto python;
@@ -873,7 +885,8 @@ static PyObject *reporter_call(ReporterObject *self, PyObject *const *args, size
         PyObject *res = call_report_python(self, args[0], args[1], args[2], args[3], args[4]);
         return res;
     }
-    if (report(self, args[0], args[1], final, args[3], args[4]) < 0) return NULL;
+    int as_text = as_text_of(self);
+    if (as_text < 0 || report(self, as_text, args[0], args[1], final, args[3], args[4]) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -898,7 +911,7 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
     self->id_source = Py_NewRef(id_source);
-    self->id_key = self->id_bytes = self->pending = self->publish_block = NULL;
+    self->id_key = self->id_bytes = self->tail_key = self->tail_text = self->pending = self->publish_block = NULL;
     self->block_docs = self->block_bytes = self->nblock = 0;
     self->data = (buf_t){NULL, 0, 0, 0};
     self->ids = (buf_t){NULL, 0, 0, 0};
@@ -923,6 +936,7 @@ static int reporter_clear(ReporterObject *self)
     Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->stamp);
     Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
+    Py_CLEAR(self->tail_key); Py_CLEAR(self->tail_text);
     Py_CLEAR(self->publish_block);
     return 0;
 }
@@ -1162,6 +1176,11 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
         goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
     if (add_attr(self->table, str_opened, 1) < 0) goto error;
+    /* Out of the garbage collector's lists at once (see untrack_record). */
+    PyObject_GC_UnTrack(rec);
+    if (tcp != Py_None) PyObject_GC_UnTrack(tcp);
+    PyObject_GC_UnTrack(entry);
+    if (rentry != NULL) PyObject_GC_UnTrack(rentry);
     Py_DECREF(rev); Py_DECREF(rec); Py_DECREF(tcp); Py_DECREF(icmp); Py_XDECREF(rentry); Py_DECREF(ends);
     return entry;
 error:
@@ -1345,7 +1364,7 @@ static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
 
 /* What a loop over the records (a sweep, the end of input) reads once: reporter.max_flows,
  * and the final reports it made, added to table.final_reports when it stops. */
-typedef struct { Py_ssize_t max_flows; long long finals; } ending_t;
+typedef struct { Py_ssize_t max_flows; long long finals; int as_text; } ending_t;
 
 static int start_ending(TableObject *self, ending_t *e)
 {
@@ -1354,7 +1373,9 @@ static int start_ending(TableObject *self, ending_t *e)
     e->max_flows = PyLong_AsSsize_t(max);
     Py_DECREF(max);
     e->finals = 0;
-    return e->max_flows == -1 && PyErr_Occurred() ? -1 : 0;
+    if (e->max_flows == -1 && PyErr_Occurred()) return -1;
+    e->as_text = as_text_of(self->reporter);
+    return e->as_text < 0 ? -1 : 0;
 }
 
 /* table.final_reports += the loop's count; keeps an exception already set. */
@@ -1386,7 +1407,7 @@ static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *rea
         Py_DECREF(res);
         return 0;
     }
-    if (report(self->reporter, self->source, rec, 1, reason, report_ts) < 0) return -1;
+    if (report(self->reporter, e->as_text, self->source, rec, 1, reason, report_ts) < 0) return -1;
     e->finals++;
     PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
     Py_INCREF(key);
@@ -1545,7 +1566,7 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
             }
         }
         if (due) {
-            if (report(self->reporter, self->source, rec, 0, Py_None, now) < 0) goto error;
+            if (report(self->reporter, e.as_text, self->source, rec, 0, Py_None, now) < 0) goto error;
             reports++;
         }
     }
