@@ -45,7 +45,7 @@ enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -1029,6 +1029,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
+    PyObject *flow_id_python, *ip_packed;
     ReporterObject *reporter;
 } TableObject;
 
@@ -1584,6 +1585,81 @@ error:
     return NULL;
 }
 
+/* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a borrowed
+ * reference, NULL when neither (an exception set when the lookup failed). */
+static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObject *ap, PyObject *b, PyObject *bp)
+{
+    for (int way = 0; way < 2; way++) {
+        PyObject *key = way == 0 ? PyTuple_Pack(5, proto, a, ap, b, bp) : PyTuple_Pack(5, proto, b, bp, a, ap);
+        if (key == NULL) return NULL;
+        PyObject *found = PyDict_GetItemWithError(dict, key);
+        Py_DECREF(key);
+        if (found == NULL && PyErr_Occurred()) return NULL;
+        if (found != NULL) {
+            if (way == 1) return found;
+            int truth = PyObject_IsTrue(found);     /* Python's `or` */
+            if (truth < 0) return NULL;
+            if (truth) return found;
+        }
+    }
+    return NULL;
+}
+
+/* FlowTable.flow_id_python in C: flow.id of the flow a transaction (its FlowKey) belongs to,
+ * the live one, else one that ended; None. Transports of other types go to Python. */
+static PyObject *table_flow_id(TableObject *self, PyObject *flow)
+{
+    PyObject *transport = PyObject_GetAttr(flow, str_transport);
+    if (transport == NULL) return NULL;
+    int proto = -1;
+    if (PyUnicode_CheckExact(transport)) {      /* flows.py's _IANA */
+        proto = PyUnicode_CompareWithASCIIString(transport, "tcp") == 0 ? 6
+                : PyUnicode_CompareWithASCIIString(transport, "udp") == 0 ? 17
+                : PyUnicode_CompareWithASCIIString(transport, "icmp") == 0 ? 1
+                : PyUnicode_CompareWithASCIIString(transport, "ipv6-icmp") == 0 ? 58 : 0;
+    }
+    Py_DECREF(transport);
+    if (proto < 0 || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended))
+        return PyObject_CallOneArg(self->flow_id_python, flow);
+    if (proto == 0) Py_RETURN_NONE;
+    PyObject *client = NULL, *server = NULL, *cport = NULL, *sport = NULL, *proto_o = NULL, *out = NULL, *o;
+    if (!(o = PyObject_GetAttr(flow, str_client_ip))) goto done;
+    client = PyObject_CallOneArg(self->ip_packed, o);
+    Py_DECREF(o);
+    if (client == NULL || !(o = PyObject_GetAttr(flow, str_server_ip))) goto done;
+    server = PyObject_CallOneArg(self->ip_packed, o);
+    Py_DECREF(o);
+    if (server == NULL) goto done;
+    if (proto == 6 || proto == 17) {
+        if (!(cport = PyObject_GetAttr(flow, str_client_port)) || !(sport = PyObject_GetAttr(flow, str_server_port)))
+            goto done;
+    } else {
+        cport = Py_NewRef(small_int[1]);
+        sport = Py_NewRef(small_int[1]);
+    }
+    if (!(proto_o = PyLong_FromLong(proto))) goto done;
+    PyObject *rec = either_way(self->by_endpoints, proto_o, client, cport, server, sport);
+    if (rec != NULL) {
+        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
+            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
+            goto done;
+        }
+        PyObject *fid = PyList_GET_ITEM(rec, R_ID);
+        int truth = PyObject_IsTrue(fid);
+        if (truth < 0) goto done;
+        out = truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, rec);   /* rec[R_ID] or assign_id */
+        goto done;
+    }
+    if (PyErr_Occurred()) goto done;
+    PyObject *gone = PyDict_GET_SIZE(self->ended) ? either_way(self->ended, proto_o, client, cport, server, sport)
+                                                   : NULL;
+    if (gone != NULL) out = PySequence_GetItem(gone, 0);
+    else if (!PyErr_Occurred()) out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(client); Py_XDECREF(server); Py_XDECREF(cport); Py_XDECREF(sport); Py_XDECREF(proto_o);
+    return out;
+}
+
 static PyObject *get_attr_s(PyObject *o, const char *name)
 {
     return PyObject_GetAttrString(o, name);
@@ -1591,14 +1667,18 @@ static PyObject *get_attr_s(PyObject *o, const char *name)
 
 static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *table, *reporter, *account_python;
-    if (!PyArg_ParseTuple(args, "OO!O:Table", &table, &ReporterType, &reporter, &account_python)) return NULL;
+    PyObject *table, *reporter, *account_python, *flow_id_python, *ip_packed;
+    if (!PyArg_ParseTuple(args, "OO!OOO:Table", &table, &ReporterType, &reporter, &account_python, &flow_id_python,
+                          &ip_packed))
+        return NULL;
     TableObject *self = (TableObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)table_account;
     self->table = Py_NewRef(table);
     self->reporter = (ReporterObject *)Py_NewRef(reporter);
     self->account_python = Py_NewRef(account_python);
+    self->flow_id_python = Py_NewRef(flow_id_python);
+    self->ip_packed = Py_NewRef(ip_packed);
     if (!(self->flows = get_attr_s(table, "flows")) || !(self->alias = get_attr_s(table, "_alias"))
             || !(self->open = get_attr_s(table, "_open")) || !(self->control = get_attr_s(table, "_control"))
             || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))
@@ -1619,6 +1699,7 @@ static int table_traverse(TableObject *self, visitproc visit, void *arg)
     Py_VISIT(self->table); Py_VISIT(self->flows); Py_VISIT(self->alias); Py_VISIT(self->open);
     Py_VISIT(self->control); Py_VISIT(self->end); Py_VISIT(self->account_python); Py_VISIT(self->source);
     Py_VISIT(self->reporter); Py_VISIT(self->by_endpoints); Py_VISIT(self->ended);
+    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed);
     return 0;
 }
 
@@ -1627,6 +1708,7 @@ static int table_clear(TableObject *self)
     Py_CLEAR(self->table); Py_CLEAR(self->flows); Py_CLEAR(self->alias); Py_CLEAR(self->open);
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
     Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
+    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed);
     return 0;
 }
 
@@ -1640,6 +1722,8 @@ static void table_dealloc(TableObject *self)
 static PyMethodDef table_methods[] = {
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
      "sweep_records(now, report_due, report_all, period_ago, idle_before, closed_before) -> periodic reports"},
+    {"flow_id", (PyCFunction)table_flow_id, METH_O,
+     "flow_id(flow_key) -> flow.id or None: FlowTable.flow_id_python"},
     {"finish_records", (PyCFunction)table_finish_records, METH_NOARGS,
      "finish_records(): FlowTable.finish's loop (every flow's final report)"},
     {NULL, NULL, 0, NULL},
@@ -1682,11 +1766,16 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_last = PyUnicode_InternFromString("last");
     str_popitem = PyUnicode_InternFromString("popitem");
     str_ended_forgotten = PyUnicode_InternFromString("ended_forgotten");
+    str_transport = PyUnicode_InternFromString("transport");
+    str_client_ip = PyUnicode_InternFromString("client_ip");
+    str_server_ip = PyUnicode_InternFromString("server_ip");
+    str_client_port = PyUnicode_InternFromString("client_port");
+    str_server_port = PyUnicode_InternFromString("server_port");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",

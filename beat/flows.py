@@ -298,7 +298,7 @@ class FlowTable:
 
     __slots__ = ("source", "reporter", "flows", "by_endpoints", "ended", "next_sweep",
                  "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened",
-                 "account", "core", "assign_id")
+                 "account", "core", "assign_id", "flow_id")
 
     def __init__(self, source: str, reporter: FlowReporter) -> None:
         self.source = source
@@ -321,10 +321,12 @@ class FlowTable:
         self.opened = 0
         # `account` is wirebeat._flowcore's (the same work on the same records; it calls
         # _control, _evict, and the methods below for keys of unusual shape) or
-        # `account_python`; the sweep's loop over the records likewise (`sweep`).
-        self.core = None if reporter.core is None else _flowcore.Table(self, reporter.core,
-                                                                        self.account_python)
+        # `account_python`; `flow_id` likewise (or `flow_id_python`); the loops over the
+        # records of `sweep` and `finish` too.
+        self.core = None if reporter.core is None else _flowcore.Table(
+            self, reporter.core, self.account_python, self.flow_id_python, ip_packed)
         self.account = self.account_python if self.core is None else self.core
+        self.flow_id = self.flow_id_python if self.core is None else self.core.flow_id
         self.assign_id = _assign_id if reporter.core is None else reporter.core.flow_id
 
     # -- per packet ------------------------------------------------------------
@@ -538,7 +540,7 @@ class FlowTable:
 
     # -- lookups and counters -------------------------------------------------------
 
-    def flow_id(self, flow: FlowKey) -> str | None:
+    def flow_id_python(self, flow: FlowKey) -> str | None:
         """flow.id of the flow a transaction belongs to: the live one, else one that ended.
 
         Transactions know addresses and ports, not MACs or VLANs: when several

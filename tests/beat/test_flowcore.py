@@ -375,6 +375,56 @@ def test_flow_id_matches_an_independent_blake2b():
             assert assign("site", list(rec)) == expected
 
 
+class _Transport(str):
+    """A transport that is a str subclass: the C lookup hands it to Python."""
+
+
+@needs_c
+def test_a_transactions_flow_id_in_c_is_the_python_one():
+    """FlowTable.flow_id (C) and flow_id_python on both tables after the same packets: live
+    flows either way round, flows that ended (idle, then a new flow on the same ports), ICMP
+    (no ports), transports without flows, odd transports, and addresses that are no address."""
+    from wirebeat.decoders.api import FlowKey
+    c, py, _, _ = _tables()
+    frames = []
+    for i in range(6):
+        frames.append((T0 + i, g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 5000 + i, 53, b"q")))))
+    frames.append((T0 + 6, g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 40000, 443, b"", flags="S")))))
+    frames.append((T0 + 7, g.ethernet(g.ipv4(A4, C4, 1, g.icmp_echo(77, 1)))))
+    frames.append((T0 + 8, g.ethernet(g.ipv6(A6, B6, 17, g.udp(A6, B6, 1234, 53, b"q")))))
+    for table in (c, py):
+        for ts, frame in frames:
+            ip = 14 if frame[12:14] == b"\x08\x00" else None
+            if ip is not None:
+                table.account(ts, 1, frame, (), frame[26:30], frame[30:34], frame[23], frame[34:])
+            else:
+                table.account(ts, 1, frame, (), frame[22:38], frame[38:54], frame[20], frame[54:])
+        table.sweep(T0 + 9)
+        table.sweep(T0 + 35)        # the UDP flows of the first seconds end idle
+        frame = frames[0][1]        # then a new flow on the first one's ports
+        table.account(T0 + 36, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+    keys = [FlowKey("udp", A4, 5000, B4, 53, "src"), FlowKey("udp", B4, 53, A4, 5000, "src"),
+            FlowKey("udp", A4, 5003, B4, 53, "src"), FlowKey("udp", B4, 53, A4, 5004, "src"),
+            FlowKey("udp", A4, 9, B4, 9, "src"), FlowKey("tcp", B4, 443, A4, 40000, "src"),
+            FlowKey("icmp", A4, 0, C4, 0, "src"), FlowKey("icmp", C4, 5, A4, 6, "src"),
+            FlowKey("udp", A6, 1234, B6, 53, "src"), FlowKey("sctp", A4, 1, B4, 2, "src"),
+            FlowKey(_Transport("udp"), A4, 5001, B4, 53, "src"), FlowKey(None, A4, 1, B4, 2, "src"),
+            FlowKey("udp", "no address", 1, B4, 2, "src")]
+    found = 0
+    for key in keys:
+        results = []
+        for table in (c, py):
+            try:
+                results.append(table.flow_id(key))
+            except Exception as err:        # the same error either way
+                results.append((type(err), str(err)))
+        assert results[0] == results[1], key
+        found += isinstance(results[0], str)
+    assert found == 9
+    assert c.flow_id != c.flow_id_python and py.flow_id == py.flow_id_python
+    assert _state(c) == _state(py) and list(c.ended.items()) == list(py.ended.items())
+
+
 class _Recorder:
     """A pipeline's two entry points, recording how documents arrived."""
 
