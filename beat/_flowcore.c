@@ -7,7 +7,7 @@
  * R_TEXT / R_BODY tuples. This file only does, on those same objects, the
  * work that runs per packet and per report:
  *
- *   Table(table, reporter_core, account_python)
+ *   Table(table, reporter_core, account_python, flow_id_python, ip_packed)
  *     Called as FlowTable.account(ts, linktype, frame, vlans, src, dst, proto,
  *     payload[, outer]): the key tuple, the lookup, the counts and the TCP
  *     sequence / retransmission bookkeeping, new flows and MAC-order aliases
@@ -18,8 +18,10 @@
  *     `account_python` whole.
  *     sweep_records(now, report_due, report_all, period_ago, idle_before,
  *       closed_before) -> periodic reports made: FlowTable.sweep's loop over
- *     the records, ends (_end's work; _end itself when the ended-flow memory
- *     is full) and reports in C.
+ *     the records, ends (_end's work, the ended-flow memory included) and
+ *     reports in C.
+ *     finish_records(): FlowTable.finish's loop, the same way.
+ *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id).
  *   Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text,
  *            community_id, transports, tail)
  *     Called as FlowReporter.report(source, rec, final, reason, report_ts):
@@ -959,18 +961,6 @@ static PyObject *reporter_flow_id(ReporterObject *self, PyObject *const *args, P
     return flow_id(self, args[0], args[1]);
 }
 
-static PyObject *reporter_collect(ReporterObject *self, PyObject *unused)
-{
-    if (start_collecting(self) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *reporter_publish_collected(ReporterObject *self, PyObject *unused)
-{
-    if (stop_collecting(self) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
 static PyObject *reporter_blocks(ReporterObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t docs, bytes;
@@ -999,10 +989,6 @@ static PyMethodDef reporter_methods[] = {
      "NDJSON block handed over as publish_block(data, ids, count) (None: blocks off)"},
     {"flow_id", (PyCFunction)(void (*)(void))reporter_flow_id, METH_FASTCALL,
      "flow_id(source, rec) -> flow.id: the record's, else assigned as _assign_id does (and kept)"},
-    {"collect", (PyCFunction)reporter_collect, METH_NOARGS,
-     "collect(): text reports from now on wait in a list instead of being published one by one"},
-    {"publish_collected", (PyCFunction)reporter_publish_collected, METH_NOARGS,
-     "publish_collected(): the collected reports to the pipeline in one call (publish_many); stop collecting"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1732,7 +1718,8 @@ static PyMethodDef table_methods[] = {
 static PyTypeObject TableType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "wirebeat._flowcore.Table",
-    .tp_doc = "Table(table, reporter_core, account_python): called as FlowTable.account(...)",
+    .tp_doc = "Table(table, reporter_core, account_python, flow_id_python, ip_packed): called as "
+              "FlowTable.account(...)",
     .tp_basicsize = sizeof(TableObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(TableObject, vectorcall),

@@ -40,8 +40,8 @@ orjson a report is JSON text joined from parts cached per flow
 (`FlowReporter.report`) instead of a dict built and serialised anew.
 
 With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
-accounting, opening and ending of flows, the sweep's loop and the text
-reports run in C on these same records; the Python code here stays the
+accounting, opening and ending of flows, the loops of `sweep` and `finish`,
+a transaction's `flow_id` and the text reports run in C on these same records; the Python code here stays the
 reference (tests/beat/test_flowcore.py) and takes every case the C code
 hands back (dict reports, counts past 64 bits, keys of unusual shape).
 """
