@@ -47,7 +47,7 @@ enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -1176,6 +1176,44 @@ error:
     return NULL;
 }
 
+/* FlowTable._control in C, but for a new SYN on a closed flow (the old flow ends, a new one
+ * opens: the Python method's job): SYN/FIN/RST counts and the handshake. 1: done; 0: nothing
+ * changed, the Python method must do it (that case, or fields of unusual types); -1: error. */
+static int control_c(PyObject *rec, long long d, PyObject *tcp, unsigned flags, PyObject *ts)
+{
+    PyObject *closed = PyList_GET_ITEM(rec, R_CLOSED);
+    long long syn_dir, fin_dirs, await;
+    if (((flags & 0x12) == 0x02 && closed != Py_None)
+            || !get_ll(PyList_GET_ITEM(tcp, T_SYN_DIR), &syn_dir) || !get_ll(PyList_GET_ITEM(tcp, T_FIN_DIRS), &fin_dirs)
+            || !get_ll(PyList_GET_ITEM(tcp, T_AWAIT_ACK_DIR), &await) || fin_dirs < 0 || fin_dirs > 3)
+        return 0;
+    if (flags & 0x02) {
+        if (add_item(tcp, T_SYN, 1) < 0) return -1;
+        if (flags & 0x10) {                                 /* SYN/ACK */
+            if (PyList_GET_ITEM(tcp, T_SYNACK_TS) == Py_None && syn_dir == 1 - d) {
+                set_obj(tcp, T_SYNACK_TS, ts);
+                set_obj(tcp, T_AWAIT_ACK_DIR, small_int[2 - d]);      /* 1 - d */
+            }
+        } else if (PyList_GET_ITEM(tcp, T_SYN_TS) == Py_None) {
+            set_obj(tcp, T_SYN_TS, ts);
+            set_obj(tcp, T_SYN_DIR, small_int[1 + d]);
+        }
+    } else if (await == d && (flags & 0x10)) {             /* the handshake's third packet */
+        set_obj(tcp, T_ACK_TS, ts);
+        set_obj(tcp, T_AWAIT_ACK_DIR, small_int[0]);
+    }
+    if (flags & 0x01) {
+        if (add_item(tcp, T_FIN, 1) < 0 || set_ll(tcp, T_FIN_DIRS, fin_dirs | (1LL << d)) < 0) return -1;
+        if ((fin_dirs | (1LL << d)) == 3 && PyList_GET_ITEM(rec, R_CLOSED) == Py_None)
+            set_obj(rec, R_CLOSED, str_fin);
+    }
+    if (flags & 0x04) {
+        if (add_item(tcp, T_RST, 1) < 0) return -1;
+        if (PyList_GET_ITEM(rec, R_CLOSED) == Py_None) set_obj(rec, R_CLOSED, str_rst);
+    }
+    return 1;
+}
+
 static int is_icmp4_with_id(unsigned t) { return t == 0 || t == 8 || (t >= 13 && t <= 18); }
 
 static PyObject *table_account(TableObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -1259,7 +1297,9 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
             PyErr_SetString(PyExc_TypeError, "TCP flow record without its TCP part");
             goto error;
         }
-        if ((flags & 0x07) || await == d) {
+        int done = 1;          /* SYN, FIN, RST, the handshake's ACK: control_c, else _control */
+        if (((flags & 0x07) || await == d) && (done = control_c(rec, d, tcp, flags, ts)) < 0) goto error;
+        if (!done) {
             PyObject *dd = PyLong_FromLongLong(d), *ff = PyLong_FromLong((long)flags);
             if (dd == NULL || ff == NULL) { Py_XDECREF(dd); Py_XDECREF(ff); goto error; }
             PyObject *cargs[7] = {key, rec, dd, tcp, ff, ts, payload};
@@ -1754,6 +1794,8 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_popitem = PyUnicode_InternFromString("popitem");
     str_ended_forgotten = PyUnicode_InternFromString("ended_forgotten");
     str_transport = PyUnicode_InternFromString("transport");
+    str_fin = PyUnicode_InternFromString("fin");
+    str_rst = PyUnicode_InternFromString("rst");
     str_client_ip = PyUnicode_InternFromString("client_ip");
     str_server_ip = PyUnicode_InternFromString("server_ip");
     str_client_port = PyUnicode_InternFromString("client_port");
@@ -1762,7 +1804,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",
