@@ -133,14 +133,32 @@ static inline void add_str(text_t *t, PyObject *s) { t->p[t->n].str = s; t->p[t-
 #define ADD_LIT(t, lit) do { (t)->p[(t)->n].str = NULL; (t)->p[(t)->n].ascii = (lit); \
                              (t)->p[(t)->n].len = sizeof(lit) - 1; (t)->n++; } while (0)
 
+static const char DIGIT_PAIRS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* v in decimal, as Python's str(int): two digits per division */
 static void add_ll(text_t *t, long long v)
 {
     char *buf = t->nums[t->nnums++], tmp[24];
-    int n = 0, len = 0;
+    int n = sizeof tmp, len = 0;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    while (u >= 100) {
+        unsigned pair = (unsigned)(u % 100);
+        u /= 100;
+        n -= 2;
+        memcpy(tmp + n, DIGIT_PAIRS + 2 * pair, 2);
+    }
+    if (u >= 10) {
+        n -= 2;
+        memcpy(tmp + n, DIGIT_PAIRS + 2 * u, 2);
+    } else {
+        tmp[--n] = (char)('0' + u);
+    }
     if (v < 0) buf[len++] = '-';
-    while (n) buf[len++] = tmp[--n];
+    memcpy(buf + len, tmp + n, sizeof tmp - n);
+    len += (int)sizeof tmp - n;
     t->p[t->n].str = NULL; t->p[t->n].ascii = buf; t->p[t->n].len = len; t->n++;
 }
 
