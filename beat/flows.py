@@ -41,9 +41,11 @@ orjson a report is JSON text joined from parts cached per flow
 
 With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
 accounting, opening and ending of flows, the loops of `sweep` and `finish`,
-a transaction's `flow_id` and the text reports run in C on these same records; the Python code here stays the
-reference (tests/beat/test_flowcore.py) and takes every case the C code
-hands back (dict reports, counts past 64 bits, keys of unusual shape).
+a transaction's `flow_id` and the text reports run in C on these same
+records; the Python code here stays the reference
+(tests/beat/test_flowcore.py) and takes every case the C code hands back
+(dict reports, counts past 64 bits, keys of unusual shape, a new SYN on a
+closed flow).
 """
 from __future__ import annotations
 
@@ -320,7 +322,8 @@ class FlowTable:
         self.final_reports = 0
         self.opened = 0
         # `account` is wirebeat._flowcore's (the same work on the same records; it calls
-        # _control, _evict, and the methods below for keys of unusual shape) or
+        # _control for a new SYN on a closed flow, _evict, and the methods below for keys
+        # of unusual shape) or
         # `account_python`; `flow_id` likewise (or `flow_id_python`); the loops over the
         # records of `sweep` and `finish` too.
         self.core = None if reporter.core is None else _flowcore.Table(
