@@ -3,7 +3,9 @@
 beat/flows.py is the reference: every test here runs the same packets through a
 flow table with the extension and one without it (`flows._flowcore = None` when
 the table is built) and requires the same documents byte for byte, the same
-`_id`s, the same counters and the same records in the table. The traffic is
+`_id`s, the same counters and the same records in the table (halfway, at the
+last packet and after the end of input), and the same flow.id for a
+transaction's FlowKey. The traffic is
 built to hit every branch the C code has and its edges: TCP with and without
 a handshake, FIN, RST, a new SYN on a closed flow, retransmissions, sequence
 numbers wrapping at 2**32, TCP headers cut short or with a data offset past
