@@ -1,6 +1,6 @@
 """What flows cost: CPU time with flows on vs off, alternated rounds, medians and spread.
 
-    .venv/bin/python tests/bench/flows_cost.py [--rounds 7] [--base main] [FILE ...]
+    .venv/bin/python tests/bench/flows_cost.py [--rounds 7] [--base main] [--packets 100000,300000] [FILE ...]
 
 Issue #9 asks that flows on cost at most 15% of the flows-off throughput on a
 realistic mix. Throughput is packets per CPU second, so the cost is
@@ -11,8 +11,8 @@ flows on, in alternating order, and measures the child's user+sys CPU time
 With `--base REV` that revision (exported and built as tests/bench/run.py's
 `--base` does) runs flows on and off in the same rounds.
 
-Default files: tests/bench/out/realistic-100000.pcap and realistic-300000.pcap
-(tests/bench/gen_realistic.py; `run.py --only-realistic --packets N` caches them).
+Default files: the realistic captures of `--packets` packets each
+(tests/bench/gen_realistic.py, cached in tests/bench/out/ as run.py caches them).
 Prints per file and variant the median CPU seconds and the spread (min-max),
 then the cost of flows by medians (and the cost range over rounds, each
 round's on/off pair). Not a test: CPU time moves 10-20% between identical runs
@@ -27,9 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import bench_wirebeat, export_base  # noqa: E402
-
-DEFAULT_FILES = [HERE / "out" / "realistic-100000.pcap", HERE / "out" / "realistic-300000.pcap"]
+from run import bench_wirebeat, export_base, generate_realistic  # noqa: E402
 
 
 def measure(path: Path, rounds: int, base: Path | None) -> dict[str, list[float]]:
@@ -71,12 +69,13 @@ def main() -> int:
     parser.add_argument("files", nargs="*", type=Path, help="captures (default: the cached realistic ones)")
     parser.add_argument("--rounds", type=int, default=7, help="alternated rounds (default 7)")
     parser.add_argument("--base", metavar="REV", help="also run this revision (e.g. main) in the same rounds")
+    parser.add_argument("--packets", default="100000,300000",
+                        help="sizes of the realistic captures timed when no FILE is given")
     args = parser.parse_args()
-    files = args.files or DEFAULT_FILES
+    files = args.files or [generate_realistic(int(n)) for n in args.packets.split(",")]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        print(f"missing capture(s): {', '.join(missing)} (tests/bench/run.py --only-realistic --packets N makes them)",
-              file=sys.stderr)
+        print(f"missing capture(s): {', '.join(missing)}", file=sys.stderr)
         return 2
     base = export_base(args.base) if args.base else None
     for path in files:
