@@ -1629,7 +1629,7 @@ error:
     return NULL;
 }
 
-/* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a borrowed
+/* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a new
  * reference, NULL when neither (an exception set when the lookup failed). */
 static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObject *ap, PyObject *b, PyObject *bp)
 {
@@ -1640,10 +1640,14 @@ static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObje
         Py_DECREF(key);
         if (found == NULL && PyErr_Occurred()) return NULL;
         if (found != NULL) {
+            Py_INCREF(found);
             if (way == 1) return found;
             int truth = PyObject_IsTrue(found);     /* Python's `or` */
-            if (truth < 0) return NULL;
-            if (truth) return found;
+            if (truth) {
+                if (truth < 0) Py_CLEAR(found);
+                return found;
+            }
+            Py_DECREF(found);
         }
     }
     return NULL;
@@ -1686,19 +1690,25 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
     if (rec != NULL) {
         if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
             PyErr_SetString(PyExc_TypeError, "flow record is not a list");
-            goto done;
+        } else {
+            PyObject *fid = Py_NewRef(PyList_GET_ITEM(rec, R_ID));
+            int truth = PyObject_IsTrue(fid);
+            if (truth >= 0)     /* rec[R_ID] or assign_id */
+                out = truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, rec);
+            Py_DECREF(fid);
         }
-        PyObject *fid = PyList_GET_ITEM(rec, R_ID);
-        int truth = PyObject_IsTrue(fid);
-        if (truth < 0) goto done;
-        out = truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, rec);   /* rec[R_ID] or assign_id */
+        Py_DECREF(rec);
         goto done;
     }
     if (PyErr_Occurred()) goto done;
     PyObject *gone = PyDict_GET_SIZE(self->ended) ? either_way(self->ended, proto_o, client, cport, server, sport)
                                                    : NULL;
-    if (gone != NULL) out = PySequence_GetItem(gone, 0);
-    else if (!PyErr_Occurred()) out = Py_NewRef(Py_None);
+    if (gone != NULL) {
+        out = PySequence_GetItem(gone, 0);
+        Py_DECREF(gone);
+    } else if (!PyErr_Occurred()) {
+        out = Py_NewRef(Py_None);
+    }
 done:
     Py_XDECREF(client); Py_XDECREF(server); Py_XDECREF(cport); Py_XDECREF(sport); Py_XDECREF(proto_o);
     return out;
