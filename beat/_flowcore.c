@@ -7,7 +7,7 @@
  * R_TEXT / R_BODY tuples. This file only does, on those same objects, the
  * work that runs per packet and per report:
  *
- *   Table(table, reporter_core, account_python)
+ *   Table(table, reporter_core, account_python, flow_id_python, ip_packed)
  *     Called as FlowTable.account(ts, linktype, frame, vlans, src, dst, proto,
  *     payload[, outer]): the key tuple, the lookup, the counts and the TCP
  *     sequence / retransmission bookkeeping, new flows and MAC-order aliases
@@ -18,8 +18,10 @@
  *     `account_python` whole.
  *     sweep_records(now, report_due, report_all, period_ago, idle_before,
  *       closed_before) -> periodic reports made: FlowTable.sweep's loop over
- *     the records, ends (_end's work; _end itself when the ended-flow memory
- *     is full) and reports in C.
+ *     the records, ends (_end's work, the ended-flow memory included) and
+ *     reports in C.
+ *     finish_records(): FlowTable.finish's loop, the same way.
+ *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id).
  *   Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text,
  *            community_id, transports, tail)
  *     Called as FlowReporter.report(source, rec, final, reason, report_ts):
@@ -45,7 +47,7 @@ enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -131,14 +133,32 @@ static inline void add_str(text_t *t, PyObject *s) { t->p[t->n].str = s; t->p[t-
 #define ADD_LIT(t, lit) do { (t)->p[(t)->n].str = NULL; (t)->p[(t)->n].ascii = (lit); \
                              (t)->p[(t)->n].len = sizeof(lit) - 1; (t)->n++; } while (0)
 
+static const char DIGIT_PAIRS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* v in decimal, as Python's str(int): two digits per division */
 static void add_ll(text_t *t, long long v)
 {
     char *buf = t->nums[t->nnums++], tmp[24];
-    int n = 0, len = 0;
+    int n = sizeof tmp, len = 0;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    while (u >= 100) {
+        unsigned pair = (unsigned)(u % 100);
+        u /= 100;
+        n -= 2;
+        memcpy(tmp + n, DIGIT_PAIRS + 2 * pair, 2);
+    }
+    if (u >= 10) {
+        n -= 2;
+        memcpy(tmp + n, DIGIT_PAIRS + 2 * u, 2);
+    } else {
+        tmp[--n] = (char)('0' + u);
+    }
     if (v < 0) buf[len++] = '-';
-    while (n) buf[len++] = tmp[--n];
+    memcpy(buf + len, tmp + n, sizeof tmp - n);
+    len += (int)sizeof tmp - n;
     t->p[t->n].str = NULL; t->p[t->n].ascii = buf; t->p[t->n].len = len; t->n++;
 }
 
@@ -271,6 +291,7 @@ typedef struct {
     double stamp_ts;            /* the last report time not a flow's last packet, and its text */
     PyObject *stamp;
     PyObject *id_key, *id_bytes;    /* the last source and its id_source(source) as UTF-8 */
+    PyObject *tail_key, *tail_text; /* the last source and its tail(source) (fixed per source) */
     PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
     /* Blocks (see blocks()): while collecting, text reports are appended to `data` as NDJSON
      * lines and their _ids to `ids` (one a line) instead of becoming Python objects; handed to
@@ -526,7 +547,13 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
     }
     Py_DECREF(direction);
-    if (!(objs[O_TAIL] = PyObject_CallOneArg(self->tail, source))) goto done;
+    if (source != self->tail_key) {     /* the source's tail, kept for its next flow */
+        PyObject *tail = PyObject_CallOneArg(self->tail, source);
+        if (tail == NULL) goto done;
+        Py_XSETREF(self->tail_text, tail);
+        Py_XSETREF(self->tail_key, Py_NewRef(source));
+    }
+    objs[O_TAIL] = Py_NewRef(self->tail_text);
     for (int i = 0; i < O_N; i++)
         if (objs[i] != NULL && !(PyUnicode_CheckExact(objs[i]) || (i == O_CID && objs[i] == Py_None)))
             goto done;      /* not text: Python decides */
@@ -713,19 +740,24 @@ done:
     return body;
 }
 
-/* One report; 0, or -1 with an exception set. */
-static int report(ReporterObject *self, PyObject *source, PyObject *rec, int final, PyObject *reason,
+/* reporter.as_text: 1, 0, or -1 with an exception set. */
+static int as_text_of(ReporterObject *self)
+{
+    PyObject *flag = PyObject_GetAttr(self->reporter, str_as_text);
+    if (flag == NULL) return -1;
+    int as_text = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    return as_text;
+}
+
+/* One report (`as_text`: reporter.as_text, read by the caller); 0, or -1 with an exception set. */
+static int report(ReporterObject *self, int as_text, PyObject *source, PyObject *rec, int final, PyObject *reason,
                   PyObject *report_ts)
 {
     PyObject *res, *fid, *body = NULL, *stamp = NULL, *doc_id = NULL, *text = NULL, *frag = NULL;
     long long reports, n[4], body_total;
-    int as_text, rc = -1;
+    int rc = -1;
 
-    PyObject *flag = PyObject_GetAttr(self->reporter, str_as_text);
-    if (flag == NULL) return -1;
-    as_text = PyObject_IsTrue(flag);
-    Py_DECREF(flag);
-    if (as_text < 0) return -1;
     if (!as_text || !PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE || !PyFloat_CheckExact(report_ts)
             || !(reason == Py_None || PyUnicode_CheckExact(reason)))
         goto python;
@@ -873,7 +905,8 @@ static PyObject *reporter_call(ReporterObject *self, PyObject *const *args, size
         PyObject *res = call_report_python(self, args[0], args[1], args[2], args[3], args[4]);
         return res;
     }
-    if (report(self, args[0], args[1], final, args[3], args[4]) < 0) return NULL;
+    int as_text = as_text_of(self);
+    if (as_text < 0 || report(self, as_text, args[0], args[1], final, args[3], args[4]) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -898,7 +931,7 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
     self->id_source = Py_NewRef(id_source);
-    self->id_key = self->id_bytes = self->pending = self->publish_block = NULL;
+    self->id_key = self->id_bytes = self->tail_key = self->tail_text = self->pending = self->publish_block = NULL;
     self->block_docs = self->block_bytes = self->nblock = 0;
     self->data = (buf_t){NULL, 0, 0, 0};
     self->ids = (buf_t){NULL, 0, 0, 0};
@@ -923,6 +956,7 @@ static int reporter_clear(ReporterObject *self)
     Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->stamp);
     Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
+    Py_CLEAR(self->tail_key); Py_CLEAR(self->tail_text);
     Py_CLEAR(self->publish_block);
     return 0;
 }
@@ -943,18 +977,6 @@ static PyObject *reporter_flow_id(ReporterObject *self, PyObject *const *args, P
         return NULL;
     }
     return flow_id(self, args[0], args[1]);
-}
-
-static PyObject *reporter_collect(ReporterObject *self, PyObject *unused)
-{
-    if (start_collecting(self) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *reporter_publish_collected(ReporterObject *self, PyObject *unused)
-{
-    if (stop_collecting(self) < 0) return NULL;
-    Py_RETURN_NONE;
 }
 
 static PyObject *reporter_blocks(ReporterObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -985,10 +1007,6 @@ static PyMethodDef reporter_methods[] = {
      "NDJSON block handed over as publish_block(data, ids, count) (None: blocks off)"},
     {"flow_id", (PyCFunction)(void (*)(void))reporter_flow_id, METH_FASTCALL,
      "flow_id(source, rec) -> flow.id: the record's, else assigned as _assign_id does (and kept)"},
-    {"collect", (PyCFunction)reporter_collect, METH_NOARGS,
-     "collect(): text reports from now on wait in a list instead of being published one by one"},
-    {"publish_collected", (PyCFunction)reporter_publish_collected, METH_NOARGS,
-     "publish_collected(): the collected reports to the pipeline in one call (publish_many); stop collecting"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1015,6 +1033,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
+    PyObject *flow_id_python, *ip_packed;
     ReporterObject *reporter;
 } TableObject;
 
@@ -1162,12 +1181,55 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
         goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
     if (add_attr(self->table, str_opened, 1) < 0) goto error;
+    /* Out of the garbage collector's lists at once (see untrack_record). */
+    PyObject_GC_UnTrack(rec);
+    if (tcp != Py_None) PyObject_GC_UnTrack(tcp);
+    PyObject_GC_UnTrack(entry);
+    if (rentry != NULL) PyObject_GC_UnTrack(rentry);
     Py_DECREF(rev); Py_DECREF(rec); Py_DECREF(tcp); Py_DECREF(icmp); Py_XDECREF(rentry); Py_DECREF(ends);
     return entry;
 error:
     Py_DECREF(rev); Py_XDECREF(rec); Py_XDECREF(tcp); Py_XDECREF(icmp); Py_XDECREF(entry); Py_XDECREF(rentry);
     Py_XDECREF(ends);
     return NULL;
+}
+
+/* FlowTable._control in C, but for a new SYN on a closed flow (the old flow ends, a new one
+ * opens: the Python method's job): SYN/FIN/RST counts and the handshake. 1: done; 0: nothing
+ * changed, the Python method must do it (that case, or fields of unusual types); -1: error. */
+static int control_c(PyObject *rec, long long d, PyObject *tcp, unsigned flags, PyObject *ts)
+{
+    PyObject *closed = PyList_GET_ITEM(rec, R_CLOSED);
+    long long syn_dir, fin_dirs, await;
+    if (((flags & 0x12) == 0x02 && closed != Py_None)
+            || !get_ll(PyList_GET_ITEM(tcp, T_SYN_DIR), &syn_dir) || !get_ll(PyList_GET_ITEM(tcp, T_FIN_DIRS), &fin_dirs)
+            || !get_ll(PyList_GET_ITEM(tcp, T_AWAIT_ACK_DIR), &await) || fin_dirs < 0 || fin_dirs > 3)
+        return 0;
+    if (flags & 0x02) {
+        if (add_item(tcp, T_SYN, 1) < 0) return -1;
+        if (flags & 0x10) {                                 /* SYN/ACK */
+            if (PyList_GET_ITEM(tcp, T_SYNACK_TS) == Py_None && syn_dir == 1 - d) {
+                set_obj(tcp, T_SYNACK_TS, ts);
+                set_obj(tcp, T_AWAIT_ACK_DIR, small_int[2 - d]);      /* 1 - d */
+            }
+        } else if (PyList_GET_ITEM(tcp, T_SYN_TS) == Py_None) {
+            set_obj(tcp, T_SYN_TS, ts);
+            set_obj(tcp, T_SYN_DIR, small_int[1 + d]);
+        }
+    } else if (await == d && (flags & 0x10)) {             /* the handshake's third packet */
+        set_obj(tcp, T_ACK_TS, ts);
+        set_obj(tcp, T_AWAIT_ACK_DIR, small_int[0]);
+    }
+    if (flags & 0x01) {
+        if (add_item(tcp, T_FIN, 1) < 0 || set_ll(tcp, T_FIN_DIRS, fin_dirs | (1LL << d)) < 0) return -1;
+        if ((fin_dirs | (1LL << d)) == 3 && PyList_GET_ITEM(rec, R_CLOSED) == Py_None)
+            set_obj(rec, R_CLOSED, str_fin);
+    }
+    if (flags & 0x04) {
+        if (add_item(tcp, T_RST, 1) < 0) return -1;
+        if (PyList_GET_ITEM(rec, R_CLOSED) == Py_None) set_obj(rec, R_CLOSED, str_rst);
+    }
+    return 1;
 }
 
 static int is_icmp4_with_id(unsigned t) { return t == 0 || t == 8 || (t >= 13 && t <= 18); }
@@ -1253,7 +1315,9 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
             PyErr_SetString(PyExc_TypeError, "TCP flow record without its TCP part");
             goto error;
         }
-        if ((flags & 0x07) || await == d) {
+        int done = 1;          /* SYN, FIN, RST, the handshake's ACK: control_c, else _control */
+        if (((flags & 0x07) || await == d) && (done = control_c(rec, d, tcp, flags, ts)) < 0) goto error;
+        if (!done) {
             PyObject *dd = PyLong_FromLongLong(d), *ff = PyLong_FromLong((long)flags);
             if (dd == NULL || ff == NULL) { Py_XDECREF(dd); Py_XDECREF(ff); goto error; }
             PyObject *cargs[7] = {key, rec, dd, tcp, ff, ts, payload};
@@ -1343,27 +1407,53 @@ static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
     return 0;
 }
 
-/* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
- * `ended`. When `ended` is full (forgetting the oldest is the rare case) the Python method
- * does it all. */
-static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject *report_ts)
+/* What a loop over the records (a sweep, the end of input) reads once: reporter.max_flows,
+ * and the final reports it made, added to table.final_reports when it stops. */
+typedef struct { Py_ssize_t max_flows; long long finals; int as_text; } ending_t;
+
+static int start_ending(TableObject *self, ending_t *e)
 {
-    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows), *res;
+    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows);
     if (max == NULL) return -1;
-    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
+    e->max_flows = PyLong_AsSsize_t(max);
     Py_DECREF(max);
-    if (max_flows == -1 && PyErr_Occurred()) return -1;
-    Py_ssize_t n_ended = PyObject_Size(self->ended);
-    if (n_ended < 0) return -1;
-    if (n_ended >= max_flows || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended)) {
+    e->finals = 0;
+    if (e->max_flows == -1 && PyErr_Occurred()) return -1;
+    e->as_text = as_text_of(self->reporter);
+    return e->as_text < 0 ? -1 : 0;
+}
+
+/* table.final_reports += the loop's count; keeps an exception already set. */
+static int stop_ending(TableObject *self, ending_t *e)
+{
+    if (e->finals == 0) return 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int rc = add_attr(self->table, str_final_reports, e->finals);
+    e->finals = 0;
+    if (type != NULL) {
+        if (rc < 0) PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return rc;
+}
+
+/* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
+ * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
+ * FlowTable makes take the Python method. */
+static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *reason, PyObject *report_ts)
+{
+    PyObject *res;
+    if (!PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended)) {
         PyObject *args[3] = {rec, reason, report_ts};
         res = PyObject_Vectorcall(self->end, args, 3, NULL);
         if (res == NULL) return -1;
         Py_DECREF(res);
         return 0;
     }
-    if (report(self->reporter, self->source, rec, 1, reason, report_ts) < 0) return -1;
-    if (add_attr(self->table, str_final_reports, 1) < 0) return -1;
+    if (report(self->reporter, e->as_text, self->source, rec, 1, reason, report_ts) < 0) return -1;
+    e->finals++;
     PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
     Py_INCREF(key);
     if (drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, PyList_GET_ITEM(rec, R_REV_KEY), rec) < 0
@@ -1380,6 +1470,15 @@ static int end_flow(TableObject *self, PyObject *rec, PyObject *reason, PyObject
     if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
     int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
     if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
+    if (PyDict_GET_SIZE(self->ended) >= e->max_flows) {  /* ended.popitem(last=False) */
+        PyObject *args[2] = {self->ended, Py_False}, *names = PyTuple_Pack(1, str_last);
+        if (names == NULL) goto done;
+        res = PyObject_VectorcallMethod(str_popitem, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, names);
+        Py_DECREF(names);
+        if (res == NULL) goto done;
+        Py_DECREF(res);
+        if (add_attr(self->table, str_ended_forgotten, 1) < 0) goto done;
+    }
     value = untracked(PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts));
     if (value == NULL || PyObject_SetItem(self->ended, ends, value) < 0) goto done;
     rc = 0;
@@ -1387,6 +1486,54 @@ done:
     Py_XDECREF(value);
     Py_DECREF(ends);
     return rc;
+}
+
+/* The records (direction 0 entries) as a new list: ends delete from the dict. */
+static PyObject *records_of(TableObject *self)
+{
+    PyObject *records = PyList_New(0), *k, *v;
+    if (records == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(self->flows, &pos, &k, &v)) {
+        long long d;
+        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2 && get_ll(PyTuple_GET_ITEM(v, 1), &d) && d == 0)
+            if (PyList_Append(records, PyTuple_GET_ITEM(v, 0)) < 0) { Py_DECREF(records); return NULL; }
+    }
+    return records;
+}
+
+/* FlowTable.finish's loop: every flow's final report at its last packet's time, reason the
+ * one FIN/RST gave it or end_of_input; reports handed over together. */
+static PyObject *table_finish_records(TableObject *self, PyObject *unused)
+{
+    ending_t e;
+    if (start_ending(self, &e) < 0) return NULL;
+    PyObject *records = records_of(self);
+    if (records == NULL) return NULL;
+    int was_collecting = self->reporter->pending != NULL, rc = 0;
+    if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records) && rc == 0; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
+            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
+            rc = -1;
+            break;
+        }
+        PyObject *closed = PyList_GET_ITEM(rec, R_CLOSED);
+        int closed_true = PyObject_IsTrue(closed);
+        if (closed_true < 0) { rc = -1; break; }
+        PyObject *reason = closed_true ? closed : str_end_of_input, *last = PyList_GET_ITEM(rec, R_LAST_TS);
+        Py_INCREF(reason);
+        Py_INCREF(last);
+        rc = end_flow(self, &e, rec, reason, last);
+        Py_DECREF(reason);
+        Py_DECREF(last);
+    }
+    Py_DECREF(records);
+    if (stop_ending(self, &e) < 0) rc = -1;
+    if (!was_collecting && stop_collecting(self->reporter) < 0) rc = -1;
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* a <= b for a record's time and a float bound, as Python compares them */
@@ -1414,17 +1561,13 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
     double period_ago = PyFloat_AsDouble(args[3]), idle_before = PyFloat_AsDouble(args[4]),
            closed_before = PyFloat_AsDouble(args[5]);
     if (report_due < 0 || report_all < 0 || PyErr_Occurred()) return NULL;
-    /* The records (direction 0 entries) first: ends delete from the dict. */
-    PyObject *records = PyList_New(0), *k, *v;
+    ending_t e;
+    if (start_ending(self, &e) < 0) return NULL;
+    PyObject *records = records_of(self);
     if (records == NULL) return NULL;
     int was_collecting = self->reporter->pending != NULL;
     if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
-    Py_ssize_t pos = 0, reports = 0;
-    while (PyDict_Next(self->flows, &pos, &k, &v)) {
-        long long d;
-        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2 && get_ll(PyTuple_GET_ITEM(v, 1), &d) && d == 0)
-            if (PyList_Append(records, PyTuple_GET_ITEM(v, 0)) < 0) goto error;
-    }
+    Py_ssize_t reports = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
         PyObject *rec = PyList_GET_ITEM(records, i), *reason = NULL;
         if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
@@ -1444,7 +1587,7 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
         if (reason != NULL) {
             Py_INCREF(reason);
-            int rc = end_flow(self, rec, reason, now);
+            int rc = end_flow(self, &e, rec, reason, now);
             Py_DECREF(reason);
             if (rc < 0) goto error;
             continue;
@@ -1468,17 +1611,107 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
             }
         }
         if (due) {
-            if (report(self->reporter, self->source, rec, 0, Py_None, now) < 0) goto error;
+            if (report(self->reporter, e.as_text, self->source, rec, 0, Py_None, now) < 0) goto error;
             reports++;
         }
     }
     Py_DECREF(records);
+    if (stop_ending(self, &e) < 0) {
+        if (!was_collecting) stop_collecting(self->reporter);
+        return NULL;
+    }
     if (!was_collecting && stop_collecting(self->reporter) < 0) return NULL;
     return PyLong_FromSsize_t(reports);
 error:
     Py_DECREF(records);
+    stop_ending(self, &e);
     if (!was_collecting) stop_collecting(self->reporter);
     return NULL;
+}
+
+/* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a new
+ * reference, NULL when neither (an exception set when the lookup failed). */
+static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObject *ap, PyObject *b, PyObject *bp)
+{
+    for (int way = 0; way < 2; way++) {
+        PyObject *key = way == 0 ? PyTuple_Pack(5, proto, a, ap, b, bp) : PyTuple_Pack(5, proto, b, bp, a, ap);
+        if (key == NULL) return NULL;
+        PyObject *found = PyDict_GetItemWithError(dict, key);
+        Py_DECREF(key);
+        if (found == NULL && PyErr_Occurred()) return NULL;
+        if (found != NULL) {
+            Py_INCREF(found);
+            if (way == 1) return found;
+            int truth = PyObject_IsTrue(found);     /* Python's `or` */
+            if (truth) {
+                if (truth < 0) Py_CLEAR(found);
+                return found;
+            }
+            Py_DECREF(found);
+        }
+    }
+    return NULL;
+}
+
+/* FlowTable.flow_id_python in C: flow.id of the flow a transaction (its FlowKey) belongs to,
+ * the live one, else one that ended; None. Transports of other types go to Python. */
+static PyObject *table_flow_id(TableObject *self, PyObject *flow)
+{
+    PyObject *transport = PyObject_GetAttr(flow, str_transport);
+    if (transport == NULL) return NULL;
+    int proto = -1;
+    if (PyUnicode_CheckExact(transport)) {      /* flows.py's _IANA */
+        proto = PyUnicode_CompareWithASCIIString(transport, "tcp") == 0 ? 6
+                : PyUnicode_CompareWithASCIIString(transport, "udp") == 0 ? 17
+                : PyUnicode_CompareWithASCIIString(transport, "icmp") == 0 ? 1
+                : PyUnicode_CompareWithASCIIString(transport, "ipv6-icmp") == 0 ? 58 : 0;
+    }
+    Py_DECREF(transport);
+    if (proto < 0 || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended))
+        return PyObject_CallOneArg(self->flow_id_python, flow);
+    if (proto == 0) Py_RETURN_NONE;
+    PyObject *client = NULL, *server = NULL, *cport = NULL, *sport = NULL, *proto_o = NULL, *out = NULL, *o;
+    if (!(o = PyObject_GetAttr(flow, str_client_ip))) goto done;
+    client = PyObject_CallOneArg(self->ip_packed, o);
+    Py_DECREF(o);
+    if (client == NULL || !(o = PyObject_GetAttr(flow, str_server_ip))) goto done;
+    server = PyObject_CallOneArg(self->ip_packed, o);
+    Py_DECREF(o);
+    if (server == NULL) goto done;
+    if (proto == 6 || proto == 17) {
+        if (!(cport = PyObject_GetAttr(flow, str_client_port)) || !(sport = PyObject_GetAttr(flow, str_server_port)))
+            goto done;
+    } else {
+        cport = Py_NewRef(small_int[1]);
+        sport = Py_NewRef(small_int[1]);
+    }
+    if (!(proto_o = PyLong_FromLong(proto))) goto done;
+    PyObject *rec = either_way(self->by_endpoints, proto_o, client, cport, server, sport);
+    if (rec != NULL) {
+        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
+            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
+        } else {
+            PyObject *fid = Py_NewRef(PyList_GET_ITEM(rec, R_ID));
+            int truth = PyObject_IsTrue(fid);
+            if (truth >= 0)     /* rec[R_ID] or assign_id */
+                out = truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, rec);
+            Py_DECREF(fid);
+        }
+        Py_DECREF(rec);
+        goto done;
+    }
+    if (PyErr_Occurred()) goto done;
+    PyObject *gone = PyDict_GET_SIZE(self->ended) ? either_way(self->ended, proto_o, client, cport, server, sport)
+                                                   : NULL;
+    if (gone != NULL) {
+        out = PySequence_GetItem(gone, 0);
+        Py_DECREF(gone);
+    } else if (!PyErr_Occurred()) {
+        out = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(client); Py_XDECREF(server); Py_XDECREF(cport); Py_XDECREF(sport); Py_XDECREF(proto_o);
+    return out;
 }
 
 static PyObject *get_attr_s(PyObject *o, const char *name)
@@ -1488,14 +1721,18 @@ static PyObject *get_attr_s(PyObject *o, const char *name)
 
 static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *table, *reporter, *account_python;
-    if (!PyArg_ParseTuple(args, "OO!O:Table", &table, &ReporterType, &reporter, &account_python)) return NULL;
+    PyObject *table, *reporter, *account_python, *flow_id_python, *ip_packed;
+    if (!PyArg_ParseTuple(args, "OO!OOO:Table", &table, &ReporterType, &reporter, &account_python, &flow_id_python,
+                          &ip_packed))
+        return NULL;
     TableObject *self = (TableObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)table_account;
     self->table = Py_NewRef(table);
     self->reporter = (ReporterObject *)Py_NewRef(reporter);
     self->account_python = Py_NewRef(account_python);
+    self->flow_id_python = Py_NewRef(flow_id_python);
+    self->ip_packed = Py_NewRef(ip_packed);
     if (!(self->flows = get_attr_s(table, "flows")) || !(self->alias = get_attr_s(table, "_alias"))
             || !(self->open = get_attr_s(table, "_open")) || !(self->control = get_attr_s(table, "_control"))
             || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))
@@ -1516,6 +1753,7 @@ static int table_traverse(TableObject *self, visitproc visit, void *arg)
     Py_VISIT(self->table); Py_VISIT(self->flows); Py_VISIT(self->alias); Py_VISIT(self->open);
     Py_VISIT(self->control); Py_VISIT(self->end); Py_VISIT(self->account_python); Py_VISIT(self->source);
     Py_VISIT(self->reporter); Py_VISIT(self->by_endpoints); Py_VISIT(self->ended);
+    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed);
     return 0;
 }
 
@@ -1524,6 +1762,7 @@ static int table_clear(TableObject *self)
     Py_CLEAR(self->table); Py_CLEAR(self->flows); Py_CLEAR(self->alias); Py_CLEAR(self->open);
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
     Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
+    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed);
     return 0;
 }
 
@@ -1537,13 +1776,18 @@ static void table_dealloc(TableObject *self)
 static PyMethodDef table_methods[] = {
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
      "sweep_records(now, report_due, report_all, period_ago, idle_before, closed_before) -> periodic reports"},
+    {"flow_id", (PyCFunction)table_flow_id, METH_O,
+     "flow_id(flow_key) -> flow.id or None: FlowTable.flow_id_python"},
+    {"finish_records", (PyCFunction)table_finish_records, METH_NOARGS,
+     "finish_records(): FlowTable.finish's loop (every flow's final report)"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject TableType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "wirebeat._flowcore.Table",
-    .tp_doc = "Table(table, reporter_core, account_python): called as FlowTable.account(...)",
+    .tp_doc = "Table(table, reporter_core, account_python, flow_id_python, ip_packed): called as "
+              "FlowTable.account(...)",
     .tp_basicsize = sizeof(TableObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(TableObject, vectorcall),
@@ -1573,11 +1817,22 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_max_flows = PyUnicode_InternFromString("max_flows");
     str_final_reports = PyUnicode_InternFromString("final_reports");
     str_opened = PyUnicode_InternFromString("opened");
+    str_end_of_input = PyUnicode_InternFromString("end_of_input");
+    str_last = PyUnicode_InternFromString("last");
+    str_popitem = PyUnicode_InternFromString("popitem");
+    str_ended_forgotten = PyUnicode_InternFromString("ended_forgotten");
+    str_transport = PyUnicode_InternFromString("transport");
+    str_fin = PyUnicode_InternFromString("fin");
+    str_rst = PyUnicode_InternFromString("rst");
+    str_client_ip = PyUnicode_InternFromString("client_ip");
+    str_server_ip = PyUnicode_InternFromString("server_ip");
+    str_client_port = PyUnicode_InternFromString("client_port");
+    str_server_port = PyUnicode_InternFromString("server_port");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",

@@ -40,10 +40,12 @@ orjson a report is JSON text joined from parts cached per flow
 (`FlowReporter.report`) instead of a dict built and serialised anew.
 
 With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
-accounting, opening and ending of flows, the sweep's loop and the text
-reports run in C on these same records; the Python code here stays the
-reference (tests/beat/test_flowcore.py) and takes every case the C code
-hands back (dict reports, counts past 64 bits, keys of unusual shape).
+accounting, opening and ending of flows, the loops of `sweep` and `finish`,
+a transaction's `flow_id` and the text reports run in C on these same
+records; the Python code here stays the reference
+(tests/beat/test_flowcore.py) and takes every case the C code hands back
+(dict reports, counts past 64 bits, keys of unusual shape, a new SYN on a
+closed flow).
 """
 from __future__ import annotations
 
@@ -298,7 +300,7 @@ class FlowTable:
 
     __slots__ = ("source", "reporter", "flows", "by_endpoints", "ended", "next_sweep",
                  "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened",
-                 "account", "core", "assign_id")
+                 "account", "core", "assign_id", "flow_id")
 
     def __init__(self, source: str, reporter: FlowReporter) -> None:
         self.source = source
@@ -320,11 +322,14 @@ class FlowTable:
         self.final_reports = 0
         self.opened = 0
         # `account` is wirebeat._flowcore's (the same work on the same records; it calls
-        # _control, _evict, and the methods below for keys of unusual shape) or
-        # `account_python`; the sweep's loop over the records likewise (`sweep`).
-        self.core = None if reporter.core is None else _flowcore.Table(self, reporter.core,
-                                                                        self.account_python)
+        # _control for a new SYN on a closed flow, _evict, and the methods below for keys
+        # of unusual shape) or
+        # `account_python`; `flow_id` likewise (or `flow_id_python`); the loops over the
+        # records of `sweep` and `finish` too.
+        self.core = None if reporter.core is None else _flowcore.Table(
+            self, reporter.core, self.account_python, self.flow_id_python, ip_packed)
         self.account = self.account_python if self.core is None else self.core
+        self.flow_id = self.flow_id_python if self.core is None else self.core.flow_id
         self.assign_id = _assign_id if reporter.core is None else reporter.core.flow_id
 
     # -- per packet ------------------------------------------------------------
@@ -530,19 +535,15 @@ class FlowTable:
         """End of input: every flow gets its final report, at its last packet's time.
 
         A flow FIN or RST already closed keeps that reason."""
-        core = self.reporter.core
-        if core is not None:
-            core.collect()      # published together (see FlowReporter.publish_many)
-        try:
-            for rec in self._records():
-                self._end(rec, rec[R_CLOSED] or "end_of_input", rec[R_LAST_TS])
-        finally:
-            if core is not None:
-                core.publish_collected()
+        if self.core is not None:       # the same loop in C, reports published together
+            self.core.finish_records()
+            return
+        for rec in self._records():
+            self._end(rec, rec[R_CLOSED] or "end_of_input", rec[R_LAST_TS])
 
     # -- lookups and counters -------------------------------------------------------
 
-    def flow_id(self, flow: FlowKey) -> str | None:
+    def flow_id_python(self, flow: FlowKey) -> str | None:
         """flow.id of the flow a transaction belongs to: the live one, else one that ended.
 
         Transactions know addresses and ports, not MACs or VLANs: when several

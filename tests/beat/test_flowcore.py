@@ -3,7 +3,9 @@
 beat/flows.py is the reference: every test here runs the same packets through a
 flow table with the extension and one without it (`flows._flowcore = None` when
 the table is built) and requires the same documents byte for byte, the same
-`_id`s, the same counters and the same records in the table. The traffic is
+`_id`s, the same counters and the same records in the table (halfway, at the
+last packet and after the end of input), and the same flow.id for a
+transaction's FlowKey. The traffic is
 built to hit every branch the C code has and its edges: TCP with and without
 a handshake, FIN, RST, a new SYN on a closed flow, retransmissions, sequence
 numbers wrapping at 2**32, TCP headers cut short or with a data offset past
@@ -78,7 +80,11 @@ def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
             records.append((sorted(repr(rec[:R_TEXT]) for rec in table._records()),
                             sorted((repr(k), repr(rec[:R_TEXT])) for k, rec in table.by_endpoints.items()),
                             list(table.ended.items()), table.counters(), table.next_sweep, table.next_report))
+    table = engine.sources["test"].flows
     engine.finish()
+    # After the end of input (FlowTable.finish, in C finish_records): the same table left,
+    # the same ended flows in the same order (max_flows 16: the oldest forgotten), counters.
+    records.append((table._records(), table.by_endpoints, list(table.ended.items()), table.counters()))
     assert pipeline.close() == 0
     return output.lines, stats.snapshot(), records
 
@@ -369,6 +375,56 @@ def test_flow_id_matches_an_independent_blake2b():
         table = _tables()[0] if flows._flowcore is not None else None
         for assign in (flows._assign_id,) + ((table.assign_id,) if table else ()):
             assert assign("site", list(rec)) == expected
+
+
+class _Transport(str):
+    """A transport that is a str subclass: the C lookup hands it to Python."""
+
+
+@needs_c
+def test_a_transactions_flow_id_in_c_is_the_python_one():
+    """FlowTable.flow_id (C) and flow_id_python on both tables after the same packets: live
+    flows either way round, flows that ended (idle, then a new flow on the same ports), ICMP
+    (no ports), transports without flows, odd transports, and addresses that are no address."""
+    from wirebeat.decoders.api import FlowKey
+    c, py, _, _ = _tables()
+    frames = []
+    for i in range(6):
+        frames.append((T0 + i, g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 5000 + i, 53, b"q")))))
+    frames.append((T0 + 6, g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 40000, 443, b"", flags="S")))))
+    frames.append((T0 + 7, g.ethernet(g.ipv4(A4, C4, 1, g.icmp_echo(77, 1)))))
+    frames.append((T0 + 8, g.ethernet(g.ipv6(A6, B6, 17, g.udp(A6, B6, 1234, 53, b"q")))))
+    for table in (c, py):
+        for ts, frame in frames:
+            ip = 14 if frame[12:14] == b"\x08\x00" else None
+            if ip is not None:
+                table.account(ts, 1, frame, (), frame[26:30], frame[30:34], frame[23], frame[34:])
+            else:
+                table.account(ts, 1, frame, (), frame[22:38], frame[38:54], frame[20], frame[54:])
+        table.sweep(T0 + 9)
+        table.sweep(T0 + 35)        # the UDP flows of the first seconds end idle
+        frame = frames[0][1]        # then a new flow on the first one's ports
+        table.account(T0 + 36, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+    keys = [FlowKey("udp", A4, 5000, B4, 53, "src"), FlowKey("udp", B4, 53, A4, 5000, "src"),
+            FlowKey("udp", A4, 5003, B4, 53, "src"), FlowKey("udp", B4, 53, A4, 5004, "src"),
+            FlowKey("udp", A4, 9, B4, 9, "src"), FlowKey("tcp", B4, 443, A4, 40000, "src"),
+            FlowKey("icmp", A4, 0, C4, 0, "src"), FlowKey("icmp", C4, 5, A4, 6, "src"),
+            FlowKey("udp", A6, 1234, B6, 53, "src"), FlowKey("sctp", A4, 1, B4, 2, "src"),
+            FlowKey(_Transport("udp"), A4, 5001, B4, 53, "src"), FlowKey(None, A4, 1, B4, 2, "src"),
+            FlowKey("udp", "no address", 1, B4, 2, "src")]
+    found = 0
+    for key in keys:
+        results = []
+        for table in (c, py):
+            try:
+                results.append(table.flow_id(key))
+            except Exception as err:        # the same error either way
+                results.append((type(err), str(err)))
+        assert results[0] == results[1], key
+        found += isinstance(results[0], str)
+    assert found == 9
+    assert c.flow_id != c.flow_id_python and py.flow_id == py.flow_id_python
+    assert _state(c) == _state(py) and list(c.ended.items()) == list(py.ended.items())
 
 
 class _Recorder:
