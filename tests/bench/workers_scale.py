@@ -153,8 +153,10 @@ def main() -> None:
             if n != ref:
                 ratios = [a["wall"] / b["wall"] for a, b in zip(one, runs)]
                 ceiling = [min(n, cores) * a["cpu"] / b["cpu"] for a, b in zip(one, runs)]
+                of_medians = min(n, cores) * statistics.median(r["cpu"] for r in one) / statistics.median(cpus)
                 line += (f"; vs {ref}: {_spread(ratios)}x by wall time (same-round ratios), "
-                         f"CPU-bound ceiling on {cores} cores {_spread(ceiling)}x")
+                         f"CPU-bound ceiling on {cores} cores {_spread(ceiling)}x per round, "
+                         f"{of_medians:.2f}x of the medians")
             if runs[0]["frames"]:
                 shares = [max(r["frames"]) / (sum(r["frames"]) / len(r["frames"])) for r in runs]
                 cpu_shares = [max(r["worker_cpu"]) / (sum(r["worker_cpu"]) / len(r["worker_cpu"]))
