@@ -12,16 +12,19 @@ long as one tunnel carries it, the usual case; one inner conversation carried
 by two different tunnel endpoint pairs would be split).
 
 Each worker is forked from the main process once it has read its
-configuration (every module is already imported, nothing is pickled to start
-it), runs the ordinary `Engine` (decoders, TCP reassembly, flows, processors)
-and serialises its documents with orjson; flow reports and per-packet
-documents are made as JSON text there, as one process makes them for an
-orjson output. The main process publishes them to its one `Pipeline`. Frames
-travel in batches of up to `BATCH_FRAMES` through a pipe per worker, as runs of
-records (`_record`: fixed-size heads and the frames' bytes, so a batch pickles
-as a few buffers, not objects per frame), written with writev and read into a
-buffer of the message's size; documents come back as two lists (_ids, JSON
-texts), so the per-frame cost of the hand-over is small. A file's frames are routed a reader batch at a time (`on_batch`):
+configuration (every module is already imported, what decoders load late too,
+nothing is pickled to start it), runs the ordinary `Engine` (decoders, TCP
+reassembly, flows, processors) and serialises its documents with orjson; flow
+reports and per-packet documents are made as JSON text there, as one process
+makes them for an orjson output. Frames travel in batches of up to
+`BATCH_FRAMES` through a pipe per worker, as runs of records (`_record`:
+fixed-size heads and the frames' bytes, so a batch pickles as a few buffers,
+not objects per frame), written with writev and read into a buffer of the
+message's size; the worker feeds a run to its engine in one call (`feed`).
+Documents come back as NDJSON blocks (`_Sink`: text, ids, count, as
+`Pipeline.publish_block` takes them), which the main process publishes whole
+to its one `Pipeline`: no object per frame or per document crosses the pipe.
+A file's frames are routed a reader batch at a time (`on_batch`):
 `shard` (C in wirebeat._workcore when built, else `shard_python`, the
 reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
 and numbers the frames without a Python call per frame; any other frame goes
