@@ -23,6 +23,7 @@
 
 static uint32_t crc_table[256];
 static PyObject *str_raw;
+static PyObject *int_zero;
 
 /* A record's head, as workers._HEAD ("<dqII"): ts, number, linktype, length. */
 #define HEAD_SIZE 24
@@ -307,48 +308,87 @@ error:
     return NULL;
 }
 
-/* workers.documents_python in C: a worker's reply (its documents' _ids, their JSON
- * text) as the (id, fragment(text)) pairs Pipeline.publish_many takes. */
-static PyObject *documents(PyObject *self, PyObject *args)
+/* workers.feed_python in C: one run of records (its 24-byte heads and the frames'
+ * bytes, as `record` writes them) fed to the worker's engine, one call per record
+ * and no tuple, struct unpacking or loop in Python: on_frame(ts, linktype, data,
+ * source) for a frame (after number_state(source)[0] = its number, when per-packet
+ * documents are on), shadow(...) for a shadow copy, tick(source, ts, linktype, data)
+ * for a tick. Returns the frames fed to on_frame. */
+static PyObject *feed(PyObject *self, PyObject *args)
 {
-    PyObject *ids, *texts, *fragment;
-    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &ids, &PyList_Type, &texts, &fragment)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(ids);
-    if (PyList_GET_SIZE(texts) != n) {
-        PyErr_SetString(PyExc_ValueError, "as many texts as ids");
+    PyObject *source, *on_frame, *number_state, *shadow, *tick;
+    Py_buffer heads, blob;
+    if (!PyArg_ParseTuple(args, "y*y*UOOOO", &heads, &blob, &source, &on_frame, &number_state, &shadow, &tick))
         return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t count = 0, off = 0;
+    const unsigned char *h = heads.buf;
+    if (heads.len % HEAD_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "a run's heads are not whole records");
+        goto out;
     }
-    PyObject *out = PyList_New(n);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (PyList_GET_SIZE(ids) != n || PyList_GET_SIZE(texts) != n) {
-            /* only a hostile callable changes the lists it is not given */
-            PyErr_SetString(PyExc_RuntimeError, "the lists changed");
-            Py_DECREF(out);
-            return NULL;
+    for (Py_ssize_t at = 0; at < heads.len; at += HEAD_SIZE) {
+        uint64_t bits = 0, num = 0;
+        uint32_t linktype = 0, length = 0;
+        for (int k = 0; k < 8; k++) bits |= (uint64_t)h[at + k] << (8 * k);
+        for (int k = 0; k < 8; k++) num |= (uint64_t)h[at + 8 + k] << (8 * k);
+        for (int k = 0; k < 4; k++) linktype |= (uint32_t)h[at + 16 + k] << (8 * k);
+        for (int k = 0; k < 4; k++) length |= (uint32_t)h[at + 20 + k] << (8 * k);
+        double ts;
+        memcpy(&ts, &bits, 8);
+        int64_t number = (int64_t)num;
+        if ((Py_ssize_t)length > blob.len - off) {
+            PyErr_SetString(PyExc_ValueError, "a record is longer than the run's frames");
+            goto out;
         }
-        PyObject *text = PyList_GET_ITEM(texts, i), *id = PyList_GET_ITEM(ids, i);
-        Py_INCREF(text);
-        Py_INCREF(id);
-        PyObject *doc = PyObject_CallOneArg(fragment, text);
-        Py_DECREF(text);
-        PyObject *pair = doc != NULL ? PyTuple_New(2) : NULL;
-        if (pair == NULL) {
-            Py_XDECREF(doc);
-            Py_DECREF(id);
-            Py_DECREF(out);
-            return NULL;
+        PyObject *callee;
+        if (number >= 0) {
+            if (number_state != Py_None) {
+                PyObject *state = PyObject_CallOneArg(number_state, source);
+                if (state == NULL) goto out;
+                PyObject *value = PyLong_FromLongLong(number);
+                int r = value != NULL ? PyObject_SetItem(state, int_zero, value) : -1;
+                Py_XDECREF(value);
+                Py_DECREF(state);
+                if (r < 0) goto out;
+            }
+            callee = on_frame;
+        } else if (number == SHADOW) {
+            callee = shadow;
+        } else {
+            callee = tick;
         }
-        PyTuple_SET_ITEM(pair, 0, id);
-        PyTuple_SET_ITEM(pair, 1, doc);
-        PyList_SET_ITEM(out, i, pair);
+        PyObject *t = PyFloat_FromDouble(ts);
+        PyObject *lt = PyLong_FromUnsignedLong(linktype);
+        PyObject *data = PyBytes_FromStringAndSize((const char *)blob.buf + off, length);
+        off += length;
+        PyObject *r = NULL;
+        if (t != NULL && lt != NULL && data != NULL) {
+            if (callee == tick) {
+                PyObject *argv[4] = {source, t, lt, data};
+                r = PyObject_Vectorcall(callee, argv, 4, NULL);
+            } else {
+                PyObject *argv[4] = {t, lt, data, source};
+                r = PyObject_Vectorcall(callee, argv, 4, NULL);
+            }
+        }
+        Py_XDECREF(t);
+        Py_XDECREF(lt);
+        Py_XDECREF(data);
+        if (r == NULL) goto out;
+        Py_DECREF(r);
+        if (callee == on_frame) count++;
     }
-    return out;
+    result = PyLong_FromSsize_t(count);
+out:
+    PyBuffer_Release(&heads);
+    PyBuffer_Release(&blob);
+    return result;
 }
 
 static PyMethodDef methods[] = {
-    {"documents", documents, METH_VARARGS,
-     "A worker's reply as (id, fragment(text)) pairs (see workers.documents_python)."},
+    {"feed", feed, METH_VARARGS,
+     "Feed one run of records to the worker's engine (see workers.feed_python)."},
     {"shard", shard, METH_VARARGS,
      "Hand a batch of one source's frames to the workers' pending lists (see workers.shard_python)."},
     {NULL, NULL, 0, NULL},
@@ -361,6 +401,7 @@ PyMODINIT_FUNC PyInit__workcore(void)
 {
     crc_init();
     str_raw = PyUnicode_InternFromString("raw");
-    if (str_raw == NULL) return NULL;
+    int_zero = PyLong_FromLong(0);
+    if (str_raw == NULL || int_zero == NULL) return NULL;
     return PyModule_Create(&module);
 }

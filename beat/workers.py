@@ -12,16 +12,19 @@ long as one tunnel carries it, the usual case; one inner conversation carried
 by two different tunnel endpoint pairs would be split).
 
 Each worker is forked from the main process once it has read its
-configuration (every module is already imported, nothing is pickled to start
-it), runs the ordinary `Engine` (decoders, TCP reassembly, flows, processors)
-and serialises its documents with orjson; flow reports and per-packet
-documents are made as JSON text there, as one process makes them for an
-orjson output. The main process publishes them to its one `Pipeline`. Frames
-travel in batches of up to `BATCH_FRAMES` through a pipe per worker, as runs of
-records (`_record`: fixed-size heads and the frames' bytes, so a batch pickles
-as a few buffers, not objects per frame), written with writev and read into a
-buffer of the message's size; documents come back as two lists (_ids, JSON
-texts), so the per-frame cost of the hand-over is small. A file's frames are routed a reader batch at a time (`on_batch`):
+configuration (every module is already imported, what decoders load late too,
+nothing is pickled to start it), runs the ordinary `Engine` (decoders, TCP
+reassembly, flows, processors) and serialises its documents with orjson; flow
+reports and per-packet documents are made as JSON text there, as one process
+makes them for an orjson output. Frames travel in batches of up to
+`BATCH_FRAMES` through a pipe per worker, as runs of records (`_record`:
+fixed-size heads and the frames' bytes, so a batch pickles as a few buffers,
+not objects per frame), written with writev and read into a buffer of the
+message's size; the worker feeds a run to its engine in one call (`feed`).
+Documents come back as NDJSON blocks (`_Sink`: text, ids, count, as
+`Pipeline.publish_block` takes them), which the main process publishes whole
+to its one `Pipeline`: no object per frame or per document crosses the pipe.
+A file's frames are routed a reader batch at a time (`on_batch`):
 `shard` (C in wirebeat._workcore when built, else `shard_python`, the
 reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
 and numbers the frames without a Python call per frame; any other frame goes
@@ -59,6 +62,7 @@ decodes in the main process as before.
 from __future__ import annotations
 
 import fcntl
+import importlib
 import os
 import pickle
 import signal
@@ -79,23 +83,25 @@ from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import TICK_S, Engine
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
-from wirebeat.pipeline import Pipeline
+from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, Pipeline
 from wirebeat.registry import Registered
 from wirebeat.stats import Stats
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 
-__all__ = ["WorkerPool", "announcer_ports", "documents", "documents_python", "make_engine", "shard",
+__all__ = ["WorkerPool", "announcer_ports", "feed", "feed_python", "make_engine", "shard",
            "shard_python"]
 
 log = logs.get("workers")
 
 BATCH_FRAMES = 1024         # frames per hand-over to a worker (fewer wake-ups than 256)
 PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
-STATS_EVERY_S = 0.5         # a worker sends its counters at most this often
+STATS_EVERY_S = 2.0         # a worker sends its counters at most this often (a snapshot walks its flow table)
 FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
 _F_SETPIPE_SZ = 1031
 _LEN = struct.Struct("!I")
 _crc32 = zlib.crc32
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 _PORTS = struct.Struct("!HH")
 _V6_EXTENSIONS = frozenset({0, 43, 60})     # hop-by-hop, routing, destination options
 _V6_NOT_PLAIN = _V6_EXTENSIONS | {44}       # ... and a fragment header
@@ -384,15 +390,36 @@ def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
 shard = workcore.shard if workcore is not None else shard_python
 
 
-def documents_python(ids: list[str], texts: list[bytes], fragment: Any) -> list[tuple[str, Any]]:
-    """A worker's reply (its documents' _ids, their JSON text) as the (id, fragment(text))
-    pairs `Pipeline.publish_many` takes. wirebeat._workcore.documents is this in C."""
-    if len(ids) != len(texts):
-        raise ValueError("as many texts as ids")
-    return [(doc_id, fragment(text)) for doc_id, text in zip(ids, texts)]
+def feed_python(heads: bytes | bytearray, blob: bytes | bytearray, source: str, on_frame: Any,
+                number_state: Any, shadow: Any, tick: Any) -> int:
+    """A worker feeds one run of records (`_record`) to its engine: on_frame(ts, linktype,
+    data, source) for a frame (after number_state(source)[0] = its number, unless
+    number_state is None: per-packet documents are numbered as the reader counted),
+    shadow(...) for a shadow copy, tick(source, ts, linktype, data) for a tick. The
+    frames fed to on_frame. wirebeat._workcore.feed is this in C."""
+    if len(heads) % _HEAD.size:
+        raise ValueError("a run's heads are not whole records")
+    blob = bytes(blob)
+    count = off = 0
+    for ts, number, linktype, length in _HEAD.iter_unpack(heads):
+        if length > len(blob) - off:
+            raise ValueError("a record is longer than the run's frames")
+        end = off + length
+        data = blob[off:end]
+        off = end
+        if number >= 0:
+            if number_state is not None:
+                number_state(source)[0] = number
+            on_frame(ts, linktype, data, source)
+            count += 1
+        elif number == SHADOW:
+            shadow(ts, linktype, data, source)
+        else:
+            tick(source, ts, linktype, data)
+    return count
 
 
-documents = workcore.documents if workcore is not None else documents_python
+feed = workcore.feed if workcore is not None else feed_python
 
 
 class _Clock:
@@ -413,16 +440,18 @@ class _Process:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        self.cpu_s = 0.0        # user + system CPU seconds, once it has exited
 
     def poll(self) -> int | None:
         if self.returncode is None:
             try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             except ChildProcessError:
                 self.returncode = -signal.SIGKILL       # reaped elsewhere: gone
                 return self.returncode
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
+                self.cpu_s = usage.ru_utime + usage.ru_stime
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -502,9 +531,12 @@ class WorkerPool:
         # take a Fragment: the document goes out as the worker serialised it. Others
         # (a pretty console) get the document back as a dict.
         self.raw = getattr(getattr(pipeline, "output", None), "accepts_fragments", False)
+        # Outputs that write NDJSON text as it is (and no disk queue) take a worker's
+        # blocks whole (Pipeline.publish_block).
+        self.publish_block = getattr(pipeline, "publish_block", None)
         self.setup = {"config": config, "enabled": list(enabled),
                       "per_source": dict(builder.per_source), "strict": strict,
-                      "flowless": list(flowless)}
+                      "flowless": list(flowless), "batch_size": getattr(pipeline, "batch_size", 1024)}
         self.clocks: dict[str, _Clock] = {}
         self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
         self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
@@ -513,6 +545,11 @@ class WorkerPool:
         self.frames_lost = 0
         self.retired: dict[str, int] = {}      # counters of workers that died
         self.finished = False
+        # What decoders load on first use (DNS's public suffix list: ~0.3 s) is loaded here,
+        # once, and inherited by every worker at the fork, rather than loaded by each.
+        for r in enabled:
+            for module in r.spec.lazy_imports:
+                importlib.import_module(module)
         self.workers = [_Worker(i, self.setup) for i in range(self.n)]
         stats.add_source(self.counters)
         log.info("workers started", workers=self.n, pids=[w.proc.pid for w in self.workers])
@@ -694,6 +731,9 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 worker.proc.kill()
                 worker.proc.wait()
+        # The load balance: frames each decoded and the CPU each used (tests/bench/workers_scale.py).
+        log.info("workers finished", frames=[w.acked for w in self.workers],
+                 cpu_s=[round(w.proc.cpu_s, 3) for w in self.workers])
 
     def poll(self) -> None:
         """Housekeeping: hand over partial batches, take in what workers sent, notice deaths."""
@@ -745,16 +785,20 @@ class WorkerPool:
                 self._take(worker, message)
 
     def _take(self, worker: _Worker, message: tuple) -> None:
-        kind, acked, ids, texts, counters = message
+        kind, acked, blocks, counters = message
         worker.acked = acked
         if counters is not None:
             worker.counters = counters
-        if self.raw:
-            self.pipeline.publish_many(documents(ids, texts, orjson.Fragment))
-        else:
-            publish, loads = self.pipeline.publish, orjson.loads
-            for doc_id, raw in zip(ids, texts):
-                publish(doc_id, loads(raw))
+        publish_block = self.publish_block
+        for data, ids, count in blocks:
+            if publish_block is not None:
+                publish_block(data, ids, count)     # written as the worker made it
+            elif self.raw:
+                self.pipeline.publish_many(Block(data, ids, count).pairs())
+            else:
+                publish, loads = self.pipeline.publish, orjson.loads
+                for doc_id, text in zip(ids.decode().split("\n"), data.split(b"\n")[:count]):
+                    publish(doc_id, loads(text))
         if kind == "done":
             worker.done = True
 
@@ -800,26 +844,34 @@ class WorkerPool:
 # -- the worker's side ----------------------------------------------------------
 
 class _Sink:
-    """The worker's stand-in for the pipeline: documents serialised, sent with each reply."""
+    """The worker's stand-in for the pipeline: its documents as NDJSON blocks (the text
+    `Pipeline.publish_block` takes), sent with each reply.
 
-    # The engine asks the pipeline's output whether it takes JSON text (orjson.Fragment):
-    # the sink does (orjson.dumps gives a fragment's text back as it is), so flow reports
-    # and per-packet documents are made as text here, as in one process.
+    The engine asks the pipeline's output whether it takes JSON text (orjson.Fragment):
+    the sink does, so flow reports and per-packet documents are made as text here, as in
+    one process; a flow sweep's blocks pass as they are, and other documents are
+    serialised into blocks of the sink's own. The main process hands each block to its
+    pipeline whole: no object per document crosses the pipe or is made there."""
+
     accepts_fragments = True
 
-    def __init__(self) -> None:
+    def __init__(self, batch_size: int = 1024) -> None:
         self.output = self
-        # Two lists, not one of pairs: a pair per document less to make and to pickle.
-        self.ids: list[str] = []
-        self.texts: list[bytes] = []
+        # As the main pipeline's: a flow sweep cuts its blocks at this many documents.
+        self.batch_size = max(1, batch_size)
+        self.blocks: list[tuple[bytes, bytes, int]] = []   # whole blocks, in publish order
+        self.data = bytearray()     # the block being filled: NDJSON text ...
+        self.ids = bytearray()      # ... and its documents' _ids, one per line
+        self.count = 0
         self.published = 0
-        dumps, ids, texts = orjson.dumps, self.ids, self.texts
-        add_id, add_text = ids.append, texts.append
 
-        def publish(doc_id: str, doc: dict[str, Any]) -> None:
-            add_id(doc_id)
-            add_text(dumps(doc))
-        self.publish = publish
+    def publish(self, doc_id: str, doc: Any) -> None:
+        self.data += _dumps(doc, option=_NEWLINE)
+        self.ids += doc_id.encode()
+        self.ids += b"\n"
+        self.count += 1
+        if self.count >= self.batch_size or len(self.data) >= BLOCK_MAX_BYTES:
+            self._close()
 
     def publish_many(self, docs: list[tuple[str, Any]]) -> None:
         for doc_id, doc in docs:
@@ -827,21 +879,32 @@ class _Sink:
 
     def publish_block(self, data: bytes, ids: bytes, count: int) -> None:
         """A flow sweep's reports as NDJSON text (see Pipeline.publish_block), as they are
-        made in one process: split into the reply's two lists, no Python call per report."""
-        texts, names = data.split(b"\n"), ids.decode().split("\n")
-        if len(texts) != count + 1 or len(names) != count + 1:
-            raise ValueError(f"block of {count} documents holds {len(texts) - 1} lines, "
-                             f"{len(names) - 1} ids")
-        del texts[-1], names[-1]
-        self.ids.extend(names)
-        self.texts.extend(texts)
+        made in one process: after the documents before it, in the block being filled
+        while that stays within the pipeline's limits (fewer, fuller batches), else as
+        a block of its own."""
+        if self.count + count > self.batch_size or len(self.data) + len(data) > BLOCK_MAX_BYTES:
+            self._close()
+        if not self.count and (count >= self.batch_size or len(data) >= BLOCK_MAX_BYTES):
+            self.blocks.append((data, ids, count))      # full already: no copy
+            return
+        self.data += data
+        self.ids += ids
+        self.count += count
+        if self.count >= self.batch_size or len(self.data) >= BLOCK_MAX_BYTES:
+            self._close()
 
-    def take(self) -> tuple[list[str], list[bytes]]:
-        """The documents since the last call."""
-        ids, texts = self.ids[:], self.texts[:]
-        self.ids.clear()
-        self.texts.clear()
-        return ids, texts
+    def _close(self) -> None:
+        if self.count:
+            self.blocks.append((bytes(self.data), bytes(self.ids), self.count))
+            self.data.clear()
+            self.ids.clear()
+            self.count = 0
+
+    def take(self) -> list[tuple[bytes, bytes, int]]:
+        """The documents since the last call, as (NDJSON text, _ids, count) blocks."""
+        self._close()
+        blocks, self.blocks = self.blocks, []
+        return blocks
 
     def maybe_flush(self) -> None:
         pass
@@ -878,7 +941,7 @@ class _WorkerLoop:
         builder = DocumentBuilder(agent, processors, config["fields"], config["fields_under_root"],
                                   config["tags"])
         builder.per_source.update(setup["per_source"])
-        self.sink = _Sink()
+        self.sink = _Sink(setup.get("batch_size", 1024))
         self.stats = stats
         self.engine = Engine(config, enabled, builder, self.sink, stats,  # type: ignore[arg-type]
                              strict=setup["strict"])
@@ -926,8 +989,7 @@ class _WorkerLoop:
             elif first.__class__ is not str:    # a frame a record could not hold
                 ts, linktype, data, source, number = entry
                 if number < 0:
-                    self._link(source)
-                    self.shadow.on_frame(ts, linktype, data, source)    # type: ignore[union-attr]
+                    self._shadow_frame(ts, linktype, data, source)
                     continue
                 if packet_docs is not None:
                     self._number(source, number)
@@ -946,25 +1008,14 @@ class _WorkerLoop:
 
     def _records(self, run: list) -> int:
         """Decode one run of records (`_record`): frames decoded."""
-        _raw, source, heads, blob, _before = run
-        blob = bytes(blob)
-        on_frame, packet_docs = self.engine.on_frame, self.packet_docs
-        count = off = 0
-        for ts, number, linktype, length in _HEAD.iter_unpack(heads):
-            end = off + length
-            data = blob[off:end]
-            off = end
-            if number >= 0:
-                if packet_docs is not None:
-                    packet_docs.source_state(source)[0] = number
-                on_frame(ts, linktype, data, source)
-                count += 1
-            elif number == SHADOW:
-                self._link(source)
-                self.shadow.on_frame(ts, linktype, data, source)    # type: ignore[union-attr]
-            else:
-                self._tick(source, ts, linktype, data)
-        return count
+        engine, packet_docs = self.engine, self.packet_docs
+        return feed(run[2], run[3], run[1], engine.on_frame,
+                    None if packet_docs is None else packet_docs.source_state,
+                    self._shadow_frame, self._tick)
+
+    def _shadow_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
+        self._link(source)
+        self.shadow.on_frame(ts, linktype, data, source)    # type: ignore[union-attr]
 
     def _tick(self, source: str, ts: float, linktype: int, data: bytes) -> None:
         for engine in (self.engine, self.shadow):
@@ -1039,6 +1090,5 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
         if done or now - last_stats >= STATS_EVERY_S:
             last_stats = now
             counters = loop.stats.snapshot()
-        ids, texts = sink.take()
-        _write_all(fd_out, _message(("done" if done else "docs", decoded, ids, texts, counters)))
+        _write_all(fd_out, _message(("done" if done else "docs", decoded, sink.take(), counters)))
 

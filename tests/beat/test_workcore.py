@@ -13,9 +13,8 @@ and without announcer ports, for 1, 2, 3 and 5 workers and small list limits.
 The routing itself is checked against the documented hash in test_workers.py.
 Frames go into the lists as records (runs of fixed-size heads and the frames'
 bytes): what a worker reads back is checked against the frames handed over,
-and a list's size against its entries when sources take turns. The replies'
-(id, Fragment) pairs (`documents`) are checked against the texts, with
-hostile lists and callables. Under CI=true the extension must have been built.
+and a list's size against its entries when sources take turns. Under CI=true
+the extension must have been built.
 """
 from __future__ import annotations
 
@@ -178,7 +177,7 @@ def test_bad_arguments_raise_and_leave_the_lists_alone():
     assert pendings == [[], []]
 
 
-# -- records (frames as bytes) and replies (documents) ------------------------------
+# -- records (frames as bytes) ---------------------------------------------------------
 
 @needs_c
 def test_records_round_trip_to_the_frames_handed_over():
@@ -234,40 +233,6 @@ def test_run_of_another_source_starts_a_new_run():
         shard([(1.6, 1, frame, 0)], 0, "b", CRC, pendings, 99, 9.0, 0.0, 1, None, _TUNNEL_DPORTS, 1.0)
         assert [(run[0], run[1], len(run[2]) // 24, run[4]) for run in pendings[0]] == \
             [("raw", "a", 2, 0), ("raw", "b", 3, 2)]
-
-
-@needs_c
-def test_documents_are_identical_and_hostile_replies_raise():
-    import orjson
-    from wirebeat.workers import documents_python
-    assert _workcore is not None
-    ids = [f"id-{i}" for i in range(50)]
-    texts = [orjson.dumps({"n": i, "s": "x" * i}) for i in range(50)]
-    for fn in (_workcore.documents, documents_python):
-        got = fn(ids, texts, orjson.Fragment)
-        assert [doc_id for doc_id, _ in got] == ids
-        # the fragments serialise back to exactly the worker's text
-        assert [orjson.dumps(doc) for _, doc in got] == texts
-        assert fn([], [], orjson.Fragment) == []
-        with pytest.raises(ValueError):
-            fn(ids, texts[:-1], orjson.Fragment)
-
-        def boom(text):
-            raise RuntimeError("no")
-        with pytest.raises(RuntimeError):
-            fn(ids, texts, boom)
-    with pytest.raises(TypeError):
-        _workcore.documents(tuple(ids), texts, orjson.Fragment)
-
-    # a callable that empties the lists under the C loop must not crash it
-    victims_ids, victims = list(ids), list(texts)
-
-    def shrink(text):
-        victims_ids.clear()
-        victims.clear()
-        return text
-    with pytest.raises(RuntimeError):
-        _workcore.documents(victims_ids, victims, shrink)
 
 
 @needs_c

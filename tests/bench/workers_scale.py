@@ -1,0 +1,173 @@
+"""Benchmark: how `--workers N` scales against one process, robustly on a shared host.
+
+    .venv/bin/python tests/bench/workers_scale.py [--capture FILE] [--workers 1,2,4]
+        [--rounds 7] [--base main] [--cores 0,1]
+
+Runs `wirebeat run -I FILE --console --workers N` (stdout to /dev/null, the
+default configuration: flows on) for every N, in `--rounds` rounds; within a
+round the variants run one after the other, in an order that rotates from round
+to round (so a burst of load from elsewhere does not always hit the same one).
+With `--base REV` that revision's tree (git archive, its own C accelerators
+built, byte-compiled: tests/bench/run.py's --base machinery) runs in the same
+rounds, every N too.
+
+For every run it records the wall time, the CPU time of the whole process tree
+(RUSAGE_CHILDREN: the main process and its workers), the main process's own CPU
+(its summary counters), and, where the tree logs it ("workers finished"), the
+frames each worker decoded and the CPU each used: the load balance. It also
+records how loaded the host was: the CPU every other process used during the
+run (/proc/stat busy time minus this tree's), and the cores left idle.
+
+Printed per variant: median and spread (min-max) of wall time and CPU time; the
+speed-up of N workers over one process as the median of the per-round ratios
+(same round, so the same load) and their spread, by wall time; and the
+CPU-bound ceiling on C cores, min(N, C) x (one process's CPU / all N's CPU),
+which the host's load does not move much. The target of issue #15 is 2 workers
+>= 1.8x one process on the realistic capture. Not a test: nothing here asserts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from run import export_base, generate_realistic  # noqa: E402
+
+_SUMMARY = re.compile(r"(\d+) packets, (\d+) documents")
+_FINISHED = re.compile(r'"frames": \[([\d, ]*)\], "cpu_s": \[([\d., ]*)\], "event": "workers finished"')
+_MAIN_CPU = re.compile(r'"cpu_user_s": ([\d.]+), "cpu_system_s": ([\d.]+)')
+
+
+def _busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far (/proc/stat's first line)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]        # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def run_once(capture: Path, workers: int, tree: Path | None, cores: str | None) -> dict:
+    cmd = [sys.executable, "-m", "wirebeat.cli", "run", "-I", str(capture), "--console",
+           "--workers", str(workers), "-E", "logging.level=info"]
+    if cores:
+        cmd = ["taskset", "-c", cores, *cmd]
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    tick = os.sysconf("SC_CLK_TCK")
+    busy0, total0 = _busy_jiffies()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy1, total1 = _busy_jiffies()
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"wirebeat failed ({proc.returncode}): {err[-2000:]}")
+    summary = _SUMMARY.search(err)
+    if summary is None:
+        raise SystemExit(f"no summary line from wirebeat:\n{err[-2000:]}")
+    tree_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    main_cpu = _MAIN_CPU.findall(err)
+    finished = _FINISHED.search(err)
+    ncpu = os.cpu_count() or 1
+    busy_s = (busy1 - busy0) / tick
+    return {
+        "wall": wall, "cpu": tree_cpu, "packets": int(summary.group(1)), "documents": int(summary.group(2)),
+        "main_cpu": float(main_cpu[-1][0]) + float(main_cpu[-1][1]) if main_cpu else float("nan"),
+        "frames": [int(x) for x in finished.group(1).split(",")] if finished else [],
+        "worker_cpu": [float(x) for x in finished.group(2).split(",")] if finished else [],
+        # The others' CPU during the run, and the cores' time nobody used (of all of them).
+        "others_cpu": max(0.0, busy_s - tree_cpu),
+        "idle_share": 1.0 - (busy1 - busy0) / max(1, total1 - total0),
+        "ncpu": ncpu,
+    }
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--capture", type=Path, help="default: tests/bench/out/realistic-300000.pcap "
+                        "(generated by tests/bench/gen_realistic.py when missing)")
+    parser.add_argument("--workers", default="1,2,4", metavar="N,N,...",
+                        help="worker counts; the first is the reference (default 1,2,4)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternated rounds (default 7; use >= 5)")
+    parser.add_argument("--base", metavar="REV", help="also run this revision's tree in the same rounds")
+    parser.add_argument("--cores", metavar="LIST", help="pin every run to these CPUs (taskset -c)")
+    args = parser.parse_args()
+    capture = args.capture or generate_realistic(300_000)
+    counts = [int(n) for n in args.workers.split(",")]
+    # Byte-compiled first (as --base's export is): with PYTHONDONTWRITEBYTECODE set, every run
+    # would compile this tree anew.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "beat"), str(ROOT / "decoders")],
+                   check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+    trees: list[tuple[str, Path | None]] = [("this", None)]
+    if args.base:
+        trees.insert(0, (f"base {args.base}", export_base(args.base)))
+    variants = [(name, tree, n) for name, tree in trees for n in counts]
+    results: dict[tuple[str, int], list[dict]] = {(name, n): [] for name, _, n in variants}
+    print(f"{capture.name}: {args.rounds} rounds of {len(variants)} runs, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    for round_no in range(args.rounds):
+        shift = round_no % len(variants)
+        order = variants[shift:] + variants[:shift]
+        if round_no % 2:
+            order.reverse()
+        for name, tree, n in order:
+            r = run_once(capture, n, tree, args.cores)
+            results[(name, n)].append(r)
+            balance = ""
+            if r["frames"]:
+                balance = f", frames per worker {r['frames']}, CPU per worker {r['worker_cpu']}"
+            print(f"  round {round_no + 1} {name} {n}: {r['wall']:.2f} s wall, {r['cpu']:.2f} CPU-s "
+                  f"(main {r['main_cpu']:.2f}{balance}); others used {r['others_cpu']:.2f} CPU-s, "
+                  f"{r['idle_share']:.0%} of the CPUs idle", flush=True)
+    docs = {key: {r["documents"] for r in runs} for key, runs in results.items()}
+    if len({d for ds in docs.values() for d in ds}) != 1:
+        print(f"WARNING: document counts differ between variants: {docs}")
+    print()
+    cores = os.cpu_count() or 1
+    ref = counts[0]
+    for name, _tree in trees:
+        one = results[(name, ref)]
+        for n in counts:
+            runs = results[(name, n)]
+            walls, cpus = [r["wall"] for r in runs], [r["cpu"] for r in runs]
+            line = (f"{name} {n} worker(s): wall {_spread(walls)} s, "
+                    f"{runs[0]['packets'] / statistics.median(walls):,.0f} packets/s, CPU {_spread(cpus)} s, "
+                    f"main {_spread([r['main_cpu'] for r in runs])} s")
+            if n != ref:
+                ratios = [a["wall"] / b["wall"] for a, b in zip(one, runs)]
+                ceiling = [min(n, cores) * a["cpu"] / b["cpu"] for a, b in zip(one, runs)]
+                of_medians = min(n, cores) * statistics.median(r["cpu"] for r in one) / statistics.median(cpus)
+                line += (f"; vs {ref}: {_spread(ratios)}x by wall time (same-round ratios), "
+                         f"CPU-bound ceiling on {cores} cores {_spread(ceiling)}x per round, "
+                         f"{of_medians:.2f}x of the medians")
+            if runs[0]["frames"]:
+                shares = [max(r["frames"]) / (sum(r["frames"]) / len(r["frames"])) for r in runs]
+                cpu_shares = [max(r["worker_cpu"]) / (sum(r["worker_cpu"]) / len(r["worker_cpu"]))
+                              for r in runs if sum(r["worker_cpu"])]
+                line += (f"; busiest worker {statistics.median(shares):.3f}x the mean by frames, "
+                         f"{statistics.median(cpu_shares):.3f}x by CPU")
+            print(line)
+    others = [r["others_cpu"] / r["wall"] for runs in results.values() for r in runs]
+    print(f"host load from other processes: median {statistics.median(others):.2f} CPUs busy "
+          f"({min(others):.2f}-{max(others):.2f}) of {cores}; load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
