@@ -241,6 +241,7 @@ _NETWORK_KEYS = frozenset(("transport", "type", "protocol", "community_id", "pro
 _V4_TYPE, _V6_TYPE = '"ipv4"', '"ipv6"'
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 _inet_pton = socket.inet_pton
+_b2a_base64 = binascii.b2a_base64
 _dumps = orjson.dumps
 _Fragment = orjson.Fragment
 # JSON text of strings the text path writes again and again (addresses, names): at most
@@ -519,8 +520,13 @@ class DocumentBuilder:
             if len(body) > 2:
                 pieces.append(b"," + body[1:-1])
         pieces.append(b"}" if parts[1] == "}" else parts[1].encode())
-        return document_id_from(_id_prefix(flow.source, flow, name), txn.ts, txn.identity), \
-            _Fragment(b"".join(pieces))
+        # document_id_from(_id_prefix(...), ...) in one string
+        source = flow.source
+        key = (f"{source.rpartition(COLLECTOR_SEPARATOR)[0] if COLLECTOR_SEPARATOR in source else source}|"
+               f"{name}|{transport}|{client_ip}|{flow.client_port}|{server_ip}|{flow.server_port}|"
+               f"{round(txn.ts * 1e6)}|{txn.identity}")
+        return (_b2a_base64(_blake2b(key.encode(), digest_size=15).digest(), newline=False)
+                .translate(_URLSAFE).decode(), _Fragment(b"".join(pieces)))
 
     def _build_whole(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]] | None:
         """`build` for a spec with `whole_document`: no endpoints, event or network to
