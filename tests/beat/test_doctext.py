@@ -21,14 +21,11 @@ from typing import Any
 import orjson
 import pytest
 
-from wirebeat.config import Config, base_schema, protocol_schema
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction
 from wirebeat.document import DocumentBuilder
-from wirebeat.engine import Engine
-from wirebeat.pipeline import Pipeline, documents
-from wirebeat.registry import Registered, discover
-from wirebeat.sources.pcapfile import open_capture
-from wirebeat.stats import Stats
+from wirebeat.pipeline import documents
+from wirebeat.registry import discover
+from wirebeat.testing import make_engine, run_capture
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURES = sorted(p for p in (ROOT / "pcaps").rglob("*") if p.suffix in (".pcap", ".pcapng"))
@@ -54,25 +51,12 @@ class Collect:
 
 def _run(path: Path, fragments: bool, overrides: dict[str, Any], fields: dict[str, Any],
          tags: list[str]) -> tuple[list[tuple[str, bytes]], bool]:
-    registered = discover()
-    values = {key: option.default for key, option in base_schema().items()}
-    for r in registered:
-        values.update({key: option.default for key, option in protocol_schema(r.spec).items()})
-    values.update(overrides)
     output = Collect(fragments)
-    pipeline = Pipeline(output)
-    builder = DocumentBuilder(AGENT, [], fields, False, tags)
-    engine = Engine(Config(values, set(), None), [Registered(r.spec, "test") for r in registered],
-                    builder, pipeline, Stats(), strict=True)
-    reader = open_capture(str(path))
-    try:
-        for frame in reader:
-            engine.on_frame(frame.ts, frame.linktype, frame.data, reader.name)
-    finally:
-        reader.close()
-    engine.finish(reader.name)
-    pipeline.close()
-    return [(i, orjson.dumps(d)) for i, d in output.docs], builder.text_ok
+    engine, pipeline, _, _ = make_engine([r.spec for r in discover()], True,
+                                         {"wirebeat.flows.enabled": True, **overrides}, output)
+    engine.builder.fields, engine.builder.tags = fields, tags
+    run_capture(engine, pipeline, str(path))
+    return [(i, orjson.dumps(d)) for i, d in output.docs], engine.builder.text_ok
 
 
 CONFIGS = {
@@ -128,8 +112,6 @@ def test_mixed_capture_same_documents(mixed_capture: Path, config: str) -> None:
 def test_bundled_captures_take_the_text_path() -> None:
     """The differential tests compare something: transaction documents of the bundled
     DNS, ICMP and HTTP captures are built as text (not left to the dict path)."""
-    builder = DocumentBuilder(AGENT, [], {}, False, [])
-    builder.text_ok = True
     calls = []
     original = DocumentBuilder._build_text
 
