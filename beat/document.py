@@ -205,6 +205,103 @@ def _tunnel_of(tunnels: dict[tuple[str, str, str], tuple], flow: FlowKey) -> tup
     return tunnel
 
 
+def _event_base(dataset: str) -> dict[str, Any]:
+    return {"kind": "event", "category": ["network"], "type": ["connection", "protocol"],
+            "dataset": dataset}
+
+
+def _event(dataset: str, txn: Transaction, start: str) -> dict[str, Any]:
+    """event.* of a transaction document."""
+    event = _event_base(dataset)
+    if txn.request_bytes is None and txn.response_bytes is not None and txn.end_ts is None:
+        event["end"] = start    # a response without its request: packetbeat sets event.end only
+    else:
+        event["start"] = start
+        if txn.end_ts is not None:
+            event["end"] = iso_time(txn.end_ts)
+            if txn.end_ts >= txn.ts:
+                # Microsecond precision: what pcap timestamps and float seconds hold exactly.
+                event["duration"] = round((txn.end_ts - txn.ts) * 1e6) * 1000
+    return event
+
+
+# The text path (DocumentBuilder._build_text). A decoder's part that sets one of these
+# top-level keys goes through the dict path: they are not merged on the text path.
+_FALLBACK_KEYS = frozenset(("@timestamp", "type", "status", "capture", "agent", "ecs", "flow",
+                            "error", "fields", "tags"))
+# Common objects a decoder's part may add to (merged on the text path, one by one).
+_COMMON_KEYS = frozenset(("event", "network", "source", "destination", "client", "server",
+                          "related"))
+# dataset (or dataset and a decoder's event value) -> '{"kind":"event",...,"dataset":"dns",'
+_EVENT_HEADS: dict[Any, str] = {}
+_EVENT_HEAD_KEYS = frozenset(_event_base(""))
+_ENDPOINT_KEYS = frozenset(("ip", "port", "bytes", "mac"))
+_NETWORK_KEYS = frozenset(("transport", "type", "protocol", "community_id", "protocol_stack",
+                           "direction", "bytes"))
+_V4_TYPE, _V6_TYPE = '"ipv4"', '"ipv6"'
+_AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
+_inet_pton = socket.inet_pton
+_b2a_base64 = binascii.b2a_base64
+_dumps = orjson.dumps
+_Fragment = orjson.Fragment
+# JSON text of strings the text path writes again and again (addresses, names): at most
+# TEXT_CACHE_SIZE each; a full one starts over.
+TEXT_CACHE_SIZE = 16384
+_quoted: dict[str, str] = {}
+_MACS: dict[bytes, str] = {}
+
+
+def _quote(text: str) -> str:
+    if len(_quoted) >= TEXT_CACHE_SIZE:
+        _quoted.clear()
+    quoted = _quoted[text] = _dumps(text).decode()
+    return quoted
+
+
+def _mac_text(address: bytes) -> str:
+    if len(_MACS) >= TEXT_CACHE_SIZE:
+        _MACS.clear()
+    text = _MACS[address] = format_mac(address)
+    return text
+
+
+def _event_head(dataset: str) -> str:
+    head = _EVENT_HEADS[dataset] = _dumps(_event_base(dataset)).decode()[:-1] + ","
+    return head
+
+
+def _merged_text(value: dict[str, Any], common: dict[str, Any]) -> str:
+    """A common object's text after merge() of the decoder's value for it."""
+    merge(common, value)
+    return _dumps(common).decode()
+
+
+def _extended(text: str, value: dict[str, Any], keys: frozenset[str]) -> str:
+    """`_merged_text` of a common object held as text: keys it lacks are appended (HTTP's
+    destination.domain), anything else goes through merge()."""
+    if keys.isdisjoint(value) and None not in value.values():
+        return text[:-1] + "," + _dumps(value).decode()[1:] if value else text
+    return _merged_text(value, orjson.loads(text))
+
+
+def _merged_event(dataset: str, value: dict[str, Any], times: str) -> str | None:
+    """event's text when the decoder's part only changes its head (ICMP's event.type):
+    the merged head is cached per decoder and value; None for anything else."""
+    key = (dataset, _dumps(value))
+    head = _EVENT_HEADS.get(key)
+    if head is None:
+        if not _EVENT_HEAD_KEYS.issuperset(value):
+            return None
+        base = _event_base(dataset)
+        merge(base, value)
+        if len(_EVENT_HEADS) >= TEXT_CACHE_SIZE:
+            _EVENT_HEADS.clear()
+        head = _EVENT_HEADS[key] = _dumps(base).decode()[:-1] + ","
+        if head == "{,":
+            head = "{"
+    return head + times
+
+
 class DocumentBuilder:
     """Builds (id, document) for transactions; holds agent identity and processors."""
 
@@ -238,38 +335,34 @@ class DocumentBuilder:
 
     def build(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None = None,
               macs: tuple[bytes, bytes] | None = None,
-              ) -> tuple[str, dict[str, Any]] | None:
+              ) -> tuple[str, dict[str, Any] | orjson.Fragment] | None:
         """(id, document), or None when a processor dropped it; `flow_id` is the flow.id
-        of the transaction's flow report, `macs` the client's and server's MAC addresses."""
+        of the transaction's flow report, `macs` the client's and server's MAC addresses.
+
+        When the output takes ready JSON and nothing edits documents (`text_ok`,
+        `shared_ok`), the document is its JSON text (orjson.Fragment, `_build_text`);
+        the dicts below stay the reference it is tested against (tests/beat/test_doctext.py).
+        """
         if spec.whole_document is not None and not self.tunnels:
             return self._build_whole(spec, txn)
         flow = txn.flow
+        tunnel = _tunnel_of(self.tunnels, flow) if self.tunnels else None
+        extra = spec.document(txn)
+        if self.text_ok and self.shared_ok and tunnel is None and _FALLBACK_KEYS.isdisjoint(extra):
+            built = self._build_text(spec, txn, flow_id, macs, extra)
+            if built is not None:
+                return built
         protocol = spec.name if spec.network_protocol is None else spec.network_protocol
         network_base, related_ip, id_prefix = _flow_parts(flow, protocol, spec.name)
         with_ports = flow.transport in ("tcp", "udp")
         start = iso_time(txn.ts)
-        event: dict[str, Any] = {
-            "kind": "event", "category": ["network"], "type": ["connection", "protocol"],
-            "dataset": spec.name, "start": start,
-        }
-        if txn.request_bytes is None and txn.response_bytes is not None and txn.end_ts is None:
-            # A response without its request: packetbeat sets event.end only.
-            event["end"] = event.pop("start")
-        elif txn.end_ts is not None:
-            event["end"] = iso_time(txn.end_ts)
-            if txn.end_ts >= txn.ts:
-                # Microsecond precision: what pcap timestamps and float seconds hold exactly.
-                event["duration"] = round((txn.end_ts - txn.ts) * 1e6) * 1000
+        event = _event(spec.name, txn, start)
         source = _endpoint(flow.client_ip, flow.client_port, txn.request_bytes, with_ports)
         destination = _endpoint(flow.server_ip, flow.server_port, txn.response_bytes, with_ports)
         if macs is not None:
             source["mac"], destination["mac"] = format_mac(macs[0]), format_mac(macs[1])
         network = dict(network_base)
-        link, tunnel = self.link, None
-        if self.tunnels:
-            tunnel = _tunnel_of(self.tunnels, flow)
-            if tunnel is not None:
-                link = tunnel[4]
+        link = self.link if tunnel is None else tunnel[4]
         stack = transaction_stack(link, ":" in flow.client_ip, flow.transport, spec.name)
         if stack:
             network["protocol_stack"] = stack
@@ -298,12 +391,142 @@ class DocumentBuilder:
             doc["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         if tunnel is not None:
             _add_outer(doc, tunnel)
-        merge(doc, spec.document(txn))
+        merge(doc, extra)
         if not self.decorate(doc):
             return None
         if self.per_source:
             self._decorate_source(doc, flow.source)
         return document_id_from(id_prefix, txn.ts, txn.identity), doc
+
+    def _build_text(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
+                    macs: tuple[bytes, bytes] | None, extra: dict[str, Any],
+                    ) -> tuple[str, orjson.Fragment] | None:
+        """`build`'s document as JSON text, the bytes orjson makes of the dict `build` makes:
+        the common fields are written as text, in the dict's key order; a common object the
+        decoder's part also sets (ICMP's event.type, DNS's and HTTP's related, HTTP's
+        destination.domain) is made as the dict path makes it, merged and serialised; the
+        decoder's other fields are serialised once, appended in their order, then what
+        decorate() adds (fields, tags). Transactions seldom share a flow (a DNS query per
+        client port), so nothing here is cached per flow: per address and per MAC only."""
+        flow = txn.flow
+        name = spec.name
+        client_ip, server_ip, transport = flow.client_ip, flow.server_ip, flow.transport
+        q = _quoted
+        cq = q.get(client_ip) or _quote(client_ip)
+        sq = q.get(server_ip) or _quote(server_ip)
+        v6 = ":" in client_ip
+        request_bytes, response_bytes, end_ts = txn.request_bytes, txn.response_bytes, txn.end_ts
+        start = iso_time(txn.ts)
+        # network: as _flow_parts, then the stack, direction and bytes
+        protocol = name if spec.network_protocol is None else spec.network_protocol
+        network = (f'{{"transport":{q.get(transport) or _quote(transport)},'
+                   f'"type":{_V6_TYPE if v6 else _V4_TYPE}')
+        if protocol:
+            network += ',"protocol":' + (q.get(protocol) or _quote(protocol))
+        proto = _IANA.get(transport)
+        if proto is not None:
+            try:
+                family = _AF_INET6 if v6 else _AF_INET
+                network += (',"community_id":"' + community_id_packed(
+                    proto, _inet_pton(family, client_ip), flow.client_port,
+                    _inet_pton(family, server_ip), flow.server_port) + '"')
+            except OSError:
+                pass
+        stack = transaction_stack(self.link, v6, transport, name)
+        if stack:
+            network += ',"protocol_stack":' + (q.get(stack) or _quote(stack))
+        if self.direction is not None:
+            network += ',"direction":"' + self.direction(client_ip, server_ip) + '"'
+        if request_bytes is not None or response_bytes is not None:
+            network += f',"bytes":{(request_bytes or 0) + (response_bytes or 0)}}}'
+        else:
+            network += "}"
+        # the endpoints: source and client alike, destination and server alike
+        if transport == "tcp" or transport == "udp":
+            source = f'{{"ip":{cq},"port":{flow.client_port}'
+            destination = f'{{"ip":{sq},"port":{flow.server_port}'
+        else:
+            source, destination = '{"ip":' + cq, '{"ip":' + sq
+        if request_bytes is not None:
+            source += f',"bytes":{request_bytes}'
+        if response_bytes is not None:
+            destination += f',"bytes":{response_bytes}'
+        if macs is not None:
+            source += ',"mac":"' + (_MACS.get(macs[0]) or _mac_text(macs[0])) + '"}'
+            destination += ',"mac":"' + (_MACS.get(macs[1]) or _mac_text(macs[1])) + '"}'
+        else:
+            source += "}"
+            destination += "}"
+        # event: its head is the same for every document of a decoder
+        if request_bytes is None and response_bytes is not None and end_ts is None:
+            times = f'"end":"{start}"}}'
+        elif end_ts is not None:
+            if end_ts >= txn.ts:
+                times = (f'"start":"{start}","end":"{iso_time(end_ts)}",'
+                         f'"duration":{round((end_ts - txn.ts) * 1e6) * 1000}}}')
+            else:
+                times = f'"start":"{start}","end":"{iso_time(end_ts)}"}}'
+        else:
+            times = f'"start":"{start}"}}'
+        related = (f'{{"ip":[{cq}]}}' if client_ip == server_ip else f'{{"ip":[{cq},{sq}]}}')
+        client, server = source, destination
+        own, event = extra, None
+        if not _COMMON_KEYS.isdisjoint(extra):
+            # The decoder sets part of a common object: that object as merge() leaves it.
+            own = {}
+            for key, value in extra.items():
+                if key not in _COMMON_KEYS:
+                    own[key] = value
+                    continue
+                if value is None or value.__class__ is not dict:
+                    return None         # a common object taken away or replaced: the dict path
+                if key == "event":
+                    event = _merged_event(name, value, times) or _merged_text(
+                        value, _event(name, txn, start))
+                elif key == "related":
+                    # DNS's and HTTP's: every address, the flow's first (merge() keeps "ip" first)
+                    if next(iter(value), None) == "ip" and None not in value.values():
+                        related = _dumps(value).decode()
+                    else:
+                        related = _merged_text(value, {"ip": [client_ip] if client_ip == server_ip
+                                                       else [client_ip, server_ip]})
+                elif key == "network":
+                    network = _extended(network, value, _NETWORK_KEYS)
+                elif key == "source":
+                    source = _extended(source, value, _ENDPOINT_KEYS)
+                elif key == "destination":
+                    destination = _extended(destination, value, _ENDPOINT_KEYS)
+                elif key == "client":
+                    client = _extended(client, value, _ENDPOINT_KEYS)
+                else:       # server
+                    server = _extended(server, value, _ENDPOINT_KEYS)
+        if event is None:
+            event = (_EVENT_HEADS.get(name) or _event_head(name)) + times
+        parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
+        text = (f'{{"@timestamp":"{start}","type":{q.get(name) or _quote(name)},'
+                f'"status":{q.get(txn.status) or _quote(txn.status)},"event":{event},'
+                f'"network":{network},"source":{source},"destination":{destination},'
+                f'"client":{client},"server":{server},"related":{related}{parts[0]}')
+        pieces = [text.encode()]
+        if flow_id is not None:
+            pieces.append(b',"flow":{"id":' + _dumps(flow_id) + b"}")
+        if txn.notes:
+            notes = txn.notes
+            pieces.append(b',"error":' + _dumps({"message": notes[0] if len(notes) == 1 else list(notes)}))
+        if own:
+            if None in own.values():        # merge() takes a None as "no such key"
+                own = {key: value for key, value in own.items() if value is not None}
+            body = _dumps(own)
+            if len(body) > 2:
+                pieces.append(b"," + body[1:-1])
+        pieces.append(b"}" if parts[1] == "}" else parts[1].encode())
+        # document_id_from(_id_prefix(...), ...) in one string
+        source = flow.source
+        key = (f"{source.rpartition(COLLECTOR_SEPARATOR)[0] if COLLECTOR_SEPARATOR in source else source}|"
+               f"{name}|{transport}|{client_ip}|{flow.client_port}|{server_ip}|{flow.server_port}|"
+               f"{round(txn.ts * 1e6)}|{txn.identity}")
+        return (_b2a_base64(_blake2b(key.encode(), digest_size=15).digest(), newline=False)
+                .translate(_URLSAFE).decode(), _Fragment(b"".join(pieces)))
 
     def _build_whole(self, spec: DecoderSpec, txn: Transaction) -> tuple[str, dict[str, Any]] | None:
         """`build` for a spec with `whole_document`: no endpoints, event or network to

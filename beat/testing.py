@@ -63,9 +63,15 @@ def decode_pcap(path: str, specs: list[DecoderSpec], strict: bool = True,
     real engine (reassembly, routing, documents), without installing anything.
     `counters` are the engine's statistics (zeros left out).
     """
+    engine, pipeline, output, stats = make_engine(specs, strict, overrides)
+    run_capture(engine, pipeline, path)
+    return output.docs, stats.snapshot()
+
+
+def run_capture(engine: Engine, pipeline: Pipeline, path: str) -> None:
+    """Every frame of a pcap/pcapng file through `engine`, then its end; the pipeline closed."""
     from wirebeat.sources.pcapfile import open_capture
 
-    engine, pipeline, output, stats = make_engine(specs, strict, overrides)
     reader = open_capture(str(path))
     try:
         for frame in reader:
@@ -74,4 +80,3 @@ def decode_pcap(path: str, specs: list[DecoderSpec], strict: bool = True,
         reader.close()
     engine.finish(reader.name)
     pipeline.close()
-    return output.docs, stats.snapshot()
