@@ -1009,9 +1009,35 @@ class _WorkerLoop:
     def _records(self, run: list) -> int:
         """Decode one run of records (`_record`): frames decoded."""
         engine, packet_docs = self.engine, self.packet_docs
-        return feed(run[2], run[3], run[1], engine.on_frame,
-                    None if packet_docs is None else packet_docs.source_state,
-                    self._shadow_frame, self._tick)
+        on_batch = getattr(engine, "on_batch", None) if packet_docs is None else None
+        if on_batch is None:
+            return feed(run[2], run[3], run[1], engine.on_frame,
+                        None if packet_docs is None else packet_docs.source_state,
+                        self._shadow_frame, self._tick)
+        # The engine takes frames a batch at a time (wirebeat.frameloop, as one process
+        # does): collect the run's frames, handing them over before a shadow or a tick.
+        source, frames = run[1], []
+        add = frames.append
+
+        def collect(ts: float, linktype: int, data: bytes, _source: str) -> None:
+            add((ts, linktype, data, 0))
+
+        def hand_over() -> None:
+            if frames:
+                on_batch(frames[:], source)
+                frames.clear()
+
+        def shadow(*frame: Any) -> None:
+            hand_over()
+            self._shadow_frame(*frame)
+
+        def tick(*args: Any) -> None:
+            hand_over()
+            self._tick(*args)
+
+        count = feed(run[2], run[3], source, collect, None, shadow, tick)
+        hand_over()
+        return count
 
     def _shadow_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
         self._link(source)
