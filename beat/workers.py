@@ -1024,7 +1024,7 @@ class _WorkerLoop:
 
         def hand_over() -> None:
             if frames:
-                on_batch(frames[:], source)
+                on_batch(frames, source)    # walked there and then, never kept: reused after
                 frames.clear()
 
         def shadow(*frame: Any) -> None:
