@@ -40,6 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
        R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY, R_SIZE };
@@ -117,21 +119,13 @@ static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8
 
 /* ---- text ------------------------------------------------------------------ */
 
-/* A report is joined from pieces: Python str (any kind) or ASCII bytes written here. */
-typedef struct { PyObject *str; const char *ascii; Py_ssize_t len; } piece_t;
-#define MAX_PIECES 32
-#define NUMBUF 32
-
-typedef struct {
-    piece_t p[MAX_PIECES];
-    int n;
-    char nums[MAX_PIECES][NUMBUF];      /* storage for number pieces */
-    int nnums;
-} text_t;
-
-static inline void add_str(text_t *t, PyObject *s) { t->p[t->n].str = s; t->p[t->n].len = PyUnicode_GET_LENGTH(s); t->n++; }
-#define ADD_LIT(t, lit) do { (t)->p[(t)->n].str = NULL; (t)->p[(t)->n].ascii = (lit); \
-                             (t)->p[(t)->n].len = sizeof(lit) - 1; (t)->n++; } while (0)
+/* A report is written straight into bytes: fixed ASCII, numbers written here, and the flow's
+ * static parts kept as UTF-8 (make_parts). These write at `w` (room made by the caller) and
+ * return the end. */
+static inline char *put_mem(char *w, const void *s, Py_ssize_t n) { memcpy(w, s, (size_t)n); return w + n; }
+#define PUT_LIT(w, lit) put_mem((w), (lit), (Py_ssize_t)sizeof(lit) - 1)
+#define NUM_MAX 20      /* the longest decimal long long, sign included */
+#define STAMP_MAX 40    /* the longest time text kept here (longer ones: the Python path) */
 
 static const char DIGIT_PAIRS[] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
@@ -139,10 +133,10 @@ static const char DIGIT_PAIRS[] =
     "8081828384858687888990919293949596979899";
 
 /* v in decimal, as Python's str(int): two digits per division */
-static void add_ll(text_t *t, long long v)
+static char *put_dec(char *w, long long v)
 {
-    char *buf = t->nums[t->nnums++], tmp[24];
-    int n = sizeof tmp, len = 0;
+    char tmp[24];
+    int n = sizeof tmp;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
     while (u >= 100) {
         unsigned pair = (unsigned)(u % 100);
@@ -156,51 +150,8 @@ static void add_ll(text_t *t, long long v)
     } else {
         tmp[--n] = (char)('0' + u);
     }
-    if (v < 0) buf[len++] = '-';
-    memcpy(buf + len, tmp + n, sizeof tmp - n);
-    len += (int)sizeof tmp - n;
-    t->p[t->n].str = NULL; t->p[t->n].ascii = buf; t->p[t->n].len = len; t->n++;
-}
-
-/* The pieces joined into one str (of the widest kind among them). */
-static PyObject *join_text(text_t *t)
-{
-    Py_ssize_t total = 0;
-    Py_UCS4 maxchar = 127;
-    for (int i = 0; i < t->n; i++) {
-        total += t->p[i].len;
-        if (t->p[i].str != NULL) {
-            Py_UCS4 m = PyUnicode_MAX_CHAR_VALUE(t->p[i].str);
-            if (m > maxchar) maxchar = m;
-        }
-    }
-    PyObject *out = PyUnicode_New(total, maxchar);
-    if (out == NULL) return NULL;
-    if (PyUnicode_KIND(out) == PyUnicode_1BYTE_KIND) {     /* every str piece is 1-byte too */
-        char *w = (char *)PyUnicode_DATA(out);
-        for (int i = 0; i < t->n; i++) {
-            const void *src = t->p[i].str ? PyUnicode_DATA(t->p[i].str) : t->p[i].ascii;
-            memcpy(w, src, t->p[i].len);
-            w += t->p[i].len;
-        }
-        return out;
-    }
-    int kind = PyUnicode_KIND(out);
-    void *data = PyUnicode_DATA(out);
-    Py_ssize_t at = 0;
-    for (int i = 0; i < t->n; i++) {
-        if (t->p[i].str != NULL) {
-            if (PyUnicode_CopyCharacters(out, at, t->p[i].str, 0, t->p[i].len) < 0) {
-                Py_DECREF(out);
-                return NULL;
-            }
-        } else {
-            for (Py_ssize_t j = 0; j < t->p[i].len; j++)
-                PyUnicode_WRITE(kind, data, at + j, (Py_UCS4)(unsigned char)t->p[i].ascii[j]);
-        }
-        at += t->p[i].len;
-    }
-    return out;
+    if (v < 0) *w++ = '-';
+    return put_mem(w, tmp + n, (Py_ssize_t)sizeof tmp - n);
 }
 
 /* round((b - a) * 1e6) as Python computes it, for floats; 0 when out of the range kept exact. */
@@ -210,6 +161,64 @@ static inline int micros_between(PyObject *a, PyObject *b, long long *out)
     double r = nearbyint((PyFloat_AS_DOUBLE(b) - PyFloat_AS_DOUBLE(a)) * 1e6);
     if (!(fabs(r) < 9e15)) return 0;
     *out = (long long)r;
+    return 1;
+}
+
+/* The UTF-8 of an exact str (its own ASCII data, else the cached UTF-8): 1; 0 without an
+ * exception when it has none (a lone surrogate); -1 with an exception. */
+static inline int utf8_of(PyObject *s, const char **p, Py_ssize_t *n)
+{
+    if (PyUnicode_IS_ASCII(s)) {
+        *p = (const char *)PyUnicode_DATA(s);
+        *n = PyUnicode_GET_LENGTH(s);
+        return 1;
+    }
+    *p = PyUnicode_AsUTF8AndSize(s, n);
+    if (*p != NULL) return 1;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* decoders/api.py iso_time (RFC 3339 UTC with microseconds, 27 characters) for floats in
+ * 0 <= ts < 8e9, the range the C iso_time of wirebeat._speedups writes too: 1 and the text
+ * in out; 0 outside it (the caller asks the Python function, the reference). The last
+ * second's date and time are kept in `cache` (reports of one sweep share their seconds). */
+typedef struct { long long second; char text[19]; } second_cache_t;
+
+static int iso_c(double ts, char *out, second_cache_t *cache)
+{
+    if (!(ts >= 0.0 && ts < 8e9)) return 0;
+    double secf = floor(ts);
+    long long s = (long long)secf;
+    long long micros = (long long)nearbyint((ts - secf) * 1e6);     /* round((ts - int(ts // 1)) * 1e6) */
+    if (micros >= 1000000) { s += 1; micros -= 1000000; }
+    if (s != cache->second) {
+        long long days = s / 86400, rem = s % 86400;
+        /* civil date from days since 1970-01-01 (400-year eras, years starting in March) */
+        long long z = days + 719468, era = z / 146097;
+        long long doe = z - era * 146097;
+        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        long long mp = (5 * doy + 2) / 153;
+        int day = (int)(doy - (153 * mp + 2) / 5 + 1);
+        int month = (int)(mp < 10 ? mp + 3 : mp - 9);
+        long long year = yoe + era * 400 + (month <= 2);
+        int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
+        char *t = cache->text;
+        t[0] = (char)('0' + year / 1000 % 10); t[1] = (char)('0' + year / 100 % 10);
+        t[2] = (char)('0' + year / 10 % 10); t[3] = (char)('0' + year % 10); t[4] = '-';
+        t[5] = (char)('0' + month / 10); t[6] = (char)('0' + month % 10); t[7] = '-';
+        t[8] = (char)('0' + day / 10); t[9] = (char)('0' + day % 10); t[10] = 'T';
+        t[11] = (char)('0' + hh / 10); t[12] = (char)('0' + hh % 10); t[13] = ':';
+        t[14] = (char)('0' + mm / 10); t[15] = (char)('0' + mm % 10); t[16] = ':';
+        t[17] = (char)('0' + ss / 10); t[18] = (char)('0' + ss % 10);
+        cache->second = s;
+    }
+    memcpy(out, cache->text, 19);
+    out[19] = '.';
+    for (int i = 25; i >= 20; i--) { out[i] = (char)('0' + micros % 10); micros /= 10; }
+    out[26] = 'Z';
     return 1;
 }
 
@@ -249,49 +258,17 @@ static PyObject *buf_take(buf_t *b)
     return out;
 }
 
-/* The pieces as UTF-8 and a newline appended to `b`: 1; 0 without an exception when a piece
- * has no UTF-8 (a lone surrogate: nothing appended, the caller takes the per-document way,
- * where the output reports it as before); -1 with an exception. */
-static int append_line(buf_t *b, text_t *t)
-{
-    Py_ssize_t start = b->len;
-    for (int i = 0; i < t->n; i++) {
-        const char *src;
-        Py_ssize_t n;
-        PyObject *str = t->p[i].str;
-        if (str == NULL) {
-            src = t->p[i].ascii;
-            n = t->p[i].len;
-        } else if (PyUnicode_IS_ASCII(str)) {
-            src = (const char *)PyUnicode_DATA(str);
-            n = t->p[i].len;
-        } else {
-            src = PyUnicode_AsUTF8AndSize(str, &n);
-            if (src == NULL) {
-                b->len = start;
-                if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
-                PyErr_Clear();
-                return 0;
-            }
-        }
-        if (buf_reserve(b, n + 1) < 0) { b->len = start; return -1; }
-        memcpy(PyBytes_AS_STRING(b->obj) + b->len, src, (size_t)n);
-        b->len += n;
-    }
-    if (buf_reserve(b, 1) < 0) { b->len = start; return -1; }
-    PyBytes_AS_STRING(b->obj)[b->len++] = '\n';
-    return 1;
-}
-
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment;
     PyObject *ip_text, *community_id, *transports, *tail, *id_source;
     double stamp_ts;            /* the last report time not a flow's last packet, and its text */
-    PyObject *stamp;
+    char stamp_text[STAMP_MAX];
+    int stamp_n;                /* 0: none kept */
+    second_cache_t seconds;     /* iso_c's last second */
     PyObject *id_key, *id_bytes;    /* the last source and its id_source(source) as UTF-8 */
-    PyObject *tail_key, *tail_text; /* the last source and its tail(source) (fixed per source) */
+    PyObject *tail_key, *tail_bytes; /* the last source and its tail(source) as UTF-8 (fixed per source) */
     PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
     /* Blocks (see blocks()): while collecting, text reports are appended to `data` as NDJSON
      * lines and their _ids to `ids` (one a line) instead of becoming Python objects; handed to
@@ -474,20 +451,75 @@ static PyObject *flow_id(ReporterObject *self, PyObject *source, PyObject *rec)
     return PyObject_Vectorcall(self->assign_id, args, 2, NULL);
 }
 
+/* R_TEXT as this file keeps it: one bytes object, six 4-byte lengths (native order) and the six
+ * parts of `_text_parts` after them, as UTF-8. FlowReporter (Python) keeps a tuple of six str
+ * there; each side rebuilds what it does not recognise (only caches: the reports are the same). */
+#define PARTS_HEAD ((Py_ssize_t)(6 * sizeof(uint32_t)))
+
+static int parts_of(PyObject *parts, const char *p[6], Py_ssize_t n[6])
+{
+    if (!PyBytes_CheckExact(parts) || PyBytes_GET_SIZE(parts) < PARTS_HEAD) return 0;
+    const char *base = PyBytes_AS_STRING(parts);
+    Py_ssize_t at = PARTS_HEAD, size = PyBytes_GET_SIZE(parts);
+    for (int i = 0; i < 6; i++) {
+        uint32_t len;
+        memcpy(&len, base + i * sizeof len, sizeof len);
+        if ((Py_ssize_t)len > size - at) return 0;
+        p[i] = base + at;
+        n[i] = (Py_ssize_t)len;
+        at += (Py_ssize_t)len;
+    }
+    return at == size;
+}
+
+/* iso_time(ts) of a float as UTF-8 into out (room for STAMP_MAX): its length; 0 when the
+ * Python function (outside iso_c's range) gives no such text (the caller takes the Python
+ * path); -1 with an exception. */
+static int iso_text(ReporterObject *self, PyObject *ts, char *out)
+{
+    if (iso_c(PyFloat_AS_DOUBLE(ts), out, &self->seconds)) return 27;
+    PyObject *text = PyObject_CallOneArg(self->iso_time, ts);
+    if (text == NULL) return -1;
+    const char *p;
+    Py_ssize_t n;
+    int r = 0;
+    if (PyUnicode_CheckExact(text) && (r = utf8_of(text, &p, &n)) > 0) {
+        if (n > 0 && n <= STAMP_MAX) {
+            memcpy(out, p, (size_t)n);
+            r = (int)n;
+        } else {
+            r = 0;
+        }
+    }
+    Py_DECREF(text);
+    return r;
+}
+
+/* An address as inet_ntop writes it (wirebeat.ip.ip_text is socket.inet_ntop, the same libc
+ * function); its length, 0 if inet_ntop refuses. */
+static Py_ssize_t ip_chars(PyObject *packed, char *out)
+{
+    int v6 = PyBytes_GET_SIZE(packed) == 16;
+    if (inet_ntop(v6 ? AF_INET6 : AF_INET, PyBytes_AS_STRING(packed), out, INET6_ADDRSTRLEN) == NULL) return 0;
+    return (Py_ssize_t)strlen(out);
+}
+
 static const char HEXU[] = "0123456789ABCDEF";
 
 /* format_mac of 6 bytes: "02-00-00-00-00-0A", 17 characters */
-static void mac_text(char *out, const unsigned char *m)
+static char *put_mac(char *w, const unsigned char *m)
 {
     for (int i = 0; i < 6; i++) {
-        if (i) *out++ = '-';
-        *out++ = HEXU[m[i] >> 4];
-        *out++ = HEXU[m[i] & 15];
+        if (i) *w++ = '-';
+        *w++ = HEXU[m[i] >> 4];
+        *w++ = HEXU[m[i] & 15];
     }
+    return w;
 }
 
-/* `_text_parts` (the flow's text that never changes), or NULL without an error when the
- * flow is not the common case (the caller then asks Python). */
+/* `_text_parts` (the flow's text that never changes) as R_TEXT keeps it here (see parts_of),
+ * a new bytes object; NULL without an error when the flow is not the common case (the caller
+ * then takes the Python path), NULL with one on failure. */
 static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *fid)
 {
     PyObject *key = PyList_GET_ITEM(rec, R_KEY);
@@ -504,6 +536,10 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
             || (PyBytes_GET_SIZE(src) != 4 && PyBytes_GET_SIZE(src) != 16) || !get_ll(proto_o, &proto)
             || !PyUnicode_CheckExact(source) || !PyFloat_CheckExact(first))
         return NULL;
+    for (Py_ssize_t i = 0; i < nouter; i++) {
+        PyObject *o = PyTuple_GET_ITEM(outer, i);
+        if (!PyBytes_CheckExact(o) || (PyBytes_GET_SIZE(o) != 4 && PyBytes_GET_SIZE(o) != 16)) return NULL;
+    }
     for (Py_ssize_t i = 0; i < nvlans; i++)
         if (!get_ll(PyTuple_GET_ITEM(vlans, i), &vl[i])) return NULL;
     if (proto == 6 || proto == 17) {
@@ -513,16 +549,17 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
                 || !get_ll(PyTuple_GET_ITEM(icmp, 1), &dport))
             return NULL;
     }
-    PyObject *objs[10] = {NULL};     /* start, src ip, dst ip, outer src, outer dst, cid, transport, direction, tail */
-    enum { O_START, O_SRC, O_DST, O_OSRC, O_ODST, O_CID, O_TRANSPORT, O_DIRECTION, O_TAIL, O_N };
-    PyObject *parts = NULL, *p[6] = {NULL};
-    if (!(objs[O_START] = PyObject_CallOneArg(self->iso_time, first))) goto done;
-    if (!(objs[O_SRC] = PyObject_CallOneArg(self->ip_text, src))) goto done;
-    if (!(objs[O_DST] = PyObject_CallOneArg(self->ip_text, dst))) goto done;
-    if (nouter) {
-        if (!(objs[O_OSRC] = PyObject_CallOneArg(self->ip_text, PyTuple_GET_ITEM(outer, 0)))) goto done;
-        if (!(objs[O_ODST] = PyObject_CallOneArg(self->ip_text, PyTuple_GET_ITEM(outer, 1)))) goto done;
-    }
+    /* addresses as text: source, destination, then the tunnel's outer source and destination */
+    char ip[4][INET6_ADDRSTRLEN], start[STAMP_MAX];
+    Py_ssize_t ipn[4];
+    PyObject *packed[4] = {src, dst, nouter ? PyTuple_GET_ITEM(outer, 0) : NULL, nouter ? PyTuple_GET_ITEM(outer, 1) : NULL};
+    for (int i = 0; i < (nouter ? 4 : 2); i++)
+        if (!(ipn[i] = ip_chars(packed[i], ip[i]))) return NULL;
+    int start_n = iso_text(self, first, start);
+    if (start_n <= 0) return NULL;      /* (an exception stays set) */
+
+    enum { O_CID, O_TRANSPORT, O_DIRECTION, O_N };
+    PyObject *objs[O_N] = {NULL}, *out = NULL;
     if (proto == 6 || proto == 17 || icmp != Py_None) {
         PyObject *sp = PyLong_FromLongLong(sport), *dp = PyLong_FromLongLong(dport);
         if (sp && dp) {
@@ -532,6 +569,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         Py_XDECREF(sp);
         Py_XDECREF(dp);
         if (objs[O_CID] == NULL) goto done;
+        if (objs[O_CID] == Py_None) Py_CLEAR(objs[O_CID]);
     }
     objs[O_TRANSPORT] = PyDict_GetItemWithError(self->transports, proto_o);
     if (objs[O_TRANSPORT] != NULL) Py_INCREF(objs[O_TRANSPORT]);
@@ -547,197 +585,105 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
     }
     Py_DECREF(direction);
-    if (source != self->tail_key) {     /* the source's tail, kept for its next flow */
+    if (source != self->tail_key) {     /* the source's tail as UTF-8, kept for its next flow */
         PyObject *tail = PyObject_CallOneArg(self->tail, source);
         if (tail == NULL) goto done;
-        Py_XSETREF(self->tail_text, tail);
+        const char *p;
+        Py_ssize_t n;
+        int r = PyUnicode_CheckExact(tail) ? utf8_of(tail, &p, &n) : 0;
+        PyObject *raw = r > 0 ? PyBytes_FromStringAndSize(p, n) : NULL;
+        Py_DECREF(tail);
+        if (r < 0 || (r > 0 && raw == NULL)) goto done;
+        if (raw == NULL) goto done;     /* no UTF-8 (or not text): Python decides */
+        Py_XSETREF(self->tail_bytes, raw);
         Py_XSETREF(self->tail_key, Py_NewRef(source));
     }
-    objs[O_TAIL] = Py_NewRef(self->tail_text);
-    for (int i = 0; i < O_N; i++)
-        if (objs[i] != NULL && !(PyUnicode_CheckExact(objs[i]) || (i == O_CID && objs[i] == Py_None)))
-            goto done;      /* not text: Python decides */
-
-    char macbuf[2][17];
-    text_t t;
-    t.n = t.nnums = 0;
-    add_str(&t, objs[O_START]);
-    ADD_LIT(&t, "\",\"end\":\"");
-    if (!(p[0] = join_text(&t))) goto done;
-    t.n = t.nnums = 0;
-    ADD_LIT(&t, "},\"flow\":{\"id\":\"");
-    add_str(&t, fid);
-    ADD_LIT(&t, "\",");
-    if (nvlans) {
-        ADD_LIT(&t, "\"vlan\":[");
-        for (Py_ssize_t i = 0; i < nvlans; i++) {
-            if (i) ADD_LIT(&t, ",");
-            add_ll(&t, vl[i]);
-        }
-        ADD_LIT(&t, "],");
+    const char *tp[4];      /* fid, cid, transport, direction as UTF-8 */
+    Py_ssize_t tn[4] = {0, 0, 0, 0};
+    PyObject *texts[4] = {fid, objs[O_CID], objs[O_TRANSPORT], objs[O_DIRECTION]};
+    for (int i = 0; i < 4; i++) {
+        if (texts[i] == NULL) continue;
+        int r = PyUnicode_CheckExact(texts[i]) ? utf8_of(texts[i], &tp[i], &tn[i]) : 0;
+        if (r <= 0) goto done;          /* -1: the exception stays; 0: Python decides */
     }
-    ADD_LIT(&t, "\"final\":");
-    if (!(p[1] = join_text(&t))) goto done;
+    Py_ssize_t tail_n = PyBytes_GET_SIZE(self->tail_bytes);
+    Py_ssize_t bound = PARTS_HEAD + 400 + start_n + tn[0] + tn[1] + tn[2] + tn[3] + tail_n + 4 * INET6_ADDRSTRLEN
+                       + 10 * NUM_MAX;
+    out = PyBytes_FromStringAndSize(NULL, bound);
+    if (out == NULL) goto done;
+    char *base = PyBytes_AS_STRING(out), *w = base + PARTS_HEAD, *at[7];
+    const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(macs);
+    at[0] = w;
+    w = put_mem(w, start, start_n);
+    w = PUT_LIT(w, "\",\"end\":\"");
+    at[1] = w;
+    w = PUT_LIT(w, "},\"flow\":{\"id\":\"");
+    w = put_mem(w, tp[0], tn[0]);
+    w = PUT_LIT(w, "\",");
+    if (nvlans) {
+        w = PUT_LIT(w, "\"vlan\":[");
+        for (Py_ssize_t i = 0; i < nvlans; i++) {
+            if (i) *w++ = ',';
+            w = put_dec(w, vl[i]);
+        }
+        w = PUT_LIT(w, "],");
+    }
+    w = PUT_LIT(w, "\"final\":");
     for (int side = 0; side < 2; side++) {     /* source, then destination */
-        t.n = t.nnums = 0;
-        if (side == 0) ADD_LIT(&t, "},\"source\":{");
-        else ADD_LIT(&t, "},\"destination\":{");
+        at[2 + side] = w;
+        w = side == 0 ? PUT_LIT(w, "},\"source\":{") : PUT_LIT(w, "},\"destination\":{");
         if (PyBytes_GET_SIZE(macs)) {
-            /* the source's MAC is the frame's second address */
-            mac_text(macbuf[side], (const unsigned char *)PyBytes_AS_STRING(macs) + (side == 0 ? 6 : 0));
-            ADD_LIT(&t, "\"mac\":\"");
-            t.p[t.n].str = NULL; t.p[t.n].ascii = macbuf[side]; t.p[t.n].len = 17; t.n++;
-            ADD_LIT(&t, "\",");
+            w = PUT_LIT(w, "\"mac\":\"");
+            w = put_mac(w, m + (side == 0 ? 6 : 0));    /* the source's MAC is the frame's second address */
+            w = PUT_LIT(w, "\",");
         }
         if (nouter) {
-            ADD_LIT(&t, "\"ip\":[\"");
-            add_str(&t, objs[side == 0 ? O_OSRC : O_ODST]);
-            ADD_LIT(&t, "\",\"");
-            add_str(&t, objs[side == 0 ? O_SRC : O_DST]);
-            ADD_LIT(&t, "\"],");
+            w = PUT_LIT(w, "\"ip\":[\"");
+            w = put_mem(w, ip[2 + side], ipn[2 + side]);
+            w = PUT_LIT(w, "\",\"");
+            w = put_mem(w, ip[side], ipn[side]);
+            w = PUT_LIT(w, "\"],");
         } else {
-            ADD_LIT(&t, "\"ip\":\"");
-            add_str(&t, objs[side == 0 ? O_SRC : O_DST]);
-            ADD_LIT(&t, "\",");
+            w = PUT_LIT(w, "\"ip\":\"");
+            w = put_mem(w, ip[side], ipn[side]);
+            w = PUT_LIT(w, "\",");
         }
         if (proto == 6 || proto == 17) {
-            ADD_LIT(&t, "\"port\":");
-            add_ll(&t, side == 0 ? sport : dport);
-            ADD_LIT(&t, ",");
+            w = PUT_LIT(w, "\"port\":");
+            w = put_dec(w, side == 0 ? sport : dport);
+            *w++ = ',';
         }
-        ADD_LIT(&t, "\"packets\":");
-        if (!(p[2 + side] = join_text(&t))) goto done;
+        w = PUT_LIT(w, "\"packets\":");
     }
-    t.n = t.nnums = 0;
-    ADD_LIT(&t, "},\"network\":{\"type\":\"");
-    if (PyBytes_GET_SIZE(src) == 16) ADD_LIT(&t, "ipv6"); else ADD_LIT(&t, "ipv4");
-    ADD_LIT(&t, "\",\"transport\":\"");
-    add_str(&t, objs[O_TRANSPORT]);
-    ADD_LIT(&t, "\",");
-    if (objs[O_CID] != NULL && objs[O_CID] != Py_None && PyUnicode_GET_LENGTH(objs[O_CID])) {
-        ADD_LIT(&t, "\"community_id\":\"");
-        add_str(&t, objs[O_CID]);
-        ADD_LIT(&t, "\",");
+    at[4] = w;
+    w = PUT_LIT(w, "},\"network\":{\"type\":\"");
+    w = PyBytes_GET_SIZE(src) == 16 ? PUT_LIT(w, "ipv6") : PUT_LIT(w, "ipv4");
+    w = PUT_LIT(w, "\",\"transport\":\"");
+    w = put_mem(w, tp[2], tn[2]);
+    w = PUT_LIT(w, "\",");
+    if (tn[1]) {
+        w = PUT_LIT(w, "\"community_id\":\"");
+        w = put_mem(w, tp[1], tn[1]);
+        w = PUT_LIT(w, "\",");
     }
-    ADD_LIT(&t, "\"bytes\":");
-    if (!(p[4] = join_text(&t))) goto done;
-    t.n = t.nnums = 0;
+    w = PUT_LIT(w, "\"bytes\":");
+    at[5] = w;
     if (objs[O_DIRECTION] != NULL) {
-        ADD_LIT(&t, ",\"direction\":\"");
-        add_str(&t, objs[O_DIRECTION]);
-        ADD_LIT(&t, "\"");
+        w = PUT_LIT(w, ",\"direction\":\"");
+        w = put_mem(w, tp[3], tn[3]);
+        *w++ = '"';
     }
-    ADD_LIT(&t, "}");
-    add_str(&t, objs[O_TAIL]);
-    if (!(p[5] = join_text(&t))) goto done;
-    parts = untracked(PyTuple_Pack(6, p[0], p[1], p[2], p[3], p[4], p[5]));
+    *w++ = '}';
+    w = put_mem(w, PyBytes_AS_STRING(self->tail_bytes), tail_n);
+    at[6] = w;
+    for (int i = 0; i < 6; i++) {
+        uint32_t len = (uint32_t)(at[i + 1] - at[i]);
+        memcpy(base + i * sizeof len, &len, sizeof len);
+    }
+    if (_PyBytes_Resize(&out, w - base) < 0) out = NULL;    /* (freed on failure) */
 done:
     for (int i = 0; i < O_N; i++) Py_XDECREF(objs[i]);
-    for (int i = 0; i < 6; i++) Py_XDECREF(p[i]);
-    return parts;
-}
-
-/* The body tuple (_body): (packets, event.end, text2, text3), or NULL without an error
- * when something is outside the common case (the caller then takes the Python path). */
-static PyObject *make_body(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *fid,
-                           long long packets, long long packets_rev, long long sent, long long received)
-{
-    PyObject *first = PyList_GET_ITEM(rec, R_FIRST_TS), *last = PyList_GET_ITEM(rec, R_LAST_TS);
-    PyObject *tcp = PyList_GET_ITEM(rec, R_TCP);
-    long long duration, tcpn[5], rtt_server = 0, rtt_client = 0, rtt_handshake = 0;
-    int rtt = 0;
-    if (!micros_between(first, last, &duration)) return NULL;
-    if (sent > LLONG_MAX - received || packets > LLONG_MAX - packets_rev) return NULL;
-    if (tcp != Py_None) {
-        if (!PyList_CheckExact(tcp) || PyList_GET_SIZE(tcp) < T_SIZE) return NULL;
-        static const int which[5] = {T_SYN, T_FIN, T_RST, T_RETRANS, T_RETRANS_REV};
-        for (int i = 0; i < 5; i++)
-            if (!get_ll(PyList_GET_ITEM(tcp, which[i]), &tcpn[i])) return NULL;
-        PyObject *syn = PyList_GET_ITEM(tcp, T_SYN_TS), *synack = PyList_GET_ITEM(tcp, T_SYNACK_TS),
-                 *ack = PyList_GET_ITEM(tcp, T_ACK_TS);
-        if (syn != Py_None && synack != Py_None) {
-            if (!micros_between(syn, synack, &rtt_server)) return NULL;
-            rtt = 1;
-            if (ack != Py_None) {
-                if (!micros_between(synack, ack, &rtt_client) || !micros_between(syn, ack, &rtt_handshake))
-                    return NULL;
-                rtt = 2;
-            }
-        }
-    }
-    PyObject *parts = PyList_GET_ITEM(rec, R_TEXT);
-    if (parts == Py_None) {
-        parts = make_parts(self, source, rec, fid);
-        if (parts != NULL) {
-            set_obj(rec, R_TEXT, parts);
-        } else {
-            if (PyErr_Occurred()) return NULL;
-            PyObject *args[3] = {source, rec, fid};
-            parts = PyObject_Vectorcall(self->parts, args, 3, NULL);
-            if (parts == NULL) return NULL;
-        }
-    } else {
-        Py_INCREF(parts);
-    }
-    PyObject *body = NULL, *end = NULL, *text2 = NULL, *text3 = NULL, *total = NULL;
-    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 6) goto done;
-    for (int i = 0; i < 6; i++)
-        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(parts, i))) goto done;
-    end = PyObject_CallOneArg(self->iso_time, last);
-    if (end == NULL) goto done;
-    if (!PyUnicode_CheckExact(end)) { Py_CLEAR(end); goto done; }
-    text_t t;
-    t.n = t.nnums = 0;
-    add_str(&t, PyTuple_GET_ITEM(parts, 0));
-    add_str(&t, end);
-    ADD_LIT(&t, "\",\"duration\":");
-    add_ll(&t, duration * 1000);
-    add_str(&t, PyTuple_GET_ITEM(parts, 1));
-    text2 = join_text(&t);
-    if (text2 == NULL) goto done;
-    t.n = t.nnums = 0;
-    if (tcp != Py_None) {
-        ADD_LIT(&t, ",\"tcp\":{\"syn_packets\":"); add_ll(&t, tcpn[0]);
-        ADD_LIT(&t, ",\"fin_packets\":"); add_ll(&t, tcpn[1]);
-        ADD_LIT(&t, ",\"rst_packets\":"); add_ll(&t, tcpn[2]);
-        ADD_LIT(&t, ",\"source_retransmitted_bytes\":"); add_ll(&t, tcpn[3]);
-        ADD_LIT(&t, ",\"destination_retransmitted_bytes\":"); add_ll(&t, tcpn[4]);
-        if (rtt) {
-            ADD_LIT(&t, ",\"rtt\":{\"server_us\":"); add_ll(&t, rtt_server);
-            if (rtt == 2) {
-                ADD_LIT(&t, ",\"client_us\":"); add_ll(&t, rtt_client);
-                ADD_LIT(&t, ",\"handshake_us\":"); add_ll(&t, rtt_handshake);
-            }
-            ADD_LIT(&t, "}}");
-        } else {
-            ADD_LIT(&t, "}");
-        }
-    }
-    add_str(&t, PyTuple_GET_ITEM(parts, 2));
-    add_ll(&t, packets);
-    ADD_LIT(&t, ",\"bytes\":");
-    add_ll(&t, sent);
-    add_str(&t, PyTuple_GET_ITEM(parts, 3));
-    add_ll(&t, packets_rev);
-    ADD_LIT(&t, ",\"bytes\":");
-    add_ll(&t, received);
-    add_str(&t, PyTuple_GET_ITEM(parts, 4));
-    add_ll(&t, sent + received);
-    ADD_LIT(&t, ",\"packets\":");
-    add_ll(&t, packets + packets_rev);
-    add_str(&t, PyTuple_GET_ITEM(parts, 5));
-    text3 = join_text(&t);
-    if (text3 == NULL) goto done;
-    total = PyLong_FromLongLong(packets + packets_rev);
-    if (total == NULL) goto done;
-    body = untracked(PyTuple_Pack(4, total, end, text2, text3));
-done:
-    Py_DECREF(parts);
-    Py_XDECREF(end);
-    Py_XDECREF(text2);
-    Py_XDECREF(text3);
-    Py_XDECREF(total);
-    return body;
+    return out;
 }
 
 /* reporter.as_text: 1, 0, or -1 with an exception set. */
@@ -750,110 +696,176 @@ static int as_text_of(ReporterObject *self)
     return as_text;
 }
 
-/* One report (`as_text`: reporter.as_text, read by the caller); 0, or -1 with an exception set. */
+#define EVENT_HEAD "\",\"type\":\"flow\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"]," \
+                   "\"action\":\"network_flow\",\"dataset\":\"flow\",\"type\":[\"connection\""
+#define LINE_FIXED 512      /* room for a report's fixed text (the numbers' is NUM_MAX each) */
+
+/* One report (`as_text`: reporter.as_text, read by the caller); 0, or -1 with an exception set.
+ * The text is what FlowReporter.report joins, written here from the record's numbers and its
+ * cached static parts (make_parts): into the block being filled (see blocks()), else into a
+ * bytes object published as an orjson.Fragment. Whatever is not the common case goes to the
+ * Python method before anything but the caches (flow.id, R_TEXT) changed. */
 static int report(ReporterObject *self, int as_text, PyObject *source, PyObject *rec, int final, PyObject *reason,
                   PyObject *report_ts)
 {
-    PyObject *res, *fid, *body = NULL, *stamp = NULL, *doc_id = NULL, *text = NULL, *frag = NULL;
-    long long reports, n[4], body_total;
-    int rc = -1;
+    PyObject *res, *fid, *parts = NULL, *line = NULL, *doc_id = NULL, *frag = NULL;
+    long long reports, n[4], duration, tcpn[5], rttv[3];
+    int rtt = 0, rc = -1;
+    const char *fid_p, *reason_p = NULL, *pp[6];
+    Py_ssize_t fid_n, reason_n = 0, pn[6];
 
     if (!as_text || !PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE || !PyFloat_CheckExact(report_ts)
             || !(reason == Py_None || PyUnicode_CheckExact(reason)))
         goto python;
     fid = flow_id(self, source, rec);
     if (fid == NULL) return -1;
-    if (!PyUnicode_CheckExact(fid)) { Py_DECREF(fid); goto python; }
-    if (!get_ll(PyList_GET_ITEM(rec, R_REPORTS), &reports) || reports < 0 || reports == LLONG_MAX)
+    int r = PyUnicode_CheckExact(fid) ? utf8_of(fid, &fid_p, &fid_n) : 0;
+    if (r < 0) goto error;
+    if (r == 0 || !get_ll(PyList_GET_ITEM(rec, R_REPORTS), &reports) || reports < 0 || reports == LLONG_MAX)
         goto python_fid;
     for (int i = 0; i < 4; i++)
         if (!get_ll(PyList_GET_ITEM(rec, R_PACKETS + i), &n[i]) || n[i] < 0) goto python_fid;
-    body = PyList_GET_ITEM(rec, R_BODY);
-    if (!(PyTuple_CheckExact(body) && PyTuple_GET_SIZE(body) == 4 && get_ll(PyTuple_GET_ITEM(body, 0), &body_total)
-          && n[0] <= LLONG_MAX - n[1] && body_total == n[0] + n[1])) {
-        if (body != Py_None && !(PyTuple_CheckExact(body) && PyTuple_GET_SIZE(body) == 4)) goto python_fid;
-        body = make_body(self, source, rec, fid, n[0], n[1], n[2], n[3]);
-        if (body == NULL) {
+    if (n[0] > LLONG_MAX - n[1] || n[2] > LLONG_MAX - n[3]) goto python_fid;
+    PyObject *last = PyList_GET_ITEM(rec, R_LAST_TS), *tcp = PyList_GET_ITEM(rec, R_TCP);
+    if (!micros_between(PyList_GET_ITEM(rec, R_FIRST_TS), last, &duration)) goto python_fid;     /* floats */
+    if (tcp != Py_None) {
+        if (!PyList_CheckExact(tcp) || PyList_GET_SIZE(tcp) < T_SIZE) goto python_fid;
+        static const int which[5] = {T_SYN, T_FIN, T_RST, T_RETRANS, T_RETRANS_REV};
+        for (int i = 0; i < 5; i++)
+            if (!get_ll(PyList_GET_ITEM(tcp, which[i]), &tcpn[i])) goto python_fid;
+        PyObject *syn = PyList_GET_ITEM(tcp, T_SYN_TS), *synack = PyList_GET_ITEM(tcp, T_SYNACK_TS),
+                 *ack = PyList_GET_ITEM(tcp, T_ACK_TS);
+        if (syn != Py_None && synack != Py_None) {
+            if (!micros_between(syn, synack, &rttv[0])) goto python_fid;
+            rtt = 1;
+            if (ack != Py_None) {
+                if (!micros_between(synack, ack, &rttv[1]) || !micros_between(syn, ack, &rttv[2])) goto python_fid;
+                rtt = 2;
+            }
+        }
+    }
+    if (final && reason != Py_None && PyUnicode_GET_LENGTH(reason)) {      /* `if reason` */
+        r = utf8_of(reason, &reason_p, &reason_n);
+        if (r < 0) goto error;
+        if (r == 0) goto python_fid;
+    }
+    parts = PyList_GET_ITEM(rec, R_TEXT);
+    if (parts_of(parts, pp, pn)) {
+        Py_INCREF(parts);
+    } else {
+        parts = make_parts(self, source, rec, fid);
+        if (parts == NULL) {
             if (PyErr_Occurred()) goto error;
             goto python_fid;
         }
-        set_obj(rec, R_BODY, body);
-    } else {
-        Py_INCREF(body);
+        set_obj(rec, R_TEXT, parts);
+        parts_of(parts, pp, pn);
     }
-    for (int i = 1; i < 4; i++)
-        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(body, i))) goto python_body;
-    PyObject *last = PyList_GET_ITEM(rec, R_LAST_TS);
+    char end[STAMP_MAX];
+    const char *stamp;
+    int end_n = iso_text(self, last, end), stamp_n;
+    if (end_n < 0) goto error;
+    if (end_n == 0) goto python_fid;
     double ts = PyFloat_AS_DOUBLE(report_ts);
-    if (PyFloat_CheckExact(last) && PyFloat_AS_DOUBLE(last) == ts) {
-        stamp = PyTuple_GET_ITEM(body, 1);
-        Py_INCREF(stamp);
-    } else if (!PyFloat_CheckExact(last)) {
-        goto python_body;
-    } else if (self->stamp != NULL && self->stamp_ts == ts) {
-        stamp = self->stamp;
-        Py_INCREF(stamp);
-    } else {
-        stamp = PyObject_CallOneArg(self->iso_time, report_ts);
-        if (stamp == NULL) goto error;
-        if (!PyUnicode_CheckExact(stamp)) goto python_body;
-        Py_XSETREF(self->stamp, Py_NewRef(stamp));
-        self->stamp_ts = ts;
+    if (PyFloat_AS_DOUBLE(last) == ts) {
+        stamp = end;                    /* @timestamp is event.end */
+        stamp_n = end_n;
+    } else {                            /* the sweep's other reports share it */
+        if (!(self->stamp_n > 0 && self->stamp_ts == ts)) {
+            self->stamp_n = 0;
+            int k = iso_text(self, report_ts, self->stamp_text);
+            if (k < 0) goto error;
+            if (k == 0) goto python_fid;
+            self->stamp_n = k;
+            self->stamp_ts = ts;
+        }
+        stamp = self->stamp_text;
+        stamp_n = self->stamp_n;
     }
     if (set_ll(rec, R_REPORTS, reports + 1) < 0) goto error;
-    text_t tid, t;
-    tid.n = tid.nnums = 0;
-    add_str(&tid, fid);         /* f"{fid}-{reports}" */
-    ADD_LIT(&tid, "-");
-    add_ll(&tid, reports);
-    t.n = t.nnums = 0;
-    ADD_LIT(&t, "{\"@timestamp\":\"");
-    add_str(&t, stamp);
+
+    Py_ssize_t bound = LINE_FIXED + 16 * NUM_MAX + stamp_n + end_n + reason_n + pn[0] + pn[1] + pn[2] + pn[3] + pn[4]
+                       + pn[5];
+    int block = self->pending != NULL && self->publish_block != NULL;
+    char *w, *base;
+    if (block) {
+        if (buf_reserve(&self->data, bound) < 0) goto error;
+        base = PyBytes_AS_STRING(self->data.obj) + self->data.len;
+    } else {
+        if (!(line = PyBytes_FromStringAndSize(NULL, bound))) goto error;
+        base = PyBytes_AS_STRING(line);
+    }
+    w = PUT_LIT(base, "{\"@timestamp\":\"");
+    w = put_mem(w, stamp, stamp_n);
+    w = final ? PUT_LIT(w, EVENT_HEAD ",\"end\"],\"start\":\"") : PUT_LIT(w, EVENT_HEAD "],\"start\":\"");
+    w = put_mem(w, pp[0], pn[0]);
+    w = put_mem(w, end, end_n);
+    w = PUT_LIT(w, "\",\"duration\":");
+    w = put_dec(w, duration * 1000);
+    w = put_mem(w, pp[1], pn[1]);
     if (final) {
-        ADD_LIT(&t, "\",\"type\":\"flow\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],"
-                    "\"action\":\"network_flow\",\"dataset\":\"flow\",\"type\":[\"connection\",\"end\"],\"start\":\"");
-        add_str(&t, PyTuple_GET_ITEM(body, 2));
-        ADD_LIT(&t, "true");
-        if (reason != Py_None && PyUnicode_GET_LENGTH(reason)) {
-            ADD_LIT(&t, ",\"end_reason\":\"");
-            add_str(&t, reason);
-            ADD_LIT(&t, "\"");
+        w = PUT_LIT(w, "true");
+        if (reason_p != NULL) {
+            w = PUT_LIT(w, ",\"end_reason\":\"");
+            w = put_mem(w, reason_p, reason_n);
+            *w++ = '"';
         }
     } else {
-        ADD_LIT(&t, "\",\"type\":\"flow\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],"
-                    "\"action\":\"network_flow\",\"dataset\":\"flow\",\"type\":[\"connection\"],\"start\":\"");
-        add_str(&t, PyTuple_GET_ITEM(body, 2));
-        ADD_LIT(&t, "false");
+        w = PUT_LIT(w, "false");
     }
-    add_str(&t, PyTuple_GET_ITEM(body, 3));
-    int direct = 0;             /* published alone, not collected */
-    if (self->pending != NULL && self->publish_block != NULL) {
-        /* A block: the line and its _id appended, no Python object per report. */
-        Py_ssize_t data_len = self->data.len;
-        int r = append_line(&self->data, &t);
-        if (r > 0) {
-            r = append_line(&self->ids, &tid);
-            if (r <= 0) self->data.len = data_len;
+    if (tcp != Py_None) {
+        w = PUT_LIT(w, ",\"tcp\":{\"syn_packets\":"); w = put_dec(w, tcpn[0]);
+        w = PUT_LIT(w, ",\"fin_packets\":"); w = put_dec(w, tcpn[1]);
+        w = PUT_LIT(w, ",\"rst_packets\":"); w = put_dec(w, tcpn[2]);
+        w = PUT_LIT(w, ",\"source_retransmitted_bytes\":"); w = put_dec(w, tcpn[3]);
+        w = PUT_LIT(w, ",\"destination_retransmitted_bytes\":"); w = put_dec(w, tcpn[4]);
+        if (rtt) {
+            w = PUT_LIT(w, ",\"rtt\":{\"server_us\":"); w = put_dec(w, rttv[0]);
+            if (rtt == 2) {
+                w = PUT_LIT(w, ",\"client_us\":"); w = put_dec(w, rttv[1]);
+                w = PUT_LIT(w, ",\"handshake_us\":"); w = put_dec(w, rttv[2]);
+            }
+            w = PUT_LIT(w, "}}");
+        } else {
+            *w++ = '}';
         }
-        if (r < 0) goto error;
-        if (r > 0) {
-            self->nblock++;
-            if ((self->nblock >= self->block_docs || self->data.len >= self->block_bytes)
-                    && hand_over_block(self) < 0) goto error;
-            rc = 0;
-            goto error;         /* done */
-        }
-        /* No UTF-8 for a piece: this report goes alone, after the block (the same order). */
-        if (hand_over_block(self) < 0) goto error;
-        direct = 1;
     }
-    doc_id = join_text(&tid);
+    w = put_mem(w, pp[2], pn[2]);
+    w = put_dec(w, n[0]);
+    w = PUT_LIT(w, ",\"bytes\":");
+    w = put_dec(w, n[2]);
+    w = put_mem(w, pp[3], pn[3]);
+    w = put_dec(w, n[1]);
+    w = PUT_LIT(w, ",\"bytes\":");
+    w = put_dec(w, n[3]);
+    w = put_mem(w, pp[4], pn[4]);
+    w = put_dec(w, n[2] + n[3]);
+    w = PUT_LIT(w, ",\"packets\":");
+    w = put_dec(w, n[0] + n[1]);
+    w = put_mem(w, pp[5], pn[5]);
+
+    if (block) {        /* the line and its _id appended to the block: no Python object per report */
+        *w++ = '\n';
+        self->data.len += w - base;
+        if (buf_reserve(&self->ids, fid_n + NUM_MAX + 2) < 0) goto error;
+        w = base = PyBytes_AS_STRING(self->ids.obj) + self->ids.len;
+        w = put_mem(w, fid_p, fid_n);       /* f"{fid}-{reports}" */
+        *w++ = '-';
+        w = put_dec(w, reports);
+        *w++ = '\n';
+        self->ids.len += w - base;
+        self->nblock++;
+        if ((self->nblock >= self->block_docs || self->data.len >= self->block_bytes) && hand_over_block(self) < 0)
+            goto error;
+        rc = 0;
+        goto error;         /* done */
+    }
+    if (_PyBytes_Resize(&line, w - base) < 0) goto error;      /* (frees it on failure) */
+    doc_id = PyUnicode_FromFormat("%U-%lld", fid, reports);
     if (doc_id == NULL) goto error;
-    text = join_text(&t);
-    if (text == NULL) goto error;
-    frag = PyObject_CallOneArg(self->fragment, text);
+    frag = PyObject_CallOneArg(self->fragment, line);
     if (frag == NULL) goto error;
-    if (self->pending != NULL && !direct) {        /* a sweep: published together at its end */
+    if (self->pending != NULL) {        /* a sweep: published together at its end */
         PyObject *item = untracked(PyTuple_Pack(2, doc_id, frag));
         if (item == NULL) goto error;
         int failed = PyList_Append(self->pending, item);
@@ -874,16 +886,13 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     rc = 0;
 error:
     Py_XDECREF(frag);
-    Py_XDECREF(text);
+    Py_XDECREF(line);
     Py_XDECREF(doc_id);
-    Py_XDECREF(stamp);
-    Py_XDECREF(body);
+    Py_XDECREF(parts);
     Py_DECREF(fid);
     return rc;
-python_body:
-    Py_XDECREF(stamp);
-    Py_DECREF(body);
 python_fid:
+    Py_XDECREF(parts);
     Py_DECREF(fid);
 python:
     res = call_report_python(self, source, rec, final ? Py_True : Py_False, reason, report_ts);
@@ -931,12 +940,13 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
     self->id_source = Py_NewRef(id_source);
-    self->id_key = self->id_bytes = self->tail_key = self->tail_text = self->pending = self->publish_block = NULL;
+    self->id_key = self->id_bytes = self->tail_key = self->tail_bytes = self->pending = self->publish_block = NULL;
     self->block_docs = self->block_bytes = self->nblock = 0;
     self->data = (buf_t){NULL, 0, 0, 0};
     self->ids = (buf_t){NULL, 0, 0, 0};
-    self->stamp = NULL;
+    self->stamp_n = 0;
     self->stamp_ts = 0.0;
+    self->seconds.second = -1;
     return (PyObject *)self;
 }
 
@@ -954,9 +964,8 @@ static int reporter_clear(ReporterObject *self)
     Py_CLEAR(self->reporter); Py_CLEAR(self->report_python); Py_CLEAR(self->parts);
     Py_CLEAR(self->assign_id); Py_CLEAR(self->iso_time); Py_CLEAR(self->fragment);
     Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
-    Py_CLEAR(self->stamp);
     Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
-    Py_CLEAR(self->tail_key); Py_CLEAR(self->tail_text);
+    Py_CLEAR(self->tail_key); Py_CLEAR(self->tail_bytes);
     Py_CLEAR(self->publish_block);
     return 0;
 }

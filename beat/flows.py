@@ -228,9 +228,10 @@ class FlowReporter:
                 f'{sent + received},"packets":{packets + packets_rev}{closing}')
 
     def _parts(self, source: str, rec: list[Any], fid: str) -> tuple[str, ...]:
-        """The flow's cached `_text_parts`, made at its first text report."""
+        """The flow's cached `_text_parts`, made at its first text report (or after the C
+        core's: it keeps them in R_TEXT as one bytes object of its own)."""
         parts = rec[R_TEXT]
-        if parts is None:
+        if parts.__class__ is not tuple:
             parts = rec[R_TEXT] = _text_parts(source, rec, fid, self.builder.direction,
                                               self._tail(source))
         return parts
