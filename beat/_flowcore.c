@@ -500,6 +500,18 @@ static int iso_text(ReporterObject *self, PyObject *ts, char *out)
 static Py_ssize_t ip_chars(PyObject *packed, char *out)
 {
     int v6 = PyBytes_GET_SIZE(packed) == 16;
+    if (!v6) {      /* dotted decimal, written here (glibc's goes through sprintf) */
+        const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(packed);
+        char *w = out;
+        for (int i = 0; i < 4; i++) {
+            unsigned v = a[i];
+            if (i) *w++ = '.';
+            if (v >= 100) { *w++ = (char)('0' + v / 100); v %= 100; *w++ = (char)('0' + v / 10); }
+            else if (v >= 10) *w++ = (char)('0' + v / 10);
+            *w++ = (char)('0' + v % 10);
+        }
+        return w - out;
+    }
     if (inet_ntop(v6 ? AF_INET6 : AF_INET, PyBytes_AS_STRING(packed), out, INET6_ADDRSTRLEN) == NULL) return 0;
     return (Py_ssize_t)strlen(out);
 }

@@ -50,6 +50,9 @@ def _packed(text: str) -> bytes | None:
         return None if ip is None else ip.packed
 
 
+_HOST_TESTS = (_LOOPBACK, _LINK_LOCAL_UNICAST, _LINK_LOCAL_MULTICAST)
+
+
 def _host_side(ip: IPAddress) -> bool:
     return _LOOPBACK(ip) or _LINK_LOCAL_UNICAST(ip) or _LINK_LOCAL_MULTICAST(ip)
 
@@ -62,6 +65,14 @@ class NetworkDirection:
         self.tests: list[Callable[[IPAddress], bool]] = [
             network_test(item, f"{key}[{i}]") for i, item in enumerate(internal_networks)]
         self.kinds: dict[bytes, int] = {}       # packed address -> _HOST | _INTERNAL bits
+        # When every test is a list of CIDRs (`_in`: the named ranges but unicast/public, and
+        # CIDRs), a packed address is classified from its integer against those masks, without
+        # an ipaddress object: per packed length (4, 16), the host-side and the internal ranges.
+        self.int_ranges: dict[int, tuple[tuple, tuple]] = {}
+        if all(hasattr(test, "ranges") for test in (*_HOST_TESTS, *self.tests)):
+            self.int_ranges = {size: (tuple(r for test in _HOST_TESTS for r in test.ranges[size]),
+                                      tuple(r for test in self.tests for r in test.ranges[size]))
+                               for size in (4, 16)}
         self.text_kinds: dict[str, int] = {}    # address text -> the same bits, or _INVALID
         self.address_cache_resets = 0
 
@@ -71,7 +82,20 @@ class NetworkDirection:
     def _kind(self, packed: bytes) -> int:
         kind = self.kinds.get(packed)
         if kind is None:
-            kind = self._classify(ipaddress.ip_address(packed))
+            ranges = self.int_ranges.get(len(packed))
+            if ranges is None:
+                kind = self._classify(ipaddress.ip_address(packed))
+            else:       # what _classify answers, from the address's integer
+                value = int.from_bytes(packed, "big")
+                kind = 0
+                for mask, network in ranges[0]:
+                    if value & mask == network:
+                        kind = _HOST
+                        break
+                for mask, network in ranges[1]:
+                    if value & mask == network:
+                        kind |= _INTERNAL
+                        break
             if len(self.kinds) >= ADDRESS_CACHE_SIZE:
                 self.kinds.clear()
                 self.address_cache_resets += 1

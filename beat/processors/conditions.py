@@ -53,6 +53,7 @@ def _in(*cidrs: str) -> Callable[[IPAddress], bool]:
             if value & mask == network:
                 return True
         return False
+    inside.ranges = {4: v4, 16: v6}     # type: ignore[attr-defined]  # by packed length: see direction.py
     return inside
 
 

@@ -182,3 +182,36 @@ def test_address_text_is_read_as_ipaddress_reads_it():
         else:
             want = reference._verdict(expected, reference._classify(ipaddress.ip_address("8.8.8.8")))
             assert got == want, text
+
+
+@pytest.mark.parametrize("networks", [["private"], [], ["10.0.0.0/8", "2001:db8::/33", "loopback"],
+                                      ["multicast", "link_local_unicast", "unspecified", "192.0.2.0/24"],
+                                      ["public", "10.0.0.0/8"], ["unicast"]])
+def test_packed_addresses_are_classified_as_ipaddress_classifies_them(networks):
+    """Flows ask with packed addresses (of_packed): with CIDR-only tests an address's kind is
+    worked out from its integer (int_ranges), which must be what `_classify` says of the
+    ipaddress object, at every range's edges and at random; named ranges that are no CIDR
+    list (public, unicast) take _classify itself."""
+    import ipaddress
+    import random
+    from wirebeat.processors.conditions import NAMED_NETWORKS
+    rng = random.Random(11)
+    direction = NetworkDirection(networks)
+    assert bool(direction.int_ranges) == all(hasattr(NAMED_NETWORKS.get(n, NAMED_NETWORKS["private"]), "ranges")
+                                             for n in networks)
+    edges = ["0.0.0.0", "255.255.255.255", "::", "::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1"]
+    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+                 "224.0.0.0/24", "224.0.0.0/4", "fc00::/7", "fe80::/10", "ff02::/16", "ff00::/8",
+                 "2001:db8::/33", "192.0.2.0/24"):
+        net = ipaddress.ip_network(cidr)
+        first, last = int(net.network_address), int(net.broadcast_address)
+        top = 2**32 - 1 if net.version == 4 else 2**128 - 1
+        for value in (first - 1, first, first + 1, last - 1, last, last + 1):
+            if 0 <= value <= top:
+                edges.append(str(ipaddress.ip_address(value) if net.version == 4 else ipaddress.IPv6Address(value)))
+    for _ in range(400):
+        edges.append(str(ipaddress.IPv4Address(rng.getrandbits(32))))
+        edges.append(str(ipaddress.IPv6Address(rng.getrandbits(128))))
+    for text in edges:
+        ip = ipaddress.ip_address(text)
+        assert direction._kind(ip.packed) == direction._classify(ip), text

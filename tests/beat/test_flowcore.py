@@ -537,3 +537,81 @@ def test_publish_many_makes_the_batches_publish_makes():
         results.append((published, output.batches))
     assert results[0] == results[1]
     assert [len(b) for b in results[0][1]] == [1000, 1000, 501]
+
+
+def _source_tables(source: str) -> tuple[FlowTable, FlowTable, list, list]:
+    """As _tables, for a capture source named `source`."""
+    c, py, out_c, out_py = _tables()
+    for table in (c, py):
+        table.source = source
+        if table.core is not None:      # the C table read its source when it was made
+            saved = table.core
+            table.core = _flowcore.Table(table, table.reporter.core, table.account_python, table.flow_id_python,
+                                         flows.ip_packed)
+            assert saved is not table.core
+    return c, py, out_c, out_py
+
+
+_ADDRESSES_4 = ["0.0.0.0", "9.9.9.9", "10.10.10.10", "99.99.99.99", "100.100.100.100", "255.255.255.255",
+                "1.20.255.0", "200.9.10.199", "127.0.0.1", "169.254.1.2"]
+_ADDRESSES_6 = ["::", "::1", "::ffff:10.0.0.1", "::ffff:1.2.3.4", "::1.2.3.4", "fe80::1", "2001:db8::",
+                "2001:db8:0:0:1:0:0:1", "1:2:3:4:5:6:7:8", "ff02::fb", "64:ff9b::c000:221", "1::", "0:1::"]
+
+
+@needs_c
+@pytest.mark.parametrize("source", ["src", "capture é ✓.pcap", "tcp://collector:5555\0client-ü"])
+def test_report_text_of_every_address_shape_vlans_icmp_and_non_ascii_sources(source):
+    """The C core writes address text itself (IPv4) and keeps a flow's static parts as UTF-8:
+    every octet width, IPv6 forms (compressed, mapped, embedded IPv4), VLAN stacks, ICMP and
+    ICMPv6 with identifiers, UDP, TCP, and sources whose text is not ASCII must give the
+    Python path's bytes, for first, periodic and final reports."""
+    c, py, out_c, out_py = _source_tables(source)
+    frames = []
+    pairs = list(zip(_ADDRESSES_4, _ADDRESSES_4[1:] + _ADDRESSES_4[:1]))
+    pairs += list(zip(_ADDRESSES_6, _ADDRESSES_6[1:] + _ADDRESSES_6[:1]))
+    for i, (a, b) in enumerate(pairs):
+        vlans = ((), (1,), (4095, 7), (0, 100, 200))[i % 4]
+        six = ":" in a
+        frames.append(g.ethernet(g.ip_packet(a, b, 17, g.udp(a, b, 1000 + i, 53, b"u" * i)), vlans=vlans))
+        frames.append(g.ethernet(g.ip_packet(a, b, 6, g.tcp(a, b, 2000 + i, 443, b"t", seq=i, flags="S"))))
+        if six:
+            frames.append(g.ethernet(g.ipv6(a, b, 58, g.icmpv6_echo(a, b, 300 + i, 1))))
+        else:
+            frames.append(g.ethernet(g.ipv4(a, b, 1, g.icmp_echo(300 + i, 1)), vlans=vlans))
+    for table in (c, py):
+        for n, frame in enumerate(frames):
+            link = _link(frame)
+            table.account(T0 + n / 100, 1, frame, *link)
+        table.sweep(T0 + 1)                 # the first sweep sets the clock
+        table.sweep(T0 + 12)                # every flow's first (periodic) report
+        table.sweep(T0 + 23)                # again: the cached parts
+        table.finish()                      # final reports
+    assert _state(c) == _state(py)
+    assert out_c == out_py and len(out_c) == 3 * len(frames)
+
+
+def _link(frame: bytes) -> tuple:
+    """(vlans, src, dst, proto, payload) of an Ethernet frame as the engine hands them to account."""
+    at, vlans = 12, []
+    while frame[at:at + 2] in (b"\x81\x00", b"\x88\xa8"):
+        vlans.append(int.from_bytes(frame[at + 2:at + 4], "big") & 0x0FFF)
+        at += 4
+    ip = frame[at + 2:]
+    if frame[at:at + 2] == b"\x86\xdd":
+        return tuple(vlans), ip[8:24], ip[24:40], ip[6], ip[40:]
+    return tuple(vlans), ip[12:16], ip[16:20], ip[9], ip[(ip[0] & 15) * 4:]
+
+
+@needs_c
+def test_a_source_without_utf8_fails_alike():
+    """A capture source with a lone surrogate has no JSON text: both paths raise the same error."""
+    c, py, out_c, out_py = _source_tables("bad\udcff")
+    frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1, 2, b"u")))
+    errors = []
+    for table in (c, py):
+        table.account(T0, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+        [rec] = table._records()
+        with pytest.raises(Exception) as caught:
+            table.reporter.report(table.source, rec, False, None, T0 + 10)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1] and out_c == out_py == []
