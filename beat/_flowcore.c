@@ -116,6 +116,8 @@ static inline PyObject *untracked(PyObject *tuple)
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
 
 #include "_blake2b.h"     /* blake2b(), id_text(): flow.id */
+#include "_cid.h"         /* community_id(): network.community_id */
+#include "_isotime.h"     /* second_text(): event times */
 
 /* ---- text ------------------------------------------------------------------ */
 
@@ -184,7 +186,7 @@ static inline int utf8_of(PyObject *s, const char **p, Py_ssize_t *n)
  * 0 <= ts < 8e9, the range the C iso_time of wirebeat._speedups writes too: 1 and the text
  * in out; 0 outside it (the caller asks the Python function, the reference). The last
  * second's date and time are kept in `cache` (reports of one sweep share their seconds). */
-typedef struct { long long second; char text[19]; } second_cache_t;
+typedef struct { long long second, day; char text[19]; } second_cache_t;
 
 static int iso_c(double ts, char *out, second_cache_t *cache)
 {
@@ -194,25 +196,16 @@ static int iso_c(double ts, char *out, second_cache_t *cache)
     long long micros = (long long)nearbyint((ts - secf) * 1e6);     /* round((ts - int(ts // 1)) * 1e6) */
     if (micros >= 1000000) { s += 1; micros -= 1000000; }
     if (s != cache->second) {
-        long long days = s / 86400, rem = s % 86400;
-        /* civil date from days since 1970-01-01 (400-year eras, years starting in March) */
-        long long z = days + 719468, era = z / 146097;
-        long long doe = z - era * 146097;
-        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        long long mp = (5 * doy + 2) / 153;
-        int day = (int)(doy - (153 * mp + 2) / 5 + 1);
-        int month = (int)(mp < 10 ? mp + 3 : mp - 9);
-        long long year = yoe + era * 400 + (month <= 2);
-        int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
-        char *t = cache->text;
-        t[0] = (char)('0' + year / 1000 % 10); t[1] = (char)('0' + year / 100 % 10);
-        t[2] = (char)('0' + year / 10 % 10); t[3] = (char)('0' + year % 10); t[4] = '-';
-        t[5] = (char)('0' + month / 10); t[6] = (char)('0' + month % 10); t[7] = '-';
-        t[8] = (char)('0' + day / 10); t[9] = (char)('0' + day % 10); t[10] = 'T';
-        t[11] = (char)('0' + hh / 10); t[12] = (char)('0' + hh % 10); t[13] = ':';
-        t[14] = (char)('0' + mm / 10); t[15] = (char)('0' + mm % 10); t[16] = ':';
-        t[17] = (char)('0' + ss / 10); t[18] = (char)('0' + ss % 10);
+        if (s / 86400 == cache->day) {      /* the same date: the time of day only */
+            int rem = (int)(s % 86400), hh = rem / 3600, mm = rem / 60 % 60, ss = rem % 60;
+            char *t = cache->text;
+            t[11] = (char)('0' + hh / 10); t[12] = (char)('0' + hh % 10);
+            t[14] = (char)('0' + mm / 10); t[15] = (char)('0' + mm % 10);
+            t[17] = (char)('0' + ss / 10); t[18] = (char)('0' + ss % 10);
+        } else {
+            second_text(s, cache->text);
+            cache->day = s / 86400;
+        }
         cache->second = s;
     }
     memcpy(out, cache->text, 19);
@@ -572,16 +565,26 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
 
     enum { O_CID, O_TRANSPORT, O_DIRECTION, O_N };
     PyObject *objs[O_N] = {NULL}, *out = NULL;
+    char cid[30];
+    int cid_c = 0;      /* 1: cid holds the id, computed here (_cid.h) as community_id_packed does;
+                         * values out of its range go to that function */
     if (proto == 6 || proto == 17 || icmp != Py_None) {
-        PyObject *sp = PyLong_FromLongLong(sport), *dp = PyLong_FromLongLong(dport);
-        if (sp && dp) {
-            PyObject *args[5] = {proto_o, src, sp, dst, dp};
-            objs[O_CID] = PyObject_Vectorcall(self->community_id, args, 5, NULL);
+        if (sport >= 0 && sport <= 65535 && dport >= 0 && dport <= 65535 && proto >= 0 && proto <= 255) {
+            community_id((int)proto, (const unsigned char *)PyBytes_AS_STRING(src),
+                         (const unsigned char *)PyBytes_AS_STRING(dst), (int)PyBytes_GET_SIZE(src), (int)sport,
+                         (int)dport, cid);
+            cid_c = 1;
+        } else {
+            PyObject *sp = PyLong_FromLongLong(sport), *dp = PyLong_FromLongLong(dport);
+            if (sp && dp) {
+                PyObject *args[5] = {proto_o, src, sp, dst, dp};
+                objs[O_CID] = PyObject_Vectorcall(self->community_id, args, 5, NULL);
+            }
+            Py_XDECREF(sp);
+            Py_XDECREF(dp);
+            if (objs[O_CID] == NULL) goto done;
+            if (objs[O_CID] == Py_None) Py_CLEAR(objs[O_CID]);
         }
-        Py_XDECREF(sp);
-        Py_XDECREF(dp);
-        if (objs[O_CID] == NULL) goto done;
-        if (objs[O_CID] == Py_None) Py_CLEAR(objs[O_CID]);
     }
     objs[O_TRANSPORT] = PyDict_GetItemWithError(self->transports, proto_o);
     if (objs[O_TRANSPORT] != NULL) Py_INCREF(objs[O_TRANSPORT]);
@@ -617,6 +620,10 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         if (texts[i] == NULL) continue;
         int r = PyUnicode_CheckExact(texts[i]) ? utf8_of(texts[i], &tp[i], &tn[i]) : 0;
         if (r <= 0) goto done;          /* -1: the exception stays; 0: Python decides */
+    }
+    if (cid_c) {
+        tp[1] = cid;
+        tn[1] = sizeof cid;
     }
     Py_ssize_t tail_n = PyBytes_GET_SIZE(self->tail_bytes);
     Py_ssize_t bound = PARTS_HEAD + 400 + start_n + tn[0] + tn[1] + tn[2] + tn[3] + tail_n + 4 * INET6_ADDRSTRLEN
@@ -958,7 +965,7 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->ids = (buf_t){NULL, 0, 0, 0};
     self->stamp_n = 0;
     self->stamp_ts = 0.0;
-    self->seconds.second = -1;
+    self->seconds.second = self->seconds.day = -1;
     return (PyObject *)self;
 }
 

@@ -81,101 +81,8 @@ static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8
 static inline int is_tpid(unsigned t) { return t == 0x8100 || t == 0x88A8 || t == 0x9100 || t == 0x9200; }
 static inline int is_shim(unsigned t) { return t == 0x8847 || t == 0x8848 || t == 0x8864; }
 
-/* ---- SHA-1 (FIPS 180-4), for Community ID ---------------------------------- */
-
-#define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
-
-static void sha1_block(uint32_t h[5], const unsigned char *b)
-{
-    /* The message schedule is kept as 16 words, each computed in the round that
-     * uses it (a 80-word array made GCC vectorise it into store-forwarding stalls). */
-    uint32_t w[16], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], t, x;
-    int i;
-    for (i = 0; i < 16; i++)
-        w[i] = ((uint32_t)b[4 * i] << 24) | ((uint32_t)b[4 * i + 1] << 16) | ((uint32_t)b[4 * i + 2] << 8) | b[4 * i + 3];
-#define W(i) ((i) < 16 ? w[(i)] : (x = w[((i) + 13) & 15] ^ w[((i) + 8) & 15] ^ w[((i) + 2) & 15] ^ w[(i) & 15], \
-                                   w[(i) & 15] = ROL(x, 1)))
-#define ROUND(f, k) do { t = ROL(a, 5) + (f) + e + (k) + W(i); e = d; d = c; c = ROL(bb, 30); bb = a; a = t; } while (0)
-    for (i = 0; i < 20; i++) ROUND((bb & c) | (~bb & d), 0x5A827999);
-    for (; i < 40; i++) ROUND(bb ^ c ^ d, 0x6ED9EBA1);
-    for (; i < 60; i++) ROUND((bb & c) | (bb & d) | (c & d), 0x8F1BBCDC);
-    for (; i < 80; i++) ROUND(bb ^ c ^ d, 0xCA62C1D6);
-#undef ROUND
-#undef W
-    h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e;
-}
-
-/* SHA-1 of a message of at most 119 bytes (two blocks after padding). */
-static void sha1_short(const unsigned char *msg, size_t len, unsigned char out[20])
-{
-    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-    unsigned char buf[128];
-    size_t total = len + 9 <= 64 ? 64 : 128, i;
-    uint64_t bits = (uint64_t)len * 8;
-    memset(buf, 0, sizeof buf);
-    memcpy(buf, msg, len);
-    buf[len] = 0x80;
-    for (i = 0; i < 8; i++)
-        buf[total - 1 - i] = (unsigned char)(bits >> (8 * i));
-    for (i = 0; i < total; i += 64)
-        sha1_block(h, buf + i);
-    for (i = 0; i < 5; i++) {
-        out[4 * i] = (unsigned char)(h[i] >> 24); out[4 * i + 1] = (unsigned char)(h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(h[i] >> 8); out[4 * i + 3] = (unsigned char)h[i];
-    }
-}
-
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Community ID v1, seed 0: "1:" + base64(sha1(...)), 30 characters written to out. */
-static int icmp_peer(int v6, int type)
-{
-    if (!v6) {
-        switch (type) {
-        case 8: return 0; case 0: return 8; case 13: return 14; case 14: return 13;
-        case 15: return 16; case 16: return 15; case 10: return 9; case 9: return 10;
-        case 17: return 18; case 18: return 17;
-        }
-    } else {
-        switch (type) {
-        case 128: return 129; case 129: return 128; case 130: return 131; case 131: return 130;
-        case 133: return 134; case 134: return 133; case 135: return 136; case 136: return 135;
-        case 139: return 140; case 140: return 139; case 144: return 145; case 145: return 144;
-        }
-    }
-    return -1;
-}
-
-static void community_id(int proto, const unsigned char *saddr, const unsigned char *daddr, int alen,
-                         int sport, int dport, char *out)
-{
-    unsigned char msg[2 + 32 + 2 + 4], digest[20];
-    int one_way = 0, n = 0, i;
-    if (proto == 1 || proto == 58) {
-        int peer = icmp_peer(proto == 58, sport);
-        if (peer < 0) one_way = 1; else dport = peer;
-    }
-    int cmp = memcmp(saddr, daddr, alen);
-    if (!(one_way || cmp < 0 || (cmp == 0 && sport < dport))) {
-        const unsigned char *ta = saddr; saddr = daddr; daddr = ta;
-        int tp = sport; sport = dport; dport = tp;
-    }
-    msg[n++] = 0; msg[n++] = 0;
-    memcpy(msg + n, saddr, alen); n += alen;
-    memcpy(msg + n, daddr, alen); n += alen;
-    msg[n++] = (unsigned char)proto; msg[n++] = 0;
-    msg[n++] = (unsigned char)(sport >> 8); msg[n++] = (unsigned char)sport;
-    msg[n++] = (unsigned char)(dport >> 8); msg[n++] = (unsigned char)dport;
-    sha1_short(msg, n, digest);
-    out[0] = '1'; out[1] = ':';
-    char *o = out + 2;
-    for (i = 0; i < 18; i += 3) {
-        uint32_t v = ((uint32_t)digest[i] << 16) | ((uint32_t)digest[i + 1] << 8) | digest[i + 2];
-        *o++ = B64[v >> 18]; *o++ = B64[(v >> 12) & 63]; *o++ = B64[(v >> 6) & 63]; *o++ = B64[v & 63];
-    }
-    uint32_t v = ((uint32_t)digest[18] << 16) | ((uint32_t)digest[19] << 8);
-    *o++ = B64[v >> 18]; *o++ = B64[(v >> 12) & 63]; *o++ = B64[(v >> 6) & 63]; *o++ = '=';
-}
+#include "_cid.h"     /* sha1_short(), community_id() */
+#include "_isotime.h" /* second_text() */
 
 /* ---- the header walk ----------------------------------------------------- */
 
@@ -835,8 +742,7 @@ static inline void put_ip(out_t *o, const unsigned char *a, int alen)
     *o->p++ = '"';
 }
 
-/* "YYYY-MM-DDTHH:MM:SS" of a second since the epoch (UTC, proleptic Gregorian), as
- * time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) writes it for 0 <= s < 8e9.
+/* "YYYY-MM-DDTHH:MM:SS" of a second since the epoch: second_text() (_isotime.h).
  * The last second's text is kept: frames come many per second. */
 static long long cached_second = -1;
 static char cached_text[19];
@@ -844,25 +750,7 @@ static char cached_text[19];
 static void put_second(out_t *o, long long s)
 {
     if (s != cached_second) {
-        long long days = s / 86400, rem = s % 86400;
-        /* civil date from days since 1970-01-01 (400-year eras, years starting in March) */
-        long long z = days + 719468, era = z / 146097;
-        long long doe = z - era * 146097;
-        long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-        long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        long long mp = (5 * doy + 2) / 153;
-        int day = (int)(doy - (153 * mp + 2) / 5 + 1);
-        int month = (int)(mp < 10 ? mp + 3 : mp - 9);
-        long long year = yoe + era * 400 + (month <= 2);
-        int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
-        char *t = cached_text;
-        t[0] = (char)('0' + year / 1000 % 10); t[1] = (char)('0' + year / 100 % 10);
-        t[2] = (char)('0' + year / 10 % 10); t[3] = (char)('0' + year % 10); t[4] = '-';
-        t[5] = (char)('0' + month / 10); t[6] = (char)('0' + month % 10); t[7] = '-';
-        t[8] = (char)('0' + day / 10); t[9] = (char)('0' + day % 10); t[10] = 'T';
-        t[11] = (char)('0' + hh / 10); t[12] = (char)('0' + hh % 10); t[13] = ':';
-        t[14] = (char)('0' + mm / 10); t[15] = (char)('0' + mm % 10); t[16] = ':';
-        t[17] = (char)('0' + ss / 10); t[18] = (char)('0' + ss % 10);
+        second_text(s, cached_text);
         cached_second = s;
     }
     memcpy(o->p, cached_text, 19);

@@ -588,6 +588,18 @@ def test_report_text_of_every_address_shape_vlans_icmp_and_non_ascii_sources(sou
         table.finish()                      # final reports
     assert _state(c) == _state(py)
     assert out_c == out_py and len(out_c) == 3 * len(frames)
+    # network.community_id against the pure-Python reference (the C one is shared with _speedups)
+    import ipaddress
+    from wirebeat.document import community_id_packed_python
+    for _, line in out_c:
+        doc = orjson.loads(line)
+        src, dst = (ipaddress.ip_address(doc[side]["ip"]).packed for side in ("source", "destination"))
+        proto = {"udp": 17, "tcp": 6, "icmp": 1, "ipv6-icmp": 58}[doc["network"]["transport"]]
+        if proto in (6, 17):
+            ports = doc["source"]["port"], doc["destination"]["port"]
+        else:
+            ports = (8, 0) if proto == 1 else (128, 0)      # echo requests (type, code)
+        assert doc["network"]["community_id"] == community_id_packed_python(proto, src, ports[0], dst, ports[1])
 
 
 def _link(frame: bytes) -> tuple:
@@ -615,3 +627,26 @@ def test_a_source_without_utf8_fails_alike():
             table.reporter.report(table.source, rec, False, None, T0 + 10)
         errors.append((type(caught.value), str(caught.value)))
     assert errors[0] == errors[1] and out_c == out_py == []
+
+
+@needs_c
+def test_event_times_written_in_c_are_iso_time_at_day_and_rounding_edges():
+    """event.end and @timestamp are formatted by the C core (dates kept per day, times per
+    second): random times over the whole range, midnights, the last microsecond of a day,
+    times that round up into the next second, day and year changes between reports."""
+    rng = random.Random(5)
+    times = [0.0, 0.5, 86399.9999996, 86400.0, 951782399.9999995, 951782400.0, 7999999999.999999, 8e9 - 1e-3,
+             1_700_000_000.0000004, 1_700_006_399.9999996]
+    times += [rng.uniform(0, 8e9) for _ in range(200)]
+    times += [86400 * rng.randrange(1, 90000) + rng.choice((-0.0000004, 0.0, 0.9999996)) for _ in range(100)]
+    c, py, out_c, out_py = _tables()
+    frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1, 2, b"u")))
+    for table in (c, py):
+        table.account(1.0, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+        [rec] = table._records()
+        for t in times:
+            rec[R_LAST_TS] = t              # event.end, and @timestamp when reported at it
+            rec[R_PACKETS] += 1             # (a packet came: Python's cached text is redone)
+            table.reporter.report("src", rec, False, None, t)
+            table.reporter.report("src", rec, False, None, t + 1.25)
+    assert out_c == out_py and len(out_c) == 2 * len(times)
