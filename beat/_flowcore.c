@@ -134,26 +134,34 @@ static const char DIGIT_PAIRS[] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* v in decimal, as Python's str(int): two digits per division */
+/* v in decimal, as Python's str(int): written from its last digit back, two per division */
 static char *put_dec(char *w, long long v)
 {
-    char tmp[24];
-    int n = sizeof tmp;
+    static const unsigned long long tens[19] = {10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+        10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL,
+        10000000000000ULL, 100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+        100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL};
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    if (v < 0) *w++ = '-';
+    if (u < 10) {
+        *w++ = (char)('0' + u);
+        return w;
+    }
+    int len = 2;
+    while (len < 20 && u >= tens[len - 1]) len++;
+    char *end = w + len, *p = end;
     while (u >= 100) {
-        unsigned pair = (unsigned)(u % 100);
+        p -= 2;
+        memcpy(p, DIGIT_PAIRS + 2 * (u % 100), 2);
         u /= 100;
-        n -= 2;
-        memcpy(tmp + n, DIGIT_PAIRS + 2 * pair, 2);
     }
     if (u >= 10) {
-        n -= 2;
-        memcpy(tmp + n, DIGIT_PAIRS + 2 * u, 2);
+        p -= 2;
+        memcpy(p, DIGIT_PAIRS + 2 * u, 2);
     } else {
-        tmp[--n] = (char)('0' + u);
+        *--p = (char)('0' + u);
     }
-    if (v < 0) *w++ = '-';
-    return put_mem(w, tmp + n, (Py_ssize_t)sizeof tmp - n);
+    return end;
 }
 
 /* round((b - a) * 1e6) as Python computes it, for floats; 0 when out of the range kept exact. */
@@ -262,6 +270,7 @@ typedef struct {
     second_cache_t seconds;     /* iso_c's last second */
     PyObject *id_key, *id_bytes;    /* the last source and its id_source(source) as UTF-8 */
     PyObject *tail_key, *tail_bytes; /* the last source and its tail(source) as UTF-8 (fixed per source) */
+    PyObject *dir_obj, *dir_kinds, *dir_tests;     /* builder.direction and its kinds dict and tests list */
     PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
     /* Blocks (see blocks()): while collecting, text reports are appended to `data` as NDJSON
      * lines and their _ids to `ids` (one a line) instead of becoming Python objects; handed to
@@ -522,6 +531,42 @@ static char *put_mac(char *w, const unsigned char *m)
     return w;
 }
 
+/* NetworkDirection._verdict's words, by the two addresses' kinds (beat/direction.py). */
+static PyObject *verdicts[7];
+enum { V_UNKNOWN, V_INGRESS, V_EGRESS, V_INTERNAL, V_OUTBOUND, V_INBOUND, V_EXTERNAL };
+enum { K_HOST = 1, K_INTERNAL = 2, K_INVALID = 4 };     /* direction.py's _HOST, _INTERNAL, _INVALID */
+
+/* network.direction of a flow's packed addresses (a new reference): NetworkDirection.of_packed's
+ * answer, worked out here when both addresses are already in its `kinds` cache (the verdict as
+ * _verdict gives it), else by the method itself, which classifies and caches them. */
+static PyObject *direction_of(ReporterObject *self, PyObject *direction, PyObject *src, PyObject *dst)
+{
+    if (direction != self->dir_obj) {       /* kinds and tests stay the same objects for its life */
+        PyObject *kinds = PyObject_GetAttrString(direction, "kinds");
+        PyObject *tests = kinds ? PyObject_GetAttrString(direction, "tests") : NULL;
+        if (tests == NULL) PyErr_Clear();
+        Py_XSETREF(self->dir_kinds, tests ? kinds : NULL);
+        if (tests == NULL) Py_XDECREF(kinds);
+        Py_XSETREF(self->dir_tests, tests);
+        Py_XSETREF(self->dir_obj, Py_NewRef(direction));
+    }
+    if (self->dir_kinds != NULL && PyDict_CheckExact(self->dir_kinds) && PyList_CheckExact(self->dir_tests)) {
+        PyObject *a = PyDict_GetItemWithError(self->dir_kinds, src);
+        PyObject *b = a ? PyDict_GetItemWithError(self->dir_kinds, dst) : NULL;
+        long long s, d;
+        if (b != NULL && get_ll(a, &s) && get_ll(b, &d)) {
+            int v = (s | d) & K_INVALID ? V_UNKNOWN : d & K_HOST ? V_INGRESS : s & K_HOST ? V_EGRESS
+                    : PyList_GET_SIZE(self->dir_tests) == 0 ? V_UNKNOWN
+                    : s & K_INTERNAL ? (d & K_INTERNAL ? V_INTERNAL : V_OUTBOUND)
+                    : (d & K_INTERNAL ? V_INBOUND : V_EXTERNAL);
+            return Py_NewRef(verdicts[v]);
+        }
+        if (PyErr_Occurred()) return NULL;
+    }
+    PyObject *args[3] = {direction, src, dst};
+    return PyObject_VectorcallMethod(str_of_packed, args, 3, NULL);
+}
+
 /* `_text_parts` (the flow's text that never changes) as R_TEXT keeps it here (see parts_of),
  * a new bytes object; NULL without an error when the flow is not the common case (the caller
  * then takes the Python path), NULL with one on failure. */
@@ -595,8 +640,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
     Py_DECREF(builder);
     if (direction == NULL) goto done;
     if (direction != Py_None) {
-        PyObject *args[3] = {direction, src, dst};
-        objs[O_DIRECTION] = PyObject_VectorcallMethod(str_of_packed, args, 3, NULL);
+        objs[O_DIRECTION] = direction_of(self, direction, src, dst);
         if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
     }
     Py_DECREF(direction);
@@ -959,7 +1003,7 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
     self->id_source = Py_NewRef(id_source);
-    self->id_key = self->id_bytes = self->tail_key = self->tail_bytes = self->pending = self->publish_block = NULL;
+    self->id_key = self->id_bytes = self->tail_key = self->tail_bytes = self->dir_obj = self->dir_kinds = self->dir_tests = self->pending = self->publish_block = NULL;
     self->block_docs = self->block_bytes = self->nblock = 0;
     self->data = (buf_t){NULL, 0, 0, 0};
     self->ids = (buf_t){NULL, 0, 0, 0};
@@ -975,6 +1019,7 @@ static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
     Py_VISIT(self->assign_id); Py_VISIT(self->iso_time); Py_VISIT(self->fragment);
     Py_VISIT(self->ip_text); Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
     Py_VISIT(self->id_source); Py_VISIT(self->pending); Py_VISIT(self->publish_block);
+    Py_VISIT(self->dir_obj); Py_VISIT(self->dir_kinds); Py_VISIT(self->dir_tests);
     return 0;
 }
 
@@ -985,6 +1030,7 @@ static int reporter_clear(ReporterObject *self)
     Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
     Py_CLEAR(self->tail_key); Py_CLEAR(self->tail_bytes);
+    Py_CLEAR(self->dir_obj); Py_CLEAR(self->dir_kinds); Py_CLEAR(self->dir_tests);
     Py_CLEAR(self->publish_block);
     return 0;
 }
@@ -1856,6 +1902,10 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_server_ip = PyUnicode_InternFromString("server_ip");
     str_client_port = PyUnicode_InternFromString("client_port");
     str_server_port = PyUnicode_InternFromString("server_port");
+    static const char *const verdict_words[7] = {"unknown", "ingress", "egress", "internal", "outbound", "inbound",
+                                                  "external"};
+    for (int i = 0; i < 7; i++)
+        if (!(verdicts[i] = PyUnicode_InternFromString(verdict_words[i]))) return NULL;
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)

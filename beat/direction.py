@@ -120,6 +120,8 @@ class NetworkDirection:
     __call__ = of
 
     def _verdict(self, source_kind: int, destination_kind: int) -> str:
+        # beat/_flowcore.c's direction_of gives flows this verdict from `kinds` and `tests`
+        # (tests/beat/test_flowcore.py holds the two equal): change both together.
         if (source_kind | destination_kind) & _INVALID:
             return "unknown"
         if destination_kind & _HOST:

@@ -650,3 +650,62 @@ def test_event_times_written_in_c_are_iso_time_at_day_and_rounding_edges():
             table.reporter.report("src", rec, False, None, t)
             table.reporter.report("src", rec, False, None, t + 1.25)
     assert out_c == out_py and len(out_c) == 2 * len(times)
+
+
+@needs_c
+def test_numbers_at_every_digit_count_and_sign_are_written_as_python_writes_them():
+    """Counts, TCP counts and durations are written by the C core: every power of ten and
+    its neighbours up to 64 bits, zero, negative values of the TCP counts (only Python's own
+    code sets them, but the text must still agree), and the extremes of a long long."""
+    from wirebeat.flows import R_FIRST_TS, T_FIN, T_RST, T_SYN
+    values = [0, 1, 9, 10, 11, 99, 100, 101, 2**63 - 1]
+    for k in range(2, 19):
+        values += [10**k - 1, 10**k, 10**k + 1]
+    tcp_values = values + [-1, -9, -10, -99, -100, -(10**18), -(2**63)]
+    c, py, out_c, out_py = _tables()
+    frame = g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"d", seq=10, flags="PA")))
+    for table in (c, py):
+        table.account(T0, 1, frame, (), frame[26:30], frame[30:34], 6, frame[34:])
+        [rec] = table._records()
+        for n, v in enumerate(values):
+            half = v // 2                   # the totals (sums) stay within 64 bits
+            rec[R_PACKETS], rec[R_BYTES], rec[R_PACKETS + 1], rec[R_BYTES + 1] = half, v - half, n, v // 3
+            t = tcp_values[n % len(tcp_values)]
+            for i, field in enumerate((T_SYN, T_FIN, T_RST, T_RETRANS, T_RETRANS + 1)):
+                rec[R_TCP][field] = tcp_values[(n + 7 * i) % len(tcp_values)] if i else t
+            rec[R_FIRST_TS] = T0 - (v % 10**9) / 1e3       # durations of every length
+            table.reporter.report("src", rec, n % 2 == 1, "fin" if n % 4 == 1 else None, T0 + 10 + n)
+    assert _state(c) == _state(py)
+    assert out_c == out_py and len(out_c) == len(values)
+
+
+@needs_c
+@pytest.mark.parametrize("networks", [["private"], [], ["198.51.100.0/24", "fd00::/8"], ["public"]])
+def test_flow_direction_answered_in_c_is_of_packed(networks):
+    """network.direction of flows: the C core answers from NetworkDirection's address cache
+    (both addresses known) and asks of_packed otherwise; every verdict (ingress, egress,
+    internal, outbound, inbound, external, unknown) must be of_packed's, first and later flows
+    between the same addresses alike."""
+    from wirebeat.direction import NetworkDirection
+    addresses = ["10.0.0.1", "10.9.9.9", "198.51.100.7", "203.0.113.9", "127.0.0.1", "169.254.3.4",
+                 "224.0.0.251", "fd00::5", "2001:db8::7", "fe80::1", "::1"]
+    pairs = [(a, b) for a in addresses for b in addresses if a != b and (":" in a) == (":" in b)]
+    c, py, out_c, out_py = _tables()
+    for table in (c, py):
+        table.reporter.builder.direction = NetworkDirection(networks)
+        for rounds in range(2):             # the second round's addresses are all cached
+            for i, (a, b) in enumerate(pairs):
+                frame = g.ethernet(g.ip_packet(a, b, 17, g.udp(a, b, 1000 + i, 2000 + rounds, b"x")))
+                table.account(T0 + rounds * 50 + i / 1000, 1, frame, *_link(frame))
+            table.sweep(T0 + rounds * 50 + 1)
+            table.sweep(T0 + rounds * 50 + 12)
+    assert out_c == out_py and len(out_c) >= 2 * len(pairs)
+    reference = NetworkDirection(networks)
+    verdicts = set()
+    for _, line in out_c:
+        doc = orjson.loads(line)
+        import ipaddress
+        want = reference.of_packed(*(ipaddress.ip_address(doc[s]["ip"]).packed for s in ("source", "destination")))
+        assert doc["network"]["direction"] == want
+        verdicts.add(want)
+    assert len(verdicts) >= (2 if not networks else 5)
