@@ -227,7 +227,8 @@ static int iso_c(double ts, char *out, second_cache_t *cache)
 
 /* A growing bytes object written in place and handed over as it is (resized to its
  * length): no copy. Its size is bounded by the block's caps plus one report; `hint`, the
- * last block's size and an eighth, sizes the next one so it rarely grows. */
+ * largest block's size so far and an eighth, sizes the next one so it rarely grows (a sweep's
+ * last, short block would otherwise make the next sweep's first one grow, copying, from small). */
 typedef struct { PyObject *obj; Py_ssize_t len, cap, hint; } buf_t;
 
 static int buf_reserve(buf_t *b, Py_ssize_t more)
@@ -254,7 +255,7 @@ static PyObject *buf_take(buf_t *b)
     b->obj = NULL;
     b->len = b->cap = 0;
     if (out == NULL) return PyBytes_FromStringAndSize(NULL, 0);
-    b->hint = len + len / 8;
+    if (len + len / 8 > b->hint) b->hint = len + len / 8;     /* the largest block so far sizes the next */
     if (_PyBytes_Resize(&out, len) < 0) return NULL;
     return out;
 }
@@ -532,13 +533,14 @@ static char *put_mac(char *w, const unsigned char *m)
 }
 
 /* NetworkDirection._verdict's words, by the two addresses' kinds (beat/direction.py). */
-static PyObject *verdicts[7];
+static PyObject *verdicts[7], *str__kind;
 enum { V_UNKNOWN, V_INGRESS, V_EGRESS, V_INTERNAL, V_OUTBOUND, V_INBOUND, V_EXTERNAL };
 enum { K_HOST = 1, K_INTERNAL = 2, K_INVALID = 4 };     /* direction.py's _HOST, _INTERNAL, _INVALID */
 
 /* network.direction of a flow's packed addresses (a new reference): NetworkDirection.of_packed's
- * answer, worked out here when both addresses are already in its `kinds` cache (the verdict as
- * _verdict gives it), else by the method itself, which classifies and caches them. */
+ * answer: the addresses' kinds from its `kinds` cache (an address not in it from its _kind
+ * method, which classifies and caches it) and the verdict as _verdict gives it; a direction
+ * object of another shape answers itself. */
 static PyObject *direction_of(ReporterObject *self, PyObject *direction, PyObject *src, PyObject *dst)
 {
     if (direction != self->dir_obj) {       /* kinds and tests stay the same objects for its life */
@@ -551,17 +553,32 @@ static PyObject *direction_of(ReporterObject *self, PyObject *direction, PyObjec
         Py_XSETREF(self->dir_obj, Py_NewRef(direction));
     }
     if (self->dir_kinds != NULL && PyDict_CheckExact(self->dir_kinds) && PyList_CheckExact(self->dir_tests)) {
-        PyObject *a = PyDict_GetItemWithError(self->dir_kinds, src);
-        PyObject *b = a ? PyDict_GetItemWithError(self->dir_kinds, dst) : NULL;
-        long long s, d;
-        if (b != NULL && get_ll(a, &s) && get_ll(b, &d)) {
+        /* of_packed is _verdict(_kind(src), _kind(dst)): an address not cached yet is
+         * classified (and cached) by the _kind method, source first */
+        PyObject *addr[2] = {src, dst};
+        long long kind[2];
+        int known = 1;
+        for (int i = 0; i < 2 && known; i++) {
+            PyObject *k = PyDict_GetItemWithError(self->dir_kinds, addr[i]);
+            if (k != NULL) {
+                known = get_ll(k, &kind[i]);
+                continue;
+            }
+            if (PyErr_Occurred()) return NULL;
+            PyObject *args[2] = {direction, addr[i]};
+            k = PyObject_VectorcallMethod(str__kind, args, 2, NULL);
+            if (k == NULL) return NULL;
+            known = get_ll(k, &kind[i]);
+            Py_DECREF(k);
+        }
+        if (known) {
+            long long s = kind[0], d = kind[1];
             int v = (s | d) & K_INVALID ? V_UNKNOWN : d & K_HOST ? V_INGRESS : s & K_HOST ? V_EGRESS
                     : PyList_GET_SIZE(self->dir_tests) == 0 ? V_UNKNOWN
                     : s & K_INTERNAL ? (d & K_INTERNAL ? V_INTERNAL : V_OUTBOUND)
                     : (d & K_INTERNAL ? V_INBOUND : V_EXTERNAL);
             return Py_NewRef(verdicts[v]);
         }
-        if (PyErr_Occurred()) return NULL;
     }
     PyObject *args[3] = {direction, src, dst};
     return PyObject_VectorcallMethod(str_of_packed, args, 3, NULL);
@@ -1906,6 +1923,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
                                                   "external"};
     for (int i = 0; i < 7; i++)
         if (!(verdicts[i] = PyUnicode_InternFromString(verdict_words[i]))) return NULL;
+    if (!(str__kind = PyUnicode_InternFromString("_kind"))) return NULL;
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
