@@ -3,8 +3,10 @@
  * beat/flows.py stays the reference and keeps the data: the table is its
  * `FlowTable.flows` dict (key tuple -> (record list, direction)), records are
  * its lists indexed by its R_* / T_* constants (LAYOUT below; flows.py
- * refuses this module when they differ), the cached report text is its
- * R_TEXT / R_BODY tuples. This file only does, on those same objects, the
+ * refuses this module when they differ). Its R_TEXT / R_BODY caches hold
+ * its own tuples of str; this file keeps R_TEXT as one bytes object of its
+ * own instead (parts_of) and no R_BODY, and each side rebuilds the cache it
+ * does not recognise. This file only does, on those same objects, the
  * work that runs per packet and per report:
  *
  *   Table(table, reporter_core, account_python, flow_id_python, ip_packed)
@@ -22,13 +24,17 @@
  *     reports in C.
  *     finish_records(): FlowTable.finish's loop, the same way.
  *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id).
- *   Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text,
- *            community_id, transports, tail)
+ *   Reporter(reporter, report_python, assign_id, iso_time, fragment, community_id,
+ *            transports, tail, id_source)
  *     Called as FlowReporter.report(source, rec, final, reason, report_ts):
- *     the JSON text report from the cached parts. Whatever is not the common
- *     case (dict reports, numbers beyond 64 bits, times that are not floats
- *     or out of range) goes to `report_python`, the Python method, before
- *     anything but the caches (flow.id, R_TEXT, R_BODY) changed.
+ *     the JSON text report, written from the record's numbers and the flow's
+ *     static parts (made at its first report: addresses, MACs, ports, flow.id,
+ *     community id, network.direction; times, address text and community id
+ *     written here, direction from NetworkDirection's cache). Whatever is not
+ *     the common case (dict reports, numbers beyond 64 bits, times that are
+ *     not floats, text without UTF-8, keys of unusual shape) goes to
+ *     `report_python`, the Python method, before anything but the caches
+ *     (flow.id, R_TEXT) changed.
  *
  * tests/beat/test_flowcore.py runs both paths on the same packets (hostile
  * ones too) and requires identical tables, records and bytes.
@@ -263,8 +269,8 @@ static PyObject *buf_take(buf_t *b)
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment;
-    PyObject *ip_text, *community_id, *transports, *tail, *id_source;
+    PyObject *reporter, *report_python, *assign_id, *iso_time, *fragment;
+    PyObject *community_id, *transports, *tail, *id_source;
     double stamp_ts;            /* the last report time not a flow's last packet, and its text */
     char stamp_text[STAMP_MAX];
     int stamp_n;                /* 0: none kept */
@@ -455,8 +461,9 @@ static PyObject *flow_id(ReporterObject *self, PyObject *source, PyObject *rec)
 }
 
 /* R_TEXT as this file keeps it: one bytes object, six 4-byte lengths (native order) and the six
- * parts of `_text_parts` after them, as UTF-8. FlowReporter (Python) keeps a tuple of six str
- * there; each side rebuilds what it does not recognise (only caches: the reports are the same). */
+ * parts of `_text_parts` after them, as UTF-8, but for the source's tail (the same for all its
+ * flows: written from tail_of). FlowReporter (Python) keeps a tuple of six str there; each side
+ * rebuilds what it does not recognise (only caches: the reports are the same). */
 #define PARTS_HEAD ((Py_ssize_t)(6 * sizeof(uint32_t)))
 
 static int parts_of(PyObject *parts, const char *p[6], Py_ssize_t n[6])
@@ -584,6 +591,26 @@ static PyObject *direction_of(ReporterObject *self, PyObject *direction, PyObjec
     return PyObject_VectorcallMethod(str_of_packed, args, 3, NULL);
 }
 
+/* The source's tail (FlowReporter._tail: capture, agent, ecs, fields, tags and the closing
+ * brace) as UTF-8 in self->tail_bytes, kept for the source's next report: 1; 0 when it is no
+ * text or has no UTF-8 (the caller takes the Python path); -1 with an exception. */
+static int tail_of(ReporterObject *self, PyObject *source)
+{
+    if (source == self->tail_key) return 1;
+    PyObject *tail = PyObject_CallOneArg(self->tail, source);
+    if (tail == NULL) return -1;
+    const char *p;
+    Py_ssize_t n;
+    int r = PyUnicode_CheckExact(tail) ? utf8_of(tail, &p, &n) : 0;
+    PyObject *raw = r > 0 ? PyBytes_FromStringAndSize(p, n) : NULL;
+    Py_DECREF(tail);
+    if (r <= 0) return r;
+    if (raw == NULL) return -1;
+    Py_XSETREF(self->tail_bytes, raw);
+    Py_XSETREF(self->tail_key, Py_NewRef(source));
+    return 1;
+}
+
 /* `_text_parts` (the flow's text that never changes) as R_TEXT keeps it here (see parts_of),
  * a new bytes object; NULL without an error when the flow is not the common case (the caller
  * then takes the Python path), NULL with one on failure. */
@@ -661,19 +688,6 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         if (objs[O_DIRECTION] == NULL) { Py_DECREF(direction); goto done; }
     }
     Py_DECREF(direction);
-    if (source != self->tail_key) {     /* the source's tail as UTF-8, kept for its next flow */
-        PyObject *tail = PyObject_CallOneArg(self->tail, source);
-        if (tail == NULL) goto done;
-        const char *p;
-        Py_ssize_t n;
-        int r = PyUnicode_CheckExact(tail) ? utf8_of(tail, &p, &n) : 0;
-        PyObject *raw = r > 0 ? PyBytes_FromStringAndSize(p, n) : NULL;
-        Py_DECREF(tail);
-        if (r < 0 || (r > 0 && raw == NULL)) goto done;
-        if (raw == NULL) goto done;     /* no UTF-8 (or not text): Python decides */
-        Py_XSETREF(self->tail_bytes, raw);
-        Py_XSETREF(self->tail_key, Py_NewRef(source));
-    }
     const char *tp[4];      /* fid, cid, transport, direction as UTF-8 */
     Py_ssize_t tn[4] = {0, 0, 0, 0};
     PyObject *texts[4] = {fid, objs[O_CID], objs[O_TRANSPORT], objs[O_DIRECTION]};
@@ -686,8 +700,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         tp[1] = cid;
         tn[1] = sizeof cid;
     }
-    Py_ssize_t tail_n = PyBytes_GET_SIZE(self->tail_bytes);
-    Py_ssize_t bound = PARTS_HEAD + 400 + start_n + tn[0] + tn[1] + tn[2] + tn[3] + tail_n + 4 * INET6_ADDRSTRLEN
+    Py_ssize_t bound = PARTS_HEAD + 400 + start_n + tn[0] + tn[1] + tn[2] + tn[3] + 4 * INET6_ADDRSTRLEN
                        + 10 * NUM_MAX;
     out = PyBytes_FromStringAndSize(NULL, bound);
     if (out == NULL) goto done;
@@ -753,8 +766,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
         w = put_mem(w, tp[3], tn[3]);
         *w++ = '"';
     }
-    *w++ = '}';
-    w = put_mem(w, PyBytes_AS_STRING(self->tail_bytes), tail_n);
+    *w++ = '}';             /* (the source's tail follows it in a report: tail_of) */
     at[6] = w;
     for (int i = 0; i < 6; i++) {
         uint32_t len = (uint32_t)(at[i + 1] - at[i]);
@@ -841,6 +853,10 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
         set_obj(rec, R_TEXT, parts);
         parts_of(parts, pp, pn);
     }
+    r = tail_of(self, source);
+    if (r < 0) goto error;
+    if (r == 0) goto python_fid;
+    Py_ssize_t tail_n = PyBytes_GET_SIZE(self->tail_bytes);
     char end[STAMP_MAX];
     const char *stamp;
     int end_n = iso_text(self, last, end), stamp_n;
@@ -865,7 +881,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     if (set_ll(rec, R_REPORTS, reports + 1) < 0) goto error;
 
     Py_ssize_t bound = LINE_FIXED + 16 * NUM_MAX + stamp_n + end_n + reason_n + pn[0] + pn[1] + pn[2] + pn[3] + pn[4]
-                       + pn[5];
+                       + pn[5] + tail_n;
     int block = self->pending != NULL && self->publish_block != NULL;
     char *w, *base;
     if (block) {
@@ -923,6 +939,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     w = PUT_LIT(w, ",\"packets\":");
     w = put_dec(w, n[0] + n[1]);
     w = put_mem(w, pp[5], pn[5]);
+    w = put_mem(w, PyBytes_AS_STRING(self->tail_bytes), tail_n);
 
     if (block) {        /* the line and its _id appended to the block: no Python object per report */
         *w++ = '\n';
@@ -1001,21 +1018,19 @@ static PyObject *reporter_call(ReporterObject *self, PyObject *const *args, size
 
 static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *reporter, *report_python, *parts, *assign_id, *iso_time, *fragment, *ip_text, *community_id,
-             *transports, *tail, *id_source;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO!OO:Reporter", &reporter, &report_python, &parts, &assign_id, &iso_time,
-                          &fragment, &ip_text, &community_id, &PyDict_Type, &transports, &tail, &id_source))
+    PyObject *reporter, *report_python, *assign_id, *iso_time, *fragment, *community_id, *transports, *tail,
+             *id_source;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!OO:Reporter", &reporter, &report_python, &assign_id, &iso_time,
+                          &fragment, &community_id, &PyDict_Type, &transports, &tail, &id_source))
         return NULL;
     ReporterObject *self = (ReporterObject *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)reporter_call;
     self->reporter = Py_NewRef(reporter);
     self->report_python = Py_NewRef(report_python);
-    self->parts = Py_NewRef(parts);
     self->assign_id = Py_NewRef(assign_id);
     self->iso_time = Py_NewRef(iso_time);
     self->fragment = Py_NewRef(fragment);
-    self->ip_text = Py_NewRef(ip_text);
     self->community_id = Py_NewRef(community_id);
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
@@ -1032,9 +1047,9 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 
 static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->reporter); Py_VISIT(self->report_python); Py_VISIT(self->parts);
+    Py_VISIT(self->reporter); Py_VISIT(self->report_python);
     Py_VISIT(self->assign_id); Py_VISIT(self->iso_time); Py_VISIT(self->fragment);
-    Py_VISIT(self->ip_text); Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
+    Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
     Py_VISIT(self->id_source); Py_VISIT(self->pending); Py_VISIT(self->publish_block);
     Py_VISIT(self->dir_obj); Py_VISIT(self->dir_kinds); Py_VISIT(self->dir_tests);
     return 0;
@@ -1042,9 +1057,9 @@ static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
 
 static int reporter_clear(ReporterObject *self)
 {
-    Py_CLEAR(self->reporter); Py_CLEAR(self->report_python); Py_CLEAR(self->parts);
+    Py_CLEAR(self->reporter); Py_CLEAR(self->report_python);
     Py_CLEAR(self->assign_id); Py_CLEAR(self->iso_time); Py_CLEAR(self->fragment);
-    Py_CLEAR(self->ip_text); Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
+    Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
     Py_CLEAR(self->tail_key); Py_CLEAR(self->tail_bytes);
     Py_CLEAR(self->dir_obj); Py_CLEAR(self->dir_kinds); Py_CLEAR(self->dir_tests);
@@ -1104,7 +1119,7 @@ static PyMethodDef reporter_methods[] = {
 static PyTypeObject ReporterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "wirebeat._flowcore.Reporter",
-    .tp_doc = "Reporter(reporter, report_python, parts, assign_id, iso_time, fragment, ip_text, community_id, "
+    .tp_doc = "Reporter(reporter, report_python, assign_id, iso_time, fragment, community_id, "
               "transports, tail, id_source): "
               "called as FlowReporter.report(source, rec, final, reason, report_ts)",
     .tp_basicsize = sizeof(ReporterObject),

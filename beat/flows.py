@@ -147,8 +147,8 @@ class FlowReporter:
         # wirebeat._flowcore's `report` (the same reports, the same cached parts) shadows
         # the method below, which stays the reference and takes what it does not cover.
         self.core = None if _flowcore is None else _flowcore.Reporter(
-            self, FlowReporter.report, self._parts, _assign_id, iso_time, _Fragment, ip_text,
-            community_id_packed, _TRANSPORTS, self._tail, id_source)
+            self, FlowReporter.report, _assign_id, iso_time, _Fragment, community_id_packed, _TRANSPORTS,
+            self._tail, id_source)
         if self.core is not None:
             self.report = self.core
             if publish_block is not None and self.as_text:
