@@ -42,7 +42,10 @@ orjson a report is JSON text joined from parts cached per flow
 With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
 accounting, opening and ending of flows, the loops of `sweep` and `finish`,
 a transaction's `flow_id` and the text reports run in C on these same
-records; the Python code here stays the reference
+records (a report is written there straight into the output's block from the
+record's numbers and the flow's static parts, which the C core keeps in R_TEXT
+as one UTF-8 bytes object of its own, and no R_BODY: each side rebuilds a cache
+it does not recognise); the Python code here stays the reference
 (tests/beat/test_flowcore.py) and takes every case the C code hands back
 (dict reports, counts past 64 bits, keys of unusual shape, a new SYN on a
 closed flow).
