@@ -800,7 +800,7 @@ static int as_text_of(ReporterObject *self)
 static int report(ReporterObject *self, int as_text, PyObject *source, PyObject *rec, int final, PyObject *reason,
                   PyObject *report_ts)
 {
-    PyObject *res, *fid, *parts = NULL, *line = NULL, *doc_id = NULL, *frag = NULL;
+    PyObject *res, *fid, *parts = NULL, *tail = NULL, *line = NULL, *doc_id = NULL, *frag = NULL;
     long long reports, n[4], duration, tcpn[5], rttv[3];
     int rtt = 0, rc = -1;
     const char *fid_p, *reason_p = NULL, *pp[6];
@@ -856,15 +856,15 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     r = tail_of(self, source);
     if (r < 0) goto error;
     if (r == 0) goto python_fid;
-    Py_ssize_t tail_n = PyBytes_GET_SIZE(self->tail_bytes);
-    char end[STAMP_MAX];
-    const char *stamp;
+    tail = Py_NewRef(self->tail_bytes);     /* (held: iso_text may run Python code) */
+    Py_ssize_t tail_n = PyBytes_GET_SIZE(tail);
+    char end[STAMP_MAX], stamp[STAMP_MAX];
     int end_n = iso_text(self, last, end), stamp_n;
     if (end_n < 0) goto error;
     if (end_n == 0) goto python_fid;
     double ts = PyFloat_AS_DOUBLE(report_ts);
     if (PyFloat_AS_DOUBLE(last) == ts) {
-        stamp = end;                    /* @timestamp is event.end */
+        memcpy(stamp, end, (size_t)end_n);      /* @timestamp is event.end */
         stamp_n = end_n;
     } else {                            /* the sweep's other reports share it */
         if (!(self->stamp_n > 0 && self->stamp_ts == ts)) {
@@ -875,7 +875,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
             self->stamp_n = k;
             self->stamp_ts = ts;
         }
-        stamp = self->stamp_text;
+        memcpy(stamp, self->stamp_text, (size_t)self->stamp_n);
         stamp_n = self->stamp_n;
     }
     if (set_ll(rec, R_REPORTS, reports + 1) < 0) goto error;
@@ -939,7 +939,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     w = PUT_LIT(w, ",\"packets\":");
     w = put_dec(w, n[0] + n[1]);
     w = put_mem(w, pp[5], pn[5]);
-    w = put_mem(w, PyBytes_AS_STRING(self->tail_bytes), tail_n);
+    w = put_mem(w, PyBytes_AS_STRING(tail), tail_n);
 
     if (block) {        /* the line and its _id appended to the block: no Python object per report */
         *w++ = '\n';
@@ -985,10 +985,12 @@ error:
     Py_XDECREF(frag);
     Py_XDECREF(line);
     Py_XDECREF(doc_id);
+    Py_XDECREF(tail);
     Py_XDECREF(parts);
     Py_DECREF(fid);
     return rc;
 python_fid:
+    Py_XDECREF(tail);
     Py_XDECREF(parts);
     Py_DECREF(fid);
 python:
