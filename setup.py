@@ -3,13 +3,14 @@ the per-packet path), `wirebeat._nfcore` (beat/_nfcore.c, NetFlow/IPFIX data
 sets), `wirebeat._flowcore` (beat/_flowcore.c, flow accounting and reports)
 and `wirebeat._workcore` (beat/_workcore.c, the worker pool's reader).
 
-beat/_blake2b.h is shared by _nfcore and _flowcore (MANIFEST.in ships it in
+beat/_blake2b.h is shared by _nfcore and _flowcore, beat/_flowapi.h by _flowcore
+and _speedups (MANIFEST.in ships them in
 the sdist). Everything else is declared in pyproject.toml. `optional=True`: on a machine
 without a C compiler or Python headers the build of an extension fails
 quietly and wirebeat installs as pure Python (the same documents, slower).
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension(f"wirebeat.{name}", [f"beat/{name}.c"], depends=["beat/_blake2b.h"], optional=True,
+setup(ext_modules=[Extension(f"wirebeat.{name}", [f"beat/{name}.c"], depends=["beat/_blake2b.h", "beat/_flowapi.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c99", "-Wall"])
                    for name in ("_speedups", "_nfcore", "_flowcore", "_workcore")])

@@ -1333,6 +1333,23 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
 #define CALL_TCP 2
 #define CALL_IP 3
 
+#include "_flowapi.h"
+
+/* wirebeat._flowcore's account_raw, when that module is built: frame_batch then accounts a
+ * frame to its flow without the Python call (NULL: not looked up yet or not there). */
+static flowcore_api_t *flowcore_api;
+static int flowcore_looked_up;
+
+static flowcore_api_t *get_flowcore_api(void)
+{
+    if (!flowcore_looked_up) {
+        flowcore_looked_up = 1;
+        flowcore_api = PyCapsule_Import(FLOWCORE_API_NAME, 0);
+        if (flowcore_api == NULL) PyErr_Clear();        /* not built: the Python call */
+    }
+    return flowcore_api;
+}
+
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
     *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
@@ -1457,6 +1474,8 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
 #endif
     if (flows != Py_None && !(account = PyObject_GetAttrString(flows, "account"))) goto done;
+    flowcore_api_t *fc = account ? get_flowcore_api() : NULL;
+    int raw_account = fc != NULL && Py_TYPE(account) == fc->table_type;
     DedupObject *dd;
     Py_uhash_t source_lane, none_lane;
     if (batch_dedup(dedup_o, source, &dd, &source_lane, &none_lane) < 0) goto done;
@@ -1625,11 +1644,16 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 if (r < 0) goto fail;
             }
             PyObject *payload = NULL;
-            if (account || call) {
+            if (call || (account && !raw_account)) {
                 payload = PyBytes_FromStringAndSize((const char *)pl, plen);
                 if (!payload) goto fail;
             }
-            if (account) {              /* flows.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) */
+            if (raw_account) {          /* the same call, in C (beat/_flowapi.h) */
+                if (fc->account(account, tso, lto, data, w.nvlans, w.vlans, src, dst, ip.proto, pl, plen, payload) < 0) {
+                    Py_XDECREF(payload);
+                    goto fail;
+                }
+            } else if (account) {       /* flows.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) */
                 PyObject *vlans = PyTuple_New(w.nvlans);
                 if (!vlans) { Py_DECREF(payload); goto fail; }
                 for (int k = 0; k < w.nvlans; k++) {
