@@ -1626,15 +1626,23 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (decoding) {             /* the conversation's link header: state.macs */
                 PyObject *pair = PyTuple_Pack(2, src, dst);
                 if (!pair) goto fail;
-                int has = PyDict_Contains(macs, pair);
-                if (has < 0) { Py_DECREF(pair); goto fail; }
+                Py_ssize_t head_len = w.net + 1 < len ? w.net + 1 : len;
+                PyObject *old = PyDict_GetItemWithError(macs, pair);
+                if (!old && PyErr_Occurred()) { Py_DECREF(pair); goto fail; }
+                if (old && PyTuple_CheckExact(old) && PyTuple_GET_SIZE(old) == 2
+                        && PyTuple_GET_ITEM(old, 0) == lto && PyBytes_CheckExact(PyTuple_GET_ITEM(old, 1))
+                        && PyBytes_GET_SIZE(PyTuple_GET_ITEM(old, 1)) == head_len
+                        && memcmp(PyBytes_AS_STRING(PyTuple_GET_ITEM(old, 1)), d, head_len) == 0) {
+                    Py_DECREF(pair);    /* the same header again: storing it changes nothing */
+                    goto macs_done;
+                }
+                int has = old != NULL;
                 if (!has && PyDict_GET_SIZE(macs) >= max_macs) {
                     PyObject *r = PyObject_CallMethodOneArg(macs, S_popitem, Py_False);
                     if (!r) { Py_DECREF(pair); goto fail; }
                     Py_DECREF(r);
                     c.mac_evicted++;
                 }
-                Py_ssize_t head_len = w.net + 1 < len ? w.net + 1 : len;
                 PyObject *head = PyBytes_FromStringAndSize((const char *)d, head_len);
                 PyObject *value = head ? PyTuple_Pack(2, lto, head) : NULL;
                 Py_XDECREF(head);
@@ -1643,6 +1651,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 Py_DECREF(pair); Py_DECREF(value);
                 if (r < 0) goto fail;
             }
+        macs_done:;
             PyObject *payload = NULL;
             if (call || (account && !raw_account)) {
                 payload = PyBytes_FromStringAndSize((const char *)pl, plen);

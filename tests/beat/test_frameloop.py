@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import pcapgen as g
@@ -463,3 +465,40 @@ def test_flow_key_cache() -> None:
     engine.finish()
     pipeline.close()
     assert slots > 1024 and hits > 4000 and misses > 4000
+
+
+def _dns(ident: int, answer: bool) -> bytes:
+    """A DNS query for example.com A, or its answer (RFC 1035 wire format)."""
+    header = struct.pack("!HHHHHH", ident, 0x8180 if answer else 0x0100, 1, int(answer), 0, 0)
+    question = b"\x07example\x03com\x00" + struct.pack("!HH", 1, 1)
+    record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes((192, 0, 2, 1)) if answer else b""
+    return header + question + record
+
+
+@needs_c
+def test_link_header_changes_mid_conversation() -> None:
+    """One IP pair whose frames change MACs and VLAN tags between transactions: each DNS
+    document carries the MACs of its own frames. An unanswered query is reported at its
+    timeout, a minute later, from the pair's stored link header: the C loop must have
+    stored each new header (it skips storing one equal to the stored one)."""
+    eth, frames, expected = g.LINKTYPE_ETHERNET, [], {}
+    client, server, server_mac = "10.4.0.1", "10.4.0.2", "02:00:00:00:02:ff"
+    for n in range(12):
+        client_mac = f"02:00:00:00:01:{n % 4:02x}"
+        vlans = ((), (9,), g.qinq(9, 10))[n // 4]
+        ts = 1_700_000_000.0 + n * 60
+        other = g.ipv4("10.4.9.1", "10.4.9.2", 17, g.udp("10.4.9.1", "10.4.9.2", 9, 9, b"tick"))
+        frames.append((ts - 0.5, eth, g.ethernet(other), "test"))     # takes the tick due: the rest goes to C
+        for answer in (False, True)[:1 + n % 2]:
+            s, d = (server, client) if answer else (client, server)
+            packet = g.ipv4(s, d, 17, g.udp(s, d, 53 if answer else 40000, 40000 if answer else 53, _dns(n, answer)))
+            macs = {"src": server_mac, "dst": client_mac} if answer else {"src": client_mac, "dst": server_mac}
+            frames.append((ts + answer * 0.01, eth, g.ethernet(packet, vlans=vlans, **macs), "test"))
+        expected[n] = client_mac.replace(":", "-").upper()
+    _counters, _left, docs = _same(frames)
+    seen = {}
+    for _id, text in docs:
+        doc = orjson.loads(text)
+        if doc.get("type") == "dns":
+            seen[doc["dns"]["id"]] = doc["source"]["mac"]
+    assert seen == expected
