@@ -42,7 +42,9 @@ orjson a report is JSON text joined from parts cached per flow
 With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
 accounting, opening and ending of flows, the loops of `sweep` and `finish`,
 a transaction's `flow_id` and the text reports run in C on these same
-records; the Python code here stays the reference
+records (the C frame loop, beat/frameloop.py, accounts its frames through a
+cache of key tuples instead of building a key per packet; this dict stays
+the only truth); the Python code here stays the reference
 (tests/beat/test_flowcore.py) and takes every case the C code hands back
 (dict reports, counts past 64 bits, keys of unusual shape, a new SYN on a
 closed flow).
