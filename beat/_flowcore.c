@@ -1111,14 +1111,19 @@ static PyObject *alias_entry(TableObject *self, PyObject *key)
 
 /* FlowTable._open for a key of the common shape (else the Python method): a new record
  * under both directions' keys; a new reference to its entry. */
-static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload)
+static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload,
+                            const unsigned char *p, Py_ssize_t plen)
 {
     PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
     long long proto;
     Py_ssize_t nouter = PyTuple_CheckExact(outer) ? PyTuple_GET_SIZE(outer) : -1;
     if (nouter < 0 || nouter > 2 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
-        PyObject *args[3] = {key, ts, payload};
-        return PyObject_Vectorcall(self->open, args, 3, NULL);
+        PyObject *made = payload ? NULL : PyBytes_FromStringAndSize((const char *)p, plen);
+        if (!payload && !made) return NULL;
+        PyObject *args[3] = {key, ts, payload ? payload : made};
+        PyObject *r = PyObject_Vectorcall(self->open, args, 3, NULL);
+        Py_XDECREF(made);
+        return r;
     }
     if (!(max = PyObject_GetAttr(self->reporter->reporter, str_max_flows))) return NULL;
     Py_ssize_t max_flows = PyLong_AsSsize_t(max);
@@ -1154,8 +1159,7 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     PyTuple_SET_ITEM(rev, 5, Py_NewRef(PyTuple_GET_ITEM(key, 5)));
     PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
     PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
-    if ((proto == 1 || proto == 58) && PyBytes_GET_SIZE(payload) >= 2) {
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
+    if ((proto == 1 || proto == 58) && plen >= 2) {
         icmp = Py_BuildValue("(ii)", p[0], p[1]);
         if (icmp == NULL) goto error;
     } else {
@@ -1265,8 +1269,10 @@ static void read_l4(long long proto, const unsigned char *p, Py_ssize_t plen, l4
     }
 }
 
-/* The entry under `key` (a new reference): the table's, a MAC-order alias, or a new flow's. */
-static PyObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload)
+/* The entry under `key` (a new reference): the table's, a MAC-order alias, or a new flow's.
+ * The packet's transport bytes are p/plen; `payload`, the same as an object, may be NULL. */
+static PyObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload,
+                            const unsigned char *p, Py_ssize_t plen)
 {
     PyObject *entry = PyDict_GetItemWithError(self->flows, key);
     if (entry != NULL) return Py_NewRef(entry);
@@ -1279,7 +1285,7 @@ static PyObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
         return entry;
     }
     Py_DECREF(entry);
-    return open_entry(self, key, ts, payload);
+    return open_entry(self, key, ts, payload, p, plen);
 }
 
 /* The packet on its flow's entry: TCP control flags and sequence bookkeeping, then the
@@ -1393,7 +1399,7 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
     if (o == NULL) goto error;
     PyTuple_SET_ITEM(key, 7, o);
 
-    if (!(entry = find_entry(self, key, ts, payload)) || apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0)
+    if (!(entry = find_entry(self, key, ts, payload, p, plen)) || apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0)
         goto error;
     Py_DECREF(entry);
     Py_DECREF(key);
@@ -1562,7 +1568,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                     alen, proto, l.sport, l.dport);
     struct kslot *slot = NULL;
     uint64_t h = 0;
-    PyObject *key = NULL, *entry = NULL, *made = NULL;
+    PyObject *key = NULL, *entry = NULL;
     if (n) {
         if (size_cache(self) < 0) return -1;
         h = raw_hash(raw, n);
@@ -1593,8 +1599,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
         int cached = key != NULL;       /* in slot[0] already: its flow ended */
         if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, proto, l.sport, l.dport)))
             return -1;
-        if (payload == NULL && !(payload = made = PyBytes_FromStringAndSize((const char *)p, plen))) goto error;
-        if (!(entry = find_entry(self, key, ts, payload))) goto error;
+        if (!(entry = find_entry(self, key, ts, payload, p, plen))) goto error;
         if (slot != NULL && !cached) {  /* slot[0] takes it, its key moves to slot[1] */
             PyObject *own = table_key(entry, key);
             if (own == NULL) goto error;
@@ -1609,12 +1614,10 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
     if (apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0) goto error;
     Py_DECREF(entry);
     Py_DECREF(key);
-    Py_XDECREF(made);
     return 0;
 error:
     Py_XDECREF(entry);
     Py_XDECREF(key);
-    Py_XDECREF(made);
     return -1;
 }
 
