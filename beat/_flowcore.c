@@ -1043,6 +1043,7 @@ typedef struct {
     struct kslot *cache;            /* the key cache (account_raw), `slots` of them */
     Py_ssize_t slots;
     unsigned long long hits, misses;
+    unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
 } TableObject;
 
 /* A new record, its TCP part and its table entries leave the cyclic garbage collector's
@@ -1071,6 +1072,15 @@ static int untrack_record(PyObject *flows, PyObject *rec)
 
 static PyObject *endpoints(PyObject *key);
 static int add_attr(PyObject *o, PyObject *name, long long delta);
+
+/* flows[key] = entry; a key that had another entry makes the key cache's entries stale. */
+static int set_entry(TableObject *self, PyObject *key, PyObject *entry)
+{
+    Py_ssize_t before = PyDict_GET_SIZE(self->flows);
+    if (PyDict_SetItem(self->flows, key, entry) < 0) return -1;
+    if (PyDict_GET_SIZE(self->flows) == before) self->generation++;
+    return 0;
+}
 
 /* FlowTable._alias: the reverse direction of a flow whose frames carry the same MAC order
  * both ways; a new entry (NULL with an exception, or None) */
@@ -1105,7 +1115,7 @@ static PyObject *alias_entry(TableObject *self, PyObject *key)
     if (PyList_GET_ITEM(rec, R_ALIAS) != Py_None || d == 0) Py_RETURN_NONE;
     Py_INCREF(entry);
     set_obj(rec, R_ALIAS, key);
-    if (PyDict_SetItem(self->flows, key, entry) < 0) { Py_DECREF(entry); return NULL; }
+    if (set_entry(self, key, entry) < 0) { Py_DECREF(entry); return NULL; }
     return entry;
 }
 
@@ -1186,10 +1196,10 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     set_obj(rec, R_REV_KEY, rev);
     set_obj(rec, R_TCP, tcp);
     set_obj(rec, R_ICMP, icmp);
-    if (!(entry = PyTuple_Pack(2, rec, small_int[1])) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
+    if (!(entry = PyTuple_Pack(2, rec, small_int[1])) || set_entry(self, key, entry) < 0) goto error;
     int same = PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
-    if (!same && (!(rentry = PyTuple_Pack(2, rec, small_int[2])) || PyDict_SetItem(self->flows, rev, rentry) < 0))
+    if (!same && (!(rentry = PyTuple_Pack(2, rec, small_int[2])) || set_entry(self, rev, rentry) < 0))
         goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
     if (add_attr(self->table, str_opened, 1) < 0) goto error;
@@ -1414,11 +1424,14 @@ error:
 /* frame_batch (beat/_speedups.c) calls account_raw through the capsule (beat/_flowapi.h)
  * for every IP frame it handles, instead of the Python call with a key tuple built per
  * packet. A frame's key is written as bytes (raw_key) and looked up in a cache of key
- * tuples, in pairs of slots (the pair's last used first): a hit gives the tuple the table
- * holds, found in the dict by identity without making any object; a miss (a new flow, a
- * slot another key took, a flow that ended) builds the tuple and goes table_account's
- * way, then takes the pair's first slot. The dict stays the only truth: a cached tuple
- * whose flow ended finds nothing there and serves the flow that opens next under it.
+ * tuples, in pairs of slots (the pair's last used first). A hit gives the tuple the table
+ * holds and, when no key has left the table or changed entry since it was cached (the
+ * table's `generation`: ends, a rewritten entry, and the Python methods' invalidate()
+ * move it), its entry; else the entry is looked up in the dict by the cached tuple,
+ * without making any object. A miss (a new flow, a slot another key took) builds the
+ * tuple and goes table_account's way, then takes the pair's first slot. The dict stays
+ * the only truth: a cached tuple whose flow ended finds nothing there and serves the flow
+ * that opens next under it; a sweep that ended flows lets go of every cached entry.
  * The cache grows with the table to 4 slots per table key, at most KEY_CACHE_MAX slots
  * (88 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
  * key takes it. key_cache() gives (slots, hits, misses). */
@@ -1429,6 +1442,8 @@ error:
 struct kslot {
     uint64_t hash;                  /* of raw[:len]; 0: an empty slot */
     PyObject *key;                  /* the key tuple these bytes stand for */
+    PyObject *entry;                /* flows[key] when the table's generation was `gen`, or NULL */
+    unsigned long long gen;
     unsigned char len, raw[RAW_KEY_MAX];
 };
 
@@ -1474,9 +1489,14 @@ static uint64_t raw_hash(const unsigned char *raw, int n)
     return h | 1;
 }
 
+static void release_entries(TableObject *self);
+
 static void clear_cache(TableObject *self)
 {
-    for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].key);
+    for (Py_ssize_t i = 0; i < self->slots; i++) {
+        Py_CLEAR(self->cache[i].key);
+        Py_CLEAR(self->cache[i].entry);
+    }
     PyMem_Free(self->cache);
     self->cache = NULL;
     self->slots = 0;
@@ -1583,10 +1603,15 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                 }
                 break;
             }
-        if (key != NULL) {
+        if (key != NULL && slot[0].entry != NULL && slot[0].gen == self->generation) {
+            entry = Py_NewRef(slot[0].entry);       /* nothing left the table since: still its entry */
+            self->hits++;
+        } else if (key != NULL) {
             entry = PyDict_GetItemWithError(self->flows, key);
             if (entry != NULL) {
                 Py_INCREF(entry);
+                Py_XSETREF(slot[0].entry, Py_NewRef(entry));
+                slot[0].gen = self->generation;
                 self->hits++;
             } else if (PyErr_Occurred()) {
                 Py_DECREF(key);
@@ -1604,11 +1629,17 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
             PyObject *own = table_key(entry, key);
             if (own == NULL) goto error;
             Py_XDECREF(slot[1].key);
+            Py_XDECREF(slot[1].entry);
             slot[1] = slot[0];
             slot[0].key = own;
+            slot[0].entry = NULL;
             slot[0].hash = h;
             slot[0].len = (unsigned char)n;
             memcpy(slot[0].raw, raw, n);
+        }
+        if (slot != NULL) {             /* flows[key] is entry now */
+            Py_XSETREF(slot[0].entry, Py_NewRef(entry));
+            slot[0].gen = self->generation;
         }
     }
     if (apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0) goto error;
@@ -1711,6 +1742,7 @@ static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *rea
     e->finals++;
     PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
     Py_INCREF(key);
+    self->generation++;         /* the key cache's entries are checked again */
     if (drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, PyList_GET_ITEM(rec, R_REV_KEY), rec) < 0
             || (alias != Py_None && drop_entry(self->flows, alias, rec) < 0)) {
         Py_DECREF(key);
@@ -1785,6 +1817,7 @@ static PyObject *table_finish_records(TableObject *self, PyObject *unused)
         Py_DECREF(last);
     }
     Py_DECREF(records);
+    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) rc = -1;
     if (!was_collecting && stop_collecting(self->reporter) < 0) rc = -1;
     if (rc < 0) return NULL;
@@ -1871,6 +1904,7 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
     }
     Py_DECREF(records);
+    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) {
         if (!was_collecting) stop_collecting(self->reporter);
         return NULL;
@@ -2029,12 +2063,27 @@ static void table_dealloc(TableObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The key cache lets go of the entries it holds (a sweep's end: they are checked again
+ * anyway, and an ended flow's record is not kept alive by its slot). */
+static void release_entries(TableObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
+}
+
+static PyObject *table_invalidate(TableObject *self, PyObject *unused)
+{
+    self->generation++;
+    Py_RETURN_NONE;
+}
+
 static PyObject *table_key_cache(TableObject *self, PyObject *unused)
 {
     return Py_BuildValue("(nKK)", self->slots, self->hits, self->misses);
 }
 
 static PyMethodDef table_methods[] = {
+    {"invalidate", (PyCFunction)table_invalidate, METH_NOARGS,
+     "invalidate(): a key left FlowTable.flows or got another entry (the Python methods call it)"},
     {"key_cache", (PyCFunction)table_key_cache, METH_NOARGS,
      "key_cache() -> (slots, hits, misses) of the key cache frame_batch's frames use"},
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,

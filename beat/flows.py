@@ -434,6 +434,8 @@ class FlowTable:
             return None     # same direction, other MAC order: another flow
         rec[R_ALIAS] = key
         self.flows[key] = entry
+        if self.core is not None:
+            self.core.invalidate()      # the C key cache checks its entries again
         return entry
 
     def _open(self, key: tuple, ts: float, payload: bytes) -> tuple[list[Any], int]:
@@ -450,6 +452,8 @@ class FlowTable:
         entry = flows[key] = (rec, 0)
         if rev_key != key:              # equal only for a host talking to itself on one port
             flows[rev_key] = (rec, 1)
+        if self.core is not None:
+            self.core.invalidate()      # a key may have had another entry: the C key cache checks again
         self.by_endpoints[_endpoints(key)] = rec
         self.opened += 1
         return entry
@@ -461,6 +465,8 @@ class FlowTable:
         self.reporter.report(self.source, rec, True, reason, report_ts)
         self.final_reports += 1
         flows = self.flows
+        if self.core is not None:
+            self.core.invalidate()      # keys leave the table: the C key cache checks its entries again
         key, rev_key = rec[R_KEY], rec[R_REV_KEY]
         if flows.get(key, (None,))[0] is rec:
             del flows[key]

@@ -434,6 +434,12 @@ def _key_cache_traffic(seed: int) -> list[tuple[float, int, bytes, str]]:
                 s6, d6 = ("fd00::2", "fd00::1") if reply else ("fd00::1", "fd00::2")
                 frames.append((ts + reply * 0.001, eth,
                                g.ethernet(g.ipv6(s6, d6, 58, g.icmpv6_echo(s6, d6, n, round_, reply=reply)))))
+    for turn in range(6):       # 500 flows in turn, every few ms: a table of 300 evicts flows that send again soon
+        for n in range(500):
+            ts = start + 100 + turn * 2.5 + n * 0.005
+            packet = g.ipv4("10.3.1.1", f"10.3.{2 + n // 250}.{n % 250 + 1}", 17,
+                            g.udp("10.3.1.1", f"10.3.{2 + n // 250}.{n % 250 + 1}", 8000, 8001, b"t"))
+            frames.append((ts, eth, g.ethernet(packet)))
     for n in range(60):         # TCP closed by FIN, then the same ports again
         c, s, sp, dp = "10.6.0.1", "10.6.0.2", 30000 + n, 443
         ts = start + 5 + n * 0.5
@@ -452,14 +458,19 @@ def _key_cache_traffic(seed: int) -> list[tuple[float, int, bytes, str]]:
 
 
 @needs_c
-def test_flow_key_cache() -> None:
+@pytest.mark.parametrize("max_flows", [65536, 300], ids=["room", "evicting"])
+def test_flow_key_cache(max_flows: int) -> None:
     """The key cache frame_batch accounts through changes nothing: the same documents and
-    counters as frame by frame (Python keys, no cache), while it was used, missed, and grew."""
+    counters as frame by frame (Python keys, no cache), while it was used, missed, and grew;
+    also when a full table evicts flows between packets (their cached entries go stale)."""
     frames = _key_cache_traffic(41)
-    counters, _left, docs = _same(frames, sizes=(4096, 5))
+    overrides = {"wirebeat.flows.max_flows": max_flows}
+    counters, _left, docs = _same(frames, sizes=(4096, 5), **overrides)
     assert counters["flows.table.opened"] >= 4000 + 3 * 60 + 60 * 2
+    if max_flows < 4000:
+        assert counters["flows.table.evicted"] > 1000
     engine, pipeline, _output, _stats = make_engine(
-        [], overrides={"wirebeat.flows.enabled": True}, output=FragmentOutput())
+        [], overrides={"wirebeat.flows.enabled": True, **overrides}, output=FragmentOutput())
     engine.on_batch([(ts, lt, data, len(data)) for ts, lt, data, _s in frames], "test")
     slots, hits, misses = engine.sources["test"].flows.core.key_cache()
     engine.finish()
