@@ -108,6 +108,12 @@ _V6_NOT_PLAIN = _V6_EXTENSIONS | {44}       # ... and a fragment header
 # Counters every worker holds for the whole input (not a share of it): shown once, not summed.
 _NOT_SUMMED = ("sources.open", "sources.evicted")
 _TUNNEL_DPORTS = frozenset(int.from_bytes(port, "big") for port in TUNNEL_PORTS)
+# Late imports (DecoderSpec.lazy_imports) not made before the fork: a worker makes them
+# when its traffic needs them, as one process does. TLS's x509 module (cryptography,
+# ~30 ms) reads certificates, which TLS 1.3 encrypts: most traffic never needs it, and
+# importing it before the fork kept both cores waiting. `run --user` imports every late
+# import before its privilege drop anyway (cli.py), so the workers inherit it then.
+_LEFT_TO_WORKERS = frozenset({"wirebeat.decoders.tls_x509"})
 
 
 def make_engine(config: Config, enabled: list[Registered], builder: DocumentBuilder,
@@ -599,7 +605,8 @@ class WorkerPool:
         # once, and inherited by every worker at the fork, rather than loaded by each.
         for r in enabled:
             for module in r.spec.lazy_imports:
-                importlib.import_module(module)
+                if module not in _LEFT_TO_WORKERS:
+                    importlib.import_module(module)
         self.workers = [_Worker(i, self.setup) for i in range(self.n)]
         stats.add_source(self.counters)
         log.info("workers started", workers=self.n, pids=[w.proc.pid for w in self.workers])
