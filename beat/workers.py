@@ -18,9 +18,10 @@ reassembly, flows, processors) and serialises its documents with orjson; flow
 reports and per-packet documents are made as JSON text there, as one process
 makes them for an orjson output. Frames travel in batches of up to
 `BATCH_FRAMES` through a pipe per worker, as runs of records (`_record`:
-fixed-size heads and the frames' bytes, so a batch pickles as a few buffers,
-not objects per frame), written with writev and read into a buffer of the
-message's size; the worker feeds a run to its engine in one call (`feed`).
+fixed-size heads and the frames' bytes, so a batch is a few buffers, not
+objects per frame), written with writev beside a small pickle of the rest
+(`_message`: the buffers out of band) and read into one reused buffer; the
+worker collects a run's frames into batches for its engine in C (`feed`).
 Documents come back as NDJSON blocks (`_Sink`: text, ids, count, as
 `Pipeline.publish_block` takes them), which the main process publishes whole
 to its one `Pipeline`: no object per frame or per document crosses the pipe.
