@@ -112,6 +112,20 @@ def _frames() -> list[tuple[int, bytes]]:
     return frames
 
 
+def _expected_calls(run: list, frame) -> list[tuple]:
+    """What feeding `run` should do, from `_entries` (the records read back with struct):
+    ticks and shadows as the recorder notes them, `frame(entry)` for each frame."""
+    expected = []
+    for entry in _entries([run]):
+        if entry[0] == "tick":
+            expected.append(entry)
+        elif entry[4] == SHADOW:
+            expected.append(("shadow", *entry[:4]))
+        else:
+            expected.append(frame(entry))
+    return expected
+
+
 def test_feed_python_gives_the_engine_every_record_as_handed_over():
     """Checked against `_entries` (the records read back with struct), not against C."""
     runs = _sharded(_frames())
@@ -120,14 +134,8 @@ def test_feed_python_gives_the_engine_every_record_as_handed_over():
     for run in runs:
         rec = _Recorder()
         count = feed_python(run[2], run[3], run[1], rec.on_frame, rec.number_state, rec.shadow, rec.tick)
-        expected = []
-        for entry in _entries([run]):
-            if entry[0] == "tick":
-                expected.append(entry)
-            elif entry[4] == SHADOW:
-                expected.append(("shadow", *entry[:4]))
-            else:       # a frame arrives with its number already in the per-packet state
-                expected.append(("frame", *entry[:4], entry[4]))
+        # a frame arrives with its number already in the per-packet state
+        expected = _expected_calls(run, lambda entry: ("frame", *entry[:4], entry[4]))
         assert rec.calls == expected
         assert count == sum(1 for c in expected if c[0] == "frame")
         kinds.update(c[0] for c in expected)
@@ -227,14 +235,7 @@ def test_feed_collects_frames_in_a_list_in_record_order():
         rec = _Collector()
         count = feed_python(run[2], run[3], run[1], rec.frames, None, rec.shadow, rec.tick)
         rec.hand_over()
-        expected = []
-        for entry in _entries([run]):
-            if entry[0] == "tick":
-                expected.append(entry)
-            elif entry[4] == SHADOW:
-                expected.append(("shadow", *entry[:4]))
-            else:
-                expected.append(("frame", *entry[:3], 0))
+        expected = _expected_calls(run, lambda entry: ("frame", *entry[:3], 0))
         assert rec.calls == expected
         assert count == sum(1 for c in expected if c[0] == "frame")
     with pytest.raises(ValueError):
