@@ -1447,8 +1447,8 @@ error:
  * tuple and goes table_account's way, then takes the pair's first slot. The dict stays
  * the only truth: a cached tuple whose flow ended finds nothing there and serves the flow
  * that opens next under it; a sweep that ended flows lets go of every cached entry.
- * The cache grows with the table to 4 slots per table key, at most KEY_CACHE_MAX slots
- * (88 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
+ * The cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots
+ * (104 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
  * key takes it. key_cache() gives (slots, hits, misses). */
 #define RAW_KEY_MAX 64
 #define KEY_CACHE_MIN 1024
