@@ -113,6 +113,19 @@ static inline PyObject *untracked(PyObject *tuple)
     return tuple;
 }
 
+/* A flow key (or reverse key, or endpoints) leaves the collector's lists with the tuples
+ * in it: they hold bytes, numbers and tuples of those, never a cycle; a collection no
+ * longer walks every new flow's keys (on busy links that walk was a cache miss per item). */
+static PyObject *untracked_key(PyObject *key)
+{
+    if (key == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
+        PyObject *item = PyTuple_GET_ITEM(key, i);
+        if (PyTuple_CheckExact(item)) untracked(item);
+    }
+    return untracked(key);
+}
+
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
 
 #include "_blake2b.h"     /* blake2b(), id_text(): flow.id */
@@ -1169,8 +1182,9 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     PyTuple_SET_ITEM(rev, 5, Py_NewRef(PyTuple_GET_ITEM(key, 5)));
     PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
     PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
+    untracked_key(rev);
     if ((proto == 1 || proto == 58) && plen >= 2) {
-        icmp = Py_BuildValue("(ii)", p[0], p[1]);
+        icmp = untracked(Py_BuildValue("(ii)", p[0], p[1]));
         if (icmp == NULL) goto error;
     } else {
         Py_INCREF(icmp);
@@ -1408,6 +1422,7 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
     o = PyLong_FromLong((long)l.dport);
     if (o == NULL) goto error;
     PyTuple_SET_ITEM(key, 7, o);
+    untracked_key(key);
 
     if (!(entry = find_entry(self, key, ts, payload, p, plen)) || apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0)
         goto error;
@@ -1432,12 +1447,12 @@ error:
  * tuple and goes table_account's way, then takes the pair's first slot. The dict stays
  * the only truth: a cached tuple whose flow ended finds nothing there and serves the flow
  * that opens next under it; a sweep that ended flows lets go of every cached entry.
- * The cache grows with the table to 4 slots per table key, at most KEY_CACHE_MAX slots
- * (88 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
+ * The cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots
+ * (104 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
  * key takes it. key_cache() gives (slots, hits, misses). */
 #define RAW_KEY_MAX 64
 #define KEY_CACHE_MIN 1024
-#define KEY_CACHE_MAX 65536
+#define KEY_CACHE_MAX 16384
 
 struct kslot {
     uint64_t hash;                  /* of raw[:len]; 0: an empty slot */
@@ -1506,7 +1521,7 @@ static void clear_cache(TableObject *self)
 static int size_cache(TableObject *self)
 {
     Py_ssize_t entries = PyDict_GET_SIZE(self->flows), n = self->slots ? self->slots : KEY_CACHE_MIN;
-    while (n < KEY_CACHE_MAX && n < 4 * entries) n *= 2;
+    while (n < KEY_CACHE_MAX && n < 2 * entries) n *= 2;
     if (n == self->slots) return 0;
     struct kslot *c = PyMem_Calloc((size_t)n, sizeof *c);
     if (c == NULL) { PyErr_NoMemory(); return -1; }
@@ -1543,7 +1558,7 @@ static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsi
     PyTuple_SET_ITEM(key, 6, o);
     if (!(o = PyLong_FromUnsignedLong(dport))) goto error;
     PyTuple_SET_ITEM(key, 7, o);
-    return key;
+    return untracked_key(key);
 error:
     Py_DECREF(key);
     return NULL;

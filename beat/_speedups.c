@@ -505,6 +505,9 @@ static PyObject *pcap_records(PyObject *self, PyObject *const *args, Py_ssize_t 
             Py_DECREF(rec);
             goto fail;
         }
+        /* Numbers and bytes only: no cycle through it, so the garbage collector need not
+         * walk the batch's records (a collection during a batch touched every one). */
+        PyObject_GC_UnTrack(rec);
         Py_DECREF(rec);
         last_sec = sec;
         pos = following;
@@ -1647,6 +1650,8 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 PyObject *value = head ? PyTuple_Pack(2, lto, head) : NULL;
                 Py_XDECREF(head);
                 if (!value) { Py_DECREF(pair); goto fail; }
+                PyObject_GC_UnTrack(pair);      /* bytes and numbers, kept: no collection walks them */
+                PyObject_GC_UnTrack(value);
                 int r = PyObject_SetItem(macs, pair, value);
                 Py_DECREF(pair); Py_DECREF(value);
                 if (r < 0) goto fail;
