@@ -18,6 +18,8 @@
  *     table (_evict), keys of unusual shape (_open, _alias). Arguments of
  *     other types than the engine passes (not bytes, keywords) go to
  *     `account_python` whole.
+ *     From C, frame_batch (beat/_speedups.c) calls the same accounting as account_raw
+ *     (beat/_flowapi.h), through a cache of key tuples instead of a tuple per packet.
  *     sweep_records(now, report_due, report_all, period_ago, idle_before,
  *       closed_before) -> periodic reports made: FlowTable.sweep's loop over
  *     the records, ends (_end's work, the ended-flow memory included) and
@@ -119,11 +121,25 @@ static inline PyObject *untracked(PyObject *tuple)
     return tuple;
 }
 
+/* A flow key (or reverse key, or endpoints) leaves the collector's lists with the tuples
+ * in it: they hold bytes, numbers and tuples of those, never a cycle; a collection no
+ * longer walks every new flow's keys (on busy links that walk was a cache miss per item). */
+static PyObject *untracked_key(PyObject *key)
+{
+    if (key == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
+        PyObject *item = PyTuple_GET_ITEM(key, i);
+        if (PyTuple_CheckExact(item)) untracked(item);
+    }
+    return untracked(key);
+}
+
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
 
 #include "_blake2b.h"     /* blake2b(), id_text(): flow.id */
 #include "_cid.h"         /* community_id(): network.community_id */
 #include "_isotime.h"     /* second_text(): event times */
+#include "_flowapi.h"     /* account_raw, offered to beat/_speedups.c */
 
 /* ---- text ------------------------------------------------------------------ */
 
@@ -1137,12 +1153,18 @@ static PyTypeObject ReporterType = {
 
 /* ---- Table: FlowTable.account and the sweep's loop ------------------------------- */
 
+static int is_icmp4_with_id(unsigned t) { return t == 0 || t == 8 || (t >= 13 && t <= 18); }
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
     PyObject *flow_id_python, *ip_packed;
     ReporterObject *reporter;
+    struct kslot *cache;            /* the key cache (account_raw), `slots` of them */
+    Py_ssize_t slots;
+    unsigned long long hits, misses;
+    unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
 } TableObject;
 
 /* A new record, its TCP part and its table entries leave the cyclic garbage collector's
@@ -1171,6 +1193,15 @@ static int untrack_record(PyObject *flows, PyObject *rec)
 
 static PyObject *endpoints(PyObject *key);
 static int add_attr(PyObject *o, PyObject *name, long long delta);
+
+/* flows[key] = entry; a key that had another entry makes the key cache's entries stale. */
+static int set_entry(TableObject *self, PyObject *key, PyObject *entry)
+{
+    Py_ssize_t before = PyDict_GET_SIZE(self->flows);
+    if (PyDict_SetItem(self->flows, key, entry) < 0) return -1;
+    if (PyDict_GET_SIZE(self->flows) == before) self->generation++;
+    return 0;
+}
 
 /* FlowTable._alias: the reverse direction of a flow whose frames carry the same MAC order
  * both ways; a new entry (NULL with an exception, or None) */
@@ -1205,20 +1236,25 @@ static PyObject *alias_entry(TableObject *self, PyObject *key)
     if (PyList_GET_ITEM(rec, R_ALIAS) != Py_None || d == 0) Py_RETURN_NONE;
     Py_INCREF(entry);
     set_obj(rec, R_ALIAS, key);
-    if (PyDict_SetItem(self->flows, key, entry) < 0) { Py_DECREF(entry); return NULL; }
+    if (set_entry(self, key, entry) < 0) { Py_DECREF(entry); return NULL; }
     return entry;
 }
 
 /* FlowTable._open for a key of the common shape (else the Python method): a new record
  * under both directions' keys; a new reference to its entry. */
-static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload)
+static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload,
+                            const unsigned char *p, Py_ssize_t plen)
 {
     PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
     long long proto;
     Py_ssize_t nouter = PyTuple_CheckExact(outer) ? PyTuple_GET_SIZE(outer) : -1;
     if (nouter < 0 || nouter > 2 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
-        PyObject *args[3] = {key, ts, payload};
-        return PyObject_Vectorcall(self->open, args, 3, NULL);
+        PyObject *made = payload ? NULL : PyBytes_FromStringAndSize((const char *)p, plen);
+        if (!payload && !made) return NULL;
+        PyObject *args[3] = {key, ts, payload ? payload : made};
+        PyObject *r = PyObject_Vectorcall(self->open, args, 3, NULL);
+        Py_XDECREF(made);
+        return r;
     }
     if (!(max = PyObject_GetAttr(self->reporter->reporter, str_max_flows))) return NULL;
     Py_ssize_t max_flows = PyLong_AsSsize_t(max);
@@ -1254,9 +1290,9 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     PyTuple_SET_ITEM(rev, 5, Py_NewRef(PyTuple_GET_ITEM(key, 5)));
     PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
     PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
-    if ((proto == 1 || proto == 58) && PyBytes_GET_SIZE(payload) >= 2) {
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
-        icmp = Py_BuildValue("(ii)", p[0], p[1]);
+    untracked_key(rev);
+    if ((proto == 1 || proto == 58) && plen >= 2) {
+        icmp = untracked(Py_BuildValue("(ii)", p[0], p[1]));
         if (icmp == NULL) goto error;
     } else {
         Py_INCREF(icmp);
@@ -1282,10 +1318,10 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     set_obj(rec, R_REV_KEY, rev);
     set_obj(rec, R_TCP, tcp);
     set_obj(rec, R_ICMP, icmp);
-    if (!(entry = PyTuple_Pack(2, rec, small_int[1])) || PyDict_SetItem(self->flows, key, entry) < 0) goto error;
+    if (!(entry = PyTuple_Pack(2, rec, small_int[1])) || set_entry(self, key, entry) < 0) goto error;
     int same = PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
-    if (!same && (!(rentry = PyTuple_Pack(2, rec, small_int[2])) || PyDict_SetItem(self->flows, rev, rentry) < 0))
+    if (!same && (!(rentry = PyTuple_Pack(2, rec, small_int[2])) || set_entry(self, rev, rentry) < 0))
         goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
     if (add_attr(self->table, str_opened, 1) < 0) goto error;
@@ -1340,93 +1376,79 @@ static int control_c(PyObject *rec, long long d, PyObject *tcp, unsigned flags, 
     return 1;
 }
 
-static int is_icmp4_with_id(unsigned t) { return t == 0 || t == 8 || (t >= 13 && t <= 18); }
 
-static PyObject *table_account(TableObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+/* What accounting reads from the transport header: FlowTable.account_python's unpacking. */
+typedef struct {
+    unsigned sport, dport, flags, offset;
+    uint32_t seq;
+    int tcp;            /* a TCP header of 20 bytes or more: the TCP bookkeeping runs */
+} l4_t;
+
+static void read_l4(long long proto, const unsigned char *p, Py_ssize_t plen, l4_t *l)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (kwnames != NULL || nargs < 8 || nargs > 9 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[7])
-            || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[6]))
-        return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
-    PyObject *ts = args[0], *frame = args[2], *payload = args[7], *proto_o = args[6];
-    PyObject *outer = nargs == 9 ? args[8] : empty_tuple;
-    long long linktype, proto;
-    if (!get_ll(args[1], &linktype) || !get_ll(proto_o, &proto))
-        return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
-    Py_ssize_t plen = PyBytes_GET_SIZE(payload), flen = PyBytes_GET_SIZE(frame);
-    unsigned sport = 0, dport = 0, flags = 0, offset = 0;
-    uint32_t seq = 0;
-    int tcp_path = proto == 6 && plen >= 20;
-    if (tcp_path) {
-        sport = u16(p); dport = u16(p + 2);
-        seq = ((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) | ((uint32_t)p[6] << 8) | p[7];
-        offset = p[12]; flags = p[13];
+    memset(l, 0, sizeof *l);
+    l->tcp = proto == 6 && plen >= 20;
+    if (l->tcp) {
+        l->sport = u16(p); l->dport = u16(p + 2);
+        l->seq = ((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) | ((uint32_t)p[6] << 8) | p[7];
+        l->offset = p[12]; l->flags = p[13];
     } else if (proto == 17) {
-        if (plen >= 4) { sport = u16(p); dport = u16(p + 2); }
+        if (plen >= 4) { l->sport = u16(p); l->dport = u16(p + 2); }
     } else if (proto == 1) {
-        if (plen >= 6 && is_icmp4_with_id(p[0])) sport = dport = u16(p + 4);
+        if (plen >= 6 && is_icmp4_with_id(p[0])) l->sport = l->dport = u16(p + 4);
     } else if (proto == 58) {
-        if (plen >= 6 && (p[0] == 128 || p[0] == 129)) sport = dport = u16(p + 4);
+        if (plen >= 6 && (p[0] == 128 || p[0] == 129)) l->sport = l->dport = u16(p + 4);
     }
+}
 
-    PyObject *key = PyTuple_New(8), *entry = NULL, *res = NULL;
-    PyObject *macs;
-    if (key == NULL) return NULL;
-    if (linktype == 1)
-        macs = PyBytes_FromStringAndSize(PyBytes_AS_STRING(frame), flen < 12 ? flen : 12);
-    else
-        macs = Py_NewRef(empty_bytes);
-    if (macs == NULL) goto error;
-    PyTuple_SET_ITEM(key, 0, macs);
-    PyTuple_SET_ITEM(key, 1, Py_NewRef(args[3]));
-    PyTuple_SET_ITEM(key, 2, Py_NewRef(outer));
-    PyTuple_SET_ITEM(key, 3, Py_NewRef(args[4]));
-    PyTuple_SET_ITEM(key, 4, Py_NewRef(args[5]));
-    PyTuple_SET_ITEM(key, 5, Py_NewRef(proto_o));
-    PyObject *o = PyLong_FromLong((long)sport);
-    if (o == NULL) goto error;
-    PyTuple_SET_ITEM(key, 6, o);
-    o = PyLong_FromLong((long)dport);
-    if (o == NULL) goto error;
-    PyTuple_SET_ITEM(key, 7, o);
-
-    entry = PyDict_GetItemWithError(self->flows, key);
-    if (entry != NULL) {
-        Py_INCREF(entry);
-    } else {
-        if (PyErr_Occurred()) goto error;
-        entry = alias_entry(self, key);
-        if (entry == NULL) goto error;
-        int found = PyObject_IsTrue(entry);
-        if (found < 0) goto error;
-        if (!found) {
-            Py_DECREF(entry);
-            entry = open_entry(self, key, ts, payload);
-            if (entry == NULL) goto error;
-        }
+/* The entry under `key` (a new reference): the table's, a MAC-order alias, or a new flow's.
+ * The packet's transport bytes are p/plen; `payload`, the same as an object, may be NULL. */
+static PyObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload,
+                            const unsigned char *p, Py_ssize_t plen)
+{
+    PyObject *entry = PyDict_GetItemWithError(self->flows, key);
+    if (entry != NULL) return Py_NewRef(entry);
+    if (PyErr_Occurred()) return NULL;
+    entry = alias_entry(self, key);
+    if (entry == NULL) return NULL;
+    int found = PyObject_IsTrue(entry);
+    if (found != 0) {
+        if (found < 0) Py_CLEAR(entry);
+        return entry;
     }
+    Py_DECREF(entry);
+    return open_entry(self, key, ts, payload, p, plen);
+}
+
+/* The packet on its flow's entry: TCP control flags and sequence bookkeeping, then the
+ * record's last time, packets and bytes. `payload` may be NULL: made from p/plen if the
+ * Python _control needs it. 0, or -1 with an exception set. */
+static int apply(TableObject *self, PyObject *key, PyObject *entry, PyObject *ts, Py_ssize_t flen,
+                 const l4_t *l, const unsigned char *p, Py_ssize_t plen, PyObject *payload)
+{
+    PyObject *res = NULL, *made = NULL;
     long long d;
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 || !PyList_CheckExact(PyTuple_GET_ITEM(entry, 0))
             || PyList_GET_SIZE(PyTuple_GET_ITEM(entry, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(entry, 1), &d)
             || (d != 0 && d != 1)) {
         PyErr_SetString(PyExc_TypeError, "flow table entry is not (record, direction)");
-        goto error;
+        return -1;
     }
     PyObject *rec = PyTuple_GET_ITEM(entry, 0);
-    if (PyObject_GC_IsTracked(rec) && untrack_record(self->flows, rec) < 0) goto error;
-    if (tcp_path) {
+    if (PyObject_GC_IsTracked(rec) && untrack_record(self->flows, rec) < 0) return -1;
+    if (l->tcp) {
         PyObject *tcp = PyList_GET_ITEM(rec, R_TCP);
         long long await;
         if (!PyList_CheckExact(tcp) || PyList_GET_SIZE(tcp) < T_SIZE
                 || !get_ll(PyList_GET_ITEM(tcp, T_AWAIT_ACK_DIR), &await)) {
             PyErr_SetString(PyExc_TypeError, "TCP flow record without its TCP part");
-            goto error;
+            return -1;
         }
         int done = 1;          /* SYN, FIN, RST, the handshake's ACK: control_c, else _control */
-        if (((flags & 0x07) || await == d) && (done = control_c(rec, d, tcp, flags, ts)) < 0) goto error;
+        if (((l->flags & 0x07) || await == d) && (done = control_c(rec, d, tcp, l->flags, ts)) < 0) return -1;
         if (!done) {
-            PyObject *dd = PyLong_FromLongLong(d), *ff = PyLong_FromLong((long)flags);
+            if (payload == NULL && !(payload = made = PyBytes_FromStringAndSize((const char *)p, plen))) return -1;
+            PyObject *dd = PyLong_FromLongLong(d), *ff = PyLong_FromLong((long)l->flags);
             if (dd == NULL || ff == NULL) { Py_XDECREF(dd); Py_XDECREF(ff); goto error; }
             PyObject *cargs[7] = {key, rec, dd, tcp, ff, ts, payload};
             res = PyObject_Vectorcall(self->control, cargs, 7, NULL);
@@ -1444,15 +1466,15 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
             tcp = PyTuple_GET_ITEM(res, 2);
             if (PyObject_GC_IsTracked(rec) && untrack_record(self->flows, rec) < 0) goto error;
         }
-        long long data_len = (long long)plen - (long long)(offset >> 4) * 4;
+        long long data_len = (long long)plen - (long long)(l->offset >> 4) * 4;
         if (data_len > 0) {
             long long high;
             if (!get_ll(PyList_GET_ITEM(tcp, d), &high)) {
                 PyErr_SetString(PyExc_TypeError, "TCP sequence high mark is not an int");
                 goto error;
             }
-            long long behind = (high - (long long)seq) & 0xFFFFFFFFLL;
-            long long next = ((long long)seq + data_len) & 0xFFFFFFFFLL;
+            long long behind = (high - (long long)l->seq) & 0xFFFFFFFFLL;
+            long long next = ((long long)l->seq + data_len) & 0xFFFFFFFFLL;
             if (high < 0 || behind >= 0x80000000LL) {
                 if (set_ll(tcp, d, next) < 0) goto error;
             } else {
@@ -1464,14 +1486,293 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
     set_obj(rec, R_LAST_TS, ts);
     if (add_item(rec, R_PACKETS + d, 1) < 0 || add_item(rec, R_BYTES + d, flen) < 0) goto error;
     Py_XDECREF(res);
+    Py_XDECREF(made);
+    return 0;
+error:
+    Py_XDECREF(res);
+    Py_XDECREF(made);
+    return -1;
+}
+
+static PyObject *table_account(TableObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs < 8 || nargs > 9 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[7])
+            || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[6]))
+        return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
+    PyObject *ts = args[0], *frame = args[2], *payload = args[7], *proto_o = args[6];
+    PyObject *outer = nargs == 9 ? args[8] : empty_tuple;
+    long long linktype, proto;
+    if (!get_ll(args[1], &linktype) || !get_ll(proto_o, &proto))
+        return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t plen = PyBytes_GET_SIZE(payload), flen = PyBytes_GET_SIZE(frame);
+    l4_t l;
+    read_l4(proto, p, plen, &l);
+
+    PyObject *key = PyTuple_New(8), *entry = NULL;
+    PyObject *macs;
+    if (key == NULL) return NULL;
+    if (linktype == 1)
+        macs = PyBytes_FromStringAndSize(PyBytes_AS_STRING(frame), flen < 12 ? flen : 12);
+    else
+        macs = Py_NewRef(empty_bytes);
+    if (macs == NULL) goto error;
+    PyTuple_SET_ITEM(key, 0, macs);
+    PyTuple_SET_ITEM(key, 1, Py_NewRef(args[3]));
+    PyTuple_SET_ITEM(key, 2, Py_NewRef(outer));
+    PyTuple_SET_ITEM(key, 3, Py_NewRef(args[4]));
+    PyTuple_SET_ITEM(key, 4, Py_NewRef(args[5]));
+    PyTuple_SET_ITEM(key, 5, Py_NewRef(proto_o));
+    PyObject *o = PyLong_FromLong((long)l.sport);
+    if (o == NULL) goto error;
+    PyTuple_SET_ITEM(key, 6, o);
+    o = PyLong_FromLong((long)l.dport);
+    if (o == NULL) goto error;
+    PyTuple_SET_ITEM(key, 7, o);
+    untracked_key(key);
+
+    if (!(entry = find_entry(self, key, ts, payload, p, plen)) || apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0)
+        goto error;
     Py_DECREF(entry);
     Py_DECREF(key);
     Py_RETURN_NONE;
 error:
-    Py_XDECREF(res);
     Py_XDECREF(entry);
     Py_DECREF(key);
     return NULL;
+}
+
+/* ---- the key cache: account for frames beat/_speedups.c has walked --------------- */
+/* frame_batch (beat/_speedups.c) calls account_raw through the capsule (beat/_flowapi.h)
+ * for every IP frame it handles, instead of the Python call with a key tuple built per
+ * packet. A frame's key is written as bytes (raw_key) and looked up in a cache of key
+ * tuples, in pairs of slots (the pair's last used first). A hit gives the tuple the table
+ * holds and, when no key has left the table or changed entry since it was cached (the
+ * table's `generation`: ends, a rewritten entry, and the Python methods' invalidate()
+ * move it), its entry; else the entry is looked up in the dict by the cached tuple,
+ * without making any object. A miss (a new flow, a slot another key took) builds the
+ * tuple and goes table_account's way, then takes the pair's first slot. The dict stays
+ * the only truth: a cached tuple whose flow ended finds nothing there and serves the flow
+ * that opens next under it; a sweep that ended flows lets go of every cached entry.
+ * The cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots
+ * (104 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
+ * key takes it. key_cache() gives (slots, hits, misses). */
+#define RAW_KEY_MAX 64
+#define KEY_CACHE_MIN 1024
+#define KEY_CACHE_MAX 16384
+
+struct kslot {
+    uint64_t hash;                  /* of raw[:len]; 0: an empty slot */
+    PyObject *key;                  /* the key tuple these bytes stand for */
+    PyObject *entry;                /* flows[key] when the table's generation was `gen`, or NULL */
+    unsigned long long gen;
+    unsigned char len, raw[RAW_KEY_MAX];
+};
+
+/* A flow key as bytes, one-to-one with the key tuple frame_batch's arguments make: a byte
+ * with 0x80 set when the MAC pair follows (12 bytes) and the number of VLAN ids, each id in
+ * 2 bytes, the address length, both addresses, the protocol, both ports. Its length, or 0
+ * when the key does not fit this form (it then takes table_account's way, uncached). */
+static int raw_key(unsigned char *raw, const unsigned char *macs, int nvlans, const unsigned *vlans,
+                   const unsigned char *src, const unsigned char *dst, Py_ssize_t alen, int proto,
+                   unsigned sport, unsigned dport)
+{
+    if (nvlans < 0 || nvlans > 4 || (alen != 4 && alen != 16) || proto < 0 || proto > 255) return 0;
+    int n = 0;
+    raw[n++] = (unsigned char)((macs ? 0x80 : 0) | nvlans);
+    if (macs) { memcpy(raw + n, macs, 12); n += 12; }
+    for (int i = 0; i < nvlans; i++) {
+        if (vlans[i] > 0xFFFF) return 0;
+        raw[n++] = (unsigned char)(vlans[i] >> 8);
+        raw[n++] = (unsigned char)vlans[i];
+    }
+    raw[n++] = (unsigned char)alen;
+    memcpy(raw + n, src, alen); n += (int)alen;
+    memcpy(raw + n, dst, alen); n += (int)alen;
+    raw[n++] = (unsigned char)proto;
+    raw[n++] = (unsigned char)(sport >> 8); raw[n++] = (unsigned char)sport;
+    raw[n++] = (unsigned char)(dport >> 8); raw[n++] = (unsigned char)dport;
+    return n;
+}
+
+static uint64_t raw_hash(const unsigned char *raw, int n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, raw + i, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, raw + i, n - i);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+    h ^= h >> 29;
+    return h | 1;
+}
+
+static void release_entries(TableObject *self);
+
+static void clear_cache(TableObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->slots; i++) {
+        Py_CLEAR(self->cache[i].key);
+        Py_CLEAR(self->cache[i].entry);
+    }
+    PyMem_Free(self->cache);
+    self->cache = NULL;
+    self->slots = 0;
+}
+
+/* The cache sized for the table: 0, or -1 with an exception set. */
+static int size_cache(TableObject *self)
+{
+    Py_ssize_t entries = PyDict_GET_SIZE(self->flows), n = self->slots ? self->slots : KEY_CACHE_MIN;
+    while (n < KEY_CACHE_MAX && n < 2 * entries) n *= 2;
+    if (n == self->slots) return 0;
+    struct kslot *c = PyMem_Calloc((size_t)n, sizeof *c);
+    if (c == NULL) { PyErr_NoMemory(); return -1; }
+    clear_cache(self);
+    self->cache = c;
+    self->slots = n;
+    return 0;
+}
+
+/* The key tuple table_account builds from the engine's arguments, from frame_batch's. */
+static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsigned *vlans, PyObject *src,
+                          PyObject *dst, int proto, unsigned sport, unsigned dport)
+{
+    PyObject *key = PyTuple_New(8), *o;
+    if (key == NULL) return NULL;
+    Py_ssize_t flen = PyBytes_GET_SIZE(frame);
+    o = linktype == 1 ? PyBytes_FromStringAndSize(PyBytes_AS_STRING(frame), flen < 12 ? flen : 12)
+                      : Py_NewRef(empty_bytes);
+    if (o == NULL) goto error;
+    PyTuple_SET_ITEM(key, 0, o);
+    if (!(o = PyTuple_New(nvlans))) goto error;
+    PyTuple_SET_ITEM(key, 1, o);
+    for (int i = 0; i < nvlans; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(vlans[i]);
+        if (v == NULL) goto error;
+        PyTuple_SET_ITEM(o, i, v);
+    }
+    PyTuple_SET_ITEM(key, 2, Py_NewRef(empty_tuple));
+    PyTuple_SET_ITEM(key, 3, Py_NewRef(src));
+    PyTuple_SET_ITEM(key, 4, Py_NewRef(dst));
+    if (!(o = PyLong_FromLong(proto))) goto error;
+    PyTuple_SET_ITEM(key, 5, o);
+    if (!(o = PyLong_FromUnsignedLong(sport))) goto error;
+    PyTuple_SET_ITEM(key, 6, o);
+    if (!(o = PyLong_FromUnsignedLong(dport))) goto error;
+    PyTuple_SET_ITEM(key, 7, o);
+    return untracked_key(key);
+error:
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* The table's own key object equal to `key` (a new reference): the record's key, reverse key or
+ * alias (the dict then finds it by identity, without comparing tuples), else `key`. */
+static PyObject *table_key(PyObject *entry, PyObject *key)
+{
+    PyObject *rec = PyTuple_GET_ITEM(entry, 0);     /* apply() checks the entry's shape later */
+    if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2 && PyList_CheckExact(rec)
+            && PyList_GET_SIZE(rec) >= R_SIZE) {
+        static const int at[] = {R_KEY, R_REV_KEY, R_ALIAS};
+        for (int i = 0; i < 3; i++) {
+            PyObject *k = PyList_GET_ITEM(rec, at[i]);
+            if (k == key) break;
+            int same = PyObject_RichCompareBool(k, key, Py_EQ);
+            if (same < 0) return NULL;
+            if (same) return Py_NewRef(k);
+        }
+    }
+    return Py_NewRef(key);
+}
+
+/* table.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) for frame_batch:
+ * linktype an int in 0..65535, frame/src/dst bytes (src and dst of one length). */
+static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *frame, int nvlans,
+                       const unsigned *vlans, PyObject *src, PyObject *dst, int proto,
+                       const unsigned char *p, Py_ssize_t plen, PyObject *payload)
+{
+    TableObject *self = (TableObject *)table;
+    long linktype = PyLong_AsLong(lto);
+    if (linktype == -1 && PyErr_Occurred()) return -1;
+    Py_ssize_t flen = PyBytes_GET_SIZE(frame), alen = PyBytes_GET_SIZE(src);
+    l4_t l;
+    read_l4(proto, p, plen, &l);
+    unsigned char raw[RAW_KEY_MAX];
+    int n = 0;
+    if ((linktype != 1 || flen >= 12) && PyBytes_GET_SIZE(dst) == alen)
+        n = raw_key(raw, linktype == 1 ? (const unsigned char *)PyBytes_AS_STRING(frame) : NULL, nvlans, vlans,
+                    (const unsigned char *)PyBytes_AS_STRING(src), (const unsigned char *)PyBytes_AS_STRING(dst),
+                    alen, proto, l.sport, l.dport);
+    struct kslot *slot = NULL;
+    uint64_t h = 0;
+    PyObject *key = NULL, *entry = NULL;
+    if (n) {
+        if (size_cache(self) < 0) return -1;
+        h = raw_hash(raw, n);
+        slot = &self->cache[h & (uint64_t)(self->slots - 2)];       /* a pair: slot[0], slot[1] */
+        for (int i = 0; i < 2; i++)
+            if (slot[i].hash == h && slot[i].len == n && memcmp(slot[i].raw, raw, n) == 0) {
+                key = Py_NewRef(slot[i].key);
+                if (i == 1) {       /* the pair's last used first */
+                    struct kslot t = slot[0];
+                    slot[0] = slot[1];
+                    slot[1] = t;
+                }
+                break;
+            }
+        if (key != NULL && slot[0].entry != NULL && slot[0].gen == self->generation) {
+            entry = Py_NewRef(slot[0].entry);       /* nothing left the table since: still its entry */
+            self->hits++;
+        } else if (key != NULL) {
+            entry = PyDict_GetItemWithError(self->flows, key);
+            if (entry != NULL) {
+                Py_INCREF(entry);
+                Py_XSETREF(slot[0].entry, Py_NewRef(entry));
+                slot[0].gen = self->generation;
+                self->hits++;
+            } else if (PyErr_Occurred()) {
+                Py_DECREF(key);
+                return -1;
+            }
+        }
+    }
+    if (entry == NULL) {
+        self->misses++;
+        int cached = key != NULL;       /* in slot[0] already: its flow ended */
+        if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, proto, l.sport, l.dport)))
+            return -1;
+        if (!(entry = find_entry(self, key, ts, payload, p, plen))) goto error;
+        if (slot != NULL && !cached) {  /* slot[0] takes it, its key moves to slot[1] */
+            PyObject *own = table_key(entry, key);
+            if (own == NULL) goto error;
+            Py_XDECREF(slot[1].key);
+            Py_XDECREF(slot[1].entry);
+            slot[1] = slot[0];
+            slot[0].key = own;
+            slot[0].entry = NULL;
+            slot[0].hash = h;
+            slot[0].len = (unsigned char)n;
+            memcpy(slot[0].raw, raw, n);
+        }
+        if (slot != NULL) {             /* flows[key] is entry now */
+            Py_XSETREF(slot[0].entry, Py_NewRef(entry));
+            slot[0].gen = self->generation;
+        }
+    }
+    if (apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0) goto error;
+    Py_DECREF(entry);
+    Py_DECREF(key);
+    return 0;
+error:
+    Py_XDECREF(entry);
+    Py_XDECREF(key);
+    return -1;
 }
 
 /* FlowTable._endpoints of a key: (proto, src, sport, dst, dport), ports 0 but for TCP and UDP */
@@ -1564,6 +1865,7 @@ static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *rea
     e->finals++;
     PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
     Py_INCREF(key);
+    self->generation++;         /* the key cache's entries are checked again */
     if (drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, PyList_GET_ITEM(rec, R_REV_KEY), rec) < 0
             || (alias != Py_None && drop_entry(self->flows, alias, rec) < 0)) {
         Py_DECREF(key);
@@ -1638,6 +1940,7 @@ static PyObject *table_finish_records(TableObject *self, PyObject *unused)
         Py_DECREF(last);
     }
     Py_DECREF(records);
+    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) rc = -1;
     if (!was_collecting && stop_collecting(self->reporter) < 0) rc = -1;
     if (rc < 0) return NULL;
@@ -1724,6 +2027,7 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
     }
     Py_DECREF(records);
+    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) {
         if (!was_collecting) stop_collecting(self->reporter);
         return NULL;
@@ -1871,6 +2175,7 @@ static int table_clear(TableObject *self)
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
     Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
     Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed);
+    clear_cache(self);
     return 0;
 }
 
@@ -1881,7 +2186,29 @@ static void table_dealloc(TableObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The key cache lets go of the entries it holds (a sweep's end: they are checked again
+ * anyway, and an ended flow's record is not kept alive by its slot). */
+static void release_entries(TableObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
+}
+
+static PyObject *table_invalidate(TableObject *self, PyObject *unused)
+{
+    self->generation++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_key_cache(TableObject *self, PyObject *unused)
+{
+    return Py_BuildValue("(nKK)", self->slots, self->hits, self->misses);
+}
+
 static PyMethodDef table_methods[] = {
+    {"invalidate", (PyCFunction)table_invalidate, METH_NOARGS,
+     "invalidate(): a key left FlowTable.flows or got another entry (the Python methods call it)"},
+    {"key_cache", (PyCFunction)table_key_cache, METH_NOARGS,
+     "key_cache() -> (slots, hits, misses) of the key cache frame_batch's frames use"},
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
      "sweep_records(now, report_due, report_all, period_ago, idle_before, closed_before) -> periodic reports"},
     {"flow_id", (PyCFunction)table_flow_id, METH_O,
@@ -1958,6 +2285,13 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     Py_INCREF(&TableType);
     if (PyModule_AddObject(m, "Reporter", (PyObject *)&ReporterType) < 0
             || PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    static flowcore_api_t api = {&TableType, account_raw};
+    PyObject *capsule = PyCapsule_New(&api, FLOWCORE_API_NAME, NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
         Py_DECREF(m);
         return NULL;
     }

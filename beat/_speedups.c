@@ -412,6 +412,9 @@ static PyObject *pcap_records(PyObject *self, PyObject *const *args, Py_ssize_t 
             Py_DECREF(rec);
             goto fail;
         }
+        /* Numbers and bytes only: no cycle through it, so the garbage collector need not
+         * walk the batch's records (a collection during a batch touched every one). */
+        PyObject_GC_UnTrack(rec);
         Py_DECREF(rec);
         last_sec = sec;
         pos = following;
@@ -1221,6 +1224,23 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
 #define CALL_TCP 2
 #define CALL_IP 3
 
+#include "_flowapi.h"
+
+/* wirebeat._flowcore's account_raw, when that module is built: frame_batch then accounts a
+ * frame to its flow without the Python call (NULL: not looked up yet or not there). */
+static flowcore_api_t *flowcore_api;
+static int flowcore_looked_up;
+
+static flowcore_api_t *get_flowcore_api(void)
+{
+    if (!flowcore_looked_up) {
+        flowcore_looked_up = 1;
+        flowcore_api = PyCapsule_Import(FLOWCORE_API_NAME, 0);
+        if (flowcore_api == NULL) PyErr_Clear();        /* not built: the Python call */
+    }
+    return flowcore_api;
+}
+
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
     *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
@@ -1345,6 +1365,8 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
 #endif
     if (flows != Py_None && !(account = PyObject_GetAttrString(flows, "account"))) goto done;
+    flowcore_api_t *fc = account ? get_flowcore_api() : NULL;
+    int raw_account = fc != NULL && Py_TYPE(account) == fc->table_type;
     DedupObject *dd;
     Py_uhash_t source_lane, none_lane;
     if (batch_dedup(dedup_o, source, &dd, &source_lane, &none_lane) < 0) goto done;
@@ -1495,29 +1517,45 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (decoding) {             /* the conversation's link header: state.macs */
                 PyObject *pair = PyTuple_Pack(2, src, dst);
                 if (!pair) goto fail;
-                int has = PyDict_Contains(macs, pair);
-                if (has < 0) { Py_DECREF(pair); goto fail; }
+                Py_ssize_t head_len = w.net + 1 < len ? w.net + 1 : len;
+                PyObject *old = PyDict_GetItemWithError(macs, pair);
+                if (!old && PyErr_Occurred()) { Py_DECREF(pair); goto fail; }
+                if (old && PyTuple_CheckExact(old) && PyTuple_GET_SIZE(old) == 2
+                        && PyTuple_GET_ITEM(old, 0) == lto && PyBytes_CheckExact(PyTuple_GET_ITEM(old, 1))
+                        && PyBytes_GET_SIZE(PyTuple_GET_ITEM(old, 1)) == head_len
+                        && memcmp(PyBytes_AS_STRING(PyTuple_GET_ITEM(old, 1)), d, head_len) == 0) {
+                    Py_DECREF(pair);    /* the same header again: storing it changes nothing */
+                    goto macs_done;
+                }
+                int has = old != NULL;
                 if (!has && PyDict_GET_SIZE(macs) >= max_macs) {
                     PyObject *r = PyObject_CallMethodOneArg(macs, S_popitem, Py_False);
                     if (!r) { Py_DECREF(pair); goto fail; }
                     Py_DECREF(r);
                     c.mac_evicted++;
                 }
-                Py_ssize_t head_len = w.net + 1 < len ? w.net + 1 : len;
                 PyObject *head = PyBytes_FromStringAndSize((const char *)d, head_len);
                 PyObject *value = head ? PyTuple_Pack(2, lto, head) : NULL;
                 Py_XDECREF(head);
                 if (!value) { Py_DECREF(pair); goto fail; }
+                PyObject_GC_UnTrack(pair);      /* bytes and numbers, kept: no collection walks them */
+                PyObject_GC_UnTrack(value);
                 int r = PyObject_SetItem(macs, pair, value);
                 Py_DECREF(pair); Py_DECREF(value);
                 if (r < 0) goto fail;
             }
+        macs_done:;
             PyObject *payload = NULL;
-            if (account || call) {
+            if (call || (account && !raw_account)) {
                 payload = PyBytes_FromStringAndSize((const char *)pl, plen);
                 if (!payload) goto fail;
             }
-            if (account) {              /* flows.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) */
+            if (raw_account) {          /* the same call, in C (beat/_flowapi.h) */
+                if (fc->account(account, tso, lto, data, w.nvlans, w.vlans, src, dst, ip.proto, pl, plen, payload) < 0) {
+                    Py_XDECREF(payload);
+                    goto fail;
+                }
+            } else if (account) {       /* flows.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) */
                 PyObject *vlans = PyTuple_New(w.nvlans);
                 if (!vlans) { Py_DECREF(payload); goto fail; }
                 for (int k = 0; k < w.nvlans; k++) {

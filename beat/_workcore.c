@@ -313,7 +313,9 @@ error:
  * and no tuple, struct unpacking or loop in Python: on_frame(ts, linktype, data,
  * source) for a frame (after number_state(source)[0] = its number, when per-packet
  * documents are on), shadow(...) for a shadow copy, tick(source, ts, linktype, data)
- * for a tick. Returns the frames fed to on_frame. */
+ * for a tick. Returns the frames fed to on_frame. When on_frame is a list, a frame is
+ * appended to it as (ts, linktype, data, 0) instead (a batch for Engine.on_batch, no
+ * Python call per frame; number_state must then be None). */
 static PyObject *feed(PyObject *self, PyObject *args)
 {
     PyObject *source, *on_frame, *number_state, *shadow, *tick;
@@ -325,6 +327,11 @@ static PyObject *feed(PyObject *self, PyObject *args)
     const unsigned char *h = heads.buf;
     if (heads.len % HEAD_SIZE) {
         PyErr_SetString(PyExc_ValueError, "a run's heads are not whole records");
+        goto out;
+    }
+    int collect = PyList_CheckExact(on_frame);
+    if (collect && number_state != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "frames collected in a list carry no number state");
         goto out;
     }
     for (Py_ssize_t at = 0; at < heads.len; at += HEAD_SIZE) {
@@ -363,7 +370,14 @@ static PyObject *feed(PyObject *self, PyObject *args)
         PyObject *data = PyBytes_FromStringAndSize((const char *)blob.buf + off, length);
         off += length;
         PyObject *r = NULL;
-        if (t != NULL && lt != NULL && data != NULL) {
+        if (t != NULL && lt != NULL && data != NULL && collect && callee == on_frame) {
+            PyObject *frame = PyTuple_Pack(4, t, lt, data, int_zero);
+            if (frame != NULL && PyList_Append(on_frame, frame) == 0) {
+                r = Py_None;
+                Py_INCREF(r);
+            }
+            Py_XDECREF(frame);
+        } else if (t != NULL && lt != NULL && data != NULL) {
             if (callee == tick) {
                 PyObject *argv[4] = {source, t, lt, data};
                 r = PyObject_Vectorcall(callee, argv, 4, NULL);

@@ -6,12 +6,15 @@
 - `flowcore` (beat/_flowcore.c): flow accounting, report text and the sweep
   loop, on beat/flows.py's own records;
 - `workcore` (beat/_workcore.c): the worker pool's reader, frames handed to the
-  workers' batches (beat/workers.py, `--workers N`).
+  workers' batches (beat/workers.py, `--workers N`);
+- `doctext` (beat/_doctext.c): the common JSON text of transaction documents
+  (beat/document.py, DocumentBuilder._build_text_c).
 
 Each is None when it was not built (no C compiler at install time) or when
 `WIREBEAT_PURE_PYTHON=1` is set; then the pure-Python code, which is the
 reference the C functions are tested against (tests/beat/test_speedups.py,
-tests/beat/test_nfcore.py, tests/beat/test_flowcore.py, tests/beat/test_workcore.py), does the same work and
+tests/beat/test_nfcore.py, tests/beat/test_flowcore.py, tests/beat/test_workcore.py,
+tests/beat/test_doctext_c.py), does the same work and
 writes the same documents.
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["flowcore", "nfcore", "speedups", "workcore"]
+__all__ = ["doctext", "flowcore", "nfcore", "speedups", "workcore"]
 
 PURE_PYTHON = os.environ.get("WIREBEAT_PURE_PYTHON", "") not in ("", "0")
 
@@ -38,3 +41,4 @@ speedups = _load("_speedups")
 nfcore = _load("_nfcore")
 flowcore = _load("_flowcore")
 workcore = _load("_workcore")
+doctext = _load("_doctext")

@@ -23,7 +23,7 @@ from communityid import icmp as _icmp4
 from communityid import icmp6 as _icmp6
 import orjson
 
-from wirebeat.accel import speedups
+from wirebeat.accel import doctext, speedups
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, format_mac, iso_time
 from wirebeat.direction import NetworkDirection
 from wirebeat.processors import Processors, compile_processors
@@ -239,6 +239,7 @@ _ENDPOINT_KEYS = frozenset(("ip", "port", "bytes", "mac"))
 _NETWORK_KEYS = frozenset(("transport", "type", "protocol", "community_id", "protocol_stack",
                            "direction", "bytes"))
 _V4_TYPE, _V6_TYPE = '"ipv4"', '"ipv6"'
+_APPENDED = ("network", "source", "destination", "client", "server")   # _doctext.assemble's appends
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 _inet_pton = socket.inet_pton
 _b2a_base64 = binascii.b2a_base64
@@ -401,6 +402,89 @@ class DocumentBuilder:
     def _build_text(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
                     macs: tuple[bytes, bytes] | None, extra: dict[str, Any],
                     ) -> tuple[str, orjson.Fragment] | None:
+        """`build`'s document as JSON text (orjson.Fragment), or None for the dict path:
+        the C accelerator puts it together when it can (`_build_text_c`), else
+        `_build_text_python`, the reference."""
+        if doctext is not None:
+            built = self._build_text_c(spec, txn, flow_id, macs, extra)
+            if built is not None:
+                return built
+        return self._build_text_python(spec, txn, flow_id, macs, extra)
+
+    def _build_text_c(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
+                      macs: tuple[bytes, bytes] | None, extra: dict[str, Any],
+                      ) -> tuple[str, orjson.Fragment] | None:
+        """`_build_text_python`'s text with the writing done by wirebeat._doctext.assemble;
+        here only what needs Python (times, community id, stack, direction, MAC text, the
+        decoder's part). None when the decoder's part changes a common object other than
+        by adding keys (a merge), or when the C function declines (unusual values): then
+        `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two."""
+        flow = txn.flow
+        name = spec.name
+        client_ip, server_ip, transport = flow.client_ip, flow.server_ip, flow.transport
+        related = appends = None
+        event_head = _EVENT_HEADS.get(name) or _event_head(name)
+        own: dict[str, Any] | None = extra
+        if not _COMMON_KEYS.isdisjoint(extra):
+            own = {}
+            added = ["", "", "", "", ""]    # network, source, destination, client, server
+            for key, value in extra.items():
+                if key not in _COMMON_KEYS:
+                    own[key] = value
+                    continue
+                if value is None or value.__class__ is not dict:
+                    return None
+                if key == "event":
+                    head = _merged_event(name, value, "")
+                    if head is None:
+                        return None
+                    event_head = head
+                elif key == "related":
+                    if next(iter(value), None) != "ip" or None in value.values():
+                        return None
+                    related = _dumps(value).decode()
+                else:
+                    slot = _APPENDED.index(key)
+                    if not (_NETWORK_KEYS if slot == 0 else _ENDPOINT_KEYS).isdisjoint(value) \
+                            or None in value.values():
+                        return None
+                    if value:
+                        added[slot] = "," + _dumps(value).decode()[1:-1]
+            appends = tuple(added)
+        proto = _IANA.get(transport)
+        cid = None
+        v6 = ":" in client_ip
+        if proto is not None:
+            try:
+                family = _AF_INET6 if v6 else _AF_INET
+                cid = community_id_packed(proto, _inet_pton(family, client_ip), flow.client_port,
+                                          _inet_pton(family, server_ip), flow.server_port)
+            except (OSError, ValueError, TypeError):
+                return None
+        if macs is not None:
+            macs = (_MACS.get(macs[0]) or _mac_text(macs[0]), _MACS.get(macs[1]) or _mac_text(macs[1]))
+        if own:
+            if None in own.values():        # merge() takes a None as "no such key"
+                own = {key: value for key, value in own.items() if value is not None}
+            own = _dumps(own)
+        else:
+            own = None
+        notes = txn.notes
+        end_ts = txn.end_ts
+        parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
+        built = doctext.assemble(
+            txn, name, name if spec.network_protocol is None else spec.network_protocol,
+            iso_time(txn.ts), None if end_ts is None else iso_time(end_ts), cid,
+            transaction_stack(self.link, v6, transport, name),
+            None if self.direction is None else self.direction(client_ip, server_ip),
+            macs, event_head, related, appends, flow_id,
+            b',"error":' + _dumps({"message": notes[0] if len(notes) == 1 else list(notes)}) if notes else None,
+            own, parts[0], parts[1])
+        return None if built is None else (built[0], _Fragment(built[1]))
+
+    def _build_text_python(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
+                           macs: tuple[bytes, bytes] | None, extra: dict[str, Any],
+                           ) -> tuple[str, orjson.Fragment] | None:
         """`build`'s document as JSON text, the bytes orjson makes of the dict `build` makes:
         the common fields are written as text, in the dict's key order; a common object the
         decoder's part also sets (ICMP's event.type, DNS's and HTTP's related, HTTP's

@@ -38,7 +38,7 @@ from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.framecore import locate_ip
 from wirebeat.frameloop import frame_batches
-from wirebeat.ip import Defragmenter, ip_packed, parse_ipv4, parse_ipv6
+from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from wirebeat.packets import PacketDocuments, packets_only_batches
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
@@ -60,6 +60,7 @@ _TCP = struct.Struct("!HHIIBB")    # ports, seq, ack, data offset (high nibble),
 _ICMP_TYPE_CODE = struct.Struct("!BB")
 _ntop = socket.inet_ntop
 _AF = {4: socket.AF_INET, 16: socket.AF_INET6}
+_pton, _AF_INET, _AF_INET6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
 TICK_S = 1.0            # packet-time interval between timeout checks
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
@@ -113,8 +114,10 @@ def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
              flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
     """The client's and server's MACs (Ethernet only) and the link layers of the
     conversation's latest frame; None when it is not remembered."""
-    try:
-        client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
+    client_ip, server_ip = flow.client_ip, flow.server_ip
+    try:            # (ip_packed, inline: once per transaction)
+        client = _pton(_AF_INET6 if ":" in client_ip else _AF_INET, client_ip)
+        server = _pton(_AF_INET6 if ":" in server_ip else _AF_INET, server_ip)
     except OSError:
         return None
     seen, by_client = macs.get((client, server)), True
@@ -718,7 +721,7 @@ class Engine:
 
     def _emit(self, spec: DecoderSpec, txns: list[Transaction]) -> None:
         build, publish = self.builder.build, self.pipeline.publish
-        frame_link = link_layers(*self.frame)
+        frame_link = None       # this frame's link layers, worked out when a transaction needs them
         builder = self.builder
         for txn in txns:
             if txn.__class__ is RecordSet:      # a NetFlow data set: its documents at once
@@ -728,16 +731,18 @@ class Engine:
                     self._document_crashed(spec.name)
                 continue
             state = self.sources.get(txn.flow.source)
-            macs, builder.link = None, frame_link
+            macs = seen = None
             if spec.whole_document is None:
                 flow_id = state.flows.flow_id(txn.flow) if state and state.flows else None
                 # A transaction emitted on a timeout comes with another frame: its own
                 # conversation's frames say which MACs and link layers it had.
                 seen = _link_of(state.macs, txn.flow) if state and state.macs else None
-                if seen is not None:
-                    macs, builder.link = seen
             else:               # a record of a flow seen elsewhere (NetFlow): not this packet's
                 flow_id = None
+            if seen is not None:
+                macs, builder.link = seen
+            else:
+                builder.link = frame_link or (frame_link := link_layers(*self.frame))
             try:
                 built = build(spec, txn, flow_id, macs)
             except Exception:

@@ -42,10 +42,12 @@ orjson a report is JSON text joined from parts cached per flow
 With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
 accounting, opening and ending of flows, the loops of `sweep` and `finish`,
 a transaction's `flow_id` and the text reports run in C on these same
-records (a report is written there straight into the output's block from the
-record's numbers and the flow's static parts, which the C core keeps in R_TEXT
-as one UTF-8 bytes object of its own, and no R_BODY: each side rebuilds a cache
-it does not recognise); the Python code here stays the reference
+records (the C frame loop, beat/frameloop.py, accounts its frames through a
+cache of key tuples instead of building a key per packet; this dict stays
+the only truth; a report is written there straight into the output's block
+from the record's numbers and the flow's static parts, which the C core keeps
+in R_TEXT as one UTF-8 bytes object of its own, and no R_BODY: each side
+rebuilds a cache it does not recognise); the Python code here stays the reference
 (tests/beat/test_flowcore.py) and takes every case the C code hands back
 (dict reports, counts past 64 bits, keys of unusual shape, a new SYN on a
 closed flow).
@@ -436,6 +438,8 @@ class FlowTable:
             return None     # same direction, other MAC order: another flow
         rec[R_ALIAS] = key
         self.flows[key] = entry
+        if self.core is not None:
+            self.core.invalidate()      # the C key cache checks its entries again
         return entry
 
     def _open(self, key: tuple, ts: float, payload: bytes) -> tuple[list[Any], int]:
@@ -452,6 +456,8 @@ class FlowTable:
         entry = flows[key] = (rec, 0)
         if rev_key != key:              # equal only for a host talking to itself on one port
             flows[rev_key] = (rec, 1)
+        if self.core is not None:
+            self.core.invalidate()      # a key may have had another entry: the C key cache checks again
         self.by_endpoints[_endpoints(key)] = rec
         self.opened += 1
         return entry
@@ -463,6 +469,8 @@ class FlowTable:
         self.reporter.report(self.source, rec, True, reason, report_ts)
         self.final_reports += 1
         flows = self.flows
+        if self.core is not None:
+            self.core.invalidate()      # keys leave the table: the C key cache checks its entries again
         key, rev_key = rec[R_KEY], rec[R_REV_KEY]
         if flows.get(key, (None,))[0] is rec:
             del flows[key]

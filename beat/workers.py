@@ -18,9 +18,10 @@ reassembly, flows, processors) and serialises its documents with orjson; flow
 reports and per-packet documents are made as JSON text there, as one process
 makes them for an orjson output. Frames travel in batches of up to
 `BATCH_FRAMES` through a pipe per worker, as runs of records (`_record`:
-fixed-size heads and the frames' bytes, so a batch pickles as a few buffers,
-not objects per frame), written with writev and read into a buffer of the
-message's size; the worker feeds a run to its engine in one call (`feed`).
+fixed-size heads and the frames' bytes, so a batch is a few buffers, not
+objects per frame), written with writev beside a small pickle of the rest
+(`_message`: the buffers out of band) and read into one reused buffer; the
+worker collects a run's frames into batches for its engine in C (`feed`).
 Documents come back as NDJSON blocks (`_Sink`: text, ids, count, as
 `Pipeline.publish_block` takes them), which the main process publishes whole
 to its one `Pipeline`: no object per frame or per document crosses the pipe.
@@ -98,7 +99,7 @@ PIPE_BYTES = 1 << 20        # pipe buffer asked for (Linux F_SETPIPE_SZ)
 STATS_EVERY_S = 2.0         # a worker sends its counters at most this often (a snapshot walks its flow table)
 FINISH_TIMEOUT_S = 600.0    # end of input: longest wait for a worker's last documents
 _F_SETPIPE_SZ = 1031
-_LEN = struct.Struct("!I")
+_HEAD_MSG = struct.Struct("!II")   # a message: its pickle's length, its out-of-band buffers
 _crc32 = zlib.crc32
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -108,6 +109,12 @@ _V6_NOT_PLAIN = _V6_EXTENSIONS | {44}       # ... and a fragment header
 # Counters every worker holds for the whole input (not a share of it): shown once, not summed.
 _NOT_SUMMED = ("sources.open", "sources.evicted")
 _TUNNEL_DPORTS = frozenset(int.from_bytes(port, "big") for port in TUNNEL_PORTS)
+# Late imports (DecoderSpec.lazy_imports) not made before the fork: a worker makes them
+# when its traffic needs them, as one process does. TLS's x509 module (cryptography,
+# ~30 ms) reads certificates, which TLS 1.3 encrypts: most traffic never needs it, and
+# importing it before the fork kept both cores waiting. `run --user` imports every late
+# import before its privilege drop anyway (cli.py), so the workers inherit it then.
+_LEFT_TO_WORKERS = frozenset({"wirebeat.decoders.tls_x509"})
 
 
 def make_engine(config: Config, enabled: list[Registered], builder: DocumentBuilder,
@@ -137,14 +144,29 @@ def announcer_ports(config: Config, enabled: list[Registered]) -> tuple[set[int]
 # -- framing over raw pipes -----------------------------------------------------
 
 def _message(obj: Any) -> list[memoryview]:
-    """`obj` pickled, after its length: two pieces for `os.writev` (a 1 MiB message is
-    not copied once more to put 4 bytes in front of it)."""
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return [memoryview(_LEN.pack(len(body))), memoryview(body)]
+    """`obj` pickled, its large buffers (wrapped in `pickle.PickleBuffer`: a run's heads and
+    frames, a reply's blocks) out of band, as pieces for `os.writev`: the pickle's length
+    and the buffers' count (`_HEAD_MSG`), the buffers' lengths and the pickle, then each
+    buffer as it is. Pickling a 1 MiB buffer in-band cost about ten times copying it
+    (the pickler's output grows in steps), on both sides of every pipe."""
+    buffers: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    lengths = struct.pack(f"!{len(views)}I", *[len(v) for v in views])
+    return [memoryview(_HEAD_MSG.pack(len(body), len(views))), memoryview(lengths + body),
+            *[v for v in views if len(v)]]
+
+
+def _out_of_band(entry: Any) -> Any:
+    """A pending entry with a run's buffers wrapped to travel out of band (`_message`)."""
+    if entry.__class__ is not list:
+        return entry
+    raw, source, heads, blob, before = entry
+    return [raw, source, pickle.PickleBuffer(heads), pickle.PickleBuffer(blob), before]
 
 
 def _written(pieces: list[memoryview], n: int) -> None:
-    """Drop the first `n` bytes of `pieces` (what `os.writev` took)."""
+    """Drop the first `n` bytes of `pieces` (what `os.writev` took, or `os.readv` filled)."""
     while n:
         first = pieces[0]
         if len(first) > n:
@@ -160,40 +182,66 @@ def _write_all(fd: int, pieces: list[memoryview]) -> None:
 
 
 class _Reader:
-    """Messages from a pipe, each read straight into a buffer of its size (not in
-    pipe-sized chunks joined afterwards)."""
+    """Messages from a pipe (`_message`), each part read straight into place (not in
+    pipe-sized chunks joined afterwards): the out-of-band buffers are the objects the
+    message holds (views), not copied once more by the unpickler."""
 
-    __slots__ = ("fd", "head", "body", "got")
+    __slots__ = ("fd", "head", "meta", "pool", "buffers", "want", "stage")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.head = bytearray(4)
-        self.body: bytearray | None = None
-        self.got = 0
+        self.head = bytearray(_HEAD_MSG.size)
+        self.meta = bytearray()         # the buffers' lengths and the pickle
+        # The out-of-band buffers are read into one buffer, reused from message to
+        # message (fresh 1 MiB buffers cost a page fault per 4 KiB each time): a message's
+        # buffers are views of it, valid until the next message is read (the worker
+        # decodes a batch before reading on; the reader makes replies bytes at once).
+        self.pool = bytearray()
+        self.buffers: list[memoryview] = []
+        self.want = [memoryview(self.head)]     # what is still to be read of this part
+        self.stage = 0                  # 0: head, 1: lengths and pickle, 2: buffers
 
     def read(self) -> Any:
         """The next whole message; `_Reader.WAIT` when a non-blocking pipe has no more
         for now; None at the end of the pipe."""
         while True:
-            buf = self.head if self.body is None else self.body
-            if self.got < len(buf):
+            while self.want:
                 try:
-                    n = os.readv(self.fd, [memoryview(buf)[self.got:]])
+                    n = os.readv(self.fd, self.want)
                 except BlockingIOError:
                     return _Reader.WAIT
                 except OSError:
                     n = 0
                 if not n:
                     return None
-                self.got += n
-                if self.got < len(buf):
-                    continue
-            self.got = 0
-            if self.body is None:
-                self.body = bytearray(_LEN.unpack(self.head)[0])
+                _written(self.want, n)
+            if self.stage == 0:
+                size, count = _HEAD_MSG.unpack(self.head)
+                self.meta = bytearray(4 * count + size)
+                self.want = [memoryview(self.meta)]
+                self.stage = 1
+            elif self.stage == 1:
+                count = _HEAD_MSG.unpack(self.head)[1]
+                lengths = struct.unpack_from(f"!{count}I", self.meta)
+                total = sum(lengths)
+                if len(self.pool) < total:
+                    # A new one, never a resize: views of the last message may still exist.
+                    self.pool = bytearray(total + (total >> 2))
+                view = memoryview(self.pool)
+                self.buffers, off = [], 0
+                for n in lengths:
+                    self.buffers.append(view[off:off + n])
+                    off += n
+                self.want = [view[:total]] if total else []
+                self.stage = 2
             else:
-                body, self.body = self.body, None
-                return pickle.loads(body)
+                count = len(self.buffers)
+                body, buffers = memoryview(self.meta)[4 * count:], self.buffers
+                self.meta, self.buffers = bytearray(), []
+                self.want = [memoryview(self.head)]
+                self.stage = 0
+                with body:
+                    return pickle.loads(body, buffers=buffers)
 
     WAIT: Any = object()
 
@@ -396,9 +444,14 @@ def feed_python(heads: bytes | bytearray, blob: bytes | bytearray, source: str, 
     data, source) for a frame (after number_state(source)[0] = its number, unless
     number_state is None: per-packet documents are numbered as the reader counted),
     shadow(...) for a shadow copy, tick(source, ts, linktype, data) for a tick. The
-    frames fed to on_frame. wirebeat._workcore.feed is this in C."""
+    frames fed to on_frame. When on_frame is a list, each frame is appended to it as
+    (ts, linktype, data, 0) instead: a batch for `Engine.on_batch` (number_state must be
+    None then). wirebeat._workcore.feed is this in C."""
     if len(heads) % _HEAD.size:
         raise ValueError("a run's heads are not whole records")
+    collect = on_frame.append if on_frame.__class__ is list else None
+    if collect is not None and number_state is not None:
+        raise ValueError("frames collected in a list carry no number state")
     blob = bytes(blob)
     count = off = 0
     for ts, number, linktype, length in _HEAD.iter_unpack(heads):
@@ -408,6 +461,10 @@ def feed_python(heads: bytes | bytearray, blob: bytes | bytearray, source: str, 
         data = blob[off:end]
         off = end
         if number >= 0:
+            if collect is not None:
+                collect((ts, linktype, data, 0))
+                count += 1
+                continue
             if number_state is not None:
                 number_state(source)[0] = number
             on_frame(ts, linktype, data, source)
@@ -549,7 +606,8 @@ class WorkerPool:
         # once, and inherited by every worker at the fork, rather than loaded by each.
         for r in enabled:
             for module in r.spec.lazy_imports:
-                importlib.import_module(module)
+                if module not in _LEFT_TO_WORKERS:
+                    importlib.import_module(module)
         self.workers = [_Worker(i, self.setup) for i in range(self.n)]
         stats.add_source(self.counters)
         log.info("workers started", workers=self.n, pids=[w.proc.pid for w in self.workers])
@@ -752,7 +810,7 @@ class WorkerPool:
     def _send(self, worker: _Worker) -> None:
         """Queue the worker's pending batch, and write until it is all in the pipe."""
         if worker.pending:
-            worker.outbox += _message(worker.pending)
+            worker.outbox += _message([_out_of_band(e) for e in worker.pending])
             worker.pending = []
         while worker.outbox and not worker.dead:
             try:
@@ -791,6 +849,9 @@ class WorkerPool:
             worker.counters = counters
         publish_block = self.publish_block
         for data, ids, count in blocks:
+            # Out of band (`_message`): buffers, made bytes once here (orjson.Fragment,
+            # the Elasticsearch output's pairs, take bytes only).
+            data, ids = bytes(data), bytes(ids)
             if publish_block is not None:
                 publish_block(data, ids, count)     # written as the worker made it
             elif self.raw:
@@ -859,7 +920,7 @@ class _Sink:
         self.output = self
         # As the main pipeline's: a flow sweep cuts its blocks at this many documents.
         self.batch_size = max(1, batch_size)
-        self.blocks: list[tuple[bytes, bytes, int]] = []   # whole blocks, in publish order
+        self.blocks: list[tuple[Any, Any, int]] = []     # whole blocks (bytes or bytearrays), in publish order
         self.data = bytearray()     # the block being filled: NDJSON text ...
         self.ids = bytearray()      # ... and its documents' _ids, one per line
         self.count = 0
@@ -895,12 +956,13 @@ class _Sink:
 
     def _close(self) -> None:
         if self.count:
-            self.blocks.append((bytes(self.data), bytes(self.ids), self.count))
-            self.data.clear()
-            self.ids.clear()
+            # Handed over as they are (they cross the pipe out of band); new ones fill next.
+            self.blocks.append((self.data, self.ids, self.count))
+            self.data = bytearray()
+            self.ids = bytearray()
             self.count = 0
 
-    def take(self) -> list[tuple[bytes, bytes, int]]:
+    def take(self) -> list[tuple[Any, Any, int]]:
         """The documents since the last call, as (NDJSON text, _ids, count) blocks."""
         self._close()
         blocks, self.blocks = self.blocks, []
@@ -1015,12 +1077,10 @@ class _WorkerLoop:
                         None if packet_docs is None else packet_docs.source_state,
                         self._shadow_frame, self._tick)
         # The engine takes frames a batch at a time (wirebeat.frameloop, as one process
-        # does): collect the run's frames, handing them over before a shadow or a tick.
-        source, frames = run[1], []
-        add = frames.append
-
-        def collect(ts: float, linktype: int, data: bytes, _source: str) -> None:
-            add((ts, linktype, data, 0))
+        # does): `feed` collects the run's frames in a list (no call per frame), handed
+        # over before a shadow or a tick.
+        source: str = run[1]
+        frames: list[tuple] = []
 
         def hand_over() -> None:
             if frames:
@@ -1035,7 +1095,7 @@ class _WorkerLoop:
             hand_over()
             self._tick(*args)
 
-        count = feed(run[2], run[3], source, collect, None, shadow, tick)
+        count = feed(run[2], run[3], source, frames, None, shadow, tick)
         hand_over()
         return count
 
@@ -1108,6 +1168,7 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
         if batch is None:
             return 0        # the main process closed the pipe (or died)
         count, done = loop.handle(batch)
+        batch = None        # its runs are views of the reader's buffer, which the next read fills
         decoded += count
         # Counters at most every STATS_EVERY_S (a snapshot walks the flow table); the
         # count of frames decoded goes with every reply, so a death's loss is exact.
@@ -1116,5 +1177,7 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
         if done or now - last_stats >= STATS_EVERY_S:
             last_stats = now
             counters = loop.stats.snapshot()
-        _write_all(fd_out, _message(("done" if done else "docs", decoded, sink.take(), counters)))
+        blocks = [(pickle.PickleBuffer(data), pickle.PickleBuffer(ids), count)
+                  for data, ids, count in sink.take()]
+        _write_all(fd_out, _message(("done" if done else "docs", decoded, blocks, counters)))
 

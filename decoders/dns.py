@@ -547,6 +547,8 @@ def _decode_opt(r: WireReader, udp_size: int, ttl: int, notes: list[str]) -> EDN
 # -- messages ------------------------------------------------------------------------
 
 _HEADER = struct.Struct("!HHHHHH")
+_QUESTION_FIXED = struct.Struct("!HH")     # QTYPE, QCLASS
+_ntop, _AF_INET = socket.inet_ntop, socket.AF_INET
 _RR_FIXED = struct.Struct("!HHIH")        # TYPE, CLASS, TTL, RDLENGTH
 _SECTIONS = ("answer", "authority", "additional")
 
@@ -565,9 +567,14 @@ def decode_message(payload: bytes) -> DNSMessage:
     ident, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     r = WireReader(data, "dns", _HEADER.size)
     questions = []
+    size = len(data)
     for _ in range(qdcount):
-        name = _read_name(r)
-        questions.append(Question(name, r.u16(), r.u16()))
+        name, offset = read_name(data, r.offset, size)
+        if offset + 4 > size:      # (where WireReader.u16 would have stopped)
+            raise Truncated("dns.truncated", offset if offset + 2 > size else offset + 2)
+        qtype, qclass = _QUESTION_FIXED.unpack_from(data, offset)
+        r.offset = offset + 4
+        questions.append(Question(name, qtype, qclass))
     notes: list[str] = []
     sections: list[list[ResourceRecord]] = [[], [], []]
     edns: EDNS | None = None
@@ -586,6 +593,10 @@ def decode_message(payload: bytes) -> DNSMessage:
                 notes.append(f"dns.{section}_section_incomplete")
                 complete = False
                 break
+            if rrtype == _TYPE_A and rdlength == 4:     # most answers: no reader, no dispatch
+                sections[index].append(ResourceRecord(
+                    owner, rrtype, rrclass, ttl, _ntop(_AF_INET, data[rdata_start:rdata_start + 4]), {}))
+                continue
             rd = WireReader(data, "dns", rdata_start)
             rd.end = rdata_start + rdlength
             if rrtype == _TYPE_OPT and section == "additional":
@@ -607,25 +618,11 @@ def decode_message(payload: bytes) -> DNSMessage:
     rcode = flags & 0xF
     if edns is not None:
         rcode |= edns.ext_rcode << 4
-    return DNSMessage(
-        id=ident,
-        is_response=bool(flags & 0x8000),
-        opcode=(flags >> 11) & 0xF,
-        authoritative=bool(flags & 0x0400),
-        truncated=bool(flags & 0x0200),
-        recursion_desired=bool(flags & 0x0100),
-        recursion_available=bool(flags & 0x0080),
-        authentic_data=bool(flags & 0x0020),
-        checking_disabled=bool(flags & 0x0010),
-        rcode=rcode,
-        questions=tuple(questions),
-        answers=tuple(sections[0]),
-        authorities=tuple(sections[1]),
-        additionals=tuple(sections[2]),
-        edns=edns,
-        length=len(data),
-        notes=tuple(dict.fromkeys(notes)),
-    )
+    return DNSMessage(     # (positional: id, QR, opcode, AA, TC, RD, RA, AD, CD, rcode, ...)
+        ident, bool(flags & 0x8000), (flags >> 11) & 0xF, bool(flags & 0x0400),
+        bool(flags & 0x0200), bool(flags & 0x0100), bool(flags & 0x0080), bool(flags & 0x0020),
+        bool(flags & 0x0010), rcode, tuple(questions), tuple(sections[0]), tuple(sections[1]),
+        tuple(sections[2]), edns, size, tuple(dict.fromkeys(notes)) if notes else ())
 
 
 # -- text rendering (send_request / send_response) -----------------------------------
@@ -680,7 +677,7 @@ class _Settings:
                    send_response=bool(options.get("send_response", False)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)      # one per transaction: not frozen (a call per field to build)
 class DNSExchange:
     """What `document()` needs: the two messages and the options that shape fields."""
 
@@ -768,20 +765,18 @@ class _Pairing:
         if query is None:
             assert isinstance(response, _Pending)
             lone = response
-            return Transaction(
-                flow=lone.flow, ts=lone.ts, end_ts=None, status="Error",
-                detail=DNSExchange(None, lone.msg, settings),
-                request_bytes=None, response_bytes=response_size,
-                notes=tuple(lone.notes), identity=f"{lone.msg.id}/r")
-        reply = response if isinstance(response, DNSMessage) else None
-        ok = reply is not None and reply.rcode == 0
+            # (Transaction's fields in order: flow, ts, end_ts, status, detail, request_bytes,
+            # response_bytes, notes, identity)
+            return Transaction(lone.flow, lone.ts, None, "Error", DNSExchange(None, lone.msg, settings),
+                               None, response_size, tuple(lone.notes), f"{lone.msg.id}/r")
+        reply = response if response.__class__ is DNSMessage else None
+        notes = query.notes
         return Transaction(
-            flow=query.flow, ts=query.ts, end_ts=response_ts,
-            status="OK" if ok else "Error",
-            detail=DNSExchange(query.msg, reply, settings),
-            request_bytes=query.size,
-            response_bytes=response_size if reply is not None else None,
-            notes=tuple(dict.fromkeys(query.notes)), identity=f"{query.msg.id}/q")
+            query.flow, query.ts, response_ts,
+            "OK" if reply is not None and reply.rcode == 0 else "Error",
+            DNSExchange(query.msg, reply, settings), query.size,
+            response_size if reply is not None else None,
+            tuple(dict.fromkeys(notes)) if notes else (), f"{query.msg.id}/q")
 
     def fail_latest(self, err: DecodeError) -> Transaction | None:
         """A response that could not be decoded: report the latest open query with
@@ -1058,10 +1053,10 @@ def domain_parts(name: str) -> dict[str, str]:
 def _records(records: tuple[ResourceRecord, ...]) -> list[dict[str, Any]]:
     out = []
     for rr in records:
-        entry: dict[str, Any] = dict(rr.extra)
+        entry: dict[str, Any] = dict(rr.extra) if rr.extra else {}
         entry["name"] = rr.name
-        entry["type"] = type_name(rr.type)
-        entry["class"] = class_name(rr.class_)
+        entry["type"] = TYPE_NAMES.get(rr.type) or str(rr.type)
+        entry["class"] = CLASS_NAMES.get(rr.class_) or str(rr.class_)
         entry["ttl"] = str(rr.ttl)      # packetbeat emits the TTL as a string
         entry["data"] = rr.data
         out.append(entry)
@@ -1077,21 +1072,34 @@ def _dns_fields(msg: DNSMessage, settings: _Settings) -> tuple[dict[str, Any], l
         "authentic_data": msg.authentic_data,
         "checking_disabled": msg.checking_disabled,
     }
-    header_flags = [short for short, on in (
-        ("AA", msg.authoritative), ("TC", msg.truncated), ("RD", msg.recursion_desired),
-        ("RA", msg.recursion_available), ("AD", msg.authentic_data),
-        ("CD", msg.checking_disabled), ("DO", msg.edns is not None and msg.edns.do)) if on]
+    header_flags = []
+    if msg.authoritative:
+        header_flags.append("AA")
+    if msg.truncated:
+        header_flags.append("TC")
+    if msg.recursion_desired:
+        header_flags.append("RD")
+    if msg.recursion_available:
+        header_flags.append("RA")
+    if msg.authentic_data:
+        header_flags.append("AD")
+    if msg.checking_disabled:
+        header_flags.append("CD")
+    if msg.edns is not None and msg.edns.do:
+        header_flags.append("DO")
     dns: dict[str, Any] = {
         "id": msg.id,
-        "op_code": opcode_name(msg.opcode),
+        "op_code": OPCODE_NAMES.get(msg.opcode) or str(msg.opcode),
         "flags": flags,
-        "response_code": rcode_name(msg.rcode),
+        "response_code": RCODE_NAMES.get(msg.rcode) or rcode_name(msg.rcode),
         "header_flags": header_flags,
     }
     if msg.questions:
         q = msg.questions[0]
-        question = {"name": q.name, "type": type_name(q.type), "class": class_name(q.class_)}
-        question.update(domain_parts(q.name))
+        name = q.name
+        question = {"name": name, "type": TYPE_NAMES.get(q.type) or str(q.type),
+                    "class": CLASS_NAMES.get(q.class_) or str(q.class_)}
+        question.update(domain_parts(name))
         dns["question"] = question
     if msg.edns is not None:
         opt: dict[str, Any] = {

@@ -139,7 +139,7 @@ _RESYNC_RESPONSE_ANYWHERE = _RESYNC_RESPONSE
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)      # one per message: not frozen, whose __init__ costs a call per field
 class HTTPMessage:
     """One request or response, with what the options asked to keep of it."""
 
@@ -166,7 +166,7 @@ class HTTPMessage:
     mime_type: str = ""       # sniffed from the captured body (include_mime), "" when unknown
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HTTPExchange:
     request: HTTPMessage | None
     response: HTTPMessage | None
@@ -198,6 +198,18 @@ class _Settings:
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> _Settings:
+        """The settings of `options`; the last options' are reused while they compare equal
+        (every connection of a route passes the same options: one dict compare, not ~20
+        look-ups and conversions per connection)."""
+        last = _LAST_SETTINGS
+        if last and last[0] == options:
+            return last[1]
+        settings = _Settings._resolve(options)
+        _LAST_SETTINGS[:] = (dict(options), settings)
+        return settings
+
+    @staticmethod
+    def _resolve(options: Mapping[str, Any]) -> _Settings:
         def lowered(key: str) -> tuple[str, ...]:
             return tuple(str(v).lower() for v in options.get(key, ()) or ())
 
@@ -223,6 +235,10 @@ class _Settings:
             decode_body=bool(options.get("decode_body", True)),
             include_mime=bool(options.get("include_mime", True)),
         )
+
+
+# (a copy of the options last resolved, their settings): derived from configuration only
+_LAST_SETTINGS: list[Any] = []
 
 
 class _Exchange:
@@ -1320,7 +1336,8 @@ def document(txn: Transaction) -> dict[str, Any]:
         url: dict[str, Any] = {"scheme": "http"}
         if domain:
             url["domain"] = domain
-            if is_ip_literal(domain):
+            # (an IPv4 address ends with a digit, an IPv6 one has a colon: most hosts are names)
+            if (":" in domain or domain[-1].isdigit()) and is_ip_literal(domain):
                 related_ip.append(domain)
             else:
                 doc["destination"] = {"domain": domain}

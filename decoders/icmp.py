@@ -182,14 +182,12 @@ def _transaction(ts: float, end_ts: float | None, flow: FlowKey, request: ICMPMe
     # Community ID: the request's type and code stand in for the ports.
     flow = FlowKey(flow.transport, flow.client_ip, first.type, flow.server_ip, first.code,
                    flow.source)
-    return Transaction(
-        flow=flow, ts=ts, end_ts=end_ts, status=status,
-        detail=ICMPExchange(request, response, flow.server_ip if request else flow.client_ip),
-        request_bytes=request.payload_bytes if request else None,
-        response_bytes=response.payload_bytes if response else None,
-        notes=notes,
-        identity=f"{first.type}/{first.code}/{first.identifier}/{first.sequence}",
-    )
+    return Transaction(     # (flow, ts, end_ts, status, detail, request_bytes, response_bytes, notes, identity)
+        flow, ts, end_ts, status,
+        ICMPExchange(request, response, flow.server_ip if request else flow.client_ip),
+        request.payload_bytes if request else None,
+        response.payload_bytes if response else None,
+        notes, f"{first.type}/{first.code}/{first.identifier}/{first.sequence}")
 
 
 def _message_fields(msg: ICMPMessage) -> dict[str, Any]:

@@ -383,15 +383,25 @@ class CaptureReader:
     # -- pcapng ----------------------------------------------------------------
 
     def _read_pcapng(self) -> Iterator[list[tuple[float, int, bytes, int]]]:
+        """Packet blocks in batches, as `_read_pcap` gives them: every frame already in the
+        buffer, at most BATCH_FRAMES; a batch goes out before the reader waits for more
+        input, so a live pipe's frames are not held back."""
         order = self._read_shb(first=True)
         interfaces: list[Interface] = []
+        batch: list[tuple[float, int, bytes, int]] = []
         while True:
+            if batch and (len(batch) >= BATCH_FRAMES or len(self._buf) - self._pos < 12):
+                yield batch
+                batch = []
             if not self._fill(12):
                 if len(self._buf) - self._pos:
                     self._note_tail("block header")
                 return
             buf, pos = self._buf, self._pos
             if buf[pos:pos + 4] == _PCAPNG_SHB:
+                if batch:
+                    yield batch
+                    batch = []
                 order = self._read_shb(first=False)
                 if order is None:
                     return
@@ -401,10 +411,14 @@ class CaptureReader:
             if total < 12 or total % 4 or total > MAX_RECORD_BYTES + 64:
                 self._resync_pcapng(order)
                 continue
-            if not self._fill(total):
-                self._note_tail("block")
-                return
-            buf, pos = self._buf, self._pos
+            if len(buf) - pos < total:
+                if batch:
+                    yield batch
+                    batch = []
+                if not self._fill(total):
+                    self._note_tail("block")
+                    return
+                buf, pos = self._buf, self._pos
             if struct.unpack_from(order + "I", buf, pos + total - 4)[0] != total:
                 self._resync_pcapng(order)
                 continue
@@ -412,7 +426,7 @@ class CaptureReader:
             if block_type in PACKET_BLOCK_TYPES:
                 got = read_packet_block(buf, pos, block_type, total, order, interfaces)
                 if got.__class__ is Frame:
-                    yield [(got.ts, got.linktype, got.data, got.wire_len)]
+                    batch.append((got.ts, got.linktype, got.data, got.wire_len))
                 elif got == "caplen_past_block" and block_type == 6:
                     self.damage.garbage_records += 1
                     self.damage.details.append(f"EPB caplen past its block at byte {self.bytes_consumed - total}")

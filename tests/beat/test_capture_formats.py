@@ -192,10 +192,11 @@ def test_orphan_reply_has_event_end_but_no_event_start(tmp_path: Path, decode):
     assert doc["event"]["end"] == doc["@timestamp"] == "2023-11-14T22:13:20.124956Z"
 
 
-def test_stdin_pipe_is_decoded_as_it_arrives_and_sigterm_stops_a_waiting_read():
-    """`tcpdump -U -w - | wirebeat run -I -`: frames are decoded as they come (not once a
-    read buffer fills), and a SIGTERM while wirebeat waits for more input stops it at once,
-    cleanly, with what it had decoded delivered."""
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+def test_stdin_pipe_is_decoded_as_it_arrives_and_sigterm_stops_a_waiting_read(pcapng: bool):
+    """`tcpdump -U -w - | wirebeat run -I -` (or dumpcap's pcapng): frames are decoded as
+    they come (not once a read buffer or a batch fills), and a SIGTERM while wirebeat waits
+    for more input stops it at once, cleanly, with what it had decoded delivered."""
     import json
     import select
     import signal
@@ -206,7 +207,11 @@ def test_stdin_pipe_is_decoded_as_it_arrives_and_sigterm_stops_a_waiting_read():
     proc = subprocess.Popen([*WIREBEAT, "run", "-I", "-", "--console", "-E", "wirebeat.flows.enabled=false"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:
-        proc.stdin.write(g.pcap_header() + g.pcap_record(T0, g.ethernet(req)) + g.pcap_record(REPLY_NS, g.ethernet(rep)))
+        if pcapng:
+            proc.stdin.write(g.pcapng_shb() + g.pcapng_idb(g.LINKTYPE_ETHERNET) + g.pcapng_epb(0, T0, g.ethernet(req))
+                             + g.pcapng_epb(0, REPLY_NS, g.ethernet(rep)))
+        else:
+            proc.stdin.write(g.pcap_header() + g.pcap_record(T0, g.ethernet(req)) + g.pcap_record(REPLY_NS, g.ethernet(rep)))
         proc.stdin.flush()          # the pipe stays open: more could come
         # The echo transaction comes before any end of input.
         ready, _, _ = select.select([proc.stdout], [], [], 20)
@@ -225,3 +230,26 @@ def test_stdin_pipe_is_decoded_as_it_arrives_and_sigterm_stops_a_waiting_read():
     assert waited < 5, f"SIGTERM took {waited:.1f} s to stop a read waiting on stdin"
     assert b"error" not in err.lower(), err.decode()
     assert b"1 file(s), 2 packets" in err, err.decode()
+
+
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+def test_frames_are_read_in_batches(tmp_path: Path, pcapng: bool):
+    """Both formats hand the engine batches of up to BATCH_FRAMES frames (a batch of one
+    per pcapng block made every per-batch cost a per-frame one), all frames in order."""
+    from wirebeat.sources.pcapfile import BATCH_FRAMES, open_capture
+    frames = [(T0 + i * 1000, g.ethernet(g.ipv4("10.0.0.1", "10.0.0.2", 17, g.udp("10.0.0.1", "10.0.0.2", 1, 2,
+                                                                                  i.to_bytes(4, "big")))))
+              for i in range(10_000)]
+    path = tmp_path / "many.cap"
+    if pcapng:
+        g.write_pcapng(path, packets=[(0, ts, data) for ts, data in frames])
+    else:
+        g.write_pcap(path, frames)
+    reader = open_capture(str(path))
+    sizes, got = [], []
+    for batch in reader.batches():
+        sizes.append(len(batch))
+        got += [data for _ts, _linktype, data, _wire in batch]
+    reader.close()
+    assert got == [data for _ts, data in frames]
+    assert max(sizes) <= BATCH_FRAMES and len(sizes) <= 10_000 // 1000, sizes[:20]

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import pcapgen as g
@@ -373,3 +375,141 @@ def test_announced_and_probed_udp_flows(heuristic: bool) -> None:
     assert counters["flows.expected"] == 20 and counters.get("expectations.open", 0) == 0
     assert (counters.get("flows.probed", 0) > 0) == heuristic
     assert sum(b'"target"' in doc for _id, doc in docs) > 20 * 40 * 0.9
+
+
+def _key_cache_traffic(seed: int) -> list[tuple[float, int, bytes, str]]:
+    """Flows for the C key cache frame_batch accounts through (_flowcore's account_raw):
+    thousands of keys at once (the cache grows, slot pairs are shared), keys of every
+    shape (MACs or none, QinQ, IPv6, ICMP echo identifiers, one MAC order both ways),
+    and keys reused after their flow ended: by the idle timeout, by FIN before the next
+    sweep took it, and a new SYN on a FIN-closed flow (the Python _control)."""
+    rng = random.Random(seed)
+    eth, frames = g.LINKTYPE_ETHERNET, []
+    start = 1_700_000_000.0
+    peer_mac, host_mac = "02:00:00:00:00:02", "02:00:00:00:00:01"
+
+    def framed(shape: int, packet: bytes, forward: bool) -> tuple[int, bytes]:
+        macs = {"src": host_mac, "dst": peer_mac} if forward else {"src": peer_mac, "dst": host_mac}
+        if shape == 1:
+            return eth, g.ethernet(packet, vlans=g.qinq(100, 7), **macs)
+        if shape == 2:          # a tap writing one MAC order for both directions
+            return eth, g.ethernet(packet, src=host_mac, dst=peer_mac)
+        if shape == 3:
+            return g.LINKTYPE_LINUX_SLL, g.linux_sll(packet)
+        if shape == 4:
+            return g.LINKTYPE_RAW, packet
+        return eth, g.ethernet(packet, **macs)
+
+    for n in range(4000):       # short UDP exchanges, many at once
+        shape = n % 6
+        ts = start + n * 0.005 + rng.random()
+        if shape == 5:
+            a, b = f"2001:db8::{n:x}", "2001:db8:ffff::1"
+        else:
+            a, b = f"10.9.{n // 250}.{n % 250 + 1}", "10.8.0.1"
+        for k, forward in enumerate((True, False, True, False, True)[:rng.randrange(1, 6)]):
+            s, d = (a, b) if forward else (b, a)
+            sp, dp = (40000 + n % 97, 5000 + n % 13) if forward else (5000 + n % 13, 40000 + n % 97)
+            packet = g.ip_packet(s, d, 17, g.udp(s, d, sp, dp, b"x" * rng.randrange(0, 40)))
+            frames.append((ts + k * 0.001, *framed(shape % 5, packet, forward)))
+    for n in range(50):         # one address and port pair in every link shape and VLAN: other flows
+        ts = start + 2 + n * 0.02
+        for shape in range(5):
+            for vlans in ((), (5,), (6,), g.qinq(5, 6)):
+                packet = g.ipv4("10.5.0.1", "10.5.0.2", 17, g.udp("10.5.0.1", "10.5.0.2", 6000, 6001 + n % 2, b"v"))
+                linktype, data = framed(shape, packet, n % 3 != 0)
+                if vlans and linktype == eth:
+                    data = g.ethernet(packet, vlans=vlans, src=data[6:12], dst=data[:6])
+                frames.append((ts, linktype, data))
+    for round_ in range(3):     # the same keys again after the idle timeout
+        for n in range(40):
+            ts = start + round_ * 45 + n * 0.01
+            packet = g.ipv4("10.7.0.1", "10.7.0.2", 17, g.udp("10.7.0.1", "10.7.0.2", 7100 + n, 7201, b"r"))
+            frames.append((ts, eth, g.ethernet(packet)))
+        for n in range(10):     # ICMP echo, v4 and v6, the same identifiers
+            ts = start + round_ * 45 + 1 + n * 0.01
+            for reply in (False, True):
+                s, d = ("10.7.1.2", "10.7.1.1") if reply else ("10.7.1.1", "10.7.1.2")
+                frames.append((ts + reply * 0.001, eth, g.ethernet(g.ipv4(s, d, 1, g.icmp_echo(n, round_, reply=reply)))))
+                s6, d6 = ("fd00::2", "fd00::1") if reply else ("fd00::1", "fd00::2")
+                frames.append((ts + reply * 0.001, eth,
+                               g.ethernet(g.ipv6(s6, d6, 58, g.icmpv6_echo(s6, d6, n, round_, reply=reply)))))
+    for turn in range(6):       # 500 flows in turn, every few ms: a table of 300 evicts flows that send again soon
+        for n in range(500):
+            ts = start + 100 + turn * 2.5 + n * 0.005
+            packet = g.ipv4("10.3.1.1", f"10.3.{2 + n // 250}.{n % 250 + 1}", 17,
+                            g.udp("10.3.1.1", f"10.3.{2 + n // 250}.{n % 250 + 1}", 8000, 8001, b"t"))
+            frames.append((ts, eth, g.ethernet(packet)))
+    for n in range(60):         # TCP closed by FIN, then the same ports again
+        c, s, sp, dp = "10.6.0.1", "10.6.0.2", 30000 + n, 443
+        ts = start + 5 + n * 0.5
+        gap = (0.2, 3.0, 40.0)[n % 3]       # before the sweep ends it (a new SYN on it), after, after idle
+        for again in (0.0, gap):
+            seq = 1000 + int(again * 10)
+            t = ts + again
+            for k, (fwd, flags, data) in enumerate(((True, "S", b""), (False, "SA", b""), (True, "A", b""),
+                                                    (True, "PA", b"hello"), (False, "PA", b"world!"),
+                                                    (True, "FA", b""), (False, "FA", b""), (True, "A", b""))):
+                a, b, pa, pb = (c, s, sp, dp) if fwd else (s, c, dp, sp)
+                packet = g.ipv4(a, b, 6, g.tcp(a, b, pa, pb, data, seq=seq + k * 10, ack=1, flags=flags))
+                frames.append((t + k * 0.01, eth, g.ethernet(packet)))
+    frames.sort(key=lambda f: f[0])
+    return [(ts, linktype, data, "test") for ts, linktype, data in frames]
+
+
+@needs_c
+@pytest.mark.parametrize("max_flows", [65536, 300], ids=["room", "evicting"])
+def test_flow_key_cache(max_flows: int) -> None:
+    """The key cache frame_batch accounts through changes nothing: the same documents and
+    counters as frame by frame (Python keys, no cache), while it was used, missed, and grew;
+    also when a full table evicts flows between packets (their cached entries go stale)."""
+    frames = _key_cache_traffic(41)
+    overrides = {"wirebeat.flows.max_flows": max_flows}
+    counters, _left, docs = _same(frames, sizes=(4096, 5), **overrides)
+    assert counters["flows.table.opened"] >= 4000 + 3 * 60 + 60 * 2
+    if max_flows < 4000:
+        assert counters["flows.table.evicted"] > 1000
+    engine, pipeline, _output, _stats = make_engine(
+        [], overrides={"wirebeat.flows.enabled": True, **overrides}, output=FragmentOutput())
+    engine.on_batch([(ts, lt, data, len(data)) for ts, lt, data, _s in frames], "test")
+    slots, hits, misses = engine.sources["test"].flows.core.key_cache()
+    engine.finish()
+    pipeline.close()
+    assert slots > 1024 and hits > 4000 and misses > 4000
+
+
+def _dns(ident: int, answer: bool) -> bytes:
+    """A DNS query for example.com A, or its answer (RFC 1035 wire format)."""
+    header = struct.pack("!HHHHHH", ident, 0x8180 if answer else 0x0100, 1, int(answer), 0, 0)
+    question = b"\x07example\x03com\x00" + struct.pack("!HH", 1, 1)
+    record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes((192, 0, 2, 1)) if answer else b""
+    return header + question + record
+
+
+@needs_c
+def test_link_header_changes_mid_conversation() -> None:
+    """One IP pair whose frames change MACs and VLAN tags between transactions: each DNS
+    document carries the MACs of its own frames. An unanswered query is reported at its
+    timeout, a minute later, from the pair's stored link header: the C loop must have
+    stored each new header (it skips storing one equal to the stored one)."""
+    eth, frames, expected = g.LINKTYPE_ETHERNET, [], {}
+    client, server, server_mac = "10.4.0.1", "10.4.0.2", "02:00:00:00:02:ff"
+    for n in range(12):
+        client_mac = f"02:00:00:00:01:{n % 4:02x}"
+        vlans = ((), (9,), g.qinq(9, 10))[n // 4]
+        ts = 1_700_000_000.0 + n * 60
+        other = g.ipv4("10.4.9.1", "10.4.9.2", 17, g.udp("10.4.9.1", "10.4.9.2", 9, 9, b"tick"))
+        frames.append((ts - 0.5, eth, g.ethernet(other), "test"))     # takes the tick due: the rest goes to C
+        for answer in (False, True)[:1 + n % 2]:
+            s, d = (server, client) if answer else (client, server)
+            packet = g.ipv4(s, d, 17, g.udp(s, d, 53 if answer else 40000, 40000 if answer else 53, _dns(n, answer)))
+            macs = {"src": server_mac, "dst": client_mac} if answer else {"src": client_mac, "dst": server_mac}
+            frames.append((ts + answer * 0.01, eth, g.ethernet(packet, vlans=vlans, **macs), "test"))
+        expected[n] = client_mac.replace(":", "-").upper()
+    _counters, _left, docs = _same(frames)
+    seen = {}
+    for _id, text in docs:
+        doc = orjson.loads(text)
+        if doc.get("type") == "dns":
+            seen[doc["dns"]["id"]] = doc["source"]["mac"]
+    assert seen == expected

@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
 import subprocess
 import sys
@@ -31,7 +33,8 @@ from test_workcore import CRC, SOURCE, _plain_frames
 from test_speedups import CAPTURES, _capture_frames, _generated
 from wirebeat import workers
 from wirebeat.pipeline import Block
-from wirebeat.workers import SHADOW, _HEAD, _TUNNEL_DPORTS, _entries, _record, _Sink, feed_python, shard_python
+from wirebeat.workers import (SHADOW, _HEAD, _TUNNEL_DPORTS, _entries, _message, _out_of_band, _Reader,
+                              _record, _Sink, feed_python, shard_python)
 from running import needs_extension
 
 try:
@@ -109,6 +112,20 @@ def _frames() -> list[tuple[int, bytes]]:
     return frames
 
 
+def _expected_calls(run: list, frame) -> list[tuple]:
+    """What feeding `run` should do, from `_entries` (the records read back with struct):
+    ticks and shadows as the recorder notes them, `frame(entry)` for each frame."""
+    expected = []
+    for entry in _entries([run]):
+        if entry[0] == "tick":
+            expected.append(entry)
+        elif entry[4] == SHADOW:
+            expected.append(("shadow", *entry[:4]))
+        else:
+            expected.append(frame(entry))
+    return expected
+
+
 def test_feed_python_gives_the_engine_every_record_as_handed_over():
     """Checked against `_entries` (the records read back with struct), not against C."""
     runs = _sharded(_frames())
@@ -117,14 +134,8 @@ def test_feed_python_gives_the_engine_every_record_as_handed_over():
     for run in runs:
         rec = _Recorder()
         count = feed_python(run[2], run[3], run[1], rec.on_frame, rec.number_state, rec.shadow, rec.tick)
-        expected = []
-        for entry in _entries([run]):
-            if entry[0] == "tick":
-                expected.append(entry)
-            elif entry[4] == SHADOW:
-                expected.append(("shadow", *entry[:4]))
-            else:       # a frame arrives with its number already in the per-packet state
-                expected.append(("frame", *entry[:4], entry[4]))
+        # a frame arrives with its number already in the per-packet state
+        expected = _expected_calls(run, lambda entry: ("frame", *entry[:4], entry[4]))
         assert rec.calls == expected
         assert count == sum(1 for c in expected if c[0] == "frame")
         kinds.update(c[0] for c in expected)
@@ -181,6 +192,153 @@ def test_feed_survives_a_callable_that_resizes_the_run():
 
     with pytest.raises(BufferError):
         _workcore.feed(run[2], blob, SOURCE, grow, None, grow, grow)
+
+
+class _Collector(_Recorder):
+    """The worker's side of `feed` with a list for on_frame: the frames collected so
+    far are handed over (noted and cleared) before every shadow and tick, and at the end."""
+
+    def __init__(self, fail_at: int = -1) -> None:
+        super().__init__(fail_at)
+        self.frames: list[tuple] = []
+
+    def hand_over(self) -> None:
+        for ts, linktype, data, zero in self.frames:
+            self.calls.append(("frame", ts, linktype, data, zero))
+        self.frames.clear()
+
+    def shadow(self, ts, linktype, data, source):
+        self.hand_over()
+        super().shadow(ts, linktype, data, source)
+
+    def tick(self, source, ts, linktype, data):
+        self.hand_over()
+        super().tick(source, ts, linktype, data)
+
+
+def _collected(fn, heads, blob, numbered: bool = False, fail_at: int = -1) -> tuple:
+    rec = _Collector(fail_at)
+    try:
+        result = fn(heads, blob, SOURCE, rec.frames, rec.number_state if numbered else None,
+                    rec.shadow, rec.tick)
+        rec.hand_over()
+    except Exception as err:    # noqa: BLE001 - compared between the two implementations
+        result = (type(err).__name__, str(err))
+    return repr(result), repr(rec.calls)
+
+
+def test_feed_collects_frames_in_a_list_in_record_order():
+    """With a list for on_frame (how a worker builds Engine.on_batch's batches), every
+    frame lands there as (ts, linktype, data, 0), in order with the shadows and ticks
+    around it: checked against `_entries` (the records read back with struct)."""
+    for run in _sharded(_frames()):
+        rec = _Collector()
+        count = feed_python(run[2], run[3], run[1], rec.frames, None, rec.shadow, rec.tick)
+        rec.hand_over()
+        expected = _expected_calls(run, lambda entry: ("frame", *entry[:3], 0))
+        assert rec.calls == expected
+        assert count == sum(1 for c in expected if c[0] == "frame")
+    with pytest.raises(ValueError):
+        feed_python(run[2], run[3], run[1], [], _Recorder().number_state, print, print)
+
+
+@needs_c
+def test_feed_collecting_in_c_is_the_python_reference():
+    assert _workcore is not None
+    rng = random.Random(16)
+    runs = _sharded(_frames())
+    for run in runs:
+        # bytearrays (as sharded), and memoryviews of a larger buffer (as the worker's
+        # reader gives them: views of its reused buffer)
+        pool = bytearray(b"?" * 7) + run[2] + run[3] + b"!"
+        view = memoryview(pool)
+        heads = view[7:7 + len(run[2])]
+        blob = view[7 + len(run[2]):7 + len(run[2]) + len(run[3])]
+        for h, b in ((run[2], run[3]), (heads, blob)):
+            assert _collected(_workcore.feed, h, b) == _collected(feed_python, h, b)
+            for fail_at in (0, 1, 7):
+                assert _collected(_workcore.feed, h, b, fail_at=fail_at) == \
+                    _collected(feed_python, h, b, fail_at=fail_at)
+            assert _collected(_workcore.feed, h, b, numbered=True) == \
+                _collected(feed_python, h, b, numbered=True)        # refused by both
+    heads, blob = bytes(runs[0][2]), bytes(runs[0][3])
+    for _ in range(200):
+        flipped = bytearray(heads)
+        for _ in range(rng.randint(1, 6)):
+            flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+        assert _collected(_workcore.feed, bytes(flipped), blob) == \
+            _collected(feed_python, bytes(flipped), blob)
+
+
+# -- the wire: messages with out-of-band buffers -------------------------------------
+
+def _through_pipe(messages: list, chunk: int) -> list:
+    """`messages` written with `_message` into a non-blocking pipe `chunk` bytes at a
+    time, read back with `_Reader` as they come: what the reader returned, in order."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    reader = _Reader(r)
+    wire = bytearray()
+    for message in messages:
+        for piece in _message(message):
+            wire += piece
+    got: list = []
+    try:
+        for at in range(0, len(wire), chunk):
+            os.write(w, wire[at:at + chunk])
+            while True:
+                message = reader.read()
+                if message is _Reader.WAIT:
+                    break
+                # a message's buffers are views of the reader's buffer until the next read:
+                # keep copies, as the worker decodes a batch before it reads on
+                got.append(_plain(message))
+        os.close(w)
+        w = -1
+        assert reader.read() is None
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    return got
+
+
+def _plain(obj):
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(x) for x in obj)
+    if isinstance(obj, (memoryview, bytearray, pickle.PickleBuffer)):
+        return bytes(obj)
+    return obj
+
+
+def test_messages_cross_a_pipe_whole_in_any_cut():
+    rng = random.Random(17)
+    runs = _sharded(_frames(), n=2)
+    pending = [runs[0], ("tick", SOURCE, 1.5, 1, b"abc"), runs[1], ("finish", None), ("done",)]
+    blocks = [(b'{"a":1}\n{"b":2}\n', b"id1\nid2\n", 2), (b"", b"", 0),
+              (bytes(rng.randbytes(70_000)), b"x\n", 1)]
+    messages = [
+        [_out_of_band(e) for e in pending],
+        ("docs", 7, [(pickle.PickleBuffer(d), pickle.PickleBuffer(bytearray(i)), c) for d, i, c in blocks],
+         {"packets.read": 7}),
+        ("done", 9, [], None),
+        [],
+        [_out_of_band(["raw", SOURCE, bytearray(), bytearray(), 0])],     # empty buffers
+    ]
+    expected = [_plain(pending), ("docs", 7, blocks, {"packets.read": 7}), ("done", 9, [], None), [],
+                [["raw", SOURCE, b"", b"", 0]]]
+    for chunk in (1, 3, 4096, 65536):     # at most a pipe's default capacity: drained after each
+        assert _through_pipe(messages if chunk > 1 else messages[2:4], chunk) == \
+            (expected if chunk > 1 else expected[2:4])
+
+
+def test_a_message_is_not_pickled_with_its_buffers():
+    """The runs' bytes travel beside the pickle, not in it (in-band, pickling a 1 MiB
+    buffer cost ten times copying it)."""
+    blob = bytearray(os.urandom(1 << 20))
+    pieces = _message([_out_of_band(["raw", SOURCE, bytearray(24), blob, 0])])
+    assert len(pieces) == 4
+    assert len(pieces[1]) < 1000 and pieces[3].obj is blob
 
 
 # -- documents out: the sink's blocks ------------------------------------------------

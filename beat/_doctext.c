@@ -1,0 +1,378 @@
+/* wirebeat._doctext: the common part of a transaction document's JSON text, in C.
+
+   `assemble` writes what DocumentBuilder._assemble_python (beat/document.py) writes,
+   byte for byte: @timestamp, type, status, event, network, the four endpoints and
+   related of one transaction, the capture/agent/ecs text, flow.id, error, the
+   decoder's own fields and the tail, and the document's _id (BLAKE2b of the same
+   key, beat/_blake2b.h). Python still works out the parts that need Python
+   (ISO times, community id, protocol stack, direction, MAC text, the decoder's
+   fields as JSON) and passes them in; this file only puts text together.
+
+   Anything unusual returns None and the caller uses the Python function: a value
+   that is not exactly a str / int / float where one is expected, text that is not
+   valid UTF-8 (lone surrogates), an integer past 64 bits, a time that is not
+   finite. tests/beat/test_doctext_c.py runs both on the same arguments. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_blake2b.h"
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+    char small[2048];
+} Buf;
+
+static void buf_init(Buf *b) { b->data = b->small; b->len = 0; b->cap = sizeof b->small; }
+static void buf_free(Buf *b) { if (b->data != b->small) PyMem_Free(b->data); }
+
+static int buf_grow(Buf *b, Py_ssize_t more) {
+    if (b->len + more <= b->cap) return 0;
+    Py_ssize_t cap = b->cap * 2;
+    while (cap < b->len + more) cap *= 2;
+    char *data = PyMem_Malloc(cap);
+    if (data == NULL) { PyErr_NoMemory(); return -1; }
+    memcpy(data, b->data, b->len);
+    if (b->data != b->small) PyMem_Free(b->data);
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int put(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_grow(b, n) < 0) return -1;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+#define PUTS(b, lit) put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+static int put_ll(Buf *b, long long v) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    return put(b, tmp, n);
+}
+
+/* Status of a failed step: -1 a Python error to raise (memory), -2 "use the Python path". */
+#define FALLBACK (-2)
+
+/* A str's UTF-8 (raw, as f-strings put it); FALLBACK unless exactly a valid str. */
+static int utf8(PyObject *o, const char **s, Py_ssize_t *n) {
+    if (!PyUnicode_CheckExact(o)) return FALLBACK;
+    *s = PyUnicode_AsUTF8AndSize(o, n);
+    if (*s == NULL) { PyErr_Clear(); return FALLBACK; }
+    return 0;
+}
+
+static int put_raw(Buf *b, PyObject *o) {
+    const char *s;
+    Py_ssize_t n;
+    int rc = utf8(o, &s, &n);
+    return rc ? rc : put(b, s, n);
+}
+
+/* A str as orjson.dumps writes it: " and \ escaped, \b \t \n \f \r, other controls as
+   \u00XX, everything else (DEL, '/', non-ASCII) as is. */
+static int put_json(Buf *b, PyObject *o) {
+    static const char hex[] = "0123456789abcdef";
+    const char *s;
+    Py_ssize_t n;
+    int rc = utf8(o, &s, &n);
+    if (rc) return rc;
+    if (buf_grow(b, n * 6 + 2) < 0) return -1;
+    char *out = b->data + b->len;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') { *out++ = (char)c; continue; }
+        *out++ = '\\';
+        switch (c) {
+        case '"': *out++ = '"'; break;
+        case '\\': *out++ = '\\'; break;
+        case '\b': *out++ = 'b'; break;
+        case '\t': *out++ = 't'; break;
+        case '\n': *out++ = 'n'; break;
+        case '\f': *out++ = 'f'; break;
+        case '\r': *out++ = 'r'; break;
+        default:
+            *out++ = 'u'; *out++ = '0'; *out++ = '0';
+            *out++ = hex[c >> 4]; *out++ = hex[c & 15];
+        }
+    }
+    *out++ = '"';
+    b->len = out - b->data;
+    return 0;
+}
+
+/* An exact int that fits in 64 bits; FALLBACK otherwise. */
+static int as_ll(PyObject *o, long long *v) {
+    if (!PyLong_CheckExact(o)) return FALLBACK;
+    int overflow;
+    *v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (*v == -1 && PyErr_Occurred())) { PyErr_Clear(); return FALLBACK; }
+    return 0;
+}
+
+/* Python's round(x) of a finite float, as a 64-bit integer (half to even, like nearbyint). */
+static int round_ll(double x, long long *v) {
+    if (!isfinite(x)) return FALLBACK;
+    double r = nearbyint(x);
+    if (!(r > -9.2e18 && r < 9.2e18)) return FALLBACK;
+    *v = (long long)r;
+    return 0;
+}
+
+static PyObject *S_flow, *S_ts, *S_end_ts, *S_status, *S_request_bytes, *S_response_bytes,
+    *S_identity, *S_transport, *S_client_ip, *S_client_port, *S_server_ip, *S_server_port, *S_source;
+
+#define N_ARGS 17
+#define N_ATTRS 13
+
+/* The document into `b` and its _id into `id`; 0, or -1 (error) / FALLBACK. */
+static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
+    PyObject *name = args[1], *protocol = args[2], *start = args[3], *end = args[4], *cid = args[5],
+             *stack = args[6], *direction = args[7], *macs = args[8], *event_head = args[9],
+             *related = args[10], *appends = args[11], *flow_id = args[12], *error = args[13],
+             *own = args[14], *common = args[15], *tail = args[16];
+    PyObject *ts_o = attr[0], *end_ts_o = attr[1], *status = attr[2], *req_o = attr[3],
+             *resp_o = attr[4], *identity = attr[5], *transport = attr[6], *client_ip = attr[7],
+             *cport_o = attr[8], *server_ip = attr[9], *sport_o = attr[10], *source = attr[11];
+    int rc;
+#define TRY(expr) do { if ((rc = (expr)) != 0) return rc; } while (0)
+    if (!PyFloat_CheckExact(ts_o) || !(end_ts_o == Py_None || PyFloat_CheckExact(end_ts_o)))
+        return FALLBACK;
+    double ts = PyFloat_AS_DOUBLE(ts_o);
+    long long cport, sport, req = 0, resp = 0, ts_us;
+    TRY(as_ll(cport_o, &cport));
+    TRY(as_ll(sport_o, &sport));
+    int has_req = req_o != Py_None, has_resp = resp_o != Py_None;
+    if (has_req) TRY(as_ll(req_o, &req));
+    if (has_resp) TRY(as_ll(resp_o, &resp));
+    TRY(round_ll(ts * 1e6, &ts_us));
+    if (macs != Py_None && !(PyTuple_CheckExact(macs) && PyTuple_GET_SIZE(macs) == 2)) return FALLBACK;
+    if (appends != Py_None && !(PyTuple_CheckExact(appends) && PyTuple_GET_SIZE(appends) == 5))
+        return FALLBACK;
+    if ((error != Py_None && !PyBytes_CheckExact(error)) || (own != Py_None && !PyBytes_CheckExact(own)))
+        return FALLBACK;
+    if (!PyUnicode_CheckExact(client_ip) || !PyUnicode_CheckExact(server_ip)
+        || !PyUnicode_CheckExact(transport))
+        return FALLBACK;
+    int v6 = PyUnicode_FindChar(client_ip, ':', 0, PyUnicode_GET_LENGTH(client_ip), 1) >= 0;
+    int same = PyUnicode_Compare(client_ip, server_ip) == 0;
+    if (PyErr_Occurred()) { PyErr_Clear(); return FALLBACK; }
+    const char *tname;
+    Py_ssize_t tlen;
+    TRY(utf8(transport, &tname, &tlen));
+    int with_ports = (tlen == 3 && (memcmp(tname, "tcp", 3) == 0 || memcmp(tname, "udp", 3) == 0));
+
+    /* the header */
+    TRY(PUTS(b, "{\"@timestamp\":\""));
+    TRY(put_raw(b, start));
+    TRY(PUTS(b, "\",\"type\":"));
+    TRY(put_json(b, name));
+    TRY(PUTS(b, ",\"status\":"));
+    TRY(put_json(b, status));
+    /* event: the head, then the times */
+    TRY(PUTS(b, ",\"event\":"));
+    TRY(put_raw(b, event_head));
+    if (!has_req && has_resp && end_ts_o == Py_None) {
+        TRY(PUTS(b, "\"end\":\""));
+        TRY(put_raw(b, start));
+        TRY(PUTS(b, "\"}"));
+    } else {
+        TRY(PUTS(b, "\"start\":\""));
+        TRY(put_raw(b, start));
+        if (end_ts_o != Py_None) {
+            double end_ts = PyFloat_AS_DOUBLE(end_ts_o);
+            TRY(PUTS(b, "\",\"end\":\""));
+            TRY(put_raw(b, end));
+            if (end_ts >= ts) {
+                long long us;
+                TRY(round_ll((end_ts - ts) * 1e6, &us));
+                if (us > 9000000000000000LL || us < -9000000000000000LL) return FALLBACK;
+                TRY(PUTS(b, "\",\"duration\":"));
+                TRY(put_ll(b, us * 1000));
+                TRY(PUTS(b, "}"));
+            } else {
+                TRY(PUTS(b, "\"}"));
+            }
+        } else {
+            TRY(PUTS(b, "\"}"));
+        }
+    }
+    /* network */
+    TRY(PUTS(b, ",\"network\":{\"transport\":"));
+    TRY(put_json(b, transport));
+    TRY(v6 ? PUTS(b, ",\"type\":\"ipv6\"") : PUTS(b, ",\"type\":\"ipv4\""));
+    if (!PyUnicode_CheckExact(protocol)) return FALLBACK;
+    if (PyUnicode_GET_LENGTH(protocol)) {
+        TRY(PUTS(b, ",\"protocol\":"));
+        TRY(put_json(b, protocol));
+    }
+    if (cid != Py_None) {
+        TRY(PUTS(b, ",\"community_id\":\""));
+        TRY(put_raw(b, cid));
+        TRY(PUTS(b, "\""));
+    }
+    if (!PyUnicode_CheckExact(stack)) return FALLBACK;
+    if (PyUnicode_GET_LENGTH(stack)) {
+        TRY(PUTS(b, ",\"protocol_stack\":"));
+        TRY(put_json(b, stack));
+    }
+    if (direction != Py_None) {
+        TRY(PUTS(b, ",\"direction\":\""));
+        TRY(put_raw(b, direction));
+        TRY(PUTS(b, "\""));
+    }
+    if (has_req || has_resp) {
+        if ((req > 0 && resp > LLONG_MAX - req) || (req < 0 && resp < LLONG_MIN - req)) return FALLBACK;
+        TRY(PUTS(b, ",\"bytes\":"));
+        TRY(put_ll(b, req + resp));
+    }
+    if (appends != Py_None) TRY(put_raw(b, PyTuple_GET_ITEM(appends, 0)));
+    TRY(PUTS(b, "}"));
+    /* source, destination, client, server: the client's side twice, the server's twice */
+    static const char *names[4] = {",\"source\":{\"ip\":", ",\"destination\":{\"ip\":",
+                                   ",\"client\":{\"ip\":", ",\"server\":{\"ip\":"};
+    for (int i = 0; i < 4; i++) {
+        int client_side = (i % 2) == 0;
+        TRY(put(b, names[i], (Py_ssize_t)strlen(names[i])));
+        TRY(put_json(b, client_side ? client_ip : server_ip));
+        if (with_ports) {
+            TRY(PUTS(b, ",\"port\":"));
+            TRY(put_ll(b, client_side ? cport : sport));
+        }
+        if (client_side ? has_req : has_resp) {
+            TRY(PUTS(b, ",\"bytes\":"));
+            TRY(put_ll(b, client_side ? req : resp));
+        }
+        if (macs != Py_None) {
+            TRY(PUTS(b, ",\"mac\":\""));
+            TRY(put_raw(b, PyTuple_GET_ITEM(macs, client_side ? 0 : 1)));
+            TRY(PUTS(b, "\""));
+        }
+        if (appends != Py_None) TRY(put_raw(b, PyTuple_GET_ITEM(appends, i + 1)));
+        TRY(PUTS(b, "}"));
+    }
+    /* related, then capture, agent and ecs */
+    TRY(PUTS(b, ",\"related\":"));
+    if (related != Py_None) {
+        TRY(put_raw(b, related));
+    } else {
+        TRY(PUTS(b, "{\"ip\":["));
+        TRY(put_json(b, client_ip));
+        if (!same) {
+            TRY(PUTS(b, ","));
+            TRY(put_json(b, server_ip));
+        }
+        TRY(PUTS(b, "]}"));
+    }
+    TRY(put_raw(b, common));
+    if (flow_id != Py_None) {
+        TRY(PUTS(b, ",\"flow\":{\"id\":"));
+        TRY(put_json(b, flow_id));
+        TRY(PUTS(b, "}"));
+    }
+    if (error != Py_None) TRY(put(b, PyBytes_AS_STRING(error), PyBytes_GET_SIZE(error)));
+    if (own != Py_None && PyBytes_GET_SIZE(own) > 2) {
+        TRY(PUTS(b, ","));
+        TRY(put(b, PyBytes_AS_STRING(own) + 1, PyBytes_GET_SIZE(own) - 2));
+    }
+    TRY(put_raw(b, tail));
+
+    /* the _id: BLAKE2b-120 of "<source>|<name>|<transport>|<client>|<port>|<server>|<port>|<us>|<identity>" */
+    Buf key;
+    buf_init(&key);
+    const char *src;
+    Py_ssize_t src_len;
+    rc = utf8(source, &src, &src_len);
+    if (rc == 0) {
+        for (Py_ssize_t i = src_len; i-- > 0;)
+            if (src[i] == '\0') { src_len = i; break; }       /* a collector's client: its name only */
+        if ((rc = put(&key, src, src_len)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put_raw(&key, name)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put(&key, tname, tlen)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put_raw(&key, client_ip)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put_ll(&key, cport)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put_raw(&key, server_ip)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put_ll(&key, sport)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put_ll(&key, ts_us)) == 0 && (rc = PUTS(&key, "|")) == 0
+            && (rc = put_raw(&key, identity)) == 0) {
+            uint8_t digest[15];
+            blake2b((const uint8_t *)key.data, (size_t)key.len, digest, 15);
+            id_text(digest, id);
+        }
+    }
+    buf_free(&key);
+    return rc;
+#undef TRY
+}
+
+PyDoc_STRVAR(assemble_doc,
+"assemble(txn, name, protocol, start, end, cid, stack, direction, macs, event_head, related,\n"
+"         appends, flow_id, error, own, common, tail) -> (id, JSON bytes) | None\n\n"
+"DocumentBuilder._assemble_python in C (beat/document.py); None: use that function.");
+
+static PyObject *assemble(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != N_ARGS) {
+        PyErr_Format(PyExc_TypeError, "assemble() takes %d arguments (%zd given)", N_ARGS, nargs);
+        return NULL;
+    }
+    PyObject *attr[N_ATTRS] = {NULL};
+    PyObject *names[6] = {S_ts, S_end_ts, S_status, S_request_bytes, S_response_bytes, S_identity};
+    PyObject *flow_names[6] = {S_transport, S_client_ip, S_client_port, S_server_ip, S_server_port, S_source};
+    PyObject *result = NULL, *flow = NULL;
+    int rc = 0;
+    for (int i = 0; i < 6 && rc == 0; i++)
+        if ((attr[i] = PyObject_GetAttr(args[0], names[i])) == NULL) rc = -1;
+    if (rc == 0 && (flow = PyObject_GetAttr(args[0], S_flow)) == NULL) rc = -1;
+    for (int i = 0; i < 6 && rc == 0; i++)
+        if ((attr[6 + i] = PyObject_GetAttr(flow, flow_names[i])) == NULL) rc = -1;
+    if (rc < 0) {       /* no such attribute: the Python path says what is wrong */
+        PyErr_Clear();
+        rc = FALLBACK;
+    }
+    Buf b;
+    buf_init(&b);
+    char id[20];
+    if (rc == 0) rc = build(&b, id, args, attr);
+    if (rc == 0) {
+        PyObject *id_obj = PyUnicode_FromStringAndSize(id, 20);
+        PyObject *text = id_obj ? PyBytes_FromStringAndSize(b.data, b.len) : NULL;
+        if (text != NULL) result = PyTuple_Pack(2, id_obj, text);
+        Py_XDECREF(id_obj);
+        Py_XDECREF(text);
+    } else if (rc == FALLBACK) {
+        result = Py_NewRef(Py_None);
+    }
+    buf_free(&b);
+    Py_XDECREF(flow);
+    for (int i = 0; i < N_ATTRS; i++) Py_XDECREF(attr[i]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"assemble", (PyCFunction)(void (*)(void))assemble, METH_FASTCALL, assemble_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "wirebeat._doctext",
+    "Transaction documents' common JSON text in C (see beat/document.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__doctext(void) {
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+    INTERN(S_flow, "flow"); INTERN(S_ts, "ts"); INTERN(S_end_ts, "end_ts");
+    INTERN(S_status, "status"); INTERN(S_request_bytes, "request_bytes");
+    INTERN(S_response_bytes, "response_bytes"); INTERN(S_identity, "identity");
+    INTERN(S_transport, "transport"); INTERN(S_client_ip, "client_ip");
+    INTERN(S_client_port, "client_port"); INTERN(S_server_ip, "server_ip");
+    INTERN(S_server_port, "server_port"); INTERN(S_source, "source");
+#undef INTERN
+    return PyModule_Create(&module);
+}
