@@ -147,6 +147,7 @@ def _traffic() -> list[tuple[float, int, bytes]]:
         add(fwd(_tcp(a, b, pa, pb, 101, "PA", b"x" * 50)))              # whole retransmission
         add(fwd(_tcp(a, b, pa, pb, 131, "PA", b"y" * 40)))              # partly retransmitted
         add(back(_tcp(b, a, pb, pa, 901, "PA", b"z" * 300)))
+        add(back(_tcp(b, a, pb, pa, (1201 - 1400) % 2**32, "PA", b"L" * 1400)))     # a full-size segment, retransmitted
         add(fwd(_tcp(a, b, pa, pb, 400, "PA", b"w" * 10)))              # after a hole
         add(fwd(_tcp(a, b, pa, pb, 410, "FA")))
         add(back(_tcp(b, a, pb, pa, 1201, "FA")))
