@@ -114,14 +114,18 @@ static PyObject *untracked_key(PyObject *key)
  * not tracked by the cyclic garbage collector. */
 typedef struct {
     PyObject_HEAD
-    double ts[2];                   /* R_FIRST_TS, R_LAST_TS */
-    long long n[4];                 /* R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV */
-    long long reports;              /* R_REPORTS */
-    PyObject *key, *rev_key, *closed, *id, *icmp, *alias, *statics, *text, *body;     /* NULL: None */
-    union { long long i; double f; } t[T_SIZE];    /* the TCP part (T_SYN_TS, T_SYNACK_TS, T_ACK_TS: f) */
+    /* what a packet reads and writes, together (the first 160 bytes) */
     unsigned short t_none;          /* bits (1 << T_x) of the TCP times that are None */
     unsigned char has_tcp;          /* rec[R_TCP] is not None */
     unsigned char rev_same;         /* rev_key == key (a host talking to itself on one port) */
+    unsigned char cached_many;      /* the key cache holds it in more pairs than cpair names */
+    double ts[2];                   /* R_FIRST_TS, R_LAST_TS */
+    long long n[4];                 /* R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV */
+    union { long long i; double f; } t[T_SIZE];    /* the TCP part (T_SYN_TS, T_SYNACK_TS, T_ACK_TS: f) */
+    /* the rest: reports and sweeps */
+    long long reports;              /* R_REPORTS */
+    Py_ssize_t cpair[2];            /* key cache pairs holding it, as index + 1 (0: none) */
+    PyObject *key, *rev_key, *closed, *id, *icmp, *alias, *statics, *text, *body;     /* NULL: None */
 } RecordObject;
 
 typedef struct {
@@ -1896,7 +1900,9 @@ error:
  * without making any object. A miss (a new flow, a slot another key took) builds the
  * tuple and goes table_account's way, then takes the pair's first slot. The dict stays
  * the only truth: a cached tuple whose flow ended finds nothing there and serves the flow
- * that opens next under it; a sweep that ended flows lets go of every cached entry.
+ * that opens next under it. A flow's end (end_flow) does not move the generation: it lets
+ * go of the record in the pairs that hold it (the record names them: cpair), so the other
+ * flows' cached entries stay good and an ended flow's record is not kept alive by a slot.
  * The cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots
  * (104 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
  * key takes it. key_cache() gives (slots, hits, misses). */
@@ -1954,8 +1960,6 @@ static uint64_t raw_hash(const unsigned char *raw, int n)
     return h | 1;
 }
 
-static void release_entries(TableObject *self);
-
 static void clear_cache(TableObject *self)
 {
     for (Py_ssize_t i = 0; i < self->slots; i++) {
@@ -1979,6 +1983,33 @@ static int size_cache(TableObject *self)
     self->cache = c;
     self->slots = n;
     return 0;
+}
+
+/* slot pair `pair` now holds rec: the record names it (see forget_cached) */
+static inline void note_cached(RecordObject *rec, Py_ssize_t pair)
+{
+    if (rec->cpair[0] == pair + 1 || rec->cpair[1] == pair + 1) return;
+    if (rec->cpair[0] == 0) rec->cpair[0] = pair + 1;
+    else if (rec->cpair[1] == 0) rec->cpair[1] = pair + 1;
+    else rec->cached_many = 1;
+}
+
+/* rec leaves the table (end_flow): the cache's slots let go of it. The pairs it names are
+ * checked (a pair that holds another record now keeps it); a record cached in more pairs
+ * than it names moves the generation instead (every cached entry is checked again). */
+static void forget_cached(TableObject *self, RecordObject *rec)
+{
+    if (rec->cached_many) {
+        self->generation++;
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        Py_ssize_t pair = rec->cpair[k] - 1;
+        rec->cpair[k] = 0;
+        if (pair < 0 || pair + 1 >= self->slots) continue;
+        for (int i = 0; i < 2; i++)
+            if (self->cache[pair + i].entry == (PyObject *)rec) Py_CLEAR(self->cache[pair + i].entry);
+    }
 }
 
 /* The key tuple table_account builds from the engine's arguments, from frame_batch's. */
@@ -2053,12 +2084,14 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                     alen, proto, l.sport, l.dport);
     struct kslot *slot = NULL;
     uint64_t h = 0;
+    Py_ssize_t pair = 0;
     PyObject *key = NULL;
     RecordObject *rec = NULL;
     if (n) {
         if (size_cache(self) < 0) return -1;
         h = raw_hash(raw, n);
-        slot = &self->cache[h & (uint64_t)(self->slots - 2)];       /* a pair: slot[0], slot[1] */
+        pair = (Py_ssize_t)(h & (uint64_t)(self->slots - 2));
+        slot = &self->cache[pair];       /* a pair: slot[0], slot[1] */
         for (int i = 0; i < 2; i++)
             if (slot[i].hash == h && slot[i].len == n && memcmp(slot[i].raw, raw, n) == 0) {
                 key = Py_NewRef(slot[i].key);
@@ -2079,6 +2112,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                 Py_XSETREF(slot[0].entry, Py_NewRef((PyObject *)rec));
                 slot[0].gen = self->generation;
                 slot[0].d = (unsigned char)d;
+                note_cached(rec, pair);
                 self->hits++;
             } else if (PyErr_Occurred()) {
                 Py_DECREF(key);
@@ -2108,6 +2142,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
             Py_XSETREF(slot[0].entry, Py_NewRef((PyObject *)rec));
             slot[0].gen = self->generation;
             slot[0].d = (unsigned char)d;
+            note_cached(rec, pair);
         }
     }
     if (apply(self, key, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0) goto error;
@@ -2212,7 +2247,7 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
         return -1;
     }
     PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
-    self->generation++;         /* the key cache's entries are checked again */
+    forget_cached(self, r);     /* the key cache lets go of it */
     int failed = drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, rev_key, rec) < 0
                  || (alias != NULL && drop_entry(self->flows, alias, rec) < 0);
     Py_DECREF(rev_key);
@@ -2288,7 +2323,6 @@ static PyObject *table_finish_records(TableObject *self, PyObject *unused)
         Py_DECREF(last);
     }
     Py_DECREF(records);
-    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) rc = -1;
     if (!was_collecting && stop_collecting(self->reporter) < 0) rc = -1;
     if (rc < 0) return NULL;
@@ -2340,7 +2374,6 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
         }
     }
     Py_DECREF(records);
-    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) {
         if (!was_collecting) stop_collecting(self->reporter);
         return NULL;
@@ -2497,13 +2530,6 @@ static void table_dealloc(TableObject *self)
     PyObject_GC_UnTrack(self);
     table_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* The key cache lets go of the entries it holds (a sweep's end: they are checked again
- * anyway, and an ended flow's record is not kept alive by its slot). */
-static void release_entries(TableObject *self)
-{
-    for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
 }
 
 static PyObject *table_invalidate(TableObject *self, PyObject *unused)

@@ -773,3 +773,30 @@ def test_flow_direction_answered_in_c_is_of_packed(networks):
         assert doc["network"]["direction"] == want
         verdicts.add(want)
     assert len(verdicts) >= (2 if not networks else 5)
+
+
+@needs_c
+def test_the_key_cache_lets_go_of_an_ended_flows_record_and_keeps_the_others():
+    """Frames through the C frame loop (key cache): a flow that ends at a sweep is freed (no
+    cache slot keeps its record), a new flow under the same key gets a new record, and the
+    flows that stay keep being found through the cache."""
+    import sys
+    from test_packets_batch import FragmentOutput
+    engine, pipeline, _output, _stats = make_engine(
+        [], overrides={"wirebeat.flows.enabled": True, "wirebeat.flows.timeout": 5.0, "wirebeat.flows.period": 2.0},
+        output=FragmentOutput())
+    quiet = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1, 2, b"q")))
+    busy = [g.ethernet(g.ipv4(A4, C4, 17, g.udp(A4, C4, 100 + i, 200, b"b"))) for i in range(50)]
+    engine.on_batch([(T0, 1, f, len(f)) for f in busy] + [(T0, 1, quiet, len(quiet))], "test")
+    table = engine.sources["test"].flows
+    [rec] = [r for r in table._records() if r[R_KEY][4] == bytes((198, 51, 100, 20))]
+    for k in range(1, 8):           # the busy flows stay; the quiet one ends idle at T0 + 5 or later
+        engine.on_batch([(T0 + k, 1, f, len(f)) for f in busy], "test")
+    assert rec not in table._records() and sys.getrefcount(rec) == 2       # here and getrefcount's argument
+    _slots, hits, misses = table.core.key_cache()
+    assert misses <= 51 and hits >= 7 * 49         # (a batch's first frame may take the Python path)
+    engine.on_batch([(T0 + 8, 1, f, len(f)) for f in busy] + [(T0 + 8, 1, quiet, len(quiet))], "test")  # a new flow
+    [new] = [r for r in table._records() if r[R_KEY][4] == bytes((198, 51, 100, 20))]
+    assert new is not rec and new[R_PACKETS] == 1 and rec[R_PACKETS] == 1
+    engine.finish()
+    pipeline.close()
