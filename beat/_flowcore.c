@@ -112,20 +112,23 @@ static PyObject *untracked_key(PyObject *key)
  * (OverflowError). The C paths read and write the fields directly: accounting a packet makes
  * no Python object. Records never refer back to what refers to them (the dict, the table):
  * not tracked by the cyclic garbage collector. */
+typedef union { long long i; double f; } tslot_t;
+
 typedef struct {
-    PyObject_HEAD
-    /* what a packet reads and writes, together (the first 160 bytes) */
+    PyObject_VAR_HEAD               /* ob_size: T_SIZE when it has room for a TCP part, else 0 */
+    /* what reports and sweeps read */
+    PyObject *key, *rev_key, *closed, *id, *icmp, *alias, *statics, *text, *body;     /* NULL: None */
+    long long reports;              /* R_REPORTS */
+    Py_ssize_t cpair[2];            /* key cache pairs holding it, as index + 1 (0: none) */
+    /* what a packet reads and writes, together at the end (56 bytes, TCP 160) */
     unsigned short t_none;          /* bits (1 << T_x) of the TCP times that are None */
     unsigned char has_tcp;          /* rec[R_TCP] is not None */
     unsigned char rev_same;         /* rev_key == key (a host talking to itself on one port) */
     unsigned char cached_many;      /* the key cache holds it in more pairs than cpair names */
     double ts[2];                   /* R_FIRST_TS, R_LAST_TS */
     long long n[4];                 /* R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV */
-    union { long long i; double f; } t[T_SIZE];    /* the TCP part (T_SYN_TS, T_SYNACK_TS, T_ACK_TS: f) */
-    /* the rest: reports and sweeps */
-    long long reports;              /* R_REPORTS */
-    Py_ssize_t cpair[2];            /* key cache pairs holding it, as index + 1 (0: none) */
-    PyObject *key, *rev_key, *closed, *id, *icmp, *alias, *statics, *text, *body;     /* NULL: None */
+    tslot_t t[];                    /* the TCP part, only in TCP flows' records (T_SYN_TS, T_SYNACK_TS,
+                                     * T_ACK_TS: f; the rest: i) */
 } RecordObject;
 
 typedef struct {
@@ -155,7 +158,19 @@ static PyObject **record_obj_slot(RecordObject *r, Py_ssize_t i)
 
 static inline PyObject *or_none(PyObject *o) { return Py_NewRef(o ? o : Py_None); }
 
-/* _new_tcp(): -1 for the high marks and directions, 0 for the counts, None for the times */
+/* A new record, zeroed, with room for a TCP part or without (a UDP flow's is 104 bytes smaller) */
+static RecordObject *record_alloc(int tcp)
+{
+    size_t size = sizeof(RecordObject) + (tcp ? T_SIZE * sizeof(tslot_t) : 0);
+    RecordObject *r = (RecordObject *)PyObject_Malloc(size);
+    if (r == NULL) return (RecordObject *)PyErr_NoMemory();
+    memset(r, 0, size);
+    PyObject_InitVar((PyVarObject *)r, &RecordType, tcp ? T_SIZE : 0);
+    return r;
+}
+
+/* _new_tcp(): -1 for the high marks and directions, 0 for the counts, None for the times
+ * (a record with room for it) */
 static void tcp_reset(RecordObject *r)
 {
     for (int i = 0; i < T_SIZE; i++) r->t[i].i = 0;
@@ -223,6 +238,10 @@ static PyObject *tcp_get(RecordObject *r, Py_ssize_t i)
 static int tcp_assign(RecordObject *r, PyObject *v)
 {
     if (v == Py_None) { r->has_tcp = 0; return 0; }
+    if (Py_SIZE(r) != T_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "this flow record was made without room for a TCP part");
+        return -1;
+    }
     PyObject *seq = PySequence_Fast(v, "a flow record's TCP part is None or a sequence");
     if (seq == NULL) return -1;
     if (PySequence_Fast_GET_SIZE(seq) != T_SIZE) {
@@ -230,13 +249,16 @@ static int tcp_assign(RecordObject *r, PyObject *v)
         PyErr_Format(PyExc_ValueError, "a flow record's TCP part has %d items", T_SIZE);
         return -1;
     }
-    RecordObject saved = *r;            /* all or nothing */
+    tslot_t saved[T_SIZE];          /* all or nothing */
+    unsigned short saved_none = r->t_none;
+    unsigned char saved_has = r->has_tcp;
+    memcpy(saved, r->t, sizeof saved);
     tcp_reset(r);
     for (int i = 0; i < T_SIZE; i++)
         if (tcp_set(r, i, PySequence_Fast_GET_ITEM(seq, i)) < 0) {
-            memcpy(r->t, saved.t, sizeof r->t);
-            r->t_none = saved.t_none;
-            r->has_tcp = saved.has_tcp;
+            memcpy(r->t, saved, sizeof saved);
+            r->t_none = saved_none;
+            r->has_tcp = saved_has;
             Py_DECREF(seq);
             return -1;
         }
@@ -310,7 +332,12 @@ static PyObject *record_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "a flow record has %d items", R_SIZE);
         return NULL;
     }
-    RecordObject *r = (RecordObject *)type->tp_alloc(type, 0);
+    if (type != &RecordType) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_TypeError, "Record cannot be subclassed");
+        return NULL;
+    }
+    RecordObject *r = record_alloc(PySequence_Fast_GET_ITEM(seq, R_TCP) != Py_None);
     if (r == NULL) { Py_DECREF(seq); return NULL; }
     for (int i = 0; i < R_SIZE; i++)
         if (record_ass_item((PyObject *)r, i, PySequence_Fast_GET_ITEM(seq, i)) < 0) {
@@ -407,8 +434,10 @@ static PyTypeObject RecordType = {
     .tp_name = "wirebeat._flowcore.Record",
     .tp_doc = "Record(items): a flow record (flows.py's R_* list) with its numbers inline",
     .tp_basicsize = sizeof(RecordObject),
+    .tp_itemsize = sizeof(tslot_t),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_SEQUENCE,
     .tp_new = record_new,
+    .tp_free = PyObject_Free,
     .tp_dealloc = (destructor)record_dealloc,
     .tp_as_sequence = &record_as_sequence,
     .tp_as_mapping = &record_as_mapping,
@@ -1659,7 +1688,7 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
     PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
     untracked_key(rev);
     /* [ts, ts, 0, 0, 0, 0, key, rev, 0, None, tcp, None, icmp, None, None, None, None] */
-    if (!(rec = (RecordObject *)RecordType.tp_alloc(&RecordType, 0))) goto error;
+    if (!(rec = record_alloc(proto == 6))) goto error;
     rec->ts[0] = rec->ts[1] = tsd;
     rec->key = Py_NewRef(key);
     rec->rev_key = Py_NewRef(rev);
@@ -2538,6 +2567,24 @@ static PyObject *table_invalidate(TableObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* FlowTable.counters' table figures: (records, entries of a MAC-order alias's direction) */
+static PyObject *table_census(TableObject *self, PyObject *unused)
+{
+    PyObject *k, *v;
+    Py_ssize_t pos = 0, records = 0, aliases = 0;
+    while (PyDict_Next(self->flows, &pos, &k, &v)) {
+        if (!IS_RECORD(v)) {
+            PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
+            return NULL;
+        }
+        int d = direction_on((RecordObject *)v, k);
+        if (d < 0) return NULL;
+        records += d == 0;
+        aliases += d == 1 && ((RecordObject *)v)->alias != NULL;
+    }
+    return Py_BuildValue("(nn)", records, aliases);
+}
+
 static PyObject *table_key_cache(TableObject *self, PyObject *unused)
 {
     return Py_BuildValue("(nKK)", self->slots, self->hits, self->misses);
@@ -2546,6 +2593,8 @@ static PyObject *table_key_cache(TableObject *self, PyObject *unused)
 static PyMethodDef table_methods[] = {
     {"invalidate", (PyCFunction)table_invalidate, METH_NOARGS,
      "invalidate(): a key left FlowTable.flows or got another entry (the Python methods call it)"},
+    {"census", (PyCFunction)table_census, METH_NOARGS,
+     "census() -> (records, alias entries): FlowTable.counters' table figures, in C"},
     {"key_cache", (PyCFunction)table_key_cache, METH_NOARGS,
      "key_cache() -> (slots, hits, misses) of the key cache frame_batch's frames use"},
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,

@@ -603,8 +603,12 @@ class FlowTable:
         return None
 
     def counters(self) -> dict[str, int]:
-        return {"flows.table.open": len(self._records()), "flows.table.mac_aliases":
-                sum(1 for key, rec in self.flows.items() if rec[R_ALIAS] is not None and key != rec[R_KEY]),
+        if self.core is not None:       # the same figures, counted in C
+            records, aliases = self.core.census()
+        else:
+            records = len(self._records())
+            aliases = sum(1 for key, rec in self.flows.items() if rec[R_ALIAS] is not None and key != rec[R_KEY])
+        return {"flows.table.open": records, "flows.table.mac_aliases": aliases,
                 "flows.table.opened": self.opened, "flows.table.evicted": self.evicted,
                 "flows.table.ended_forgotten": self.ended_forgotten,
                 "flows.reports.periodic": self.reports, "flows.reports.final": self.final_reports}

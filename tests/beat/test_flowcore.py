@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import Any
 
 import orjson
@@ -93,6 +94,8 @@ def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
     records = []
     for i, (ts, linktype, frame) in enumerate(frames):
         engine.on_frame(ts, linktype, frame, "test")
+        if i % 10 == 0:         # counters (open flows, MAC-order aliases) all along
+            records.append(engine.sources["test"].flows.counters())
         if i in (len(frames) // 2, len(frames) - 1):     # the table halfway and at the end, as plain values
             table = engine.sources["test"].flows
             records.append((sorted(repr(rec[:R_TEXT]) for rec in _records_of(table, c)),
@@ -315,6 +318,10 @@ def test_a_c_record_holds_64_bit_counts_and_float_times_and_refuses_other_values
     assert list(rec[R_TCP]) == [0, 1, 2, 3, 4, 5, 6, 7, 8.0, 9, 10.0, 11.0, 12]
     assert _plain(_flowcore.Record(_plain(rec))) == _plain(rec)
     assert rec[-1] is None and rec[R_KEY][5] == 6 and len(rec) == 17
+    udp = _flowcore.Record(_plain(rec)[:R_TCP] + [None] + _plain(rec)[R_TCP + 1:])
+    with pytest.raises(ValueError):         # a UDP flow's record has no room for a TCP part
+        udp[R_TCP] = list(range(13))
+    assert udp[R_TCP] is None and sys.getsizeof(udp) + 13 * 8 == sys.getsizeof(rec)
 
 
 @needs_c
