@@ -405,17 +405,20 @@ static int record_ass_subscript(PyObject *self, PyObject *item, PyObject *v)
     return seq_ass_subscript(self, item, v, R_SIZE, record_ass_item);
 }
 
-static PyObject *record_repr(PyObject *self)
+/* Name([items]): a record or TCP view shown with its items as a list */
+static PyObject *seq_repr(PyObject *self, const char *name, binaryfunc subscript)
 {
     PyObject *items, *slice = PySlice_New(NULL, NULL, NULL);
     if (slice == NULL) return NULL;
-    items = record_subscript(self, slice);
+    items = subscript(self, slice);
     Py_DECREF(slice);
     if (items == NULL) return NULL;
-    PyObject *text = PyUnicode_FromFormat("Record(%R)", items);
+    PyObject *text = PyUnicode_FromFormat("%s(%R)", name, items);
     Py_DECREF(items);
     return text;
 }
+
+static PyObject *record_repr(PyObject *self) { return seq_repr(self, "Record", record_subscript); }
 
 static PySequenceMethods record_as_sequence = {
     .sq_length = record_length,
@@ -471,17 +474,7 @@ static void tcpview_dealloc(TcpViewObject *v)
     Py_DECREF(v->rec);
     PyObject_Free(v);
 }
-static PyObject *tcpview_repr(PyObject *self)
-{
-    PyObject *slice = PySlice_New(NULL, NULL, NULL), *items;
-    if (slice == NULL) return NULL;
-    items = tcpview_subscript(self, slice);
-    Py_DECREF(slice);
-    if (items == NULL) return NULL;
-    PyObject *text = PyUnicode_FromFormat("TcpView(%R)", items);
-    Py_DECREF(items);
-    return text;
-}
+static PyObject *tcpview_repr(PyObject *self) { return seq_repr(self, "TcpView", tcpview_subscript); }
 
 static PySequenceMethods tcpview_as_sequence = {
     .sq_length = tcpview_length,
