@@ -1,9 +1,11 @@
 /* wirebeat._flowcore: optional C core of the flow table (beat/flows.py).
  *
  * beat/flows.py stays the reference and keeps the data: the table is its
- * `FlowTable.flows` dict (key tuple -> (record list, direction)), records are
- * its lists indexed by its R_* / T_* constants (LAYOUT below; flows.py
- * refuses this module when they differ). Its R_TEXT / R_BODY caches hold
+ * `FlowTable.flows` dict (both directions' key tuples -> the record; a key's
+ * direction is 0 when it is the record's R_KEY, else 1), records are Record
+ * objects made here (flows.py's lists with the numbers inline, read and written
+ * through the sequence protocol with its R_* / T_* constants: LAYOUT below;
+ * flows.py refuses this module when they differ). Its R_TEXT / R_BODY caches hold
  * its own tuples of str; this file keeps R_TEXT as one bytes object of its
  * own instead (parts_of) and no R_BODY, and each side rebuilds the cache it
  * does not recognise. This file only does, on those same objects, the
@@ -33,8 +35,9 @@
  *     static parts (made at its first report: addresses, MACs, ports, flow.id,
  *     community id, network.direction; times, address text and community id
  *     written here, direction from NetworkDirection's cache). Whatever is not
- *     the common case (dict reports, numbers beyond 64 bits, times that are
- *     not floats, text without UTF-8, keys of unusual shape) goes to
+ *     the common case (dict reports, negative counts, sums beyond 64 bits, a
+ *     report time that is not a float, durations out of range, text without
+ *     UTF-8, keys of unusual shape, records that are not Records) goes to
  *     `report_python`, the Python method, before anything but the caches
  *     (flow.id, R_TEXT) changed.
  *
@@ -72,43 +75,6 @@ static inline int get_ll(PyObject *o, long long *v)
     return 1;
 }
 
-/* list[i] += delta (delta >= 0), exact for ints of any size. */
-static int add_item(PyObject *list, Py_ssize_t i, long long delta)
-{
-    PyObject *old = PyList_GET_ITEM(list, i), *new;
-    long long v;
-    if (get_ll(old, &v) && v <= LLONG_MAX - delta) {
-        new = PyLong_FromLongLong(v + delta);
-    } else {
-        PyObject *d = PyLong_FromLongLong(delta);
-        if (d == NULL) return -1;
-        new = PyNumber_Add(old, d);
-        Py_DECREF(d);
-    }
-    if (new == NULL) return -1;
-    PyList_SET_ITEM(list, i, new);
-    Py_DECREF(old);
-    return 0;
-}
-
-static int set_ll(PyObject *list, Py_ssize_t i, long long v)
-{
-    PyObject *new = PyLong_FromLongLong(v);
-    if (new == NULL) return -1;
-    PyObject *old = PyList_GET_ITEM(list, i);
-    PyList_SET_ITEM(list, i, new);
-    Py_DECREF(old);
-    return 0;
-}
-
-static inline void set_obj(PyObject *list, Py_ssize_t i, PyObject *v)
-{
-    PyObject *old = PyList_GET_ITEM(list, i);
-    Py_INCREF(v);
-    PyList_SET_ITEM(list, i, v);
-    Py_DECREF(old);
-}
-
 /* A new tuple of objects the cyclic garbage collector does not track (str, int, float,
  * bytes, orjson.Fragment, tuples of those) leaves its lists, as its first collection would
  * have decided: it cannot be part of a cycle, and collections no longer walk it. */
@@ -132,6 +98,419 @@ static PyObject *untracked_key(PyObject *key)
         if (PyTuple_CheckExact(item)) untracked(item);
     }
     return untracked(key);
+}
+
+/* ---- Record: a flow record as a C object --------------------------------------- */
+/* A flow record of the C core: the list flows.py makes (R_* items, the TCP part's T_* items)
+ * as one object with its numbers inline: times as doubles (a Python float is a double: the
+ * same values), counts as 64-bit ints, and objects only for what must be objects (keys,
+ * flow.id, the closing reason, ICMP type/code, the MAC-order alias, the report caches). It
+ * implements the sequence protocol with flows.py's indexes, so Python code reads and writes
+ * it as it does the list (`rec[R_PACKETS] += 1`, `rec[R_TCP][T_SYN]`); rec[R_TCP] is None or
+ * a view (TcpView) that reads and writes the record's TCP part. Values the fields cannot hold
+ * are refused: a time that is no real number (TypeError), a count past 64 bits
+ * (OverflowError). The C paths read and write the fields directly: accounting a packet makes
+ * no Python object. Records never refer back to what refers to them (the dict, the table):
+ * not tracked by the cyclic garbage collector. */
+typedef union { long long i; double f; } tslot_t;
+
+typedef struct {
+    PyObject_VAR_HEAD               /* ob_size: T_SIZE when it has room for a TCP part, else 0 */
+    /* what reports and sweeps read */
+    PyObject *key, *rev_key, *closed, *id, *icmp, *alias, *statics, *text, *body;     /* NULL: None */
+    long long reports;              /* R_REPORTS */
+    Py_ssize_t cpair[2];            /* key cache pairs holding it, as index + 1 (0: none) */
+    /* what a packet reads and writes, together at the end (56 bytes, TCP 160) */
+    unsigned short t_none;          /* bits (1 << T_x) of the TCP times that are None */
+    unsigned char has_tcp;          /* rec[R_TCP] is not None */
+    unsigned char rev_same;         /* rev_key == key (a host talking to itself on one port) */
+    unsigned char cached_many;      /* the key cache holds it in more pairs than cpair names */
+    double ts[2];                   /* R_FIRST_TS, R_LAST_TS */
+    long long n[4];                 /* R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV */
+    tslot_t t[];                    /* the TCP part, only in TCP flows' records (T_SYN_TS, T_SYNACK_TS,
+                                     * T_ACK_TS: f; the rest: i) */
+} RecordObject;
+
+typedef struct {
+    PyObject_HEAD
+    RecordObject *rec;
+} TcpViewObject;
+
+static PyTypeObject RecordType, TcpViewType;
+#define IS_RECORD(o) Py_IS_TYPE((o), &RecordType)
+#define IS_TIME_SLOT(i) ((i) == T_SYN_TS || (i) == T_SYNACK_TS || (i) == T_ACK_TS)
+
+static PyObject **record_obj_slot(RecordObject *r, Py_ssize_t i)
+{
+    switch (i) {
+    case R_KEY: return &r->key;
+    case R_REV_KEY: return &r->rev_key;
+    case R_CLOSED: return &r->closed;
+    case R_ID: return &r->id;
+    case R_ICMP: return &r->icmp;
+    case R_ALIAS: return &r->alias;
+    case R_STATIC: return &r->statics;
+    case R_TEXT: return &r->text;
+    case R_BODY: return &r->body;
+    default: return NULL;
+    }
+}
+
+static inline PyObject *or_none(PyObject *o) { return Py_NewRef(o ? o : Py_None); }
+
+/* A new record, zeroed, with room for a TCP part or without (a UDP flow's is 104 bytes smaller) */
+static RecordObject *record_alloc(int tcp)
+{
+    size_t size = sizeof(RecordObject) + (tcp ? T_SIZE * sizeof(tslot_t) : 0);
+    RecordObject *r = (RecordObject *)PyObject_Malloc(size);
+    if (r == NULL) return (RecordObject *)PyErr_NoMemory();
+    memset(r, 0, size);
+    PyObject_InitVar((PyVarObject *)r, &RecordType, tcp ? T_SIZE : 0);
+    return r;
+}
+
+/* _new_tcp(): -1 for the high marks and directions, 0 for the counts, None for the times
+ * (a record with room for it) */
+static void tcp_reset(RecordObject *r)
+{
+    for (int i = 0; i < T_SIZE; i++) r->t[i].i = 0;
+    r->t[T_HIGH].i = r->t[T_HIGH_REV].i = r->t[T_SYN_DIR].i = r->t[T_AWAIT_ACK_DIR].i = -1;
+    r->t_none = (1 << T_SYN_TS) | (1 << T_SYNACK_TS) | (1 << T_ACK_TS);
+    r->has_tcp = 1;
+}
+
+/* A time for a record: float(v) of a real number; -1 with an exception otherwise. */
+static int time_of(PyObject *v, double *out)
+{
+    if (PyFloat_CheckExact(v)) { *out = PyFloat_AS_DOUBLE(v); return 0; }
+    if (!PyLong_Check(v) && !PyFloat_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "flow record times are real numbers, not %.100s", Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    double f = PyFloat_AsDouble(v);      /* (the field keeps its value when it fails) */
+    if (f == -1.0 && PyErr_Occurred()) return -1;
+    *out = f;
+    return 0;
+}
+
+static int count_of(PyObject *v, long long *out)
+{
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "flow record counts are ints, not %.100s", Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError))
+            PyErr_SetString(PyExc_OverflowError, "flow record counts are 64-bit ints");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int tcp_set(RecordObject *r, Py_ssize_t i, PyObject *v)
+{
+    if (i < 0 || i >= T_SIZE) { PyErr_SetString(PyExc_IndexError, "TCP part index out of range"); return -1; }
+    if (v == NULL) { PyErr_SetString(PyExc_TypeError, "TCP part items cannot be deleted"); return -1; }
+    if (IS_TIME_SLOT(i)) {
+        if (v == Py_None) { r->t_none |= (unsigned short)(1 << i); return 0; }
+        double f;
+        if (time_of(v, &f) < 0) return -1;
+        r->t[i].f = f;
+        r->t_none &= (unsigned short)~(1 << i);
+        return 0;
+    }
+    long long x;
+    if (count_of(v, &x) < 0) return -1;
+    r->t[i].i = x;
+    return 0;
+}
+
+static PyObject *tcp_get(RecordObject *r, Py_ssize_t i)
+{
+    if (i < 0 || i >= T_SIZE) { PyErr_SetString(PyExc_IndexError, "TCP part index out of range"); return NULL; }
+    if (IS_TIME_SLOT(i)) return r->t_none & (1 << i) ? Py_NewRef(Py_None) : PyFloat_FromDouble(r->t[i].f);
+    return PyLong_FromLongLong(r->t[i].i);
+}
+
+/* rec[R_TCP] = None, or any sequence of T_SIZE items (a list, another record's view) */
+static int tcp_assign(RecordObject *r, PyObject *v)
+{
+    if (v == Py_None) { r->has_tcp = 0; return 0; }
+    if (Py_SIZE(r) != T_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "this flow record was made without room for a TCP part");
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(v, "a flow record's TCP part is None or a sequence");
+    if (seq == NULL) return -1;
+    if (PySequence_Fast_GET_SIZE(seq) != T_SIZE) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "a flow record's TCP part has %d items", T_SIZE);
+        return -1;
+    }
+    tslot_t saved[T_SIZE];          /* all or nothing */
+    unsigned short saved_none = r->t_none;
+    unsigned char saved_has = r->has_tcp;
+    memcpy(saved, r->t, sizeof saved);
+    tcp_reset(r);
+    for (int i = 0; i < T_SIZE; i++)
+        if (tcp_set(r, i, PySequence_Fast_GET_ITEM(seq, i)) < 0) {
+            memcpy(r->t, saved, sizeof saved);
+            r->t_none = saved_none;
+            r->has_tcp = saved_has;
+            Py_DECREF(seq);
+            return -1;
+        }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static void record_rev_same(RecordObject *r)
+{
+    r->rev_same = 0;
+    if (r->key != NULL && r->rev_key != NULL) {
+        int same = r->key == r->rev_key ? 1 : PyObject_RichCompareBool(r->key, r->rev_key, Py_EQ);
+        if (same < 0) PyErr_Clear();
+        r->rev_same = same > 0;
+    }
+}
+
+static Py_ssize_t record_length(PyObject *self) { return R_SIZE; }
+
+static PyObject *record_item(PyObject *self, Py_ssize_t i)
+{
+    RecordObject *r = (RecordObject *)self;
+    switch (i) {
+    case R_FIRST_TS: case R_LAST_TS: return PyFloat_FromDouble(r->ts[i - R_FIRST_TS]);
+    case R_PACKETS: case R_PACKETS_REV: case R_BYTES: case R_BYTES_REV: return PyLong_FromLongLong(r->n[i - R_PACKETS]);
+    case R_REPORTS: return PyLong_FromLongLong(r->reports);
+    case R_TCP: {
+        if (!r->has_tcp) Py_RETURN_NONE;
+        TcpViewObject *v = PyObject_New(TcpViewObject, &TcpViewType);
+        if (v == NULL) return NULL;
+        v->rec = (RecordObject *)Py_NewRef(self);
+        return (PyObject *)v;
+    }
+    default: {
+        PyObject **slot = record_obj_slot(r, i);
+        if (slot == NULL) { PyErr_SetString(PyExc_IndexError, "flow record index out of range"); return NULL; }
+        return or_none(*slot);
+    }
+    }
+}
+
+static int record_ass_item(PyObject *self, Py_ssize_t i, PyObject *v)
+{
+    RecordObject *r = (RecordObject *)self;
+    if (i < 0 || i >= R_SIZE) { PyErr_SetString(PyExc_IndexError, "flow record index out of range"); return -1; }
+    if (v == NULL) { PyErr_SetString(PyExc_TypeError, "flow record items cannot be deleted"); return -1; }
+    switch (i) {
+    case R_FIRST_TS: case R_LAST_TS: return time_of(v, &r->ts[i - R_FIRST_TS]);
+    case R_PACKETS: case R_PACKETS_REV: case R_BYTES: case R_BYTES_REV: return count_of(v, &r->n[i - R_PACKETS]);
+    case R_REPORTS: return count_of(v, &r->reports);
+    case R_TCP: return tcp_assign(r, v);
+    default: {
+        PyObject **slot = record_obj_slot(r, i);
+        Py_XSETREF(*slot, v == Py_None ? NULL : Py_NewRef(v));
+        if (i == R_KEY || i == R_REV_KEY) record_rev_same(r);
+        return 0;
+    }
+    }
+}
+
+/* Record(items): a record from a sequence of R_SIZE items laid out as flows.py's list */
+static PyObject *record_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *items;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) { PyErr_SetString(PyExc_TypeError, "Record(items)"); return NULL; }
+    if (!PyArg_ParseTuple(args, "O:Record", &items)) return NULL;
+    PyObject *seq = PySequence_Fast(items, "Record(items): a sequence of a flow record's items");
+    if (seq == NULL) return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != R_SIZE) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "a flow record has %d items", R_SIZE);
+        return NULL;
+    }
+    if (type != &RecordType) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_TypeError, "Record cannot be subclassed");
+        return NULL;
+    }
+    RecordObject *r = record_alloc(PySequence_Fast_GET_ITEM(seq, R_TCP) != Py_None);
+    if (r == NULL) { Py_DECREF(seq); return NULL; }
+    for (int i = 0; i < R_SIZE; i++)
+        if (record_ass_item((PyObject *)r, i, PySequence_Fast_GET_ITEM(seq, i)) < 0) {
+            Py_DECREF(seq);
+            Py_DECREF(r);
+            return NULL;
+        }
+    Py_DECREF(seq);
+    return (PyObject *)r;
+}
+
+static void record_dealloc(RecordObject *r)
+{
+    Py_XDECREF(r->key); Py_XDECREF(r->rev_key); Py_XDECREF(r->closed); Py_XDECREF(r->id); Py_XDECREF(r->icmp);
+    Py_XDECREF(r->alias); Py_XDECREF(r->statics); Py_XDECREF(r->text); Py_XDECREF(r->body);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+/* rec[a:b] and rec[i]: slices as lists (tests compare records as lists) */
+static PyObject *seq_subscript(PyObject *self, PyObject *item, Py_ssize_t size, ssizeargfunc get)
+{
+    if (PyIndex_Check(item)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) return NULL;
+        if (i < 0) i += size;
+        if (i < 0 || i >= size) { PyErr_SetString(PyExc_IndexError, "flow record index out of range"); return NULL; }
+        return get(self, i);
+    }
+    if (!PySlice_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "flow record indices are ints or slices, not %.100s", Py_TYPE(item)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t start, stop, step;
+    if (PySlice_Unpack(item, &start, &stop, &step) < 0) return NULL;
+    Py_ssize_t n = PySlice_AdjustIndices(size, &start, &stop, step);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0, i = start; k < n; k++, i += step) {
+        PyObject *v = get(self, i);
+        if (v == NULL) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, k, v);
+    }
+    return out;
+}
+
+static int seq_ass_subscript(PyObject *self, PyObject *item, PyObject *v, Py_ssize_t size, ssizeobjargproc set)
+{
+    if (!PyIndex_Check(item)) {
+        PyErr_SetString(PyExc_TypeError, "flow record items are set one index at a time");
+        return -1;
+    }
+    Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
+    if (i == -1 && PyErr_Occurred()) return -1;
+    if (i < 0) i += size;
+    return set(self, i, v);
+}
+
+static PyObject *record_subscript(PyObject *self, PyObject *item)
+{
+    return seq_subscript(self, item, R_SIZE, record_item);
+}
+
+static int record_ass_subscript(PyObject *self, PyObject *item, PyObject *v)
+{
+    return seq_ass_subscript(self, item, v, R_SIZE, record_ass_item);
+}
+
+/* Name([items]): a record or TCP view shown with its items as a list */
+static PyObject *seq_repr(PyObject *self, const char *name, binaryfunc subscript)
+{
+    PyObject *items, *slice = PySlice_New(NULL, NULL, NULL);
+    if (slice == NULL) return NULL;
+    items = subscript(self, slice);
+    Py_DECREF(slice);
+    if (items == NULL) return NULL;
+    PyObject *text = PyUnicode_FromFormat("%s(%R)", name, items);
+    Py_DECREF(items);
+    return text;
+}
+
+static PyObject *record_repr(PyObject *self) { return seq_repr(self, "Record", record_subscript); }
+
+static PySequenceMethods record_as_sequence = {
+    .sq_length = record_length,
+    .sq_item = record_item,
+    .sq_ass_item = record_ass_item,
+};
+
+static PyMappingMethods record_as_mapping = {
+    .mp_length = record_length,
+    .mp_subscript = record_subscript,
+    .mp_ass_subscript = record_ass_subscript,
+};
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._flowcore.Record",
+    .tp_doc = "Record(items): a flow record (flows.py's R_* list) with its numbers inline",
+    .tp_basicsize = sizeof(RecordObject),
+    .tp_itemsize = sizeof(tslot_t),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_SEQUENCE,
+    .tp_new = record_new,
+    .tp_free = PyObject_Free,
+    .tp_dealloc = (destructor)record_dealloc,
+    .tp_as_sequence = &record_as_sequence,
+    .tp_as_mapping = &record_as_mapping,
+    .tp_repr = record_repr,
+    .tp_hash = PyObject_HashNotImplemented,
+};
+
+static Py_ssize_t tcpview_length(PyObject *self) { return T_SIZE; }
+static PyObject *tcpview_item(PyObject *self, Py_ssize_t i)
+{
+    TcpViewObject *v = (TcpViewObject *)self;
+    if (!v->rec->has_tcp) { PyErr_SetString(PyExc_ValueError, "the flow record has no TCP part any more"); return NULL; }
+    return tcp_get(v->rec, i);
+}
+static int tcpview_ass_item(PyObject *self, Py_ssize_t i, PyObject *val)
+{
+    TcpViewObject *v = (TcpViewObject *)self;
+    if (!v->rec->has_tcp) { PyErr_SetString(PyExc_ValueError, "the flow record has no TCP part any more"); return -1; }
+    return tcp_set(v->rec, i, val);
+}
+static PyObject *tcpview_subscript(PyObject *self, PyObject *item)
+{
+    return seq_subscript(self, item, T_SIZE, tcpview_item);
+}
+static int tcpview_ass_subscript(PyObject *self, PyObject *item, PyObject *v)
+{
+    return seq_ass_subscript(self, item, v, T_SIZE, tcpview_ass_item);
+}
+static void tcpview_dealloc(TcpViewObject *v)
+{
+    Py_DECREF(v->rec);
+    PyObject_Free(v);
+}
+static PyObject *tcpview_repr(PyObject *self) { return seq_repr(self, "TcpView", tcpview_subscript); }
+
+static PySequenceMethods tcpview_as_sequence = {
+    .sq_length = tcpview_length,
+    .sq_item = tcpview_item,
+    .sq_ass_item = tcpview_ass_item,
+};
+
+static PyMappingMethods tcpview_as_mapping = {
+    .mp_length = tcpview_length,
+    .mp_subscript = tcpview_subscript,
+    .mp_ass_subscript = tcpview_ass_subscript,
+};
+
+static PyTypeObject TcpViewType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._flowcore.TcpView",
+    .tp_doc = "rec[R_TCP] of a Record: reads and writes the record's TCP part (T_* indexes)",
+    .tp_basicsize = sizeof(TcpViewObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_SEQUENCE,
+    .tp_dealloc = (destructor)tcpview_dealloc,
+    .tp_as_sequence = &tcpview_as_sequence,
+    .tp_as_mapping = &tcpview_as_mapping,
+    .tp_repr = tcpview_repr,
+    .tp_hash = PyObject_HashNotImplemented,
+};
+
+/* The direction of `key` on `rec`: 0 when it is the record's key (the flow's source sent it),
+ * else 1 (the reverse key, a MAC-order alias); -1 with an exception. The table's dict maps
+ * both keys to the record: what was (record, direction) is this. */
+static int direction_on(RecordObject *rec, PyObject *key)
+{
+    if (key == rec->key) return 0;
+    if (key == rec->rev_key && !rec->rev_same) return 1;
+    if (rec->key == NULL) return 1;
+    int same = PyObject_RichCompareBool(key, rec->key, Py_EQ);
+    return same < 0 ? -1 : !same;
 }
 
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
@@ -187,10 +566,9 @@ static char *put_dec(char *w, long long v)
 }
 
 /* round((b - a) * 1e6) as Python computes it, for floats; 0 when out of the range kept exact. */
-static inline int micros_between(PyObject *a, PyObject *b, long long *out)
+static inline int micros_between(double a, double b, long long *out)
 {
-    if (!PyFloat_CheckExact(a) || !PyFloat_CheckExact(b)) return 0;
-    double r = nearbyint((PyFloat_AS_DOUBLE(b) - PyFloat_AS_DOUBLE(a)) * 1e6);
+    double r = nearbyint((b - a) * 1e6);
     if (!(fabs(r) < 9e15)) return 0;
     *out = (long long)r;
     return 1;
@@ -394,11 +772,10 @@ static PyObject *call_report_python(ReporterObject *self, PyObject *source, PyOb
 
 /* _assign_id in C: flow.id of the record (also stored in it), a new reference; NULL
  * without an error when the record is not the common case (the caller asks Python). */
-static PyObject *assign_id_c(ReporterObject *self, PyObject *source, PyObject *rec)
+static PyObject *assign_id_c(ReporterObject *self, PyObject *source, RecordObject *rec)
 {
-    PyObject *key = PyList_GET_ITEM(rec, R_KEY), *first = PyList_GET_ITEM(rec, R_FIRST_TS);
-    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8 || !PyFloat_CheckExact(first)
-            || !PyUnicode_CheckExact(source))
+    PyObject *key = rec->key;
+    if (key == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8 || !PyUnicode_CheckExact(source))
         return NULL;
     PyObject *macs = PyTuple_GET_ITEM(key, 0), *vlans = PyTuple_GET_ITEM(key, 1), *outer = PyTuple_GET_ITEM(key, 2),
              *src = PyTuple_GET_ITEM(key, 3), *dst = PyTuple_GET_ITEM(key, 4);
@@ -417,7 +794,7 @@ static PyObject *assign_id_c(ReporterObject *self, PyObject *source, PyObject *r
     }
     for (Py_ssize_t i = 0; i < nvlans; i++)
         if (!get_ll(PyTuple_GET_ITEM(vlans, i), &vl[i])) return NULL;
-    double start = nearbyint(PyFloat_AS_DOUBLE(first) * 1e6);     /* round(first * 1e6) */
+    double start = nearbyint(rec->ts[0] * 1e6);     /* round(rec[R_FIRST_TS] * 1e6) */
     if (!(fabs(start) < 9e18)) return NULL;
     long long micros = (long long)start;
     if (source != self->id_key) {       /* id_source(source).encode(), kept for the next flow */
@@ -461,18 +838,18 @@ static PyObject *assign_id_c(ReporterObject *self, PyObject *source, PyObject *r
     if (buf != stackbuf) PyMem_Free(buf);
     id_text(digest, idt);
     PyObject *fid = PyUnicode_FromStringAndSize(idt, 20);
-    if (fid != NULL) set_obj(rec, R_ID, fid);
+    if (fid != NULL) Py_XSETREF(rec->id, Py_NewRef(fid));
     return fid;
 }
 
 /* flow.id of the record: its own, else assigned (in C, else by the Python _assign_id). */
-static PyObject *flow_id(ReporterObject *self, PyObject *source, PyObject *rec)
+static PyObject *flow_id(ReporterObject *self, PyObject *source, RecordObject *rec)
 {
-    PyObject *fid = PyList_GET_ITEM(rec, R_ID);
-    if (PyUnicode_CheckExact(fid) && PyUnicode_GET_LENGTH(fid)) return Py_NewRef(fid);
+    PyObject *fid = rec->id;
+    if (fid != NULL && PyUnicode_CheckExact(fid) && PyUnicode_GET_LENGTH(fid)) return Py_NewRef(fid);
     fid = assign_id_c(self, source, rec);
     if (fid != NULL || PyErr_Occurred()) return fid;
-    PyObject *args[2] = {source, rec};
+    PyObject *args[2] = {source, (PyObject *)rec};
     return PyObject_Vectorcall(self->assign_id, args, 2, NULL);
 }
 
@@ -501,10 +878,13 @@ static int parts_of(PyObject *parts, const char *p[6], Py_ssize_t n[6])
 /* iso_time(ts) of a float as UTF-8 into out (room for STAMP_MAX): its length; 0 when the
  * Python function (outside iso_c's range) gives no such text (the caller takes the Python
  * path); -1 with an exception. */
-static int iso_text(ReporterObject *self, PyObject *ts, char *out)
+static int iso_text(ReporterObject *self, double ts, char *out)
 {
-    if (iso_c(PyFloat_AS_DOUBLE(ts), out, &self->seconds)) return 27;
-    PyObject *text = PyObject_CallOneArg(self->iso_time, ts);
+    if (iso_c(ts, out, &self->seconds)) return 27;
+    PyObject *tso = PyFloat_FromDouble(ts);
+    if (tso == NULL) return -1;
+    PyObject *text = PyObject_CallOneArg(self->iso_time, tso);
+    Py_DECREF(tso);
     if (text == NULL) return -1;
     const char *p;
     Py_ssize_t n;
@@ -630,13 +1010,13 @@ static int tail_of(ReporterObject *self, PyObject *source)
 /* `_text_parts` (the flow's text that never changes) as R_TEXT keeps it here (see parts_of),
  * a new bytes object; NULL without an error when the flow is not the common case (the caller
  * then takes the Python path), NULL with one on failure. */
-static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *rec, PyObject *fid)
+static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject *rec, PyObject *fid)
 {
-    PyObject *key = PyList_GET_ITEM(rec, R_KEY);
-    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8) return NULL;
+    PyObject *key = rec->key;
+    if (key == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8) return NULL;
     PyObject *macs = PyTuple_GET_ITEM(key, 0), *vlans = PyTuple_GET_ITEM(key, 1), *outer = PyTuple_GET_ITEM(key, 2),
              *src = PyTuple_GET_ITEM(key, 3), *dst = PyTuple_GET_ITEM(key, 4), *proto_o = PyTuple_GET_ITEM(key, 5),
-             *icmp = PyList_GET_ITEM(rec, R_ICMP), *first = PyList_GET_ITEM(rec, R_FIRST_TS);
+             *icmp = rec->icmp ? rec->icmp : Py_None;
     long long proto, sport = 0, dport = 0, vl[8];
     Py_ssize_t nvlans, nouter;
     if (!PyBytes_CheckExact(macs) || (PyBytes_GET_SIZE(macs) != 0 && PyBytes_GET_SIZE(macs) != 12)
@@ -644,7 +1024,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
             || !PyTuple_CheckExact(outer) || ((nouter = PyTuple_GET_SIZE(outer)) != 0 && nouter != 2)
             || !PyBytes_CheckExact(src) || !PyBytes_CheckExact(dst) || PyBytes_GET_SIZE(src) != PyBytes_GET_SIZE(dst)
             || (PyBytes_GET_SIZE(src) != 4 && PyBytes_GET_SIZE(src) != 16) || !get_ll(proto_o, &proto)
-            || !PyUnicode_CheckExact(source) || !PyFloat_CheckExact(first))
+            || !PyUnicode_CheckExact(source))
         return NULL;
     for (Py_ssize_t i = 0; i < nouter; i++) {
         PyObject *o = PyTuple_GET_ITEM(outer, i);
@@ -665,7 +1045,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, PyObject *re
     PyObject *packed[4] = {src, dst, nouter ? PyTuple_GET_ITEM(outer, 0) : NULL, nouter ? PyTuple_GET_ITEM(outer, 1) : NULL};
     for (int i = 0; i < (nouter ? 4 : 2); i++)
         if (!(ipn[i] = ip_chars(packed[i], ip[i]))) return NULL;
-    int start_n = iso_text(self, first, start);
+    int start_n = iso_text(self, rec->ts[0], start);
     if (start_n <= 0) return NULL;      /* (an exception stays set) */
 
     enum { O_CID, O_TRANSPORT, O_DIRECTION, O_N };
@@ -813,40 +1193,40 @@ static int as_text_of(ReporterObject *self)
  * cached static parts (make_parts): into the block being filled (see blocks()), else into a
  * bytes object published as an orjson.Fragment. Whatever is not the common case goes to the
  * Python method before anything but the caches (flow.id, R_TEXT) changed. */
-static int report(ReporterObject *self, int as_text, PyObject *source, PyObject *rec, int final, PyObject *reason,
+static int report(ReporterObject *self, int as_text, PyObject *source, PyObject *reco, int final, PyObject *reason,
                   PyObject *report_ts)
 {
+    RecordObject *rec = (RecordObject *)reco;
     PyObject *res, *fid, *parts = NULL, *tail = NULL, *line = NULL, *doc_id = NULL, *frag = NULL;
-    long long reports, n[4], duration, tcpn[5], rttv[3];
+    long long reports, n[4], duration, tcpn[5] = {0}, rttv[3] = {0};
     int rtt = 0, rc = -1;
     const char *fid_p, *reason_p = NULL, *pp[6];
     Py_ssize_t fid_n, reason_n = 0, pn[6];
 
-    if (!as_text || !PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE || !PyFloat_CheckExact(report_ts)
+    if (!as_text || !IS_RECORD(reco) || !PyFloat_CheckExact(report_ts)
             || !(reason == Py_None || PyUnicode_CheckExact(reason)))
         goto python;
     fid = flow_id(self, source, rec);
     if (fid == NULL) return -1;
     int r = PyUnicode_CheckExact(fid) ? utf8_of(fid, &fid_p, &fid_n) : 0;
     if (r < 0) goto error;
-    if (r == 0 || !get_ll(PyList_GET_ITEM(rec, R_REPORTS), &reports) || reports < 0 || reports == LLONG_MAX)
-        goto python_fid;
+    reports = rec->reports;
+    if (r == 0 || reports < 0 || reports == LLONG_MAX) goto python_fid;
     for (int i = 0; i < 4; i++)
-        if (!get_ll(PyList_GET_ITEM(rec, R_PACKETS + i), &n[i]) || n[i] < 0) goto python_fid;
+        if ((n[i] = rec->n[i]) < 0) goto python_fid;
     if (n[0] > LLONG_MAX - n[1] || n[2] > LLONG_MAX - n[3]) goto python_fid;
-    PyObject *last = PyList_GET_ITEM(rec, R_LAST_TS), *tcp = PyList_GET_ITEM(rec, R_TCP);
-    if (!micros_between(PyList_GET_ITEM(rec, R_FIRST_TS), last, &duration)) goto python_fid;     /* floats */
-    if (tcp != Py_None) {
-        if (!PyList_CheckExact(tcp) || PyList_GET_SIZE(tcp) < T_SIZE) goto python_fid;
+    double last = rec->ts[1];
+    int has_tcp = rec->has_tcp;
+    if (!micros_between(rec->ts[0], last, &duration)) goto python_fid;
+    if (has_tcp) {
         static const int which[5] = {T_SYN, T_FIN, T_RST, T_RETRANS, T_RETRANS_REV};
-        for (int i = 0; i < 5; i++)
-            if (!get_ll(PyList_GET_ITEM(tcp, which[i]), &tcpn[i])) goto python_fid;
-        PyObject *syn = PyList_GET_ITEM(tcp, T_SYN_TS), *synack = PyList_GET_ITEM(tcp, T_SYNACK_TS),
-                 *ack = PyList_GET_ITEM(tcp, T_ACK_TS);
-        if (syn != Py_None && synack != Py_None) {
+        for (int i = 0; i < 5; i++) tcpn[i] = rec->t[which[i]].i;
+        unsigned none = rec->t_none;
+        double syn = rec->t[T_SYN_TS].f, synack = rec->t[T_SYNACK_TS].f, ack = rec->t[T_ACK_TS].f;
+        if (!(none & (1 << T_SYN_TS)) && !(none & (1 << T_SYNACK_TS))) {
             if (!micros_between(syn, synack, &rttv[0])) goto python_fid;
             rtt = 1;
-            if (ack != Py_None) {
+            if (!(none & (1 << T_ACK_TS))) {
                 if (!micros_between(synack, ack, &rttv[1]) || !micros_between(syn, ack, &rttv[2])) goto python_fid;
                 rtt = 2;
             }
@@ -857,8 +1237,8 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
         if (r < 0) goto error;
         if (r == 0) goto python_fid;
     }
-    parts = PyList_GET_ITEM(rec, R_TEXT);
-    if (parts_of(parts, pp, pn)) {
+    parts = rec->text;
+    if (parts != NULL && parts_of(parts, pp, pn)) {
         Py_INCREF(parts);
     } else {
         parts = make_parts(self, source, rec, fid);
@@ -866,7 +1246,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
             if (PyErr_Occurred()) goto error;
             goto python_fid;
         }
-        set_obj(rec, R_TEXT, parts);
+        Py_XSETREF(rec->text, Py_NewRef(parts));
         parts_of(parts, pp, pn);
     }
     r = tail_of(self, source);
@@ -879,13 +1259,13 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     if (end_n < 0) goto error;
     if (end_n == 0) goto python_fid;
     double ts = PyFloat_AS_DOUBLE(report_ts);
-    if (PyFloat_AS_DOUBLE(last) == ts) {
+    if (last == ts) {
         memcpy(stamp, end, (size_t)end_n);      /* @timestamp is event.end */
         stamp_n = end_n;
     } else {                            /* the sweep's other reports share it */
         if (!(self->stamp_n > 0 && self->stamp_ts == ts)) {
             self->stamp_n = 0;
-            int k = iso_text(self, report_ts, self->stamp_text);
+            int k = iso_text(self, ts, self->stamp_text);
             if (k < 0) goto error;
             if (k == 0) goto python_fid;
             self->stamp_n = k;
@@ -894,7 +1274,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
         memcpy(stamp, self->stamp_text, (size_t)self->stamp_n);
         stamp_n = self->stamp_n;
     }
-    if (set_ll(rec, R_REPORTS, reports + 1) < 0) goto error;
+    rec->reports = reports + 1;
 
     Py_ssize_t bound = LINE_FIXED + 16 * NUM_MAX + stamp_n + end_n + reason_n + pn[0] + pn[1] + pn[2] + pn[3] + pn[4]
                        + pn[5] + tail_n;
@@ -925,7 +1305,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     } else {
         w = PUT_LIT(w, "false");
     }
-    if (tcp != Py_None) {
+    if (has_tcp) {
         w = PUT_LIT(w, ",\"tcp\":{\"syn_packets\":"); w = put_dec(w, tcpn[0]);
         w = PUT_LIT(w, ",\"fin_packets\":"); w = put_dec(w, tcpn[1]);
         w = PUT_LIT(w, ",\"rst_packets\":"); w = put_dec(w, tcpn[2]);
@@ -1010,7 +1390,7 @@ python_fid:
     Py_XDECREF(parts);
     Py_DECREF(fid);
 python:
-    res = call_report_python(self, source, rec, final ? Py_True : Py_False, reason, report_ts);
+    res = call_report_python(self, source, reco, final ? Py_True : Py_False, reason, report_ts);
     if (res == NULL) return -1;
     Py_DECREF(res);
     return 0;
@@ -1096,11 +1476,13 @@ static void reporter_dealloc(ReporterObject *self)
 
 static PyObject *reporter_flow_id(ReporterObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyList_CheckExact(args[1]) || PyList_GET_SIZE(args[1]) < R_SIZE) {
+    if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "flow_id(source, rec): a source and a flow record");
         return NULL;
     }
-    return flow_id(self, args[0], args[1]);
+    if (!IS_RECORD(args[1]))       /* a record of the Python path (a list): _assign_id */
+        return PyObject_Vectorcall(self->assign_id, args, 2, NULL);
+    return flow_id(self, args[0], (RecordObject *)args[1]);
 }
 
 static PyObject *reporter_blocks(ReporterObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1167,83 +1549,90 @@ typedef struct {
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
 } TableObject;
 
-/* A new record, its TCP part and its table entries leave the cyclic garbage collector's
- * lists: they never refer back to anything that refers to them (records hold numbers,
- * bytes, str, tuples of those, the TCP list and the dict path's dicts), so reference
- * counting frees them, and full collections no longer walk every live flow (with many
- * long-lived flows that walk was a large part of what flows cost). Whatever a record
- * refers to that is still tracked (the dict path's dicts) counts as reachable. */
-static int untrack_record(PyObject *flows, PyObject *rec)
-{
-    if (PyObject_GC_IsTracked(rec)) PyObject_GC_UnTrack(rec);
-    PyObject *tcp = PyList_GET_ITEM(rec, R_TCP);
-    if (PyList_CheckExact(tcp) && PyObject_GC_IsTracked(tcp)) PyObject_GC_UnTrack(tcp);
-    for (int i = R_KEY; i <= R_REV_KEY; i++) {
-        PyObject *entry = PyDict_GetItemWithError(flows, PyList_GET_ITEM(rec, i));
-        if (entry == NULL) {
-            if (PyErr_Occurred()) return -1;
-            continue;
-        }
-        if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2 && PyTuple_GET_ITEM(entry, 0) == rec
-                && PyObject_GC_IsTracked(entry))
-            PyObject_GC_UnTrack(entry);
-    }
-    return 0;
-}
-
 static PyObject *endpoints(PyObject *key);
 static int add_attr(PyObject *o, PyObject *name, long long delta);
 
-/* flows[key] = entry; a key that had another entry makes the key cache's entries stale. */
-static int set_entry(TableObject *self, PyObject *key, PyObject *entry)
+/* flows[key] = rec; a key that had another entry makes the key cache's entries stale. */
+static int set_entry(TableObject *self, PyObject *key, PyObject *rec)
 {
     Py_ssize_t before = PyDict_GET_SIZE(self->flows);
-    if (PyDict_SetItem(self->flows, key, entry) < 0) return -1;
+    if (PyDict_SetItem(self->flows, key, rec) < 0) return -1;
     if (PyDict_GET_SIZE(self->flows) == before) self->generation++;
     return 0;
 }
 
+/* What the Python methods (_alias, _open, _control) return, (record, direction, ...): the
+ * record (a new reference, stealing `res`) and *d; NULL with an exception. */
+static RecordObject *unpack_entry(PyObject *res, int *d)
+{
+    long long dd;
+    if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) < 2 || !IS_RECORD(PyTuple_GET_ITEM(res, 0))
+            || !get_ll(PyTuple_GET_ITEM(res, 1), &dd) || (dd != 0 && dd != 1)) {
+        Py_DECREF(res);
+        PyErr_SetString(PyExc_TypeError, "flow table entry is not (Record, direction)");
+        return NULL;
+    }
+    RecordObject *rec = (RecordObject *)Py_NewRef(PyTuple_GET_ITEM(res, 0));
+    *d = (int)dd;
+    Py_DECREF(res);
+    return rec;
+}
+
+/* The record flows[key] holds (a new reference) and *d, NULL when none (an exception set if
+ * the lookup failed or it is not a Record). */
+static RecordObject *lookup(TableObject *self, PyObject *key, int *d)
+{
+    PyObject *found = PyDict_GetItemWithError(self->flows, key);
+    if (found == NULL) return NULL;
+    if (!IS_RECORD(found)) {
+        PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
+        return NULL;
+    }
+    int dd = direction_on((RecordObject *)found, key);
+    if (dd < 0) return NULL;
+    *d = dd;
+    return (RecordObject *)Py_NewRef(found);
+}
+
 /* FlowTable._alias: the reverse direction of a flow whose frames carry the same MAC order
- * both ways; a new entry (NULL with an exception, or None) */
-static PyObject *alias_entry(TableObject *self, PyObject *key)
+ * both ways: its record (a new reference, *d = 1); NULL without an exception when none. */
+static RecordObject *alias_entry(TableObject *self, PyObject *key, int *d)
 {
     PyObject *macs = PyTuple_GET_ITEM(key, 0);
     Py_ssize_t n = PyBytes_GET_SIZE(macs);
     const char *m = PyBytes_AS_STRING(macs);
     /* not macs, or macs[:6] == macs[6:] */
-    if (n == 0 || (n == 12 && memcmp(m, m + 6, 6) == 0)) Py_RETURN_NONE;
-    if (n != 12) return PyObject_CallOneArg(self->alias, key);     /* a frame cut short: Python */
+    if (n == 0 || (n == 12 && memcmp(m, m + 6, 6) == 0)) return NULL;
+    if (n != 12) {      /* a frame cut short: Python */
+        PyObject *res = PyObject_CallOneArg(self->alias, key);
+        if (res == NULL) return NULL;
+        if (res == Py_None) { Py_DECREF(res); return NULL; }
+        return unpack_entry(res, d);
+    }
     char buf[12];
     memcpy(buf, m + 6, 6);
     memcpy(buf + 6, m, 6);
-    PyObject *swapped = PyTuple_New(8), *entry;
+    PyObject *swapped = PyTuple_New(8);
     if (swapped == NULL) return NULL;
     PyObject *sm = PyBytes_FromStringAndSize(buf, 12);
     if (sm == NULL) { Py_DECREF(swapped); return NULL; }
     PyTuple_SET_ITEM(swapped, 0, sm);
     for (int i = 1; i < 8; i++) PyTuple_SET_ITEM(swapped, i, Py_NewRef(PyTuple_GET_ITEM(key, i)));
-    entry = PyDict_GetItemWithError(self->flows, swapped);
+    int dd = 0;
+    RecordObject *rec = lookup(self, swapped, &dd);
     Py_DECREF(swapped);
-    if (entry == NULL) {
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
-    }
-    long long d;
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 || !PyList_CheckExact(PyTuple_GET_ITEM(entry, 0))
-            || PyList_GET_SIZE(PyTuple_GET_ITEM(entry, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(entry, 1), &d))
-        return PyObject_CallOneArg(self->alias, key);
-    PyObject *rec = PyTuple_GET_ITEM(entry, 0);
-    if (PyList_GET_ITEM(rec, R_ALIAS) != Py_None || d == 0) Py_RETURN_NONE;
-    Py_INCREF(entry);
-    set_obj(rec, R_ALIAS, key);
-    if (set_entry(self, key, entry) < 0) { Py_DECREF(entry); return NULL; }
-    return entry;
+    if (rec == NULL) return NULL;
+    if (rec->alias != NULL || dd == 0) { Py_DECREF(rec); return NULL; }   /* (dd 0: another flow) */
+    Py_XSETREF(rec->alias, Py_NewRef(key));
+    if (set_entry(self, key, (PyObject *)rec) < 0) { Py_DECREF(rec); return NULL; }
+    *d = 1;
+    return rec;
 }
 
 /* FlowTable._open for a key of the common shape (else the Python method): a new record
- * under both directions' keys; a new reference to its entry. */
-static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload,
-                            const unsigned char *p, Py_ssize_t plen)
+ * under both directions' keys; a new reference, *d = 0. */
+static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, double tsd, PyObject *payload,
+                                const unsigned char *p, Py_ssize_t plen, int *d)
 {
     PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
     long long proto;
@@ -1254,7 +1643,7 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
         PyObject *args[3] = {key, ts, payload ? payload : made};
         PyObject *r = PyObject_Vectorcall(self->open, args, 3, NULL);
         Py_XDECREF(made);
-        return r;
+        return r == NULL ? NULL : unpack_entry(r, d);
     }
     if (!(max = PyObject_GetAttr(self->reporter->reporter, str_max_flows))) return NULL;
     Py_ssize_t max_flows = PyLong_AsSsize_t(max);
@@ -1271,8 +1660,8 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     char buf[12];
     if (hi > 6) memcpy(buf, PyBytes_AS_STRING(macs) + 6, hi - 6);
     memcpy(buf + (hi > 6 ? hi - 6 : 0), PyBytes_AS_STRING(macs), lo);
-    PyObject *rev = PyTuple_New(8), *rec = NULL, *tcp = NULL, *icmp = Py_None, *entry = NULL, *rentry = NULL,
-             *ends = NULL, *o;
+    PyObject *rev = PyTuple_New(8), *ends = NULL, *o;
+    RecordObject *rec = NULL;
     if (rev == NULL) return NULL;
     o = PyBytes_FromStringAndSize(buf, (hi > 6 ? hi - 6 : 0) + lo);
     if (o == NULL) goto error;
@@ -1291,87 +1680,65 @@ static PyObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, PyOb
     PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
     PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
     untracked_key(rev);
-    if ((proto == 1 || proto == 58) && plen >= 2) {
-        icmp = untracked(Py_BuildValue("(ii)", p[0], p[1]));
-        if (icmp == NULL) goto error;
-    } else {
-        Py_INCREF(icmp);
-    }
-    if (proto == 6) {       /* _new_tcp() */
-        if (!(tcp = PyList_New(T_SIZE))) goto error;
-        for (int i = 0; i < T_SIZE; i++) PyList_SET_ITEM(tcp, i, Py_NewRef(Py_None));
-        static const int minus_one[] = {T_HIGH, T_HIGH_REV, T_SYN_DIR, T_AWAIT_ACK_DIR},
-                         zero[] = {T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS};
-        for (int i = 0; i < 4; i++) set_obj(tcp, minus_one[i], small_int[0]);
-        for (int i = 0; i < 6; i++) set_obj(tcp, zero[i], small_int[1]);
-    } else {
-        tcp = Py_NewRef(Py_None);
-    }
     /* [ts, ts, 0, 0, 0, 0, key, rev, 0, None, tcp, None, icmp, None, None, None, None] */
-    if (!(rec = PyList_New(R_SIZE))) goto error;
-    for (int i = 0; i < R_SIZE; i++) PyList_SET_ITEM(rec, i, Py_NewRef(Py_None));
-    set_obj(rec, R_FIRST_TS, ts);
-    set_obj(rec, R_LAST_TS, ts);
-    for (int i = R_PACKETS; i <= R_BYTES_REV; i++) set_obj(rec, i, small_int[1]);
-    set_obj(rec, R_REPORTS, small_int[1]);
-    set_obj(rec, R_KEY, key);
-    set_obj(rec, R_REV_KEY, rev);
-    set_obj(rec, R_TCP, tcp);
-    set_obj(rec, R_ICMP, icmp);
-    if (!(entry = PyTuple_Pack(2, rec, small_int[1])) || set_entry(self, key, entry) < 0) goto error;
+    if (!(rec = record_alloc(proto == 6))) goto error;
+    rec->ts[0] = rec->ts[1] = tsd;
+    rec->key = Py_NewRef(key);
+    rec->rev_key = Py_NewRef(rev);
+    if ((proto == 1 || proto == 58) && plen >= 2 && !(rec->icmp = untracked(Py_BuildValue("(ii)", p[0], p[1]))))
+        goto error;
+    if (proto == 6) tcp_reset(rec);
     int same = PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
-    if (!same && (!(rentry = PyTuple_Pack(2, rec, small_int[2])) || set_entry(self, rev, rentry) < 0))
-        goto error;
-    if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, rec) < 0) goto error;
+    rec->rev_same = (unsigned char)same;
+    if (set_entry(self, key, (PyObject *)rec) < 0) goto error;
+    if (!same && set_entry(self, rev, (PyObject *)rec) < 0) goto error;
+    if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
     if (add_attr(self->table, str_opened, 1) < 0) goto error;
-    /* Out of the garbage collector's lists at once (see untrack_record). */
-    PyObject_GC_UnTrack(rec);
-    if (tcp != Py_None) PyObject_GC_UnTrack(tcp);
-    PyObject_GC_UnTrack(entry);
-    if (rentry != NULL) PyObject_GC_UnTrack(rentry);
-    Py_DECREF(rev); Py_DECREF(rec); Py_DECREF(tcp); Py_DECREF(icmp); Py_XDECREF(rentry); Py_DECREF(ends);
-    return entry;
+    Py_DECREF(rev);
+    Py_DECREF(ends);
+    *d = 0;
+    return rec;
 error:
-    Py_DECREF(rev); Py_XDECREF(rec); Py_XDECREF(tcp); Py_XDECREF(icmp); Py_XDECREF(entry); Py_XDECREF(rentry);
-    Py_XDECREF(ends);
+    Py_DECREF(rev); Py_XDECREF(rec); Py_XDECREF(ends);
     return NULL;
 }
 
 /* FlowTable._control in C, but for a new SYN on a closed flow (the old flow ends, a new one
  * opens: the Python method's job): SYN/FIN/RST counts and the handshake. 1: done; 0: nothing
- * changed, the Python method must do it (that case, or fields of unusual types); -1: error. */
-static int control_c(PyObject *rec, long long d, PyObject *tcp, unsigned flags, PyObject *ts)
+ * changed, the Python method must do it (that case, values Python code set out of range). */
+static int control_c(RecordObject *rec, int d, unsigned flags, double ts)
 {
-    PyObject *closed = PyList_GET_ITEM(rec, R_CLOSED);
-    long long syn_dir, fin_dirs, await;
-    if (((flags & 0x12) == 0x02 && closed != Py_None)
-            || !get_ll(PyList_GET_ITEM(tcp, T_SYN_DIR), &syn_dir) || !get_ll(PyList_GET_ITEM(tcp, T_FIN_DIRS), &fin_dirs)
-            || !get_ll(PyList_GET_ITEM(tcp, T_AWAIT_ACK_DIR), &await) || fin_dirs < 0 || fin_dirs > 3)
+    long long fin_dirs = rec->t[T_FIN_DIRS].i;
+    if (((flags & 0x12) == 0x02 && rec->closed != NULL) || fin_dirs < 0 || fin_dirs > 3
+            || rec->t[T_SYN].i == LLONG_MAX || rec->t[T_FIN].i == LLONG_MAX || rec->t[T_RST].i == LLONG_MAX)
         return 0;
     if (flags & 0x02) {
-        if (add_item(tcp, T_SYN, 1) < 0) return -1;
+        rec->t[T_SYN].i++;
         if (flags & 0x10) {                                 /* SYN/ACK */
-            if (PyList_GET_ITEM(tcp, T_SYNACK_TS) == Py_None && syn_dir == 1 - d) {
-                set_obj(tcp, T_SYNACK_TS, ts);
-                set_obj(tcp, T_AWAIT_ACK_DIR, small_int[2 - d]);      /* 1 - d */
+            if ((rec->t_none & (1 << T_SYNACK_TS)) && rec->t[T_SYN_DIR].i == 1 - d) {
+                rec->t[T_SYNACK_TS].f = ts;
+                rec->t_none &= (unsigned short)~(1 << T_SYNACK_TS);
+                rec->t[T_AWAIT_ACK_DIR].i = 1 - d;
             }
-        } else if (PyList_GET_ITEM(tcp, T_SYN_TS) == Py_None) {
-            set_obj(tcp, T_SYN_TS, ts);
-            set_obj(tcp, T_SYN_DIR, small_int[1 + d]);
+        } else if (rec->t_none & (1 << T_SYN_TS)) {
+            rec->t[T_SYN_TS].f = ts;
+            rec->t_none &= (unsigned short)~(1 << T_SYN_TS);
+            rec->t[T_SYN_DIR].i = d;
         }
-    } else if (await == d && (flags & 0x10)) {             /* the handshake's third packet */
-        set_obj(tcp, T_ACK_TS, ts);
-        set_obj(tcp, T_AWAIT_ACK_DIR, small_int[0]);
+    } else if (rec->t[T_AWAIT_ACK_DIR].i == d && (flags & 0x10)) {    /* the handshake's third packet */
+        rec->t[T_ACK_TS].f = ts;
+        rec->t_none &= (unsigned short)~(1 << T_ACK_TS);
+        rec->t[T_AWAIT_ACK_DIR].i = -1;
     }
     if (flags & 0x01) {
-        if (add_item(tcp, T_FIN, 1) < 0 || set_ll(tcp, T_FIN_DIRS, fin_dirs | (1LL << d)) < 0) return -1;
-        if ((fin_dirs | (1LL << d)) == 3 && PyList_GET_ITEM(rec, R_CLOSED) == Py_None)
-            set_obj(rec, R_CLOSED, str_fin);
+        rec->t[T_FIN].i++;
+        rec->t[T_FIN_DIRS].i = fin_dirs | (1LL << d);
+        if (rec->t[T_FIN_DIRS].i == 3 && rec->closed == NULL) rec->closed = Py_NewRef(str_fin);
     }
     if (flags & 0x04) {
-        if (add_item(tcp, T_RST, 1) < 0) return -1;
-        if (PyList_GET_ITEM(rec, R_CLOSED) == Py_None) set_obj(rec, R_CLOSED, str_rst);
+        rec->t[T_RST].i++;
+        if (rec->closed == NULL) rec->closed = Py_NewRef(str_rst);
     }
     return 1;
 }
@@ -1401,95 +1768,87 @@ static void read_l4(long long proto, const unsigned char *p, Py_ssize_t plen, l4
     }
 }
 
-/* The entry under `key` (a new reference): the table's, a MAC-order alias, or a new flow's.
- * The packet's transport bytes are p/plen; `payload`, the same as an object, may be NULL. */
-static PyObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, PyObject *payload,
-                            const unsigned char *p, Py_ssize_t plen)
+/* The record under `key` (a new reference) and *d: the table's, a MAC-order alias, or a new
+ * flow's. The packet's transport bytes are p/plen; `payload`, the same as an object, may be NULL. */
+static RecordObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, double tsd, PyObject *payload,
+                                const unsigned char *p, Py_ssize_t plen, int *d)
 {
-    PyObject *entry = PyDict_GetItemWithError(self->flows, key);
-    if (entry != NULL) return Py_NewRef(entry);
-    if (PyErr_Occurred()) return NULL;
-    entry = alias_entry(self, key);
-    if (entry == NULL) return NULL;
-    int found = PyObject_IsTrue(entry);
-    if (found != 0) {
-        if (found < 0) Py_CLEAR(entry);
-        return entry;
-    }
-    Py_DECREF(entry);
-    return open_entry(self, key, ts, payload, p, plen);
+    RecordObject *rec = lookup(self, key, d);
+    if (rec != NULL || PyErr_Occurred()) return rec;
+    rec = alias_entry(self, key, d);
+    if (rec != NULL || PyErr_Occurred()) return rec;
+    return open_entry(self, key, ts, tsd, payload, p, plen, d);
 }
 
-/* The packet on its flow's entry: TCP control flags and sequence bookkeeping, then the
- * record's last time, packets and bytes. `payload` may be NULL: made from p/plen if the
- * Python _control needs it. 0, or -1 with an exception set. */
-static int apply(TableObject *self, PyObject *key, PyObject *entry, PyObject *ts, Py_ssize_t flen,
-                 const l4_t *l, const unsigned char *p, Py_ssize_t plen, PyObject *payload)
+static int add_count(long long *field, long long delta)
 {
-    PyObject *res = NULL, *made = NULL;
-    long long d;
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 || !PyList_CheckExact(PyTuple_GET_ITEM(entry, 0))
-            || PyList_GET_SIZE(PyTuple_GET_ITEM(entry, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(entry, 1), &d)
-            || (d != 0 && d != 1)) {
-        PyErr_SetString(PyExc_TypeError, "flow table entry is not (record, direction)");
+    if (__builtin_add_overflow(*field, delta, field)) {
+        *field -= delta;
+        PyErr_SetString(PyExc_OverflowError, "flow record counts are 64-bit ints");
         return -1;
     }
-    PyObject *rec = PyTuple_GET_ITEM(entry, 0);
-    if (PyObject_GC_IsTracked(rec) && untrack_record(self->flows, rec) < 0) return -1;
+    return 0;
+}
+
+/* The packet on its flow's record (direction d): TCP control flags and sequence bookkeeping,
+ * then the record's last time, packets and bytes. `payload` may be NULL: made from p/plen if
+ * the Python _control needs it. 0, or -1 with an exception set. */
+static int apply(TableObject *self, PyObject *key, RecordObject *rec, int d, PyObject *ts, double tsd,
+                 Py_ssize_t flen, const l4_t *l, const unsigned char *p, Py_ssize_t plen, PyObject *payload)
+{
+    RecordObject *other = NULL;     /* the record Python's _control gave (a new flow), held here */
+    PyObject *made = NULL;
     if (l->tcp) {
-        PyObject *tcp = PyList_GET_ITEM(rec, R_TCP);
-        long long await;
-        if (!PyList_CheckExact(tcp) || PyList_GET_SIZE(tcp) < T_SIZE
-                || !get_ll(PyList_GET_ITEM(tcp, T_AWAIT_ACK_DIR), &await)) {
+        if (!rec->has_tcp) {
             PyErr_SetString(PyExc_TypeError, "TCP flow record without its TCP part");
             return -1;
         }
         int done = 1;          /* SYN, FIN, RST, the handshake's ACK: control_c, else _control */
-        if (((l->flags & 0x07) || await == d) && (done = control_c(rec, d, tcp, l->flags, ts)) < 0) return -1;
+        if ((l->flags & 0x07) || rec->t[T_AWAIT_ACK_DIR].i == d) done = control_c(rec, d, l->flags, tsd);
         if (!done) {
             if (payload == NULL && !(payload = made = PyBytes_FromStringAndSize((const char *)p, plen))) return -1;
-            PyObject *dd = PyLong_FromLongLong(d), *ff = PyLong_FromLong((long)l->flags);
-            if (dd == NULL || ff == NULL) { Py_XDECREF(dd); Py_XDECREF(ff); goto error; }
-            PyObject *cargs[7] = {key, rec, dd, tcp, ff, ts, payload};
-            res = PyObject_Vectorcall(self->control, cargs, 7, NULL);
-            Py_DECREF(dd);
-            Py_DECREF(ff);
-            if (res == NULL) goto error;
-            if (!PyTuple_CheckExact(res) || PyTuple_GET_SIZE(res) != 3 || !PyList_CheckExact(PyTuple_GET_ITEM(res, 0))
-                    || PyList_GET_SIZE(PyTuple_GET_ITEM(res, 0)) < R_SIZE || !get_ll(PyTuple_GET_ITEM(res, 1), &d)
-                    || (d != 0 && d != 1) || !PyList_CheckExact(PyTuple_GET_ITEM(res, 2))
-                    || PyList_GET_SIZE(PyTuple_GET_ITEM(res, 2)) < T_SIZE) {
-                PyErr_SetString(PyExc_TypeError, "_control returns (record, direction, tcp)");
+            PyObject *dd = PyLong_FromLong(d), *ff = PyLong_FromLong((long)l->flags), *tcp = record_item((PyObject *)rec, R_TCP);
+            PyObject *res = NULL;
+            if (dd != NULL && ff != NULL && tcp != NULL) {
+                PyObject *cargs[7] = {key, (PyObject *)rec, dd, tcp, ff, ts, payload};
+                res = PyObject_Vectorcall(self->control, cargs, 7, NULL);
+            }
+            Py_XDECREF(dd);
+            Py_XDECREF(ff);
+            Py_XDECREF(tcp);
+            if (res == NULL || !(other = unpack_entry(res, &d))) goto error;
+            rec = other;
+            if (!rec->has_tcp) {
+                PyErr_SetString(PyExc_TypeError, "TCP flow record without its TCP part");
                 goto error;
             }
-            rec = PyTuple_GET_ITEM(res, 0);
-            tcp = PyTuple_GET_ITEM(res, 2);
-            if (PyObject_GC_IsTracked(rec) && untrack_record(self->flows, rec) < 0) goto error;
         }
         long long data_len = (long long)plen - (long long)(l->offset >> 4) * 4;
         if (data_len > 0) {
-            long long high;
-            if (!get_ll(PyList_GET_ITEM(tcp, d), &high)) {
-                PyErr_SetString(PyExc_TypeError, "TCP sequence high mark is not an int");
-                goto error;
-            }
+            long long high = rec->t[T_HIGH + d].i;
             long long behind = (high - (long long)l->seq) & 0xFFFFFFFFLL;
             long long next = ((long long)l->seq + data_len) & 0xFFFFFFFFLL;
             if (high < 0 || behind >= 0x80000000LL) {
-                if (set_ll(tcp, d, next) < 0) goto error;
+                rec->t[T_HIGH + d].i = next;
             } else {
-                if (behind && add_item(tcp, T_RETRANS + d, behind < data_len ? behind : data_len) < 0) goto error;
-                if (behind < data_len && set_ll(tcp, d, next) < 0) goto error;
+                if (behind && add_count(&rec->t[T_RETRANS + d].i, behind < data_len ? behind : data_len) < 0)
+                    goto error;
+                if (behind < data_len) rec->t[T_HIGH + d].i = next;
             }
         }
     }
-    set_obj(rec, R_LAST_TS, ts);
-    if (add_item(rec, R_PACKETS + d, 1) < 0 || add_item(rec, R_BYTES + d, flen) < 0) goto error;
-    Py_XDECREF(res);
+    if (rec->n[d] == LLONG_MAX || rec->n[2 + d] > LLONG_MAX - flen) {
+        PyErr_SetString(PyExc_OverflowError, "flow record counts are 64-bit ints");
+        goto error;
+    }
+    rec->ts[1] = tsd;
+    rec->n[d] += 1;
+    rec->n[2 + d] += flen;
+    Py_XDECREF(other);
     Py_XDECREF(made);
     return 0;
 error:
-    Py_XDECREF(res);
+    Py_XDECREF(other);
     Py_XDECREF(made);
     return -1;
 }
@@ -1497,10 +1856,16 @@ error:
 static PyObject *table_account(TableObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    double tsd;
     if (kwnames != NULL || nargs < 8 || nargs > 9 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[7])
             || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[6]))
         return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
     PyObject *ts = args[0], *frame = args[2], *payload = args[7], *proto_o = args[6];
+    if (PyFloat_CheckExact(ts)) tsd = PyFloat_AS_DOUBLE(ts);
+    else if (!PyLong_CheckExact(ts) || time_of(ts, &tsd) < 0) {      /* account_python: float(ts) decides */
+        PyErr_Clear();
+        return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
+    }
     PyObject *outer = nargs == 9 ? args[8] : empty_tuple;
     long long linktype, proto;
     if (!get_ll(args[1], &linktype) || !get_ll(proto_o, &proto))
@@ -1510,7 +1875,8 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
     l4_t l;
     read_l4(proto, p, plen, &l);
 
-    PyObject *key = PyTuple_New(8), *entry = NULL;
+    PyObject *key = PyTuple_New(8);
+    RecordObject *rec = NULL;
     PyObject *macs;
     if (key == NULL) return NULL;
     if (linktype == 1)
@@ -1532,13 +1898,15 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
     PyTuple_SET_ITEM(key, 7, o);
     untracked_key(key);
 
-    if (!(entry = find_entry(self, key, ts, payload, p, plen)) || apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0)
+    int d = 0;
+    if (!(rec = find_entry(self, key, ts, tsd, payload, p, plen, &d))
+            || apply(self, key, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0)
         goto error;
-    Py_DECREF(entry);
+    Py_DECREF(rec);
     Py_DECREF(key);
     Py_RETURN_NONE;
 error:
-    Py_XDECREF(entry);
+    Py_XDECREF(rec);
     Py_DECREF(key);
     return NULL;
 }
@@ -1554,7 +1922,9 @@ error:
  * without making any object. A miss (a new flow, a slot another key took) builds the
  * tuple and goes table_account's way, then takes the pair's first slot. The dict stays
  * the only truth: a cached tuple whose flow ended finds nothing there and serves the flow
- * that opens next under it; a sweep that ended flows lets go of every cached entry.
+ * that opens next under it. A flow's end (end_flow) does not move the generation: it lets
+ * go of the record in the pairs that hold it (the record names them: cpair), so the other
+ * flows' cached entries stay good and an ended flow's record is not kept alive by a slot.
  * The cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots
  * (104 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
  * key takes it. key_cache() gives (slots, hits, misses). */
@@ -1565,9 +1935,9 @@ error:
 struct kslot {
     uint64_t hash;                  /* of raw[:len]; 0: an empty slot */
     PyObject *key;                  /* the key tuple these bytes stand for */
-    PyObject *entry;                /* flows[key] when the table's generation was `gen`, or NULL */
+    PyObject *entry;                /* flows[key] (a Record) when the table's generation was `gen`, or NULL */
     unsigned long long gen;
-    unsigned char len, raw[RAW_KEY_MAX];
+    unsigned char len, d, raw[RAW_KEY_MAX];     /* d: the key's direction on that record */
 };
 
 /* A flow key as bytes, one-to-one with the key tuple frame_batch's arguments make: a byte
@@ -1612,8 +1982,6 @@ static uint64_t raw_hash(const unsigned char *raw, int n)
     return h | 1;
 }
 
-static void release_entries(TableObject *self);
-
 static void clear_cache(TableObject *self)
 {
     for (Py_ssize_t i = 0; i < self->slots; i++) {
@@ -1637,6 +2005,33 @@ static int size_cache(TableObject *self)
     self->cache = c;
     self->slots = n;
     return 0;
+}
+
+/* slot pair `pair` now holds rec: the record names it (see forget_cached) */
+static inline void note_cached(RecordObject *rec, Py_ssize_t pair)
+{
+    if (rec->cpair[0] == pair + 1 || rec->cpair[1] == pair + 1) return;
+    if (rec->cpair[0] == 0) rec->cpair[0] = pair + 1;
+    else if (rec->cpair[1] == 0) rec->cpair[1] = pair + 1;
+    else rec->cached_many = 1;
+}
+
+/* rec leaves the table (end_flow): the cache's slots let go of it. The pairs it names are
+ * checked (a pair that holds another record now keeps it); a record cached in more pairs
+ * than it names moves the generation instead (every cached entry is checked again). */
+static void forget_cached(TableObject *self, RecordObject *rec)
+{
+    if (rec->cached_many) {
+        self->generation++;
+        return;
+    }
+    for (int k = 0; k < 2; k++) {
+        Py_ssize_t pair = rec->cpair[k] - 1;
+        rec->cpair[k] = 0;
+        if (pair < 0 || pair + 1 >= self->slots) continue;
+        for (int i = 0; i < 2; i++)
+            if (self->cache[pair + i].entry == (PyObject *)rec) Py_CLEAR(self->cache[pair + i].entry);
+    }
 }
 
 /* The key tuple table_account builds from the engine's arguments, from frame_batch's. */
@@ -1674,19 +2069,16 @@ error:
 
 /* The table's own key object equal to `key` (a new reference): the record's key, reverse key or
  * alias (the dict then finds it by identity, without comparing tuples), else `key`. */
-static PyObject *table_key(PyObject *entry, PyObject *key)
+static PyObject *table_key(RecordObject *rec, PyObject *key)
 {
-    PyObject *rec = PyTuple_GET_ITEM(entry, 0);     /* apply() checks the entry's shape later */
-    if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 2 && PyList_CheckExact(rec)
-            && PyList_GET_SIZE(rec) >= R_SIZE) {
-        static const int at[] = {R_KEY, R_REV_KEY, R_ALIAS};
-        for (int i = 0; i < 3; i++) {
-            PyObject *k = PyList_GET_ITEM(rec, at[i]);
-            if (k == key) break;
-            int same = PyObject_RichCompareBool(k, key, Py_EQ);
-            if (same < 0) return NULL;
-            if (same) return Py_NewRef(k);
-        }
+    PyObject *at[3] = {rec->key, rec->rev_key, rec->alias};
+    for (int i = 0; i < 3; i++) {
+        PyObject *k = at[i];
+        if (k == NULL) continue;
+        if (k == key) break;
+        int same = PyObject_RichCompareBool(k, key, Py_EQ);
+        if (same < 0) return NULL;
+        if (same) return Py_NewRef(k);
     }
     return Py_NewRef(key);
 }
@@ -1700,22 +2092,28 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
     TableObject *self = (TableObject *)table;
     long linktype = PyLong_AsLong(lto);
     if (linktype == -1 && PyErr_Occurred()) return -1;
+    double tsd;
+    if (PyFloat_CheckExact(ts)) tsd = PyFloat_AS_DOUBLE(ts);
+    else if (time_of(ts, &tsd) < 0) return -1;
     Py_ssize_t flen = PyBytes_GET_SIZE(frame), alen = PyBytes_GET_SIZE(src);
     l4_t l;
     read_l4(proto, p, plen, &l);
     unsigned char raw[RAW_KEY_MAX];
-    int n = 0;
+    int n = 0, d = 0;
     if ((linktype != 1 || flen >= 12) && PyBytes_GET_SIZE(dst) == alen)
         n = raw_key(raw, linktype == 1 ? (const unsigned char *)PyBytes_AS_STRING(frame) : NULL, nvlans, vlans,
                     (const unsigned char *)PyBytes_AS_STRING(src), (const unsigned char *)PyBytes_AS_STRING(dst),
                     alen, proto, l.sport, l.dport);
     struct kslot *slot = NULL;
     uint64_t h = 0;
-    PyObject *key = NULL, *entry = NULL;
+    Py_ssize_t pair = 0;
+    PyObject *key = NULL;
+    RecordObject *rec = NULL;
     if (n) {
         if (size_cache(self) < 0) return -1;
         h = raw_hash(raw, n);
-        slot = &self->cache[h & (uint64_t)(self->slots - 2)];       /* a pair: slot[0], slot[1] */
+        pair = (Py_ssize_t)(h & (uint64_t)(self->slots - 2));
+        slot = &self->cache[pair];       /* a pair: slot[0], slot[1] */
         for (int i = 0; i < 2; i++)
             if (slot[i].hash == h && slot[i].len == n && memcmp(slot[i].raw, raw, n) == 0) {
                 key = Py_NewRef(slot[i].key);
@@ -1727,14 +2125,16 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                 break;
             }
         if (key != NULL && slot[0].entry != NULL && slot[0].gen == self->generation) {
-            entry = Py_NewRef(slot[0].entry);       /* nothing left the table since: still its entry */
+            rec = (RecordObject *)Py_NewRef(slot[0].entry);     /* nothing left the table since: still its record */
+            d = slot[0].d;
             self->hits++;
         } else if (key != NULL) {
-            entry = PyDict_GetItemWithError(self->flows, key);
-            if (entry != NULL) {
-                Py_INCREF(entry);
-                Py_XSETREF(slot[0].entry, Py_NewRef(entry));
+            rec = lookup(self, key, &d);
+            if (rec != NULL) {
+                Py_XSETREF(slot[0].entry, Py_NewRef((PyObject *)rec));
                 slot[0].gen = self->generation;
+                slot[0].d = (unsigned char)d;
+                note_cached(rec, pair);
                 self->hits++;
             } else if (PyErr_Occurred()) {
                 Py_DECREF(key);
@@ -1742,14 +2142,14 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
             }
         }
     }
-    if (entry == NULL) {
+    if (rec == NULL) {
         self->misses++;
         int cached = key != NULL;       /* in slot[0] already: its flow ended */
         if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, proto, l.sport, l.dport)))
             return -1;
-        if (!(entry = find_entry(self, key, ts, payload, p, plen))) goto error;
+        if (!(rec = find_entry(self, key, ts, tsd, payload, p, plen, &d))) goto error;
         if (slot != NULL && !cached) {  /* slot[0] takes it, its key moves to slot[1] */
-            PyObject *own = table_key(entry, key);
+            PyObject *own = table_key(rec, key);
             if (own == NULL) goto error;
             Py_XDECREF(slot[1].key);
             Py_XDECREF(slot[1].entry);
@@ -1760,17 +2160,19 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
             slot[0].len = (unsigned char)n;
             memcpy(slot[0].raw, raw, n);
         }
-        if (slot != NULL) {             /* flows[key] is entry now */
-            Py_XSETREF(slot[0].entry, Py_NewRef(entry));
+        if (slot != NULL) {             /* flows[key] is rec now */
+            Py_XSETREF(slot[0].entry, Py_NewRef((PyObject *)rec));
             slot[0].gen = self->generation;
+            slot[0].d = (unsigned char)d;
+            note_cached(rec, pair);
         }
     }
-    if (apply(self, key, entry, ts, flen, &l, p, plen, payload) < 0) goto error;
-    Py_DECREF(entry);
+    if (apply(self, key, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0) goto error;
+    Py_DECREF(rec);
     Py_DECREF(key);
     return 0;
 error:
-    Py_XDECREF(entry);
+    Py_XDECREF(rec);
     Py_XDECREF(key);
     return -1;
 }
@@ -1811,8 +2213,7 @@ static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
 {
     PyObject *entry = PyDict_GetItemWithError(flows, key);
     if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) >= 1 && PyTuple_GET_ITEM(entry, 0) == rec)
-        return PyDict_DelItem(flows, key);
+    if (entry == rec) return PyDict_DelItem(flows, key);
     return 0;
 }
 
@@ -1851,9 +2252,9 @@ static int stop_ending(TableObject *self, ending_t *e)
 /* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
  * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
  * FlowTable makes take the Python method. */
-static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *reason, PyObject *report_ts)
+static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *reason, PyObject *report_ts)
 {
-    PyObject *res;
+    PyObject *res, *rec = (PyObject *)r;
     if (!PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended)) {
         PyObject *args[3] = {rec, reason, report_ts};
         res = PyObject_Vectorcall(self->end, args, 3, NULL);
@@ -1863,11 +2264,17 @@ static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *rea
     }
     if (report(self->reporter, e->as_text, self->source, rec, 1, reason, report_ts) < 0) return -1;
     e->finals++;
-    PyObject *key = PyList_GET_ITEM(rec, R_KEY), *alias = PyList_GET_ITEM(rec, R_ALIAS);
-    Py_INCREF(key);
-    self->generation++;         /* the key cache's entries are checked again */
-    if (drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, PyList_GET_ITEM(rec, R_REV_KEY), rec) < 0
-            || (alias != Py_None && drop_entry(self->flows, alias, rec) < 0)) {
+    if (r->key == NULL || r->rev_key == NULL) {
+        PyErr_SetString(PyExc_TypeError, "flow record without its keys");
+        return -1;
+    }
+    PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
+    forget_cached(self, r);     /* the key cache lets go of it */
+    int failed = drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, rev_key, rec) < 0
+                 || (alias != NULL && drop_entry(self->flows, alias, rec) < 0);
+    Py_DECREF(rev_key);
+    Py_XDECREF(alias);
+    if (failed) {
         Py_DECREF(key);
         return -1;
     }
@@ -1889,7 +2296,7 @@ static int end_flow(TableObject *self, ending_t *e, PyObject *rec, PyObject *rea
         Py_DECREF(res);
         if (add_attr(self->table, str_ended_forgotten, 1) < 0) goto done;
     }
-    value = untracked(PyTuple_Pack(2, PyList_GET_ITEM(rec, R_ID), report_ts));
+    value = untracked(PyTuple_Pack(2, r->id ? r->id : Py_None, report_ts));
     if (value == NULL || PyObject_SetItem(self->ended, ends, value) < 0) goto done;
     rc = 0;
 done:
@@ -1905,9 +2312,13 @@ static PyObject *records_of(TableObject *self)
     if (records == NULL) return NULL;
     Py_ssize_t pos = 0;
     while (PyDict_Next(self->flows, &pos, &k, &v)) {
-        long long d;
-        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2 && get_ll(PyTuple_GET_ITEM(v, 1), &d) && d == 0)
-            if (PyList_Append(records, PyTuple_GET_ITEM(v, 0)) < 0) { Py_DECREF(records); return NULL; }
+        if (!IS_RECORD(v)) {
+            PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
+            Py_DECREF(records);
+            return NULL;
+        }
+        int d = direction_on((RecordObject *)v, k);
+        if (d < 0 || (d == 0 && PyList_Append(records, v) < 0)) { Py_DECREF(records); return NULL; }
     }
     return records;
 }
@@ -1923,41 +2334,21 @@ static PyObject *table_finish_records(TableObject *self, PyObject *unused)
     int was_collecting = self->reporter->pending != NULL, rc = 0;
     if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records) && rc == 0; i++) {
-        PyObject *rec = PyList_GET_ITEM(records, i);
-        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
-            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
-            rc = -1;
-            break;
-        }
-        PyObject *closed = PyList_GET_ITEM(rec, R_CLOSED);
-        int closed_true = PyObject_IsTrue(closed);
+        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
+        int closed_true = rec->closed == NULL ? 0 : PyObject_IsTrue(rec->closed);
         if (closed_true < 0) { rc = -1; break; }
-        PyObject *reason = closed_true ? closed : str_end_of_input, *last = PyList_GET_ITEM(rec, R_LAST_TS);
+        PyObject *reason = closed_true ? rec->closed : str_end_of_input, *last = PyFloat_FromDouble(rec->ts[1]);
+        if (last == NULL) { rc = -1; break; }
         Py_INCREF(reason);
-        Py_INCREF(last);
         rc = end_flow(self, &e, rec, reason, last);
         Py_DECREF(reason);
         Py_DECREF(last);
     }
     Py_DECREF(records);
-    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) rc = -1;
     if (!was_collecting && stop_collecting(self->reporter) < 0) rc = -1;
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
-}
-
-/* a <= b for a record's time and a float bound, as Python compares them */
-static inline int le(PyObject *a, double b, int *out)
-{
-    if (PyFloat_CheckExact(a)) { *out = PyFloat_AS_DOUBLE(a) <= b; return 0; }
-    PyObject *bo = PyFloat_FromDouble(b);
-    if (bo == NULL) return -1;
-    int r = PyObject_RichCompareBool(a, bo, Py_LE);
-    Py_DECREF(bo);
-    if (r < 0) return -1;
-    *out = r;
-    return 0;
 }
 
 static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1980,21 +2371,15 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
     if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
     Py_ssize_t reports = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
-        PyObject *rec = PyList_GET_ITEM(records, i), *reason = NULL;
-        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
-            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
-            goto error;
-        }
-        PyObject *last = PyList_GET_ITEM(rec, R_LAST_TS), *closed = PyList_GET_ITEM(rec, R_CLOSED);
-        int idle, stale = 0;
-        if (le(last, idle_before, &idle) < 0) goto error;
-        if (idle) {
-            int closed_true = PyObject_IsTrue(closed);
+        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
+        PyObject *reason = NULL, *closed = rec->closed;
+        double last = rec->ts[1];
+        if (last <= idle_before) {
+            int closed_true = closed == NULL ? 0 : PyObject_IsTrue(closed);
             if (closed_true < 0) goto error;
             reason = closed_true ? closed : str_idle;
-        } else if (closed != Py_None) {
-            if (le(last, closed_before, &stale) < 0) goto error;
-            if (stale) reason = closed;
+        } else if (closed != NULL && last <= closed_before) {
+            reason = closed;
         }
         if (reason != NULL) {
             Py_INCREF(reason);
@@ -2004,30 +2389,13 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
             continue;
         }
         if (!report_due) continue;
-        int due = report_all;
-        if (!due) {     /* rec[R_FIRST_TS] <= period_ago <= last */
-            int a, b;
-            PyObject *first = PyList_GET_ITEM(rec, R_FIRST_TS);
-            if (le(first, period_ago, &a) < 0) goto error;
-            if (a) {
-                if (PyFloat_CheckExact(last)) b = period_ago <= PyFloat_AS_DOUBLE(last);
-                else {
-                    PyObject *po = PyFloat_FromDouble(period_ago);
-                    if (po == NULL) goto error;
-                    b = PyObject_RichCompareBool(po, last, Py_LE);
-                    Py_DECREF(po);
-                    if (b < 0) goto error;
-                }
-                due = b;
-            }
-        }
-        if (due) {
-            if (report(self->reporter, e.as_text, self->source, rec, 0, Py_None, now) < 0) goto error;
+        /* report_all or rec[R_FIRST_TS] <= period_ago <= last */
+        if (report_all || (rec->ts[0] <= period_ago && period_ago <= last)) {
+            if (report(self->reporter, e.as_text, self->source, (PyObject *)rec, 0, Py_None, now) < 0) goto error;
             reports++;
         }
     }
     Py_DECREF(records);
-    if (e.finals) release_entries(self);       /* ended flows' entries: let go */
     if (stop_ending(self, &e) < 0) {
         if (!was_collecting) stop_collecting(self->reporter);
         return NULL;
@@ -2100,13 +2468,13 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
     if (!(proto_o = PyLong_FromLong(proto))) goto done;
     PyObject *rec = either_way(self->by_endpoints, proto_o, client, cport, server, sport);
     if (rec != NULL) {
-        if (!PyList_CheckExact(rec) || PyList_GET_SIZE(rec) < R_SIZE) {
-            PyErr_SetString(PyExc_TypeError, "flow record is not a list");
+        if (!IS_RECORD(rec)) {
+            PyErr_SetString(PyExc_TypeError, "flow record is not a Record");
         } else {
-            PyObject *fid = Py_NewRef(PyList_GET_ITEM(rec, R_ID));
+            PyObject *fid = Py_NewRef(((RecordObject *)rec)->id ? ((RecordObject *)rec)->id : Py_None);
             int truth = PyObject_IsTrue(fid);
             if (truth >= 0)     /* rec[R_ID] or assign_id */
-                out = truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, rec);
+                out = truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, (RecordObject *)rec);
             Py_DECREF(fid);
         }
         Py_DECREF(rec);
@@ -2186,17 +2554,28 @@ static void table_dealloc(TableObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The key cache lets go of the entries it holds (a sweep's end: they are checked again
- * anyway, and an ended flow's record is not kept alive by its slot). */
-static void release_entries(TableObject *self)
-{
-    for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
-}
-
 static PyObject *table_invalidate(TableObject *self, PyObject *unused)
 {
     self->generation++;
     Py_RETURN_NONE;
+}
+
+/* FlowTable.counters' table figures: (records, entries of a MAC-order alias's direction) */
+static PyObject *table_census(TableObject *self, PyObject *unused)
+{
+    PyObject *k, *v;
+    Py_ssize_t pos = 0, records = 0, aliases = 0;
+    while (PyDict_Next(self->flows, &pos, &k, &v)) {
+        if (!IS_RECORD(v)) {
+            PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
+            return NULL;
+        }
+        int d = direction_on((RecordObject *)v, k);
+        if (d < 0) return NULL;
+        records += d == 0;
+        aliases += d == 1 && ((RecordObject *)v)->alias != NULL;
+    }
+    return Py_BuildValue("(nn)", records, aliases);
 }
 
 static PyObject *table_key_cache(TableObject *self, PyObject *unused)
@@ -2207,6 +2586,8 @@ static PyObject *table_key_cache(TableObject *self, PyObject *unused)
 static PyMethodDef table_methods[] = {
     {"invalidate", (PyCFunction)table_invalidate, METH_NOARGS,
      "invalidate(): a key left FlowTable.flows or got another entry (the Python methods call it)"},
+    {"census", (PyCFunction)table_census, METH_NOARGS,
+     "census() -> (records, alias entries): FlowTable.counters' table figures, in C"},
     {"key_cache", (PyCFunction)table_key_cache, METH_NOARGS,
      "key_cache() -> (slots, hits, misses) of the key cache frame_batch's frames use"},
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
@@ -2241,7 +2622,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "wirebeat._flowcore",
 
 PyMODINIT_FUNC PyInit__flowcore(void)
 {
-    if (PyType_Ready(&ReporterType) < 0 || PyType_Ready(&TableType) < 0) return NULL;
+    if (PyType_Ready(&ReporterType) < 0 || PyType_Ready(&TableType) < 0 || PyType_Ready(&RecordType) < 0
+            || PyType_Ready(&TcpViewType) < 0)
+        return NULL;
     str_idle = PyUnicode_InternFromString("idle");
     str_as_text = PyUnicode_InternFromString("as_text");
     str_publish = PyUnicode_InternFromString("publish");
@@ -2284,7 +2667,9 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     Py_INCREF(&ReporterType);
     Py_INCREF(&TableType);
     if (PyModule_AddObject(m, "Reporter", (PyObject *)&ReporterType) < 0
-            || PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+            || PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0
+            || PyModule_AddObject(m, "Record", Py_NewRef((PyObject *)&RecordType)) < 0
+            || PyModule_AddObject(m, "TcpView", Py_NewRef((PyObject *)&TcpViewType)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

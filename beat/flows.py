@@ -32,15 +32,23 @@ already seen in that direction).
 
 Cost: `FlowTable.account` runs for every IP packet. It builds one key tuple,
 does one dict lookup (both directions of a flow are in the table, pointing at
-the same record) and a few list stores; records are plain lists indexed by the
-constants below, made once per flow. Reports are built only at sweeps, every
+the same record: a key's direction is 0 when it is the record's R_KEY, else 1)
+and a few list stores; records are plain lists indexed by the constants below,
+made once per flow. Reports are built only at sweeps, every
 `min(period, timeout)` of packet time; with packetbeat's reporting most of
 them repeat a quiet flow's last report, so when the output serialises with
 orjson a report is JSON text joined from parts cached per flow
 (`FlowReporter.report`) instead of a dict built and serialised anew.
 
-With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) the
-accounting, opening and ending of flows, the loops of `sweep` and `finish`,
+With the optional C core `wirebeat._flowcore` (beat/_flowcore.c) records are
+`_flowcore.Record` objects instead of lists: the same items at the same indexes
+(the sequence protocol: the code here reads and writes them as lists, and
+`rec[R_TCP]` is a view of the TCP part), with the numbers inline (times as
+doubles, counts as 64-bit ints), so accounting a packet makes no Python object;
+a record refuses a value it cannot hold (OverflowError past 64 bits, TypeError
+for a time that is no number). Times: `account` converts a time that is not a
+float at the door (`float(ts)`), on both paths, so both hold the same values.
+The accounting, opening and ending of flows, the loops of `sweep` and `finish`,
 a transaction's `flow_id` and the text reports run in C on these same
 records (the C frame loop, beat/frameloop.py, accounts its frames through a
 cache of key tuples instead of building a key per packet; this dict stays
@@ -49,7 +57,7 @@ from the record's numbers and the flow's static parts, which the C core keeps
 in R_TEXT as one UTF-8 bytes object of its own, and no R_BODY: each side
 rebuilds a cache it does not recognise); the Python code here stays the reference
 (tests/beat/test_flowcore.py) and takes every case the C code hands back
-(dict reports, counts past 64 bits, keys of unusual shape, a new SYN on a
+(dict reports, negative counts, keys of unusual shape, a new SYN on a
 closed flow).
 """
 from __future__ import annotations
@@ -311,7 +319,9 @@ class FlowTable:
     def __init__(self, source: str, reporter: FlowReporter) -> None:
         self.source = source
         self.reporter = reporter
-        self.flows: dict[tuple, tuple[list[Any], int]] = {}     # both directions' keys
+        # Both directions' keys (and a MAC-order alias) -> the flow's record; a key's
+        # direction is 0 when it is the record's R_KEY (what the flow's source sent), else 1.
+        self.flows: dict[tuple, Any] = {}
         # (protocol, ip, port, ip, port) as the flow's source sent it -> record:
         # how a transaction finds its flow (the last flow between those endpoints).
         self.by_endpoints: dict[tuple, list[Any]] = {}
@@ -348,12 +358,17 @@ class FlowTable:
         `frame` is the whole captured frame (its MACs and length count), `vlans`
         its tags; src/dst/proto/payload are the innermost IP packet's, `outer`
         the tunnel's outer address pair (empty when not tunneled)."""
+        if ts.__class__ is not float:
+            ts = float(ts)      # records hold times as floats (the C core's as doubles): the same values
         macs = frame[:12] if linktype == LINKTYPE_ETHERNET else b""
         if proto == 6 and len(payload) >= 20:
             sport, dport, seq, offset, flags = _TCP(payload)
             key = (macs, vlans, outer, src, dst, 6, sport, dport)
-            entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
-            rec, d = entry
+            rec = self.flows.get(key)
+            if rec is None:
+                rec, d = self._alias(key) or self._open(key, ts, payload)
+            else:
+                d = 0 if key == rec[R_KEY] else 1
             tcp = rec[R_TCP]
             if flags & 0x07 or tcp[T_AWAIT_ACK_DIR] == d:     # SYN, FIN, RST, handshake ACK
                 rec, d, tcp = self._control(key, rec, d, tcp, flags, ts, payload)
@@ -381,8 +396,11 @@ class FlowTable:
             else:
                 sport = dport = 0
             key = (macs, vlans, outer, src, dst, proto, sport, dport)
-            entry = self.flows.get(key) or self._alias(key) or self._open(key, ts, payload)
-            rec, d = entry
+            rec = self.flows.get(key)
+            if rec is None:
+                rec, d = self._alias(key) or self._open(key, ts, payload)
+            else:
+                d = 0 if key == rec[R_KEY] else 1
         rec[R_LAST_TS] = ts
         rec[R_PACKETS + d] += 1
         rec[R_BYTES + d] += len(frame)
@@ -430,17 +448,16 @@ class FlowTable:
         if not macs or macs[:6] == macs[6:]:
             return None
         swapped = (macs[6:] + macs[:6],) + key[1:]
-        entry = self.flows.get(swapped)
-        if entry is None or entry[0][R_ALIAS] is not None:
+        rec = self.flows.get(swapped)
+        if rec is None or rec[R_ALIAS] is not None:
             return None
-        rec, d = entry
-        if d == 0:
+        if swapped == rec[R_KEY]:
             return None     # same direction, other MAC order: another flow
         rec[R_ALIAS] = key
-        self.flows[key] = entry
+        self.flows[key] = rec
         if self.core is not None:
             self.core.invalidate()      # the C key cache checks its entries again
-        return entry
+        return rec, 1
 
     def _open(self, key: tuple, ts: float, payload: bytes) -> tuple[list[Any], int]:
         flows = self.flows
@@ -453,14 +470,16 @@ class FlowTable:
         icmp = (payload[0], payload[1]) if proto in (1, 58) and len(payload) >= 2 else None
         rec = [ts, ts, 0, 0, 0, 0, key, rev_key, 0, None,
                _new_tcp() if proto == 6 else None, None, icmp, None, None, None, None]
-        entry = flows[key] = (rec, 0)
+        if self.core is not None:
+            rec = _flowcore.Record(rec)     # the C core's records: numbers inline
+        flows[key] = rec
         if rev_key != key:              # equal only for a host talking to itself on one port
-            flows[rev_key] = (rec, 1)
+            flows[rev_key] = rec
         if self.core is not None:
             self.core.invalidate()      # a key may have had another entry: the C key cache checks again
         self.by_endpoints[_endpoints(key)] = rec
         self.opened += 1
-        return entry
+        return rec, 0
 
     # -- ends and reports ------------------------------------------------------
 
@@ -472,12 +491,12 @@ class FlowTable:
         if self.core is not None:
             self.core.invalidate()      # keys leave the table: the C key cache checks its entries again
         key, rev_key = rec[R_KEY], rec[R_REV_KEY]
-        if flows.get(key, (None,))[0] is rec:
+        if flows.get(key) is rec:
             del flows[key]
-        if flows.get(rev_key, (None,))[0] is rec:
+        if flows.get(rev_key) is rec:
             del flows[rev_key]
         alias = rec[R_ALIAS]
-        if alias is not None and flows.get(alias, (None,))[0] is rec:
+        if alias is not None and flows.get(alias) is rec:
             del flows[alias]
         ends = _endpoints(key)
         if self.by_endpoints.get(ends) is rec:
@@ -492,8 +511,8 @@ class FlowTable:
     def _evict(self) -> None:
         """Table full: the idlest of the oldest flows ends with reason `evicted`."""
         oldest = []
-        for rec, d in self.flows.values():
-            if d == 0:
+        for key, rec in self.flows.items():
+            if key == rec[R_KEY]:
                 oldest.append(rec)
                 if len(oldest) == EVICTION_WINDOW:
                     break
@@ -502,7 +521,8 @@ class FlowTable:
         self.evicted += 1
 
     def _records(self) -> list[list[Any]]:
-        return [rec for rec, d in self.flows.values() if d == 0]
+        """Each flow's record once: the entries under the key its source sent."""
+        return [rec for key, rec in self.flows.items() if key == rec[R_KEY]]
 
     def sweep(self, now: float) -> None:
         """Packet time moved on: end idle and closed flows, report live ones when due."""
@@ -583,8 +603,12 @@ class FlowTable:
         return None
 
     def counters(self) -> dict[str, int]:
-        return {"flows.table.open": len(self._records()), "flows.table.mac_aliases":
-                sum(1 for rec, d in self.flows.values() if d == 1 and rec[R_ALIAS] is not None),
+        if self.core is not None:       # the same figures, counted in C
+            records, aliases = self.core.census()
+        else:
+            records = len(self._records())
+            aliases = sum(1 for key, rec in self.flows.items() if rec[R_ALIAS] is not None and key != rec[R_KEY])
+        return {"flows.table.open": records, "flows.table.mac_aliases": aliases,
                 "flows.table.opened": self.opened, "flows.table.evicted": self.evicted,
                 "flows.table.ended_forgotten": self.ended_forgotten,
                 "flows.reports.periodic": self.reports, "flows.reports.final": self.final_reports}

@@ -13,15 +13,18 @@ the segment, UDP and ICMP cut short, ICMP with and without identifiers, IPv6,
 VLAN tags, VXLAN and GRE tunnels, raw IP links (no MACs), one MAC order both
 ways (table aliases), a full table (evictions), packets out of time order,
 several report periods; then seeded random truncations and byte flips of
-those frames. Counts past 64 bits, timestamps that are not floats or lie past
+those frames. Negative counts, timestamps that are not floats or lie past
 the year 2255, and arguments of other types are fed to the table and the
 reporter directly: the C code must hand them to Python and still agree.
+The C core's records are `_flowcore.Record` objects (numbers inline); the
+Python path's are lists: they are compared as lists (`_plain`), item by item.
 Under CI=true the extension must have been built.
 """
 from __future__ import annotations
 
 import os
 import random
+import sys
 from typing import Any
 
 import orjson
@@ -31,7 +34,8 @@ import pcapgen as g
 import tunnelgen as tg
 from wirebeat import flows
 from wirebeat.document import DocumentBuilder
-from wirebeat.flows import R_BODY, R_BYTES, R_LAST_TS, R_PACKETS, R_TCP, R_TEXT, T_RETRANS, FlowReporter, FlowTable
+from wirebeat.flows import (R_BODY, R_BYTES, R_KEY, R_LAST_TS, R_PACKETS, R_TCP, R_TEXT, T_RETRANS, FlowReporter,
+                            FlowTable)
 from wirebeat.registry import discover
 from wirebeat.testing import make_engine
 from test_flows import JsonOutput       # (_id, the document as orjson writes it) of every document
@@ -57,6 +61,21 @@ def test_extension_is_built_under_ci():
             assert flows._flowcore is not None, "flows.py refused the extension (record layout differs?)"
 
 
+def _plain(rec: Any) -> list:
+    """A record as the Python path's list: a C Record's items, its TCP part as a list too."""
+    out = list(rec)
+    if out[R_TCP] is not None:
+        out[R_TCP] = list(out[R_TCP])
+    return out
+
+
+def _records_of(table: FlowTable, c: bool) -> list:
+    """The table's records as lists, after checking each is the kind its path makes."""
+    records = table._records()
+    assert all(type(rec) is (_flowcore.Record if c else list) for rec in records)
+    return [_plain(rec) for rec in records]
+
+
 def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
          **overrides: Any) -> tuple[list[tuple[str, bytes]], dict[str, int], list]:
     """(documents, counters, the table's records) of `frames` through one engine."""
@@ -75,16 +94,20 @@ def _run(c: bool, frames: list[tuple[float, int, bytes]], as_text: bool = True,
     records = []
     for i, (ts, linktype, frame) in enumerate(frames):
         engine.on_frame(ts, linktype, frame, "test")
+        if i % 10 == 0:         # counters (open flows, MAC-order aliases) all along
+            records.append(engine.sources["test"].flows.counters())
         if i in (len(frames) // 2, len(frames) - 1):     # the table halfway and at the end, as plain values
             table = engine.sources["test"].flows
-            records.append((sorted(repr(rec[:R_TEXT]) for rec in table._records()),
-                            sorted((repr(k), repr(rec[:R_TEXT])) for k, rec in table.by_endpoints.items()),
+            records.append((sorted(repr(rec[:R_TEXT]) for rec in _records_of(table, c)),
+                            sorted((repr(k), repr(_plain(rec)[:R_TEXT])) for k, rec in table.by_endpoints.items()),
+                            _state(table),
                             list(table.ended.items()), table.counters(), table.next_sweep, table.next_report))
     table = engine.sources["test"].flows
     engine.finish()
     # After the end of input (FlowTable.finish, in C finish_records): the same table left,
     # the same ended flows in the same order (max_flows 16: the oldest forgotten), counters.
-    records.append((table._records(), table.by_endpoints, list(table.ended.items()), table.counters()))
+    records.append((_records_of(table, c), dict(table.by_endpoints), _state(table), list(table.ended.items()),
+                    table.counters()))
     assert pipeline.close() == 0
     return output.lines, stats.snapshot(), records
 
@@ -127,6 +150,7 @@ def _traffic() -> list[tuple[float, int, bytes]]:
         add(fwd(_tcp(a, b, pa, pb, 101, "PA", b"x" * 50)))              # whole retransmission
         add(fwd(_tcp(a, b, pa, pb, 131, "PA", b"y" * 40)))              # partly retransmitted
         add(back(_tcp(b, a, pb, pa, 901, "PA", b"z" * 300)))
+        add(back(_tcp(b, a, pb, pa, (1201 - 1400) % 2**32, "PA", b"L" * 1400)))     # a full-size segment, retransmitted
         add(fwd(_tcp(a, b, pa, pb, 400, "PA", b"w" * 10)))              # after a hole
         add(fwd(_tcp(a, b, pa, pb, 410, "FA")))
         add(back(_tcp(b, a, pb, pa, 1201, "FA")))
@@ -232,21 +256,22 @@ def _tables() -> tuple[FlowTable, FlowTable, list, list]:
 
 
 def _state(table: FlowTable) -> list:
-    return sorted((repr(k), repr(rec[:R_TEXT]), d) for k, (rec, d) in table.flows.items())
+    """Every table entry: key, record (as a list) and the key's direction on it."""
+    return sorted((repr(k), repr(_plain(rec)[:R_TEXT]), 0 if k == rec[R_KEY] else 1) for k, rec in table.flows.items())
 
 
 @needs_c
-def test_counts_past_64_bits_and_odd_arguments_take_the_python_path_with_the_same_result():
+def test_large_counts_and_odd_arguments_take_the_python_path_with_the_same_result():
     c, py, out_c, out_py = _tables()
     frame = g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"d" * 20, seq=10, flags="PA")))
     src, dst, payload = frame[26:30], frame[30:34], frame[34:]
     for table in (c, py):
         table.account(T0, 1, frame, (), src, dst, 6, payload)
         [rec] = table._records()
-        rec[R_PACKETS] = 2**70                      # counts no 64-bit integer holds
-        rec[R_BYTES] = 2**64 - 1
-        rec[R_TCP][T_RETRANS] = 2**63 - 1
-        table.account(T0 + 1, 1, frame, (), src, dst, 6, payload)      # retransmitted: past 2**63
+        rec[R_PACKETS] = 2**62                      # counts near the 64 bits a C record holds
+        rec[R_BYTES] = 2**63 - 1 - 4 * len(frame)
+        rec[R_TCP][T_RETRANS] = 2**63 - 1 - 4 * 20
+        table.account(T0 + 1, 1, frame, (), src, dst, 6, payload)      # retransmitted
         table.account(T0 + 2, 1, frame, (), src, dst, 6, bytearray(payload))      # not bytes
         table.account(T0 + 3, 1, memoryview(frame).tobytes(), (), src, dst, 6, payload, outer=())
         table.account(T0 + 4, 1, frame, (), src, dst, 6, payload, ())
@@ -254,9 +279,49 @@ def test_counts_past_64_bits_and_odd_arguments_take_the_python_path_with_the_sam
         table.reporter.report("src", rec, True, "idle", T0 + 6)
     assert _state(c) == _state(py)
     assert out_c == out_py and len(out_c) == 2
-    assert f'"source":{{"mac":"02-00-00-00-00-01","ip":"{A4}","port":1,"packets":{2**70 + 4},'.encode() in out_c[0][1]
-    assert f'"bytes":{2**64 - 1 + 4 * len(frame)}'.encode() in out_c[0][1]
-    assert f'"source_retransmitted_bytes":{2**63 - 1 + 4 * 20}'.encode() in out_c[0][1]
+    assert f'"source":{{"mac":"02-00-00-00-00-01","ip":"{A4}","port":1,"packets":{2**62 + 4},'.encode() in out_c[0][1]
+    assert f'"bytes":{2**63 - 1}'.encode() in out_c[0][1]
+    assert f'"source_retransmitted_bytes":{2**63 - 1}'.encode() in out_c[0][1]
+
+
+@needs_c
+def test_a_c_record_holds_64_bit_counts_and_float_times_and_refuses_other_values():
+    """The C core's records keep counts as 64-bit ints and times as doubles: a value they cannot
+    hold is refused when set (never wrapped or rounded silently), a count accounting would carry
+    past 2**63 - 1 raises OverflowError, and an int time becomes float(ts), as account_python
+    converts it at the door."""
+    c, py, _, _ = _tables()
+    frame = g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"d" * 20, seq=10, flags="PA")))
+    src, dst, payload = frame[26:30], frame[30:34], frame[34:]
+    for table in (c, py):
+        table.account(1_700_000_000, 1, frame, (), src, dst, 6, payload)
+        [rec] = table._records()
+        assert rec[R_LAST_TS] == 1_700_000_000 and rec[R_LAST_TS].__class__ is float
+    [rec] = c._records()
+    for index, value, error in ((R_PACKETS, 2**63, OverflowError), (R_BYTES, -(2**63) - 1, OverflowError),
+                                (R_PACKETS, 1.0, TypeError), (R_LAST_TS, "1", TypeError), (R_LAST_TS, None, TypeError),
+                                (R_LAST_TS, 10**400, OverflowError), (17, 0, IndexError)):
+        with pytest.raises(error):
+            rec[index] = value
+    with pytest.raises(OverflowError):
+        rec[R_TCP][T_RETRANS] = 2**64
+    with pytest.raises(TypeError):
+        del rec[R_PACKETS]
+    assert _plain(rec) == _plain(py._records()[0])          # nothing refused was stored
+    rec[R_BYTES] = 2**63 - 1
+    with pytest.raises(OverflowError):
+        c.account(T0, 1, frame, (), src, dst, 6, payload)
+    assert rec[R_BYTES] == 2**63 - 1 and rec[R_PACKETS] == 1
+    rec[R_TCP] = None
+    assert rec[R_TCP] is None
+    rec[R_TCP] = list(range(13))
+    assert list(rec[R_TCP]) == [0, 1, 2, 3, 4, 5, 6, 7, 8.0, 9, 10.0, 11.0, 12]
+    assert _plain(_flowcore.Record(_plain(rec))) == _plain(rec)
+    assert rec[-1] is None and rec[R_KEY][5] == 6 and len(rec) == 17
+    udp = _flowcore.Record(_plain(rec)[:R_TCP] + [None] + _plain(rec)[R_TCP + 1:])
+    with pytest.raises(ValueError):         # a UDP flow's record has no room for a TCP part
+        udp[R_TCP] = list(range(13))
+    assert udp[R_TCP] is None and sys.getsizeof(udp) + 13 * 8 == sys.getsizeof(rec)
 
 
 @needs_c
@@ -345,8 +410,13 @@ def test_flow_id_in_c_is_the_python_one(case):
     source, key, first = _flow_id_cases()[case]
     c, py, _, _ = _tables()
     results = []
-    for assign in (c.assign_id, flows._assign_id):
-        rec = _record(key, first)
+    try:
+        c_rec = _flowcore.Record(_record(key, first))
+    except TypeError:                   # a time that is no number: no C record holds it
+        with pytest.raises(TypeError):
+            flows._assign_id(source, _record(key, first))
+        return
+    for assign, rec in ((c.assign_id, c_rec), (flows._assign_id, _record(key, float(first)))):
         try:
             results.append((assign(source, rec), rec[flows.R_ID]))
         except Exception as err:        # the same error either way (the C code asks Python)
@@ -358,7 +428,7 @@ def test_flow_id_in_c_is_the_python_one(case):
 @needs_c
 def test_flow_id_of_a_record_that_has_one_is_kept():
     c, _, _, _ = _tables()
-    rec = _record((b"", (), (), b"\1\2\3\4", b"\4\3\2\1", 17, 1, 2), T0)
+    rec = _flowcore.Record(_record((b"", (), (), b"\1\2\3\4", b"\4\3\2\1", 17, 1, 2), T0))
     rec[flows.R_ID] = "given"
     assert c.assign_id("src", rec) == "given"
 
@@ -378,8 +448,9 @@ def test_flow_id_matches_an_independent_blake2b():
                   + a4 + b"|" + b4 + b"|" + numbers + b"|" + ",".join(map(str, vlans)).encode())
         expected = base64.urlsafe_b64encode(hashlib.blake2b(joined, digest_size=15).digest()).decode()
         table = _tables()[0] if flows._flowcore is not None else None
-        for assign in (flows._assign_id,) + ((table.assign_id,) if table else ()):
-            assert assign("site", list(rec)) == expected
+        assert flows._assign_id("site", list(rec)) == expected
+        if table is not None:
+            assert table.assign_id("site", _flowcore.Record(rec)) == expected
 
 
 class _Transport(str):
@@ -446,7 +517,7 @@ class _Recorder:
 
 
 def _sweeping_tables(many: bool, n: int = 30) -> tuple[list, list]:
-    """A C and a Python table with `n` UDP flows, one of them with a count past 64 bits (the
+    """A C and a Python table with `n` UDP flows, one of them with a negative count (the
     C reporter hands that one to Python mid-sweep), swept twice and finished."""
     runs = []
     for c in (True, False):
@@ -464,7 +535,7 @@ def _sweeping_tables(many: bool, n: int = 30) -> tuple[list, list]:
         for i in range(n):
             frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
             table.account(T0 + i * 3 / n, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
-        table._records()[7][R_BYTES] = 2**70
+        table._records()[7][R_BYTES] = -5      # a count the C reporter hands to Python
         table.sweep(T0 + 5)         # the first sweep only sets the clock
         table.sweep(T0 + 15)
         table.sweep(T0 + 25)
@@ -709,3 +780,30 @@ def test_flow_direction_answered_in_c_is_of_packed(networks):
         assert doc["network"]["direction"] == want
         verdicts.add(want)
     assert len(verdicts) >= (2 if not networks else 5)
+
+
+@needs_c
+def test_the_key_cache_lets_go_of_an_ended_flows_record_and_keeps_the_others():
+    """Frames through the C frame loop (key cache): a flow that ends at a sweep is freed (no
+    cache slot keeps its record), a new flow under the same key gets a new record, and the
+    flows that stay keep being found through the cache."""
+    import sys
+    from test_packets_batch import FragmentOutput
+    engine, pipeline, _output, _stats = make_engine(
+        [], overrides={"wirebeat.flows.enabled": True, "wirebeat.flows.timeout": 5.0, "wirebeat.flows.period": 2.0},
+        output=FragmentOutput())
+    quiet = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1, 2, b"q")))
+    busy = [g.ethernet(g.ipv4(A4, C4, 17, g.udp(A4, C4, 100 + i, 200, b"b"))) for i in range(50)]
+    engine.on_batch([(T0, 1, f, len(f)) for f in busy] + [(T0, 1, quiet, len(quiet))], "test")
+    table = engine.sources["test"].flows
+    [rec] = [r for r in table._records() if r[R_KEY][4] == bytes((198, 51, 100, 20))]
+    for k in range(1, 8):           # the busy flows stay; the quiet one ends idle at T0 + 5 or later
+        engine.on_batch([(T0 + k, 1, f, len(f)) for f in busy], "test")
+    assert rec not in table._records() and sys.getrefcount(rec) == 2       # here and getrefcount's argument
+    _slots, hits, misses = table.core.key_cache()
+    assert misses <= 51 and hits >= 7 * 49         # (a batch's first frame may take the Python path)
+    engine.on_batch([(T0 + 8, 1, f, len(f)) for f in busy] + [(T0 + 8, 1, quiet, len(quiet))], "test")  # a new flow
+    [new] = [r for r in table._records() if r[R_KEY][4] == bytes((198, 51, 100, 20))]
+    assert new is not rec and new[R_PACKETS] == 1 and rec[R_PACKETS] == 1
+    engine.finish()
+    pipeline.close()
