@@ -622,13 +622,35 @@ _VERSIONS = {0x0300: ("ssl", "3.0"), 0x0301: ("tls", "1.0"), 0x0302: ("tls", "1.
              0x0303: ("tls", "1.2"), 0x0304: ("tls", "1.3")}
 
 
+@lru_cache(maxsize=256)
 def _version_name(version: int) -> str:
     protocol, number = _VERSIONS.get(version, ("unknown", f"0x{version:04x}"))
     return f"{protocol.upper()} {number}"
 
 
-def _names(table: dict[int, str], values: list[int]) -> list[str]:
-    return [name_of(table, v) for v in values if not is_grease(v)]
+_TABLES = {"ciphers": CIPHER_SUITES, "groups": GROUPS, "signatures": SIGNATURE_SCHEMES,
+           "point_formats": EC_POINT_FORMATS}
+
+
+@lru_cache(maxsize=4096)
+def _names_of(table: str, values: tuple[int, ...]) -> tuple[str, ...]:
+    # A client stack sends the same lists on every connection: named once per list.
+    names = _TABLES[table]
+    return tuple(name_of(names, v) for v in values if not is_grease(v))
+
+
+def _names(table: str, values: list[int]) -> list[str]:
+    """The names of `values` in one of _TABLES, GREASE left out; a new list per document."""
+    return list(_names_of(table, tuple(values)))
+
+
+@lru_cache(maxsize=4096)
+def _server_fingerprints(version: int, cipher: int, extensions: tuple[int, ...], alpn: str | None,
+                         selected_version: int | None) -> tuple[str, str]:
+    """(JA3S hash, JA4S) of a ServerHello with these values, worked out once per server stack."""
+    hello = ServerHello(version, b"", b"", cipher, 0, list(extensions), alpn=alpn,
+                        selected_version=selected_version)
+    return hashlib.md5(ja3s(hello).encode()).hexdigest(), ja4s(hello)
 
 
 def _certificate(prefix: dict[str, Any], certs: list[bytes], detailed: dict[str, Any],
@@ -686,7 +708,7 @@ def document(txn: Transaction) -> dict[str, Any]:
             ch.version, tuple(ch.ciphers), tuple(ch.extensions), tuple(ch.groups),
             tuple(ch.point_formats), tuple(ch.supported_versions), ch.alpn[0] if ch.alpn else None,
             tuple(ch.signature_algorithms))
-        client["supported_ciphers"] = _names(CIPHER_SUITES, ch.ciphers)
+        client["supported_ciphers"] = _names("ciphers", ch.ciphers)
         extensions: dict[str, Any] = {}
         if ch.server_names:
             extensions["server_name_indication"] = ch.server_names
@@ -698,11 +720,11 @@ def document(txn: Transaction) -> dict[str, Any]:
             extensions["supported_versions"] = [_version_name(v) for v in ch.supported_versions
                                                 if not is_grease(v)]
         if ch.groups:
-            extensions["supported_groups"] = _names(GROUPS, ch.groups)
+            extensions["supported_groups"] = _names("groups", ch.groups)
         if ch.signature_algorithms:
-            extensions["signature_algorithms"] = _names(SIGNATURE_SCHEMES, ch.signature_algorithms)
+            extensions["signature_algorithms"] = _names("signatures", ch.signature_algorithms)
         if ch.point_formats:
-            extensions["ec_points_formats"] = _names(EC_POINT_FORMATS, ch.point_formats)
+            extensions["ec_points_formats"] = _names("point_formats", ch.point_formats)
         if ch.status_request:
             extensions["status_request"] = {"type": "ocsp"}
         detailed["client_hello"] = _hello_detail(ch, extensions, {0, 5, 10, 11, 13, 16, 35, 43})
@@ -716,8 +738,8 @@ def document(txn: Transaction) -> dict[str, Any]:
         tls["cipher"] = name_of(CIPHER_SUITES, sh.cipher)
         if sh.alpn:
             tls["next_protocol"] = sh.alpn
-        server["ja3s"] = hashlib.md5(ja3s(sh).encode()).hexdigest()
-        server["ja4s"] = ja4s(sh)
+        server["ja3s"], server["ja4s"] = _server_fingerprints(
+            sh.version, sh.cipher, tuple(sh.extensions), sh.alpn, sh.selected_version)
         extensions = {}
         if sh.alpn:
             extensions["application_layer_protocol_negotiation"] = [sh.alpn]
@@ -726,7 +748,7 @@ def document(txn: Transaction) -> dict[str, Any]:
         if sh.selected_version:
             extensions["supported_versions"] = _version_name(sh.selected_version)
         if sh.point_formats:
-            extensions["ec_points_formats"] = _names(EC_POINT_FORMATS, sh.point_formats)
+            extensions["ec_points_formats"] = _names("point_formats", sh.point_formats)
         if sh.status_request:
             extensions["status_request"] = {"response": True}
         detailed["server_hello"] = _hello_detail(sh, extensions, {5, 11, 16, 35, 43})
