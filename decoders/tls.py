@@ -42,6 +42,7 @@ when `wirebeat.protocols.tls.detect` is true (the default).
 from __future__ import annotations
 
 import hashlib
+import struct
 import sys
 from array import array
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from functools import lru_cache
 from typing import Any
 
 from wirebeat.decoders.api import (DecodeError, DecoderSpec, FlowKey, Option, Transaction,
-                                   WireReader)
+                                   Truncated, WireReader)
 from wirebeat.decoders.tls_names import (ALERTS, CIPHER_SUITES, EC_POINT_FORMATS, EXTENSIONS,
                                          GROUPS, SIGNATURE_SCHEMES, is_grease, name_of)
 
@@ -66,6 +67,7 @@ MAX_RECORD_BYTES = (1 << 14) + 2048     # RFC 5246 §6.2.3: ciphertext may excee
 HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 TLS13 = 0x0304
 _LITTLE_ENDIAN = sys.byteorder == "little"
+_TYPE_LENGTH = struct.Struct("!HH").unpack_from       # an extension's type and length
 
 
 def looks_like_client_hello(data: bytes) -> bool:
@@ -123,11 +125,28 @@ class ServerHello:
         return self.selected_version or self.version
 
 
-def _u16_list(r: WireReader, length_bytes: int = 2) -> list[int]:
-    n = r.u16() if length_bytes == 2 else r.u8()
+def _u16_list(r: WireReader) -> list[int]:
+    n = r.u16()
     if n % 2:
         raise DecodeError("tls.odd_list_length", r.offset)
-    values = array("H", r.take(n))      # one C call for a whole list (cipher suites: dozens)
+    return _u16_values(r.take(n))
+
+
+def _u16_list_in(data: bytes, width: int) -> list[int]:
+    """The list of 16-bit values at the start of an extension's data, after its length
+    (`width` bytes)."""
+    if width > len(data):
+        raise Truncated("tls.truncated", 0)
+    n = data[0] if width == 1 else data[0] << 8 | data[1]
+    if n % 2:
+        raise DecodeError("tls.odd_list_length", width)
+    if width + n > len(data):
+        raise Truncated("tls.truncated", width)
+    return _u16_values(data[width:width + n])
+
+
+def _u16_values(data: bytes) -> list[int]:
+    values = array("H", data)      # one C call for a whole list (cipher suites: dozens)
     if _LITTLE_ENDIAN:
         values.byteswap()
     return values.tolist()
@@ -137,24 +156,62 @@ def _u8_list(r: WireReader) -> list[int]:
     return list(r.take(r.u8()))
 
 
-def _alpn_list(r: WireReader) -> list[str]:
+def _alpn_list(data: bytes) -> list[str]:
+    """An ALPN extension's protocol_name_list (RFC 7301 §3.1)."""
     names = []
-    e = WireReader(r.take(r.u16()), "tls")
-    while e.remaining():
-        names.append(e.take(e.u8()).decode("latin-1"))  # bytes kept: JA4 reads them
+    i, end = 2, _sized(data, 0, 2)
+    while i < end:
+        n = data[i]
+        if i + 1 + n > end:
+            raise Truncated("tls.truncated", i)
+        names.append(data[i + 1:i + 1 + n].decode("latin-1"))  # bytes kept: JA4 reads them
+        i += 1 + n
     return names
 
 
-def _extensions(r: WireReader) -> list[tuple[int, WireReader]]:
-    """(type, reader of its data) per extension; no extensions block means none."""
+def _sized(data: bytes, at: int, width: int) -> int:
+    """The end of the part at `at` whose length is the `width`-byte number there (1 or 2)."""
+    if at + width > len(data):
+        raise Truncated("tls.truncated", at)
+    end = at + width + (data[at] if width == 1 else data[at] << 8 | data[at + 1])
+    if end > len(data):
+        raise Truncated("tls.truncated", at + width)
+    return end
+
+
+def _extensions(r: WireReader) -> list[tuple[int, bytes]]:
+    """(type, data) per extension; no extensions block means none."""
     if not r.remaining():
         return []
-    block = WireReader(r.take(r.u16()), "tls")
-    out = []
-    while block.remaining():
-        ext_type = block.u16()
-        out.append((ext_type, WireReader(block.take(block.u16()), "tls")))
+    block = r.take(r.u16())
+    out, i, n = [], 0, len(block)
+    while i < n:
+        if i + 4 > n:
+            raise Truncated("tls.truncated", i)
+        ext_type, length = _TYPE_LENGTH(block, i)
+        if i + 4 + length > n:
+            raise Truncated("tls.truncated", i + 4)
+        out.append((ext_type, block[i + 4:i + 4 + length]))
+        i += 4 + length
     return out
+
+
+def _server_names(data: bytes) -> list[str]:
+    """The host names of a server_name extension (RFC 6066 §3)."""
+    names = []
+    if not data:
+        return names
+    i, end = 2, _sized(data, 0, 2)
+    while i < end:
+        if i + 3 > end:
+            raise Truncated("tls.truncated", i)
+        name_type, n = data[i], data[i + 1] << 8 | data[i + 2]
+        if i + 3 + n > end:
+            raise Truncated("tls.truncated", i + 3)
+        if name_type == 0:
+            names.append(data[i + 3:i + 3 + n].decode("ascii", "replace"))
+        i += 3 + n
+    return names
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
@@ -163,24 +220,20 @@ def parse_client_hello(body: bytes) -> ClientHello:
     hello = ClientHello(r.u16(), r.take(32), r.take(r.u8()), _u16_list(r), _u8_list(r), [])
     for ext_type, e in _extensions(r):
         hello.extensions.append(ext_type)
-        if ext_type == 0 and e.remaining():             # RFC 6066 §3: server_name_list
-            names = WireReader(e.take(e.u16()), "tls")
-            while names.remaining():
-                name_type, name = names.u8(), names.take(names.u16())
-                if name_type == 0:
-                    hello.server_names.append(name.decode("ascii", "replace"))
+        if ext_type == 0:
+            hello.server_names += _server_names(e)
         elif ext_type == 16:
             hello.alpn = _alpn_list(e)
         elif ext_type == 43:
-            hello.supported_versions = _u16_list(e, length_bytes=1)
+            hello.supported_versions = _u16_list_in(e, 1)
         elif ext_type == 10:
-            hello.groups = _u16_list(e)
+            hello.groups = _u16_list_in(e, 2)
         elif ext_type == 11:
-            hello.point_formats = _u8_list(e)
+            hello.point_formats = list(e[1:_sized(e, 0, 1)])
         elif ext_type == 13:
-            hello.signature_algorithms = _u16_list(e)
+            hello.signature_algorithms = _u16_list_in(e, 2)
         elif ext_type == 35:
-            hello.session_ticket = e.rest()
+            hello.session_ticket = e
         elif ext_type == 5:
             hello.status_request = True
     return hello
@@ -196,9 +249,11 @@ def parse_server_hello(body: bytes) -> ServerHello:
             names = _alpn_list(e)
             hello.alpn = names[0] if names else None
         elif ext_type == 43:
-            hello.selected_version = e.u16()
+            if len(e) < 2:
+                raise Truncated("tls.truncated", 0)
+            hello.selected_version = e[0] << 8 | e[1]
         elif ext_type == 11:
-            hello.point_formats = _u8_list(e)
+            hello.point_formats = list(e[1:_sized(e, 0, 1)])
         elif ext_type == 35:
             hello.session_ticket = True
         elif ext_type == 41:
@@ -567,13 +622,35 @@ _VERSIONS = {0x0300: ("ssl", "3.0"), 0x0301: ("tls", "1.0"), 0x0302: ("tls", "1.
              0x0303: ("tls", "1.2"), 0x0304: ("tls", "1.3")}
 
 
+@lru_cache(maxsize=256)
 def _version_name(version: int) -> str:
     protocol, number = _VERSIONS.get(version, ("unknown", f"0x{version:04x}"))
     return f"{protocol.upper()} {number}"
 
 
-def _names(table: dict[int, str], values: list[int]) -> list[str]:
-    return [name_of(table, v) for v in values if not is_grease(v)]
+_TABLES = {"ciphers": CIPHER_SUITES, "groups": GROUPS, "signatures": SIGNATURE_SCHEMES,
+           "point_formats": EC_POINT_FORMATS}
+
+
+@lru_cache(maxsize=4096)
+def _names_of(table: str, values: tuple[int, ...]) -> tuple[str, ...]:
+    # A client stack sends the same lists on every connection: named once per list.
+    names = _TABLES[table]
+    return tuple(name_of(names, v) for v in values if not is_grease(v))
+
+
+def _names(table: str, values: list[int]) -> list[str]:
+    """The names of `values` in one of _TABLES, GREASE left out; a new list per document."""
+    return list(_names_of(table, tuple(values)))
+
+
+@lru_cache(maxsize=4096)
+def _server_fingerprints(version: int, cipher: int, extensions: tuple[int, ...], alpn: str | None,
+                         selected_version: int | None) -> tuple[str, str]:
+    """(JA3S hash, JA4S) of a ServerHello with these values, worked out once per server stack."""
+    hello = ServerHello(version, b"", b"", cipher, 0, list(extensions), alpn=alpn,
+                        selected_version=selected_version)
+    return hashlib.md5(ja3s(hello).encode()).hexdigest(), ja4s(hello)
 
 
 def _certificate(prefix: dict[str, Any], certs: list[bytes], detailed: dict[str, Any],
@@ -631,7 +708,7 @@ def document(txn: Transaction) -> dict[str, Any]:
             ch.version, tuple(ch.ciphers), tuple(ch.extensions), tuple(ch.groups),
             tuple(ch.point_formats), tuple(ch.supported_versions), ch.alpn[0] if ch.alpn else None,
             tuple(ch.signature_algorithms))
-        client["supported_ciphers"] = _names(CIPHER_SUITES, ch.ciphers)
+        client["supported_ciphers"] = _names("ciphers", ch.ciphers)
         extensions: dict[str, Any] = {}
         if ch.server_names:
             extensions["server_name_indication"] = ch.server_names
@@ -643,11 +720,11 @@ def document(txn: Transaction) -> dict[str, Any]:
             extensions["supported_versions"] = [_version_name(v) for v in ch.supported_versions
                                                 if not is_grease(v)]
         if ch.groups:
-            extensions["supported_groups"] = _names(GROUPS, ch.groups)
+            extensions["supported_groups"] = _names("groups", ch.groups)
         if ch.signature_algorithms:
-            extensions["signature_algorithms"] = _names(SIGNATURE_SCHEMES, ch.signature_algorithms)
+            extensions["signature_algorithms"] = _names("signatures", ch.signature_algorithms)
         if ch.point_formats:
-            extensions["ec_points_formats"] = _names(EC_POINT_FORMATS, ch.point_formats)
+            extensions["ec_points_formats"] = _names("point_formats", ch.point_formats)
         if ch.status_request:
             extensions["status_request"] = {"type": "ocsp"}
         detailed["client_hello"] = _hello_detail(ch, extensions, {0, 5, 10, 11, 13, 16, 35, 43})
@@ -661,8 +738,8 @@ def document(txn: Transaction) -> dict[str, Any]:
         tls["cipher"] = name_of(CIPHER_SUITES, sh.cipher)
         if sh.alpn:
             tls["next_protocol"] = sh.alpn
-        server["ja3s"] = hashlib.md5(ja3s(sh).encode()).hexdigest()
-        server["ja4s"] = ja4s(sh)
+        server["ja3s"], server["ja4s"] = _server_fingerprints(
+            sh.version, sh.cipher, tuple(sh.extensions), sh.alpn, sh.selected_version)
         extensions = {}
         if sh.alpn:
             extensions["application_layer_protocol_negotiation"] = [sh.alpn]
@@ -671,7 +748,7 @@ def document(txn: Transaction) -> dict[str, Any]:
         if sh.selected_version:
             extensions["supported_versions"] = _version_name(sh.selected_version)
         if sh.point_formats:
-            extensions["ec_points_formats"] = _names(EC_POINT_FORMATS, sh.point_formats)
+            extensions["ec_points_formats"] = _names("point_formats", sh.point_formats)
         if sh.status_request:
             extensions["status_request"] = {"response": True}
         detailed["server_hello"] = _hello_detail(sh, extensions, {5, 11, 16, 35, 43})

@@ -262,6 +262,39 @@ def test_c_dedup_decides_as_the_python_one(max_packets, window):
         assert py.evicted_in_window or window == 0.0
 
 
+def _near_payloads() -> list[bytes]:
+    """Payloads a weak hash would confuse: every length of zeros (padding of the last
+    block), one bit flipped at every byte of a full segment, 16-byte blocks swapped
+    (next to each other, and 1,024 bytes apart: 64 blocks, where a rotate-by-step state
+    comes round), and the same byte sequence shifted by one."""
+    out = [bytes(n) for n in range(0, 70)]
+    base = bytes(random.Random(7).randbytes(1460))
+    out += [base[:i] + bytes([base[i] ^ (1 << (i % 8))]) + base[i + 1:] for i in range(len(base))]
+    blocks = [base[i:i + 16] for i in range(0, 1456, 16)]
+    for a, b in ((0, 1), (0, 64), (3, 67), (10, 74)):
+        swapped = list(blocks)
+        swapped[a], swapped[b] = swapped[b], swapped[a]
+        out.append(b"".join(swapped))
+    out += [base, base[1:], b"\0" + base]
+    assert len(set(out)) == len(out)
+    return out
+
+
+@needs_c
+def test_c_dedup_tells_near_payloads_apart():
+    """The C key hashes payloads its own way (not the bytes' SipHash): payloads that
+    differ anywhere are never taken for copies, and each, sent again, is one."""
+    c = _speedups.Dedup(10.0, 100_000)
+    src, dst = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"
+    payloads = _near_payloads()
+    for i, payload in enumerate(payloads):
+        assert not c.duplicate("s", 1.0 + i * 1e-6, (), b"", 0, (src, dst, 17, payload, None)), i
+    assert c.counters()["dedup.dropped"] == 0 and len(c) == len(payloads)
+    for i, payload in enumerate(payloads):
+        assert c.duplicate("s", 1.5, (), b"", 0, (src, dst, 17, payload, None)), i
+    assert c.counters()["dedup.dropped"] == len(payloads)
+
+
 @needs_c
 def test_c_dedup_rejects_what_python_rejects():
     c = _speedups.Dedup(0.1, 0)                      # a cap below 1 is 1, as in Python
