@@ -48,8 +48,45 @@ static uint32_t crc32_pair(const unsigned char *a, const unsigned char *b, Py_ss
     return ~c;
 }
 
-/* port in the set (a Python set of ints): 1, 0, or -1 with an exception */
-static int port_in(PyObject *set, unsigned port)
+/* A set of ports as a bitmap, made once per `shard` call: a frame's ports are looked up
+ * without a Python int and a set probe each (two per frame when SIP is on). Only for
+ * sets of exact ints; any other member (a float equal to a port ...) keeps the set. */
+typedef struct {
+    PyObject *set;          /* NULL: `bits` holds the set; else look the port up in it */
+    unsigned char bits[65536 / 8];
+} Ports;
+
+/* 0, or -1 with an exception */
+static int ports_init(Ports *p, PyObject *set)
+{
+    p->set = NULL;
+    memset(p->bits, 0, sizeof p->bits);
+    if (set == Py_None) return 0;
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    Py_hash_t hash;
+    while (_PySet_NextEntry(set, &pos, &key, &hash)) {
+        if (!PyLong_CheckExact(key)) { p->set = set; return 0; }
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(key, &overflow);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if (overflow || v < 0 || v > 65535) continue;      /* never a port: never found */
+        p->bits[v >> 3] |= (unsigned char)(1u << (v & 7));
+    }
+    return 0;
+}
+
+static int port_in_set(PyObject *set, unsigned port);
+
+/* port in the set: 1, 0, or -1 with an exception */
+static inline int port_in(const Ports *p, unsigned port)
+{
+    if (p->set != NULL) return port_in_set(p->set, port);
+    return (p->bits[port >> 3] >> (port & 7)) & 1;
+}
+
+/* port in the set (a Python set): 1, 0, or -1 with an exception */
+static int port_in_set(PyObject *set, unsigned port)
 {
     PyObject *key = PyLong_FromUnsignedLong(port);
     if (key == NULL) return -1;
@@ -61,7 +98,8 @@ static int port_in(PyObject *set, unsigned port)
 /* Where a plain frame goes: 0 routed (*index, *shadow set), 1 not plain (Python
  * routes it), -1 error. Mirrors shard_python's `_plain_route`. */
 static int plain_route(const unsigned char *d, Py_ssize_t len, uint32_t crc, Py_ssize_t n,
-                       PyObject *announce, PyObject *tunnel_ports, Py_ssize_t *index, int *shadow)
+                       int announcing, const Ports *announce, const Ports *tunnel_ports,
+                       Py_ssize_t *index, int *shadow)
 {
     const unsigned char *src, *dst;
     Py_ssize_t alen, l4;
@@ -84,7 +122,7 @@ static int plain_route(const unsigned char *d, Py_ssize_t len, uint32_t crc, Py_
     uint32_t h = memcmp(src, dst, alen) < 0 ? crc32_pair(src, dst, alen, crc) : crc32_pair(dst, src, alen, crc);
     *index = (Py_ssize_t)(h % (uint32_t)n);
     *shadow = 0;
-    if (announce == Py_None || PySet_GET_SIZE(announce) == 0) return 0;
+    if (!announcing) return 0;
     if (fragment) {
         *shadow = 1;
     } else if (proto == 17 || proto == 6) {
@@ -113,21 +151,42 @@ static int grow(PyObject *array, const void *bytes, Py_ssize_t len)
         PyErr_SetString(PyExc_TypeError, "a run's heads and frames must be bytearrays");
         return -1;
     }
+    PyByteArrayObject *a = (PyByteArrayObject *)array;
     Py_ssize_t old = PyByteArray_GET_SIZE(array), need = old + len;
-    if (need >= ((PyByteArrayObject *)array)->ob_alloc) {
-        /* Room for half as much again: bytearray itself grows by an eighth, so a
-         * run of 1,024 frames would be moved about 8 times its size in reallocs.
-         * Resizing back down to `need` keeps the room (a shrink to more than half
-         * only sets the size). */
-        Py_ssize_t room = need + (need >> 1) + 64;
-        if (PyByteArray_Resize(array, room) < 0) return -1;
+    if (need >= a->ob_alloc || a->ob_start != a->ob_bytes || a->ob_exports) {
+        /* Twice the room: bytearray itself grows by an eighth, so a run of 1,024
+         * frames would be moved about 8 times its size in reallocs. (A buffer export
+         * makes the resize fail, as it should; a resize leaves ob_start at ob_bytes.) */
+        if (PyByteArray_Resize(array, 2 * need + 64) < 0) return -1;
     }
-    if (PyByteArray_Resize(array, need) < 0) return -1;
-    memcpy(PyByteArray_AS_STRING(array) + old, bytes, (size_t)len);
+    /* The size set here, not by PyByteArray_Resize: that gives back (realloc) what is
+     * above twice the size, which a run's room is until it fills. */
+    memcpy(a->ob_start + old, bytes, (size_t)len);
+    Py_SET_SIZE(a, need);
+    a->ob_start[need] = '\0';
     return 0;
 }
 
 static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough);
+
+/* A run's heads and frames start with some room and double when full: grown by half
+ * from empty, they were moved (realloc) about 20 times per batch of 1,024 frames.
+ * The first run of a list gets room for a batch of typical frames; later ones (sources
+ * alternating: up to a batch of runs in a list) a little. */
+#define HEADS_ROOM (16 * HEAD_SIZE)
+#define BLOB_ROOM (8 * 1024)
+#define FIRST_HEADS_ROOM (1024 * HEAD_SIZE)
+#define FIRST_BLOB_ROOM (512 * 1024)
+
+/* An empty bytearray with room for `room` bytes (0, more are grown by `grow`). */
+static PyObject *reserved(Py_ssize_t room)
+{
+    PyObject *array = PyByteArray_FromStringAndSize(NULL, room);
+    if (array == NULL) return NULL;
+    Py_SET_SIZE(array, 0);
+    PyByteArray_AS_STRING(array)[0] = '\0';
+    return array;
+}
 
 /* workers._record: one record at the end of `pending`'s run of `source` (a new run
  * ["raw", source, bytearray(), bytearray(), before] when the last entry is not one). */
@@ -148,8 +207,8 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
     if (!same) {
         Py_ssize_t ahead = pending_size(pending, PY_SSIZE_T_MAX);
         if (ahead < 0) return -1;
-        PyObject *heads = PyByteArray_FromStringAndSize(NULL, 0);
-        PyObject *blob = PyByteArray_FromStringAndSize(NULL, 0);
+        PyObject *heads = reserved(size ? HEADS_ROOM : FIRST_HEADS_ROOM);
+        PyObject *blob = reserved(size ? BLOB_ROOM : FIRST_BLOB_ROOM);
         PyObject *before = PyLong_FromSsize_t(ahead);
         run = heads && blob && before ? PyList_New(5) : NULL;
         if (run == NULL) {
@@ -243,8 +302,21 @@ static PyObject *shard(PyObject *self, PyObject *args)
         }
     }
     uint32_t crc = (uint32_t)crc_arg;
+    int announcing = announce != Py_None && PySet_GET_SIZE(announce) > 0;
+    Ports *ports = NULL;        /* announce, tunnel_ports: only looked at when announcing */
+    if (announcing) {
+        ports = PyMem_Malloc(2 * sizeof(Ports));
+        if (ports == NULL) return PyErr_NoMemory();
+        if (ports_init(ports, announce) < 0 || ports_init(ports + 1, tunnel_ports) < 0) {
+            PyMem_Free(ports);
+            return NULL;
+        }
+    }
     Py_ssize_t *counts = PyMem_Calloc((size_t)n, sizeof(Py_ssize_t));
-    if (counts == NULL) return PyErr_NoMemory();
+    if (counts == NULL) {
+        PyMem_Free(ports);
+        return PyErr_NoMemory();
+    }
     Py_ssize_t size = PySequence_Fast_GET_SIZE(batch), i = start < 0 ? 0 : start;
     int slow = 0;
     for (; i < size; i++) {
@@ -258,7 +330,7 @@ static PyObject *shard(PyObject *self, PyObject *args)
         Py_ssize_t index;
         int shadow;
         int r = plain_route((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), crc, n,
-                            announce, tunnel_ports, &index, &shadow);
+                            announcing, ports, ports + 1, &index, &shadow);
         if (r < 0) goto error;
         if (r > 0) { slow = 1; break; }
         double t = PyFloat_AS_DOUBLE(ts);
@@ -302,9 +374,11 @@ done:;
         PyList_SET_ITEM(list, k, c);
     }
     PyMem_Free(counts);
+    PyMem_Free(ports);
     return Py_BuildValue("(nOddLN)", i, slow ? Py_True : Py_False, next_tick, now, frames, list);
 error:
     PyMem_Free(counts);
+    PyMem_Free(ports);
     return NULL;
 }
 
