@@ -285,3 +285,57 @@ def test_a_restarted_worker_is_owed_the_frames_of_its_list():
     pending.append(("finish", None))
     pending.append(("done",))
     assert _owned(pending) == 4
+
+
+# -- announcer ports as a bitmap, runs' arrays grown in place ------------------------
+
+@needs_c
+def test_odd_announcer_port_sets_are_identical():
+    """The C side looks ports up in a bitmap made from the set (exact ints in 0-65535);
+    a set with anything else (a float equal to a port, a bool, out-of-range numbers, a
+    string) must decide as Python's `in` does."""
+    batch = [(1.0 + i, 1, frame, 0) for i, frame in enumerate(_plain_frames())]
+    _check(batch, ns=(2, 3), limits=(1024,), announces=(
+        {5060.0}, {True, 1234}, {-5060, 70000, 2**70}, {"5060", 5061}, frozenset({5060}), set()))
+
+
+@needs_c
+def test_runs_past_their_first_room_are_identical_and_whole():
+    """A list's first run starts with room for typical frames (512 KiB), later runs with
+    a little: frames of 9,000 bytes, and sources taking turns, grow both past it."""
+    from wirebeat.workers import _entries
+    a4, b4 = "10.0.0.1", "192.168.1.20"
+    big = [g.ethernet(g.ipv4(a4, b4, 17, g.udp(a4, b4, 1000 + i, 53, bytes([i]) * 9000)))
+           for i in range(120)]
+    batch = [(1.0 + i / 10, 1, frame, 0) for i, frame in enumerate(big)]
+    _check(batch, ns=(1, 2), limits=(1024,), announces=(None,))
+    pendings: list[list] = [[]]
+    number = 0
+    for i, item in enumerate(batch):      # sources take turns: a new run per frame
+        _stop, _slow, _t, _n, number, _c = _workcore.shard(
+            [item], 0, f"s{i % 2}", CRC, pendings, 10_000, 0.0, 0.0, number, None, _TUNNEL_DPORTS, 100.0)
+    frames = [e for e in _entries(pendings[0]) if e[0].__class__ is not str]
+    assert [e[2] for e in frames] == big
+    assert [e[3] for e in frames] == [f"s{i % 2}" for i in range(len(big))]
+
+
+@needs_c
+def test_a_run_held_by_a_buffer_export_is_not_written_under_it():
+    """While a view of a run's frames exists (as while a message holding it is written),
+    growing it raises BufferError in both, and the view still sees what it saw."""
+    frame = _plain_frames()[2]
+    after = []
+    for shard in (_workcore.shard, shard_python):
+        pendings: list[list] = [[]]
+        # The first frame ticks the clock: the run holds the tick's copy and the frame.
+        shard([(1.0, 1, frame, 0)], 0, SOURCE, CRC, pendings, 10_000, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 100.0)
+        blob = pendings[0][-1][3]
+        assert blob == frame + frame
+        view = memoryview(blob)
+        with pytest.raises(BufferError):
+            shard([(2.0, 1, frame, 0)], 0, SOURCE, CRC, pendings, 10_000, 200.0, 1.0, 1, None,
+                  _TUNNEL_DPORTS, 100.0)
+        assert bytes(view) == frame + frame
+        view.release()
+        after.append(repr(pendings))
+    assert after[0] == after[1]
