@@ -12,6 +12,12 @@
  * batch is pickled as two buffers per run, not objects per frame. The Python
  * function is the reference (tests/beat/test_workcore.py runs both).
  *
+ * `pcap_extent` and `shard_map` do the same for a classic pcap file mapped in
+ * memory (workers._Mapped): the first finds whether every record is whole and
+ * undamaged, the second routes records straight from the mapping into "map"
+ * runs (a frame's offset in the file instead of its bytes); `feed` takes a
+ * map run's offsets and the mapping in the worker.
+ *
  *   shard(batch, start, source, crc, pendings, limit, next_tick, now, frames,
  *         announce, tunnel_ports, tick_s)
  *     -> (stop, slow, next_tick, now, frames, counts)
@@ -540,7 +546,8 @@ out:
  * documents are on), shadow(...) for a shadow copy, tick(source, ts, linktype, data)
  * for a tick. Returns the frames fed to on_frame. When on_frame is a list, a frame is
  * appended to it as (ts, linktype, data, 0) instead (a batch for Engine.on_batch, no
- * Python call per frame; number_state must then be None). */
+ * Python call per frame; number_state must then be None). With `offsets` (a "map"
+ * run's 8-byte offsets), `blob` is the mapped file and each frame is at its offset. */
 static PyObject *feed(PyObject *self, PyObject *args)
 {
     PyObject *source, *on_frame, *number_state, *shadow, *tick, *offsets_arg = Py_None;

@@ -31,6 +31,20 @@ reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
 and numbers the frames without a Python call per frame; any other frame goes
 through `_route` in Python.
 
+A capture file read with -I is mapped in memory before the workers are forked
+(`_Mapped`), when it is a classic pcap file whose records all run whole and
+undamaged to its end (`pcap_extent`, the reader's own checks): the run loop
+then reads it through `WorkerPool.file_batches` as spans of records, which
+`shard_map` (C) routes straight from the mapping, and a frame travels to its
+worker as its offset in the file ("map" records), not as a copy through the
+pipe: the main process makes no object per frame and copies no frame. Each
+process gives back the pages it has read past (madvise), so none keeps the
+file resident. Files given as stdin, pcapng files, damaged or truncated files
+and files that changed size since they were opened are read by the reader as
+before, and so are ZeroMQ and live sources (`on_batch`, `on_frame`). A file
+cut shorter while it is being read is not supported with workers (the mapping
+faults); one that grows is read to the size it had at the start.
+
 Results do not depend on N (tests/integration/test_workers_identical.py):
 - `_id`s are made from content (source, flow, time, identity), never from
   which process made them; per-packet documents are numbered by the reader
@@ -1251,7 +1265,9 @@ class _WorkerLoop:
                                   config["tags"])
         builder.per_source.update(setup["per_source"])
         self.sink = _Sink(setup.get("batch_size", 1024))
-        self.maps: dict[str, _Mapped] = setup.get("maps", {})   # inherited at the fork
+        # Inherited at the fork. The mappings need no descriptor (_forked closed the
+        # duplicates mmap keeps): a worker reads them and never closes them.
+        self.maps: dict[str, _Mapped] = setup.get("maps", {})
         self.stats = stats
         self.engine = Engine(config, enabled, builder, self.sink, stats,  # type: ignore[arg-type]
                              strict=setup["strict"])
