@@ -12,6 +12,12 @@
  * batch is pickled as two buffers per run, not objects per frame. The Python
  * function is the reference (tests/beat/test_workcore.py runs both).
  *
+ * `pcap_extent` and `shard_map` do the same for a classic pcap file mapped in
+ * memory (workers._Mapped): the first finds whether every record is whole and
+ * undamaged, the second routes records straight from the mapping into "map"
+ * runs (a frame's offset in the file instead of its bytes); `feed` takes a
+ * map run's offsets and the mapping in the worker.
+ *
  *   shard(batch, start, source, crc, pendings, limit, next_tick, now, frames,
  *         announce, tunnel_ports, tick_s)
  *     -> (stop, slow, next_tick, now, frames, counts)
@@ -23,6 +29,7 @@
 
 static uint32_t crc_table[256];
 static PyObject *str_raw;
+static PyObject *str_map;
 static PyObject *int_zero;
 
 /* A record's head, as workers._HEAD ("<dqII"): ts, number, linktype, length. */
@@ -48,8 +55,45 @@ static uint32_t crc32_pair(const unsigned char *a, const unsigned char *b, Py_ss
     return ~c;
 }
 
-/* port in the set (a Python set of ints): 1, 0, or -1 with an exception */
-static int port_in(PyObject *set, unsigned port)
+/* A set of ports as a bitmap, made once per `shard` call: a frame's ports are looked up
+ * without a Python int and a set probe each (two per frame when SIP is on). Only for
+ * sets of exact ints; any other member (a float equal to a port ...) keeps the set. */
+typedef struct {
+    PyObject *set;          /* NULL: `bits` holds the set; else look the port up in it */
+    unsigned char bits[65536 / 8];
+} Ports;
+
+/* 0, or -1 with an exception */
+static int ports_init(Ports *p, PyObject *set)
+{
+    p->set = NULL;
+    memset(p->bits, 0, sizeof p->bits);
+    if (set == Py_None) return 0;
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    Py_hash_t hash;
+    while (_PySet_NextEntry(set, &pos, &key, &hash)) {
+        if (!PyLong_CheckExact(key)) { p->set = set; return 0; }
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(key, &overflow);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if (overflow || v < 0 || v > 65535) continue;      /* never a port: never found */
+        p->bits[v >> 3] |= (unsigned char)(1u << (v & 7));
+    }
+    return 0;
+}
+
+static int port_in_set(PyObject *set, unsigned port);
+
+/* port in the set: 1, 0, or -1 with an exception */
+static inline int port_in(const Ports *p, unsigned port)
+{
+    if (p->set != NULL) return port_in_set(p->set, port);
+    return (p->bits[port >> 3] >> (port & 7)) & 1;
+}
+
+/* port in the set (a Python set): 1, 0, or -1 with an exception */
+static int port_in_set(PyObject *set, unsigned port)
 {
     PyObject *key = PyLong_FromUnsignedLong(port);
     if (key == NULL) return -1;
@@ -61,7 +105,8 @@ static int port_in(PyObject *set, unsigned port)
 /* Where a plain frame goes: 0 routed (*index, *shadow set), 1 not plain (Python
  * routes it), -1 error. Mirrors shard_python's `_plain_route`. */
 static int plain_route(const unsigned char *d, Py_ssize_t len, uint32_t crc, Py_ssize_t n,
-                       PyObject *announce, PyObject *tunnel_ports, Py_ssize_t *index, int *shadow)
+                       int announcing, const Ports *announce, const Ports *tunnel_ports,
+                       Py_ssize_t *index, int *shadow)
 {
     const unsigned char *src, *dst;
     Py_ssize_t alen, l4;
@@ -84,7 +129,7 @@ static int plain_route(const unsigned char *d, Py_ssize_t len, uint32_t crc, Py_
     uint32_t h = memcmp(src, dst, alen) < 0 ? crc32_pair(src, dst, alen, crc) : crc32_pair(dst, src, alen, crc);
     *index = (Py_ssize_t)(h % (uint32_t)n);
     *shadow = 0;
-    if (announce == Py_None || PySet_GET_SIZE(announce) == 0) return 0;
+    if (!announcing) return 0;
     if (fragment) {
         *shadow = 1;
     } else if (proto == 17 || proto == 6) {
@@ -113,27 +158,52 @@ static int grow(PyObject *array, const void *bytes, Py_ssize_t len)
         PyErr_SetString(PyExc_TypeError, "a run's heads and frames must be bytearrays");
         return -1;
     }
+    PyByteArrayObject *a = (PyByteArrayObject *)array;
     Py_ssize_t old = PyByteArray_GET_SIZE(array), need = old + len;
-    if (need >= ((PyByteArrayObject *)array)->ob_alloc) {
-        /* Room for half as much again: bytearray itself grows by an eighth, so a
-         * run of 1,024 frames would be moved about 8 times its size in reallocs.
-         * Resizing back down to `need` keeps the room (a shrink to more than half
-         * only sets the size). */
-        Py_ssize_t room = need + (need >> 1) + 64;
-        if (PyByteArray_Resize(array, room) < 0) return -1;
+    if (need >= a->ob_alloc || a->ob_start != a->ob_bytes || a->ob_exports) {
+        /* Twice the room: bytearray itself grows by an eighth, so a run of 1,024
+         * frames would be moved about 8 times its size in reallocs. (A buffer export
+         * makes the resize fail, as it should; a resize leaves ob_start at ob_bytes.) */
+        if (PyByteArray_Resize(array, 2 * need + 64) < 0) return -1;
     }
-    if (PyByteArray_Resize(array, need) < 0) return -1;
-    memcpy(PyByteArray_AS_STRING(array) + old, bytes, (size_t)len);
+    /* The size set here, not by PyByteArray_Resize: that gives back (realloc) what is
+     * above twice the size, which a run's room is until it fills. */
+    memcpy(a->ob_start + old, bytes, (size_t)len);
+    Py_SET_SIZE(a, need);
+    a->ob_start[need] = '\0';
     return 0;
 }
 
 static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough);
 
-/* workers._record: one record at the end of `pending`'s run of `source` (a new run
- * ["raw", source, bytearray(), bytearray(), before] when the last entry is not one). */
-static int record(PyObject *pending, PyObject *source, double ts, long long number, uint32_t linktype,
-                  const char *data, Py_ssize_t len)
+/* A run's heads and frames start with some room and double when full: grown by half
+ * from empty, they were moved (realloc) about 20 times per batch of 1,024 frames.
+ * The first run of a list gets room for a batch of typical frames; later ones (sources
+ * alternating: up to a batch of runs in a list) a little. */
+#define HEADS_ROOM (16 * HEAD_SIZE)
+#define BLOB_ROOM (8 * 1024)
+#define FIRST_HEADS_ROOM (1024 * HEAD_SIZE)
+#define FIRST_BLOB_ROOM (512 * 1024)
+
+/* An empty bytearray with room for `room` bytes (0, more are grown by `grow`). */
+static PyObject *reserved(Py_ssize_t room)
 {
+    PyObject *array = PyByteArray_FromStringAndSize(NULL, room);
+    if (array == NULL) return NULL;
+    Py_SET_SIZE(array, 0);
+    PyByteArray_AS_STRING(array)[0] = '\0';
+    return array;
+}
+
+/* workers._record: one record at the end of `pending`'s run of `source` (a new run
+ * [kind, source, bytearray(), bytearray(), before] when the last entry is not one of
+ * this kind and source). offset < 0: a "raw" run, the frame's bytes are appended to
+ * run[3]; else a "map" run (the frame is in the source's mapped file), its offset there
+ * is (8 bytes, little-endian). */
+static int record(PyObject *pending, PyObject *source, double ts, long long number, uint32_t linktype,
+                  const char *data, Py_ssize_t len, long long offset)
+{
+    PyObject *kind = offset < 0 ? str_raw : str_map;
     Py_ssize_t size = PyList_GET_SIZE(pending);
     PyObject *run = size ? PyList_GET_ITEM(pending, size - 1) : NULL;
     int same = 0;
@@ -142,14 +212,15 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
             PyErr_SetString(PyExc_ValueError, "a run is a list of 5");
             return -1;
         }
-        same = PyObject_RichCompareBool(PyList_GET_ITEM(run, 1), source, Py_EQ);
+        same = PyObject_RichCompareBool(PyList_GET_ITEM(run, 0), kind, Py_EQ);
+        if (same > 0) same = PyObject_RichCompareBool(PyList_GET_ITEM(run, 1), source, Py_EQ);
         if (same < 0) return -1;
     }
     if (!same) {
         Py_ssize_t ahead = pending_size(pending, PY_SSIZE_T_MAX);
         if (ahead < 0) return -1;
-        PyObject *heads = PyByteArray_FromStringAndSize(NULL, 0);
-        PyObject *blob = PyByteArray_FromStringAndSize(NULL, 0);
+        PyObject *heads = reserved(size ? HEADS_ROOM : FIRST_HEADS_ROOM);
+        PyObject *blob = reserved(offset >= 0 ? (size ? 16 * 8 : 1024 * 8) : size ? BLOB_ROOM : FIRST_BLOB_ROOM);
         PyObject *before = PyLong_FromSsize_t(ahead);
         run = heads && blob && before ? PyList_New(5) : NULL;
         if (run == NULL) {
@@ -159,9 +230,9 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
             return -1;
         }
         PyList_SET_ITEM(run, 4, before);
-        Py_INCREF(str_raw);
+        Py_INCREF(kind);
         Py_INCREF(source);
-        PyList_SET_ITEM(run, 0, str_raw);
+        PyList_SET_ITEM(run, 0, kind);
         PyList_SET_ITEM(run, 1, source);
         PyList_SET_ITEM(run, 2, heads);
         PyList_SET_ITEM(run, 3, blob);
@@ -180,7 +251,10 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
     for (int k = 0; k < 4; k++) head[16 + k] = (unsigned char)(linktype >> (8 * k));
     for (int k = 0; k < 4; k++) head[20 + k] = (unsigned char)(length >> (8 * k));
     if (grow(PyList_GET_ITEM(run, 2), head, HEAD_SIZE) < 0) return -1;
-    return grow(PyList_GET_ITEM(run, 3), data, len);
+    if (offset < 0) return grow(PyList_GET_ITEM(run, 3), data, len);
+    unsigned char at[8];
+    for (int k = 0; k < 8; k++) at[k] = (unsigned char)((uint64_t)offset >> (8 * k));
+    return grow(PyList_GET_ITEM(run, 3), at, 8);
 }
 
 /* workers._size: entries in a pending list, every record of its runs counted (at
@@ -204,13 +278,103 @@ static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough)
 }
 
 static int record_to(PyObject *pendings, Py_ssize_t n, Py_ssize_t skip, PyObject *source, double ts,
-                     long long number, uint32_t linktype, const char *data, Py_ssize_t len)
+                     long long number, uint32_t linktype, const char *data, Py_ssize_t len, long long offset)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (i != skip && record(PyList_GET_ITEM(pendings, i), source, ts, number, linktype, data, len) < 0)
+        if (i != skip && record(PyList_GET_ITEM(pendings, i), source, ts, number, linktype, data, len, offset) < 0)
             return -1;
     }
     return 0;
+}
+
+/* What both shards do with a plain frame routed to `index`: the clock's tick to every
+ * list, the frame to its worker's, a shadow copy to the others'. 1 when a list it
+ * touched is full (stop after this frame), 0 else, -1 with an exception. */
+typedef struct {
+    PyObject *pendings, *source;
+    Py_ssize_t n, limit;
+    double next_tick, now, tick_s;
+    long long frames;
+    Py_ssize_t *counts;
+} Shard;
+
+static int place(Shard *sh, double t, uint32_t linktype, const char *bytes, Py_ssize_t len, long long offset,
+                 Py_ssize_t index, int shadow)
+{
+    int full = 0;
+    if (t >= sh->next_tick) {
+        sh->next_tick = t + sh->tick_s;
+        sh->now = t;
+        if (record_to(sh->pendings, sh->n, -1, sh->source, t, TICK, linktype, bytes, len, offset) < 0) return -1;
+        full = 1;
+    }
+    if (record(PyList_GET_ITEM(sh->pendings, index), sh->source, t, sh->frames, linktype, bytes, len, offset) < 0)
+        return -1;
+    sh->frames++;
+    sh->counts[index]++;
+    if (shadow) {
+        if (record_to(sh->pendings, sh->n, index, sh->source, t, SHADOW, linktype, bytes, len, offset) < 0) return -1;
+        full = 1;
+    }
+    for (Py_ssize_t k = full ? 0 : index; k < (full ? sh->n : index + 1); k++) {
+        Py_ssize_t size = pending_size(PyList_GET_ITEM(sh->pendings, k), sh->limit);
+        if (size < 0) return -1;
+        if (size >= sh->limit) return 1;
+    }
+    return 0;
+}
+
+/* The announcer and tunnel ports (NULL when nothing announces); PyMem_Free it. */
+static int ports_make(PyObject *announce, PyObject *tunnel_ports, Ports **out)
+{
+    *out = NULL;
+    if (announce == Py_None || PySet_GET_SIZE(announce) == 0) return 0;
+    Ports *ports = PyMem_Malloc(2 * sizeof(Ports));
+    if (ports == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (ports_init(ports, announce) < 0 || ports_init(ports + 1, tunnel_ports) < 0) {
+        PyMem_Free(ports);
+        return -1;
+    }
+    *out = ports;
+    return 0;
+}
+
+static int check_lists(PyObject *pendings, PyObject *announce, PyObject *tunnel_ports)
+{
+    if ((announce != Py_None && !PyAnySet_Check(announce)) || !PyAnySet_Check(tunnel_ports)) {
+        PyErr_SetString(PyExc_TypeError, "announce must be a set or None, tunnel_ports a set");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(pendings);
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "no pending lists");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyList_Check(PyList_GET_ITEM(pendings, i))) {
+            PyErr_SetString(PyExc_TypeError, "pendings must be lists");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *counts_list(const Py_ssize_t *counts, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *c = PyLong_FromSsize_t(counts[k]);
+        if (c == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, c);
+    }
+    return list;
 }
 
 static PyObject *shard(PyObject *self, PyObject *args)
@@ -227,24 +391,17 @@ static PyObject *shard(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "batch must be a list or a tuple");
         return NULL;
     }
-    if ((announce != Py_None && !PyAnySet_Check(announce)) || !PyAnySet_Check(tunnel_ports)) {
-        PyErr_SetString(PyExc_TypeError, "announce must be a set or None, tunnel_ports a set");
-        return NULL;
-    }
+    if (check_lists(pendings, announce, tunnel_ports) < 0) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(pendings);
-    if (n < 1) {
-        PyErr_SetString(PyExc_ValueError, "no pending lists");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyList_Check(PyList_GET_ITEM(pendings, i))) {
-            PyErr_SetString(PyExc_TypeError, "pendings must be lists");
-            return NULL;
-        }
-    }
     uint32_t crc = (uint32_t)crc_arg;
-    Py_ssize_t *counts = PyMem_Calloc((size_t)n, sizeof(Py_ssize_t));
-    if (counts == NULL) return PyErr_NoMemory();
+    Ports *ports;
+    if (ports_make(announce, tunnel_ports, &ports) < 0) return NULL;
+    Shard sh = {pendings, source, n, limit, next_tick, now, tick_s, frames, PyMem_Calloc((size_t)n, sizeof(Py_ssize_t))};
+    if (sh.counts == NULL) {
+        PyMem_Free(ports);
+        return PyErr_NoMemory();
+    }
+    PyObject *list = NULL;
     Py_ssize_t size = PySequence_Fast_GET_SIZE(batch), i = start < 0 ? 0 : start;
     int slow = 0;
     for (; i < size; i++) {
@@ -257,55 +414,129 @@ static PyObject *shard(PyObject *self, PyObject *args)
         if (PyLong_AsLongAndOverflow(linktype, &overflow) != 1) { slow = 1; break; }
         Py_ssize_t index;
         int shadow;
-        int r = plain_route((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), crc, n,
-                            announce, tunnel_ports, &index, &shadow);
-        if (r < 0) goto error;
-        if (r > 0) { slow = 1; break; }
-        double t = PyFloat_AS_DOUBLE(ts);
         const char *bytes = PyBytes_AS_STRING(data);
         Py_ssize_t len = PyBytes_GET_SIZE(data);
-        int full = 0;
-        if (t >= next_tick) {
-            next_tick = t + tick_s;
-            now = t;
-            if (record_to(pendings, n, -1, source, t, TICK, 1, bytes, len) < 0) goto error;
-            full = 1;
-        }
-        if (record(PyList_GET_ITEM(pendings, index), source, t, frames, 1, bytes, len) < 0) goto error;
-        frames++;
-        counts[index]++;
-        if (shadow) {
-            if (record_to(pendings, n, index, source, t, SHADOW, 1, bytes, len) < 0) goto error;
-            full = 1;
-        }
-        if (full) {
-            for (Py_ssize_t k = 0; k < n; k++) {
-                Py_ssize_t size = pending_size(PyList_GET_ITEM(pendings, k), limit);
-                if (size < 0) goto error;
-                if (size >= limit) { i++; goto done; }
-            }
-        } else {
-            Py_ssize_t size = pending_size(PyList_GET_ITEM(pendings, index), limit);
-            if (size < 0) goto error;
-            if (size >= limit) {
-                i++;
-                goto done;
-            }
-        }
+        int r = plain_route((const unsigned char *)bytes, len, crc, n, ports != NULL, ports,
+                            ports ? ports + 1 : NULL, &index, &shadow);
+        if (r < 0) goto error;
+        if (r > 0) { slow = 1; break; }
+        r = place(&sh, PyFloat_AS_DOUBLE(ts), 1, bytes, len, -1, index, shadow);
+        if (r < 0) goto error;
+        if (r > 0) { i++; break; }
     }
-done:;
-    PyObject *list = PyList_New(n);
+    list = counts_list(sh.counts, n);
     if (list == NULL) goto error;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *c = PyLong_FromSsize_t(counts[k]);
-        if (c == NULL) { Py_DECREF(list); goto error; }
-        PyList_SET_ITEM(list, k, c);
-    }
-    PyMem_Free(counts);
-    return Py_BuildValue("(nOddLN)", i, slow ? Py_True : Py_False, next_tick, now, frames, list);
+    PyMem_Free(sh.counts);
+    PyMem_Free(ports);
+    return Py_BuildValue("(nOddLN)", i, slow ? Py_True : Py_False, sh.next_tick, sh.now, sh.frames, list);
 error:
-    PyMem_Free(counts);
+    PyMem_Free(sh.counts);
+    PyMem_Free(ports);
     return NULL;
+}
+
+static inline uint32_t rd32(const unsigned char *p, int little)
+{
+    return little ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24
+                  : (uint32_t)p[3] | (uint32_t)p[2] << 8 | (uint32_t)p[1] << 16 | (uint32_t)p[0] << 24;
+}
+
+/* workers.pcap_extent_python: how far classic pcap records run whole and undamaged
+ * from `pos`, up to max_count of them (the reader's own checks: caplen within
+ * max_caplen, the fraction below frac_max, the record inside the buffer)
+ * -> (end, records). */
+static PyObject *pcap_extent(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t pos, max_count;
+    int little;
+    long long max_caplen, frac_max;
+    if (!PyArg_ParseTuple(args, "y*npLLn", &buf, &pos, &little, &max_caplen, &frac_max, &max_count)) return NULL;
+    const unsigned char *b = buf.buf;
+    Py_ssize_t len = buf.len, count = 0;
+    if (pos < 0) pos = 0;
+    while (pos <= len - 16 && count < max_count) {
+        uint32_t frac = rd32(b + pos + 4, little), caplen = rd32(b + pos + 8, little);
+        if ((long long)caplen > max_caplen || (long long)frac >= frac_max || (Py_ssize_t)caplen > len - pos - 16) break;
+        pos += 16 + (Py_ssize_t)caplen;
+        count++;
+    }
+    PyBuffer_Release(&buf);
+    return Py_BuildValue("(nn)", pos, count);
+}
+
+/* workers.shard_map_python: `shard` for a classic pcap file mapped in memory, whose
+ * records pcap_extent found whole: up to `count` records from `pos` go to the lists as
+ * "map" records (the frame's offset in the file, not its bytes). Stops after a record
+ * that fills a list, and before one that is not plain (slow).
+ *   -> (pos, records placed, the last one's position or -1, slow, next_tick, now, frames, counts) */
+static PyObject *shard_map(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    PyObject *source, *pendings, *announce, *tunnel_ports;
+    Py_ssize_t pos, count, limit;
+    int little;
+    double scale, next_tick, now, tick_s;
+    unsigned long linktype, crc_arg;
+    long long frames;
+    if (!PyArg_ParseTuple(args, "y*nnpdkUkO!nddLOOd", &buf, &pos, &count, &little, &scale, &linktype, &source,
+                          &crc_arg, &PyList_Type, &pendings, &limit, &next_tick, &now, &frames, &announce,
+                          &tunnel_ports, &tick_s))
+        return NULL;
+    PyObject *result = NULL;
+    Ports *ports = NULL;
+    Shard sh = {pendings, source, PyList_GET_SIZE(pendings), limit, next_tick, now, tick_s, frames, NULL};
+    if (check_lists(pendings, announce, tunnel_ports) < 0 || ports_make(announce, tunnel_ports, &ports) < 0)
+        goto out;
+    sh.counts = PyMem_Calloc((size_t)sh.n, sizeof(Py_ssize_t));
+    if (sh.counts == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    const unsigned char *b = buf.buf;
+    Py_ssize_t len = buf.len, done = 0, last = -1;
+    int slow = 0;
+    if (pos < 0) pos = 0;
+    while (done < count) {
+        if (pos > len - 16) {
+            PyErr_SetString(PyExc_ValueError, "fewer records than counted");
+            goto out;
+        }
+        uint32_t sec = rd32(b + pos, little), frac = rd32(b + pos + 4, little), caplen = rd32(b + pos + 8, little);
+        if ((Py_ssize_t)caplen > len - pos - 16) {
+            PyErr_SetString(PyExc_ValueError, "a record runs past the end");
+            goto out;
+        }
+        const char *data = (const char *)b + pos + 16;
+        Py_ssize_t index;
+        int shadow, r = 1;
+        if (linktype == 1) {
+            r = plain_route((const unsigned char *)data, caplen, (uint32_t)crc_arg, sh.n, ports != NULL, ports,
+                            ports ? ports + 1 : NULL, &index, &shadow);
+            if (r < 0) goto out;
+        }
+        if (r > 0) {
+            slow = 1;
+            break;
+        }
+        /* as pcapfile's readers: seconds plus the fraction times its scale */
+        double ts = (double)sec + (double)frac * scale;
+        r = place(&sh, ts, (uint32_t)linktype, data, caplen, pos + 16, index, shadow);
+        if (r < 0) goto out;
+        last = pos;
+        pos += 16 + (Py_ssize_t)caplen;
+        done++;
+        if (r > 0) break;
+    }
+    PyObject *list = counts_list(sh.counts, sh.n);
+    if (list != NULL)
+        result = Py_BuildValue("(nnnOddLN)", pos, done, last, slow ? Py_True : Py_False, sh.next_tick, sh.now,
+                               sh.frames, list);
+out:
+    PyMem_Free(sh.counts);
+    PyMem_Free(ports);
+    PyBuffer_Release(&buf);
+    return result;
 }
 
 /* workers.feed_python in C: one run of records (its 24-byte heads and the frames'
@@ -315,17 +546,24 @@ error:
  * documents are on), shadow(...) for a shadow copy, tick(source, ts, linktype, data)
  * for a tick. Returns the frames fed to on_frame. When on_frame is a list, a frame is
  * appended to it as (ts, linktype, data, 0) instead (a batch for Engine.on_batch, no
- * Python call per frame; number_state must then be None). */
+ * Python call per frame; number_state must then be None). With `offsets` (a "map"
+ * run's 8-byte offsets), `blob` is the mapped file and each frame is at its offset. */
 static PyObject *feed(PyObject *self, PyObject *args)
 {
-    PyObject *source, *on_frame, *number_state, *shadow, *tick;
-    Py_buffer heads, blob;
-    if (!PyArg_ParseTuple(args, "y*y*UOOOO", &heads, &blob, &source, &on_frame, &number_state, &shadow, &tick))
+    PyObject *source, *on_frame, *number_state, *shadow, *tick, *offsets_arg = Py_None;
+    Py_buffer heads, blob, offsets = {0};
+    if (!PyArg_ParseTuple(args, "y*y*UOOOO|O", &heads, &blob, &source, &on_frame, &number_state, &shadow, &tick,
+                          &offsets_arg))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t count = 0, off = 0;
     const unsigned char *h = heads.buf;
-    if (heads.len % HEAD_SIZE) {
+    int mapped = offsets_arg != Py_None;
+    if (mapped && PyObject_GetBuffer(offsets_arg, &offsets, PyBUF_SIMPLE) < 0) {
+        mapped = 0;
+        goto out;
+    }
+    if (heads.len % HEAD_SIZE || (mapped && offsets.len != heads.len / HEAD_SIZE * 8)) {
         PyErr_SetString(PyExc_ValueError, "a run's heads are not whole records");
         goto out;
     }
@@ -344,6 +582,17 @@ static PyObject *feed(PyObject *self, PyObject *args)
         double ts;
         memcpy(&ts, &bits, 8);
         int64_t number = (int64_t)num;
+        if (mapped) {
+            /* a "map" run: the frame is at its offset in the mapped file */
+            const unsigned char *o = (const unsigned char *)offsets.buf + at / HEAD_SIZE * 8;
+            uint64_t where = 0;
+            for (int k = 0; k < 8; k++) where |= (uint64_t)o[k] << (8 * k);
+            if (where > (uint64_t)blob.len) {
+                PyErr_SetString(PyExc_ValueError, "a record's offset is past the mapped file");
+                goto out;
+            }
+            off = (Py_ssize_t)where;
+        }
         if ((Py_ssize_t)length > blob.len - off) {
             PyErr_SetString(PyExc_ValueError, "a record is longer than the run's frames");
             goto out;
@@ -397,12 +646,17 @@ static PyObject *feed(PyObject *self, PyObject *args)
 out:
     PyBuffer_Release(&heads);
     PyBuffer_Release(&blob);
+    if (mapped) PyBuffer_Release(&offsets);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"feed", feed, METH_VARARGS,
      "Feed one run of records to the worker's engine (see workers.feed_python)."},
+    {"pcap_extent", pcap_extent, METH_VARARGS,
+     "How far whole, undamaged classic pcap records run (see workers.pcap_extent_python)."},
+    {"shard_map", shard_map, METH_VARARGS,
+     "Hand records of a mapped classic pcap file to the workers' pending lists (see workers.shard_map_python)."},
     {"shard", shard, METH_VARARGS,
      "Hand a batch of one source's frames to the workers' pending lists (see workers.shard_python)."},
     {NULL, NULL, 0, NULL},
@@ -415,7 +669,8 @@ PyMODINIT_FUNC PyInit__workcore(void)
 {
     crc_init();
     str_raw = PyUnicode_InternFromString("raw");
+    str_map = PyUnicode_InternFromString("map");
     int_zero = PyLong_FromLong(0);
-    if (str_raw == NULL || int_zero == NULL) return NULL;
+    if (str_raw == NULL || str_map == NULL || int_zero == NULL) return NULL;
     return PyModule_Create(&module);
 }

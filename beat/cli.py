@@ -369,7 +369,7 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     for listener in listeners:
         builder.per_source[listener.name] = (listener.listener.tags, listener.listener.fields)
     engine = make_engine(config, enabled, builder, pipeline, stats, strict=args.strict,
-                         flowless=[listener.name for listener in listeners])
+                         flowless=[listener.name for listener in listeners], files=readers)
     runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)
     runner.install_signal_handlers()
     return runner.run()

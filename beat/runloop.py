@@ -189,6 +189,8 @@ class Runner:
         on_frame = self.engine.on_frame
         # Worker processes (wirebeat.workers) take a file's batch whole: one call, not one per frame.
         on_batch = getattr(self.engine, "on_batch", None)
+        # ... and may read a capture file its own way (by offset in a mapped file).
+        file_batches = getattr(self.engine, "file_batches", None)
         files = list(self.readers)
         current: Any = None
         now = time.monotonic()
@@ -201,7 +203,7 @@ class Runner:
             if files:
                 reader = files[0]
                 if current is None:
-                    current = reader.batches()
+                    current = reader.batches() if file_batches is None else file_batches(reader)
                 source = reader.name
                 count, ended = 0, True
                 for batch in current:       # lists of (ts, linktype, data, wire_len)

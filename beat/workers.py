@@ -31,6 +31,20 @@ reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
 and numbers the frames without a Python call per frame; any other frame goes
 through `_route` in Python.
 
+A capture file read with -I is mapped in memory before the workers are forked
+(`_Mapped`), when it is a classic pcap file whose records all run whole and
+undamaged to its end (`pcap_extent`, the reader's own checks): the run loop
+then reads it through `WorkerPool.file_batches` as spans of records, which
+`shard_map` (C) routes straight from the mapping, and a frame travels to its
+worker as its offset in the file ("map" records), not as a copy through the
+pipe: the main process makes no object per frame and copies no frame. Each
+process gives back the pages it has read past (madvise), so none keeps the
+file resident. Files given as stdin, pcapng files, damaged or truncated files
+and files that changed size since they were opened are read by the reader as
+before, and so are ZeroMQ and live sources (`on_batch`, `on_frame`). A file
+cut shorter while it is being read is not supported with workers (the mapping
+faults); one that grows is read to the size it had at the start.
+
 Results do not depend on N (tests/integration/test_workers_identical.py):
 - `_id`s are made from content (source, flow, time, identity), never from
   which process made them; per-packet documents are numbered by the reader
@@ -64,6 +78,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib
+import mmap
 import os
 import pickle
 import signal
@@ -86,6 +101,7 @@ from wirebeat.engine import TICK_S, Engine
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, Pipeline
 from wirebeat.registry import Registered
+from wirebeat.sources.pcapfile import FormatError, parse_pcap_header
 from wirebeat.stats import Stats
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 
@@ -119,14 +135,15 @@ _LEFT_TO_WORKERS = frozenset({"wirebeat.decoders.tls_x509"})
 
 def make_engine(config: Config, enabled: list[Registered], builder: DocumentBuilder,
                 pipeline: Pipeline, stats: Stats, strict: bool = False,
-                flowless: list[str] = ()) -> Engine | WorkerPool:  # type: ignore[assignment]
+                flowless: list[str] = (), files: list = ()) -> Engine | WorkerPool:  # type: ignore[assignment]
     """The engine for `wirebeat run`: in this process, or a pool of `wirebeat.workers`.
-    `flowless`: sources that get no packet flows (NetFlow listeners)."""
+    `flowless`: sources that get no packet flows (NetFlow listeners); `files`: the
+    capture files' readers (CaptureReader), opened already (see WorkerPool.file_batches)."""
     if config["wirebeat.workers"] <= 1:
         engine = Engine(config, enabled, builder, pipeline, stats, strict=strict)
         engine.flowless_sources.update(flowless)
         return engine
-    return WorkerPool(config, enabled, builder, pipeline, stats, strict, flowless)
+    return WorkerPool(config, enabled, builder, pipeline, stats, strict, flowless, files)
 
 
 def announcer_ports(config: Config, enabled: list[Registered]) -> tuple[set[int], list[str]]:
@@ -329,19 +346,24 @@ def _plain_route(linktype: int, data: bytes, crc: int, n: int,
 # tuples, as before.
 
 _HEAD = struct.Struct("<dqII")      # ts, number, linktype, length: 24 bytes
+_MAP_AT = struct.Struct("<Q")       # a "map" record's frame: its offset in the mapped file
 SHADOW = -1
 TICK = -2
 
 
-def _record(pending: list, source: str, ts: float, linktype: int, data: bytes, number: int) -> None:
+def _record(pending: list, source: str, ts: float, linktype: int, data: bytes, number: int,
+            offset: int = -1) -> None:
     """Append one record to `pending`'s run of `source` (a new run when the last entry
-    is not one)."""
+    is not one of this kind and source). offset < 0: a "raw" run, which holds the
+    frame's bytes; else a "map" run, which holds the frame's offset in the source's
+    mapped capture file (`_MAP_AT`: see WorkerPool.file_batches)."""
+    kind = "raw" if offset < 0 else "map"
     run = pending[-1] if pending else None
-    if run.__class__ is not list or run[1] != source:
-        run = ["raw", source, bytearray(), bytearray(), _size(pending, 1 << 62)]
+    if run.__class__ is not list or run[0] != kind or run[1] != source:
+        run = [kind, source, bytearray(), bytearray(), _size(pending, 1 << 62)]
         pending.append(run)
     run[2] += _HEAD.pack(ts, number, linktype, len(data))
-    run[3] += data
+    run[3] += data if offset < 0 else _MAP_AT.pack(offset)
 
 
 def _fits(ts: Any, linktype: Any, data: Any) -> bool:
@@ -366,17 +388,24 @@ def _size(pending: list, enough: int = BATCH_FRAMES) -> int:
     return run[4] + len(run[2]) // _HEAD.size + extra
 
 
-def _entries(pending: list) -> list[tuple]:
+def _entries(pending: list, maps: dict[str, Any] | None = None) -> list[tuple]:
     """A pending list as tuples: (ts, linktype, data, source, number) for frames and
-    shadows (number SHADOW), ("tick", source, ts, linktype, data), the rest as it is."""
+    shadows (number SHADOW), ("tick", source, ts, linktype, data), the rest as it is.
+    `maps`: the mapped capture files by source, for "map" runs."""
     out: list[tuple] = []
     for entry in pending:
         if entry.__class__ is not list:
             out.append(entry)
             continue
-        _raw, source, heads, blob, _before = entry
+        kind, source, heads, blob, _before = entry
         off = 0
+        ats = _MAP_AT.iter_unpack(blob) if kind == "map" else None
+        if ats is not None:
+            assert maps is not None
+            blob = maps[source]
         for ts, number, linktype, length in _HEAD.iter_unpack(heads):
+            if ats is not None:
+                off = next(ats)[0]
             data = bytes(blob[off:off + length])
             off += length
             out.append(("tick", source, ts, linktype, data) if number == TICK
@@ -386,7 +415,13 @@ def _entries(pending: list) -> list[tuple]:
 
 def _owned(pending: list) -> int:
     """Frames in a pending list that its worker is to decode (not shadows, ticks, ends)."""
-    return sum(1 for e in _entries(pending) if e[0].__class__ is not str and e[4] >= 0)
+    owned = 0
+    for entry in pending:
+        if entry.__class__ is list:
+            owned += sum(1 for _ts, number, _lt, _len in _HEAD.iter_unpack(entry[2]) if number >= 0)
+        elif entry[0].__class__ is not str and entry[4] >= 0:
+            owned += 1
+    return owned
 
 
 def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
@@ -413,48 +448,125 @@ def shard_python(batch: list[tuple] | tuple, start: int, source: str, crc: int,
         route = _plain_route(linktype, data, crc, n, announce, tunnel_ports)
         if route is None:
             return i, True, next_tick, now, frames, counts
-        index, shadow = route
         i += 1
-        full = False
-        if ts >= next_tick:
-            next_tick, now = ts + tick_s, ts
-            for pending in pendings:
-                _record(pending, source, ts, linktype, data, TICK)
-            full = True
-        _record(pendings[index], source, ts, linktype, data, frames)
+        full, next_tick, now = _place(pendings, source, ts, linktype, data, -1, route, next_tick, now,
+                                      frames, counts, limit, tick_s)
         frames += 1
-        counts[index] += 1
-        if shadow:
-            for k, pending in enumerate(pendings):
-                if k != index:
-                    _record(pending, source, ts, linktype, data, SHADOW)
-            full = True
-        if full and any(_size(pending, limit) >= limit for pending in pendings) \
-                or _size(pendings[index], limit) >= limit:
+        if full:
             break
     return i, False, next_tick, now, frames, counts
 
 
+def _place(pendings: list[list], source: str, ts: float, linktype: int, data: bytes, offset: int,
+           route: tuple[int, bool], next_tick: float, now: float, number: int, counts: list[int],
+           limit: int, tick_s: float) -> tuple[bool, float, float]:
+    """What both shards do with a plain frame: the packet clock's tick to every list,
+    the frame to its worker's (numbered `number`), a shadow copy to the others'.
+    (a list it touched is full, next_tick, now)."""
+    index, shadow = route
+    full = False
+    if ts >= next_tick:
+        next_tick, now = ts + tick_s, ts
+        for pending in pendings:
+            _record(pending, source, ts, linktype, data, TICK, offset)
+        full = True
+    _record(pendings[index], source, ts, linktype, data, number, offset)
+    counts[index] += 1
+    if shadow:
+        for k, pending in enumerate(pendings):
+            if k != index:
+                _record(pending, source, ts, linktype, data, SHADOW, offset)
+        full = True
+    full = full and any(_size(pending, limit) >= limit for pending in pendings) \
+        or _size(pendings[index], limit) >= limit
+    return full, next_tick, now
+
+
+def pcap_extent_python(buf: Any, pos: int, little: bool, max_caplen: int, frac_max: int,
+                       max_count: int) -> tuple[int, int]:
+    """How far classic pcap records run whole and undamaged in `buf` from `pos`, up to
+    `max_count` of them, by the reader's own checks (pcapfile's pcap_records: caplen
+    within max_caplen, the fraction below frac_max, the record inside the buffer):
+    (the end, records). wirebeat._workcore.pcap_extent is this in C."""
+    unpack = (_RECORD_LE if little else _RECORD_BE).unpack_from
+    count, end = 0, len(buf)
+    while pos <= end - 16 and count < max_count:
+        _sec, frac, caplen, _wire = unpack(buf, pos)
+        if caplen > max_caplen or frac >= frac_max or caplen > end - pos - 16:
+            break
+        pos += 16 + caplen
+        count += 1
+    return pos, count
+
+
+_RECORD_LE, _RECORD_BE = struct.Struct("<IIII"), struct.Struct(">IIII")
+
+
+def shard_map_python(buf: Any, pos: int, count: int, little: bool, scale: float, linktype: int,
+                     source: str, crc: int, pendings: list[list], limit: int, next_tick: float,
+                     now: float, frames: int, announce: set[int] | None, tunnel_ports: frozenset[int],
+                     tick_s: float) -> tuple[int, int, bool, float, float, int, list[int]]:
+    """`shard_python` for a classic pcap file mapped in memory whose records
+    `pcap_extent` found whole: up to `count` records from `pos` go to the lists as "map"
+    records (the frame's offset in the file, not its bytes). Stops after a record that
+    fills a list, and before one that is not plain (slow: the pool routes it).
+    Returns (pos, records placed, the last one's position or -1, slow, next_tick, now,
+    frames, counts). wirebeat._workcore.shard_map is this in C."""
+    unpack = (_RECORD_LE if little else _RECORD_BE).unpack_from
+    n = len(pendings)
+    counts = [0] * n
+    done, last = 0, -1
+    while done < count:
+        if pos > len(buf) - 16:
+            raise ValueError("fewer records than counted")
+        sec, frac, caplen, _wire = unpack(buf, pos)
+        if caplen > len(buf) - pos - 16:
+            raise ValueError("a record runs past the end")
+        data = bytes(buf[pos + 16:pos + 16 + caplen])
+        route = _plain_route(linktype, data, crc, n, announce, tunnel_ports) if linktype == 1 else None
+        if route is None:
+            return pos, done, last, True, next_tick, now, frames, counts
+        ts = sec + frac * scale
+        full, next_tick, now = _place(pendings, source, ts, linktype, data, pos + 16, route, next_tick,
+                                      now, frames, counts, limit, tick_s)
+        frames += 1
+        last = pos
+        pos += 16 + caplen
+        done += 1
+        if full:
+            break
+    return pos, done, last, False, next_tick, now, frames, counts
+
+
 shard = workcore.shard if workcore is not None else shard_python
+pcap_extent = workcore.pcap_extent if workcore is not None else pcap_extent_python
+shard_map = workcore.shard_map if workcore is not None else shard_map_python
 
 
-def feed_python(heads: bytes | bytearray, blob: bytes | bytearray, source: str, on_frame: Any,
-                number_state: Any, shadow: Any, tick: Any) -> int:
+def feed_python(heads: bytes | bytearray, blob: Any, source: str, on_frame: Any,
+                number_state: Any, shadow: Any, tick: Any, offsets: Any = None) -> int:
     """A worker feeds one run of records (`_record`) to its engine: on_frame(ts, linktype,
     data, source) for a frame (after number_state(source)[0] = its number, unless
     number_state is None: per-packet documents are numbered as the reader counted),
     shadow(...) for a shadow copy, tick(source, ts, linktype, data) for a tick. The
     frames fed to on_frame. When on_frame is a list, each frame is appended to it as
     (ts, linktype, data, 0) instead: a batch for `Engine.on_batch` (number_state must be
-    None then). wirebeat._workcore.feed is this in C."""
-    if len(heads) % _HEAD.size:
+    None then). `offsets`: a "map" run's (`_record`): `blob` is the mapped file and each
+    frame is at its offset there. wirebeat._workcore.feed is this in C."""
+    if len(heads) % _HEAD.size or offsets is not None and len(offsets) != len(heads) // _HEAD.size * 8:
         raise ValueError("a run's heads are not whole records")
+    ats = None if offsets is None else _MAP_AT.iter_unpack(offsets)
     collect = on_frame.append if on_frame.__class__ is list else None
     if collect is not None and number_state is not None:
         raise ValueError("frames collected in a list carry no number state")
-    blob = bytes(blob)
+    if ats is None:
+        blob = bytes(blob)      # slices of an mmap (a "map" run's blob) are bytes already
     count = off = 0
     for ts, number, linktype, length in _HEAD.iter_unpack(heads):
+        if ats is not None:
+            off = next(ats)[0]
+            if off > len(blob):
+                raise ValueError("a record's offset is past the mapped file")
         if length > len(blob) - off:
             raise ValueError("a record is longer than the run's frames")
         end = off + length
@@ -489,6 +601,91 @@ class _Clock:
         self.now = 0.0
         self.crc = zlib.crc32(source.encode())
         self.frames = frames        # frames of the source so far: per-packet documents' numbers
+
+
+class _Mapped:
+    """A classic pcap capture file mapped read-only in memory, whose records all run
+    whole and undamaged to its end (`pcap_extent`): mapped before the workers are forked,
+    so every worker (and every restarted one) shares the mapping, and a frame travels to
+    its worker as its offset in the file (a "map" record), not as a copy of its bytes
+    through the pipe."""
+
+    __slots__ = ("map", "little", "scale", "linktype", "count", "pos", "dropped", "reader")
+
+    def __init__(self, data: mmap.mmap, header: Any, count: int) -> None:
+        self.map = data
+        self.little = header.order == "<"
+        self.scale = header.scale
+        self.linktype = header.linktype
+        self.count = count          # records in the file
+        self.pos = 24               # the next record to route (the main process's)
+        self.dropped = 0            # pages below this are given back (`release`)
+        self.reader: Any = None
+
+    def release(self, upto: int) -> None:
+        """Give back the pages below `upto` (they stay in the page cache): what a process
+        read of the file does not stay in its resident memory for the whole run."""
+        upto &= ~(mmap.PAGESIZE - 1)
+        if upto - self.dropped >= _RELEASE_BYTES:
+            try:
+                self.map.madvise(mmap.MADV_DONTNEED, self.dropped, upto - self.dropped)
+            except (OSError, ValueError, AttributeError):
+                pass            # no madvise here: the pages stay mapped, nothing else changes
+            self.dropped = upto
+
+    def frame(self, pos: int) -> tuple[float, int, bytes]:
+        """(ts, linktype, data) of the record at `pos`, as the reader makes them."""
+        sec, frac, caplen, _wire = (_RECORD_LE if self.little else _RECORD_BE).unpack_from(self.map, pos)
+        return sec + frac * self.scale, self.linktype, self.map[pos + 16:pos + 16 + caplen]
+
+
+_RELEASE_BYTES = 4 << 20       # pages are given back this many bytes at a time
+
+
+def _map_capture(reader: Any) -> _Mapped | None:
+    """The reader's file as a `_Mapped`, when it is a classic pcap file on disk whose
+    records are all whole and undamaged; None for anything else (stdin, pcapng, a
+    damaged or truncated file: the reader reads those, as with one process)."""
+    if reader.name == "-":
+        return None
+    try:
+        data = mmap.mmap(reader.fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError, AttributeError):
+        return None             # empty, not a regular file, not a real descriptor ...
+    try:
+        header = parse_pcap_header(data[:24])
+    except FormatError:
+        data.close()
+        return None
+    mapped = _Mapped(data, header, 0)
+    end, step = 24, _EXTENT_STEP
+    while step == _EXTENT_STEP:
+        end, step = pcap_extent(data, end, mapped.little, header.max_caplen, header.frac_max, _EXTENT_STEP)
+        mapped.count += step
+        mapped.release(end)     # read through once: not resident for the whole run
+    if end != len(data):
+        data.close()
+        return None
+    mapped.release(len(data) + mmap.PAGESIZE)
+    mapped.dropped = 0
+    return mapped
+
+
+_EXTENT_STEP = 16384            # records checked between two `release`s
+
+
+class _Span:
+    """`count` records of a mapped file (`_Mapped`), from where the pool is in it: what
+    WorkerPool.file_batches gives the run loop in place of a batch of frames."""
+
+    __slots__ = ("mapped", "count")
+
+    def __init__(self, mapped: _Mapped, count: int) -> None:
+        self.mapped = mapped
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class _Process:
@@ -573,7 +770,7 @@ class WorkerPool:
 
     def __init__(self, config: Config, enabled: list[Registered], builder: DocumentBuilder,
                  pipeline: Pipeline, stats: Stats, strict: bool = False,
-                 flowless: list[str] = ()) -> None:  # type: ignore[assignment]
+                 flowless: list[str] = (), files: list = ()) -> None:  # type: ignore[assignment]
         self.n = config["wirebeat.workers"]
         self.pipeline = pipeline
         self.stats = stats
@@ -591,9 +788,16 @@ class WorkerPool:
         # Outputs that write NDJSON text as it is (and no disk queue) take a worker's
         # blocks whole (Pipeline.publish_block).
         self.publish_block = getattr(pipeline, "publish_block", None)
+        # Capture files mapped before the fork: the workers read frames there (file_batches).
+        self.maps: dict[str, _Mapped] = {}
+        for reader in files:
+            mapped = _map_capture(reader)
+            if mapped is not None and reader.name not in self.maps:
+                self.maps[reader.name] = mapped
         self.setup = {"config": config, "enabled": list(enabled),
                       "per_source": dict(builder.per_source), "strict": strict,
-                      "flowless": list(flowless), "batch_size": getattr(pipeline, "batch_size", 1024)}
+                      "flowless": list(flowless), "batch_size": getattr(pipeline, "batch_size", 1024),
+                      "maps": self.maps}
         self.clocks: dict[str, _Clock] = {}
         self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
         self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
@@ -641,10 +845,65 @@ class WorkerPool:
     def on_frame(self, ts: float, linktype: int, data: bytes, source: str) -> None:
         self.on_batch(((ts, linktype, data, 0),), source)
 
+    def file_batches(self, reader: Any) -> Any:
+        """What the run loop reads a capture file as: the reader's batches, or, for a file
+        mapped at the start (`_Mapped`) that has not changed size since, `_Span`s of its
+        records (as many as a reader's batch), which `on_batch` routes by offset."""
+        mapped = self.maps.get(reader.name)
+        try:
+            same = mapped is not None and os.fstat(reader.fh.fileno()).st_size == len(mapped.map)
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if not same or mapped.pos != 24:     # changed, or given twice: read as it is now
+            yield from reader.batches()
+            return
+        mapped.reader = reader
+        given = 0
+        while given < mapped.count:
+            count = min(BATCH_FRAMES, mapped.count - given)
+            given += count
+            yield _Span(mapped, count)
+
+    def _on_span(self, span: _Span, source: str) -> None:
+        """A span of a mapped file: `shard_map` routes its plain records to the pending
+        lists by offset, and stops at any other for `_route_one`, and whenever a pending
+        list is full (`_send`)."""
+        mapped = span.mapped
+        clock = self.clocks.get(source) or self._new_source(source)
+        left = span.count
+        while left:
+            workers = self.workers
+            pos, done, last, slow, clock.next_tick, clock.now, clock.frames, counts = shard_map(
+                mapped.map, mapped.pos, left, mapped.little, mapped.scale, mapped.linktype, source,
+                clock.crc, [w.pending for w in workers], BATCH_FRAMES, clock.next_tick, clock.now,
+                clock.frames, self.announce or None, _TUNNEL_DPORTS, TICK_S)
+            mapped.pos = pos
+            left -= done
+            if done:
+                self.packets += done
+                self.last = mapped.frame(last)
+                for worker, count in zip(workers, counts):
+                    worker.sent += count
+            if slow:
+                ts, linktype, data = mapped.frame(pos)
+                mapped.pos = pos + 16 + len(data)
+                left -= 1
+                self._route_one(ts, linktype, data, source, clock)
+            else:
+                for worker in workers:
+                    if _size(worker.pending) >= BATCH_FRAMES:
+                        self._send(worker)
+        if mapped.reader is not None:
+            mapped.reader.bytes_consumed = mapped.pos     # for the progress line
+        mapped.release(mapped.pos)
+
     def on_batch(self, batch: list[tuple] | tuple, source: str) -> None:
         """Frames of one source, (ts, linktype, data, ...) each, as `CaptureReader.batches`
         gives them: `shard` routes the plain ones to the pending lists, and stops at any
         other for `_route_one`, and whenever a pending list is full (`_send`)."""
+        if batch.__class__ is _Span:
+            self._on_span(batch, source)    # type: ignore[arg-type]
+            return
         clock = self.clocks.get(source) or self._new_source(source)
         start, end = 0, len(batch)
         while start < end:
@@ -789,6 +1048,8 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 worker.proc.kill()
                 worker.proc.wait()
+        for mapped in self.maps.values():
+            mapped.map.close()          # the main process's mapping; each worker had its own
         # The load balance: frames each decoded and the CPU each used (tests/bench/workers_scale.py).
         log.info("workers finished", frames=[w.acked for w in self.workers],
                  cpu_s=[round(w.proc.cpu_s, 3) for w in self.workers])
@@ -1004,6 +1265,9 @@ class _WorkerLoop:
                                   config["tags"])
         builder.per_source.update(setup["per_source"])
         self.sink = _Sink(setup.get("batch_size", 1024))
+        # Inherited at the fork. The mappings need no descriptor (_forked closed the
+        # duplicates mmap keeps): a worker reads them and never closes them.
+        self.maps: dict[str, _Mapped] = setup.get("maps", {})
         self.stats = stats
         self.engine = Engine(config, enabled, builder, self.sink, stats,  # type: ignore[arg-type]
                              strict=setup["strict"])
@@ -1071,11 +1335,17 @@ class _WorkerLoop:
     def _records(self, run: list) -> int:
         """Decode one run of records (`_record`): frames decoded."""
         engine, packet_docs = self.engine, self.packet_docs
+        blob, offsets = run[3], None
+        if run[0] == "map":         # frames in the mapped capture file, by offset
+            mapped = self.maps[run[1]]
+            blob, offsets = mapped.map, run[3]
+            if offsets:
+                mapped.release(_MAP_AT.unpack_from(offsets)[0])
         on_batch = getattr(engine, "on_batch", None) if packet_docs is None else None
         if on_batch is None:
-            return feed(run[2], run[3], run[1], engine.on_frame,
+            return feed(run[2], blob, run[1], engine.on_frame,
                         None if packet_docs is None else packet_docs.source_state,
-                        self._shadow_frame, self._tick)
+                        self._shadow_frame, self._tick, offsets)
         # The engine takes frames a batch at a time (wirebeat.frameloop, as one process
         # does): `feed` collects the run's frames in a list (no call per frame), handed
         # over before a shadow or a tick.
@@ -1095,7 +1365,7 @@ class _WorkerLoop:
             hand_over()
             self._tick(*args)
 
-        count = feed(run[2], run[3], source, frames, None, shadow, tick)
+        count = feed(run[2], blob, source, frames, None, shadow, tick, offsets)
         hand_over()
         return count
 

@@ -285,3 +285,229 @@ def test_a_restarted_worker_is_owed_the_frames_of_its_list():
     pending.append(("finish", None))
     pending.append(("done",))
     assert _owned(pending) == 4
+
+
+# -- announcer ports as a bitmap, runs' arrays grown in place ------------------------
+
+@needs_c
+def test_odd_announcer_port_sets_are_identical():
+    """The C side looks ports up in a bitmap made from the set (exact ints in 0-65535);
+    a set with anything else (a float equal to a port, a bool, out-of-range numbers, a
+    string) must decide as Python's `in` does."""
+    batch = [(1.0 + i, 1, frame, 0) for i, frame in enumerate(_plain_frames())]
+    _check(batch, ns=(2, 3), limits=(1024,), announces=(
+        {5060.0}, {True, 1234}, {-5060, 70000, 2**70}, {"5060", 5061}, frozenset({5060}), set()))
+
+
+@needs_c
+def test_runs_past_their_first_room_are_identical_and_whole():
+    """A list's first run starts with room for typical frames (512 KiB), later runs with
+    a little: frames of 9,000 bytes, and sources taking turns, grow both past it."""
+    from wirebeat.workers import _entries
+    a4, b4 = "10.0.0.1", "192.168.1.20"
+    big = [g.ethernet(g.ipv4(a4, b4, 17, g.udp(a4, b4, 1000 + i, 53, bytes([i]) * 9000)))
+           for i in range(120)]
+    batch = [(1.0 + i / 10, 1, frame, 0) for i, frame in enumerate(big)]
+    _check(batch, ns=(1, 2), limits=(1024,), announces=(None,))
+    pendings: list[list] = [[]]
+    number = 0
+    for i, item in enumerate(batch):      # sources take turns: a new run per frame
+        _stop, _slow, _t, _n, number, _c = _workcore.shard(
+            [item], 0, f"s{i % 2}", CRC, pendings, 10_000, 0.0, 0.0, number, None, _TUNNEL_DPORTS, 100.0)
+    frames = [e for e in _entries(pendings[0]) if e[0].__class__ is not str]
+    assert [e[2] for e in frames] == big
+    assert [e[3] for e in frames] == [f"s{i % 2}" for i in range(len(big))]
+
+
+@needs_c
+def test_a_run_held_by_a_buffer_export_is_not_written_under_it():
+    """While a view of a run's frames exists (as while a message holding it is written),
+    growing it raises BufferError in both, and the view still sees what it saw."""
+    frame = _plain_frames()[2]
+    after = []
+    for shard in (_workcore.shard, shard_python):
+        pendings: list[list] = [[]]
+        # The first frame ticks the clock: the run holds the tick's copy and the frame.
+        shard([(1.0, 1, frame, 0)], 0, SOURCE, CRC, pendings, 10_000, 0.0, 0.0, 0, None, _TUNNEL_DPORTS, 100.0)
+        blob = pendings[0][-1][3]
+        assert blob == frame + frame
+        view = memoryview(blob)
+        with pytest.raises(BufferError):
+            shard([(2.0, 1, frame, 0)], 0, SOURCE, CRC, pendings, 10_000, 200.0, 1.0, 1, None,
+                  _TUNNEL_DPORTS, 100.0)
+        assert bytes(view) == frame + frame
+        view.release()
+        after.append(repr(pendings))
+    assert after[0] == after[1]
+
+
+# -- capture files mapped in memory: frames by offset ----------------------------------
+
+def _classic(path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+
+
+def _extent_cases(tmp_path) -> list[bytes]:
+    """Classic pcap files as bytes: every bundled one, generated ones in both byte orders
+    and resolutions (and a non-Ethernet link type), and damaged ones: cut inside a
+    record, a caplen over the snaplen, a fraction of a second too large."""
+    files = [p.read_bytes() for p in CAPTURES if p.suffix == ".pcap" and _classic(p)]
+    frames = _plain_frames()
+    for big in (False, True):
+        for ns in (False, True):
+            files.append(g.pcap_header(big_endian=big, nanosecond=ns) + b"".join(
+                g.pcap_record(1_700_000_000 + i * 0.37, frame, big_endian=big, nanosecond=ns)
+                for i, frame in enumerate(frames * 3)))
+    files.append(g.pcap_header(linktype=101) + b"".join(
+        g.pcap_record(5.0 + i, frame[14:]) for i, frame in enumerate(frames)))     # raw IP
+    good = files[-2]
+    files += [good[:len(good) - 5], good[:24 + 10], good[:24], good + b"\0" * 7]
+    rec = bytearray(good)
+    rec[24 + 8:24 + 12] = (70000).to_bytes(4, "little")      # caplen over the snaplen
+    files.append(bytes(rec))
+    rec = bytearray(good)
+    rec[24 + 4:24 + 8] = (2_000_000_000).to_bytes(4, "little")   # a fraction of a second too large
+    files.append(bytes(rec))
+    return files
+
+
+def _header_args(data: bytes) -> tuple:
+    from wirebeat.sources.pcapfile import parse_pcap_header
+    h = parse_pcap_header(data[:24])
+    return h.order == "<", h.scale, h.linktype, h.max_caplen, h.frac_max
+
+
+@needs_c
+def test_pcap_extent_is_identical_and_agrees_with_the_reader(tmp_path):
+    """Both find where whole, undamaged records end; for a file they call clean (the end
+    is the file's end) the reader reads as many frames and notes no damage."""
+    from wirebeat.sources.pcapfile import open_capture
+    from wirebeat.workers import pcap_extent_python
+    for k, data in enumerate(_extent_cases(tmp_path)):
+        little, _scale, _lt, max_caplen, frac_max = _header_args(data)
+        for step in (1, 3, 1 << 30):
+            pos, total, got = 24, 0, None
+            while got is None or got[1] == step:
+                got = _workcore.pcap_extent(data, pos, little, max_caplen, frac_max, step)
+                assert got == pcap_extent_python(data, pos, little, max_caplen, frac_max, step)
+                pos, total = got[0], total + got[1]
+        path = tmp_path / f"{k}.pcap"
+        path.write_bytes(data)
+        reader = open_capture(str(path))
+        frames = sum(1 for _ in reader)
+        reader.close()
+        if pos == len(data):
+            assert frames == total and not reader.damage.any()
+        else:
+            assert reader.damage.any()
+
+
+def _drive_map(shard_map, data: bytes, n: int, limit: int, announce) -> list:
+    """`_drive` for shard_map over a whole file, as WorkerPool._on_span calls it."""
+    from wirebeat.workers import pcap_extent_python
+    little, scale, linktype, max_caplen, frac_max = _header_args(data)
+    pos, count = pcap_extent_python(data, 24, little, max_caplen, frac_max, 1 << 62)
+    assert pos == len(data)
+    pendings: list[list] = [[] for _ in range(n)]
+    next_tick, now, frames, pos, left = 0.0, 0.0, 7, 24, count
+    log: list = []
+    while left:
+        pos, done, last, slow, next_tick, now, frames, counts = shard_map(
+            data, pos, left, little, scale, linktype, SOURCE, CRC, pendings, limit, next_tick, now,
+            frames, announce, _TUNNEL_DPORTS, 1.0)
+        log.append(("call", pos, done, last, slow, next_tick, now, frames, counts))
+        left -= done
+        if slow:
+            caplen = int.from_bytes(data[pos + 8:pos + 12], "little" if little else "big")
+            log.append(("python", pos))
+            pos += 16 + caplen
+            left -= 1
+        for k, pending in enumerate(pendings):
+            if len(pending) >= limit or not slow and not left:
+                log.append(("sent", k, list(pending)))
+                pending.clear()
+    return log
+
+
+@needs_c
+def test_shard_map_is_identical(tmp_path):
+    from wirebeat.workers import shard_map_python
+    files = [d for d in _extent_cases(tmp_path) if len(d) > 24]
+    clean = []
+    for data in files:
+        little, _s, _l, max_caplen, frac_max = _header_args(data)
+        if _workcore.pcap_extent(data, 24, little, max_caplen, frac_max, 1 << 62)[0] == len(data):
+            clean.append(data)
+    assert len(clean) > 10
+    for data in clean:
+        for n in (1, 2, 3):
+            for limit in (3, 1024):
+                for announce in (None, {5060, 5061}):
+                    _same(_drive_map(_workcore.shard_map, data, n, limit, announce),
+                          _drive_map(shard_map_python, data, n, limit, announce))
+
+
+@needs_c
+def test_map_records_are_the_files_frames(tmp_path):
+    """What a worker makes of "map" records (feed with offsets, C and Python; the pool's
+    `_entries`) is every frame the reader reads from the file, in order, with its
+    number: checked against the reader, not against the other implementation."""
+    import mmap
+    from wirebeat.sources.pcapfile import open_capture
+    from wirebeat.workers import _entries, feed_python, shard_map_python
+    a4, b4 = "10.0.0.1", "192.168.1.20"
+    frames = [g.ethernet(g.ipv4(a4, b4, 17, g.udp(a4, b4, 1000 + i, 53, bytes([i % 256]) * (i * 7 % 300))))
+              for i in range(300)] + _plain_frames()
+    path = tmp_path / "f.pcap"
+    g.write_pcap(path, [(1_700_000_000 + i * 0.1, f) for i, f in enumerate(frames)])
+    reader = open_capture(str(path))
+    expected = [(f.ts, f.linktype, f.data) for f in reader]
+    reader.close()
+    data = path.read_bytes()
+    little, scale, linktype, _m, _f = _header_args(data)
+    with open(path, "rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    for shard_map in (_workcore.shard_map, shard_map_python):
+        pendings: list[list] = [[], []]
+        pos, left, number, seen = 24, len(frames), 0, []
+        while left:
+            pos, done, _last, slow, _t, _n, number, _c = shard_map(
+                mapped, pos, left, little, scale, linktype, SOURCE, CRC, pendings, 1 << 30, 0.0, 0.0,
+                number, None, _TUNNEL_DPORTS, 1e9)
+            left -= done
+            if slow:        # not plain: the pool routes it (as a "raw" record, numbered); skipped here
+                pos += 16 + int.from_bytes(data[pos + 8:pos + 12], "little")
+                left -= 1
+                number += 1
+                seen.append(None)
+            else:
+                assert left == 0
+        got = {}
+        for pending in pendings:
+            for e in _entries(pending, {SOURCE: mapped}):
+                if e[0].__class__ is not str:
+                    got[e[4]] = (e[0], e[1], e[2])
+            for run in pending:
+                assert run[0] == "map"
+                fed = []
+                for feeder in (_workcore.feed, feed_python):
+                    batch: list = []
+                    ticks: list = []
+                    n = feeder(run[2], mapped, SOURCE, batch, None, None, lambda *a: ticks.append(a), run[3])
+                    batch.append(ticks)
+                    assert n == len(batch) - 1
+                    fed.append(batch)
+                assert fed[0] == fed[1]
+                assert [(ts, lt, d) for ts, lt, d, _ in fed[0][:-1]] == \
+                    [e[:3] for e in _entries([run], {SOURCE: mapped}) if e[0].__class__ is not str]
+        for number_, frame in got.items():
+            assert frame == expected[number_]
+        assert len(got) == len(expected) - seen.count(None) > 300
+    with pytest.raises(ValueError):       # an offset past the file is refused, not read
+        _workcore.feed(b"\0" * 8 + b"\0" * 8 + b"\1\0\0\0" + b"\4\0\0\0", mapped, SOURCE, [], None,
+                       None, None, (len(mapped) + 1).to_bytes(8, "little"))
+    with pytest.raises(ValueError):
+        feed_python(b"\0" * 8 + b"\0" * 8 + b"\1\0\0\0" + b"\4\0\0\0", mapped, SOURCE, [], None,
+                    None, None, (len(mapped) + 1).to_bytes(8, "little"))
+    mapped.close()

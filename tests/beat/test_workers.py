@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
 
 import pcapgen as g
-from wirebeat.workers import _locate_ip
+from wirebeat.workers import WorkerPool, _locate_ip
 
 PAIRS = 40
 T0 = 1_767_225_600.0
@@ -174,3 +175,92 @@ def test_inline_routing_agrees_with_the_general_path_on_every_bundled_frame(core
                 checked += 1
             reader.close()
     assert checked > 10_000
+
+
+# -- a capture file mapped before the fork (WorkerPool.file_batches) --------------------
+
+def _echo_capture(path: Path, frames_wanted: int) -> int:
+    """A classic pcap of ICMP echo requests and replies between 500 host pairs."""
+    base = []
+    for n in range(500):
+        a, b = f"10.60.{n // 250}.{n % 250 + 1}", f"10.61.{n // 250}.{n % 250 + 1}"
+        base += [g.ethernet(g.ipv4(a, b, g.IPPROTO_ICMP, g.icmp_echo(n, 1, b"p" * 64))),
+                 g.ethernet(g.ipv4(b, a, g.IPPROTO_ICMP, g.icmp_echo(n, 1, b"p" * 64, reply=True)))]
+    with open(path, "wb") as out:
+        out.write(g.pcap_header())
+        for i in range(frames_wanted):
+            ts = int(T0) + i // 1000
+            frame = base[i % len(base)]
+            out.write(struct.pack("<IIII", ts, (i % 1000) * 1000, len(frame), len(frame)) + frame)
+    return frames_wanted
+
+
+def test_file_batches_maps_a_clean_classic_pcap_and_leaves_the_rest_to_the_reader(tmp_path):
+    from wirebeat.sources.pcapfile import open_capture
+    from wirebeat.workers import BATCH_FRAMES, _map_capture, _Span
+    clean = tmp_path / "clean.pcap"
+    _echo_capture(clean, 2500)
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(clean.read_bytes()[:-7])        # the last record cut short
+    ng = tmp_path / "echo.pcapng"
+    g.write_pcapng(ng, packets=[(0, T0, g.ethernet(g.ipv4("10.0.0.1", "10.0.0.2", 1, g.icmp_echo(1, 1))))])
+    mapped = _map_capture(open_capture(str(clean)))
+    assert mapped is not None and mapped.count == 2500 and mapped.pos == 24
+    assert _map_capture(open_capture(str(damaged))) is None
+    assert _map_capture(open_capture(str(ng))) is None
+
+    class Pool:         # the part of WorkerPool that file_batches uses
+        file_batches = WorkerPool.file_batches
+
+        def __init__(self, maps):
+            self.maps = maps
+
+    reader = open_capture(str(clean))
+    spans = list(Pool({str(clean): _map_capture(reader)}).file_batches(reader))
+    assert all(s.__class__ is _Span for s in spans)
+    assert [len(s) for s in spans] == [BATCH_FRAMES, BATCH_FRAMES, 2500 - 2 * BATCH_FRAMES]
+    other = open_capture(str(damaged))
+    batches = list(Pool({}).file_batches(other))
+    assert sum(len(b) for b in batches) == 2499 and all(b.__class__ is list for b in batches)
+
+
+def test_a_worker_killed_during_a_mapped_file_is_restarted_and_its_loss_counted(tmp_path):
+    """The restarted worker is forked after the file was mapped: it reads its share by
+    offset too. Every frame is decoded or counted as lost."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = tmp_path / "echoes.pcap"
+    total = _echo_capture(path, 200_000)
+    proc = subprocess.Popen([sys.executable, "-m", "wirebeat.cli", "run", "-I", str(path), "--console",
+                             "--workers", "2", "-E", "logging.level=info", "-E", "wirebeat.flows.enabled=false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    lines = []
+    victim = None
+    try:
+        for raw in proc.stderr:
+            lines.append(raw)
+            if b'"workers started"' in raw:
+                victim = json.loads(raw)["pids"][1]
+                os.kill(victim, signal.SIGSTOP)      # holds what it is sent: frames it never decodes
+                time.sleep(1.0)
+                os.kill(victim, signal.SIGKILL)
+                break
+        lines += proc.stderr.readlines()
+        code = proc.wait(300)
+    finally:
+        proc.kill()
+    text = b"".join(lines).decode()
+    assert code == 0, text[-3000:]
+    logs = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    died = [e for e in logs if e.get("event") == "worker died"]
+    assert len(died) == 1 and died[0]["pid"] == victim and died[0]["how"] == "killed by SIGKILL"
+    assert any(e.get("event") == "worker restarted" for e in logs)
+    summary = [e for e in logs if e.get("event") == "summary"][-1]
+    assert summary["workers.crashed"] == 1
+    assert summary["workers.frames_lost"] > 0
+    assert summary["packets.read"] + summary["workers.frames_lost"] == total
+    finished = [e for e in logs if e.get("event") == "workers finished"][-1]
+    assert finished["frames"][1] > 0        # the restarted worker decoded its share after
+    assert "1 worker(s) died and were restarted" in text
