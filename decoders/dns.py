@@ -238,7 +238,8 @@ def _text(raw: bytes) -> str:
     return "".join(_TEXT_ESCAPES[b] for b in raw)
 
 
-def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[str, int]:
+def read_name(data: bytes, offset: int, end: int | None = None,
+              names: dict[int, str] | None = None) -> tuple[str, int]:
     """Read a possibly compressed domain name at `offset`.
 
     Returns the name in presentation form without the trailing dot ("." for the
@@ -248,9 +249,18 @@ def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[str, in
     ("dns.truncated") or DecodeError ("dns.forward_pointer", "dns.pointer_loop",
     "dns.pointer_chain_too_long", "dns.bad_label_type", "dns.name_too_long",
     "dns.too_many_labels").
+
+    `names` (one message's, offset -> name) keeps every name read without a
+    pointer that runs to the end of `data`; a name that is only a pointer to one
+    of them (an answer's owner pointing at the question) is taken from there:
+    following that pointer would read the same labels with the same limits.
     """
     limit = len(data) if end is None else end
-    labels: list[str] = []
+    if names is not None and offset + 1 < limit and data[offset] >= 0xC0:
+        name = names.get(((data[offset] & 0x3F) << 8) | data[offset + 1])
+        if name is not None:    # (every kept offset is before this pointer: not forward, no loop)
+            return name, offset + 2
+    labels: list[bytes] = []    # raw, their text made at the end
     octets = 1                 # the root label's length byte
     run_start = offset         # first byte of the label run being read
     after: int | None = None   # where the caller continues: after the first pointer
@@ -292,9 +302,24 @@ def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[str, in
             raise DecodeError("dns.name_too_long", pos)
         if len(labels) >= MAX_LABELS:
             raise DecodeError("dns.too_many_labels", pos)
-        labels.append(_label_text(data[pos + 1:pos + 1 + length]))
+        labels.append(data[pos + 1:pos + 1 + length])
         pos += 1 + length
-    return (".".join(labels) if labels else "."), (after if after is not None else pos)
+    if not labels:
+        return ".", (after if after is not None else pos)
+    # The labels' text: the whole name at once when no label needs an escape.
+    try:
+        name = b".".join(labels).decode("ascii")
+        plain = (name.isprintable() and name.count(".") == len(labels) - 1
+                 and "\\" not in name and " " not in name)
+    except UnicodeDecodeError:
+        plain = False
+    if not plain:
+        name = ".".join([_label_text(label) for label in labels])
+    if after is None:
+        if names is not None and limit == len(data):
+            names[offset] = name
+        return name, pos
+    return name, after
 
 
 def _read_name(r: WireReader) -> str:
@@ -568,8 +593,9 @@ def decode_message(payload: bytes) -> DNSMessage:
     r = WireReader(data, "dns", _HEADER.size)
     questions = []
     size = len(data)
+    names: dict[int, str] = {}      # read_name's: the names read, by offset
     for _ in range(qdcount):
-        name, offset = read_name(data, r.offset, size)
+        name, offset = read_name(data, r.offset, size, names)
         if offset + 4 > size:      # (where WireReader.u16 would have stopped)
             raise Truncated("dns.truncated", offset if offset + 2 > size else offset + 2)
         qtype, qclass = _QUESTION_FIXED.unpack_from(data, offset)
@@ -583,7 +609,7 @@ def decode_message(payload: bytes) -> DNSMessage:
         section = _SECTIONS[index]
         for _ in range(count):
             try:
-                owner = _read_name(r)
+                owner, r.offset = read_name(data, r.offset, r.end, names)
                 fixed_at = r.offset
                 r.skip(_RR_FIXED.size)
                 rrtype, rrclass, ttl, rdlength = _RR_FIXED.unpack_from(data, fixed_at)
