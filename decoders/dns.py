@@ -40,7 +40,7 @@ import heapq
 import socket
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -1035,16 +1035,16 @@ class DNSStream:
 
 # -- documents ----------------------------------------------------------------------
 
-_PSL: list[PublicSuffixList] = []
+_PSL: list[Callable[[str], PublicSuffixList]] = []
 
 
-def _public_suffix_list() -> PublicSuffixList:
+def _public_suffix_list(lowered_name: str) -> PublicSuffixList:
     # Loaded on first use (the list ships inside the package; no download), by a module
     # of its own that `run --user` imports before the switch (lazy_imports below).
     if not _PSL:
-        from wirebeat.decoders.dns_suffixes import SUFFIXES
-        _PSL.append(SUFFIXES)
-    return _PSL[0]
+        from wirebeat.decoders.dns_suffixes import suffixes_for
+        _PSL.append(suffixes_for)
+    return _PSL[0](lowered_name)
 
 
 @lru_cache(maxsize=16384)
@@ -1058,7 +1058,8 @@ def domain_parts(name: str) -> dict[str, str]:
     parts: dict[str, str] = {}
     if not name or name == "." or name.startswith(".") or ".." in name or "\\" in name:
         return parts
-    registered = _public_suffix_list().privatesuffix(name.lower())
+    lowered = name.lower()
+    registered = _public_suffix_list(lowered).privatesuffix(lowered)
     if registered:
         registered = name[len(name) - len(registered):]     # keep the name's own case
         parts["etld_plus_one"] = registered

@@ -98,3 +98,43 @@ def test_text_at_once_is_the_per_label_text(seed: int) -> None:
     every = bytes(range(256))
     wire = b"".join(bytes((63,)) + every[i:i + 63] for i in range(0, 189, 63)) + b"\x00"
     assert read_name(wire, 0)[0] == ".".join(_label_text(every[i:i + 63]) for i in range(0, 189, 63))
+
+
+def _psl_names() -> list[str]:
+    """Names around every rule of the shipped list: the rule, one and two labels under it,
+    wildcards and exceptions filled in, each in its Unicode and its ACE (xn--) form."""
+    from publicsuffixlist import PSLFILE
+    names = ["", ".", "com", "example.com", "a.example.com", "xn--", "xn--abc", "a.xn--zz", "XN--P1AI",
+             "shop.XN--CIQPN.hk", "abcxn--d.com", "..", "a..b", "-.com"]
+    with open(PSLFILE, encoding="utf-8") as lines:
+        for line in lines:
+            rule = line.strip().split(" ")[0]
+            if not rule or rule.startswith("//"):
+                continue
+            bare = rule.lstrip("!").replace("*.", "w.")
+            forms = [bare]
+            try:
+                forms.append(bare.encode("idna").decode("ascii"))
+            except UnicodeError:
+                pass
+            for form in forms:
+                names += [form, "a." + form, "b.a." + form, "Sub.A." + form]
+    return names
+
+
+def test_the_split_lists_answer_as_the_full_list() -> None:
+    """dns_suffixes' two lists (ACE rules only for names with "xn--") against the
+    publicsuffixlist package's default list, which holds both forms of every rule."""
+    from publicsuffixlist import PublicSuffixList
+    from wirebeat.decoders.dns_suffixes import SUFFIXES, suffixes_for
+    full = PublicSuffixList()
+    names = _psl_names()
+    ace = 0
+    for name in names:
+        lowered = name.lower()
+        assert suffixes_for(lowered).privatesuffix(lowered) == full.privatesuffix(lowered), name
+        ace += suffixes_for(lowered) is not SUFFIXES
+    assert len(names) > 40000 and ace > 1000
+    # the list without ACE rules would get these wrong: the split is what makes them right
+    assert SUFFIXES.privatesuffix("shop.xn--ciqpn.hk") == "xn--ciqpn.hk"
+    assert suffixes_for("shop.xn--ciqpn.hk").privatesuffix("shop.xn--ciqpn.hk") == "shop.xn--ciqpn.hk"
