@@ -2,7 +2,8 @@
 the per-packet path), `wirebeat._nfcore` (beat/_nfcore.c, NetFlow/IPFIX data
 sets), `wirebeat._flowcore` (beat/_flowcore.c, flow accounting and reports),
 `wirebeat._workcore` (beat/_workcore.c, the worker pool's reader) and
-`wirebeat._doctext` (beat/_doctext.c, transaction documents' common JSON text).
+`wirebeat._doctext` (beat/_doctext.c, transaction documents' common JSON text) and
+`wirebeat._dnscore` (beat/_dnscore.c, common DNS messages).
 
 beat/_blake2b.h is shared by _nfcore, _flowcore and _doctext, beat/_flowapi.h by
 _flowcore and _speedups, beat/_cid.h (SHA-1, Community ID) and beat/_isotime.h (date
@@ -16,4 +17,4 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension(f"wirebeat.{name}", [f"beat/{name}.c"],
                              depends=["beat/_blake2b.h", "beat/_flowapi.h", "beat/_cid.h", "beat/_isotime.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c99", "-Wall"])
-                   for name in ("_speedups", "_nfcore", "_flowcore", "_workcore", "_doctext")])
+                   for name in ("_speedups", "_nfcore", "_flowcore", "_workcore", "_doctext", "_dnscore")])

@@ -47,6 +47,7 @@ from typing import Any
 
 from publicsuffixlist import PublicSuffixList     # (the type; the list itself: dns_suffixes)
 
+from wirebeat.accel import dnscore
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                           Truncated, WireReader)
 
@@ -649,6 +650,18 @@ def decode_message(payload: bytes) -> DNSMessage:
         bool(flags & 0x0200), bool(flags & 0x0100), bool(flags & 0x0080), bool(flags & 0x0020),
         bool(flags & 0x0010), rcode, tuple(questions), tuple(sections[0]), tuple(sections[1]),
         tuple(sections[2]), edns, size, tuple(dict.fromkeys(notes)) if notes else ())
+
+
+decode_message_python = decode_message      # the reference the C reading is tested against
+if dnscore is not None:     # messages of questions and A/AAAA records read in C; the rest here
+    dnscore.configure(Question, ResourceRecord, DNSMessage, MAX_POINTER_HOPS, MAX_NAME_OCTETS, MAX_LABELS)
+
+    def decode_message(payload: bytes) -> DNSMessage:     # noqa: F811
+        """`decode_message_python`'s message: read by wirebeat._dnscore when it can
+        (tests/beat/test_dnscore.py), else by the Python function."""
+        return _decode_common(payload) or decode_message_python(payload)
+
+    _decode_common = dnscore.decode
 
 
 # -- text rendering (send_request / send_response) -----------------------------------
