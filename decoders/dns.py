@@ -653,8 +653,9 @@ def decode_message(payload: bytes) -> DNSMessage:
 
 
 decode_message_python = decode_message      # the reference the C reading is tested against
-if dnscore is not None:     # messages of questions and A/AAAA records read in C; the rest here
-    dnscore.configure(Question, ResourceRecord, DNSMessage, MAX_POINTER_HOPS, MAX_NAME_OCTETS, MAX_LABELS)
+if dnscore is not None:     # the common messages read in C (beat/_dnscore.c says which); the rest here
+    dnscore.configure(Question, ResourceRecord, EDNS, DNSMessage, MAX_POINTER_HOPS, MAX_NAME_OCTETS,
+                      MAX_LABELS)
 
     def decode_message(payload: bytes) -> DNSMessage:     # noqa: F811
         """`decode_message_python`'s message: read by wirebeat._dnscore when it can

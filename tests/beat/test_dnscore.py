@@ -1,15 +1,18 @@
 """DNS messages read in C (wirebeat._dnscore.decode) against decoders/dns.py's Python
 reading (decode_message_python), the reference.
 
-The C reading takes messages of questions and A/AAAA records and must give the very
-message the Python one gives (same names, escapes, offsets, counts, flags, types,
-values); for anything else it must decline (None), never answer differently. Inputs:
-the messages of every bundled DNS capture, well-formed messages of every shape it
-takes (compression, escapes, every flag bit, 0/1/many questions and records, IPv4 and
-IPv6 answers in every section, trailing bytes), the same cut at every length, with
-every single byte changed, and random hostile messages (pointer loops and chains,
-forward pointers, extended label types, names past 255 octets, records past the end,
-other record types, OPT). Under CI=true the extension must have been built.
+The C reading takes the common messages (questions; A, AAAA, CNAME, NS, PTR, DNAME
+records; an OPT without options) and must give the very message the Python one gives
+(same names, escapes, offsets, counts, flags, types, values, EDNS, extended rcode); for
+anything else it must decline (None), never answer differently. Inputs: the messages of
+every bundled capture and of the mixed benchmark capture as the engine reads them,
+well-formed messages of every shape it takes (compression, escapes, every flag bit,
+0/1/many questions and records, addresses and names in every section, trailing bytes)
+and of shapes it declines, each cut at every length and with every single byte changed,
+and random hostile messages (pointer loops and chains, forward pointers, extended label
+types, names past 255 octets, records past the end, names short of their record, other
+record types, OPTs with options, twice, or outside the additional section). Under
+CI=true the extension must have been built.
 """
 from __future__ import annotations
 
@@ -83,9 +86,20 @@ def _well_formed() -> list[bytes]:
            # 127 one-octet labels (the most there can be) and a 63-octet label
            _message(0, [_name(".".join("x" * 127)) + b"\0\1\0\1"[1:]], [[], [], []]),
            _message(0, [_name("y" * 63 + ".z") + struct.pack("!HH", 1, 1)], [[], [], []])]
-    # declined: other types, OPT, wrong A/AAAA lengths
-    out += [_message(0x8180, [q], [[_record(b"\xc0\x0c", 5, _name("cname.example"))], [], []]),
-            _message(0x8180, [q], [[], [], [_record(b"\0", 41, b"")]]),
+    # names in record data, an OPT without options (the extended rcode and DO bit)
+    cname = _record(b"\xc0\x0c", 5, _name("cname.example"))
+    out += [_message(0x8180, [q], [[cname, _record(b"\xc0\x0c", 2, b"\x02ns\xc0\x11"),
+                                    _record(b"\xc0\x0c", 12, b"\xc0\x0c"), _record(b"\xc0\x0c", 39, b"\0")],
+                                   [], []]),
+            _message(0x8183, [q], [[a], [], [_record(b"\0", 41, b"", rrclass=1232, ttl=0x01008000)]]),
+            _message(0x0120, [q], [[], [], [_record(b"\0", 41, b"", rrclass=512, ttl=0)]])]
+    # declined: other types, OPT options, a second OPT, an OPT elsewhere, a name short of its
+    # record's data, wrong A/AAAA lengths
+    out += [_message(0x8180, [q], [[_record(b"\xc0\x0c", 15, b"\0\x0a\xc0\x0c")], [], []]),
+            _message(0x8180, [q], [[], [], [_record(b"\0", 41, b"\0\x0a\0\x02ab")]]),
+            _message(0x8180, [q], [[], [], [_record(b"\0", 41, b""), _record(b"\0", 41, b"")]]),
+            _message(0x8180, [q], [[_record(b"\0", 41, b"")], [], []]),
+            _message(0x8180, [q], [[_record(b"\xc0\x0c", 5, _name("cname.example") + b"\0")], [], []]),
             _message(0x8180, [q], [[_record(b"\xc0\x0c", 1, b"\1\2\3")], [], []]),
             _message(0x8180, [q], [[_record(b"\xc0\x0c", 28, bytes(4))], [], []])]
     return out
@@ -126,8 +140,8 @@ def _random_message(rng: random.Random) -> bytes:
             target = rng.randrange(max(1, len(out) + 4))
             out += bytes((0xC0 | (target >> 8) & 0x3F, target & 0xFF))
         elif choice < 0.9:
-            rrtype = rng.choice((1, 1, 28, 28, 5, 41, 0))
-            size = rng.choice((4, 16, 4, 16, 0, 3, 300))
+            rrtype = rng.choice((1, 1, 28, 28, 5, 2, 12, 39, 41, 41, 15, 0))
+            size = rng.choice((4, 16, 4, 16, 0, 0, 3, 2, 6, 300))
             out += struct.pack("!HHIH", rrtype, rng.randrange(65536), rng.randrange(2 ** 32), size)
             out += bytes(rng.randrange(256) for _ in range(min(size, 20)))
         else:
@@ -160,10 +174,11 @@ def _probe_captures(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> dict[
 
 
 def test_bundled_captures(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Mostly declined: dig's and the resolvers' messages carry EDNS (OPT), CNAMEs, SOAs.
+    # About half declined: dig's and the resolvers' messages carry EDNS options (cookies),
+    # SOAs, MX, TXT... (49 read and 67 declined when this was written)
     from test_doctext import CAPTURES
     seen = _probe_captures(CAPTURES, monkeypatch)
-    assert seen["read"] >= 8 and seen["declined"] > 50, seen
+    assert seen["read"] > 40 and seen["declined"] > 40, seen
 
 
 def test_mixed_capture(mixed_capture: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,4 +192,4 @@ def test_not_bytes_and_configuration() -> None:
     assert _dnscore.decode(memoryview(_well_formed()[1])) is None
     assert dns.decode_message(bytearray(_well_formed()[1])) == dns.decode_message_python(_well_formed()[1])
     with pytest.raises(ValueError):
-        _dnscore.configure(dns.Question, dns.ResourceRecord, dns.DNSMessage, 127, 256, 127)
+        _dnscore.configure(dns.Question, dns.ResourceRecord, dns.EDNS, dns.DNSMessage, 127, 256, 127)
