@@ -329,7 +329,6 @@ class DocumentBuilder:
         self.per_source: dict[str, tuple[list[str], dict[str, Any]]] = {}
         # network.direction from the addresses (wirebeat.direction), set by the engine.
         self.direction: NetworkDirection | None = None
-        self.directions: dict[tuple[str, str], str] = {}   # its verdicts, by (client, server) text
         # The output takes ready JSON text (orjson.Fragment), set by the engine: a spec's
         # whole_text may then build the text directly; its per-source parts are cached here.
         self.text_ok = False
@@ -463,19 +462,11 @@ class DocumentBuilder:
         built = doctext.assemble(
             txn, name, name if spec.network_protocol is None else spec.network_protocol,
             transaction_stack(self.link, ":" in client_ip, transport, name),
-            None if self.direction is None else (self.directions.get((client_ip, server_ip))
-                                                 or self._direction(client_ip, server_ip)),
+            None if self.direction is None else self.direction(client_ip, server_ip),
             macs, event_head, related, appends, flow_id,
             b',"error":' + _dumps({"message": notes[0] if len(notes) == 1 else list(notes)}) if notes else None,
             own, parts[0], parts[1])
         return None if built is None else (built[0], _Fragment(built[1]))
-
-    def _direction(self, client_ip: str, server_ip: str) -> str:
-        """network.direction of an address pair, kept: a few dict look-ups less per transaction."""
-        if len(self.directions) >= TEXT_CACHE_SIZE:
-            self.directions.clear()
-        verdict = self.directions[client_ip, server_ip] = self.direction(client_ip, server_ip)
-        return verdict
 
     def _build_text_python(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
                            macs: tuple[bytes, bytes] | None, extra: dict[str, Any],

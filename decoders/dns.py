@@ -741,8 +741,9 @@ class _Pairing:
     def __init__(self, settings: _Settings, transport: str) -> None:
         self.settings = settings
         self.transport = transport
-        # (requester flow, id) -> pending query, in arrival order
-        self.pending: dict[tuple[FlowKey, int], _Pending] = {}
+        # (requester flow's fields, id) -> pending query, in arrival order; the fields, not the
+        # FlowKey: a tuple of them hashes without FlowKey's Python __hash__
+        self.pending: dict[tuple, _Pending] = {}
         self.counters = {"pending_evicted": 0, "unmatched_requests": 0,
                          "unmatched_responses": 0}
 
@@ -761,7 +762,8 @@ class _Pairing:
     def _on_query(self, ts: float, flow: FlowKey, msg: DNSMessage,
                   size: int) -> list[Transaction]:
         out: list[Transaction] = []
-        key = (flow, msg.id)
+        key = (flow.transport, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
+               flow.source, msg.id)
         previous = self.pending.pop(key, None)
         if previous is not None:
             previous.notes.append(NOTE_DUPLICATE)
@@ -782,7 +784,8 @@ class _Pairing:
 
     def _on_response(self, ts: float, flow: FlowKey, msg: DNSMessage,
                      size: int) -> list[Transaction]:
-        query = self.pending.pop((flow, msg.id), None)
+        query = self.pending.pop((flow.transport, flow.client_ip, flow.client_port, flow.server_ip,
+                                  flow.server_port, flow.source, msg.id), None)
         notes = list(msg.notes)
         if self.transport == "udp":
             if msg.edns is None and size > UDP_PLAIN_MAX_BYTES:
