@@ -4,21 +4,27 @@
    byte for byte: @timestamp, type, status, event, network, the four endpoints and
    related of one transaction, the capture/agent/ecs text, flow.id, error, the
    decoder's own fields and the tail, and the document's _id (BLAKE2b of the same
-   key, beat/_blake2b.h). Python still works out the parts that need Python
-   (ISO times, community id, protocol stack, direction, MAC text, the decoder's
-   fields as JSON) and passes them in; this file only puts text together.
+   key, beat/_blake2b.h), the ISO times (beat/_isotime.h), the Community ID from the
+   address text (beat/_cid.h) and the MAC text. Python still works out the parts that
+   need Python (protocol stack, direction, the decoder's fields as JSON) and passes
+   them in.
 
    Anything unusual returns None and the caller uses the Python function: a value
    that is not exactly a str / int / float where one is expected, text that is not
-   valid UTF-8 (lone surrogates), an integer past 64 bits, a time that is not
-   finite. tests/beat/test_doctext_c.py runs both on the same arguments. */
+   valid UTF-8 (lone surrogates), an integer past 64 bits, a time before 1970 or past
+   year 2223, an address text inet_pton does not read, a port past 16 bits. tests/beat/test_doctext_c.py runs both on the same arguments. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include "_blake2b.h"
+#include "_cid.h"
+#include "_isotime.h"
 
 typedef struct {
     char *data;
@@ -51,10 +57,13 @@ static int put(Buf *b, const char *s, Py_ssize_t n) {
 
 #define PUTS(b, lit) put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
 
+/* A 64-bit integer in decimal, as "%lld" writes it (snprintf costs ~700 instructions a call). */
 static int put_ll(Buf *b, long long v) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%lld", v);
-    return put(b, tmp, n);
+    char tmp[24], *end = tmp + sizeof tmp, *p = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
+    if (v < 0) *--p = '-';
+    return put(b, p, end - p);
 }
 
 /* Status of a failed step: -1 a Python error to raise (memory), -2 "use the Python path". */
@@ -129,15 +138,58 @@ static int round_ll(double x, long long *v) {
 static PyObject *S_flow, *S_ts, *S_end_ts, *S_status, *S_request_bytes, *S_response_bytes,
     *S_identity, *S_transport, *S_client_ip, *S_client_port, *S_server_ip, *S_server_port, *S_source;
 
-#define N_ARGS 17
+#define N_ARGS 14
 #define N_ATTRS 13
+
+/* decoders/api.py iso_time for 0 <= ts < 8e9 (27 characters); FALLBACK for other times
+   (the Python function takes them). */
+static int iso_text(double ts, char out[27]) {
+    static long long cached_second = -1;
+    static char cached_text[19];
+    if (!(ts >= 0.0 && ts < 8e9)) return FALLBACK;
+    double secf = floor(ts);
+    long long seconds = (long long)secf;
+    long long micros = (long long)nearbyint((ts - secf) * 1e6);
+    if (micros >= 1000000) { seconds += 1; micros -= 1000000; }
+    if (seconds != cached_second) {
+        second_text(seconds, cached_text);
+        cached_second = seconds;
+    }
+    memcpy(out, cached_text, 19);
+    out[19] = '.';
+    for (int i = 25; i >= 20; i--) { out[i] = (char)('0' + micros % 10); micros /= 10; }
+    out[26] = 'Z';
+    return 0;
+}
+
+/* An address's text packed (inet_pton, as socket.inet_pton reads it); FALLBACK when it is none. */
+static int pack_address(const char *s, Py_ssize_t n, int v6, unsigned char out[16]) {
+    if ((Py_ssize_t)strlen(s) != n) return FALLBACK;       /* an embedded NUL */
+    return inet_pton(v6 ? AF_INET6 : AF_INET, s, out) == 1 ? 0 : FALLBACK;
+}
+
+/* format_mac (decoders/api.py): upper-case hex pairs joined by hyphens; FALLBACK unless bytes. */
+static int put_mac(Buf *b, PyObject *o) {
+    static const char hex[] = "0123456789ABCDEF";
+    if (!PyBytes_CheckExact(o)) return FALLBACK;
+    const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(o);
+    Py_ssize_t n = PyBytes_GET_SIZE(o);
+    if (buf_grow(b, n * 3) < 0) return -1;
+    char *out = b->data + b->len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i) *out++ = '-';
+        *out++ = hex[m[i] >> 4];
+        *out++ = hex[m[i] & 15];
+    }
+    b->len = out - b->data;
+    return 0;
+}
 
 /* The document into `b` and its _id into `id`; 0, or -1 (error) / FALLBACK. */
 static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
-    PyObject *name = args[1], *protocol = args[2], *start = args[3], *end = args[4], *cid = args[5],
-             *stack = args[6], *direction = args[7], *macs = args[8], *event_head = args[9],
-             *related = args[10], *appends = args[11], *flow_id = args[12], *error = args[13],
-             *own = args[14], *common = args[15], *tail = args[16];
+    PyObject *name = args[1], *protocol = args[2], *stack = args[3], *direction = args[4],
+             *macs = args[5], *event_head = args[6], *related = args[7], *appends = args[8],
+             *flow_id = args[9], *error = args[10], *own = args[11], *common = args[12], *tail = args[13];
     PyObject *ts_o = attr[0], *end_ts_o = attr[1], *status = attr[2], *req_o = attr[3],
              *resp_o = attr[4], *identity = attr[5], *transport = attr[6], *client_ip = attr[7],
              *cport_o = attr[8], *server_ip = attr[9], *sport_o = attr[10], *source = attr[11];
@@ -168,10 +220,31 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
     Py_ssize_t tlen;
     TRY(utf8(transport, &tname, &tlen));
     int with_ports = (tlen == 3 && (memcmp(tname, "tcp", 3) == 0 || memcmp(tname, "udp", 3) == 0));
+    /* @timestamp and event.end: iso_time of ts and end_ts */
+    char start[27], end[27];
+    TRY(iso_text(ts, start));
+    if (end_ts_o != Py_None) TRY(iso_text(PyFloat_AS_DOUBLE(end_ts_o), end));
+    /* network.community_id: document.py's _IANA transports only */
+    int proto = tlen == 3 && memcmp(tname, "tcp", 3) == 0 ? 6
+                : tlen == 3 && memcmp(tname, "udp", 3) == 0 ? 17
+                : tlen == 4 && memcmp(tname, "icmp", 4) == 0 ? 1
+                : tlen == 9 && memcmp(tname, "ipv6-icmp", 9) == 0 ? 58 : 0;
+    char cid[30];
+    if (proto) {
+        const char *cs, *ss;
+        Py_ssize_t cn, sn;
+        unsigned char caddr[16], saddr[16];
+        TRY(utf8(client_ip, &cs, &cn));
+        TRY(utf8(server_ip, &ss, &sn));
+        TRY(pack_address(cs, cn, v6, caddr));
+        TRY(pack_address(ss, sn, v6, saddr));
+        if (cport < 0 || cport > 65535 || sport < 0 || sport > 65535) return FALLBACK;
+        community_id(proto, caddr, saddr, v6 ? 16 : 4, (int)cport, (int)sport, cid);
+    }
 
     /* the header */
     TRY(PUTS(b, "{\"@timestamp\":\""));
-    TRY(put_raw(b, start));
+    TRY(put(b, start, 27));
     TRY(PUTS(b, "\",\"type\":"));
     TRY(put_json(b, name));
     TRY(PUTS(b, ",\"status\":"));
@@ -181,15 +254,15 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
     TRY(put_raw(b, event_head));
     if (!has_req && has_resp && end_ts_o == Py_None) {
         TRY(PUTS(b, "\"end\":\""));
-        TRY(put_raw(b, start));
+        TRY(put(b, start, 27));
         TRY(PUTS(b, "\"}"));
     } else {
         TRY(PUTS(b, "\"start\":\""));
-        TRY(put_raw(b, start));
+        TRY(put(b, start, 27));
         if (end_ts_o != Py_None) {
             double end_ts = PyFloat_AS_DOUBLE(end_ts_o);
             TRY(PUTS(b, "\",\"end\":\""));
-            TRY(put_raw(b, end));
+            TRY(put(b, end, 27));
             if (end_ts >= ts) {
                 long long us;
                 TRY(round_ll((end_ts - ts) * 1e6, &us));
@@ -213,9 +286,9 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
         TRY(PUTS(b, ",\"protocol\":"));
         TRY(put_json(b, protocol));
     }
-    if (cid != Py_None) {
+    if (proto) {
         TRY(PUTS(b, ",\"community_id\":\""));
-        TRY(put_raw(b, cid));
+        TRY(put(b, cid, 30));
         TRY(PUTS(b, "\""));
     }
     if (!PyUnicode_CheckExact(stack)) return FALLBACK;
@@ -252,7 +325,7 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
         }
         if (macs != Py_None) {
             TRY(PUTS(b, ",\"mac\":\""));
-            TRY(put_raw(b, PyTuple_GET_ITEM(macs, client_side ? 0 : 1)));
+            TRY(put_mac(b, PyTuple_GET_ITEM(macs, client_side ? 0 : 1)));
             TRY(PUTS(b, "\""));
         }
         if (appends != Py_None) TRY(put_raw(b, PyTuple_GET_ITEM(appends, i + 1)));
@@ -313,8 +386,8 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
 }
 
 PyDoc_STRVAR(assemble_doc,
-"assemble(txn, name, protocol, start, end, cid, stack, direction, macs, event_head, related,\n"
-"         appends, flow_id, error, own, common, tail) -> (id, JSON bytes) | None\n\n"
+"assemble(txn, name, protocol, stack, direction, macs, event_head, related, appends,\n"
+"         flow_id, error, own, common, tail) -> (id, JSON bytes) | None\n\n"
 "DocumentBuilder._assemble_python in C (beat/document.py); None: use that function.");
 
 static PyObject *assemble(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

@@ -414,11 +414,11 @@ class DocumentBuilder:
     def _build_text_c(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
                       macs: tuple[bytes, bytes] | None, extra: dict[str, Any],
                       ) -> tuple[str, orjson.Fragment] | None:
-        """`_build_text_python`'s text with the writing done by wirebeat._doctext.assemble;
-        here only what needs Python (times, community id, stack, direction, MAC text, the
-        decoder's part). None when the decoder's part changes a common object other than
-        by adding keys (a merge), or when the C function declines (unusual values): then
-        `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two."""
+        """`_build_text_python`'s text with the writing done by wirebeat._doctext.assemble
+        (times, community id and MAC text too); here only what needs Python (stack,
+        direction, the decoder's part). None when the decoder's part changes a common
+        object other than by adding keys (a merge), or when the C function declines
+        (unusual values): then `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two."""
         flow = txn.flow
         name = spec.name
         client_ip, server_ip, transport = flow.client_ip, flow.server_ip, flow.transport
@@ -451,18 +451,6 @@ class DocumentBuilder:
                     if value:
                         added[slot] = "," + _dumps(value).decode()[1:-1]
             appends = tuple(added)
-        proto = _IANA.get(transport)
-        cid = None
-        v6 = ":" in client_ip
-        if proto is not None:
-            try:
-                family = _AF_INET6 if v6 else _AF_INET
-                cid = community_id_packed(proto, _inet_pton(family, client_ip), flow.client_port,
-                                          _inet_pton(family, server_ip), flow.server_port)
-            except (OSError, ValueError, TypeError):
-                return None
-        if macs is not None:
-            macs = (_MACS.get(macs[0]) or _mac_text(macs[0]), _MACS.get(macs[1]) or _mac_text(macs[1]))
         if own:
             if None in own.values():        # merge() takes a None as "no such key"
                 own = {key: value for key, value in own.items() if value is not None}
@@ -470,12 +458,10 @@ class DocumentBuilder:
         else:
             own = None
         notes = txn.notes
-        end_ts = txn.end_ts
         parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
         built = doctext.assemble(
             txn, name, name if spec.network_protocol is None else spec.network_protocol,
-            iso_time(txn.ts), None if end_ts is None else iso_time(end_ts), cid,
-            transaction_stack(self.link, v6, transport, name),
+            transaction_stack(self.link, ":" in client_ip, transport, name),
             None if self.direction is None else self.direction(client_ip, server_ip),
             macs, event_head, related, appends, flow_id,
             b',"error":' + _dumps({"message": notes[0] if len(notes) == 1 else list(notes)}) if notes else None,

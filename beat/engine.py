@@ -24,7 +24,6 @@ and end of input expires everything.
 from __future__ import annotations
 
 from collections import OrderedDict
-import socket
 import struct
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache, partial
@@ -38,7 +37,7 @@ from wirebeat.document import DocumentBuilder
 from wirebeat.flows import FlowReporter, FlowTable
 from wirebeat.framecore import locate_ip
 from wirebeat.frameloop import frame_batches
-from wirebeat.ip import Defragmenter, parse_ipv4, parse_ipv6
+from wirebeat.ip import Defragmenter, ip_packed, ip_text, parse_ipv4, parse_ipv6
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from wirebeat.packets import PacketDocuments, packets_only_batches
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
@@ -58,9 +57,6 @@ log = logs.get("engine")
 _UDP = struct.Struct("!HHH")
 _TCP = struct.Struct("!HHIIBB")    # ports, seq, ack, data offset (high nibble), flags
 _ICMP_TYPE_CODE = struct.Struct("!BB")
-_ntop = socket.inet_ntop
-_AF = {4: socket.AF_INET, 16: socket.AF_INET6}
-_pton, _AF_INET, _AF_INET6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
 TICK_S = 1.0            # packet-time interval between timeout checks
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
@@ -106,8 +102,7 @@ class _SourceState:
         self.expected = self.expectations.udp
 
 
-def _ip_text(packed: bytes) -> str:
-    return _ntop(_AF[len(packed)], packed)
+_ip_text = ip_text      # cached: the same addresses come back packet after packet
 
 
 def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
@@ -115,9 +110,8 @@ def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
     """The client's and server's MACs (Ethernet only) and the link layers of the
     conversation's latest frame; None when it is not remembered."""
     client_ip, server_ip = flow.client_ip, flow.server_ip
-    try:            # (ip_packed, inline: once per transaction)
-        client = _pton(_AF_INET6 if ":" in client_ip else _AF_INET, client_ip)
-        server = _pton(_AF_INET6 if ":" in server_ip else _AF_INET, server_ip)
+    try:
+        client, server = ip_packed(client_ip), ip_packed(server_ip)
     except OSError:
         return None
     seen, by_client = macs.get((client, server)), True

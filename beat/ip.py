@@ -34,7 +34,7 @@ def ip_text(packed: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
-@lru_cache(maxsize=4096)    # a transaction's two addresses, looked up in flow and MAC tables
+@lru_cache(maxsize=16384)   # a transaction's two addresses, looked up in flow and MAC tables
 def ip_packed(text: str) -> bytes:
     """An address's 4 or 16 packed bytes, from its text (OSError if it is not one)."""
     return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)

@@ -40,13 +40,14 @@ import heapq
 import socket
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from publicsuffixlist import PublicSuffixList     # (the type; the list itself: dns_suffixes)
 
+from wirebeat.accel import dnscore
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                           Truncated, WireReader)
 
@@ -238,7 +239,8 @@ def _text(raw: bytes) -> str:
     return "".join(_TEXT_ESCAPES[b] for b in raw)
 
 
-def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[str, int]:
+def read_name(data: bytes, offset: int, end: int | None = None,
+              names: dict[int, str] | None = None) -> tuple[str, int]:
     """Read a possibly compressed domain name at `offset`.
 
     Returns the name in presentation form without the trailing dot ("." for the
@@ -248,9 +250,18 @@ def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[str, in
     ("dns.truncated") or DecodeError ("dns.forward_pointer", "dns.pointer_loop",
     "dns.pointer_chain_too_long", "dns.bad_label_type", "dns.name_too_long",
     "dns.too_many_labels").
+
+    `names` (one message's, offset -> name) keeps every name read without a
+    pointer that runs to the end of `data`; a name that is only a pointer to one
+    of them (an answer's owner pointing at the question) is taken from there:
+    following that pointer would read the same labels with the same limits.
     """
     limit = len(data) if end is None else end
-    labels: list[str] = []
+    if names is not None and offset + 1 < limit and data[offset] >= 0xC0:
+        name = names.get(((data[offset] & 0x3F) << 8) | data[offset + 1])
+        if name is not None:    # (every kept offset is before this pointer: not forward, no loop)
+            return name, offset + 2
+    labels: list[bytes] = []    # raw, their text made at the end
     octets = 1                 # the root label's length byte
     run_start = offset         # first byte of the label run being read
     after: int | None = None   # where the caller continues: after the first pointer
@@ -292,9 +303,24 @@ def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[str, in
             raise DecodeError("dns.name_too_long", pos)
         if len(labels) >= MAX_LABELS:
             raise DecodeError("dns.too_many_labels", pos)
-        labels.append(_label_text(data[pos + 1:pos + 1 + length]))
+        labels.append(data[pos + 1:pos + 1 + length])
         pos += 1 + length
-    return (".".join(labels) if labels else "."), (after if after is not None else pos)
+    if not labels:
+        return ".", (after if after is not None else pos)
+    # The labels' text: the whole name at once when no label needs an escape.
+    try:
+        name = b".".join(labels).decode("ascii")
+        plain = (name.isprintable() and name.count(".") == len(labels) - 1
+                 and "\\" not in name and " " not in name)
+    except UnicodeDecodeError:
+        plain = False
+    if not plain:
+        name = ".".join([_label_text(label) for label in labels])
+    if after is None:
+        if names is not None and limit == len(data):
+            names[offset] = name
+        return name, pos
+    return name, after
 
 
 def _read_name(r: WireReader) -> str:
@@ -568,8 +594,9 @@ def decode_message(payload: bytes) -> DNSMessage:
     r = WireReader(data, "dns", _HEADER.size)
     questions = []
     size = len(data)
+    names: dict[int, str] = {}      # read_name's: the names read, by offset
     for _ in range(qdcount):
-        name, offset = read_name(data, r.offset, size)
+        name, offset = read_name(data, r.offset, size, names)
         if offset + 4 > size:      # (where WireReader.u16 would have stopped)
             raise Truncated("dns.truncated", offset if offset + 2 > size else offset + 2)
         qtype, qclass = _QUESTION_FIXED.unpack_from(data, offset)
@@ -583,7 +610,7 @@ def decode_message(payload: bytes) -> DNSMessage:
         section = _SECTIONS[index]
         for _ in range(count):
             try:
-                owner = _read_name(r)
+                owner, r.offset = read_name(data, r.offset, r.end, names)
                 fixed_at = r.offset
                 r.skip(_RR_FIXED.size)
                 rrtype, rrclass, ttl, rdlength = _RR_FIXED.unpack_from(data, fixed_at)
@@ -623,6 +650,19 @@ def decode_message(payload: bytes) -> DNSMessage:
         bool(flags & 0x0200), bool(flags & 0x0100), bool(flags & 0x0080), bool(flags & 0x0020),
         bool(flags & 0x0010), rcode, tuple(questions), tuple(sections[0]), tuple(sections[1]),
         tuple(sections[2]), edns, size, tuple(dict.fromkeys(notes)) if notes else ())
+
+
+decode_message_python = decode_message      # the reference the C reading is tested against
+if dnscore is not None:     # the common messages read in C (beat/_dnscore.c says which); the rest here
+    dnscore.configure(Question, ResourceRecord, EDNS, DNSMessage, MAX_POINTER_HOPS, MAX_NAME_OCTETS,
+                      MAX_LABELS)
+
+    def decode_message(payload: bytes) -> DNSMessage:     # noqa: F811
+        """`decode_message_python`'s message: read by wirebeat._dnscore when it can
+        (tests/beat/test_dnscore.py), else by the Python function."""
+        return _decode_common(payload) or decode_message_python(payload)
+
+    _decode_common = dnscore.decode
 
 
 # -- text rendering (send_request / send_response) -----------------------------------
@@ -701,8 +741,9 @@ class _Pairing:
     def __init__(self, settings: _Settings, transport: str) -> None:
         self.settings = settings
         self.transport = transport
-        # (requester flow, id) -> pending query, in arrival order
-        self.pending: dict[tuple[FlowKey, int], _Pending] = {}
+        # (requester flow's fields, id) -> pending query, in arrival order; the fields, not the
+        # FlowKey: a tuple of them hashes without FlowKey's Python __hash__
+        self.pending: dict[tuple, _Pending] = {}
         self.counters = {"pending_evicted": 0, "unmatched_requests": 0,
                          "unmatched_responses": 0}
 
@@ -721,7 +762,8 @@ class _Pairing:
     def _on_query(self, ts: float, flow: FlowKey, msg: DNSMessage,
                   size: int) -> list[Transaction]:
         out: list[Transaction] = []
-        key = (flow, msg.id)
+        key = (flow.transport, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
+               flow.source, msg.id)
         previous = self.pending.pop(key, None)
         if previous is not None:
             previous.notes.append(NOTE_DUPLICATE)
@@ -742,7 +784,8 @@ class _Pairing:
 
     def _on_response(self, ts: float, flow: FlowKey, msg: DNSMessage,
                      size: int) -> list[Transaction]:
-        query = self.pending.pop((flow, msg.id), None)
+        query = self.pending.pop((flow.transport, flow.client_ip, flow.client_port, flow.server_ip,
+                                  flow.server_port, flow.source, msg.id), None)
         notes = list(msg.notes)
         if self.transport == "udp":
             if msg.edns is None and size > UDP_PLAIN_MAX_BYTES:
@@ -1009,16 +1052,16 @@ class DNSStream:
 
 # -- documents ----------------------------------------------------------------------
 
-_PSL: list[PublicSuffixList] = []
+_PSL: list[Callable[[str], PublicSuffixList]] = []
 
 
-def _public_suffix_list() -> PublicSuffixList:
+def _public_suffix_list(lowered_name: str) -> PublicSuffixList:
     # Loaded on first use (the list ships inside the package; no download), by a module
     # of its own that `run --user` imports before the switch (lazy_imports below).
     if not _PSL:
-        from wirebeat.decoders.dns_suffixes import SUFFIXES
-        _PSL.append(SUFFIXES)
-    return _PSL[0]
+        from wirebeat.decoders.dns_suffixes import suffixes_for
+        _PSL.append(suffixes_for)
+    return _PSL[0](lowered_name)
 
 
 @lru_cache(maxsize=16384)
@@ -1032,7 +1075,8 @@ def domain_parts(name: str) -> dict[str, str]:
     parts: dict[str, str] = {}
     if not name or name == "." or name.startswith(".") or ".." in name or "\\" in name:
         return parts
-    registered = _public_suffix_list().privatesuffix(name.lower())
+    lowered = name.lower()
+    registered = _public_suffix_list(lowered).privatesuffix(lowered)
     if registered:
         registered = name[len(name) - len(registered):]     # keep the name's own case
         parts["etld_plus_one"] = registered

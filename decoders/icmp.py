@@ -191,7 +191,7 @@ def _transaction(ts: float, end_ts: float | None, flow: FlowKey, request: ICMPMe
 
 
 def _message_fields(msg: ICMPMessage) -> dict[str, Any]:
-    return {"message": msg.name, "type": msg.type, "code": msg.code}
+    return {"message": message_name(msg.version, msg.type, msg.code), "type": msg.type, "code": msg.code}
 
 
 def document(txn: Transaction) -> dict[str, Any]:

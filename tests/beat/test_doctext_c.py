@@ -124,6 +124,22 @@ def _hostile() -> list[tuple[FlowKey, Transaction]]:
         cases.append(txn(end_ts=ts))
         cases.append(txn(ts=ts, end_ts=None))
     cases.append(txn(ts=1700000000.25, end_ts=1700000000.2500005))
+    # times the C writer takes up to year 2223 (8e9 s), rounding into the next second
+    for ts in (7999999999.9999995, 7999999999.999999, 8e9, 1700000000.9999996, 59.9999999, 5e-7):
+        cases.append(txn(ts=ts, end_ts=None))
+        cases.append(txn(ts=1.0, end_ts=ts))
+    # Community ID from the address text: every transport with one, ports at the 16-bit edges,
+    # address text inet_pton reads in more than one spelling, mixed families
+    for transport in ("tcp", "udp", "icmp", "ipv6-icmp", "sctp", "TCP"):
+        for ports in ((0, 0), (65535, 65535), (65536, 1), (1, -1), (8, 0), (128, 0), (3, 3)):
+            cases.append(txn(flow=FlowKey(transport, "10.0.0.1", ports[0], "10.0.0.2", ports[1], "s")))
+            cases.append(txn(flow=FlowKey(transport, "2001:db8::1", ports[0], "2001:DB8::2", ports[1], "s")))
+    for client, server in (("::ffff:10.0.0.1", "::1"), ("10.0.0.1", "::1"), ("::1", "10.0.0.1"),
+                           ("010.0.0.1", "10.0.0.2"), ("1.2.3", "10.0.0.2"), ("10.0.0.1 ", "10.0.0.2"),
+                           ("fe80::1%eth0", "fe80::2"), ("10.0.0.1", "10.0.0.1"), ("::", "::"),
+                           ("1:2:3:4:5:6:7:8:9", "::1"), ("é", "10.0.0.2")):
+        cases.append(txn(flow=FlowKey("udp", client, 1, server, 2, "s")))
+        cases.append(txn(flow=FlowKey("icmp", client, 8, server, 0, "s")))
     cases.append(txn(end_ts="later"))
     cases.append(txn(notes=("one", "two", "three")))
     cases.append(txn(request_bytes=None, response_bytes=None, end_ts=None))
@@ -141,7 +157,9 @@ def test_hostile_transactions(extra: dict[str, Any]) -> None:
     builder = _builder()
     built = 0
     for txn in _hostile():
-        for flow_id, macs in ((None, None), ("\ud800", None), ("id\x01\"", (b"\x01" * 6, b"\x02" * 8))):
+        for flow_id, macs in ((None, None), ("\ud800", None), ("id\x01\"", (b"\x01" * 6, b"\x02" * 8)),
+                              (None, (b"", b"\xff\xfe\x00\x9a\xbc\xde")),
+                              (None, (bytearray(b"\x01" * 6), b"\x02" * 6)), (None, ("02-00", b"\x02" * 6))):
             built += _compare(builder, spec, txn, flow_id, macs)
     assert built > 50
 

@@ -26,7 +26,7 @@ from conftest import PCAPS, ROOT
 
 pytestmark = pytest.mark.elasticsearch
 
-ACCELERATORS = ("_speedups", "_nfcore", "_flowcore", "_workcore", "_doctext")   # setup.py's optional C extensions
+ACCELERATORS = ("_speedups", "_nfcore", "_flowcore", "_workcore", "_doctext", "_dnscore")   # setup.py's optional C extensions
 TEMPLATE_PARTS = sorted(p.name for p in (ROOT / "index_templates").glob("*.json"))
 
 
