@@ -74,12 +74,9 @@ def main() -> int:
     parser.add_argument("--flows", type=int, default=5000)
     parser.add_argument("--base", metavar="REV", help="also measure this revision (e.g. main)")
     args = parser.parse_args()
-    trees: list[tuple[str, Path | None]] = [("this tree", None)]
-    if args.base:
-        sys.path.insert(0, str(HERE))
-        from run import export_base
-        trees.insert(0, (f"base {args.base}", export_base(args.base)))
-    for name, tree in trees:
+    sys.path.insert(0, str(HERE))
+    from run import trees
+    for name, tree in trees(args.base):
         for proto, label in ((17, "UDP"), (6, "TCP")):
             m = measure(tree, args.flows, proto)
             print(f"{name}: {label}: {m['accounted']:,.0f} bytes a flow after its packet, "

@@ -92,12 +92,9 @@ def main() -> int:
     parser.add_argument("--flows", type=int, default=2000)
     parser.add_argument("--base", metavar="REV", help="also measure this revision (e.g. main)")
     args = parser.parse_args()
-    trees: list[tuple[str, Path | None]] = [("this tree", None)]
-    if args.base:
-        sys.path.insert(0, str(HERE))
-        from run import export_base
-        trees.insert(0, (f"base {args.base}", export_base(args.base)))
-    for name, tree in trees:
+    sys.path.insert(0, str(HERE))
+    from run import trees
+    for name, tree in trees(args.base):
         for kind, value in measure(tree, args.flows).items():
             print(f"{name}: {kind}: {value:,.0f} instructions a report")
     return 0

@@ -192,6 +192,15 @@ def bench_workers(paths: list[Path], counts: list[int], repeat: int) -> None:
                   f"main process peak RSS {r['peak_rss_mib']} MiB, load average {os.getloadavg()[0]:.1f}")
 
 
+def trees(base: str | None) -> list[tuple[str, Path | None]]:
+    """("base REV", its exported tree) when `base` is given, then ("this tree", None):
+    what a script measures with --base."""
+    out: list[tuple[str, Path | None]] = [("this tree", None)]
+    if base:
+        out.insert(0, (f"base {base}", export_base(base)))
+    return out
+
+
 def export_base(rev: str) -> Path:
     """`rev`'s beat/, decoders/ and index_templates/ as an importable `wirebeat` under a temp dir."""
     import tempfile
