@@ -102,9 +102,6 @@ class _SourceState:
         self.expected = self.expectations.udp
 
 
-_ip_text = ip_text      # cached: the same addresses come back packet after packet
-
-
 def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
              flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
     """The client's and server's MACs (Ethernet only) and the link layers of the
@@ -482,14 +479,14 @@ class Engine:
                          inner: bytes) -> None:
         """Keep what documents of this inner conversation show of its tunnel (bounded)."""
         tunnel, outer_src, outer_dst, proto, outer_linktype, outer = self.tunnel
-        key = (source, _ip_text(src), _ip_text(dst))
+        key = (source, ip_text(src), ip_text(dst))
         pairs = self.tunneled_pairs
         if key not in pairs and len(pairs) >= self.max_tunneled_pairs:
             pairs.popitem(last=False)         # the oldest pair makes room
             self.tunneled_pairs_evicted += 1
         link = tunneled_link(link_layers(outer_linktype, outer), len(outer_src) == 16, proto,
                              tunnel[2], inner_linktype, inner)
-        pairs[key] = (tunnel[0], tunnel[1], _ip_text(outer_src), _ip_text(outer_dst), link)
+        pairs[key] = (tunnel[0], tunnel[1], ip_text(outer_src), ip_text(outer_dst), link)
 
     def _on_udp(self, state: _SourceState, ts: float, src: bytes, dst: bytes,
                 payload: bytes) -> None:
@@ -510,7 +507,7 @@ class Engine:
             route = self.routes_udp.get(dport)
             if route is not None:
                 client = (src, sport)
-                flow_key = FlowKey("udp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
+                flow_key = FlowKey("udp", ip_text(src), sport, ip_text(dst), dport, state.name)
             else:
                 route = self.routes_udp.get(sport)
                 if route is None:
@@ -518,7 +515,7 @@ class Engine:
                         self._claim_udp(state, key, None, ts, src, sport, dst, dport, body)
                     return
                 client = (dst, dport)
-                flow_key = FlowKey("udp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
+                flow_key = FlowKey("udp", ip_text(dst), dport, ip_text(src), sport, state.name)
             if len(flows) >= self.max_flows:
                 flows.popitem(last=False)        # the oldest flow makes room
                 self.flows_evicted += 1
@@ -562,7 +559,7 @@ class Engine:
                 return
             flow = _UDPFlow(None, None, None, ts, 0, ts)    # remembered: probes run again only when due
         else:
-            flow_key = FlowKey("udp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
+            flow_key = FlowKey("udp", ip_text(src), sport, ip_text(dst), dport, state.name)
             if flow is None:
                 flow = _UDPFlow(flow_key, (src, sport), route, ts)
             else:
@@ -643,9 +640,9 @@ class Engine:
             return None
         self.tcp_detected += detected
         if client_is_src:
-            flow = FlowKey("tcp", _ip_text(src), sport, _ip_text(dst), dport, state.name)
+            flow = FlowKey("tcp", ip_text(src), sport, ip_text(dst), dport, state.name)
         else:
-            flow = FlowKey("tcp", _ip_text(dst), dport, _ip_text(src), sport, state.name)
+            flow = FlowKey("tcp", ip_text(dst), dport, ip_text(src), sport, state.name)
         spec = route.spec
         if spec.expectations:
             make = partial(spec.stream, flow, route.options, state.expectations)
@@ -661,7 +658,7 @@ class Engine:
             type_code = _ICMP_TYPE_CODE.unpack_from(payload) if len(payload) >= 2 else (0, 0)
         else:
             transport, type_code = str(proto), (0, 0)
-        flow_key = FlowKey(transport, _ip_text(src), type_code[0], _ip_text(dst), type_code[1],
+        flow_key = FlowKey(transport, ip_text(src), type_code[0], ip_text(dst), type_code[1],
                            state.name)
         self._deliver(state, route, Datagram(ts, flow_key, True, payload))
 
