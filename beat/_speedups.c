@@ -1581,15 +1581,17 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                          || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))))
                 goto fail;
             if (decoding) {             /* the conversation's link header: state.macs */
-                PyObject *pair = PyTuple_Pack(2, src, dst);
+                /* keyed by the two addresses as they lie in the IP header (source, then
+                 * destination), valued by the link type (4 bytes, big-endian) and the header */
+                PyObject *pair = PyBytes_FromStringAndSize((const char *)sa, 2 * alen);
                 if (!pair) goto fail;
                 Py_ssize_t head_len = w.net + 1 < len ? w.net + 1 : len;
                 PyObject *old = PyDict_GetItemWithError(macs, pair);
                 if (!old && PyErr_Occurred()) { Py_DECREF(pair); goto fail; }
-                if (old && PyTuple_CheckExact(old) && PyTuple_GET_SIZE(old) == 2
-                        && PyTuple_GET_ITEM(old, 0) == lto && PyBytes_CheckExact(PyTuple_GET_ITEM(old, 1))
-                        && PyBytes_GET_SIZE(PyTuple_GET_ITEM(old, 1)) == head_len
-                        && memcmp(PyBytes_AS_STRING(PyTuple_GET_ITEM(old, 1)), d, head_len) == 0) {
+                unsigned char lt_be[4] = {0, 0, (unsigned char)(lt >> 8), (unsigned char)lt};
+                if (old && PyBytes_CheckExact(old) && PyBytes_GET_SIZE(old) == head_len + 4
+                        && memcmp(PyBytes_AS_STRING(old), lt_be, 4) == 0
+                        && memcmp(PyBytes_AS_STRING(old) + 4, d, head_len) == 0) {
                     Py_DECREF(pair);    /* the same header again: storing it changes nothing */
                     goto macs_done;
                 }
@@ -1600,12 +1602,10 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     Py_DECREF(r);
                     c.mac_evicted++;
                 }
-                PyObject *head = PyBytes_FromStringAndSize((const char *)d, head_len);
-                PyObject *value = head ? PyTuple_Pack(2, lto, head) : NULL;
-                Py_XDECREF(head);
+                PyObject *value = PyBytes_FromStringAndSize(NULL, head_len + 4);
                 if (!value) { Py_DECREF(pair); goto fail; }
-                PyObject_GC_UnTrack(pair);      /* bytes and numbers, kept: no collection walks them */
-                PyObject_GC_UnTrack(value);
+                memcpy(PyBytes_AS_STRING(value), lt_be, 4);
+                memcpy(PyBytes_AS_STRING(value) + 4, d, head_len);
                 int r = PyObject_SetItem(macs, pair, value);
                 Py_DECREF(pair); Py_DECREF(value);
                 if (r < 0) goto fail;
