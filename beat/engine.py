@@ -87,6 +87,10 @@ class _SourceState:
     expectations: Expectations = field(default_factory=Expectations)
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
+    # The connections' streams whose decoder wants expire(now) at every tick, in the
+    # order they started (an insertion-ordered set): the tick walks these, not every
+    # connection (most are done with their decoder: TLS after its handshake).
+    ticking: dict[_TCPStream, None] = field(default_factory=dict)
     flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
     dedup: Any = None                       # the engine's Dedup, None where it does not apply
     # sender + receiver IP address (packed, joined: as they lie in the IP header) -> the
@@ -139,26 +143,29 @@ class _TCPStream:
     connection that carries nothing has nothing to report. `on_data` and
     `on_gap` return True once the decoder needs no more bytes (its optional
     `needs_bytes` is False, or it failed to start): wirebeat.tcp then stops
-    reassembling the connection. `expiring` is False while there is no decoder
-    and once the decoder's optional `needs_expire` is False.
+    reassembling the connection. The stream is in `ticking` (its source's
+    `_SourceState.ticking`: the engine calls its `expire(now)` every tick) from
+    the decoder's start until the decoder's optional `needs_expire` is False or
+    the connection closes.
     """
 
-    __slots__ = ("engine", "spec", "decoder", "flow", "make", "expiring")
+    __slots__ = ("engine", "spec", "decoder", "flow", "make", "ticking")
 
-    def __init__(self, engine: Engine, spec: DecoderSpec, make: Any, flow: FlowKey) -> None:
+    def __init__(self, engine: Engine, spec: DecoderSpec, make: Any, flow: FlowKey,
+                 ticking: dict[_TCPStream, None]) -> None:
         self.engine = engine
         self.spec = spec
         self.decoder: StreamDecoder | None = None
         self.make = make            # () -> StreamDecoder; None once made (or failed)
         self.flow = flow
-        self.expiring = False       # the engine calls expire(now)
+        self.ticking = ticking
 
     def _start(self) -> StreamDecoder | None:
         make, self.make = self.make, None
         if make is not None:
             try:
                 self.decoder = make()
-                self.expiring = True
+                self.ticking[self] = None
             except Exception:
                 self.engine.stats.count("decoder.crashed", decoder=self.spec.name)
                 log_once(log, f"decoder {self.spec.name} failed to start a stream", exc_info=True)
@@ -193,6 +200,7 @@ class _TCPStream:
         return not getattr(decoder, "needs_bytes", True)
 
     def on_close(self, ts: float) -> None:
+        self.ticking.pop(self, None)
         if self.decoder is None:
             return              # no payload ever came: nothing to report
         try:
@@ -216,7 +224,8 @@ class _TCPStream:
             self.engine._stream_failed(self, err, now)
             return
         finally:
-            self.expiring = getattr(decoder, "needs_expire", True)
+            if not getattr(decoder, "needs_expire", True):
+                self.ticking.pop(self, None)
         if txns:
             self.engine._emit(self.spec, txns)
 
@@ -650,7 +659,7 @@ class Engine:
             make = partial(spec.stream, flow, route.options, state.expectations)
         else:
             make = partial(spec.stream, flow, route.options)
-        return state.tcp.open(key, _TCPStream(self, spec, make, flow), ts,
+        return state.tcp.open(key, _TCPStream(self, spec, make, flow, state.ticking), ts,
                               client_first=src_first == client_is_src)
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
@@ -773,9 +782,10 @@ class Engine:
 
     def _expire(self, state: _SourceState, now: float) -> None:
         state.defrag.expire(now)
-        for conn in state.tcp.connections.values():
-            if conn.sink.expiring:
-                conn.sink.expire(now)
+        ticking = state.ticking
+        for stream in list(ticking):
+            if stream in ticking:       # (not closed by an earlier one's transactions)
+                stream.expire(now)
         for name, decoder in state.decoders.items():
             spec = self.specs[name]
             try:
