@@ -1365,13 +1365,19 @@ static int endpoint_first(const unsigned char *a, unsigned pa, const unsigned ch
     return cmp < 0 || (cmp == 0 && pa <= pb);
 }
 
-/* The (lo, lo_port, hi, hi_port) key of the engine's TCP and UDP tables. */
-static PyObject *conv_key(PyObject *src, unsigned sport, PyObject *dst, unsigned dport, int src_first)
+/* The key of the engine's TCP and UDP tables (engine.py `_conversation_key`): the lower
+ * endpoint's address, the other's, then their ports in that order, 2 bytes each, big-endian. */
+static PyObject *conv_key(const unsigned char *sa, unsigned sport, const unsigned char *da, unsigned dport,
+                          int alen, int src_first)
 {
-    PyObject *ps = PyLong_FromLong(sport), *pd = PyLong_FromLong(dport);
-    if (!ps || !pd) { Py_XDECREF(ps); Py_XDECREF(pd); return NULL; }
-    PyObject *key = src_first ? PyTuple_Pack(4, src, ps, dst, pd) : PyTuple_Pack(4, dst, pd, src, ps);
-    Py_DECREF(ps); Py_DECREF(pd);
+    PyObject *key = PyBytes_FromStringAndSize(NULL, 2 * alen + 4);
+    if (!key) return NULL;
+    unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
+    unsigned first = src_first ? sport : dport, second = src_first ? dport : sport;
+    memcpy(k, src_first ? sa : da, alen);
+    memcpy(k + alen, src_first ? da : sa, alen);
+    k[2 * alen] = first >> 8; k[2 * alen + 1] = first & 0xFF;
+    k[2 * alen + 2] = second >> 8; k[2 * alen + 3] = second & 0xFF;
     return key;
 }
 
@@ -1500,10 +1506,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                         call = CALL_UDP;
                     else if (PyDict_GET_SIZE(udp_flows)) {
                         src_first = endpoint_first(sa, sport, da, dport, alen);
-                        if (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
-                                || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))
-                                || !(key = conv_key(src, sport, dst, dport, src_first)))
-                            goto fail;
+                        if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
                         int has = PyDict_Contains(udp_flows, key);
                         if (has < 0) goto fail;
                         if (has) call = CALL_UDP;
@@ -1521,10 +1524,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 if (!decoding) kind = 3;
                 else {
                     src_first = endpoint_first(sa, sport, da, dport, alen);
-                    if (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
-                            || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))
-                            || !(key = conv_key(src, sport, dst, dport, src_first)))
-                        goto fail;
+                    if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
                     conn = PyDict_GetItemWithError(conns, key);
                     Py_XINCREF(conn);
                     if (!conn) {

@@ -83,7 +83,7 @@ class _SourceState:
     name: str
     defrag: Defragmenter
     decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
-    udp_flows: OrderedDict[tuple, _UDPFlow] = field(default_factory=OrderedDict)
+    udp_flows: OrderedDict[bytes, _UDPFlow] = field(default_factory=OrderedDict)   # _conversation_key
     expectations: Expectations = field(default_factory=Expectations)
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
@@ -106,6 +106,17 @@ class _SourceState:
 
     def __post_init__(self) -> None:
         self.expected = self.expectations.udp
+
+
+def _conversation_key(src: bytes, dst: bytes, transport: bytes, src_first: bool) -> bytes:
+    """The key of a TCP connection or UDP flow in its source's tables: the lower endpoint's
+    address, the other's, then their ports in that order (as the transport header holds
+    them: 2 bytes each). One bytes object: the C frame loop builds the same key for
+    every decoded TCP segment and looks it up (beat/_speedups.c `conv_key`); a tuple of
+    two addresses and two ports cost five objects to hash and compare, all cold."""
+    if src_first:
+        return src + dst + transport[:4]
+    return dst + src + transport[2:4] + transport[:2]
 
 
 def _link_of(macs: dict[bytes, bytes],
@@ -508,10 +519,7 @@ class Engine:
         # The UDP length bounds the payload (Ethernet padding follows it);
         # a length past the captured bytes means a snap-length cut.
         body = payload[8:length] if 8 <= length <= len(payload) else payload[8:]
-        if (src, sport) <= (dst, dport):
-            key = (src, sport, dst, dport)
-        else:
-            key = (dst, dport, src, sport)
+        key = _conversation_key(src, dst, payload, (src, sport) <= (dst, dport))
         flows = state.udp_flows
         flow = flows.get(key)
         if flow is None:
@@ -543,7 +551,7 @@ class Engine:
         from_client = flow.client[1] == sport and flow.client[0] == src
         self._deliver(state, flow.route, Datagram(ts, flow.key, from_client, body))
 
-    def _claim_udp(self, state: _SourceState, key: tuple, flow: _UDPFlow | None, ts: float,
+    def _claim_udp(self, state: _SourceState, key: bytes, flow: _UDPFlow | None, ts: float,
                    src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
         """A UDP flow no port routes: an announced endpoint, else a heuristic, may claim it.
 
@@ -610,7 +618,7 @@ class Engine:
             return
         data = payload[header_len:]
         src_first = src < dst or src == dst and sport <= dport     # (src, sport) <= (dst, dport)
-        key = (src, sport, dst, dport) if src_first else (dst, dport, src, sport)
+        key = _conversation_key(src, dst, payload, src_first)
         conn = state.tcp.connections.get(key)
         if conn is None or (flags & 0x12 == 0x02
                             and conn.is_restarted_by(src_first == conn.client_first, seq)):
@@ -620,7 +628,7 @@ class Engine:
         self.delivered += 1
         conn.segment(src_first == conn.client_first, seq, ack, flags, data, ts)
 
-    def _open_tcp(self, state: _SourceState, key: tuple, src_first: bool, ts: float,
+    def _open_tcp(self, state: _SourceState, key: bytes, src_first: bool, ts: float,
                   src: bytes, sport: int, dst: bytes, dport: int, flags: int,
                   data: bytes, seq: int | None = None) -> TCPConnection | None:
         """A segment of a connection not tracked yet: route it by port and start tracking."""
