@@ -1365,13 +1365,19 @@ static int endpoint_first(const unsigned char *a, unsigned pa, const unsigned ch
     return cmp < 0 || (cmp == 0 && pa <= pb);
 }
 
-/* The (lo, lo_port, hi, hi_port) key of the engine's TCP and UDP tables. */
-static PyObject *conv_key(PyObject *src, unsigned sport, PyObject *dst, unsigned dport, int src_first)
+/* The key of the engine's TCP and UDP tables (engine.py `_conversation_key`): the lower
+ * endpoint's address, the other's, then their ports in that order, 2 bytes each, big-endian. */
+static PyObject *conv_key(const unsigned char *sa, unsigned sport, const unsigned char *da, unsigned dport,
+                          int alen, int src_first)
 {
-    PyObject *ps = PyLong_FromLong(sport), *pd = PyLong_FromLong(dport);
-    if (!ps || !pd) { Py_XDECREF(ps); Py_XDECREF(pd); return NULL; }
-    PyObject *key = src_first ? PyTuple_Pack(4, src, ps, dst, pd) : PyTuple_Pack(4, dst, pd, src, ps);
-    Py_DECREF(ps); Py_DECREF(pd);
+    PyObject *key = PyBytes_FromStringAndSize(NULL, 2 * alen + 4);
+    if (!key) return NULL;
+    unsigned char *k = (unsigned char *)PyBytes_AS_STRING(key);
+    unsigned first = src_first ? sport : dport, second = src_first ? dport : sport;
+    memcpy(k, src_first ? sa : da, alen);
+    memcpy(k + alen, src_first ? da : sa, alen);
+    k[2 * alen] = first >> 8; k[2 * alen + 1] = first & 0xFF;
+    k[2 * alen + 2] = second >> 8; k[2 * alen + 3] = second & 0xFF;
     return key;
 }
 
@@ -1500,10 +1506,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                         call = CALL_UDP;
                     else if (PyDict_GET_SIZE(udp_flows)) {
                         src_first = endpoint_first(sa, sport, da, dport, alen);
-                        if (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
-                                || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))
-                                || !(key = conv_key(src, sport, dst, dport, src_first)))
-                            goto fail;
+                        if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
                         int has = PyDict_Contains(udp_flows, key);
                         if (has < 0) goto fail;
                         if (has) call = CALL_UDP;
@@ -1521,10 +1524,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 if (!decoding) kind = 3;
                 else {
                     src_first = endpoint_first(sa, sport, da, dport, alen);
-                    if (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
-                            || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))
-                            || !(key = conv_key(src, sport, dst, dport, src_first)))
-                        goto fail;
+                    if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
                     conn = PyDict_GetItemWithError(conns, key);
                     Py_XINCREF(conn);
                     if (!conn) {
@@ -1581,15 +1581,17 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                          || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))))
                 goto fail;
             if (decoding) {             /* the conversation's link header: state.macs */
-                PyObject *pair = PyTuple_Pack(2, src, dst);
+                /* keyed by the two addresses as they lie in the IP header (source, then
+                 * destination), valued by the link type (4 bytes, big-endian) and the header */
+                PyObject *pair = PyBytes_FromStringAndSize((const char *)sa, 2 * alen);
                 if (!pair) goto fail;
                 Py_ssize_t head_len = w.net + 1 < len ? w.net + 1 : len;
                 PyObject *old = PyDict_GetItemWithError(macs, pair);
                 if (!old && PyErr_Occurred()) { Py_DECREF(pair); goto fail; }
-                if (old && PyTuple_CheckExact(old) && PyTuple_GET_SIZE(old) == 2
-                        && PyTuple_GET_ITEM(old, 0) == lto && PyBytes_CheckExact(PyTuple_GET_ITEM(old, 1))
-                        && PyBytes_GET_SIZE(PyTuple_GET_ITEM(old, 1)) == head_len
-                        && memcmp(PyBytes_AS_STRING(PyTuple_GET_ITEM(old, 1)), d, head_len) == 0) {
+                unsigned char lt_be[4] = {0, 0, (unsigned char)(lt >> 8), (unsigned char)lt};
+                if (old && PyBytes_CheckExact(old) && PyBytes_GET_SIZE(old) == head_len + 4
+                        && memcmp(PyBytes_AS_STRING(old), lt_be, 4) == 0
+                        && memcmp(PyBytes_AS_STRING(old) + 4, d, head_len) == 0) {
                     Py_DECREF(pair);    /* the same header again: storing it changes nothing */
                     goto macs_done;
                 }
@@ -1600,12 +1602,10 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     Py_DECREF(r);
                     c.mac_evicted++;
                 }
-                PyObject *head = PyBytes_FromStringAndSize((const char *)d, head_len);
-                PyObject *value = head ? PyTuple_Pack(2, lto, head) : NULL;
-                Py_XDECREF(head);
+                PyObject *value = PyBytes_FromStringAndSize(NULL, head_len + 4);
                 if (!value) { Py_DECREF(pair); goto fail; }
-                PyObject_GC_UnTrack(pair);      /* bytes and numbers, kept: no collection walks them */
-                PyObject_GC_UnTrack(value);
+                memcpy(PyBytes_AS_STRING(value), lt_be, 4);
+                memcpy(PyBytes_AS_STRING(value) + 4, d, head_len);
                 int r = PyObject_SetItem(macs, pair, value);
                 Py_DECREF(pair); Py_DECREF(value);
                 if (r < 0) goto fail;

@@ -83,17 +83,23 @@ class _SourceState:
     name: str
     defrag: Defragmenter
     decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
-    udp_flows: OrderedDict[tuple, _UDPFlow] = field(default_factory=OrderedDict)
+    udp_flows: OrderedDict[bytes, _UDPFlow] = field(default_factory=OrderedDict)   # _conversation_key
     expectations: Expectations = field(default_factory=Expectations)
     expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
     tcp: TCPTable = field(default_factory=TCPTable)
+    # The connections' streams whose decoder wants expire(now) at every tick, in the
+    # order they started (an insertion-ordered set): the tick walks these, not every
+    # connection (most are done with their decoder: TLS after its handshake).
+    ticking: dict[_TCPStream, None] = field(default_factory=dict)
     flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
     dedup: Any = None                       # the engine's Dedup, None where it does not apply
-    # (sender, receiver) IP address pair (packed) -> the link type and link header (up
-    # to the first byte of the network layer) of its latest frame: transactions'
-    # source/destination.mac (for a routed peer the router's) and the link layers of
-    # their protocol stack, capped by wirebeat.limits.max_mac_pairs
-    macs: OrderedDict[tuple[bytes, bytes], tuple[int, bytes]] = field(default_factory=OrderedDict)
+    # sender + receiver IP address (packed, joined: as they lie in the IP header) -> the
+    # link type (4 bytes, big-endian) + link header (up to the first byte of the network
+    # layer) of the pair's latest frame: transactions' source/destination.mac (for a
+    # routed peer the router's) and the link layers of their protocol stack, capped by
+    # wirebeat.limits.max_mac_pairs. Bytes, not tuples: the C frame loop looks a pair up
+    # for every decoded frame, and one object is one hash, one compare, fewer cache misses.
+    macs: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
@@ -102,7 +108,18 @@ class _SourceState:
         self.expected = self.expectations.udp
 
 
-def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
+def _conversation_key(src: bytes, dst: bytes, transport: bytes, src_first: bool) -> bytes:
+    """The key of a TCP connection or UDP flow in its source's tables: the lower endpoint's
+    address, the other's, then their ports in that order (as the transport header holds
+    them: 2 bytes each). One bytes object: the C frame loop builds the same key for
+    every decoded TCP segment and looks it up (beat/_speedups.c `conv_key`); a tuple of
+    two addresses and two ports cost five objects to hash and compare, all cold."""
+    if src_first:
+        return src + dst + transport[:4]
+    return dst + src + transport[2:4] + transport[:2]
+
+
+def _link_of(macs: dict[bytes, bytes],
              flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
     """The client's and server's MACs (Ethernet only) and the link layers of the
     conversation's latest frame; None when it is not remembered."""
@@ -111,12 +128,12 @@ def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
         client, server = ip_packed(client_ip), ip_packed(server_ip)
     except OSError:
         return None
-    seen, by_client = macs.get((client, server)), True
+    seen, by_client = macs.get(client + server), True
     if seen is None:
-        seen, by_client = macs.get((server, client)), False
+        seen, by_client = macs.get(server + client), False
         if seen is None:
             return None
-    linktype, head = seen
+    linktype, head = int.from_bytes(seen[:4], "big"), seen[4:]
     if linktype != 1:
         pair = None
     elif by_client:                     # sent by the client: destination MAC first
@@ -137,26 +154,29 @@ class _TCPStream:
     connection that carries nothing has nothing to report. `on_data` and
     `on_gap` return True once the decoder needs no more bytes (its optional
     `needs_bytes` is False, or it failed to start): wirebeat.tcp then stops
-    reassembling the connection. `expiring` is False while there is no decoder
-    and once the decoder's optional `needs_expire` is False.
+    reassembling the connection. The stream is in `ticking` (its source's
+    `_SourceState.ticking`: the engine calls its `expire(now)` every tick) from
+    the decoder's start until the decoder's optional `needs_expire` is False or
+    the connection closes.
     """
 
-    __slots__ = ("engine", "spec", "decoder", "flow", "make", "expiring")
+    __slots__ = ("engine", "spec", "decoder", "flow", "make", "ticking")
 
-    def __init__(self, engine: Engine, spec: DecoderSpec, make: Any, flow: FlowKey) -> None:
+    def __init__(self, engine: Engine, spec: DecoderSpec, make: Any, flow: FlowKey,
+                 ticking: dict[_TCPStream, None]) -> None:
         self.engine = engine
         self.spec = spec
         self.decoder: StreamDecoder | None = None
         self.make = make            # () -> StreamDecoder; None once made (or failed)
         self.flow = flow
-        self.expiring = False       # the engine calls expire(now)
+        self.ticking = ticking
 
     def _start(self) -> StreamDecoder | None:
         make, self.make = self.make, None
         if make is not None:
             try:
                 self.decoder = make()
-                self.expiring = True
+                self.ticking[self] = None
             except Exception:
                 self.engine.stats.count("decoder.crashed", decoder=self.spec.name)
                 log_once(log, f"decoder {self.spec.name} failed to start a stream", exc_info=True)
@@ -191,6 +211,7 @@ class _TCPStream:
         return not getattr(decoder, "needs_bytes", True)
 
     def on_close(self, ts: float) -> None:
+        self.ticking.pop(self, None)
         if self.decoder is None:
             return              # no payload ever came: nothing to report
         try:
@@ -214,7 +235,8 @@ class _TCPStream:
             self.engine._stream_failed(self, err, now)
             return
         finally:
-            self.expiring = getattr(decoder, "needs_expire", True)
+            if not getattr(decoder, "needs_expire", True):
+                self.ticking.pop(self, None)
         if txns:
             self.engine._emit(self.spec, txns)
 
@@ -450,11 +472,11 @@ class Engine:
             self._remember_tunnel(state.name, src, dst, linktype, data)
         decoding = self.decoding
         if decoding:    # the innermost frame's link header, for this conversation's transactions
-            macs, pair = state.macs, (src, dst)
+            macs, pair = state.macs, src + dst
             if pair not in macs and len(macs) >= self.max_mac_pairs:
                 macs.popitem(last=False)        # the oldest pair makes room
                 self.mac_pairs_evicted += 1
-            macs[pair] = (linktype, data[:offset + 1])
+            macs[pair] = linktype.to_bytes(4, "big") + data[:offset + 1]
         if state.flows is not None:     # whole captured frame; outer addresses when tunneled
             frame = self.frame          # (no *-call: the C account is called without an argument tuple)
             state.flows.account(ts, frame[0], frame[1], outer_vlans, src, dst, proto, payload,
@@ -497,10 +519,7 @@ class Engine:
         # The UDP length bounds the payload (Ethernet padding follows it);
         # a length past the captured bytes means a snap-length cut.
         body = payload[8:length] if 8 <= length <= len(payload) else payload[8:]
-        if (src, sport) <= (dst, dport):
-            key = (src, sport, dst, dport)
-        else:
-            key = (dst, dport, src, sport)
+        key = _conversation_key(src, dst, payload, (src, sport) <= (dst, dport))
         flows = state.udp_flows
         flow = flows.get(key)
         if flow is None:
@@ -532,7 +551,7 @@ class Engine:
         from_client = flow.client[1] == sport and flow.client[0] == src
         self._deliver(state, flow.route, Datagram(ts, flow.key, from_client, body))
 
-    def _claim_udp(self, state: _SourceState, key: tuple, flow: _UDPFlow | None, ts: float,
+    def _claim_udp(self, state: _SourceState, key: bytes, flow: _UDPFlow | None, ts: float,
                    src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
         """A UDP flow no port routes: an announced endpoint, else a heuristic, may claim it.
 
@@ -599,7 +618,7 @@ class Engine:
             return
         data = payload[header_len:]
         src_first = src < dst or src == dst and sport <= dport     # (src, sport) <= (dst, dport)
-        key = (src, sport, dst, dport) if src_first else (dst, dport, src, sport)
+        key = _conversation_key(src, dst, payload, src_first)
         conn = state.tcp.connections.get(key)
         if conn is None or (flags & 0x12 == 0x02
                             and conn.is_restarted_by(src_first == conn.client_first, seq)):
@@ -609,7 +628,7 @@ class Engine:
         self.delivered += 1
         conn.segment(src_first == conn.client_first, seq, ack, flags, data, ts)
 
-    def _open_tcp(self, state: _SourceState, key: tuple, src_first: bool, ts: float,
+    def _open_tcp(self, state: _SourceState, key: bytes, src_first: bool, ts: float,
                   src: bytes, sport: int, dst: bytes, dport: int, flags: int,
                   data: bytes, seq: int | None = None) -> TCPConnection | None:
         """A segment of a connection not tracked yet: route it by port and start tracking."""
@@ -648,7 +667,7 @@ class Engine:
             make = partial(spec.stream, flow, route.options, state.expectations)
         else:
             make = partial(spec.stream, flow, route.options)
-        return state.tcp.open(key, _TCPStream(self, spec, make, flow), ts,
+        return state.tcp.open(key, _TCPStream(self, spec, make, flow, state.ticking), ts,
                               client_first=src_first == client_is_src)
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
@@ -771,9 +790,10 @@ class Engine:
 
     def _expire(self, state: _SourceState, now: float) -> None:
         state.defrag.expire(now)
-        for conn in state.tcp.connections.values():
-            if conn.sink.expiring:
-                conn.sink.expire(now)
+        ticking = state.ticking
+        for stream in list(ticking):
+            if stream in ticking:       # (not closed by an earlier one's transactions)
+                stream.expire(now)
         for name, decoder in state.decoders.items():
             spec = self.specs[name]
             try:

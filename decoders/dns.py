@@ -43,13 +43,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
-
-from publicsuffixlist import PublicSuffixList     # (the type; the list itself: dns_suffixes)
+from typing import TYPE_CHECKING, Any
 
 from wirebeat.accel import dnscore
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                           Truncated, WireReader)
+
+if TYPE_CHECKING:
+    from wirebeat.decoders.dns_suffixes import Suffixes     # loaded at the first name shown
 
 __all__ = [
     "DECODER", "MAX_PENDING_DEFAULT", "TCP_MAX_HUNT_BYTES", "DNSDecoder", "DNSExchange",
@@ -1052,10 +1053,10 @@ class DNSStream:
 
 # -- documents ----------------------------------------------------------------------
 
-_PSL: list[Callable[[str], PublicSuffixList]] = []
+_PSL: list[Callable[[str], Suffixes]] = []
 
 
-def _public_suffix_list(lowered_name: str) -> PublicSuffixList:
+def _public_suffix_list(lowered_name: str) -> Suffixes:
     # Loaded on first use (the list ships inside the package; no download), by a module
     # of its own that `run --user` imports before the switch (lazy_imports below).
     if not _PSL:

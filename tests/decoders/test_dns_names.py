@@ -119,6 +119,7 @@ def _psl_names() -> list[str]:
                 pass
             for form in forms:
                 names += [form, "a." + form, "b.a." + form, "Sub.A." + form]
+            names += [rule, "a." + rule]    # names with a "*" or "!" label (wildcard queries)
     return names
 
 
