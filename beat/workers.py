@@ -32,16 +32,17 @@ and numbers the frames without a Python call per frame; any other frame goes
 through `_route` in Python.
 
 A capture file read with -I is mapped in memory before the workers are forked
-(`_Mapped`), when it is a classic pcap file whose records all run whole and
-undamaged to its end (`pcap_extent`, the reader's own checks): the run loop
-then reads it through `WorkerPool.file_batches` as spans of records, which
-`shard_map` (C) routes straight from the mapping, and a frame travels to its
+(`_Mapped`), when it is a classic pcap file: the run loop then reads it through
+`WorkerPool.file_batches` as spans of records, each checked whole and undamaged
+just before (`pcap_extent`, the reader's own checks), which `shard_map` (C)
+routes straight from the mapping, and a frame travels to its
 worker as its offset in the file ("map" records), not as a copy through the
 pipe: the main process makes no object per frame and copies no frame. Each
 process gives back the pages it has read past (madvise), so none keeps the
-file resident. Files given as stdin, pcapng files, damaged or truncated files
-and files that changed size since they were opened are read by the reader as
-before, and so are ZeroMQ and live sources (`on_batch`, `on_frame`). A file
+file resident. Files given as stdin, pcapng files, the rest of a file from its
+first damaged or truncated record on (`CaptureReader.resume_pcap`) and files
+that changed size since they were opened are read by the reader as before, and
+so are ZeroMQ and live sources (`on_batch`, `on_frame`). A file
 cut shorter while it is being read is not supported with workers (the mapping
 faults); one that grows is read to the size it had at the start.
 
@@ -604,20 +605,22 @@ class _Clock:
 
 
 class _Mapped:
-    """A classic pcap capture file mapped read-only in memory, whose records all run
-    whole and undamaged to its end (`pcap_extent`): mapped before the workers are forked,
-    so every worker (and every restarted one) shares the mapping, and a frame travels to
-    its worker as its offset in the file (a "map" record), not as a copy of its bytes
-    through the pipe."""
+    """A classic pcap capture file mapped read-only in memory: mapped before the workers
+    are forked, so every worker (and every restarted one) shares the mapping, and a frame
+    travels to its worker as its offset in the file (a "map" record), not as a copy of
+    its bytes through the pipe. Its records are checked (`pcap_extent`) a span at a time
+    as they are routed (`WorkerPool.file_batches`), not all before the fork."""
 
-    __slots__ = ("map", "little", "scale", "linktype", "count", "pos", "dropped", "reader")
+    __slots__ = ("map", "little", "scale", "linktype", "max_caplen", "frac_max", "pos", "dropped",
+                 "reader")
 
-    def __init__(self, data: mmap.mmap, header: Any, count: int) -> None:
+    def __init__(self, data: mmap.mmap, header: Any) -> None:
         self.map = data
         self.little = header.order == "<"
         self.scale = header.scale
         self.linktype = header.linktype
-        self.count = count          # records in the file
+        self.max_caplen = header.max_caplen
+        self.frac_max = header.frac_max
         self.pos = 24               # the next record to route (the main process's)
         self.dropped = 0            # pages below this are given back (`release`)
         self.reader: Any = None
@@ -638,15 +641,32 @@ class _Mapped:
         sec, frac, caplen, _wire = (_RECORD_LE if self.little else _RECORD_BE).unpack_from(self.map, pos)
         return sec + frac * self.scale, self.linktype, self.map[pos + 16:pos + 16 + caplen]
 
+    def extent(self, pos: int, count: int) -> tuple[int, int]:
+        """(end, records): how far up to `count` records from `pos` run whole and undamaged."""
+        return pcap_extent(self.map, pos, self.little, self.max_caplen, self.frac_max, count)
+
+    def seconds_before(self, start: int, pos: int) -> int | None:
+        """The seconds of the record that ends at `pos`, walking whole records from
+        `start` (a record's start at or before it); None when pos is `start`."""
+        last = None
+        while start < pos:
+            last = start
+            start = self.extent(start, 1)[0]
+        if last is None:
+            return None
+        return (_RECORD_LE if self.little else _RECORD_BE).unpack_from(self.map, last)[0]
+
 
 _RELEASE_BYTES = 4 << 20       # pages are given back this many bytes at a time
 
 
 def _map_capture(reader: Any) -> _Mapped | None:
-    """The reader's file as a `_Mapped`, when it is a classic pcap file on disk whose
-    records are all whole and undamaged; None for anything else (stdin, pcapng, a
-    damaged or truncated file: the reader reads those, as with one process)."""
-    if reader.name == "-":
+    """The reader's file as a `_Mapped`, when it is a classic pcap file on disk; None for
+    anything else (stdin, pcapng: the reader reads those, as with one process). Its
+    records are not read here: that is serial time before the fork (a file's worth of
+    page faults); `file_batches` checks them a span at a time, and leaves the rest of
+    the file to the reader from a damaged or truncated record on."""
+    if reader.name == "-" or getattr(reader, "pcap_header", None) is None:
         return None
     try:
         data = mmap.mmap(reader.fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -657,31 +677,18 @@ def _map_capture(reader: Any) -> _Mapped | None:
     except FormatError:
         data.close()
         return None
-    mapped = _Mapped(data, header, 0)
-    end, step = 24, _EXTENT_STEP
-    while step == _EXTENT_STEP:
-        end, step = pcap_extent(data, end, mapped.little, header.max_caplen, header.frac_max, _EXTENT_STEP)
-        mapped.count += step
-        mapped.release(end)     # read through once: not resident for the whole run
-    if end != len(data):
-        data.close()
-        return None
-    mapped.release(len(data) + mmap.PAGESIZE)
-    mapped.dropped = 0
-    return mapped
-
-
-_EXTENT_STEP = 16384            # records checked between two `release`s
+    return _Mapped(data, header)
 
 
 class _Span:
-    """`count` records of a mapped file (`_Mapped`), from where the pool is in it: what
+    """`count` records of a mapped file (`_Mapped`) from byte `pos`, checked whole: what
     WorkerPool.file_batches gives the run loop in place of a batch of frames."""
 
-    __slots__ = ("mapped", "count")
+    __slots__ = ("mapped", "pos", "count")
 
-    def __init__(self, mapped: _Mapped, count: int) -> None:
+    def __init__(self, mapped: _Mapped, pos: int, count: int) -> None:
         self.mapped = mapped
+        self.pos = pos
         self.count = count
 
     def __len__(self) -> int:
@@ -848,7 +855,9 @@ class WorkerPool:
     def file_batches(self, reader: Any) -> Any:
         """What the run loop reads a capture file as: the reader's batches, or, for a file
         mapped at the start (`_Mapped`) that has not changed size since, `_Span`s of its
-        records (as many as a reader's batch), which `on_batch` routes by offset."""
+        records (as many as a reader's batch, each checked whole by `pcap_extent` just
+        before), which `on_batch` routes by offset. From a damaged or truncated record
+        on, the reader reads the rest (`resume_pcap`), as it reads such a file whole."""
         mapped = self.maps.get(reader.name)
         try:
             same = mapped is not None and os.fstat(reader.fh.fileno()).st_size == len(mapped.map)
@@ -858,17 +867,26 @@ class WorkerPool:
             yield from reader.batches()
             return
         mapped.reader = reader
-        given = 0
-        while given < mapped.count:
-            count = min(BATCH_FRAMES, mapped.count - given)
-            given += count
-            yield _Span(mapped, count)
+        pos, size, start = 24, len(mapped.map), 24
+        while pos < size:
+            end, count = mapped.extent(pos, BATCH_FRAMES)
+            if not count:
+                break
+            yield _Span(mapped, pos, count)
+            start, pos = pos, end
+        if pos == size:
+            return
+        if pos == 24:           # damaged from its first record: the reader's, as it is
+            yield from reader.batches()
+            return
+        yield from reader.resume_pcap(pos, mapped.seconds_before(start, pos))
 
     def _on_span(self, span: _Span, source: str) -> None:
         """A span of a mapped file: `shard_map` routes its plain records to the pending
         lists by offset, and stops at any other for `_route_one`, and whenever a pending
         list is full (`_send`)."""
         mapped = span.mapped
+        mapped.pos = span.pos
         clock = self.clocks.get(source) or self._new_source(source)
         left = span.count
         while left:
