@@ -25,6 +25,14 @@ worker collects a run's frames into batches for its engine in C (`feed`).
 Documents come back as NDJSON blocks (`_Sink`: text, ids, count, as
 `Pipeline.publish_block` takes them), which the main process publishes whole
 to its one `Pipeline`: no object per frame or per document crosses the pipe.
+With a plain console (NDJSON on a descriptor) and files as the only inputs, the
+workers write their blocks to the console themselves instead (`_DirectWriter`,
+through their copy of the main process's ConsoleOutput, each block whole under
+a POSIX lock that the main process's output takes too for its own documents)
+and report only how many they made and wrote, which the main pipeline counts
+(`Pipeline.written_elsewhere`): the documents no longer cross a pipe, nor are
+they copied in the main process. Elasticsearch, the file output, a pretty
+console, the disk queue and live sources keep the one output stage.
 A file's frames are routed a reader batch at a time (`on_batch`):
 `shard` (C in wirebeat._workcore when built, else `shard_python`, the
 reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
@@ -87,6 +95,8 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 import zlib
@@ -100,7 +110,8 @@ from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import TICK_S, Engine
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
-from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, Pipeline
+from wirebeat.outputs import ConsoleOutput
+from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, OutputStopped, Pipeline
 from wirebeat.registry import Registered
 from wirebeat.sources.pcapfile import FormatError, parse_pcap_header
 from wirebeat.stats import Stats
@@ -760,6 +771,8 @@ class _Worker:
         self.pending: list = []     # runs of records and tuples (see `_record`)
         self.sent = 0               # frames handed over (not counting shadows)
         self.acked = 0              # frames the worker said it decoded
+        self.published = 0          # documents it made and wrote to the output itself ...
+        self.written = 0            # ... and those the output took (WorkerPool.direct)
         self.counters: dict[str, Any] = {}
         self.done = False
         self.dead = False
@@ -795,6 +808,11 @@ class WorkerPool:
         # Outputs that write NDJSON text as it is (and no disk queue) take a worker's
         # blocks whole (Pipeline.publish_block).
         self.publish_block = getattr(pipeline, "publish_block", None)
+        # A console of NDJSON lines on a descriptor, when the inputs can wait (files): the
+        # workers write their blocks to it themselves, under a POSIX lock the main
+        # process's output takes too (`_write_direct`), and report only how many; no
+        # document crosses a pipe or is copied in the main process.
+        self.direct = self._direct_output(pipeline)
         # Capture files mapped before the fork: the workers read frames there (file_batches).
         self.maps: dict[str, _Mapped] = {}
         for reader in files:
@@ -804,7 +822,7 @@ class WorkerPool:
         self.setup = {"config": config, "enabled": list(enabled),
                       "per_source": dict(builder.per_source), "strict": strict,
                       "flowless": list(flowless), "batch_size": getattr(pipeline, "batch_size", 1024),
-                      "maps": self.maps}
+                      "maps": self.maps, "direct": self.direct}
         self.clocks: dict[str, _Clock] = {}
         self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
         self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
@@ -822,6 +840,23 @@ class WorkerPool:
         self.workers = [_Worker(i, self.setup) for i in range(self.n)]
         stats.add_source(self.counters)
         log.info("workers started", workers=self.n, pids=[w.proc.pid for w in self.workers])
+
+    def _direct_output(self, pipeline: Any) -> tuple[int, int, ConsoleOutput] | None:
+        """(the console's descriptor, the lock's, the output) when the workers are to write
+        the console's lines themselves: a console that takes blocks (not pretty), no disk queue, and a
+        pipeline that blocks when full (files only: with live sources a full queue drops
+        and counts, which a worker writing itself would turn into waiting)."""
+        output = getattr(pipeline, "output", None)
+        if not (isinstance(output, ConsoleOutput) and output.accepts_blocks and self.publish_block is not None
+                and getattr(pipeline, "block_when_full", False)):
+            return None
+        try:
+            fd = output.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None         # a stream without a descriptor (tests' BytesIO): relayed
+        self._lock_file = tempfile.TemporaryFile(prefix="wirebeat-console-lock-")
+        output.lock_fd = self._lock_file.fileno()
+        return fd, output.lock_fd, output
 
     # -- counters ------------------------------------------------------------
 
@@ -1122,10 +1157,14 @@ class WorkerPool:
                 self._take(worker, message)
 
     def _take(self, worker: _Worker, message: tuple) -> None:
-        kind, acked, blocks, counters = message
+        kind, acked, blocks, counters, written = message
         worker.acked = acked
         if counters is not None:
             worker.counters = counters
+        if written is not None:     # (published, written) so far, by a worker writing itself
+            published, done = written
+            self.pipeline.written_elsewhere(published - worker.published, done - worker.written)
+            worker.published, worker.written = published, done
         publish_block = self.publish_block
         for data, ids, count in blocks:
             # Out of band (`_message`): buffers, made bytes once here (orjson.Fragment,
@@ -1412,10 +1451,13 @@ def _forked(fd_in: int, fd_out: int, setup: dict[str, Any]) -> None:
     try:
         # Only the two pipes: a worker holding another worker's pipe (or the reader's
         # files and sockets) would keep it open after the reader is gone.
-        low, high = sorted((fd_in, fd_out))
-        os.closerange(3, low)
-        os.closerange(low + 1, high)
-        os.closerange(high + 1, _descriptor_ceiling())
+        # (and the console's lock, when it writes the console's lines itself).
+        keep = sorted({fd_in, fd_out} | (set(setup["direct"][:2]) - {0, 1, 2} if setup.get("direct") else set()))
+        low = 3
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, _descriptor_ceiling())
         # A fresh stderr: a lock of the old one may have been held by one of the
         # reader's threads at the fork, and those threads do not exist here.
         sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -1451,6 +1493,7 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
     last_stats = 0.0
     sink = loop.sink
     reader = _Reader(fd_in)
+    direct = _DirectWriter(*setup["direct"]) if setup.get("direct") else None
     while True:
         batch = reader.read()
         if batch is None:
@@ -1465,7 +1508,48 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
         if done or now - last_stats >= STATS_EVERY_S:
             last_stats = now
             counters = loop.stats.snapshot()
-        blocks = [(pickle.PickleBuffer(data), pickle.PickleBuffer(ids), count)
-                  for data, ids, count in sink.take()]
-        _write_all(fd_out, _message(("done" if done else "docs", decoded, blocks, counters)))
+        if direct is not None:
+            direct.write(sink.take())
+            blocks, written = [], (direct.published, direct.written)
+        else:
+            blocks = [(pickle.PickleBuffer(data), pickle.PickleBuffer(ids), count)
+                      for data, ids, count in sink.take()]
+            written = None
+        _write_all(fd_out, _message(("done" if done else "docs", decoded, blocks, counters, written)))
 
+
+class _DirectWriter:
+    """A worker writing its documents' blocks to the console itself (WorkerPool.direct):
+    through its copy of the main process's ConsoleOutput (what it writes is what that
+    output writes), each block whole under the lock every writer takes (no other
+    process's line inside it), in the order the worker made them. Counts what it made
+    and what was written; once the console is gone (a closed pipe: `| head`) the rest
+    is counted, not written, as one process's output stops."""
+
+    def __init__(self, fd: int, lock: int, output: ConsoleOutput) -> None:
+        # Its own stream on the descriptor: the inherited one's lock may have been held by
+        # the main process's output thread at the fork.
+        output.stream = open(fd, "wb", closefd=False)     # noqa: SIM115 (the process's, to its end)
+        output.lock_fd = None       # taken here, around the write and the flush
+        self.output = output
+        self.lock = lock
+        self.stopping = threading.Event()
+        self.published = 0
+        self.written = 0
+        self.stopped = False
+
+    def write(self, blocks: list[tuple[Any, Any, int]]) -> None:
+        for data, ids, count in blocks:
+            self.published += count
+            if self.stopped:
+                continue
+            fcntl.lockf(self.lock, fcntl.LOCK_EX)
+            try:
+                self.output.send(Block(data, ids, count), self.stopping)
+                self.output.stream.flush()
+            except (OutputStopped, OSError):    # the console is gone
+                self.stopped = True
+                continue
+            finally:
+                fcntl.lockf(self.lock, fcntl.LOCK_UN)
+            self.written += count
