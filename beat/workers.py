@@ -317,7 +317,7 @@ def _locate_ip(linktype: int, data: bytes) -> tuple[bytes, bytes, int, int, bool
 def _plain_route(linktype: int, data: bytes, crc: int, n: int,
                  announce: set[int] | None, tunnel_ports: frozenset[int]) -> tuple[int, bool] | None:
     """(worker index, also a shadow) of plain Ethernet + IPv4, or IPv6 without extension
-    headers (most traffic); None for anything else, or a tunnel that may carry an
+    headers (most traffic), or ARP (worker 0); None for anything else, or a tunnel that may carry an
     announcement: `WorkerPool._route` decides those."""
     if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
         src, dst = data[26:30], data[30:34]
@@ -327,6 +327,8 @@ def _plain_route(linktype: int, data: bytes, crc: int, n: int,
             and data[20] not in _V6_NOT_PLAIN:
         src, dst = data[22:38], data[38:54]
         proto, l4, fragment = data[20], 54, 0
+    elif linktype == 1 and len(data) >= 14 and data[12] == 8 and data[13] == 6:
+        return 0, False                     # ARP: not IP, worker 0 (as `_route`); no Python call each
     else:
         return None
     index = _crc32(src + dst if src < dst else dst + src, crc) % n
