@@ -123,6 +123,10 @@ static int plain_route(const unsigned char *d, Py_ssize_t len, uint32_t crc, Py_
         proto = d[20];
         l4 = 54;
         fragment = 0;
+    } else if (len >= 14 && d[12] == 0x08 && d[13] == 0x06) {
+        *index = 0;                         /* ARP: not IP, worker 0, as `_route` decides */
+        *shadow = 0;
+        return 0;
     } else {
         return 1;
     }

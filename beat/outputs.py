@@ -8,6 +8,7 @@ already those lines and is written as it is.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
@@ -45,6 +46,10 @@ class ConsoleOutput:
         # except when pretty-printed: a fragment is written as it is, not indented.
         self.accepts_fragments = not pretty
         self.accepts_blocks = not pretty     # a Block's lines are compact JSON
+        # Set when worker processes write their documents to the same stream themselves
+        # (wirebeat.workers): a descriptor whose POSIX lock every writer holds while it
+        # writes, so that lines of different processes never interleave.
+        self.lock_fd: int | None = None
 
     def send(self, batch: Batch | Block, stopping: threading.Event) -> int:
         if batch.__class__ is Block:
@@ -58,8 +63,13 @@ class ConsoleOutput:
 
     def _write(self, data: bytes) -> int:
         try:
-            self.stream.write(data)
-            self.stream.flush()
+            if self.lock_fd is None:
+                self.stream.write(data)
+                self.stream.flush()
+            else:
+                with _Locked(self.lock_fd):
+                    self.stream.write(data)
+                    self.stream.flush()
         except BrokenPipeError:
             # `wirebeat run ... --console | head`: the reader left, nothing more to deliver.
             raise OutputStopped() from None
@@ -70,6 +80,22 @@ class ConsoleOutput:
             self.stream.flush()
         except (BrokenPipeError, ValueError):
             pass
+
+
+class _Locked:
+    """Hold the POSIX lock of a descriptor shared with other processes (fcntl.lockf: the
+    lock is the process's, so forked processes exclude each other)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
 
 class FileOutput:

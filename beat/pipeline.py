@@ -65,7 +65,8 @@ class Block:
     def pairs(self) -> list[tuple[str, Fragment]]:
         """The documents as (id, orjson.Fragment) pairs, as one `publish` each would have made."""
         ids = self.ids.decode().split("\n")
-        lines = self.data.split(b"\n")
+        # bytes for Fragment (a worker's blocks are bytearrays: WorkerPool.direct)
+        lines = (self.data if self.data.__class__ is bytes else bytes(self.data)).split(b"\n")
         if len(ids) != self.count + 1 or len(lines) != self.count + 1:
             raise ValueError(f"block of {self.count} documents holds {len(lines) - 1} lines, "
                              f"{len(ids) - 1} ids")
@@ -127,7 +128,10 @@ class Pipeline:
             self.publish_block = None       # type: ignore[assignment]
         self.blocks = 0
         self.blocks_at_byte_cap = 0
-        self.acked = 0
+        self.acked = 0          # by the output thread
+        # Documents other processes wrote to this pipeline's output themselves (worker
+        # processes writing console lines: `written_elsewhere`), counted by the main thread.
+        self.acked_elsewhere = 0
         self.failed = 0
         self.dropped = 0
         self.in_flight = 0
@@ -138,13 +142,25 @@ class Pipeline:
         self.thread.start()
 
     def counters(self) -> dict[str, int]:
-        counters = {"events.published": self.published, "events.acked": self.acked,
+        counters = {"events.published": self.published, "events.acked": self.acknowledged,
                     "events.failed": self.failed, "queue.dropped": self.dropped,
                     "queue.batches": self.queue.qsize(), "queue.events": self.queued_events,
                     "queue.blocks": self.blocks, "queue.blocks_at_byte_cap": self.blocks_at_byte_cap}
         if self.disk is not None:
             counters.update(self.disk.counters())
         return counters
+
+    @property
+    def acknowledged(self) -> int:
+        """Documents the output took, here and written by other processes."""
+        return self.acked + self.acked_elsewhere
+
+    def written_elsewhere(self, published: int, written: int) -> None:
+        """Count documents another process published to this output itself: `written`
+        of the `published` reached it (worker processes writing the console's lines; the
+        rest count as unacknowledged, as when this pipeline's output stops)."""
+        self.published += published
+        self.acked_elsewhere += written
 
     def publish(self, doc_id: str, doc: dict[str, Any]) -> None:
         """Queue one document (called for every document: kept short).
@@ -321,4 +337,4 @@ class Pipeline:
         if self.disk is not None:
             replayed = self.disk.replayed
             self.disk.close()
-        return self.published + replayed - self.acked - self.failed - self.dropped
+        return self.published + replayed - self.acknowledged - self.failed - self.dropped

@@ -384,7 +384,7 @@ class Runner:
         packets = self.engine.packets
         pps = packets / elapsed if elapsed > 0 else 0.0
         line = (f"wirebeat: {inputs}, {packets} packets, "
-                f"{pipeline.published} documents ({pipeline.acked} acknowledged, {pipeline.failed} failed, "
+                f"{pipeline.published} documents ({pipeline.acknowledged} acknowledged, {pipeline.failed} failed, "
                 f"{unacked} unacknowledged{dropped}) in {elapsed:.2f} s ({pps:.0f} packets/s, "
                 f"peak RSS {process['peak_rss_bytes'] / 2**20:.0f} MiB)")
         if self.damage_lines:

@@ -25,6 +25,14 @@ worker collects a run's frames into batches for its engine in C (`feed`).
 Documents come back as NDJSON blocks (`_Sink`: text, ids, count, as
 `Pipeline.publish_block` takes them), which the main process publishes whole
 to its one `Pipeline`: no object per frame or per document crosses the pipe.
+With a plain console (NDJSON on a descriptor) and files as the only inputs, the
+workers write their blocks to the console themselves instead (`_DirectWriter`,
+through their copy of the main process's ConsoleOutput, each block whole under
+a POSIX lock that the main process's output takes too for its own documents)
+and report only how many they made and wrote, which the main pipeline counts
+(`Pipeline.written_elsewhere`): the documents no longer cross a pipe, nor are
+they copied in the main process. Elasticsearch, the file output, a pretty
+console, the disk queue and live sources keep the one output stage.
 A file's frames are routed a reader batch at a time (`on_batch`):
 `shard` (C in wirebeat._workcore when built, else `shard_python`, the
 reference) routes plain Ethernet IPv4/IPv6 frames, keeps the packet clock
@@ -32,16 +40,17 @@ and numbers the frames without a Python call per frame; any other frame goes
 through `_route` in Python.
 
 A capture file read with -I is mapped in memory before the workers are forked
-(`_Mapped`), when it is a classic pcap file whose records all run whole and
-undamaged to its end (`pcap_extent`, the reader's own checks): the run loop
-then reads it through `WorkerPool.file_batches` as spans of records, which
-`shard_map` (C) routes straight from the mapping, and a frame travels to its
+(`_Mapped`), when it is a classic pcap file: the run loop then reads it through
+`WorkerPool.file_batches` as spans of records, each checked whole and undamaged
+just before (`pcap_extent`, the reader's own checks), which `shard_map` (C)
+routes straight from the mapping, and a frame travels to its
 worker as its offset in the file ("map" records), not as a copy through the
 pipe: the main process makes no object per frame and copies no frame. Each
 process gives back the pages it has read past (madvise), so none keeps the
-file resident. Files given as stdin, pcapng files, damaged or truncated files
-and files that changed size since they were opened are read by the reader as
-before, and so are ZeroMQ and live sources (`on_batch`, `on_frame`). A file
+file resident. Files given as stdin, pcapng files, the rest of a file from its
+first damaged or truncated record on (`CaptureReader.resume_pcap`) and files
+that changed size since they were opened are read by the reader as before, and
+so are ZeroMQ and live sources (`on_batch`, `on_frame`). A file
 cut shorter while it is being read is not supported with workers (the mapping
 faults); one that grows is read to the size it had at the start.
 
@@ -86,6 +95,8 @@ import select
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 import zlib
@@ -99,7 +110,8 @@ from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
 from wirebeat.engine import TICK_S, Engine
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
-from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, Pipeline
+from wirebeat.outputs import ConsoleOutput
+from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, OutputStopped, Pipeline
 from wirebeat.registry import Registered
 from wirebeat.sources.pcapfile import FormatError, parse_pcap_header
 from wirebeat.stats import Stats
@@ -305,7 +317,7 @@ def _locate_ip(linktype: int, data: bytes) -> tuple[bytes, bytes, int, int, bool
 def _plain_route(linktype: int, data: bytes, crc: int, n: int,
                  announce: set[int] | None, tunnel_ports: frozenset[int]) -> tuple[int, bool] | None:
     """(worker index, also a shadow) of plain Ethernet + IPv4, or IPv6 without extension
-    headers (most traffic); None for anything else, or a tunnel that may carry an
+    headers (most traffic), or ARP (worker 0); None for anything else, or a tunnel that may carry an
     announcement: `WorkerPool._route` decides those."""
     if linktype == 1 and len(data) >= 38 and data[12] == 8 and data[13] == 0:
         src, dst = data[26:30], data[30:34]
@@ -315,6 +327,8 @@ def _plain_route(linktype: int, data: bytes, crc: int, n: int,
             and data[20] not in _V6_NOT_PLAIN:
         src, dst = data[22:38], data[38:54]
         proto, l4, fragment = data[20], 54, 0
+    elif linktype == 1 and len(data) >= 14 and data[12] == 8 and data[13] == 6:
+        return 0, False                     # ARP: not IP, worker 0 (as `_route`); no Python call each
     else:
         return None
     index = _crc32(src + dst if src < dst else dst + src, crc) % n
@@ -604,20 +618,22 @@ class _Clock:
 
 
 class _Mapped:
-    """A classic pcap capture file mapped read-only in memory, whose records all run
-    whole and undamaged to its end (`pcap_extent`): mapped before the workers are forked,
-    so every worker (and every restarted one) shares the mapping, and a frame travels to
-    its worker as its offset in the file (a "map" record), not as a copy of its bytes
-    through the pipe."""
+    """A classic pcap capture file mapped read-only in memory: mapped before the workers
+    are forked, so every worker (and every restarted one) shares the mapping, and a frame
+    travels to its worker as its offset in the file (a "map" record), not as a copy of
+    its bytes through the pipe. Its records are checked (`pcap_extent`) a span at a time
+    as they are routed (`WorkerPool.file_batches`), not all before the fork."""
 
-    __slots__ = ("map", "little", "scale", "linktype", "count", "pos", "dropped", "reader")
+    __slots__ = ("map", "little", "scale", "linktype", "max_caplen", "frac_max", "pos", "dropped",
+                 "reader")
 
-    def __init__(self, data: mmap.mmap, header: Any, count: int) -> None:
+    def __init__(self, data: mmap.mmap, header: Any) -> None:
         self.map = data
         self.little = header.order == "<"
         self.scale = header.scale
         self.linktype = header.linktype
-        self.count = count          # records in the file
+        self.max_caplen = header.max_caplen
+        self.frac_max = header.frac_max
         self.pos = 24               # the next record to route (the main process's)
         self.dropped = 0            # pages below this are given back (`release`)
         self.reader: Any = None
@@ -638,15 +654,32 @@ class _Mapped:
         sec, frac, caplen, _wire = (_RECORD_LE if self.little else _RECORD_BE).unpack_from(self.map, pos)
         return sec + frac * self.scale, self.linktype, self.map[pos + 16:pos + 16 + caplen]
 
+    def extent(self, pos: int, count: int) -> tuple[int, int]:
+        """(end, records): how far up to `count` records from `pos` run whole and undamaged."""
+        return pcap_extent(self.map, pos, self.little, self.max_caplen, self.frac_max, count)
+
+    def seconds_before(self, start: int, pos: int) -> int | None:
+        """The seconds of the record that ends at `pos`, walking whole records from
+        `start` (a record's start at or before it); None when pos is `start`."""
+        last = None
+        while start < pos:
+            last = start
+            start = self.extent(start, 1)[0]
+        if last is None:
+            return None
+        return (_RECORD_LE if self.little else _RECORD_BE).unpack_from(self.map, last)[0]
+
 
 _RELEASE_BYTES = 4 << 20       # pages are given back this many bytes at a time
 
 
 def _map_capture(reader: Any) -> _Mapped | None:
-    """The reader's file as a `_Mapped`, when it is a classic pcap file on disk whose
-    records are all whole and undamaged; None for anything else (stdin, pcapng, a
-    damaged or truncated file: the reader reads those, as with one process)."""
-    if reader.name == "-":
+    """The reader's file as a `_Mapped`, when it is a classic pcap file on disk; None for
+    anything else (stdin, pcapng: the reader reads those, as with one process). Its
+    records are not read here: that is serial time before the fork (a file's worth of
+    page faults); `file_batches` checks them a span at a time, and leaves the rest of
+    the file to the reader from a damaged or truncated record on."""
+    if reader.name == "-" or getattr(reader, "pcap_header", None) is None:
         return None
     try:
         data = mmap.mmap(reader.fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -657,31 +690,18 @@ def _map_capture(reader: Any) -> _Mapped | None:
     except FormatError:
         data.close()
         return None
-    mapped = _Mapped(data, header, 0)
-    end, step = 24, _EXTENT_STEP
-    while step == _EXTENT_STEP:
-        end, step = pcap_extent(data, end, mapped.little, header.max_caplen, header.frac_max, _EXTENT_STEP)
-        mapped.count += step
-        mapped.release(end)     # read through once: not resident for the whole run
-    if end != len(data):
-        data.close()
-        return None
-    mapped.release(len(data) + mmap.PAGESIZE)
-    mapped.dropped = 0
-    return mapped
-
-
-_EXTENT_STEP = 16384            # records checked between two `release`s
+    return _Mapped(data, header)
 
 
 class _Span:
-    """`count` records of a mapped file (`_Mapped`), from where the pool is in it: what
+    """`count` records of a mapped file (`_Mapped`) from byte `pos`, checked whole: what
     WorkerPool.file_batches gives the run loop in place of a batch of frames."""
 
-    __slots__ = ("mapped", "count")
+    __slots__ = ("mapped", "pos", "count")
 
-    def __init__(self, mapped: _Mapped, count: int) -> None:
+    def __init__(self, mapped: _Mapped, pos: int, count: int) -> None:
         self.mapped = mapped
+        self.pos = pos
         self.count = count
 
     def __len__(self) -> int:
@@ -753,6 +773,8 @@ class _Worker:
         self.pending: list = []     # runs of records and tuples (see `_record`)
         self.sent = 0               # frames handed over (not counting shadows)
         self.acked = 0              # frames the worker said it decoded
+        self.published = 0          # documents it made and wrote to the output itself ...
+        self.written = 0            # ... and those the output took (WorkerPool.direct)
         self.counters: dict[str, Any] = {}
         self.done = False
         self.dead = False
@@ -788,6 +810,11 @@ class WorkerPool:
         # Outputs that write NDJSON text as it is (and no disk queue) take a worker's
         # blocks whole (Pipeline.publish_block).
         self.publish_block = getattr(pipeline, "publish_block", None)
+        # A console of NDJSON lines on a descriptor, when the inputs can wait (files): the
+        # workers write their blocks to it themselves, under a POSIX lock the main
+        # process's output takes too (`_write_direct`), and report only how many; no
+        # document crosses a pipe or is copied in the main process.
+        self.direct = self._direct_output(pipeline)
         # Capture files mapped before the fork: the workers read frames there (file_batches).
         self.maps: dict[str, _Mapped] = {}
         for reader in files:
@@ -797,7 +824,7 @@ class WorkerPool:
         self.setup = {"config": config, "enabled": list(enabled),
                       "per_source": dict(builder.per_source), "strict": strict,
                       "flowless": list(flowless), "batch_size": getattr(pipeline, "batch_size", 1024),
-                      "maps": self.maps}
+                      "maps": self.maps, "direct": self.direct}
         self.clocks: dict[str, _Clock] = {}
         self.numbers: dict[str, int] = {}      # frames of finished sources, for per-packet ids
         self.last: tuple = (0.0, 0, b"", "", 0)     # the newest frame handed over
@@ -815,6 +842,23 @@ class WorkerPool:
         self.workers = [_Worker(i, self.setup) for i in range(self.n)]
         stats.add_source(self.counters)
         log.info("workers started", workers=self.n, pids=[w.proc.pid for w in self.workers])
+
+    def _direct_output(self, pipeline: Any) -> tuple[int, int, ConsoleOutput] | None:
+        """(the console's descriptor, the lock's, the output) when the workers are to write
+        the console's lines themselves: a console that takes blocks (not pretty), no disk queue, and a
+        pipeline that blocks when full (files only: with live sources a full queue drops
+        and counts, which a worker writing itself would turn into waiting)."""
+        output = getattr(pipeline, "output", None)
+        if not (isinstance(output, ConsoleOutput) and output.accepts_blocks and self.publish_block is not None
+                and getattr(pipeline, "block_when_full", False)):
+            return None
+        try:
+            fd = output.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None         # a stream without a descriptor (tests' BytesIO): relayed
+        self._lock_file = tempfile.TemporaryFile(prefix="wirebeat-console-lock-")
+        output.lock_fd = self._lock_file.fileno()
+        return fd, output.lock_fd, output
 
     # -- counters ------------------------------------------------------------
 
@@ -848,7 +892,9 @@ class WorkerPool:
     def file_batches(self, reader: Any) -> Any:
         """What the run loop reads a capture file as: the reader's batches, or, for a file
         mapped at the start (`_Mapped`) that has not changed size since, `_Span`s of its
-        records (as many as a reader's batch), which `on_batch` routes by offset."""
+        records (as many as a reader's batch, each checked whole by `pcap_extent` just
+        before), which `on_batch` routes by offset. From a damaged or truncated record
+        on, the reader reads the rest (`resume_pcap`), as it reads such a file whole."""
         mapped = self.maps.get(reader.name)
         try:
             same = mapped is not None and os.fstat(reader.fh.fileno()).st_size == len(mapped.map)
@@ -858,17 +904,26 @@ class WorkerPool:
             yield from reader.batches()
             return
         mapped.reader = reader
-        given = 0
-        while given < mapped.count:
-            count = min(BATCH_FRAMES, mapped.count - given)
-            given += count
-            yield _Span(mapped, count)
+        pos, size, start = 24, len(mapped.map), 24
+        while pos < size:
+            end, count = mapped.extent(pos, BATCH_FRAMES)
+            if not count:
+                break
+            yield _Span(mapped, pos, count)
+            start, pos = pos, end
+        if pos == size:
+            return
+        if pos == 24:           # damaged from its first record: the reader's, as it is
+            yield from reader.batches()
+            return
+        yield from reader.resume_pcap(pos, mapped.seconds_before(start, pos))
 
     def _on_span(self, span: _Span, source: str) -> None:
         """A span of a mapped file: `shard_map` routes its plain records to the pending
         lists by offset, and stops at any other for `_route_one`, and whenever a pending
         list is full (`_send`)."""
         mapped = span.mapped
+        mapped.pos = span.pos
         clock = self.clocks.get(source) or self._new_source(source)
         left = span.count
         while left:
@@ -1104,10 +1159,14 @@ class WorkerPool:
                 self._take(worker, message)
 
     def _take(self, worker: _Worker, message: tuple) -> None:
-        kind, acked, blocks, counters = message
+        kind, acked, blocks, counters, written = message
         worker.acked = acked
         if counters is not None:
             worker.counters = counters
+        if written is not None:     # (published, written) so far, by a worker writing itself
+            published, done = written
+            self.pipeline.written_elsewhere(published - worker.published, done - worker.written)
+            worker.published, worker.written = published, done
         publish_block = self.publish_block
         for data, ids, count in blocks:
             # Out of band (`_message`): buffers, made bytes once here (orjson.Fragment,
@@ -1394,10 +1453,13 @@ def _forked(fd_in: int, fd_out: int, setup: dict[str, Any]) -> None:
     try:
         # Only the two pipes: a worker holding another worker's pipe (or the reader's
         # files and sockets) would keep it open after the reader is gone.
-        low, high = sorted((fd_in, fd_out))
-        os.closerange(3, low)
-        os.closerange(low + 1, high)
-        os.closerange(high + 1, _descriptor_ceiling())
+        # (and the console's lock, when it writes the console's lines itself).
+        keep = sorted({fd_in, fd_out} | (set(setup["direct"][:2]) - {0, 1, 2} if setup.get("direct") else set()))
+        low = 3
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, _descriptor_ceiling())
         # A fresh stderr: a lock of the old one may have been held by one of the
         # reader's threads at the fork, and those threads do not exist here.
         sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -1433,6 +1495,7 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
     last_stats = 0.0
     sink = loop.sink
     reader = _Reader(fd_in)
+    direct = _DirectWriter(*setup["direct"]) if setup.get("direct") else None
     while True:
         batch = reader.read()
         if batch is None:
@@ -1447,7 +1510,48 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
         if done or now - last_stats >= STATS_EVERY_S:
             last_stats = now
             counters = loop.stats.snapshot()
-        blocks = [(pickle.PickleBuffer(data), pickle.PickleBuffer(ids), count)
-                  for data, ids, count in sink.take()]
-        _write_all(fd_out, _message(("done" if done else "docs", decoded, blocks, counters)))
+        if direct is not None:
+            direct.write(sink.take())
+            blocks, written = [], (direct.published, direct.written)
+        else:
+            blocks = [(pickle.PickleBuffer(data), pickle.PickleBuffer(ids), count)
+                      for data, ids, count in sink.take()]
+            written = None
+        _write_all(fd_out, _message(("done" if done else "docs", decoded, blocks, counters, written)))
 
+
+class _DirectWriter:
+    """A worker writing its documents' blocks to the console itself (WorkerPool.direct):
+    through its copy of the main process's ConsoleOutput (what it writes is what that
+    output writes), each block whole under the lock every writer takes (no other
+    process's line inside it), in the order the worker made them. Counts what it made
+    and what was written; once the console is gone (a closed pipe: `| head`) the rest
+    is counted, not written, as one process's output stops."""
+
+    def __init__(self, fd: int, lock: int, output: ConsoleOutput) -> None:
+        # Its own stream on the descriptor: the inherited one's lock may have been held by
+        # the main process's output thread at the fork.
+        output.stream = open(fd, "wb", closefd=False)     # noqa: SIM115 (the process's, to its end)
+        output.lock_fd = None       # taken here, around the write and the flush
+        self.output = output
+        self.lock = lock
+        self.stopping = threading.Event()
+        self.published = 0
+        self.written = 0
+        self.stopped = False
+
+    def write(self, blocks: list[tuple[Any, Any, int]]) -> None:
+        for data, ids, count in blocks:
+            self.published += count
+            if self.stopped:
+                continue
+            fcntl.lockf(self.lock, fcntl.LOCK_EX)
+            try:
+                self.output.send(Block(data, ids, count), self.stopping)
+                self.output.stream.flush()
+            except (OutputStopped, OSError):    # the console is gone
+                self.stopped = True
+                continue
+            finally:
+                fcntl.lockf(self.lock, fcntl.LOCK_UN)
+            self.written += count

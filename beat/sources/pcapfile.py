@@ -252,6 +252,7 @@ class CaptureReader:
         self._buf = b""
         self._pos = 0
         self._eof = False
+        self.pcap_header: PcapHeader | None = None     # a classic pcap file's, once read
         head = self._peek(4)
         if len(head) == 0:
             raise CaptureError(f"{name}: empty file, not a capture")
@@ -316,12 +317,32 @@ class CaptureReader:
             header = parse_pcap_header(self._buf[self._pos:self._pos + 24])
         except FormatError as err:
             raise CaptureError(f"{self.name}: {err}") from None
+        self.pcap_header = header
+        self._advance(24)
+        yield from self._pcap_records(header, None)
+
+    def resume_pcap(self, pos: int, last_sec: int | None) -> Iterator[list[tuple[float, int, bytes, int]]]:
+        """The batches of a classic pcap file from byte `pos` on (a record's start), read
+        exactly as `batches` reads them from the start would (damage, its byte offsets,
+        bytes_consumed); `last_sec`: the seconds of the record before `pos` (None at the
+        first), which resynchronising after a damaged record compares with. For a caller
+        that read the records before `pos` itself (workers: a mapped file, up to its first
+        damaged record). The reader's own position is discarded."""
+        header = self.pcap_header
+        if header is None or pos < 24:
+            raise ValueError("resume_pcap: a classic pcap file's record, after its header")
+        self.fh.seek(pos)
+        self._buf, self._pos, self._eof = b"", 0, False
+        self.bytes_consumed = pos
+        self._first = None
+        self._frames = self._pcap_records(header, last_sec)
+        return self.batches()
+
+    def _pcap_records(self, header: PcapHeader, last_sec: int | None) -> Iterator[list[tuple[float, int, bytes, int]]]:
         linktype, scale, max_caplen, frac_max = (header.linktype, header.scale,
                                                  header.max_caplen, header.frac_max)
-        self._advance(24)
         unpack = header.record.unpack_from
         little = header.order == "<"
-        last_sec = None
         while True:
             # Every whole record already in the buffer, in batches (one C call with the
             # accelerator); a damaged record or the buffer's end takes the careful path below.

@@ -195,33 +195,75 @@ def _echo_capture(path: Path, frames_wanted: int) -> int:
     return frames_wanted
 
 
-def test_file_batches_maps_a_clean_classic_pcap_and_leaves_the_rest_to_the_reader(tmp_path):
+class _Pool:         # the part of WorkerPool that file_batches uses
+    file_batches = WorkerPool.file_batches
+
+    def __init__(self, maps):
+        self.maps = maps
+
+
+def _read_through_pool(path) -> tuple[list, list, list]:
+    """(frames as (ts, data), the kinds of batch given, the reader's damage details) of
+    `path` read as WorkerPool.file_batches gives it, spans expanded from the mapping."""
     from wirebeat.sources.pcapfile import open_capture
-    from wirebeat.workers import BATCH_FRAMES, _map_capture, _Span
+    from wirebeat.workers import _map_capture, _Span
+    reader = open_capture(str(path))
+    mapped = _map_capture(reader)
+    frames, kinds = [], []
+    for batch in _Pool({str(path): mapped} if mapped else {}).file_batches(reader):
+        kinds.append((batch.__class__.__name__, len(batch)))
+        if batch.__class__ is _Span:
+            pos = batch.pos
+            for _ in range(batch.count):
+                ts, _lt, data = mapped.frame(pos)
+                frames.append((ts, bytes(data)))
+                pos += 16 + len(data)
+        else:
+            frames += [(ts, bytes(data)) for ts, _lt, data, _wire in batch]
+    return frames, kinds, list(reader.damage.details)
+
+
+def test_file_batches_maps_a_classic_pcap_and_leaves_the_rest_to_the_reader_from_a_damaged_record(tmp_path):
+    """Records are checked a span at a time (not all before the fork); from the first
+    damaged or truncated record on, the reader reads the rest: the same frames and the
+    same damage (byte offsets, resynchronisation) as the reader alone."""
+    from wirebeat.sources.pcapfile import open_capture
+    from wirebeat.workers import BATCH_FRAMES, _map_capture
     clean = tmp_path / "clean.pcap"
     _echo_capture(clean, 2500)
-    damaged = tmp_path / "damaged.pcap"
-    damaged.write_bytes(clean.read_bytes()[:-7])        # the last record cut short
+    raw = clean.read_bytes()
     ng = tmp_path / "echo.pcapng"
     g.write_pcapng(ng, packets=[(0, T0, g.ethernet(g.ipv4("10.0.0.1", "10.0.0.2", 1, g.icmp_echo(1, 1))))])
-    mapped = _map_capture(open_capture(str(clean)))
-    assert mapped is not None and mapped.count == 2500 and mapped.pos == 24
-    assert _map_capture(open_capture(str(damaged))) is None
     assert _map_capture(open_capture(str(ng))) is None
+    mapped = _map_capture(open_capture(str(clean)))
+    assert mapped is not None and mapped.pos == 24
 
-    class Pool:         # the part of WorkerPool that file_batches uses
-        file_batches = WorkerPool.file_batches
+    record = (len(raw) - 24) // 2500            # every echo record has the same length
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(raw[:-7])                   # the last record cut short
+    garbage = tmp_path / "garbage.pcap"         # 37 bytes of junk before record 1500
+    garbage.write_bytes(raw[:24 + 1500 * record] + b"\xff" * 37 + raw[24 + 1500 * record:])
+    first = tmp_path / "first.pcap"             # junk before the first record
+    first.write_bytes(raw[:24] + b"\xff" * 20 + raw[24:])
+    # A resynchronisation compares with the last good record's time: a record 3 days
+    # later right after the junk is not taken (the reader skips on to the next one).
+    late = bytearray(raw)
+    at = 24 + 1500 * record
+    struct.pack_into("<I", late, at, struct.unpack_from("<I", late, at)[0] + 3 * 86400)
+    jump = tmp_path / "jump.pcap"
+    jump.write_bytes(bytes(late[:at]) + b"\xff" * 5 + bytes(late[at:]))
 
-        def __init__(self, maps):
-            self.maps = maps
-
-    reader = open_capture(str(clean))
-    spans = list(Pool({str(clean): _map_capture(reader)}).file_batches(reader))
-    assert all(s.__class__ is _Span for s in spans)
-    assert [len(s) for s in spans] == [BATCH_FRAMES, BATCH_FRAMES, 2500 - 2 * BATCH_FRAMES]
-    other = open_capture(str(damaged))
-    batches = list(Pool({}).file_batches(other))
-    assert sum(len(b) for b in batches) == 2499 and all(b.__class__ is list for b in batches)
+    frames, kinds, damage = _read_through_pool(clean)
+    assert kinds == [("_Span", BATCH_FRAMES), ("_Span", BATCH_FRAMES), ("_Span", 2500 - 2 * BATCH_FRAMES)]
+    assert len(frames) == 2500 and not damage
+    for path, spans in ((cut, 2499), (garbage, 1500), (first, 0), (jump, 1500)):
+        frames, kinds, damage = _read_through_pool(path)
+        alone = open_capture(str(path))
+        expected = [(ts, bytes(data)) for batch in alone.batches() for ts, _lt, data, _wire in batch]
+        assert frames == expected, path.name
+        assert damage == alone.damage.details and damage, path.name
+        assert sum(n for kind, n in kinds if kind == "_Span") == spans, path.name
+    assert len(_read_through_pool(jump)[0]) < 2500      # the late record was skipped
 
 
 def test_a_worker_killed_during_a_mapped_file_is_restarted_and_its_loss_counted(tmp_path):

@@ -412,3 +412,92 @@ def test_two_workers_give_one_process_documents_through_every_output_path(extra,
     one = _documents(1, *extra)
     assert len(one) > 10
     assert _documents(2, *extra) == one
+
+
+# -- workers writing the console's lines themselves (WorkerPool.direct) ----------------
+
+def _direct_child(write_fd: int, lock_fd: int, writer: int, blocks: int, lines: int) -> None:
+    """A forked child: `blocks` blocks of `lines` lines each through a _DirectWriter."""
+    code = 1
+    try:
+        from wirebeat.outputs import ConsoleOutput
+        direct = workers._DirectWriter(write_fd, lock_fd, ConsoleOutput())
+        pad = "x" * (200 + 50 * writer)
+        for b in range(blocks):
+            data = b"".join(orjson.dumps({"w": writer, "b": b, "n": n, "pad": pad}) + b"\n" for n in range(lines))
+            ids = b"".join(b"%d-%d-%d\n" % (writer, b, n) for n in range(lines))
+            direct.write([(bytearray(data), bytearray(ids), lines)])
+        code = 0 if (direct.published, direct.written) == (blocks * lines, blocks * lines) else 3
+    finally:
+        os._exit(code)
+
+
+def test_workers_writing_the_console_themselves_never_interleave_lines(tmp_path):
+    """Three processes write blocks far larger than a pipe's atomic write (PIPE_BUF) to
+    one pipe, read slowly: each block goes out whole under the shared lock, so every
+    line is one whole document and each writer's lines come in its order."""
+    import tempfile
+    import time
+    lock = tempfile.TemporaryFile()
+    read_fd, write_fd = os.pipe()
+    pids = []
+    for writer in range(3):
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _direct_child(write_fd, lock.fileno(), writer, blocks=12, lines=300)
+        pids.append(pid)
+    os.close(write_fd)
+    chunks = []
+    while True:
+        chunk = os.read(read_fd, 1000)     # a slow reader: writers wait mid-block
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if len(chunks) % 200 == 0:
+            time.sleep(0.001)
+    os.close(read_fd)
+    assert all(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in pids)
+    seen: dict[int, list] = {0: [], 1: [], 2: []}
+    for line in b"".join(chunks).splitlines():
+        doc = orjson.loads(line)
+        assert doc["pad"] == "x" * (200 + 50 * doc["w"])
+        seen[doc["w"]].append((doc["b"], doc["n"]))
+    for writer in range(3):
+        assert seen[writer] == [(b, n) for b in range(12) for n in range(300)]
+
+
+def test_a_worker_writing_the_console_itself_counts_what_a_closed_console_did_not_take():
+    """`| head`: once the console's pipe is closed the worker stops writing, and counts
+    the rest as made but not written (unacknowledged in the summary), never raising."""
+    import tempfile
+    from wirebeat.outputs import ConsoleOutput
+    lock = tempfile.TemporaryFile()
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    direct = workers._DirectWriter(write_fd, lock.fileno(), ConsoleOutput())
+    try:
+        direct.write([(bytearray(b'{"a":1}\n{"a":2}\n'), bytearray(b"x\ny\n"), 2)] * 3)
+    finally:
+        os.close(write_fd)
+    assert (direct.published, direct.written, direct.stopped) == (6, 0, True)
+
+
+def test_two_workers_and_the_main_process_share_the_console_through_a_pipe():
+    """With the main process's own documents (wirebeat.stats) on the same pipe, every line
+    is whole, the workers' documents are one process's, and the summary counts them all
+    as acknowledged."""
+    def run(n: int) -> tuple[list, str]:
+        args = [sys.executable, "-m", "wirebeat.cli", "run", *[a for c in CAPTURES_E2E for a in ("-I", str(c))],
+                "--console", "--workers", str(n), "-E", "logging.level=error",
+                "-E", "monitoring.enabled=true", "-E", "monitoring.period=0.001"]
+        proc = subprocess.run(args, capture_output=True, cwd=ROOT, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        return [orjson.loads(line) for line in proc.stdout.splitlines()], proc.stderr.decode().strip().splitlines()[-1]
+    one, _ = run(1)
+    two, summary = run(2)
+    docs = lambda all_docs: sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in all_docs  # noqa: E731
+                                   if d.get("event", {}).get("dataset") != "wirebeat.stats")
+    assert docs(two) == docs(one) and len(docs(one)) > 10
+    assert len(two) > len(docs(two))            # the main process's stats documents too
+    assert f"{len(two)} documents ({len(two)} acknowledged, 0 failed, 0 unacknowledged)" in summary
