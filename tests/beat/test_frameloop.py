@@ -513,3 +513,28 @@ def test_link_header_changes_mid_conversation() -> None:
         if doc.get("type") == "dns":
             seen[doc["dns"]["id"]] = doc["source"]["mac"]
     assert seen == expected
+
+
+@needs_c
+def test_key_cache_entry_from_65536_generations_ago_is_not_taken() -> None:
+    """A key cache slot keeps 16 bits of the table's generation: after a flow ended through
+    the Python path (which moves the generation instead of letting go of the slot) and 65,535
+    more moves, the slot's generation reads current again. The next packet of that key must
+    open a new flow, not count on the ended flow's record."""
+    eth, start = g.LINKTYPE_ETHERNET, 1_700_000_000.0
+    frames = [g.ethernet(g.ipv4("10.2.0.1", "10.2.0.2", 17, g.udp("10.2.0.1", "10.2.0.2", 4000, 4001, bytes([n]))))
+              for n in range(4)]       # not duplicates of each other
+    engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.flows.enabled": True},
+                                                    output=FragmentOutput())
+    engine.on_batch([(start + n * 0.1, eth, frame, len(frame)) for n, frame in enumerate(frames[:3])], "test")
+    table = engine.sources["test"].flows
+    [old] = {id(rec): rec for rec in table.flows.values()}.values()
+    assert old[2] == 3 and table.core.key_cache()[1] >= 1      # R_PACKETS; the third packet was a hit
+    table._end(old, "idle", start + 0.2)                           # moves the generation once
+    for _ in range(65535):
+        table.core.invalidate()
+    engine.on_batch([(start + 0.3, eth, frames[3], len(frames[3]))], "test")
+    [new] = {id(rec): rec for rec in table.flows.values()}.values()
+    assert new is not old and new[2] == 1 and old[2] == 3
+    engine.finish()
+    pipeline.close()
