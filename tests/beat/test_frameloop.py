@@ -421,6 +421,14 @@ def _key_cache_traffic(seed: int) -> list[tuple[float, int, bytes, str]]:
                 if vlans and linktype == eth:
                     data = g.ethernet(packet, vlans=vlans, src=data[6:12], dst=data[:6])
                 frames.append((ts, linktype, data))
+    for n in range(40):         # IPv6 with MACs and one VLAN id: the longest key a slot holds; with two, not cached
+        ts = start + 3 + n * 0.02
+        a, b = f"2001:db8:7::{n % 20 + 1:x}", "2001:db8:7::ffff"
+        for k, forward in enumerate((True, False, True)):
+            s, d = (a, b) if forward else (b, a)
+            sp, dp = (41000 + n % 20, 6000) if forward else (6000, 41000 + n % 20)
+            packet = g.ipv6(s, d, 17, g.udp(s, d, sp, dp, bytes([n, k])))
+            frames.append((ts + k * 0.001, eth, g.ethernet(packet, vlans=(7,) if n < 20 else g.qinq(7, 8))))
     for round_ in range(3):     # the same keys again after the idle timeout
         for n in range(40):
             ts = start + round_ * 45 + n * 0.01
