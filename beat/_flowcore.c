@@ -625,11 +625,45 @@ static int iso_c(double ts, char *out, second_cache_t *cache)
 
 /* ---- Reporter: FlowReporter.report ------------------------------------------ */
 
-/* A growing bytes object written in place and handed over as it is (resized to its
+/* A growing bytes object written in place and handed over as it is (its size set to its
  * length): no copy. Its size is bounded by the block's caps plus one report; `hint`, the
  * largest block's size so far and an eighth, sizes the next one so it rarely grows (a sweep's
- * last, short block would otherwise make the next sweep's first one grow, copying, from small). */
-typedef struct { PyObject *obj; Py_ssize_t len, cap, hint; } buf_t;
+ * last, short block would otherwise make the next sweep's first one grow, copying, from small).
+ * A block handed over stays in `spare` (at most MAX_SPARE_BLOCKS, with its allocation's size)
+ * until the output has let go of it (only `spare` refers to it): the next block is written into
+ * it instead of fresh memory. Fresh blocks of a megabyte came from the kernel as zeroed pages
+ * each time (glibc hands large freed blocks back): ~15,000 more page faults with flows on per
+ * 300,000 packets of the 1M realistic capture. */
+#define MAX_SPARE_BLOCKS 2
+typedef struct {
+    PyObject *obj;
+    Py_ssize_t len, cap, hint;
+    PyObject *spare[MAX_SPARE_BLOCKS];
+    Py_ssize_t spare_cap[MAX_SPARE_BLOCKS];
+} buf_t;
+
+/* A spare block nobody else holds, at least `want` bytes, as buf's object (size: its capacity);
+ * 1, or 0 when none. A spare too small for `want` is let go of. */
+static int buf_reuse(buf_t *b, Py_ssize_t want)
+{
+    for (int i = 0; i < MAX_SPARE_BLOCKS; i++) {
+        PyObject *o = b->spare[i];
+        if (o == NULL || Py_REFCNT(o) != 1) continue;     /* still the output's */
+        if (b->spare_cap[i] < want) {
+            Py_CLEAR(b->spare[i]);
+            continue;
+        }
+        /* Only this reference is left: the bytes object is ours to write again, as
+         * _PyBytes_Resize does with a bytes object it alone holds. */
+        b->spare[i] = NULL;
+        Py_SET_SIZE(o, b->spare_cap[i]);
+        ((PyBytesObject *)o)->ob_shash = -1;
+        b->obj = o;
+        b->cap = b->spare_cap[i];
+        return 1;
+    }
+    return 0;
+}
 
 static int buf_reserve(buf_t *b, Py_ssize_t more)
 {
@@ -637,6 +671,7 @@ static int buf_reserve(buf_t *b, Py_ssize_t more)
     Py_ssize_t cap = b->cap ? b->cap * 2 : (b->hint > 65536 ? b->hint : 65536);
     while (cap < b->len + more) cap *= 2;
     if (b->obj == NULL) {
+        if (buf_reuse(b, cap)) return 0;
         b->obj = PyBytes_FromStringAndSize(NULL, cap);
         if (b->obj == NULL) return -1;
     } else if (_PyBytes_Resize(&b->obj, cap) < 0) {     /* frees it on failure */
@@ -651,13 +686,29 @@ static int buf_reserve(buf_t *b, Py_ssize_t more)
 static PyObject *buf_take(buf_t *b)
 {
     PyObject *out = b->obj;
-    Py_ssize_t len = b->len;
+    Py_ssize_t len = b->len, cap = b->cap;
     b->obj = NULL;
     b->len = b->cap = 0;
     if (out == NULL) return PyBytes_FromStringAndSize(NULL, 0);
     if (len + len / 8 > b->hint) b->hint = len + len / 8;     /* the largest block so far sizes the next */
+    for (int i = 0; i < MAX_SPARE_BLOCKS; i++) {
+        if (b->spare[i] != NULL && Py_REFCNT(b->spare[i]) != 1) continue;
+        /* kept whole for the next block: the size says `len`, the allocation keeps `cap` */
+        Py_XSETREF(b->spare[i], Py_NewRef(out));
+        b->spare_cap[i] = cap;
+        Py_SET_SIZE(out, len);
+        PyBytes_AS_STRING(out)[len] = '\0';
+        return out;
+    }
     if (_PyBytes_Resize(&out, len) < 0) return NULL;
     return out;
+}
+
+static void buf_free(buf_t *b)
+{
+    Py_CLEAR(b->obj);
+    for (int i = 0; i < MAX_SPARE_BLOCKS; i++) Py_CLEAR(b->spare[i]);
+    b->len = b->cap = 0;
 }
 
 typedef struct {
@@ -1435,8 +1486,8 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->id_source = Py_NewRef(id_source);
     self->id_key = self->id_bytes = self->tail_key = self->tail_bytes = self->dir_obj = self->dir_kinds = self->dir_tests = self->pending = self->publish_block = NULL;
     self->block_docs = self->block_bytes = self->nblock = 0;
-    self->data = (buf_t){NULL, 0, 0, 0};
-    self->ids = (buf_t){NULL, 0, 0, 0};
+    self->data = (buf_t){0};
+    self->ids = (buf_t){0};
     self->stamp_n = 0;
     self->stamp_ts = 0.0;
     self->seconds.second = self->seconds.day = -1;
@@ -1469,8 +1520,8 @@ static void reporter_dealloc(ReporterObject *self)
 {
     PyObject_GC_UnTrack(self);
     reporter_clear(self);
-    Py_XDECREF(self->data.obj);
-    Py_XDECREF(self->ids.obj);
+    buf_free(&self->data);
+    buf_free(&self->ids);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1543,7 +1594,8 @@ typedef struct {
     PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
     PyObject *flow_id_python, *ip_packed;
     ReporterObject *reporter;
-    struct kslot *cache;            /* the key cache (account_raw), `slots` of them */
+    struct kslot *cache;            /* the key cache (account_raw), `slots` of them, in cache_mem */
+    void *cache_mem;
     Py_ssize_t slots;
     unsigned long long hits, misses;
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
@@ -1551,13 +1603,14 @@ typedef struct {
 
 static PyObject *endpoints(PyObject *key);
 static int add_attr(PyObject *o, PyObject *name, long long delta);
+static void bump_generation(TableObject *self);
 
 /* flows[key] = rec; a key that had another entry makes the key cache's entries stale. */
 static int set_entry(TableObject *self, PyObject *key, PyObject *rec)
 {
     Py_ssize_t before = PyDict_GET_SIZE(self->flows);
     if (PyDict_SetItem(self->flows, key, rec) < 0) return -1;
-    if (PyDict_GET_SIZE(self->flows) == before) self->generation++;
+    if (PyDict_GET_SIZE(self->flows) == before) bump_generation(self);
     return 0;
 }
 
@@ -1792,12 +1845,13 @@ static int add_count(long long *field, long long delta)
 
 /* The packet on its flow's record (direction d): TCP control flags and sequence bookkeeping,
  * then the record's last time, packets and bytes. `payload` may be NULL: made from p/plen if
- * the Python _control needs it. 0, or -1 with an exception set. */
-static int apply(TableObject *self, PyObject *key, RecordObject *rec, int d, PyObject *ts, double tsd,
+ * the Python _control needs it; `key` may be NULL: the record's key `which` (0 R_KEY, 1
+ * R_REV_KEY, 2 R_ALIAS), found only then. 0, or -1 with an exception set. */
+static int apply(TableObject *self, PyObject *key, int which, RecordObject *rec, int d, PyObject *ts, double tsd,
                  Py_ssize_t flen, const l4_t *l, const unsigned char *p, Py_ssize_t plen, PyObject *payload)
 {
     RecordObject *other = NULL;     /* the record Python's _control gave (a new flow), held here */
-    PyObject *made = NULL;
+    PyObject *made = NULL, *held_key = NULL, *held_rec = NULL;
     if (l->tcp) {
         if (!rec->has_tcp) {
             PyErr_SetString(PyExc_TypeError, "TCP flow record without its TCP part");
@@ -1807,6 +1861,17 @@ static int apply(TableObject *self, PyObject *key, RecordObject *rec, int d, PyO
         if ((l->flags & 0x07) || rec->t[T_AWAIT_ACK_DIR].i == d) done = control_c(rec, d, l->flags, tsd);
         if (!done) {
             if (payload == NULL && !(payload = made = PyBytes_FromStringAndSize((const char *)p, plen))) return -1;
+            if (key == NULL)        /* from the key cache: the record's own key `which` (see struct kslot) */
+                key = which == 0 ? rec->key : which == 1 ? rec->rev_key : rec->alias;
+            if (key == NULL) {
+                Py_XDECREF(made);
+                PyErr_SetString(PyExc_TypeError, "flow record without its keys");
+                return -1;
+            }
+            Py_INCREF(key);         /* the caller's may be borrowed from the key cache: held while Python runs */
+            Py_INCREF(rec);
+            held_key = key;
+            held_rec = rec;
             PyObject *dd = PyLong_FromLong(d), *ff = PyLong_FromLong((long)l->flags), *tcp = record_item((PyObject *)rec, R_TCP);
             PyObject *res = NULL;
             if (dd != NULL && ff != NULL && tcp != NULL) {
@@ -1846,10 +1911,14 @@ static int apply(TableObject *self, PyObject *key, RecordObject *rec, int d, PyO
     rec->n[2 + d] += flen;
     Py_XDECREF(other);
     Py_XDECREF(made);
+    Py_XDECREF(held_key);
+    Py_XDECREF(held_rec);
     return 0;
 error:
     Py_XDECREF(other);
     Py_XDECREF(made);
+    Py_XDECREF(held_key);
+    Py_XDECREF(held_rec);
     return -1;
 }
 
@@ -1900,7 +1969,7 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
 
     int d = 0;
     if (!(rec = find_entry(self, key, ts, tsd, payload, p, plen, &d))
-            || apply(self, key, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0)
+            || apply(self, key, 0, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0)
         goto error;
     Py_DECREF(rec);
     Py_DECREF(key);
@@ -1914,50 +1983,53 @@ error:
 /* ---- the key cache: account for frames beat/_speedups.c has walked --------------- */
 /* frame_batch (beat/_speedups.c) calls account_raw through the capsule (beat/_flowapi.h)
  * for every IP frame it handles, instead of the Python call with a key tuple built per
- * packet. A frame's key is written as bytes (raw_key) and looked up in a cache of key
- * tuples, in pairs of slots (the pair's last used first). A hit gives the tuple the table
- * holds and, when no key has left the table or changed entry since it was cached (the
- * table's `generation`: ends, a rewritten entry, and the Python methods' invalidate()
- * move it), its entry; else the entry is looked up in the dict by the cached tuple,
- * without making any object. A miss (a new flow, a slot another key took) builds the
- * tuple and goes table_account's way, then takes the pair's first slot. The dict stays
- * the only truth: a cached tuple whose flow ended finds nothing there and serves the flow
- * that opens next under it. A flow's end (end_flow) does not move the generation: it lets
- * go of the record in the pairs that hold it (the record names them: cpair), so the other
- * flows' cached entries stay good and an ended flow's record is not kept alive by a slot.
- * The cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots
- * (104 bytes each) per source; a slot keeps its tuple (about 200 bytes) until another
- * key takes it. key_cache() gives (slots, hits, misses). */
-#define RAW_KEY_MAX 64
+ * packet. A frame's key is written as bytes (raw_key) and looked up in a cache of slots of
+ * one cache line each, in pairs (the pair's last used first), that hold those bytes and the
+ * record the table had under that key. A hit, when no key has left the table or changed
+ * entry since it was cached (the table's `generation`: a rewritten entry and the Python
+ * methods' invalidate() move it), accounts the packet on that record without making an
+ * object, looking up the dict or touching the key tuple or the record's reference count
+ * (on busy links each of those was a cache miss a packet). Anything else (a new flow, a
+ * slot another key took, an older generation, a flow that ended) builds the key tuple and
+ * goes table_account's way, then the pair's first slot takes the key. The dict stays the
+ * only truth. A flow's end (end_flow) does not move the generation: it lets go of the
+ * record in the pairs that hold it (the record names them: cpair), so the other flows'
+ * cached entries stay good and an ended flow's record is not kept alive by a slot. The
+ * cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots (64
+ * bytes each: 1 MiB) per source. key_cache() gives (slots, hits, misses). */
+#define RAW_KEY_MAX 52      /* the longest key a slot holds: IPv6 with the MAC pair and one VLAN id */
 #define KEY_CACHE_MIN 1024
 #define KEY_CACHE_MAX 16384
 
 struct kslot {
-    uint64_t hash;                  /* of raw[:len]; 0: an empty slot */
-    PyObject *key;                  /* the key tuple these bytes stand for */
-    PyObject *entry;                /* flows[key] (a Record) when the table's generation was `gen`, or NULL */
-    unsigned long long gen;
-    unsigned char len, d, raw[RAW_KEY_MAX];     /* d: the key's direction on that record */
+    PyObject *entry;                /* the Record flows[key] was when the table's generation was `gen`, or NULL */
+    uint16_t gen;                   /* the generation's low 16 bits (their wrap lets go of every entry) */
+    unsigned char len;              /* of raw; 0: an empty slot */
+    unsigned char which;            /* the key on that record: 0 R_KEY (direction 0), 1 R_REV_KEY, 2 R_ALIAS */
+    unsigned char raw[RAW_KEY_MAX];
 };
+_Static_assert(sizeof(struct kslot) == 64, "a key cache slot is one cache line");
 
 /* A flow key as bytes, one-to-one with the key tuple frame_batch's arguments make: a byte
- * with 0x80 set when the MAC pair follows (12 bytes) and the number of VLAN ids, each id in
- * 2 bytes, the address length, both addresses, the protocol, both ports. Its length, or 0
- * when the key does not fit this form (it then takes table_account's way, uncached). */
+ * with 0x80 set when the MAC pair follows (12 bytes), 0x40 for IPv6 addresses, and the
+ * number of VLAN ids, each id in 2 bytes, both addresses, the protocol, both ports. Its
+ * length, or 0 when the key does not fit this form or a slot (it then takes table_account's
+ * way, uncached). */
 static int raw_key(unsigned char *raw, const unsigned char *macs, int nvlans, const unsigned *vlans,
                    const unsigned char *src, const unsigned char *dst, Py_ssize_t alen, int proto,
                    unsigned sport, unsigned dport)
 {
-    if (nvlans < 0 || nvlans > 4 || (alen != 4 && alen != 16) || proto < 0 || proto > 255) return 0;
+    if (nvlans < 0 || nvlans > 4 || (alen != 4 && alen != 16) || proto < 0 || proto > 255
+            || 1 + (macs ? 12 : 0) + 2 * nvlans + 2 * alen + 5 > RAW_KEY_MAX)
+        return 0;
     int n = 0;
-    raw[n++] = (unsigned char)((macs ? 0x80 : 0) | nvlans);
+    raw[n++] = (unsigned char)((macs ? 0x80 : 0) | (alen == 16 ? 0x40 : 0) | nvlans);
     if (macs) { memcpy(raw + n, macs, 12); n += 12; }
     for (int i = 0; i < nvlans; i++) {
         if (vlans[i] > 0xFFFF) return 0;
         raw[n++] = (unsigned char)(vlans[i] >> 8);
         raw[n++] = (unsigned char)vlans[i];
     }
-    raw[n++] = (unsigned char)alen;
     memcpy(raw + n, src, alen); n += (int)alen;
     memcpy(raw + n, dst, alen); n += (int)alen;
     raw[n++] = (unsigned char)proto;
@@ -1979,17 +2051,15 @@ static uint64_t raw_hash(const unsigned char *raw, int n)
     memcpy(&w, raw + i, n - i);
     h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
     h ^= h >> 29;
-    return h | 1;
+    return h;
 }
 
 static void clear_cache(TableObject *self)
 {
-    for (Py_ssize_t i = 0; i < self->slots; i++) {
-        Py_CLEAR(self->cache[i].key);
-        Py_CLEAR(self->cache[i].entry);
-    }
-    PyMem_Free(self->cache);
+    for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
+    PyMem_Free(self->cache_mem);
     self->cache = NULL;
+    self->cache_mem = NULL;
     self->slots = 0;
 }
 
@@ -1999,12 +2069,23 @@ static int size_cache(TableObject *self)
     Py_ssize_t entries = PyDict_GET_SIZE(self->flows), n = self->slots ? self->slots : KEY_CACHE_MIN;
     while (n < KEY_CACHE_MAX && n < 2 * entries) n *= 2;
     if (n == self->slots) return 0;
-    struct kslot *c = PyMem_Calloc((size_t)n, sizeof *c);
-    if (c == NULL) { PyErr_NoMemory(); return -1; }
+    void *mem = PyMem_Calloc((size_t)n + 1, sizeof(struct kslot));     /* + 1: room to align */
+    if (mem == NULL) { PyErr_NoMemory(); return -1; }
     clear_cache(self);
-    self->cache = c;
+    self->cache_mem = mem;
+    self->cache = (struct kslot *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
     self->slots = n;
     return 0;
+}
+
+/* A key left the table or got another entry: every cached entry is stale (a slot's entry
+ * counts only at its generation). Slots keep 16 bits of it: when those wrap, the slots let
+ * go of their entries, so an entry 65,536 generations old is never taken for a current one. */
+static void bump_generation(TableObject *self)
+{
+    self->generation++;
+    if ((uint16_t)self->generation == 0)
+        for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
 }
 
 /* slot pair `pair` now holds rec: the record names it (see forget_cached) */
@@ -2022,7 +2103,7 @@ static inline void note_cached(RecordObject *rec, Py_ssize_t pair)
 static void forget_cached(TableObject *self, RecordObject *rec)
 {
     if (rec->cached_many) {
-        self->generation++;
+        bump_generation(self);
         return;
     }
     for (int k = 0; k < 2; k++) {
@@ -2067,20 +2148,21 @@ error:
     return NULL;
 }
 
-/* The table's own key object equal to `key` (a new reference): the record's key, reverse key or
- * alias (the dict then finds it by identity, without comparing tuples), else `key`. */
-static PyObject *table_key(RecordObject *rec, PyObject *key)
+/* Which of rec's keys `key`, found in the dict with direction d, is, for a slot: 0 R_KEY,
+ * 1 R_REV_KEY, 2 R_ALIAS; -1 none of them (not cached then), -2 with an exception set. The
+ * dict holds a record under those keys only, so direction 0 is R_KEY and direction 1 without
+ * an alias R_REV_KEY; only a flow with an alias compares tuples. */
+static int key_place(RecordObject *rec, PyObject *key, int d)
 {
-    PyObject *at[3] = {rec->key, rec->rev_key, rec->alias};
-    for (int i = 0; i < 3; i++) {
-        PyObject *k = at[i];
-        if (k == NULL) continue;
-        if (k == key) break;
-        int same = PyObject_RichCompareBool(k, key, Py_EQ);
-        if (same < 0) return NULL;
-        if (same) return Py_NewRef(k);
-    }
-    return Py_NewRef(key);
+    if (d == 0) return rec->key != NULL ? 0 : -1;
+    if (rec->rev_key == NULL || rec->rev_same) return -1;
+    if (rec->alias == NULL || key == rec->rev_key) return 1;
+    if (key == rec->alias) return 2;
+    int same = PyObject_RichCompareBool(rec->rev_key, key, Py_EQ);
+    if (same < 0) return -2;
+    if (same) return 1;
+    same = PyObject_RichCompareBool(rec->alias, key, Py_EQ);
+    return same < 0 ? -2 : same ? 2 : -1;
 }
 
 /* table.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) for frame_batch:
@@ -2105,69 +2187,62 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                     (const unsigned char *)PyBytes_AS_STRING(src), (const unsigned char *)PyBytes_AS_STRING(dst),
                     alen, proto, l.sport, l.dport);
     struct kslot *slot = NULL;
-    uint64_t h = 0;
     Py_ssize_t pair = 0;
     PyObject *key = NULL;
     RecordObject *rec = NULL;
     if (n) {
         if (size_cache(self) < 0) return -1;
-        h = raw_hash(raw, n);
-        pair = (Py_ssize_t)(h & (uint64_t)(self->slots - 2));
+        pair = (Py_ssize_t)(raw_hash(raw, n) & (uint64_t)(self->slots - 2));
         slot = &self->cache[pair];       /* a pair: slot[0], slot[1] */
         for (int i = 0; i < 2; i++)
-            if (slot[i].hash == h && slot[i].len == n && memcmp(slot[i].raw, raw, n) == 0) {
-                key = Py_NewRef(slot[i].key);
+            if (slot[i].len == n && memcmp(slot[i].raw, raw, n) == 0) {
                 if (i == 1) {       /* the pair's last used first */
                     struct kslot t = slot[0];
                     slot[0] = slot[1];
                     slot[1] = t;
                 }
+                if (slot[0].entry != NULL && slot[0].gen == (uint16_t)self->generation) {
+                    /* Nothing left the table since: still its record, borrowed from the slot;
+                     * its key is found only if apply calls Python (it holds both then). */
+                    self->hits++;
+                    return apply(self, NULL, slot[0].which, (RecordObject *)slot[0].entry, slot[0].which != 0,
+                                 ts, tsd, flen, &l, p, plen, payload);
+                }
+                if (slot[0].entry != NULL) {    /* an older generation's: the key it was cached under */
+                    RecordObject *old = (RecordObject *)slot[0].entry;
+                    key = Py_XNewRef(slot[0].which == 0 ? old->key : slot[0].which == 1 ? old->rev_key : old->alias);
+                }
                 break;
             }
-        if (key != NULL && slot[0].entry != NULL && slot[0].gen == self->generation) {
-            rec = (RecordObject *)Py_NewRef(slot[0].entry);     /* nothing left the table since: still its record */
-            d = slot[0].d;
-            self->hits++;
-        } else if (key != NULL) {
-            rec = lookup(self, key, &d);
-            if (rec != NULL) {
-                Py_XSETREF(slot[0].entry, Py_NewRef((PyObject *)rec));
-                slot[0].gen = self->generation;
-                slot[0].d = (unsigned char)d;
-                note_cached(rec, pair);
-                self->hits++;
-            } else if (PyErr_Occurred()) {
-                Py_DECREF(key);
-                return -1;
-            }
-        }
     }
-    if (rec == NULL) {
+    if (key != NULL && !(rec = lookup(self, key, &d)) && PyErr_Occurred()) goto error;
+    if (rec != NULL) {
+        self->hits++;       /* found in the dict by the cached key, no tuple made */
+    } else {
         self->misses++;
-        int cached = key != NULL;       /* in slot[0] already: its flow ended */
         if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, proto, l.sport, l.dport)))
             return -1;
         if (!(rec = find_entry(self, key, ts, tsd, payload, p, plen, &d))) goto error;
-        if (slot != NULL && !cached) {  /* slot[0] takes it, its key moves to slot[1] */
-            PyObject *own = table_key(rec, key);
-            if (own == NULL) goto error;
-            Py_XDECREF(slot[1].key);
+    }
+    if (slot != NULL) {
+        int which = key_place(rec, key, d);
+        if (which == -2) goto error;
+        if (!(slot[0].len == n && memcmp(slot[0].raw, raw, n) == 0)) {   /* slot[0] takes it, its key moves to slot[1] */
             Py_XDECREF(slot[1].entry);
             slot[1] = slot[0];
-            slot[0].key = own;
             slot[0].entry = NULL;
-            slot[0].hash = h;
             slot[0].len = (unsigned char)n;
             memcpy(slot[0].raw, raw, n);
         }
-        if (slot != NULL) {             /* flows[key] is rec now */
-            Py_XSETREF(slot[0].entry, Py_NewRef((PyObject *)rec));
-            slot[0].gen = self->generation;
-            slot[0].d = (unsigned char)d;
+        Py_CLEAR(slot[0].entry);
+        if (which >= 0) {       /* flows[key] is rec now */
+            slot[0].entry = Py_NewRef((PyObject *)rec);
+            slot[0].gen = (uint16_t)self->generation;
+            slot[0].which = (unsigned char)which;
             note_cached(rec, pair);
         }
     }
-    if (apply(self, key, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0) goto error;
+    if (apply(self, key, 0, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0) goto error;
     Py_DECREF(rec);
     Py_DECREF(key);
     return 0;
@@ -2556,7 +2631,7 @@ static void table_dealloc(TableObject *self)
 
 static PyObject *table_invalidate(TableObject *self, PyObject *unused)
 {
-    self->generation++;
+    bump_generation(self);
     Py_RETURN_NONE;
 }
 

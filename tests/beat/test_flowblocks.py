@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,36 @@ def test_no_blocks_for_outputs_that_do_not_take_them_or_the_disk_queue(tmp_path:
     pipeline = Pipeline(lines, disk=disk)
     assert pipeline.publish_block is None
     pipeline.close()
+
+
+@needs_c
+def test_a_block_is_written_again_only_once_nobody_holds_it():
+    """The C reporter writes a new block into one it handed over before (a spare) once only
+    its own reference is left. A sink that keeps every other block it gets: the blocks it
+    keeps never change afterwards, and every block held the Python path's documents when it
+    came (the ones let go were written again, the ones kept were not)."""
+    frames = sorted(_traffic() + _udp_frames(300, 40), key=lambda f: f[0])
+    py_out = Lines()
+    _run(False, frames, py_out)
+    with _core(True):
+        engine, pipeline, _, _stats = make_engine(SPECS, strict=False, output=Lines(),
+                                                  overrides={"wirebeat.flows.enabled": True})
+    came: list[tuple[bytes, bytes]] = []        # (a copy of the text, of the ids) as handed over
+    kept: list[tuple[bytes, bytes]] = []        # (the block's own bytes object, its copy)
+
+    def sink(data: bytes, ids: bytes, count: int) -> None:
+        came.append((bytes(bytearray(data)), bytes(bytearray(ids))))
+        if len(came) % 2:
+            kept.append((data, came[-1][0]))
+
+    engine.flow_reporter.core.blocks(sink, 5, BLOCK_MAX_BYTES)
+    for ts, linktype, frame in frames:
+        engine.on_frame(ts, linktype, frame, "test")
+    engine.finish()
+    pipeline.close()
+    assert len(came) > 100
+    assert all(data == copy for data, copy in kept)
+    lines = [(doc_id.decode(), line) for text, ids in came
+             for doc_id, line in zip(ids.split(b"\n")[:-1], text.split(b"\n")[:-1])]
+    flow_lines = Counter(pair for pair in py_out.lines if b'"type":"flow"' in pair[1])
+    assert not Counter(lines) - flow_lines and len(lines) > sum(flow_lines.values()) // 2

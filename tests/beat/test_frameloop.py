@@ -421,6 +421,14 @@ def _key_cache_traffic(seed: int) -> list[tuple[float, int, bytes, str]]:
                 if vlans and linktype == eth:
                     data = g.ethernet(packet, vlans=vlans, src=data[6:12], dst=data[:6])
                 frames.append((ts, linktype, data))
+    for n in range(40):         # IPv6 with MACs and one VLAN id: the longest key a slot holds; with two, not cached
+        ts = start + 3 + n * 0.02
+        a, b = f"2001:db8:7::{n % 20 + 1:x}", "2001:db8:7::ffff"
+        for k, forward in enumerate((True, False, True)):
+            s, d = (a, b) if forward else (b, a)
+            sp, dp = (41000 + n % 20, 6000) if forward else (6000, 41000 + n % 20)
+            packet = g.ipv6(s, d, 17, g.udp(s, d, sp, dp, bytes([n, k])))
+            frames.append((ts + k * 0.001, eth, g.ethernet(packet, vlans=(7,) if n < 20 else g.qinq(7, 8))))
     for round_ in range(3):     # the same keys again after the idle timeout
         for n in range(40):
             ts = start + round_ * 45 + n * 0.01
@@ -513,3 +521,28 @@ def test_link_header_changes_mid_conversation() -> None:
         if doc.get("type") == "dns":
             seen[doc["dns"]["id"]] = doc["source"]["mac"]
     assert seen == expected
+
+
+@needs_c
+def test_key_cache_entry_from_65536_generations_ago_is_not_taken() -> None:
+    """A key cache slot keeps 16 bits of the table's generation: after a flow ended through
+    the Python path (which moves the generation instead of letting go of the slot) and 65,535
+    more moves, the slot's generation reads current again. The next packet of that key must
+    open a new flow, not count on the ended flow's record."""
+    eth, start = g.LINKTYPE_ETHERNET, 1_700_000_000.0
+    frames = [g.ethernet(g.ipv4("10.2.0.1", "10.2.0.2", 17, g.udp("10.2.0.1", "10.2.0.2", 4000, 4001, bytes([n]))))
+              for n in range(4)]       # not duplicates of each other
+    engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.flows.enabled": True},
+                                                    output=FragmentOutput())
+    engine.on_batch([(start + n * 0.1, eth, frame, len(frame)) for n, frame in enumerate(frames[:3])], "test")
+    table = engine.sources["test"].flows
+    [old] = {id(rec): rec for rec in table.flows.values()}.values()
+    assert old[2] == 3 and table.core.key_cache()[1] >= 1      # R_PACKETS; the third packet was a hit
+    table._end(old, "idle", start + 0.2)                           # moves the generation once
+    for _ in range(65535):
+        table.core.invalidate()
+    engine.on_batch([(start + 0.3, eth, frames[3], len(frames[3]))], "test")
+    [new] = {id(rec): rec for rec in table.flows.values()}.values()
+    assert new is not old and new[2] == 1 and old[2] == 3
+    engine.finish()
+    pipeline.close()
