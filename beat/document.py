@@ -434,8 +434,8 @@ class DocumentBuilder:
                     continue
                 if value is None or value.__class__ is not dict:
                     return None
-                if key == "event":
-                    head = _merged_event(name, value, "")
+                if key == "event":      # (the cached head at once: ICMP's, every transaction)
+                    head = _EVENT_HEADS.get((name, _dumps(value))) or _merged_event(name, value, "")
                     if head is None:
                         return None
                     event_head = head
