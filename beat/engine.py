@@ -106,16 +106,21 @@ def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
              flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
     """The client's and server's MACs (Ethernet only) and the link layers of the
     conversation's latest frame; None when it is not remembered."""
-    client_ip, server_ip = flow.client_ip, flow.server_ip
     try:
-        client, server = ip_packed(client_ip), ip_packed(server_ip)
+        client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
     except OSError:
         return None
-    seen, by_client = macs.get((client, server)), True
-    if seen is None:
-        seen, by_client = macs.get((server, client)), False
-        if seen is None:
-            return None
+    seen = macs.get((client, server))
+    if seen is not None:
+        return _seen_link(seen, True)
+    seen = macs.get((server, client))
+    return None if seen is None else _seen_link(seen, False)
+
+
+@lru_cache(maxsize=4096)    # a conversation's link header recurs: each is read once
+def _seen_link(seen: tuple[int, bytes],
+               by_client: bool) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]]:
+    """`_link_of`'s answer from a remembered (link type, link header), sent by the client or not."""
     linktype, head = seen
     if linktype != 1:
         pair = None
@@ -123,10 +128,7 @@ def _link_of(macs: dict[tuple[bytes, bytes], tuple[int, bytes]],
         pair = head[6:12], head[:6]
     else:
         pair = head[:6], head[6:12]
-    return pair, _link_layers(linktype, head)
-
-
-_link_layers = lru_cache(maxsize=4096)(link_layers)
+    return pair, link_layers(linktype, head)
 
 
 class _TCPStream:
