@@ -56,7 +56,6 @@ log = logs.get("engine")
 
 _UDP = struct.Struct("!HHH")
 _TCP = struct.Struct("!HHIIBB")    # ports, seq, ack, data offset (high nibble), flags
-_ICMP_TYPE_CODE = struct.Struct("!BB")
 TICK_S = 1.0            # packet-time interval between timeout checks
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
@@ -655,13 +654,12 @@ class Engine:
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
                         dst: bytes, proto: int, payload: bytes) -> None:
-        if proto in (1, 58):
-            transport = "icmp" if proto == 1 else "ipv6-icmp"
-            type_code = _ICMP_TYPE_CODE.unpack_from(payload) if len(payload) >= 2 else (0, 0)
+        if proto in (1, 58) and len(payload) >= 2:      # the type and code are the ports
+            flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp", ip_text(src), payload[0],
+                               ip_text(dst), payload[1], state.name)
         else:
-            transport, type_code = str(proto), (0, 0)
-        flow_key = FlowKey(transport, ip_text(src), type_code[0], ip_text(dst), type_code[1],
-                           state.name)
+            flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp" if proto == 58 else str(proto),
+                               ip_text(src), 0, ip_text(dst), 0, state.name)
         self._deliver(state, route, Datagram(ts, flow_key, True, payload))
 
     # -- decoders --------------------------------------------------------------
