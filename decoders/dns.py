@@ -663,6 +663,8 @@ if dnscore is not None:     # the common messages read in C (beat/_dnscore.c say
         return _decode_common(payload) or decode_message_python(payload)
 
     _decode_common = dnscore.decode
+else:
+    _decode_common = None
 
 
 # -- text rendering (send_request / send_response) -----------------------------------
@@ -856,9 +858,10 @@ class DNSDecoder:
         self.counters = self.pairing.counters      # read by the engine's monitoring
 
     def on_datagram(self, dgram: Datagram) -> list[Transaction]:
-        msg = decode_message(dgram.payload)
-        return self.pairing.on_message(dgram.ts, dgram.flow, dgram.from_client, msg,
-                                       len(dgram.payload))
+        payload = dgram.payload
+        # decode_message's reading without its call per datagram: C when it can, else Python
+        msg = (_decode_common is not None and _decode_common(payload)) or decode_message_python(payload)
+        return self.pairing.on_message(dgram.ts, dgram.flow, dgram.from_client, msg, len(payload))
 
     def expire(self, now: float) -> list[Transaction]:
         return self.pairing.expire(now)
