@@ -75,6 +75,9 @@ class NetworkDirection:
                                for size in (4, 16)}
         self.text_kinds: dict[str, int] = {}    # address text -> the same bits, or _INVALID
         self.address_cache_resets = 0
+        # _verdict of every (source kind, destination kind), at [source << 3 | destination]:
+        # `of` runs once per transaction, and an index costs less than the call.
+        self.verdicts = tuple(self._verdict(kinds >> 3, kinds & 7) for kinds in range(64))
 
     def counters(self) -> dict[str, int]:
         return {"direction.address_cache_resets": self.address_cache_resets}
@@ -115,7 +118,7 @@ class NetworkDirection:
         source_kind = text_kinds.get(source_ip)
         if source_kind is None:
             source_kind = self._text_kind(source_ip)
-        return self._verdict(source_kind, destination_kind)
+        return self.verdicts[source_kind << 3 | destination_kind]
 
     __call__ = of
 

@@ -427,15 +427,15 @@ class DocumentBuilder:
         own: dict[str, Any] | None = extra
         if not _COMMON_KEYS.isdisjoint(extra):
             own = {}
-            added = ["", "", "", "", ""]    # network, source, destination, client, server
+            added = None    # network, source, destination, client, server: made when one is set
             for key, value in extra.items():
                 if key not in _COMMON_KEYS:
                     own[key] = value
                     continue
                 if value is None or value.__class__ is not dict:
                     return None
-                if key == "event":
-                    head = _merged_event(name, value, "")
+                if key == "event":      # (the cached head at once: ICMP's, every transaction)
+                    head = _EVENT_HEADS.get((name, _dumps(value))) or _merged_event(name, value, "")
                     if head is None:
                         return None
                     event_head = head
@@ -449,8 +449,11 @@ class DocumentBuilder:
                             or None in value.values():
                         return None
                     if value:
+                        if added is None:
+                            added = ["", "", "", "", ""]
                         added[slot] = "," + _dumps(value).decode()[1:-1]
-            appends = tuple(added)
+            if added is not None:
+                appends = tuple(added)
         if own:
             if None in own.values():        # merge() takes a None as "no such key"
                 own = {key: value for key, value in own.items() if value is not None}

@@ -56,7 +56,6 @@ log = logs.get("engine")
 
 _UDP = struct.Struct("!HHH")
 _TCP = struct.Struct("!HHIIBB")    # ports, seq, ack, data offset (high nibble), flags
-_ICMP_TYPE_CODE = struct.Struct("!BB")
 TICK_S = 1.0            # packet-time interval between timeout checks
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
@@ -123,16 +122,21 @@ def _link_of(macs: dict[bytes, bytes],
              flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
     """The client's and server's MACs (Ethernet only) and the link layers of the
     conversation's latest frame; None when it is not remembered."""
-    client_ip, server_ip = flow.client_ip, flow.server_ip
     try:
-        client, server = ip_packed(client_ip), ip_packed(server_ip)
+        client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
     except OSError:
         return None
-    seen, by_client = macs.get(client + server), True
-    if seen is None:
-        seen, by_client = macs.get(server + client), False
-        if seen is None:
-            return None
+    seen = macs.get(client + server)
+    if seen is not None:
+        return _seen_link(seen, True)
+    seen = macs.get(server + client)
+    return None if seen is None else _seen_link(seen, False)
+
+
+@lru_cache(maxsize=4096)    # a conversation's link header recurs: each is read once
+def _seen_link(seen: bytes,
+               by_client: bool) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]]:
+    """`_link_of`'s answer from a remembered link type (4 bytes) + link header, sent by the client or not."""
     linktype, head = int.from_bytes(seen[:4], "big"), seen[4:]
     if linktype != 1:
         pair = None
@@ -140,10 +144,7 @@ def _link_of(macs: dict[bytes, bytes],
         pair = head[6:12], head[:6]
     else:
         pair = head[:6], head[6:12]
-    return pair, _link_layers(linktype, head)
-
-
-_link_layers = lru_cache(maxsize=4096)(link_layers)
+    return pair, link_layers(linktype, head)
 
 
 class _TCPStream:
@@ -672,13 +673,12 @@ class Engine:
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
                         dst: bytes, proto: int, payload: bytes) -> None:
-        if proto in (1, 58):
-            transport = "icmp" if proto == 1 else "ipv6-icmp"
-            type_code = _ICMP_TYPE_CODE.unpack_from(payload) if len(payload) >= 2 else (0, 0)
+        if proto in (1, 58) and len(payload) >= 2:      # the type and code are the ports
+            flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp", ip_text(src), payload[0],
+                               ip_text(dst), payload[1], state.name)
         else:
-            transport, type_code = str(proto), (0, 0)
-        flow_key = FlowKey(transport, ip_text(src), type_code[0], ip_text(dst), type_code[1],
-                           state.name)
+            flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp" if proto == 58 else str(proto),
+                               ip_text(src), 0, ip_text(dst), 0, state.name)
         self._deliver(state, route, Datagram(ts, flow_key, True, payload))
 
     # -- decoders --------------------------------------------------------------

@@ -664,6 +664,8 @@ if dnscore is not None:     # the common messages read in C (beat/_dnscore.c say
         return _decode_common(payload) or decode_message_python(payload)
 
     _decode_common = dnscore.decode
+else:
+    _decode_common = None
 
 
 # -- text rendering (send_request / send_response) -----------------------------------
@@ -857,9 +859,10 @@ class DNSDecoder:
         self.counters = self.pairing.counters      # read by the engine's monitoring
 
     def on_datagram(self, dgram: Datagram) -> list[Transaction]:
-        msg = decode_message(dgram.payload)
-        return self.pairing.on_message(dgram.ts, dgram.flow, dgram.from_client, msg,
-                                       len(dgram.payload))
+        payload = dgram.payload
+        # decode_message's reading without its call per datagram: C when it can, else Python
+        msg = (_decode_common is not None and _decode_common(payload)) or decode_message_python(payload)
+        return self.pairing.on_message(dgram.ts, dgram.flow, dgram.from_client, msg, len(payload))
 
     def expire(self, now: float) -> list[Transaction]:
         return self.pairing.expire(now)
@@ -1095,7 +1098,9 @@ def domain_parts(name: str) -> dict[str, str]:
     return parts
 
 
-def _records(records: tuple[ResourceRecord, ...]) -> list[dict[str, Any]]:
+def _records(records: tuple[ResourceRecord, ...],
+             resolved: list[str] | None = None) -> list[dict[str, Any]]:
+    """The records' fields; with `resolved`, A and AAAA addresses are appended to it."""
     out = []
     for rr in records:
         entry: dict[str, Any] = dict(rr.extra) if rr.extra else {}
@@ -1103,8 +1108,12 @@ def _records(records: tuple[ResourceRecord, ...]) -> list[dict[str, Any]]:
         entry["type"] = TYPE_NAMES.get(rr.type) or str(rr.type)
         entry["class"] = CLASS_NAMES.get(rr.class_) or str(rr.class_)
         entry["ttl"] = str(rr.ttl)      # packetbeat emits the TTL as a string
-        entry["data"] = rr.data
+        entry["data"] = data = rr.data
         out.append(entry)
+        # An A/AAAA record whose RDATA was malformed carries hex, not an address.
+        if resolved is not None and (rr.type == _TYPE_A or rr.type == _TYPE_AAAA) and (
+                "." in data or ":" in data):
+            resolved.append(data)
     return out
 
 
@@ -1158,9 +1167,7 @@ def _dns_fields(msg: DNSMessage, settings: _Settings) -> tuple[dict[str, Any], l
     resolved: list[str] = []
     dns["answers_count"] = len(msg.answers)
     if msg.answers:
-        dns["answers"] = _records(msg.answers)
-        resolved = [rr.data for rr in msg.answers
-                    if rr.type in (_TYPE_A, _TYPE_AAAA) and _is_ip(rr.data)]
+        dns["answers"] = _records(msg.answers, resolved)
         if resolved:
             dns["resolved_ip"] = resolved
     dns["authorities_count"] = len(msg.authorities)
@@ -1172,11 +1179,6 @@ def _dns_fields(msg: DNSMessage, settings: _Settings) -> tuple[dict[str, Any], l
     return dns, resolved
 
 
-def _is_ip(text: str) -> bool:
-    # An A/AAAA record whose RDATA was malformed carries hex, not an address.
-    return "." in text or ":" in text
-
-
 def document(txn: Transaction) -> dict[str, Any]:
     """The one place DNS field names are spelled; mirrors index_templates/dns.json."""
     exchange: DNSExchange = txn.detail
@@ -1186,10 +1188,12 @@ def document(txn: Transaction) -> dict[str, Any]:
     assert shown is not None and asked is not None
     dns, resolved = _dns_fields(shown, settings)
     dns["type"] = "answer" if exchange.response is not None else "query"
-    doc: dict[str, Any] = {"dns": dns, "method": opcode_name(asked.opcode)}
+    doc: dict[str, Any] = {"dns": dns, "method": OPCODE_NAMES.get(asked.opcode) or str(asked.opcode)}
     if asked.questions:
-        doc["query"] = _question_text(asked.questions[0])
-        doc["resource"] = asked.questions[0].name
+        q = asked.questions[0]      # _question_text's, without its three calls
+        doc["query"] = (f"class {CLASS_NAMES.get(q.class_) or q.class_}, "
+                        f"type {TYPE_NAMES.get(q.type) or q.type}, {q.name}")
+        doc["resource"] = q.name
     if settings.send_request and exchange.request is not None:
         doc["request"] = render_message(exchange.request)
     if settings.send_response and exchange.response is not None:
