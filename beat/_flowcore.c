@@ -1871,7 +1871,7 @@ static int apply(TableObject *self, PyObject *key, int which, RecordObject *rec,
             Py_INCREF(key);         /* the caller's may be borrowed from the key cache: held while Python runs */
             Py_INCREF(rec);
             held_key = key;
-            held_rec = rec;
+            held_rec = (PyObject *)rec;
             PyObject *dd = PyLong_FromLong(d), *ff = PyLong_FromLong((long)l->flags), *tcp = record_item((PyObject *)rec, R_TCP);
             PyObject *res = NULL;
             if (dd != NULL && ff != NULL && tcp != NULL) {
