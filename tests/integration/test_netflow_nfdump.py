@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import dpkt
@@ -167,6 +168,26 @@ def _softflowd(pcap: Path, port: int, version: str, workdir: Path) -> None:
     subprocess.run(args, check=True, capture_output=True, timeout=120)
 
 
+def _nfdump_flows_of_export(pcap: Path, version: str, workdir: Path, ours: Callable[[], int],
+                            attempts: int = 3) -> list[dict]:
+    """softflowd's export of `pcap` as nfcapd received it and nfdump reads it. softflowd
+    reading a file exports the same flows every time, and a receiver can only lose some
+    (nfcapd dropped a datagram on a loaded machine: 212 flows against our 215): while
+    nfcapd saw fewer flows than we did, export again to a fresh nfcapd, at most
+    `attempts` times, and keep the fullest. The comparison stays exact; a loss of ours
+    still fails it."""
+    best: list[dict] = []
+    for attempt in range(attempts):
+        nfcapd = NfCapd(workdir / f"nfcapd-{attempt}")
+        _softflowd(pcap, nfcapd.port, version, workdir)
+        flows = nfcapd.flows()
+        if len(flows) > len(best):
+            best = flows
+        if len(best) >= ours():
+            break
+    return best
+
+
 @pytest.mark.parametrize("version", list(VERSIONS))
 def test_softflowd_to_listener_matches_nfdump(version: str, exporter_input: Path,
                                               tmp_path: Path) -> None:
@@ -177,9 +198,9 @@ def test_softflowd_to_listener_matches_nfdump(version: str, exporter_input: Path
     try:
         beat.wait_for_log("listening")
         _softflowd(exporter_input, port, version, tmp_path)
-        nfcapd = NfCapd(tmp_path / "nfcapd")
-        _softflowd(exporter_input, nfcapd.port, version, tmp_path)
-        theirs = nfcapd.flows()
+        theirs = _nfdump_flows_of_export(exporter_input, version, tmp_path,
+                                         lambda: sum(1 for d in netflow_docs(beat.documents())
+                                                     if d["netflow"]["type"] == "netflow_flow"))
         wait_until(lambda: sum(1 for d in netflow_docs(beat.documents())
                                if d["netflow"]["type"] == "netflow_flow") >= len(theirs),
                    30, "every flow document")
