@@ -348,6 +348,17 @@ class DocumentBuilder:
             return self._build_whole(spec, txn)
         flow = txn.flow
         tunnel = _tunnel_of(self.tunnels, flow) if self.tunnels else None
+        if spec.document_text is not None and tunnel is None and self.text_ok and self.shared_ok \
+                and doctext is not None:
+            # The decoder's part as text at once (DecoderSpec.document_text): no dicts
+            event, own = spec.document_text(txn)
+            name = spec.name
+            head = (_EVENT_HEADS.get(name) or _event_head(name) if event is None else
+                    _EVENT_HEADS.get((name, event)) or _merged_event(name, orjson.loads(event), ""))
+            if head is not None:
+                built = self._assemble_c(spec, txn, flow_id, macs, head, None, None, own)
+                if built is not None:
+                    return built
         extra = spec.document(txn)
         if self.text_ok and self.shared_ok and tunnel is None and _FALLBACK_KEYS.isdisjoint(extra):
             built = self._build_text(spec, txn, flow_id, macs, extra)
@@ -419,9 +430,7 @@ class DocumentBuilder:
         direction, the decoder's part). None when the decoder's part changes a common
         object other than by adding keys (a merge), or when the C function declines
         (unusual values): then `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two."""
-        flow = txn.flow
         name = spec.name
-        client_ip, server_ip, transport = flow.client_ip, flow.server_ip, flow.transport
         related = appends = None
         event_head = _EVENT_HEADS.get(name) or _event_head(name)
         own: dict[str, Any] | None = extra
@@ -460,12 +469,23 @@ class DocumentBuilder:
             own = _dumps(own)
         else:
             own = None
+        return self._assemble_c(spec, txn, flow_id, macs, event_head, related, appends, own)
+
+    def _assemble_c(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
+                    macs: tuple[bytes, bytes] | None, event_head: str, related: str | None,
+                    appends: tuple[str, ...] | None, own: bytes | None,
+                    ) -> tuple[str, orjson.Fragment] | None:
+        """wirebeat._doctext.assemble of a transaction whose decoder part is ready as text
+        (`own`, the event's head, related's text and the endpoints' appends)."""
+        flow = txn.flow
+        name = spec.name
+        client_ip = flow.client_ip
         notes = txn.notes
         parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
         built = doctext.assemble(
             txn, name, name if spec.network_protocol is None else spec.network_protocol,
-            transaction_stack(self.link, ":" in client_ip, transport, name),
-            None if self.direction is None else self.direction(client_ip, server_ip),
+            transaction_stack(self.link, ":" in client_ip, flow.transport, name),
+            None if self.direction is None else self.direction(client_ip, flow.server_ip),
             macs, event_head, related, appends, flow_id,
             b',"error":' + _dumps({"message": notes[0] if len(notes) == 1 else list(notes)}) if notes else None,
             own, parts[0], parts[1])

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from wirebeat.decoders.api import Datagram, DecoderSpec, FlowKey, Option, Transaction, Truncated
 
 __all__ = ["DECODER", "ICMPMessage", "decode_message", "document", "message_name"]
@@ -123,13 +125,32 @@ class ICMPDecoder:
         flow = dgram.flow
         version = 6 if flow.transport == "ipv6-icmp" else 4
         payload = dgram.payload
-        if len(payload) >= 8:       # decode_message's whole header, without the call
-            type_, code, _checksum, identifier, sequence = _HEADER.unpack_from(payload)
-            msg = ICMPMessage(version, type_, code, identifier, sequence, len(payload) - 8)
-        else:
+        if len(payload) < 8:
             msg = decode_message(payload, version)
-        if msg.type in _REPLIES[version]:
-            return self._on_reply(dgram.ts, flow, msg)
+            if msg.type in _REPLIES[version]:
+                return self._on_reply(dgram.ts, flow, msg)
+            return self._on_request(dgram.ts, flow, msg)
+        # decode_message's whole header, without the call; then the echo pairs (every ICMP
+        # packet of a ping) paired here, without _on_request's, _on_reply's and _transaction's calls
+        type_, code, _checksum, identifier, sequence = _HEADER.unpack_from(payload)
+        msg = ICMPMessage(version, type_, code, identifier, sequence, len(payload) - 8)
+        pending = self.pending
+        if type_ in _REPLIES[version]:
+            found = pending.pop((version, flow.server_ip, flow.client_ip, identifier, sequence), None)
+            if found is None:
+                return self._on_reply(dgram.ts, flow, msg)
+            req_ts, req_flow, req = found
+            if req_flow.client_port != req.type or req_flow.server_port != req.code:
+                return [_transaction(req_ts, dgram.ts, req_flow, req, msg, "OK", ())]
+            return [Transaction(req_flow, req_ts, dgram.ts, "OK",
+                                ICMPExchange(req, msg, req_flow.server_ip), req.payload_bytes,
+                                msg.payload_bytes, (),
+                                f"{req.type}/{req.code}/{req.identifier}/{req.sequence}")]
+        if type_ in _PAIRS[version]:
+            key = (version, flow.client_ip, flow.server_ip, identifier, sequence)
+            if key not in pending and len(pending) < self.max_pending:
+                pending[key] = (dgram.ts, flow, msg)    # no duplicate to close, room left
+                return []
         return self._on_request(dgram.ts, flow, msg)
 
     def _on_request(self, ts: float, flow: FlowKey, msg: ICMPMessage) -> list[Transaction]:
@@ -214,9 +235,37 @@ def document(txn: Transaction) -> dict[str, Any]:
     return {"icmp": icmp, "path": exchange.request_dst, "event": {"type": ["connection"]}}
 
 
+_EVENT_TEXT = orjson.dumps({"type": ["connection"]})     # document()'s event value
+
+
+@lru_cache(maxsize=1024)    # a handful of (version, request, reply) shapes recur in all traffic
+def _shape_text(version: int, request_type: int, request_code: int, response_type: int,
+                response_code: int) -> bytes:
+    """document()'s text of a request and its reply up to the path's value: '{"icmp":{...},"path":'."""
+    icmp = {"version": version,
+            "request": {"message": message_name(version, request_type, request_code),
+                        "type": request_type, "code": request_code},
+            "response": {"message": message_name(version, response_type, response_code),
+                         "type": response_type, "code": response_code}}
+    return orjson.dumps({"icmp": icmp, "path": ""})[:-3]
+
+
+def document_text(txn: Transaction) -> tuple[bytes, bytes]:
+    """`document(txn)` as JSON text, its event apart (DecoderSpec.document_text): a
+    request and its reply from the text of their shape, anything else from document()."""
+    exchange: ICMPExchange = txn.detail
+    request, response = exchange.request, exchange.response
+    if request is None or response is None:
+        doc = document(txn)
+        return orjson.dumps(doc.pop("event")), orjson.dumps(doc)
+    return _EVENT_TEXT, (_shape_text(request.version, request.type, request.code, response.type,
+                                     response.code) + orjson.dumps(exchange.request_dst) + b"}")
+
+
 DECODER = DecoderSpec(
     name="icmp",
     document=document,
+    document_text=document_text,
     datagram=ICMPDecoder,
     ip_protocols=(1, 58),
     network_protocol="",

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import struct
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wirebeat.decoders.api import Datagram, DecodeError, FlowKey
 from wirebeat.decoders.icmp import (NOTE_DUPLICATE, NOTE_NO_REQUEST, NOTE_NO_RESPONSE, ICMPDecoder,
-                           decode_message, document)
+                           decode_message, document, document_text)
 
 OPTIONS = {"transaction_timeout": 10.0, "max_pending": 100}
 
@@ -114,3 +115,25 @@ def test_decode_message_parses_or_raises_decode_error(payload: bytes, version: i
         decode_message(payload, version)
     except DecodeError:
         pass
+
+
+def test_document_text_is_documents_json_for_every_kind_of_transaction():
+    """The text path's document_text against document(): echo pairs (v4, v6, codes and
+    payloads of every kind), unanswered, duplicate, orphan and lone error messages."""
+    dec = ICMPDecoder(OPTIONS)
+    txns = []
+    for n, (v6, src, dst) in enumerate([(False, "10.0.0.1", "10.0.0.2"), (True, "fe80::1", "2001:db8::2")]):
+        request, reply = (128, 129) if v6 else (8, 0)
+        for seq in range(3):
+            txns += dec.on_datagram(_dgram(n + seq, src, dst, _msg(request, code=seq, seq=seq), v6))
+            txns += dec.on_datagram(_dgram(n + seq + 0.1, dst, src, _msg(reply, code=seq, seq=seq, data=b"x" * seq), v6))
+        txns += dec.on_datagram(_dgram(n + 5, src, dst, _msg(request, seq=9), v6))
+        txns += dec.on_datagram(_dgram(n + 5.1, src, dst, _msg(request, seq=9), v6))      # duplicate
+        txns += dec.on_datagram(_dgram(n + 6, dst, src, _msg(reply, seq=77), v6))          # orphan
+        txns += dec.on_datagram(_dgram(n + 7, dst, src, _msg(1 if v6 else 3, code=3), v6))
+        txns += dec.on_datagram(_dgram(n + 8, src, dst, _msg(135 if v6 else 13, seq=5), v6))
+    txns += dec.expire(float("inf"))
+    assert len(txns) == 16
+    for txn in txns:
+        doc = document(txn)
+        assert document_text(txn) == (orjson.dumps(doc.pop("event")), orjson.dumps(doc))
