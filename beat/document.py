@@ -356,7 +356,7 @@ class DocumentBuilder:
             head = (_EVENT_HEADS.get(name) or _event_head(name) if event is None else
                     _EVENT_HEADS.get((name, event)) or _merged_event(name, orjson.loads(event), ""))
             if head is not None:
-                built = self._assemble_c(spec, txn, flow_id, macs, head, None, None, own)
+                built = self._build_text_c(spec, txn, flow_id, macs, None, head, own)
                 if built is not None:
                     return built
         extra = spec.document(txn)
@@ -423,62 +423,55 @@ class DocumentBuilder:
         return self._build_text_python(spec, txn, flow_id, macs, extra)
 
     def _build_text_c(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
-                      macs: tuple[bytes, bytes] | None, extra: dict[str, Any],
+                      macs: tuple[bytes, bytes] | None, extra: dict[str, Any] | None,
+                      event_head: str | None = None, own: bytes | None = None,
                       ) -> tuple[str, orjson.Fragment] | None:
         """`_build_text_python`'s text with the writing done by wirebeat._doctext.assemble
         (times, community id and MAC text too); here only what needs Python (stack,
         direction, the decoder's part). None when the decoder's part changes a common
         object other than by adding keys (a merge), or when the C function declines
-        (unusual values): then `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two."""
+        (unusual values): then `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two.
+        With `extra` None the decoder's part is ready as text (DecoderSpec.document_text):
+        the event's head and `own`, the part's JSON."""
         name = spec.name
         related = appends = None
-        event_head = _EVENT_HEADS.get(name) or _event_head(name)
-        own: dict[str, Any] | None = extra
-        if not _COMMON_KEYS.isdisjoint(extra):
-            own = {}
-            added = None    # network, source, destination, client, server: made when one is set
-            for key, value in extra.items():
-                if key not in _COMMON_KEYS:
-                    own[key] = value
-                    continue
-                if value is None or value.__class__ is not dict:
-                    return None
-                if key == "event":      # (the cached head at once: ICMP's, every transaction)
-                    head = _EVENT_HEADS.get((name, _dumps(value))) or _merged_event(name, value, "")
-                    if head is None:
+        if extra is not None:
+            event_head = _EVENT_HEADS.get(name) or _event_head(name)
+            part: dict[str, Any] = extra
+            if not _COMMON_KEYS.isdisjoint(extra):
+                part = {}
+                added = None    # network, source, destination, client, server: made when one is set
+                for key, value in extra.items():
+                    if key not in _COMMON_KEYS:
+                        part[key] = value
+                        continue
+                    if value is None or value.__class__ is not dict:
                         return None
-                    event_head = head
-                elif key == "related":
-                    if next(iter(value), None) != "ip" or None in value.values():
-                        return None
-                    related = _dumps(value).decode()
-                else:
-                    slot = _APPENDED.index(key)
-                    if not (_NETWORK_KEYS if slot == 0 else _ENDPOINT_KEYS).isdisjoint(value) \
-                            or None in value.values():
-                        return None
-                    if value:
-                        if added is None:
-                            added = ["", "", "", "", ""]
-                        added[slot] = "," + _dumps(value).decode()[1:-1]
-            if added is not None:
-                appends = tuple(added)
-        if own:
-            if None in own.values():        # merge() takes a None as "no such key"
-                own = {key: value for key, value in own.items() if value is not None}
-            own = _dumps(own)
-        else:
-            own = None
-        return self._assemble_c(spec, txn, flow_id, macs, event_head, related, appends, own)
-
-    def _assemble_c(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
-                    macs: tuple[bytes, bytes] | None, event_head: str, related: str | None,
-                    appends: tuple[str, ...] | None, own: bytes | None,
-                    ) -> tuple[str, orjson.Fragment] | None:
-        """wirebeat._doctext.assemble of a transaction whose decoder part is ready as text
-        (`own`, the event's head, related's text and the endpoints' appends)."""
+                    if key == "event":      # (the cached head at once)
+                        head = _EVENT_HEADS.get((name, _dumps(value))) or _merged_event(name, value, "")
+                        if head is None:
+                            return None
+                        event_head = head
+                    elif key == "related":
+                        if next(iter(value), None) != "ip" or None in value.values():
+                            return None
+                        related = _dumps(value).decode()
+                    else:
+                        slot = _APPENDED.index(key)
+                        if not (_NETWORK_KEYS if slot == 0 else _ENDPOINT_KEYS).isdisjoint(value) \
+                                or None in value.values():
+                            return None
+                        if value:
+                            if added is None:
+                                added = ["", "", "", "", ""]
+                            added[slot] = "," + _dumps(value).decode()[1:-1]
+                if added is not None:
+                    appends = tuple(added)
+            if part:
+                if None in part.values():       # merge() takes a None as "no such key"
+                    part = {key: value for key, value in part.items() if value is not None}
+                own = _dumps(part)
         flow = txn.flow
-        name = spec.name
         client_ip = flow.client_ip
         notes = txn.notes
         parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
