@@ -802,8 +802,12 @@ class _Pairing:
             self.counters["unmatched_responses"] += 1
             lone = _Pending(ts, flow, msg, 0, [NOTE_ORPHANED, *notes])
             return [self._transaction(None, lone, None, size)]
-        query.notes.extend(notes)
-        return [self._transaction(query, msg, ts, size)]
+        all_notes = query.notes
+        all_notes.extend(notes)
+        # _transaction's for a query and its response, without the call
+        return [Transaction(query.flow, query.ts, ts, "OK" if msg.rcode == 0 else "Error",
+                            DNSExchange(query.msg, msg, self.settings), query.size, size,
+                            tuple(dict.fromkeys(all_notes)) if all_notes else (), f"{query.msg.id}/q")]
 
     def _transaction(self, query: _Pending | None, response: DNSMessage | _Pending | None,
                      response_ts: float | None, response_size: int) -> Transaction:
@@ -862,7 +866,14 @@ class DNSDecoder:
         payload = dgram.payload
         # decode_message's reading without its call per datagram: C when it can, else Python
         msg = (_decode_common is not None and _decode_common(payload)) or decode_message_python(payload)
-        return self.pairing.on_message(dgram.ts, dgram.flow, dgram.from_client, msg, len(payload))
+        # _Pairing.on_message's, without its call per datagram
+        pairing = self.pairing
+        flow = dgram.flow
+        if msg.is_response:
+            return pairing._on_response(dgram.ts, flow.reversed() if dgram.from_client else flow,
+                                        msg, len(payload))
+        return pairing._on_query(dgram.ts, flow if dgram.from_client else flow.reversed(),
+                                 msg, len(payload))
 
     def expire(self, now: float) -> list[Transaction]:
         return self.pairing.expire(now)
