@@ -16,6 +16,7 @@ CI=true the extension must have been built.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 from pathlib import Path
@@ -193,3 +194,50 @@ def test_not_bytes_and_configuration() -> None:
     assert dns.decode_message(bytearray(_well_formed()[1])) == dns.decode_message_python(_well_formed()[1])
     with pytest.raises(ValueError):
         _dnscore.configure(dns.Question, dns.ResourceRecord, dns.EDNS, dns.DNSMessage, 127, 256, 127)
+
+
+def _classes(namespace: dict) -> tuple[type, ...]:
+    """Slotted dataclasses with the fields of dns.py's four records, and `namespace`."""
+    return tuple(dataclasses.make_dataclass(cls.__name__, [f.name for f in dataclasses.fields(cls)],
+                                            slots=True, init="__init__" not in namespace,
+                                            namespace=dict(namespace))
+                 for cls in (dns.Question, dns.ResourceRecord, dns.EDNS, dns.DNSMessage))
+
+
+def _decoded_with(classes: tuple[type, ...]) -> list:
+    try:
+        _dnscore.configure(*classes, dns.MAX_POINTER_HOPS, dns.MAX_NAME_OCTETS, dns.MAX_LABELS)
+        return [_dnscore.decode(data) for data in _well_formed()]
+    finally:
+        _dnscore.configure(dns.Question, dns.ResourceRecord, dns.EDNS, dns.DNSMessage,
+                           dns.MAX_POINTER_HOPS, dns.MAX_NAME_OCTETS, dns.MAX_LABELS)
+
+
+def _fields(value: object) -> object:
+    """A record's field values, nested records and tuples of records included."""
+    if dataclasses.is_dataclass(value):
+        return (type(value).__name__, *(_fields(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, tuple):
+        return tuple(_fields(item) for item in value)
+    return value
+
+
+def test_records_are_made_without_their_init() -> None:
+    """The records' slots are filled in C: classes whose __init__ raises still come out whole,
+    field for field the reference's."""
+    def refuse(self: object, *args: object) -> None:
+        raise AssertionError("__init__ called")
+    made = _decoded_with(_classes({"__init__": refuse}))
+    assert sum(m is not None for m in made) > 5
+    for got, data in zip(made, _well_formed()):
+        if got is not None:
+            assert _fields(got) == _fields(dns.decode_message_python(data))
+
+
+def test_records_of_another_shape_are_made_by_calling_the_class() -> None:
+    """A class with a __post_init__ is called (its __post_init__ runs for every record)."""
+    calls = []
+    made = _decoded_with(_classes({"__post_init__": lambda self: calls.append(type(self).__name__)}))
+    assert sum(m is not None for m in made) > 5
+    assert "DNSMessage" in calls and "Question" in calls and "ResourceRecord" in calls
+    assert calls.count("DNSMessage") == sum(m is not None for m in made)
