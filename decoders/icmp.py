@@ -242,12 +242,13 @@ _EVENT_TEXT = orjson.dumps({"type": ["connection"]})     # document()'s event va
 def _shape_text(version: int, request_type: int, request_code: int, response_type: int,
                 response_code: int) -> bytes:
     """document()'s text of a request and its reply up to the path's value: '{"icmp":{...},"path":'."""
-    icmp = {"version": version,
-            "request": {"message": message_name(version, request_type, request_code),
-                        "type": request_type, "code": request_code},
-            "response": {"message": message_name(version, response_type, response_code),
-                         "type": response_type, "code": response_code}}
-    return orjson.dumps({"icmp": icmp, "path": ""})[:-3]
+    exchange = ICMPExchange(ICMPMessage(version, request_type, request_code, 0, 0, 0),
+                            ICMPMessage(version, response_type, response_code, 0, 0, 0), "")
+    doc = document(Transaction(FlowKey("", "", 0, "", 0), 0.0, None, "OK", exchange))
+    del doc["event"]
+    text = orjson.dumps(doc)
+    assert text.endswith(b',"path":""}')      # (the path last: appended per transaction)
+    return text[:-3]
 
 
 def document_text(txn: Transaction) -> tuple[bytes, bytes]:
