@@ -60,7 +60,7 @@ enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -1598,6 +1598,7 @@ typedef struct {
     void *cache_mem;
     Py_ssize_t slots;
     unsigned long long hits, misses;
+    long long opened;               /* flows open_entry opened (FlowTable.counters adds it to `opened`) */
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
 } TableObject;
 
@@ -1747,7 +1748,7 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
     if (set_entry(self, key, (PyObject *)rec) < 0) goto error;
     if (!same && set_entry(self, rev, (PyObject *)rec) < 0) goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
-    if (add_attr(self->table, str_opened, 1) < 0) goto error;
+    self->opened++;         /* (not table.opened += 1: a Python attribute's round trip per flow) */
     Py_DECREF(rev);
     Py_DECREF(ends);
     *d = 0;
@@ -2484,6 +2485,24 @@ error:
     return NULL;
 }
 
+/* wirebeat.ip.ip_packed(text) (a new reference): socket.inet_pton of the text's family (AF_INET6
+ * when it holds a ':'), which is libc's inet_pton, called here for ASCII text without a NUL; any
+ * other object, and text inet_pton refuses, goes to that Python function (it raises the error). */
+static PyObject *packed_ip(TableObject *self, PyObject *text)
+{
+    if (PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text) && PyUnicode_GET_LENGTH(text) < 64) {
+        char buf[64];
+        unsigned char out[16];
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+        memcpy(buf, PyUnicode_DATA(text), (size_t)n);
+        buf[n] = '\0';
+        int v6 = memchr(buf, ':', (size_t)n) != NULL;
+        if (memchr(buf, '\0', (size_t)n) == NULL && inet_pton(v6 ? AF_INET6 : AF_INET, buf, out) == 1)
+            return PyBytes_FromStringAndSize((const char *)out, v6 ? 16 : 4);
+    }
+    return PyObject_CallOneArg(self->ip_packed, text);
+}
+
 /* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a new
  * reference, NULL when neither (an exception set when the lookup failed). */
 static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObject *ap, PyObject *b, PyObject *bp)
@@ -2527,10 +2546,10 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
     if (proto == 0) Py_RETURN_NONE;
     PyObject *client = NULL, *server = NULL, *cport = NULL, *sport = NULL, *proto_o = NULL, *out = NULL, *o;
     if (!(o = PyObject_GetAttr(flow, str_client_ip))) goto done;
-    client = PyObject_CallOneArg(self->ip_packed, o);
+    client = packed_ip(self, o);
     Py_DECREF(o);
     if (client == NULL || !(o = PyObject_GetAttr(flow, str_server_ip))) goto done;
-    server = PyObject_CallOneArg(self->ip_packed, o);
+    server = packed_ip(self, o);
     Py_DECREF(o);
     if (server == NULL) goto done;
     if (proto == 6 || proto == 17) {
@@ -2635,7 +2654,8 @@ static PyObject *table_invalidate(TableObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* FlowTable.counters' table figures: (records, entries of a MAC-order alias's direction) */
+/* FlowTable.counters' table figures: (records, entries of a MAC-order alias's direction,
+ * flows opened here: the Python methods count theirs in table.opened) */
 static PyObject *table_census(TableObject *self, PyObject *unused)
 {
     PyObject *k, *v;
@@ -2650,7 +2670,7 @@ static PyObject *table_census(TableObject *self, PyObject *unused)
         records += d == 0;
         aliases += d == 1 && ((RecordObject *)v)->alias != NULL;
     }
-    return Py_BuildValue("(nn)", records, aliases);
+    return Py_BuildValue("(nnL)", records, aliases, self->opened);
 }
 
 static PyObject *table_key_cache(TableObject *self, PyObject *unused)
@@ -2709,7 +2729,6 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_of_packed = PyUnicode_InternFromString("of_packed");
     str_max_flows = PyUnicode_InternFromString("max_flows");
     str_final_reports = PyUnicode_InternFromString("final_reports");
-    str_opened = PyUnicode_InternFromString("opened");
     str_end_of_input = PyUnicode_InternFromString("end_of_input");
     str_last = PyUnicode_InternFromString("last");
     str_popitem = PyUnicode_InternFromString("popitem");
@@ -2730,7 +2749,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",
