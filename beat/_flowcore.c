@@ -952,8 +952,56 @@ static int iso_text(ReporterObject *self, double ts, char *out)
     return r;
 }
 
+/* IPv6 text as glibc's inet_ntop writes it (resolv/inet_ntop.c, inet_ntop6): lowercase hex
+ * groups without leading zeros, the longest run of at least two zero groups (the first of equal
+ * ones) as "::", and the last 32 bits as dotted decimal after six zero groups or after five and
+ * ffff (::a.b.c.d, ::ffff:a.b.c.d). glibc's took ~3k instructions an address (sprintf a group). */
+static Py_ssize_t ip6_chars(const unsigned char *a, char *out)
+{
+    static const char HEX[] = "0123456789abcdef";
+    unsigned words[8];
+    int best = -1, best_len = 0, cur = -1, cur_len = 0;
+    for (int i = 0; i < 8; i++) {
+        words[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
+        if (words[i] == 0) {
+            if (cur < 0) { cur = i; cur_len = 1; } else cur_len++;
+        } else if (cur >= 0) {
+            if (best < 0 || cur_len > best_len) { best = cur; best_len = cur_len; }
+            cur = -1;
+        }
+    }
+    if (cur >= 0 && (best < 0 || cur_len > best_len)) { best = cur; best_len = cur_len; }
+    if (best >= 0 && best_len < 2) best = -1;
+    char *w = out;
+    for (int i = 0; i < 8; i++) {
+        if (best >= 0 && i >= best && i < best + best_len) {
+            if (i == best) *w++ = ':';
+            continue;
+        }
+        if (i != 0) *w++ = ':';
+        if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
+            for (int k = 12; k < 16; k++) {
+                unsigned v = a[k];
+                if (k > 12) *w++ = '.';
+                if (v >= 100) { *w++ = (char)('0' + v / 100); v %= 100; *w++ = (char)('0' + v / 10); }
+                else if (v >= 10) *w++ = (char)('0' + v / 10);
+                *w++ = (char)('0' + v % 10);
+            }
+            return w - out;
+        }
+        unsigned v = words[i];
+        int started = 0;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            unsigned nib = (v >> shift) & 15;
+            if (nib || started || shift == 0) { *w++ = HEX[nib]; started = 1; }
+        }
+    }
+    if (best >= 0 && best + best_len == 8) *w++ = ':';
+    return w - out;
+}
+
 /* An address as inet_ntop writes it (wirebeat.ip.ip_text is socket.inet_ntop, the same libc
- * function); its length, 0 if inet_ntop refuses. */
+ * function): its length. */
 static Py_ssize_t ip_chars(PyObject *packed, char *out)
 {
     int v6 = PyBytes_GET_SIZE(packed) == 16;
@@ -969,8 +1017,7 @@ static Py_ssize_t ip_chars(PyObject *packed, char *out)
         }
         return w - out;
     }
-    if (inet_ntop(v6 ? AF_INET6 : AF_INET, PyBytes_AS_STRING(packed), out, INET6_ADDRSTRLEN) == NULL) return 0;
-    return (Py_ssize_t)strlen(out);
+    return ip6_chars((const unsigned char *)PyBytes_AS_STRING(packed), out);
 }
 
 static const char HEXU[] = "0123456789ABCDEF";
@@ -1149,9 +1196,15 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject
     }
     Py_ssize_t bound = PARTS_HEAD + 400 + start_n + tn[0] + tn[1] + tn[2] + tn[3] + 4 * INET6_ADDRSTRLEN
                        + 10 * NUM_MAX;
-    out = PyBytes_FromStringAndSize(NULL, bound);
-    if (out == NULL) goto done;
-    char *base = PyBytes_AS_STRING(out), *w = base + PARTS_HEAD, *at[7];
+    /* written on the stack, then copied once into a bytes object of the exact size (a bytes
+     * object of `bound` shrunk by _PyBytes_Resize cost ~550 instructions more a flow) */
+    char stackbuf[1536], *heap = NULL;
+    char *base = bound <= (Py_ssize_t)sizeof stackbuf ? stackbuf : (heap = PyMem_Malloc((size_t)bound));
+    if (base == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    char *w = base + PARTS_HEAD, *at[7];
     const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(macs);
     at[0] = w;
     w = put_mem(w, start, start_n);
@@ -1219,7 +1272,8 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject
         uint32_t len = (uint32_t)(at[i + 1] - at[i]);
         memcpy(base + i * sizeof len, &len, sizeof len);
     }
-    if (_PyBytes_Resize(&out, w - base) < 0) out = NULL;    /* (freed on failure) */
+    out = PyBytes_FromStringAndSize(base, w - base);
+    PyMem_Free(heap);
 done:
     for (int i = 0; i < O_N; i++) Py_XDECREF(objs[i]);
     return out;
@@ -1742,7 +1796,13 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
     if ((proto == 1 || proto == 58) && plen >= 2 && !(rec->icmp = untracked(Py_BuildValue("(ii)", p[0], p[1]))))
         goto error;
     if (proto == 6) tcp_reset(rec);
-    int same = PyObject_RichCompareBool(rev, key, Py_EQ);
+    /* rev == key only for a host talking to itself (source and destination the same): other
+     * keys skip comparing the tuples */
+    PyObject *src = PyTuple_GET_ITEM(key, 3), *dst = PyTuple_GET_ITEM(key, 4);
+    int same = PyBytes_CheckExact(src) && PyBytes_CheckExact(dst)
+               && (PyBytes_GET_SIZE(src) != PyBytes_GET_SIZE(dst)
+                   || memcmp(PyBytes_AS_STRING(src), PyBytes_AS_STRING(dst), (size_t)PyBytes_GET_SIZE(src)) != 0)
+               ? 0 : PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
     rec->rev_same = (unsigned char)same;
     if (set_entry(self, key, (PyObject *)rec) < 0) goto error;
