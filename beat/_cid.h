@@ -17,14 +17,22 @@ static void sha1_block(uint32_t h[5], const unsigned char *b)
      * uses it (a 80-word array made GCC vectorise it into store-forwarding stalls). */
     uint32_t w[16], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], t, x;
     int i;
+    /* The loops written out (GCC and clang read these pragmas; others ignore them): the
+     * round numbers become constants, so W's test and indexes fold away and the words
+     * stay in registers: ~1.7k instructions a block instead of ~2.8k (callgrind). */
+#pragma GCC unroll 16
     for (i = 0; i < 16; i++)
         w[i] = ((uint32_t)b[4 * i] << 24) | ((uint32_t)b[4 * i + 1] << 16) | ((uint32_t)b[4 * i + 2] << 8) | b[4 * i + 3];
 #define W(i) ((i) < 16 ? w[(i)] : (x = w[((i) + 13) & 15] ^ w[((i) + 8) & 15] ^ w[((i) + 2) & 15] ^ w[(i) & 15], \
                                    w[(i) & 15] = ROL(x, 1)))
 #define ROUND(f, k) do { t = ROL(a, 5) + (f) + e + (k) + W(i); e = d; d = c; c = ROL(bb, 30); bb = a; a = t; } while (0)
+#pragma GCC unroll 20
     for (i = 0; i < 20; i++) ROUND((bb & c) | (~bb & d), 0x5A827999);
+#pragma GCC unroll 20
     for (; i < 40; i++) ROUND(bb ^ c ^ d, 0x6ED9EBA1);
+#pragma GCC unroll 20
     for (; i < 60; i++) ROUND((bb & c) | (bb & d) | (c & d), 0x8F1BBCDC);
+#pragma GCC unroll 20
     for (; i < 80; i++) ROUND(bb ^ c ^ d, 0xCA62C1D6);
 #undef ROUND
 #undef W

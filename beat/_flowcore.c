@@ -60,7 +60,7 @@ enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_opened, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -952,8 +952,56 @@ static int iso_text(ReporterObject *self, double ts, char *out)
     return r;
 }
 
+/* IPv6 text as glibc's inet_ntop writes it (resolv/inet_ntop.c, inet_ntop6): lowercase hex
+ * groups without leading zeros, the longest run of at least two zero groups (the first of equal
+ * ones) as "::", and the last 32 bits as dotted decimal after six zero groups or after five and
+ * ffff (::a.b.c.d, ::ffff:a.b.c.d). glibc's took ~3k instructions an address (sprintf a group). */
+static Py_ssize_t ip6_chars(const unsigned char *a, char *out)
+{
+    static const char HEX[] = "0123456789abcdef";
+    unsigned words[8];
+    int best = -1, best_len = 0, cur = -1, cur_len = 0;
+    for (int i = 0; i < 8; i++) {
+        words[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
+        if (words[i] == 0) {
+            if (cur < 0) { cur = i; cur_len = 1; } else cur_len++;
+        } else if (cur >= 0) {
+            if (best < 0 || cur_len > best_len) { best = cur; best_len = cur_len; }
+            cur = -1;
+        }
+    }
+    if (cur >= 0 && (best < 0 || cur_len > best_len)) { best = cur; best_len = cur_len; }
+    if (best >= 0 && best_len < 2) best = -1;
+    char *w = out;
+    for (int i = 0; i < 8; i++) {
+        if (best >= 0 && i >= best && i < best + best_len) {
+            if (i == best) *w++ = ':';
+            continue;
+        }
+        if (i != 0) *w++ = ':';
+        if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
+            for (int k = 12; k < 16; k++) {
+                unsigned v = a[k];
+                if (k > 12) *w++ = '.';
+                if (v >= 100) { *w++ = (char)('0' + v / 100); v %= 100; *w++ = (char)('0' + v / 10); }
+                else if (v >= 10) *w++ = (char)('0' + v / 10);
+                *w++ = (char)('0' + v % 10);
+            }
+            return w - out;
+        }
+        unsigned v = words[i];
+        int started = 0;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            unsigned nib = (v >> shift) & 15;
+            if (nib || started || shift == 0) { *w++ = HEX[nib]; started = 1; }
+        }
+    }
+    if (best >= 0 && best + best_len == 8) *w++ = ':';
+    return w - out;
+}
+
 /* An address as inet_ntop writes it (wirebeat.ip.ip_text is socket.inet_ntop, the same libc
- * function); its length, 0 if inet_ntop refuses. */
+ * function): its length. */
 static Py_ssize_t ip_chars(PyObject *packed, char *out)
 {
     int v6 = PyBytes_GET_SIZE(packed) == 16;
@@ -969,8 +1017,7 @@ static Py_ssize_t ip_chars(PyObject *packed, char *out)
         }
         return w - out;
     }
-    if (inet_ntop(v6 ? AF_INET6 : AF_INET, PyBytes_AS_STRING(packed), out, INET6_ADDRSTRLEN) == NULL) return 0;
-    return (Py_ssize_t)strlen(out);
+    return ip6_chars((const unsigned char *)PyBytes_AS_STRING(packed), out);
 }
 
 static const char HEXU[] = "0123456789ABCDEF";
@@ -1149,9 +1196,15 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject
     }
     Py_ssize_t bound = PARTS_HEAD + 400 + start_n + tn[0] + tn[1] + tn[2] + tn[3] + 4 * INET6_ADDRSTRLEN
                        + 10 * NUM_MAX;
-    out = PyBytes_FromStringAndSize(NULL, bound);
-    if (out == NULL) goto done;
-    char *base = PyBytes_AS_STRING(out), *w = base + PARTS_HEAD, *at[7];
+    /* written on the stack, then copied once into a bytes object of the exact size (a bytes
+     * object of `bound` shrunk by _PyBytes_Resize cost ~550 instructions more a flow) */
+    char stackbuf[1536], *heap = NULL;
+    char *base = bound <= (Py_ssize_t)sizeof stackbuf ? stackbuf : (heap = PyMem_Malloc((size_t)bound));
+    if (base == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    char *w = base + PARTS_HEAD, *at[7];
     const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(macs);
     at[0] = w;
     w = put_mem(w, start, start_n);
@@ -1219,7 +1272,8 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject
         uint32_t len = (uint32_t)(at[i + 1] - at[i]);
         memcpy(base + i * sizeof len, &len, sizeof len);
     }
-    if (_PyBytes_Resize(&out, w - base) < 0) out = NULL;    /* (freed on failure) */
+    out = PyBytes_FromStringAndSize(base, w - base);
+    PyMem_Free(heap);
 done:
     for (int i = 0; i < O_N; i++) Py_XDECREF(objs[i]);
     return out;
@@ -1598,6 +1652,7 @@ typedef struct {
     void *cache_mem;
     Py_ssize_t slots;
     unsigned long long hits, misses;
+    long long opened;               /* flows open_entry opened (FlowTable.counters adds it to `opened`) */
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
 } TableObject;
 
@@ -1741,13 +1796,19 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
     if ((proto == 1 || proto == 58) && plen >= 2 && !(rec->icmp = untracked(Py_BuildValue("(ii)", p[0], p[1]))))
         goto error;
     if (proto == 6) tcp_reset(rec);
-    int same = PyObject_RichCompareBool(rev, key, Py_EQ);
+    /* rev == key only for a host talking to itself (source and destination the same): other
+     * keys skip comparing the tuples */
+    PyObject *src = PyTuple_GET_ITEM(key, 3), *dst = PyTuple_GET_ITEM(key, 4);
+    int same = PyBytes_CheckExact(src) && PyBytes_CheckExact(dst)
+               && (PyBytes_GET_SIZE(src) != PyBytes_GET_SIZE(dst)
+                   || memcmp(PyBytes_AS_STRING(src), PyBytes_AS_STRING(dst), (size_t)PyBytes_GET_SIZE(src)) != 0)
+               ? 0 : PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
     rec->rev_same = (unsigned char)same;
     if (set_entry(self, key, (PyObject *)rec) < 0) goto error;
     if (!same && set_entry(self, rev, (PyObject *)rec) < 0) goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
-    if (add_attr(self->table, str_opened, 1) < 0) goto error;
+    self->opened++;         /* (not table.opened += 1: a Python attribute's round trip per flow) */
     Py_DECREF(rev);
     Py_DECREF(ends);
     *d = 0;
@@ -2484,6 +2545,24 @@ error:
     return NULL;
 }
 
+/* wirebeat.ip.ip_packed(text) (a new reference): socket.inet_pton of the text's family (AF_INET6
+ * when it holds a ':'), which is libc's inet_pton, called here for ASCII text without a NUL; any
+ * other object, and text inet_pton refuses, goes to that Python function (it raises the error). */
+static PyObject *packed_ip(TableObject *self, PyObject *text)
+{
+    if (PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text) && PyUnicode_GET_LENGTH(text) < 64) {
+        char buf[64];
+        unsigned char out[16];
+        Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+        memcpy(buf, PyUnicode_DATA(text), (size_t)n);
+        buf[n] = '\0';
+        int v6 = memchr(buf, ':', (size_t)n) != NULL;
+        if (memchr(buf, '\0', (size_t)n) == NULL && inet_pton(v6 ? AF_INET6 : AF_INET, buf, out) == 1)
+            return PyBytes_FromStringAndSize((const char *)out, v6 ? 16 : 4);
+    }
+    return PyObject_CallOneArg(self->ip_packed, text);
+}
+
 /* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a new
  * reference, NULL when neither (an exception set when the lookup failed). */
 static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObject *ap, PyObject *b, PyObject *bp)
@@ -2527,10 +2606,10 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
     if (proto == 0) Py_RETURN_NONE;
     PyObject *client = NULL, *server = NULL, *cport = NULL, *sport = NULL, *proto_o = NULL, *out = NULL, *o;
     if (!(o = PyObject_GetAttr(flow, str_client_ip))) goto done;
-    client = PyObject_CallOneArg(self->ip_packed, o);
+    client = packed_ip(self, o);
     Py_DECREF(o);
     if (client == NULL || !(o = PyObject_GetAttr(flow, str_server_ip))) goto done;
-    server = PyObject_CallOneArg(self->ip_packed, o);
+    server = packed_ip(self, o);
     Py_DECREF(o);
     if (server == NULL) goto done;
     if (proto == 6 || proto == 17) {
@@ -2635,7 +2714,8 @@ static PyObject *table_invalidate(TableObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* FlowTable.counters' table figures: (records, entries of a MAC-order alias's direction) */
+/* FlowTable.counters' table figures: (records, entries of a MAC-order alias's direction,
+ * flows opened here: the Python methods count theirs in table.opened) */
 static PyObject *table_census(TableObject *self, PyObject *unused)
 {
     PyObject *k, *v;
@@ -2650,7 +2730,7 @@ static PyObject *table_census(TableObject *self, PyObject *unused)
         records += d == 0;
         aliases += d == 1 && ((RecordObject *)v)->alias != NULL;
     }
-    return Py_BuildValue("(nn)", records, aliases);
+    return Py_BuildValue("(nnL)", records, aliases, self->opened);
 }
 
 static PyObject *table_key_cache(TableObject *self, PyObject *unused)
@@ -2709,7 +2789,6 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_of_packed = PyUnicode_InternFromString("of_packed");
     str_max_flows = PyUnicode_InternFromString("max_flows");
     str_final_reports = PyUnicode_InternFromString("final_reports");
-    str_opened = PyUnicode_InternFromString("opened");
     str_end_of_input = PyUnicode_InternFromString("end_of_input");
     str_last = PyUnicode_InternFromString("last");
     str_popitem = PyUnicode_InternFromString("popitem");
@@ -2730,7 +2809,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_opened || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",

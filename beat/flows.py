@@ -603,13 +603,15 @@ class FlowTable:
         return None
 
     def counters(self) -> dict[str, int]:
+        opened = self.opened
         if self.core is not None:       # the same figures, counted in C
-            records, aliases = self.core.census()
+            records, aliases, opened_c = self.core.census()
+            opened += opened_c          # flows the C core opened (it counts its own)
         else:
             records = len(self._records())
             aliases = sum(1 for key, rec in self.flows.items() if rec[R_ALIAS] is not None and key != rec[R_KEY])
         return {"flows.table.open": records, "flows.table.mac_aliases": aliases,
-                "flows.table.opened": self.opened, "flows.table.evicted": self.evicted,
+                "flows.table.opened": opened, "flows.table.evicted": self.evicted,
                 "flows.table.ended_forgotten": self.ended_forgotten,
                 "flows.reports.periodic": self.reports, "flows.reports.final": self.final_reports}
 

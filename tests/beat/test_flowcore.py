@@ -461,7 +461,8 @@ class _Transport(str):
 def test_a_transactions_flow_id_in_c_is_the_python_one():
     """FlowTable.flow_id (C) and flow_id_python on both tables after the same packets: live
     flows either way round, flows that ended (idle, then a new flow on the same ports), ICMP
-    (no ports), transports without flows, odd transports, and addresses that are no address."""
+    (no ports), transports without flows, odd transports, and addresses that are no address
+    (empty, a NUL, a non-ASCII digit, out of range) or are one in another spelling."""
     from wirebeat.decoders.api import FlowKey
     c, py, _, _ = _tables()
     frames = []
@@ -487,7 +488,10 @@ def test_a_transactions_flow_id_in_c_is_the_python_one():
             FlowKey("icmp", A4, 0, C4, 0, "src"), FlowKey("icmp", C4, 5, A4, 6, "src"),
             FlowKey("udp", A6, 1234, B6, 53, "src"), FlowKey("sctp", A4, 1, B4, 2, "src"),
             FlowKey(_Transport("udp"), A4, 5001, B4, 53, "src"), FlowKey(None, A4, 1, B4, 2, "src"),
-            FlowKey("udp", "no address", 1, B4, 2, "src")]
+            FlowKey("udp", "no address", 1, B4, 2, "src"), FlowKey("udp", "", 1, B4, 2, "src"),
+            FlowKey("udp", "10.0.0.1\x00", 1, B4, 2, "src"), FlowKey("udp", "１0.0.0.1", 1, B4, 2, "src"),
+            FlowKey("udp", "10.0.0.256", 1, B4, 2, "src"), FlowKey("udp", "::ffff:10.0.0.1:", 1, B4, 2, "src"),
+            FlowKey("udp", A6.upper(), 1234, B6, 53, "src"), FlowKey("udp", "::ffff:" + A4, 1, B4, 2, "src")]
     found = 0
     for key in keys:
         results = []
@@ -498,7 +502,7 @@ def test_a_transactions_flow_id_in_c_is_the_python_one():
                 results.append((type(err), str(err)))
         assert results[0] == results[1], key
         found += isinstance(results[0], str)
-    assert found == 9
+    assert found == 10          # (the IPv6 flow twice: its address in capitals too)
     assert c.flow_id != c.flow_id_python and py.flow_id == py.flow_id_python
     assert _state(c) == _state(py) and list(c.ended.items()) == list(py.ended.items())
 
@@ -671,6 +675,58 @@ def test_report_text_of_every_address_shape_vlans_icmp_and_non_ascii_sources(sou
         else:
             ports = (8, 0) if proto == 1 else (128, 0)      # echo requests (type, code)
         assert doc["network"]["community_id"] == community_id_packed_python(proto, src, ports[0], dst, ports[1])
+
+
+@needs_c
+def test_ipv6_text_written_in_c_is_inet_ntops_for_every_run_of_zero_groups():
+    """The C core writes IPv6 text itself (glibc's inet_ntop rules): every pattern of zero
+    groups (the longest run, the first of equal ones, single zeros kept), leading zeros
+    dropped, and the embedded IPv4 forms (six zero groups, or five and ffff) and their near
+    misses must give the Python path's bytes (socket.inet_ntop)."""
+    import socket
+    c, py, out_c, out_py = _tables()
+    addresses = []
+    for pattern in range(256):
+        value = (0x1, 0xFFFF, 0xABC, 0x10, 0x100, 0xF00D)[pattern % 6]
+        addresses.append([value if pattern >> i & 1 else 0 for i in range(8)])
+    for fifth in (0xFFFF, 0xFFFE, 0, 1):
+        for tail in ([0, 0], [0, 1], [1, 0], [0x0102, 0x0304], [0xFFFF, 0xFFFF]):
+            addresses += [[0, 0, 0, 0, 0, fifth] + tail, [0, 0, 0, 0, 1, fifth] + tail]
+    texts = list(dict.fromkeys(socket.inet_ntop(socket.AF_INET6, b"".join(w.to_bytes(2, "big") for w in words))
+                               for words in addresses))
+    frames = [g.ethernet(g.ipv6(a, b, 17, g.udp(a, b, 1000 + i, 53, b"u")))
+              for i, (a, b) in enumerate(zip(texts, texts[1:] + texts[:1]))]
+    for table in (c, py):
+        for n, frame in enumerate(frames):
+            table.account(T0 + n / 1000, 1, frame, *_link(frame))
+        table.sweep(T0 + 1)
+        table.finish()
+    assert out_c == out_py and len(out_c) == len(frames)
+    assert {orjson.loads(line)["source"]["ip"] for _, line in out_c} == set(texts)
+
+
+class _LongDirection:
+    """A direction object of another shape than NetworkDirection, with a long verdict."""
+
+    def of_packed(self, src: bytes, dst: bytes) -> str:
+        return "far-" * 500 + str(len(src))
+
+
+@needs_c
+def test_static_parts_longer_than_the_c_cores_stack_buffer_are_the_same():
+    """A flow's static parts are written on the stack when they fit (they always do with
+    NetworkDirection's words), else in memory of their size: a 2,000-character direction."""
+    c, py, out_c, out_py = _tables()
+    frames = [g.ethernet(g.ip_packet(a, b, 17, g.udp(a, b, 1000, 53, b"x"))) for a, b in ((A4, B4), (A6, B6))]
+    for table in (c, py):
+        table.reporter.builder.direction = _LongDirection()
+        for n, frame in enumerate(frames):
+            table.account(T0 + n, 1, frame, *_link(frame))
+        table.sweep(T0 + 2)
+        table.sweep(T0 + 13)        # first (periodic) reports
+        table.finish()
+    assert out_c == out_py and len(out_c) == 4
+    assert orjson.loads(out_c[0][1])["network"]["direction"].startswith("far-far-")
 
 
 def _link(frame: bytes) -> tuple:
