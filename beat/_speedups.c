@@ -1289,6 +1289,7 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
 #define CALL_UDP 1
 #define CALL_TCP 2
 #define CALL_IP 3
+#define CALL_SEGMENT 4      /* CALL_TCP for a tracked connection: its `segment` straight away */
 
 #include "_flowapi.h"
 
@@ -1310,7 +1311,7 @@ static flowcore_api_t *get_flowcore_api(void)
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
     *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
-    *S_popitem;
+    *S_popitem, *S_segment;
 
 /* obj.name += delta (a Python int attribute). 0 on success, -1 with an exception set. */
 static int add_attr(PyObject *obj, PyObject *name, long long delta)
@@ -1606,6 +1607,10 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                         }
                         if (!call) kind = 4;
                     }
+                    /* Engine._on_tcp would look the connection up again and hand the segment
+                     * to it, unless a pure SYN may restart it (is_restarted_by): its checks
+                     * are the ones above, so call the connection's `segment` here. */
+                    if (call == CALL_TCP && conn && (flags & 0x12) != 0x02) call = CALL_SEGMENT;
                 }
             } else if (decoding && ipr[ip.proto & 0xFF]) call = CALL_IP;
             else kind = 2;
@@ -1657,7 +1662,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             }
         macs_done:;
             PyObject *payload = NULL;
-            if (call || (account && !raw_account)) {
+            if ((call && call != CALL_SEGMENT) || (account && !raw_account)) {
                 payload = PyBytes_FromStringAndSize((const char *)pl, plen);
                 if (!payload) goto fail;
             }
@@ -1689,7 +1694,22 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 PyObject *frame = PyTuple_Pack(2, lto, data), *r = NULL;
                 if (frame && PyObject_SetAttr(engine, S_frame, frame) == 0
                         && PyObject_SetAttr(engine, S_tunnel, Py_None) == 0) {
-                    if (call == CALL_IP) {
+                    if (call == CALL_SEGMENT) {
+                        /* _on_tcp's `self.delivered += 1; conn.segment(src_first ==
+                         * conn.client_first, seq, ack, flags, data, ts)` */
+                        int cf = attr_true(conn, S_client_first);
+                        uint32_t seq = ((uint32_t)pl[4] << 24) | ((uint32_t)pl[5] << 16) | ((uint32_t)pl[6] << 8) | pl[7];
+                        PyObject *seq_o = PyLong_FromUnsignedLong(seq), *ack_o = PyLong_FromUnsignedLong(ack),
+                            *flags_o = PyLong_FromLong(flags),
+                            *data_o = PyBytes_FromStringAndSize((const char *)pl + plen - data_len, data_len);
+                        if (cf >= 0 && seq_o && ack_o && flags_o && data_o) {
+                            c.delivered++;
+                            PyObject *a[7] = {conn, (src_first == cf) ? Py_True : Py_False, seq_o, ack_o, flags_o,
+                                              data_o, tso};
+                            r = PyObject_VectorcallMethod(S_segment, a, 7, NULL);
+                        }
+                        Py_XDECREF(seq_o); Py_XDECREF(ack_o); Py_XDECREF(flags_o); Py_XDECREF(data_o);
+                    } else if (call == CALL_IP) {
                         PyObject *proto_o = PyLong_FromLong(ip.proto);
                         PyObject *route = proto_o ? PyDict_GetItemWithError(routes_ip, proto_o) : NULL;
                         if (route) {
@@ -1704,7 +1724,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     }
                 }
                 Py_XDECREF(frame);
-                Py_DECREF(payload);
+                Py_XDECREF(payload);
                 if (!r) goto fail;
                 Py_DECREF(r);
                 goto next;
@@ -1906,7 +1926,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
         {&S_frame, "frame"}, {&S_tunnel, "tunnel"}, {&S_next_tick, "next_tick"},
         {&S_bypassed, "bypassed"}, {&S_last_ts, "last_ts"}, {&S_client_first, "client_first"},
         {&S_client, "client"}, {&S_server, "server"}, {&S_nxt, "nxt"}, {&S_started, "started"},
-        {&S_ended, "ended"}, {&S_popitem, "popitem"},
+        {&S_ended, "ended"}, {&S_popitem, "popitem"}, {&S_segment, "segment"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
