@@ -1289,6 +1289,7 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
 #define CALL_UDP 1
 #define CALL_TCP 2
 #define CALL_IP 3
+#define CALL_SEGMENT 4      /* CALL_TCP for a tracked connection: its `segment` straight away */
 
 #include "_flowapi.h"
 
@@ -1310,7 +1311,7 @@ static flowcore_api_t *get_flowcore_api(void)
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
     *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
-    *S_popitem;
+    *S_popitem, *S_segment;
 
 /* obj.name += delta (a Python int attribute). 0 on success, -1 with an exception set. */
 static int add_attr(PyObject *obj, PyObject *name, long long delta)
@@ -1336,6 +1337,46 @@ static int attr_true(PyObject *obj, PyObject *name)
     int r = PyObject_IsTrue(v);
     Py_DECREF(v);
     return r;
+}
+
+/* Where a __slots__ attribute of `type` lives in its objects: the byte offset of a
+ * plain object slot (a writable T_OBJECT_EX member, what `__slots__` makes), or -1 when
+ * the name is anything else there (a property, a class attribute shadowing the slot, a
+ * __dict__ attribute): then the caller goes through PyObject_GetAttr/SetAttr. */
+static Py_ssize_t slot_offset(PyTypeObject *type, PyObject *name)
+{
+    PyObject *descr = _PyType_Lookup(type, name);       /* borrowed */
+    if (descr && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) return m->offset;
+    }
+    return -1;
+}
+
+/* TCPConnection's attributes frame_batch reads for every segment of a bypassed
+ * connection or a pure ACK (wirebeat.tcp): found once per batch from the first
+ * connection's type, then read and written in place. A segment costs three
+ * attribute lookups through the type otherwise (~650 instructions of ~2,000 the
+ * frame's bookkeeping costs). An object of another type, or a slot not set, takes the
+ * generic calls. */
+typedef struct {
+    PyTypeObject *type;             /* NULL: not looked up yet */
+    Py_ssize_t bypassed, last_ts;   /* offsets, or -1: by name */
+} connslots_t;
+
+static void connslots_find(connslots_t *cs, PyObject *conn)
+{
+    if (cs->type) return;
+    cs->type = Py_TYPE(conn);       /* compared, never used after its objects are gone */
+    cs->bypassed = slot_offset(cs->type, S_bypassed);
+    cs->last_ts = slot_offset(cs->type, S_last_ts);
+}
+
+/* The slot of `conn` at `offset` (its object may be NULL: not set), or NULL: go by name. */
+static inline PyObject **conn_slot(const connslots_t *cs, PyObject *conn, Py_ssize_t offset)
+{
+    if (offset < 0 || Py_TYPE(conn) != cs->type) return NULL;
+    return (PyObject **)((char *)conn + offset);
 }
 
 typedef struct {
@@ -1417,6 +1458,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     fcount_t c;
     memset(&c, 0, sizeof c);
     Py_ssize_t last_c = -1;         /* the last frame handled here */
+    connslots_t cs = {NULL, -1, -1};
     if (!(tcp = PyObject_GetAttrString(state, "tcp")) || !(conns = PyObject_GetAttrString(tcp, "connections"))
             || !(tcp_counters = PyObject_GetAttrString(tcp, "counters"))
             || !(udp_flows = PyObject_GetAttrString(state, "udp_flows"))
@@ -1538,7 +1580,10 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                         else kind = 3;
                     } else if (flags & 0x07) call = CALL_TCP;      /* SYN, FIN, RST: the connection's own */
                     else {
-                        int bypassed = attr_true(conn, S_bypassed);
+                        connslots_find(&cs, conn);
+                        PyObject **bp = conn_slot(&cs, conn, cs.bypassed);
+                        PyObject *b = bp ? *bp : NULL;
+                        int bypassed = b == Py_True ? 1 : b == Py_False ? 0 : attr_true(conn, S_bypassed);
                         if (bypassed < 0) goto fail;
                         if (!bypassed) {
                             if (data_len) call = CALL_TCP;          /* its decoder's bytes */
@@ -1562,6 +1607,10 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                         }
                         if (!call) kind = 4;
                     }
+                    /* Engine._on_tcp would look the connection up again and hand the segment
+                     * to it, unless a pure SYN may restart it (is_restarted_by): its checks
+                     * are the ones above, so call the connection's `segment` here. */
+                    if (call == CALL_TCP && conn && (flags & 0x12) != 0x02) call = CALL_SEGMENT;
                 }
             } else if (decoding && ipr[ip.proto & 0xFF]) call = CALL_IP;
             else kind = 2;
@@ -1577,8 +1626,9 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 if (dup) goto next;
             }
 #endif
-            if (!src && (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
-                         || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))))
+            /* the addresses as objects: only for the flow table and the transport step */
+            if ((call || account) && (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
+                                      || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))))
                 goto fail;
             if (decoding) {             /* the conversation's link header: state.macs */
                 /* keyed by the two addresses as they lie in the IP header (source, then
@@ -1612,7 +1662,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             }
         macs_done:;
             PyObject *payload = NULL;
-            if (call || (account && !raw_account)) {
+            if ((call && call != CALL_SEGMENT) || (account && !raw_account)) {
                 payload = PyBytes_FromStringAndSize((const char *)pl, plen);
                 if (!payload) goto fail;
             }
@@ -1644,7 +1694,22 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 PyObject *frame = PyTuple_Pack(2, lto, data), *r = NULL;
                 if (frame && PyObject_SetAttr(engine, S_frame, frame) == 0
                         && PyObject_SetAttr(engine, S_tunnel, Py_None) == 0) {
-                    if (call == CALL_IP) {
+                    if (call == CALL_SEGMENT) {
+                        /* _on_tcp's `self.delivered += 1; conn.segment(src_first ==
+                         * conn.client_first, seq, ack, flags, data, ts)` */
+                        int cf = attr_true(conn, S_client_first);
+                        uint32_t seq = ((uint32_t)pl[4] << 24) | ((uint32_t)pl[5] << 16) | ((uint32_t)pl[6] << 8) | pl[7];
+                        PyObject *seq_o = PyLong_FromUnsignedLong(seq), *ack_o = PyLong_FromUnsignedLong(ack),
+                            *flags_o = PyLong_FromLong(flags),
+                            *data_o = PyBytes_FromStringAndSize((const char *)pl + plen - data_len, data_len);
+                        if (cf >= 0 && seq_o && ack_o && flags_o && data_o) {
+                            c.delivered++;
+                            PyObject *a[7] = {conn, (src_first == cf) ? Py_True : Py_False, seq_o, ack_o, flags_o,
+                                              data_o, tso};
+                            r = PyObject_VectorcallMethod(S_segment, a, 7, NULL);
+                        }
+                        Py_XDECREF(seq_o); Py_XDECREF(ack_o); Py_XDECREF(flags_o); Py_XDECREF(data_o);
+                    } else if (call == CALL_IP) {
                         PyObject *proto_o = PyLong_FromLong(ip.proto);
                         PyObject *route = proto_o ? PyDict_GetItemWithError(routes_ip, proto_o) : NULL;
                         if (route) {
@@ -1659,7 +1724,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     }
                 }
                 Py_XDECREF(frame);
-                Py_DECREF(payload);
+                Py_XDECREF(payload);
                 if (!r) goto fail;
                 Py_DECREF(r);
                 goto next;
@@ -1668,13 +1733,24 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (kind == 3) c.untracked++;
             else if (kind == 4) {       /* TCPConnection.segment of a bypassed connection / a pure ACK */
                 c.delivered++;
-                PyObject *last = PyObject_GetAttr(conn, S_last_ts);
-                if (!last) goto fail;
-                double last_ts = PyFloat_AsDouble(last);
-                Py_DECREF(last);
-                if (last_ts == -1.0 && PyErr_Occurred()) goto fail;
+                PyObject **lp = conn_slot(&cs, conn, cs.last_ts);
+                double last_ts;
+                if (lp && *lp && PyFloat_CheckExact(*lp)) last_ts = PyFloat_AS_DOUBLE(*lp);
+                else {
+                    lp = NULL;
+                    PyObject *last = PyObject_GetAttr(conn, S_last_ts);
+                    if (!last) goto fail;
+                    last_ts = PyFloat_AsDouble(last);
+                    Py_DECREF(last);
+                    if (last_ts == -1.0 && PyErr_Occurred()) goto fail;
+                }
                 if (ts < last_ts) c.behind++;
-                else if (PyObject_SetAttr(conn, S_last_ts, tso) < 0) goto fail;
+                else if (lp) {          /* what the slot's setter does */
+                    PyObject *old = *lp;
+                    Py_INCREF(tso);
+                    *lp = tso;
+                    Py_DECREF(old);
+                } else if (PyObject_SetAttr(conn, S_last_ts, tso) < 0) goto fail;
                 c.segments++;
                 if (data_len) c.bypassed++;
             }
@@ -1850,7 +1926,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
         {&S_frame, "frame"}, {&S_tunnel, "tunnel"}, {&S_next_tick, "next_tick"},
         {&S_bypassed, "bypassed"}, {&S_last_ts, "last_ts"}, {&S_client_first, "client_first"},
         {&S_client, "client"}, {&S_server, "server"}, {&S_nxt, "nxt"}, {&S_started, "started"},
-        {&S_ended, "ended"}, {&S_popitem, "popitem"},
+        {&S_ended, "ended"}, {&S_popitem, "popitem"}, {&S_segment, "segment"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))

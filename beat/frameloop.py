@@ -16,7 +16,9 @@ time. `frame_batches` gives the engine an `on_batch` that runs the C
   announcement or a heuristic to ask, an IP protocol with a decoder): the same
   bookkeeping in C, then the engine's own transport step (`_on_tcp`,
   `_on_udp`, `_on_ip_protocol`) with the arguments on_frame passes, and
-  `engine.frame` set as on_frame sets it;
+  `engine.frame` set as on_frame sets it; for a segment of a connection the
+  loop has found (not a pure SYN), the last step of `_on_tcp` only: the
+  connection's `segment`;
 - anything else (a timeout tick due, malformed headers, fragments, tunnels,
   MPLS/PPPoE shims, unusual records): `Engine.on_frame` whole.
 

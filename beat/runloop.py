@@ -177,10 +177,13 @@ class Runner:
         # Every packet allocates short-lived objects that form no reference
         # cycles, so the default collector (a young-generation pass every 700
         # allocations, each one also walking whatever survived) spends ~12% of
-        # a file run for nothing. Collect ten times less often, and leave what
-        # start-up built (modules, config, decoders) out of every pass.
+        # a file run for nothing. Collect seventy times less often, and leave what
+        # start-up built (modules, config, decoders) out of every pass. A pass
+        # walks what survived since the last one (new flows and connections,
+        # cold in cache): at 10,000 it took 80-90 ms of a realistic 300k run
+        # (13 passes), at 50,000 30-60 ms (2 passes); see docs/performance.md tcp4.
         gc.freeze()
-        gc.set_threshold(10000, 20, 20)
+        gc.set_threshold(50000, 20, 20)
         if self.feed is not None:
             self.feed.start(self.live)
         if self.server is not None:

@@ -1490,7 +1490,7 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
     loop = _WorkerLoop(setup)
     import gc
     gc.freeze()
-    gc.set_threshold(10000, 20, 20)     # as the run loop: per-packet garbage has no cycles
+    gc.set_threshold(50000, 20, 20)     # as the run loop: per-packet garbage has no cycles
     decoded = 0
     last_stats = 0.0
     sink = loop.sink

@@ -29,6 +29,7 @@ import pytest
 import pcapgen as g
 from test_engine_untracked import _capture
 from test_packets_batch import FragmentOutput, _hostile, count_on_frame
+from wirebeat import tcp
 from wirebeat.accel import speedups
 from wirebeat.config import Option
 from wirebeat.decoders.api import Datagram, DecoderSpec, Expectations, FlowKey, Transaction
@@ -295,6 +296,30 @@ def test_hostile_traffic_batched_as_frame_by_frame(seed: int) -> None:
     assert counters["packets.non_ip"] > 0 and counters["tcp.connections_detected"] > 0
     assert any(b'"what":"close"' in doc for _id, doc in docs)
     assert 0 < left < len(frames) / 10
+
+
+class _ShadowedConnection(tcp.TCPConnection):
+    """A connection whose `last_ts` and `bypassed` are properties over other slots: the
+    C loop reads and writes TCPConnection's slots in place, and must see that these are
+    not those slots (else it writes a slot the properties never read)."""
+
+    __slots__ = ("_last", "_bypassed")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # TCPConnection's own slots hold stale values a wrong reader would take
+        _ShadowedConnection.__base__.last_ts.__set__(self, 0.0)
+        _ShadowedConnection.__base__.bypassed.__set__(self, True)
+
+    last_ts = property(lambda self: self._last, lambda self, v: setattr(self, "_last", v))
+    bypassed = property(lambda self: self._bypassed, lambda self, v: setattr(self, "_bypassed", v))
+
+
+@needs_c
+def test_connection_attributes_not_in_slots_go_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tcp, "TCPConnection", _ShadowedConnection)
+    counters, _left, _docs = _same(_traffic(7), sizes=(4096, 3), **{"wirebeat.limits.tcp.idle_timeout": 5.0})
+    assert counters["tcp.segments_bypassed"] > 100 and counters["tcp.timestamps_behind"] > 0
 
 
 @needs_c
