@@ -88,6 +88,10 @@ def _run_child(cmd: list[str], cwd: Path, tree: Path | None = None,
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU of the child and of the processes it waited for (worker processes included).
     _run_child.last_tree_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # System time and page faults: what instruction counts miss (memory handed back to the
+    # kernel and faulted in again shows only here; docs/performance.md, session 7).
+    _run_child.last_tree_sys_s = after.ru_stime - before.ru_stime
+    _run_child.last_tree_faults = after.ru_minflt - before.ru_minflt
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     return elapsed, proc.stderr.decode()
@@ -106,9 +110,16 @@ def bench_wirebeat(path: Path, extra: list[str], tree: Path | None = None,
     cpu = re.findall(r'"cpu_user_s": ([\d.]+), "cpu_system_s": ([\d.]+)', err)
     cpu_s = float(cpu[-1][0]) + float(cpu[-1][1]) if cpu else float("nan")
     return {"seconds": elapsed, "packets": packets, "documents": docs,
-            "tree_cpu_s": _run_child.last_tree_cpu_s,
+            "tree_cpu_s": _run_child.last_tree_cpu_s, "tree_sys_s": _run_child.last_tree_sys_s,
+            "page_faults": _run_child.last_tree_faults,
             "packets_per_s": packets / elapsed, "documents_per_s": docs / elapsed,
             "peak_rss_mib": rss_mib, "cpu_s": cpu_s}
+
+
+def _faults(r: dict[str, float]) -> str:
+    """System time and minor page faults of one run, per 1,000 packets too."""
+    return (f"system {r['tree_sys_s']:.2f} s, {r['page_faults']:,} page faults "
+            f"({r['page_faults'] * 1000 / max(r['packets'], 1):.0f} per 1,000 packets)")
 
 
 def flow_memory(flows: int = 20_000) -> dict[str, float]:
@@ -158,7 +169,8 @@ def bench_flows(path: Path, repeat: int, base: Path | None = None) -> None:
         r = best[mode]
         print(f"wirebeat realistic ({path.name}), flows {mode}: {r['packets_per_s']:,.0f} packets/s "
               f"({r['seconds']:.2f} s wall), {r['packets'] / cpu[mode]:,.0f} packets per CPU second "
-              f"({cpu[mode]:.2f} s), {r['documents']} documents, peak RSS {r['peak_rss_mib']} MiB")
+              f"({cpu[mode]:.2f} s), {r['documents']} documents, peak RSS {r['peak_rss_mib']} MiB, "
+              f"{_faults(r)}")
     off, on = best["off"], best["on"]
     print(f"flows cost: {1 - on['packets_per_s'] / off['packets_per_s']:.1%} of the flows-off "
           f"throughput by wall time, {1 - cpu['off'] / cpu['on']:.1%} by CPU time")
@@ -349,7 +361,7 @@ def main() -> int:
     wb = bench_wirebeat(big, [])
     print(f"wirebeat file->console: {wb['packets']} packets, {wb['documents']} documents in "
           f"{wb['seconds']:.2f} s = {wb['packets_per_s']:,.0f} packets/s, "
-          f"{wb['documents_per_s']:,.0f} documents/s, peak RSS {wb['peak_rss_mib']} MiB")
+          f"{wb['documents_per_s']:,.0f} documents/s, peak RSS {wb['peak_rss_mib']} MiB, {_faults(wb)}")
     print(f"peak RSS at {wb_small['packets']} packets: {wb_small['peak_rss_mib']} MiB; "
           f"at {wb['packets']} packets: {wb['peak_rss_mib']} MiB")
     ts = None
@@ -370,7 +382,8 @@ def main() -> int:
     web = generate(args.packets // 5, "http")
     wb_http = bench_wirebeat(web, [])
     print(f"wirebeat HTTP file->console ({web.name}): {wb_http['packets_per_s']:,.0f} packets/s, "
-          f"{wb_http['documents_per_s']:,.0f} transactions/s, peak RSS {wb_http['peak_rss_mib']} MiB")
+          f"{wb_http['documents_per_s']:,.0f} transactions/s, peak RSS {wb_http['peak_rss_mib']} MiB, "
+          f"{_faults(wb_http)}")
     if not args.skip_tshark:
         ts_http = bench_tshark(web, wb_http["packets"])
         if ts_http:
