@@ -802,12 +802,8 @@ class _Pairing:
             self.counters["unmatched_responses"] += 1
             lone = _Pending(ts, flow, msg, 0, [NOTE_ORPHANED, *notes])
             return [self._transaction(None, lone, None, size)]
-        all_notes = query.notes
-        all_notes.extend(notes)
-        # _transaction's for a query and its response, without the call
-        return [Transaction(query.flow, query.ts, ts, "OK" if msg.rcode == 0 else "Error",
-                            DNSExchange(query.msg, msg, self.settings), query.size, size,
-                            tuple(dict.fromkeys(all_notes)) if all_notes else (), f"{query.msg.id}/q")]
+        query.notes.extend(notes)
+        return [self._transaction(query, msg, ts, size)]
 
     def _transaction(self, query: _Pending | None, response: DNSMessage | _Pending | None,
                      response_ts: float | None, response_size: int) -> Transaction:

@@ -131,7 +131,7 @@ class ICMPDecoder:
                 return self._on_reply(dgram.ts, flow, msg)
             return self._on_request(dgram.ts, flow, msg)
         # decode_message's whole header, without the call; then the echo pairs (every ICMP
-        # packet of a ping) paired here, without _on_request's, _on_reply's and _transaction's calls
+        # packet of a ping) paired here, without _on_request's and _on_reply's calls
         type_, code, _checksum, identifier, sequence = _HEADER.unpack_from(payload)
         msg = ICMPMessage(version, type_, code, identifier, sequence, len(payload) - 8)
         pending = self.pending
@@ -140,12 +140,7 @@ class ICMPDecoder:
             if found is None:
                 return self._on_reply(dgram.ts, flow, msg)
             req_ts, req_flow, req = found
-            if req_flow.client_port != req.type or req_flow.server_port != req.code:
-                return [_transaction(req_ts, dgram.ts, req_flow, req, msg, "OK", ())]
-            return [Transaction(req_flow, req_ts, dgram.ts, "OK",
-                                ICMPExchange(req, msg, req_flow.server_ip), req.payload_bytes,
-                                msg.payload_bytes, (),
-                                f"{req.type}/{req.code}/{req.identifier}/{req.sequence}")]
+            return [_transaction(req_ts, dgram.ts, req_flow, req, msg, "OK", ())]
         if type_ in _PAIRS[version]:
             key = (version, flow.client_ip, flow.server_ip, identifier, sequence)
             if key not in pending and len(pending) < self.max_pending:
