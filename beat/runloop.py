@@ -17,7 +17,6 @@ exits (0 when everything was acknowledged). A second signal exits at once.
 """
 from __future__ import annotations
 
-import gc
 import os
 import select
 import signal
@@ -30,7 +29,7 @@ from typing import Any
 from wirebeat import logs
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
-from wirebeat.engine import Engine
+from wirebeat.engine import Engine, quiet_collector
 from wirebeat.monitor import StatsServer, source_documents, stats_document
 from wirebeat.pipeline import Pipeline
 from wirebeat.sources.feed import Feed, LiveInput
@@ -174,16 +173,7 @@ class Runner:
     def run(self) -> int:
         started = time.monotonic()
         self.started = started
-        # Every packet allocates short-lived objects that form no reference
-        # cycles, so the default collector (a young-generation pass every 700
-        # allocations, each one also walking whatever survived) spends ~12% of
-        # a file run for nothing. Collect seventy times less often, and leave what
-        # start-up built (modules, config, decoders) out of every pass. A pass
-        # walks what survived since the last one (new flows and connections,
-        # cold in cache): at 10,000 it took 80-90 ms of a realistic 300k run
-        # (13 passes), at 50,000 30-60 ms (2 passes); see docs/performance.md tcp4.
-        gc.freeze()
-        gc.set_threshold(50000, 20, 20)
+        quiet_collector()
         if self.feed is not None:
             self.feed.start(self.live)
         if self.server is not None:

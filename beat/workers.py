@@ -108,7 +108,7 @@ from wirebeat import logs
 from wirebeat.accel import workcore
 from wirebeat.config import Config
 from wirebeat.document import DocumentBuilder
-from wirebeat.engine import TICK_S, Engine
+from wirebeat.engine import TICK_S, Engine, quiet_collector
 from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6, locate_network
 from wirebeat.outputs import ConsoleOutput
 from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, OutputStopped, Pipeline
@@ -1488,9 +1488,7 @@ def worker_main(fd_in: int, fd_out: int, setup: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     loop = _WorkerLoop(setup)
-    import gc
-    gc.freeze()
-    gc.set_threshold(50000, 20, 20)     # as the run loop: per-packet garbage has no cycles
+    quiet_collector()               # as the run loop
     decoded = 0
     last_stats = 0.0
     sink = loop.sink

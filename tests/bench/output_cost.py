@@ -21,7 +21,7 @@ document) is measured apart, by replaying the documents a run published:
    then `close()`. The child's CPU time (user + sys, all threads: the output
    thread included), minus the same loop that only rebuilds the documents,
    divided by the documents, is the per-document output cost. The garbage
-   collector is set as the run loop sets it (gc.freeze, threshold 50000).
+   collector is set as the run loop sets it (engine.quiet_collector).
    `--es` also times the Elasticsearch output's bulk body building
    (`ElasticsearchOutput._body`) on the same batches, without a node.
 
@@ -65,12 +65,13 @@ tree, record, mode = sys.argv[1:4]
 import wirebeat
 assert wirebeat.__file__.startswith(tree), wirebeat.__file__
 from wirebeat.pipeline import Pipeline
+from wirebeat.engine import quiet_collector
 from wirebeat.outputs import ConsoleOutput
 items = []
 for line in open(record, "rb"):
     doc_id, fragment, text = orjson.loads(line)
     items.append((doc_id, fragment, text))
-gc.collect(); gc.freeze(); gc.set_threshold(50000, 20, 20)
+gc.collect(); quiet_collector()
 
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
