@@ -518,6 +518,7 @@ static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8
 #include "_blake2b.h"     /* blake2b(), id_text(): flow.id */
 #include "_cid.h"         /* community_id(): network.community_id */
 #include "_isotime.h"     /* second_text(): event times */
+#include "_iptext.h"      /* ip_text(): addresses */
 #include "_flowapi.h"     /* account_raw, offered to beat/_speedups.c */
 
 /* ---- text ------------------------------------------------------------------ */
@@ -952,72 +953,11 @@ static int iso_text(ReporterObject *self, double ts, char *out)
     return r;
 }
 
-/* IPv6 text as glibc's inet_ntop writes it (resolv/inet_ntop.c, inet_ntop6): lowercase hex
- * groups without leading zeros, the longest run of at least two zero groups (the first of equal
- * ones) as "::", and the last 32 bits as dotted decimal after six zero groups or after five and
- * ffff (::a.b.c.d, ::ffff:a.b.c.d). glibc's took ~3k instructions an address (sprintf a group). */
-static Py_ssize_t ip6_chars(const unsigned char *a, char *out)
-{
-    static const char HEX[] = "0123456789abcdef";
-    unsigned words[8];
-    int best = -1, best_len = 0, cur = -1, cur_len = 0;
-    for (int i = 0; i < 8; i++) {
-        words[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
-        if (words[i] == 0) {
-            if (cur < 0) { cur = i; cur_len = 1; } else cur_len++;
-        } else if (cur >= 0) {
-            if (best < 0 || cur_len > best_len) { best = cur; best_len = cur_len; }
-            cur = -1;
-        }
-    }
-    if (cur >= 0 && (best < 0 || cur_len > best_len)) { best = cur; best_len = cur_len; }
-    if (best >= 0 && best_len < 2) best = -1;
-    char *w = out;
-    for (int i = 0; i < 8; i++) {
-        if (best >= 0 && i >= best && i < best + best_len) {
-            if (i == best) *w++ = ':';
-            continue;
-        }
-        if (i != 0) *w++ = ':';
-        if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
-            for (int k = 12; k < 16; k++) {
-                unsigned v = a[k];
-                if (k > 12) *w++ = '.';
-                if (v >= 100) { *w++ = (char)('0' + v / 100); v %= 100; *w++ = (char)('0' + v / 10); }
-                else if (v >= 10) *w++ = (char)('0' + v / 10);
-                *w++ = (char)('0' + v % 10);
-            }
-            return w - out;
-        }
-        unsigned v = words[i];
-        int started = 0;
-        for (int shift = 12; shift >= 0; shift -= 4) {
-            unsigned nib = (v >> shift) & 15;
-            if (nib || started || shift == 0) { *w++ = HEX[nib]; started = 1; }
-        }
-    }
-    if (best >= 0 && best + best_len == 8) *w++ = ':';
-    return w - out;
-}
-
 /* An address as inet_ntop writes it (wirebeat.ip.ip_text is socket.inet_ntop, the same libc
  * function): its length. */
 static Py_ssize_t ip_chars(PyObject *packed, char *out)
 {
-    int v6 = PyBytes_GET_SIZE(packed) == 16;
-    if (!v6) {      /* dotted decimal, written here (glibc's goes through sprintf) */
-        const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(packed);
-        char *w = out;
-        for (int i = 0; i < 4; i++) {
-            unsigned v = a[i];
-            if (i) *w++ = '.';
-            if (v >= 100) { *w++ = (char)('0' + v / 100); v %= 100; *w++ = (char)('0' + v / 10); }
-            else if (v >= 10) *w++ = (char)('0' + v / 10);
-            *w++ = (char)('0' + v % 10);
-        }
-        return w - out;
-    }
-    return ip6_chars((const unsigned char *)PyBytes_AS_STRING(packed), out);
+    return ip_text(out, (const unsigned char *)PyBytes_AS_STRING(packed), (int)PyBytes_GET_SIZE(packed)) - out;
 }
 
 static const char HEXU[] = "0123456789ABCDEF";

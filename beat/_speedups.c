@@ -83,6 +83,7 @@ static inline int is_shim(unsigned t) { return t == 0x8847 || t == 0x8848 || t =
 
 #include "_cid.h"     /* sha1_short(), community_id() */
 #include "_isotime.h" /* second_text() */
+#include "_iptext.h"  /* ip_text() */
 
 /* ---- the header walk ----------------------------------------------------- */
 
@@ -721,59 +722,12 @@ static inline void put_mac(out_t *o, const unsigned char *m)
     }
     *o->p++ = '"';
 }
-static inline void put_dotted(out_t *o, const unsigned char *a)
-{
-    for (int i = 0; i < 4; i++) {
-        if (i) *o->p++ = '.';
-        unsigned v = a[i];
-        if (v >= 100) *o->p++ = (char)('0' + v / 100);
-        if (v >= 10) *o->p++ = (char)('0' + v / 10 % 10);
-        *o->p++ = (char)('0' + v % 10);
-    }
-}
-
-/* An address as text, exactly as inet_ntop (so socket.inet_ntop, ip.ip_text) writes it:
- * IPv6 per RFC 5952 with glibc's rules (the first longest run of two or more zero
- * groups becomes "::"; ::a.b.c.d and ::ffff:a.b.c.d end in dotted IPv4), without
- * its sprintf per group. */
+/* An address as text, exactly as inet_ntop (so socket.inet_ntop, ip.ip_text) writes it
+ * (_iptext.h), quoted. */
 static inline void put_ip(out_t *o, const unsigned char *a, int alen)
 {
     *o->p++ = '"';
-    if (alen == 4) put_dotted(o, a);
-    else {
-        unsigned w[8];
-        int best = -1, best_len = 0, cur = -1, cur_len = 0, i;
-        for (i = 0; i < 8; i++) {
-            w[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
-            if (w[i] == 0) {
-                if (cur < 0) { cur = i; cur_len = 1; } else cur_len++;
-            } else if (cur >= 0) {
-                if (cur_len > best_len) { best = cur; best_len = cur_len; }
-                cur = -1;
-            }
-        }
-        if (cur >= 0 && cur_len > best_len) { best = cur; best_len = cur_len; }
-        if (best_len < 2) best = -1;
-        for (i = 0; i < 8; i++) {
-            if (best >= 0 && i >= best && i < best + best_len) {
-                if (i == best) *o->p++ = ':';
-                continue;
-            }
-            if (i) *o->p++ = ':';
-            if (i == 6 && best == 0 && (best_len == 6 || (best_len == 7 && w[7] != 0x0001)
-                                        || (best_len == 5 && w[5] == 0xffff))) {
-                put_dotted(o, a + 12);
-                break;
-            }
-            unsigned v = w[i];
-            int started = 0;
-            for (int shift = 12; shift >= 0; shift -= 4) {
-                unsigned nib = (v >> shift) & 15;
-                if (nib || started || shift == 0) { *o->p++ = "0123456789abcdef"[nib]; started = 1; }
-            }
-        }
-        if (best >= 0 && best + best_len == 8) *o->p++ = ':';
-    }
+    o->p = ip_text(o->p, a, alen);
     *o->p++ = '"';
 }
 

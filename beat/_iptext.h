@@ -1,0 +1,59 @@
+/* An IP address as text, exactly as glibc's inet_ntop (so socket.inet_ntop and
+ * wirebeat.ip.ip_text) writes it, without its sprintf per group: dotted decimal for
+ * IPv4; for IPv6 lowercase hex groups without leading zeros, the first longest run of
+ * two or more zero groups as "::", and the last 32 bits in dotted decimal after six zero
+ * groups or after five and ffff (::a.b.c.d, ::ffff:a.b.c.d). Shared by beat/_speedups.c
+ * and beat/_flowcore.c (static, compiled into each). */
+#ifndef WIREBEAT_IPTEXT_H
+#define WIREBEAT_IPTEXT_H
+
+/* Four bytes as dotted decimal at w; returns the end. */
+static inline char *dotted_text(char *w, const unsigned char *a)
+{
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (i) *w++ = '.';
+        if (v >= 100) *w++ = (char)('0' + v / 100);
+        if (v >= 10) *w++ = (char)('0' + v / 10 % 10);
+        *w++ = (char)('0' + v % 10);
+    }
+    return w;
+}
+
+/* An address of alen (4 or 16) bytes as text at w (at most 45 characters); returns the end. */
+static inline char *ip_text(char *w, const unsigned char *a, int alen)
+{
+    if (alen == 4) return dotted_text(w, a);
+    unsigned words[8];
+    int best = -1, best_len = 0, cur = -1, cur_len = 0;
+    for (int i = 0; i < 8; i++) {
+        words[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
+        if (words[i] == 0) {
+            if (cur < 0) { cur = i; cur_len = 1; } else cur_len++;
+        } else if (cur >= 0) {
+            if (cur_len > best_len) { best = cur; best_len = cur_len; }
+            cur = -1;
+        }
+    }
+    if (cur >= 0 && cur_len > best_len) { best = cur; best_len = cur_len; }
+    if (best_len < 2) best = -1;
+    for (int i = 0; i < 8; i++) {
+        if (best >= 0 && i >= best && i < best + best_len) {
+            if (i == best) *w++ = ':';
+            continue;
+        }
+        if (i) *w++ = ':';
+        if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff)))
+            return dotted_text(w, a + 12);
+        unsigned v = words[i];
+        int started = 0;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            unsigned nib = (v >> shift) & 15;
+            if (nib || started || shift == 0) { *w++ = "0123456789abcdef"[nib]; started = 1; }
+        }
+    }
+    if (best >= 0 && best + best_len == 8) *w++ = ':';
+    return w;
+}
+
+#endif
