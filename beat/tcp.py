@@ -434,7 +434,9 @@ class TCPTable:
         self.max_buffered_bytes = max_buffered_bytes
         self.max_buffered_bytes_total = max_buffered_bytes_total
         self.idle_timeout_s = idle_timeout_s
-        self.connections: dict[Hashable, TCPConnection] = {}
+        # Oldest first. An OrderedDict: _evict looks at the oldest, which in a plain dict means
+        # stepping over every entry deleted before them (65,536 steps in a SYN flood).
+        self.connections: OrderedDict[Hashable, TCPConnection] = OrderedDict()
         # key -> (close time, the ISNs of its SYNs), oldest first
         self.recently_closed: OrderedDict[Hashable, tuple[float, tuple]] = OrderedDict()
         self.buffered_total = 0

@@ -40,6 +40,7 @@ import heapq
 import socket
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -746,7 +747,9 @@ class _Pairing:
         self.transport = transport
         # (requester flow's fields, id) -> pending query, in arrival order; the fields, not the
         # FlowKey: a tuple of them hashes without FlowKey's Python __hash__
-        self.pending: dict[tuple, _Pending] = {}
+        # Oldest first. An OrderedDict: taking the oldest of a plain dict costs a step per entry
+        # deleted before it, which a flood of unanswered queries makes 65,536 steps per query.
+        self.pending: OrderedDict[tuple, _Pending] = OrderedDict()
         self.counters = {"pending_evicted": 0, "unmatched_requests": 0,
                          "unmatched_responses": 0}
 
@@ -774,7 +777,7 @@ class _Pairing:
         if len(self.pending) >= self.settings.max_pending:
             # Cap reached: the oldest query is reported unanswered now rather than
             # holding memory for an answer that a flood of ids will never bring.
-            oldest = self.pending.pop(next(iter(self.pending)))
+            oldest = self.pending.popitem(last=False)[1]
             self.counters["pending_evicted"] += 1
             self.counters["unmatched_requests"] += 1
             oldest.notes.append(NOTE_NO_RESPONSE)
@@ -829,7 +832,7 @@ class _Pairing:
         it, as packetbeat does for DNS over TCP. None when no query is open."""
         if not self.pending:
             return None
-        query = self.pending.pop(next(reversed(self.pending)))
+        query = self.pending.popitem()[1]
         self.counters["unmatched_requests"] += 1
         query.notes.append(NOTE_UNDECODABLE_RESPONSE)
         query.notes.append(err.reason)

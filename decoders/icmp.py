@@ -14,6 +14,7 @@ Community ID spec, an ICMP flow's ports are the message's type and code.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -118,7 +119,8 @@ class ICMPDecoder:
         self.timeout_s: float = options["transaction_timeout"]
         self.max_pending: int = options["max_pending"]
         # (version, requester ip, responder ip, id, seq) -> (request time, flow, message)
-        self.pending: dict[tuple, tuple[float, FlowKey, ICMPMessage]] = {}
+        # Oldest first; an OrderedDict for the same reason as DNS's pending queries.
+        self.pending: OrderedDict[tuple, tuple[float, FlowKey, ICMPMessage]] = OrderedDict()
         self.counters = {"pending_evicted": 0}    # read by the engine's monitoring
 
     def on_datagram(self, dgram: Datagram) -> list[Transaction]:
@@ -163,8 +165,7 @@ class ICMPDecoder:
         if len(self.pending) >= self.max_pending:
             # Cap reached: the oldest request is reported unanswered now rather
             # than holding memory for a reply that a flood will never send.
-            oldest = next(iter(self.pending))
-            req_ts, req_flow, req_msg = self.pending.pop(oldest)
+            req_ts, req_flow, req_msg = self.pending.popitem(last=False)[1]
             self.counters["pending_evicted"] += 1
             out.append(_transaction(req_ts, None, req_flow, req_msg, None, "Error",
                                     (NOTE_NO_RESPONSE,)))

@@ -56,7 +56,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -637,7 +637,7 @@ class NetflowDecoder:
         self.max_domains: int = options.get("max_domains", 256)
         self.max_pending_sets: int = options.get("max_pending_sets", 256)
         self.pending_timeout_s: float = options.get("pending_timeout", 60.0)
-        self.exporters: dict[str, _Exporter] = {}
+        self.exporters: OrderedDict[str, _Exporter] = OrderedDict()     # oldest first (O(1))
         self.totals: Counter[str] = Counter()
         self.pending_sets = 0
         self.held_in_packet = 0         # data sets of the current packet held for their template
@@ -691,8 +691,7 @@ class NetflowDecoder:
 
     def _new_exporter(self, address: str, ip: str) -> _Exporter:
         if len(self.exporters) >= self.max_exporters:
-            oldest = next(iter(self.exporters))
-            evicted = self.exporters.pop(oldest)
+            evicted = self.exporters.popitem(last=False)[1]
             self.pending_sets -= len(evicted.pending)
             self.totals["exporters_evicted"] += 1
         exporter = self.exporters[address] = _Exporter(address, ip)

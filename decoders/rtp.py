@@ -45,6 +45,7 @@ packets, or end of input.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -534,7 +535,7 @@ class RTPDecoder:
         self.expectations = expectations if expectations is not None else Expectations()
         self.sides: dict[int, _Side] = {}          # (id(flow) << 1) | from_client -> side
         self.sides_by_flow: dict[tuple[FlowKey, bool], _Side] = {}
-        self.streams: dict[int, _Stream] = {}      # id -> stream, oldest first
+        self.streams: OrderedDict[int, _Stream] = OrderedDict()   # id -> stream, oldest first (O(1))
         self.by_ssrc: dict[int, list[_Stream]] = {}
         self.counters = {"streams_evicted": 0, "rtcp_packets": 0, "rtcp_unmatched": 0,
                          "heuristic_rejected": 0, "demultiplexed_other": 0}

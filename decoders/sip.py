@@ -18,6 +18,7 @@ TLS or WebSocket, compressed (SigComp) messages.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -327,7 +328,7 @@ class _Dialogs:
         self.expectations = expectations
         self.max_dialogs = max_dialogs
         self.timeout_s = timeout_s
-        self.calls: dict[str, _Call] = {}
+        self.calls: OrderedDict[str, _Call] = OrderedDict()     # least recently active first (O(1))
         self.counters = counters
 
     def on_message(self, msg: SIPMessage, sdp: SDP | None, ts: float) -> str | None:
@@ -339,11 +340,11 @@ class _Dialogs:
             if sdp is None or not sdp.media:
                 return call_id
             if len(self.calls) >= self.max_dialogs:
-                del self.calls[next(iter(self.calls))]
+                self.calls.popitem(last=False)
                 self.counters["dialogs_evicted"] += 1
             call = _Call(MediaSession(call_id), [], False, ts)
         else:
-            del self.calls[call_id]                    # re-inserted last: dict order is age
+            self.calls.move_to_end(call_id)            # order is age of last activity
             if call.session.ended_ts is not None and msg.is_request and msg.method == "INVITE":
                 call = _Call(MediaSession(call_id), [], False, ts)     # a new call, same Call-ID
         self.calls[call_id] = call

@@ -19,6 +19,7 @@ Floods (sizes at --scale 1):
 - tiny_segments: one HTTP connection, 200,000 one-byte segments, every
   second one first (so each leaves a hole until its neighbour comes);
 - dns_ids: 200,000 DNS queries with distinct ids, never answered;
+- echo_requests: 200,000 ICMP echo requests with distinct ids, never answered;
 - http_hostile: 40 HTTP connections each sending a 1 MiB header line, and
   40 responses with an endless chunked body (24 MiB each, never finished);
 - rtp_ssrcs: 200,000 RTP packets, each with a new random SSRC, on
@@ -26,11 +27,18 @@ Floods (sizes at --scale 1):
 
 The bound each flood is held to is stated in docs/limits.md: the baseline
 RSS plus the sum of the documented caps that flood can fill.
+
+`--base REV` runs each flood on that revision too (exported as
+tests/bench/run.py's `--base` does), on the same pcap, base first.
+`--flows-off` runs every flood with flow reports off, so that the cost of
+the flood's own tables (TCP connections, pending queries and requests) is
+not hidden behind the flow table's.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import resource
@@ -120,6 +128,12 @@ def dns_ids(n: int) -> Iterator[bytes]:
                                 g.udp(src, "172.16.0.53", 1024 + i % 60000, 53, query, checksum=0)))
 
 
+def echo_requests(n: int) -> Iterator[bytes]:
+    for i in range(n):
+        src = _addr(4000 + i // 60000)
+        yield g.ethernet(g.ipv4(src, "172.16.0.7", g.IPPROTO_ICMP, g.icmp_echo(i % 60000, i // 60000)))
+
+
 def http_hostile(n: int) -> Iterator[bytes]:
     connections = max(1, n)
     for c in range(connections):
@@ -163,23 +177,37 @@ FLOODS = {
     "fragments": (fragments, 300_000, []),
     "tiny_segments": (tiny_segments, 200_000, []),
     "dns_ids": (dns_ids, 200_000, []),
+    "echo_requests": (echo_requests, 200_000, []),
     "http_hostile": (http_hostile, 40, []),
     "rtp_ssrcs": (rtp_ssrcs, 200_000, ["-E", "wirebeat.protocols.rtp.heuristic=true"]),
     "baseline": (lambda n: iter(()), 0, []),
 }
 
 
-def run_one(name: str, scale: float, workdir: Path) -> dict[str, object]:
+def run_one(name: str, scale: float, workdir: Path, flows: bool = True,
+            trees: tuple[Path | None, ...] = (None,)) -> list[dict[str, object]]:
+    """The flood written once, then run by each tree (None: the installed wirebeat)."""
     make, size, extra = FLOODS[name]
     n = max(1, int(size * scale)) if size else 0
     path = workdir / f"{name}.pcap"
     started = time.monotonic()
     packets = g.write_pcap(path, _mixed(make(n), n if name != "http_hostile" else 40 * 25000))
     generated_s = time.monotonic() - started
+    results = []
+    for tree in trees:
+        result = run_tree(path, extra + ([] if flows else ["-E", "wirebeat.flows.enabled=false"]), tree)
+        results.append({"flood": name, "packets": packets, "tree": "installed" if tree is None else "base",
+                        **result, "generate_s": round(generated_s, 1)})
+    path.unlink()
+    return results
+
+
+def run_tree(path: Path, extra: list[str], tree: Path | None) -> dict[str, object]:
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-m", "wirebeat.cli", "run", "-I", str(path), "--console",
                              "-E", "logging.metrics.period=0", *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     normal_ok = documents = 0
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -197,12 +225,10 @@ def run_one(name: str, scale: float, workdir: Path) -> dict[str, object]:
     caps = {k: v for k, v in summary.items()
             if any(word in k for word in ("evicted", "cap", "dropped", "timed_out", "malformed",
                                           "overlap", "gap", "skipped", "too_", "pending"))}
-    path.unlink()
-    return {"flood": name, "packets": packets, "exit": code, "documents": documents,
+    return {"exit": code, "documents": documents,
             "normal_pairs_decoded": normal_ok, "peak_rss_mib": int(match.group(1)) if match else None,
             "packets_per_cpu_s": round(summary.get("packets.read", 0) / cpu_s) if cpu_s else None,
-            "cpu_s": round(cpu_s, 1), "wall_s": summary.get("elapsed_s"),
-            "generate_s": round(generated_s, 1), "caps": caps}
+            "cpu_s": round(cpu_s, 1), "wall_s": summary.get("elapsed_s"), "caps": caps}
 
 
 def syn_state(n: int) -> dict[str, object]:
@@ -246,24 +272,31 @@ def main() -> int:
                         help="only measure memory per half-open connection, in-process, with N SYNs")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--base", metavar="REV", help="also run each flood on this revision")
+    parser.add_argument("--flows-off", action="store_true", help="flow reports off in every run")
     parser.add_argument("--markdown", action="store_true", help="also print a table for docs/limits.md")
     args = parser.parse_args()
     if args.syn_state:
         print(json.dumps(syn_state(args.syn_state)))
         return 0
     names = args.only or ["baseline", *[n for n in FLOODS if n != "baseline"]]
+    trees: tuple[Path | None, ...] = (None,)
+    if args.base:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from run import export_base
+        trees = (export_base(args.base), None)
     results = []
     with tempfile.TemporaryDirectory(prefix="wirebeat-floods-") as tmp:
         for name in names:
-            result = run_one(name, args.scale, Path(tmp))
-            results.append(result)
-            print(json.dumps(result), flush=True)
+            for result in run_one(name, args.scale, Path(tmp), not args.flows_off, trees):
+                results.append(result)
+                print(json.dumps(result), flush=True)
     if args.markdown:
-        print("\n| flood | packets | peak RSS | packets per CPU second | normal pairs decoded | caps and counters hit |")
-        print("| --- | ---: | ---: | ---: | ---: | --- |")
+        print("\n| flood | tree | packets | peak RSS | packets per CPU second | normal pairs decoded | caps and counters hit |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
         for r in results:
             caps = ", ".join(f"`{k}` {v}" for k, v in sorted(r["caps"].items())) or "-"
-            print(f"| {r['flood']} | {r['packets']} | {r['peak_rss_mib']} MiB | {r['packets_per_cpu_s']} | "
+            print(f"| {r['flood']} | {r['tree']} | {r['packets']} | {r['peak_rss_mib']} MiB | {r['packets_per_cpu_s']} | "
                   f"{r['normal_pairs_decoded']}/{NORMAL_PAIRS} | {caps} |")
     return 0 if all(r["normal_pairs_decoded"] == NORMAL_PAIRS for r in results) else 1
 

@@ -321,6 +321,18 @@ def test_dialogs_are_capped_and_forgotten_when_idle():
     assert list(decoder.dialogs.calls) == ["call2@pc33.atlanta.example.com"]
 
 
+def test_the_dialog_evicted_is_the_one_idle_longest_not_the_one_opened_first():
+    decoder = SIPDecoder({**OPTIONS, "max_dialogs": 2, "dialog_timeout": 60.0}, Expectations())
+    invite = [INVITE.replace(b"a84b4c76e66710", b"call%d" % n) for n in range(3)]
+    decoder.on_datagram(Datagram(T0, FLOW, True, invite[0]))
+    decoder.on_datagram(Datagram(T0 + 1, FLOW, True, invite[1]))
+    decoder.on_datagram(Datagram(T0 + 2, FLOW, False, OK.replace(b"a84b4c76e66710", b"call0")))
+    decoder.on_datagram(Datagram(T0 + 3, FLOW, True, invite[2]))      # full: call1 goes
+    assert list(decoder.dialogs.calls) == ["call0@pc33.atlanta.example.com",
+                                           "call2@pc33.atlanta.example.com"]
+    assert decoder.counters["dialogs_evicted"] == 1
+
+
 def test_hold_and_non_rtp_media_announce_nothing():
     expectations = Expectations()
     body = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 5000 RTP/AVP 0\r\nm=image 6000 udptl t38\r\n"
