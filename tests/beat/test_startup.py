@@ -121,6 +121,16 @@ def test_a_user_switch_imports_the_certificate_parser_before_it() -> None:
 
 
 @pytest.mark.root
+def test_a_user_switch_with_workers_runs_to_the_end() -> None:
+    """Workers are forked after the switch and reaped with os.wait4, whose result type
+    lives in the `resource` module, imported at its first call: before the switch (on
+    main, this run ended with "No module named 'resource'", exit 1, where the
+    interpreter is under /root)."""
+    docs = _documents_as_nobody(TLS_CAPTURE, "--workers", "2")
+    assert len(docs) == 2
+
+
+@pytest.mark.root
 def test_a_user_switch_loads_the_public_suffix_list_before_it() -> None:
     """DNS's registered_domain needs the Public Suffix List, read from the
     publicsuffixlist package with the idna/punycode codecs: loaded before the switch,
