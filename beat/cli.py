@@ -17,6 +17,7 @@ from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
 from wirebeat.diskqueue import DiskQueue, DiskQueueError
 from wirebeat.document import DocumentBuilder
+from wirebeat.engine import Engine
 from wirebeat import outputs
 from wirebeat.outputs import ConsoleOutput, FileOutput, OutputError
 from wirebeat.monitor import StatsServer
@@ -27,13 +28,11 @@ from wirebeat.processors.lookup import mapping_targets
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import PipeInput, Runner
 from wirebeat.sources.feed import SourceError
-from wirebeat.sources.live import LiveSource
 from wirebeat.sources.netflow import Listener, NetflowListener
 from wirebeat.sources.pcapfile import CaptureError, open_capture
 from wirebeat.sources.zmq import ZMQSource
 from wirebeat.stats import Stats
-from wirebeat.workers import make_engine
-from wirebeat.template import TemplateError, build_template, install_template
+from wirebeat.template import TemplateError, build_template, install_template, template_dir
 
 __all__ = ["main"]
 
@@ -291,6 +290,9 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
         config.values["wirebeat.workers"] = args.workers
     if config["wirebeat.workers"] < 1:
         raise UsageError(f"wirebeat.workers: {config['wirebeat.workers']} is not a number of processes (1 or more)")
+    # The worker pool's module (pickle, subprocess, tempfile: ~4 ms of start-up) only for a
+    # pool, and imported here: before the privilege drop, as everything it forks with.
+    pool = importlib.import_module("wirebeat.workers") if config["wirebeat.workers"] > 1 else None
     user = args.user or config["wirebeat.user"]
     stats = Stats()
     try:
@@ -306,21 +308,27 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                            config["wirebeat.sources.zmq.queue_messages"]) for e in endpoints]
         for feed in feeds:
             feed.check()
-        interfaces = [LiveSource(device, config["wirebeat.interfaces.snaplen"],
-                                 config["wirebeat.interfaces.bpf_filter"],
-                                 config["wirebeat.interfaces.promiscuous"],
-                                 config["wirebeat.interfaces.buffer_size_mb"]) for device in devices]
+        interfaces = []
+        if devices:
+            # Imported for live capture only (ctypes.util, subprocess: ~3 ms), before the drop.
+            from wirebeat.sources.live import LiveSource
+            interfaces = [LiveSource(device, config["wirebeat.interfaces.snaplen"],
+                                     config["wirebeat.interfaces.bpf_filter"],
+                                     config["wirebeat.interfaces.promiscuous"],
+                                     config["wirebeat.interfaces.buffer_size_mb"]) for device in devices]
         for interface in interfaces:
             interface.open()
         for listener in listeners:
             listener.open()
         server = _stats_server(config, stats) if config["http.enabled"] else None
         if user and os.geteuid() == 0:
-            # The Elasticsearch client is imported lazily, and so are what decoders list in
-            # `lazy_imports`; the user root switches to may not be able to read the
-            # interpreter's files (a Python under /root).
+            # The Elasticsearch client is imported lazily, and so are importlib.resources
+            # (template.template_dir) and what decoders list in `lazy_imports`; the user
+            # root switches to may not be able to read the interpreter's files (a Python
+            # under /root).
             import wirebeat.elasticsearch_output  # noqa: F401
             import encodings.utf_8_sig  # noqa: F401    (the codec lookup tables are read with)
+            template_dir()      # importlib.resources: the Elasticsearch output's template parts
             for r in enabled:
                 for module in r.spec.lazy_imports:
                     try:
@@ -368,8 +376,13 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
                               config["fields_under_root"], config["tags"])
     for listener in listeners:
         builder.per_source[listener.name] = (listener.listener.tags, listener.listener.fields)
-    engine = make_engine(config, enabled, builder, pipeline, stats, strict=args.strict,
-                         flowless=[listener.name for listener in listeners], files=readers)
+    flowless = [listener.name for listener in listeners]
+    if pool is not None:
+        engine = pool.make_engine(config, enabled, builder, pipeline, stats, strict=args.strict,
+                                  flowless=flowless, files=readers)
+    else:       # (what workers.make_engine makes for one process)
+        engine = Engine(config, enabled, builder, pipeline, stats, strict=args.strict)
+        engine.flowless_sources.update(flowless)
     runner = Runner(config, engine, pipeline, stats, builder, readers, live, server)
     runner.install_signal_handlers()
     return runner.run()

@@ -8,7 +8,6 @@ Dotted keys may be written nested or flat (`output.console.enabled: true`).
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -385,6 +384,7 @@ def load_config(path: str | None, overrides: Iterable[str],
     for key, value in raw.items():
         if key not in schema:
             _refuse_packetbeat_option(key, schema)
+            import difflib      # only here: a mistyped key (~1 ms of every start-up otherwise)
             hint = difflib.get_close_matches(key, schema.keys(), n=1)
             suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise ConfigError(f"unknown config key '{key}'{suffix}")

@@ -19,8 +19,6 @@ import struct
 from functools import lru_cache
 from typing import Any
 
-from communityid import icmp as _icmp4
-from communityid import icmp6 as _icmp6
 import orjson
 
 from wirebeat.accel import doctext, speedups
@@ -46,8 +44,8 @@ def community_id(transport: str, client_ip: str, client_port: int, server_ip: st
 
     The hash is done here because the `communityid` package costs ~50 us per
     flow (input validation), which was 40% of the file -> console time on the
-    benchmark. Its ICMP type mapping, the subtle part, is used as is, and
-    tests/beat/test_community_id.py checks every result against the package.
+    benchmark. tests/beat/test_community_id.py checks every result against the
+    package, ICMP types and codes included (see _ICMP_PEERS).
     """
     proto = _IANA.get(transport)
     if proto is None:
@@ -61,14 +59,30 @@ def community_id(transport: str, client_ip: str, client_port: int, server_ip: st
     return community_id_packed(proto, saddr, client_port, daddr, server_port)
 
 
+# ICMP (1) and ICMPv6 (58): the message type that answers a type (the spec's, from Zeek:
+# echo, timestamp, information, router and address mask; echo, group membership, router,
+# neighbour, node information and home agent discovery). Such a pair is ordered as a
+# two-way flow with ports (type, answer); any other type is one-way with ports
+# (type, code). As beat/_cid.h's icmp_peer. Written out, not read from the `communityid`
+# package: importing it (stdlib logging, string ...) was ~33 M instructions of every start-up.
+_ICMP_PEERS = {
+    1: {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17},
+    58: {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133, 135: 136, 136: 135,
+         139: 140, 140: 139, 144: 145, 145: 144},
+}
+
+
 def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> str:
     """`community_id` of packed addresses and an IANA protocol number (1, 6, 17 or 58):
     flows hold addresses packed, and their ids are unique, so no text and no cache."""
     one_way = False
-    if proto == 1:
-        sport, dport, one_way = _icmp4.get_port_equivalents(sport, dport)
-    elif proto == 58:
-        sport, dport, one_way = _icmp6.get_port_equivalents(sport, dport)
+    peers = _ICMP_PEERS.get(proto)
+    if peers is not None:
+        peer = peers.get(sport)
+        if peer is None:
+            one_way = True
+        else:
+            dport = peer
     # Both directions of a flow hash alike: the smaller endpoint goes first.
     if not (one_way or saddr < daddr or (saddr == daddr and sport < dport)):
         saddr, daddr, sport, dport = daddr, saddr, dport, sport

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import gzip
+import logging
 import os
 import queue
 import re
@@ -30,6 +31,9 @@ from wirebeat.pipeline import Batch, Block, OutputStopped, documents
 __all__ = ["ElasticsearchOutput", "check_connection", "make_client", "redact_hosts"]
 
 log = logs.get("output")
+# The client's own per-request log lines, quieted where every client is made (here: this
+# was in wirebeat.stats, whose import of stdlib logging cost every console run ~2 ms).
+logging.getLogger("elastic_transport").setLevel(logging.WARNING)
 SUPPORTED_ES_MAJOR = 9      # the 9.x client speaks to 9.x servers
 
 

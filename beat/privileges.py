@@ -107,14 +107,16 @@ def _clear_capabilities() -> None:
 
 
 # Modules the standard library imports lazily, on paths that run after the switch
-# (host names are encoded with idna, which needs unicodedata and stringprep, ...).
+# (host names are encoded with idna, which needs unicodedata and stringprep, ...), and
+# those wirebeat imports at first use (traceback: logs.py, the first exception logged;
+# resource: os.wait4's result, when the worker pool reaps its workers).
 # They are imported before it: the new user may not be able to read the
 # interpreter's library (a Python installed under /root, a venv in a private home).
 _LATE_IMPORTS = ("encodings.idna", "encodings.punycode", "encodings.ascii", "encodings.latin_1", "encodings.utf_8",
                  "unicodedata", "stringprep", "http.client", "email.parser", "email.feedparser",
                  "json", "zlib", "gzip", "ssl", "uuid", "hashlib", "hmac", "base64", "socketserver",
                  "http.server", "urllib.parse", "urllib.request", "mimetypes", "queue", "select",
-                 "selectors")
+                 "selectors", "traceback", "linecache", "tokenize", "textwrap", "resource")
 
 
 def _import_late_modules() -> None:

@@ -11,7 +11,6 @@ everything (zip archives, eggs, import hooks providing distributions).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from wirebeat import distinfo
@@ -26,10 +25,14 @@ class RegistryError(Exception):
     """A plug-in cannot be loaded or conflicts with another."""
 
 
-@dataclass(frozen=True, slots=True)
+# A plain class, not a dataclass: @dataclass made each class at every start-up
+# (~0.5 ms each; docs/performance.md, start9).
 class Registered:
-    spec: DecoderSpec
-    origin: str          # "module:attribute (distribution version)"
+    __slots__ = ("spec", "origin")
+
+    def __init__(self, spec: DecoderSpec, origin: str) -> None:
+        self.spec = spec
+        self.origin = origin  # "module:attribute (distribution version)"
 
 
 def _entry_points() -> Iterator[tuple[str, str, str, Callable[[], Any]]]:

@@ -7,7 +7,6 @@ one flat mapping of dotted names, with the process's CPU time and RSS.
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -77,5 +76,3 @@ class Stats:
         merged.update(self.counters)
         return {k: merged[k] for k in sorted(merged) if merged[k]}
 
-
-logging.getLogger("elastic_transport").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from wirebeat.decoders.api import DecoderSpec
@@ -18,11 +18,17 @@ from wirebeat.decoders.api import DecoderSpec
 if TYPE_CHECKING:
     from elasticsearch import BadRequestError
 
-__all__ = ["TEMPLATE_DIR", "TemplateError", "build_template", "install_template"]
+__all__ = ["TemplateError", "build_template", "install_template", "template_dir"]
 
 # index_templates/ ships inside the package as `wirebeat.index_templates`, so an
-# installed wheel finds it whatever the working directory.
-TEMPLATE_DIR = resources.files("wirebeat.index_templates")
+# installed wheel finds it whatever the working directory. Found when first read
+# (`template_dir`): importlib.resources costs a console or file run ~5 ms of start-up
+# (tempfile, zipfile, shutil ...) and only the Elasticsearch output and `setup` read it.
+@cache
+def template_dir() -> Any:
+    """index_templates/ as an importlib.resources Traversable."""
+    from importlib import resources
+    return resources.files("wirebeat.index_templates")
 
 
 class TemplateError(Exception):
@@ -30,7 +36,7 @@ class TemplateError(Exception):
 
 
 def _load(name: str) -> dict[str, Any]:
-    path = TEMPLATE_DIR / f"{name}.json"
+    path = template_dir() / f"{name}.json"
     try:
         return json.loads(path.read_bytes())
     except FileNotFoundError:

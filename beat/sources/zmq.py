@@ -35,17 +35,13 @@ from collections import OrderedDict
 import base64
 import hashlib
 import os
-import shutil
 import signal
 import struct
-import tempfile
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from wirebeat import logs
 from wirebeat.document import COLLECTOR_SEPARATOR, iso_time
@@ -70,17 +66,20 @@ LOGGED_HEADER_CHANGES = 100     # then only the zmq.header_changes counter says 
 _RECEIVER_PIPES: set[int] = set()   # stop pipes of this process's receivers (a fork closes the others')
 
 
-@dataclass(frozen=True, slots=True)
-class CollectorEvent:
+class CollectorEvent(NamedTuple):     # (not a frozen dataclass: the same ==, repr; ~1 ms less start-up)
     client: str
     action: str             # connect, disconnect, closingtracefile
     path: str | None        # the trace file closed, for closingtracefile
 
 
-@dataclass(frozen=True, slots=True)
+# A plain class, not a dataclass: @dataclass made each class at every start-up
+# (~0.5 ms each; docs/performance.md, start9).
 class _PcapngHeader:
-    order: str
-    interfaces: list[Interface]
+    __slots__ = ("order", "interfaces")
+
+    def __init__(self, order: str, interfaces: list[Interface]) -> None:
+        self.order = order
+        self.interfaces = interfaces
 
 
 def parse_header(part: bytes) -> PcapHeader | _PcapngHeader:
@@ -287,10 +286,13 @@ class ZMQSource:
         self.receive_buffer = receive_buffer
         self.queue_messages = queue_messages
         self.decoder = MessageDecoder(self.clients)
-        # ZeroMQ is imported with the first feed (~20 ms of CPU a run without one saves):
-        # here, before the CLI drops privileges, so later imports of it read no file.
+        # ZeroMQ is imported with the first feed (~20 ms of CPU a run without one saves),
+        # and so are shutil and tempfile (the receive queue's directory; ~2 ms): here,
+        # before the CLI drops privileges, so later imports of them read no file.
         import zmq  # noqa: F401
         from wirebeat.sources import zmqrecv  # noqa: F401
+        import shutil  # noqa: F401
+        import tempfile  # noqa: F401
         self.socket: zmq.Socket | None = None       # PULL: batches from the receiver process
         self.receiver_pid = 0
         self.exit_code: int | None = None           # the receiver's, once reaped
@@ -330,6 +332,8 @@ class ZMQSource:
         """Fork the receiver process (call it for every feed before this process opens any
         ZeroMQ socket, and after dropping privileges: the receiver keeps the same user).
         A fork, not a new interpreter: the unprivileged user may not be allowed to run one."""
+        import shutil       # (loaded by __init__)
+        import tempfile
         try:
             self.directory = tempfile.mkdtemp(prefix="wirebeat-zmq-")     # mode 0700
         except OSError as err:
@@ -347,6 +351,7 @@ class ZMQSource:
                 code = zmqrecv.receive(self.endpoint, self.forward, self.receive_hwm, self.receive_buffer,
                                        self.queue_messages, self.subscriptions(), stop_read)
             except BaseException:                   # a bug: say so on stderr, exit 1
+                import traceback                    # (before a user switch: privileges._LATE_IMPORTS)
                 traceback.print_exc()
             finally:
                 # Last to go (wirebeat has stopped it or is gone): the socket's directory too.
@@ -458,6 +463,7 @@ class ZMQSource:
             self.socket.close(0)
             self.socket = None
         if self.directory:
+            import shutil       # (loaded by __init__)
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = ""
 

@@ -37,8 +37,8 @@ print(json.dumps({"code": code, "imported": late}), file=sys.stderr)
 """
 
 
-def _imported(*args: str) -> list[str]:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(LATE), *args], cwd=ROOT,
+def _imported(*args: str, late: tuple[str, ...] = LATE) -> list[str]:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(late), *args], cwd=ROOT,
                           capture_output=True, timeout=120, check=False)
     result = json.loads(proc.stderr.decode().strip().splitlines()[-1])
     assert result["code"] == 0, proc.stderr.decode()
@@ -55,6 +55,22 @@ def test_a_run_imports_no_library_it_does_not_use() -> None:
     # The check sees late imports: a certificate brings in the parser.
     assert _imported("run", "-I", str(TLS_CAPTURE), "--console") == [
         "cryptography", "wirebeat.decoders.tls_x509"]
+
+
+# Cheaper modules a console run from a file does not need either (docs/performance.md,
+# start9): the index template's importlib.resources, the worker pool's module, live
+# capture's, the `communityid` package (stdlib logging), difflib (a mistyped key's
+# hint), traceback (the first exception logged), tempfile (ZeroMQ's receive queue).
+UNUSED_BY_A_FILE_RUN = ("importlib.resources", "wirebeat.workers", "wirebeat.sources.live", "communityid",
+                        "logging", "difflib", "traceback", "tempfile")
+
+
+def test_a_console_run_from_a_file_imports_only_what_it_uses() -> None:
+    capture = str(ROOT / "pcaps" / "tls" / "tls13_ecdsa_anyport.pcap")
+    assert _imported("run", "-I", capture, "--console", late=UNUSED_BY_A_FILE_RUN) == []
+    # The check sees them: workers bring in their module (before any privilege drop).
+    assert _imported("run", "-I", capture, "--console", "--workers", "2",
+                     late=UNUSED_BY_A_FILE_RUN) == ["wirebeat.workers", "traceback", "tempfile"]
 
 
 def test_a_zeromq_feed_imports_zeromq_when_it_is_made() -> None:
@@ -75,13 +91,13 @@ def test_builtin_decoders_name_their_distribution_and_version() -> None:
     assert origins["dns"].startswith("wirebeat.decoders.dns:DECODER ")
 
 
-def _documents_as_nobody(capture: Path) -> list[dict]:
+def _documents_as_nobody(capture: Path, *extra: str) -> list[dict]:
     """The documents of `wirebeat run -I capture` switched to nobody; it must run
     unprivileged without any decoder crashing."""
     require(os.geteuid() == 0, "root (to switch user)")
     proc = subprocess.run([sys.executable, "-m", "wirebeat.cli", "run", "-I", str(capture),
                            "--console", "--user", "nobody", "-E", "wirebeat.flows.enabled=false",
-                           "-E", "logging.level=info"],
+                           "-E", "logging.level=info", *extra],
                           cwd=ROOT, capture_output=True, timeout=120, check=False)
     stderr = proc.stderr.decode()
     assert proc.returncode == 0, stderr
@@ -102,6 +118,16 @@ def test_a_user_switch_imports_the_certificate_parser_before_it() -> None:
         x509 = doc["tls"]["server"]["x509"]
         assert x509["subject"]["common_name"] == "rsa.wirebeat.test"
         assert (x509["public_key_algorithm"], x509["public_key_size"]) == ("RSA", 2048)
+
+
+@pytest.mark.root
+def test_a_user_switch_with_workers_runs_to_the_end() -> None:
+    """Workers are forked after the switch and reaped with os.wait4, whose result type
+    lives in the `resource` module, imported at its first call: before the switch (on
+    main, this run ended with "No module named 'resource'", exit 1, where the
+    interpreter is under /root)."""
+    docs = _documents_as_nobody(TLS_CAPTURE, "--workers", "2")
+    assert len(docs) == 2
 
 
 @pytest.mark.root

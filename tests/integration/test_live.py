@@ -160,6 +160,9 @@ def test_the_any_device_gives_linux_cooked_frames(netns):
 # interpreter, so what wirebeat imports only when used, like the stats endpoint's
 # http.server that Wirebeat turns on, is imported here too.)
 PRELOAD = ("import encodings.ascii, encodings.idna, http.server\n"
+           # and what `run` imports when an input needs it: live capture's module, and
+           # ZeroMQ's standard-library imports (zmq's pickle, the receive queue's tempfile)
+           "import wirebeat.sources.live, pickle, tempfile\n"
            "from wirebeat.cli import main\n"
            "from wirebeat.registry import discover\n"
            "discover()\n")
