@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 import gc
 import struct
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache, partial
 from typing import Any
 
@@ -76,64 +76,51 @@ def quiet_collector() -> None:
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
 
-# Plain classes, not dataclasses: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(frozen=True, slots=True)
 class Route:
-    __slots__ = ("spec", "options")
-
-    def __init__(self, spec: DecoderSpec, options: dict[str, Any]) -> None:
-        self.spec = spec
-        self.options = options
+    spec: DecoderSpec
+    options: dict[str, Any]
 
 
+@dataclass(slots=True)
 class _UDPFlow:
-    __slots__ = ("key", "client", "route", "last_ts", "turned_down", "turned_down_ts")
-
-    def __init__(self, key: FlowKey | None, client: tuple[bytes, int] | None, route: Route | None,
-                 last_ts: float, turned_down: int = 0, turned_down_ts: float = 0.0) -> None:
-        self.key = key  # client first; None with route
-        self.client = client
-        self.route = route  # None: the heuristics turned the flow down (cached)
-        self.last_ts = last_ts
-        self.turned_down = turned_down  # datagrams since the heuristics turned the flow down ...
-        self.turned_down_ts = turned_down_ts  # ... at this packet time
+    key: FlowKey | None     # client first; None with route
+    client: tuple[bytes, int] | None
+    route: Route | None     # None: the heuristics turned the flow down (cached)
+    last_ts: float
+    turned_down: int = 0    # datagrams since the heuristics turned the flow down ...
+    turned_down_ts: float = 0.0     # ... at this packet time
 
 
 
+@dataclass(slots=True)
 class _SourceState:
-    __slots__ = ("name", "defrag", "decoders", "udp_flows", "expectations", "expected", "tcp",
-                 "ticking", "flows", "dedup", "macs", "now", "next_tick", "next_sweep")
+    name: str
+    defrag: Defragmenter
+    decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
+    udp_flows: OrderedDict[bytes, _UDPFlow] = field(default_factory=OrderedDict)   # _conversation_key
+    expectations: Expectations = field(default_factory=Expectations)
+    expected: dict = field(init=False)      # expectations.udp, read once per new unrouted flow
+    tcp: TCPTable = field(default_factory=TCPTable)
+    # The connections' streams whose decoder wants expire(now) at every tick, in the
+    # order they started (an insertion-ordered set): the tick walks these, not every
+    # connection (most are done with their decoder: TLS after its handshake).
+    ticking: dict[_TCPStream, None] = field(default_factory=dict)
+    flows: FlowTable | None = None          # None with wirebeat.flows.enabled false
+    dedup: Any = None                       # the engine's Dedup, None where it does not apply
+    # sender + receiver IP address (packed, joined: as they lie in the IP header) -> the
+    # link type (4 bytes, big-endian) + link header (up to the first byte of the network
+    # layer) of the pair's latest frame: transactions' source/destination.mac (for a
+    # routed peer the router's) and the link layers of their protocol stack, capped by
+    # wirebeat.limits.max_mac_pairs. Bytes, not tuples: the C frame loop looks a pair up
+    # for every decoded frame, and one object is one hash, one compare, fewer cache misses.
+    macs: OrderedDict[bytes, bytes] = field(default_factory=OrderedDict)
+    now: float = 0.0
+    next_tick: float = 0.0
+    next_sweep: float = 0.0
 
-    def __init__(self, name: str, defrag: Defragmenter,
-                 decoders: dict[str, DatagramDecoder] | None = None,
-                 udp_flows: OrderedDict[bytes, _UDPFlow] | None = None,
-                 expectations: Expectations | None = None, tcp: TCPTable | None = None,
-                 ticking: dict[_TCPStream, None] | None = None, flows: FlowTable | None = None,
-                 dedup: Any = None, macs: OrderedDict[bytes, bytes] | None = None, now: float = 0.0,
-                 next_tick: float = 0.0, next_sweep: float = 0.0) -> None:
-        self.name = name
-        self.defrag = defrag
-        self.decoders = {} if decoders is None else decoders
-        self.udp_flows = OrderedDict() if udp_flows is None else udp_flows  # _conversation_key
-        self.expectations = Expectations() if expectations is None else expectations
-        self.tcp = TCPTable() if tcp is None else tcp
-        # The connections' streams whose decoder wants expire(now) at every tick, in the
-        # order they started (an insertion-ordered set): the tick walks these, not every
-        # connection (most are done with their decoder: TLS after its handshake).
-        self.ticking = {} if ticking is None else ticking
-        self.flows = flows  # None with wirebeat.flows.enabled false
-        self.dedup = dedup  # the engine's Dedup, None where it does not apply
-        # sender + receiver IP address (packed, joined: as they lie in the IP header) -> the
-        # link type (4 bytes, big-endian) + link header (up to the first byte of the network
-        # layer) of the pair's latest frame: transactions' source/destination.mac (for a
-        # routed peer the router's) and the link layers of their protocol stack, capped by
-        # wirebeat.limits.max_mac_pairs. Bytes, not tuples: the C frame loop looks a pair up
-        # for every decoded frame, and one object is one hash, one compare, fewer cache misses.
-        self.macs = OrderedDict() if macs is None else macs
-        self.now = now
-        self.next_tick = next_tick
-        self.next_sweep = next_sweep
-        self.expected = self.expectations.udp   # read once per new unrouted flow
+    def __post_init__(self) -> None:
+        self.expected = self.expectations.udp
 
 
 def _conversation_key(src: bytes, dst: bytes, transport: bytes, src_first: bool) -> bytes:

@@ -11,6 +11,7 @@ everything (zip archives, eggs, import hooks providing distributions).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from wirebeat import distinfo
@@ -25,14 +26,10 @@ class RegistryError(Exception):
     """A plug-in cannot be loaded or conflicts with another."""
 
 
-# A plain class, not a dataclass: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(frozen=True, slots=True)
 class Registered:
-    __slots__ = ("spec", "origin")
-
-    def __init__(self, spec: DecoderSpec, origin: str) -> None:
-        self.spec = spec
-        self.origin = origin  # "module:attribute (distribution version)"
+    spec: DecoderSpec
+    origin: str          # "module:attribute (distribution version)"
 
 
 def _entry_points() -> Iterator[tuple[str, str, str, Callable[[], Any]]]:

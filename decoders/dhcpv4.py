@@ -20,6 +20,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, Transaction, Truncated,
@@ -105,36 +106,26 @@ OPTION_NAMES = {
 _OPT_PAD, _OPT_END, _OPT_OVERLOAD = 0, 255, 52
 
 
-# Plain classes, not dataclasses: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(frozen=True, slots=True)
 class DHCPMessage:
-    __slots__ = ("op", "hardware_type", "hardware_length", "hops", "transaction_id", "seconds",
-                 "flags", "client_ip", "your_ip", "server_ip", "relay_ip", "client_hardware",
-                 "server_name", "boot_file_name", "options", "option_order", "length", "notes")
-
-    def __init__(self, op: int, hardware_type: int, hardware_length: int, hops: int,
-                 transaction_id: int, seconds: int, flags: int, client_ip: str, your_ip: str,
-                 server_ip: str, relay_ip: str, client_hardware: bytes, server_name: str,
-                 boot_file_name: str, options: Mapping[int, bytes] | None = None,
-                 option_order: tuple[int, ...] = (), length: int = 0, notes: tuple[str, ...] = ()) -> None:
-        self.op = op  # 1 BOOTREQUEST, 2 BOOTREPLY
-        self.hardware_type = hardware_type  # htype
-        self.hardware_length = hardware_length  # hlen
-        self.hops = hops
-        self.transaction_id = transaction_id  # xid
-        self.seconds = seconds  # secs
-        self.flags = flags
-        self.client_ip = client_ip  # ciaddr
-        self.your_ip = your_ip  # yiaddr
-        self.server_ip = server_ip  # siaddr
-        self.relay_ip = relay_ip  # giaddr
-        self.client_hardware = client_hardware  # chaddr (16 bytes)
-        self.server_name = server_name  # sname, when not overloaded with options
-        self.boot_file_name = boot_file_name  # file, when not overloaded with options
-        self.options = {} if options is None else options  # code -> value (RFC 3396 joined)
-        self.option_order = option_order
-        self.length = length
-        self.notes = notes
+    op: int                   # 1 BOOTREQUEST, 2 BOOTREPLY
+    hardware_type: int        # htype
+    hardware_length: int      # hlen
+    hops: int
+    transaction_id: int       # xid
+    seconds: int              # secs
+    flags: int
+    client_ip: str            # ciaddr
+    your_ip: str              # yiaddr
+    server_ip: str            # siaddr
+    relay_ip: str             # giaddr
+    client_hardware: bytes    # chaddr (16 bytes)
+    server_name: str          # sname, when not overloaded with options
+    boot_file_name: str       # file, when not overloaded with options
+    options: Mapping[int, bytes] = field(default_factory=dict)   # code -> value (RFC 3396 joined)
+    option_order: tuple[int, ...] = ()
+    length: int = 0
+    notes: tuple[str, ...] = ()
 
     @property
     def client_mac(self) -> str:
@@ -329,12 +320,10 @@ def option_fields(msg: DHCPMessage) -> tuple[dict[str, Any], list[str]]:
 
 # -- decoder -----------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
 class DHCPRecord:
-    __slots__ = ("msg", "option")
-
-    def __init__(self, msg: DHCPMessage, option: dict[str, Any]) -> None:
-        self.msg = msg
-        self.option = option
+    msg: DHCPMessage
+    option: dict[str, Any]
 
 
 class DHCPDecoder:

@@ -20,6 +20,7 @@ the inputs a document carries and the estimate's limits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 __all__ = ["CODEC_IMPAIRMENTS", "DEFAULT_R", "Quality", "codec_impairment", "delay_impairment",
            "estimate", "mos_from_r"]
@@ -40,23 +41,16 @@ CODEC_IMPAIRMENTS: dict[str, tuple[float, float]] = {
 ASSUMED_CODEC = "PCMU"
 
 
-# A plain class, not a dataclass: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(frozen=True, slots=True)
 class Quality:
-    __slots__ = ("r_factor", "mos", "codec_impairment", "loss_robustness", "codec_basis",
-                 "effective_loss_pct", "delay_impairment", "one_way_delay_ms")
-
-    def __init__(self, r_factor: float, mos: float, codec_impairment: float, loss_robustness: float,
-                 codec_basis: str, effective_loss_pct: float, delay_impairment: float,
-                 one_way_delay_ms: float) -> None:
-        self.r_factor = r_factor
-        self.mos = mos
-        self.codec_impairment = codec_impairment  # Ie
-        self.loss_robustness = loss_robustness  # Bpl
-        self.codec_basis = codec_basis  # "g113" or "assumed_g711"
-        self.effective_loss_pct = effective_loss_pct  # Ppl: lost + discarded, percent of expected
-        self.delay_impairment = delay_impairment  # Id
-        self.one_way_delay_ms = one_way_delay_ms  # Ta used for Id
+    r_factor: float
+    mos: float
+    codec_impairment: float          # Ie
+    loss_robustness: float           # Bpl
+    codec_basis: str                 # "g113" or "assumed_g711"
+    effective_loss_pct: float        # Ppl: lost + discarded, percent of expected
+    delay_impairment: float          # Id
+    one_way_delay_ms: float          # Ta used for Id
 
 
 def codec_impairment(codec: str) -> tuple[float, float, str]:

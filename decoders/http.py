@@ -92,6 +92,7 @@ import re
 import zlib
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_to_bytes, urlsplit
 
@@ -138,87 +139,62 @@ _RESYNC_RESPONSE_ANYWHERE = _RESYNC_RESPONSE
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
-# Plain classes, not dataclasses: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(slots=True)      # one per message: not frozen, whose __init__ costs a call per field
 class HTTPMessage:
     """One request or response, with what the options asked to keep of it."""
 
-    __slots__ = ("ts", "version", "method", "target", "status_code", "status_phrase", "headers",
-                 "content_type", "host", "user_agent", "referer", "user_name", "forwarded_ip", "size",
-                 "body_bytes", "body", "raw", "path", "query", "notes", "mime_type")
-
-    def __init__(self, ts: float, version: str, method: str, target: str, status_code: int,
-                 status_phrase: str, headers: dict[str, Any], content_type: str, host: str,
-                 user_agent: str, referer: str, user_name: str, forwarded_ip: str, size: int,
-                 body_bytes: int, body: str | None, raw: str | None, path: str, query: str,
-                 notes: tuple[str, ...], mime_type: str = "") -> None:
-        self.ts = ts  # first packet of the message
-        self.version = version  # "1.1"
-        self.method = method  # requests; "" for responses
-        self.target = target  # request-target as sent; "" for responses
-        self.status_code = status_code  # responses; 0 for requests
-        self.status_phrase = status_phrase  # lower-cased, as packetbeat reports it
-        # lower-cased names: content-length and content-type always, others per options
-        self.headers = headers
-        self.content_type = content_type
-        self.host = host  # Host header
-        self.user_agent = user_agent
-        self.referer = referer
-        self.user_name = user_name  # from Authorization: Basic
-        self.forwarded_ip = forwarded_ip  # first address of real_ip_header, when it is an IP
-        self.size = size  # bytes on the wire: start line, headers, body, chunk framing, trailers
-        self.body_bytes = body_bytes  # body length (decoded from chunking), lost bytes included
-        self.body = body  # captured body (include_body_for), at most max_body_bytes
-        self.raw = raw  # send_request / send_response text: header block plus captured body
-        self.path = path  # url.path, percent-decoded
-        self.query = query  # url.query, re-encoded with keys sorted, hide_keywords applied
-        self.notes = notes
-        self.mime_type = mime_type  # sniffed from the captured body (include_mime), "" when unknown
+    ts: float                 # first packet of the message
+    version: str              # "1.1"
+    method: str               # requests; "" for responses
+    target: str               # request-target as sent; "" for responses
+    status_code: int          # responses; 0 for requests
+    status_phrase: str        # lower-cased, as packetbeat reports it
+    headers: dict[str, Any]   # lower-cased names: content-length and content-type always, others per options
+    content_type: str
+    host: str                 # Host header
+    user_agent: str
+    referer: str
+    user_name: str            # from Authorization: Basic
+    forwarded_ip: str         # first address of real_ip_header, when it is an IP
+    size: int                 # bytes on the wire: start line, headers, body, chunk framing, trailers
+    body_bytes: int           # body length (decoded from chunking), lost bytes included
+    body: str | None          # captured body (include_body_for), at most max_body_bytes
+    raw: str | None           # send_request / send_response text: header block plus captured body
+    path: str                 # url.path, percent-decoded
+    query: str                # url.query, re-encoded with keys sorted, hide_keywords applied
+    notes: tuple[str, ...]
+    mime_type: str = ""       # sniffed from the captured body (include_mime), "" when unknown
 
 
+@dataclass(slots=True)
 class HTTPExchange:
-    __slots__ = ("request", "response")
-
-    def __init__(self, request: HTTPMessage | None, response: HTTPMessage | None) -> None:
-        self.request = request
-        self.response = response
+    request: HTTPMessage | None
+    response: HTTPMessage | None
 
 
+@dataclass(frozen=True, slots=True)
 class _Settings:
     """Options resolved once per connection."""
 
-    __slots__ = ("timeout_s", "send_request", "send_response", "send_all_headers", "send_headers",
-                 "split_cookie", "body_types_request", "body_types_response", "max_body_bytes",
-                 "max_header_bytes", "max_headers", "max_pending", "redact_authorization",
-                 "redact_headers", "real_ip_header", "hide_keywords", "max_message_bytes",
-                 "decode_body", "include_mime")
-
-    def __init__(self, timeout_s: float, send_request: bool, send_response: bool,
-                 send_all_headers: bool, send_headers: frozenset[str], split_cookie: bool,
-                 body_types_request: tuple[str, ...], body_types_response: tuple[str, ...],
-                 max_body_bytes: int, max_header_bytes: int, max_headers: int, max_pending: int,
-                 redact_authorization: bool, redact_headers: frozenset[str], real_ip_header: str,
-                 hide_keywords: frozenset[str], max_message_bytes: int, decode_body: bool,
-                 include_mime: bool) -> None:
-        self.timeout_s = timeout_s
-        self.send_request = send_request
-        self.send_response = send_response
-        self.send_all_headers = send_all_headers
-        self.send_headers = send_headers
-        self.split_cookie = split_cookie
-        self.body_types_request = body_types_request
-        self.body_types_response = body_types_response
-        self.max_body_bytes = max_body_bytes
-        self.max_header_bytes = max_header_bytes
-        self.max_headers = max_headers
-        self.max_pending = max_pending
-        self.redact_authorization = redact_authorization
-        self.redact_headers = redact_headers
-        self.real_ip_header = real_ip_header
-        self.hide_keywords = hide_keywords
-        self.max_message_bytes = max_message_bytes
-        self.decode_body = decode_body
-        self.include_mime = include_mime
+    timeout_s: float
+    send_request: bool
+    send_response: bool
+    send_all_headers: bool
+    send_headers: frozenset[str]
+    split_cookie: bool
+    body_types_request: tuple[str, ...]
+    body_types_response: tuple[str, ...]
+    max_body_bytes: int
+    max_header_bytes: int
+    max_headers: int
+    max_pending: int
+    redact_authorization: bool
+    redact_headers: frozenset[str]
+    real_ip_header: str
+    hide_keywords: frozenset[str]
+    max_message_bytes: int
+    decode_body: bool
+    include_mime: bool
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> _Settings:

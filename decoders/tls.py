@@ -45,6 +45,7 @@ import hashlib
 import struct
 import sys
 from array import array
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -82,57 +83,38 @@ def looks_like_client_hello(data: bytes) -> bool:
 # -- hello messages -------------------------------------------------------------
 
 
-# Plain classes, not dataclasses: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(slots=True)
 class ClientHello:
-    __slots__ = ("version", "random", "session_id", "ciphers", "compression_methods", "extensions",
-                 "server_names", "alpn", "supported_versions", "groups", "point_formats",
-                 "signature_algorithms", "session_ticket", "status_request")
-
-    def __init__(self, version: int, random: bytes, session_id: bytes, ciphers: list[int],
-                 compression_methods: list[int], extensions: list[int],
-                 server_names: list[str] | None = None, alpn: list[str] | None = None,
-                 supported_versions: list[int] | None = None, groups: list[int] | None = None,
-                 point_formats: list[int] | None = None, signature_algorithms: list[int] | None = None,
-                 session_ticket: bytes | None = None, status_request: bool = False) -> None:
-        self.version = version  # legacy_version
-        self.random = random
-        self.session_id = session_id
-        self.ciphers = ciphers  # as sent, GREASE included
-        self.compression_methods = compression_methods
-        self.extensions = extensions  # extension types in order, GREASE included
-        self.server_names = [] if server_names is None else server_names
-        self.alpn = [] if alpn is None else alpn
-        self.supported_versions = [] if supported_versions is None else supported_versions
-        self.groups = [] if groups is None else groups
-        self.point_formats = [] if point_formats is None else point_formats
-        self.signature_algorithms = [] if signature_algorithms is None else signature_algorithms
-        self.session_ticket = session_ticket  # None: extension absent; b"": support advertised
-        self.status_request = status_request
+    version: int                        # legacy_version
+    random: bytes
+    session_id: bytes
+    ciphers: list[int]                  # as sent, GREASE included
+    compression_methods: list[int]
+    extensions: list[int]               # extension types in order, GREASE included
+    server_names: list[str] = field(default_factory=list)
+    alpn: list[str] = field(default_factory=list)
+    supported_versions: list[int] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    point_formats: list[int] = field(default_factory=list)
+    signature_algorithms: list[int] = field(default_factory=list)
+    session_ticket: bytes | None = None     # None: extension absent; b"": support advertised
+    status_request: bool = False
 
 
+@dataclass(slots=True)
 class ServerHello:
-    __slots__ = ("version", "random", "session_id", "cipher", "compression_method", "extensions",
-                 "alpn", "selected_version", "point_formats", "session_ticket", "pre_shared_key",
-                 "status_request")
-
-    def __init__(self, version: int, random: bytes, session_id: bytes, cipher: int,
-                 compression_method: int, extensions: list[int], alpn: str | None = None,
-                 selected_version: int | None = None, point_formats: list[int] | None = None,
-                 session_ticket: bool = False, pre_shared_key: bool = False,
-                 status_request: bool = False) -> None:
-        self.version = version  # legacy_version
-        self.random = random
-        self.session_id = session_id
-        self.cipher = cipher
-        self.compression_method = compression_method
-        self.extensions = extensions
-        self.alpn = alpn
-        self.selected_version = selected_version  # supported_versions (TLS 1.3)
-        self.point_formats = [] if point_formats is None else point_formats
-        self.session_ticket = session_ticket
-        self.pre_shared_key = pre_shared_key
-        self.status_request = status_request
+    version: int                        # legacy_version
+    random: bytes
+    session_id: bytes
+    cipher: int
+    compression_method: int
+    extensions: list[int]
+    alpn: str | None = None
+    selected_version: int | None = None     # supported_versions (TLS 1.3)
+    point_formats: list[int] = field(default_factory=list)
+    session_ticket: bool = False
+    pre_shared_key: bool = False
+    status_request: bool = False
 
     @property
     def is_retry_request(self) -> bool:
@@ -396,30 +378,20 @@ def x509_fields(der: bytes) -> dict[str, Any]:
 # -- the session ----------------------------------------------------------------
 
 
+@dataclass(slots=True)
 class TLSSession:
     """What one connection's handshake showed: the detail of its Transaction."""
 
-    __slots__ = ("client_hello", "server_hello", "retry_requested", "server_certificates",
-                 "client_certificates", "client_certificate_requested", "alerts", "established",
-                 "resumed", "resumption_method")
-
-    def __init__(self, client_hello: ClientHello | None = None,
-                 server_hello: ServerHello | None = None, retry_requested: bool = False,
-                 server_certificates: list[bytes] | None = None,
-                 client_certificates: list[bytes] | None = None,
-                 client_certificate_requested: bool = False,
-                 alerts: list[tuple[bool, int, int]] | None = None, established: bool = False,
-                 resumed: bool = False, resumption_method: str | None = None) -> None:
-        self.client_hello = client_hello  # the first one (JA3/JA4 are computed from it)
-        self.server_hello = server_hello  # the one that is not a HelloRetryRequest
-        self.retry_requested = retry_requested  # a HelloRetryRequest came first
-        self.server_certificates = [] if server_certificates is None else server_certificates
-        self.client_certificates = [] if client_certificates is None else client_certificates
-        self.client_certificate_requested = client_certificate_requested
-        self.alerts = [] if alerts is None else alerts  # (from_client, level, description)
-        self.established = established
-        self.resumed = resumed
-        self.resumption_method = resumption_method
+    client_hello: ClientHello | None = None      # the first one (JA3/JA4 are computed from it)
+    server_hello: ServerHello | None = None      # the one that is not a HelloRetryRequest
+    retry_requested: bool = False                # a HelloRetryRequest came first
+    server_certificates: list[bytes] = field(default_factory=list)
+    client_certificates: list[bytes] = field(default_factory=list)
+    client_certificate_requested: bool = False
+    alerts: list[tuple[bool, int, int]] = field(default_factory=list)   # (from_client, level, description)
+    established: bool = False
+    resumed: bool = False
+    resumption_method: str | None = None
 
 
 class _Direction:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from wirebeat.config import ConfigError, coerce_value
@@ -25,21 +26,16 @@ __all__ = ["Context", "Processors", "check_processors", "compile_processors"]
 Processor = Callable[[dict[str, Any]], bool]     # doc -> keep it?
 
 
-# A plain class, not a dataclass: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass
 class Context:
     """What compiling needs besides the settings: where tables are, whether to load them."""
 
-    def __init__(self, base_dir: str = ".", load_tables: bool = True,
-                 tables: dict[tuple, Table] | None = None,
-                 counters: dict[str, list[int]] | None = None,
-                 elasticsearch: dict[str, Any] | None = None) -> None:
-        self.base_dir = base_dir
-        self.load_tables = load_tables
-        self.tables = {} if tables is None else tables  # one Table per file and key
-        self.counters = {} if counters is None else counters
-        # output.elasticsearch.* settings: the connection of lookups from an index
-        self.elasticsearch = elasticsearch
+    base_dir: str = "."
+    load_tables: bool = True
+    tables: dict[tuple, Table] = field(default_factory=dict)    # one Table per file and key
+    counters: dict[str, list[int]] = field(default_factory=dict)
+    # output.elasticsearch.* settings: the connection of lookups from an index
+    elasticsearch: dict[str, Any] | None = None
 
     def elasticsearch_client(self) -> Any:
         """A client for `lookup.index` with the output's hosts, credentials and TLS settings."""

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -53,20 +54,15 @@ _IPV6 = struct.Struct("!IHBB16s16s")
 _UDP = struct.Struct("!HHHH")
 
 
-# A plain class, not a dataclass: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(slots=True)
 class Listener:
     """One `wirebeat.sources.netflow` entry (or a --netflow HOST:PORT)."""
 
-    __slots__ = ("host", "tags", "fields", "protocols", "read_buffer")
-
-    def __init__(self, host: str, tags: list[str] | None = None, fields: dict[str, Any] | None = None,
-                 protocols: list[str] | None = None, read_buffer: int = 0) -> None:
-        self.host = host  # "0.0.0.0:2055", "[::]:4739"
-        self.tags = [] if tags is None else tags
-        self.fields = {} if fields is None else fields
-        self.protocols = ["v1", "v5", "v7", "v9", "ipfix"] if protocols is None else protocols
-        self.read_buffer = read_buffer  # SO_RCVBUF bytes; 0: the system's default
+    host: str                                   # "0.0.0.0:2055", "[::]:4739"
+    tags: list[str] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+    protocols: list[str] = field(default_factory=lambda: ["v1", "v5", "v7", "v9", "ipfix"])
+    read_buffer: int = 0                        # SO_RCVBUF bytes; 0: the system's default
 
 
 def parse_host(text: str) -> tuple[str, int]:

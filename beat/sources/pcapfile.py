@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from wirebeat.accel import speedups
@@ -54,28 +55,21 @@ class FormatError(ValueError):
         self.reason = reason
 
 
-# Plain classes, not dataclasses: @dataclass made each class at every start-up
-# (~0.5 ms each; docs/performance.md, start9).
+@dataclass(slots=True)
 class Frame:
-    __slots__ = ("ts", "linktype", "data", "wire_len")
-
-    def __init__(self, ts: float, linktype: int, data: bytes, wire_len: int) -> None:
-        self.ts = ts  # seconds since the epoch
-        self.linktype = linktype  # LINKTYPE_* value
-        self.data = data  # captured bytes (caplen)
-        self.wire_len = wire_len  # original length on the wire
+    ts: float           # seconds since the epoch
+    linktype: int       # LINKTYPE_* value
+    data: bytes         # captured bytes (caplen)
+    wire_len: int       # original length on the wire
 
 
+@dataclass(slots=True)
 class ReadDamage:
-    __slots__ = ("truncated_tail", "garbage_bytes", "garbage_records", "unknown_interface", "details")
-
-    def __init__(self, truncated_tail: int = 0, garbage_bytes: int = 0, garbage_records: int = 0,
-                 unknown_interface: int = 0, details: list[str] | None = None) -> None:
-        self.truncated_tail = truncated_tail  # records cut off at the end of input
-        self.garbage_bytes = garbage_bytes  # bytes skipped to resynchronise
-        self.garbage_records = garbage_records  # times a bad record header forced a resync
-        self.unknown_interface = unknown_interface  # pcapng packets naming an interface not described
-        self.details = [] if details is None else details
+    truncated_tail: int = 0       # records cut off at the end of input
+    garbage_bytes: int = 0        # bytes skipped to resynchronise
+    garbage_records: int = 0      # times a bad record header forced a resync
+    unknown_interface: int = 0    # pcapng packets naming an interface not described
+    details: list[str] = field(default_factory=list)
 
     def any(self) -> bool:
         return bool(self.truncated_tail or self.garbage_records or self.unknown_interface)
@@ -85,20 +79,17 @@ class ReadDamage:
 #    records as separate message parts) ------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
 class PcapHeader:
     """A classic pcap global header, with what reading its records needs."""
 
-    __slots__ = ("order", "scale", "frac_max", "snaplen", "linktype", "max_caplen", "record")
-
-    def __init__(self, order: str, scale: float, frac_max: int, snaplen: int, linktype: int,
-                 max_caplen: int, record: struct.Struct) -> None:
-        self.order = order  # struct byte order, "<" or ">"
-        self.scale = scale  # seconds per unit of the records' fraction field
-        self.frac_max = frac_max  # the fraction field is below this
-        self.snaplen = snaplen
-        self.linktype = linktype
-        self.max_caplen = max_caplen  # snaplen, capped at MAX_RECORD_BYTES (0 means the cap)
-        self.record = record  # the 16-byte record header in this byte order
+    order: str              # struct byte order, "<" or ">"
+    scale: float            # seconds per unit of the records' fraction field
+    frac_max: int           # the fraction field is below this
+    snaplen: int
+    linktype: int
+    max_caplen: int         # snaplen, capped at MAX_RECORD_BYTES (0 means the cap)
+    record: struct.Struct   # the 16-byte record header in this byte order
 
 
 def parse_pcap_header(buf: bytes) -> PcapHeader:
@@ -119,16 +110,14 @@ def parse_pcap_header(buf: bytes) -> PcapHeader:
                       linktype, max_caplen, struct.Struct(order + "IIII"))
 
 
+@dataclass(frozen=True, slots=True)
 class Interface:
     """A pcapng Interface Description Block, reduced to what frames need."""
 
-    __slots__ = ("linktype", "scale", "offset_s", "snaplen")
-
-    def __init__(self, linktype: int, scale: float, offset_s: float, snaplen: int) -> None:
-        self.linktype = linktype
-        self.scale = scale  # seconds per timestamp unit (if_tsresol)
-        self.offset_s = offset_s  # if_tsoffset
-        self.snaplen = snaplen  # 0: no limit
+    linktype: int
+    scale: float            # seconds per timestamp unit (if_tsresol)
+    offset_s: float         # if_tsoffset
+    snaplen: int            # 0: no limit
 
 
 def parse_shb(buf: bytes, pos: int = 0) -> tuple[str, int]:
