@@ -1587,6 +1587,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
     PyObject *flow_id_python, *ip_packed;
+    PyObject *order;                /* FlowTable.order: id(record) -> record, in open order */
     ReporterObject *reporter;
     struct kslot *cache;            /* the key cache (account_raw), `slots` of them, in cache_mem */
     void *cache_mem;
@@ -1748,6 +1749,10 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
     if (set_entry(self, key, (PyObject *)rec) < 0) goto error;
     if (!same && set_entry(self, rev, (PyObject *)rec) < 0) goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
+    if (!(o = PyLong_FromVoidPtr(rec))) goto error;         /* order[id(rec)] = rec */
+    int failed = PyObject_SetItem(self->order, o, (PyObject *)rec) < 0;
+    Py_DECREF(o);
+    if (failed) goto error;
     self->opened++;         /* (not table.opened += 1: a Python attribute's round trip per flow) */
     Py_DECREF(rev);
     Py_DECREF(ends);
@@ -2325,6 +2330,17 @@ static int stop_ending(TableObject *self, ending_t *e)
     return rc;
 }
 
+/* order.pop(id(rec), None): 0, or -1 with an exception */
+static int unorder(TableObject *self, PyObject *rec)
+{
+    PyObject *id = PyLong_FromVoidPtr(rec);
+    if (id == NULL) return -1;
+    int present = PyDict_Contains(self->order, id);
+    int rc = present < 0 || (present && PyObject_DelItem(self->order, id) < 0) ? -1 : 0;
+    Py_DECREF(id);
+    return rc;
+}
+
 /* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
  * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
  * FlowTable makes take the Python method. */
@@ -2347,7 +2363,7 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
     forget_cached(self, r);     /* the key cache lets go of it */
     int failed = drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, rev_key, rec) < 0
-                 || (alias != NULL && drop_entry(self->flows, alias, rec) < 0);
+                 || (alias != NULL && drop_entry(self->flows, alias, rec) < 0) || unorder(self, rec) < 0;
     Py_DECREF(rev_key);
     Py_XDECREF(alias);
     if (failed) {
@@ -2610,12 +2626,13 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!(self->flows = get_attr_s(table, "flows")) || !(self->alias = get_attr_s(table, "_alias"))
             || !(self->open = get_attr_s(table, "_open")) || !(self->control = get_attr_s(table, "_control"))
             || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))
-            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))) {
+            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))
+            || !(self->order = get_attr_s(table, "order"))) {
         Py_DECREF(self);
         return NULL;
     }
-    if (!PyDict_CheckExact(self->flows)) {
-        PyErr_SetString(PyExc_TypeError, "Table: table.flows must be a dict");
+    if (!PyDict_CheckExact(self->flows) || !PyDict_Check(self->order)) {
+        PyErr_SetString(PyExc_TypeError, "Table: table.flows must be a dict, table.order an OrderedDict");
         Py_DECREF(self);
         return NULL;
     }
@@ -2627,7 +2644,7 @@ static int table_traverse(TableObject *self, visitproc visit, void *arg)
     Py_VISIT(self->table); Py_VISIT(self->flows); Py_VISIT(self->alias); Py_VISIT(self->open);
     Py_VISIT(self->control); Py_VISIT(self->end); Py_VISIT(self->account_python); Py_VISIT(self->source);
     Py_VISIT(self->reporter); Py_VISIT(self->by_endpoints); Py_VISIT(self->ended);
-    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed);
+    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed); Py_VISIT(self->order);
     return 0;
 }
 
@@ -2636,7 +2653,7 @@ static int table_clear(TableObject *self)
     Py_CLEAR(self->table); Py_CLEAR(self->flows); Py_CLEAR(self->alias); Py_CLEAR(self->open);
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
     Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
-    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed);
+    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed); Py_CLEAR(self->order);
     clear_cache(self);
     return 0;
 }
