@@ -15,9 +15,9 @@
  *     Called as FlowTable.account(ts, linktype, frame, vlans, src, dst, proto,
  *     payload[, outer]): the key tuple, the lookup, the counts and the TCP
  *     sequence / retransmission bookkeeping, new flows and MAC-order aliases
- *     (_open, _alias). The rare cases call the table's own Python methods:
- *     TCP control flags or the handshake's awaited ACK (_control), a full
- *     table (_evict), keys of unusual shape (_open, _alias). Arguments of
+ *     (_open, _alias) and a full table's eviction (_evict). The rare cases call
+ *     the table's own Python methods: TCP control flags or the handshake's
+ *     awaited ACK (_control), keys of unusual shape (_open, _alias). Arguments of
  *     other types than the engine passes (not bytes, keywords) go to
  *     `account_python` whole.
  *     From C, frame_batch (beat/_speedups.c) calls the same accounting as account_raw
@@ -56,11 +56,12 @@
 
 enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
        R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY, R_SIZE };
+enum { EVICTION_WINDOW = 8 };     /* flows.py's: checked with LAYOUT */
 enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_end_of_input, *str_last, *str_popitem, *str_values, *str_evicted, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -1598,6 +1599,7 @@ typedef struct {
 } TableObject;
 
 static PyObject *endpoints(PyObject *key);
+static int evict(TableObject *self);
 static int add_attr(PyObject *o, PyObject *name, long long delta);
 static void bump_generation(TableObject *self);
 
@@ -1699,11 +1701,7 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
     Py_DECREF(max);
     if (max_flows == -1 && PyErr_Occurred()) return NULL;
     if (max_flows < 1) max_flows = 1;
-    if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows) {
-        PyObject *res = PyObject_CallMethod(self->table, "_evict", NULL);
-        if (res == NULL) return NULL;
-        Py_DECREF(res);
-    }
+    if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows && evict(self) < 0) return NULL;
     /* rev_key: (macs[6:12] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport) */
     Py_ssize_t n = PyBytes_GET_SIZE(macs), hi = n < 12 ? n : 12, lo = n < 6 ? n : 6;
     char buf[12];
@@ -2397,6 +2395,57 @@ done:
     return rc;
 }
 
+/* FlowTable._evict: the idlest of the first EVICTION_WINDOW records of `order` that `flows`
+ * holds under their own key ends with reason `evicted` (the first of equals: min's choice);
+ * records `flows` no longer holds so leave `order` first. A window with something else than
+ * Records, or none, is the Python method's. 0, or -1 with an exception. */
+static int evict(TableObject *self)
+{
+    RecordObject *window[EVICTION_WINDOW];
+    PyObject *lost = PyList_New(0), *values = NULL, *it = NULL, *v;
+    int n = 0, python = 0, rc = -1;
+    if (lost == NULL) return -1;
+    if (!(values = PyObject_CallMethodNoArgs(self->order, str_values)) || !(it = PyObject_GetIter(values))) goto done;
+    while (n < EVICTION_WINDOW && (v = PyIter_Next(it)) != NULL) {
+        RecordObject *r = (RecordObject *)v;
+        if (!IS_RECORD(v) || r->key == NULL) { python = 1; Py_DECREF(v); break; }
+        PyObject *found = PyDict_GetItemWithError(self->flows, r->key);
+        if (found == NULL && PyErr_Occurred()) { Py_DECREF(v); goto done; }
+        if (found == v) {
+            window[n++] = r;        /* (held) */
+        } else {
+            int failed = PyList_Append(lost, v);
+            Py_DECREF(v);
+            if (failed < 0) goto done;
+        }
+    }
+    if (PyErr_Occurred()) goto done;
+    if (python || n == 0) {
+        PyObject *res = PyObject_CallMethod(self->table, "_evict", NULL);
+        rc = res == NULL ? -1 : 0;
+        Py_XDECREF(res);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lost); i++)
+        if (unorder(self, PyList_GET_ITEM(lost, i)) < 0) goto done;
+    RecordObject *victim = window[0];
+    for (int i = 1; i < n; i++)
+        if (window[i]->ts[1] < victim->ts[1]) victim = window[i];
+    ending_t e;
+    PyObject *last = NULL;
+    if (start_ending(self, &e) < 0 || !(last = PyFloat_FromDouble(victim->ts[1]))) goto done;
+    rc = end_flow(self, &e, victim, str_evicted, last);
+    Py_DECREF(last);
+    if (stop_ending(self, &e) < 0) rc = -1;
+    if (rc == 0) rc = add_attr(self->table, str_evicted, 1);
+done:
+    for (int i = 0; i < n; i++) Py_DECREF(window[i]);
+    Py_XDECREF(it);
+    Py_XDECREF(values);
+    Py_DECREF(lost);
+    return rc;
+}
+
 /* The records (direction 0 entries) as a new list: ends delete from the dict. */
 static PyObject *records_of(TableObject *self)
 {
@@ -2749,6 +2798,8 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_end_of_input = PyUnicode_InternFromString("end_of_input");
     str_last = PyUnicode_InternFromString("last");
     str_popitem = PyUnicode_InternFromString("popitem");
+    str_values = PyUnicode_InternFromString("values");
+    str_evicted = PyUnicode_InternFromString("evicted");
     str_ended_forgotten = PyUnicode_InternFromString("ended_forgotten");
     str_transport = PyUnicode_InternFromString("transport");
     str_fin = PyUnicode_InternFromString("fin");
@@ -2766,7 +2817,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_end_of_input || !str_last || !str_popitem || !str_values || !str_evicted || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",
@@ -2775,6 +2826,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
         T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
         T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR);
     if (names == NULL || PyModule_AddObject(m, "LAYOUT", names) < 0) { Py_XDECREF(names); Py_DECREF(m); return NULL; }
+    if (PyModule_AddIntConstant(m, "EVICTION_WINDOW", EVICTION_WINDOW) < 0) { Py_DECREF(m); return NULL; }
     Py_INCREF(&ReporterType);
     Py_INCREF(&TableType);
     if (PyModule_AddObject(m, "Reporter", (PyObject *)&ReporterType) < 0

@@ -116,7 +116,8 @@ K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
  T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR) = range(13)
 
 
-if _flowcore is not None and _flowcore.LAYOUT != (tuple(range(17)), tuple(range(13))):
+if _flowcore is not None and (_flowcore.LAYOUT != (tuple(range(17)), tuple(range(13)))
+                              or getattr(_flowcore, "EVICTION_WINDOW", None) != EVICTION_WINDOW):
     _flowcore = None        # built from another record layout: the Python path does it all
 
 

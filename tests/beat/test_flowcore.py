@@ -235,7 +235,7 @@ def test_mutated_frames_give_the_same_documents(seed):
     _same(frames)
 
 
-def _tables() -> tuple[FlowTable, FlowTable, list, list]:
+def _tables(max_flows: int = 100) -> tuple[FlowTable, FlowTable, list, list]:
     """A C table and a Python table, each with a reporter publishing (id, text) into a list."""
     out_c: list = []
     out_py: list = []
@@ -247,7 +247,7 @@ def _tables() -> tuple[FlowTable, FlowTable, list, list]:
         try:
             builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
             reporter = FlowReporter(builder, lambda i, d, out=out: out.append((i, orjson.dumps(d))),
-                                    30.0, 10.0, 100, fragments=True)
+                                    30.0, 10.0, max_flows, fragments=True)
             made.append(FlowTable("src", reporter))
         finally:
             flows._flowcore = saved
@@ -945,3 +945,34 @@ def test_a_full_table_evicts_the_idlest_of_the_oldest_flows_however_many_ended_b
     reasons = [orjson.loads(line)["flow"].get("end_reason") for _, line in output.lines if b'"type":"flow"' in line]
     assert reasons.count("evicted") == table.evicted == table.counters()["flows.table.evicted"]
     assert not table.order and not table.flows
+
+
+@needs_c
+def test_a_flow_whose_own_key_another_flows_reverse_took_is_no_longer_among_the_oldest():
+    """Frames cut within their MACs make keys whose reverse is not an involution: a new
+    flow's reverse key can take an older flow's own key in `flows`. The older flow is then
+    none of the table's records (as before: `flows` no longer names it under its key); an
+    eviction passes over it and drops it from `order`, on both paths alike."""
+    import socket
+    c, py, out_c, out_py = _tables(max_flows=4)
+    a, b = socket.inet_aton(A4), socket.inet_aton(B4)
+    m8 = b"ABCDEFGH"                        # macs = frame[:12] of an 8-byte frame
+    x8 = m8[2:] + m8[:2]                    # its reverse key's MACs are m8 again
+    for table in (c, py):
+        table.account(T0, 1, m8, (), a, b, 17, bytes(g.udp(A4, B4, 1000, 53, b"")))     # A
+        lost = table.flows[(m8, (), (), a, b, 17, 1000, 53)]
+        table.account(T0 + 1, 1, x8, (), b, a, 17, bytes(g.udp(B4, A4, 53, 1000, b"")))  # X: takes A's key
+        assert lost not in table._records() and id(lost) in table.order
+        for i in range(3):
+            frame = _eth(g.ipv4(A4, C4, 17, g.udp(A4, C4, 2000 + i, 53, b"f")))
+            table.account(T0 + 2 + i, 1, frame, (), a, socket.inet_aton(C4), 17,
+                          bytes(g.udp(A4, C4, 2000 + i, 53, b"f")))
+        assert table.evicted == 0
+        frame = _eth(g.ipv4(A4, C4, 17, g.udp(A4, C4, 3000, 53, b"f")))
+        table.account(T0 + 9, 1, frame, (), a, socket.inet_aton(C4), 17, bytes(g.udp(A4, C4, 3000, 53, b"f")))
+        assert table.evicted == 1
+        assert id(lost) not in table.order
+        assert list(map(id, table.order.values())) == list(map(id, table._records()))
+        assert list(table.ended) == [(17, b, 53, a, 1000)]      # X went
+    assert out_c == out_py and len(out_c) == 1
+    assert _state(c) == _state(py)
