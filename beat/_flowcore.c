@@ -1603,11 +1603,28 @@ static int evict(TableObject *self);
 static int add_attr(PyObject *o, PyObject *name, long long delta);
 static void bump_generation(TableObject *self);
 
-/* flows[key] = rec; a key that had another entry makes the key cache's entries stale. */
-static int set_entry(TableObject *self, PyObject *key, PyObject *rec)
+/* Dict operations given the key's hash (a tuple does not keep its hash: computed once per
+ * key and open or end, not per operation). CPython 3.13 took these out of its public headers:
+ * there, the plain calls, which hash the key themselves. */
+#if PY_VERSION_HEX < 0x030D0000
+#define GET_KNOWN(d, k, h) _PyDict_GetItem_KnownHash((d), (k), (h))
+#define SET_KNOWN(d, k, v, h) _PyDict_SetItem_KnownHash((d), (k), (v), (h))
+#define DEL_KNOWN(d, k, h) _PyDict_DelItem_KnownHash((d), (k), (h))
+#define CONTAINS_KNOWN(d, k, h) _PyDict_Contains_KnownHash((d), (k), (h))
+#else
+#define GET_KNOWN(d, k, h) PyDict_GetItemWithError((d), (k))
+#define SET_KNOWN(d, k, v, h) PyDict_SetItem((d), (k), (v))
+#define DEL_KNOWN(d, k, h) PyDict_DelItem((d), (k))
+#define CONTAINS_KNOWN(d, k, h) PyDict_Contains((d), (k))
+#endif
+
+/* flows[key] = rec (`hash`: the key's hash, -1: not known yet); a key that had another entry
+ * makes the key cache's entries stale. */
+static int set_entry(TableObject *self, PyObject *key, PyObject *rec, Py_hash_t hash)
 {
     Py_ssize_t before = PyDict_GET_SIZE(self->flows);
-    if (PyDict_SetItem(self->flows, key, rec) < 0) return -1;
+    if (hash == -1 && (hash = PyObject_Hash(key)) == -1) return -1;
+    if (SET_KNOWN(self->flows, key, rec, hash) < 0) return -1;
     if (PyDict_GET_SIZE(self->flows) == before) bump_generation(self);
     return 0;
 }
@@ -1631,9 +1648,9 @@ static RecordObject *unpack_entry(PyObject *res, int *d)
 
 /* The record flows[key] holds (a new reference) and *d, NULL when none (an exception set if
  * the lookup failed or it is not a Record). */
-static RecordObject *lookup(TableObject *self, PyObject *key, int *d)
+static RecordObject *lookup_known(TableObject *self, PyObject *key, Py_hash_t hash, int *d)
 {
-    PyObject *found = PyDict_GetItemWithError(self->flows, key);
+    PyObject *found = GET_KNOWN(self->flows, key, hash);
     if (found == NULL) return NULL;
     if (!IS_RECORD(found)) {
         PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
@@ -1643,6 +1660,12 @@ static RecordObject *lookup(TableObject *self, PyObject *key, int *d)
     if (dd < 0) return NULL;
     *d = dd;
     return (RecordObject *)Py_NewRef(found);
+}
+
+static RecordObject *lookup(TableObject *self, PyObject *key, int *d)
+{
+    Py_hash_t hash = PyObject_Hash(key);
+    return hash == -1 ? NULL : lookup_known(self, key, hash, d);
 }
 
 /* FlowTable._alias: the reverse direction of a flow whose frames carry the same MAC order
@@ -1675,15 +1698,15 @@ static RecordObject *alias_entry(TableObject *self, PyObject *key, int *d)
     if (rec == NULL) return NULL;
     if (rec->alias != NULL || dd == 0) { Py_DECREF(rec); return NULL; }   /* (dd 0: another flow) */
     Py_XSETREF(rec->alias, Py_NewRef(key));
-    if (set_entry(self, key, (PyObject *)rec) < 0) { Py_DECREF(rec); return NULL; }
+    if (set_entry(self, key, (PyObject *)rec, -1) < 0) { Py_DECREF(rec); return NULL; }
     *d = 1;
     return rec;
 }
 
 /* FlowTable._open for a key of the common shape (else the Python method): a new record
  * under both directions' keys; a new reference, *d = 0. */
-static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, double tsd, PyObject *payload,
-                                const unsigned char *p, Py_ssize_t plen, int *d)
+static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash, PyObject *ts, double tsd,
+                                PyObject *payload, const unsigned char *p, Py_ssize_t plen, int *d)
 {
     PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
     long long proto;
@@ -1744,8 +1767,8 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
                ? 0 : PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
     rec->rev_same = (unsigned char)same;
-    if (set_entry(self, key, (PyObject *)rec) < 0) goto error;
-    if (!same && set_entry(self, rev, (PyObject *)rec) < 0) goto error;
+    if (set_entry(self, key, (PyObject *)rec, hash) < 0) goto error;
+    if (!same && set_entry(self, rev, (PyObject *)rec, -1) < 0) goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
     if (!(o = PyLong_FromVoidPtr(rec))) goto error;         /* order[id(rec)] = rec */
     int failed = PyObject_SetItem(self->order, o, (PyObject *)rec) < 0;
@@ -1830,11 +1853,13 @@ static void read_l4(long long proto, const unsigned char *p, Py_ssize_t plen, l4
 static RecordObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, double tsd, PyObject *payload,
                                 const unsigned char *p, Py_ssize_t plen, int *d)
 {
-    RecordObject *rec = lookup(self, key, d);
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1) return NULL;
+    RecordObject *rec = lookup_known(self, key, hash, d);
     if (rec != NULL || PyErr_Occurred()) return rec;
     rec = alias_entry(self, key, d);
     if (rec != NULL || PyErr_Occurred()) return rec;
-    return open_entry(self, key, ts, tsd, payload, p, plen, d);
+    return open_entry(self, key, hash, ts, tsd, payload, p, plen, d);
 }
 
 static int add_count(long long *field, long long delta)
@@ -2290,9 +2315,11 @@ static int add_attr(PyObject *o, PyObject *name, long long delta)
 /* The table entry under `key`, if it is rec's, leaves the table. */
 static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
 {
-    PyObject *entry = PyDict_GetItemWithError(flows, key);
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1) return -1;
+    PyObject *entry = GET_KNOWN(flows, key, hash);
     if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (entry == rec) return PyDict_DelItem(flows, key);
+    if (entry == rec) return DEL_KNOWN(flows, key, hash);
     return 0;
 }
 
@@ -2328,14 +2355,18 @@ static int stop_ending(TableObject *self, ending_t *e)
     return rc;
 }
 
-/* order.pop(id(rec), None): 0, or -1 with an exception */
+/* order.pop(id(rec), None): 0, or -1 with an exception (a record that ends is in `order` but
+ * for the rare one another flow's key took: that KeyError is not one) */
 static int unorder(TableObject *self, PyObject *rec)
 {
     PyObject *id = PyLong_FromVoidPtr(rec);
     if (id == NULL) return -1;
-    int present = PyDict_Contains(self->order, id);
-    int rc = present < 0 || (present && PyObject_DelItem(self->order, id) < 0) ? -1 : 0;
+    int rc = PyObject_DelItem(self->order, id);
     Py_DECREF(id);
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        rc = 0;
+    }
     return rc;
 }
 
@@ -2372,10 +2403,12 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     Py_DECREF(key);
     if (ends == NULL) return -1;
     int rc = -1;
-    PyObject *cur = PyDict_GetItemWithError(self->by_endpoints, ends);
+    Py_hash_t hash = PyObject_Hash(ends);
+    if (hash == -1) goto done;
+    PyObject *cur = GET_KNOWN(self->by_endpoints, ends, hash);
     if (cur == NULL && PyErr_Occurred()) goto done;
-    if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
-    int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
+    if (cur == rec && DEL_KNOWN(self->by_endpoints, ends, hash) < 0) goto done;
+    int present = CONTAINS_KNOWN(self->ended, ends, hash);     /* re-inserted last: end order */
     if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
     if (PyDict_GET_SIZE(self->ended) >= e->max_flows) {  /* ended.popitem(last=False) */
         PyObject *args[2] = {self->ended, Py_False}, *names = PyTuple_Pack(1, str_last);
