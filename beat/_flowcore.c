@@ -15,9 +15,9 @@
  *     Called as FlowTable.account(ts, linktype, frame, vlans, src, dst, proto,
  *     payload[, outer]): the key tuple, the lookup, the counts and the TCP
  *     sequence / retransmission bookkeeping, new flows and MAC-order aliases
- *     (_open, _alias). The rare cases call the table's own Python methods:
- *     TCP control flags or the handshake's awaited ACK (_control), a full
- *     table (_evict), keys of unusual shape (_open, _alias). Arguments of
+ *     (_open, _alias) and a full table's eviction (_evict). The rare cases call
+ *     the table's own Python methods: TCP control flags or the handshake's
+ *     awaited ACK (_control), keys of unusual shape (_open, _alias). Arguments of
  *     other types than the engine passes (not bytes, keywords) go to
  *     `account_python` whole.
  *     From C, frame_batch (beat/_speedups.c) calls the same accounting as account_raw
@@ -56,11 +56,12 @@
 
 enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
        R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY, R_SIZE };
+enum { EVICTION_WINDOW = 8 };     /* flows.py's: checked with LAYOUT */
 enum { T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
        T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR, T_SIZE };
 
 static PyObject *small_int[3];     /* -1, 0, 1 */
-static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_end_of_input, *str_last, *str_popitem, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
+static PyObject *str_builder, *str_direction, *str_of_packed, *str_idle, *str_as_text, *str_publish, *str_publish_many, *str_max_flows, *str_final_reports, *str_end_of_input, *str_last, *str_popitem, *str_values, *str_evicted, *str_ended_forgotten, *str_fin, *str_rst, *str_transport, *str_client_ip, *str_server_ip, *str_client_port, *str_server_port, *empty_bytes, *empty_tuple;
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -1587,6 +1588,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
     PyObject *flow_id_python, *ip_packed;
+    PyObject *order;                /* FlowTable.order: id(record) -> record, in open order */
     ReporterObject *reporter;
     struct kslot *cache;            /* the key cache (account_raw), `slots` of them, in cache_mem */
     void *cache_mem;
@@ -1597,14 +1599,32 @@ typedef struct {
 } TableObject;
 
 static PyObject *endpoints(PyObject *key);
+static int evict(TableObject *self);
 static int add_attr(PyObject *o, PyObject *name, long long delta);
 static void bump_generation(TableObject *self);
 
-/* flows[key] = rec; a key that had another entry makes the key cache's entries stale. */
-static int set_entry(TableObject *self, PyObject *key, PyObject *rec)
+/* Dict operations given the key's hash (a tuple does not keep its hash: computed once per
+ * key and open or end, not per operation). CPython 3.13 took these out of its public headers:
+ * there, the plain calls, which hash the key themselves. */
+#if PY_VERSION_HEX < 0x030D0000
+#define GET_KNOWN(d, k, h) _PyDict_GetItem_KnownHash((d), (k), (h))
+#define SET_KNOWN(d, k, v, h) _PyDict_SetItem_KnownHash((d), (k), (v), (h))
+#define DEL_KNOWN(d, k, h) _PyDict_DelItem_KnownHash((d), (k), (h))
+#define CONTAINS_KNOWN(d, k, h) _PyDict_Contains_KnownHash((d), (k), (h))
+#else
+#define GET_KNOWN(d, k, h) PyDict_GetItemWithError((d), (k))
+#define SET_KNOWN(d, k, v, h) PyDict_SetItem((d), (k), (v))
+#define DEL_KNOWN(d, k, h) PyDict_DelItem((d), (k))
+#define CONTAINS_KNOWN(d, k, h) PyDict_Contains((d), (k))
+#endif
+
+/* flows[key] = rec (`hash`: the key's hash, -1: not known yet); a key that had another entry
+ * makes the key cache's entries stale. */
+static int set_entry(TableObject *self, PyObject *key, PyObject *rec, Py_hash_t hash)
 {
     Py_ssize_t before = PyDict_GET_SIZE(self->flows);
-    if (PyDict_SetItem(self->flows, key, rec) < 0) return -1;
+    if (hash == -1 && (hash = PyObject_Hash(key)) == -1) return -1;
+    if (SET_KNOWN(self->flows, key, rec, hash) < 0) return -1;
     if (PyDict_GET_SIZE(self->flows) == before) bump_generation(self);
     return 0;
 }
@@ -1628,9 +1648,9 @@ static RecordObject *unpack_entry(PyObject *res, int *d)
 
 /* The record flows[key] holds (a new reference) and *d, NULL when none (an exception set if
  * the lookup failed or it is not a Record). */
-static RecordObject *lookup(TableObject *self, PyObject *key, int *d)
+static RecordObject *lookup_known(TableObject *self, PyObject *key, Py_hash_t hash, int *d)
 {
-    PyObject *found = PyDict_GetItemWithError(self->flows, key);
+    PyObject *found = GET_KNOWN(self->flows, key, hash);
     if (found == NULL) return NULL;
     if (!IS_RECORD(found)) {
         PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
@@ -1640,6 +1660,12 @@ static RecordObject *lookup(TableObject *self, PyObject *key, int *d)
     if (dd < 0) return NULL;
     *d = dd;
     return (RecordObject *)Py_NewRef(found);
+}
+
+static RecordObject *lookup(TableObject *self, PyObject *key, int *d)
+{
+    Py_hash_t hash = PyObject_Hash(key);
+    return hash == -1 ? NULL : lookup_known(self, key, hash, d);
 }
 
 /* FlowTable._alias: the reverse direction of a flow whose frames carry the same MAC order
@@ -1672,15 +1698,15 @@ static RecordObject *alias_entry(TableObject *self, PyObject *key, int *d)
     if (rec == NULL) return NULL;
     if (rec->alias != NULL || dd == 0) { Py_DECREF(rec); return NULL; }   /* (dd 0: another flow) */
     Py_XSETREF(rec->alias, Py_NewRef(key));
-    if (set_entry(self, key, (PyObject *)rec) < 0) { Py_DECREF(rec); return NULL; }
+    if (set_entry(self, key, (PyObject *)rec, -1) < 0) { Py_DECREF(rec); return NULL; }
     *d = 1;
     return rec;
 }
 
 /* FlowTable._open for a key of the common shape (else the Python method): a new record
  * under both directions' keys; a new reference, *d = 0. */
-static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, double tsd, PyObject *payload,
-                                const unsigned char *p, Py_ssize_t plen, int *d)
+static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash, PyObject *ts, double tsd,
+                                PyObject *payload, const unsigned char *p, Py_ssize_t plen, int *d)
 {
     PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
     long long proto;
@@ -1698,11 +1724,7 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
     Py_DECREF(max);
     if (max_flows == -1 && PyErr_Occurred()) return NULL;
     if (max_flows < 1) max_flows = 1;
-    if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows) {
-        PyObject *res = PyObject_CallMethod(self->table, "_evict", NULL);
-        if (res == NULL) return NULL;
-        Py_DECREF(res);
-    }
+    if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows && evict(self) < 0) return NULL;
     /* rev_key: (macs[6:12] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport) */
     Py_ssize_t n = PyBytes_GET_SIZE(macs), hi = n < 12 ? n : 12, lo = n < 6 ? n : 6;
     char buf[12];
@@ -1745,9 +1767,13 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, PyObject *ts, 
                ? 0 : PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
     rec->rev_same = (unsigned char)same;
-    if (set_entry(self, key, (PyObject *)rec) < 0) goto error;
-    if (!same && set_entry(self, rev, (PyObject *)rec) < 0) goto error;
+    if (set_entry(self, key, (PyObject *)rec, hash) < 0) goto error;
+    if (!same && set_entry(self, rev, (PyObject *)rec, -1) < 0) goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
+    if (!(o = PyLong_FromVoidPtr(rec))) goto error;         /* order[id(rec)] = rec */
+    int failed = PyObject_SetItem(self->order, o, (PyObject *)rec) < 0;
+    Py_DECREF(o);
+    if (failed) goto error;
     self->opened++;         /* (not table.opened += 1: a Python attribute's round trip per flow) */
     Py_DECREF(rev);
     Py_DECREF(ends);
@@ -1827,11 +1853,13 @@ static void read_l4(long long proto, const unsigned char *p, Py_ssize_t plen, l4
 static RecordObject *find_entry(TableObject *self, PyObject *key, PyObject *ts, double tsd, PyObject *payload,
                                 const unsigned char *p, Py_ssize_t plen, int *d)
 {
-    RecordObject *rec = lookup(self, key, d);
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1) return NULL;
+    RecordObject *rec = lookup_known(self, key, hash, d);
     if (rec != NULL || PyErr_Occurred()) return rec;
     rec = alias_entry(self, key, d);
     if (rec != NULL || PyErr_Occurred()) return rec;
-    return open_entry(self, key, ts, tsd, payload, p, plen, d);
+    return open_entry(self, key, hash, ts, tsd, payload, p, plen, d);
 }
 
 static int add_count(long long *field, long long delta)
@@ -2287,9 +2315,11 @@ static int add_attr(PyObject *o, PyObject *name, long long delta)
 /* The table entry under `key`, if it is rec's, leaves the table. */
 static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
 {
-    PyObject *entry = PyDict_GetItemWithError(flows, key);
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1) return -1;
+    PyObject *entry = GET_KNOWN(flows, key, hash);
     if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (entry == rec) return PyDict_DelItem(flows, key);
+    if (entry == rec) return DEL_KNOWN(flows, key, hash);
     return 0;
 }
 
@@ -2325,6 +2355,21 @@ static int stop_ending(TableObject *self, ending_t *e)
     return rc;
 }
 
+/* order.pop(id(rec), None): 0, or -1 with an exception (a record that ends is in `order` but
+ * for the rare one another flow's key took: that KeyError is not one) */
+static int unorder(TableObject *self, PyObject *rec)
+{
+    PyObject *id = PyLong_FromVoidPtr(rec);
+    if (id == NULL) return -1;
+    int rc = PyObject_DelItem(self->order, id);
+    Py_DECREF(id);
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        rc = 0;
+    }
+    return rc;
+}
+
 /* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
  * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
  * FlowTable makes take the Python method. */
@@ -2347,7 +2392,7 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
     forget_cached(self, r);     /* the key cache lets go of it */
     int failed = drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, rev_key, rec) < 0
-                 || (alias != NULL && drop_entry(self->flows, alias, rec) < 0);
+                 || (alias != NULL && drop_entry(self->flows, alias, rec) < 0) || unorder(self, rec) < 0;
     Py_DECREF(rev_key);
     Py_XDECREF(alias);
     if (failed) {
@@ -2358,10 +2403,12 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     Py_DECREF(key);
     if (ends == NULL) return -1;
     int rc = -1;
-    PyObject *cur = PyDict_GetItemWithError(self->by_endpoints, ends);
+    Py_hash_t hash = PyObject_Hash(ends);
+    if (hash == -1) goto done;
+    PyObject *cur = GET_KNOWN(self->by_endpoints, ends, hash);
     if (cur == NULL && PyErr_Occurred()) goto done;
-    if (cur == rec && PyDict_DelItem(self->by_endpoints, ends) < 0) goto done;
-    int present = PyDict_Contains(self->ended, ends);     /* re-inserted last: end order */
+    if (cur == rec && DEL_KNOWN(self->by_endpoints, ends, hash) < 0) goto done;
+    int present = CONTAINS_KNOWN(self->ended, ends, hash);     /* re-inserted last: end order */
     if (present < 0 || (present && PyObject_DelItem(self->ended, ends) < 0)) goto done;
     if (PyDict_GET_SIZE(self->ended) >= e->max_flows) {  /* ended.popitem(last=False) */
         PyObject *args[2] = {self->ended, Py_False}, *names = PyTuple_Pack(1, str_last);
@@ -2378,6 +2425,57 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
 done:
     Py_XDECREF(value);
     Py_DECREF(ends);
+    return rc;
+}
+
+/* FlowTable._evict: the idlest of the first EVICTION_WINDOW records of `order` that `flows`
+ * holds under their own key ends with reason `evicted` (the first of equals: min's choice);
+ * records `flows` no longer holds so leave `order` first. A window with something else than
+ * Records, or none, is the Python method's. 0, or -1 with an exception. */
+static int evict(TableObject *self)
+{
+    RecordObject *window[EVICTION_WINDOW];
+    PyObject *lost = PyList_New(0), *values = NULL, *it = NULL, *v;
+    int n = 0, python = 0, rc = -1;
+    if (lost == NULL) return -1;
+    if (!(values = PyObject_CallMethodNoArgs(self->order, str_values)) || !(it = PyObject_GetIter(values))) goto done;
+    while (n < EVICTION_WINDOW && (v = PyIter_Next(it)) != NULL) {
+        RecordObject *r = (RecordObject *)v;
+        if (!IS_RECORD(v) || r->key == NULL) { python = 1; Py_DECREF(v); break; }
+        PyObject *found = PyDict_GetItemWithError(self->flows, r->key);
+        if (found == NULL && PyErr_Occurred()) { Py_DECREF(v); goto done; }
+        if (found == v) {
+            window[n++] = r;        /* (held) */
+        } else {
+            int failed = PyList_Append(lost, v);
+            Py_DECREF(v);
+            if (failed < 0) goto done;
+        }
+    }
+    if (PyErr_Occurred()) goto done;
+    if (python || n == 0) {
+        PyObject *res = PyObject_CallMethod(self->table, "_evict", NULL);
+        rc = res == NULL ? -1 : 0;
+        Py_XDECREF(res);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lost); i++)
+        if (unorder(self, PyList_GET_ITEM(lost, i)) < 0) goto done;
+    RecordObject *victim = window[0];
+    for (int i = 1; i < n; i++)
+        if (window[i]->ts[1] < victim->ts[1]) victim = window[i];
+    ending_t e;
+    PyObject *last = NULL;
+    if (start_ending(self, &e) < 0 || !(last = PyFloat_FromDouble(victim->ts[1]))) goto done;
+    rc = end_flow(self, &e, victim, str_evicted, last);
+    Py_DECREF(last);
+    if (stop_ending(self, &e) < 0) rc = -1;
+    if (rc == 0) rc = add_attr(self->table, str_evicted, 1);
+done:
+    for (int i = 0; i < n; i++) Py_DECREF(window[i]);
+    Py_XDECREF(it);
+    Py_XDECREF(values);
+    Py_DECREF(lost);
     return rc;
 }
 
@@ -2610,12 +2708,13 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!(self->flows = get_attr_s(table, "flows")) || !(self->alias = get_attr_s(table, "_alias"))
             || !(self->open = get_attr_s(table, "_open")) || !(self->control = get_attr_s(table, "_control"))
             || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))
-            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))) {
+            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))
+            || !(self->order = get_attr_s(table, "order"))) {
         Py_DECREF(self);
         return NULL;
     }
-    if (!PyDict_CheckExact(self->flows)) {
-        PyErr_SetString(PyExc_TypeError, "Table: table.flows must be a dict");
+    if (!PyDict_CheckExact(self->flows) || !PyDict_Check(self->order)) {
+        PyErr_SetString(PyExc_TypeError, "Table: table.flows must be a dict, table.order an OrderedDict");
         Py_DECREF(self);
         return NULL;
     }
@@ -2627,7 +2726,7 @@ static int table_traverse(TableObject *self, visitproc visit, void *arg)
     Py_VISIT(self->table); Py_VISIT(self->flows); Py_VISIT(self->alias); Py_VISIT(self->open);
     Py_VISIT(self->control); Py_VISIT(self->end); Py_VISIT(self->account_python); Py_VISIT(self->source);
     Py_VISIT(self->reporter); Py_VISIT(self->by_endpoints); Py_VISIT(self->ended);
-    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed);
+    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed); Py_VISIT(self->order);
     return 0;
 }
 
@@ -2636,7 +2735,7 @@ static int table_clear(TableObject *self)
     Py_CLEAR(self->table); Py_CLEAR(self->flows); Py_CLEAR(self->alias); Py_CLEAR(self->open);
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
     Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
-    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed);
+    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed); Py_CLEAR(self->order);
     clear_cache(self);
     return 0;
 }
@@ -2732,6 +2831,8 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_end_of_input = PyUnicode_InternFromString("end_of_input");
     str_last = PyUnicode_InternFromString("last");
     str_popitem = PyUnicode_InternFromString("popitem");
+    str_values = PyUnicode_InternFromString("values");
+    str_evicted = PyUnicode_InternFromString("evicted");
     str_ended_forgotten = PyUnicode_InternFromString("ended_forgotten");
     str_transport = PyUnicode_InternFromString("transport");
     str_fin = PyUnicode_InternFromString("fin");
@@ -2749,7 +2850,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     empty_tuple = PyTuple_New(0);
     for (int i = 0; i < 3; i++)
         if (!(small_int[i] = PyLong_FromLong(i - 1))) return NULL;
-    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_end_of_input || !str_last || !str_popitem || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
+    if (!str_builder || !str_direction || !str_of_packed || !str_idle || !str_as_text || !str_publish || !str_publish_many || !str_max_flows || !str_final_reports || !str_end_of_input || !str_last || !str_popitem || !str_values || !str_evicted || !str_ended_forgotten || !str_fin || !str_rst || !str_transport || !str_client_ip || !str_server_ip || !str_client_port || !str_server_port || !empty_bytes || !empty_tuple) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *names = Py_BuildValue("(iiiiiiiiiiiiiiiii)(iiiiiiiiiiiii)",
@@ -2758,6 +2859,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
         T_HIGH, T_HIGH_REV, T_RETRANS, T_RETRANS_REV, T_SYN, T_FIN, T_RST, T_FIN_DIRS,
         T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR);
     if (names == NULL || PyModule_AddObject(m, "LAYOUT", names) < 0) { Py_XDECREF(names); Py_DECREF(m); return NULL; }
+    if (PyModule_AddIntConstant(m, "EVICTION_WINDOW", EVICTION_WINDOW) < 0) { Py_DECREF(m); return NULL; }
     Py_INCREF(&ReporterType);
     Py_INCREF(&TableType);
     if (PyModule_AddObject(m, "Reporter", (PyObject *)&ReporterType) < 0

@@ -116,7 +116,8 @@ K_MACS, K_VLANS, K_OUTER, K_SRC, K_DST, K_PROTO, K_SPORT, K_DPORT = range(8)
  T_SYN_TS, T_SYN_DIR, T_SYNACK_TS, T_ACK_TS, T_AWAIT_ACK_DIR) = range(13)
 
 
-if _flowcore is not None and _flowcore.LAYOUT != (tuple(range(17)), tuple(range(13))):
+if _flowcore is not None and (_flowcore.LAYOUT != (tuple(range(17)), tuple(range(13)))
+                              or getattr(_flowcore, "EVICTION_WINDOW", None) != EVICTION_WINDOW):
     _flowcore = None        # built from another record layout: the Python path does it all
 
 
@@ -312,7 +313,7 @@ def _tail_text(builder: DocumentBuilder, source: str) -> str:
 class FlowTable:
     """One capture source's flows, swept by packet time."""
 
-    __slots__ = ("source", "reporter", "flows", "by_endpoints", "ended", "next_sweep",
+    __slots__ = ("source", "reporter", "flows", "order", "by_endpoints", "ended", "next_sweep",
                  "next_report", "evicted", "ended_forgotten", "reports", "final_reports", "opened",
                  "account", "core", "assign_id", "flow_id")
 
@@ -322,6 +323,11 @@ class FlowTable:
         # Both directions' keys (and a MAC-order alias) -> the flow's record; a key's
         # direction is 0 when it is the record's R_KEY (what the flow's source sent), else 1.
         self.flows: dict[tuple, Any] = {}
+        # id(record) -> record of every flow in the table, in the order the flows opened,
+        # which is the order of their R_KEY entries in `flows` (an R_KEY is a new entry when
+        # its flow opens): how a full table finds its oldest flows in O(1) instead of
+        # walking `flows` from the front, over the holes ended flows leave in a dict.
+        self.order: OrderedDict[int, Any] = OrderedDict()
         # (protocol, ip, port, ip, port) as the flow's source sent it -> record:
         # how a transaction finds its flow (the last flow between those endpoints).
         self.by_endpoints: dict[tuple, list[Any]] = {}
@@ -478,6 +484,7 @@ class FlowTable:
         if self.core is not None:
             self.core.invalidate()      # a key may have had another entry: the C key cache checks again
         self.by_endpoints[_endpoints(key)] = rec
+        self.order[id(rec)] = rec
         self.opened += 1
         return rec, 0
 
@@ -498,6 +505,7 @@ class FlowTable:
         alias = rec[R_ALIAS]
         if alias is not None and flows.get(alias) is rec:
             del flows[alias]
+        self.order.pop(id(rec), None)
         ends = _endpoints(key)
         if self.by_endpoints.get(ends) is rec:
             del self.by_endpoints[ends]
@@ -509,13 +517,22 @@ class FlowTable:
         ended[ends] = (rec[R_ID], report_ts)
 
     def _evict(self) -> None:
-        """Table full: the idlest of the oldest flows ends with reason `evicted`."""
-        oldest = []
-        for key, rec in self.flows.items():
-            if key == rec[R_KEY]:
+        """Table full: the idlest of the oldest flows ends with reason `evicted`.
+
+        The oldest: the first EVICTION_WINDOW records of `order` that `flows` holds under
+        their own key (R_KEY), as they come in `flows`' order. (A record whose R_KEY entry
+        another flow's took is no longer one: it leaves `order` when met here.)"""
+        flows, order = self.flows, self.order
+        oldest, lost = [], []
+        for rec in order.values():
+            if flows.get(rec[R_KEY]) is rec:
                 oldest.append(rec)
                 if len(oldest) == EVICTION_WINDOW:
                     break
+            else:
+                lost.append(rec)
+        for rec in lost:
+            del order[id(rec)]
         victim = min(oldest, key=lambda r: r[R_LAST_TS])
         self._end(victim, "evicted", victim[R_LAST_TS])
         self.evicted += 1
