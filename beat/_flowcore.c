@@ -659,7 +659,12 @@ static int buf_reuse(buf_t *b, Py_ssize_t want)
          * _PyBytes_Resize does with a bytes object it alone holds. */
         b->spare[i] = NULL;
         Py_SET_SIZE(o, b->spare_cap[i]);
+        /* Its cached hash (if one was taken) is of the old text. ob_shash is deprecated as a
+         * public member since 3.11 but still the field _PyBytes_Resize resets the same way. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
         ((PyBytesObject *)o)->ob_shash = -1;
+#pragma GCC diagnostic pop
         b->obj = o;
         b->cap = b->spare_cap[i];
         return 1;
