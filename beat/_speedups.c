@@ -1307,6 +1307,104 @@ static Py_ssize_t slot_offset(PyTypeObject *type, PyObject *name)
     return -1;
 }
 
+/* ---- Maker: a slotted dataclass's instance without its Python __init__ ------ */
+/* Calling a dataclass runs its generated __init__, a Python frame entered from C
+ * (type_call, slot_tp_init): ~2,400 instructions for six fields, of which storing
+ * the fields is a tenth. The engine and the decoders make several records per
+ * packet (FlowKey, Datagram, Transaction, a decoder's message), so a Maker makes
+ * them as that __init__ would: the type's tp_alloc, then each argument stored in
+ * its __slots__ member, in field order. beat/records.py checks the class first (a
+ * plain slotted dataclass whose __init__ only stores its fields) and hands the
+ * field names; a call with any other number of arguments, or keywords, is passed
+ * to the class itself. tests/beat/test_records.py compares the two. */
+
+#define MAKER_MAX_FIELDS 24
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *type;
+    Py_ssize_t n;
+    Py_ssize_t offsets[MAKER_MAX_FIELDS];
+    vectorcallfunc vectorcall;
+} MakerObject;
+
+static PyObject *maker_call(MakerObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != m->n || kwnames != NULL)
+        return PyObject_Vectorcall((PyObject *)m->type, args, nargsf, kwnames);
+    PyObject *o = m->type->tp_alloc(m->type, 0);
+    if (!o) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        *(PyObject **)((char *)o + m->offsets[i]) = Py_NewRef(args[i]);
+    return o;
+}
+
+static PyObject *maker_new(PyTypeObject *subtype, PyObject *args, PyObject *kwds)
+{
+    PyObject *cls, *names;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Maker(cls, field_names) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!:Maker", &PyType_Type, &cls, &PyTuple_Type, &names)) return NULL;
+    PyTypeObject *type = (PyTypeObject *)cls;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    /* Allocated as object.__new__ allocates it; the fields' stores are what __init__ does. */
+    if (n < 1 || n > MAKER_MAX_FIELDS || type->tp_new != PyBaseObject_Type.tp_new
+            || type->tp_setattro != PyObject_GenericSetAttr || type->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "Maker: not a plain slotted class");
+        return NULL;
+    }
+    MakerObject *m = (MakerObject *)subtype->tp_alloc(subtype, 0);
+    if (!m) return NULL;
+    m->type = (PyTypeObject *)Py_NewRef(cls);
+    m->n = n;
+    m->vectorcall = (vectorcallfunc)maker_call;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        Py_ssize_t offset = PyUnicode_Check(name) ? slot_offset(type, name) : -1;
+        if (offset < 0) {
+            PyErr_Format(PyExc_TypeError, "Maker: %R is no slot of %R", name, cls);
+            Py_DECREF(m);
+            return NULL;
+        }
+        m->offsets[i] = offset;
+    }
+    return (PyObject *)m;
+}
+
+static void maker_dealloc(MakerObject *m)
+{
+    Py_XDECREF(m->type);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyObject *maker_repr(MakerObject *m)
+{
+    return PyUnicode_FromFormat("<Maker of %s>", m->type->tp_name);
+}
+
+static PyMemberDef maker_members[] = {
+    {"cls", T_OBJECT, offsetof(MakerObject, type), READONLY, "the class made"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject MakerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._speedups.Maker",
+    .tp_basicsize = sizeof(MakerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Maker(cls, field_names): cls(*values) for a plain slotted dataclass, without "
+              "its Python __init__ (beat/records.py)",
+    .tp_new = maker_new,
+    .tp_dealloc = (destructor)maker_dealloc,
+    .tp_repr = (reprfunc)maker_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(MakerObject, vectorcall),
+    .tp_members = maker_members,
+};
+
 /* TCPConnection's attributes frame_batch reads for every segment of a bypassed
  * connection or a pure ACK (wirebeat.tcp): found once per batch from the first
  * connection's type, then read and written in place. A segment costs three
@@ -1885,12 +1983,11 @@ PyMODINIT_FUNC PyInit__speedups(void)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
             return NULL;
-    if (PyType_Ready(&DedupType) < 0) return NULL;
+    if (PyType_Ready(&DedupType) < 0 || PyType_Ready(&MakerType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    Py_INCREF(&DedupType);
-    if (PyModule_AddObject(m, "Dedup", (PyObject *)&DedupType) < 0) {
-        Py_DECREF(&DedupType);
+    if (PyModule_AddObjectRef(m, "Dedup", (PyObject *)&DedupType) < 0
+            || PyModule_AddObjectRef(m, "Maker", (PyObject *)&MakerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

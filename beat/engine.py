@@ -44,6 +44,7 @@ from wirebeat.packets import PacketDocuments, packets_only_batches
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
+from wirebeat.records import maker
 from wirebeat.registry import Registered
 from wirebeat.sources.netflow import RecordSet, publish_set
 from wirebeat.stats import Stats, log_once
@@ -91,6 +92,10 @@ class _UDPFlow:
     turned_down: int = 0    # datagrams since the heuristics turned the flow down ...
     turned_down_ts: float = 0.0     # ... at this packet time
 
+
+
+# The records made per packet, without their Python __init__ (wirebeat.records).
+_new_flow_key, _new_datagram, _new_udp_flow = maker(FlowKey), maker(Datagram), maker(_UDPFlow)
 
 
 @dataclass(slots=True)
@@ -543,7 +548,7 @@ class Engine:
             route = self.routes_udp.get(dport)
             if route is not None:
                 client = (src, sport)
-                flow_key = FlowKey("udp", ip_text(src), sport, ip_text(dst), dport, state.name)
+                flow_key = _new_flow_key("udp", ip_text(src), sport, ip_text(dst), dport, state.name)
             else:
                 route = self.routes_udp.get(sport)
                 if route is None:
@@ -551,11 +556,11 @@ class Engine:
                         self._claim_udp(state, key, None, ts, src, sport, dst, dport, body)
                     return
                 client = (dst, dport)
-                flow_key = FlowKey("udp", ip_text(dst), dport, ip_text(src), sport, state.name)
+                flow_key = _new_flow_key("udp", ip_text(dst), dport, ip_text(src), sport, state.name)
             if len(flows) >= self.max_flows:
                 flows.popitem(last=False)        # the oldest flow makes room
                 self.flows_evicted += 1
-            flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
+            flow = flows[key] = _new_udp_flow(flow_key, client, route, ts, 0, 0.0)
         elif flow.route is None:                 # turned down by the heuristics
             flow.last_ts = ts
             flow.turned_down += 1
@@ -566,7 +571,7 @@ class Engine:
             return
         flow.last_ts = ts
         from_client = flow.client[1] == sport and flow.client[0] == src
-        self._deliver(state, flow.route, Datagram(ts, flow.key, from_client, body))
+        self._deliver(state, flow.route, _new_datagram(ts, flow.key, from_client, body, False))
 
     def _claim_udp(self, state: _SourceState, key: bytes, flow: _UDPFlow | None, ts: float,
                    src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
@@ -676,9 +681,9 @@ class Engine:
             return None
         self.tcp_detected += detected
         if client_is_src:
-            flow = FlowKey("tcp", ip_text(src), sport, ip_text(dst), dport, state.name)
+            flow = _new_flow_key("tcp", ip_text(src), sport, ip_text(dst), dport, state.name)
         else:
-            flow = FlowKey("tcp", ip_text(dst), dport, ip_text(src), sport, state.name)
+            flow = _new_flow_key("tcp", ip_text(dst), dport, ip_text(src), sport, state.name)
         spec = route.spec
         if spec.expectations:
             make = partial(spec.stream, flow, route.options, state.expectations)
@@ -690,12 +695,12 @@ class Engine:
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
                         dst: bytes, proto: int, payload: bytes) -> None:
         if proto in (1, 58) and len(payload) >= 2:      # the type and code are the ports
-            flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp", ip_text(src), payload[0],
-                               ip_text(dst), payload[1], state.name)
+            flow_key = _new_flow_key("icmp" if proto == 1 else "ipv6-icmp", ip_text(src), payload[0],
+                                     ip_text(dst), payload[1], state.name)
         else:
             flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp" if proto == 58 else str(proto),
                                ip_text(src), 0, ip_text(dst), 0, state.name)
-        self._deliver(state, route, Datagram(ts, flow_key, True, payload))
+        self._deliver(state, route, _new_datagram(ts, flow_key, True, payload, False))
 
     # -- decoders --------------------------------------------------------------
 
