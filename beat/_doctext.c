@@ -54,7 +54,7 @@ static inline int buf_grow(Buf *b, Py_ssize_t more) {
     return b->len + more <= b->cap ? 0 : buf_grow_slow(b, more);
 }
 
-static inline int put(Buf *b, const char *s, Py_ssize_t n) {
+__attribute__((always_inline)) static inline int put(Buf *b, const char *s, Py_ssize_t n) {
     if (buf_grow(b, n) < 0) return -1;
     memcpy(b->data + b->len, s, n);
     b->len += n;
