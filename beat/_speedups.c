@@ -1265,7 +1265,7 @@ static flowcore_api_t *get_flowcore_api(void)
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
     *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
-    *S_popitem, *S_segment;
+    *S_popitem, *S_segment, *S_icmp, *S_ipv6_icmp;
 
 /* obj.name += delta (a Python int attribute). 0 on success, -1 with an exception set. */
 static int add_attr(PyObject *obj, PyObject *name, long long delta)
@@ -1474,13 +1474,49 @@ static PyObject *conv_key(const unsigned char *sa, unsigned sport, const unsigne
     return key;
 }
 
+/* An address as a str, as ip.ip_text gives it (_iptext.h). */
+static PyObject *address_text(const unsigned char *a, int alen)
+{
+    char text[48];
+    return PyUnicode_FromStringAndSize(text, ip_text(text, a, alen) - text);
+}
+
+/* Engine._on_ip_protocol's ICMP and ICMPv6 step for a payload of two bytes or more: the
+ * flow (the type and code as its ports, the source's name), the datagram, then
+ * Engine._deliver(state, route, datagram), which counts it and calls the decoder.
+ * `with` = (deliver, new_flow_key, new_datagram, state, state's name, route). */
+static PyObject *deliver_icmp(PyObject *const *with, PyObject *tso, int proto, const unsigned char *sa,
+                              const unsigned char *da, int alen, PyObject *payload)
+{
+    const unsigned char *pl = (const unsigned char *)PyBytes_AS_STRING(payload);
+    PyObject *client = address_text(sa, alen), *server = address_text(da, alen);
+    PyObject *type_o = PyLong_FromLong(pl[0]), *code_o = PyLong_FromLong(pl[1]);
+    PyObject *flow = NULL, *dgram = NULL, *r = NULL;
+    if (client && server && type_o && code_o) {
+        PyObject *f[6] = {proto == 1 ? S_icmp : S_ipv6_icmp, client, type_o, server, code_o, with[4]};
+        flow = PyObject_Vectorcall(with[1], f, 6, NULL);
+    }
+    if (flow) {
+        PyObject *d[5] = {tso, flow, Py_True, payload, Py_False};
+        dgram = PyObject_Vectorcall(with[2], d, 5, NULL);
+    }
+    if (dgram) {
+        PyObject *a[3] = {with[3], with[5], dgram};
+        r = PyObject_Vectorcall(with[0], a, 3, NULL);
+    }
+    Py_XDECREF(client); Py_XDECREF(server); Py_XDECREF(type_o); Py_XDECREF(code_o);
+    Py_XDECREF(flow); Py_XDECREF(dgram);
+    return r;
+}
+
 /* frame_batch(batch, source, engine, state, on_frame, ctx) -> None
  *   ctx = (portmap: 65536 bytes, ipmap: 256 bytes, decoding, detecting, probing,
  *          max_mac_pairs, non_ip_counts: dict | None (None: non-IP frames to on_frame),
- *          engine._on_udp, engine._on_tcp, engine._on_ip_protocol, engine.routes_ip) */
+ *          engine._on_udp, engine._on_tcp, engine._on_ip_protocol, engine.routes_ip,
+ *          engine._deliver, the FlowKey and Datagram makers (wirebeat.records)) */
 static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 11) {
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 14) {
         PyErr_SetString(PyExc_TypeError, "frame_batch(batch: list, source, engine, state, on_frame, ctx)");
         return NULL;
     }
@@ -1490,6 +1526,8 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *non_ip_counts = PyTuple_GET_ITEM(ctx, 6);
     PyObject *on_udp = PyTuple_GET_ITEM(ctx, 7), *on_tcp = PyTuple_GET_ITEM(ctx, 8);
     PyObject *on_ip = PyTuple_GET_ITEM(ctx, 9), *routes_ip = PyTuple_GET_ITEM(ctx, 10);
+    PyObject *deliver = PyTuple_GET_ITEM(ctx, 11), *new_flow_key = PyTuple_GET_ITEM(ctx, 12);
+    PyObject *new_datagram = PyTuple_GET_ITEM(ctx, 13);
     if (!PyBytes_Check(portmap) || PyBytes_GET_SIZE(portmap) != 65536 || !PyBytes_Check(ipmap)
             || PyBytes_GET_SIZE(ipmap) != 256 || (non_ip_counts != Py_None && !PyDict_Check(non_ip_counts))
             || !PyDict_Check(routes_ip)) {
@@ -1506,7 +1544,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
 
     /* The source's tables (fixed objects for the source's life). */
     PyObject *tcp = NULL, *conns = NULL, *tcp_counters = NULL, *udp_flows = NULL, *expected = NULL,
-        *macs = NULL, *flows = NULL, *account = NULL, *dedup_o = NULL, *result = NULL;
+        *macs = NULL, *flows = NULL, *account = NULL, *dedup_o = NULL, *result = NULL, *state_name = NULL;
     fcount_t c;
     memset(&c, 0, sizeof c);
     Py_ssize_t last_c = -1;         /* the last frame handled here */
@@ -1517,7 +1555,8 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             || !(expected = PyObject_GetAttrString(state, "expected"))
             || !(macs = PyObject_GetAttrString(state, "macs"))
             || !(flows = PyObject_GetAttrString(state, "flows"))
-            || !(dedup_o = PyObject_GetAttrString(state, "dedup")))
+            || !(dedup_o = PyObject_GetAttrString(state, "dedup"))
+            || !(state_name = PyObject_GetAttrString(state, "name")))
         goto done;
     if (!PyDict_Check(conns) || !PyDict_Check(udp_flows) || !PyDict_Check(expected) || !PyDict_Check(macs)
             || (dedup_o != Py_None && !PyObject_TypeCheck(dedup_o, &DedupType))) {
@@ -1764,7 +1803,11 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     } else if (call == CALL_IP) {
                         PyObject *proto_o = PyLong_FromLong(ip.proto);
                         PyObject *route = proto_o ? PyDict_GetItemWithError(routes_ip, proto_o) : NULL;
-                        if (route) {
+                        if (route && (ip.proto == 1 || ip.proto == 58) && plen >= 2) {
+                            PyObject *const icmp[6] = {deliver, new_flow_key, new_datagram, state,
+                                                       state_name, route};
+                            r = deliver_icmp(icmp, tso, ip.proto, sa, da, alen, payload);
+                        } else if (route) {
                             PyObject *a[7] = {state, route, tso, src, dst, proto_o, payload};
                             r = PyObject_Vectorcall(on_ip, a, 7, NULL);
                         } else if (!PyErr_Occurred())
@@ -1873,6 +1916,7 @@ done:
     }
     Py_XDECREF(tcp); Py_XDECREF(conns); Py_XDECREF(tcp_counters); Py_XDECREF(udp_flows);
     Py_XDECREF(expected); Py_XDECREF(macs); Py_XDECREF(flows); Py_XDECREF(account); Py_XDECREF(dedup_o);
+    Py_XDECREF(state_name);
     return result;
 }
 
@@ -1979,6 +2023,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
         {&S_bypassed, "bypassed"}, {&S_last_ts, "last_ts"}, {&S_client_first, "client_first"},
         {&S_client, "client"}, {&S_server, "server"}, {&S_nxt, "nxt"}, {&S_started, "started"},
         {&S_ended, "ended"}, {&S_popitem, "popitem"}, {&S_segment, "segment"},
+        {&S_icmp, "icmp"}, {&S_ipv6_icmp, "ipv6-icmp"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))

@@ -694,6 +694,7 @@ class Engine:
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
                         dst: bytes, proto: int, payload: bytes) -> None:
+        # (beat/_speedups.c deliver_icmp does the first branch for the C frame loop)
         if proto in (1, 58) and len(payload) >= 2:      # the type and code are the ports
             flow_key = _new_flow_key("icmp" if proto == 1 else "ipv6-icmp", ip_text(src), payload[0],
                                      ip_text(dst), payload[1], state.name)

@@ -571,3 +571,34 @@ def test_key_cache_entry_from_65536_generations_ago_is_not_taken() -> None:
     assert new is not old and new[2] == 1 and old[2] == 3
     engine.finish()
     pipeline.close()
+
+
+@needs_c
+def test_icmp_messages_delivered_from_c_as_on_frame_delivers_them() -> None:
+    """The frame loop makes an ICMP/ICMPv6 message's flow and datagram itself (beat/_speedups.c
+    deliver_icmp): echo pairs v4 and v6, a lone reply, an error report, messages of 0, 1, 2,
+    3 and 7 bytes (too short: malformed, counted), through 802.1Q and Linux cooked links,
+    and a second source whose name the flows carry first."""
+    start, eth = 1_700_000_000.0, g.LINKTYPE_ETHERNET
+    a, b, a6, b6 = "10.9.0.1", "10.9.0.2", "2001:db8::1", "2001:db8::2"
+    frames: list[tuple[float, int, bytes, str]] = []
+    for n in range(40):
+        ts = start + n * 0.01
+        source = "other" if n < 8 else "test"     # (a source's frames together: _run's batches)
+        request = g.ipv4(a, b, 1, g.icmp_echo(n, 1))
+        frames.append((ts, eth, g.ethernet(request, vlans=[7] if n % 3 == 0 else ()), source))
+        frames.append((ts + 0.001, eth, g.ethernet(g.ipv4(b, a, 1, g.icmp_echo(n, 1, reply=True))), source))
+        frames.append((ts + 0.002, g.LINKTYPE_LINUX_SLL, g.linux_sll(g.ipv6(a6, b6, 58, g.icmpv6_echo(a6, b6, n, 2))),
+                       source))
+        frames.append((ts + 0.003, eth, g.ethernet(g.ipv6(b6, a6, 58, g.icmpv6_echo(b6, a6, n, 2, reply=True))),
+                       source))
+    frames.append((start + 1, eth, g.ethernet(g.ipv4(b, a, 1, g.icmp_echo(999, 9, reply=True))), "test"))
+    frames.append((start + 1, eth, g.ethernet(g.ipv4(b, a, 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + b"x" * 28)), "test"))
+    for size in (0, 1, 2, 3, 7):
+        frames.append((start + 1.5, eth, g.ethernet(g.ipv4(a, b, 1, bytes([8, 0, 0, 0, 0, 1, 0])[:size])), "test"))
+        frames.append((start + 1.5, eth, g.ethernet(g.ipv6(a6, b6, 58, bytes([128, 0, 0, 0])[:size])), "test"))
+    counters, left, docs = _same(frames, sizes=(4096, 5))
+    assert sum(b'"type":"icmp"' in doc for _id, doc in docs) == 82
+    assert sum(b'"capture":{"source":"other"}' in doc and b'"type":"icmp"' in doc for _id, doc in docs) == 16
+    assert counters["decoder.malformed.icmp.icmp.truncated"] == 10      # each short message, once
+    assert left < 10        # (the ticks)
