@@ -64,6 +64,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #define LT_NULL 0
 #define LT_ETHERNET 1
 #define LT_RAW 101
@@ -1920,6 +1923,53 @@ done:
     return result;
 }
 
+/* ---- link_seen: Engine._link_of's look-up in the source's `macs` ------------- */
+/* The link header remembered for a transaction's conversation: `macs` is keyed by the
+ * packed sender + receiver addresses of a frame (the frame loop's `pair`), the
+ * transaction names its client and server as text. Returns (header, True) for the
+ * latest frame the client sent, else (header, False) for the server's, None when
+ * neither is there or an address text is none (what ip.ip_packed's OSError means);
+ * engine._link_seen_python is the reference (tests/beat/test_engine_link.py). */
+static int pack_text(PyObject *text, unsigned char *out, int *alen)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    if (!s) return -1;                                  /* not a str, or lone surrogates */
+    if ((Py_ssize_t)strlen(s) != n) {
+        PyErr_SetString(PyExc_ValueError, "embedded null character");   /* socket.inet_pton's */
+        return -1;
+    }
+    int v6 = memchr(s, ':', n) != NULL;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, s, out) != 1) return 0;
+    *alen = v6 ? 16 : 4;
+    return 1;
+}
+
+static PyObject *py_link_seen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "link_seen(macs: dict, client_ip: str, server_ip: str)");
+        return NULL;
+    }
+    unsigned char client[16], server[16], key[32];
+    int clen = 0, slen = 0, r;
+    if ((r = pack_text(args[1], client, &clen)) <= 0 || (r = pack_text(args[2], server, &slen)) <= 0) {
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    for (int by_client = 1; by_client >= 0; by_client--) {
+        memcpy(key, by_client ? client : server, by_client ? clen : slen);
+        memcpy(key + (by_client ? clen : slen), by_client ? server : client, by_client ? slen : clen);
+        PyObject *k = PyBytes_FromStringAndSize((const char *)key, clen + slen);
+        if (!k) return NULL;
+        PyObject *seen = PyDict_GetItemWithError(args[0], k);      /* borrowed */
+        Py_DECREF(k);
+        if (seen) return PyTuple_Pack(2, seen, by_client ? Py_True : Py_False);
+        if (PyErr_Occurred()) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_community_id(PyObject *self, PyObject *args)
 {
     int proto, sport, dport;
@@ -1994,6 +2044,8 @@ static PyMethodDef methods[] = {
     {"pcap_records", (PyCFunction)(void (*)(void))pcap_records, METH_FASTCALL,
      "pcap_records(buf, pos, little, scale, max_caplen, frac_max, linktype, max_count) -> "
      "([(ts, linktype, data, wire_len)], pos, last_sec): pcapfile.pcap_records_python"},
+    {"link_seen", (PyCFunction)(void (*)(void))py_link_seen, METH_FASTCALL,
+     "link_seen(macs, client_ip, server_ip) -> (header, sent_by_client) | None: Engine._link_of's look-up"},
     {"community_id", py_community_id, METH_VARARGS,
      "community_id(proto, saddr, sport, daddr, dport) -> str: Community ID v1, seed 0"},
     {NULL, NULL, 0, NULL},

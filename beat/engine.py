@@ -27,11 +27,12 @@ from collections import OrderedDict
 import gc
 import struct
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from wirebeat import logs
 from wirebeat import dedup
+from wirebeat.accel import speedups
 from wirebeat.config import Config
 from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
@@ -143,29 +144,49 @@ def _link_of(macs: dict[bytes, bytes],
              flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
     """The client's and server's MACs (Ethernet only) and the link layers of the
     conversation's latest frame; None when it is not remembered."""
+    found = _link_seen(macs, flow.client_ip, flow.server_ip)
+    if found is None:
+        return None
+    seen, by_client = found
+    return (_seen_links.get(seen) or _seen_link(seen))[0 if by_client else 1]
+
+
+def _link_seen_python(macs: dict[bytes, bytes], client_ip: str,
+                      server_ip: str) -> tuple[bytes, bool] | None:
+    """The link header `macs` remembers for the conversation: the latest the client sent
+    (header, True), else the server's (header, False); None when neither is there or an
+    address text is none. beat/_speedups.c `link_seen` does it without the two packed
+    addresses' lru look-ups (tests/beat/test_engine_link.py compares the two)."""
     try:
-        client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
+        client, server = ip_packed(client_ip), ip_packed(server_ip)
     except OSError:
         return None
     seen = macs.get(client + server)
     if seen is not None:
-        return _seen_link(seen, True)
+        return seen, True
     seen = macs.get(server + client)
-    return None if seen is None else _seen_link(seen, False)
+    return None if seen is None else (seen, False)
 
 
-@lru_cache(maxsize=4096)    # a conversation's link header recurs: each is read once
-def _seen_link(seen: bytes,
-               by_client: bool) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]]:
-    """`_link_of`'s answer from a remembered link type (4 bytes) + link header, sent by the client or not."""
+_link_seen = getattr(speedups, "link_seen", None) or _link_seen_python
+# a remembered link type (4 bytes) + link header -> `_link_of`'s answers for a frame sent by
+# the client (destination MAC first) and by the server; at most 4,096 (full: starts over).
+# Few per capture: a conversation's link header recurs (a host's MAC and its router's).
+_seen_links: dict[bytes, tuple] = {}
+
+
+def _seen_link(seen: bytes) -> tuple[tuple[tuple[bytes, bytes] | None, tuple[str, bool]], ...]:
+    """`_seen_links`' entry for a remembered link type (4 bytes) + link header."""
     linktype, head = int.from_bytes(seen[:4], "big"), seen[4:]
+    link = link_layers(linktype, head)
     if linktype != 1:
-        pair = None
-    elif by_client:                     # sent by the client: destination MAC first
-        pair = head[6:12], head[:6]
+        answers = (None, link), (None, link)
     else:
-        pair = head[:6], head[6:12]
-    return pair, link_layers(linktype, head)
+        answers = ((head[6:12], head[:6]), link), ((head[:6], head[6:12]), link)
+    if len(_seen_links) >= 4096:
+        _seen_links.clear()
+    _seen_links[seen] = answers
+    return answers
 
 
 class _TCPStream:
