@@ -1247,6 +1247,7 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
 #define CALL_TCP 2
 #define CALL_IP 3
 #define CALL_SEGMENT 4      /* CALL_TCP for a tracked connection: its `segment` straight away */
+#define CALL_UDP_FLOW 5     /* CALL_UDP for a routed flow the table holds: its datagram to `_deliver` */
 
 #include "_flowapi.h"
 
@@ -1268,7 +1269,7 @@ static flowcore_api_t *get_flowcore_api(void)
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
     *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
-    *S_popitem, *S_segment, *S_icmp, *S_ipv6_icmp;
+    *S_popitem, *S_segment, *S_icmp, *S_ipv6_icmp, *S_route, *S_key;
 
 /* obj.name += delta (a Python int attribute). 0 on success, -1 with an exception set. */
 static int add_attr(PyObject *obj, PyObject *name, long long delta)
@@ -1516,10 +1517,48 @@ static PyObject *deliver_icmp(PyObject *const *with, PyObject *tso, int proto, c
  *   ctx = (portmap: 65536 bytes, ipmap: 256 bytes, decoding, detecting, probing,
  *          max_mac_pairs, non_ip_counts: dict | None (None: non-IP frames to on_frame),
  *          engine._on_udp, engine._on_tcp, engine._on_ip_protocol, engine.routes_ip,
- *          engine._deliver, the FlowKey and Datagram makers (wirebeat.records)) */
+ *          engine._deliver, the FlowKey and Datagram makers (wirebeat.records), engine._UDPFlow) */
+/* Engine._on_udp's step for a datagram of a flow the table holds with a route (`flow`,
+ * an engine._UDPFlow): the flow's last_ts, whether the client sent it, the body within
+ * the UDP length, then Engine._deliver(state, route, Datagram(...)). NotImplemented,
+ * before any change, when the flow's client is not the (address, port) tuple _on_udp
+ * makes: then _on_udp does it. `with` = (deliver, new_datagram, state). */
+static PyObject *deliver_udp(PyObject *const *with, PyObject *flow, PyObject *tso, unsigned sport,
+                             PyObject *src, PyObject *payload)
+{
+    const unsigned char *pl = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t plen = PyBytes_GET_SIZE(payload), length = u16(pl + 4);
+    PyObject *route = NULL, *key = NULL, *client = NULL, *body = NULL, *dgram = NULL, *r = NULL;
+    if (!(route = PyObject_GetAttr(flow, S_route)) || !(key = PyObject_GetAttr(flow, S_key))
+            || !(client = PyObject_GetAttr(flow, S_client)))
+        goto done;
+    if (route == Py_None || !PyTuple_CheckExact(client) || PyTuple_GET_SIZE(client) != 2
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(client, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(client, 1))) {
+        r = Py_NewRef(Py_NotImplemented);
+        goto done;
+    }
+    /* `flow.client[1] == sport and flow.client[0] == src` */
+    int overflow;
+    long port = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(client, 1), &overflow);
+    PyObject *address = PyTuple_GET_ITEM(client, 0);
+    int from_client = !overflow && port == (long)sport && PyBytes_GET_SIZE(address) == PyBytes_GET_SIZE(src)
+                      && memcmp(PyBytes_AS_STRING(address), PyBytes_AS_STRING(src), PyBytes_GET_SIZE(src)) == 0;
+    if (PyObject_SetAttr(flow, S_last_ts, tso) < 0) goto done;
+    /* the UDP length bounds the body (Ethernet padding follows); past the bytes: a snap-length cut */
+    Py_ssize_t end = 8 <= length && length <= plen ? length : plen;
+    if (!(body = PyBytes_FromStringAndSize((const char *)pl + 8, end - 8))) goto done;
+    PyObject *d[5] = {tso, key, from_client ? Py_True : Py_False, body, Py_False};
+    if (!(dgram = PyObject_Vectorcall(with[1], d, 5, NULL))) goto done;
+    PyObject *a[3] = {with[2], route, dgram};
+    r = PyObject_Vectorcall(with[0], a, 3, NULL);
+done:
+    Py_XDECREF(route); Py_XDECREF(key); Py_XDECREF(client); Py_XDECREF(body); Py_XDECREF(dgram);
+    return r;
+}
+
 static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 14) {
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 15) {
         PyErr_SetString(PyExc_TypeError, "frame_batch(batch: list, source, engine, state, on_frame, ctx)");
         return NULL;
     }
@@ -1530,7 +1569,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *on_udp = PyTuple_GET_ITEM(ctx, 7), *on_tcp = PyTuple_GET_ITEM(ctx, 8);
     PyObject *on_ip = PyTuple_GET_ITEM(ctx, 9), *routes_ip = PyTuple_GET_ITEM(ctx, 10);
     PyObject *deliver = PyTuple_GET_ITEM(ctx, 11), *new_flow_key = PyTuple_GET_ITEM(ctx, 12);
-    PyObject *new_datagram = PyTuple_GET_ITEM(ctx, 13);
+    PyObject *new_datagram = PyTuple_GET_ITEM(ctx, 13), *udp_flow_type = PyTuple_GET_ITEM(ctx, 14);
     if (!PyBytes_Check(portmap) || PyBytes_GET_SIZE(portmap) != 65536 || !PyBytes_Check(ipmap)
             || PyBytes_GET_SIZE(ipmap) != 256 || (non_ip_counts != Py_None && !PyDict_Check(non_ip_counts))
             || !PyDict_Check(routes_ip)) {
@@ -1638,9 +1677,24 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 sport = u16(pl); dport = u16(pl + 2);
                 if (ports[dport] & PM_TUNNEL) goto decided;
                 if (decoding) {
-                    if (((ports[sport] | ports[dport]) & PM_UDP_ROUTE) || probing || PyDict_GET_SIZE(expected))
+                    if (((ports[sport] | ports[dport]) & PM_UDP_ROUTE) || probing || PyDict_GET_SIZE(expected)) {
                         call = CALL_UDP;
-                    else if (PyDict_GET_SIZE(udp_flows)) {
+                        if (PyDict_GET_SIZE(udp_flows)) {       /* a routed flow already held: CALL_UDP_FLOW */
+                            src_first = endpoint_first(sa, sport, da, dport, alen);
+                            if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
+                            PyObject *f = PyDict_GetItemWithError(udp_flows, key);
+                            if (!f && PyErr_Occurred()) goto fail;
+                            if (f && Py_TYPE(f) == (PyTypeObject *)udp_flow_type) {
+                                PyObject *route = PyObject_GetAttr(f, S_route);
+                                if (!route) goto fail;
+                                if (route != Py_None) {
+                                    call = CALL_UDP_FLOW;
+                                    conn = Py_NewRef(f);    /* (held in conn: released with it) */
+                                }
+                                Py_DECREF(route);
+                            }
+                        }
+                    } else if (PyDict_GET_SIZE(udp_flows)) {
                         src_first = endpoint_first(sa, sport, da, dport, alen);
                         if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
                         int has = PyDict_Contains(udp_flows, key);
@@ -1817,8 +1871,15 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                             PyErr_SetString(PyExc_KeyError, "frame_batch: no route for the IP protocol");
                         Py_XDECREF(proto_o);
                     } else {
-                        PyObject *a[5] = {state, tso, src, dst, payload};
-                        r = PyObject_Vectorcall(call == CALL_UDP ? on_udp : on_tcp, a, 5, NULL);
+                        if (call == CALL_UDP_FLOW) {
+                            PyObject *const udp[3] = {deliver, new_datagram, state};
+                            r = deliver_udp(udp, conn, tso, sport, src, payload);
+                        }
+                        if (call != CALL_UDP_FLOW || r == Py_NotImplemented) {
+                            Py_XDECREF(r);
+                            PyObject *a[5] = {state, tso, src, dst, payload};
+                            r = PyObject_Vectorcall(call == CALL_TCP ? on_tcp : on_udp, a, 5, NULL);
+                        }
                     }
                 }
                 Py_XDECREF(frame);
@@ -2075,7 +2136,7 @@ PyMODINIT_FUNC PyInit__speedups(void)
         {&S_bypassed, "bypassed"}, {&S_last_ts, "last_ts"}, {&S_client_first, "client_first"},
         {&S_client, "client"}, {&S_server, "server"}, {&S_nxt, "nxt"}, {&S_started, "started"},
         {&S_ended, "ended"}, {&S_popitem, "popitem"}, {&S_segment, "segment"},
-        {&S_icmp, "icmp"}, {&S_ipv6_icmp, "ipv6-icmp"},
+        {&S_icmp, "icmp"}, {&S_ipv6_icmp, "ipv6-icmp"}, {&S_route, "route"}, {&S_key, "key"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))

@@ -590,6 +590,7 @@ class Engine:
                                                              ts - flow.turned_down_ts):
                 self._claim_udp(state, key, flow, ts, src, sport, dst, dport, body)
             return
+        # (beat/_speedups.c deliver_udp does these steps for the C frame loop)
         flow.last_ts = ts
         from_client = flow.client[1] == sport and flow.client[0] == src
         self._deliver(state, flow.route, _new_datagram(ts, flow.key, from_client, body, False))

@@ -22,7 +22,9 @@ time. `frame_batches` gives the engine an `on_batch` that runs the C
   `_on_ip_protocol`'s step in C: its FlowKey and Datagram (made with
   wirebeat.records' makers), then `Engine._deliver`, the decoder's error
   boundary (one Python frame and two address look-ups fewer per message: 42% of
-  the transaction-dense benchmark's packets are ICMP);
+  the transaction-dense benchmark's packets are ICMP); likewise for a UDP
+  datagram of a routed flow the table already holds (a DNS response):
+  `_on_udp`'s last step in C, then `_deliver`;
 - anything else (a timeout tick due, malformed headers, fragments, tunnels,
   MPLS/PPPoE shims, unusual records): `Engine.on_frame` whole.
 
@@ -78,6 +80,8 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
     non_ip = reporter.non_ip if (type(reporter).count_non_ip is FlowReporter.count_non_ip
                                  and type(reporter.non_ip) is dict) else None
 
+    from wirebeat.engine import _UDPFlow as udp_flow    # (the engine imports this module)
+
     def on_batch(frames: list, source: str) -> None:
         if frames.__class__ is not list:
             frames = list(frames)       # the C loop walks a list
@@ -85,5 +89,5 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
         batch(frames, source, engine, state, engine.on_frame,
               (portmap, ipmap, engine.decoding, bool(engine.detectors), bool(engine.probes),
                engine.max_mac_pairs, non_ip, engine._on_udp, engine._on_tcp, engine._on_ip_protocol,
-               engine.routes_ip, engine._deliver, _new_flow_key, _new_datagram))
+               engine.routes_ip, engine._deliver, _new_flow_key, _new_datagram, udp_flow))
     return on_batch
