@@ -64,6 +64,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #define LT_NULL 0
 #define LT_ETHERNET 1
 #define LT_RAW 101
@@ -1244,6 +1247,7 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
 #define CALL_TCP 2
 #define CALL_IP 3
 #define CALL_SEGMENT 4      /* CALL_TCP for a tracked connection: its `segment` straight away */
+#define CALL_UDP_FLOW 5     /* CALL_UDP for a routed flow the table holds: its datagram to `_deliver` */
 
 #include "_flowapi.h"
 
@@ -1265,7 +1269,7 @@ static flowcore_api_t *get_flowcore_api(void)
 static PyObject *S_packets, *S_bytes, *S_non_ip, *S_tcp_untracked, *S_delivered, *S_mac_evicted,
     *S_segments, *S_segments_bypassed, *S_timestamps_behind, *S_frame, *S_tunnel, *S_next_tick,
     *S_bypassed, *S_last_ts, *S_client_first, *S_client, *S_server, *S_nxt, *S_started, *S_ended,
-    *S_popitem, *S_segment;
+    *S_popitem, *S_segment, *S_icmp, *S_ipv6_icmp, *S_route, *S_key;
 
 /* obj.name += delta (a Python int attribute). 0 on success, -1 with an exception set. */
 static int add_attr(PyObject *obj, PyObject *name, long long delta)
@@ -1306,6 +1310,104 @@ static Py_ssize_t slot_offset(PyTypeObject *type, PyObject *name)
     }
     return -1;
 }
+
+/* ---- Maker: a slotted dataclass's instance without its Python __init__ ------ */
+/* Calling a dataclass runs its generated __init__, a Python frame entered from C
+ * (type_call, slot_tp_init): ~2,400 instructions for six fields, of which storing
+ * the fields is a tenth. The engine and the decoders make several records per
+ * packet (FlowKey, Datagram, Transaction, a decoder's message), so a Maker makes
+ * them as that __init__ would: the type's tp_alloc, then each argument stored in
+ * its __slots__ member, in field order. beat/records.py checks the class first (a
+ * plain slotted dataclass whose __init__ only stores its fields) and hands the
+ * field names; a call with any other number of arguments, or keywords, is passed
+ * to the class itself. tests/beat/test_records.py compares the two. */
+
+#define MAKER_MAX_FIELDS 24
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *type;
+    Py_ssize_t n;
+    Py_ssize_t offsets[MAKER_MAX_FIELDS];
+    vectorcallfunc vectorcall;
+} MakerObject;
+
+static PyObject *maker_call(MakerObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != m->n || kwnames != NULL)
+        return PyObject_Vectorcall((PyObject *)m->type, args, nargsf, kwnames);
+    PyObject *o = m->type->tp_alloc(m->type, 0);
+    if (!o) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        *(PyObject **)((char *)o + m->offsets[i]) = Py_NewRef(args[i]);
+    return o;
+}
+
+static PyObject *maker_new(PyTypeObject *subtype, PyObject *args, PyObject *kwds)
+{
+    PyObject *cls, *names;
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Maker(cls, field_names) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!:Maker", &PyType_Type, &cls, &PyTuple_Type, &names)) return NULL;
+    PyTypeObject *type = (PyTypeObject *)cls;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    /* Allocated as object.__new__ allocates it; the fields' stores are what __init__ does. */
+    if (n < 1 || n > MAKER_MAX_FIELDS || type->tp_new != PyBaseObject_Type.tp_new
+            || type->tp_setattro != PyObject_GenericSetAttr || type->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "Maker: not a plain slotted class");
+        return NULL;
+    }
+    MakerObject *m = (MakerObject *)subtype->tp_alloc(subtype, 0);
+    if (!m) return NULL;
+    m->type = (PyTypeObject *)Py_NewRef(cls);
+    m->n = n;
+    m->vectorcall = (vectorcallfunc)maker_call;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        Py_ssize_t offset = PyUnicode_Check(name) ? slot_offset(type, name) : -1;
+        if (offset < 0) {
+            PyErr_Format(PyExc_TypeError, "Maker: %R is no slot of %R", name, cls);
+            Py_DECREF(m);
+            return NULL;
+        }
+        m->offsets[i] = offset;
+    }
+    return (PyObject *)m;
+}
+
+static void maker_dealloc(MakerObject *m)
+{
+    Py_XDECREF(m->type);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static PyObject *maker_repr(MakerObject *m)
+{
+    return PyUnicode_FromFormat("<Maker of %s>", m->type->tp_name);
+}
+
+static PyMemberDef maker_members[] = {
+    {"cls", T_OBJECT, offsetof(MakerObject, type), READONLY, "the class made"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject MakerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wirebeat._speedups.Maker",
+    .tp_basicsize = sizeof(MakerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Maker(cls, field_names): cls(*values) for a plain slotted dataclass, without "
+              "its Python __init__ (beat/records.py)",
+    .tp_new = maker_new,
+    .tp_dealloc = (destructor)maker_dealloc,
+    .tp_repr = (reprfunc)maker_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(MakerObject, vectorcall),
+    .tp_members = maker_members,
+};
 
 /* TCPConnection's attributes frame_batch reads for every segment of a bypassed
  * connection or a pure ACK (wirebeat.tcp): found once per batch from the first
@@ -1376,13 +1478,87 @@ static PyObject *conv_key(const unsigned char *sa, unsigned sport, const unsigne
     return key;
 }
 
+/* An address as a str, as ip.ip_text gives it (_iptext.h). */
+static PyObject *address_text(const unsigned char *a, int alen)
+{
+    char text[48];
+    return PyUnicode_FromStringAndSize(text, ip_text(text, a, alen) - text);
+}
+
+/* Engine._on_ip_protocol's ICMP and ICMPv6 step for a payload of two bytes or more: the
+ * flow (the type and code as its ports, the source's name), the datagram, then
+ * Engine._deliver(state, route, datagram), which counts it and calls the decoder.
+ * `with` = (deliver, new_flow_key, new_datagram, state, state's name, route). */
+static PyObject *deliver_icmp(PyObject *const *with, PyObject *tso, int proto, const unsigned char *sa,
+                              const unsigned char *da, int alen, PyObject *payload)
+{
+    const unsigned char *pl = (const unsigned char *)PyBytes_AS_STRING(payload);
+    PyObject *client = address_text(sa, alen), *server = address_text(da, alen);
+    PyObject *type_o = PyLong_FromLong(pl[0]), *code_o = PyLong_FromLong(pl[1]);
+    PyObject *flow = NULL, *dgram = NULL, *r = NULL;
+    if (client && server && type_o && code_o) {
+        PyObject *f[6] = {proto == 1 ? S_icmp : S_ipv6_icmp, client, type_o, server, code_o, with[4]};
+        flow = PyObject_Vectorcall(with[1], f, 6, NULL);
+    }
+    if (flow) {
+        PyObject *d[5] = {tso, flow, Py_True, payload, Py_False};
+        dgram = PyObject_Vectorcall(with[2], d, 5, NULL);
+    }
+    if (dgram) {
+        PyObject *a[3] = {with[3], with[5], dgram};
+        r = PyObject_Vectorcall(with[0], a, 3, NULL);
+    }
+    Py_XDECREF(client); Py_XDECREF(server); Py_XDECREF(type_o); Py_XDECREF(code_o);
+    Py_XDECREF(flow); Py_XDECREF(dgram);
+    return r;
+}
+
 /* frame_batch(batch, source, engine, state, on_frame, ctx) -> None
  *   ctx = (portmap: 65536 bytes, ipmap: 256 bytes, decoding, detecting, probing,
  *          max_mac_pairs, non_ip_counts: dict | None (None: non-IP frames to on_frame),
- *          engine._on_udp, engine._on_tcp, engine._on_ip_protocol, engine.routes_ip) */
+ *          engine._on_udp, engine._on_tcp, engine._on_ip_protocol, engine.routes_ip,
+ *          engine._deliver, the FlowKey and Datagram makers (wirebeat.records), engine._UDPFlow) */
+/* Engine._on_udp's step for a datagram of a flow the table holds with a route (`flow`,
+ * an engine._UDPFlow): the flow's last_ts, whether the client sent it, the body within
+ * the UDP length, then Engine._deliver(state, route, Datagram(...)). NotImplemented,
+ * before any change, when the flow's client is not the (address, port) tuple _on_udp
+ * makes: then _on_udp does it. `with` = (deliver, new_datagram, state). */
+static PyObject *deliver_udp(PyObject *const *with, PyObject *flow, PyObject *tso, unsigned sport,
+                             PyObject *src, PyObject *payload)
+{
+    const unsigned char *pl = (const unsigned char *)PyBytes_AS_STRING(payload);
+    Py_ssize_t plen = PyBytes_GET_SIZE(payload), length = u16(pl + 4);
+    PyObject *route = NULL, *key = NULL, *client = NULL, *body = NULL, *dgram = NULL, *r = NULL;
+    if (!(route = PyObject_GetAttr(flow, S_route)) || !(key = PyObject_GetAttr(flow, S_key))
+            || !(client = PyObject_GetAttr(flow, S_client)))
+        goto done;
+    if (route == Py_None || !PyTuple_CheckExact(client) || PyTuple_GET_SIZE(client) != 2
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(client, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(client, 1))) {
+        r = Py_NewRef(Py_NotImplemented);
+        goto done;
+    }
+    /* `flow.client[1] == sport and flow.client[0] == src` */
+    int overflow;
+    long port = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(client, 1), &overflow);
+    PyObject *address = PyTuple_GET_ITEM(client, 0);
+    int from_client = !overflow && port == (long)sport && PyBytes_GET_SIZE(address) == PyBytes_GET_SIZE(src)
+                      && memcmp(PyBytes_AS_STRING(address), PyBytes_AS_STRING(src), PyBytes_GET_SIZE(src)) == 0;
+    if (PyObject_SetAttr(flow, S_last_ts, tso) < 0) goto done;
+    /* the UDP length bounds the body (Ethernet padding follows); past the bytes: a snap-length cut */
+    Py_ssize_t end = 8 <= length && length <= plen ? length : plen;
+    if (!(body = PyBytes_FromStringAndSize((const char *)pl + 8, end - 8))) goto done;
+    PyObject *d[5] = {tso, key, from_client ? Py_True : Py_False, body, Py_False};
+    if (!(dgram = PyObject_Vectorcall(with[1], d, 5, NULL))) goto done;
+    PyObject *a[3] = {with[2], route, dgram};
+    r = PyObject_Vectorcall(with[0], a, 3, NULL);
+done:
+    Py_XDECREF(route); Py_XDECREF(key); Py_XDECREF(client); Py_XDECREF(body); Py_XDECREF(dgram);
+    return r;
+}
+
 static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 11) {
+    if (nargs != 6 || !PyList_Check(args[0]) || !PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != 15) {
         PyErr_SetString(PyExc_TypeError, "frame_batch(batch: list, source, engine, state, on_frame, ctx)");
         return NULL;
     }
@@ -1392,6 +1568,8 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *non_ip_counts = PyTuple_GET_ITEM(ctx, 6);
     PyObject *on_udp = PyTuple_GET_ITEM(ctx, 7), *on_tcp = PyTuple_GET_ITEM(ctx, 8);
     PyObject *on_ip = PyTuple_GET_ITEM(ctx, 9), *routes_ip = PyTuple_GET_ITEM(ctx, 10);
+    PyObject *deliver = PyTuple_GET_ITEM(ctx, 11), *new_flow_key = PyTuple_GET_ITEM(ctx, 12);
+    PyObject *new_datagram = PyTuple_GET_ITEM(ctx, 13), *udp_flow_type = PyTuple_GET_ITEM(ctx, 14);
     if (!PyBytes_Check(portmap) || PyBytes_GET_SIZE(portmap) != 65536 || !PyBytes_Check(ipmap)
             || PyBytes_GET_SIZE(ipmap) != 256 || (non_ip_counts != Py_None && !PyDict_Check(non_ip_counts))
             || !PyDict_Check(routes_ip)) {
@@ -1408,7 +1586,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
 
     /* The source's tables (fixed objects for the source's life). */
     PyObject *tcp = NULL, *conns = NULL, *tcp_counters = NULL, *udp_flows = NULL, *expected = NULL,
-        *macs = NULL, *flows = NULL, *account = NULL, *dedup_o = NULL, *result = NULL;
+        *macs = NULL, *flows = NULL, *account = NULL, *dedup_o = NULL, *result = NULL, *state_name = NULL;
     fcount_t c;
     memset(&c, 0, sizeof c);
     Py_ssize_t last_c = -1;         /* the last frame handled here */
@@ -1419,7 +1597,8 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             || !(expected = PyObject_GetAttrString(state, "expected"))
             || !(macs = PyObject_GetAttrString(state, "macs"))
             || !(flows = PyObject_GetAttrString(state, "flows"))
-            || !(dedup_o = PyObject_GetAttrString(state, "dedup")))
+            || !(dedup_o = PyObject_GetAttrString(state, "dedup"))
+            || !(state_name = PyObject_GetAttrString(state, "name")))
         goto done;
     if (!PyDict_Check(conns) || !PyDict_Check(udp_flows) || !PyDict_Check(expected) || !PyDict_Check(macs)
             || (dedup_o != Py_None && !PyObject_TypeCheck(dedup_o, &DedupType))) {
@@ -1498,9 +1677,24 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 sport = u16(pl); dport = u16(pl + 2);
                 if (ports[dport] & PM_TUNNEL) goto decided;
                 if (decoding) {
-                    if (((ports[sport] | ports[dport]) & PM_UDP_ROUTE) || probing || PyDict_GET_SIZE(expected))
+                    if (((ports[sport] | ports[dport]) & PM_UDP_ROUTE) || probing || PyDict_GET_SIZE(expected)) {
                         call = CALL_UDP;
-                    else if (PyDict_GET_SIZE(udp_flows)) {
+                        if (PyDict_GET_SIZE(udp_flows)) {       /* a routed flow already held: CALL_UDP_FLOW */
+                            src_first = endpoint_first(sa, sport, da, dport, alen);
+                            if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
+                            PyObject *f = PyDict_GetItemWithError(udp_flows, key);
+                            if (!f && PyErr_Occurred()) goto fail;
+                            if (f && Py_TYPE(f) == (PyTypeObject *)udp_flow_type) {
+                                PyObject *route = PyObject_GetAttr(f, S_route);
+                                if (!route) goto fail;
+                                if (route != Py_None) {
+                                    call = CALL_UDP_FLOW;
+                                    conn = Py_NewRef(f);    /* (held in conn: released with it) */
+                                }
+                                Py_DECREF(route);
+                            }
+                        }
+                    } else if (PyDict_GET_SIZE(udp_flows)) {
                         src_first = endpoint_first(sa, sport, da, dport, alen);
                         if (!(key = conv_key(sa, sport, da, dport, alen, src_first))) goto fail;
                         int has = PyDict_Contains(udp_flows, key);
@@ -1666,15 +1860,26 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     } else if (call == CALL_IP) {
                         PyObject *proto_o = PyLong_FromLong(ip.proto);
                         PyObject *route = proto_o ? PyDict_GetItemWithError(routes_ip, proto_o) : NULL;
-                        if (route) {
+                        if (route && (ip.proto == 1 || ip.proto == 58) && plen >= 2) {
+                            PyObject *const icmp[6] = {deliver, new_flow_key, new_datagram, state,
+                                                       state_name, route};
+                            r = deliver_icmp(icmp, tso, ip.proto, sa, da, alen, payload);
+                        } else if (route) {
                             PyObject *a[7] = {state, route, tso, src, dst, proto_o, payload};
                             r = PyObject_Vectorcall(on_ip, a, 7, NULL);
                         } else if (!PyErr_Occurred())
                             PyErr_SetString(PyExc_KeyError, "frame_batch: no route for the IP protocol");
                         Py_XDECREF(proto_o);
                     } else {
-                        PyObject *a[5] = {state, tso, src, dst, payload};
-                        r = PyObject_Vectorcall(call == CALL_UDP ? on_udp : on_tcp, a, 5, NULL);
+                        if (call == CALL_UDP_FLOW) {
+                            PyObject *const udp[3] = {deliver, new_datagram, state};
+                            r = deliver_udp(udp, conn, tso, sport, src, payload);
+                        }
+                        if (call != CALL_UDP_FLOW || r == Py_NotImplemented) {
+                            Py_XDECREF(r);
+                            PyObject *a[5] = {state, tso, src, dst, payload};
+                            r = PyObject_Vectorcall(call == CALL_TCP ? on_tcp : on_udp, a, 5, NULL);
+                        }
                     }
                 }
                 Py_XDECREF(frame);
@@ -1775,7 +1980,55 @@ done:
     }
     Py_XDECREF(tcp); Py_XDECREF(conns); Py_XDECREF(tcp_counters); Py_XDECREF(udp_flows);
     Py_XDECREF(expected); Py_XDECREF(macs); Py_XDECREF(flows); Py_XDECREF(account); Py_XDECREF(dedup_o);
+    Py_XDECREF(state_name);
     return result;
+}
+
+/* ---- link_seen: Engine._link_of's look-up in the source's `macs` ------------- */
+/* The link header remembered for a transaction's conversation: `macs` is keyed by the
+ * packed sender + receiver addresses of a frame (the frame loop's `pair`), the
+ * transaction names its client and server as text. Returns (header, True) for the
+ * latest frame the client sent, else (header, False) for the server's, None when
+ * neither is there or an address text is none (what ip.ip_packed's OSError means);
+ * engine._link_seen_python is the reference (tests/beat/test_engine_link.py). */
+static int pack_text(PyObject *text, unsigned char *out, int *alen)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    if (!s) return -1;                                  /* not a str, or lone surrogates */
+    if ((Py_ssize_t)strlen(s) != n) {
+        PyErr_SetString(PyExc_ValueError, "embedded null character");   /* socket.inet_pton's */
+        return -1;
+    }
+    int v6 = memchr(s, ':', n) != NULL;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, s, out) != 1) return 0;
+    *alen = v6 ? 16 : 4;
+    return 1;
+}
+
+static PyObject *py_link_seen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "link_seen(macs: dict, client_ip: str, server_ip: str)");
+        return NULL;
+    }
+    unsigned char client[16], server[16], key[32];
+    int clen = 0, slen = 0, r;
+    if ((r = pack_text(args[1], client, &clen)) <= 0 || (r = pack_text(args[2], server, &slen)) <= 0) {
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    for (int by_client = 1; by_client >= 0; by_client--) {
+        memcpy(key, by_client ? client : server, by_client ? clen : slen);
+        memcpy(key + (by_client ? clen : slen), by_client ? server : client, by_client ? slen : clen);
+        PyObject *k = PyBytes_FromStringAndSize((const char *)key, clen + slen);
+        if (!k) return NULL;
+        PyObject *seen = PyDict_GetItemWithError(args[0], k);      /* borrowed */
+        Py_DECREF(k);
+        if (seen) return PyTuple_Pack(2, seen, by_client ? Py_True : Py_False);
+        if (PyErr_Occurred()) return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_community_id(PyObject *self, PyObject *args)
@@ -1852,6 +2105,8 @@ static PyMethodDef methods[] = {
     {"pcap_records", (PyCFunction)(void (*)(void))pcap_records, METH_FASTCALL,
      "pcap_records(buf, pos, little, scale, max_caplen, frac_max, linktype, max_count) -> "
      "([(ts, linktype, data, wire_len)], pos, last_sec): pcapfile.pcap_records_python"},
+    {"link_seen", (PyCFunction)(void (*)(void))py_link_seen, METH_FASTCALL,
+     "link_seen(macs, client_ip, server_ip) -> (header, sent_by_client) | None: Engine._link_of's look-up"},
     {"community_id", py_community_id, METH_VARARGS,
      "community_id(proto, saddr, sport, daddr, dport) -> str: Community ID v1, seed 0"},
     {NULL, NULL, 0, NULL},
@@ -1881,16 +2136,16 @@ PyMODINIT_FUNC PyInit__speedups(void)
         {&S_bypassed, "bypassed"}, {&S_last_ts, "last_ts"}, {&S_client_first, "client_first"},
         {&S_client, "client"}, {&S_server, "server"}, {&S_nxt, "nxt"}, {&S_started, "started"},
         {&S_ended, "ended"}, {&S_popitem, "popitem"}, {&S_segment, "segment"},
+        {&S_icmp, "icmp"}, {&S_ipv6_icmp, "ipv6-icmp"}, {&S_route, "route"}, {&S_key, "key"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!*names[i].slot && !(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
             return NULL;
-    if (PyType_Ready(&DedupType) < 0) return NULL;
+    if (PyType_Ready(&DedupType) < 0 || PyType_Ready(&MakerType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    Py_INCREF(&DedupType);
-    if (PyModule_AddObject(m, "Dedup", (PyObject *)&DedupType) < 0) {
-        Py_DECREF(&DedupType);
+    if (PyModule_AddObjectRef(m, "Dedup", (PyObject *)&DedupType) < 0
+            || PyModule_AddObjectRef(m, "Maker", (PyObject *)&MakerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

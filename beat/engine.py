@@ -27,11 +27,12 @@ from collections import OrderedDict
 import gc
 import struct
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from wirebeat import logs
 from wirebeat import dedup
+from wirebeat.accel import speedups
 from wirebeat.config import Config
 from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
@@ -44,6 +45,7 @@ from wirebeat.packets import PacketDocuments, packets_only_batches
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
+from wirebeat.records import maker
 from wirebeat.registry import Registered
 from wirebeat.sources.netflow import RecordSet, publish_set
 from wirebeat.stats import Stats, log_once
@@ -93,6 +95,10 @@ class _UDPFlow:
 
 
 
+# The records made per packet, without their Python __init__ (wirebeat.records).
+_new_flow_key, _new_datagram, _new_udp_flow = maker(FlowKey), maker(Datagram), maker(_UDPFlow)
+
+
 @dataclass(slots=True)
 class _SourceState:
     name: str
@@ -138,29 +144,49 @@ def _link_of(macs: dict[bytes, bytes],
              flow: FlowKey) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]] | None:
     """The client's and server's MACs (Ethernet only) and the link layers of the
     conversation's latest frame; None when it is not remembered."""
+    found = _link_seen(macs, flow.client_ip, flow.server_ip)
+    if found is None:
+        return None
+    seen, by_client = found
+    return (_seen_links.get(seen) or _seen_link(seen))[0 if by_client else 1]
+
+
+def _link_seen_python(macs: dict[bytes, bytes], client_ip: str,
+                      server_ip: str) -> tuple[bytes, bool] | None:
+    """The link header `macs` remembers for the conversation: the latest the client sent
+    (header, True), else the server's (header, False); None when neither is there or an
+    address text is none. beat/_speedups.c `link_seen` does it without the two packed
+    addresses' lru look-ups (tests/beat/test_engine_link.py compares the two)."""
     try:
-        client, server = ip_packed(flow.client_ip), ip_packed(flow.server_ip)
+        client, server = ip_packed(client_ip), ip_packed(server_ip)
     except OSError:
         return None
     seen = macs.get(client + server)
     if seen is not None:
-        return _seen_link(seen, True)
+        return seen, True
     seen = macs.get(server + client)
-    return None if seen is None else _seen_link(seen, False)
+    return None if seen is None else (seen, False)
 
 
-@lru_cache(maxsize=4096)    # a conversation's link header recurs: each is read once
-def _seen_link(seen: bytes,
-               by_client: bool) -> tuple[tuple[bytes, bytes] | None, tuple[str, bool]]:
-    """`_link_of`'s answer from a remembered link type (4 bytes) + link header, sent by the client or not."""
+_link_seen = getattr(speedups, "link_seen", None) or _link_seen_python
+# a remembered link type (4 bytes) + link header -> `_link_of`'s answers for a frame sent by
+# the client (destination MAC first) and by the server; at most 4,096 (full: starts over).
+# Few per capture: a conversation's link header recurs (a host's MAC and its router's).
+_seen_links: dict[bytes, tuple] = {}
+
+
+def _seen_link(seen: bytes) -> tuple[tuple[tuple[bytes, bytes] | None, tuple[str, bool]], ...]:
+    """`_seen_links`' entry for a remembered link type (4 bytes) + link header."""
     linktype, head = int.from_bytes(seen[:4], "big"), seen[4:]
+    link = link_layers(linktype, head)
     if linktype != 1:
-        pair = None
-    elif by_client:                     # sent by the client: destination MAC first
-        pair = head[6:12], head[:6]
+        answers = (None, link), (None, link)
     else:
-        pair = head[:6], head[6:12]
-    return pair, link_layers(linktype, head)
+        answers = ((head[6:12], head[:6]), link), ((head[:6], head[6:12]), link)
+    if len(_seen_links) >= 4096:
+        _seen_links.clear()
+    _seen_links[seen] = answers
+    return answers
 
 
 class _TCPStream:
@@ -543,7 +569,7 @@ class Engine:
             route = self.routes_udp.get(dport)
             if route is not None:
                 client = (src, sport)
-                flow_key = FlowKey("udp", ip_text(src), sport, ip_text(dst), dport, state.name)
+                flow_key = _new_flow_key("udp", ip_text(src), sport, ip_text(dst), dport, state.name)
             else:
                 route = self.routes_udp.get(sport)
                 if route is None:
@@ -551,11 +577,11 @@ class Engine:
                         self._claim_udp(state, key, None, ts, src, sport, dst, dport, body)
                     return
                 client = (dst, dport)
-                flow_key = FlowKey("udp", ip_text(dst), dport, ip_text(src), sport, state.name)
+                flow_key = _new_flow_key("udp", ip_text(dst), dport, ip_text(src), sport, state.name)
             if len(flows) >= self.max_flows:
                 flows.popitem(last=False)        # the oldest flow makes room
                 self.flows_evicted += 1
-            flow = flows[key] = _UDPFlow(flow_key, client, route, ts)
+            flow = flows[key] = _new_udp_flow(flow_key, client, route, ts, 0, 0.0)
         elif flow.route is None:                 # turned down by the heuristics
             flow.last_ts = ts
             flow.turned_down += 1
@@ -564,9 +590,10 @@ class Engine:
                                                              ts - flow.turned_down_ts):
                 self._claim_udp(state, key, flow, ts, src, sport, dst, dport, body)
             return
+        # (beat/_speedups.c deliver_udp does these steps for the C frame loop)
         flow.last_ts = ts
         from_client = flow.client[1] == sport and flow.client[0] == src
-        self._deliver(state, flow.route, Datagram(ts, flow.key, from_client, body))
+        self._deliver(state, flow.route, _new_datagram(ts, flow.key, from_client, body, False))
 
     def _claim_udp(self, state: _SourceState, key: bytes, flow: _UDPFlow | None, ts: float,
                    src: bytes, sport: int, dst: bytes, dport: int, body: bytes) -> None:
@@ -676,9 +703,9 @@ class Engine:
             return None
         self.tcp_detected += detected
         if client_is_src:
-            flow = FlowKey("tcp", ip_text(src), sport, ip_text(dst), dport, state.name)
+            flow = _new_flow_key("tcp", ip_text(src), sport, ip_text(dst), dport, state.name)
         else:
-            flow = FlowKey("tcp", ip_text(dst), dport, ip_text(src), sport, state.name)
+            flow = _new_flow_key("tcp", ip_text(dst), dport, ip_text(src), sport, state.name)
         spec = route.spec
         if spec.expectations:
             make = partial(spec.stream, flow, route.options, state.expectations)
@@ -689,13 +716,14 @@ class Engine:
 
     def _on_ip_protocol(self, state: _SourceState, route: Route, ts: float, src: bytes,
                         dst: bytes, proto: int, payload: bytes) -> None:
+        # (beat/_speedups.c deliver_icmp does the first branch for the C frame loop)
         if proto in (1, 58) and len(payload) >= 2:      # the type and code are the ports
-            flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp", ip_text(src), payload[0],
-                               ip_text(dst), payload[1], state.name)
+            flow_key = _new_flow_key("icmp" if proto == 1 else "ipv6-icmp", ip_text(src), payload[0],
+                                     ip_text(dst), payload[1], state.name)
         else:
             flow_key = FlowKey("icmp" if proto == 1 else "ipv6-icmp" if proto == 58 else str(proto),
                                ip_text(src), 0, ip_text(dst), 0, state.name)
-        self._deliver(state, route, Datagram(ts, flow_key, True, payload))
+        self._deliver(state, route, _new_datagram(ts, flow_key, True, payload, False))
 
     # -- decoders --------------------------------------------------------------
 

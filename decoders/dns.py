@@ -47,6 +47,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from wirebeat.accel import dnscore
+from wirebeat.records import maker
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                           Truncated, WireReader)
 
@@ -739,6 +740,10 @@ class _Pending:
     notes: list[str]
 
 
+# Made per query and per transaction without their Python __init__ (wirebeat.records).
+_new_pending, _new_exchange, _new_transaction = maker(_Pending), maker(DNSExchange), maker(Transaction)
+
+
 class _Pairing:
     """Open queries of one capture source (UDP) or one connection (TCP)."""
 
@@ -785,7 +790,7 @@ class _Pairing:
         notes = list(msg.notes)
         if self.transport == "udp" and msg.edns is None and size > UDP_PLAIN_MAX_BYTES:
             notes.append(NOTE_UDP_TOO_LARGE)
-        self.pending[key] = _Pending(ts, flow, msg, size, notes)
+        self.pending[key] = _new_pending(ts, flow, msg, size, notes)
         return out
 
     def _on_response(self, ts: float, flow: FlowKey, msg: DNSMessage,
@@ -820,10 +825,10 @@ class _Pairing:
                                None, response_size, tuple(lone.notes), f"{lone.msg.id}/r")
         reply = response if response.__class__ is DNSMessage else None
         notes = query.notes
-        return Transaction(
+        return _new_transaction(
             query.flow, query.ts, response_ts,
             "OK" if reply is not None and reply.rcode == 0 else "Error",
-            DNSExchange(query.msg, reply, settings), query.size,
+            _new_exchange(query.msg, reply, settings), query.size,
             response_size if reply is not None else None,
             tuple(dict.fromkeys(notes)) if notes else (), f"{query.msg.id}/q")
 

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from wirebeat.decoders.api import Datagram, DecoderSpec, FlowKey, Option, Transaction, Truncated
+from wirebeat.records import maker
 
 __all__ = ["DECODER", "ICMPMessage", "decode_message", "document", "message_name"]
 
@@ -135,7 +136,7 @@ class ICMPDecoder:
         # decode_message's whole header, without the call; then the echo pairs (every ICMP
         # packet of a ping) paired here, without _on_request's and _on_reply's calls
         type_, code, _checksum, identifier, sequence = _HEADER.unpack_from(payload)
-        msg = ICMPMessage(version, type_, code, identifier, sequence, len(payload) - 8)
+        msg = _new_message(version, type_, code, identifier, sequence, len(payload) - 8)
         pending = self.pending
         if type_ in _REPLIES[version]:
             found = pending.pop((version, flow.server_ip, flow.client_ip, identifier, sequence), None)
@@ -197,6 +198,11 @@ class ICMPDecoder:
         return out
 
 
+# Made per packet and per transaction without their Python __init__ (wirebeat.records).
+_new_message, _new_exchange = maker(ICMPMessage), maker(ICMPExchange)
+_new_flow_key, _new_transaction = maker(FlowKey), maker(Transaction)
+
+
 def _transaction(ts: float, end_ts: float | None, flow: FlowKey, request: ICMPMessage | None,
                  response: ICMPMessage | None, status: str, notes: tuple[str, ...]) -> Transaction:
     first = request or response
@@ -204,11 +210,11 @@ def _transaction(ts: float, end_ts: float | None, flow: FlowKey, request: ICMPMe
     # Community ID: the request's type and code stand in for the ports (the engine's
     # flow of a request already has them: no second key then).
     if flow.client_port != first.type or flow.server_port != first.code:
-        flow = FlowKey(flow.transport, flow.client_ip, first.type, flow.server_ip, first.code,
-                       flow.source)
-    return Transaction(     # (flow, ts, end_ts, status, detail, request_bytes, response_bytes, notes, identity)
+        flow = _new_flow_key(flow.transport, flow.client_ip, first.type, flow.server_ip, first.code,
+                             flow.source)
+    return _new_transaction(     # (flow, ts, end_ts, status, detail, request_bytes, response_bytes, notes, identity)
         flow, ts, end_ts, status,
-        ICMPExchange(request, response, flow.server_ip if request else flow.client_ip),
+        _new_exchange(request, response, flow.server_ip if request else flow.client_ip),
         request.payload_bytes if request else None,
         response.payload_bytes if response else None,
         notes, f"{first.type}/{first.code}/{first.identifier}/{first.sequence}")

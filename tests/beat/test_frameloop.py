@@ -32,7 +32,7 @@ from test_packets_batch import FragmentOutput, _hostile, count_on_frame
 from wirebeat import tcp
 from wirebeat.accel import speedups
 from wirebeat.config import Option
-from wirebeat.decoders.api import Datagram, DecoderSpec, Expectations, FlowKey, Transaction
+from wirebeat.decoders.api import Datagram, DecodeError, DecoderSpec, Expectations, FlowKey, Transaction
 from wirebeat.registry import discover
 from wirebeat.testing import make_engine
 
@@ -117,9 +117,30 @@ TARGET = DecoderSpec(name="target", document=lambda txn: {"target": txn.detail},
                      expectations=True, probe=lambda data: data.startswith(b"G"))
 
 
+class _UDPReporter:
+    """UDP port 9100: reports every datagram, with who sent it and its body."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        pass
+
+    def on_datagram(self, dgram: Datagram) -> list[Transaction]:
+        if dgram.payload.startswith(b"bad"):
+            raise DecodeError("reporter.bad")
+        return [Transaction(dgram.flow, dgram.ts, dgram.ts, "OK",
+                            {"from_client": dgram.from_client, "body": dgram.payload.hex()},
+                            identity=f"{dgram.ts}{dgram.payload!r}")]
+
+    def expire(self, now: float) -> list[Transaction]:
+        return []
+
+
+UDP_REPORTER = DecoderSpec(name="reporter", document=lambda txn: {"reporter": txn.detail},
+                           datagram=_UDPReporter, ports=(9100,))
+
+
 def _specs() -> list[DecoderSpec]:
     """Every bundled decoder (as `wirebeat run` enables them by default) and the test ones."""
-    return [r.spec for r in discover()] + [BYPASSER, ANNOUNCER, TARGET]
+    return [r.spec for r in discover()] + [BYPASSER, ANNOUNCER, TARGET, UDP_REPORTER]
 
 
 def _run(frames: list[tuple[float, int, bytes, str]], batched: bool, sizes: tuple[int, ...] = (4096,),
@@ -571,3 +592,82 @@ def test_key_cache_entry_from_65536_generations_ago_is_not_taken() -> None:
     assert new is not old and new[2] == 1 and old[2] == 3
     engine.finish()
     pipeline.close()
+
+
+@needs_c
+def test_icmp_messages_delivered_from_c_as_on_frame_delivers_them() -> None:
+    """The frame loop makes an ICMP/ICMPv6 message's flow and datagram itself (beat/_speedups.c
+    deliver_icmp): echo pairs v4 and v6, a lone reply, an error report, messages of 0, 1, 2,
+    3 and 7 bytes (too short: malformed, counted), through 802.1Q and Linux cooked links,
+    and a second source whose name the flows carry first."""
+    start, eth = 1_700_000_000.0, g.LINKTYPE_ETHERNET
+    a, b, a6, b6 = "10.9.0.1", "10.9.0.2", "2001:db8::1", "2001:db8::2"
+    frames: list[tuple[float, int, bytes, str]] = []
+    for n in range(40):
+        ts = start + n * 0.01
+        source = "other" if n < 8 else "test"     # (a source's frames together: _run's batches)
+        request = g.ipv4(a, b, 1, g.icmp_echo(n, 1))
+        frames.append((ts, eth, g.ethernet(request, vlans=[7] if n % 3 == 0 else ()), source))
+        frames.append((ts + 0.001, eth, g.ethernet(g.ipv4(b, a, 1, g.icmp_echo(n, 1, reply=True))), source))
+        frames.append((ts + 0.002, g.LINKTYPE_LINUX_SLL, g.linux_sll(g.ipv6(a6, b6, 58, g.icmpv6_echo(a6, b6, n, 2))),
+                       source))
+        frames.append((ts + 0.003, eth, g.ethernet(g.ipv6(b6, a6, 58, g.icmpv6_echo(b6, a6, n, 2, reply=True))),
+                       source))
+    frames.append((start + 1, eth, g.ethernet(g.ipv4(b, a, 1, g.icmp_echo(999, 9, reply=True))), "test"))
+    frames.append((start + 1, eth, g.ethernet(g.ipv4(b, a, 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + b"x" * 28)), "test"))
+    for size in (0, 1, 2, 3, 7):
+        frames.append((start + 1.5, eth, g.ethernet(g.ipv4(a, b, 1, bytes([8, 0, 0, 0, 0, 1, 0])[:size])), "test"))
+        frames.append((start + 1.5, eth, g.ethernet(g.ipv6(a6, b6, 58, bytes([128, 0, 0, 0])[:size])), "test"))
+    counters, left, docs = _same(frames, sizes=(4096, 5))
+    assert sum(b'"type":"icmp"' in doc for _id, doc in docs) == 82
+    assert sum(b'"capture":{"source":"other"}' in doc and b'"type":"icmp"' in doc for _id, doc in docs) == 16
+    assert counters["decoder.malformed.icmp.icmp.truncated"] == 10      # each short message, once
+    assert left < 10        # (the ticks)
+
+
+@needs_c
+def test_datagrams_of_a_held_routed_flow_delivered_from_c_as_on_frame_delivers_them() -> None:
+    """A UDP datagram of a routed flow the table already holds goes to `_deliver` from C
+    (beat/_speedups.c deliver_udp): sent by the client or the server (the client being
+    the side on the routed port's other end, or the one the flow started with), its
+    body bounded by the UDP length (Ethernet padding after it), longer than the bytes (a
+    snap-length cut), a length under 8, an empty body, a decoder error, IPv6, and DNS."""
+    start, eth = 1_700_000_000.0, g.LINKTYPE_ETHERNET
+    a, b, a6, b6 = "10.8.0.1", "10.8.0.2", "2001:db8::a", "2001:db8::b"
+    frames: list[tuple[float, int, bytes, str]] = []
+
+    def add(ts: float, src: str, dst: str, sport: int, dport: int, body: bytes, **kw: Any) -> None:
+        packet = (g.ipv6 if ":" in src else g.ipv4)(src, dst, 17, g.udp(src, dst, sport, dport, body, **kw))
+        frames.append((ts, eth, g.ethernet(packet), "test"))
+
+    for n in range(30):
+        ts = start + n * 0.01
+        port = 30000 + n
+        add(ts, a, b, port, 9100, b"ask%d" % n)                    # the flow starts: Python
+        add(ts + 0.001, b, a, 9100, port, b"answer%d" % n)         # held: C, from the server
+        add(ts + 0.002, a, b, port, 9100, b"again%d" % n)          # held: C, from the client
+        add(ts + 0.003, b, a, 9100, port, b"padded%d" % n, length=8 + 3)    # body cut to 3 bytes
+        add(ts + 0.004, b, a, 9100, port, b"cut", length=8 + 200)           # length past the bytes
+        add(ts + 0.005, a, b, port, 9100, b"short", length=4)               # a bogus length
+        add(ts + 0.006, a, b, port, 9100, b"")
+        add(ts + 0.007, b, a, 9100, port, b"bad%d" % n)                     # decoder error
+        add(ts + 0.008, a6, b6, port, 9100, b"v6 ask")
+        add(ts + 0.009, b6, a6, 9100, port, b"v6 answer")
+    # the server's port first: its side is the server all the same
+    add(start + 1, b, a, 9100, 40000, b"from the server first")
+    add(start + 1.001, a, b, 40000, 9100, b"then the client")
+    for n in range(20):     # DNS: a query makes the flow, its response goes from C
+        query_id = 0x4000 + n
+        question = b"\x04host\x07example\x03com\x00" + struct.pack("!HH", 1, 1)
+        query = struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + question
+        response = (struct.pack("!HHHHHH", query_id, 0x8180, 1, 1, 0, 0) + question
+                    + struct.pack("!HHHIH", 0xC00C, 1, 1, 300, 4) + bytes([192, 0, 2, n]))
+        add(start + 2 + n * 0.01, a, b, 50000 + n, 53, query)
+        add(start + 2 + n * 0.01 + 0.001, b, a, 53, 50000 + n, response)
+    counters, left, docs = _same(frames, sizes=(4096, 7))
+    reports = [doc for _id, doc in docs if b'"type":"reporter"' in doc]
+    assert len(reports) == 30 * 9 + 2
+    assert sum(b'"from_client":true' in doc for doc in reports) == 30 * 5 + 1
+    assert counters["decoder.malformed.reporter.reporter.bad"] == 30
+    assert sum(b'"type":"dns"' in doc and b'"status":"OK"' in doc for _id, doc in docs) == 20
+    assert left < 10        # (the ticks)
