@@ -2,6 +2,7 @@
 frame (`macs`), with the C look-up (`_speedups.link_seen`) held to the Python one."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -10,7 +11,8 @@ from wirebeat import engine
 from wirebeat.accel import speedups
 from wirebeat.decoders.api import FlowKey
 
-needs_c = pytest.mark.skipif(speedups is None, reason="C accelerator not built or turned off")
+needs_c = pytest.mark.skipif(speedups is None and os.environ.get("CI") != "true",
+                             reason="C accelerator not built or turned off (a failure under CI=true)")
 
 CLIENT_MAC, SERVER_MAC = bytes.fromhex("02c100000001"), bytes.fromhex("02ee00000001")
 
