@@ -45,7 +45,7 @@ from wirebeat.packets import PacketDocuments, packets_only_batches
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
 from wirebeat.pipeline import Pipeline
-from wirebeat.records import maker
+from wirebeat.records import maker, new_datagram as _new_datagram, new_flow_key as _new_flow_key
 from wirebeat.registry import Registered
 from wirebeat.sources.netflow import RecordSet, publish_set
 from wirebeat.stats import Stats, log_once
@@ -96,7 +96,7 @@ class _UDPFlow:
 
 
 # The records made per packet, without their Python __init__ (wirebeat.records).
-_new_flow_key, _new_datagram, _new_udp_flow = maker(FlowKey), maker(Datagram), maker(_UDPFlow)
+_new_udp_flow = maker(_UDPFlow)
 
 
 @dataclass(slots=True)

@@ -40,17 +40,13 @@ from collections.abc import Callable
 from typing import Any
 
 from wirebeat.accel import speedups
-from wirebeat.decoders.api import Datagram, FlowKey
 from wirebeat.flows import FlowReporter
-from wirebeat.records import maker
+from wirebeat.records import new_datagram, new_flow_key
 from wirebeat.tunnels import TUNNEL_PORTS
 
 __all__ = ["frame_batches"]
 
 _UDP_ROUTE, _TCP_ROUTE, _TUNNEL = 1, 2, 4       # beat/_speedups.c PM_*
-
-
-_new_flow_key, _new_datagram = maker(FlowKey), maker(Datagram)
 
 
 def _port_map(engine: Any) -> bytes:
@@ -89,5 +85,5 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
         batch(frames, source, engine, state, engine.on_frame,
               (portmap, ipmap, engine.decoding, bool(engine.detectors), bool(engine.probes),
                engine.max_mac_pairs, non_ip, engine._on_udp, engine._on_tcp, engine._on_ip_protocol,
-               engine.routes_ip, engine._deliver, _new_flow_key, _new_datagram, udp_flow))
+               engine.routes_ip, engine._deliver, new_flow_key, new_datagram, udp_flow))
     return on_batch

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from wirebeat.accel import speedups
+from wirebeat.decoders.api import Datagram, FlowKey, Transaction
 
-__all__ = ["maker"]
+__all__ = ["maker", "new_datagram", "new_flow_key", "new_transaction"]
 
 T = TypeVar("T")
 
@@ -53,3 +54,7 @@ def maker(cls: type[T]) -> Callable[..., T]:
         return cls
     made: Any = speedups.Maker(cls, names)
     return made
+
+
+# The records the engine and several decoders make per packet: one maker each, shared.
+new_flow_key, new_datagram, new_transaction = maker(FlowKey), maker(Datagram), maker(Transaction)

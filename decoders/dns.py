@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from wirebeat.accel import dnscore
-from wirebeat.records import maker
+from wirebeat.records import maker, new_transaction as _new_transaction
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
                           Truncated, WireReader)
 
@@ -741,7 +741,7 @@ class _Pending:
 
 
 # Made per query and per transaction without their Python __init__ (wirebeat.records).
-_new_pending, _new_exchange, _new_transaction = maker(_Pending), maker(DNSExchange), maker(Transaction)
+_new_pending, _new_exchange = maker(_Pending), maker(DNSExchange)
 
 
 class _Pairing:

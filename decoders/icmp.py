@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from wirebeat.decoders.api import Datagram, DecoderSpec, FlowKey, Option, Transaction, Truncated
-from wirebeat.records import maker
+from wirebeat.records import maker, new_flow_key as _new_flow_key, new_transaction as _new_transaction
 
 __all__ = ["DECODER", "ICMPMessage", "decode_message", "document", "message_name"]
 
@@ -200,7 +200,6 @@ class ICMPDecoder:
 
 # Made per packet and per transaction without their Python __init__ (wirebeat.records).
 _new_message, _new_exchange = maker(ICMPMessage), maker(ICMPExchange)
-_new_flow_key, _new_transaction = maker(FlowKey), maker(Transaction)
 
 
 def _transaction(ts: float, end_ts: float | None, flow: FlowKey, request: ICMPMessage | None,
