@@ -7,8 +7,8 @@ sets), `wirebeat._flowcore` (beat/_flowcore.c, flow accounting and reports),
 
 beat/_blake2b.h is shared by _nfcore, _flowcore and _doctext, beat/_flowapi.h by
 _flowcore and _speedups, beat/_cid.h (SHA-1, Community ID) and beat/_isotime.h (date
-text) by _speedups, _flowcore and _doctext, beat/_iptext.h (address text) by _speedups
-and _flowcore (MANIFEST.in ships them in the sdist). Everything else is declared in pyproject.toml. `optional=True`: on a machine
+text) by _speedups, _flowcore and _doctext, beat/_iptext.h (address text) by _speedups,
+_flowcore and _doctext (MANIFEST.in ships them in the sdist). Everything else is declared in pyproject.toml. `optional=True`: on a machine
 without a C compiler or Python headers the build of an extension fails
 quietly and wirebeat installs as pure Python (the same documents, slower).
 """

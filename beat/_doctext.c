@@ -26,6 +26,7 @@
 #include "_blake2b.h"
 #include "_cid.h"
 #include "_isotime.h"
+#include "_iptext.h"      /* ip_pack(): address text packed */
 
 typedef struct {
     char *data;
@@ -170,8 +171,7 @@ static int iso_text(double ts, char out[27]) {
 
 /* An address's text packed (inet_pton, as socket.inet_pton reads it); FALLBACK when it is none. */
 static int pack_address(const char *s, Py_ssize_t n, int v6, unsigned char out[16]) {
-    if ((Py_ssize_t)strlen(s) != n) return FALLBACK;       /* an embedded NUL */
-    return inet_pton(v6 ? AF_INET6 : AF_INET, s, out) == 1 ? 0 : FALLBACK;
+    return ip_pack(s, (size_t)n, out) == (v6 ? 16 : 4) ? 0 : FALLBACK;
 }
 
 /* format_mac (decoders/api.py): upper-case hex pairs joined by hyphens; FALLBACK unless bytes. */

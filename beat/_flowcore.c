@@ -2599,9 +2599,8 @@ static PyObject *packed_ip(TableObject *self, PyObject *text)
         Py_ssize_t n = PyUnicode_GET_LENGTH(text);
         memcpy(buf, PyUnicode_DATA(text), (size_t)n);
         buf[n] = '\0';
-        int v6 = memchr(buf, ':', (size_t)n) != NULL;
-        if (memchr(buf, '\0', (size_t)n) == NULL && inet_pton(v6 ? AF_INET6 : AF_INET, buf, out) == 1)
-            return PyBytes_FromStringAndSize((const char *)out, v6 ? 16 : 4);
+        int len = ip_pack(buf, (size_t)n, out);
+        if (len > 0) return PyBytes_FromStringAndSize((const char *)out, len);
     }
     return PyObject_CallOneArg(self->ip_packed, text);
 }

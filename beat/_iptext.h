@@ -2,10 +2,27 @@
  * wirebeat.ip.ip_text) writes it, without its sprintf per group: dotted decimal for
  * IPv4; for IPv6 lowercase hex groups without leading zeros, the first longest run of
  * two or more zero groups as "::", and the last 32 bits in dotted decimal after six zero
- * groups or after five and ffff (::a.b.c.d, ::ffff:a.b.c.d). Shared by beat/_speedups.c
- * and beat/_flowcore.c (static, compiled into each). */
+ * groups or after five and ffff (::a.b.c.d, ::ffff:a.b.c.d); and the way back, text to
+ * packed bytes (ip_pack). Shared by beat/_speedups.c, beat/_flowcore.c and
+ * beat/_doctext.c (static, compiled into each). */
 #ifndef WIREBEAT_IPTEXT_H
 #define WIREBEAT_IPTEXT_H
+
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+/* Address text (n bytes at s, NUL-terminated there) packed at out as socket.inet_pton reads
+ * it, in the family wirebeat.ip.ip_packed picks (AF_INET6 when the text holds a ':'):
+ * returns 4 or 16; 0 when the text is no address; -1 for a NUL inside the text (where
+ * socket.inet_pton raises ValueError). */
+static inline int ip_pack(const char *s, size_t n, unsigned char out[16])
+{
+    if (strlen(s) != n) return -1;
+    int v6 = memchr(s, ':', n) != NULL;
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, s, out) != 1) return 0;
+    return v6 ? 16 : 4;
+}
 
 /* Four bytes as dotted decimal at w; returns the end. */
 static inline char *dotted_text(char *w, const unsigned char *a)

@@ -1996,14 +1996,13 @@ static int pack_text(PyObject *text, unsigned char *out, int *alen)
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(text, &n);
     if (!s) return -1;                                  /* not a str, or lone surrogates */
-    if ((Py_ssize_t)strlen(s) != n) {
+    int len = ip_pack(s, (size_t)n, out);
+    if (len < 0) {
         PyErr_SetString(PyExc_ValueError, "embedded null character");   /* socket.inet_pton's */
         return -1;
     }
-    int v6 = memchr(s, ':', n) != NULL;
-    if (inet_pton(v6 ? AF_INET6 : AF_INET, s, out) != 1) return 0;
-    *alen = v6 ? 16 : 4;
-    return 1;
+    *alen = len;
+    return len > 0;
 }
 
 static PyObject *py_link_seen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
