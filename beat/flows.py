@@ -533,6 +533,8 @@ class FlowTable:
                 lost.append(rec)
         for rec in lost:
             del order[id(rec)]
+        if not oldest:      # only entries another flow's key took (not from captured frames)
+            return
         victim = min(oldest, key=lambda r: r[R_LAST_TS])
         self._end(victim, "evicted", victim[R_LAST_TS])
         self.evicted += 1

@@ -976,3 +976,23 @@ def test_a_flow_whose_own_key_another_flows_reverse_took_is_no_longer_among_the_
         assert list(table.ended) == [(17, b, 53, a, 1000)]      # X went
     assert out_c == out_py and len(out_c) == 1
     assert _state(c) == _state(py)
+
+
+def test_an_eviction_with_only_taken_over_flows_in_order_ends_nothing():
+    """When every record left in `order` is one whose own key another flow took (only frames
+    cut within their MACs make those), an eviction finds no victim and ends nothing, rather
+    than failing on an empty window."""
+    import socket
+    c, py, out_c, out_py = _tables(max_flows=4)
+    a, b = socket.inet_aton(A4), socket.inet_aton(B4)
+    m8 = b"ABCDEFGH"
+    x8 = m8[2:] + m8[:2]
+    for table in (c, py):
+        table.account(T0, 1, m8, (), a, b, 17, bytes(g.udp(A4, B4, 1000, 53, b"")))      # A
+        table.account(T0 + 1, 1, x8, (), b, a, 17, bytes(g.udp(B4, A4, 53, 1000, b"")))  # X takes A's key
+        [x] = table._records()
+        table._end(x, "idle", T0 + 2)
+        assert len(table.order) == 1 and not table._records()
+        table._evict()
+        assert table.evicted == 0 and not table.order
+    assert out_c == out_py
