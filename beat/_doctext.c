@@ -64,6 +64,15 @@ __attribute__((always_inline)) static inline int put(Buf *b, const char *s, Py_s
 
 #define PUTS(b, lit) put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
 
+/* The n bytes written at `at` once more (after a grow: the copy is taken from the buffer
+ * as it is then). */
+static int put_again(Buf *b, Py_ssize_t at, Py_ssize_t n) {
+    if (buf_grow(b, n) < 0) return -1;
+    memcpy(b->data + b->len, b->data + at, n);
+    b->len += n;
+    return 0;
+}
+
 /* A 64-bit integer in decimal, as "%lld" writes it (snprintf costs ~700 instructions a call). */
 static int put_ll(Buf *b, long long v) {
     char tmp[24], *end = tmp + sizeof tmp, *p = end;
@@ -314,13 +323,24 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
     }
     if (appends != Py_None) TRY(put_raw(b, PyTuple_GET_ITEM(appends, 0)));
     TRY(PUTS(b, "}"));
-    /* source, destination, client, server: the client's side twice, the server's twice */
+    /* source, destination, client, server: the client's side twice, the server's twice.
+     * client and server are source's and destination's text again (up to their appends):
+     * copied from where those were written, as are the addresses of related.ip. */
     static const char *names[4] = {",\"source\":{\"ip\":", ",\"destination\":{\"ip\":",
                                    ",\"client\":{\"ip\":", ",\"server\":{\"ip\":"};
+    Py_ssize_t side_at[2] = {0, 0}, side_len[2] = {0, 0}, ip_len[2] = {0, 0};  /* source's, destination's text */
     for (int i = 0; i < 4; i++) {
         int client_side = (i % 2) == 0;
         TRY(put(b, names[i], (Py_ssize_t)strlen(names[i])));
+        if (i >= 2) {
+            TRY(put_again(b, side_at[i - 2], side_len[i - 2]));
+            if (appends != Py_None) TRY(put_raw(b, PyTuple_GET_ITEM(appends, i + 1)));
+            TRY(PUTS(b, "}"));
+            continue;
+        }
+        side_at[i] = b->len;
         TRY(put_json(b, client_side ? client_ip : server_ip));
+        ip_len[i] = b->len - side_at[i];
         if (with_ports) {
             TRY(PUTS(b, ",\"port\":"));
             TRY(put_ll(b, client_side ? cport : sport));
@@ -334,6 +354,7 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
             TRY(put_mac(b, PyTuple_GET_ITEM(macs, client_side ? 0 : 1)));
             TRY(PUTS(b, "\""));
         }
+        side_len[i] = b->len - side_at[i];
         if (appends != Py_None) TRY(put_raw(b, PyTuple_GET_ITEM(appends, i + 1)));
         TRY(PUTS(b, "}"));
     }
@@ -343,10 +364,10 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
         TRY(put_raw(b, related));
     } else {
         TRY(PUTS(b, "{\"ip\":["));
-        TRY(put_json(b, client_ip));
+        TRY(put_again(b, side_at[0], ip_len[0]));
         if (!same) {
             TRY(PUTS(b, ","));
-            TRY(put_json(b, server_ip));
+            TRY(put_again(b, side_at[1], ip_len[1]));
         }
         TRY(PUTS(b, "]}"));
     }

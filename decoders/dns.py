@@ -1074,13 +1074,12 @@ class DNSStream:
 _PSL: list[Callable[[str], Suffixes]] = []
 
 
-def _public_suffix_list(lowered_name: str) -> Suffixes:
+def _load_public_suffix_list() -> Callable[[str], Suffixes]:
     # Loaded on first use (the list ships inside the package; no download), by a module
     # of its own that `run --user` imports before the switch (lazy_imports below).
-    if not _PSL:
-        from wirebeat.decoders.dns_suffixes import suffixes_for
-        _PSL.append(suffixes_for)
-    return _PSL[0](lowered_name)
+    from wirebeat.decoders.dns_suffixes import suffixes_for
+    _PSL.append(suffixes_for)
+    return suffixes_for
 
 
 @lru_cache(maxsize=16384)
@@ -1095,7 +1094,7 @@ def domain_parts(name: str) -> dict[str, str]:
     if not name or name == "." or name.startswith(".") or ".." in name or "\\" in name:
         return parts
     lowered = name.lower()
-    registered = _public_suffix_list(lowered).privatesuffix(lowered)
+    registered = (_PSL[0] if _PSL else _load_public_suffix_list())(lowered).privatesuffix(lowered)
     if registered:
         registered = name[len(name) - len(registered):]     # keep the name's own case
         parts["etld_plus_one"] = registered

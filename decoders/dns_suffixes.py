@@ -24,11 +24,12 @@ Two lists, because most of the loading time went to one thing few names need:
 """
 from __future__ import annotations
 
-from itertools import repeat
-
 from publicsuffixlist import PSLFILE
 
 __all__ = ["SUFFIXES", "Suffixes", "suffixes_for"]
+
+# What holds at a tail of a name (Suffixes.tails), in the order one wins over another.
+_NONE, _EXACT, _WILDCARD, _EXCEPTION = 0, 1, 2, 3
 
 
 class Suffixes:
@@ -36,35 +37,30 @@ class Suffixes:
 
     A name's public suffix is its longest tail that is a rule; `*.tail` makes every
     label under `tail` public (and `tail` itself), `!label.tail` takes `label.tail`
-    back out of such a wildcard. Looked at from the longest tail down, the first of
-    these three that holds at a tail decides.
+    back out of such a wildcard. Of the tails where one of these three holds, the
+    longest decides; at one tail an exception comes before a wildcard, a wildcard
+    before a plain rule.
     """
 
-    __slots__ = ("exact", "wildcard_parents", "exceptions", "most_labels")
+    __slots__ = ("tails",)
 
     def __init__(self, rules: list[str]) -> None:
         # Every rule as written is a tail that matches exactly: a name can hold the
         # label "*" (wildcard queries) or a "!", and then matches the rule's own text.
-        self.exact = frozenset(rules)
-        self.wildcard_parents = frozenset([rule[2:] for rule in rules if rule[0] == "*" and rule[1:2] == "."])
-        self.exceptions = frozenset([rule[1:] for rule in rules if rule[0] == "!"])
-        self.most_labels = max(map(str.count, rules, repeat(".")), default=-1) + 1
-
-    def public_labels(self, labels: list[str]) -> int:
-        """How many of the trailing labels are the public suffix."""
-        count = len(labels)
-        if count == 1:
-            return 1
-        exact, wildcard_parents, exceptions = self.exact, self.wildcard_parents, self.exceptions
-        for start in range(max(0, count - self.most_labels - 1), count):
-            tail = ".".join(labels[start:])
-            if tail in exceptions:
-                return count - start - 1
-            if tail in wildcard_parents:
-                return count - start + (start > 0)
-            if tail in exact:
-                return count - start
-        return 1
+        kinds = dict.fromkeys(rules, _EXACT)
+        kinds.update((rule[2:], _WILDCARD) for rule in rules if rule[0] == "*" and rule[1:2] == ".")
+        kinds.update((rule[1:], _EXCEPTION) for rule in rules if rule[0] == "!")
+        # tail -> what holds there; 0 for a tail that is only the end of longer ones. A name
+        # is looked at from its last label up and the walk stops at the first tail not in
+        # here: no rule ends with it, so no longer tail can hold anything either.
+        tails = dict(kinds)
+        parents = {text.partition(".")[2] for text in kinds}
+        while parents:
+            parents.difference_update(tails)
+            parents.discard("")
+            tails.update(dict.fromkeys(parents, _NONE))
+            parents = {text.partition(".")[2] for text in parents}
+        self.tails = tails
 
     def privatesuffix(self, lowered_name: str) -> str | None:
         """The public suffix and the label before it (the registered domain), None when
@@ -73,10 +69,26 @@ class Suffixes:
         if lowered_name.endswith("."):
             lowered_name = lowered_name[:-1]
         labels = lowered_name.split(".")
-        if "" in labels:
+        count = len(labels)
+        if count == 1 or "" in labels:
             return None
-        public = self.public_labels(labels)
-        if len(labels) <= public:
+        # How many trailing labels are public: 1 unless a rule says otherwise.
+        tails = self.tails
+        public = 1
+        size = 1
+        tail = labels[-1]
+        while True:
+            kind = tails.get(tail)
+            if kind is None:
+                break
+            if kind:
+                public = (size if kind == _EXACT else size - 1 if kind == _EXCEPTION
+                          else size + (size < count))   # a wildcard: the label under it too
+            if size == count:
+                break
+            size += 1
+            tail = labels[-size] + "." + tail
+        if count <= public:
             return None
         return ".".join(labels[-public - 1:])
 

@@ -152,6 +152,8 @@ PARTS = [
     {"related": {"hosts": ["h"]}},
     {"related": {"ip": ["10.0.0.1"], "hosts": None}},
     {"destination": {"domain": "example.com"}, "server": {"domain": "example.com"}},
+    # each endpoint its own addition (the C text copies source's into client, destination's into server)
+    {"source": {"geo": {"name": "s"}}, "client": {"domain": "c"}, "server": {"domain": "\"s\""}},
     {"client": {"ip": "203.0.113.7"}, "network": {"forwarded_ip": "203.0.113.7"}},
     {"source": {"bytes": None}, "destination": {"port": 8080, "geo": {"x": None}}},
     {"network": {"protocol": "other", "direction": None}},

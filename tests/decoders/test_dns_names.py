@@ -102,7 +102,10 @@ def test_text_at_once_is_the_per_label_text(seed: int) -> None:
 
 def _psl_names() -> list[str]:
     """Names around every rule of the shipped list: the rule, one and two labels under it,
-    wildcards and exceptions filled in, each in its Unicode and its ACE (xn--) form."""
+    wildcards and exceptions filled in, each in its Unicode and its ACE (xn--) form; with a
+    trailing dot; deeper than any rule; with a "*" or "!" label above or inside the rule;
+    and the rule's inner tails (Suffixes walks a name from its last label up and stops at
+    the first tail no rule ends with)."""
     from publicsuffixlist import PSLFILE
     names = ["", ".", "com", "example.com", "a.example.com", "xn--", "xn--abc", "a.xn--zz", "XN--P1AI",
              "shop.XN--CIQPN.hk", "abcxn--d.com", "..", "a..b", "-.com"]
@@ -118,8 +121,12 @@ def _psl_names() -> list[str]:
             except UnicodeError:
                 pass
             for form in forms:
-                names += [form, "a." + form, "b.a." + form, "Sub.A." + form]
-            names += [rule, "a." + rule]    # names with a "*" or "!" label (wildcard queries)
+                names += [form, "a." + form, "b.a." + form, "Sub.A." + form, form + ".", "a." + form + ".",
+                          "h.g.f.e.d.c.b.a." + form, "*." + form, "a.*." + form]
+                inner = form.split(".")
+                names += [".".join(inner[i:]) for i in range(1, len(inner))]
+                names += ["a." + ".".join(inner[:i] + ["*"] + inner[i + 1:]) for i in range(len(inner))]
+            names += [rule, "a." + rule, rule + ".", "b.a." + rule]    # a "*" or "!" label (wildcard queries)
     return names
 
 
@@ -135,7 +142,7 @@ def test_the_split_lists_answer_as_the_full_list() -> None:
         lowered = name.lower()
         assert suffixes_for(lowered).privatesuffix(lowered) == full.privatesuffix(lowered), name
         ace += suffixes_for(lowered) is not SUFFIXES
-    assert len(names) > 40000 and ace > 1000
+    assert len(names) > 100000 and ace > 1000
     # the list without ACE rules would get these wrong: the split is what makes them right
     assert SUFFIXES.privatesuffix("shop.xn--ciqpn.hk") == "xn--ciqpn.hk"
     assert suffixes_for("shop.xn--ciqpn.hk").privatesuffix("shop.xn--ciqpn.hk") == "shop.xn--ciqpn.hk"
