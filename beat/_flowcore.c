@@ -120,6 +120,9 @@ typedef struct {
     /* what reports and sweeps read */
     PyObject *key, *rev_key, *closed, *id, *icmp, *alias, *statics, *text, *body;     /* NULL: None */
     long long reports;              /* R_REPORTS */
+    /* hash(key), hash(rev_key), -1 when not known yet: a flow's end finds its entries in the
+     * table by them instead of hashing its 8-tuples again (~650 instructions each) */
+    Py_hash_t khash[2];
     Py_ssize_t cpair[2];            /* key cache pairs holding it, as index + 1 (0: none) */
     /* what a packet reads and writes, together at the end (56 bytes, TCP 160) */
     unsigned short t_none;          /* bits (1 << T_x) of the TCP times that are None */
@@ -167,6 +170,7 @@ static RecordObject *record_alloc(int tcp)
     if (r == NULL) return (RecordObject *)PyErr_NoMemory();
     memset(r, 0, size);
     PyObject_InitVar((PyVarObject *)r, &RecordType, tcp ? T_SIZE : 0);
+    r->khash[0] = r->khash[1] = -1;
     return r;
 }
 
@@ -314,7 +318,10 @@ static int record_ass_item(PyObject *self, Py_ssize_t i, PyObject *v)
     default: {
         PyObject **slot = record_obj_slot(r, i);
         Py_XSETREF(*slot, v == Py_None ? NULL : Py_NewRef(v));
-        if (i == R_KEY || i == R_REV_KEY) record_rev_same(r);
+        if (i == R_KEY || i == R_REV_KEY) {
+            r->khash[i - R_KEY] = -1;       /* another key: its hash is not known */
+            record_rev_same(r);
+        }
         return 0;
     }
     }
@@ -512,6 +519,14 @@ static int direction_on(RecordObject *rec, PyObject *key)
     if (rec->key == NULL) return 1;
     int same = PyObject_RichCompareBool(key, rec->key, Py_EQ);
     return same < 0 ? -1 : !same;
+}
+
+/* hash(rec's key `which`: 0 R_KEY, 1 R_REV_KEY), kept in the record; -1 with an exception */
+static Py_hash_t key_hash(RecordObject *rec, int which)
+{
+    PyObject *key = which == 0 ? rec->key : rec->rev_key;
+    if (rec->khash[which] == -1 && key != NULL) rec->khash[which] = PyObject_Hash(key);
+    return rec->khash[which];
 }
 
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
@@ -1601,6 +1616,8 @@ typedef struct {
     unsigned long long hits, misses;
     long long opened;               /* flows open_entry opened (FlowTable.counters adds it to `opened`) */
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
+    PyObject *lto;                  /* account_raw's last linktype object (held) and its value */
+    long linktype;
 } TableObject;
 
 static PyObject *endpoints(PyObject *key);
@@ -1772,8 +1789,9 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
                ? 0 : PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
     rec->rev_same = (unsigned char)same;
+    rec->khash[0] = hash;
     if (set_entry(self, key, (PyObject *)rec, hash) < 0) goto error;
-    if (!same && set_entry(self, rev, (PyObject *)rec, -1) < 0) goto error;
+    if (!same && (key_hash(rec, 1) == -1 || set_entry(self, rev, (PyObject *)rec, rec->khash[1]) < 0)) goto error;
     if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
     if (!(o = PyLong_FromVoidPtr(rec))) goto error;         /* order[id(rec)] = rec */
     int failed = PyObject_SetItem(self->order, o, (PyObject *)rec) < 0;
@@ -2206,8 +2224,12 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                        const unsigned char *p, Py_ssize_t plen, PyObject *payload)
 {
     TableObject *self = (TableObject *)table;
-    long linktype = PyLong_AsLong(lto);
-    if (linktype == -1 && PyErr_Occurred()) return -1;
+    long linktype = self->linktype;
+    if (lto != self->lto) {     /* one object per capture source: converted once */
+        if ((linktype = PyLong_AsLong(lto)) == -1 && PyErr_Occurred()) return -1;
+        Py_XSETREF(self->lto, Py_NewRef(lto));
+        self->linktype = linktype;
+    }
     double tsd;
     if (PyFloat_CheckExact(ts)) tsd = PyFloat_AS_DOUBLE(ts);
     else if (time_of(ts, &tsd) < 0) return -1;
@@ -2223,6 +2245,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
     struct kslot *slot = NULL;
     Py_ssize_t pair = 0;
     PyObject *key = NULL;
+    Py_hash_t khash = -1;
     RecordObject *rec = NULL;
     if (n) {
         if (size_cache(self) < 0) return -1;
@@ -2245,11 +2268,13 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                 if (slot[0].entry != NULL) {    /* an older generation's: the key it was cached under */
                     RecordObject *old = (RecordObject *)slot[0].entry;
                     key = Py_XNewRef(slot[0].which == 0 ? old->key : slot[0].which == 1 ? old->rev_key : old->alias);
+                    if (key != NULL && slot[0].which < 2 && (khash = key_hash(old, slot[0].which)) == -1) goto error;
                 }
                 break;
             }
     }
-    if (key != NULL && !(rec = lookup(self, key, &d)) && PyErr_Occurred()) goto error;
+    if (key != NULL && khash == -1 && (khash = PyObject_Hash(key)) == -1) goto error;
+    if (key != NULL && !(rec = lookup_known(self, key, khash, &d)) && PyErr_Occurred()) goto error;
     if (rec != NULL) {
         self->hits++;       /* found in the dict by the cached key, no tuple made */
     } else {
@@ -2317,11 +2342,10 @@ static int add_attr(PyObject *o, PyObject *name, long long delta)
     return rc;
 }
 
-/* The table entry under `key`, if it is rec's, leaves the table. */
-static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
+/* The table entry under `key`, if it is rec's, leaves the table (`hash`: the key's, -1: not known). */
+static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec, Py_hash_t hash)
 {
-    Py_hash_t hash = PyObject_Hash(key);
-    if (hash == -1) return -1;
+    if (hash == -1 && (hash = PyObject_Hash(key)) == -1) return -1;
     PyObject *entry = GET_KNOWN(flows, key, hash);
     if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
     if (entry == rec) return DEL_KNOWN(flows, key, hash);
@@ -2396,8 +2420,9 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     }
     PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
     forget_cached(self, r);     /* the key cache lets go of it */
-    int failed = drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, rev_key, rec) < 0
-                 || (alias != NULL && drop_entry(self->flows, alias, rec) < 0) || unorder(self, rec) < 0;
+    int failed = drop_entry(self->flows, key, rec, key_hash(r, 0)) < 0
+                 || drop_entry(self->flows, rev_key, rec, key_hash(r, 1)) < 0
+                 || (alias != NULL && drop_entry(self->flows, alias, rec, -1) < 0) || unorder(self, rec) < 0;
     Py_DECREF(rev_key);
     Py_XDECREF(alias);
     if (failed) {
@@ -2447,7 +2472,8 @@ static int evict(TableObject *self)
     while (n < EVICTION_WINDOW && (v = PyIter_Next(it)) != NULL) {
         RecordObject *r = (RecordObject *)v;
         if (!IS_RECORD(v) || r->key == NULL) { python = 1; Py_DECREF(v); break; }
-        PyObject *found = PyDict_GetItemWithError(self->flows, r->key);
+        Py_hash_t hash = key_hash(r, 0);
+        PyObject *found = hash == -1 ? NULL : GET_KNOWN(self->flows, r->key, hash);
         if (found == NULL && PyErr_Occurred()) { Py_DECREF(v); goto done; }
         if (found == v) {
             window[n++] = r;        /* (held) */
@@ -2740,6 +2766,7 @@ static int table_clear(TableObject *self)
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
     Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
     Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed); Py_CLEAR(self->order);
+    Py_CLEAR(self->lto);
     clear_cache(self);
     return 0;
 }
