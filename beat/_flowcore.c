@@ -2200,9 +2200,10 @@ static void forget_cached(TableObject *self, RecordObject *rec)
     }
 }
 
-/* The key tuple table_account builds from the engine's arguments, from frame_batch's. */
-static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsigned *vlans, PyObject *src,
-                          PyObject *dst, int proto, unsigned sport, unsigned dport)
+/* The key tuple table_account builds from the engine's arguments, from frame_batch's (the
+ * addresses as `alen` bytes at src and dst: made into bytes objects here, once per key). */
+static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsigned *vlans, const unsigned char *src,
+                          const unsigned char *dst, Py_ssize_t alen, int proto, unsigned sport, unsigned dport)
 {
     PyObject *key = PyTuple_New(8), *o;
     if (key == NULL) return NULL;
@@ -2219,8 +2220,10 @@ static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsi
         PyTuple_SET_ITEM(o, i, v);
     }
     PyTuple_SET_ITEM(key, 2, Py_NewRef(empty_tuple));
-    PyTuple_SET_ITEM(key, 3, Py_NewRef(src));
-    PyTuple_SET_ITEM(key, 4, Py_NewRef(dst));
+    if (!(o = PyBytes_FromStringAndSize((const char *)src, alen))) goto error;
+    PyTuple_SET_ITEM(key, 3, o);
+    if (!(o = PyBytes_FromStringAndSize((const char *)dst, alen))) goto error;
+    PyTuple_SET_ITEM(key, 4, o);
     if (!(o = PyLong_FromLong(proto))) goto error;
     PyTuple_SET_ITEM(key, 5, o);
     if (!(o = PyLong_FromUnsignedLong(sport))) goto error;
@@ -2251,10 +2254,11 @@ static int key_place(RecordObject *rec, PyObject *key, int d)
 }
 
 /* table.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) for frame_batch:
- * linktype an int in 0..65535, frame/src/dst bytes (src and dst of one length). */
+ * linktype an int in 0..65535, frame bytes, the addresses `alen` bytes each at src and dst
+ * (bytes objects of them only when a key tuple is made: not per packet). */
 static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *frame, int nvlans,
-                       const unsigned *vlans, PyObject *src, PyObject *dst, int proto,
-                       const unsigned char *p, Py_ssize_t plen, PyObject *payload)
+                       const unsigned *vlans, const unsigned char *src, const unsigned char *dst, Py_ssize_t alen,
+                       int proto, const unsigned char *p, Py_ssize_t plen, PyObject *payload)
 {
     TableObject *self = (TableObject *)table;
     long linktype = self->linktype;
@@ -2266,15 +2270,14 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
     double tsd;
     if (PyFloat_CheckExact(ts)) tsd = PyFloat_AS_DOUBLE(ts);
     else if (time_of(ts, &tsd) < 0) return -1;
-    Py_ssize_t flen = PyBytes_GET_SIZE(frame), alen = PyBytes_GET_SIZE(src);
+    Py_ssize_t flen = PyBytes_GET_SIZE(frame);
     l4_t l;
     read_l4(proto, p, plen, &l);
     unsigned char raw[RAW_KEY_MAX];
     int n = 0, d = 0;
-    if ((linktype != 1 || flen >= 12) && PyBytes_GET_SIZE(dst) == alen)
+    if (linktype != 1 || flen >= 12)
         n = raw_key(raw, linktype == 1 ? (const unsigned char *)PyBytes_AS_STRING(frame) : NULL, nvlans, vlans,
-                    (const unsigned char *)PyBytes_AS_STRING(src), (const unsigned char *)PyBytes_AS_STRING(dst),
-                    alen, proto, l.sport, l.dport);
+                    src, dst, alen, proto, l.sport, l.dport);
     struct kslot *slot = NULL;
     Py_ssize_t pair = 0;
     PyObject *key = NULL;
@@ -2312,7 +2315,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
         self->hits++;       /* found in the dict by the cached key, no tuple made */
     } else {
         self->misses++;
-        if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, proto, l.sport, l.dport)))
+        if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, alen, proto, l.sport, l.dport)))
             return -1;
         if (!(rec = find_entry(self, key, ts, tsd, payload, p, plen, &d))) goto error;
     }
@@ -2957,7 +2960,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     }
     static flowcore_api_t api = {&TableType, account_raw};
     PyObject *capsule = PyCapsule_New(&api, FLOWCORE_API_NAME, NULL);
-    if (capsule == NULL || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+    if (capsule == NULL || PyModule_AddObject(m, FLOWCORE_API_ATTR, capsule) < 0) {
         Py_XDECREF(capsule);
         Py_DECREF(m);
         return NULL;
