@@ -2200,6 +2200,33 @@ static void forget_cached(TableObject *self, RecordObject *rec)
     }
 }
 
+/* Slot pair `pair` takes the key `raw` (n bytes) in its first slot (the key there moves to the
+ * second), with rec as the entry flows has under it, rec's key `which` (see struct kslot);
+ * which -1: none (the slot holds no entry). */
+static void cache_put(TableObject *self, Py_ssize_t pair, const unsigned char *raw, int n, RecordObject *rec,
+                      int which)
+{
+    struct kslot *slot = &self->cache[pair], t;
+    if (slot[1].len == n && memcmp(slot[1].raw, raw, n) == 0) {
+        t = slot[0];
+        slot[0] = slot[1];
+        slot[1] = t;
+    } else if (!(slot[0].len == n && memcmp(slot[0].raw, raw, n) == 0)) {
+        Py_XDECREF(slot[1].entry);
+        slot[1] = slot[0];
+        slot[0].entry = NULL;
+        slot[0].len = (unsigned char)n;
+        memcpy(slot[0].raw, raw, n);
+    }
+    Py_CLEAR(slot[0].entry);
+    if (which >= 0) {       /* flows[key] is rec now */
+        slot[0].entry = Py_NewRef((PyObject *)rec);
+        slot[0].gen = (uint16_t)self->generation;
+        slot[0].which = (unsigned char)which;
+        note_cached(rec, pair);
+    }
+}
+
 /* The key tuple table_account builds from the engine's arguments, from frame_batch's (the
  * addresses as `alen` bytes at src and dst: made into bytes objects here, once per key). */
 static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsigned *vlans, const unsigned char *src,
@@ -2230,7 +2257,11 @@ static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsi
     PyTuple_SET_ITEM(key, 6, o);
     if (!(o = PyLong_FromUnsignedLong(dport))) goto error;
     PyTuple_SET_ITEM(key, 7, o);
-    return untracked_key(key);
+    /* bytes, ints and a tuple of ints: what untracked_key finds out item by item is known here
+     * (neither tuple can be part of a cycle) */
+    PyObject_GC_UnTrack(PyTuple_GET_ITEM(key, 1));
+    PyObject_GC_UnTrack(key);
+    return key;
 error:
     Py_DECREF(key);
     return NULL;
@@ -2282,6 +2313,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
     Py_ssize_t pair = 0;
     PyObject *key = NULL;
     Py_hash_t khash = -1;
+    long long opened = self->opened;
     RecordObject *rec = NULL;
     if (n) {
         if (size_cache(self) < 0) return -1;
@@ -2317,24 +2349,25 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
         self->misses++;
         if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, alen, proto, l.sport, l.dport)))
             return -1;
+        opened = self->opened;
         if (!(rec = find_entry(self, key, ts, tsd, payload, p, plen, &d))) goto error;
     }
     if (slot != NULL) {
         int which = key_place(rec, key, d);
         if (which == -2) goto error;
-        if (!(slot[0].len == n && memcmp(slot[0].raw, raw, n) == 0)) {   /* slot[0] takes it, its key moves to slot[1] */
-            Py_XDECREF(slot[1].entry);
-            slot[1] = slot[0];
-            slot[0].entry = NULL;
-            slot[0].len = (unsigned char)n;
-            memcpy(slot[0].raw, raw, n);
-        }
-        Py_CLEAR(slot[0].entry);
-        if (which >= 0) {       /* flows[key] is rec now */
-            slot[0].entry = Py_NewRef((PyObject *)rec);
-            slot[0].gen = (uint16_t)self->generation;
-            slot[0].which = (unsigned char)which;
-            note_cached(rec, pair);
+        cache_put(self, pair, raw, n, rec, which);
+        if (opened != self->opened && !rec->rev_same) {
+            /* A flow this packet opened: its reverse key is cached too (flows[rev_key] is rec
+             * now), so the first answer finds it without making, hashing and looking up a key
+             * tuple. The reverse frame's key, as raw_key writes it: MACs swapped, the same VLAN
+             * ids, addresses and ports swapped. */
+            unsigned char rraw[RAW_KEY_MAX], rmacs[12];
+            if (linktype == 1) {
+                memcpy(rmacs, PyBytes_AS_STRING(frame) + 6, 6);
+                memcpy(rmacs + 6, PyBytes_AS_STRING(frame), 6);
+            }
+            int rn = raw_key(rraw, linktype == 1 ? rmacs : NULL, nvlans, vlans, dst, src, alen, proto, l.dport, l.sport);
+            if (rn) cache_put(self, (Py_ssize_t)(raw_hash(rraw, rn) & (uint64_t)(self->slots - 2)), rraw, rn, rec, 1);
         }
     }
     if (apply(self, key, 0, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0) goto error;
