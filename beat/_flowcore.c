@@ -2115,14 +2115,23 @@ static int raw_key(unsigned char *raw, const unsigned char *macs, int nvlans, co
         raw[n++] = (unsigned char)(vlans[i] >> 8);
         raw[n++] = (unsigned char)vlans[i];
     }
-    memcpy(raw + n, src, alen); n += (int)alen;
-    memcpy(raw + n, dst, alen); n += (int)alen;
+    if (alen == 4) {        /* (copies of a constant size: inline moves, not a libc call each) */
+        memcpy(raw + n, src, 4);
+        memcpy(raw + n + 4, dst, 4);
+    } else {
+        memcpy(raw + n, src, 16);
+        memcpy(raw + n + 16, dst, 16);
+    }
+    n += 2 * (int)alen;
     raw[n++] = (unsigned char)proto;
     raw[n++] = (unsigned char)(sport >> 8); raw[n++] = (unsigned char)sport;
     raw[n++] = (unsigned char)(dport >> 8); raw[n++] = (unsigned char)dport;
     return n;
 }
 
+/* A key's slot pair hash. `raw` is a RAW_BUF buffer zeroed past the key's n bytes (a raw_key
+ * buffer declared `= {0}`): its last word is read whole, no copy of a variable size. */
+#define RAW_BUF (RAW_KEY_MAX + 8)
 static uint64_t raw_hash(const unsigned char *raw, int n)
 {
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
@@ -2132,8 +2141,7 @@ static uint64_t raw_hash(const unsigned char *raw, int n)
         h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
         h ^= h >> 32;
     }
-    w = 0;
-    memcpy(&w, raw + i, n - i);
+    memcpy(&w, raw + i, 8);     /* the key's last n - i bytes, then zeros */
     h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
     h ^= h >> 29;
     return h;
@@ -2304,7 +2312,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
     Py_ssize_t flen = PyBytes_GET_SIZE(frame);
     l4_t l;
     read_l4(proto, p, plen, &l);
-    unsigned char raw[RAW_KEY_MAX];
+    unsigned char raw[RAW_BUF] = {0};     /* (zeros past the key: raw_hash) */
     int n = 0, d = 0;
     if (linktype != 1 || flen >= 12)
         n = raw_key(raw, linktype == 1 ? (const unsigned char *)PyBytes_AS_STRING(frame) : NULL, nvlans, vlans,
@@ -2361,7 +2369,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
              * now), so the first answer finds it without making, hashing and looking up a key
              * tuple. The reverse frame's key, as raw_key writes it: MACs swapped, the same VLAN
              * ids, addresses and ports swapped. */
-            unsigned char rraw[RAW_KEY_MAX], rmacs[12];
+            unsigned char rraw[RAW_BUF] = {0}, rmacs[12];
             if (linktype == 1) {
                 memcpy(rmacs, PyBytes_AS_STRING(frame) + 6, 6);
                 memcpy(rmacs + 6, PyBytes_AS_STRING(frame), 6);
