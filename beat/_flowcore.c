@@ -123,6 +123,11 @@ typedef struct RecordObject {
     /* hash(key), hash(rev_key), -1 when not known yet: a flow's end finds its entries in the
      * table by them instead of hashing its 8-tuples again (~650 instructions each) */
     Py_hash_t khash[2];
+    /* FlowTable._endpoints(key) as open_entry put it in by_endpoints, and its hash (NULL: not
+     * known, made from the key): the flow's end finds its entries in by_endpoints and `ended`
+     * by it, the dict's own key object, without building, hashing and comparing a new tuple */
+    PyObject *ends;
+    Py_hash_t ends_hash;
     Py_ssize_t cpair[2];            /* key cache pairs holding it, as index + 1 (0: none) */
     /* its table's open order (see order_link): the flows opened before and after it, and the
      * table whose order holds it (NULL: none; not a reference: the table lets go first) */
@@ -324,6 +329,7 @@ static int record_ass_item(PyObject *self, Py_ssize_t i, PyObject *v)
         Py_XSETREF(*slot, v == Py_None ? NULL : Py_NewRef(v));
         if (i == R_KEY || i == R_REV_KEY) {
             r->khash[i - R_KEY] = -1;       /* another key: its hash is not known */
+            if (i == R_KEY) Py_CLEAR(r->ends);      /* nor its endpoints */
             record_rev_same(r);
         }
         return 0;
@@ -364,7 +370,7 @@ static PyObject *record_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void record_dealloc(RecordObject *r)
 {
     Py_XDECREF(r->key); Py_XDECREF(r->rev_key); Py_XDECREF(r->closed); Py_XDECREF(r->id); Py_XDECREF(r->icmp);
-    Py_XDECREF(r->alias); Py_XDECREF(r->statics); Py_XDECREF(r->text); Py_XDECREF(r->body);
+    Py_XDECREF(r->alias); Py_XDECREF(r->statics); Py_XDECREF(r->text); Py_XDECREF(r->body); Py_XDECREF(r->ends);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -1828,7 +1834,10 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
     rec->khash[0] = hash;
     if (set_entry(self, key, (PyObject *)rec, hash) < 0) goto error;
     if (!same && (key_hash(rec, 1) == -1 || set_entry(self, rev, (PyObject *)rec, rec->khash[1]) < 0)) goto error;
-    if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
+    if (!(ends = endpoints(key)) || (rec->ends_hash = PyObject_Hash(ends)) == -1
+            || SET_KNOWN(self->by_endpoints, ends, (PyObject *)rec, rec->ends_hash) < 0)
+        goto error;
+    rec->ends = Py_NewRef(ends);
     order_link(self, rec);
     self->opened++;         /* (not table.opened += 1: a Python attribute's round trip per flow) */
     Py_DECREF(rev);
@@ -2492,11 +2501,12 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
         Py_DECREF(key);
         return -1;
     }
-    PyObject *ends = endpoints(key), *value = NULL;
+    int known = r->ends != NULL;
+    PyObject *ends = known ? Py_NewRef(r->ends) : endpoints(key), *value = NULL;
     Py_DECREF(key);
     if (ends == NULL) return -1;
     int rc = -1;
-    Py_hash_t hash = PyObject_Hash(ends);
+    Py_hash_t hash = known ? r->ends_hash : PyObject_Hash(ends);
     if (hash == -1) goto done;
     PyObject *cur = GET_KNOWN(self->by_endpoints, ends, hash);
     if (cur == NULL && PyErr_Occurred()) goto done;
