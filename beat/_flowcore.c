@@ -1813,7 +1813,14 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
     PyTuple_SET_ITEM(rev, 5, Py_NewRef(PyTuple_GET_ITEM(key, 5)));
     PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
     PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
-    untracked_key(rev);
+    if (PyObject_GC_IsTracked(key)) {
+        untracked_key(rev);
+    } else {
+        /* an untracked key holds only untracked objects (untracked_key decided so): its reverse,
+         * the same objects and a new MAC pair and outer pair, is untracked as well */
+        if (nouter == 2) PyObject_GC_UnTrack(PyTuple_GET_ITEM(rev, 2));
+        PyObject_GC_UnTrack(rev);
+    }
     /* [ts, ts, 0, 0, 0, 0, key, rev, 0, None, tcp, None, icmp, None, None, None, None] */
     if (!(rec = record_alloc(proto == 6))) goto error;
     rec->ts[0] = rec->ts[1] = tsd;

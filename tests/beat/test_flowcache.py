@@ -96,3 +96,36 @@ def test_many_flows_with_answers_and_ends_give_the_same_documents():
     frames.sort(key=lambda f: f[0])
     counters, _left, docs = _same(frames, **{"wirebeat.flows.max_flows": 16})
     assert counters["flows.table.evicted"] > 0 and len(docs) > 300
+
+
+class _Tag:
+    """A hashable object the cyclic garbage collector tracks (as any instance of a class)."""
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Tag)
+
+
+@needs_c
+def test_keys_leave_the_collectors_lists_unless_they_hold_a_tracked_object():
+    """The C core untracks the key tuples it makes and their reverses (bytes, ints and tuples
+    of those cannot be in a cycle), tunnelled ones too; a key holding an object the collector
+    tracks stays tracked, and so does its reverse."""
+    import gc
+    import socket
+
+    from test_flowcore import _tables
+    c, _py, _out_c, _out_py = _tables()
+    a, b = socket.inet_aton("192.0.2.1"), socket.inet_aton("192.0.2.2")
+    outer = (socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"))
+    frame = g.ethernet(g.ipv4("192.0.2.1", "192.0.2.2", 17, g.udp("192.0.2.1", "192.0.2.2", 1, 2, b"x")))
+    payload = bytes(g.udp("192.0.2.1", "192.0.2.2", 1, 2, b"x"))
+    c.account(T0, 1, frame, (), a, b, 17, payload)
+    c.account(T0, 1, frame, (5,), a, b, 17, payload, outer)
+    assert len(c.flows) == 4 and not any(gc.is_tracked(k) for k in c.flows)
+    c.account(T0, 1, frame, (_Tag(),), a, b, 17, payload)
+    tracked = [k for k in c.flows if gc.is_tracked(k)]
+    assert len(tracked) == 2 and all(isinstance(k[1][0], _Tag) for k in tracked)
+    c.finish()
