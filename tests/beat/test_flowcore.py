@@ -1011,3 +1011,40 @@ def test_an_eviction_with_only_taken_over_flows_in_order_ends_nothing():
         table._evict()
         assert table.evicted == 0 and not _order(table)
     assert out_c == out_py
+
+
+@needs_c
+def test_the_c_cores_open_order_holds_its_own_tables_records_once():
+    """The C core's open order is linked through the records: a record is in one table's order
+    at most, once (linking it again keeps its place; another table neither takes it nor unlinks
+    it), the order holds a reference to it while it is in it, and a table that goes lets go."""
+    import gc
+    import socket
+    import sys
+
+    one, _py, _out_c, _out_py = _tables()
+    other, _py2, _out_c2, _out_py2 = _tables()
+    a, b = socket.inet_aton(A4), socket.inet_aton(B4)
+    for port in (1000, 1001):
+        one.account(T0, 1, _eth(g.ipv4(A4, B4, 17, g.udp(A4, B4, port, 53, b"q"))), (), a, b, 17,
+                    bytes(g.udp(A4, B4, port, 53, b"q")))
+    first, second = one._records()
+    assert one.core.order() == [first, second]
+    refs = sys.getrefcount(first)
+    other.core.unlink(first)                # not its record: nothing changes
+    other.core.link(first)                  # in another table's order: stays there
+    one.core.link(first)                    # already in: keeps its place
+    assert sys.getrefcount(first) == refs
+    assert one.core.order() == [first, second] and other.core.order() == []
+    one.core.unlink(first)
+    one.core.unlink(first)                  # twice: nothing more
+    assert one.core.order() == [second] and sys.getrefcount(first) == refs - 1
+    one.core.link(first)                    # back in, as the newest
+    now = sys.getrefcount(first)            # (before lists holding it are made)
+    assert one.core.order() == [second, first] and now == refs
+    with pytest.raises(TypeError):
+        one.core.link([0] * 17)             # only Records are linked
+    one.core.unlink([0] * 17)               # (anything else is in no order)
+    del one, _py
+    gc.collect()
+    assert sys.getrefcount(first) < refs   # the table's order let go of it
