@@ -28,6 +28,8 @@
  *     reports in C.
  *     finish_records(): FlowTable.finish's loop, the same way.
  *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id).
+ *     link(rec), unlink(rec), evict(), order(): the open order (FlowTable.order of the
+ *     Python path), here a list linked through the records (order_link).
  *   Reporter(reporter, report_python, assign_id, iso_time, fragment, community_id,
  *            transports, tail, id_source)
  *     Called as FlowReporter.report(source, rec, final, reason, report_ts):
