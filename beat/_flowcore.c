@@ -2199,13 +2199,27 @@ static void bump_generation(TableObject *self)
         for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
 }
 
-/* slot pair `pair` now holds rec: the record names it (see forget_cached) */
-static inline void note_cached(RecordObject *rec, Py_ssize_t pair)
+/* Whether slot pair `pair` (an index + 1 as cpair keeps it; 0: none) holds rec. */
+static inline int pair_holds(TableObject *self, Py_ssize_t pair1, RecordObject *rec)
+{
+    Py_ssize_t pair = pair1 - 1;
+    return pair >= 0 && pair + 1 < self->slots
+           && (self->cache[pair].entry == (PyObject *)rec || self->cache[pair + 1].entry == (PyObject *)rec);
+}
+
+/* slot pair `pair` now holds rec: the record names it (see forget_cached), in a place that
+ * names no pair or one that no longer holds it (another key took its slot, or the cache was
+ * made anew at a new size): a flow is cached under its two directions' keys, so only one
+ * with a third key (a MAC-order alias) is cached_many, whose end moves the generation. */
+static inline void note_cached(TableObject *self, RecordObject *rec, Py_ssize_t pair)
 {
     if (rec->cpair[0] == pair + 1 || rec->cpair[1] == pair + 1) return;
-    if (rec->cpair[0] == 0) rec->cpair[0] = pair + 1;
-    else if (rec->cpair[1] == 0) rec->cpair[1] = pair + 1;
-    else rec->cached_many = 1;
+    for (int k = 0; k < 2; k++)
+        if (!pair_holds(self, rec->cpair[k], rec)) {
+            rec->cpair[k] = pair + 1;
+            return;
+        }
+    rec->cached_many = 1;
 }
 
 /* rec leaves the table (end_flow): the cache's slots let go of it. The pairs it names are
@@ -2249,7 +2263,7 @@ static void cache_put(TableObject *self, Py_ssize_t pair, const unsigned char *r
         slot[0].entry = Py_NewRef((PyObject *)rec);
         slot[0].gen = (uint16_t)self->generation;
         slot[0].which = (unsigned char)which;
-        note_cached(rec, pair);
+        note_cached(self, rec, pair);
     }
 }
 
