@@ -9,6 +9,7 @@ import pcapgen as g
 import pytest
 from test_frameloop import _same, needs_c
 from test_packets_batch import FragmentOutput
+from wirebeat.flows import R_KEY
 from wirebeat.testing import make_engine
 
 T0 = 1_700_000_000.0
@@ -129,3 +130,45 @@ def test_keys_leave_the_collectors_lists_unless_they_hold_a_tracked_object():
     tracked = [k for k in c.flows if gc.is_tracked(k)]
     assert len(tracked) == 2 and all(isinstance(k[1][0], _Tag) for k in tracked)
     c.finish()
+
+
+@needs_c
+def test_flows_cached_across_the_caches_growth_let_go_of_their_records_when_they_end():
+    """The key cache grows with the table (made anew at each size): flows cached before and
+    after a growth, both directions, all end idle; no slot keeps an ended flow's record (it is
+    freed), and the flows that stay are still found."""
+    import sys
+    engine, pipeline, _output, _stats = make_engine(
+        [], overrides={"wirebeat.flows.enabled": True, "wirebeat.flows.timeout": 5.0, "wirebeat.flows.period": 2.0},
+        output=FragmentOutput())
+    tick = g.ethernet(g.ipv4("10.8.0.1", "10.8.0.2", 17, g.udp("10.8.0.1", "10.8.0.2", 9, 9, b"tick")))
+
+    def frames(n: int, start: int = 0) -> list[bytes]:
+        out = []
+        for i in range(start, start + n):
+            a, b = f"10.20.{i // 250}.{i % 250 + 1}", "10.30.0.1"
+            out.append(g.ethernet(g.ipv4(a, b, 17, g.udp(a, b, 1000 + i % 50000, 53, b"q")), src=A_MAC, dst=B_MAC))
+            out.append(g.ethernet(g.ipv4(b, a, 17, g.udp(b, a, 53, 1000 + i % 50000, b"r")), src=B_MAC, dst=A_MAC))
+        return out
+
+    def batch(ts: float, fs: list[bytes]) -> None:
+        engine.on_batch([(ts - 0.5, 1, tick, len(tick))] + [(ts, 1, f, len(f)) for f in fs], "test")
+
+    batch(T0, frames(100))                  # cached in the first, smallest cache
+    table = engine.sources["test"].flows
+    slots = table.core.key_cache()[0]
+    batch(T0 + 1, frames(100) + frames(1500, 100))     # the first 100 again, then the cache grows
+    assert table.core.key_cache()[0] > slots
+    batch(T0 + 2, frames(100))              # the first 100 cached again, in the grown cache
+    ending = [r for r in table._records() if bytes((10, 20, 0, 0)) < r[R_KEY][3] < bytes((10, 20, 0, 101))]
+    assert len(ending) == 100
+    stay = frames(200, 1400)
+    for k in range(3, 10):                  # the first 100 end idle at T0 + 7; 200 others stay
+        batch(T0 + k, stay)
+    assert all(r not in table._records() for r in ending)
+    assert [sys.getrefcount(r) for r in ending] == [3] * 100     # `ending`, the loop's r, getrefcount's argument
+    _slots, hits, misses = table.core.key_cache()
+    batch(T0 + 10, stay)
+    assert table.core.key_cache()[1] - hits == 400 and table.core.key_cache()[2] == misses
+    engine.finish()
+    pipeline.close()
