@@ -4,16 +4,20 @@
 #ifndef WIREBEAT_FLOWAPI_H
 #define WIREBEAT_FLOWAPI_H
 
-#define FLOWCORE_API_NAME "wirebeat._flowcore._C_API"
+/* (_C_API2: the addresses as C bytes; a _speedups built for the first form finds no capsule
+ * of its name and makes the Python call instead) */
+#define FLOWCORE_API_NAME "wirebeat._flowcore._C_API2"
+#define FLOWCORE_API_ATTR "_C_API2"
 
 typedef struct {
     PyTypeObject *table_type;       /* FlowTable.account is one of these when the C core runs */
     /* table.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()), with vlans as
-     * nvlans C ints and the payload as `l4`/`l4len` (`payload`: the same bytes as an object, or
-     * NULL: made only if needed). 0, or -1 with an exception set. */
+     * nvlans C ints, the addresses as `alen` bytes at src and dst (bytes objects are made only
+     * for a flow's key tuple, not per packet) and the payload as `l4`/`l4len` (`payload`: the
+     * same bytes as an object, or NULL: made only if needed). 0, or -1 with an exception set. */
     int (*account)(PyObject *table, PyObject *ts, PyObject *linktype, PyObject *frame, int nvlans,
-                   const unsigned *vlans, PyObject *src, PyObject *dst, int proto,
-                   const unsigned char *l4, Py_ssize_t l4len, PyObject *payload);
+                   const unsigned *vlans, const unsigned char *src, const unsigned char *dst, Py_ssize_t alen,
+                   int proto, const unsigned char *l4, Py_ssize_t l4len, PyObject *payload);
 } flowcore_api_t;
 
 #endif

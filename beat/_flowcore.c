@@ -28,6 +28,8 @@
  *     reports in C.
  *     finish_records(): FlowTable.finish's loop, the same way.
  *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id).
+ *     link(rec), unlink(rec), evict(), order(): the open order (FlowTable.order of the
+ *     Python path), here a list linked through the records (order_link).
  *   Reporter(reporter, report_python, assign_id, iso_time, fragment, community_id,
  *            transports, tail, id_source)
  *     Called as FlowReporter.report(source, rec, final, reason, report_ts):
@@ -115,12 +117,24 @@ static PyObject *untracked_key(PyObject *key)
  * not tracked by the cyclic garbage collector. */
 typedef union { long long i; double f; } tslot_t;
 
-typedef struct {
+typedef struct RecordObject {
     PyObject_VAR_HEAD               /* ob_size: T_SIZE when it has room for a TCP part, else 0 */
     /* what reports and sweeps read */
     PyObject *key, *rev_key, *closed, *id, *icmp, *alias, *statics, *text, *body;     /* NULL: None */
     long long reports;              /* R_REPORTS */
+    /* hash(key), hash(rev_key), -1 when not known yet: a flow's end finds its entries in the
+     * table by them instead of hashing its 8-tuples again (~650 instructions each) */
+    Py_hash_t khash[2];
+    /* FlowTable._endpoints(key) as open_entry put it in by_endpoints, and its hash (NULL: not
+     * known, made from the key): the flow's end finds its entries in by_endpoints and `ended`
+     * by it, the dict's own key object, without building, hashing and comparing a new tuple */
+    PyObject *ends;
+    Py_hash_t ends_hash;
     Py_ssize_t cpair[2];            /* key cache pairs holding it, as index + 1 (0: none) */
+    /* its table's open order (see order_link): the flows opened before and after it, and the
+     * table whose order holds it (NULL: none; not a reference: the table lets go first) */
+    struct RecordObject *older, *newer;
+    void *order_owner;
     /* what a packet reads and writes, together at the end (56 bytes, TCP 160) */
     unsigned short t_none;          /* bits (1 << T_x) of the TCP times that are None */
     unsigned char has_tcp;          /* rec[R_TCP] is not None */
@@ -167,6 +181,7 @@ static RecordObject *record_alloc(int tcp)
     if (r == NULL) return (RecordObject *)PyErr_NoMemory();
     memset(r, 0, size);
     PyObject_InitVar((PyVarObject *)r, &RecordType, tcp ? T_SIZE : 0);
+    r->khash[0] = r->khash[1] = -1;
     return r;
 }
 
@@ -314,7 +329,11 @@ static int record_ass_item(PyObject *self, Py_ssize_t i, PyObject *v)
     default: {
         PyObject **slot = record_obj_slot(r, i);
         Py_XSETREF(*slot, v == Py_None ? NULL : Py_NewRef(v));
-        if (i == R_KEY || i == R_REV_KEY) record_rev_same(r);
+        if (i == R_KEY || i == R_REV_KEY) {
+            r->khash[i - R_KEY] = -1;       /* another key: its hash is not known */
+            if (i == R_KEY) Py_CLEAR(r->ends);      /* nor its endpoints */
+            record_rev_same(r);
+        }
         return 0;
     }
     }
@@ -353,7 +372,7 @@ static PyObject *record_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void record_dealloc(RecordObject *r)
 {
     Py_XDECREF(r->key); Py_XDECREF(r->rev_key); Py_XDECREF(r->closed); Py_XDECREF(r->id); Py_XDECREF(r->icmp);
-    Py_XDECREF(r->alias); Py_XDECREF(r->statics); Py_XDECREF(r->text); Py_XDECREF(r->body);
+    Py_XDECREF(r->alias); Py_XDECREF(r->statics); Py_XDECREF(r->text); Py_XDECREF(r->body); Py_XDECREF(r->ends);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -512,6 +531,14 @@ static int direction_on(RecordObject *rec, PyObject *key)
     if (rec->key == NULL) return 1;
     int same = PyObject_RichCompareBool(key, rec->key, Py_EQ);
     return same < 0 ? -1 : !same;
+}
+
+/* hash(rec's key `which`: 0 R_KEY, 1 R_REV_KEY), kept in the record; -1 with an exception */
+static Py_hash_t key_hash(RecordObject *rec, int which)
+{
+    PyObject *key = which == 0 ? rec->key : rec->rev_key;
+    if (rec->khash[which] == -1 && key != NULL) rec->khash[which] = PyObject_Hash(key);
+    return rec->khash[which];
 }
 
 static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
@@ -1593,7 +1620,11 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *table, *flows, *alias, *open, *control, *end, *account_python, *source, *by_endpoints, *ended;
     PyObject *flow_id_python, *ip_packed;
-    PyObject *order;                /* FlowTable.order: id(record) -> record, in open order */
+    /* The records in the order their flows opened (FlowTable.order of the Python path), oldest
+     * first, linked through the records themselves (older/newer): how a full table finds its
+     * oldest flows. Joining and leaving it costs no hashing and no allocation (the OrderedDict
+     * of id(record) -> record it replaces cost ~1,800 instructions a flow). */
+    struct RecordObject *oldest, *newest;
     ReporterObject *reporter;
     struct kslot *cache;            /* the key cache (account_raw), `slots` of them, in cache_mem */
     void *cache_mem;
@@ -1601,6 +1632,8 @@ typedef struct {
     unsigned long long hits, misses;
     long long opened;               /* flows open_entry opened (FlowTable.counters adds it to `opened`) */
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
+    PyObject *lto;                  /* account_raw's last linktype object (held) and its value */
+    long linktype;
 } TableObject;
 
 static PyObject *endpoints(PyObject *key);
@@ -1632,6 +1665,34 @@ static int set_entry(TableObject *self, PyObject *key, PyObject *rec, Py_hash_t 
     if (SET_KNOWN(self->flows, key, rec, hash) < 0) return -1;
     if (PyDict_GET_SIZE(self->flows) == before) bump_generation(self);
     return 0;
+}
+
+/* rec joins the open order as its newest; the order holds a reference to it. A record already
+ * in it keeps its place (as order[id(rec)] = rec did); one in another table's order stays there. */
+static void order_link(TableObject *self, RecordObject *rec)
+{
+    if (rec->order_owner != NULL) return;
+    Py_INCREF(rec);
+    rec->order_owner = self;
+    rec->older = self->newest;
+    rec->newer = NULL;
+    if (self->newest != NULL) self->newest->newer = rec;
+    else self->oldest = rec;
+    self->newest = rec;
+}
+
+/* rec leaves the open order, if in it (order.pop(id(rec), None)); the caller holds it. A record
+ * of another table's order stays in that one (unlinking it here would break both lists). */
+static void order_unlink(TableObject *self, RecordObject *rec)
+{
+    if (rec->order_owner != self) return;
+    if (rec->older != NULL) rec->older->newer = rec->newer;
+    else self->oldest = rec->newer;
+    if (rec->newer != NULL) rec->newer->older = rec->older;
+    else self->newest = rec->older;
+    rec->older = rec->newer = NULL;
+    rec->order_owner = NULL;
+    Py_DECREF(rec);
 }
 
 /* What the Python methods (_alias, _open, _control) return, (record, direction, ...): the
@@ -1754,7 +1815,14 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
     PyTuple_SET_ITEM(rev, 5, Py_NewRef(PyTuple_GET_ITEM(key, 5)));
     PyTuple_SET_ITEM(rev, 6, Py_NewRef(PyTuple_GET_ITEM(key, 7)));
     PyTuple_SET_ITEM(rev, 7, Py_NewRef(PyTuple_GET_ITEM(key, 6)));
-    untracked_key(rev);
+    if (PyObject_GC_IsTracked(key)) {
+        untracked_key(rev);
+    } else {
+        /* an untracked key holds only untracked objects (untracked_key decided so): its reverse,
+         * the same objects and a new MAC pair and outer pair, is untracked as well */
+        if (nouter == 2) PyObject_GC_UnTrack(PyTuple_GET_ITEM(rev, 2));
+        PyObject_GC_UnTrack(rev);
+    }
     /* [ts, ts, 0, 0, 0, 0, key, rev, 0, None, tcp, None, icmp, None, None, None, None] */
     if (!(rec = record_alloc(proto == 6))) goto error;
     rec->ts[0] = rec->ts[1] = tsd;
@@ -1772,13 +1840,14 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
                ? 0 : PyObject_RichCompareBool(rev, key, Py_EQ);
     if (same < 0) goto error;
     rec->rev_same = (unsigned char)same;
+    rec->khash[0] = hash;
     if (set_entry(self, key, (PyObject *)rec, hash) < 0) goto error;
-    if (!same && set_entry(self, rev, (PyObject *)rec, -1) < 0) goto error;
-    if (!(ends = endpoints(key)) || PyDict_SetItem(self->by_endpoints, ends, (PyObject *)rec) < 0) goto error;
-    if (!(o = PyLong_FromVoidPtr(rec))) goto error;         /* order[id(rec)] = rec */
-    int failed = PyObject_SetItem(self->order, o, (PyObject *)rec) < 0;
-    Py_DECREF(o);
-    if (failed) goto error;
+    if (!same && (key_hash(rec, 1) == -1 || set_entry(self, rev, (PyObject *)rec, rec->khash[1]) < 0)) goto error;
+    if (!(ends = endpoints(key)) || (rec->ends_hash = PyObject_Hash(ends)) == -1
+            || SET_KNOWN(self->by_endpoints, ends, (PyObject *)rec, rec->ends_hash) < 0)
+        goto error;
+    rec->ends = Py_NewRef(ends);
+    order_link(self, rec);
     self->opened++;         /* (not table.opened += 1: a Python attribute's round trip per flow) */
     Py_DECREF(rev);
     Py_DECREF(ends);
@@ -2064,14 +2133,23 @@ static int raw_key(unsigned char *raw, const unsigned char *macs, int nvlans, co
         raw[n++] = (unsigned char)(vlans[i] >> 8);
         raw[n++] = (unsigned char)vlans[i];
     }
-    memcpy(raw + n, src, alen); n += (int)alen;
-    memcpy(raw + n, dst, alen); n += (int)alen;
+    if (alen == 4) {        /* (copies of a constant size: inline moves, not a libc call each) */
+        memcpy(raw + n, src, 4);
+        memcpy(raw + n + 4, dst, 4);
+    } else {
+        memcpy(raw + n, src, 16);
+        memcpy(raw + n + 16, dst, 16);
+    }
+    n += 2 * (int)alen;
     raw[n++] = (unsigned char)proto;
     raw[n++] = (unsigned char)(sport >> 8); raw[n++] = (unsigned char)sport;
     raw[n++] = (unsigned char)(dport >> 8); raw[n++] = (unsigned char)dport;
     return n;
 }
 
+/* A key's slot pair hash. `raw` is a RAW_BUF buffer zeroed past the key's n bytes (a raw_key
+ * buffer declared `= {0}`): its last word is read whole, no copy of a variable size. */
+#define RAW_BUF (RAW_KEY_MAX + 8)
 static uint64_t raw_hash(const unsigned char *raw, int n)
 {
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
@@ -2081,8 +2159,7 @@ static uint64_t raw_hash(const unsigned char *raw, int n)
         h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
         h ^= h >> 32;
     }
-    w = 0;
-    memcpy(&w, raw + i, n - i);
+    memcpy(&w, raw + i, 8);     /* the key's last n - i bytes, then zeros */
     h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
     h ^= h >> 29;
     return h;
@@ -2122,13 +2199,27 @@ static void bump_generation(TableObject *self)
         for (Py_ssize_t i = 0; i < self->slots; i++) Py_CLEAR(self->cache[i].entry);
 }
 
-/* slot pair `pair` now holds rec: the record names it (see forget_cached) */
-static inline void note_cached(RecordObject *rec, Py_ssize_t pair)
+/* Whether slot pair `pair` (an index + 1 as cpair keeps it; 0: none) holds rec. */
+static inline int pair_holds(TableObject *self, Py_ssize_t pair1, RecordObject *rec)
+{
+    Py_ssize_t pair = pair1 - 1;
+    return pair >= 0 && pair + 1 < self->slots
+           && (self->cache[pair].entry == (PyObject *)rec || self->cache[pair + 1].entry == (PyObject *)rec);
+}
+
+/* slot pair `pair` now holds rec: the record names it (see forget_cached), in a place that
+ * names no pair or one that no longer holds it (another key took its slot, or the cache was
+ * made anew at a new size): a flow is cached under its two directions' keys, so only one
+ * with a third key (a MAC-order alias) is cached_many, whose end moves the generation. */
+static inline void note_cached(TableObject *self, RecordObject *rec, Py_ssize_t pair)
 {
     if (rec->cpair[0] == pair + 1 || rec->cpair[1] == pair + 1) return;
-    if (rec->cpair[0] == 0) rec->cpair[0] = pair + 1;
-    else if (rec->cpair[1] == 0) rec->cpair[1] = pair + 1;
-    else rec->cached_many = 1;
+    for (int k = 0; k < 2; k++)
+        if (!pair_holds(self, rec->cpair[k], rec)) {
+            rec->cpair[k] = pair + 1;
+            return;
+        }
+    rec->cached_many = 1;
 }
 
 /* rec leaves the table (end_flow): the cache's slots let go of it. The pairs it names are
@@ -2149,9 +2240,37 @@ static void forget_cached(TableObject *self, RecordObject *rec)
     }
 }
 
-/* The key tuple table_account builds from the engine's arguments, from frame_batch's. */
-static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsigned *vlans, PyObject *src,
-                          PyObject *dst, int proto, unsigned sport, unsigned dport)
+/* Slot pair `pair` takes the key `raw` (n bytes) in its first slot (the key there moves to the
+ * second), with rec as the entry flows has under it, rec's key `which` (see struct kslot);
+ * which -1: none (the slot holds no entry). */
+static void cache_put(TableObject *self, Py_ssize_t pair, const unsigned char *raw, int n, RecordObject *rec,
+                      int which)
+{
+    struct kslot *slot = &self->cache[pair], t;
+    if (slot[1].len == n && memcmp(slot[1].raw, raw, n) == 0) {
+        t = slot[0];
+        slot[0] = slot[1];
+        slot[1] = t;
+    } else if (!(slot[0].len == n && memcmp(slot[0].raw, raw, n) == 0)) {
+        Py_XDECREF(slot[1].entry);
+        slot[1] = slot[0];
+        slot[0].entry = NULL;
+        slot[0].len = (unsigned char)n;
+        memcpy(slot[0].raw, raw, n);
+    }
+    Py_CLEAR(slot[0].entry);
+    if (which >= 0) {       /* flows[key] is rec now */
+        slot[0].entry = Py_NewRef((PyObject *)rec);
+        slot[0].gen = (uint16_t)self->generation;
+        slot[0].which = (unsigned char)which;
+        note_cached(self, rec, pair);
+    }
+}
+
+/* The key tuple table_account builds from the engine's arguments, from frame_batch's (the
+ * addresses as `alen` bytes at src and dst: made into bytes objects here, once per key). */
+static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsigned *vlans, const unsigned char *src,
+                          const unsigned char *dst, Py_ssize_t alen, int proto, unsigned sport, unsigned dport)
 {
     PyObject *key = PyTuple_New(8), *o;
     if (key == NULL) return NULL;
@@ -2168,15 +2287,21 @@ static PyObject *make_key(long linktype, PyObject *frame, int nvlans, const unsi
         PyTuple_SET_ITEM(o, i, v);
     }
     PyTuple_SET_ITEM(key, 2, Py_NewRef(empty_tuple));
-    PyTuple_SET_ITEM(key, 3, Py_NewRef(src));
-    PyTuple_SET_ITEM(key, 4, Py_NewRef(dst));
+    if (!(o = PyBytes_FromStringAndSize((const char *)src, alen))) goto error;
+    PyTuple_SET_ITEM(key, 3, o);
+    if (!(o = PyBytes_FromStringAndSize((const char *)dst, alen))) goto error;
+    PyTuple_SET_ITEM(key, 4, o);
     if (!(o = PyLong_FromLong(proto))) goto error;
     PyTuple_SET_ITEM(key, 5, o);
     if (!(o = PyLong_FromUnsignedLong(sport))) goto error;
     PyTuple_SET_ITEM(key, 6, o);
     if (!(o = PyLong_FromUnsignedLong(dport))) goto error;
     PyTuple_SET_ITEM(key, 7, o);
-    return untracked_key(key);
+    /* bytes, ints and a tuple of ints: what untracked_key finds out item by item is known here
+     * (neither tuple can be part of a cycle) */
+    PyObject_GC_UnTrack(PyTuple_GET_ITEM(key, 1));
+    PyObject_GC_UnTrack(key);
+    return key;
 error:
     Py_DECREF(key);
     return NULL;
@@ -2200,29 +2325,35 @@ static int key_place(RecordObject *rec, PyObject *key, int d)
 }
 
 /* table.account(ts, linktype, frame, vlans, src, dst, proto, payload, ()) for frame_batch:
- * linktype an int in 0..65535, frame/src/dst bytes (src and dst of one length). */
+ * linktype an int in 0..65535, frame bytes, the addresses `alen` bytes each at src and dst
+ * (bytes objects of them only when a key tuple is made: not per packet). */
 static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *frame, int nvlans,
-                       const unsigned *vlans, PyObject *src, PyObject *dst, int proto,
-                       const unsigned char *p, Py_ssize_t plen, PyObject *payload)
+                       const unsigned *vlans, const unsigned char *src, const unsigned char *dst, Py_ssize_t alen,
+                       int proto, const unsigned char *p, Py_ssize_t plen, PyObject *payload)
 {
     TableObject *self = (TableObject *)table;
-    long linktype = PyLong_AsLong(lto);
-    if (linktype == -1 && PyErr_Occurred()) return -1;
+    long linktype = self->linktype;
+    if (lto != self->lto) {     /* one object per capture source: converted once */
+        if ((linktype = PyLong_AsLong(lto)) == -1 && PyErr_Occurred()) return -1;
+        Py_XSETREF(self->lto, Py_NewRef(lto));
+        self->linktype = linktype;
+    }
     double tsd;
     if (PyFloat_CheckExact(ts)) tsd = PyFloat_AS_DOUBLE(ts);
     else if (time_of(ts, &tsd) < 0) return -1;
-    Py_ssize_t flen = PyBytes_GET_SIZE(frame), alen = PyBytes_GET_SIZE(src);
+    Py_ssize_t flen = PyBytes_GET_SIZE(frame);
     l4_t l;
     read_l4(proto, p, plen, &l);
-    unsigned char raw[RAW_KEY_MAX];
+    unsigned char raw[RAW_BUF] = {0};     /* (zeros past the key: raw_hash) */
     int n = 0, d = 0;
-    if ((linktype != 1 || flen >= 12) && PyBytes_GET_SIZE(dst) == alen)
+    if (linktype != 1 || flen >= 12)
         n = raw_key(raw, linktype == 1 ? (const unsigned char *)PyBytes_AS_STRING(frame) : NULL, nvlans, vlans,
-                    (const unsigned char *)PyBytes_AS_STRING(src), (const unsigned char *)PyBytes_AS_STRING(dst),
-                    alen, proto, l.sport, l.dport);
+                    src, dst, alen, proto, l.sport, l.dport);
     struct kslot *slot = NULL;
     Py_ssize_t pair = 0;
     PyObject *key = NULL;
+    Py_hash_t khash = -1;
+    long long opened = self->opened;
     RecordObject *rec = NULL;
     if (n) {
         if (size_cache(self) < 0) return -1;
@@ -2245,35 +2376,38 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                 if (slot[0].entry != NULL) {    /* an older generation's: the key it was cached under */
                     RecordObject *old = (RecordObject *)slot[0].entry;
                     key = Py_XNewRef(slot[0].which == 0 ? old->key : slot[0].which == 1 ? old->rev_key : old->alias);
+                    if (key != NULL && slot[0].which < 2 && (khash = key_hash(old, slot[0].which)) == -1) goto error;
                 }
                 break;
             }
     }
-    if (key != NULL && !(rec = lookup(self, key, &d)) && PyErr_Occurred()) goto error;
+    if (key != NULL && khash == -1 && (khash = PyObject_Hash(key)) == -1) goto error;
+    if (key != NULL && !(rec = lookup_known(self, key, khash, &d)) && PyErr_Occurred()) goto error;
     if (rec != NULL) {
         self->hits++;       /* found in the dict by the cached key, no tuple made */
     } else {
         self->misses++;
-        if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, proto, l.sport, l.dport)))
+        if (key == NULL && !(key = make_key(linktype, frame, nvlans, vlans, src, dst, alen, proto, l.sport, l.dport)))
             return -1;
+        opened = self->opened;
         if (!(rec = find_entry(self, key, ts, tsd, payload, p, plen, &d))) goto error;
     }
     if (slot != NULL) {
         int which = key_place(rec, key, d);
         if (which == -2) goto error;
-        if (!(slot[0].len == n && memcmp(slot[0].raw, raw, n) == 0)) {   /* slot[0] takes it, its key moves to slot[1] */
-            Py_XDECREF(slot[1].entry);
-            slot[1] = slot[0];
-            slot[0].entry = NULL;
-            slot[0].len = (unsigned char)n;
-            memcpy(slot[0].raw, raw, n);
-        }
-        Py_CLEAR(slot[0].entry);
-        if (which >= 0) {       /* flows[key] is rec now */
-            slot[0].entry = Py_NewRef((PyObject *)rec);
-            slot[0].gen = (uint16_t)self->generation;
-            slot[0].which = (unsigned char)which;
-            note_cached(rec, pair);
+        cache_put(self, pair, raw, n, rec, which);
+        if (opened != self->opened && !rec->rev_same) {
+            /* A flow this packet opened: its reverse key is cached too (flows[rev_key] is rec
+             * now), so the first answer finds it without making, hashing and looking up a key
+             * tuple. The reverse frame's key, as raw_key writes it: MACs swapped, the same VLAN
+             * ids, addresses and ports swapped. */
+            unsigned char rraw[RAW_BUF] = {0}, rmacs[12];
+            if (linktype == 1) {
+                memcpy(rmacs, PyBytes_AS_STRING(frame) + 6, 6);
+                memcpy(rmacs + 6, PyBytes_AS_STRING(frame), 6);
+            }
+            int rn = raw_key(rraw, linktype == 1 ? rmacs : NULL, nvlans, vlans, dst, src, alen, proto, l.dport, l.sport);
+            if (rn) cache_put(self, (Py_ssize_t)(raw_hash(rraw, rn) & (uint64_t)(self->slots - 2)), rraw, rn, rec, 1);
         }
     }
     if (apply(self, key, 0, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0) goto error;
@@ -2317,11 +2451,10 @@ static int add_attr(PyObject *o, PyObject *name, long long delta)
     return rc;
 }
 
-/* The table entry under `key`, if it is rec's, leaves the table. */
-static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec)
+/* The table entry under `key`, if it is rec's, leaves the table (`hash`: the key's, -1: not known). */
+static int drop_entry(PyObject *flows, PyObject *key, PyObject *rec, Py_hash_t hash)
 {
-    Py_hash_t hash = PyObject_Hash(key);
-    if (hash == -1) return -1;
+    if (hash == -1 && (hash = PyObject_Hash(key)) == -1) return -1;
     PyObject *entry = GET_KNOWN(flows, key, hash);
     if (entry == NULL) return PyErr_Occurred() ? -1 : 0;
     if (entry == rec) return DEL_KNOWN(flows, key, hash);
@@ -2360,21 +2493,6 @@ static int stop_ending(TableObject *self, ending_t *e)
     return rc;
 }
 
-/* order.pop(id(rec), None): 0, or -1 with an exception (a record that ends is in `order` but
- * for the rare one another flow's key took: that KeyError is not one) */
-static int unorder(TableObject *self, PyObject *rec)
-{
-    PyObject *id = PyLong_FromVoidPtr(rec);
-    if (id == NULL) return -1;
-    int rc = PyObject_DelItem(self->order, id);
-    Py_DECREF(id);
-    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear();
-        rc = 0;
-    }
-    return rc;
-}
-
 /* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
  * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
  * FlowTable makes take the Python method. */
@@ -2396,19 +2514,22 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     }
     PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
     forget_cached(self, r);     /* the key cache lets go of it */
-    int failed = drop_entry(self->flows, key, rec) < 0 || drop_entry(self->flows, rev_key, rec) < 0
-                 || (alias != NULL && drop_entry(self->flows, alias, rec) < 0) || unorder(self, rec) < 0;
+    int failed = drop_entry(self->flows, key, rec, key_hash(r, 0)) < 0
+                 || drop_entry(self->flows, rev_key, rec, key_hash(r, 1)) < 0
+                 || (alias != NULL && drop_entry(self->flows, alias, rec, -1) < 0);
+    if (!failed) order_unlink(self, r);
     Py_DECREF(rev_key);
     Py_XDECREF(alias);
     if (failed) {
         Py_DECREF(key);
         return -1;
     }
-    PyObject *ends = endpoints(key), *value = NULL;
+    int known = r->ends != NULL;
+    PyObject *ends = known ? Py_NewRef(r->ends) : endpoints(key), *value = NULL;
     Py_DECREF(key);
     if (ends == NULL) return -1;
     int rc = -1;
-    Py_hash_t hash = PyObject_Hash(ends);
+    Py_hash_t hash = known ? r->ends_hash : PyObject_Hash(ends);
     if (hash == -1) goto done;
     PyObject *cur = GET_KNOWN(self->by_endpoints, ends, hash);
     if (cur == NULL && PyErr_Occurred()) goto done;
@@ -2433,39 +2554,41 @@ done:
     return rc;
 }
 
-/* FlowTable._evict: the idlest of the first EVICTION_WINDOW records of `order` that `flows`
- * holds under their own key ends with reason `evicted` (the first of equals: min's choice);
- * records `flows` no longer holds so leave `order` first. A window with something else than
- * Records, or none, is the Python method's. 0, or -1 with an exception. */
+/* FlowTable._evict: the idlest of the first EVICTION_WINDOW records of the open order that
+ * `flows` holds under their own key ends with reason `evicted` (the first of equals: min's
+ * choice); records `flows` no longer holds so (another flow's key took their entry) leave the
+ * order when met. None: nothing ends. 0, or -1 with an exception. */
 static int evict(TableObject *self)
 {
-    RecordObject *window[EVICTION_WINDOW];
-    PyObject *lost = PyList_New(0), *values = NULL, *it = NULL, *v;
-    int n = 0, python = 0, rc = -1;
-    if (lost == NULL) return -1;
-    if (!(values = PyObject_CallMethodNoArgs(self->order, str_values)) || !(it = PyObject_GetIter(values))) goto done;
-    while (n < EVICTION_WINDOW && (v = PyIter_Next(it)) != NULL) {
-        RecordObject *r = (RecordObject *)v;
-        if (!IS_RECORD(v) || r->key == NULL) { python = 1; Py_DECREF(v); break; }
-        PyObject *found = PyDict_GetItemWithError(self->flows, r->key);
-        if (found == NULL && PyErr_Occurred()) { Py_DECREF(v); goto done; }
-        if (found == v) {
+    RecordObject *window[EVICTION_WINDOW], *r = self->oldest;
+    int n = 0, rc = -1;
+    Py_XINCREF(r);
+    while (r != NULL && n < EVICTION_WINDOW) {
+        RecordObject *next = r->newer;
+        Py_XINCREF(next);       /* (held: comparing keys may run Python code) */
+        PyObject *found = NULL;
+        if (r->key != NULL) {
+            Py_hash_t hash = key_hash(r, 0);
+            found = hash == -1 ? NULL : GET_KNOWN(self->flows, r->key, hash);
+            if (found == NULL && PyErr_Occurred()) {
+                Py_DECREF(r);
+                Py_XDECREF(next);
+                goto done;
+            }
+        }
+        if (found == (PyObject *)r) {
             window[n++] = r;        /* (held) */
         } else {
-            int failed = PyList_Append(lost, v);
-            Py_DECREF(v);
-            if (failed < 0) goto done;
+            order_unlink(self, r);
+            Py_DECREF(r);
         }
+        r = next;
     }
-    if (PyErr_Occurred()) goto done;
-    if (python || n == 0) {
-        PyObject *res = PyObject_CallMethod(self->table, "_evict", NULL);
-        rc = res == NULL ? -1 : 0;
-        Py_XDECREF(res);
+    Py_XDECREF(r);
+    if (n == 0) {       /* only records another flow's key took (not from captured frames) */
+        rc = 0;
         goto done;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lost); i++)
-        if (unorder(self, PyList_GET_ITEM(lost, i)) < 0) goto done;
     RecordObject *victim = window[0];
     for (int i = 1; i < n; i++)
         if (window[i]->ts[1] < victim->ts[1]) victim = window[i];
@@ -2478,9 +2601,6 @@ static int evict(TableObject *self)
     if (rc == 0) rc = add_attr(self->table, str_evicted, 1);
 done:
     for (int i = 0; i < n; i++) Py_DECREF(window[i]);
-    Py_XDECREF(it);
-    Py_XDECREF(values);
-    Py_DECREF(lost);
     return rc;
 }
 
@@ -2712,13 +2832,12 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!(self->flows = get_attr_s(table, "flows")) || !(self->alias = get_attr_s(table, "_alias"))
             || !(self->open = get_attr_s(table, "_open")) || !(self->control = get_attr_s(table, "_control"))
             || !(self->end = get_attr_s(table, "_end")) || !(self->source = get_attr_s(table, "source"))
-            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))
-            || !(self->order = get_attr_s(table, "order"))) {
+            || !(self->by_endpoints = get_attr_s(table, "by_endpoints")) || !(self->ended = get_attr_s(table, "ended"))) {
         Py_DECREF(self);
         return NULL;
     }
-    if (!PyDict_CheckExact(self->flows) || !PyDict_Check(self->order)) {
-        PyErr_SetString(PyExc_TypeError, "Table: table.flows must be a dict, table.order an OrderedDict");
+    if (!PyDict_CheckExact(self->flows)) {
+        PyErr_SetString(PyExc_TypeError, "Table: table.flows must be a dict");
         Py_DECREF(self);
         return NULL;
     }
@@ -2730,7 +2849,7 @@ static int table_traverse(TableObject *self, visitproc visit, void *arg)
     Py_VISIT(self->table); Py_VISIT(self->flows); Py_VISIT(self->alias); Py_VISIT(self->open);
     Py_VISIT(self->control); Py_VISIT(self->end); Py_VISIT(self->account_python); Py_VISIT(self->source);
     Py_VISIT(self->reporter); Py_VISIT(self->by_endpoints); Py_VISIT(self->ended);
-    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed); Py_VISIT(self->order);
+    Py_VISIT(self->flow_id_python); Py_VISIT(self->ip_packed);
     return 0;
 }
 
@@ -2739,7 +2858,9 @@ static int table_clear(TableObject *self)
     Py_CLEAR(self->table); Py_CLEAR(self->flows); Py_CLEAR(self->alias); Py_CLEAR(self->open);
     Py_CLEAR(self->control); Py_CLEAR(self->end); Py_CLEAR(self->account_python); Py_CLEAR(self->source);
     Py_CLEAR(self->reporter); Py_CLEAR(self->by_endpoints); Py_CLEAR(self->ended);
-    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed); Py_CLEAR(self->order);
+    Py_CLEAR(self->flow_id_python); Py_CLEAR(self->ip_packed);
+    Py_CLEAR(self->lto);
+    while (self->oldest != NULL) order_unlink(self, self->oldest);     /* the order lets go of its records */
     clear_cache(self);
     return 0;
 }
@@ -2776,6 +2897,36 @@ static PyObject *table_census(TableObject *self, PyObject *unused)
     return Py_BuildValue("(nnL)", records, aliases, self->opened);
 }
 
+static PyObject *table_link(TableObject *self, PyObject *rec)
+{
+    if (!IS_RECORD(rec)) {
+        PyErr_SetString(PyExc_TypeError, "link(rec): a flow Record");
+        return NULL;
+    }
+    order_link(self, (RecordObject *)rec);
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_unlink(TableObject *self, PyObject *rec)
+{
+    if (IS_RECORD(rec)) order_unlink(self, (RecordObject *)rec);
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_evict(TableObject *self, PyObject *unused)
+{
+    if (evict(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *table_order(TableObject *self, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+    for (RecordObject *r = self->oldest; r != NULL && out != NULL; r = r->newer)
+        if (PyList_Append(out, (PyObject *)r) < 0) Py_CLEAR(out);
+    return out;
+}
+
 static PyObject *table_key_cache(TableObject *self, PyObject *unused)
 {
     return Py_BuildValue("(nKK)", self->slots, self->hits, self->misses);
@@ -2786,6 +2937,14 @@ static PyMethodDef table_methods[] = {
      "invalidate(): a key left FlowTable.flows or got another entry (the Python methods call it)"},
     {"census", (PyCFunction)table_census, METH_NOARGS,
      "census() -> (records, alias entries): FlowTable.counters' table figures, in C"},
+    {"link", (PyCFunction)table_link, METH_O,
+     "link(rec): rec joins the open order as its newest (order[id(rec)] = rec; in it already: stays)"},
+    {"unlink", (PyCFunction)table_unlink, METH_O,
+     "unlink(rec): rec leaves the open order if in it (order.pop(id(rec), None))"},
+    {"evict", (PyCFunction)table_evict, METH_NOARGS,
+     "evict(): FlowTable._evict, in C (the table is full: the idlest of the oldest flows ends)"},
+    {"order", (PyCFunction)table_order, METH_NOARGS,
+     "order() -> the records of the open order, oldest first (list(FlowTable.order.values()))"},
     {"key_cache", (PyCFunction)table_key_cache, METH_NOARGS,
      "key_cache() -> (slots, hits, misses) of the key cache frame_batch's frames use"},
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
@@ -2875,7 +3034,7 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     }
     static flowcore_api_t api = {&TableType, account_raw};
     PyObject *capsule = PyCapsule_New(&api, FLOWCORE_API_NAME, NULL);
-    if (capsule == NULL || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+    if (capsule == NULL || PyModule_AddObject(m, FLOWCORE_API_ATTR, capsule) < 0) {
         Py_XDECREF(capsule);
         Py_DECREF(m);
         return NULL;

@@ -1775,7 +1775,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             }
 #endif
             /* the addresses as objects: only for the flow table and the transport step */
-            if ((call || account) && (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
+            if ((call || (account && !raw_account)) && (!(src = PyBytes_FromStringAndSize((const char *)sa, alen))
                                       || !(dst = PyBytes_FromStringAndSize((const char *)da, alen))))
                 goto fail;
             if (decoding) {             /* the conversation's link header: state.macs */
@@ -1815,7 +1815,7 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                 if (!payload) goto fail;
             }
             if (raw_account) {          /* the same call, in C (beat/_flowapi.h) */
-                if (fc->account(account, tso, lto, data, w.nvlans, w.vlans, src, dst, ip.proto, pl, plen, payload) < 0) {
+                if (fc->account(account, tso, lto, data, w.nvlans, w.vlans, sa, da, alen, ip.proto, pl, plen, payload) < 0) {
                     Py_XDECREF(payload);
                     goto fail;
                 }

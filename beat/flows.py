@@ -327,7 +327,9 @@ class FlowTable:
         # which is the order of their R_KEY entries in `flows` (an R_KEY is a new entry when
         # its flow opens): how a full table finds its oldest flows in O(1) instead of
         # walking `flows` from the front, over the holes ended flows leave in a dict.
-        self.order: OrderedDict[int, Any] = OrderedDict()
+        # With the C core, None: the core keeps this order linked through its records
+        # (core.link / unlink / evict / order(); no hashing per flow).
+        self.order: OrderedDict[int, Any] | None = OrderedDict()
         # (protocol, ip, port, ip, port) as the flow's source sent it -> record:
         # how a transaction finds its flow (the last flow between those endpoints).
         self.by_endpoints: dict[tuple, list[Any]] = {}
@@ -350,6 +352,8 @@ class FlowTable:
         # records of `sweep` and `finish` too.
         self.core = None if reporter.core is None else _flowcore.Table(
             self, reporter.core, self.account_python, self.flow_id_python, ip_packed)
+        if self.core is not None:
+            self.order = None
         self.account = self.account_python if self.core is None else self.core
         self.flow_id = self.flow_id_python if self.core is None else self.core.flow_id
         self.assign_id = _assign_id if reporter.core is None else reporter.core.flow_id
@@ -484,7 +488,10 @@ class FlowTable:
         if self.core is not None:
             self.core.invalidate()      # a key may have had another entry: the C key cache checks again
         self.by_endpoints[_endpoints(key)] = rec
-        self.order[id(rec)] = rec
+        if self.core is not None:
+            self.core.link(rec)         # the C core's open order
+        else:
+            self.order[id(rec)] = rec
         self.opened += 1
         return rec, 0
 
@@ -505,7 +512,10 @@ class FlowTable:
         alias = rec[R_ALIAS]
         if alias is not None and flows.get(alias) is rec:
             del flows[alias]
-        self.order.pop(id(rec), None)
+        if self.core is not None:
+            self.core.unlink(rec)
+        else:
+            self.order.pop(id(rec), None)
         ends = _endpoints(key)
         if self.by_endpoints.get(ends) is rec:
             del self.by_endpoints[ends]
@@ -522,6 +532,9 @@ class FlowTable:
         The oldest: the first EVICTION_WINDOW records of `order` that `flows` holds under
         their own key (R_KEY), as they come in `flows`' order. (A record whose R_KEY entry
         another flow's took is no longer one: it leaves `order` when met here.)"""
+        if self.core is not None:       # the same, on the C core's order
+            self.core.evict()
+            return
         flows, order = self.flows, self.order
         oldest, lost = [], []
         for rec in order.values():

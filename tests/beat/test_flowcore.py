@@ -903,6 +903,20 @@ def test_evictions_among_ended_flows_give_the_same_documents_and_tables(seed):
     assert records[-1][-1]["flows.table.evicted"] > 200
 
 
+def _order(table):
+    """The table's open order, oldest first: the C core's (linked through its records) or
+    the Python path's `order` (id(record) -> record)."""
+    if table.core is not None:
+        assert table.order is None
+        return table.core.order()
+    assert all(i == id(rec) for i, rec in table.order.items())
+    return list(table.order.values())
+
+
+def _in_order(table, rec):
+    return any(r is rec for r in _order(table))
+
+
 @pytest.mark.parametrize("c", [pytest.param(True, marks=needs_c), False])
 def test_a_full_table_evicts_the_idlest_of_the_oldest_flows_however_many_ended_before(c):
     """The policy, checked frame by frame against its definition (the idlest of the first
@@ -929,8 +943,9 @@ def test_a_full_table_evicts_the_idlest_of_the_oldest_flows_however_many_ended_b
         engine.on_frame(ts, linktype, frame, "test")
         table = engine.sources["test"].flows
         records = table._records()
-        assert list(map(id, table.order.values())) == list(map(id, records))
-        assert all(table.order[id(rec)] is rec for rec in records)
+        assert list(map(id, _order(table))) == list(map(id, records))
+        if table.core is None:
+            assert all(table.order[id(rec)] is rec for rec in records)
         # (a frame whose new SYN ended a closed flow, or that came with a sweep, changed the
         # table before its eviction: not checked)
         if expected is not None and table.evicted != evicted and table.next_sweep == sweep \
@@ -944,7 +959,7 @@ def test_a_full_table_evicts_the_idlest_of_the_oldest_flows_however_many_ended_b
     assert pipeline.close() == 0
     reasons = [orjson.loads(line)["flow"].get("end_reason") for _, line in output.lines if b'"type":"flow"' in line]
     assert reasons.count("evicted") == table.evicted == table.counters()["flows.table.evicted"]
-    assert not table.order and not table.flows
+    assert not _order(table) and not table.flows
 
 
 @needs_c
@@ -962,7 +977,7 @@ def test_a_flow_whose_own_key_another_flows_reverse_took_is_no_longer_among_the_
         table.account(T0, 1, m8, (), a, b, 17, bytes(g.udp(A4, B4, 1000, 53, b"")))     # A
         lost = table.flows[(m8, (), (), a, b, 17, 1000, 53)]
         table.account(T0 + 1, 1, x8, (), b, a, 17, bytes(g.udp(B4, A4, 53, 1000, b"")))  # X: takes A's key
-        assert lost not in table._records() and id(lost) in table.order
+        assert lost not in table._records() and _in_order(table, lost)
         for i in range(3):
             frame = _eth(g.ipv4(A4, C4, 17, g.udp(A4, C4, 2000 + i, 53, b"f")))
             table.account(T0 + 2 + i, 1, frame, (), a, socket.inet_aton(C4), 17,
@@ -971,8 +986,8 @@ def test_a_flow_whose_own_key_another_flows_reverse_took_is_no_longer_among_the_
         frame = _eth(g.ipv4(A4, C4, 17, g.udp(A4, C4, 3000, 53, b"f")))
         table.account(T0 + 9, 1, frame, (), a, socket.inet_aton(C4), 17, bytes(g.udp(A4, C4, 3000, 53, b"f")))
         assert table.evicted == 1
-        assert id(lost) not in table.order
-        assert list(map(id, table.order.values())) == list(map(id, table._records()))
+        assert not _in_order(table, lost)
+        assert list(map(id, _order(table))) == list(map(id, table._records()))
         assert list(table.ended) == [(17, b, 53, a, 1000)]      # X went
     assert out_c == out_py and len(out_c) == 1
     assert _state(c) == _state(py)
@@ -992,7 +1007,44 @@ def test_an_eviction_with_only_taken_over_flows_in_order_ends_nothing():
         table.account(T0 + 1, 1, x8, (), b, a, 17, bytes(g.udp(B4, A4, 53, 1000, b"")))  # X takes A's key
         [x] = table._records()
         table._end(x, "idle", T0 + 2)
-        assert len(table.order) == 1 and not table._records()
+        assert len(_order(table)) == 1 and not table._records()
         table._evict()
-        assert table.evicted == 0 and not table.order
+        assert table.evicted == 0 and not _order(table)
     assert out_c == out_py
+
+
+@needs_c
+def test_the_c_cores_open_order_holds_its_own_tables_records_once():
+    """The C core's open order is linked through the records: a record is in one table's order
+    at most, once (linking it again keeps its place; another table neither takes it nor unlinks
+    it), the order holds a reference to it while it is in it, and a table that goes lets go."""
+    import gc
+    import socket
+    import sys
+
+    one, _py, _out_c, _out_py = _tables()
+    other, _py2, _out_c2, _out_py2 = _tables()
+    a, b = socket.inet_aton(A4), socket.inet_aton(B4)
+    for port in (1000, 1001):
+        one.account(T0, 1, _eth(g.ipv4(A4, B4, 17, g.udp(A4, B4, port, 53, b"q"))), (), a, b, 17,
+                    bytes(g.udp(A4, B4, port, 53, b"q")))
+    first, second = one._records()
+    assert one.core.order() == [first, second]
+    refs = sys.getrefcount(first)
+    other.core.unlink(first)                # not its record: nothing changes
+    other.core.link(first)                  # in another table's order: stays there
+    one.core.link(first)                    # already in: keeps its place
+    assert sys.getrefcount(first) == refs
+    assert one.core.order() == [first, second] and other.core.order() == []
+    one.core.unlink(first)
+    one.core.unlink(first)                  # twice: nothing more
+    assert one.core.order() == [second] and sys.getrefcount(first) == refs - 1
+    one.core.link(first)                    # back in, as the newest
+    now = sys.getrefcount(first)            # (before lists holding it are made)
+    assert one.core.order() == [second, first] and now == refs
+    with pytest.raises(TypeError):
+        one.core.link([0] * 17)             # only Records are linked
+    one.core.unlink([0] * 17)               # (anything else is in no order)
+    del one, _py
+    gc.collect()
+    assert sys.getrefcount(first) < refs   # the table's order let go of it
