@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from wirebeat.accel import dnscore
 from wirebeat.records import maker, new_transaction as _new_transaction
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
@@ -1223,9 +1225,38 @@ def document(txn: Transaction) -> dict[str, Any]:
     return doc
 
 
+@lru_cache(maxsize=16384)
+def _domain_parts_text(name: str) -> str:
+    """domain_parts(name) as the JSON text of keys that follow a question's class: ',"k":"v",...'."""
+    parts = domain_parts(name)
+    return "," + orjson.dumps(parts).decode()[1:-1] if parts else ""
+
+
+def document_text(txn: Transaction) -> tuple[None, bytes, str | None] | None:
+    """`document(txn)` as JSON text (DecoderSpec.document_text), written by
+    wirebeat._dnscore.document_text: (None, the part without "related", related's text
+    or None). None for what it leaves to document(): send_request / send_response (the
+    messages' text), values of unexpected types, more than 32 resolved addresses.
+    tests/beat/test_dnscore.py compares it with document()."""
+    exchange: DNSExchange = txn.detail
+    settings = exchange.settings
+    if settings.send_request or settings.send_response:
+        return None
+    flow = txn.flow
+    built = _document_text(exchange.request, exchange.response, settings.include_authorities,
+                           settings.include_additionals, flow.client_ip, flow.server_ip)
+    return None if built is None else (None, built[0], built[1])
+
+
+if dnscore is not None:
+    dnscore.configure_text(TYPE_NAMES, CLASS_NAMES, OPCODE_NAMES, RCODE_NAMES, _domain_parts_text)
+    _document_text = dnscore.document_text
+
+
 DECODER = DecoderSpec(
     name="dns",
     document=document,
+    document_text=None if dnscore is None else document_text,
     datagram=DNSDecoder,
     stream=DNSStream,
     ports=(53,),

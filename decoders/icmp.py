@@ -252,16 +252,16 @@ def _shape_text(version: int, request_type: int, request_code: int, response_typ
     return text[:-3]
 
 
-def document_text(txn: Transaction) -> tuple[bytes, bytes]:
+def document_text(txn: Transaction) -> tuple[bytes, bytes, None]:
     """`document(txn)` as JSON text, its event apart (DecoderSpec.document_text): a
     request and its reply from the text of their shape, anything else from document()."""
     exchange: ICMPExchange = txn.detail
     request, response = exchange.request, exchange.response
     if request is None or response is None:
         doc = document(txn)
-        return orjson.dumps(doc.pop("event")), orjson.dumps(doc)
+        return orjson.dumps(doc.pop("event")), orjson.dumps(doc), None
     return _EVENT_TEXT, (_shape_text(request.version, request.type, request.code, response.type,
-                                     response.code) + orjson.dumps(exchange.request_dst) + b"}")
+                                     response.code) + orjson.dumps(exchange.request_dst) + b"}"), None
 
 
 DECODER = DecoderSpec(

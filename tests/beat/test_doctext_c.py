@@ -24,7 +24,7 @@ import pytest
 
 from test_doctext import (AGENT, CAPTURES, CONFIGS, FLOWS, PARTS, _document, _run, _transactions,
                           mixed_capture)  # noqa: F401  (a fixture)
-from wirebeat.decoders import icmp
+from wirebeat.decoders import dns, icmp
 from wirebeat.decoders.api import FlowKey, Transaction
 from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
@@ -188,15 +188,16 @@ class _Probe:
         return want
 
 
-def _icmp_through_build_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICMP's documents through `_build_text` too, not its `document_text` (which
-    test_doctext.py compares with the dict path): so they are compared here as well."""
-    monkeypatch.setattr(icmp, "DECODER", dataclasses.replace(icmp.DECODER, document_text=None))
+def _through_build_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ICMP's and DNS's documents through `_build_text` too, not their `document_text`
+    (which test_doctext.py compares with the dict path): so they are compared here as well."""
+    for module in (icmp, dns):
+        monkeypatch.setattr(module, "DECODER", dataclasses.replace(module.DECODER, document_text=None))
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_bundled_captures(config: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    _icmp_through_build_text(monkeypatch)
+    _through_build_text(monkeypatch)
     probe = _Probe()
     monkeypatch.setattr(DocumentBuilder, "_build_text", lambda self, *a: probe(self, *a))
     overrides, fields, tags = CONFIGS[config]
@@ -208,7 +209,7 @@ def test_bundled_captures(config: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mixed_capture(mixed_capture: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # ~2000 transactions of ICMP (v4, v6, fragmented), DNS (VLAN, QinQ) and HTTP
-    _icmp_through_build_text(monkeypatch)
+    _through_build_text(monkeypatch)
     probe = _Probe()
     monkeypatch.setattr(DocumentBuilder, "_build_text", lambda self, *a: probe(self, *a))
     _run(mixed_capture, True, *CONFIGS["default"])
