@@ -5,9 +5,9 @@
    related of one transaction, the capture/agent/ecs text, flow.id, error, the
    decoder's own fields and the tail, and the document's _id (BLAKE2b of the same
    key, beat/_blake2b.h), the ISO times (beat/_isotime.h), the Community ID from the
-   address text (beat/_cid.h) and the MAC text. Python still works out the parts that
-   need Python (protocol stack, direction, the decoder's fields as JSON) and passes
-   them in.
+   address text (beat/_cid.h), the MAC text and network.direction (from the ranges of
+   beat/direction.py, when they are all CIDRs). Python still works out the parts that
+   need Python (protocol stack, the decoder's fields as JSON) and passes them in.
 
    Anything unusual returns None and the caller uses the Python function: a value
    that is not exactly a str / int / float where one is expected, text that is not
@@ -99,6 +99,38 @@ static int put_mac(Buf *b, PyObject *o) {
     return 0;
 }
 
+/* Whether a packed address lies in one of `pairs`: bytes of (mask, network) pairs of
+   `size` bytes each (beat/direction.py NetworkDirection.packed_ranges). */
+static int in_ranges(PyObject *pairs, const unsigned char *addr, int size) {
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(pairs);
+    Py_ssize_t n = PyBytes_GET_SIZE(pairs) / (2 * size);
+    for (Py_ssize_t k = 0; k < n; k++, p += 2 * size) {
+        int i = 0;
+        while (i < size && (addr[i] & p[i]) == p[size + i]) i++;
+        if (i == size) return 1;
+    }
+    return 0;
+}
+
+/* NetworkDirection.of (beat/direction.py) of two packed addresses from its
+   packed_ranges, (host and internal ranges of IPv4, the same of IPv6, whether there are
+   internal networks at all): the verdict, or NULL for a tuple of another shape. */
+static const char *direction_of(PyObject *ranges, const unsigned char *source,
+                                const unsigned char *destination, int size) {
+    if (PyTuple_GET_SIZE(ranges) != 5) return NULL;
+    PyObject *host = PyTuple_GET_ITEM(ranges, size == 4 ? 0 : 2),
+             *internal = PyTuple_GET_ITEM(ranges, size == 4 ? 1 : 3), *tests = PyTuple_GET_ITEM(ranges, 4);
+    if (!PyBytes_CheckExact(host) || !PyBytes_CheckExact(internal) || !PyBool_Check(tests)
+        || PyBytes_GET_SIZE(host) % (2 * size) || PyBytes_GET_SIZE(internal) % (2 * size))
+        return NULL;
+    if (in_ranges(host, destination, size)) return "ingress";
+    if (in_ranges(host, source, size)) return "egress";
+    if (tests == Py_False) return "unknown";
+    int inside = in_ranges(internal, destination, size);
+    if (in_ranges(internal, source, size)) return inside ? "internal" : "outbound";
+    return inside ? "inbound" : "external";
+}
+
 /* The document into `b` and its _id into `id`; 0, or -1 (error) / FALLBACK. */
 static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
     PyObject *name = args[1], *protocol = args[2], *stack = args[3], *direction = args[4],
@@ -144,7 +176,9 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
                 : tlen == 4 && memcmp(tname, "icmp", 4) == 0 ? 1
                 : tlen == 9 && memcmp(tname, "ipv6-icmp", 9) == 0 ? 58 : 0;
     char cid[30];
-    if (proto) {
+    const char *verdict = NULL;       /* network.direction worked out here (a ranges tuple) */
+    int direction_here = PyTuple_CheckExact(direction);
+    if (proto || direction_here) {
         const char *cs, *ss;
         Py_ssize_t cn, sn;
         unsigned char caddr[16], saddr[16];
@@ -152,8 +186,12 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
         TRY(utf8(server_ip, &ss, &sn));
         TRY(pack_address(cs, cn, v6, caddr));
         TRY(pack_address(ss, sn, v6, saddr));
-        if (cport < 0 || cport > 65535 || sport < 0 || sport > 65535) return FALLBACK;
-        community_id(proto, caddr, saddr, v6 ? 16 : 4, (int)cport, (int)sport, cid);
+        if (proto) {
+            if (cport < 0 || cport > 65535 || sport < 0 || sport > 65535) return FALLBACK;
+            community_id(proto, caddr, saddr, v6 ? 16 : 4, (int)cport, (int)sport, cid);
+        }
+        if (direction_here && (verdict = direction_of(direction, caddr, saddr, v6 ? 16 : 4)) == NULL)
+            return FALLBACK;
     }
 
     /* the header */
@@ -210,7 +248,11 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
         TRY(PUTS(b, ",\"protocol_stack\":"));
         TRY(put_json(b, stack));
     }
-    if (direction != Py_None) {
+    if (verdict != NULL) {
+        TRY(PUTS(b, ",\"direction\":\""));
+        TRY(put(b, verdict, (Py_ssize_t)strlen(verdict)));
+        TRY(PUTS(b, "\""));
+    } else if (direction != Py_None) {
         TRY(PUTS(b, ",\"direction\":\""));
         TRY(put_raw(b, direction));
         TRY(PUTS(b, "\""));
@@ -351,6 +393,8 @@ static PyObject *read_attr(slots_t *c, PyObject *o, int i, PyObject **names, int
 PyDoc_STRVAR(assemble_doc,
 "assemble(txn, name, protocol, stack, direction, macs, event_head, related, appends,\n"
 "         flow_id, error, own, common, tail) -> (id, JSON bytes) | None\n\n"
+"`direction`: network.direction's text, None, or NetworkDirection.packed_ranges to work it\n"
+"out here from the addresses.\n"
 "DocumentBuilder._assemble_python in C (beat/document.py); None: use that function.");
 
 static PyObject *assemble(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

@@ -491,10 +491,12 @@ class DocumentBuilder:
         client_ip = flow.client_ip
         notes = txn.notes
         parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
+        direction = self.direction
         built = doctext.assemble(
             txn, name, name if spec.network_protocol is None else spec.network_protocol,
             transaction_stack(self.link, ":" in client_ip, flow.transport, name),
-            None if self.direction is None else self.direction(client_ip, flow.server_ip),
+            # (the direction worked out in C from its ranges when it has them)
+            None if direction is None else direction.packed_ranges or direction.of(client_ip, flow.server_ip),
             macs, event_head, related, appends, flow_id,
             b',"error":' + _dumps({"message": notes[0] if len(notes) == 1 else list(notes)}) if notes else None,
             own, parts[0], parts[1])
