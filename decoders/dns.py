@@ -1227,9 +1227,13 @@ def document(txn: Transaction) -> dict[str, Any]:
 
 @lru_cache(maxsize=16384)
 def _domain_parts_text(name: str) -> str:
-    """domain_parts(name) as the JSON text of keys that follow a question's class: ',"k":"v",...'."""
-    parts = domain_parts(name)
+    """domain_parts(name) as the JSON text of keys that follow a question's class: ',"k":"v",...'.
+    (Its own function, uncached: this cache is the one the text path asks.)"""
+    parts = _domain_parts(name)
     return "," + orjson.dumps(parts).decode()[1:-1] if parts else ""
+
+
+_domain_parts = domain_parts.__wrapped__
 
 
 def document_text(txn: Transaction) -> tuple[None, bytes, str | None] | None:
