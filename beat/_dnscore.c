@@ -329,6 +329,130 @@ static int record_key(PyObject *key) {
     return 0;
 }
 
+/* ---- domain_parts (decoders/dns.py) as text, for dns.question -----------------------
+
+   The Public Suffix List walk of decoders/dns_suffixes.py Suffixes.privatesuffix on
+   its `tails` (given by configure_suffixes when dns.py loads the list), and
+   domain_parts's keys from its answer, for ASCII names without an "xn--" label (the
+   other list); anything else, or before the list is loaded, is DECLINE: the caller asks
+   decoders/dns.py _domain_parts_text. tests/beat/test_dnstext.py compares the two on
+   every rule of the list. */
+
+static PyObject *Tails;                 /* Suffixes.tails: tail text -> what holds there */
+static long kind_exact, kind_wildcard, kind_exception;
+
+#define MAX_NAME_TEXT (4 * 255 + 8)     /* read_name's longest text */
+
+/* privatesuffix(lowered[0:n]): the registered domain's length (a tail of the name), 0
+   for none; -1 error, DECLINE. */
+static Py_ssize_t private_suffix(const char *lowered, Py_ssize_t n) {
+    if (n && lowered[n - 1] == '.') n--;        /* one trailing dot is ignored */
+    Py_ssize_t starts[MAX_NAME_TEXT / 2 + 2];   /* where each label starts */
+    Py_ssize_t count = 0;
+    starts[count++] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (lowered[i] != '.') continue;
+        if (i + 1 == n || lowered[i + 1] == '.' || i == 0) return 0;     /* an empty label */
+        starts[count++] = i + 1;
+    }
+    if (count == 1 || n == 0) return 0;
+    Py_ssize_t public = 1;      /* trailing labels that are public: 1 unless a rule says otherwise */
+    for (Py_ssize_t size = 1; size <= count; size++) {
+        /* the tail of `size` labels is the text from its first label's start */
+        PyObject *tail = PyUnicode_DecodeASCII(lowered + starts[count - size], n - starts[count - size], NULL);
+        if (tail == NULL) return -1;
+        PyObject *kind = PyDict_GetItemWithError(Tails, tail);      /* borrowed */
+        Py_DECREF(tail);
+        if (kind == NULL) {
+            if (PyErr_Occurred()) return -1;
+            break;
+        }
+        long k = PyLong_AsLong(kind);
+        if (k == -1 && PyErr_Occurred()) return -1;
+        if (k == kind_exact) public = size;
+        else if (k == kind_exception) public = size - 1;
+        else if (k == kind_wildcard) public = size + (size < count);  /* the label under it too */
+        else if (k != 0) return DECLINE;
+    }
+    if (count <= public) return 0;
+    return n - starts[count - public - 1];
+}
+
+/* domain_parts(name)'s keys as JSON text (',"etld_plus_one":...'); 0, -1 or DECLINE. */
+static int put_domain_parts(Buf *b, const char *name, Py_ssize_t n) {
+    int rc;
+    if (n == 0 || name[0] == '.' || memchr(name, '\\', n)) return 0;
+    for (Py_ssize_t i = 0; i + 1 < n; i++)
+        if (name[i] == '.' && name[i + 1] == '.') return 0;
+    if (Tails == NULL || n > MAX_NAME_TEXT) return DECLINE;
+    char lowered[MAX_NAME_TEXT];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c >= 0x80) return DECLINE;          /* str.lower() of non-ASCII: Python's */
+        lowered[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    for (Py_ssize_t i = 0; i + 4 <= n; i++)
+        if (memcmp(lowered + i, "xn--", 4) == 0) return DECLINE;     /* the list with ACE rules */
+    Py_ssize_t registered = private_suffix(lowered, n);
+    if (registered < 0) return (int)registered;
+    if (registered) {
+        /* the name's own case: its last `registered` characters */
+        const char *reg = name + n - registered, *dot = memchr(reg, '.', registered);
+        Py_ssize_t sub = n - registered;
+        while (sub && name[sub - 1] == '.') sub--;
+        if ((rc = PUTS(b, ",\"etld_plus_one\":")) || (rc = put_json_text(b, reg, registered))
+            || (rc = PUTS(b, ",\"registered_domain\":")) || (rc = put_json_text(b, reg, registered)))
+            return rc;
+        if (dot && ((rc = PUTS(b, ",\"top_level_domain\":"))
+                    || (rc = put_json_text(b, dot + 1, registered - (dot + 1 - reg)))))
+            return rc;
+        if (sub && ((rc = PUTS(b, ",\"subdomain\":")) || (rc = put_json_text(b, name, sub)))) return rc;
+        return 0;
+    }
+    const char *dot = memchr(name, '.', n);
+    if (dot == NULL || memchr(dot + 1, '.', n - (dot + 1 - name))) return 0;    /* not one dot */
+    if (dot + 1 < name + n
+        && ((rc = PUTS(b, ",\"top_level_domain\":")) || (rc = put_json_text(b, dot + 1, n - (dot + 1 - name)))))
+        return rc;
+    if ((rc = PUTS(b, ",\"registered_domain\":")) || (rc = put_json_text(b, name, n))) return rc;
+    return 0;
+}
+
+PyDoc_STRVAR(domain_parts_text_doc,
+"domain_parts_text(name) -> str | None\n\n"
+"decoders/dns.py domain_parts(name) as the JSON text document_text writes after a question's\n"
+"class; None where it leaves the name to decoders/dns.py _domain_parts_text.");
+
+static PyObject *domain_parts_text(PyObject *self, PyObject *name) {
+    const char *s;
+    Py_ssize_t n;
+    if (utf8(name, &s, &n)) Py_RETURN_NONE;
+    Buf b;
+    buf_init(&b);
+    int rc = put_domain_parts(&b, s, n);
+    PyObject *result = rc == 0 ? PyUnicode_DecodeUTF8(b.data, b.len, NULL) : rc == DECLINE ? Py_NewRef(Py_None) : NULL;
+    buf_free(&b);
+    return result;
+}
+
+PyDoc_STRVAR(configure_suffixes_doc,
+"configure_suffixes(tails, exact, wildcard, exception)\n\n"
+"decoders/dns_suffixes.py SUFFIXES.tails and its kinds, once the list is loaded.");
+
+static PyObject *configure_suffixes(PyObject *self, PyObject *args) {
+    PyObject *tails;
+    long exact, wildcard, exception;
+    if (!PyArg_ParseTuple(args, "O!lll:configure_suffixes", &PyDict_Type, &tails, &exact, &wildcard, &exception))
+        return NULL;
+    if (exact == 0 || wildcard == 0 || exception == 0) {
+        PyErr_SetString(PyExc_ValueError, "configure_suffixes: 0 is the kind of a tail without a rule");
+        return NULL;
+    }
+    Py_XSETREF(Tails, Py_NewRef(tails));
+    kind_exact = exact; kind_wildcard = wildcard; kind_exception = exception;
+    Py_RETURN_NONE;
+}
+
 /* _records: the records' list; with `resolved`, A and AAAA addresses are added to it. */
 static int put_records(Buf *b, PyObject *records, span_t *resolved, int *n_resolved) {
     int rc;
@@ -430,11 +554,17 @@ static int put_dns_fields(Buf *b, PyObject *msg, int authorities, int additional
             || (rc = PUTS(b, ",\"type\":")) || (rc = put_name(b, TypeNames, type, 0))
             || (rc = PUTS(b, ",\"class\":")) || (rc = put_name(b, ClassNames, class_, 0)))
             return rc;
-        /* domain_parts(name)'s keys, as text (decoders/dns.py _domain_parts_text, cached) */
-        PyObject *parts = PyObject_CallOneArg(PartsText, name);
-        if (parts == NULL) return -1;
-        rc = put_raw(b, parts);
-        Py_DECREF(parts);
+        /* domain_parts(name)'s keys, as text: here, else decoders/dns.py _domain_parts_text */
+        const char *s;
+        Py_ssize_t n, at = b->len;
+        if ((rc = utf8(name, &s, &n))) return rc;
+        if ((rc = put_domain_parts(b, s, n)) == DECLINE) {
+            b->len = at;
+            PyObject *parts = PyObject_CallOneArg(PartsText, name);
+            if (parts == NULL) return -1;
+            rc = put_raw(b, parts);
+            Py_DECREF(parts);
+        }
         if (rc || (rc = PUTS(b, "}"))) return rc;
     }
     if (edns != Py_None) {
@@ -597,6 +727,8 @@ static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, configure_doc},
     {"document_text", (PyCFunction)(void (*)(void))document_text, METH_FASTCALL, document_text_doc},
     {"configure_text", configure_text, METH_VARARGS, configure_text_doc},
+    {"domain_parts_text", domain_parts_text, METH_O, domain_parts_text_doc},
+    {"configure_suffixes", configure_suffixes, METH_VARARGS, configure_suffixes_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1079,8 +1079,10 @@ _PSL: list[Callable[[str], Suffixes]] = []
 def _load_public_suffix_list() -> Callable[[str], Suffixes]:
     # Loaded on first use (the list ships inside the package; no download), by a module
     # of its own that `run --user` imports before the switch (lazy_imports below).
-    from wirebeat.decoders.dns_suffixes import suffixes_for
+    from wirebeat.decoders.dns_suffixes import _EXACT, _EXCEPTION, _WILDCARD, SUFFIXES, suffixes_for
     _PSL.append(suffixes_for)
+    if dnscore is not None:     # document_text walks the same list in C from now on
+        dnscore.configure_suffixes(SUFFIXES.tails, _EXACT, _WILDCARD, _EXCEPTION)
     return suffixes_for
 
 
@@ -1228,7 +1230,8 @@ def document(txn: Transaction) -> dict[str, Any]:
 @lru_cache(maxsize=16384)
 def _domain_parts_text(name: str) -> str:
     """domain_parts(name) as the JSON text of keys that follow a question's class: ',"k":"v",...'.
-    (Its own function, uncached: this cache is the one the text path asks.)"""
+    (Its own function, uncached: this cache is the one the text path asks.) wirebeat._dnscore
+    writes the same text itself once the list is loaded, for ASCII names without "xn--"."""
     parts = _domain_parts(name)
     return "," + orjson.dumps(parts).decode()[1:-1] if parts else ""
 

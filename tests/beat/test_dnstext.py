@@ -11,8 +11,10 @@ reading too: MX, SOA, TXT... with their own keys, EDNS options), hand-made messa
 what the text path must get right or decline (escapes, unknown numbers, resolved
 addresses repeated or too many, a record key document() would overwrite, values of other
 types), and every DNS transaction of the bundled captures and of the mixed benchmark
-capture as the engine makes them. The documents built with it are compared with the dict
-path by tests/beat/test_doctext.py; WIREBEAT_PURE_PYTHON=1 runs those without it.
+capture as the engine makes them. The question's domain parts, which C works out on the
+Public Suffix List too, are compared with domain_parts on names around every rule of the
+list. The documents built with it are compared with the dict path by
+tests/beat/test_doctext.py; WIREBEAT_PURE_PYTHON=1 runs those without it.
 """
 from __future__ import annotations
 
@@ -214,3 +216,52 @@ def test_configuration() -> None:
         _dnscore.document_text(None, None, False, False, "a")
     with pytest.raises(TypeError):
         _dnscore.configure_text([], {}, {}, {}, len)
+
+
+def _names() -> list[str]:
+    """Names around every rule of the list (as written, under it, above it, in other case,
+    with a trailing dot), and the odd ones domain_parts takes apart or leaves alone."""
+    from wirebeat.decoders.dns_suffixes import _RULES
+    names = ["", ".", "com", "com.", "example", "example.", ".example.com", "a..example.com",
+             "a.example.com..", "x\\.y.example.com", 'q"uote.example.com', "a.b.c.d.e.example.co.uk",
+             "WWW.Example.CO.UK", "xn--p1ai", "a.xn--p1ai", "b.a.xn--80ao21a", "bücher.de", "a.b.\u00e9",
+             "foo.bar", "foo.bar.", "foo.", "a.b", "*.example.com", "!x.example.com", "a.*.ck", "ck", "www.ck",
+             "a.www.ck", "a.b.kawasaki.jp", "city.kawasaki.jp", "a.city.kawasaki.jp", "x" * 63 + ".com"]
+    for rule in _RULES:
+        bare = rule.lstrip("!").removeprefix("*.")
+        if not bare.isascii():
+            continue
+        for name in (bare, rule, "a." + bare, "b.a." + bare, "c.b.a." + bare, bare.upper(), "a." + bare + "."):
+            names.append(name)
+    return names
+
+
+def test_domain_parts_in_c() -> None:
+    """The question's domain parts written in C against domain_parts (the list loaded): every
+    rule of the list; names C leaves to Python (non-ASCII, "xn--") give None there."""
+    dns.domain_parts("example.com")         # loads the list, which configures the C walk
+    written = 0
+    for name in _names():
+        got = _dnscore.domain_parts_text(name)
+        parts = dns.domain_parts.__wrapped__(name)
+        if got is None:
+            assert not name.isascii() or "xn--" in name.lower(), name
+            continue
+        written += 1
+        assert got == ("," + orjson.dumps(parts).decode()[1:-1] if parts else ""), name
+        assert dns._domain_parts_text(name) == got
+    assert written > 20000, written
+
+
+def test_domain_parts_before_the_list_is_loaded() -> None:
+    """Until dns.py loads the list (at its first name) the C walk has none and declines;
+    document_text then asks Python, which loads it: the same text either way."""
+    import subprocess
+    import sys
+    code = ("from wirebeat import _dnscore\n"
+            "from wirebeat.decoders import dns\n"
+            "assert _dnscore.domain_parts_text('a.example.com') is None\n"
+            "assert _dnscore.domain_parts_text('.x') == ''\n"
+            "text = dns._domain_parts_text('a.example.com')\n"
+            "assert _dnscore.domain_parts_text('a.example.com') == text != ''\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
