@@ -8,7 +8,11 @@
    (MX, TXT, SOA...), EDNS options, a second OPT, a name or record that does not read
    or does not fill its record, a question or record past the end. decode_message then reads the message in Python, which is the reference
    (it raises, or notes what was wrong); tests/beat/test_dnscore.py runs both on the same
-   messages, hostile ones included. */
+   messages, hostile ones included.
+
+   `document_text` writes decoders/dns.py document() of a transaction of such records
+   (whichever reading made them) as JSON text, with the question's domain parts from the
+   Public Suffix List (`configure_suffixes`); see its section below. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -524,6 +528,7 @@ static int put_dns_fields(Buf *b, PyObject *msg, int authorities, int additional
         || (rc = PUTS(b, ",\"op_code\":")) || (rc = put_name(b, OpcodeNames, f[2], 0))
         || (rc = PUTS(b, ",\"flags\":{")))
         return rc;
+    /* (`",\"" + first`: the text without its comma for the first item of an object or list) */
     for (int i = 0; i < 6; i++) {       /* AA TC RD RA AD CD: the message's fields 3 to 8 */
         if ((rc = put(b, ",\"" + !i, 2 - !i)) || (rc = put(b, flag_names[i], (Py_ssize_t)strlen(flag_names[i])))
             || (rc = PUTS(b, "\":")) || (rc = put_bool(b, f[3 + i])))

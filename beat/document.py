@@ -443,8 +443,8 @@ class DocumentBuilder:
                       event_head: str | None = None, own: bytes | None = None,
                       related: str | None = None) -> tuple[str, orjson.Fragment] | None:
         """`_build_text_python`'s text with the writing done by wirebeat._doctext.assemble
-        (times, community id and MAC text too); here only what needs Python (stack,
-        direction, the decoder's part). None when the decoder's part changes a common
+        (times, community id, MAC text and, from its ranges, the direction too); here only
+        what needs Python (stack, the decoder's part). None when the decoder's part changes a common
         object other than by adding keys (a merge), or when the C function declines
         (unusual values): then `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two.
         With `extra` None the decoder's part is ready as text (DecoderSpec.document_text):

@@ -1227,16 +1227,16 @@ def document(txn: Transaction) -> dict[str, Any]:
     return doc
 
 
+_domain_parts = domain_parts.__wrapped__      # (without its cache: _domain_parts_text has one)
+
+
 @lru_cache(maxsize=16384)
 def _domain_parts_text(name: str) -> str:
     """domain_parts(name) as the JSON text of keys that follow a question's class: ',"k":"v",...'.
-    (Its own function, uncached: this cache is the one the text path asks.) wirebeat._dnscore
-    writes the same text itself once the list is loaded, for ASCII names without "xn--"."""
+    wirebeat._dnscore writes the same text itself once the list is loaded, for ASCII names
+    without "xn--"; it asks this function for the others."""
     parts = _domain_parts(name)
     return "," + orjson.dumps(parts).decode()[1:-1] if parts else ""
-
-
-_domain_parts = domain_parts.__wrapped__
 
 
 def document_text(txn: Transaction) -> tuple[None, bytes, str | None] | None:
@@ -1244,7 +1244,7 @@ def document_text(txn: Transaction) -> tuple[None, bytes, str | None] | None:
     wirebeat._dnscore.document_text: (None, the part without "related", related's text
     or None). None for what it leaves to document(): send_request / send_response (the
     messages' text), values of unexpected types, more than 32 resolved addresses.
-    tests/beat/test_dnscore.py compares it with document()."""
+    tests/beat/test_dnstext.py compares it with document()."""
     exchange: DNSExchange = txn.detail
     settings = exchange.settings
     if settings.send_request or settings.send_response:
