@@ -8,13 +8,19 @@
    (MX, TXT, SOA...), EDNS options, a second OPT, a name or record that does not read
    or does not fill its record, a question or record past the end. decode_message then reads the message in Python, which is the reference
    (it raises, or notes what was wrong); tests/beat/test_dnscore.py runs both on the same
-   messages, hostile ones included. */
+   messages, hostile ones included.
+
+   `document_text` writes decoders/dns.py document() of a transaction of such records
+   (whichever reading made them) as JSON text, with the question's domain parts from the
+   Public Suffix List (`configure_suffixes`); see its section below. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_jsontext.h"    /* Buf, put(), put_json() ... */
 
 static PyObject *Question, *ResourceRecord, *EDNS, *DNSMessage;
 static long max_hops = -1, max_octets, max_labels;
@@ -263,9 +269,471 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- document_text: decoders/dns.py document() as JSON text ----------------------------
+
+   The bytes orjson.dumps makes of document(txn) (without "related"), and related's text,
+   for the messages decode() makes and those decode_message_python makes of the same
+   classes. decoders/dns.py keeps document() as the reference (and calls it for what
+   this declines: send_request/send_response, a value of an unexpected type, many
+   resolved addresses); tests/beat/test_dnscore.py compares the two. */
+
+static PyObject *TypeNames, *ClassNames, *OpcodeNames, *RcodeNames, *PartsText;
+
+#define MAX_RESOLVED 32     /* resolved addresses kept for related.ip; past that: decline */
+
+/* The slots of a record of the recipe's class (its fields in __match_args__ order). */
+#define SLOT(r, o, i) (*(PyObject **)((char *)(o) + (r).offsets[i]))
+#define IS_A(r, o) ((r).type != NULL && Py_TYPE(o) == (r).type)
+
+typedef struct { const char *text; Py_ssize_t len; } span_t;
+
+static int put_bool(Buf *b, PyObject *o) {
+    if (o == Py_True) return PUTS(b, "true");
+    if (o == Py_False) return PUTS(b, "false");
+    return JSON_FALLBACK;
+}
+
+/* `names.get(number) or str(number)` written raw (unquoted): the dict's name, else the
+   number's decimal. rcode_name's "Unknown N" with `unknown`. */
+static int put_name_raw(Buf *b, PyObject *names, PyObject *number, int unknown) {
+    long long v;
+    int rc = as_ll(number, &v);
+    if (rc) return rc;
+    PyObject *name = PyDict_GetItemWithError(names, number);     /* borrowed */
+    if (name == NULL && PyErr_Occurred()) return -1;
+    if (name != NULL) {
+        if (!PyUnicode_CheckExact(name)) return JSON_FALLBACK;
+        if (PyUnicode_GET_LENGTH(name)) return put_raw(b, name);
+    }
+    if (unknown && (rc = PUTS(b, "Unknown ")) != 0) return rc;
+    return put_ll(b, v);
+}
+
+/* The same as a JSON string (the dicts' names need no escapes; checked all the same). */
+static int put_name(Buf *b, PyObject *names, PyObject *number, int unknown) {
+    Py_ssize_t at = b->len + 1;
+    int rc = PUTS(b, "\"");
+    if (rc || (rc = put_name_raw(b, names, number, unknown))) return rc;
+    for (Py_ssize_t i = at; i < b->len; i++)
+        if ((unsigned char)b->data[i] < 0x20 || b->data[i] == '"' || b->data[i] == '\\') return JSON_FALLBACK;
+    return PUTS(b, "\"");
+}
+
+static int put_int(Buf *b, PyObject *o) {
+    long long v;
+    int rc = as_ll(o, &v);
+    return rc ? rc : put_ll(b, v);
+}
+
+/* A key that _records' entry sets itself (rr.extra's own would be overwritten in place). */
+static int record_key(PyObject *key) {
+    static const char *own[] = {"name", "type", "class", "ttl", "data"};
+    for (int i = 0; i < 5; i++)
+        if (PyUnicode_CompareWithASCIIString(key, own[i]) == 0) return 1;
+    return 0;
+}
+
+/* ---- domain_parts (decoders/dns.py) as text, for dns.question -----------------------
+
+   The Public Suffix List walk of decoders/dns_suffixes.py Suffixes.privatesuffix on
+   its `tails` (given by configure_suffixes when dns.py loads the list), and
+   domain_parts's keys from its answer, for ASCII names without an "xn--" label (the
+   other list); anything else, or before the list is loaded, is DECLINE: the caller asks
+   decoders/dns.py _domain_parts_text. tests/beat/test_dnstext.py compares the two on
+   every rule of the list. */
+
+static PyObject *Tails;                 /* Suffixes.tails: tail text -> what holds there */
+static long kind_exact, kind_wildcard, kind_exception;
+
+#define MAX_NAME_TEXT (4 * 255 + 8)     /* read_name's longest text */
+
+/* privatesuffix(lowered[0:n]): the registered domain's length (a tail of the name), 0
+   for none; -1 error, DECLINE. */
+static Py_ssize_t private_suffix(const char *lowered, Py_ssize_t n) {
+    if (n && lowered[n - 1] == '.') n--;        /* one trailing dot is ignored */
+    Py_ssize_t starts[MAX_NAME_TEXT / 2 + 2];   /* where each label starts */
+    Py_ssize_t count = 0;
+    starts[count++] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (lowered[i] != '.') continue;
+        if (i + 1 == n || lowered[i + 1] == '.' || i == 0) return 0;     /* an empty label */
+        starts[count++] = i + 1;
+    }
+    if (count == 1 || n == 0) return 0;
+    Py_ssize_t public = 1;      /* trailing labels that are public: 1 unless a rule says otherwise */
+    for (Py_ssize_t size = 1; size <= count; size++) {
+        /* the tail of `size` labels is the text from its first label's start */
+        PyObject *tail = PyUnicode_DecodeASCII(lowered + starts[count - size], n - starts[count - size], NULL);
+        if (tail == NULL) return -1;
+        PyObject *kind = PyDict_GetItemWithError(Tails, tail);      /* borrowed */
+        Py_DECREF(tail);
+        if (kind == NULL) {
+            if (PyErr_Occurred()) return -1;
+            break;
+        }
+        long k = PyLong_AsLong(kind);
+        if (k == -1 && PyErr_Occurred()) return -1;
+        if (k == kind_exact) public = size;
+        else if (k == kind_exception) public = size - 1;
+        else if (k == kind_wildcard) public = size + (size < count);  /* the label under it too */
+        else if (k != 0) return DECLINE;
+    }
+    if (count <= public) return 0;
+    return n - starts[count - public - 1];
+}
+
+/* domain_parts(name)'s keys as JSON text (',"etld_plus_one":...'); 0, -1 or DECLINE. */
+static int put_domain_parts(Buf *b, const char *name, Py_ssize_t n) {
+    int rc;
+    if (n == 0 || name[0] == '.' || memchr(name, '\\', n)) return 0;
+    for (Py_ssize_t i = 0; i + 1 < n; i++)
+        if (name[i] == '.' && name[i + 1] == '.') return 0;
+    if (Tails == NULL || n > MAX_NAME_TEXT) return DECLINE;
+    char lowered[MAX_NAME_TEXT];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c >= 0x80) return DECLINE;          /* str.lower() of non-ASCII: Python's */
+        lowered[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    for (Py_ssize_t i = 0; i + 4 <= n; i++)
+        if (memcmp(lowered + i, "xn--", 4) == 0) return DECLINE;     /* the list with ACE rules */
+    Py_ssize_t registered = private_suffix(lowered, n);
+    if (registered < 0) return (int)registered;
+    if (registered) {
+        /* the name's own case: its last `registered` characters */
+        const char *reg = name + n - registered, *dot = memchr(reg, '.', registered);
+        Py_ssize_t sub = n - registered;
+        while (sub && name[sub - 1] == '.') sub--;
+        if ((rc = PUTS(b, ",\"etld_plus_one\":")) || (rc = put_json_text(b, reg, registered))
+            || (rc = PUTS(b, ",\"registered_domain\":")) || (rc = put_json_text(b, reg, registered)))
+            return rc;
+        if (dot && ((rc = PUTS(b, ",\"top_level_domain\":"))
+                    || (rc = put_json_text(b, dot + 1, registered - (dot + 1 - reg)))))
+            return rc;
+        if (sub && ((rc = PUTS(b, ",\"subdomain\":")) || (rc = put_json_text(b, name, sub)))) return rc;
+        return 0;
+    }
+    const char *dot = memchr(name, '.', n);
+    if (dot == NULL || memchr(dot + 1, '.', n - (dot + 1 - name))) return 0;    /* not one dot */
+    if (dot + 1 < name + n
+        && ((rc = PUTS(b, ",\"top_level_domain\":")) || (rc = put_json_text(b, dot + 1, n - (dot + 1 - name)))))
+        return rc;
+    if ((rc = PUTS(b, ",\"registered_domain\":")) || (rc = put_json_text(b, name, n))) return rc;
+    return 0;
+}
+
+PyDoc_STRVAR(domain_parts_text_doc,
+"domain_parts_text(name) -> str | None\n\n"
+"decoders/dns.py domain_parts(name) as the JSON text document_text writes after a question's\n"
+"class; None where it leaves the name to decoders/dns.py _domain_parts_text.");
+
+static PyObject *domain_parts_text(PyObject *self, PyObject *name) {
+    const char *s;
+    Py_ssize_t n;
+    if (utf8(name, &s, &n)) Py_RETURN_NONE;
+    Buf b;
+    buf_init(&b);
+    int rc = put_domain_parts(&b, s, n);
+    PyObject *result = rc == 0 ? PyUnicode_DecodeUTF8(b.data, b.len, NULL) : rc == DECLINE ? Py_NewRef(Py_None) : NULL;
+    buf_free(&b);
+    return result;
+}
+
+PyDoc_STRVAR(configure_suffixes_doc,
+"configure_suffixes(tails, exact, wildcard, exception)\n\n"
+"decoders/dns_suffixes.py SUFFIXES.tails and its kinds, once the list is loaded.");
+
+static PyObject *configure_suffixes(PyObject *self, PyObject *args) {
+    PyObject *tails;
+    long exact, wildcard, exception;
+    if (!PyArg_ParseTuple(args, "O!lll:configure_suffixes", &PyDict_Type, &tails, &exact, &wildcard, &exception))
+        return NULL;
+    if (exact == 0 || wildcard == 0 || exception == 0) {
+        PyErr_SetString(PyExc_ValueError, "configure_suffixes: 0 is the kind of a tail without a rule");
+        return NULL;
+    }
+    Py_XSETREF(Tails, Py_NewRef(tails));
+    kind_exact = exact; kind_wildcard = wildcard; kind_exception = exception;
+    Py_RETURN_NONE;
+}
+
+/* _records: the records' list; with `resolved`, A and AAAA addresses are added to it. */
+static int put_records(Buf *b, PyObject *records, span_t *resolved, int *n_resolved) {
+    int rc;
+    if ((rc = PUTS(b, "["))) return rc;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(records); i++) {
+        PyObject *rr = PyTuple_GET_ITEM(records, i);
+        if (!IS_A(r_record, rr)) return JSON_FALLBACK;
+        PyObject *name = SLOT(r_record, rr, 0), *type = SLOT(r_record, rr, 1), *class_ = SLOT(r_record, rr, 2),
+                 *ttl = SLOT(r_record, rr, 3), *data = SLOT(r_record, rr, 4), *extra = SLOT(r_record, rr, 5);
+        if (!name || !type || !class_ || !ttl || !data || !extra || !PyDict_CheckExact(extra)) return JSON_FALLBACK;
+        if (i && (rc = PUTS(b, ","))) return rc;
+        if ((rc = PUTS(b, "{"))) return rc;
+        /* the type's own keys first (dict(rr.extra)): str or int values only */
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(extra, &pos, &key, &value)) {
+            if (!PyUnicode_CheckExact(key) || record_key(key)) return JSON_FALLBACK;
+            if ((rc = put_json(b, key)) || (rc = PUTS(b, ":"))) return rc;
+            if ((rc = PyUnicode_CheckExact(value) ? put_json(b, value) : put_int(b, value))) return rc;
+            if ((rc = PUTS(b, ","))) return rc;
+        }
+        long long type_v;
+        if ((rc = as_ll(type, &type_v))) return rc;
+        if ((rc = PUTS(b, "\"name\":")) || (rc = put_json(b, name))
+            || (rc = PUTS(b, ",\"type\":")) || (rc = put_name(b, TypeNames, type, 0))
+            || (rc = PUTS(b, ",\"class\":")) || (rc = put_name(b, ClassNames, class_, 0))
+            || (rc = PUTS(b, ",\"ttl\":\"")) || (rc = put_int(b, ttl))
+            || (rc = PUTS(b, "\",\"data\":")) || (rc = put_json(b, data)) || (rc = PUTS(b, "}")))
+            return rc;
+        /* An A/AAAA record whose RDATA was malformed carries hex, not an address. */
+        if (resolved != NULL && (type_v == TYPE_A || type_v == TYPE_AAAA)) {
+            const char *s;
+            Py_ssize_t n;
+            if ((rc = utf8(data, &s, &n))) return rc;
+            if (memchr(s, '.', n) || memchr(s, ':', n)) {
+                if (*n_resolved == MAX_RESOLVED) return JSON_FALLBACK;
+                resolved[(*n_resolved)++] = (span_t){s, n};
+            }
+        }
+    }
+    return PUTS(b, "]");
+}
+
+/* A section's count, then (`shown`) its records: _dns_fields's "<label>_count", "<label>". */
+static int put_section(Buf *b, const char *label, PyObject *records, int shown, span_t *resolved, int *n_resolved) {
+    int rc;
+    if (!PyTuple_CheckExact(records)) return JSON_FALLBACK;
+    if ((rc = PUTS(b, ",\"")) || (rc = put(b, label, (Py_ssize_t)strlen(label)))
+        || (rc = PUTS(b, "_count\":")) || (rc = put_ll(b, PyTuple_GET_SIZE(records))))
+        return rc;
+    if (!shown || PyTuple_GET_SIZE(records) == 0) return 0;
+    if ((rc = PUTS(b, ",\"")) || (rc = put(b, label, (Py_ssize_t)strlen(label))) || (rc = PUTS(b, "\":")))
+        return rc;
+    return put_records(b, records, resolved, n_resolved);
+}
+
+/* _dns_fields of `msg` (the dns object without its "type"); A/AAAA addresses into resolved. */
+static int put_dns_fields(Buf *b, PyObject *msg, int authorities, int additionals,
+                          span_t *resolved, int *n_resolved) {
+    static const char *flag_names[6] = {"authoritative", "truncated_response", "recursion_desired",
+                                        "recursion_available", "authentic_data", "checking_disabled"};
+    static const char *header_names[6] = {"AA", "TC", "RD", "RA", "AD", "CD"};
+    PyObject *f[17];
+    int rc;
+    for (int i = 0; i < 17; i++)
+        if ((f[i] = SLOT(r_message, msg, i)) == NULL) return JSON_FALLBACK;
+    PyObject *questions = f[10], *edns = f[14];
+    if ((rc = PUTS(b, "{\"id\":")) || (rc = put_int(b, f[0]))
+        || (rc = PUTS(b, ",\"op_code\":")) || (rc = put_name(b, OpcodeNames, f[2], 0))
+        || (rc = PUTS(b, ",\"flags\":{")))
+        return rc;
+    /* (`",\"" + first`: the text without its comma for the first item of an object or list) */
+    for (int i = 0; i < 6; i++) {       /* AA TC RD RA AD CD: the message's fields 3 to 8 */
+        if ((rc = put(b, ",\"" + !i, 2 - !i)) || (rc = put(b, flag_names[i], (Py_ssize_t)strlen(flag_names[i])))
+            || (rc = PUTS(b, "\":")) || (rc = put_bool(b, f[3 + i])))
+            return rc;
+    }
+    if ((rc = PUTS(b, "},\"response_code\":")) || (rc = put_name(b, RcodeNames, f[9], 1))
+        || (rc = PUTS(b, ",\"header_flags\":[")))
+        return rc;
+    int first = 1;
+    for (int i = 0; i < 6; i++) {
+        if (f[3 + i] != Py_True) continue;
+        if ((rc = put(b, ",\"" + first, 2 - first)) || (rc = put(b, header_names[i], 2)) || (rc = PUTS(b, "\"")))
+            return rc;
+        first = 0;
+    }
+    if (edns != Py_None) {
+        if (!IS_A(r_edns, edns)) return JSON_FALLBACK;
+        if (SLOT(r_edns, edns, 3) == Py_True && (rc = put(b, ",\"DO\"" + first, 5 - first))) return rc;
+    }
+    if ((rc = PUTS(b, "]"))) return rc;
+    if (!PyTuple_CheckExact(questions)) return JSON_FALLBACK;
+    if (PyTuple_GET_SIZE(questions)) {
+        PyObject *q = PyTuple_GET_ITEM(questions, 0);
+        if (!IS_A(r_question, q)) return JSON_FALLBACK;
+        PyObject *name = SLOT(r_question, q, 0), *type = SLOT(r_question, q, 1), *class_ = SLOT(r_question, q, 2);
+        if (!name || !type || !class_ || !PyUnicode_CheckExact(name)) return JSON_FALLBACK;
+        if ((rc = PUTS(b, ",\"question\":{\"name\":")) || (rc = put_json(b, name))
+            || (rc = PUTS(b, ",\"type\":")) || (rc = put_name(b, TypeNames, type, 0))
+            || (rc = PUTS(b, ",\"class\":")) || (rc = put_name(b, ClassNames, class_, 0)))
+            return rc;
+        /* domain_parts(name)'s keys, as text: here, else decoders/dns.py _domain_parts_text */
+        const char *s;
+        Py_ssize_t n, at = b->len;
+        if ((rc = utf8(name, &s, &n))) return rc;
+        if ((rc = put_domain_parts(b, s, n)) == DECLINE) {
+            b->len = at;
+            PyObject *parts = PyObject_CallOneArg(PartsText, name);
+            if (parts == NULL) return -1;
+            rc = put_raw(b, parts);
+            Py_DECREF(parts);
+        }
+        if (rc || (rc = PUTS(b, "}"))) return rc;
+    }
+    if (edns != Py_None) {
+        PyObject *e[5];
+        for (int i = 0; i < 5; i++)
+            if ((e[i] = SLOT(r_edns, edns, i)) == NULL) return JSON_FALLBACK;
+        long long ext_rcode;
+        if ((rc = as_ll(e[1], &ext_rcode))) return rc;
+        if (ext_rcode < 0 || ext_rcode > 0xFFFF || !PyDict_CheckExact(e[4])) return JSON_FALLBACK;
+        PyObject *shifted = PyLong_FromLongLong(ext_rcode << 4);
+        if (shifted == NULL) return -1;
+        if ((rc = PUTS(b, ",\"opt\":{\"version\":\"")) || (rc = put_int(b, e[2]))
+            || (rc = PUTS(b, "\",\"do\":")) || (rc = put_bool(b, e[3]))
+            || (rc = PUTS(b, ",\"ext_rcode\":")) || (rc = put_name(b, RcodeNames, shifted, 1))
+            || (rc = PUTS(b, ",\"udp_size\":")) || (rc = put_int(b, e[0]))) {
+            Py_DECREF(shifted);
+            return rc;
+        }
+        Py_DECREF(shifted);
+        Py_ssize_t pos = 0;         /* opt.update(edns.options): new str keys, str values */
+        PyObject *key, *value;
+        while (PyDict_Next(e[4], &pos, &key, &value)) {
+            if (!PyUnicode_CheckExact(key) || PyUnicode_CompareWithASCIIString(key, "version") == 0
+                || PyUnicode_CompareWithASCIIString(key, "do") == 0
+                || PyUnicode_CompareWithASCIIString(key, "ext_rcode") == 0
+                || PyUnicode_CompareWithASCIIString(key, "udp_size") == 0)
+                return JSON_FALLBACK;
+            if ((rc = PUTS(b, ",")) || (rc = put_json(b, key)) || (rc = PUTS(b, ":")) || (rc = put_json(b, value)))
+                return rc;
+        }
+        if ((rc = PUTS(b, "}"))) return rc;
+    }
+    if ((rc = put_section(b, "answers", f[11], 1, resolved, n_resolved))) return rc;
+    if (*n_resolved) {
+        if ((rc = PUTS(b, ",\"resolved_ip\":["))) return rc;
+        for (int i = 0; i < *n_resolved; i++)
+            if ((i && (rc = PUTS(b, ","))) || (rc = put_json_text(b, resolved[i].text, resolved[i].len))) return rc;
+        if ((rc = PUTS(b, "]"))) return rc;
+    }
+    if ((rc = put_section(b, "authorities", f[12], authorities, NULL, NULL))) return rc;
+    return put_section(b, "additionals", f[13], additionals, NULL, NULL);
+}
+
+/* related's text: the flow's addresses, then the resolved ones not yet in it. */
+static int put_related(Buf *b, PyObject *client_ip, PyObject *server_ip, span_t *resolved, int n_resolved) {
+    span_t ips[MAX_RESOLVED + 2];
+    int n = 0, rc;
+    if ((rc = utf8(client_ip, &ips[0].text, &ips[0].len)) || (rc = utf8(server_ip, &ips[1].text, &ips[1].len)))
+        return rc;
+    n = (ips[0].len == ips[1].len && memcmp(ips[0].text, ips[1].text, ips[0].len) == 0) ? 1 : 2;
+    for (int i = 0; i < n_resolved; i++) {
+        int seen = 0;
+        for (int k = 0; k < n && !seen; k++)
+            seen = ips[k].len == resolved[i].len && memcmp(ips[k].text, resolved[i].text, resolved[i].len) == 0;
+        if (!seen) ips[n++] = resolved[i];
+    }
+    if ((rc = PUTS(b, "{\"ip\":["))) return rc;
+    for (int i = 0; i < n; i++)
+        if ((i && (rc = PUTS(b, ","))) || (rc = put_json_text(b, ips[i].text, ips[i].len))) return rc;
+    return PUTS(b, "]}");
+}
+
+/* document(): dns (from the response, else the query), method, query and resource (from
+   the query, else the response); related when an answer resolved addresses. */
+static int put_document(Buf *b, Buf *related, PyObject *const *args) {
+    PyObject *request = args[0], *response = args[1];
+    int authorities = PyObject_IsTrue(args[2]), additionals = PyObject_IsTrue(args[3]), rc;
+    if (authorities < 0 || additionals < 0) return -1;
+    PyObject *shown = response != Py_None ? response : request, *asked = request != Py_None ? request : response;
+    if (!IS_A(r_message, shown) || !IS_A(r_message, asked)) return JSON_FALLBACK;
+    span_t resolved[MAX_RESOLVED];
+    int n_resolved = 0;
+    if ((rc = PUTS(b, "{\"dns\":"))
+        || (rc = put_dns_fields(b, shown, authorities, additionals, resolved, &n_resolved))
+        || (rc = response != Py_None ? PUTS(b, ",\"type\":\"answer\"}") : PUTS(b, ",\"type\":\"query\"}"))
+        || (rc = PUTS(b, ",\"method\":")))
+        return rc;
+    PyObject *opcode = SLOT(r_message, asked, 2), *questions = SLOT(r_message, asked, 10);
+    if (opcode == NULL || questions == NULL || !PyTuple_CheckExact(questions)) return JSON_FALLBACK;
+    if ((rc = put_name(b, OpcodeNames, opcode, 0))) return rc;
+    if (PyTuple_GET_SIZE(questions)) {
+        /* "class IN, type A, <name>" (the numbers for names not in the dicts) */
+        PyObject *q = PyTuple_GET_ITEM(questions, 0);
+        if (!IS_A(r_question, q)) return JSON_FALLBACK;
+        PyObject *name = SLOT(r_question, q, 0), *type = SLOT(r_question, q, 1), *class_ = SLOT(r_question, q, 2);
+        if (!name || !type || !class_) return JSON_FALLBACK;
+        Buf query;
+        buf_init(&query);
+        const char *s;
+        Py_ssize_t n;
+        if ((rc = PUTS(&query, "class ")) == 0 && (rc = put_name_raw(&query, ClassNames, class_, 0)) == 0
+            && (rc = PUTS(&query, ", type ")) == 0 && (rc = put_name_raw(&query, TypeNames, type, 0)) == 0
+            && (rc = PUTS(&query, ", ")) == 0 && (rc = put_raw(&query, name)) == 0
+            && (rc = PUTS(b, ",\"query\":")) == 0)
+            rc = put_json_text(b, query.data, query.len);
+        buf_free(&query);
+        if (rc || (rc = PUTS(b, ",\"resource\":")) || (rc = utf8(name, &s, &n)) || (rc = put_json_text(b, s, n)))
+            return rc;
+    }
+    if ((rc = PUTS(b, "}"))) return rc;
+    if (n_resolved) return put_related(related, args[4], args[5], resolved, n_resolved);
+    return 0;
+}
+
+PyDoc_STRVAR(document_text_doc,
+"document_text(request, response, include_authorities, include_additionals, client_ip, server_ip)\n"
+"    -> (own, related) | None\n\n"
+"decoders/dns.py document() of a transaction as JSON text: `own` the bytes orjson.dumps makes\n"
+"of it without \"related\", `related` the text of that object (None without one); None: use\n"
+"document().");
+
+static PyObject *document_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "document_text() takes 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (PartsText == NULL || r_message.type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "document_text: configure() and configure_text() first");
+        return NULL;
+    }
+    Buf b, related;
+    buf_init(&b);
+    buf_init(&related);
+    PyObject *result = NULL;
+    int rc = put_document(&b, &related, args);
+    if (rc == 0) {
+        PyObject *own = PyBytes_FromStringAndSize(b.data, b.len);
+        PyObject *rel = related.len ? PyUnicode_DecodeUTF8(related.data, related.len, NULL) : Py_NewRef(Py_None);
+        if (own != NULL && rel != NULL) result = PyTuple_Pack(2, own, rel);
+        Py_XDECREF(own);
+        Py_XDECREF(rel);
+    } else if (rc == JSON_FALLBACK) {
+        result = Py_NewRef(Py_None);
+    }
+    buf_free(&b);
+    buf_free(&related);
+    return result;
+}
+
+PyDoc_STRVAR(configure_text_doc,
+"configure_text(TYPE_NAMES, CLASS_NAMES, OPCODE_NAMES, RCODE_NAMES, parts_text)\n\n"
+"The names document_text() writes (decoders/dns.py's dicts) and the function that gives\n"
+"a question name's domain parts as JSON text, given once.");
+
+static PyObject *configure_text(PyObject *self, PyObject *args) {
+    PyObject *types, *classes, *opcodes, *rcodes, *parts;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O:configure_text", &PyDict_Type, &types, &PyDict_Type, &classes,
+                          &PyDict_Type, &opcodes, &PyDict_Type, &rcodes, &parts))
+        return NULL;
+    Py_XSETREF(TypeNames, Py_NewRef(types));
+    Py_XSETREF(ClassNames, Py_NewRef(classes));
+    Py_XSETREF(OpcodeNames, Py_NewRef(opcodes));
+    Py_XSETREF(RcodeNames, Py_NewRef(rcodes));
+    Py_XSETREF(PartsText, Py_NewRef(parts));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_O, decode_doc},
     {"configure", configure, METH_VARARGS, configure_doc},
+    {"document_text", (PyCFunction)(void (*)(void))document_text, METH_FASTCALL, document_text_doc},
+    {"configure_text", configure_text, METH_VARARGS, configure_text_doc},
+    {"domain_parts_text", domain_parts_text, METH_O, domain_parts_text_doc},
+    {"configure_suffixes", configure_suffixes, METH_VARARGS, configure_suffixes_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,9 +5,9 @@
    related of one transaction, the capture/agent/ecs text, flow.id, error, the
    decoder's own fields and the tail, and the document's _id (BLAKE2b of the same
    key, beat/_blake2b.h), the ISO times (beat/_isotime.h), the Community ID from the
-   address text (beat/_cid.h) and the MAC text. Python still works out the parts that
-   need Python (protocol stack, direction, the decoder's fields as JSON) and passes
-   them in.
+   address text (beat/_cid.h), the MAC text and network.direction (from the ranges of
+   beat/direction.py, when they are all CIDRs). Python still works out the parts that
+   need Python (protocol stack, the decoder's fields as JSON) and passes them in.
 
    Anything unusual returns None and the caller uses the Python function: a value
    that is not exactly a str / int / float where one is expected, text that is not
@@ -27,42 +27,10 @@
 #include "_cid.h"
 #include "_isotime.h"
 #include "_iptext.h"      /* ip_pack(): address text packed */
+#include "_jsontext.h"    /* Buf, put(), put_json() ... */
 
-typedef struct {
-    char *data;
-    Py_ssize_t len, cap;
-    char small[2048];
-} Buf;
-
-static void buf_init(Buf *b) { b->data = b->small; b->len = 0; b->cap = sizeof b->small; }
-static void buf_free(Buf *b) { if (b->data != b->small) PyMem_Free(b->data); }
-
-static int buf_grow_slow(Buf *b, Py_ssize_t more) {
-    Py_ssize_t cap = b->cap * 2;
-    while (cap < b->len + more) cap *= 2;
-    char *data = PyMem_Malloc(cap);
-    if (data == NULL) { PyErr_NoMemory(); return -1; }
-    memcpy(data, b->data, b->len);
-    if (b->data != b->small) PyMem_Free(b->data);
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
-/* Room for `more` bytes. Inline: a document makes ~50 writes, nearly all of which fit
-   the 2 KiB on the stack; the call per write cost more than the check. */
-static inline int buf_grow(Buf *b, Py_ssize_t more) {
-    return b->len + more <= b->cap ? 0 : buf_grow_slow(b, more);
-}
-
-__attribute__((always_inline)) static inline int put(Buf *b, const char *s, Py_ssize_t n) {
-    if (buf_grow(b, n) < 0) return -1;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
-#define PUTS(b, lit) put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+/* Status of a failed step: -1 a Python error to raise (memory), -2 "use the Python path". */
+#define FALLBACK JSON_FALLBACK
 
 /* The n bytes written at `at` once more (after a grow: the copy is taken from the buffer
  * as it is then). */
@@ -70,75 +38,6 @@ static int put_again(Buf *b, Py_ssize_t at, Py_ssize_t n) {
     if (buf_grow(b, n) < 0) return -1;
     memcpy(b->data + b->len, b->data + at, n);
     b->len += n;
-    return 0;
-}
-
-/* A 64-bit integer in decimal, as "%lld" writes it (snprintf costs ~700 instructions a call). */
-static int put_ll(Buf *b, long long v) {
-    char tmp[24], *end = tmp + sizeof tmp, *p = end;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
-    if (v < 0) *--p = '-';
-    return put(b, p, end - p);
-}
-
-/* Status of a failed step: -1 a Python error to raise (memory), -2 "use the Python path". */
-#define FALLBACK (-2)
-
-/* A str's UTF-8 (raw, as f-strings put it); FALLBACK unless exactly a valid str. */
-static int utf8(PyObject *o, const char **s, Py_ssize_t *n) {
-    if (!PyUnicode_CheckExact(o)) return FALLBACK;
-    *s = PyUnicode_AsUTF8AndSize(o, n);
-    if (*s == NULL) { PyErr_Clear(); return FALLBACK; }
-    return 0;
-}
-
-static int put_raw(Buf *b, PyObject *o) {
-    const char *s;
-    Py_ssize_t n;
-    int rc = utf8(o, &s, &n);
-    return rc ? rc : put(b, s, n);
-}
-
-/* A str as orjson.dumps writes it: " and \ escaped, \b \t \n \f \r, other controls as
-   \u00XX, everything else (DEL, '/', non-ASCII) as is. */
-static int put_json(Buf *b, PyObject *o) {
-    static const char hex[] = "0123456789abcdef";
-    const char *s;
-    Py_ssize_t n;
-    int rc = utf8(o, &s, &n);
-    if (rc) return rc;
-    if (buf_grow(b, n * 6 + 2) < 0) return -1;
-    char *out = b->data + b->len;
-    *out++ = '"';
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') { *out++ = (char)c; continue; }
-        *out++ = '\\';
-        switch (c) {
-        case '"': *out++ = '"'; break;
-        case '\\': *out++ = '\\'; break;
-        case '\b': *out++ = 'b'; break;
-        case '\t': *out++ = 't'; break;
-        case '\n': *out++ = 'n'; break;
-        case '\f': *out++ = 'f'; break;
-        case '\r': *out++ = 'r'; break;
-        default:
-            *out++ = 'u'; *out++ = '0'; *out++ = '0';
-            *out++ = hex[c >> 4]; *out++ = hex[c & 15];
-        }
-    }
-    *out++ = '"';
-    b->len = out - b->data;
-    return 0;
-}
-
-/* An exact int that fits in 64 bits; FALLBACK otherwise. */
-static int as_ll(PyObject *o, long long *v) {
-    if (!PyLong_CheckExact(o)) return FALLBACK;
-    int overflow;
-    *v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (overflow || (*v == -1 && PyErr_Occurred())) { PyErr_Clear(); return FALLBACK; }
     return 0;
 }
 
@@ -200,6 +99,38 @@ static int put_mac(Buf *b, PyObject *o) {
     return 0;
 }
 
+/* Whether a packed address lies in one of `pairs`: bytes of (mask, network) pairs of
+   `size` bytes each (beat/direction.py NetworkDirection.packed_ranges). */
+static int in_ranges(PyObject *pairs, const unsigned char *addr, int size) {
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(pairs);
+    Py_ssize_t n = PyBytes_GET_SIZE(pairs) / (2 * size);
+    for (Py_ssize_t k = 0; k < n; k++, p += 2 * size) {
+        int i = 0;
+        while (i < size && (addr[i] & p[i]) == p[size + i]) i++;
+        if (i == size) return 1;
+    }
+    return 0;
+}
+
+/* NetworkDirection.of (beat/direction.py) of two packed addresses from its
+   packed_ranges, (host and internal ranges of IPv4, the same of IPv6, whether there are
+   internal networks at all): the verdict, or NULL for a tuple of another shape. */
+static const char *direction_of(PyObject *ranges, const unsigned char *source,
+                                const unsigned char *destination, int size) {
+    if (PyTuple_GET_SIZE(ranges) != 5) return NULL;
+    PyObject *host = PyTuple_GET_ITEM(ranges, size == 4 ? 0 : 2),
+             *internal = PyTuple_GET_ITEM(ranges, size == 4 ? 1 : 3), *tests = PyTuple_GET_ITEM(ranges, 4);
+    if (!PyBytes_CheckExact(host) || !PyBytes_CheckExact(internal) || !PyBool_Check(tests)
+        || PyBytes_GET_SIZE(host) % (2 * size) || PyBytes_GET_SIZE(internal) % (2 * size))
+        return NULL;
+    if (in_ranges(host, destination, size)) return "ingress";
+    if (in_ranges(host, source, size)) return "egress";
+    if (tests == Py_False) return "unknown";
+    int inside = in_ranges(internal, destination, size);
+    if (in_ranges(internal, source, size)) return inside ? "internal" : "outbound";
+    return inside ? "inbound" : "external";
+}
+
 /* The document into `b` and its _id into `id`; 0, or -1 (error) / FALLBACK. */
 static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
     PyObject *name = args[1], *protocol = args[2], *stack = args[3], *direction = args[4],
@@ -245,7 +176,9 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
                 : tlen == 4 && memcmp(tname, "icmp", 4) == 0 ? 1
                 : tlen == 9 && memcmp(tname, "ipv6-icmp", 9) == 0 ? 58 : 0;
     char cid[30];
-    if (proto) {
+    const char *verdict = NULL;       /* network.direction worked out here (a ranges tuple) */
+    int direction_here = PyTuple_CheckExact(direction);
+    if (proto || direction_here) {
         const char *cs, *ss;
         Py_ssize_t cn, sn;
         unsigned char caddr[16], saddr[16];
@@ -253,8 +186,12 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
         TRY(utf8(server_ip, &ss, &sn));
         TRY(pack_address(cs, cn, v6, caddr));
         TRY(pack_address(ss, sn, v6, saddr));
-        if (cport < 0 || cport > 65535 || sport < 0 || sport > 65535) return FALLBACK;
-        community_id(proto, caddr, saddr, v6 ? 16 : 4, (int)cport, (int)sport, cid);
+        if (proto) {
+            if (cport < 0 || cport > 65535 || sport < 0 || sport > 65535) return FALLBACK;
+            community_id(proto, caddr, saddr, v6 ? 16 : 4, (int)cport, (int)sport, cid);
+        }
+        if (direction_here && (verdict = direction_of(direction, caddr, saddr, v6 ? 16 : 4)) == NULL)
+            return FALLBACK;
     }
 
     /* the header */
@@ -311,7 +248,11 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
         TRY(PUTS(b, ",\"protocol_stack\":"));
         TRY(put_json(b, stack));
     }
-    if (direction != Py_None) {
+    if (verdict != NULL) {
+        TRY(PUTS(b, ",\"direction\":\""));
+        TRY(put(b, verdict, (Py_ssize_t)strlen(verdict)));
+        TRY(PUTS(b, "\""));
+    } else if (direction != Py_None) {
         TRY(PUTS(b, ",\"direction\":\""));
         TRY(put_raw(b, direction));
         TRY(PUTS(b, "\""));
@@ -452,6 +393,8 @@ static PyObject *read_attr(slots_t *c, PyObject *o, int i, PyObject **names, int
 PyDoc_STRVAR(assemble_doc,
 "assemble(txn, name, protocol, stack, direction, macs, event_head, related, appends,\n"
 "         flow_id, error, own, common, tail) -> (id, JSON bytes) | None\n\n"
+"`direction`: network.direction's text, None, or NetworkDirection.packed_ranges to work it\n"
+"out here from the addresses.\n"
 "DocumentBuilder._assemble_python in C (beat/document.py); None: use that function.");
 
 static PyObject *assemble(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

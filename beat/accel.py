@@ -10,7 +10,8 @@
 - `doctext` (beat/_doctext.c): the common JSON text of transaction documents
   (beat/document.py, DocumentBuilder._build_text_c);
 - `dnscore` (beat/_dnscore.c): common DNS messages (address and name records, EDNS
-  without options; decoders/dns.py decode_message).
+  without options; decoders/dns.py decode_message) and DNS's part of transaction
+  documents as JSON text (decoders/dns.py document_text).
 
 Each is None when it was not built (no C compiler at install time) or when
 `WIREBEAT_PURE_PYTHON=1` is set; then the pure-Python code, which is the

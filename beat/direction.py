@@ -20,7 +20,10 @@ with the packed addresses of their key, `of_packed`) and one by its text
 addresses; a full one starts over, counted as `direction.address_cache_resets`.
 A direction is then two dict lookups: on the transaction-dense benchmark most
 address pairs are new, and an LRU of pairs, which this replaced, missed on
-four transactions in five.
+four transactions in five. Transaction documents written by wirebeat._doctext
+(beat/document.py) skip both: with CIDR-only networks (`packed_ranges`) their
+direction is worked out in C from the packed addresses, with no cache
+(tests/beat/test_doctext_c.py holds it to `of`).
 """
 from __future__ import annotations
 
@@ -73,6 +76,15 @@ class NetworkDirection:
             self.int_ranges = {size: (tuple(r for test in _HOST_TESTS for r in test.ranges[size]),
                                       tuple(r for test in self.tests for r in test.ranges[size]))
                                for size in (4, 16)}
+        # The same ranges as bytes, for wirebeat._doctext.assemble, which works out transaction
+        # documents' direction from the packed addresses (no cache, no call per document):
+        # (IPv4 host-side, IPv4 internal, IPv6 host-side, IPv6 internal, whether there are
+        # internal networks), each range a mask and a network, big-endian. None without int_ranges.
+        self.packed_ranges: tuple[bytes, bytes, bytes, bytes, bool] | None = None
+        if self.int_ranges:
+            self.packed_ranges = (*(b"".join(mask.to_bytes(size, "big") + network.to_bytes(size, "big")
+                                             for mask, network in self.int_ranges[size][side])
+                                    for size in (4, 16) for side in (0, 1)), bool(self.tests))
         self.text_kinds: dict[str, int] = {}    # address text -> the same bits, or _INVALID
         self.address_cache_resets = 0
         # _verdict of every (source kind, destination kind), at [source << 3 | destination]:

@@ -365,14 +365,16 @@ class DocumentBuilder:
         if spec.document_text is not None and tunnel is None and self.text_ok and self.shared_ok \
                 and doctext is not None:
             # The decoder's part as text at once (DecoderSpec.document_text): no dicts
-            event, own = spec.document_text(txn)
-            name = spec.name
-            head = (_EVENT_HEADS.get(name) or _event_head(name) if event is None else
-                    _EVENT_HEADS.get((name, event)) or _merged_event(name, orjson.loads(event), ""))
-            if head is not None:
-                built = self._build_text_c(spec, txn, flow_id, macs, None, head, own)
-                if built is not None:
-                    return built
+            text = spec.document_text(txn)
+            if text is not None:
+                event, own, related = text
+                name = spec.name
+                head = (_EVENT_HEADS.get(name) or _event_head(name) if event is None else
+                        _EVENT_HEADS.get((name, event)) or _merged_event(name, orjson.loads(event), ""))
+                if head is not None:
+                    built = self._build_text_c(spec, txn, flow_id, macs, None, head, own, related)
+                    if built is not None:
+                        return built
         extra = spec.document(txn)
         if self.text_ok and self.shared_ok and tunnel is None and _FALLBACK_KEYS.isdisjoint(extra):
             built = self._build_text(spec, txn, flow_id, macs, extra)
@@ -439,16 +441,16 @@ class DocumentBuilder:
     def _build_text_c(self, spec: DecoderSpec, txn: Transaction, flow_id: str | None,
                       macs: tuple[bytes, bytes] | None, extra: dict[str, Any] | None,
                       event_head: str | None = None, own: bytes | None = None,
-                      ) -> tuple[str, orjson.Fragment] | None:
+                      related: str | None = None) -> tuple[str, orjson.Fragment] | None:
         """`_build_text_python`'s text with the writing done by wirebeat._doctext.assemble
-        (times, community id and MAC text too); here only what needs Python (stack,
-        direction, the decoder's part). None when the decoder's part changes a common
+        (times, community id, MAC text and, from its ranges, the direction too); here only
+        what needs Python (stack, the decoder's part). None when the decoder's part changes a common
         object other than by adding keys (a merge), or when the C function declines
         (unusual values): then `_build_text_python` does it all. tests/beat/test_doctext_c.py compares the two.
         With `extra` None the decoder's part is ready as text (DecoderSpec.document_text):
-        the event's head and `own`, the part's JSON."""
+        the event's head, `own`, the part's JSON, and `related`, its related object's."""
         name = spec.name
-        related = appends = None
+        appends = None
         if extra is not None:
             event_head = _EVENT_HEADS.get(name) or _event_head(name)
             part: dict[str, Any] = extra
@@ -489,10 +491,12 @@ class DocumentBuilder:
         client_ip = flow.client_ip
         notes = txn.notes
         parts = self.text_parts.get(flow.source) or self._text_parts(flow.source)
+        direction = self.direction
         built = doctext.assemble(
             txn, name, name if spec.network_protocol is None else spec.network_protocol,
             transaction_stack(self.link, ":" in client_ip, flow.transport, name),
-            None if self.direction is None else self.direction(client_ip, flow.server_ip),
+            # (the direction worked out in C from its ranges when it has them)
+            None if direction is None else direction.packed_ranges or direction.of(client_ip, flow.server_ip),
             macs, event_head, related, appends, flow_id,
             b',"error":' + _dumps({"message": notes[0] if len(notes) == 1 else list(notes)}) if notes else None,
             own, parts[0], parts[1])

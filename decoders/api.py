@@ -272,12 +272,14 @@ class DecoderSpec:
     whole_text: Callable[..., str | bytes] | None = None
     # Optional fast path beside `document()` for transaction documents written as JSON
     # text (the output takes ready JSON, nothing edits documents, no tunnel): called as
-    # document_text(txn) -> (event, own), `own` the bytes orjson.dumps makes of
-    # document(txn) without its "event" key and `event` those of that key's value (None
-    # without one). For decoders whose part sets no other common object (network, the
-    # endpoints, related). Must give document()'s bytes: tests/beat/test_doctext.py
-    # compares the documents made with and without it.
-    document_text: Callable[[Transaction], tuple[bytes | None, bytes]] | None = None
+    # document_text(txn) -> (event, own, related), `own` the bytes orjson.dumps makes of
+    # document(txn) without its "event" and "related" keys, `event` those of the event's
+    # value and `related` the JSON text (str) of related's ({"ip": [...]}, the flow's
+    # addresses first), each None without one; or None: use document(). For decoders
+    # whose part sets no other common object (network, the endpoints). Must give
+    # document()'s bytes: tests/beat/test_doctext.py compares the documents made with and
+    # without it.
+    document_text: Callable[[Transaction], tuple[bytes | None, bytes, str | None] | None] | None = None
     # Modules the decoder imports only when it needs them (a library slow to import):
     # `wirebeat run` imports them before it switches user, while it can still read them.
     lazy_imports: tuple[str, ...] = ()

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from wirebeat.accel import dnscore
 from wirebeat.records import maker, new_transaction as _new_transaction
 from wirebeat.decoders.api import (Datagram, DecodeError, DecoderSpec, FlowKey, Option, Transaction,
@@ -1077,8 +1079,10 @@ _PSL: list[Callable[[str], Suffixes]] = []
 def _load_public_suffix_list() -> Callable[[str], Suffixes]:
     # Loaded on first use (the list ships inside the package; no download), by a module
     # of its own that `run --user` imports before the switch (lazy_imports below).
-    from wirebeat.decoders.dns_suffixes import suffixes_for
+    from wirebeat.decoders.dns_suffixes import _EXACT, _EXCEPTION, _WILDCARD, SUFFIXES, suffixes_for
     _PSL.append(suffixes_for)
+    if dnscore is not None:     # document_text walks the same list in C from now on
+        dnscore.configure_suffixes(SUFFIXES.tails, _EXACT, _WILDCARD, _EXCEPTION)
     return suffixes_for
 
 
@@ -1223,9 +1227,43 @@ def document(txn: Transaction) -> dict[str, Any]:
     return doc
 
 
+_domain_parts = domain_parts.__wrapped__      # (without its cache: _domain_parts_text has one)
+
+
+@lru_cache(maxsize=16384)
+def _domain_parts_text(name: str) -> str:
+    """domain_parts(name) as the JSON text of keys that follow a question's class: ',"k":"v",...'.
+    wirebeat._dnscore writes the same text itself once the list is loaded, for ASCII names
+    without "xn--"; it asks this function for the others."""
+    parts = _domain_parts(name)
+    return "," + orjson.dumps(parts).decode()[1:-1] if parts else ""
+
+
+def document_text(txn: Transaction) -> tuple[None, bytes, str | None] | None:
+    """`document(txn)` as JSON text (DecoderSpec.document_text), written by
+    wirebeat._dnscore.document_text: (None, the part without "related", related's text
+    or None). None for what it leaves to document(): send_request / send_response (the
+    messages' text), values of unexpected types, more than 32 resolved addresses.
+    tests/beat/test_dnstext.py compares it with document()."""
+    exchange: DNSExchange = txn.detail
+    settings = exchange.settings
+    if settings.send_request or settings.send_response:
+        return None
+    flow = txn.flow
+    built = _document_text(exchange.request, exchange.response, settings.include_authorities,
+                           settings.include_additionals, flow.client_ip, flow.server_ip)
+    return None if built is None else (None, built[0], built[1])
+
+
+if dnscore is not None:
+    dnscore.configure_text(TYPE_NAMES, CLASS_NAMES, OPCODE_NAMES, RCODE_NAMES, _domain_parts_text)
+    _document_text = dnscore.document_text
+
+
 DECODER = DecoderSpec(
     name="dns",
     document=document,
+    document_text=None if dnscore is None else document_text,
     datagram=DNSDecoder,
     stream=DNSStream,
     ports=(53,),

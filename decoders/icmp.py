@@ -252,16 +252,24 @@ def _shape_text(version: int, request_type: int, request_code: int, response_typ
     return text[:-3]
 
 
-def document_text(txn: Transaction) -> tuple[bytes, bytes]:
+@lru_cache(maxsize=4096)    # pings go to a few destinations: the whole text at once, one look-up
+def _pair_text(version: int, request_type: int, request_code: int, response_type: int,
+               response_code: int, path: str) -> bytes:
+    """document()'s text of a request and its reply, without the event."""
+    return (_shape_text(version, request_type, request_code, response_type, response_code)
+            + orjson.dumps(path) + b"}")
+
+
+def document_text(txn: Transaction) -> tuple[bytes, bytes, None]:
     """`document(txn)` as JSON text, its event apart (DecoderSpec.document_text): a
     request and its reply from the text of their shape, anything else from document()."""
     exchange: ICMPExchange = txn.detail
     request, response = exchange.request, exchange.response
     if request is None or response is None:
         doc = document(txn)
-        return orjson.dumps(doc.pop("event")), orjson.dumps(doc)
-    return _EVENT_TEXT, (_shape_text(request.version, request.type, request.code, response.type,
-                                     response.code) + orjson.dumps(exchange.request_dst) + b"}")
+        return orjson.dumps(doc.pop("event")), orjson.dumps(doc), None
+    return _EVENT_TEXT, _pair_text(request.version, request.type, request.code, response.type,
+                                   response.code, exchange.request_dst), None
 
 
 DECODER = DecoderSpec(

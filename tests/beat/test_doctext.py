@@ -112,7 +112,7 @@ def test_mixed_capture_same_documents(mixed_capture: Path, config: str) -> None:
 def test_bundled_captures_take_the_text_path() -> None:
     """The differential tests compare something: transaction documents of the bundled
     DNS, ICMP and HTTP captures are built as text (not left to the dict path), by
-    `_build_text` or, for a decoder with `document_text` (ICMP), without document()."""
+    `_build_text` or, for a decoder with `document_text` (ICMP, DNS), without document()."""
     calls = []
     original = DocumentBuilder.build
 

@@ -24,7 +24,7 @@ import pytest
 
 from test_doctext import (AGENT, CAPTURES, CONFIGS, FLOWS, PARTS, _document, _run, _transactions,
                           mixed_capture)  # noqa: F401  (a fixture)
-from wirebeat.decoders import icmp
+from wirebeat.decoders import dns, icmp
 from wirebeat.decoders.api import FlowKey, Transaction
 from wirebeat.direction import NetworkDirection
 from wirebeat.document import DocumentBuilder
@@ -188,15 +188,16 @@ class _Probe:
         return want
 
 
-def _icmp_through_build_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ICMP's documents through `_build_text` too, not its `document_text` (which
-    test_doctext.py compares with the dict path): so they are compared here as well."""
-    monkeypatch.setattr(icmp, "DECODER", dataclasses.replace(icmp.DECODER, document_text=None))
+def _through_build_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ICMP's and DNS's documents through `_build_text` too, not their `document_text`
+    (which test_doctext.py compares with the dict path): so they are compared here as well."""
+    for module in (icmp, dns):
+        monkeypatch.setattr(module, "DECODER", dataclasses.replace(module.DECODER, document_text=None))
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_bundled_captures(config: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    _icmp_through_build_text(monkeypatch)
+    _through_build_text(monkeypatch)
     probe = _Probe()
     monkeypatch.setattr(DocumentBuilder, "_build_text", lambda self, *a: probe(self, *a))
     overrides, fields, tags = CONFIGS[config]
@@ -208,8 +209,64 @@ def test_bundled_captures(config: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mixed_capture(mixed_capture: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # ~2000 transactions of ICMP (v4, v6, fragmented), DNS (VLAN, QinQ) and HTTP
-    _icmp_through_build_text(monkeypatch)
+    _through_build_text(monkeypatch)
     probe = _Probe()
     monkeypatch.setattr(DocumentBuilder, "_build_text", lambda self, *a: probe(self, *a))
     _run(mixed_capture, True, *CONFIGS["default"])
     assert probe.built > 1500 and probe.declined * 20 < probe.built
+
+
+def _direction_addresses() -> tuple[list[str], list[str]]:
+    """IPv4 and IPv6 address text: the edges of the ranges the named networks hold, and random."""
+    import ipaddress
+    import random
+    rng = random.Random(5)
+    v4, v6 = ["0.0.0.0", "255.255.255.255"], ["::", "::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1"]
+    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+                 "224.0.0.0/24", "192.0.2.0/24", "fc00::/7", "fe80::/10", "ff02::/16", "2001:db8::/33"):
+        net = ipaddress.ip_network(cidr)
+        for value in (int(net.network_address) - 1, int(net.network_address), int(net.broadcast_address),
+                      int(net.broadcast_address) + 1):
+            (v4 if net.version == 4 else v6).append(str(ipaddress.ip_address(value) if net.version == 4
+                                                         else ipaddress.IPv6Address(value)))
+    v4 += [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(20)]
+    v6 += [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(10)]
+    v6 += ["FE80::1", "fd00:0:0:0:0:0:0:1"]
+    return v4, v6
+
+
+@pytest.mark.parametrize("networks", [["private"], [], ["10.0.0.0/8", "2001:db8::/33", "loopback"],
+                                      ["multicast", "link_local_unicast", "unspecified", "192.0.2.0/24"],
+                                      ["public", "10.0.0.0/8"]])
+def test_direction_worked_out_in_c(networks: list[str]) -> None:
+    """network.direction from NetworkDirection.packed_ranges (in C, from the packed addresses)
+    against NetworkDirection.of, which the Python path asks: every pair of addresses of a
+    family from the ranges' edges, for transports with and without a Community ID. Networks
+    that are not all CIDR lists (public) have no packed ranges: their text is passed in."""
+    builder = _builder()
+    direction = builder.direction = NetworkDirection(networks)
+    assert (direction.packed_ranges is None) == ("public" in networks)
+    spec = _document({})
+    seen = set()
+    for family in _direction_addresses():
+        for client in family:
+            for server in family[::3]:
+                for transport in ("udp", "icmp", "sctp"):
+                    txn = Transaction(FlowKey(transport, client, 1, server, 2, "s"), 1700000000.25,
+                                      1700000000.5, "OK", None, 10, 20, (), "a")
+                    assert _compare(builder, spec, txn), txn
+                seen.add(direction.of(client, server))
+    assert seen == ({"ingress", "egress", "unknown"} if not networks else
+                    {"ingress", "egress", "internal", "inbound", "outbound", "external"}), seen
+
+
+def test_direction_ranges_of_another_shape_are_declined() -> None:
+    builder = _builder()
+    spec = _document({})
+    txn = Transaction(FLOWS[0], 1700000000.25, 1700000000.5, "OK", None, 10, 20, (), "a")
+    good = builder.direction.packed_ranges
+    for bad in (good[:4], (good[0][:-1], *good[1:]), (*good[:4], 1), ("x", *good[1:])):
+        builder.direction.packed_ranges = bad
+        assert _compare(builder, spec, txn) is False
+    builder.direction.packed_ranges = good
+    assert _compare(builder, spec, txn) is True

@@ -136,4 +136,4 @@ def test_document_text_is_documents_json_for_every_kind_of_transaction():
     assert len(txns) == 16
     for txn in txns:
         doc = document(txn)
-        assert document_text(txn) == (orjson.dumps(doc.pop("event")), orjson.dumps(doc))
+        assert document_text(txn) == (orjson.dumps(doc.pop("event")), orjson.dumps(doc), None)
