@@ -1742,13 +1742,8 @@ static RecordObject *alias_entry(TableObject *self, PyObject *key, int *d)
     Py_ssize_t n = PyBytes_GET_SIZE(macs);
     const char *m = PyBytes_AS_STRING(macs);
     /* not macs, or macs[:6] == macs[6:] */
-    if (n == 0 || (n == 12 && memcmp(m, m + 6, 6) == 0)) return NULL;
-    if (n != 12) {      /* a frame cut short: Python */
-        PyObject *res = PyObject_CallOneArg(self->alias, key);
-        if (res == NULL) return NULL;
-        if (res == Py_None) { Py_DECREF(res); return NULL; }
-        return unpack_entry(res, d);
-    }
+    /* (MACs of another length, a frame cut short, are the same both ways: open_entry) */
+    if (n != 12 || memcmp(m, m + 6, 6) == 0) return NULL;
     char buf[12];
     memcpy(buf, m + 6, 6);
     memcpy(buf + 6, m, 6);
@@ -1791,15 +1786,20 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
     if (max_flows == -1 && PyErr_Occurred()) return NULL;
     if (max_flows < 1) max_flows = 1;
     if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows && evict(self) < 0) return NULL;
-    /* rev_key: (macs[6:12] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport) */
-    Py_ssize_t n = PyBytes_GET_SIZE(macs), hi = n < 12 ? n : 12, lo = n < 6 ? n : 6;
-    char buf[12];
-    if (hi > 6) memcpy(buf, PyBytes_AS_STRING(macs) + 6, hi - 6);
-    memcpy(buf + (hi > 6 ? hi - 6 : 0), PyBytes_AS_STRING(macs), lo);
+    /* rev_key: (macs[6:] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport); MACs
+     * not 12 bytes long (a frame cut short) stay as they are: the reverse of the reverse key must
+     * be the key, or a new flow's reverse key could be another flow's key and take its entry */
     PyObject *rev = PyTuple_New(8), *ends = NULL, *o;
     RecordObject *rec = NULL;
     if (rev == NULL) return NULL;
-    o = PyBytes_FromStringAndSize(buf, (hi > 6 ? hi - 6 : 0) + lo);
+    if (PyBytes_GET_SIZE(macs) == 12) {
+        char buf[12];
+        memcpy(buf, PyBytes_AS_STRING(macs) + 6, 6);
+        memcpy(buf + 6, PyBytes_AS_STRING(macs), 6);
+        o = PyBytes_FromStringAndSize(buf, 12);
+    } else {
+        o = Py_NewRef(macs);
+    }
     if (o == NULL) goto error;
     PyTuple_SET_ITEM(rev, 0, o);
     PyTuple_SET_ITEM(rev, 1, Py_NewRef(PyTuple_GET_ITEM(key, 1)));

@@ -101,7 +101,9 @@ _TRANSPORTS = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp", 47:
 NO_TUNNEL = ()
 
 # The key, as built per packet (the reverse direction swaps each pair):
-# (MAC pair as in the frame: destination then source, or b"" off Ethernet,
+# (MAC pair as in the frame: destination then source, or b"" off Ethernet (the reverse
+#  key swaps the pair; MACs of a frame shorter than 12 bytes stay as they are, so that the
+#  reverse of the reverse key is the key and no flow's reverse key is another flow's key),
 #  VLAN ids outer first, outer IP pair of a tunnel (outer_src, outer_dst), or
 #  NO_TUNNEL,
 #  IP source, IP destination, IP protocol, source port, destination port).
@@ -455,7 +457,7 @@ class FlowTable:
         such flow: the packet's own key is then remembered as an alias.
         """
         macs = key[K_MACS]
-        if not macs or macs[:6] == macs[6:]:
+        if len(macs) != 12 or macs[:6] == macs[6:]:    # (other MACs are the same both ways: `_open`)
             return None
         swapped = (macs[6:] + macs[:6],) + key[1:]
         rec = self.flows.get(swapped)
@@ -474,7 +476,9 @@ class FlowTable:
         if len(flows) >= 2 * self.reporter.max_flows:
             self._evict()
         macs = key[K_MACS]
-        rev_key = (macs[6:12] + macs[:6], key[K_VLANS], key[K_OUTER][::-1], key[K_DST],
+        if len(macs) == 12:     # (other lengths, of a frame cut short, stay: a swap must undo itself)
+            macs = macs[6:] + macs[:6]
+        rev_key = (macs, key[K_VLANS], key[K_OUTER][::-1], key[K_DST],
                    key[K_SRC], key[K_PROTO], key[K_DPORT], key[K_SPORT])
         proto = key[K_PROTO]
         icmp = (payload[0], payload[1]) if proto in (1, 58) and len(payload) >= 2 else None
