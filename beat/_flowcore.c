@@ -2496,6 +2496,8 @@ static int stop_ending(TableObject *self, ending_t *e)
 /* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
  * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
  * FlowTable makes take the Python method. */
+static int forget_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *report_ts);
+
 static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *reason, PyObject *report_ts)
 {
     PyObject *res, *rec = (PyObject *)r;
@@ -2508,6 +2510,14 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     }
     if (report(self->reporter, e->as_text, self->source, rec, 1, reason, report_ts) < 0) return -1;
     e->finals++;
+    return forget_flow(self, e, r, report_ts);
+}
+
+/* end_flow after the final report: the flow leaves `flows`, the key cache, the open order and
+ * by_endpoints, and its id goes into `ended` (by_endpoints and ended: dicts, end_flow checked). */
+static int forget_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *report_ts)
+{
+    PyObject *res, *rec = (PyObject *)r;
     if (r->key == NULL || r->rev_key == NULL) {
         PyErr_SetString(PyExc_TypeError, "flow record without its keys");
         return -1;
@@ -2650,6 +2660,100 @@ static PyObject *table_finish_records(TableObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* The reason a sweep ends rec for (borrowed; NULL: it lives on), 0; -1 with an exception. */
+static int sweep_reason(RecordObject *rec, double idle_before, double closed_before, PyObject **reason)
+{
+    PyObject *closed = rec->closed;
+    double last = rec->ts[1];
+    *reason = NULL;
+    if (last <= idle_before) {
+        int closed_true = closed == NULL ? 0 : PyObject_IsTrue(closed);
+        if (closed_true < 0) return -1;
+        *reason = closed_true ? closed : str_idle;
+    } else if (closed != NULL && last <= closed_before) {
+        *reason = closed;
+    }
+    return 0;
+}
+
+/* FlowTable.sweep's loop, records as the Python path lists them (records_of); for tables whose
+ * by_endpoints or ended are of other types (end_flow takes the Python _end). */
+static Py_ssize_t sweep_listed(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
+                               double period_ago, double idle_before, double closed_before)
+{
+    PyObject *records = records_of(self);
+    if (records == NULL) return -1;
+    Py_ssize_t reports = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
+        PyObject *reason;
+        if (sweep_reason(rec, idle_before, closed_before, &reason) < 0) goto error;
+        if (reason != NULL) {
+            Py_INCREF(reason);
+            int rc = end_flow(self, e, rec, reason, now);
+            Py_DECREF(reason);
+            if (rc < 0) goto error;
+            continue;
+        }
+        if (report_due && (report_all || (rec->ts[0] <= period_ago && period_ago <= rec->ts[1]))) {
+            if (report(self->reporter, e->as_text, self->source, (PyObject *)rec, 0, Py_None, now) < 0) goto error;
+            reports++;
+        }
+    }
+    Py_DECREF(records);
+    return reports;
+error:
+    Py_DECREF(records);
+    return -1;
+}
+
+/* FlowTable.sweep's loop in one walk over `flows`: each record (its direction 0 entry) is read
+ * once, while its lines are in the cache (a list of the records first, then the loop over it,
+ * then the list's end read every live record three times: on a table larger than the cache,
+ * three misses each); the same records in the same order. Ending a flow deletes its entries
+ * from the dict being walked: a deletion empties an entry in place (the dict's entries keep
+ * their order and places until an insertion resizes them, and PyDict_Next passes over empty
+ * ones), so the walk goes on as over a list made first. Anything else changing `flows` in the
+ * walk (an insertion: new entries, maybe moved) fails the sweep rather than skip a flow. */
+static Py_ssize_t sweep_walk(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
+                             double period_ago, double idle_before, double closed_before)
+{
+    PyDictObject *flows = (PyDictObject *)self->flows;
+    void *entries = flows->ma_keys;
+    Py_ssize_t reports = 0, pos = 0, used = PyDict_GET_SIZE(flows);
+    PyObject *k, *v;
+    int rc = 0;
+    while (rc == 0 && PyDict_Next((PyObject *)flows, &pos, &k, &v)) {
+        if (!IS_RECORD(v)) {
+            PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
+            return -1;
+        }
+        RecordObject *rec = (RecordObject *)v;
+        int d = direction_on(rec, k);
+        if (d != 0) {
+            if (d < 0) return -1;
+            continue;
+        }
+        PyObject *reason;
+        Py_INCREF(rec);         /* (held: a report may run Python code, an end deletes its entries) */
+        if ((rc = sweep_reason(rec, idle_before, closed_before, &reason)) == 0 && reason != NULL) {
+            Py_INCREF(reason);
+            rc = end_flow(self, e, rec, reason, now);
+            Py_DECREF(reason);
+        } else if (rc == 0 && report_due && (report_all || (rec->ts[0] <= period_ago && period_ago <= rec->ts[1]))) {
+            rc = report(self->reporter, e->as_text, self->source, (PyObject *)rec, 0, Py_None, now);
+            reports += rc == 0;
+        }
+        Py_DECREF(rec);
+        if (rc == 0 && ((void *)flows->ma_keys != entries || PyDict_GET_SIZE(flows) > used)) {
+            PyErr_SetString(PyExc_RuntimeError, "flows were added to the table during its sweep");
+            rc = -1;
+        }
+        used = PyDict_GET_SIZE(flows);
+    }
+    return rc < 0 ? -1 : reports;
+}
+
 static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6) {
@@ -2664,48 +2768,15 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
     if (report_due < 0 || report_all < 0 || PyErr_Occurred()) return NULL;
     ending_t e;
     if (start_ending(self, &e) < 0) return NULL;
-    PyObject *records = records_of(self);
-    if (records == NULL) return NULL;
     int was_collecting = self->reporter->pending != NULL;
-    if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
-    Py_ssize_t reports = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
-        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
-        PyObject *reason = NULL, *closed = rec->closed;
-        double last = rec->ts[1];
-        if (last <= idle_before) {
-            int closed_true = closed == NULL ? 0 : PyObject_IsTrue(closed);
-            if (closed_true < 0) goto error;
-            reason = closed_true ? closed : str_idle;
-        } else if (closed != NULL && last <= closed_before) {
-            reason = closed;
-        }
-        if (reason != NULL) {
-            Py_INCREF(reason);
-            int rc = end_flow(self, &e, rec, reason, now);
-            Py_DECREF(reason);
-            if (rc < 0) goto error;
-            continue;
-        }
-        if (!report_due) continue;
-        /* report_all or rec[R_FIRST_TS] <= period_ago <= last */
-        if (report_all || (rec->ts[0] <= period_ago && period_ago <= last)) {
-            if (report(self->reporter, e.as_text, self->source, (PyObject *)rec, 0, Py_None, now) < 0) goto error;
-            reports++;
-        }
-    }
-    Py_DECREF(records);
-    if (stop_ending(self, &e) < 0) {
-        if (!was_collecting) stop_collecting(self->reporter);
-        return NULL;
-    }
-    if (!was_collecting && stop_collecting(self->reporter) < 0) return NULL;
-    return PyLong_FromSsize_t(reports);
-error:
-    Py_DECREF(records);
-    stop_ending(self, &e);
-    if (!was_collecting) stop_collecting(self->reporter);
-    return NULL;
+    if (start_collecting(self->reporter) < 0) return NULL;
+    Py_ssize_t reports = PyDict_CheckExact(self->flows) && PyDict_CheckExact(self->by_endpoints) && PyDict_Check(self->ended)
+        ? sweep_walk(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before)
+        : sweep_listed(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before);
+    int failed = reports < 0;
+    if (stop_ending(self, &e) < 0) failed = 1;
+    if (!was_collecting && stop_collecting(self->reporter) < 0) failed = 1;
+    return failed ? NULL : PyLong_FromSsize_t(reports);
 }
 
 /* wirebeat.ip.ip_packed(text) (a new reference): socket.inet_pton of the text's family (AF_INET6
@@ -2841,6 +2912,13 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    /* `ended` (an OrderedDict: tracked from birth, as every dict subclass's instance is) holds
+     * only tuples end_flow makes untracked, of bytes, numbers and str: it cannot be part of a
+     * cycle, and each collection that walked it read every entry's objects (a cache miss each, up
+     * to max_flows of them). It leaves the collector's lists while empty, as a plain dict would
+     * stay out of them; inserting anything the collector tracks puts it back (dict insertion). */
+    if (PyDict_Check(self->ended) && PyDict_GET_SIZE(self->ended) == 0 && PyObject_GC_IsTracked(self->ended))
+        PyObject_GC_UnTrack(self->ended);
     return (PyObject *)self;
 }
 

@@ -1099,3 +1099,61 @@ def _py_table() -> tuple[FlowTable, list]:
         flows._flowcore = saved
     assert table.core is None
     return table, out
+
+
+@needs_c
+def test_a_sweep_that_ends_flows_between_live_ones_reports_as_the_python_path():
+    """The C sweep walks `flows` itself and deletes the ended flows' entries as it goes: idle
+    flows between live ones, and a closed one, end in the same order, with the same documents,
+    as the Python path's loop over a list of the records."""
+    runs = []
+    for c in (True, False):
+        saved = flows._flowcore
+        if not c:
+            flows._flowcore = None
+        try:
+            rec = _Recorder()
+            builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+            table = FlowTable("src", FlowReporter(builder, rec.publish, 30.0, 10.0, 1000, fragments=True,
+                                                  publish_many=rec.publish_many))
+        finally:
+            flows._flowcore = saved
+        for i in range(200):
+            frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
+            table.account(T0 + i / 100, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+        for i in range(0, 200, 3):      # every third flow stays alive
+            frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"again")))
+            table.account(T0 + 30 + i / 100, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+        frame = _eth(_tcp(A4, B4, 5, 6, 1, "R"))
+        table.account(T0 + 31, 1, frame, (), frame[26:30], frame[30:34], 6, frame[34:])     # closed
+        for now in (T0 + 5, T0 + 15, T0 + 35, T0 + 45):
+            table.sweep(now)
+        assert len(table._records()) == 67 and len(table.flows) == 2 * 67
+        table.finish()
+        assert not table.flows and not table.by_endpoints
+        runs.append([doc for kind, docs in rec.calls for doc in (docs if kind == "many" else [docs])])
+    assert runs[0] == runs[1]
+    reasons = [orjson.loads(doc)["flow"].get("end_reason") for _, doc in runs[0]]
+    assert reasons.count("idle") == 133 and reasons.count("rst") == 1 and reasons.count("end_of_input") == 67
+
+
+@needs_c
+def test_a_flow_added_to_the_table_during_its_sweep_fails_the_sweep():
+    """The C sweep walks `flows` itself: something adding entries to it meanwhile (a report's
+    Python code) fails the sweep with an error instead of passing over flows unseen."""
+    builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
+    added: list = []
+
+    def publish(doc_id: str, doc: Any) -> None:
+        table.flows[("added", len(added))] = table._records()[0]
+        added.append(doc_id)
+
+    table = FlowTable("src", FlowReporter(builder, publish, 30.0, 10.0, 100))     # dict reports: Python
+    assert table.core is not None
+    for i in range(3):
+        frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
+        table.account(T0, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
+    table.sweep(T0 + 5)
+    with pytest.raises(RuntimeError, match="added to the table during its sweep"):
+        table.sweep(T0 + 15)
+    assert len(added) == 1
