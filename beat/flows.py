@@ -143,7 +143,7 @@ class FlowReporter:
                  report_all: bool = True, fragments: bool = False,
                  publish_many: Callable[[list[tuple[str, Any]]], None] | None = None,
                  publish_block: Callable[[bytes, bytes, int], None] | None = None,
-                 block_docs: int = 1024) -> None:
+                 block_docs: int = 1024, block_bytes: int = BLOCK_MAX_BYTES) -> None:
         self.builder = builder
         self.publish = publish
         # The C core collects the text reports of a sweep (and of the end of input) and
@@ -169,9 +169,11 @@ class FlowReporter:
             self.report = self.core
             if publish_block is not None and self.as_text:
                 # A sweep's text reports written by the C core straight into NDJSON blocks of
-                # at most `block_docs` documents / BLOCK_MAX_BYTES (Pipeline.publish_block):
+                # at most `block_docs` documents / `block_bytes` (Pipeline's: the output's, at most
+                # BLOCK_MAX_BYTES; see Pipeline.publish_block):
                 # no Python object per report; the same documents, ids and order.
-                self.core.blocks(publish_block, max(1, block_docs), BLOCK_MAX_BYTES)
+                self.core.blocks(publish_block, max(1, block_docs),
+                                 max(1, min(block_bytes, BLOCK_MAX_BYTES)))
 
     def count_non_ip(self, ethertype: int) -> None:
         self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1
