@@ -47,7 +47,7 @@ BLOCK_MAX_BYTES = 4 * 2**20
 # (A sweep's blocks, queued, were each written into memory long evicted: one last-level cache
 # miss per 64 bytes of report text; docs/performance.md, flow11.) The Elasticsearch output keeps
 # blocks of `batch_size` documents, queued: one bulk request each.
-BLOCK_SMALL_BYTES = 128 * 1024
+BLOCK_SMALL_BYTES = 256 * 1024
 
 
 class Block:
