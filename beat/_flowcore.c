@@ -146,6 +146,16 @@ typedef struct RecordObject {
                                      * T_ACK_TS: f; the rest: i) */
 } RecordObject;
 
+/* Where each T_* item of a record's TCP part is kept: first what every TCP packet reads and
+ * writes (the highest sequence ends and the handshake's awaited direction, right after the
+ * counts: a packet touches two cache lines of its record, not three), then the rest. The T_*
+ * indexes stay flows.py's (LAYOUT); only the C code knows the places. */
+static const unsigned char TCP_AT[T_SIZE] = {
+    [T_HIGH] = 0, [T_HIGH_REV] = 1, [T_AWAIT_ACK_DIR] = 2, [T_RETRANS] = 3, [T_RETRANS_REV] = 4,
+    [T_SYN] = 5, [T_FIN] = 6, [T_RST] = 7, [T_FIN_DIRS] = 8, [T_SYN_TS] = 9, [T_SYN_DIR] = 10,
+    [T_SYNACK_TS] = 11, [T_ACK_TS] = 12};
+#define TCP_SLOT(r, i) ((r)->t[TCP_AT[i]])
+
 typedef struct {
     PyObject_HEAD
     RecordObject *rec;
@@ -190,7 +200,7 @@ static RecordObject *record_alloc(int tcp)
 static void tcp_reset(RecordObject *r)
 {
     for (int i = 0; i < T_SIZE; i++) r->t[i].i = 0;
-    r->t[T_HIGH].i = r->t[T_HIGH_REV].i = r->t[T_SYN_DIR].i = r->t[T_AWAIT_ACK_DIR].i = -1;
+    TCP_SLOT(r, T_HIGH).i = TCP_SLOT(r, T_HIGH_REV).i = TCP_SLOT(r, T_SYN_DIR).i = TCP_SLOT(r, T_AWAIT_ACK_DIR).i = -1;
     r->t_none = (1 << T_SYN_TS) | (1 << T_SYNACK_TS) | (1 << T_ACK_TS);
     r->has_tcp = 1;
 }
@@ -233,21 +243,21 @@ static int tcp_set(RecordObject *r, Py_ssize_t i, PyObject *v)
         if (v == Py_None) { r->t_none |= (unsigned short)(1 << i); return 0; }
         double f;
         if (time_of(v, &f) < 0) return -1;
-        r->t[i].f = f;
+        TCP_SLOT(r, i).f = f;
         r->t_none &= (unsigned short)~(1 << i);
         return 0;
     }
     long long x;
     if (count_of(v, &x) < 0) return -1;
-    r->t[i].i = x;
+    TCP_SLOT(r, i).i = x;
     return 0;
 }
 
 static PyObject *tcp_get(RecordObject *r, Py_ssize_t i)
 {
     if (i < 0 || i >= T_SIZE) { PyErr_SetString(PyExc_IndexError, "TCP part index out of range"); return NULL; }
-    if (IS_TIME_SLOT(i)) return r->t_none & (1 << i) ? Py_NewRef(Py_None) : PyFloat_FromDouble(r->t[i].f);
-    return PyLong_FromLongLong(r->t[i].i);
+    if (IS_TIME_SLOT(i)) return r->t_none & (1 << i) ? Py_NewRef(Py_None) : PyFloat_FromDouble(TCP_SLOT(r, i).f);
+    return PyLong_FromLongLong(TCP_SLOT(r, i).i);
 }
 
 /* rec[R_TCP] = None, or any sequence of T_SIZE items (a list, another record's view) */
@@ -555,7 +565,18 @@ static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8
  * static parts kept as UTF-8 (make_parts). These write at `w` (room made by the caller) and
  * return the end. */
 static inline char *put_mem(char *w, const void *s, Py_ssize_t n) { memcpy(w, s, (size_t)n); return w + n; }
-#define PUT_LIT(w, lit) put_mem((w), (lit), (Py_ssize_t)sizeof(lit) - 1)
+/* A literal's bytes at w. Long ones (a report's event text, ~140 bytes) go 16 bytes a move:
+ * gcc copies a long block of a constant size with `rep movsb`, whose start-up costs more than
+ * the copy at that size (and valgrind counts it a step per byte). */
+static inline char *put_lit(char *w, const char *s, size_t n)
+{
+    size_t i = 0;
+    if (n > 64)
+        for (; i + 16 <= n; i += 16) memcpy(w + i, s + i, 16);
+    memcpy(w + i, s + i, n - i);
+    return w + n;
+}
+#define PUT_LIT(w, lit) put_lit((w), (lit), sizeof(lit) - 1)
 #define NUM_MAX 20      /* the longest decimal long long, sign included */
 #define STAMP_MAX 40    /* the longest time text kept here (longer ones: the Python path) */
 
@@ -1298,9 +1319,9 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     if (!micros_between(rec->ts[0], last, &duration)) goto python_fid;
     if (has_tcp) {
         static const int which[5] = {T_SYN, T_FIN, T_RST, T_RETRANS, T_RETRANS_REV};
-        for (int i = 0; i < 5; i++) tcpn[i] = rec->t[which[i]].i;
+        for (int i = 0; i < 5; i++) tcpn[i] = TCP_SLOT(rec, which[i]).i;
         unsigned none = rec->t_none;
-        double syn = rec->t[T_SYN_TS].f, synack = rec->t[T_SYNACK_TS].f, ack = rec->t[T_ACK_TS].f;
+        double syn = TCP_SLOT(rec, T_SYN_TS).f, synack = TCP_SLOT(rec, T_SYNACK_TS).f, ack = TCP_SLOT(rec, T_ACK_TS).f;
         if (!(none & (1 << T_SYN_TS)) && !(none & (1 << T_SYNACK_TS))) {
             if (!micros_between(syn, synack, &rttv[0])) goto python_fid;
             rtt = 1;
@@ -1332,13 +1353,14 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     if (r == 0) goto python_fid;
     tail = Py_NewRef(self->tail_bytes);     /* (held: iso_text may run Python code) */
     Py_ssize_t tail_n = PyBytes_GET_SIZE(tail);
-    char end[STAMP_MAX], stamp[STAMP_MAX];
+    char end[STAMP_MAX];
+    const char *stamp;
     int end_n = iso_text(self, last, end), stamp_n;
     if (end_n < 0) goto error;
     if (end_n == 0) goto python_fid;
     double ts = PyFloat_AS_DOUBLE(report_ts);
     if (last == ts) {
-        memcpy(stamp, end, (size_t)end_n);      /* @timestamp is event.end */
+        stamp = end;                    /* @timestamp is event.end */
         stamp_n = end_n;
     } else {                            /* the sweep's other reports share it */
         if (!(self->stamp_n > 0 && self->stamp_ts == ts)) {
@@ -1349,7 +1371,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
             self->stamp_n = k;
             self->stamp_ts = ts;
         }
-        memcpy(stamp, self->stamp_text, (size_t)self->stamp_n);
+        stamp = self->stamp_text;
         stamp_n = self->stamp_n;
     }
     rec->reports = reports + 1;
@@ -1863,35 +1885,35 @@ error:
  * changed, the Python method must do it (that case, values Python code set out of range). */
 static int control_c(RecordObject *rec, int d, unsigned flags, double ts)
 {
-    long long fin_dirs = rec->t[T_FIN_DIRS].i;
+    long long fin_dirs = TCP_SLOT(rec, T_FIN_DIRS).i;
     if (((flags & 0x12) == 0x02 && rec->closed != NULL) || fin_dirs < 0 || fin_dirs > 3
-            || rec->t[T_SYN].i == LLONG_MAX || rec->t[T_FIN].i == LLONG_MAX || rec->t[T_RST].i == LLONG_MAX)
+            || TCP_SLOT(rec, T_SYN).i == LLONG_MAX || TCP_SLOT(rec, T_FIN).i == LLONG_MAX || TCP_SLOT(rec, T_RST).i == LLONG_MAX)
         return 0;
     if (flags & 0x02) {
-        rec->t[T_SYN].i++;
+        TCP_SLOT(rec, T_SYN).i++;
         if (flags & 0x10) {                                 /* SYN/ACK */
-            if ((rec->t_none & (1 << T_SYNACK_TS)) && rec->t[T_SYN_DIR].i == 1 - d) {
-                rec->t[T_SYNACK_TS].f = ts;
+            if ((rec->t_none & (1 << T_SYNACK_TS)) && TCP_SLOT(rec, T_SYN_DIR).i == 1 - d) {
+                TCP_SLOT(rec, T_SYNACK_TS).f = ts;
                 rec->t_none &= (unsigned short)~(1 << T_SYNACK_TS);
-                rec->t[T_AWAIT_ACK_DIR].i = 1 - d;
+                TCP_SLOT(rec, T_AWAIT_ACK_DIR).i = 1 - d;
             }
         } else if (rec->t_none & (1 << T_SYN_TS)) {
-            rec->t[T_SYN_TS].f = ts;
+            TCP_SLOT(rec, T_SYN_TS).f = ts;
             rec->t_none &= (unsigned short)~(1 << T_SYN_TS);
-            rec->t[T_SYN_DIR].i = d;
+            TCP_SLOT(rec, T_SYN_DIR).i = d;
         }
-    } else if (rec->t[T_AWAIT_ACK_DIR].i == d && (flags & 0x10)) {    /* the handshake's third packet */
-        rec->t[T_ACK_TS].f = ts;
+    } else if (TCP_SLOT(rec, T_AWAIT_ACK_DIR).i == d && (flags & 0x10)) {    /* the handshake's third packet */
+        TCP_SLOT(rec, T_ACK_TS).f = ts;
         rec->t_none &= (unsigned short)~(1 << T_ACK_TS);
-        rec->t[T_AWAIT_ACK_DIR].i = -1;
+        TCP_SLOT(rec, T_AWAIT_ACK_DIR).i = -1;
     }
     if (flags & 0x01) {
-        rec->t[T_FIN].i++;
-        rec->t[T_FIN_DIRS].i = fin_dirs | (1LL << d);
-        if (rec->t[T_FIN_DIRS].i == 3 && rec->closed == NULL) rec->closed = Py_NewRef(str_fin);
+        TCP_SLOT(rec, T_FIN).i++;
+        TCP_SLOT(rec, T_FIN_DIRS).i = fin_dirs | (1LL << d);
+        if (TCP_SLOT(rec, T_FIN_DIRS).i == 3 && rec->closed == NULL) rec->closed = Py_NewRef(str_fin);
     }
     if (flags & 0x04) {
-        rec->t[T_RST].i++;
+        TCP_SLOT(rec, T_RST).i++;
         if (rec->closed == NULL) rec->closed = Py_NewRef(str_rst);
     }
     return 1;
@@ -1961,7 +1983,7 @@ static int apply(TableObject *self, PyObject *key, int which, RecordObject *rec,
             return -1;
         }
         int done = 1;          /* SYN, FIN, RST, the handshake's ACK: control_c, else _control */
-        if ((l->flags & 0x07) || rec->t[T_AWAIT_ACK_DIR].i == d) done = control_c(rec, d, l->flags, tsd);
+        if ((l->flags & 0x07) || TCP_SLOT(rec, T_AWAIT_ACK_DIR).i == d) done = control_c(rec, d, l->flags, tsd);
         if (!done) {
             if (payload == NULL && !(payload = made = PyBytes_FromStringAndSize((const char *)p, plen))) return -1;
             if (key == NULL)        /* from the key cache: the record's own key `which` (see struct kslot) */
@@ -1993,15 +2015,15 @@ static int apply(TableObject *self, PyObject *key, int which, RecordObject *rec,
         }
         long long data_len = (long long)plen - (long long)(l->offset >> 4) * 4;
         if (data_len > 0) {
-            long long high = rec->t[T_HIGH + d].i;
+            long long high = TCP_SLOT(rec, T_HIGH + d).i;
             long long behind = (high - (long long)l->seq) & 0xFFFFFFFFLL;
             long long next = ((long long)l->seq + data_len) & 0xFFFFFFFFLL;
             if (high < 0 || behind >= 0x80000000LL) {
-                rec->t[T_HIGH + d].i = next;
+                TCP_SLOT(rec, T_HIGH + d).i = next;
             } else {
-                if (behind && add_count(&rec->t[T_RETRANS + d].i, behind < data_len ? behind : data_len) < 0)
+                if (behind && add_count(&TCP_SLOT(rec, T_RETRANS + d).i, behind < data_len ? behind : data_len) < 0)
                     goto error;
-                if (behind < data_len) rec->t[T_HIGH + d].i = next;
+                if (behind < data_len) TCP_SLOT(rec, T_HIGH + d).i = next;
             }
         }
     }
