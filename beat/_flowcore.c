@@ -1647,6 +1647,16 @@ typedef struct {
      * oldest flows. Joining and leaving it costs no hashing and no allocation (the OrderedDict
      * of id(record) -> record it replaces cost ~1,800 instructions a flow). */
     struct RecordObject *oldest, *newest;
+    /* order_exact: the open order is exactly the records `flows` holds under their own key
+     * (R_KEY), in `flows`' order, as it stays while only the C core changes `flows` (a new
+     * flow's key is new to the dict: it comes last there too). Anything else that could upset
+     * that (Python code changing `flows`: invalidate(), link() or unlink(); a key given another
+     * entry) clears it and counts in order_breaks; a sweep that walks `flows` and finds the
+     * order exact again sets it. A sweep walks the open order while it is exact. */
+    int order_exact;
+    unsigned long long order_breaks;
+    Py_ssize_t known_size;          /* len(flows) as the C core's own changes left it (order_exact holds
+                                     * only while len(flows) is still that: nobody else added or deleted) */
     ReporterObject *reporter;
     struct kslot *cache;            /* the key cache (account_raw), `slots` of them, in cache_mem */
     void *cache_mem;
@@ -1680,12 +1690,23 @@ static void bump_generation(TableObject *self);
 
 /* flows[key] = rec (`hash`: the key's hash, -1: not known yet); a key that had another entry
  * makes the key cache's entries stale. */
+static void order_unsure(TableObject *self)
+{
+    self->order_exact = 0;
+    self->order_breaks++;
+}
+
 static int set_entry(TableObject *self, PyObject *key, PyObject *rec, Py_hash_t hash)
 {
     Py_ssize_t before = PyDict_GET_SIZE(self->flows);
     if (hash == -1 && (hash = PyObject_Hash(key)) == -1) return -1;
     if (SET_KNOWN(self->flows, key, rec, hash) < 0) return -1;
-    if (PyDict_GET_SIZE(self->flows) == before) bump_generation(self);
+    if (PyDict_GET_SIZE(self->flows) == before) {
+        bump_generation(self);
+        order_unsure(self);
+    } else if (before == self->known_size) {
+        self->known_size = PyDict_GET_SIZE(self->flows);
+    }
     return 0;
 }
 
@@ -2546,9 +2567,11 @@ static int forget_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject
     }
     PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
     forget_cached(self, r);     /* the key cache lets go of it */
+    int in_step = PyDict_GET_SIZE(self->flows) == self->known_size;
     int failed = drop_entry(self->flows, key, rec, key_hash(r, 0)) < 0
                  || drop_entry(self->flows, rev_key, rec, key_hash(r, 1)) < 0
                  || (alias != NULL && drop_entry(self->flows, alias, rec, -1) < 0);
+    if (in_step) self->known_size = PyDict_GET_SIZE(self->flows);
     if (!failed) order_unlink(self, r);
     Py_DECREF(rev_key);
     Py_XDECREF(alias);
@@ -2729,23 +2752,73 @@ error:
     return -1;
 }
 
-/* FlowTable.sweep's loop in one walk over `flows`: each record (its direction 0 entry) is read
- * once, while its lines are in the cache (a list of the records first, then the loop over it,
- * then the list's end read every live record three times: on a table larger than the cache,
- * three misses each); the same records in the same order. Ending a flow deletes its entries
- * from the dict being walked: a deletion empties an entry in place (the dict's entries keep
- * their order and places until an insertion resizes them, and PyDict_Next passes over empty
- * ones), so the walk goes on as over a list made first. Anything else changing `flows` in the
- * walk (an insertion: new entries, maybe moved) fails the sweep rather than skip a flow. */
+/* One record of a sweep: it ends (end_flow) or is reported when due; 0 or -1. */
+static int sweep_one(TableObject *self, ending_t *e, RecordObject *rec, PyObject *now, int report_due,
+                     int report_all, double period_ago, double idle_before, double closed_before,
+                     Py_ssize_t *reports)
+{
+    PyObject *reason;
+    int rc = sweep_reason(rec, idle_before, closed_before, &reason);
+    if (rc == 0 && reason != NULL) {
+        Py_INCREF(reason);
+        rc = end_flow(self, e, rec, reason, now);
+        Py_DECREF(reason);
+    } else if (rc == 0 && report_due && (report_all || (rec->ts[0] <= period_ago && period_ago <= rec->ts[1]))) {
+        rc = report(self->reporter, e->as_text, self->source, (PyObject *)rec, 0, Py_None, now);
+        *reports += rc == 0;
+    }
+    return rc;
+}
+
+/* FlowTable.sweep's loop over the open order, while it is exact (see order_exact): the records
+ * `flows` holds under their own key, in its order, without reading the dict's entries. */
+static Py_ssize_t sweep_order(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
+                              double period_ago, double idle_before, double closed_before)
+{
+    unsigned long long breaks = self->order_breaks;
+    Py_ssize_t reports = 0;
+    RecordObject *rec = self->oldest;
+    Py_XINCREF(rec);
+    while (rec != NULL) {
+        RecordObject *next = rec->newer;        /* (an end unlinks rec) */
+        Py_XINCREF(next);
+        int rc = sweep_one(self, e, rec, now, report_due, report_all, period_ago, idle_before, closed_before,
+                           &reports);
+        Py_DECREF(rec);
+        if (rc == 0 && (self->order_breaks != breaks || PyDict_GET_SIZE(self->flows) != self->known_size)) {
+            PyErr_SetString(PyExc_RuntimeError, "the flow table changed during its sweep");
+            rc = -1;
+        }
+        if (rc < 0) {
+            Py_XDECREF(next);
+            return -1;
+        }
+        rec = next;
+    }
+    return reports;
+}
+
+/* FlowTable.sweep's loop in one walk over `flows`, when the open order may not be exact: each
+ * record (its direction 0 entry) is read once, while its lines are in the cache (a list of the
+ * records first, then the loop over it, then the list's end read every live record three
+ * times: on a table larger than the cache, three misses each); the same records in the same
+ * order. Ending a flow deletes its entries from the dict being walked: a deletion empties an
+ * entry in place (the dict's entries keep their order and places until an insertion resizes
+ * them, and PyDict_Next passes over empty ones), so the walk goes on as over a list made first.
+ * Anything else changing `flows` in the walk (an insertion: new entries, maybe moved) fails the
+ * sweep rather than skip a flow. The walk also checks the open order against `flows`: when they
+ * agree, order_exact is set again. */
 static Py_ssize_t sweep_walk(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
                              double period_ago, double idle_before, double closed_before)
 {
     PyDictObject *flows = (PyDictObject *)self->flows;
     void *entries = flows->ma_keys;
     Py_ssize_t reports = 0, pos = 0, used = PyDict_GET_SIZE(flows);
+    unsigned long long breaks = self->order_breaks;
+    RecordObject *cursor = self->oldest;    /* the open order's record the next one should be */
+    int agree = 1;
     PyObject *k, *v;
-    int rc = 0;
-    while (rc == 0 && PyDict_Next((PyObject *)flows, &pos, &k, &v)) {
+    while (PyDict_Next((PyObject *)flows, &pos, &k, &v)) {
         if (!IS_RECORD(v)) {
             PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
             return -1;
@@ -2756,24 +2829,26 @@ static Py_ssize_t sweep_walk(TableObject *self, ending_t *e, PyObject *now, int 
             if (d < 0) return -1;
             continue;
         }
-        PyObject *reason;
+        if (agree && self->order_breaks == breaks && cursor == rec)
+            cursor = rec->newer;
+        else
+            agree = 0;
         Py_INCREF(rec);         /* (held: a report may run Python code, an end deletes its entries) */
-        if ((rc = sweep_reason(rec, idle_before, closed_before, &reason)) == 0 && reason != NULL) {
-            Py_INCREF(reason);
-            rc = end_flow(self, e, rec, reason, now);
-            Py_DECREF(reason);
-        } else if (rc == 0 && report_due && (report_all || (rec->ts[0] <= period_ago && period_ago <= rec->ts[1]))) {
-            rc = report(self->reporter, e->as_text, self->source, (PyObject *)rec, 0, Py_None, now);
-            reports += rc == 0;
-        }
+        int rc = sweep_one(self, e, rec, now, report_due, report_all, period_ago, idle_before, closed_before,
+                           &reports);
         Py_DECREF(rec);
-        if (rc == 0 && ((void *)flows->ma_keys != entries || PyDict_GET_SIZE(flows) > used)) {
+        if (rc < 0) return -1;
+        if ((void *)flows->ma_keys != entries || PyDict_GET_SIZE(flows) > used) {
             PyErr_SetString(PyExc_RuntimeError, "flows were added to the table during its sweep");
-            rc = -1;
+            return -1;
         }
         used = PyDict_GET_SIZE(flows);
     }
-    return rc < 0 ? -1 : reports;
+    if (agree && cursor == NULL && self->order_breaks == breaks) {
+        self->order_exact = 1;
+        self->known_size = PyDict_GET_SIZE(flows);
+    }
+    return reports;
 }
 
 static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -2792,9 +2867,11 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
     if (start_ending(self, &e) < 0) return NULL;
     int was_collecting = self->reporter->pending != NULL;
     if (start_collecting(self->reporter) < 0) return NULL;
-    Py_ssize_t reports = PyDict_CheckExact(self->flows) && PyDict_CheckExact(self->by_endpoints) && PyDict_Check(self->ended)
-        ? sweep_walk(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before)
-        : sweep_listed(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before);
+    Py_ssize_t reports = !(PyDict_CheckExact(self->flows) && PyDict_CheckExact(self->by_endpoints) && PyDict_Check(self->ended))
+        ? sweep_listed(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before)
+        : self->order_exact && PyDict_GET_SIZE(self->flows) == self->known_size
+        ? sweep_order(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before)
+        : sweep_walk(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before);
     int failed = reports < 0;
     if (stop_ending(self, &e) < 0) failed = 1;
     if (!was_collecting && stop_collecting(self->reporter) < 0) failed = 1;
@@ -2934,6 +3011,8 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    self->order_exact = PyDict_GET_SIZE(self->flows) == 0;
+    self->known_size = PyDict_GET_SIZE(self->flows);
     /* `ended` (an OrderedDict: tracked from birth, as every dict subclass's instance is) holds
      * only tuples end_flow makes untracked, of bytes, numbers and str: it cannot be part of a
      * cycle, and each collection that walked it read every entry's objects (a cache miss each, up
@@ -2975,6 +3054,7 @@ static void table_dealloc(TableObject *self)
 static PyObject *table_invalidate(TableObject *self, PyObject *unused)
 {
     bump_generation(self);
+    order_unsure(self);
     Py_RETURN_NONE;
 }
 
@@ -3004,12 +3084,14 @@ static PyObject *table_link(TableObject *self, PyObject *rec)
         return NULL;
     }
     order_link(self, (RecordObject *)rec);
+    order_unsure(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *table_unlink(TableObject *self, PyObject *rec)
 {
     if (IS_RECORD(rec)) order_unlink(self, (RecordObject *)rec);
+    order_unsure(self);
     Py_RETURN_NONE;
 }
 

@@ -1139,8 +1139,9 @@ def test_a_sweep_that_ends_flows_between_live_ones_reports_as_the_python_path():
 
 @needs_c
 def test_a_flow_added_to_the_table_during_its_sweep_fails_the_sweep():
-    """The C sweep walks `flows` itself: something adding entries to it meanwhile (a report's
-    Python code) fails the sweep with an error instead of passing over flows unseen."""
+    """The C sweep walks `flows` itself (or the open order, while it matches `flows`):
+    something adding entries to it meanwhile (a report's Python code) fails the sweep with an
+    error instead of passing over flows unseen, whichever way it walks."""
     builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
     added: list = []
 
@@ -1154,6 +1155,10 @@ def test_a_flow_added_to_the_table_during_its_sweep_fails_the_sweep():
         frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
         table.account(T0, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
     table.sweep(T0 + 5)
-    with pytest.raises(RuntimeError, match="added to the table during its sweep"):
-        table.sweep(T0 + 15)
+    with pytest.raises(RuntimeError, match="during its sweep"):
+        table.sweep(T0 + 15)        # the open order's walk
     assert len(added) == 1
+    table.core.invalidate()         # (Python code that changed `flows` says so): the dict's walk
+    with pytest.raises(RuntimeError, match="added to the table during its sweep"):
+        table.sweep(T0 + 25)
+    assert len(added) == 2
