@@ -786,6 +786,7 @@ typedef struct {
     PyObject *publish_block;    /* NULL: blocks off */
     Py_ssize_t block_docs, block_bytes, nblock;
     buf_t data, ids;
+    Py_ssize_t max_flows;       /* reporter.max_flows (a read-only property: read once, when made) */
 } ReporterObject;
 
 #define MAX_COLLECTED 1024     /* reports a sweep holds before handing them over */
@@ -1540,6 +1541,13 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->stamp_n = 0;
     self->stamp_ts = 0.0;
     self->seconds.second = self->seconds.day = -1;
+    PyObject *max = PyObject_GetAttr(reporter, str_max_flows);
+    self->max_flows = max == NULL ? -1 : PyLong_AsSsize_t(max);
+    Py_XDECREF(max);
+    if (self->max_flows == -1 && PyErr_Occurred()) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -1812,7 +1820,7 @@ static RecordObject *alias_entry(TableObject *self, PyObject *key, int *d)
 static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash, PyObject *ts, double tsd,
                                 PyObject *payload, const unsigned char *p, Py_ssize_t plen, int *d)
 {
-    PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
+    PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2);
     long long proto;
     Py_ssize_t nouter = PyTuple_CheckExact(outer) ? PyTuple_GET_SIZE(outer) : -1;
     if (nouter < 0 || nouter > 2 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
@@ -1823,10 +1831,7 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
         Py_XDECREF(made);
         return r == NULL ? NULL : unpack_entry(r, d);
     }
-    if (!(max = PyObject_GetAttr(self->reporter->reporter, str_max_flows))) return NULL;
-    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
-    Py_DECREF(max);
-    if (max_flows == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t max_flows = self->reporter->max_flows;
     if (max_flows < 1) max_flows = 1;
     if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows && evict(self) < 0) return NULL;
     /* rev_key: (macs[6:] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport); MACs
@@ -2512,12 +2517,8 @@ typedef struct { Py_ssize_t max_flows; long long finals; int as_text; } ending_t
 
 static int start_ending(TableObject *self, ending_t *e)
 {
-    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows);
-    if (max == NULL) return -1;
-    e->max_flows = PyLong_AsSsize_t(max);
-    Py_DECREF(max);
+    e->max_flows = self->reporter->max_flows;
     e->finals = 0;
-    if (e->max_flows == -1 && PyErr_Occurred()) return -1;
     e->as_text = as_text_of(self->reporter);
     return e->as_text < 0 ? -1 : 0;
 }

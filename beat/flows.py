@@ -152,7 +152,7 @@ class FlowReporter:
         self.publish_many = publish_many
         self.timeout_s = timeout_s
         self.period_s = period_s            # <= 0: final reports only
-        self.max_flows = max(1, max_flows)
+        self._max_flows = max(1, max_flows)
         self.report_all = report_all        # every live flow every period, as packetbeat
         # (false: only flows active in the last period)
         self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
@@ -174,6 +174,12 @@ class FlowReporter:
                 # no Python object per report; the same documents, ids and order.
                 self.core.blocks(publish_block, max(1, block_docs),
                                  max(1, min(block_bytes, BLOCK_MAX_BYTES)))
+
+    @property
+    def max_flows(self) -> int:
+        """Flows a table holds (each under two keys), and the ended flows' ids it keeps: fixed
+        when the reporter is made (the C core reads it then, not at every new flow)."""
+        return self._max_flows
 
     def count_non_ip(self, ethertype: int) -> None:
         self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1
