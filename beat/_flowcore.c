@@ -146,6 +146,16 @@ typedef struct RecordObject {
                                      * T_ACK_TS: f; the rest: i) */
 } RecordObject;
 
+/* Where each T_* item of a record's TCP part is kept: first what every TCP packet reads and
+ * writes (the highest sequence ends and the handshake's awaited direction, right after the
+ * counts: a packet touches two cache lines of its record, not three), then the rest. The T_*
+ * indexes stay flows.py's (LAYOUT); only the C code knows the places. */
+static const unsigned char TCP_AT[T_SIZE] = {
+    [T_HIGH] = 0, [T_HIGH_REV] = 1, [T_AWAIT_ACK_DIR] = 2, [T_RETRANS] = 3, [T_RETRANS_REV] = 4,
+    [T_SYN] = 5, [T_FIN] = 6, [T_RST] = 7, [T_FIN_DIRS] = 8, [T_SYN_TS] = 9, [T_SYN_DIR] = 10,
+    [T_SYNACK_TS] = 11, [T_ACK_TS] = 12};
+#define TCP_SLOT(r, i) ((r)->t[TCP_AT[i]])
+
 typedef struct {
     PyObject_HEAD
     RecordObject *rec;
@@ -190,7 +200,7 @@ static RecordObject *record_alloc(int tcp)
 static void tcp_reset(RecordObject *r)
 {
     for (int i = 0; i < T_SIZE; i++) r->t[i].i = 0;
-    r->t[T_HIGH].i = r->t[T_HIGH_REV].i = r->t[T_SYN_DIR].i = r->t[T_AWAIT_ACK_DIR].i = -1;
+    TCP_SLOT(r, T_HIGH).i = TCP_SLOT(r, T_HIGH_REV).i = TCP_SLOT(r, T_SYN_DIR).i = TCP_SLOT(r, T_AWAIT_ACK_DIR).i = -1;
     r->t_none = (1 << T_SYN_TS) | (1 << T_SYNACK_TS) | (1 << T_ACK_TS);
     r->has_tcp = 1;
 }
@@ -233,21 +243,21 @@ static int tcp_set(RecordObject *r, Py_ssize_t i, PyObject *v)
         if (v == Py_None) { r->t_none |= (unsigned short)(1 << i); return 0; }
         double f;
         if (time_of(v, &f) < 0) return -1;
-        r->t[i].f = f;
+        TCP_SLOT(r, i).f = f;
         r->t_none &= (unsigned short)~(1 << i);
         return 0;
     }
     long long x;
     if (count_of(v, &x) < 0) return -1;
-    r->t[i].i = x;
+    TCP_SLOT(r, i).i = x;
     return 0;
 }
 
 static PyObject *tcp_get(RecordObject *r, Py_ssize_t i)
 {
     if (i < 0 || i >= T_SIZE) { PyErr_SetString(PyExc_IndexError, "TCP part index out of range"); return NULL; }
-    if (IS_TIME_SLOT(i)) return r->t_none & (1 << i) ? Py_NewRef(Py_None) : PyFloat_FromDouble(r->t[i].f);
-    return PyLong_FromLongLong(r->t[i].i);
+    if (IS_TIME_SLOT(i)) return r->t_none & (1 << i) ? Py_NewRef(Py_None) : PyFloat_FromDouble(TCP_SLOT(r, i).f);
+    return PyLong_FromLongLong(TCP_SLOT(r, i).i);
 }
 
 /* rec[R_TCP] = None, or any sequence of T_SIZE items (a list, another record's view) */
@@ -555,7 +565,18 @@ static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8
  * static parts kept as UTF-8 (make_parts). These write at `w` (room made by the caller) and
  * return the end. */
 static inline char *put_mem(char *w, const void *s, Py_ssize_t n) { memcpy(w, s, (size_t)n); return w + n; }
-#define PUT_LIT(w, lit) put_mem((w), (lit), (Py_ssize_t)sizeof(lit) - 1)
+/* A literal's bytes at w. Long ones (a report's event text, ~140 bytes) go 16 bytes a move:
+ * gcc copies a long block of a constant size with `rep movsb`, whose start-up costs more than
+ * the copy at that size (and valgrind counts it a step per byte). */
+static inline char *put_lit(char *w, const char *s, size_t n)
+{
+    size_t i = 0;
+    if (n > 64)
+        for (; i + 16 <= n; i += 16) memcpy(w + i, s + i, 16);
+    memcpy(w + i, s + i, n - i);
+    return w + n;
+}
+#define PUT_LIT(w, lit) put_lit((w), (lit), sizeof(lit) - 1)
 #define NUM_MAX 20      /* the longest decimal long long, sign included */
 #define STAMP_MAX 40    /* the longest time text kept here (longer ones: the Python path) */
 
@@ -765,6 +786,7 @@ typedef struct {
     PyObject *publish_block;    /* NULL: blocks off */
     Py_ssize_t block_docs, block_bytes, nblock;
     buf_t data, ids;
+    Py_ssize_t max_flows;       /* reporter.max_flows (a read-only property: read once, when made) */
 } ReporterObject;
 
 #define MAX_COLLECTED 1024     /* reports a sweep holds before handing them over */
@@ -1298,9 +1320,9 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     if (!micros_between(rec->ts[0], last, &duration)) goto python_fid;
     if (has_tcp) {
         static const int which[5] = {T_SYN, T_FIN, T_RST, T_RETRANS, T_RETRANS_REV};
-        for (int i = 0; i < 5; i++) tcpn[i] = rec->t[which[i]].i;
+        for (int i = 0; i < 5; i++) tcpn[i] = TCP_SLOT(rec, which[i]).i;
         unsigned none = rec->t_none;
-        double syn = rec->t[T_SYN_TS].f, synack = rec->t[T_SYNACK_TS].f, ack = rec->t[T_ACK_TS].f;
+        double syn = TCP_SLOT(rec, T_SYN_TS).f, synack = TCP_SLOT(rec, T_SYNACK_TS).f, ack = TCP_SLOT(rec, T_ACK_TS).f;
         if (!(none & (1 << T_SYN_TS)) && !(none & (1 << T_SYNACK_TS))) {
             if (!micros_between(syn, synack, &rttv[0])) goto python_fid;
             rtt = 1;
@@ -1332,13 +1354,14 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
     if (r == 0) goto python_fid;
     tail = Py_NewRef(self->tail_bytes);     /* (held: iso_text may run Python code) */
     Py_ssize_t tail_n = PyBytes_GET_SIZE(tail);
-    char end[STAMP_MAX], stamp[STAMP_MAX];
+    char end[STAMP_MAX];
+    const char *stamp;
     int end_n = iso_text(self, last, end), stamp_n;
     if (end_n < 0) goto error;
     if (end_n == 0) goto python_fid;
     double ts = PyFloat_AS_DOUBLE(report_ts);
     if (last == ts) {
-        memcpy(stamp, end, (size_t)end_n);      /* @timestamp is event.end */
+        stamp = end;                    /* @timestamp is event.end */
         stamp_n = end_n;
     } else {                            /* the sweep's other reports share it */
         if (!(self->stamp_n > 0 && self->stamp_ts == ts)) {
@@ -1349,7 +1372,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
             self->stamp_n = k;
             self->stamp_ts = ts;
         }
-        memcpy(stamp, self->stamp_text, (size_t)self->stamp_n);
+        stamp = self->stamp_text;
         stamp_n = self->stamp_n;
     }
     rec->reports = reports + 1;
@@ -1518,6 +1541,13 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->stamp_n = 0;
     self->stamp_ts = 0.0;
     self->seconds.second = self->seconds.day = -1;
+    PyObject *max = PyObject_GetAttr(reporter, str_max_flows);
+    self->max_flows = max == NULL ? -1 : PyLong_AsSsize_t(max);
+    Py_XDECREF(max);
+    if (self->max_flows == -1 && PyErr_Occurred()) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -1625,6 +1655,16 @@ typedef struct {
      * oldest flows. Joining and leaving it costs no hashing and no allocation (the OrderedDict
      * of id(record) -> record it replaces cost ~1,800 instructions a flow). */
     struct RecordObject *oldest, *newest;
+    /* order_exact: the open order is exactly the records `flows` holds under their own key
+     * (R_KEY), in `flows`' order, as it stays while only the C core changes `flows` (a new
+     * flow's key is new to the dict: it comes last there too). Anything else that could upset
+     * that (Python code changing `flows`: invalidate(), link() or unlink(); a key given another
+     * entry) clears it and counts in order_breaks; a sweep that walks `flows` and finds the
+     * order exact again sets it. A sweep walks the open order while it is exact. */
+    int order_exact;
+    unsigned long long order_breaks;
+    Py_ssize_t known_size;          /* len(flows) as the C core's own changes left it (order_exact holds
+                                     * only while len(flows) is still that: nobody else added or deleted) */
     ReporterObject *reporter;
     struct kslot *cache;            /* the key cache (account_raw), `slots` of them, in cache_mem */
     void *cache_mem;
@@ -1658,12 +1698,23 @@ static void bump_generation(TableObject *self);
 
 /* flows[key] = rec (`hash`: the key's hash, -1: not known yet); a key that had another entry
  * makes the key cache's entries stale. */
+static void order_unsure(TableObject *self)
+{
+    self->order_exact = 0;
+    self->order_breaks++;
+}
+
 static int set_entry(TableObject *self, PyObject *key, PyObject *rec, Py_hash_t hash)
 {
     Py_ssize_t before = PyDict_GET_SIZE(self->flows);
     if (hash == -1 && (hash = PyObject_Hash(key)) == -1) return -1;
     if (SET_KNOWN(self->flows, key, rec, hash) < 0) return -1;
-    if (PyDict_GET_SIZE(self->flows) == before) bump_generation(self);
+    if (PyDict_GET_SIZE(self->flows) == before) {
+        bump_generation(self);
+        order_unsure(self);
+    } else if (before == self->known_size) {
+        self->known_size = PyDict_GET_SIZE(self->flows);
+    }
     return 0;
 }
 
@@ -1742,13 +1793,8 @@ static RecordObject *alias_entry(TableObject *self, PyObject *key, int *d)
     Py_ssize_t n = PyBytes_GET_SIZE(macs);
     const char *m = PyBytes_AS_STRING(macs);
     /* not macs, or macs[:6] == macs[6:] */
-    if (n == 0 || (n == 12 && memcmp(m, m + 6, 6) == 0)) return NULL;
-    if (n != 12) {      /* a frame cut short: Python */
-        PyObject *res = PyObject_CallOneArg(self->alias, key);
-        if (res == NULL) return NULL;
-        if (res == Py_None) { Py_DECREF(res); return NULL; }
-        return unpack_entry(res, d);
-    }
+    /* (MACs of another length, a frame cut short, are the same both ways: open_entry) */
+    if (n != 12 || memcmp(m, m + 6, 6) == 0) return NULL;
     char buf[12];
     memcpy(buf, m + 6, 6);
     memcpy(buf + 6, m, 6);
@@ -1774,7 +1820,7 @@ static RecordObject *alias_entry(TableObject *self, PyObject *key, int *d)
 static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash, PyObject *ts, double tsd,
                                 PyObject *payload, const unsigned char *p, Py_ssize_t plen, int *d)
 {
-    PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2), *max;
+    PyObject *macs = PyTuple_GET_ITEM(key, 0), *outer = PyTuple_GET_ITEM(key, 2);
     long long proto;
     Py_ssize_t nouter = PyTuple_CheckExact(outer) ? PyTuple_GET_SIZE(outer) : -1;
     if (nouter < 0 || nouter > 2 || !get_ll(PyTuple_GET_ITEM(key, 5), &proto)) {
@@ -1785,21 +1831,23 @@ static RecordObject *open_entry(TableObject *self, PyObject *key, Py_hash_t hash
         Py_XDECREF(made);
         return r == NULL ? NULL : unpack_entry(r, d);
     }
-    if (!(max = PyObject_GetAttr(self->reporter->reporter, str_max_flows))) return NULL;
-    Py_ssize_t max_flows = PyLong_AsSsize_t(max);
-    Py_DECREF(max);
-    if (max_flows == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t max_flows = self->reporter->max_flows;
     if (max_flows < 1) max_flows = 1;
     if (PyDict_GET_SIZE(self->flows) >= 2 * max_flows && evict(self) < 0) return NULL;
-    /* rev_key: (macs[6:12] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport) */
-    Py_ssize_t n = PyBytes_GET_SIZE(macs), hi = n < 12 ? n : 12, lo = n < 6 ? n : 6;
-    char buf[12];
-    if (hi > 6) memcpy(buf, PyBytes_AS_STRING(macs) + 6, hi - 6);
-    memcpy(buf + (hi > 6 ? hi - 6 : 0), PyBytes_AS_STRING(macs), lo);
+    /* rev_key: (macs[6:] + macs[:6], vlans, outer[::-1], dst, src, proto, dport, sport); MACs
+     * not 12 bytes long (a frame cut short) stay as they are: the reverse of the reverse key must
+     * be the key, or a new flow's reverse key could be another flow's key and take its entry */
     PyObject *rev = PyTuple_New(8), *ends = NULL, *o;
     RecordObject *rec = NULL;
     if (rev == NULL) return NULL;
-    o = PyBytes_FromStringAndSize(buf, (hi > 6 ? hi - 6 : 0) + lo);
+    if (PyBytes_GET_SIZE(macs) == 12) {
+        char buf[12];
+        memcpy(buf, PyBytes_AS_STRING(macs) + 6, 6);
+        memcpy(buf + 6, PyBytes_AS_STRING(macs), 6);
+        o = PyBytes_FromStringAndSize(buf, 12);
+    } else {
+        o = Py_NewRef(macs);
+    }
     if (o == NULL) goto error;
     PyTuple_SET_ITEM(rev, 0, o);
     PyTuple_SET_ITEM(rev, 1, Py_NewRef(PyTuple_GET_ITEM(key, 1)));
@@ -1863,35 +1911,35 @@ error:
  * changed, the Python method must do it (that case, values Python code set out of range). */
 static int control_c(RecordObject *rec, int d, unsigned flags, double ts)
 {
-    long long fin_dirs = rec->t[T_FIN_DIRS].i;
+    long long fin_dirs = TCP_SLOT(rec, T_FIN_DIRS).i;
     if (((flags & 0x12) == 0x02 && rec->closed != NULL) || fin_dirs < 0 || fin_dirs > 3
-            || rec->t[T_SYN].i == LLONG_MAX || rec->t[T_FIN].i == LLONG_MAX || rec->t[T_RST].i == LLONG_MAX)
+            || TCP_SLOT(rec, T_SYN).i == LLONG_MAX || TCP_SLOT(rec, T_FIN).i == LLONG_MAX || TCP_SLOT(rec, T_RST).i == LLONG_MAX)
         return 0;
     if (flags & 0x02) {
-        rec->t[T_SYN].i++;
+        TCP_SLOT(rec, T_SYN).i++;
         if (flags & 0x10) {                                 /* SYN/ACK */
-            if ((rec->t_none & (1 << T_SYNACK_TS)) && rec->t[T_SYN_DIR].i == 1 - d) {
-                rec->t[T_SYNACK_TS].f = ts;
+            if ((rec->t_none & (1 << T_SYNACK_TS)) && TCP_SLOT(rec, T_SYN_DIR).i == 1 - d) {
+                TCP_SLOT(rec, T_SYNACK_TS).f = ts;
                 rec->t_none &= (unsigned short)~(1 << T_SYNACK_TS);
-                rec->t[T_AWAIT_ACK_DIR].i = 1 - d;
+                TCP_SLOT(rec, T_AWAIT_ACK_DIR).i = 1 - d;
             }
         } else if (rec->t_none & (1 << T_SYN_TS)) {
-            rec->t[T_SYN_TS].f = ts;
+            TCP_SLOT(rec, T_SYN_TS).f = ts;
             rec->t_none &= (unsigned short)~(1 << T_SYN_TS);
-            rec->t[T_SYN_DIR].i = d;
+            TCP_SLOT(rec, T_SYN_DIR).i = d;
         }
-    } else if (rec->t[T_AWAIT_ACK_DIR].i == d && (flags & 0x10)) {    /* the handshake's third packet */
-        rec->t[T_ACK_TS].f = ts;
+    } else if (TCP_SLOT(rec, T_AWAIT_ACK_DIR).i == d && (flags & 0x10)) {    /* the handshake's third packet */
+        TCP_SLOT(rec, T_ACK_TS).f = ts;
         rec->t_none &= (unsigned short)~(1 << T_ACK_TS);
-        rec->t[T_AWAIT_ACK_DIR].i = -1;
+        TCP_SLOT(rec, T_AWAIT_ACK_DIR).i = -1;
     }
     if (flags & 0x01) {
-        rec->t[T_FIN].i++;
-        rec->t[T_FIN_DIRS].i = fin_dirs | (1LL << d);
-        if (rec->t[T_FIN_DIRS].i == 3 && rec->closed == NULL) rec->closed = Py_NewRef(str_fin);
+        TCP_SLOT(rec, T_FIN).i++;
+        TCP_SLOT(rec, T_FIN_DIRS).i = fin_dirs | (1LL << d);
+        if (TCP_SLOT(rec, T_FIN_DIRS).i == 3 && rec->closed == NULL) rec->closed = Py_NewRef(str_fin);
     }
     if (flags & 0x04) {
-        rec->t[T_RST].i++;
+        TCP_SLOT(rec, T_RST).i++;
         if (rec->closed == NULL) rec->closed = Py_NewRef(str_rst);
     }
     return 1;
@@ -1961,7 +2009,7 @@ static int apply(TableObject *self, PyObject *key, int which, RecordObject *rec,
             return -1;
         }
         int done = 1;          /* SYN, FIN, RST, the handshake's ACK: control_c, else _control */
-        if ((l->flags & 0x07) || rec->t[T_AWAIT_ACK_DIR].i == d) done = control_c(rec, d, l->flags, tsd);
+        if ((l->flags & 0x07) || TCP_SLOT(rec, T_AWAIT_ACK_DIR).i == d) done = control_c(rec, d, l->flags, tsd);
         if (!done) {
             if (payload == NULL && !(payload = made = PyBytes_FromStringAndSize((const char *)p, plen))) return -1;
             if (key == NULL)        /* from the key cache: the record's own key `which` (see struct kslot) */
@@ -1993,15 +2041,15 @@ static int apply(TableObject *self, PyObject *key, int which, RecordObject *rec,
         }
         long long data_len = (long long)plen - (long long)(l->offset >> 4) * 4;
         if (data_len > 0) {
-            long long high = rec->t[T_HIGH + d].i;
+            long long high = TCP_SLOT(rec, T_HIGH + d).i;
             long long behind = (high - (long long)l->seq) & 0xFFFFFFFFLL;
             long long next = ((long long)l->seq + data_len) & 0xFFFFFFFFLL;
             if (high < 0 || behind >= 0x80000000LL) {
-                rec->t[T_HIGH + d].i = next;
+                TCP_SLOT(rec, T_HIGH + d).i = next;
             } else {
-                if (behind && add_count(&rec->t[T_RETRANS + d].i, behind < data_len ? behind : data_len) < 0)
+                if (behind && add_count(&TCP_SLOT(rec, T_RETRANS + d).i, behind < data_len ? behind : data_len) < 0)
                     goto error;
-                if (behind < data_len) rec->t[T_HIGH + d].i = next;
+                if (behind < data_len) TCP_SLOT(rec, T_HIGH + d).i = next;
             }
         }
     }
@@ -2099,10 +2147,12 @@ error:
  * record in the pairs that hold it (the record names them: cpair), so the other flows'
  * cached entries stay good and an ended flow's record is not kept alive by a slot. The
  * cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots (64
- * bytes each: 1 MiB) per source. key_cache() gives (slots, hits, misses). */
+ * bytes each: 2 MiB) per source. (Realistic 300k: 1 MiB missed 9,390 frames of known flows,
+ * 2 MiB 5,547; 4 MiB cost more in cache misses than it saved: docs/performance.md, flow11.)
+ * key_cache() gives (slots, hits, misses). */
 #define RAW_KEY_MAX 52      /* the longest key a slot holds: IPv6 with the MAC pair and one VLAN id */
 #define KEY_CACHE_MIN 1024
-#define KEY_CACHE_MAX 16384
+#define KEY_CACHE_MAX 32768
 
 struct kslot {
     PyObject *entry;                /* the Record flows[key] was when the table's generation was `gen`, or NULL */
@@ -2467,12 +2517,8 @@ typedef struct { Py_ssize_t max_flows; long long finals; int as_text; } ending_t
 
 static int start_ending(TableObject *self, ending_t *e)
 {
-    PyObject *max = PyObject_GetAttr((PyObject *)self->reporter->reporter, str_max_flows);
-    if (max == NULL) return -1;
-    e->max_flows = PyLong_AsSsize_t(max);
-    Py_DECREF(max);
+    e->max_flows = self->reporter->max_flows;
     e->finals = 0;
-    if (e->max_flows == -1 && PyErr_Occurred()) return -1;
     e->as_text = as_text_of(self->reporter);
     return e->as_text < 0 ? -1 : 0;
 }
@@ -2496,6 +2542,8 @@ static int stop_ending(TableObject *self, ending_t *e)
 /* FlowTable._end: the final report, then the flow leaves the table and its id is kept in
  * `ended` (the oldest forgotten when it holds max_flows). Tables of other types than
  * FlowTable makes take the Python method. */
+static int forget_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *report_ts);
+
 static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *reason, PyObject *report_ts)
 {
     PyObject *res, *rec = (PyObject *)r;
@@ -2508,15 +2556,25 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
     }
     if (report(self->reporter, e->as_text, self->source, rec, 1, reason, report_ts) < 0) return -1;
     e->finals++;
+    return forget_flow(self, e, r, report_ts);
+}
+
+/* end_flow after the final report: the flow leaves `flows`, the key cache, the open order and
+ * by_endpoints, and its id goes into `ended` (by_endpoints and ended: dicts, end_flow checked). */
+static int forget_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *report_ts)
+{
+    PyObject *res, *rec = (PyObject *)r;
     if (r->key == NULL || r->rev_key == NULL) {
         PyErr_SetString(PyExc_TypeError, "flow record without its keys");
         return -1;
     }
     PyObject *key = Py_NewRef(r->key), *rev_key = Py_NewRef(r->rev_key), *alias = r->alias ? Py_NewRef(r->alias) : NULL;
     forget_cached(self, r);     /* the key cache lets go of it */
+    int in_step = PyDict_GET_SIZE(self->flows) == self->known_size;
     int failed = drop_entry(self->flows, key, rec, key_hash(r, 0)) < 0
                  || drop_entry(self->flows, rev_key, rec, key_hash(r, 1)) < 0
                  || (alias != NULL && drop_entry(self->flows, alias, rec, -1) < 0);
+    if (in_step) self->known_size = PyDict_GET_SIZE(self->flows);
     if (!failed) order_unlink(self, r);
     Py_DECREF(rev_key);
     Py_XDECREF(alias);
@@ -2650,6 +2708,152 @@ static PyObject *table_finish_records(TableObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* The reason a sweep ends rec for (borrowed; NULL: it lives on), 0; -1 with an exception. */
+static int sweep_reason(RecordObject *rec, double idle_before, double closed_before, PyObject **reason)
+{
+    PyObject *closed = rec->closed;
+    double last = rec->ts[1];
+    *reason = NULL;
+    if (last <= idle_before) {
+        int closed_true = closed == NULL ? 0 : PyObject_IsTrue(closed);
+        if (closed_true < 0) return -1;
+        *reason = closed_true ? closed : str_idle;
+    } else if (closed != NULL && last <= closed_before) {
+        *reason = closed;
+    }
+    return 0;
+}
+
+/* FlowTable.sweep's loop, records as the Python path lists them (records_of); for tables whose
+ * by_endpoints or ended are of other types (end_flow takes the Python _end). */
+static Py_ssize_t sweep_listed(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
+                               double period_ago, double idle_before, double closed_before)
+{
+    PyObject *records = records_of(self);
+    if (records == NULL) return -1;
+    Py_ssize_t reports = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
+        PyObject *reason;
+        if (sweep_reason(rec, idle_before, closed_before, &reason) < 0) goto error;
+        if (reason != NULL) {
+            Py_INCREF(reason);
+            int rc = end_flow(self, e, rec, reason, now);
+            Py_DECREF(reason);
+            if (rc < 0) goto error;
+            continue;
+        }
+        if (report_due && (report_all || (rec->ts[0] <= period_ago && period_ago <= rec->ts[1]))) {
+            if (report(self->reporter, e->as_text, self->source, (PyObject *)rec, 0, Py_None, now) < 0) goto error;
+            reports++;
+        }
+    }
+    Py_DECREF(records);
+    return reports;
+error:
+    Py_DECREF(records);
+    return -1;
+}
+
+/* One record of a sweep: it ends (end_flow) or is reported when due; 0 or -1. */
+static int sweep_one(TableObject *self, ending_t *e, RecordObject *rec, PyObject *now, int report_due,
+                     int report_all, double period_ago, double idle_before, double closed_before,
+                     Py_ssize_t *reports)
+{
+    PyObject *reason;
+    int rc = sweep_reason(rec, idle_before, closed_before, &reason);
+    if (rc == 0 && reason != NULL) {
+        Py_INCREF(reason);
+        rc = end_flow(self, e, rec, reason, now);
+        Py_DECREF(reason);
+    } else if (rc == 0 && report_due && (report_all || (rec->ts[0] <= period_ago && period_ago <= rec->ts[1]))) {
+        rc = report(self->reporter, e->as_text, self->source, (PyObject *)rec, 0, Py_None, now);
+        *reports += rc == 0;
+    }
+    return rc;
+}
+
+/* FlowTable.sweep's loop over the open order, while it is exact (see order_exact): the records
+ * `flows` holds under their own key, in its order, without reading the dict's entries. */
+static Py_ssize_t sweep_order(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
+                              double period_ago, double idle_before, double closed_before)
+{
+    unsigned long long breaks = self->order_breaks;
+    Py_ssize_t reports = 0;
+    RecordObject *rec = self->oldest;
+    Py_XINCREF(rec);
+    while (rec != NULL) {
+        RecordObject *next = rec->newer;        /* (an end unlinks rec) */
+        Py_XINCREF(next);
+        int rc = sweep_one(self, e, rec, now, report_due, report_all, period_ago, idle_before, closed_before,
+                           &reports);
+        Py_DECREF(rec);
+        if (rc == 0 && (self->order_breaks != breaks || PyDict_GET_SIZE(self->flows) != self->known_size)) {
+            PyErr_SetString(PyExc_RuntimeError, "the flow table changed during its sweep");
+            rc = -1;
+        }
+        if (rc < 0) {
+            Py_XDECREF(next);
+            return -1;
+        }
+        rec = next;
+    }
+    return reports;
+}
+
+/* FlowTable.sweep's loop in one walk over `flows`, when the open order may not be exact: each
+ * record (its direction 0 entry) is read once, while its lines are in the cache (a list of the
+ * records first, then the loop over it, then the list's end read every live record three
+ * times: on a table larger than the cache, three misses each); the same records in the same
+ * order. Ending a flow deletes its entries from the dict being walked: a deletion empties an
+ * entry in place (the dict's entries keep their order and places until an insertion resizes
+ * them, and PyDict_Next passes over empty ones), so the walk goes on as over a list made first.
+ * Anything else changing `flows` in the walk (an insertion: new entries, maybe moved) fails the
+ * sweep rather than skip a flow. The walk also checks the open order against `flows`: when they
+ * agree, order_exact is set again. */
+static Py_ssize_t sweep_walk(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
+                             double period_ago, double idle_before, double closed_before)
+{
+    PyDictObject *flows = (PyDictObject *)self->flows;
+    void *entries = flows->ma_keys;
+    Py_ssize_t reports = 0, pos = 0, used = PyDict_GET_SIZE(flows);
+    unsigned long long breaks = self->order_breaks;
+    RecordObject *cursor = self->oldest;    /* the open order's record the next one should be */
+    int agree = 1;
+    PyObject *k, *v;
+    while (PyDict_Next((PyObject *)flows, &pos, &k, &v)) {
+        if (!IS_RECORD(v)) {
+            PyErr_SetString(PyExc_TypeError, "flow table entry is not a Record");
+            return -1;
+        }
+        RecordObject *rec = (RecordObject *)v;
+        int d = direction_on(rec, k);
+        if (d != 0) {
+            if (d < 0) return -1;
+            continue;
+        }
+        if (agree && self->order_breaks == breaks && cursor == rec)
+            cursor = rec->newer;
+        else
+            agree = 0;
+        Py_INCREF(rec);         /* (held: a report may run Python code, an end deletes its entries) */
+        int rc = sweep_one(self, e, rec, now, report_due, report_all, period_ago, idle_before, closed_before,
+                           &reports);
+        Py_DECREF(rec);
+        if (rc < 0) return -1;
+        if ((void *)flows->ma_keys != entries || PyDict_GET_SIZE(flows) > used) {
+            PyErr_SetString(PyExc_RuntimeError, "flows were added to the table during its sweep");
+            return -1;
+        }
+        used = PyDict_GET_SIZE(flows);
+    }
+    if (agree && cursor == NULL && self->order_breaks == breaks) {
+        self->order_exact = 1;
+        self->known_size = PyDict_GET_SIZE(flows);
+    }
+    return reports;
+}
+
 static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6) {
@@ -2664,48 +2868,17 @@ static PyObject *table_sweep_records(TableObject *self, PyObject *const *args, P
     if (report_due < 0 || report_all < 0 || PyErr_Occurred()) return NULL;
     ending_t e;
     if (start_ending(self, &e) < 0) return NULL;
-    PyObject *records = records_of(self);
-    if (records == NULL) return NULL;
     int was_collecting = self->reporter->pending != NULL;
-    if (start_collecting(self->reporter) < 0) { Py_DECREF(records); return NULL; }
-    Py_ssize_t reports = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
-        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
-        PyObject *reason = NULL, *closed = rec->closed;
-        double last = rec->ts[1];
-        if (last <= idle_before) {
-            int closed_true = closed == NULL ? 0 : PyObject_IsTrue(closed);
-            if (closed_true < 0) goto error;
-            reason = closed_true ? closed : str_idle;
-        } else if (closed != NULL && last <= closed_before) {
-            reason = closed;
-        }
-        if (reason != NULL) {
-            Py_INCREF(reason);
-            int rc = end_flow(self, &e, rec, reason, now);
-            Py_DECREF(reason);
-            if (rc < 0) goto error;
-            continue;
-        }
-        if (!report_due) continue;
-        /* report_all or rec[R_FIRST_TS] <= period_ago <= last */
-        if (report_all || (rec->ts[0] <= period_ago && period_ago <= last)) {
-            if (report(self->reporter, e.as_text, self->source, (PyObject *)rec, 0, Py_None, now) < 0) goto error;
-            reports++;
-        }
-    }
-    Py_DECREF(records);
-    if (stop_ending(self, &e) < 0) {
-        if (!was_collecting) stop_collecting(self->reporter);
-        return NULL;
-    }
-    if (!was_collecting && stop_collecting(self->reporter) < 0) return NULL;
-    return PyLong_FromSsize_t(reports);
-error:
-    Py_DECREF(records);
-    stop_ending(self, &e);
-    if (!was_collecting) stop_collecting(self->reporter);
-    return NULL;
+    if (start_collecting(self->reporter) < 0) return NULL;
+    Py_ssize_t reports = !(PyDict_CheckExact(self->flows) && PyDict_CheckExact(self->by_endpoints) && PyDict_Check(self->ended))
+        ? sweep_listed(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before)
+        : self->order_exact && PyDict_GET_SIZE(self->flows) == self->known_size
+        ? sweep_order(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before)
+        : sweep_walk(self, &e, now, report_due, report_all, period_ago, idle_before, closed_before);
+    int failed = reports < 0;
+    if (stop_ending(self, &e) < 0) failed = 1;
+    if (!was_collecting && stop_collecting(self->reporter) < 0) failed = 1;
+    return failed ? NULL : PyLong_FromSsize_t(reports);
 }
 
 /* wirebeat.ip.ip_packed(text) (a new reference): socket.inet_pton of the text's family (AF_INET6
@@ -2841,6 +3014,15 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    self->order_exact = PyDict_GET_SIZE(self->flows) == 0;
+    self->known_size = PyDict_GET_SIZE(self->flows);
+    /* `ended` (an OrderedDict: tracked from birth, as every dict subclass's instance is) holds
+     * only tuples end_flow makes untracked, of bytes, numbers and str: it cannot be part of a
+     * cycle, and each collection that walked it read every entry's objects (a cache miss each, up
+     * to max_flows of them). It leaves the collector's lists while empty, as a plain dict would
+     * stay out of them; inserting anything the collector tracks puts it back (dict insertion). */
+    if (PyDict_Check(self->ended) && PyDict_GET_SIZE(self->ended) == 0 && PyObject_GC_IsTracked(self->ended))
+        PyObject_GC_UnTrack(self->ended);
     return (PyObject *)self;
 }
 
@@ -2875,6 +3057,7 @@ static void table_dealloc(TableObject *self)
 static PyObject *table_invalidate(TableObject *self, PyObject *unused)
 {
     bump_generation(self);
+    order_unsure(self);
     Py_RETURN_NONE;
 }
 
@@ -2904,12 +3087,14 @@ static PyObject *table_link(TableObject *self, PyObject *rec)
         return NULL;
     }
     order_link(self, (RecordObject *)rec);
+    order_unsure(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *table_unlink(TableObject *self, PyObject *rec)
 {
     if (IS_RECORD(rec)) order_unlink(self, (RecordObject *)rec);
+    order_unsure(self);
     Py_RETURN_NONE;
 }
 

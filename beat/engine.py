@@ -44,7 +44,7 @@ from wirebeat.link import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from wirebeat.packets import PacketDocuments, packets_only_batches
 from wirebeat.stack import TSHARK_NAMES, link_layers, tunneled_link
 from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, peel_link
-from wirebeat.pipeline import Pipeline
+from wirebeat.pipeline import BLOCK_MAX_BYTES, Pipeline
 from wirebeat.records import maker, new_datagram as _new_datagram, new_flow_key as _new_flow_key
 from wirebeat.registry import Registered
 from wirebeat.sources.netflow import RecordSet, publish_set
@@ -316,7 +316,8 @@ class Engine:
             config["wirebeat.flows.report_all"],
             fragments=self.fragments_ok, publish_many=getattr(pipeline, "publish_many", None),
             publish_block=getattr(pipeline, "publish_block", None),
-            block_docs=getattr(pipeline, "batch_size", 1024))
+            block_docs=getattr(pipeline, "batch_size", 1024),
+            block_bytes=getattr(pipeline, "block_bytes", BLOCK_MAX_BYTES))
         self.flows_enabled = config["wirebeat.flows.enabled"]
         self.dedup = dedup.from_config(config)      # exact duplicate packets (wirebeat.dedup)
         if self.dedup is not None:

@@ -101,7 +101,9 @@ _TRANSPORTS = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp", 132: "sctp", 47:
 NO_TUNNEL = ()
 
 # The key, as built per packet (the reverse direction swaps each pair):
-# (MAC pair as in the frame: destination then source, or b"" off Ethernet,
+# (MAC pair as in the frame: destination then source, or b"" off Ethernet (the reverse
+#  key swaps the pair; MACs of a frame shorter than 12 bytes stay as they are, so that the
+#  reverse of the reverse key is the key and no flow's reverse key is another flow's key),
 #  VLAN ids outer first, outer IP pair of a tunnel (outer_src, outer_dst), or
 #  NO_TUNNEL,
 #  IP source, IP destination, IP protocol, source port, destination port).
@@ -141,7 +143,7 @@ class FlowReporter:
                  report_all: bool = True, fragments: bool = False,
                  publish_many: Callable[[list[tuple[str, Any]]], None] | None = None,
                  publish_block: Callable[[bytes, bytes, int], None] | None = None,
-                 block_docs: int = 1024) -> None:
+                 block_docs: int = 1024, block_bytes: int = BLOCK_MAX_BYTES) -> None:
         self.builder = builder
         self.publish = publish
         # The C core collects the text reports of a sweep (and of the end of input) and
@@ -150,7 +152,7 @@ class FlowReporter:
         self.publish_many = publish_many
         self.timeout_s = timeout_s
         self.period_s = period_s            # <= 0: final reports only
-        self.max_flows = max(1, max_flows)
+        self._max_flows = max(1, max_flows)
         self.report_all = report_all        # every live flow every period, as packetbeat
         # (false: only flows active in the last period)
         self.sweep_s = min(timeout_s, period_s) if period_s > 0 else timeout_s
@@ -167,9 +169,17 @@ class FlowReporter:
             self.report = self.core
             if publish_block is not None and self.as_text:
                 # A sweep's text reports written by the C core straight into NDJSON blocks of
-                # at most `block_docs` documents / BLOCK_MAX_BYTES (Pipeline.publish_block):
+                # at most `block_docs` documents / `block_bytes` (Pipeline's: the output's, at most
+                # BLOCK_MAX_BYTES; see Pipeline.publish_block):
                 # no Python object per report; the same documents, ids and order.
-                self.core.blocks(publish_block, max(1, block_docs), BLOCK_MAX_BYTES)
+                self.core.blocks(publish_block, max(1, block_docs),
+                                 max(1, min(block_bytes, BLOCK_MAX_BYTES)))
+
+    @property
+    def max_flows(self) -> int:
+        """Flows a table holds (each under two keys), and the ended flows' ids it keeps: fixed
+        when the reporter is made (the C core reads it then, not at every new flow)."""
+        return self._max_flows
 
     def count_non_ip(self, ethertype: int) -> None:
         self.non_ip[ethertype] = self.non_ip.get(ethertype, 0) + 1
@@ -455,7 +465,7 @@ class FlowTable:
         such flow: the packet's own key is then remembered as an alias.
         """
         macs = key[K_MACS]
-        if not macs or macs[:6] == macs[6:]:
+        if len(macs) != 12 or macs[:6] == macs[6:]:    # (other MACs are the same both ways: `_open`)
             return None
         swapped = (macs[6:] + macs[:6],) + key[1:]
         rec = self.flows.get(swapped)
@@ -474,7 +484,9 @@ class FlowTable:
         if len(flows) >= 2 * self.reporter.max_flows:
             self._evict()
         macs = key[K_MACS]
-        rev_key = (macs[6:12] + macs[:6], key[K_VLANS], key[K_OUTER][::-1], key[K_DST],
+        if len(macs) == 12:     # (other lengths, of a frame cut short, stay: a swap must undo itself)
+            macs = macs[6:] + macs[:6]
+        rev_key = (macs, key[K_VLANS], key[K_OUTER][::-1], key[K_DST],
                    key[K_SRC], key[K_PROTO], key[K_DPORT], key[K_SPORT])
         proto = key[K_PROTO]
         icmp = (payload[0], payload[1]) if proto in (1, 58) and len(payload) >= 2 else None

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from wirebeat import logs
-from wirebeat.pipeline import Batch, Block, OutputStopped
+from wirebeat.pipeline import BLOCK_SMALL_BYTES, Batch, Block, OutputStopped
 
 __all__ = ["ConsoleOutput", "DeadLetterFile", "FileOutput", "OutputError"]
 
@@ -46,6 +46,7 @@ class ConsoleOutput:
         # except when pretty-printed: a fragment is written as it is, not indented.
         self.accepts_fragments = not pretty
         self.accepts_blocks = not pretty     # a Block's lines are compact JSON
+        self.block_bytes = BLOCK_SMALL_BYTES    # written as they come: small blocks stay in cache
         # Set when worker processes write their documents to the same stream themselves
         # (wirebeat.workers): a descriptor whose POSIX lock every writer holds while it
         # writes, so that lines of different processes never interleave.
@@ -104,6 +105,7 @@ class FileOutput:
     name = "file"
     accepts_fragments = True    # documents may be orjson.Fragment (JSON text)
     accepts_blocks = True       # and Blocks (NDJSON text)
+    block_bytes = BLOCK_SMALL_BYTES     # written as they come: small blocks stay in cache
 
     def __init__(self, path: str, filename: str, rotate_every_kb: int, number_of_files: int) -> None:
         try:

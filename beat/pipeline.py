@@ -32,7 +32,7 @@ from wirebeat import logs
 from wirebeat.diskqueue import DiskQueue
 from wirebeat.template import TemplateError
 
-__all__ = ["BLOCK_MAX_BYTES", "Block", "Output", "OutputStopped", "Pipeline", "documents"]
+__all__ = ["BLOCK_MAX_BYTES", "BLOCK_SMALL_BYTES", "Block", "Output", "OutputStopped", "Pipeline", "documents"]
 
 log = logs.get("pipeline")
 
@@ -41,6 +41,13 @@ Batch = list[tuple[str, dict[str, Any]]]
 # A flow-report block is handed over at `batch_size` documents or once its text reaches this
 # many bytes (counted: queue.blocks_at_byte_cap): what the C core holds at once stays bounded.
 BLOCK_MAX_BYTES = 4 * 2**20
+# Outputs that write a block's text as it is (console, file) declare `block_bytes`: they take
+# blocks of about this many bytes, and `publish_block` returns once the output has written the
+# block, so that the C core writes the next one into the same buffer, still in the CPU's cache.
+# (A sweep's blocks, queued, were each written into memory long evicted: one last-level cache
+# miss per 64 bytes of report text; docs/performance.md, flow11.) The Elasticsearch output keeps
+# blocks of `batch_size` documents, queued: one bulk request each.
+BLOCK_SMALL_BYTES = 256 * 1024
 
 
 class Block:
@@ -126,6 +133,11 @@ class Pipeline:
         # take them or batches go to the disk queue (it stores (id, document) pairs).
         if not (getattr(output, "accepts_blocks", False) and disk is None):
             self.publish_block = None       # type: ignore[assignment]
+        # A flow-report block's size cap in bytes: the output's `block_bytes`, at most
+        # BLOCK_MAX_BYTES; with one, publish_block waits until the block is written.
+        out_bytes = getattr(output, "block_bytes", None)
+        self.block_bytes = max(1, min(out_bytes or BLOCK_MAX_BYTES, BLOCK_MAX_BYTES))
+        self.wait_blocks = out_bytes is not None
         self.blocks = 0
         self.blocks_at_byte_cap = 0
         self.acked = 0          # by the output thread
@@ -204,13 +216,21 @@ class Pipeline:
     def publish_block(self, data: bytes, ids: bytes, count: int) -> None:
         """`count` documents as one NDJSON text (a Block): queued as a batch of their own,
         after the batch being filled, so the order is publish order. The caller keeps a
-        block within `batch_size` documents (and BLOCK_MAX_BYTES)."""
+        block within `batch_size` documents (and `block_bytes`).
+
+        For an output with `block_bytes` (console, file), returns once the output has
+        written it: the caller's buffer is its own again (see BLOCK_SMALL_BYTES)."""
         self.published += count
         self.flush()
         self.blocks += 1
         if len(data) >= BLOCK_MAX_BYTES:
             self.blocks_at_byte_cap += 1
         self._enqueue(Block(data, ids, count))
+        if self.wait_blocks:
+            with self.space:
+                while ((self.queued_events or self.in_flight) and self.error is None
+                       and self.thread.is_alive() and not self._out_of_time(None)):
+                    self.space.wait(0.5)
 
     def maybe_flush(self) -> None:
         """Hand over a partial batch that has waited longer than the flush timeout."""
@@ -291,9 +311,9 @@ class Pipeline:
             batch = self.queue.get()
             if batch is None:
                 return
-            self.in_flight = len(batch)
+            size = self.in_flight = len(batch)
             with self.space:
-                self.queued_events -= len(batch)
+                self.queued_events -= size
                 self.space.notify_all()
             try:
                 failed = self.output.send(batch, self.stopping)
@@ -305,9 +325,12 @@ class Pipeline:
                 log.error("output failed", output=self.output.name, error=str(err),
                           exc_info=not isinstance(err, TemplateError))
                 return
+            batch = None        # (a block's buffer is its writer's again: publish_block)
             self.failed += failed
-            self.acked += len(batch) - failed
-            self.in_flight = 0
+            self.acked += size - failed
+            with self.space:    # publish_block may wait for this
+                self.in_flight = 0
+                self.space.notify_all()
 
     def hurry(self, timeout_s: float) -> None:
         """A stop was asked for: whatever flush() or close() waits on, wait at most this long."""

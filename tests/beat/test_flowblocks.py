@@ -28,7 +28,7 @@ from wirebeat import flows
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import R_BYTES, FlowReporter, FlowTable
 from wirebeat.outputs import ConsoleOutput, FileOutput
-from wirebeat.pipeline import BLOCK_MAX_BYTES, Block, Pipeline, documents
+from wirebeat.pipeline import BLOCK_MAX_BYTES, BLOCK_SMALL_BYTES, Block, Pipeline, documents
 from wirebeat.testing import make_engine
 
 T0 = 1_700_000_000.125
@@ -301,3 +301,43 @@ def test_a_block_is_written_again_only_once_nobody_holds_it():
              for doc_id, line in zip(ids.split(b"\n")[:-1], text.split(b"\n")[:-1])]
     flow_lines = Counter(pair for pair in py_out.lines if b'"type":"flow"' in pair[1])
     assert not Counter(lines) - flow_lines and len(lines) > sum(flow_lines.values()) // 2
+
+
+@needs_c
+def test_console_blocks_are_small_and_written_before_publish_block_returns():
+    """The console and file outputs declare block_bytes (BLOCK_SMALL_BYTES): the C core hands
+    them blocks of about that many bytes, and publish_block returns once the output thread has
+    written the block (its buffer is the C core's again, still in cache), with every document
+    before it. An output without block_bytes (Elasticsearch's kind: Lines here) keeps blocks of
+    batch_size documents, queued, not waited for."""
+    frames = _udp_frames(1500, 30)
+    stream = io.BytesIO()
+    console = ConsoleOutput(stream=stream)
+    assert console.block_bytes == BLOCK_SMALL_BYTES and FileOutput.block_bytes == BLOCK_SMALL_BYTES
+    with _core(True):
+        engine, pipeline, _, _stats = make_engine(SPECS, strict=False, output=console,
+                                                  overrides={"wirebeat.flows.enabled": True})
+    assert pipeline.block_bytes == BLOCK_SMALL_BYTES and pipeline.wait_blocks
+    sizes: list[int] = []
+    unwritten: list[int] = []
+    publish_block = pipeline.publish_block
+
+    def watching(data: bytes, ids: bytes, count: int) -> None:
+        sizes.append(len(data))
+        publish_block(data, ids, count)
+        unwritten.append(pipeline.queued_events + pipeline.in_flight)
+        assert stream.getvalue().endswith(bytes(data))      # written, and last
+
+    engine.flow_reporter.core.blocks(watching, pipeline.batch_size, pipeline.block_bytes)
+    for ts, linktype, frame in frames:
+        engine.on_frame(ts, linktype, frame, "test")
+    engine.finish()
+    assert pipeline.close() == 0
+    assert len(sizes) > 10 and max(sizes) < BLOCK_SMALL_BYTES + 4096 and set(unwritten) == {0}
+    py_out = Lines()
+    _run(False, frames, py_out)
+    assert stream.getvalue() == b"".join(text + b"\n" for _, text in py_out.lines)
+    lines = Lines()
+    pipe = Pipeline(lines)
+    assert pipe.block_bytes == BLOCK_MAX_BYTES and not pipe.wait_blocks
+    pipe.close()
