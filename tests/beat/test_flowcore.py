@@ -522,10 +522,9 @@ class _Recorder:
         self.calls.append(("many", [(doc_id, orjson.dumps(doc)) for doc_id, doc in docs]))
 
 
-def _sweeping_tables(many: bool, n: int = 30) -> tuple[list, list]:
-    """A C and a Python table with `n` UDP flows, one of them with a negative count (the
-    C reporter hands that one to Python mid-sweep), swept twice and finished."""
-    runs = []
+def _c_and_python_tables(max_flows: int, many: bool = True):
+    """(recorder, table) for a table on the C core, then one on the Python path, both
+    reporting into their own _Recorder (publish_many too when `many`)."""
     for c in (True, False):
         saved = flows._flowcore
         if not c:
@@ -533,11 +532,19 @@ def _sweeping_tables(many: bool, n: int = 30) -> tuple[list, list]:
         try:
             rec = _Recorder()
             builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
-            reporter = FlowReporter(builder, rec.publish, 30.0, 10.0, max(100, n), fragments=True,
+            reporter = FlowReporter(builder, rec.publish, 30.0, 10.0, max_flows, fragments=True,
                                     publish_many=rec.publish_many if many else None)
             table = FlowTable("src", reporter)
         finally:
             flows._flowcore = saved
+        yield rec, table
+
+
+def _sweeping_tables(many: bool, n: int = 30) -> tuple[list, list]:
+    """A C and a Python table with `n` UDP flows, one of them with a negative count (the
+    C reporter hands that one to Python mid-sweep), swept twice and finished."""
+    runs = []
+    for rec, table in _c_and_python_tables(max(100, n), many):
         for i in range(n):
             frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
             table.account(T0 + i * 3 / n, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
@@ -1107,17 +1114,7 @@ def test_a_sweep_that_ends_flows_between_live_ones_reports_as_the_python_path():
     flows between live ones, and a closed one, end in the same order, with the same documents,
     as the Python path's loop over a list of the records."""
     runs = []
-    for c in (True, False):
-        saved = flows._flowcore
-        if not c:
-            flows._flowcore = None
-        try:
-            rec = _Recorder()
-            builder = DocumentBuilder({"type": "wirebeat"}, [], {}, False, [])
-            table = FlowTable("src", FlowReporter(builder, rec.publish, 30.0, 10.0, 1000, fragments=True,
-                                                  publish_many=rec.publish_many))
-        finally:
-            flows._flowcore = saved
+    for rec, table in _c_and_python_tables(1000):
         for i in range(200):
             frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1000 + i, 53, b"q")))
             table.account(T0 + i / 100, 1, frame, (), frame[26:30], frame[30:34], 17, frame[34:])
