@@ -2724,37 +2724,6 @@ static int sweep_reason(RecordObject *rec, double idle_before, double closed_bef
     return 0;
 }
 
-/* FlowTable.sweep's loop, records as the Python path lists them (records_of); for tables whose
- * by_endpoints or ended are of other types (end_flow takes the Python _end). */
-static Py_ssize_t sweep_listed(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
-                               double period_ago, double idle_before, double closed_before)
-{
-    PyObject *records = records_of(self);
-    if (records == NULL) return -1;
-    Py_ssize_t reports = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
-        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
-        PyObject *reason;
-        if (sweep_reason(rec, idle_before, closed_before, &reason) < 0) goto error;
-        if (reason != NULL) {
-            Py_INCREF(reason);
-            int rc = end_flow(self, e, rec, reason, now);
-            Py_DECREF(reason);
-            if (rc < 0) goto error;
-            continue;
-        }
-        if (report_due && (report_all || (rec->ts[0] <= period_ago && period_ago <= rec->ts[1]))) {
-            if (report(self->reporter, e->as_text, self->source, (PyObject *)rec, 0, Py_None, now) < 0) goto error;
-            reports++;
-        }
-    }
-    Py_DECREF(records);
-    return reports;
-error:
-    Py_DECREF(records);
-    return -1;
-}
-
 /* One record of a sweep: it ends (end_flow) or is reported when due; 0 or -1. */
 static int sweep_one(TableObject *self, ending_t *e, RecordObject *rec, PyObject *now, int report_due,
                      int report_all, double period_ago, double idle_before, double closed_before,
@@ -2771,6 +2740,26 @@ static int sweep_one(TableObject *self, ending_t *e, RecordObject *rec, PyObject
         *reports += rc == 0;
     }
     return rc;
+}
+
+/* FlowTable.sweep's loop, records as the Python path lists them (records_of); for tables whose
+ * by_endpoints or ended are of other types (end_flow takes the Python _end). */
+static Py_ssize_t sweep_listed(TableObject *self, ending_t *e, PyObject *now, int report_due, int report_all,
+                               double period_ago, double idle_before, double closed_before)
+{
+    PyObject *records = records_of(self);
+    if (records == NULL) return -1;
+    Py_ssize_t reports = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        RecordObject *rec = (RecordObject *)PyList_GET_ITEM(records, i);
+        if (sweep_one(self, e, rec, now, report_due, report_all, period_ago, idle_before, closed_before,
+                      &reports) < 0) {
+            Py_DECREF(records);
+            return -1;
+        }
+    }
+    Py_DECREF(records);
+    return reports;
 }
 
 /* FlowTable.sweep's loop over the open order, while it is exact (see order_exact): the records
