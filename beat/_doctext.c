@@ -27,6 +27,7 @@
 #include "_cid.h"
 #include "_isotime.h"
 #include "_iptext.h"      /* ip_pack(): address text packed */
+#include "_direction.h"   /* direction_verdict(): network.direction */
 #include "_jsontext.h"    /* Buf, put(), put_json() ... */
 
 /* Status of a failed step: -1 a Python error to raise (memory), -2 "use the Python path". */
@@ -99,38 +100,6 @@ static int put_mac(Buf *b, PyObject *o) {
     return 0;
 }
 
-/* Whether a packed address lies in one of `pairs`: bytes of (mask, network) pairs of
-   `size` bytes each (beat/direction.py NetworkDirection.packed_ranges). */
-static int in_ranges(PyObject *pairs, const unsigned char *addr, int size) {
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(pairs);
-    Py_ssize_t n = PyBytes_GET_SIZE(pairs) / (2 * size);
-    for (Py_ssize_t k = 0; k < n; k++, p += 2 * size) {
-        int i = 0;
-        while (i < size && (addr[i] & p[i]) == p[size + i]) i++;
-        if (i == size) return 1;
-    }
-    return 0;
-}
-
-/* NetworkDirection.of (beat/direction.py) of two packed addresses from its
-   packed_ranges, (host and internal ranges of IPv4, the same of IPv6, whether there are
-   internal networks at all): the verdict, or NULL for a tuple of another shape. */
-static const char *direction_of(PyObject *ranges, const unsigned char *source,
-                                const unsigned char *destination, int size) {
-    if (PyTuple_GET_SIZE(ranges) != 5) return NULL;
-    PyObject *host = PyTuple_GET_ITEM(ranges, size == 4 ? 0 : 2),
-             *internal = PyTuple_GET_ITEM(ranges, size == 4 ? 1 : 3), *tests = PyTuple_GET_ITEM(ranges, 4);
-    if (!PyBytes_CheckExact(host) || !PyBytes_CheckExact(internal) || !PyBool_Check(tests)
-        || PyBytes_GET_SIZE(host) % (2 * size) || PyBytes_GET_SIZE(internal) % (2 * size))
-        return NULL;
-    if (in_ranges(host, destination, size)) return "ingress";
-    if (in_ranges(host, source, size)) return "egress";
-    if (tests == Py_False) return "unknown";
-    int inside = in_ranges(internal, destination, size);
-    if (in_ranges(internal, source, size)) return inside ? "internal" : "outbound";
-    return inside ? "inbound" : "external";
-}
-
 /* The document into `b` and its _id into `id`; 0, or -1 (error) / FALLBACK. */
 static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
     PyObject *name = args[1], *protocol = args[2], *stack = args[3], *direction = args[4],
@@ -190,8 +159,11 @@ static int build(Buf *b, char id[20], PyObject *const *args, PyObject **attr) {
             if (cport < 0 || cport > 65535 || sport < 0 || sport > 65535) return FALLBACK;
             community_id(proto, caddr, saddr, v6 ? 16 : 4, (int)cport, (int)sport, cid);
         }
-        if (direction_here && (verdict = direction_of(direction, caddr, saddr, v6 ? 16 : 4)) == NULL)
-            return FALLBACK;
+        if (direction_here) {
+            int v = direction_verdict(direction, caddr, saddr, v6 ? 16 : 4);
+            if (v < 0) return FALLBACK;
+            verdict = DIRECTION_WORDS[v];
+        }
     }
 
     /* the header */

@@ -557,6 +557,7 @@ static inline unsigned u16(const unsigned char *p) { return ((unsigned)p[0] << 8
 #include "_cid.h"         /* community_id(): network.community_id */
 #include "_isotime.h"     /* second_text(): event times */
 #include "_iptext.h"      /* ip_text(): addresses */
+#include "_direction.h"   /* direction_verdict(): network.direction from CIDR ranges */
 #include "_flowapi.h"     /* account_raw, offered to beat/_speedups.c */
 
 /* ---- text ------------------------------------------------------------------ */
@@ -778,6 +779,7 @@ typedef struct {
     PyObject *id_key, *id_bytes;    /* the last source and its id_source(source) as UTF-8 */
     PyObject *tail_key, *tail_bytes; /* the last source and its tail(source) as UTF-8 (fixed per source) */
     PyObject *dir_obj, *dir_kinds, *dir_tests;     /* builder.direction and its kinds dict and tests list */
+    PyObject *dir_ranges;       /* its packed_ranges (a tuple when every range is a CIDR), else NULL */
     PyObject *pending;          /* while collecting: the reports made, [(doc_id, Fragment)]; else NULL */
     /* Blocks (see blocks()): while collecting, text reports are appended to `data` as NDJSON
      * lines and their _ids to `ids` (one a line) instead of becoming Python objects; handed to
@@ -1028,25 +1030,36 @@ static char *put_mac(char *w, const unsigned char *m)
     return w;
 }
 
-/* NetworkDirection._verdict's words, by the two addresses' kinds (beat/direction.py). */
-static PyObject *verdicts[7], *str__kind;
-enum { V_UNKNOWN, V_INGRESS, V_EGRESS, V_INTERNAL, V_OUTBOUND, V_INBOUND, V_EXTERNAL };
+/* NetworkDirection._verdict's words (DIRECTION_WORDS, beat/_direction.h) as str. */
+static PyObject *verdicts[DIRECTION_N], *str__kind;
 enum { K_HOST = 1, K_INTERNAL = 2, K_INVALID = 4 };     /* direction.py's _HOST, _INTERNAL, _INVALID */
 
 /* network.direction of a flow's packed addresses (a new reference): NetworkDirection.of_packed's
- * answer: the addresses' kinds from its `kinds` cache (an address not in it from its _kind
- * method, which classifies and caches it) and the verdict as _verdict gives it; a direction
- * object of another shape answers itself. */
+ * answer. With CIDR ranges only (packed_ranges), worked out here from them, as _doctext does for
+ * transactions (no cache: a flow asks once, at its first report, and the Python _kind of an
+ * address not cached yet cost ~7,000 instructions). Else the addresses' kinds from its `kinds`
+ * cache (an address not in it from its _kind method, which classifies and caches it) and the
+ * verdict as _verdict gives it; a direction object of another shape answers itself. */
 static PyObject *direction_of(ReporterObject *self, PyObject *direction, PyObject *src, PyObject *dst)
 {
-    if (direction != self->dir_obj) {       /* kinds and tests stay the same objects for its life */
+    if (direction != self->dir_obj) {       /* kinds, tests, packed_ranges stay the same objects for its life */
         PyObject *kinds = PyObject_GetAttrString(direction, "kinds");
         PyObject *tests = kinds ? PyObject_GetAttrString(direction, "tests") : NULL;
         if (tests == NULL) PyErr_Clear();
         Py_XSETREF(self->dir_kinds, tests ? kinds : NULL);
         if (tests == NULL) Py_XDECREF(kinds);
         Py_XSETREF(self->dir_tests, tests);
+        PyObject *ranges = PyObject_GetAttrString(direction, "packed_ranges");
+        if (ranges == NULL) PyErr_Clear();
+        else if (!PyTuple_CheckExact(ranges)) Py_CLEAR(ranges);
+        Py_XSETREF(self->dir_ranges, ranges);
         Py_XSETREF(self->dir_obj, Py_NewRef(direction));
+    }
+    if (self->dir_ranges != NULL && PyBytes_CheckExact(src) && PyBytes_CheckExact(dst)
+            && PyBytes_GET_SIZE(src) == PyBytes_GET_SIZE(dst)) {
+        int v = direction_verdict(self->dir_ranges, (const unsigned char *)PyBytes_AS_STRING(src),
+                                  (const unsigned char *)PyBytes_AS_STRING(dst), (int)PyBytes_GET_SIZE(src));
+        if (v >= 0) return Py_NewRef(verdicts[v]);
     }
     if (self->dir_kinds != NULL && PyDict_CheckExact(self->dir_kinds) && PyList_CheckExact(self->dir_tests)) {
         /* of_packed is _verdict(_kind(src), _kind(dst)): an address not cached yet is
@@ -1069,10 +1082,10 @@ static PyObject *direction_of(ReporterObject *self, PyObject *direction, PyObjec
         }
         if (known) {
             long long s = kind[0], d = kind[1];
-            int v = (s | d) & K_INVALID ? V_UNKNOWN : d & K_HOST ? V_INGRESS : s & K_HOST ? V_EGRESS
-                    : PyList_GET_SIZE(self->dir_tests) == 0 ? V_UNKNOWN
-                    : s & K_INTERNAL ? (d & K_INTERNAL ? V_INTERNAL : V_OUTBOUND)
-                    : (d & K_INTERNAL ? V_INBOUND : V_EXTERNAL);
+            int v = (s | d) & K_INVALID ? DIRECTION_UNKNOWN : d & K_HOST ? DIRECTION_INGRESS
+                    : s & K_HOST ? DIRECTION_EGRESS : PyList_GET_SIZE(self->dir_tests) == 0 ? DIRECTION_UNKNOWN
+                    : s & K_INTERNAL ? (d & K_INTERNAL ? DIRECTION_INTERNAL : DIRECTION_OUTBOUND)
+                    : (d & K_INTERNAL ? DIRECTION_INBOUND : DIRECTION_EXTERNAL);
             return Py_NewRef(verdicts[v]);
         }
     }
@@ -1534,7 +1547,7 @@ static PyObject *reporter_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->transports = Py_NewRef(transports);
     self->tail = Py_NewRef(tail);
     self->id_source = Py_NewRef(id_source);
-    self->id_key = self->id_bytes = self->tail_key = self->tail_bytes = self->dir_obj = self->dir_kinds = self->dir_tests = self->pending = self->publish_block = NULL;
+    self->id_key = self->id_bytes = self->tail_key = self->tail_bytes = self->dir_obj = self->dir_kinds = self->dir_tests = self->dir_ranges = self->pending = self->publish_block = NULL;
     self->block_docs = self->block_bytes = self->nblock = 0;
     self->data = (buf_t){0};
     self->ids = (buf_t){0};
@@ -1557,7 +1570,7 @@ static int reporter_traverse(ReporterObject *self, visitproc visit, void *arg)
     Py_VISIT(self->assign_id); Py_VISIT(self->iso_time); Py_VISIT(self->fragment);
     Py_VISIT(self->community_id); Py_VISIT(self->transports); Py_VISIT(self->tail);
     Py_VISIT(self->id_source); Py_VISIT(self->pending); Py_VISIT(self->publish_block);
-    Py_VISIT(self->dir_obj); Py_VISIT(self->dir_kinds); Py_VISIT(self->dir_tests);
+    Py_VISIT(self->dir_obj); Py_VISIT(self->dir_kinds); Py_VISIT(self->dir_tests); Py_VISIT(self->dir_ranges);
     return 0;
 }
 
@@ -1568,7 +1581,7 @@ static int reporter_clear(ReporterObject *self)
     Py_CLEAR(self->community_id); Py_CLEAR(self->transports); Py_CLEAR(self->tail);
     Py_CLEAR(self->id_source); Py_CLEAR(self->id_key); Py_CLEAR(self->id_bytes); Py_CLEAR(self->pending);
     Py_CLEAR(self->tail_key); Py_CLEAR(self->tail_bytes);
-    Py_CLEAR(self->dir_obj); Py_CLEAR(self->dir_kinds); Py_CLEAR(self->dir_tests);
+    Py_CLEAR(self->dir_obj); Py_CLEAR(self->dir_kinds); Py_CLEAR(self->dir_tests); Py_CLEAR(self->dir_ranges);
     Py_CLEAR(self->publish_block);
     return 0;
 }
@@ -3178,10 +3191,8 @@ PyMODINIT_FUNC PyInit__flowcore(void)
     str_server_ip = PyUnicode_InternFromString("server_ip");
     str_client_port = PyUnicode_InternFromString("client_port");
     str_server_port = PyUnicode_InternFromString("server_port");
-    static const char *const verdict_words[7] = {"unknown", "ingress", "egress", "internal", "outbound", "inbound",
-                                                  "external"};
-    for (int i = 0; i < 7; i++)
-        if (!(verdicts[i] = PyUnicode_InternFromString(verdict_words[i]))) return NULL;
+    for (int i = 0; i < DIRECTION_N; i++)
+        if (!(verdicts[i] = PyUnicode_InternFromString(DIRECTION_WORDS[i]))) return NULL;
     if (!(str__kind = PyUnicode_InternFromString("_kind"))) return NULL;
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     empty_tuple = PyTuple_New(0);

@@ -818,10 +818,12 @@ def test_numbers_at_every_digit_count_and_sign_are_written_as_python_writes_them
 @needs_c
 @pytest.mark.parametrize("networks", [["private"], [], ["198.51.100.0/24", "fd00::/8"], ["public"]])
 def test_flow_direction_answered_in_c_is_of_packed(networks):
-    """network.direction of flows: the C core answers from NetworkDirection's address cache
-    (both addresses known) and asks of_packed otherwise; every verdict (ingress, egress,
-    internal, outbound, inbound, external, unknown) must be of_packed's, first and later flows
-    between the same addresses alike."""
+    """network.direction of flows: with CIDR ranges only (packed_ranges) the C core works it out
+    from the ranges (beat/_direction.h) and never asks Python (the address cache stays empty);
+    else ("public") it answers from NetworkDirection's address cache (both addresses known) and
+    asks of_packed otherwise; every verdict (ingress, egress, internal, outbound, inbound,
+    external, unknown) must be of_packed's, first and later flows between the same addresses
+    alike."""
     from wirebeat.direction import NetworkDirection
     addresses = ["10.0.0.1", "10.9.9.9", "198.51.100.7", "203.0.113.9", "127.0.0.1", "169.254.3.4",
                  "224.0.0.251", "fd00::5", "2001:db8::7", "fe80::1", "::1"]
@@ -836,6 +838,8 @@ def test_flow_direction_answered_in_c_is_of_packed(networks):
             table.sweep(T0 + rounds * 50 + 1)
             table.sweep(T0 + rounds * 50 + 12)
     assert out_c == out_py and len(out_c) >= 2 * len(pairs)
+    direction_c = c.reporter.builder.direction
+    assert (direction_c.kinds == {}) == (direction_c.packed_ranges is not None)
     reference = NetworkDirection(networks)
     verdicts = set()
     for _, line in out_c:
