@@ -1683,6 +1683,9 @@ typedef struct {
     void *cache_mem;
     Py_ssize_t slots;
     unsigned long long hits, misses;
+    /* the slot whose entry is the record of the last packet account_raw accounted, as index + 1
+     * (0: none known): table_flow_id borrows that flow's endpoint objects (last_record) */
+    Py_ssize_t last_slot;
     long long opened;               /* flows open_entry opened (FlowTable.counters adds it to `opened`) */
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
     PyObject *lto;                  /* account_raw's last linktype object (held) and its value */
@@ -2090,6 +2093,7 @@ static PyObject *table_account(TableObject *self, PyObject *const *args, size_t 
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     double tsd;
+    self->last_slot = 0;
     if (kwnames != NULL || nargs < 8 || nargs > 9 || !PyBytes_CheckExact(args[2]) || !PyBytes_CheckExact(args[7])
             || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[6]))
         return PyObject_Vectorcall(self->account_python, args, nargsf, kwnames);
@@ -2235,6 +2239,7 @@ static void clear_cache(TableObject *self)
     self->cache = NULL;
     self->cache_mem = NULL;
     self->slots = 0;
+    self->last_slot = 0;
 }
 
 static inline void note_cached(TableObject *self, RecordObject *rec, Py_ssize_t pair);
@@ -2250,6 +2255,7 @@ static int size_cache(TableObject *self)
     struct kslot *old = self->cache;
     void *old_mem = self->cache_mem;
     Py_ssize_t old_slots = self->slots;
+    self->last_slot = 0;
     self->cache_mem = mem;
     self->cache = (struct kslot *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
     self->slots = n;
@@ -2439,6 +2445,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
     struct kslot *slot = NULL;
     Py_ssize_t pair = 0;
     PyObject *key = NULL;
+    self->last_slot = 0;
     Py_hash_t khash = -1;
     long long opened = self->opened;
     RecordObject *rec = NULL;
@@ -2457,6 +2464,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
                     /* Nothing left the table since: still its record, borrowed from the slot;
                      * its key is found only if apply calls Python (it holds both then). */
                     self->hits++;
+                    self->last_slot = pair + 1;
                     return apply(self, NULL, slot[0].which, (RecordObject *)slot[0].entry, slot[0].which != 0,
                                  ts, tsd, flen, &l, p, plen, payload);
                 }
@@ -2483,6 +2491,7 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
         int which = key_place(rec, key, d);
         if (which == -2) goto error;
         cache_put(self, pair, raw, n, rec, which);
+        if (which >= 0) self->last_slot = pair + 1;
         if (opened != self->opened && !rec->rev_same) {
             /* A flow this packet opened: its reverse key is cached too (flows[rev_key] is rec
              * now), so the first answer finds it without making, hashing and looking up a key
@@ -2924,6 +2933,61 @@ static PyObject *packed_ip(TableObject *self, PyObject *text)
     return PyObject_CallOneArg(self->ip_packed, text);
 }
 
+/* The record whose packet account_raw accounted last (borrowed: its key cache slot holds it),
+ * NULL when not known. Most transactions end with a packet of their own flow. */
+static RecordObject *last_record(TableObject *self)
+{
+    Py_ssize_t i = self->last_slot - 1;
+    if (i < 0 || i >= self->slots) return NULL;
+    PyObject *entry = self->cache[i].entry;
+    return entry != NULL && IS_RECORD(entry) ? (RecordObject *)entry : NULL;
+}
+
+/* Whether an endpoint of a by_endpoints key (`addr` packed, `port`) is the address `text`
+ * (that text as inet_ntop writes the address: another spelling is no match here) and the port
+ * `want` */
+static int same_endpoint(PyObject *addr, PyObject *port, PyObject *text, long long want)
+{
+    char buf[INET6_ADDRSTRLEN];
+    long long p;
+    Py_ssize_t alen = PyBytes_CheckExact(addr) ? PyBytes_GET_SIZE(addr) : 0;
+    if ((alen != 4 && alen != 16) || !get_ll(port, &p) || p != want) return 0;
+    Py_ssize_t n = ip_text(buf, (const unsigned char *)PyBytes_AS_STRING(addr), (int)alen) - buf;
+    return PyUnicode_GET_LENGTH(text) == n && memcmp(PyUnicode_DATA(text), buf, (size_t)n) == 0;
+}
+
+/* A transaction's endpoints (its FlowKey's addresses as text, its ports) as the objects of the
+ * last packet's flow's by_endpoints key (rec->ends), client first, when they are the same
+ * addresses and ports (new references in *client, *cport, *server, *sport): 1; else 0. The
+ * lookups then take equal objects, already hashed, the very ones that key holds, instead of
+ * address text packed into new bytes objects, hashed and compared (~1,000 instructions a
+ * transaction). */
+static int endpoints_of_last(TableObject *self, long long proto, PyObject *client_text, PyObject *server_text,
+                             PyObject *cport, PyObject *sport, PyObject **client, PyObject **cport_out,
+                             PyObject **server, PyObject **sport_out)
+{
+    RecordObject *last = last_record(self);
+    PyObject *ends = last != NULL ? last->ends : NULL;
+    long long cp, sp, ep;
+    if (ends == NULL || !PyTuple_CheckExact(ends) || PyTuple_GET_SIZE(ends) != 5
+            || !get_ll(PyTuple_GET_ITEM(ends, 0), &ep) || ep != proto || !get_ll(cport, &cp) || !get_ll(sport, &sp)
+            || !PyUnicode_CheckExact(client_text) || !PyUnicode_IS_ASCII(client_text)
+            || !PyUnicode_CheckExact(server_text) || !PyUnicode_IS_ASCII(server_text))
+        return 0;
+    PyObject *const *e = &PyTuple_GET_ITEM(ends, 0);
+    for (int way = 0; way < 2; way++) {     /* ends as (proto, client, cport, server, sport), then reversed */
+        PyObject *c = e[way ? 3 : 1], *cpo = e[way ? 4 : 2], *s = e[way ? 1 : 3], *spo = e[way ? 2 : 4];
+        if (same_endpoint(c, cpo, client_text, cp) && same_endpoint(s, spo, server_text, sp)) {
+            *client = Py_NewRef(c);
+            *cport_out = Py_NewRef(cpo);
+            *server = Py_NewRef(s);
+            *sport_out = Py_NewRef(spo);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a new
  * reference, NULL when neither (an exception set when the lookup failed). */
 static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObject *ap, PyObject *b, PyObject *bp)
@@ -2965,20 +3029,25 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
     if (proto < 0 || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended))
         return PyObject_CallOneArg(self->flow_id_python, flow);
     if (proto == 0) Py_RETURN_NONE;
-    PyObject *client = NULL, *server = NULL, *cport = NULL, *sport = NULL, *proto_o = NULL, *out = NULL, *o;
-    if (!(o = PyObject_GetAttr(flow, str_client_ip))) goto done;
-    client = packed_ip(self, o);
-    Py_DECREF(o);
-    if (client == NULL || !(o = PyObject_GetAttr(flow, str_server_ip))) goto done;
-    server = packed_ip(self, o);
-    Py_DECREF(o);
-    if (server == NULL) goto done;
+    PyObject *client = NULL, *server = NULL, *cport = NULL, *sport = NULL, *proto_o = NULL, *out = NULL;
+    PyObject *client_text = NULL, *server_text = NULL;
+    if (!(client_text = PyObject_GetAttr(flow, str_client_ip)) || !(server_text = PyObject_GetAttr(flow, str_server_ip)))
+        goto done;
     if (proto == 6 || proto == 17) {
         if (!(cport = PyObject_GetAttr(flow, str_client_port)) || !(sport = PyObject_GetAttr(flow, str_server_port)))
             goto done;
     } else {
         cport = Py_NewRef(small_int[1]);
         sport = Py_NewRef(small_int[1]);
+    }
+    PyObject *lc, *lcp, *ls, *lsp;
+    if (endpoints_of_last(self, proto, client_text, server_text, cport, sport, &lc, &lcp, &ls, &lsp)) {
+        client = lc;
+        server = ls;
+        Py_SETREF(cport, lcp);
+        Py_SETREF(sport, lsp);
+    } else if (!(client = packed_ip(self, client_text)) || !(server = packed_ip(self, server_text))) {
+        goto done;
     }
     if (!(proto_o = PyLong_FromLong(proto))) goto done;
     PyObject *rec = either_way(self->by_endpoints, proto_o, client, cport, server, sport);
@@ -3006,6 +3075,7 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
     }
 done:
     Py_XDECREF(client); Py_XDECREF(server); Py_XDECREF(cport); Py_XDECREF(sport); Py_XDECREF(proto_o);
+    Py_XDECREF(client_text); Py_XDECREF(server_text);
     return out;
 }
 

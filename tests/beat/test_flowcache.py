@@ -209,3 +209,42 @@ def test_the_key_cache_keeps_its_keys_when_it_grows():
     assert core.key_cache()[2] - misses <= 10 and core.key_cache()[1] - hits >= 190
     engine.finish()
     pipeline.close()
+
+
+@needs_c
+def test_a_transactions_flow_id_after_each_frame_is_the_python_one():
+    """FlowTable.flow_id in C borrows the endpoint objects of the flow whose packet came last
+    (frame_batch's key cache); its answers stay flow_id_python's after every frame: the last
+    packet's flow either way round, another live flow on the same addresses and ports (other
+    VLAN: by_endpoints names the newer one, not the last packet's), other ports or transports,
+    ICMP, IPv6 in another spelling, and keys of no flow."""
+    from wirebeat.decoders.api import FlowKey
+    engine, pipeline, _output, _stats = make_engine([], overrides={"wirebeat.flows.enabled": True},
+                                                    output=FragmentOutput())
+    a, b, c, a6, b6 = "10.9.0.10", "10.9.0.11", "10.9.0.12", "2001:db8::a", "2001:db8::b"
+    udp = g.ipv4(a, b, 17, g.udp(a, b, 5000, 53, b"q"))
+    answer = g.ipv4(b, a, 17, g.udp(b, a, 53, 5000, b"r"))
+    frames = [g.ethernet(udp, src=A_MAC, dst=B_MAC, vlans=[7]),
+              g.ethernet(udp, src=A_MAC, dst=B_MAC, vlans=[8]),        # the same endpoints, another flow
+              g.ethernet(answer, src=B_MAC, dst=A_MAC, vlans=[7]),     # the older flow's answer
+              g.ethernet(g.ipv4(a, c, 1, g.icmp_echo(77, 1)), src=A_MAC, dst=B_MAC),
+              g.ethernet(g.ipv4(c, a, 1, g.icmp_echo(77, 1, reply=True)), src=B_MAC, dst=A_MAC),
+              g.ethernet(g.ipv6(a6, b6, 17, g.udp(a6, b6, 1234, 53, b"q")), src=A_MAC, dst=B_MAC),
+              g.ethernet(g.ipv4(b, a, 6, g.tcp(b, a, 443, 40000, b"", flags="SA")), src=B_MAC, dst=A_MAC)]
+    keys = [FlowKey("udp", a, 5000, b, 53, "test"), FlowKey("udp", b, 53, a, 5000, "test"),
+            FlowKey("udp", a, 5001, b, 53, "test"), FlowKey("tcp", a, 5000, b, 53, "test"),
+            FlowKey("icmp", a, 0, c, 0, "test"), FlowKey("icmp", c, 0, a, 0, "test"),
+            FlowKey("udp", a6, 1234, b6, 53, "test"), FlowKey("udp", a6.upper(), 1234, b6, 53, "test"),
+            FlowKey("udp", b6, 53, a6, 1234, "test"), FlowKey("tcp", a, 40000, b, 443, "test"),
+            FlowKey("udp", "::ffff:" + a, 5000, b, 53, "test"), FlowKey("udp", a, 5000, c, 53, "test")]
+    batch, named = _batcher(engine), set()
+    for i, frame in enumerate(frames):
+        batch(T0 + i, [frame])
+        table = engine.sources["test"].flows
+        for key in keys:
+            want = table.flow_id_python(key)
+            assert table.flow_id(key) == want, (i, key)
+            named.add(want)
+    assert len(named - {None}) >= 5 and table.core.key_cache()[1] >= 2     # (the answers: key cache hits)
+    engine.finish()
+    pipeline.close()
