@@ -21,9 +21,10 @@ addresses; a full one starts over, counted as `direction.address_cache_resets`.
 A direction is then two dict lookups: on the transaction-dense benchmark most
 address pairs are new, and an LRU of pairs, which this replaced, missed on
 four transactions in five. Transaction documents written by wirebeat._doctext
-(beat/document.py) skip both: with CIDR-only networks (`packed_ranges`) their
-direction is worked out in C from the packed addresses, with no cache
-(tests/beat/test_doctext_c.py holds it to `of`).
+(beat/document.py) and flow reports written by wirebeat._flowcore skip both:
+with CIDR-only networks (`packed_ranges`) their direction is worked out in C
+from the packed addresses, with no cache (beat/_direction.h;
+tests/beat/test_doctext_c.py and test_flowcore.py hold it to `of` / `of_packed`).
 """
 from __future__ import annotations
 
@@ -76,8 +77,9 @@ class NetworkDirection:
             self.int_ranges = {size: (tuple(r for test in _HOST_TESTS for r in test.ranges[size]),
                                       tuple(r for test in self.tests for r in test.ranges[size]))
                                for size in (4, 16)}
-        # The same ranges as bytes, for wirebeat._doctext.assemble, which works out transaction
-        # documents' direction from the packed addresses (no cache, no call per document):
+        # The same ranges as bytes, for wirebeat._doctext.assemble and wirebeat._flowcore's
+        # reports (beat/_direction.h), which work out transactions' and flows' direction from
+        # the packed addresses (no cache, no call per document):
         # (IPv4 host-side, IPv4 internal, IPv6 host-side, IPv6 internal, whether there are
         # internal networks), each range a mask and a network, big-endian. None without int_ranges.
         self.packed_ranges: tuple[bytes, bytes, bytes, bytes, bool] | None = None
@@ -136,7 +138,8 @@ class NetworkDirection:
 
     def _verdict(self, source_kind: int, destination_kind: int) -> str:
         # beat/_flowcore.c's direction_of gives flows this verdict from `kinds` and `tests`
-        # (tests/beat/test_flowcore.py holds the two equal): change both together.
+        # when there are no packed_ranges (tests/beat/test_flowcore.py holds the two equal):
+        # change both together.
         if (source_kind | destination_kind) & _INVALID:
             return "unknown"
         if destination_kind & _HOST:
