@@ -2164,8 +2164,9 @@ error:
  * record in the pairs that hold it (the record names them: cpair), so the other flows'
  * cached entries stay good and an ended flow's record is not kept alive by a slot. The
  * cache grows with the table to 2 slots per table key, at most KEY_CACHE_MAX slots (64
- * bytes each: 2 MiB) per source, taking its cached keys along (size_cache). (Realistic 300k: 1 MiB missed 9,390 frames of known flows,
- * 2 MiB 5,547; 4 MiB cost more in cache misses than it saved: docs/performance.md, flow11.)
+ * bytes each: 2 MiB) per source, taking its cached keys along (size_cache). (Realistic
+ * 300k: 1 MiB missed 9,390 frames of known flows, 2 MiB 5,547; 4 MiB cost more in cache
+ * misses than it saved: docs/performance.md, flow11.)
  * key_cache() gives (slots, hits, misses). */
 #define RAW_KEY_MAX 52      /* the longest key a slot holds: IPv6 with the MAC pair and one VLAN id */
 #define KEY_CACHE_MIN 1024
