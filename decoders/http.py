@@ -359,9 +359,12 @@ class _Direction:
                 return end
             if not self.synced:
                 # The first bytes seen, or the first after a loss: they must look
-                # like a message start, else the capture began mid-message.
-                self.state, self.boundary = _RESYNC, True
-                return pos
+                # like a message start, else the capture began mid-message. (A stream's
+                # first message, the usual case, is taken here as _resync would take it.)
+                if (_RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE).match(data, pos) is None:
+                    self.state, self.boundary = _RESYNC, True
+                    return pos
+                self.boundary = self.synced = True
             head_end = _find_head_end(data, pos)
             if head_end >= 0:
                 if head_end - pos > cap:
