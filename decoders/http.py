@@ -98,6 +98,7 @@ from urllib.parse import quote, quote_plus, unquote, unquote_to_bytes, urlsplit
 
 from wirebeat.decoders.api import DecodeError, DecoderSpec, FlowKey, Option, Transaction, is_ip_literal
 from wirebeat.decoders.mime import sniff_mime_type
+from wirebeat.records import maker, new_transaction as _new_transaction
 
 __all__ = ["DECODER", "HTTPExchange", "HTTPMessage", "HTTPStream", "document"]
 
@@ -524,12 +525,13 @@ class _Direction:
         settings = self.settings
         types = settings.body_types_request if self.is_request else settings.body_types_response
         content_type = draft.fields.get("content-type", "").lower()
-        draft.send_body = bool(content_type) and any(t in content_type for t in types)
+        draft.send_body = bool(types) and bool(content_type) and any(t in content_type for t in types)
         form = self.is_request and "urlencoded" in content_type
         # max_message_size counts the header block too; past it packetbeat keeps
-        # tracking the message but stores none of the rest.
-        draft.capture_limit = min(settings.max_body_bytes,
-                                  settings.max_message_bytes - len(draft.head_text.encode("utf-8", "replace")))
+        # tracking the message but stores none of the rest. (ASCII text: as many bytes as characters)
+        head = draft.head_text
+        draft.capture_limit = min(settings.max_body_bytes, settings.max_message_bytes
+                                  - (len(head) if head.isascii() else len(head.encode("utf-8", "replace"))))
         if (draft.send_body or form) and draft.capture_limit > 0:
             draft.body = bytearray()
 
@@ -1016,16 +1018,11 @@ class HTTPStream:
             if port is not None and port != self.flow.server_port:
                 notes.append(NOTE_HOST_PORT_MISMATCH)
         first = request or response
-        self.out.append(Transaction(
-            flow=self.flow,
-            ts=first.ts,
-            end_ts=response.ts if request is not None and response is not None else None,
-            status=status,
-            detail=HTTPExchange(request, response),
-            request_bytes=request.size if request is not None else None,
-            response_bytes=response.size if response is not None else None,
-            notes=tuple(dict.fromkeys(notes)),
-            identity=str(exchange.seq),
+        self.out.append(_new_transaction(     # (flow, ts, end_ts, status, detail, request_bytes, response_bytes, notes, identity)
+            self.flow, first.ts, response.ts if request is not None and response is not None else None,
+            status, _new_exchange(request, response),
+            request.size if request is not None else None, response.size if response is not None else None,
+            tuple(dict.fromkeys(notes)) if notes else (), str(exchange.seq),
         ))
 
     def _finish_message(self, draft: _Draft, size: int) -> HTTPMessage:
@@ -1093,18 +1090,21 @@ class HTTPStream:
             path, query = _split_target(draft.method, draft.target)
             form = body_bytes if "urlencoded" in content_type.lower() else None
             query = _encode_query(query, settings.hide_keywords, form)
-        return HTTPMessage(
-            ts=draft.ts, version=draft.version, method=draft.method, target=draft.target,
-            status_code=draft.status_code, status_phrase=draft.status_phrase,
-            headers=headers, content_type=content_type, host=host,
-            user_agent=fields.get("user-agent", ""), referer=fields.get("referer", ""),
-            user_name=_basic_auth_user(fields.get("authorization", "")),
-            forwarded_ip=forwarded, size=size, body_bytes=draft.body_bytes, body=body, raw=raw,
-            path=path, query=query, notes=tuple(notes), mime_type=mime_type,
+        authorization = fields.get("authorization")
+        # HTTPMessage's fields in their order (_new_message: no keyword call, no __init__)
+        return _new_message(
+            draft.ts, draft.version, draft.method, draft.target, draft.status_code, draft.status_phrase,
+            headers, content_type, host, fields.get("user-agent", ""), fields.get("referer", ""),
+            _basic_auth_user(authorization) if authorization else "", forwarded, size,
+            draft.body_bytes, body, raw, path, query, tuple(notes), mime_type,
         )
 
 
 # -- helpers ----------------------------------------------------------------------
+
+# Made once per message and transaction without their Python __init__ (wirebeat.records),
+# every field in order.
+_new_message, _new_exchange = maker(HTTPMessage), maker(HTTPExchange)
 
 _AUTHORIZATION_HEADERS = ("authorization", "proxy-authorization")
 
@@ -1227,6 +1227,8 @@ def _encode_query(query: str, hide: frozenset[str], form_body: bytes | None) -> 
 
     A form body with an invalid pair makes packetbeat give up: no url.query at all.
     """
+    if not query and not form_body:
+        return ""                         # (no parameters)
     params, _ = _parse_query(query)       # url.Query() drops bad pairs silently
     if form_body:
         form, valid = _parse_query(form_body)
