@@ -422,15 +422,14 @@ class _Direction:
             match = _REQUEST_LINE.fullmatch(first) or _REQUEST_LINE_LENIENT.fullmatch(first)
             if match is None:
                 raise DecodeError("http.bad_request_line", self._data_pos(start + len(head)))
-            draft.method, draft.target = match[1], match[2]
-            major, minor = match[3], match[4]
+            draft.method, draft.target, major, minor = match.groups()
         else:
             match = _STATUS_LINE.fullmatch(first)
             if match is None:
                 raise DecodeError("http.bad_status_line", self._data_pos(start + len(head)))
-            major, minor = match[1], match[2]
-            draft.status_code = int(match[3])
-            draft.status_phrase = (match[4] or "").strip().lower()
+            major, minor, code, phrase = match.groups()
+            draft.status_code = int(code)
+            draft.status_phrase = (phrase or "").strip().lower()
         if major != "1":
             raise DecodeError("http.unsupported_version", self._data_pos(start + len(head)))
         draft.version = "1.0" if minor == "0" else "1.1"
@@ -474,8 +473,12 @@ class _Direction:
                 # §6.3 rule 4: the request's length cannot be determined.
                 raise DecodeError("http.bad_transfer_encoding", data_pos)
         elif "content-length" in fields:
-            values = {v.strip() for v in fields["content-length"].split(",")}
-            value = values.pop() if len(values) == 1 else ""
+            value = fields["content-length"]
+            if "," in value:        # repeated (or a list): one value when all agree
+                values = {v.strip() for v in value.split(",")}
+                value = values.pop() if len(values) == 1 else ""
+            else:
+                value = value.strip()
             # 19 digits: an int64, as llhttp allows; larger is malformed, not memory.
             if not value.isdigit() or not value.isascii() or len(value) > 19:
                 raise DecodeError("http.bad_content_length", data_pos)
