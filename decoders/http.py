@@ -89,10 +89,12 @@ import base64
 import binascii
 import ipaddress
 import re
+import string
 import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_to_bytes, urlsplit
 
@@ -1277,6 +1279,12 @@ def _decode_body(body: bytes, codings: list[str], max_bytes: int) -> bytes | Non
 
 def _host_port(host: str) -> tuple[str, int | None]:
     """Split a Host header into host and port (None when absent or not a number)."""
+    # A site's Host header recurs in every request to it (looked up twice per transaction):
+    # cached when it is no longer than a DNS name with a port, so the cache stays small.
+    return _host_port_cached(host) if len(host) <= 270 else _split_host_port(host)
+
+
+def _split_host_port(host: str) -> tuple[str, int | None]:
     host = host.strip()
     if host.startswith("["):
         close = host.find("]")
@@ -1290,6 +1298,8 @@ def _host_port(host: str) -> tuple[str, int | None]:
     return host, None
 
 
+_host_port_cached = lru_cache(maxsize=1024)(_split_host_port)
+
 
 def _extension(path: str) -> str:
     last = path.rsplit("/", 1)[-1]
@@ -1297,12 +1307,17 @@ def _extension(path: str) -> str:
     return ext if dot and stem and ext else ""
 
 
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"     # what url.full's path keeps besides letters and digits
+_PATH_KEPT = string.ascii_letters + string.digits + "_.-~" + _PATH_SAFE     # all quote() keeps
+
+
 def _full_url(domain: str, port: int, path: str, query: str) -> str:
     """packetbeat's synthesized url.full: http://host[:port]/path?query."""
     host = f"[{domain}]" if ":" in domain else domain
     if port != 80:
         host = f"{host}:{port}"
-    url = "http://" + host + quote(path, safe="/:@!$&'()*+,;=-._~%")
+    # (a path of characters quote() keeps as they are, the usual case, without its call)
+    url = "http://" + host + (path if path.isascii() and not path.rstrip(_PATH_KEPT) else quote(path, safe=_PATH_SAFE))
     return url + "?" + query if query else url
 
 
