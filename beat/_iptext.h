@@ -14,24 +14,29 @@
 
 /* Plain dotted decimal ("10.0.0.1": four parts of one to three digits, none above 255,
  * none with a leading zero) packed at out: 1; 0 for any other text. What it takes
- * inet_pton(AF_INET) takes too, to the same bytes, in a tenth of the instructions (glibc
- * checks each character against a string of digits); the rest is left to inet_pton. */
+ * inet_pton(AF_INET) takes too, to the same bytes, without glibc's strlen and search of a
+ * string of digits for each character (~250 instructions an address); the rest is left
+ * to inet_pton. */
 static inline int dotted_pack(const char *s, size_t n, unsigned char out[4])
 {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
     unsigned char parts[4];
-    size_t i = 0;
     for (int part = 0; part < 4; part++) {
         if (part) {
-            if (i >= n || s[i] != '.') return 0;
-            i++;
+            if (p == end || *p != '.') return 0;
+            p++;
         }
-        size_t start = i;
-        unsigned v = 0;
-        while (i < n && i - start < 3 && s[i] >= '0' && s[i] <= '9') v = v * 10 + (unsigned)(s[i++] - '0');
-        if (i == start || v > 255 || (s[start] == '0' && i - start > 1)) return 0;
+        if (p == end || (unsigned)(*p - '0') > 9) return 0;
+        unsigned v = (unsigned)(*p++ - '0');
+        if (p < end && (unsigned)(*p - '0') <= 9) {
+            if (v == 0) return 0;                               /* a leading zero */
+            v = v * 10 + (unsigned)(*p++ - '0');
+            if (p < end && (unsigned)(*p - '0') <= 9) v = v * 10 + (unsigned)(*p++ - '0');
+        }
+        if (v > 255) return 0;
         parts[part] = (unsigned char)v;
     }
-    if (i != n) return 0;
+    if (p != end) return 0;     /* (a fourth digit, or anything else, after the last part) */
     memcpy(out, parts, 4);
     return 1;
 }
