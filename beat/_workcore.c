@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static uint32_t crc_table[256];
+static uint32_t crc_table[4][256];     /* [0]: the bytewise table; [1..3]: slicing by 4 */
 static PyObject *str_raw;
 static PyObject *str_map;
 static PyObject *int_zero;
@@ -37,22 +37,75 @@ static PyObject *int_zero;
 #define SHADOW (-1)
 #define TICK (-2)
 
+/* Little-endian fields of a record, as struct's "<": a plain copy on a little-endian
+ * host (x86, arm), byte by byte elsewhere. (GCC keeps byte loops as byte stores.) */
+static inline void put_le(unsigned char *p, uint64_t v, int size)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (size == 8) {
+        memcpy(p, &v, 8);
+    } else {
+        uint32_t w = (uint32_t)v;
+        memcpy(p, &w, 4);
+    }
+#else
+    for (int k = 0; k < size; k++) p[k] = (unsigned char)(v >> (8 * k));
+#endif
+}
+
+static inline uint64_t get_le(const unsigned char *p, int size)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (size == 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return v;
+    }
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+#else
+    uint64_t v = 0;
+    for (int k = 0; k < size; k++) v |= (uint64_t)p[k] << (8 * k);
+    return v;
+#endif
+}
+
 static void crc_init(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (int t = 1; t < 4; t++)
+        for (int i = 0; i < 256; i++)
+            crc_table[t][i] = crc_table[t - 1][i] >> 8 ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
 }
 
-/* zlib.crc32(a + b, start) */
+/* CRC-32 of `len` bytes (a multiple of 4: an address) on from `c` (inverted), four
+ * bytes a step ("slicing by 4"; the same CRC as a byte a step, a quarter of the steps). */
+static uint32_t crc32_words(uint32_t c, const unsigned char *p, Py_ssize_t len)
+{
+    for (Py_ssize_t i = 0; i < len; i += 4) {
+        c ^= (uint32_t)get_le(p + i, 4);
+        c = crc_table[3][c & 0xFF] ^ crc_table[2][c >> 8 & 0xFF] ^ crc_table[1][c >> 16 & 0xFF] ^ crc_table[0][c >> 24];
+    }
+    return c;
+}
+
+/* zlib.crc32(a + b, start), `len` 4 or 16 */
 static uint32_t crc32_pair(const unsigned char *a, const unsigned char *b, Py_ssize_t len, uint32_t start)
 {
-    uint32_t c = ~start;
-    for (Py_ssize_t i = 0; i < len; i++) c = crc_table[(c ^ a[i]) & 0xFF] ^ (c >> 8);
-    for (Py_ssize_t i = 0; i < len; i++) c = crc_table[(c ^ b[i]) & 0xFF] ^ (c >> 8);
-    return ~c;
+    return ~crc32_words(crc32_words(~start, a, len), b, len);
+}
+
+/* memcmp(a, b, len) < 0, inline: addresses differ within their first bytes */
+static inline int less(const unsigned char *a, const unsigned char *b, Py_ssize_t len)
+{
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (a[i] != b[i]) return a[i] < b[i];
+    return 0;
 }
 
 /* A set of ports as a bitmap, made once per `shard` call: a frame's ports are looked up
@@ -130,7 +183,7 @@ static int plain_route(const unsigned char *d, Py_ssize_t len, uint32_t crc, Py_
     } else {
         return 1;
     }
-    uint32_t h = memcmp(src, dst, alen) < 0 ? crc32_pair(src, dst, alen, crc) : crc32_pair(dst, src, alen, crc);
+    uint32_t h = less(src, dst, alen) ? crc32_pair(src, dst, alen, crc) : crc32_pair(dst, src, alen, crc);
     *index = (Py_ssize_t)(h % (uint32_t)n);
     *shadow = 0;
     if (!announcing) return 0;
@@ -199,19 +252,54 @@ static PyObject *reserved(Py_ssize_t room)
     return array;
 }
 
+/* The end of one pending list as a `shard` call last left it: the run it appends to
+ * stays the list's last entry until the call returns (only the call appends to the list
+ * meanwhile), so the next record for that list needs neither the run's kind and source
+ * compared nor its head count worked out from Python objects. Valid while the list
+ * still has `size` entries, the last being `run`. */
+typedef struct {
+    PyObject *run;          /* borrowed (the list holds it); NULL: nothing known */
+    Py_ssize_t size;        /* the list's length when `run` was its last entry */
+    Py_ssize_t before;      /* run[4]: the list's entries ahead of the run */
+    int map;                /* a "map" run, else "raw" */
+} Tail;
+
+static inline int tail_holds(const Tail *tail, PyObject *pending, int map)
+{
+    Py_ssize_t size = PyList_GET_SIZE(pending);
+    return tail->run != NULL && tail->map == map && tail->size == size
+           && PyList_GET_ITEM(pending, size - 1) == tail->run;
+}
+
+/* `grow` when the bytearray has the room and nothing exports it (the usual case) */
+static inline int append(PyObject *array, const void *bytes, Py_ssize_t len)
+{
+    PyByteArrayObject *a = (PyByteArrayObject *)array;
+    if (!PyByteArray_CheckExact(array)) return grow(array, bytes, len);     /* (raises) */
+    Py_ssize_t old = Py_SIZE(a), need = old + len;
+    if (need >= a->ob_alloc || a->ob_start != a->ob_bytes || a->ob_exports)
+        return grow(array, bytes, len);
+    memcpy(a->ob_start + old, bytes, (size_t)len);
+    Py_SET_SIZE(a, need);
+    a->ob_start[need] = '\0';
+    return 0;
+}
+
 /* workers._record: one record at the end of `pending`'s run of `source` (a new run
  * [kind, source, bytearray(), bytearray(), before] when the last entry is not one of
  * this kind and source). offset < 0: a "raw" run, the frame's bytes are appended to
  * run[3]; else a "map" run (the frame is in the source's mapped file), its offset there
- * is (8 bytes, little-endian). */
-static int record(PyObject *pending, PyObject *source, double ts, long long number, uint32_t linktype,
-                  const char *data, Py_ssize_t len, long long offset)
+ * is (8 bytes, little-endian). `tail`: what this call knows of the list's end. */
+static int record(PyObject *pending, Tail *tail, PyObject *source, double ts, long long number,
+                  uint32_t linktype, const char *data, Py_ssize_t len, long long offset)
 {
     PyObject *kind = offset < 0 ? str_raw : str_map;
     Py_ssize_t size = PyList_GET_SIZE(pending);
     PyObject *run = size ? PyList_GET_ITEM(pending, size - 1) : NULL;
     int same = 0;
-    if (run != NULL && PyList_CheckExact(run)) {
+    if (tail_holds(tail, pending, offset >= 0)) {
+        same = 1;
+    } else if (run != NULL && PyList_CheckExact(run)) {
         if (PyList_GET_SIZE(run) != 5) {
             PyErr_SetString(PyExc_ValueError, "a run is a list of 5");
             return -1;
@@ -219,6 +307,11 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
         same = PyObject_RichCompareBool(PyList_GET_ITEM(run, 0), kind, Py_EQ);
         if (same > 0) same = PyObject_RichCompareBool(PyList_GET_ITEM(run, 1), source, Py_EQ);
         if (same < 0) return -1;
+        if (same && PyByteArray_CheckExact(PyList_GET_ITEM(run, 2))) {
+            Py_ssize_t before = PyLong_AsSsize_t(PyList_GET_ITEM(run, 4));
+            if (before == -1 && PyErr_Occurred()) return -1;
+            *tail = (Tail){run, size, before, offset >= 0};
+        }
     }
     if (!same) {
         Py_ssize_t ahead = pending_size(pending, PY_SSIZE_T_MAX);
@@ -243,22 +336,20 @@ static int record(PyObject *pending, PyObject *source, double ts, long long numb
         int r = PyList_Append(pending, run);
         Py_DECREF(run);
         if (r < 0) return -1;
+        *tail = (Tail){run, size + 1, ahead, offset >= 0};
     }
     unsigned char head[HEAD_SIZE];
-    int64_t num = (int64_t)number;
-    uint32_t length = (uint32_t)len;
-    /* little-endian, as struct's "<": the host's order on x86/arm, swapped elsewhere */
     uint64_t bits;
     memcpy(&bits, &ts, 8);
-    for (int k = 0; k < 8; k++) head[k] = (unsigned char)(bits >> (8 * k));
-    for (int k = 0; k < 8; k++) head[8 + k] = (unsigned char)((uint64_t)num >> (8 * k));
-    for (int k = 0; k < 4; k++) head[16 + k] = (unsigned char)(linktype >> (8 * k));
-    for (int k = 0; k < 4; k++) head[20 + k] = (unsigned char)(length >> (8 * k));
-    if (grow(PyList_GET_ITEM(run, 2), head, HEAD_SIZE) < 0) return -1;
-    if (offset < 0) return grow(PyList_GET_ITEM(run, 3), data, len);
+    put_le(head, bits, 8);
+    put_le(head + 8, (uint64_t)(int64_t)number, 8);
+    put_le(head + 16, linktype, 4);
+    put_le(head + 20, (uint32_t)len, 4);
+    if (append(PyList_GET_ITEM(run, 2), head, HEAD_SIZE) < 0) return -1;
+    if (offset < 0) return append(PyList_GET_ITEM(run, 3), data, len);
     unsigned char at[8];
-    for (int k = 0; k < 8; k++) at[k] = (unsigned char)((uint64_t)offset >> (8 * k));
-    return grow(PyList_GET_ITEM(run, 3), at, 8);
+    put_le(at, (uint64_t)offset, 8);
+    return append(PyList_GET_ITEM(run, 3), at, 8);
 }
 
 /* workers._size: entries in a pending list, every record of its runs counted (at
@@ -281,16 +372,6 @@ static Py_ssize_t pending_size(PyObject *pending, Py_ssize_t enough)
     return before + PyByteArray_GET_SIZE(PyList_GET_ITEM(run, 2)) / HEAD_SIZE + extra;
 }
 
-static int record_to(PyObject *pendings, Py_ssize_t n, Py_ssize_t skip, PyObject *source, double ts,
-                     long long number, uint32_t linktype, const char *data, Py_ssize_t len, long long offset)
-{
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i != skip && record(PyList_GET_ITEM(pendings, i), source, ts, number, linktype, data, len, offset) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* What both shards do with a plain frame routed to `index`: the clock's tick to every
  * list, the frame to its worker's, a shadow copy to the others'. 1 when a list it
  * touched is full (stop after this frame), 0 else, -1 with an exception. */
@@ -300,7 +381,47 @@ typedef struct {
     double next_tick, now, tick_s;
     long long frames;
     Py_ssize_t *counts;
+    Tail *tails;            /* one per list, as `record` last left it */
 } Shard;
+
+/* counts and tails for n lists, zeroed; 0, or -1 with MemoryError */
+static int shard_alloc(Shard *sh)
+{
+    sh->counts = PyMem_Calloc((size_t)sh->n, sizeof(Py_ssize_t));
+    sh->tails = PyMem_Calloc((size_t)sh->n, sizeof(Tail));
+    if (sh->counts == NULL || sh->tails == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void shard_free(Shard *sh)
+{
+    PyMem_Free(sh->counts);
+    PyMem_Free(sh->tails);
+}
+
+static int record_to(Shard *sh, Py_ssize_t skip, double ts, long long number, uint32_t linktype,
+                     const char *data, Py_ssize_t len, long long offset)
+{
+    for (Py_ssize_t i = 0; i < sh->n; i++) {
+        if (i != skip && record(PyList_GET_ITEM(sh->pendings, i), &sh->tails[i], sh->source, ts, number,
+                                linktype, data, len, offset) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* pending_size(list k, limit), from the tail `record` left when it still holds */
+static inline Py_ssize_t list_size(Shard *sh, Py_ssize_t k, int map)
+{
+    PyObject *pending = PyList_GET_ITEM(sh->pendings, k);
+    const Tail *tail = &sh->tails[k];
+    if (tail_holds(tail, pending, map))
+        return tail->before + PyByteArray_GET_SIZE(PyList_GET_ITEM(tail->run, 2)) / HEAD_SIZE;
+    return pending_size(pending, sh->limit);
+}
 
 static int place(Shard *sh, double t, uint32_t linktype, const char *bytes, Py_ssize_t len, long long offset,
                  Py_ssize_t index, int shadow)
@@ -309,19 +430,20 @@ static int place(Shard *sh, double t, uint32_t linktype, const char *bytes, Py_s
     if (t >= sh->next_tick) {
         sh->next_tick = t + sh->tick_s;
         sh->now = t;
-        if (record_to(sh->pendings, sh->n, -1, sh->source, t, TICK, linktype, bytes, len, offset) < 0) return -1;
+        if (record_to(sh, -1, t, TICK, linktype, bytes, len, offset) < 0) return -1;
         full = 1;
     }
-    if (record(PyList_GET_ITEM(sh->pendings, index), sh->source, t, sh->frames, linktype, bytes, len, offset) < 0)
+    if (record(PyList_GET_ITEM(sh->pendings, index), &sh->tails[index], sh->source, t, sh->frames, linktype,
+               bytes, len, offset) < 0)
         return -1;
     sh->frames++;
     sh->counts[index]++;
     if (shadow) {
-        if (record_to(sh->pendings, sh->n, index, sh->source, t, SHADOW, linktype, bytes, len, offset) < 0) return -1;
+        if (record_to(sh, index, t, SHADOW, linktype, bytes, len, offset) < 0) return -1;
         full = 1;
     }
     for (Py_ssize_t k = full ? 0 : index; k < (full ? sh->n : index + 1); k++) {
-        Py_ssize_t size = pending_size(PyList_GET_ITEM(sh->pendings, k), sh->limit);
+        Py_ssize_t size = list_size(sh, k, offset >= 0);
         if (size < 0) return -1;
         if (size >= sh->limit) return 1;
     }
@@ -400,10 +522,11 @@ static PyObject *shard(PyObject *self, PyObject *args)
     uint32_t crc = (uint32_t)crc_arg;
     Ports *ports;
     if (ports_make(announce, tunnel_ports, &ports) < 0) return NULL;
-    Shard sh = {pendings, source, n, limit, next_tick, now, tick_s, frames, PyMem_Calloc((size_t)n, sizeof(Py_ssize_t))};
-    if (sh.counts == NULL) {
+    Shard sh = {pendings, source, n, limit, next_tick, now, tick_s, frames, NULL, NULL};
+    if (shard_alloc(&sh) < 0) {
+        shard_free(&sh);
         PyMem_Free(ports);
-        return PyErr_NoMemory();
+        return NULL;
     }
     PyObject *list = NULL;
     Py_ssize_t size = PySequence_Fast_GET_SIZE(batch), i = start < 0 ? 0 : start;
@@ -430,11 +553,11 @@ static PyObject *shard(PyObject *self, PyObject *args)
     }
     list = counts_list(sh.counts, n);
     if (list == NULL) goto error;
-    PyMem_Free(sh.counts);
+    shard_free(&sh);
     PyMem_Free(ports);
     return Py_BuildValue("(nOddLN)", i, slow ? Py_True : Py_False, sh.next_tick, sh.now, sh.frames, list);
 error:
-    PyMem_Free(sh.counts);
+    shard_free(&sh);
     PyMem_Free(ports);
     return NULL;
 }
@@ -489,14 +612,10 @@ static PyObject *shard_map(PyObject *self, PyObject *args)
         return NULL;
     PyObject *result = NULL;
     Ports *ports = NULL;
-    Shard sh = {pendings, source, PyList_GET_SIZE(pendings), limit, next_tick, now, tick_s, frames, NULL};
+    Shard sh = {pendings, source, PyList_GET_SIZE(pendings), limit, next_tick, now, tick_s, frames, NULL, NULL};
     if (check_lists(pendings, announce, tunnel_ports) < 0 || ports_make(announce, tunnel_ports, &ports) < 0)
         goto out;
-    sh.counts = PyMem_Calloc((size_t)sh.n, sizeof(Py_ssize_t));
-    if (sh.counts == NULL) {
-        PyErr_NoMemory();
-        goto out;
-    }
+    if (shard_alloc(&sh) < 0) goto out;
     const unsigned char *b = buf.buf;
     Py_ssize_t len = buf.len, done = 0, last = -1;
     int slow = 0;
@@ -537,7 +656,7 @@ static PyObject *shard_map(PyObject *self, PyObject *args)
         result = Py_BuildValue("(nnnOddLN)", pos, done, last, slow ? Py_True : Py_False, sh.next_tick, sh.now,
                                sh.frames, list);
 out:
-    PyMem_Free(sh.counts);
+    shard_free(&sh);
     PyMem_Free(ports);
     PyBuffer_Release(&buf);
     return result;
@@ -577,20 +696,15 @@ static PyObject *feed(PyObject *self, PyObject *args)
         goto out;
     }
     for (Py_ssize_t at = 0; at < heads.len; at += HEAD_SIZE) {
-        uint64_t bits = 0, num = 0;
-        uint32_t linktype = 0, length = 0;
-        for (int k = 0; k < 8; k++) bits |= (uint64_t)h[at + k] << (8 * k);
-        for (int k = 0; k < 8; k++) num |= (uint64_t)h[at + 8 + k] << (8 * k);
-        for (int k = 0; k < 4; k++) linktype |= (uint32_t)h[at + 16 + k] << (8 * k);
-        for (int k = 0; k < 4; k++) length |= (uint32_t)h[at + 20 + k] << (8 * k);
+        uint64_t bits = get_le(h + at, 8), num = get_le(h + at + 8, 8);
+        uint32_t linktype = (uint32_t)get_le(h + at + 16, 4), length = (uint32_t)get_le(h + at + 20, 4);
         double ts;
         memcpy(&ts, &bits, 8);
         int64_t number = (int64_t)num;
         if (mapped) {
             /* a "map" run: the frame is at its offset in the mapped file */
             const unsigned char *o = (const unsigned char *)offsets.buf + at / HEAD_SIZE * 8;
-            uint64_t where = 0;
-            for (int k = 0; k < 8; k++) where |= (uint64_t)o[k] << (8 * k);
+            uint64_t where = get_le(o, 8);
             if (where > (uint64_t)blob.len) {
                 PyErr_SetString(PyExc_ValueError, "a record's offset is past the mapped file");
                 goto out;
@@ -622,15 +736,28 @@ static PyObject *feed(PyObject *self, PyObject *args)
         PyObject *lt = PyLong_FromUnsignedLong(linktype);
         PyObject *data = PyBytes_FromStringAndSize((const char *)blob.buf + off, length);
         off += length;
-        PyObject *r = NULL;
         if (t != NULL && lt != NULL && data != NULL && collect && callee == on_frame) {
-            PyObject *frame = PyTuple_Pack(4, t, lt, data, int_zero);
-            if (frame != NULL && PyList_Append(on_frame, frame) == 0) {
-                r = Py_None;
-                Py_INCREF(r);
+            /* the frame's tuple takes the three references (as pcap_records makes its records) */
+            PyObject *frame = PyTuple_New(4);
+            if (frame == NULL) {
+                Py_DECREF(t);
+                Py_DECREF(lt);
+                Py_DECREF(data);
+                goto out;
             }
-            Py_XDECREF(frame);
-        } else if (t != NULL && lt != NULL && data != NULL) {
+            PyTuple_SET_ITEM(frame, 0, t);
+            PyTuple_SET_ITEM(frame, 1, lt);
+            PyTuple_SET_ITEM(frame, 2, data);
+            Py_INCREF(int_zero);
+            PyTuple_SET_ITEM(frame, 3, int_zero);
+            int r = PyList_Append(on_frame, frame);
+            Py_DECREF(frame);
+            if (r < 0) goto out;
+            count++;
+            continue;
+        }
+        PyObject *r = NULL;
+        if (t != NULL && lt != NULL && data != NULL) {
             if (callee == tick) {
                 PyObject *argv[4] = {source, t, lt, data};
                 r = PyObject_Vectorcall(callee, argv, 4, NULL);

@@ -89,15 +89,18 @@ import base64
 import binascii
 import ipaddress
 import re
+import string
 import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_to_bytes, urlsplit
 
 from wirebeat.decoders.api import DecodeError, DecoderSpec, FlowKey, Option, Transaction, is_ip_literal
 from wirebeat.decoders.mime import sniff_mime_type
+from wirebeat.records import maker, new_transaction as _new_transaction
 
 __all__ = ["DECODER", "HTTPExchange", "HTTPMessage", "HTTPStream", "document"]
 
@@ -359,9 +362,12 @@ class _Direction:
                 return end
             if not self.synced:
                 # The first bytes seen, or the first after a loss: they must look
-                # like a message start, else the capture began mid-message.
-                self.state, self.boundary = _RESYNC, True
-                return pos
+                # like a message start, else the capture began mid-message. (A stream's
+                # first message, the usual case, is taken here as _resync would take it.)
+                if (_RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE).match(data, pos) is None:
+                    self.state, self.boundary = _RESYNC, True
+                    return pos
+                self.boundary = self.synced = True
             head_end = _find_head_end(data, pos)
             if head_end >= 0:
                 if head_end - pos > cap:
@@ -418,15 +424,14 @@ class _Direction:
             match = _REQUEST_LINE.fullmatch(first) or _REQUEST_LINE_LENIENT.fullmatch(first)
             if match is None:
                 raise DecodeError("http.bad_request_line", self._data_pos(start + len(head)))
-            draft.method, draft.target = match[1], match[2]
-            major, minor = match[3], match[4]
+            draft.method, draft.target, major, minor = match.groups()
         else:
             match = _STATUS_LINE.fullmatch(first)
             if match is None:
                 raise DecodeError("http.bad_status_line", self._data_pos(start + len(head)))
-            major, minor = match[1], match[2]
-            draft.status_code = int(match[3])
-            draft.status_phrase = (match[4] or "").strip().lower()
+            major, minor, code, phrase = match.groups()
+            draft.status_code = int(code)
+            draft.status_phrase = (phrase or "").strip().lower()
         if major != "1":
             raise DecodeError("http.unsupported_version", self._data_pos(start + len(head)))
         draft.version = "1.0" if minor == "0" else "1.1"
@@ -470,8 +475,12 @@ class _Direction:
                 # §6.3 rule 4: the request's length cannot be determined.
                 raise DecodeError("http.bad_transfer_encoding", data_pos)
         elif "content-length" in fields:
-            values = {v.strip() for v in fields["content-length"].split(",")}
-            value = values.pop() if len(values) == 1 else ""
+            value = fields["content-length"]
+            if "," in value:        # repeated (or a list): one value when all agree
+                values = {v.strip() for v in value.split(",")}
+                value = values.pop() if len(values) == 1 else ""
+            else:
+                value = value.strip()
             # 19 digits: an int64, as llhttp allows; larger is malformed, not memory.
             if not value.isdigit() or not value.isascii() or len(value) > 19:
                 raise DecodeError("http.bad_content_length", data_pos)
@@ -521,12 +530,13 @@ class _Direction:
         settings = self.settings
         types = settings.body_types_request if self.is_request else settings.body_types_response
         content_type = draft.fields.get("content-type", "").lower()
-        draft.send_body = bool(content_type) and any(t in content_type for t in types)
+        draft.send_body = bool(types) and bool(content_type) and any(t in content_type for t in types)
         form = self.is_request and "urlencoded" in content_type
         # max_message_size counts the header block too; past it packetbeat keeps
-        # tracking the message but stores none of the rest.
-        draft.capture_limit = min(settings.max_body_bytes,
-                                  settings.max_message_bytes - len(draft.head_text.encode("utf-8", "replace")))
+        # tracking the message but stores none of the rest. (ASCII text: as many bytes as characters)
+        head = draft.head_text
+        draft.capture_limit = min(settings.max_body_bytes, settings.max_message_bytes
+                                  - (len(head) if head.isascii() else len(head.encode("utf-8", "replace"))))
         if (draft.send_body or form) and draft.capture_limit > 0:
             draft.body = bytearray()
 
@@ -1013,16 +1023,11 @@ class HTTPStream:
             if port is not None and port != self.flow.server_port:
                 notes.append(NOTE_HOST_PORT_MISMATCH)
         first = request or response
-        self.out.append(Transaction(
-            flow=self.flow,
-            ts=first.ts,
-            end_ts=response.ts if request is not None and response is not None else None,
-            status=status,
-            detail=HTTPExchange(request, response),
-            request_bytes=request.size if request is not None else None,
-            response_bytes=response.size if response is not None else None,
-            notes=tuple(dict.fromkeys(notes)),
-            identity=str(exchange.seq),
+        self.out.append(_new_transaction(     # (flow, ts, end_ts, status, detail, request_bytes, response_bytes, notes, identity)
+            self.flow, first.ts, response.ts if request is not None and response is not None else None,
+            status, _new_exchange(request, response),
+            request.size if request is not None else None, response.size if response is not None else None,
+            tuple(dict.fromkeys(notes)) if notes else (), str(exchange.seq),
         ))
 
     def _finish_message(self, draft: _Draft, size: int) -> HTTPMessage:
@@ -1090,18 +1095,21 @@ class HTTPStream:
             path, query = _split_target(draft.method, draft.target)
             form = body_bytes if "urlencoded" in content_type.lower() else None
             query = _encode_query(query, settings.hide_keywords, form)
-        return HTTPMessage(
-            ts=draft.ts, version=draft.version, method=draft.method, target=draft.target,
-            status_code=draft.status_code, status_phrase=draft.status_phrase,
-            headers=headers, content_type=content_type, host=host,
-            user_agent=fields.get("user-agent", ""), referer=fields.get("referer", ""),
-            user_name=_basic_auth_user(fields.get("authorization", "")),
-            forwarded_ip=forwarded, size=size, body_bytes=draft.body_bytes, body=body, raw=raw,
-            path=path, query=query, notes=tuple(notes), mime_type=mime_type,
+        authorization = fields.get("authorization")
+        # HTTPMessage's fields in their order (_new_message: no keyword call, no __init__)
+        return _new_message(
+            draft.ts, draft.version, draft.method, draft.target, draft.status_code, draft.status_phrase,
+            headers, content_type, host, fields.get("user-agent", ""), fields.get("referer", ""),
+            _basic_auth_user(authorization) if authorization else "", forwarded, size,
+            draft.body_bytes, body, raw, path, query, tuple(notes), mime_type,
         )
 
 
 # -- helpers ----------------------------------------------------------------------
+
+# Made once per message and transaction without their Python __init__ (wirebeat.records),
+# every field in order.
+_new_message, _new_exchange = maker(HTTPMessage), maker(HTTPExchange)
 
 _AUTHORIZATION_HEADERS = ("authorization", "proxy-authorization")
 
@@ -1224,6 +1232,8 @@ def _encode_query(query: str, hide: frozenset[str], form_body: bytes | None) -> 
 
     A form body with an invalid pair makes packetbeat give up: no url.query at all.
     """
+    if not query and not form_body:
+        return ""                         # (no parameters)
     params, _ = _parse_query(query)       # url.Query() drops bad pairs silently
     if form_body:
         form, valid = _parse_query(form_body)
@@ -1269,6 +1279,12 @@ def _decode_body(body: bytes, codings: list[str], max_bytes: int) -> bytes | Non
 
 def _host_port(host: str) -> tuple[str, int | None]:
     """Split a Host header into host and port (None when absent or not a number)."""
+    # A site's Host header recurs in every request to it (looked up twice per transaction):
+    # cached when it is no longer than a DNS name with a port, so the cache stays small.
+    return _host_port_cached(host) if len(host) <= 270 else _split_host_port(host)
+
+
+def _split_host_port(host: str) -> tuple[str, int | None]:
     host = host.strip()
     if host.startswith("["):
         close = host.find("]")
@@ -1282,6 +1298,8 @@ def _host_port(host: str) -> tuple[str, int | None]:
     return host, None
 
 
+_host_port_cached = lru_cache(maxsize=1024)(_split_host_port)
+
 
 def _extension(path: str) -> str:
     last = path.rsplit("/", 1)[-1]
@@ -1289,12 +1307,17 @@ def _extension(path: str) -> str:
     return ext if dot and stem and ext else ""
 
 
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"     # what url.full's path keeps besides letters and digits
+_PATH_KEPT = string.ascii_letters + string.digits + "_.-~" + _PATH_SAFE     # all quote() keeps
+
+
 def _full_url(domain: str, port: int, path: str, query: str) -> str:
     """packetbeat's synthesized url.full: http://host[:port]/path?query."""
     host = f"[{domain}]" if ":" in domain else domain
     if port != 80:
         host = f"{host}:{port}"
-    url = "http://" + host + quote(path, safe="/:@!$&'()*+,;=-._~%")
+    # (a path of characters quote() keeps as they are, the usual case, without its call)
+    url = "http://" + host + (path if path.isascii() and not path.rstrip(_PATH_KEPT) else quote(path, safe=_PATH_SAFE))
     return url + "?" + query if query else url
 
 

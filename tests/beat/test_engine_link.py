@@ -77,3 +77,36 @@ def test_no_macs_without_ethernet_and_nothing_for_an_unknown_conversation() -> N
     assert pair is None and link[0]
     assert engine._link_of(_macs(), FlowKey("udp", "10.0.0.1", 1, "10.0.0.99", 2)) is None
     assert engine._link_of(_macs(), FlowKey("udp", "10.0.0.1", 1, "no address", 2)) is None
+
+
+# Dotted decimal the C side packs itself (_iptext.h dotted_pack), and texts next to it
+# that only inet_pton decides (leading zeros, a part past 255, too few or many parts ...).
+DOTTED = ["10.0.0.1", "0.0.0.0", "255.255.255.255", "1.2.3.4", "192.168.100.200", "10.0.0.01",
+          "010.0.0.1", "1.2.3.256", "1.2.3.999", "1.2.3", "1.2.3.4.", ".1.2.3.4", "1..2.3", "1.2.3.4 ",
+          " 1.2.3.4", "1.2.3.4a", "1234.1.1.1", "1.2.3.1000", "1.2.3.-4", "1.2.3.+4", "00.1.2.3",
+          "1.2.3.0", "9.99.199.249", "1,2,3,4", "1.2.3.4/24", "１.2.3.4"]
+
+
+def _careless(text: str) -> bytes | None:
+    """Four numbers between dots, leading zeros, signs, spaces and all, each modulo 256."""
+    try:
+        parts = [int(part) % 256 for part in text.split(".")]
+    except ValueError:
+        return None
+    return bytes(parts) if len(parts) == 4 else None
+
+
+@needs_c
+@pytest.mark.parametrize("text", DOTTED)
+def test_c_packs_dotted_decimal_as_inet_pton_does(text: str) -> None:
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        packed = None
+    seen = _ethernet_seen(SERVER_MAC, CLIENT_MAC)
+    # A text inet_pton refuses still has a key under what a careless parser would make of it.
+    key = packed if packed is not None else _careless(text)
+    macs = {} if key is None else {key + _packed("198.51.100.7"): seen}
+    found = speedups.link_seen(macs, text, "198.51.100.7")
+    assert found == engine._link_seen_python(macs, text, "198.51.100.7")
+    assert found == (None if packed is None else (seen, True))

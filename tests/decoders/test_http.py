@@ -869,3 +869,20 @@ def test_mime_type_is_sniffed_from_the_captured_body(body: bytes, mime: str | No
     _, doc = one([(True, request(), 1.0), (False, resp, 1.1)], include_body_for=["whatever"],
                  include_mime=False)
     assert "mime_type" not in doc["http"]["response"]
+
+
+@pytest.mark.parametrize("path", ["/", "/item/8", "/a b", "/caf\u00e9", "/%41%zz", "/a?b", "/~user/x.y-z_",
+                                  "/a#b", "/[x]", "/\"q\"", "/a|b", "", "/:@!$&'()*+,;=", "/\\"])
+def test_url_full_quotes_the_path_as_quote_does_with_or_without_the_shortcut(path: str) -> None:
+    from urllib.parse import quote
+
+    from wirebeat.decoders.http import _full_url
+    expected = "http://example.com" + quote(path, safe="/:@!$&'()*+,;=-._~%")
+    assert _full_url("example.com", 80, path, "") == expected
+
+
+@pytest.mark.parametrize("host", ["example.com", "example.com:8080", "[2001:db8::1]:443", "[2001:db8::1]",
+                                  "2001:db8::1", " example.com:80 ", "a:b:c", "example.com:99999", "x" * 300 + ":81"])
+def test_host_and_port_are_split_the_same_cached_or_not(host: str) -> None:
+    from wirebeat.decoders.http import _host_port, _split_host_port
+    assert _host_port(host) == _host_port(host) == _split_host_port(host)
