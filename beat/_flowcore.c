@@ -27,7 +27,9 @@
  *     the records, ends (_end's work, the ended-flow memory included) and
  *     reports in C.
  *     finish_records(): FlowTable.finish's loop, the same way.
- *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id).
+ *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id), answered
+ *     from the record of the last packet's flow when that is exactly the lookups' answer
+ *     (id_of_last), else looked up; flow_ids() counts both ways.
  *     link(rec), unlink(rec), evict(), order(): the open order (FlowTable.order of the
  *     Python path), here a list linked through the records (order_link).
  *   Reporter(reporter, report_python, assign_id, iso_time, fragment, community_id,
