@@ -3099,8 +3099,8 @@ static int packs_to(PyObject *text, PyObject *addr)
  * other, by_endpoints still names that record for them (not a newer flow between the same
  * endpoints, on another VLAN say, nor none: the flow ended), and, the other way round, names
  * no flow (flow_id_python looks that way up first). A new reference; NULL without an
- * exception: not known here (the caller looks it up). `v`: the transaction's FlowKey's fields
- * (key_fields). */
+ * exception: not known here (the caller looks it up); NULL with one: a lookup failed. `v`: the
+ * transaction's FlowKey's fields (key_fields). */
 static PyObject *id_of_last(TableObject *self, PyObject *const v[5], int proto)
 {
     RecordObject *last = last_record(self);
@@ -3118,7 +3118,7 @@ static PyObject *id_of_last(TableObject *self, PyObject *const v[5], int proto)
     else
         return NULL;
     PyObject *named = GET_KNOWN(self->by_endpoints, ends, last->ends_hash);
-    if (named != (PyObject *)last) return NULL;     /* (a lookup's error: the caller's lookup meets it too) */
+    if (named != (PyObject *)last) return NULL;     /* (NULL with an exception: raised, as the lookup's) */
     if (way == 1) {     /* flow_id_python's first lookup: the reverse of rec->ends */
         PyObject *rev = PyTuple_Pack(5, e[0], e[3], e[4], e[1], e[2]);
         if (rev == NULL) return NULL;
