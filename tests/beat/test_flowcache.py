@@ -258,6 +258,8 @@ def test_a_transactions_flow_id_from_the_last_packets_flow_only_when_exactly_the
     (emitted on a timeout with another flow's frame current), the same endpoints on another
     VLAN opened later (by_endpoints names that one), a flow the other way round between the
     same endpoints (flow_id_python's first lookup finds it), a flow that ended."""
+    from types import SimpleNamespace
+
     from wirebeat.decoders.api import FlowKey
     engine, pipeline, _output, _stats = make_engine(
         [], overrides={"wirebeat.flows.enabled": True, "wirebeat.flows.timeout": 5.0}, output=FragmentOutput())
@@ -267,9 +269,8 @@ def test_a_transactions_flow_id_from_the_last_packets_flow_only_when_exactly_the
     other = g.ethernet(g.ipv4(a, c, 17, g.udp(a, c, 5002, 7001, b"o")), src=A_MAC, dst=B_MAC)
     ab, ba = FlowKey("udp", a, 5000, b, 7001, "test"), FlowKey("udp", b, 7001, a, 5000, "test")
     batch = _batcher(engine)
-    table = engine.sources["test"].flows if "test" in engine.sources else None
 
-    def answer(key: FlowKey, how: str) -> str | None:
+    def answer(key: Any, how: str) -> str | None:
         fast, looked_up = table.core.flow_ids()
         fid = table.flow_id(key)
         assert fid == table.flow_id_python(key), (key, how)
@@ -280,6 +281,9 @@ def test_a_transactions_flow_id_from_the_last_packets_flow_only_when_exactly_the
     table = engine.sources["test"].flows
     first = answer(ab, "fast")
     assert first is not None and answer(ba, "fast") == first      # the answer's view of the same flow
+    plain = SimpleNamespace(transport="udp", client_ip=a, client_port=5000, server_ip=b, server_port=7001)
+    assert answer(plain, "looked up") == first                     # not a FlowKey: its attributes, looked up
+    assert answer(ab, "fast") == first                             # FlowKeys again: their slots
     batch(T0 + 0.1, [other])
     assert answer(ab, "looked up") == first                        # a timeout's transaction, another frame current
     batch(T0 + 0.2, [g.ethernet(q, src=A_MAC, dst=B_MAC, vlans=[8])])
