@@ -27,7 +27,9 @@
  *     the records, ends (_end's work, the ended-flow memory included) and
  *     reports in C.
  *     finish_records(): FlowTable.finish's loop, the same way.
- *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id).
+ *     flow_id(flow_key): FlowTable.flow_id_python (a transaction's flow.id), answered
+ *     from the record of the last packet's flow when that is exactly the lookups' answer
+ *     (id_of_last), else looked up; flow_ids() counts both ways.
  *     link(rec), unlink(rec), evict(), order(): the open order (FlowTable.order of the
  *     Python path), here a list linked through the records (order_link).
  *   Reporter(reporter, report_python, assign_id, iso_time, fragment, community_id,
@@ -55,6 +57,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <structmember.h>
 
 enum { R_FIRST_TS, R_LAST_TS, R_PACKETS, R_PACKETS_REV, R_BYTES, R_BYTES_REV, R_KEY, R_REV_KEY,
        R_REPORTS, R_CLOSED, R_TCP, R_ID, R_ICMP, R_ALIAS, R_STATIC, R_TEXT, R_BODY, R_SIZE };
@@ -1686,6 +1689,8 @@ typedef struct {
     /* the slot whose entry is the record of the last packet account_raw accounted, as index + 1
      * (0: none known): table_flow_id borrows that flow's endpoint objects (last_record) */
     Py_ssize_t last_slot;
+    /* transactions' flow.id answered from that record (id_of_last), and by the lookups */
+    unsigned long long ids_of_last, ids_looked_up;
     long long opened;               /* flows open_entry opened (FlowTable.counters adds it to `opened`) */
     unsigned long long generation;  /* + 1 whenever a key leaves `flows` or gets another entry */
     PyObject *lto;                  /* account_raw's last linktype object (held) and its value */
@@ -3013,23 +3018,139 @@ static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObje
     return NULL;
 }
 
+/* flows.py's _IANA.get(transport): 6, 17, 1, 58; 0 for other text; -1 for what is not exact str */
+static int iana_of(PyObject *transport)
+{
+    if (!PyUnicode_CheckExact(transport)) return -1;
+    if (!PyUnicode_IS_ASCII(transport)) return 0;
+    const char *t = (const char *)PyUnicode_DATA(transport);
+    switch (PyUnicode_GET_LENGTH(transport)) {
+    case 3: return memcmp(t, "tcp", 3) == 0 ? 6 : memcmp(t, "udp", 3) == 0 ? 17 : 0;
+    case 4: return memcmp(t, "icmp", 4) == 0 ? 1 : 0;
+    case 9: return memcmp(t, "ipv6-icmp", 9) == 0 ? 58 : 0;
+    }
+    return 0;
+}
+
+/* rec[R_ID] or assign_id(source, rec): flow_id_python's answer for a live record (new reference) */
+static PyObject *id_of_record(TableObject *self, RecordObject *rec)
+{
+    PyObject *fid = rec->id ? rec->id : Py_None;
+    int truth = PyObject_IsTrue(fid);
+    if (truth < 0) return NULL;
+    return truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, rec);
+}
+
+/* Where a FlowKey's fields lie (a slotted dataclass): read from its slots, not through
+ * PyObject_GetAttr (~160 instructions each, five a transaction). Worked out for the first key
+ * of a type and again for another type or a changed one (its version tag); a type whose fields
+ * are not all plain slots is not read here. */
+static const char *const KEY_FIELDS[5] = {"transport", "client_ip", "client_port", "server_ip", "server_port"};
+static struct { PyTypeObject *type; unsigned int version; int plain; Py_ssize_t offsets[5]; } key_slots;
+
+/* The FlowKey's five fields, borrowed (the key holds them), into v: 1; 0 when not read here */
+static int key_fields(PyObject *flow, PyObject *v[5])
+{
+    PyTypeObject *type = Py_TYPE(flow);
+    if (type != key_slots.type || type->tp_version_tag != key_slots.version || !key_slots.version) {
+        key_slots.type = NULL;
+        key_slots.plain = 1;
+        for (int i = 0; i < 5; i++) {
+            PyObject *name = PyUnicode_InternFromString(KEY_FIELDS[i]);
+            if (name == NULL) { PyErr_Clear(); return 0; }
+            PyObject *d = _PyType_Lookup(type, name);       /* borrowed; gives the type a version tag */
+            Py_DECREF(name);
+            if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
+                    || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX)
+                key_slots.plain = 0;
+            else
+                key_slots.offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+        if (!(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) return 0;
+        key_slots.type = type;
+        key_slots.version = type->tp_version_tag;
+    }
+    if (!key_slots.plain) return 0;
+    for (int i = 0; i < 5; i++)
+        if (!(v[i] = *(PyObject **)((char *)flow + key_slots.offsets[i]))) return 0;
+    return 1;
+}
+
+/* Whether address text packs (as packed_ip packs it) to the bytes object `addr`. Plain dotted
+ * decimal is read in place (what dotted_pack takes, ip_pack packs to the same bytes). */
+static int packs_to(PyObject *text, PyObject *addr)
+{
+    Py_ssize_t n = PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text) ? PyUnicode_GET_LENGTH(text) : 64;
+    if (n >= 64 || !PyBytes_CheckExact(addr)) return 0;
+    char buf[64];
+    unsigned char out[16];
+    if (PyBytes_GET_SIZE(addr) == 4 && dotted_pack(PyUnicode_DATA(text), (size_t)n, out))
+        return memcmp(out, PyBytes_AS_STRING(addr), 4) == 0;
+    memcpy(buf, PyUnicode_DATA(text), (size_t)n);
+    buf[n] = '\0';
+    int len = ip_pack(buf, (size_t)n, out);
+    return len > 0 && len == PyBytes_GET_SIZE(addr) && memcmp(out, PyBytes_AS_STRING(addr), (size_t)len) == 0;
+}
+
+/* flow.id of a transaction whose flow is the flow of the packet accounted last (most
+ * transactions end with a packet of their own flow; the accounting already found its record):
+ * that record's, when it is exactly what flow_id_python's lookups would find. The transaction's
+ * endpoints packed are the record's endpoints (rec->ends, by_endpoints' own key) one way or the
+ * other, by_endpoints still names that record for them (not a newer flow between the same
+ * endpoints, on another VLAN say, nor none: the flow ended), and, the other way round, names
+ * no flow (flow_id_python looks that way up first). A new reference; NULL without an
+ * exception: not known here (the caller looks it up); NULL with one: a lookup failed. `v`: the
+ * transaction's FlowKey's fields (key_fields). */
+static PyObject *id_of_last(TableObject *self, PyObject *const v[5], int proto)
+{
+    RecordObject *last = last_record(self);
+    PyObject *ends = last != NULL ? last->ends : NULL;
+    if (ends == NULL || !PyTuple_CheckExact(ends) || PyTuple_GET_SIZE(ends) != 5) return NULL;
+    PyObject *const *e = &PyTuple_GET_ITEM(ends, 0);
+    long long ep, cp = 0, sp = 0, p1, p2;
+    if (!get_ll(e[0], &ep) || ep != proto || !get_ll(e[2], &p1) || !get_ll(e[4], &p2)) return NULL;
+    if ((proto == 6 || proto == 17) && (!get_ll(v[2], &cp) || !get_ll(v[4], &sp))) return NULL;
+    int way;            /* 0: the client is the record's source, 1: its destination */
+    if (cp == p1 && sp == p2 && packs_to(v[1], e[1]) && packs_to(v[3], e[3]))
+        way = 0;
+    else if (cp == p2 && sp == p1 && packs_to(v[1], e[3]) && packs_to(v[3], e[1]))
+        way = 1;
+    else
+        return NULL;
+    PyObject *named = GET_KNOWN(self->by_endpoints, ends, last->ends_hash);
+    if (named != (PyObject *)last) return NULL;     /* (NULL with an exception: raised, as the lookup's) */
+    if (way == 1) {     /* flow_id_python's first lookup: the reverse of rec->ends */
+        PyObject *rev = PyTuple_Pack(5, e[0], e[3], e[4], e[1], e[2]);
+        if (rev == NULL) return NULL;
+        PyObject *other = PyDict_GetItemWithError(self->by_endpoints, rev);
+        Py_DECREF(rev);
+        if (other != NULL && other != (PyObject *)last) return NULL;
+        if (PyErr_Occurred()) return NULL;
+    }
+    self->ids_of_last++;
+    return id_of_record(self, last);
+}
+
 /* FlowTable.flow_id_python in C: flow.id of the flow a transaction (its FlowKey) belongs to,
  * the live one, else one that ended; None. Transports of other types go to Python. */
 static PyObject *table_flow_id(TableObject *self, PyObject *flow)
 {
-    PyObject *transport = PyObject_GetAttr(flow, str_transport);
-    if (transport == NULL) return NULL;
-    int proto = -1;
-    if (PyUnicode_CheckExact(transport)) {      /* flows.py's _IANA */
-        proto = PyUnicode_CompareWithASCIIString(transport, "tcp") == 0 ? 6
-                : PyUnicode_CompareWithASCIIString(transport, "udp") == 0 ? 17
-                : PyUnicode_CompareWithASCIIString(transport, "icmp") == 0 ? 1
-                : PyUnicode_CompareWithASCIIString(transport, "ipv6-icmp") == 0 ? 58 : 0;
+    PyObject *v[5];
+    int proto, plain = key_fields(flow, v);
+    if (plain) {
+        proto = iana_of(v[0]);
+    } else {
+        PyObject *transport = PyObject_GetAttr(flow, str_transport);
+        if (transport == NULL) return NULL;
+        proto = iana_of(transport);
+        Py_DECREF(transport);
     }
-    Py_DECREF(transport);
     if (proto < 0 || !PyDict_CheckExact(self->by_endpoints) || !PyDict_Check(self->ended))
         return PyObject_CallOneArg(self->flow_id_python, flow);
     if (proto == 0) Py_RETURN_NONE;
+    PyObject *fast = plain ? id_of_last(self, v, proto) : NULL;
+    if (fast != NULL || PyErr_Occurred()) return fast;
+    self->ids_looked_up++;
     PyObject *client = NULL, *server = NULL, *cport = NULL, *sport = NULL, *proto_o = NULL, *out = NULL;
     PyObject *client_text = NULL, *server_text = NULL;
     if (!(client_text = PyObject_GetAttr(flow, str_client_ip)) || !(server_text = PyObject_GetAttr(flow, str_server_ip)))
@@ -3053,15 +3174,10 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
     if (!(proto_o = PyLong_FromLong(proto))) goto done;
     PyObject *rec = either_way(self->by_endpoints, proto_o, client, cport, server, sport);
     if (rec != NULL) {
-        if (!IS_RECORD(rec)) {
+        if (!IS_RECORD(rec))
             PyErr_SetString(PyExc_TypeError, "flow record is not a Record");
-        } else {
-            PyObject *fid = Py_NewRef(((RecordObject *)rec)->id ? ((RecordObject *)rec)->id : Py_None);
-            int truth = PyObject_IsTrue(fid);
-            if (truth >= 0)     /* rec[R_ID] or assign_id */
-                out = truth ? Py_NewRef(fid) : flow_id(self->reporter, self->source, (RecordObject *)rec);
-            Py_DECREF(fid);
-        }
+        else
+            out = id_of_record(self, (RecordObject *)rec);
         Py_DECREF(rec);
         goto done;
     }
@@ -3214,6 +3330,11 @@ static PyObject *table_key_cache(TableObject *self, PyObject *unused)
     return Py_BuildValue("(nKK)", self->slots, self->hits, self->misses);
 }
 
+static PyObject *table_flow_ids(TableObject *self, PyObject *unused)
+{
+    return Py_BuildValue("(KK)", self->ids_of_last, self->ids_looked_up);
+}
+
 static PyMethodDef table_methods[] = {
     {"invalidate", (PyCFunction)table_invalidate, METH_NOARGS,
      "invalidate(): a key left FlowTable.flows or got another entry (the Python methods call it)"},
@@ -3229,6 +3350,8 @@ static PyMethodDef table_methods[] = {
      "order() -> the records of the open order, oldest first (list(FlowTable.order.values()))"},
     {"key_cache", (PyCFunction)table_key_cache, METH_NOARGS,
      "key_cache() -> (slots, hits, misses) of the key cache frame_batch's frames use"},
+    {"flow_ids", (PyCFunction)table_flow_ids, METH_NOARGS,
+     "flow_ids() -> (of the last packet's flow, looked up): how flow_id found transactions' flow.id"},
     {"sweep_records", (PyCFunction)(void (*)(void))table_sweep_records, METH_FASTCALL,
      "sweep_records(now, report_due, report_all, period_ago, idle_before, closed_before) -> periodic reports"},
     {"flow_id", (PyCFunction)table_flow_id, METH_O,

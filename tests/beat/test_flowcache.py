@@ -248,3 +248,55 @@ def test_a_transactions_flow_id_after_each_frame_is_the_python_one():
     assert len(named - {None}) >= 5 and table.core.key_cache()[1] >= 2     # (the answers: key cache hits)
     engine.finish()
     pipeline.close()
+
+
+@needs_c
+def test_a_transactions_flow_id_from_the_last_packets_flow_only_when_exactly_the_lookups_answer():
+    """FlowTable.flow_id in C answers from the record of the last packet's flow (no lookup)
+    when the transaction is of that flow, either way round; otherwise it looks up as
+    flow_id_python does. Each case says which way it answered: a transaction of another flow
+    (emitted on a timeout with another flow's frame current), the same endpoints on another
+    VLAN opened later (by_endpoints names that one), a flow the other way round between the
+    same endpoints (flow_id_python's first lookup finds it), a flow that ended."""
+    from types import SimpleNamespace
+
+    from wirebeat.decoders.api import FlowKey
+    engine, pipeline, _output, _stats = make_engine(
+        [], overrides={"wirebeat.flows.enabled": True, "wirebeat.flows.timeout": 5.0}, output=FragmentOutput())
+    a, b, c = "10.9.1.10", "10.9.1.11", "10.9.1.12"
+    q = g.ipv4(a, b, 17, g.udp(a, b, 5000, 7001, b"q"))
+    r = g.ipv4(b, a, 17, g.udp(b, a, 7001, 5000, b"r"))
+    other = g.ethernet(g.ipv4(a, c, 17, g.udp(a, c, 5002, 7001, b"o")), src=A_MAC, dst=B_MAC)
+    ab, ba = FlowKey("udp", a, 5000, b, 7001, "test"), FlowKey("udp", b, 7001, a, 5000, "test")
+    batch = _batcher(engine)
+
+    def answer(key: Any, how: str) -> str | None:
+        fast, looked_up = table.core.flow_ids()
+        fid = table.flow_id(key)
+        assert fid == table.flow_id_python(key), (key, how)
+        assert table.core.flow_ids() == ((fast + 1, looked_up) if how == "fast" else (fast, looked_up + 1)), how
+        return fid
+
+    batch(T0, [g.ethernet(q, src=A_MAC, dst=B_MAC, vlans=[7])])
+    table = engine.sources["test"].flows
+    first = answer(ab, "fast")
+    assert first is not None and answer(ba, "fast") == first      # the answer's view of the same flow
+    plain = SimpleNamespace(transport="udp", client_ip=a, client_port=5000, server_ip=b, server_port=7001)
+    assert answer(plain, "looked up") == first                     # not a FlowKey: its attributes, looked up
+    assert answer(ab, "fast") == first                             # FlowKeys again: their slots
+    batch(T0 + 0.1, [other])
+    assert answer(ab, "looked up") == first                        # a timeout's transaction, another frame current
+    batch(T0 + 0.2, [g.ethernet(q, src=A_MAC, dst=B_MAC, vlans=[8])])
+    second = answer(ab, "fast")                                    # VLAN 8's flow, opened last
+    batch(T0 + 0.3, [g.ethernet(r, src=B_MAC, dst=A_MAC, vlans=[7])])
+    assert answer(ab, "looked up") == second != first              # VLAN 7's packet: by_endpoints names VLAN 8's
+    batch(T0 + 0.4, [g.ethernet(r, src=B_MAC, dst=A_MAC, vlans=[9])])     # b -> a opens a flow on VLAN 9
+    third = answer(ba, "fast")
+    assert answer(ab, "looked up") == second != third              # a -> b first: VLAN 8's, not the last packet's
+    batch(T0 + 0.5, [g.ethernet(q, src=A_MAC, dst=B_MAC, vlans=[8])])
+    assert answer(ba, "looked up") == third != second              # b -> a first: VLAN 9's, not the last packet's
+    for k in range(1, 4):                                          # the a-b flows end idle; `other` stays
+        batch(T0 + 10 * k, [other])
+    assert answer(ab, "looked up") == second and answer(ba, "looked up") == third   # from `ended`
+    engine.finish()
+    pipeline.close()
