@@ -1687,7 +1687,8 @@ typedef struct {
     Py_ssize_t slots;
     unsigned long long hits, misses;
     /* the slot whose entry is the record of the last packet account_raw accounted, as index + 1
-     * (0: none known): table_flow_id borrows that flow's endpoint objects (last_record) */
+     * (0: none known): table_flow_id answers from that record when it is the transaction's flow
+     * (id_of_last) */
     Py_ssize_t last_slot;
     /* transactions' flow.id answered from that record (id_of_last), and by the lookups */
     unsigned long long ids_of_last, ids_looked_up;
@@ -2949,51 +2950,6 @@ static RecordObject *last_record(TableObject *self)
     return entry != NULL && IS_RECORD(entry) ? (RecordObject *)entry : NULL;
 }
 
-/* Whether an endpoint of a by_endpoints key (`addr` packed, `port`) is the address `text`
- * (that text as inet_ntop writes the address: another spelling is no match here) and the port
- * `want` */
-static int same_endpoint(PyObject *addr, PyObject *port, PyObject *text, long long want)
-{
-    char buf[INET6_ADDRSTRLEN];
-    long long p;
-    Py_ssize_t alen = PyBytes_CheckExact(addr) ? PyBytes_GET_SIZE(addr) : 0;
-    if ((alen != 4 && alen != 16) || !get_ll(port, &p) || p != want) return 0;
-    Py_ssize_t n = ip_text(buf, (const unsigned char *)PyBytes_AS_STRING(addr), (int)alen) - buf;
-    return PyUnicode_GET_LENGTH(text) == n && memcmp(PyUnicode_DATA(text), buf, (size_t)n) == 0;
-}
-
-/* A transaction's endpoints (its FlowKey's addresses as text, its ports) as the objects of the
- * last packet's flow's by_endpoints key (rec->ends), client first, when they are the same
- * addresses and ports (new references in *client, *cport, *server, *sport): 1; else 0. The
- * lookups then take equal objects, already hashed, the very ones that key holds, instead of
- * address text packed into new bytes objects, hashed and compared (~1,000 instructions a
- * transaction). */
-static int endpoints_of_last(TableObject *self, long long proto, PyObject *client_text, PyObject *server_text,
-                             PyObject *cport, PyObject *sport, PyObject **client, PyObject **cport_out,
-                             PyObject **server, PyObject **sport_out)
-{
-    RecordObject *last = last_record(self);
-    PyObject *ends = last != NULL ? last->ends : NULL;
-    long long cp, sp, ep;
-    if (ends == NULL || !PyTuple_CheckExact(ends) || PyTuple_GET_SIZE(ends) != 5
-            || !get_ll(PyTuple_GET_ITEM(ends, 0), &ep) || ep != proto || !get_ll(cport, &cp) || !get_ll(sport, &sp)
-            || !PyUnicode_CheckExact(client_text) || !PyUnicode_IS_ASCII(client_text)
-            || !PyUnicode_CheckExact(server_text) || !PyUnicode_IS_ASCII(server_text))
-        return 0;
-    PyObject *const *e = &PyTuple_GET_ITEM(ends, 0);
-    for (int way = 0; way < 2; way++) {     /* ends as (proto, client, cport, server, sport), then reversed */
-        PyObject *c = e[way ? 3 : 1], *cpo = e[way ? 4 : 2], *s = e[way ? 1 : 3], *spo = e[way ? 2 : 4];
-        if (same_endpoint(c, cpo, client_text, cp) && same_endpoint(s, spo, server_text, sp)) {
-            *client = Py_NewRef(c);
-            *cport_out = Py_NewRef(cpo);
-            *server = Py_NewRef(s);
-            *sport_out = Py_NewRef(spo);
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* by_endpoints / ended .get((proto, a, ap, b, bp)) or .get((proto, b, bp, a, ap)): a new
  * reference, NULL when neither (an exception set when the lookup failed). */
 static PyObject *either_way(PyObject *dict, PyObject *proto, PyObject *a, PyObject *ap, PyObject *b, PyObject *bp)
@@ -3162,15 +3118,7 @@ static PyObject *table_flow_id(TableObject *self, PyObject *flow)
         cport = Py_NewRef(small_int[1]);
         sport = Py_NewRef(small_int[1]);
     }
-    PyObject *lc, *lcp, *ls, *lsp;
-    if (endpoints_of_last(self, proto, client_text, server_text, cport, sport, &lc, &lcp, &ls, &lsp)) {
-        client = lc;
-        server = ls;
-        Py_SETREF(cport, lcp);
-        Py_SETREF(sport, lsp);
-    } else if (!(client = packed_ip(self, client_text)) || !(server = packed_ip(self, server_text))) {
-        goto done;
-    }
+    if (!(client = packed_ip(self, client_text)) || !(server = packed_ip(self, server_text))) goto done;
     if (!(proto_o = PyLong_FromLong(proto))) goto done;
     PyObject *rec = either_way(self->by_endpoints, proto_o, client, cport, server, sport);
     if (rec != NULL) {

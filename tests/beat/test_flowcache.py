@@ -213,8 +213,8 @@ def test_the_key_cache_keeps_its_keys_when_it_grows():
 
 @needs_c
 def test_a_transactions_flow_id_after_each_frame_is_the_python_one():
-    """FlowTable.flow_id in C borrows the endpoint objects of the flow whose packet came last
-    (frame_batch's key cache); its answers stay flow_id_python's after every frame: the last
+    """FlowTable.flow_id in C starts from the flow whose packet came last (frame_batch's key
+    cache); its answers stay flow_id_python's after every frame: the last
     packet's flow either way round, another live flow on the same addresses and ports (other
     VLAN: by_endpoints names the newer one, not the last packet's), other ports or transports,
     ICMP, IPv6 in another spelling, and keys of no flow."""
