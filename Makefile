@@ -9,9 +9,9 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-# pip's and setuptools' chatter goes to a log; on failure its tail is shown. Editing the
-# C accelerator (beat/_speedups.c) re-runs this step, which rebuilds it.
-$(VENV)/.installed: pyproject.toml setup.py beat/_speedups.c
+# pip's and setuptools' chatter goes to a log; on failure its tail is shown. Editing any
+# C accelerator source (beat/*.c, beat/*.h) re-runs this step, which rebuilds them.
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard beat/*.c beat/*.h)
 	@echo "setting up $(VENV) (log: $(VENV)-install.log)"
 	@python3 -m venv $(VENV)
 	@{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[test]'; } \
