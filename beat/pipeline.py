@@ -148,6 +148,7 @@ class Pipeline:
         self.dropped = 0
         self.in_flight = 0
         self.stopping = threading.Event()
+        self.sending = threading.Lock()     # held while output.send runs, in whichever thread
         self.error: BaseException | None = None
         self.close_deadline: float | None = None     # set by hurry()
         self.thread = threading.Thread(target=self._run, name="output", daemon=True)
@@ -221,16 +222,58 @@ class Pipeline:
         For an output with `block_bytes` (console, file), returns once the output has
         written it: the caller's buffer is its own again (see BLOCK_SMALL_BYTES)."""
         self.published += count
-        self.flush()
         self.blocks += 1
         if len(data) >= BLOCK_MAX_BYTES:
             self.blocks_at_byte_cap += 1
-        self._enqueue(Block(data, ids, count))
+        block = Block(data, ids, count)
+        if self.wait_blocks and self._send_here(block):
+            return
+        self.flush()
+        self._enqueue(block)
         if self.wait_blocks:
             with self.space:
                 while ((self.queued_events or self.in_flight) and self.error is None
                        and self.thread.is_alive() and not self._out_of_time(None)):
                     self.space.wait(0.5)
+
+    def _send_here(self, block: Block) -> bool:
+        """Console and file outputs (`wait_blocks`): while the output thread has nothing queued
+        or in flight, this thread sends the partial batch and then the block itself, as `_run`
+        would, and True; else False. Handing a block over and waiting for it cost two thread
+        switches each way, 40-260 us a block on this VM (docs/performance.md, "Thirteenth
+        session"), where writing it takes a few microseconds."""
+        with self.space:
+            if (self.queued_events or self.in_flight or self.error is not None
+                    or not self.thread.is_alive()):
+                return False
+            batch, self.batch = self.batch, []
+            self.in_flight = len(batch) + len(block)
+        try:
+            with self.sending:
+                for item in (batch, block):
+                    if item:
+                        self._count_sent(item, self.output.send(item, self.stopping))
+        except OutputStopped:         # as in _run: the output is done, and so is its thread
+            self._end_thread()
+        except Exception as err:      # as in _run (a signal's KeyboardInterrupt is not the output's)
+            self.error = err
+            log.error("output failed", output=self.output.name, error=str(err),
+                      exc_info=not isinstance(err, TemplateError))
+            self._end_thread()
+        finally:
+            with self.space:
+                self.in_flight = 0
+                self.space.notify_all()
+        return True
+
+    def _end_thread(self) -> None:
+        """The output thread, idle, returns (as it does itself when its output fails)."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _count_sent(self, batch: Batch | Block, failed: int) -> None:
+        self.failed += failed
+        self.acked += len(batch) - failed
 
     def maybe_flush(self) -> None:
         """Hand over a partial batch that has waited longer than the flush timeout."""
@@ -316,7 +359,8 @@ class Pipeline:
                 self.queued_events -= size
                 self.space.notify_all()
             try:
-                failed = self.output.send(batch, self.stopping)
+                with self.sending:
+                    failed = self.output.send(batch, self.stopping)
             except OutputStopped:
                 self.in_flight = 0
                 return
@@ -325,9 +369,8 @@ class Pipeline:
                 log.error("output failed", output=self.output.name, error=str(err),
                           exc_info=not isinstance(err, TemplateError))
                 return
+            self._count_sent(batch, failed)
             batch = None        # (a block's buffer is its writer's again: publish_block)
-            self.failed += failed
-            self.acked += size - failed
             with self.space:    # publish_block may wait for this
                 self.in_flight = 0
                 self.space.notify_all()

@@ -28,7 +28,7 @@ from wirebeat import flows
 from wirebeat.document import DocumentBuilder
 from wirebeat.flows import R_BYTES, FlowReporter, FlowTable
 from wirebeat.outputs import ConsoleOutput, FileOutput
-from wirebeat.pipeline import BLOCK_MAX_BYTES, BLOCK_SMALL_BYTES, Block, Pipeline, documents
+from wirebeat.pipeline import BLOCK_MAX_BYTES, BLOCK_SMALL_BYTES, Block, OutputStopped, Pipeline, documents
 from wirebeat.testing import make_engine
 
 T0 = 1_700_000_000.125
@@ -341,3 +341,68 @@ def test_console_blocks_are_small_and_written_before_publish_block_returns():
     pipe = Pipeline(lines)
     assert pipe.block_bytes == BLOCK_MAX_BYTES and not pipe.wait_blocks
     pipe.close()
+
+
+class Written(Lines):
+    """Lines with `block_bytes` (what console and file declare), noting the thread of each send."""
+
+    block_bytes = BLOCK_SMALL_BYTES
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.fail = fail
+
+    def send(self, batch: Any, stopping: threading.Event) -> int:
+        self.threads.append(threading.current_thread().name)
+        if self.fail is not None and batch.__class__ is Block:
+            raise self.fail
+        return super().send(batch, stopping)
+
+
+def test_an_idle_output_takes_the_block_from_the_publishing_thread_in_publish_order():
+    """With `block_bytes` and nothing queued or in flight, publish_block sends the partial batch
+    and then the block itself (no hand-over to the output thread and back); while the output
+    thread is busy the block is queued behind its batches and waited for. Either way the
+    documents keep publish order, and every one is acknowledged."""
+    out = Written()
+    pipeline = Pipeline(out, max_events=100, batch_size=10, flush_timeout_s=3600)
+    assert pipeline.wait_blocks
+    pipeline.publish("a", {"x": 1})
+    pipeline.publish_block(b'{"y":1}\n{"y":2}\n', b"b\nc\n", 2)
+    assert [i for i, _ in out.lines] == ["a", "b", "c"]        # written before it returned
+    assert out.threads == [threading.current_thread().name] * 2
+    gate = threading.Event()
+
+    class Busy(Written):
+        def send(self, batch: Any, stopping: threading.Event) -> int:
+            if batch.__class__ is not Block:
+                gate.wait(10)
+            return super().send(batch, stopping)
+
+    busy = Busy()
+    pipeline2 = Pipeline(busy, max_events=100, batch_size=1, flush_timeout_s=3600)
+    pipeline2.publish("d", {"x": 2})                 # a full batch: the output thread takes it, waits
+    threading.Timer(0.2, gate.set).start()
+    pipeline2.publish_block(b'{"y":3}\n', b"e\n", 1)  # queued behind it, then waited for
+    assert [i for i, _ in busy.lines] == ["d", "e"] and busy.threads == ["output", "output"]
+    for p, n in ((pipeline, 3), (pipeline2, 2)):
+        assert p.close() == 0 and p.acked == n
+
+
+@pytest.mark.parametrize("fail", [OSError(28, "No space left on device"), OutputStopped()])
+def test_an_output_failing_in_the_publishing_thread_fails_as_in_its_own(fail: BaseException):
+    """The output's failure in a send from the publishing thread ends its thread as a failure
+    in the output thread does: an error is kept (a stopped output, such as a closed pipe, just
+    stops), later blocks are not sent, the run does not hang, and what was not written counts
+    as unacknowledged."""
+    out = Written(fail)
+    pipeline = Pipeline(out, max_events=100, batch_size=10, flush_timeout_s=3600)
+    pipeline.publish("a", {"x": 1})
+    pipeline.publish_block(b'{"y":1}\n', b"b\n", 1)
+    pipeline.publish_block(b'{"y":2}\n', b"c\n", 1)
+    pipeline.thread.join(5)
+    assert not pipeline.thread.is_alive()
+    assert (pipeline.error is fail) == (not isinstance(fail, OutputStopped))
+    assert [i for i, _ in out.lines] == ["a"] and len(out.threads) == 2
+    assert pipeline.close(timeout_s=5) == 2 and pipeline.acked == 1
