@@ -73,8 +73,27 @@ def quiet_collector() -> None:
     last one (new flows and connections, cold in cache): at 10,000 it took
     80-90 ms of a realistic 300k run (13 passes), at 50,000 30-60 ms (2 passes);
     see docs/performance.md tcp4."""
+    global _young
     gc.freeze()
-    gc.set_threshold(50000, 20, 20)
+    _young = 50000
+    gc.set_threshold(_young, 20, 20)
+
+
+_young = 0      # quiet_collector's young-generation threshold (0: not set, the interpreter's rules)
+
+
+def collector_allows(held: int) -> None:
+    """Raise the young-generation threshold by the containers the flow tables hold (`held`).
+
+    The collector counts every container allocated since its last pass and still alive,
+    also the ones a flow table keeps for each flow until it ends and a while after (key
+    tuples, the ended flow's entry: ~4 a flow, in no cycle). On the realistic mix they made
+    three passes of a 500k run instead of the one without flows, each walking the
+    decoders' survivors cold: 60-150 ms more of a ~2.8 s run (docs/performance.md,
+    "Thirteenth session"). With the tables' share added, a pass comes after as many other
+    containers as without flows. The tables are capped (`max_flows`), and so is this."""
+    if _young:
+        gc.set_threshold(_young + held, 20, 20)
 FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
 
@@ -831,6 +850,7 @@ class Engine:
             state.tcp.expire(now)
         if state.flows is not None:
             state.flows.sweep(now)
+            collector_allows(sum(s.flows.held() for s in self.sources.values() if s.flows is not None))
         self.pipeline.maybe_flush()
 
     def _expire(self, state: _SourceState, now: float) -> None:

@@ -646,6 +646,12 @@ class FlowTable:
                 return gone[0]
         return None
 
+    def held(self) -> int:
+        """The containers this table keeps alive for the garbage collector's count: the keys
+        of `flows` (two a flow), of `by_endpoints`, and an ended flow's entry (its key and
+        value); see engine.collector_allows."""
+        return len(self.flows) + len(self.by_endpoints) + 2 * len(self.ended)
+
     def counters(self) -> dict[str, int]:
         opened = self.opened
         if self.core is not None:       # the same figures, counted in C
