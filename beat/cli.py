@@ -6,10 +6,12 @@ stderr, no traceback); 1 anything else.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import os
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -388,5 +390,38 @@ def _run(args: argparse.Namespace, config: Config, registered: list[Registered])
     return runner.run()
 
 
+def entry() -> NoReturn:
+    """The `wirebeat` program (its console script, `python -m wirebeat.cli`): main, then leave."""
+    leave(main())
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with `code`: once stdout and stderr are flushed and the atexit hooks have run
+    (logging's, plug-ins'), without the interpreter's teardown, which freed every object of
+    the finished run one by one: 20 ms of a realistic 500k run with flows off, 65 ms with
+    flows on, 40-55 ms of the dense mixed 100k run (docs/performance.md, "Thirteenth
+    session"); the operating system takes the memory back at once. While another
+    non-daemon thread still runs, or stdout cannot be flushed (a reader that left), the
+    interpreter's own exit, as before."""
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    run_hooks = getattr(atexit, "_run_exitfuncs", None)
+    if any(t.is_alive() for t in others) or run_hooks is None or not _flushed():
+        sys.exit(code)
+    run_hooks()
+    if not _flushed():
+        sys.exit(code)
+    os._exit(code)
+
+
+def _flushed() -> bool:
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

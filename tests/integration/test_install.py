@@ -70,7 +70,7 @@ def test_wheel_installs_one_import_root_with_its_templates(dist):
         assert f"wirebeat/kibana/{ndjson}" in names
     with zipfile.ZipFile(next(dist.glob("wirebeat-*.whl"))) as zf:
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
-    assert b"wirebeat = wirebeat.cli:main" in entry_points
+    assert b"wirebeat = wirebeat.cli:entry" in entry_points
     assert b"dns = wirebeat.decoders.dns:DECODER" in entry_points
 
 
