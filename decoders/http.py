@@ -297,7 +297,7 @@ class _Direction:
                  "boundary", "hold_ts", "hold_after")
 
     def __init__(self, stream: HTTPStream, is_request: bool, settings: _Settings) -> None:
-        self.stream = stream
+        self.stream: HTTPStream = stream    # (None once the stream is closed: on_close)
         self.is_request = is_request
         self.settings = settings
         self.state = _HEAD
@@ -883,6 +883,11 @@ class HTTPStream:
             self.requests.finish(ts, closed=True)
             self.responses.finish(ts, closed=True)
             self._expire(float("inf"))
+            # No bytes come after the close (the StreamDecoder contract): the directions let
+            # go of the stream, so that the stream and its directions are freed with their
+            # last reference instead of waiting, a cycle, for the garbage collector (~6
+            # objects a connection; they made 1 of every 3 collector passes of the dense mix).
+            self.requests.stream = self.responses.stream = None
         return self._flush(None)
 
     def expire(self, now: float) -> list[Transaction]:
