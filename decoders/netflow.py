@@ -598,7 +598,7 @@ class RecordSet:
     documents at once (wirebeat.sources.netflow.publish_set) when its output takes JSON
     text, or asks for `transactions()`, the Python path's, one per record."""
 
-    __slots__ = ("decoder", "exporter", "template", "data", "start", "count", "detail", "export",
+    __slots__ = ("decoder", "exporter", "template", "data", "start", "count", "export",
                  "export_ts", "uptime", "source", "prefix", "sampling")
 
     def __init__(self, decoder: NetflowDecoder, exporter: _Exporter, template: Template, data: bytes,
@@ -606,9 +606,15 @@ class RecordSet:
                  source: str, prefix: str, sampling: int) -> None:
         self.decoder, self.exporter, self.template = decoder, exporter, template
         self.data, self.start, self.count, self.export = data, start, count, export
-        self.detail = self          # as a Transaction's: `.detail.export` is the packet's header
         self.export_ts, self.uptime, self.source = export_ts, uptime, source
         self.prefix, self.sampling = prefix, sampling
+
+    @property
+    def detail(self) -> RecordSet:
+        """As a Transaction's: `.detail.export` is the packet's header. (A property, not an
+        attribute holding itself: that made every data set a cycle, freed only by the
+        garbage collector.)"""
+        return self
 
     def transactions(self, indices: Any = None) -> list[Transaction]:
         """The records (all, or those at `indices`) as the Python path makes them."""

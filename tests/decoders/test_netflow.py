@@ -620,3 +620,26 @@ def test_whole_document_and_whole_text_give_the_bytes_of_the_generic_merge() -> 
 def test_basic_list_of_any_bytes_is_a_list_or_hex_never_an_exception(raw: bytes) -> None:
     from wirebeat.decoders.netflow import _basic_list
     assert isinstance(_basic_list(raw), (list, str))
+
+
+def test_a_data_set_is_freed_by_its_last_reference_not_the_garbage_collector() -> None:
+    """A data set handed to the engine (RecordSet, with wirebeat._nfcore) is no reference
+    cycle: once published it is freed at once, not left for the collector (a collector at
+    high export rates would walk and free every data set)."""
+    import gc
+
+    from wirebeat.decoders.netflow import RecordSet
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        c = Collector()
+        c.send(v9_packet(v9_template(), v9_data(256, [ROW, ROW])))
+        assert len(c.docs()) == 2
+        del c
+        gc.collect()
+        assert not [o for o in gc.garbage if isinstance(o, RecordSet)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
