@@ -850,8 +850,13 @@ class Engine:
             state.tcp.expire(now)
         if state.flows is not None:
             state.flows.sweep(now)
-            collector_allows(sum(s.flows.held() for s in self.sources.values() if s.flows is not None))
+            self.allow_flows()
         self.pipeline.maybe_flush()
+
+    def allow_flows(self) -> None:
+        """The collector's threshold after what the flow tables hold now (collector_allows):
+        at every tick and after every reader batch."""
+        collector_allows(sum(s.flows.held() for s in self.sources.values() if s.flows is not None))
 
     def _expire(self, state: _SourceState, now: float) -> None:
         state.defrag.expire(now)
