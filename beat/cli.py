@@ -28,7 +28,6 @@ from wirebeat.processors.lookup import mapping_targets
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import PipeInput, Runner
 from wirebeat.sources.feed import SourceError
-from wirebeat.sources.netflow import Listener, NetflowListener
 from wirebeat.sources.pcapfile import CaptureError, open_capture
 from wirebeat.sources.zmq import ZMQSource
 from wirebeat.stats import Stats
@@ -262,10 +261,12 @@ def _stats_server(config: Config, stats: Stats) -> StatsServer:
 
 def netflow_listeners(config: Config, hosts: list[str]) -> list[NetflowListener]:
     """The configured and --netflow listeners; their ports are routed to the netflow decoder."""
-    entries = [Listener(**entry) for entry in config["wirebeat.sources.netflow"]]
-    entries += [Listener(host) for host in hosts]
-    if not entries:
+    configured = config["wirebeat.sources.netflow"]
+    if not configured and not hosts:
         return []
+    from wirebeat.sources.netflow import Listener, NetflowListener     # (a run without listeners never loads it)
+    entries = [Listener(**entry) for entry in configured]
+    entries += [Listener(host) for host in hosts]
     if not config["wirebeat.protocols.netflow.enabled"]:
         raise UsageError("--netflow / wirebeat.sources.netflow need wirebeat.protocols.netflow.enabled: true")
     try:

@@ -1352,6 +1352,8 @@ DECODER = DecoderSpec(
     datagram=NetflowDecoder,
     ports=PORTS,
     network_protocol="",
+    # What the engine hands this decoder's data sets to (publish_set), imported at the first one.
+    lazy_imports=("wirebeat.sources.netflow",),
     options={
         "max_exporters": Option("int", 1024, "exporters (ip:port) with templates and sequence state, per source; the oldest is forgotten (decoder.netflow.exporters_evicted)"),
         "max_templates": Option("int", 1024, "templates and options templates held per exporter; more are refused (templates_rejected)"),
