@@ -80,12 +80,16 @@ FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """An enabled decoder and its resolved options."""
+
     spec: DecoderSpec
     options: dict[str, Any]
 
 
 @dataclass(slots=True)
 class _UDPFlow:
+    """A UDP conversation the engine has seen: where its datagrams go."""
+
     key: FlowKey | None     # client first; None with route
     client: tuple[bytes, int] | None
     route: Route | None     # None: the heuristics turned the flow down (cached)
@@ -101,6 +105,8 @@ _new_udp_flow = maker(_UDPFlow)
 
 @dataclass(slots=True)
 class _SourceState:
+    """What the engine keeps per capture source."""
+
     name: str
     defrag: Defragmenter
     decoders: dict[str, DatagramDecoder] = field(default_factory=dict)

@@ -548,6 +548,8 @@ class _Domain:
 
 @dataclass(slots=True)
 class _Pending:
+    """A data set held until its template arrives."""
+
     ts: float
     version: int
     domain_id: int
@@ -562,6 +564,8 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Exporter:
+    """What is kept per exporter: templates per domain, sequences, held sets."""
+
     address: str
     ip: str
     domains: dict[tuple[int, int], _Domain] = field(default_factory=dict)

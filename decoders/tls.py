@@ -84,6 +84,8 @@ def looks_like_client_hello(data: bytes) -> bool:
 
 @dataclass(slots=True)
 class ClientHello:
+    """What a ClientHello says (RFC 8446 section 4.1.2)."""
+
     version: int                        # legacy_version
     random: bytes
     session_id: bytes
@@ -102,6 +104,8 @@ class ClientHello:
 
 @dataclass(slots=True)
 class ServerHello:
+    """What a ServerHello says (RFC 8446 section 4.1.3)."""
+
     version: int                        # legacy_version
     random: bytes
     session_id: bytes
