@@ -157,6 +157,17 @@ def test_a_user_switch_loads_the_public_suffix_list_before_it() -> None:
     assert {d["dns"]["question"]["registered_domain"] for d in docs} == {"example.com"}
 
 
+
+@pytest.mark.root
+def test_a_user_switch_makes_netflow_documents() -> None:
+    """NetFlow data sets go to wirebeat.sources.netflow's publish_set, which the engine
+    imports at the first one: NetFlow's lazy_imports has `run --user` import it before
+    the switch (start13)."""
+    from wirebeat.decoders.netflow import DECODER
+    assert "wirebeat.sources.netflow" in DECODER.lazy_imports
+    docs = _documents_as_nobody(ROOT / "pcaps" / "netflow" / "softflowd_v5.pcap")
+    assert docs and {d["type"] for d in docs} == {"netflow"}
+
 _PLUGIN = """
 from wirebeat.decoders.api import DecoderSpec, Transaction
 
