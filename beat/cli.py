@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
@@ -32,6 +32,9 @@ from wirebeat.sources.pcapfile import CaptureError, open_capture
 from wirebeat.sources.zmq import ZMQSource
 from wirebeat.stats import Stats
 from wirebeat.template import TemplateError, build_template, install_template, template_dir
+
+if TYPE_CHECKING:
+    from wirebeat.sources.netflow import NetflowListener     # imported when listeners are configured
 
 __all__ = ["main"]
 
