@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from wirebeat import __version__, logs
 from wirebeat.config import Config, ConfigError, load_config
@@ -30,11 +30,13 @@ from wirebeat.processors.lookup import mapping_targets
 from wirebeat.registry import Registered, RegistryError, check_routes, discover
 from wirebeat.runloop import PipeInput, Runner
 from wirebeat.sources.feed import SourceError
-from wirebeat.sources.netflow import Listener, NetflowListener
 from wirebeat.sources.pcapfile import CaptureError, open_capture
 from wirebeat.sources.zmq import ZMQSource
 from wirebeat.stats import Stats
 from wirebeat.template import TemplateError, build_template, install_template, template_dir
+
+if TYPE_CHECKING:
+    from wirebeat.sources.netflow import NetflowListener     # imported when listeners are configured
 
 __all__ = ["main"]
 
@@ -264,10 +266,12 @@ def _stats_server(config: Config, stats: Stats) -> StatsServer:
 
 def netflow_listeners(config: Config, hosts: list[str]) -> list[NetflowListener]:
     """The configured and --netflow listeners; their ports are routed to the netflow decoder."""
-    entries = [Listener(**entry) for entry in config["wirebeat.sources.netflow"]]
-    entries += [Listener(host) for host in hosts]
-    if not entries:
+    configured = config["wirebeat.sources.netflow"]
+    if not configured and not hosts:
         return []
+    from wirebeat.sources.netflow import Listener, NetflowListener     # (a run without listeners never loads it)
+    entries = [Listener(**entry) for entry in configured]
+    entries += [Listener(host) for host in hosts]
     if not config["wirebeat.protocols.netflow.enabled"]:
         raise UsageError("--netflow / wirebeat.sources.netflow need wirebeat.protocols.netflow.enabled: true")
     try:

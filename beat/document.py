@@ -13,7 +13,6 @@ overwrites instead of duplicating.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import socket
 import struct
 from functools import lru_cache
@@ -24,6 +23,7 @@ import orjson
 from wirebeat.accel import doctext, speedups
 from wirebeat.decoders.api import DecoderSpec, FlowKey, Transaction, format_mac, iso_time
 from wirebeat.direction import NetworkDirection
+from wirebeat.hashes import blake2b
 from wirebeat.processors import Processors, compile_processors
 from wirebeat.stack import transaction_stack
 
@@ -86,6 +86,7 @@ def community_id_packed(proto: int, saddr: bytes, sport: int, daddr: bytes, dpor
     # Both directions of a flow hash alike: the smaller endpoint goes first.
     if not (one_way or saddr < daddr or (saddr == daddr and sport < dport)):
         saddr, daddr, sport, dport = daddr, saddr, dport, sport
+    import hashlib      # (only here: its import loads OpenSSL, wirebeat.hashes)
     digest = hashlib.sha1(_SEED + saddr + daddr + bytes((proto, 0))
                           + _PORTS.pack(sport, dport)).digest()
     return "1:" + binascii.b2a_base64(digest, newline=False).decode()
@@ -133,7 +134,7 @@ def document_id_from(prefix: str, ts: float, identity: str) -> str:
                                newline=False).translate(_URLSAFE).decode()
 
 
-_blake2b = hashlib.blake2b
+_blake2b = blake2b
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 

@@ -47,9 +47,9 @@ from wirebeat.tunnels import LINK_SHIMS, MAX_DEPTH, TUNNEL_PORTS, decapsulate, p
 from wirebeat.pipeline import BLOCK_MAX_BYTES, Pipeline
 from wirebeat.records import maker, new_datagram as _new_datagram, new_flow_key as _new_flow_key
 from wirebeat.registry import Registered
-from wirebeat.sources.netflow import RecordSet, publish_set
 from wirebeat.stats import Stats, log_once
 from wirebeat.tcp import TCPConnection, TCPTable
+from wirebeat.decoders.netflow import RecordSet
 from wirebeat.decoders.api import (Datagram, DatagramDecoder, DecodeError, DecoderSpec, Expectations,
                           FlowKey, StreamDecoder, Transaction, reprobe_due)
 
@@ -99,12 +99,16 @@ FLOW_SWEEP_S = 10.0     # packet-time interval between idle-flow sweeps
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """An enabled decoder and its resolved options."""
+
     spec: DecoderSpec
     options: dict[str, Any]
 
 
 @dataclass(slots=True)
 class _UDPFlow:
+    """A UDP conversation the engine has seen: where its datagrams go."""
+
     key: FlowKey | None     # client first; None with route
     client: tuple[bytes, int] | None
     route: Route | None     # None: the heuristics turned the flow down (cached)
@@ -120,6 +124,8 @@ _new_udp_flow = maker(_UDPFlow)
 
 @dataclass(slots=True)
 class _SourceState:
+    """What the engine keeps per capture source."""
+
     name: str
     defrag: Defragmenter
     decoders: dict[str, DatagramDecoder] = field(default_factory=dict)
@@ -799,6 +805,9 @@ class Engine:
         builder = self.builder
         for txn in txns:
             if txn.__class__ is RecordSet:      # a NetFlow data set: its documents at once
+                # (imported here: a run without NetFlow never loads it; NetFlow's
+                # lazy_imports has it imported before a user switch)
+                from wirebeat.sources.netflow import publish_set
                 try:
                     self.transactions += publish_set(txn, spec, builder, publish, self._emit)
                 except Exception:

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 import base64
-import hashlib
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -75,6 +74,7 @@ from orjson import Fragment as _Fragment
 from wirebeat.accel import flowcore as _flowcore
 from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.decoders.api import FlowKey, format_mac
+from wirebeat.hashes import blake2b
 from wirebeat.ip import ip_packed, ip_text
 from wirebeat.pipeline import BLOCK_MAX_BYTES
 
@@ -693,7 +693,7 @@ def _assign_id(source: str, rec: list[Any]) -> str:
                  ",".join(map(str, vlans)).encode())
     else:           # the common case, the same bytes: no outer addresses, no VLAN ids
         parts = (source.encode(), macs, b"", src, dst, numbers, b"")
-    digest = hashlib.blake2b(b"|".join(parts), digest_size=15).digest()
+    digest = blake2b(b"|".join(parts), digest_size=15).digest()
     fid = rec[R_ID] = base64.urlsafe_b64encode(digest).decode()
     return fid
 

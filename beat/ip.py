@@ -102,6 +102,8 @@ def parse_ipv6(data: bytes, offset: int) -> tuple | str:
 
 @dataclass(slots=True)
 class _Partial:
+    """The fragments of one datagram received so far."""
+
     first_ts: float
     pieces: dict[int, bytes] = field(default_factory=dict)   # offset -> bytes
     received: int = 0
@@ -110,6 +112,8 @@ class _Partial:
 
 @dataclass(slots=True)
 class DefragStats:
+    """Defragmentation counters."""
+
     fragments: int = 0
     reassembled: int = 0
     timed_out: int = 0

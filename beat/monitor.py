@@ -22,7 +22,6 @@ counters themselves are a flattened object, searchable but not summable).
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import socket
 import threading
@@ -33,6 +32,7 @@ import orjson
 
 from wirebeat import __version__, logs
 from wirebeat.document import iso_time
+from wirebeat.hashes import blake2b
 from wirebeat.stats import Stats
 
 __all__ = ["StatsServer", "source_documents", "stats_document", "totals"]
@@ -118,7 +118,7 @@ def stats_document(counters: dict[str, Any], process: dict[str, Any], ts: float,
 
 
 def _doc_id(key: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode()
+    return base64.urlsafe_b64encode(blake2b(key.encode(), digest_size=15).digest()).decode()
 
 
 _MALFORMED = ("packets.malformed.", "decoder.malformed.", "zmq.malformed.")

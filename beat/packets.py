@@ -50,7 +50,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-import hashlib
 
 import orjson
 
@@ -59,6 +58,7 @@ from wirebeat.accel import speedups
 from wirebeat.document import DocumentBuilder, capture_fields, community_id_packed, id_source, iso_time
 from wirebeat.link import (ETHERTYPE_IPV4, ETHERTYPE_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
                            LINKTYPE_LINUX_SLL2)
+from wirebeat.hashes import blake2b
 from wirebeat.ip import ip_text
 from wirebeat.link import locate_network
 from wirebeat.stack import TRANSPORT_LAYERS, link_layers
@@ -126,7 +126,7 @@ class PacketDocuments:
         """[frames seen, id prefix, `capture` as JSON] of a capture source, made at its first frame."""
         seen = self.sources.get(source)
         if seen is None:
-            prefix = hashlib.blake2b(id_source(source).encode(), digest_size=9).hexdigest()
+            prefix = blake2b(id_source(source).encode(), digest_size=9).hexdigest()
             seen = self.sources[source] = [0, prefix,
                                            orjson.dumps({"capture": capture_fields(source)})[1:-1]]
         return seen

@@ -22,7 +22,6 @@ other thread exists": `drop_privileges` checks that too.
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import pwd
@@ -42,20 +41,44 @@ class PrivilegeError(Exception):
     """The process could not become unprivileged as asked (the CLI exits 2)."""
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _Syscalls:
+    """prctl(2) and capset(2) through ctypes, made at the first call of drop_privileges:
+    a root run without a user to switch to never calls it, and importing ctypes is ~7 M
+    instructions of start-up."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        class CapHeader(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class CapData(ctypes.Structure):
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                        ("inheritable", ctypes.c_uint32)]
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        libc.prctl.restype = ctypes.c_int
+        libc.capset.argtypes = [ctypes.POINTER(CapHeader), ctypes.POINTER(CapData)]
+        libc.capset.restype = ctypes.c_int
+        self.prctl = libc.prctl
+        self.get_errno = ctypes.get_errno
+        self._capset, self._byref, self._header, self._data = libc.capset, ctypes.byref, CapHeader, CapData
+
+    def clear_capabilities(self) -> int:
+        """capset(2) with every set empty; 0 or -1 (errno in get_errno)."""
+        header = self._header(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (self._data * 2)()          # both 32-bit halves: everything empty
+        return self._capset(self._byref(header), data)
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+_SYSCALLS: list[_Syscalls] = []
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.prctl.restype = ctypes.c_int
-_libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
-_libc.capset.restype = ctypes.c_int
+def _syscalls() -> _Syscalls:
+    if not _SYSCALLS:
+        _SYSCALLS.append(_Syscalls())
+    return _SYSCALLS[0]
 
 
 class PrivilegeState:
@@ -83,8 +106,9 @@ def read_state() -> PrivilegeState:
 
 
 def _prctl(option: int, arg: int = 0, what: str = "") -> None:
-    if _libc.prctl(option, arg, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
+    calls = _syscalls()
+    if calls.prctl(option, arg, 0, 0, 0) != 0:
+        err = calls.get_errno()
         raise PrivilegeError(f"{what or 'prctl'}: {os.strerror(err)}")
 
 
@@ -98,12 +122,11 @@ def _last_capability() -> int:
 
 def _clear_capabilities() -> None:
     # Ambient capabilities would survive an exec; clear them first (EINVAL: kernel < 4.3, none exist).
-    if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
-        raise PrivilegeError(f"clearing ambient capabilities: {os.strerror(ctypes.get_errno())}")
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()          # both 32-bit halves: everything empty
-    if _libc.capset(ctypes.byref(header), data) != 0:
-        raise PrivilegeError(f"dropping capabilities: {os.strerror(ctypes.get_errno())}")
+    calls = _syscalls()
+    if calls.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 and calls.get_errno() != 22:
+        raise PrivilegeError(f"clearing ambient capabilities: {os.strerror(calls.get_errno())}")
+    if calls.clear_capabilities() != 0:
+        raise PrivilegeError(f"dropping capabilities: {os.strerror(calls.get_errno())}")
 
 
 # Modules the standard library imports lazily, on paths that run after the switch
@@ -167,11 +190,12 @@ def _switch_user(target: pwd.struct_passwd) -> None:
         raise PrivilegeError(f"cannot switch to user {name!r}: only root can (running as uid "
                              f"{os.geteuid()}); start as root or leave out --user / wirebeat.user")
     _import_late_modules()
+    calls = _syscalls()
     # Empty the bounding set while we still hold CAP_SETPCAP: nothing can come back later.
     for cap in range(_last_capability() + 1):
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+        if calls.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and calls.get_errno() != 22:
             raise PrivilegeError(f"cannot drop capability {cap} from the bounding set: "
-                                 f"{os.strerror(ctypes.get_errno())}")
+                                 f"{os.strerror(calls.get_errno())}")
     _prctl(PR_SET_KEEPCAPS, 0, "clearing keepcaps")     # setuid must clear the permitted set
     try:
         os.setgroups(os.getgrouplist(name, target.pw_gid))

@@ -28,6 +28,8 @@ class RegistryError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Registered:
+    """A decoder found through its entry point, and where from."""
+
     spec: DecoderSpec
     origin: str          # "module:attribute (distribution version)"
 

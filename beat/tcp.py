@@ -108,6 +108,8 @@ class StreamSink(Protocol):
 
 @dataclass(slots=True)
 class TCPCounters:
+    """Reassembly counters."""
+
     segments: int = 0                   # segments handed to a connection
     retransmitted_bytes: int = 0        # payload already delivered or held (retransmission, overlap)
     out_of_order_segments: int = 0      # segments that arrived ahead of a hole

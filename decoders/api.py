@@ -81,6 +81,8 @@ class FlowKey:
 
 @dataclass(slots=True)
 class Datagram:
+    """One UDP datagram (or IP payload) handed to a DatagramDecoder."""
+
     ts: float            # capture time of this packet, seconds since the epoch
     flow: FlowKey        # addresses and ports, client side first as first seen
     from_client: bool

@@ -108,6 +108,8 @@ _OPT_PAD, _OPT_END, _OPT_OVERLOAD = 0, 255, 52
 
 @dataclass(frozen=True, slots=True)
 class DHCPMessage:
+    """One DHCP message as on the wire (RFC 2131 section 2), options decoded."""
+
     op: int                   # 1 BOOTREQUEST, 2 BOOTREPLY
     hardware_type: int        # htype
     hardware_length: int      # hlen
@@ -322,6 +324,8 @@ def option_fields(msg: DHCPMessage) -> tuple[dict[str, Any], list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class DHCPRecord:
+    """A DHCP message and its document's `dhcpv4.option` fields: one transaction."""
+
     msg: DHCPMessage
     option: dict[str, Any]
 

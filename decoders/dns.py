@@ -155,6 +155,8 @@ def _hash_name(number: int) -> str:
 
 @dataclass(slots=True)
 class Question:
+    """One entry of the question section."""
+
     name: str          # presentation form, no trailing dot ("." for the root)
     type: int          # QTYPE
     class_: int        # QCLASS
@@ -162,6 +164,8 @@ class Question:
 
 @dataclass(slots=True)
 class ResourceRecord:
+    """One answer, authority or additional record."""
+
     name: str
     type: int
     class_: int
@@ -172,6 +176,8 @@ class ResourceRecord:
 
 @dataclass(slots=True)
 class EDNS:
+    """The OPT pseudo-record (RFC 6891)."""
+
     udp_size: int                 # requester's UDP payload size (the OPT class)
     ext_rcode: int                # upper 8 bits of the 12-bit rcode, as on the wire
     version: int
@@ -181,6 +187,8 @@ class EDNS:
 
 @dataclass(slots=True)
 class DNSMessage:
+    """One DNS message: header flags and its four sections."""
+
     id: int
     is_response: bool              # QR
     opcode: int
@@ -707,6 +715,8 @@ def render_message(msg: DNSMessage) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Settings:
+    """The decoder's options, resolved once."""
+
     timeout_s: float
     max_pending: int
     include_authorities: bool
@@ -735,6 +745,8 @@ class DNSExchange:
 
 @dataclass(slots=True)
 class _Pending:
+    """A query waiting for its response."""
+
     ts: float
     flow: FlowKey          # requester first
     msg: DNSMessage
@@ -887,6 +899,8 @@ class DNSDecoder:
 
 @dataclass(slots=True)
 class _Direction:
+    """One direction of a DNS-over-TCP connection: bytes not yet framed."""
+
     buffer: bytearray = field(default_factory=bytearray)
     start_ts: float = 0.0      # capture time of the first byte of the buffer
     skip: int = 0              # bytes still to drop: the rest of a message cut by a gap

@@ -24,6 +24,8 @@ Two lists, because most of the loading time went to one thing few names need:
 """
 from __future__ import annotations
 
+import re
+
 from publicsuffixlist import PSLFILE
 
 __all__ = ["SUFFIXES", "Suffixes", "suffixes_for"]
@@ -93,7 +95,7 @@ class Suffixes:
         return ".".join(labels[-public - 1:])
 
 
-def _rules(text: str) -> list[str]:
+def _rules_by_line(text: str) -> list[str]:
     """The rules of a list file: the first word of each line that is not a comment."""
     rules = []
     for line in text.splitlines():
@@ -101,6 +103,28 @@ def _rules(text: str) -> list[str]:
         if rule and not rule.startswith("//"):
             rules.append(rule)
     return rules
+
+
+# Comment lines: ~60% of the file. The pattern starts with a literal, so the regex
+# engine skips from one "\n//" to the next in C.
+_COMMENT_LINES = re.compile(rb"\n//[^\n]*")
+# Where line ends other than "\n" (str.splitlines splits at these too) appear anywhere,
+# or a space, a tab or "//" in what is left, only _rules_by_line reads the file as
+# the format has it.
+_LINE_ENDS = (b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
+_IN_RULE_LINES = (b" ", b"\t", b"//")
+
+
+def _rules(data: bytes) -> list[str]:
+    """The rules of a list file (UTF-8): the first word of each line that is not a
+    comment, lower case. The same list as _rules_by_line (a Python step per line: ~48 M
+    instructions on the shipped file, ~20 M this way): comment lines are removed in one
+    pass over the bytes; what is left, when it has one word per line and nothing else,
+    is lowered and split as one text."""
+    text = _COMMENT_LINES.sub(b"", b"\n" + data)
+    if any(mark in data for mark in _LINE_ENDS) or any(mark in text for mark in _IN_RULE_LINES):
+        return _rules_by_line(data.decode("utf-8"))
+    return list(filter(None, map(str.rstrip, text.decode("utf-8").lower().splitlines())))
 
 
 def _with_ace(rules: list[str]) -> list[str]:
@@ -113,7 +137,7 @@ def _with_ace(rules: list[str]) -> list[str]:
     return rules + ace
 
 
-with open(PSLFILE, encoding="utf-8") as _file:
+with open(PSLFILE, "rb") as _file:
     _RULES = _rules(_file.read())
 
 SUFFIXES = Suffixes(_RULES)

@@ -43,6 +43,8 @@ ASSUMED_CODEC = "PCMU"
 
 @dataclass(frozen=True, slots=True)
 class Quality:
+    """The E-model's figures for one stream report."""
+
     r_factor: float
     mos: float
     codec_impairment: float          # Ie

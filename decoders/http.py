@@ -171,6 +171,8 @@ class HTTPMessage:
 
 @dataclass(slots=True)
 class HTTPExchange:
+    """A request and its response; either is None when not seen."""
+
     request: HTTPMessage | None
     response: HTTPMessage | None
 

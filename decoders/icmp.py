@@ -71,6 +71,8 @@ _HEADER = struct.Struct("!BBHHH")   # type, code, checksum, identifier, sequence
 
 @dataclass(slots=True)      # per packet: not frozen, which costs 4x to build
 class ICMPMessage:
+    """One ICMP or ICMPv6 message's header."""
+
     version: int          # 4 or 6
     type: int
     code: int
@@ -85,6 +87,8 @@ class ICMPMessage:
 
 @dataclass(slots=True)
 class ICMPExchange:
+    """A request and its reply (echo and the like), or one message alone."""
+
     request: ICMPMessage | None
     response: ICMPMessage | None
     request_dst: str      # packetbeat's `path`

@@ -108,6 +108,8 @@ class MediaEndpoint:
 
 @dataclass(slots=True)
 class RTPHeader:
+    """The fixed RTP header (RFC 3550 section 5.1)."""
+
     version: int
     padding: bool
     marker: bool
@@ -122,6 +124,8 @@ class RTPHeader:
 
 @dataclass(slots=True)
 class ReportBlock:
+    """One reception report block of an SR or RR (RFC 3550 section 6.4.1)."""
+
     ssrc: int                # the source this block reports on
     fraction_lost: int       # of 256, since the previous report
     cumulative_lost: int     # signed 24 bits
@@ -133,6 +137,8 @@ class ReportBlock:
 
 @dataclass(slots=True)
 class RTCPPacket:
+    """One packet of a compound RTCP packet."""
+
     packet_type: int         # 200 SR, 201 RR, 202 SDES, 203 BYE, others kept as type only
     ssrc: int                # sender (SR/RR); first chunk's SSRC otherwise, 0 if none
     ntp_middle: int = 0      # SR: middle 32 bits of its NTP timestamp, what LSR echoes

@@ -44,6 +44,8 @@ _RTP_PROTOS = ("RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF", "UDP/TLS/RTP/SAVP
 
 @dataclass(slots=True)
 class SIPURI:
+    """A SIP URI taken apart (RFC 3261 section 19.1)."""
+
     original: str
     scheme: str = ""
     username: str = ""
@@ -63,6 +65,8 @@ class SIPAddress:
 
 @dataclass(slots=True)
 class SDPMedia:
+    """One m= section of an SDP body."""
+
     media: str               # audio, video, ...
     port: int
     proto: str               # RTP/AVP ...
@@ -75,6 +79,8 @@ class SDPMedia:
 
 @dataclass(slots=True)
 class SDP:
+    """An SDP body (RFC 4566): the session lines and its media."""
+
     version: str = ""
     owner_username: str = ""
     owner_session_id: str = ""
@@ -88,6 +94,8 @@ class SDP:
 
 @dataclass(slots=True)
 class SIPMessage:
+    """One SIP request or response."""
+
     is_request: bool
     method: str              # requests: the method; responses: the CSeq method
     uri: SIPURI | None       # Request-URI
@@ -314,6 +322,8 @@ def _message(is_request: bool, method: str, uri: SIPURI | None, version: str, co
 
 @dataclass(slots=True)
 class _Call:
+    """A dialog's media: the RTP endpoints it announced."""
+
     session: MediaSession
     endpoints: list[tuple[str, int]]
     established: bool

@@ -41,7 +41,6 @@ when `wirebeat.protocols.tls.detect` is true (the default).
 """
 from __future__ import annotations
 
-import hashlib
 import struct
 import sys
 from array import array
@@ -85,6 +84,8 @@ def looks_like_client_hello(data: bytes) -> bool:
 
 @dataclass(slots=True)
 class ClientHello:
+    """What a ClientHello says (RFC 8446 section 4.1.2)."""
+
     version: int                        # legacy_version
     random: bytes
     session_id: bytes
@@ -103,6 +104,8 @@ class ClientHello:
 
 @dataclass(slots=True)
 class ServerHello:
+    """What a ServerHello says (RFC 8446 section 4.1.3)."""
+
     version: int                        # legacy_version
     random: bytes
     session_id: bytes
@@ -309,6 +312,7 @@ def _fingerprints(version: int, ciphers: tuple[int, ...], extensions: tuple[int,
                         supported_versions=list(supported_versions), groups=list(groups),
                         point_formats=list(point_formats),
                         signature_algorithms=list(signature_algorithms))
+    import hashlib      # here, not at the top: its import loads OpenSSL (wirebeat.hashes)
     return hashlib.md5(ja3(hello).encode()).hexdigest(), ja4(hello)
 
 
@@ -323,6 +327,7 @@ _JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300:
 
 
 def _sha256_12(text: str) -> str:
+    import hashlib      # here, not at the top: its import loads OpenSSL (wirebeat.hashes)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -650,6 +655,7 @@ def _server_fingerprints(version: int, cipher: int, extensions: tuple[int, ...],
     """(JA3S hash, JA4S) of a ServerHello with these values, worked out once per server stack."""
     hello = ServerHello(version, b"", b"", cipher, 0, list(extensions), alpn=alpn,
                         selected_version=selected_version)
+    import hashlib      # here, not at the top: its import loads OpenSSL (wirebeat.hashes)
     return hashlib.md5(ja3s(hello).encode()).hexdigest(), ja4s(hello)
 
 
@@ -666,6 +672,7 @@ def _certificate(prefix: dict[str, Any], certs: list[bytes], detailed: dict[str,
     prefix["subject"] = leaf["subject"]["distinguished_name"]
     prefix["issuer"] = leaf["issuer"]["distinguished_name"]
     prefix["not_before"], prefix["not_after"] = leaf["not_before"], leaf["not_after"]
+    import hashlib      # here, not at the top: its import loads OpenSSL (wirebeat.hashes)
     prefix["hash"] = {"sha1": hashlib.sha1(certs[0]).hexdigest().upper(),
                       "sha256": hashlib.sha256(certs[0]).hexdigest().upper()}
     chain, notes = [], []

@@ -57,6 +57,8 @@ class FormatError(ValueError):
 
 @dataclass(slots=True)
 class Frame:
+    """One captured frame."""
+
     ts: float           # seconds since the epoch
     linktype: int       # LINKTYPE_* value
     data: bytes         # captured bytes (caplen)
@@ -65,6 +67,8 @@ class Frame:
 
 @dataclass(slots=True)
 class ReadDamage:
+    """What was wrong with a capture file and skipped."""
+
     truncated_tail: int = 0       # records cut off at the end of input
     garbage_bytes: int = 0        # bytes skipped to resynchronise
     garbage_records: int = 0      # times a bad record header forced a resync

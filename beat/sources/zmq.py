@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 import base64
-import hashlib
 import os
 import signal
 import struct
@@ -45,6 +44,7 @@ from typing import Any, NamedTuple
 
 from wirebeat import logs
 from wirebeat.document import COLLECTOR_SEPARATOR, iso_time
+from wirebeat.hashes import blake2b
 from wirebeat.sources.feed import SourceError
 from wirebeat.sources.pcapfile import (PACKET_BLOCK_TYPES, FormatError, Frame, Interface, PcapHeader,
                                    parse_idb, parse_pcap_header, parse_shb, read_packet_block)
@@ -267,7 +267,7 @@ def event_document(event: CollectorEvent, endpoint: str, ts: float) -> tuple[str
     if event.path is not None:
         doc["file"] = {"path": event.path}
     key = f"{endpoint}|{event.client}|{event.action}|{event.path}|{round(ts * 1e6)}"
-    doc_id = base64.urlsafe_b64encode(hashlib.blake2b(key.encode(), digest_size=15).digest()).decode()
+    doc_id = base64.urlsafe_b64encode(blake2b(key.encode(), digest_size=15).digest()).decode()
     return doc_id, doc
 
 

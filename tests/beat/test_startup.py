@@ -73,6 +73,22 @@ def test_a_console_run_from_a_file_imports_only_what_it_uses() -> None:
                      late=UNUSED_BY_A_FILE_RUN) == ["wirebeat.workers", "traceback", "tempfile"]
 
 
+
+# start13: hashlib (it loads OpenSSL's libcrypto; BLAKE2b comes from wirebeat.hashes) only
+# where TLS fingerprints or the Python Community ID need it; NetFlow's engine side
+# (wirebeat.sources.netflow) with the first data set or listener.
+UNUSED_WITHOUT_TLS_OR_NETFLOW = ("hashlib", "_hashlib", "wirebeat.sources.netflow")
+
+
+def test_a_run_without_tls_or_netflow_loads_neither_openssl_nor_netflows_engine_side() -> None:
+    dns = str(ROOT / "pcaps" / "dns" / "record_types.pcap")
+    assert _imported("run", "-I", dns, "--console", late=UNUSED_WITHOUT_TLS_OR_NETFLOW) == []
+    # The check sees them: NetFlow data sets bring in publish_set, TLS its fingerprints' MD5.
+    assert _imported("run", "-I", str(ROOT / "pcaps" / "netflow" / "softflowd_v5.pcap"), "--console",
+                     late=UNUSED_WITHOUT_TLS_OR_NETFLOW) == ["wirebeat.sources.netflow"]
+    assert _imported("run", "-I", str(ROOT / "pcaps" / "tls" / "tls13_ecdsa_anyport.pcap"), "--console",
+                     late=UNUSED_WITHOUT_TLS_OR_NETFLOW) == ["hashlib", "_hashlib"]
+
 def test_a_zeromq_feed_imports_zeromq_when_it_is_made() -> None:
     code = ("import sys\n"
             "from wirebeat.sources.zmq import ZMQSource\n"
@@ -140,6 +156,17 @@ def test_a_user_switch_loads_the_public_suffix_list_before_it() -> None:
     assert len(docs) == 7
     assert {d["dns"]["question"]["registered_domain"] for d in docs} == {"example.com"}
 
+
+
+@pytest.mark.root
+def test_a_user_switch_makes_netflow_documents() -> None:
+    """NetFlow data sets go to wirebeat.sources.netflow's publish_set, which the engine
+    imports at the first one: NetFlow's lazy_imports has `run --user` import it before
+    the switch (start13)."""
+    from wirebeat.decoders.netflow import DECODER
+    assert "wirebeat.sources.netflow" in DECODER.lazy_imports
+    docs = _documents_as_nobody(ROOT / "pcaps" / "netflow" / "softflowd_v5.pcap")
+    assert docs and {d["type"] for d in docs} == {"netflow"}
 
 _PLUGIN = """
 from wirebeat.decoders.api import DecoderSpec, Transaction
