@@ -149,6 +149,7 @@ class _SourceState:
     now: float = 0.0
     next_tick: float = 0.0
     next_sweep: float = 0.0
+    held: int = 0       # flows.held() when last asked (Engine.allow_flows)
 
     def __post_init__(self) -> None:
         self.expected = self.expectations.udp
@@ -381,6 +382,7 @@ class Engine:
         self.decoding = bool(self.routes_udp or self.routes_tcp or self.routes_ip or self.probes
                              or self.detectors)
         self.sources: dict[str, _SourceState] = {}
+        self.flows_held = 0     # the flow tables' held() at their last ask (allow_flows)
         self.frame: tuple[int, bytes] = (0, b"")    # linktype and bytes of the current packet
         self.packet_docs: PacketDocuments | None = None
         self.tunnels_enabled = config["wirebeat.tunnels.enabled"]
@@ -859,13 +861,17 @@ class Engine:
             state.tcp.expire(now)
         if state.flows is not None:
             state.flows.sweep(now)
-            self.allow_flows()
+            self.allow_flows(state)
         self.pipeline.maybe_flush()
 
-    def allow_flows(self) -> None:
-        """The collector's threshold after what the flow tables hold now (collector_allows):
-        at every tick and after every reader batch."""
-        collector_allows(sum(s.flows.held() for s in self.sources.values() if s.flows is not None))
+    def allow_flows(self, state: _SourceState) -> None:
+        """The collector's threshold after what the flow tables hold now (collector_allows),
+        with `state`'s table asked again: at its ticks and after its reader batches. The
+        total is kept (`flows_held`), not summed over every source at each batch."""
+        held = state.flows.held() if state.flows is not None else 0
+        self.flows_held += held - state.held
+        state.held = held
+        collector_allows(self.flows_held)
 
     def _expire(self, state: _SourceState, now: float) -> None:
         state.defrag.expire(now)
@@ -911,3 +917,4 @@ class Engine:
                 for key, value in self._state_counters(state).items():
                     self.retired[key] = self.retired.get(key, 0) + value
                 del self.sources[name]
+                self.flows_held -= state.held

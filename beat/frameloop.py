@@ -87,5 +87,5 @@ def frame_batches(engine: Any) -> Callable[[list, str], None] | None:
                engine.max_mac_pairs, non_ip, engine._on_udp, engine._on_tcp, engine._on_ip_protocol,
                engine.routes_ip, engine._deliver, new_flow_key, new_datagram, udp_flow))
         if state.flows is not None:
-            engine.allow_flows()    # a batch can open thousands of flows between ticks
+            engine.allow_flows(state)   # a batch can open thousands of flows between ticks
     return on_batch

@@ -102,3 +102,24 @@ def test_nor_do_thousands_of_flows_between_two_ticks(quiet: None):
     on, held = _passes(True, frames, batch=2000)
     assert held > 150_000
     assert on <= off + 1, (on, off)
+
+
+def test_the_tables_total_follows_sources_that_come_and_go(quiet: None):
+    """The engine keeps the flow tables' total (not a sum over every source at each batch);
+    a source's end takes its share out, so the threshold does not creep up as sources come
+    and go (max_sources evictions, files one after another)."""
+    engine, pipeline, _, _ = make_engine(SPECS, strict=False, overrides={"wirebeat.flows.enabled": True},
+                                         output=ConsoleOutput(stream=_Discard()))
+    for n, source in enumerate(("a", "b", "c")):
+        for ts, frame in _flows(1000 * (n + 1), 3.0):
+            engine.on_frame(ts, 1, frame, source)
+    live = [s for s in engine.sources.values()]
+    for state in live:
+        engine.allow_flows(state)
+    assert engine.flows_held == sum(s.flows.held() for s in live) > 6000
+    assert gc.get_threshold()[0] == 50000 + engine.flows_held
+    engine.finish("b")
+    assert engine.flows_held == sum(s.flows.held() for s in engine.sources.values())
+    engine.finish()
+    assert engine.flows_held == 0
+    pipeline.close()
