@@ -359,8 +359,8 @@ class Pipeline:
                 self.queued_events -= size
                 self.space.notify_all()
             try:
-                with self.sending:
-                    failed = self.output.send(batch, self.stopping)
+                with self.sending:          # (counted under it too: _send_here counts there)
+                    self._count_sent(batch, self.output.send(batch, self.stopping))
             except OutputStopped:
                 self.in_flight = 0
                 return
@@ -369,7 +369,6 @@ class Pipeline:
                 log.error("output failed", output=self.output.name, error=str(err),
                           exc_info=not isinstance(err, TemplateError))
                 return
-            self._count_sent(batch, failed)
             batch = None        # (a block's buffer is its writer's again: publish_block)
             with self.space:    # publish_block may wait for this
                 self.in_flight = 0
