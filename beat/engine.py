@@ -86,8 +86,8 @@ def collector_allows(held: int) -> None:
     """Raise the young-generation threshold by the containers the flow tables hold (`held`).
 
     The collector counts every container allocated since its last pass and still alive,
-    also the ones a flow table keeps for each flow until it ends and a while after (key
-    tuples, the ended flow's entry: ~4 a flow, in no cycle). On the realistic mix they made
+    also the ones a flow table keeps for each flow until it ends and a while after (its key
+    tuples, 3 a flow, and 2 for an ended flow's entry; in no cycle: FlowTable.held). On the realistic mix they made
     three passes of a 500k run instead of the one without flows, each walking the
     decoders' survivors cold: 60-150 ms more of a ~2.8 s run (docs/performance.md,
     "Thirteenth session"). With the tables' share added, a pass comes after as many other
@@ -866,9 +866,9 @@ class Engine:
 
     def allow_flows(self, state: _SourceState) -> None:
         """The collector's threshold after what the flow tables hold now (collector_allows),
-        with `state`'s table asked again: at its ticks and after its reader batches. The
+        with `state`'s table (not None) asked again: at its ticks and after its reader batches. The
         total is kept (`flows_held`), not summed over every source at each batch."""
-        held = state.flows.held() if state.flows is not None else 0
+        held = state.flows.held()
         self.flows_held += held - state.held
         state.held = held
         collector_allows(self.flows_held)

@@ -83,7 +83,7 @@ def _flows(n: int, seconds: float) -> list[tuple[float, bytes]]:
 
 def test_flows_do_not_make_the_collector_pass_more_often(quiet: None):
     """60,000 one-datagram UDP flows (ports no decoder claims) over 60 s of packet time: the
-    flow table holds ~4 containers for each, ~240,000 in all, and with flows on the collector
+    flow table holds 3 containers for each live flow and 2 more for each ended one, and with flows on the collector
     passes no more often than with flows off (before collector_allows: 3 passes against none)."""
     frames = _flows(60_000, 60.0)
     off, _ = _passes(False, frames)
