@@ -342,6 +342,7 @@ static int record_ass_item(PyObject *self, Py_ssize_t i, PyObject *v)
     default: {
         PyObject **slot = record_obj_slot(r, i);
         Py_XSETREF(*slot, v == Py_None ? NULL : Py_NewRef(v));
+        if (i == R_ID) Py_CLEAR(r->text);       /* it holds flow.id's text (see PARTS) */
         if (i == R_KEY || i == R_REV_KEY) {
             r->khash[i - R_KEY] = -1;       /* another key: its hash is not known */
             if (i == R_KEY) Py_CLEAR(r->ends);      /* nor its endpoints */
@@ -965,18 +966,21 @@ static PyObject *flow_id(ReporterObject *self, PyObject *source, RecordObject *r
     return PyObject_Vectorcall(self->assign_id, args, 2, NULL);
 }
 
-/* R_TEXT as this file keeps it: one bytes object, six 4-byte lengths (native order) and the six
- * parts of `_text_parts` after them, as UTF-8, but for the source's tail (the same for all its
- * flows: written from tail_of). FlowReporter (Python) keeps a tuple of six str there; each side
- * rebuilds what it does not recognise (only caches: the reports are the same). */
-#define PARTS_HEAD ((Py_ssize_t)(6 * sizeof(uint32_t)))
+/* R_TEXT as this file keeps it: one bytes object, PARTS 4-byte lengths (native order) and the
+ * parts after them, as UTF-8: the six of `_text_parts` but for the source's tail (the same for
+ * all its flows: written from tail_of), then flow.id's text (each report's _id: read here, not
+ * from the id object, another miss to memory per report of a quiet flow; setting R_ID lets go
+ * of R_TEXT). FlowReporter (Python) keeps a tuple of six str there; each side rebuilds what it
+ * does not recognise (only caches: the reports are the same). */
+#define PARTS 7
+#define PARTS_HEAD ((Py_ssize_t)(PARTS * sizeof(uint32_t)))
 
-static int parts_of(PyObject *parts, const char *p[6], Py_ssize_t n[6])
+static int parts_of(PyObject *parts, const char *p[PARTS], Py_ssize_t n[PARTS])
 {
     if (!PyBytes_CheckExact(parts) || PyBytes_GET_SIZE(parts) < PARTS_HEAD) return 0;
     const char *base = PyBytes_AS_STRING(parts);
     Py_ssize_t at = PARTS_HEAD, size = PyBytes_GET_SIZE(parts);
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < PARTS; i++) {
         uint32_t len;
         memcpy(&len, base + i * sizeof len, sizeof len);
         if ((Py_ssize_t)len > size - at) return 0;
@@ -1205,7 +1209,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject
         tp[1] = cid;
         tn[1] = sizeof cid;
     }
-    Py_ssize_t bound = PARTS_HEAD + 400 + start_n + tn[0] + tn[1] + tn[2] + tn[3] + 4 * INET6_ADDRSTRLEN
+    Py_ssize_t bound = PARTS_HEAD + 400 + start_n + 2 * tn[0] + tn[1] + tn[2] + tn[3] + 4 * INET6_ADDRSTRLEN
                        + 10 * NUM_MAX;
     /* written on the stack, then copied once into a bytes object of the exact size (a bytes
      * object of `bound` shrunk by _PyBytes_Resize cost ~550 instructions more a flow) */
@@ -1215,7 +1219,7 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject
         PyErr_NoMemory();
         goto done;
     }
-    char *w = base + PARTS_HEAD, *at[7];
+    char *w = base + PARTS_HEAD, *at[PARTS + 1];
     const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(macs);
     at[0] = w;
     w = put_mem(w, start, start_n);
@@ -1279,7 +1283,9 @@ static PyObject *make_parts(ReporterObject *self, PyObject *source, RecordObject
     }
     *w++ = '}';             /* (the source's tail follows it in a report: tail_of) */
     at[6] = w;
-    for (int i = 0; i < 6; i++) {
+    w = put_mem(w, tp[0], tn[0]);       /* flow.id, for the _id */
+    at[7] = w;
+    for (int i = 0; i < PARTS; i++) {
         uint32_t len = (uint32_t)(at[i + 1] - at[i]);
         memcpy(base + i * sizeof len, &len, sizeof len);
     }
@@ -1313,19 +1319,27 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
                   PyObject *report_ts)
 {
     RecordObject *rec = (RecordObject *)reco;
-    PyObject *res, *fid, *parts = NULL, *tail = NULL, *line = NULL, *doc_id = NULL, *frag = NULL;
+    PyObject *res, *fid = NULL, *parts = NULL, *tail = NULL, *line = NULL, *doc_id = NULL, *frag = NULL;
     long long reports, n[4], duration, tcpn[5] = {0}, rttv[3] = {0};
-    int rtt = 0, rc = -1;
-    const char *fid_p, *reason_p = NULL, *pp[6];
-    Py_ssize_t fid_n, reason_n = 0, pn[6];
+    int rtt = 0, rc = -1, r = 1;
+    const char *fid_p, *reason_p = NULL, *pp[PARTS];
+    Py_ssize_t fid_n, reason_n = 0, pn[PARTS];
 
     if (!as_text || !IS_RECORD(reco) || !PyFloat_CheckExact(report_ts)
             || !(reason == Py_None || PyUnicode_CheckExact(reason)))
         goto python;
-    fid = flow_id(self, source, rec);
-    if (fid == NULL) return -1;
-    int r = PyUnicode_CheckExact(fid) ? utf8_of(fid, &fid_p, &fid_n) : 0;
-    if (r < 0) goto error;
+    parts = rec->text;
+    if (parts != NULL && parts_of(parts, pp, pn)) {     /* flow.id's text with them (PARTS) */
+        Py_INCREF(parts);
+        fid_p = pp[PARTS - 1];
+        fid_n = pn[PARTS - 1];
+    } else {                                            /* made below, once the numbers pass */
+        parts = NULL;
+        fid = flow_id(self, source, rec);
+        if (fid == NULL) return -1;
+        r = PyUnicode_CheckExact(fid) ? utf8_of(fid, &fid_p, &fid_n) : 0;
+        if (r < 0) goto error;
+    }
     reports = rec->reports;
     if (r == 0 || reports < 0 || reports == LLONG_MAX) goto python_fid;
     for (int i = 0; i < 4; i++)
@@ -1353,10 +1367,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
         if (r < 0) goto error;
         if (r == 0) goto python_fid;
     }
-    parts = rec->text;
-    if (parts != NULL && parts_of(parts, pp, pn)) {
-        Py_INCREF(parts);
-    } else {
+    if (parts == NULL) {
         parts = make_parts(self, source, rec, fid);
         if (parts == NULL) {
             if (PyErr_Occurred()) goto error;
@@ -1471,6 +1482,7 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
         goto error;         /* done */
     }
     if (_PyBytes_Resize(&line, w - base) < 0) goto error;      /* (frees it on failure) */
+    if (fid == NULL && !(fid = PyUnicode_DecodeUTF8(fid_p, fid_n, NULL))) goto error;
     doc_id = PyUnicode_FromFormat("%U-%lld", fid, reports);
     if (doc_id == NULL) goto error;
     frag = PyObject_CallOneArg(self->fragment, line);
@@ -1500,12 +1512,12 @@ error:
     Py_XDECREF(doc_id);
     Py_XDECREF(tail);
     Py_XDECREF(parts);
-    Py_DECREF(fid);
+    Py_XDECREF(fid);
     return rc;
 python_fid:
     Py_XDECREF(tail);
     Py_XDECREF(parts);
-    Py_DECREF(fid);
+    Py_XDECREF(fid);
 python:
     res = call_report_python(self, source, reco, final ? Py_True : Py_False, reason, report_ts);
     if (res == NULL) return -1;

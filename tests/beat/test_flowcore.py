@@ -371,6 +371,27 @@ def test_reports_of_a_quiet_flow_reuse_the_cached_text_and_follow_new_packets():
     assert b"end_reason" not in out_c[3][1] and out_c[3][1].startswith(b'{"@timestamp":"2023-11-14T22:13:41.125000Z"')
 
 
+@needs_c
+def test_a_reports_id_comes_with_the_cached_text_and_a_new_flow_id_makes_it_anew():
+    """The C core keeps flow.id's text with the static parts (a report's _id does not read the
+    id object); setting R_ID lets go of them, so the next report's _id and flow.id both name the
+    new id, and every report's _id is its flow.id and its report number."""
+    c, _, out, _ = _tables()
+    frame = g.ethernet(g.ipv4(A4, B4, 17, g.udp(A4, B4, 1, 2, b"u")))
+    c.account(T0, 1, frame, (), frame[14 + 12:14 + 16], frame[14 + 16:14 + 20], 17, frame[34:])
+    [rec] = c._records()
+    c.reporter.report("src", rec, False, None, T0 + 10)
+    c.reporter.report("src", rec, False, None, T0 + 20)
+    first = rec[flows.R_ID]
+    assert rec[R_TEXT].endswith(first.encode())
+    rec[flows.R_ID] = "renamed"
+    assert rec[R_TEXT] is None
+    c.reporter.report("src", rec, True, "idle", T0 + 30)
+    ids = [doc_id for doc_id, _ in out]
+    names = [orjson.loads(text)["flow"]["id"] for _, text in out]
+    assert ids == [f"{first}-0", f"{first}-1", "renamed-2"] and names == [first, first, "renamed"]
+
+
 # -- flow.id in C, and a sweep's reports handed over in one call ------------------------
 
 def _record(key: tuple, first: Any) -> list:
