@@ -1675,11 +1675,13 @@ static int is_icmp4_with_id(unsigned t) { return t == 0 || t == 8 || (t >= 13 &&
 
 #define RAW_KEY_MAX 52      /* the longest key a slot holds: IPv6 with the MAC pair and one VLAN id */
 
-/* A frame prefetch_raw was given: its key as raw_key writes it (n bytes; 0: none) and its slot pair */
+/* A frame prefetch_raw was given: its slot pair, its key's length as raw_key writes it (0: none)
+ * and the key's last 8 bytes (enough to pick the slot to prefetch from: a wrong pick only
+ * fetches a line for nothing) */
 struct ahead {
     Py_ssize_t pair;
     int n;
-    unsigned char raw[RAW_KEY_MAX];
+    uint64_t tail;
 };
 
 typedef struct {
@@ -2562,13 +2564,16 @@ static void prefetch_raw(PyObject *table, PyObject *lto, PyObject *frame, int nv
     self->next_ahead ^= 1;
     if (older->n && older->pair + 1 < self->slots) {
         const struct kslot *slot = &self->cache[older->pair];
-        for (int i = 0; i < 2; i++)
-            if (slot[i].entry != NULL && slot[i].len == older->n && memcmp(slot[i].raw, older->raw, older->n) == 0) {
+        for (int i = 0; i < 2; i++) {
+            uint64_t tail;
+            memcpy(&tail, slot[i].raw + older->n - 8, 8);
+            if (slot[i].entry != NULL && slot[i].len == older->n && tail == older->tail) {
                 const RecordObject *rec = (const RecordObject *)slot[i].entry;
                 __builtin_prefetch(&rec->t_none, 1, 3);         /* what apply reads and writes */
                 __builtin_prefetch((const char *)rec->t + 3 * sizeof(tslot_t) - 1, 1, 3);
                 break;
             }
+        }
     }
     older->n = 0;       /* (its place takes this frame's) */
     if (lto != self->lto || self->slots == 0) return;    /* (a new source's first frame: no guess) */
@@ -2583,8 +2588,8 @@ static void prefetch_raw(PyObject *table, PyObject *lto, PyObject *frame, int nv
     __builtin_prefetch(&self->cache[pair], 0, 3);
     __builtin_prefetch(&self->cache[pair + 1], 0, 3);
     older->pair = pair;
-    older->n = n;
-    memcpy(older->raw, raw, (size_t)n);
+    older->n = n;           /* (at least 14: one byte, two IPv4 addresses, protocol, ports) */
+    memcpy(&older->tail, raw + n - 8, 8);
 }
 
 /* FlowTable._endpoints of a key: (proto, src, sport, dst, dport), ports 0 but for TCP and UDP */
