@@ -18,7 +18,8 @@ timed on and off on the HTTP capture with the HTTP decoder disabled
 (`--detection-only` runs just that). The realistic capture
 (tests/bench/gen_realistic.py: mostly TCP no decoder claims, thousands of
 concurrent flows over minutes of packet time) is timed with flows on and off,
-alternating, best of `--repeat` runs each: the cost of accounting every packet
+alternating, best of `--repeat` runs each (at least FLOWS_ROUNDS in a full run), and
+the median of each round's own off/on pair: the cost of accounting every packet
 to a flow and reporting it (`--only-realistic` runs just that). Last, the realistic
 capture and the mixed one (at most 100k packets) with 1, 2 and 4 worker processes
 (`--workers`), alternating, best of `--repeat`; `--workers 1,2,4` runs just that. Peak
@@ -33,6 +34,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -150,15 +152,19 @@ def flow_memory(flows: int = 20_000) -> dict[str, float]:
     return out
 
 
+FLOWS_ROUNDS = 7     # `make bench`'s rounds of flows off and on (at least)
+
+
 def bench_flows(path: Path, repeat: int, base: Path | None = None) -> None:
-    """Flows off and on, alternating on the same file; the best run of each is compared.
+    """Flows off and on, alternating on the same file (the order reversed every other
+    round); the best run of each is compared, and each round's own off/on pair.
 
     With `base` (an exported older tree, `--base REV`), that tree runs too, in
     the same rounds: "base off", "base on", then this tree's "off", "on"."""
     modes = ("off", "on") if base is None else ("base off", "base on", "off", "on")
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
-    for _ in range(repeat):
-        for mode in modes:
+    for i in range(repeat):
+        for mode in modes if i % 2 == 0 else modes[::-1]:
             flag = "true" if mode.endswith("on") else "false"
             runs[mode].append(bench_wirebeat(path, ["-E", f"wirebeat.flows.enabled={flag}",
                                                     "-E", "logging.level=info"],
@@ -175,7 +181,12 @@ def bench_flows(path: Path, repeat: int, base: Path | None = None) -> None:
               f"{_faults(r)}")
     off, on = best["off"], best["on"]
     print(f"flows cost: {1 - on['packets_per_s'] / off['packets_per_s']:.1%} of the flows-off "
-          f"throughput by wall time, {1 - cpu['off'] / cpu['on']:.1%} by CPU time")
+          f"throughput by wall time, {1 - cpu['off'] / cpu['on']:.1%} by CPU time (best runs)")
+    # A best run is one lucky run of each: on a shared host the neighbours' load moves one
+    # run by 20% and more. Each round's own pair, run back to back, is the steadier figure.
+    pairs = [1 - a["cpu_s"] / b["cpu_s"] for a, b in zip(runs["off"], runs["on"])]
+    print(f"flows cost by CPU time, each round's off/on pair: median {statistics.median(pairs):.1%} "
+          f"(from {min(pairs):.1%} to {max(pairs):.1%}, {len(pairs)} rounds)")
     if base is not None:
         for mode in ("off", "on"):
             print(f"flows {mode}, this tree vs base: {best[mode]['packets_per_s'] / best['base ' + mode]['packets_per_s']:.2f}x "
@@ -394,7 +405,7 @@ def main() -> int:
                   f"(= {tshark_tps:,.0f} transactions/s at the same count); wirebeat is "
                   f"{wb_http['packets_per_s'] / ts_http['packets_per_s']:.1f}x faster")
     bench_detection(web)
-    bench_flows(generate_realistic(args.packets), args.repeat, base)
+    bench_flows(generate_realistic(args.packets), max(args.repeat, FLOWS_ROUNDS), base)
     # Issue #15's table: both captures with 1, 2 and 4 worker processes, flows on; the realistic
     # mix also at the issue's own length, 1M packets, where the serial start-up (~0.2 CPU-s before
     # the fork, which no worker count divides) weighs half what it does at 500k.
