@@ -1127,6 +1127,20 @@ static int batch_dedup(PyObject *dedup, PyObject *source, DedupObject **dd, Py_u
     return 0;
 }
 
+/* A reader batch's item (ts, linktype, data, ...) as the C loops take it: a float time, a link
+ * type in 0..65535 and the frame's bytes (borrowed); 0 for anything else (on_frame's to handle). */
+static inline int batch_item(PyObject *item, PyObject **tso, PyObject **lto, PyObject **data, long *lt)
+{
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) return 0;
+    *tso = PyTuple_GET_ITEM(item, 0);
+    *lto = PyTuple_GET_ITEM(item, 1);
+    *data = PyTuple_GET_ITEM(item, 2);
+    if (!PyFloat_CheckExact(*tso) || !PyLong_CheckExact(*lto) || !PyBytes_CheckExact(*data)) return 0;
+    int overflow;
+    *lt = PyLong_AsLongAndOverflow(*lto, &overflow);
+    return !overflow && *lt >= 0 && *lt <= 0xFFFF;
+}
+
 static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 12 || !PyList_Check(args[0]) || !PyBytes_Check(args[4]) || !PyUnicode_Check(args[5])
@@ -1153,15 +1167,11 @@ static PyObject *packet_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
     long long nbytes = 0, untracked = 0;
     char buf[OUT_BUF];
     for (i = start; i < end; i++) {
-        PyObject *item = PyList_GET_ITEM(batch, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) break;
-        PyObject *tso = PyTuple_GET_ITEM(item, 0), *lto = PyTuple_GET_ITEM(item, 1), *data = PyTuple_GET_ITEM(item, 2);
-        if (!PyFloat_CheckExact(tso) || !PyLong_CheckExact(lto) || !PyBytes_CheckExact(data)) break;
+        PyObject *tso, *lto, *data;
+        long lt;
+        if (!batch_item(PyList_GET_ITEM(batch, i), &tso, &lto, &data, &lt)) break;
         double ts = PyFloat_AS_DOUBLE(tso);
         if (!(ts < until)) break;                   /* a tick is due (or no number): on_frame */
-        int overflow;
-        long lt = PyLong_AsLongAndOverflow(lto, &overflow);
-        if (overflow || lt < 0 || lt > 0xFFFF) break;
         const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
         Py_ssize_t len = PyBytes_GET_SIZE(data);
         walk_t w;
@@ -1561,12 +1571,9 @@ done:
  * counted or raised; a frame that fails them is simply not prefetched. */
 static void prefetch_flow(const flowcore_api_t *fc, PyObject *account, PyObject *item)
 {
-    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) return;
-    PyObject *lto = PyTuple_GET_ITEM(item, 1), *data = PyTuple_GET_ITEM(item, 2);
-    if (!PyLong_CheckExact(lto) || !PyBytes_CheckExact(data)) return;
-    int overflow;
-    long lt = PyLong_AsLongAndOverflow(lto, &overflow);
-    if (overflow || lt < 0 || lt > 0xFFFF) return;
+    PyObject *tso, *lto, *data;
+    long lt;
+    if (!batch_item(item, &tso, &lto, &data, &lt)) return;
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t len = PyBytes_GET_SIZE(data);
     walk_t w;
@@ -1700,16 +1707,9 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyObject *src = NULL, *dst = NULL, *key = NULL, *conn = NULL;
         int src_first = 0;
 
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) goto decided;
-        tso = PyTuple_GET_ITEM(item, 0); lto = PyTuple_GET_ITEM(item, 1); data = PyTuple_GET_ITEM(item, 2);
-        if (!PyFloat_CheckExact(tso) || !PyLong_CheckExact(lto) || !PyBytes_CheckExact(data)) goto decided;
+        if (!batch_item(item, &tso, &lto, &data, &lt)) goto decided;
         ts = PyFloat_AS_DOUBLE(tso);
         if (!(ts < until)) goto decided;                    /* a tick is due */
-        {
-            int overflow;
-            lt = PyLong_AsLongAndOverflow(lto, &overflow);
-            if (overflow || lt < 0 || lt > 0xFFFF) goto decided;
-        }
         d = (const unsigned char *)PyBytes_AS_STRING(data);
         len = PyBytes_GET_SIZE(data);
         if (!locate((int)lt, d, len, &w)) goto decided;    /* link.* malformed */
