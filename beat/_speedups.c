@@ -1785,6 +1785,11 @@ static PyObject *frame_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
                     else {
                         connslots_find(&cs, conn);
                         PyObject **bp = conn_slot(&cs, conn, cs.bypassed);
+                        /* Its last_ts float, read at the end of this frame (kind 4): an
+                         * object made a while ago, in memory by now; asked for here, it
+                         * arrives while the frame's link header and flow are done */
+                        PyObject **tp = conn_slot(&cs, conn, cs.last_ts);
+                        if (tp && *tp) __builtin_prefetch(*tp, 1, 3);
                         PyObject *b = bp ? *bp : NULL;
                         int bypassed = b == Py_True ? 1 : b == Py_False ? 0 : attr_true(conn, S_bypassed);
                         if (bypassed < 0) goto fail;
