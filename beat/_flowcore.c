@@ -2741,6 +2741,11 @@ static int end_flow(TableObject *self, ending_t *e, RecordObject *r, PyObject *r
         Py_DECREF(res);
         return 0;
     }
+    /* what forget_flow reads after the report: the keys' and endpoints' objects, made when the
+     * flow opened and long out of the cache (their reference counts change) */
+    if (r->key) __builtin_prefetch(r->key, 1, 3);
+    if (r->rev_key) __builtin_prefetch(r->rev_key, 1, 3);
+    if (r->ends) __builtin_prefetch(r->ends, 1, 3);
     if (report(self->reporter, e->as_text, self->source, rec, 1, reason, report_ts) < 0) return -1;
     e->finals++;
     return forget_flow(self, e, r, report_ts);
