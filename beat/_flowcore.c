@@ -186,64 +186,11 @@ static PyObject **record_obj_slot(RecordObject *r, Py_ssize_t i)
 
 static inline PyObject *or_none(PyObject *o) { return Py_NewRef(o ? o : Py_None); }
 
-/* Records' own memory: chunks of REC_CHUNK bytes that hold only records, one chunk list per
- * size (UDP, TCP), each record at a 64-byte boundary (what a packet touches, t_none to the
- * TCP part's T_AWAIT_ACK_DIR, is then exactly its third and fourth cache lines), a freed
- * record's place reused first. Every packet reads its flow's record at a random place; from
- * the object allocator, records shared their pages with the packets' short-lived objects of
- * the same size, and a busy table's records spread over several times the pages, each a
- * TLB miss (a nested page walk in a VM) before the cache miss. Chunks are kept once made:
- * their total is the most records alive at once (capped by the tables' max_flows) times
- * 256 (UDP) or 384 (TCP) bytes. Only the GIL's holder allocates and frees records. */
-#define REC_CHUNK ((size_t)256 * 1024)
-#define REC_ALIGN 64
-typedef struct { void *free; char *next, *end; } rec_slab_t;
-static rec_slab_t rec_slabs[2];
-static unsigned long long rec_chunks;
-
-static size_t rec_size(int tcp)
-{
-    size_t size = sizeof(RecordObject) + (tcp ? T_SIZE * sizeof(tslot_t) : 0);
-    return (size + REC_ALIGN - 1) & ~(size_t)(REC_ALIGN - 1);
-}
-
-_Static_assert(offsetof(RecordObject, t_none) >= 2 * REC_ALIGN
-               && offsetof(RecordObject, t) + 3 * sizeof(tslot_t) <= 4 * REC_ALIGN,
-               "what a packet touches of its record is its third and fourth cache lines");
-
-static void *rec_mem_alloc(int tcp)
-{
-    rec_slab_t *s = &rec_slabs[tcp];
-    void *p = s->free;
-    if (p != NULL) {
-        s->free = *(void **)p;
-        return p;
-    }
-    size_t size = rec_size(tcp);
-    if (s->next == NULL || (size_t)(s->end - s->next) < size) {
-        char *c = (char *)PyMem_RawMalloc(REC_CHUNK + REC_ALIGN);
-        if (c == NULL) return NULL;
-        rec_chunks++;
-        s->next = (char *)(((uintptr_t)c + REC_ALIGN - 1) & ~(uintptr_t)(REC_ALIGN - 1));
-        s->end = s->next + REC_CHUNK;
-    }
-    p = s->next;
-    s->next += size;
-    return p;
-}
-
-static void record_free(void *o)
-{
-    rec_slab_t *s = &rec_slabs[Py_SIZE(o) != 0];
-    *(void **)o = s->free;
-    s->free = o;
-}
-
 /* A new record, zeroed, with room for a TCP part or without (a UDP flow's is 104 bytes smaller) */
 static RecordObject *record_alloc(int tcp)
 {
     size_t size = sizeof(RecordObject) + (tcp ? T_SIZE * sizeof(tslot_t) : 0);
-    RecordObject *r = (RecordObject *)rec_mem_alloc(tcp);
+    RecordObject *r = (RecordObject *)PyObject_Malloc(size);
     if (r == NULL) return (RecordObject *)PyErr_NoMemory();
     memset(r, 0, size);
     PyObject_InitVar((PyVarObject *)r, &RecordType, tcp ? T_SIZE : 0);
@@ -527,7 +474,7 @@ static PyTypeObject RecordType = {
     .tp_itemsize = sizeof(tslot_t),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_SEQUENCE,
     .tp_new = record_new,
-    .tp_free = record_free,
+    .tp_free = PyObject_Free,
     .tp_dealloc = (destructor)record_dealloc,
     .tp_as_sequence = &record_as_sequence,
     .tp_as_mapping = &record_as_mapping,
@@ -2599,9 +2546,9 @@ static int account_raw(PyObject *table, PyObject *ts, PyObject *lto, PyObject *f
         if (which >= 0) self->last_slot = pair + 1;
         /* A flow this packet opened: its reverse key is cached too (flows[rev_key] is rec
          * now), so the first answer finds it without making, hashing and looking up a key
-         * tuple. (find_entry may have grown the cache: the pair is taken again then.) */
-        if (opened != self->opened && !rec->rev_same && rn)
-            cache_put(self, (Py_ssize_t)(raw_hash(rraw, rn) & (uint64_t)(self->slots - 2)), rraw, rn, rec, 1);
+         * tuple. */
+        if (opened != self->opened && !rec->rev_same && rn && rpair + 1 < self->slots)
+            cache_put(self, rpair, rraw, rn, rec, 1);
     }
     if (apply(self, key, 0, rec, d, ts, tsd, flen, &l, p, plen, payload) < 0) goto error;
     Py_DECREF(rec);

@@ -327,29 +327,6 @@ def test_a_c_record_holds_64_bit_counts_and_float_times_and_refuses_other_values
 
 
 @needs_c
-def test_records_start_on_cache_lines_and_freed_records_places_are_reused():
-    """The C core keeps records in chunks of their own (per size: with and without a TCP
-    part), each at a 64-byte boundary, so a packet touches exactly two cache lines of its
-    record, and a freed record's place is taken by the next record of its size: a table that
-    opens and ends flows all day does not grow. (The object allocator aligns to 16 bytes, so
-    the first assertion fails there.)"""
-    c, _, _, _ = _tables()
-    frame = g.ethernet(g.ipv4(A4, B4, 6, g.tcp(A4, B4, 1, 2, b"", seq=10, flags="S")))
-    c.account(T0, 1, frame, (), frame[26:30], frame[30:34], 6, frame[34:])
-    [tcp] = c._records()
-    items = _plain(tcp)
-    udp_items = items[:R_TCP] + [None] + items[R_TCP + 1:]
-    for kind in (items, udp_items):
-        first = [_flowcore.Record(kind) for _ in range(300)]
-        places = {id(r) for r in first}
-        assert len(places) == 300 and all(p % 64 == 0 for p in places)
-        del first
-        again = [_flowcore.Record(kind) for _ in range(300)]
-        assert {id(r) for r in again} == places
-    assert id(tcp) % 64 == 0
-
-
-@needs_c
 @pytest.mark.parametrize("ts", [T0, 1_700_000_000, 9e9, 3e10, 0.0, 1e-7])
 def test_timestamps_of_every_kind_report_the_same(ts):
     """Integer times, times past the C iso_time's range, the epoch, a negative duration."""
