@@ -1482,8 +1482,17 @@ static int report(ReporterObject *self, int as_text, PyObject *source, PyObject 
         goto error;         /* done */
     }
     if (_PyBytes_Resize(&line, w - base) < 0) goto error;      /* (frees it on failure) */
-    if (fid == NULL && !(fid = PyUnicode_DecodeUTF8(fid_p, fid_n, NULL))) goto error;
-    doc_id = PyUnicode_FromFormat("%U-%lld", fid, reports);
+    /* _id: flow.id's text, "-", the report's number, made once from its UTF-8 (flow.id's text
+     * comes with the cached parts: no str of it is made only to be formatted) */
+    char idbuf[128];
+    if (fid_n <= (Py_ssize_t)sizeof idbuf - NUM_MAX - 1) {
+        memcpy(idbuf, fid_p, (size_t)fid_n);
+        idbuf[fid_n] = '-';
+        doc_id = PyUnicode_DecodeUTF8(idbuf, put_dec(idbuf + fid_n + 1, reports) - idbuf, NULL);
+    } else {
+        if (fid == NULL && !(fid = PyUnicode_DecodeUTF8(fid_p, fid_n, NULL))) goto error;
+        doc_id = PyUnicode_FromFormat("%U-%lld", fid, reports);
+    }
     if (doc_id == NULL) goto error;
     frag = PyObject_CallOneArg(self->fragment, line);
     if (frag == NULL) goto error;

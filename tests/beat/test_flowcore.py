@@ -386,10 +386,14 @@ def test_a_reports_id_comes_with_the_cached_text_and_a_new_flow_id_makes_it_anew
     assert rec[R_TEXT].endswith(first.encode())
     rec[flows.R_ID] = "renamed"
     assert rec[R_TEXT] is None
-    c.reporter.report("src", rec, True, "idle", T0 + 30)
+    c.reporter.report("src", rec, False, None, T0 + 30)
+    long_id = "é" * 150         # (an id longer than the C _id's stack buffer, not ASCII)
+    rec[flows.R_ID] = long_id
+    c.reporter.report("src", rec, True, "idle", T0 + 40)
     ids = [doc_id for doc_id, _ in out]
     names = [orjson.loads(text)["flow"]["id"] for _, text in out]
-    assert ids == [f"{first}-0", f"{first}-1", "renamed-2"] and names == [first, first, "renamed"]
+    assert ids == [f"{first}-0", f"{first}-1", "renamed-2", f"{long_id}-3"]
+    assert names == [first, first, "renamed", long_id]
 
 
 # -- flow.id in C, and a sweep's reports handed over in one call ------------------------
