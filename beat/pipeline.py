@@ -45,9 +45,13 @@ BLOCK_MAX_BYTES = 4 * 2**20
 # blocks of about this many bytes, and `publish_block` returns once the output has written the
 # block, so that the C core writes the next one into the same buffer, still in the CPU's cache.
 # (A sweep's blocks, queued, were each written into memory long evicted: one last-level cache
-# miss per 64 bytes of report text; docs/performance.md, flow11.) The Elasticsearch output keeps
+# miss per 64 bytes of report text; docs/performance.md, flow11.) 64 KiB, not 256: between two
+# uses of the buffer a sweep reads each reported record and its cached text, ~12 lines a report,
+# and a 256 KiB buffer was half out of a 512 KiB L2 by then (cachegrind, realistic 100k, L2 as
+# its last level: 233,000 fewer write misses at 64 KiB, 0.2% more instructions; 32 and 128 KiB
+# gained less; docs/performance.md, "Sixteenth session"). The Elasticsearch output keeps
 # blocks of `batch_size` documents, queued: one bulk request each.
-BLOCK_SMALL_BYTES = 256 * 1024
+BLOCK_SMALL_BYTES = 64 * 1024
 
 
 class Block:
