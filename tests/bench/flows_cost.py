@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import bench_wirebeat, export_base, generate_realistic  # noqa: E402
+from run import bench_wirebeat, compile_tree, export_base, generate_realistic  # noqa: E402
 
 
 def measure(path: Path, rounds: int, base: Path | None) -> dict[str, list[float]]:
@@ -77,6 +77,7 @@ def main() -> int:
     if missing:
         print(f"missing capture(s): {', '.join(missing)}", file=sys.stderr)
         return 2
+    compile_tree()
     base = export_base(args.base) if args.base else None
     for path in files:
         report(path, measure(path, args.rounds, base))

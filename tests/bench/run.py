@@ -226,6 +226,15 @@ def trees(base: str | None) -> list[tuple[str, Path | None]]:
     return out
 
 
+def compile_tree() -> None:
+    """This tree byte-compiled, as export_base does for --base: with PYTHONDONTWRITEBYTECODE
+    set (as on this host), every run would compile its changed modules anew, start-up CPU that
+    is not wirebeat's (~0.25 s a run: flows_cost.py's figures until 2026-12-02 carried it, on
+    and off alike, which lowered the cost they showed by ~0.7 points)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "beat"), str(ROOT / "decoders")],
+                   check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+
+
 def export_base(rev: str) -> Path:
     """`rev`'s beat/, decoders/ and index_templates/ as an importable `wirebeat` under a temp dir."""
     import tempfile
@@ -342,10 +351,7 @@ def main() -> int:
                         help="only time the realistic and mixed captures with these worker counts "
                         "(e.g. 1,2,4), alternating, best of --repeat")
     args = parser.parse_args()
-    # Byte-compiled first, as export_base does for --base: with PYTHONDONTWRITEBYTECODE set,
-    # every run would compile this tree's changed modules anew (start-up CPU that is not wirebeat's).
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "beat"), str(ROOT / "decoders")],
-                   check=True, stdout=subprocess.DEVNULL)
+    compile_tree()
     if args.workers:
         bench_workers([generate_realistic(args.packets), generate(min(args.packets, 100_000))],
                       [int(n) for n in args.workers.split(",")], args.repeat)

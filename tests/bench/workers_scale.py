@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from run import export_base, generate_realistic  # noqa: E402
+from run import compile_tree, export_base, generate_realistic  # noqa: E402
 
 _SUMMARY = re.compile(r"(\d+) packets, (\d+) documents")
 _FINISHED = re.compile(r'"frames": \[([\d, ]*)\], "cpu_s": \[([\d., ]*)\], "event": "workers finished"')
@@ -111,10 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     capture = args.capture or generate_realistic(300_000)
     counts = [int(n) for n in args.workers.split(",")]
-    # Byte-compiled first (as --base's export is): with PYTHONDONTWRITEBYTECODE set, every run
-    # would compile this tree anew.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "beat"), str(ROOT / "decoders")],
-                   check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+    compile_tree()
     trees: list[tuple[str, Path | None]] = [("this", None)]
     if args.base:
         trees.insert(0, (f"base {args.base}", export_base(args.base)))
